@@ -1,0 +1,144 @@
+//! Harness for eastwall's end-to-end tests: a [`Cloud`] of hosts and workloads in network
+//! namespaces (built by `eastwall_node::lab`), real `eastwall node` processes on its hosts, and
+//! helpers that read like the scenario: "start nodes", "connect from web-dev to db-prod:5432",
+//! "the flow record of that connection".
+//!
+//! Tests need root. Every cloud has unique names and is removed on drop, also on panic.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+pub use eastwall_node::lab::{Lab, NodeHandle, Outcome, Probe};
+use serde_json::Value;
+
+/// How long a client waits before calling a connection dropped.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `eastwall` binary built beside this test.
+pub fn eastwall_bin() -> PathBuf {
+    // Tests run from target/<profile>/deps; the binary is in target/<profile>.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let bin = dir.join("eastwall");
+    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace` or nextest", bin.display());
+    bin
+}
+
+/// A lab with eastwall nodes.
+pub struct Cloud {
+    /// The namespaces.
+    pub lab: Lab,
+    /// Running nodes, by host.
+    pub nodes: Vec<NodeHandle>,
+    registry: String,
+    policy: String,
+}
+
+/// One workload of a registry: (host, name, app, zone).
+pub type Spec<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+impl Cloud {
+    /// Builds hosts and workloads; the registry is generated from `workloads` (plus
+    /// `extra_registry` lines appended to `spec.workloads`).
+    pub fn new(hosts: &[&str], workloads: &[Spec<'_>], extra_registry: &str, policy: &str) -> Cloud {
+        let mut lab = Lab::new().unwrap();
+        for h in hosts {
+            lab.add_host(h).unwrap();
+        }
+        let mut wl_yaml = String::new();
+        for (host, name, app, zone) in workloads {
+            let w = lab.add_workload(host, name).unwrap();
+            wl_yaml.push_str(&format!(
+                "    - {{name: {name}, node: {host}, addresses: [{}], app: {app}, zone: {zone}}}\n",
+                w.addr
+            ));
+        }
+        let mut nodes_yaml = String::new();
+        for h in lab.hosts() {
+            nodes_yaml.push_str(&format!("    - {{name: {}, addresses: [{}]}}\n", h.name, h.addr));
+        }
+        let registry = format!(
+            "apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n  nodes:\n{nodes_yaml}  workloads:\n{wl_yaml}{extra_registry}"
+        );
+        Cloud { lab, nodes: Vec::new(), registry, policy: policy.to_owned() }
+    }
+
+    /// The registry text the nodes run with.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Starts a node on each host (with extra `capture:` settings, indented four spaces).
+    pub fn start_nodes(&mut self, extra_capture: &str) {
+        let hosts: Vec<String> = self.lab.hosts().iter().map(|h| h.name.clone()).collect();
+        for h in hosts {
+            self.start_node(&h, extra_capture);
+        }
+    }
+
+    /// Starts the node of `host`.
+    pub fn start_node(&mut self, host: &str, extra_capture: &str) -> NodeHandle {
+        let n = self.lab.start_node(&eastwall_bin(), host, &self.registry, &self.policy, extra_capture).unwrap();
+        self.nodes.retain(|x| x.host != host);
+        self.nodes.push(n.clone());
+        n
+    }
+
+    /// The node of `host`.
+    pub fn node(&self, host: &str) -> &NodeHandle {
+        self.nodes.iter().find(|n| n.host == host).unwrap()
+    }
+
+    /// The address of `workload`'s `port`.
+    pub fn addr(&self, workload: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(self.lab.workload(workload).addr.into(), port)
+    }
+
+    /// Connects from `from` to `to:port` and reports what the client saw.
+    pub fn connect(&self, from: &str, to: &str, port: u16) -> Probe {
+        self.lab.connect(from, self.addr(to, port), CONNECT_TIMEOUT)
+    }
+
+    /// The flow record `host`'s node wrote for the client at `local` (waits for it briefly).
+    pub fn flow(&self, host: &str, local: SocketAddr) -> Value {
+        let node = self.node(host);
+        for _ in 0..100 {
+            if let Ok(text) = std::fs::read_to_string(&node.flow_log) {
+                for line in text.lines().rev() {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    if v["src_port"] == local.port() && v["src_ip"] == local.ip().to_string() {
+                        return v;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(&node.flow_log).unwrap_or_default();
+        panic!("no flow record for {local} on {host}; log:\n{log}");
+    }
+
+    /// GETs an admin path of `host`'s node.
+    pub fn admin(&self, host: &str, path: &str) -> String {
+        self.lab.admin_get(self.node(host), path).unwrap()
+    }
+
+    /// Runs `eastwall ARGS` in `host`'s namespace.
+    pub fn eastwall_in(&self, host: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.lab.host(host).netns])
+            .arg(eastwall_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// Whether this process may build namespaces (tests skip loudly otherwise, except in CI).
+pub fn require_root() {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    assert!(root, "end-to-end tests need root (network namespaces, nftables)");
+}

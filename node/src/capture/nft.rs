@@ -1,0 +1,285 @@
+//! The nftables table the node owns, built as one JSON batch and applied atomically.
+//!
+//! ```text
+//! table inet eastwall {
+//!   chain prerouting {   # filter hook prerouting priority mangle
+//!     meta l4proto tcp socket transparent 1 meta mark set MARK accept   # replies to our spoofing sockets
+//!     fib daddr type local accept                                       # the host's own services
+//!     iifname { WORKLOAD_IFACES } meta l4proto tcp tproxy to :15001 meta mark set MARK accept
+//!     iifname { WORKLOAD_IFACES } meta l4proto tcp drop                 # fail closed: no listener
+//!     iif lo meta mark MARK meta l4proto tcp tproxy to :15001 accept    # (local traffic option)
+//!     iif lo meta mark MARK meta l4proto tcp drop
+//!     ip daddr @local4 meta l4proto tcp tproxy to :15006 meta mark set MARK accept   # inbound
+//!     ip daddr @local4 meta l4proto tcp drop    (and the same for ip6 / @local6)
+//!   }
+//!   chain output {       # route hook output (local traffic option)
+//!     meta mark OWN accept
+//!     meta l4proto tcp fib daddr type != local meta mark set MARK
+//!   }
+//! }
+//! ```
+//! A `tproxy` statement that finds no socket does not match, so the `drop` after it is what
+//! keeps captured traffic from bypassing a stopped node.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use nftables::batch::Batch;
+use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, Socket, SocketAttr};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::stmt::{Mangle, Match, Operator, Statement, TProxy};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::config::CaptureSpec;
+
+/// Priority of the `mangle` hooks.
+const PRIO_MANGLE: i32 = -150;
+
+/// Builds the batch that replaces the node's table with one capturing for `local_addrs`
+/// (this host's workload addresses).
+pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> {
+    let t: Cow<'static, str> = Cow::Owned(spec.table.clone());
+    let mut b = Batch::new();
+    // `add` then `delete` then `add` makes the replacement atomic and idempotent: the first
+    // add ensures the table exists so the delete cannot fail.
+    b.add(NfListObject::Table(table(&t)));
+    b.delete(NfListObject::Table(table(&t)));
+    b.add(NfListObject::Table(table(&t)));
+    b.add(NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: t.clone(),
+        name: "prerouting".into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Prerouting),
+        prio: Some(PRIO_MANGLE),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }));
+    let mut pre: Vec<Vec<Statement<'static>>> = Vec::new();
+    let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
+    let mark = spec.mark;
+    pre.push(vec![
+        tcp(),
+        eq(
+            Expression::Named(NamedExpression::Socket(Socket { key: Cow::Owned(SocketAttr::Transparent) })),
+            Expression::Number(1),
+        ),
+        set_mark(mark),
+        accept(),
+    ]);
+    pre.push(vec![eq(fib_daddr_type(), Expression::String("local".into())), accept()]);
+    if !spec.interfaces.is_empty() {
+        let ifaces = || {
+            Expression::Named(NamedExpression::Set(
+                spec.interfaces.iter().map(|i| SetItem::Element(Expression::String(i.clone().into()))).collect(),
+            ))
+        };
+        for fam in [Fam::V4, Fam::V6] {
+            pre.push(vec![nfproto(fam), eq(meta(MetaKey::Iifname), ifaces()), tcp(), tproxy(fam, spec.outbound_port), set_mark(mark), accept()]);
+        }
+        pre.push(vec![eq(meta(MetaKey::Iifname), ifaces()), tcp(), drop()]);
+    }
+    if spec.local_traffic {
+        let lo_marked = || vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), eq(meta(MetaKey::Mark), Expression::Number(mark)), tcp()];
+        for fam in [Fam::V4, Fam::V6] {
+            let mut r = vec![nfproto(fam)];
+            r.extend(lo_marked());
+            r.extend([tproxy(fam, spec.outbound_port), accept()]);
+            pre.push(r);
+        }
+        let mut r = lo_marked();
+        r.push(drop());
+        pre.push(r);
+    }
+    if spec.inbound {
+        for (fam, fam_addrs) in [
+            (Fam::V4, local_addrs.iter().filter(|a| a.is_ipv4()).collect::<Vec<_>>()),
+            (Fam::V6, local_addrs.iter().filter(|a| a.is_ipv6()).collect::<Vec<_>>()),
+        ] {
+            if fam_addrs.is_empty() {
+                continue;
+            }
+            let daddr = || {
+                eq(
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+                        protocol: fam.payload().into(),
+                        field: "daddr".into(),
+                    }))),
+                    Expression::Named(NamedExpression::Set(
+                        fam_addrs.iter().map(|a| SetItem::Element(Expression::String(a.to_string().into()))).collect(),
+                    )),
+                )
+            };
+            pre.push(vec![daddr(), tcp(), tproxy(fam, spec.inbound_port), set_mark(mark), accept()]);
+            pre.push(vec![daddr(), tcp(), drop()]);
+        }
+    }
+    for expr in pre {
+        b.add(rule(&t, "prerouting", expr));
+    }
+    if spec.local_traffic {
+        b.add(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: t.clone(),
+            name: "output".into(),
+            _type: Some(NfChainType::Route),
+            hook: Some(NfHook::Output),
+            prio: Some(PRIO_MANGLE),
+            policy: Some(NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+        b.add(rule(&t, "output", vec![eq(meta(MetaKey::Mark), Expression::Number(spec.own_mark)), accept()]));
+        b.add(rule(
+            &t,
+            "output",
+            vec![
+                tcp(),
+                Statement::Match(Match {
+                    left: fib_daddr_type(),
+                    right: Expression::String("local".into()),
+                    op: Operator::NEQ,
+                }),
+                set_mark(mark),
+            ],
+        ));
+    }
+    b.to_nftables()
+}
+
+/// The batch that removes the node's table.
+pub fn teardown(table_name: &str) -> Nftables<'static> {
+    let t: Cow<'static, str> = Cow::Owned(table_name.to_owned());
+    let mut b = Batch::new();
+    b.add(NfListObject::Table(table(&t)));
+    b.delete(NfListObject::Table(table(&t)));
+    b.to_nftables()
+}
+
+fn table(name: &Cow<'static, str>) -> Table<'static> {
+    Table { family: NfFamily::INet, name: name.clone(), handle: None }
+}
+
+fn rule(table: &Cow<'static, str>, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: table.clone(),
+        chain: chain.into(),
+        expr: expr.into(),
+        ..Rule::default()
+    })
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn fib_daddr_type() -> Expression<'static> {
+    Expression::Named(NamedExpression::Fib(Fib { result: FibResult::Type, flags: HashSet::from([FibFlag::Daddr]) }))
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op: Operator::EQ })
+}
+
+fn set_mark(mark: u32) -> Statement<'static> {
+    Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value: Expression::Number(mark) })
+}
+
+/// An address family, as nft spells it in its different places.
+#[derive(Clone, Copy)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn payload(self) -> &'static str {
+        match self {
+            Fam::V4 => "ip",
+            Fam::V6 => "ip6",
+        }
+    }
+    fn nfproto(self) -> &'static str {
+        match self {
+            Fam::V4 => "ipv4",
+            Fam::V6 => "ipv6",
+        }
+    }
+}
+
+fn nfproto(fam: Fam) -> Statement<'static> {
+    eq(meta(MetaKey::Nfproto), Expression::String(fam.nfproto().into()))
+}
+
+/// In an `inet` table, `tproxy` must name its family.
+fn tproxy(fam: Fam, port: u16) -> Statement<'static> {
+    Statement::TProxy(TProxy { family: Some(fam.payload().into()), port, addr: None })
+}
+
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+fn drop() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CaptureSpec {
+        CaptureSpec { interfaces: vec!["wl-a".into(), "veth*".into()], local_traffic: true, ..CaptureSpec::default() }
+    }
+
+    #[test]
+    fn one_batch_replaces_the_table() {
+        let n = ruleset(&spec(), &["10.1.0.2".parse().unwrap(), "fd00::2".parse().unwrap()]);
+        let json = serde_json::to_value(&n).unwrap();
+        let objs = json["nftables"].as_array().unwrap();
+        // metainfo? no: add table, delete table, add table, then chains and rules
+        assert!(objs[0]["add"]["table"].is_object());
+        assert!(objs[1]["delete"]["table"].is_object());
+        let rules: Vec<_> = objs.iter().filter(|o| o["add"]["rule"].is_object()).collect();
+        // transparent, local, iface tproxy x2 + drop, lo tproxy x2 + drop, v4 tproxy+drop,
+        // v6 tproxy+drop, output x2
+        assert_eq!(rules.len(), 14, "{json:#}");
+        let text = json.to_string();
+        assert!(text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"), "{text}");
+        assert!(text.contains("\"tproxy\":{\"family\":\"ip6\",\"port\":15001}"), "{text}");
+        assert!(text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15006}"), "{text}");
+        assert!(text.contains("\"veth*\""));
+        assert!(text.contains("fd00::2"));
+    }
+
+    #[test]
+    fn every_tproxy_is_followed_by_a_drop_for_the_same_match() {
+        let n = ruleset(&spec(), &["10.1.0.2".parse().unwrap()]);
+        let json = serde_json::to_value(&n).unwrap();
+        let rules: Vec<_> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["add"]["rule"]["expr"].as_array().cloned())
+            .collect();
+        // Matches other than the address-family one.
+        let matches = |r: &Vec<serde_json::Value>| {
+            r.iter()
+                .filter(|s| s.get("match").is_some() && s["match"]["left"]["meta"]["key"] != "nfproto")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut tproxies = 0;
+        for (i, r) in rules.iter().enumerate() {
+            if r.iter().any(|s| s.get("tproxy").is_some()) {
+                tproxies += 1;
+                // The next rule that is not another family's tproxy for the same match drops.
+                let next = rules[i + 1..].iter().find(|n| !n.iter().any(|s| s.get("tproxy").is_some())).unwrap();
+                assert!(next.last().unwrap().get("drop").is_some(), "rule after tproxy must drop: {next:?}");
+                assert_eq!(matches(r), matches(next));
+            }
+        }
+        assert_eq!(tproxies, 5);
+    }
+}

@@ -1,0 +1,247 @@
+//! The node's own configuration file (`kind: NodeConfig`) and loading of the registry and
+//! policy files it names.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use eastwall_policy::{Diagnostic, Diagnostics, Policy, Registry, Severity};
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+/// API version of every eastwall file.
+pub const API_VERSION: &str = "eastwall.dev/v1";
+
+/// Default mark on packets that capture hands to the transparent listeners.
+pub const DEFAULT_CAPTURE_MARK: u32 = 0x1e57_0001;
+/// Default mark on the node's own upstream sockets, so they are never captured again.
+pub const DEFAULT_OWN_MARK: u32 = 0x1e57_0002;
+/// Default policy-routing table that delivers captured packets locally.
+pub const DEFAULT_ROUTE_TABLE: u32 = 157;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct File {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    node_name: String,
+    registry: PathBuf,
+    policy: PathBuf,
+    #[serde(default = "default_capture")]
+    capture: Spanned<CaptureSpec>,
+    #[serde(default)]
+    admin: AdminSpec,
+    #[serde(default)]
+    flow_log: FlowLogSpec,
+    #[serde(default)]
+    runtime: RuntimeSpec,
+}
+
+fn default_capture() -> Spanned<CaptureSpec> {
+    Spanned::new(CaptureSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+/// Which traffic the node captures, and the kernel plumbing it uses to do so.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CaptureSpec {
+    /// Workload-facing interfaces: every TCP connection arriving on them is captured
+    /// outbound. nft wildcards (`veth*`) are allowed.
+    pub interfaces: Vec<String>,
+    /// Also capture TCP connections that processes of the host itself open.
+    pub local_traffic: bool,
+    /// Capture TCP connections arriving from elsewhere for this host's workloads.
+    pub inbound: bool,
+    /// Port of the outbound transparent listener.
+    pub outbound_port: u16,
+    /// Port of the inbound transparent listener.
+    pub inbound_port: u16,
+    /// Packet mark that routes captured packets to the local listeners.
+    pub mark: u32,
+    /// Mark carried by the node's own upstream sockets.
+    pub own_mark: u32,
+    /// Policy-routing table used for local delivery of marked packets.
+    pub route_table: u32,
+    /// Name of the nftables table the node owns (family `inet`).
+    pub table: String,
+    /// Seconds allowed for an upstream connect before the client is reset.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for CaptureSpec {
+    fn default() -> Self {
+        CaptureSpec {
+            interfaces: Vec::new(),
+            local_traffic: false,
+            inbound: true,
+            outbound_port: 15001,
+            inbound_port: 15006,
+            mark: DEFAULT_CAPTURE_MARK,
+            own_mark: DEFAULT_OWN_MARK,
+            route_table: DEFAULT_ROUTE_TABLE,
+            table: "eastwall".into(),
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+/// The admin endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSpec {
+    /// Address of the admin HTTP endpoint; keep it on loopback.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        AdminSpec {
+            listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
+        }
+    }
+}
+
+/// Where flow records go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct FlowLogSpec {
+    /// JSON-lines file the records are appended to; none keeps them only in memory.
+    pub path: Option<PathBuf>,
+    /// How many recent records `/flows` serves.
+    pub recent: usize,
+}
+
+impl Default for FlowLogSpec {
+    fn default() -> Self {
+        FlowLogSpec {
+            path: Some(PathBuf::from("/var/log/eastwall/flows.json")),
+            recent: 1024,
+        }
+    }
+}
+
+/// The async runtime.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RuntimeSpec {
+    /// Worker threads; 0 means one per core.
+    pub worker_threads: usize,
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        RuntimeSpec { worker_threads: 0 }
+    }
+}
+
+/// A node's configuration after validation, with paths resolved against the file's folder.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name in the registry.
+    pub node_name: String,
+    /// The registry file.
+    pub registry_path: PathBuf,
+    /// The policy file.
+    pub policy_path: PathBuf,
+    /// Capture settings.
+    pub capture: CaptureSpec,
+    /// Admin endpoint.
+    pub admin: AdminSpec,
+    /// Flow log.
+    pub flow_log: FlowLogSpec,
+    /// Runtime.
+    pub runtime: RuntimeSpec,
+}
+
+impl NodeConfig {
+    /// Parses a node configuration; `file` names it in error messages and its folder anchors
+    /// relative paths.
+    pub fn parse(file: &Path, text: &str) -> Result<NodeConfig, Diagnostics> {
+        let name = file.display().to_string();
+        let f: File = eastwall_policy::parse_yaml(&name, text)?;
+        let mut diags = Diagnostics::default();
+        let mut error = |at: &Location, message: String| {
+            diags.push(Diagnostic {
+                file: name.clone(),
+                line: at.line() as u32,
+                col: at.column() as u32,
+                severity: Severity::Error,
+                message,
+            })
+        };
+        if f.api_version.value != API_VERSION {
+            error(&f.api_version.referenced, format!("apiVersion must be `{API_VERSION}`, found `{}`", f.api_version.value));
+        }
+        if f.kind.value != "NodeConfig" {
+            error(&f.kind.referenced, format!("kind must be `NodeConfig`, found `{}`", f.kind.value));
+        }
+        let _ = f.metadata;
+        let c = &f.spec.capture;
+        if c.value.outbound_port == 0 || c.value.inbound_port == 0 || c.value.outbound_port == c.value.inbound_port {
+            error(&c.referenced, "capture ports must be non-zero and distinct".to_string());
+        }
+        if c.value.mark == 0 || c.value.own_mark == 0 || c.value.mark == c.value.own_mark {
+            error(&c.referenced, "capture marks must be non-zero and distinct".to_string());
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        Ok(NodeConfig {
+            node_name: f.spec.node_name,
+            registry_path: base.join(f.spec.registry),
+            policy_path: base.join(f.spec.policy),
+            capture: f.spec.capture.value,
+            admin: f.spec.admin,
+            flow_log: FlowLogSpec {
+                path: f.spec.flow_log.path.map(|p| base.join(p)),
+                ..f.spec.flow_log
+            },
+            runtime: f.spec.runtime,
+        })
+    }
+
+    /// Reads and parses a node configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        NodeConfig::parse(path, &text).map_err(|d| anyhow::anyhow!("{d}"))
+    }
+}
+
+/// The registry and policy a node decides with, loaded together so they are consistent.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Which workloads exist and where.
+    pub registry: Registry,
+    /// The compiled policy.
+    pub policy: Policy,
+}
+
+impl Rules {
+    /// Loads and validates the registry and policy files; warnings are returned beside them.
+    pub fn load(registry_path: &Path, policy_path: &Path) -> anyhow::Result<(Rules, Diagnostics)> {
+        let rtext = std::fs::read_to_string(registry_path)
+            .with_context(|| format!("reading {}", registry_path.display()))?;
+        let registry = Registry::parse(&registry_path.display().to_string(), &rtext).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let ptext = std::fs::read_to_string(policy_path)
+            .with_context(|| format!("reading {}", policy_path.display()))?;
+        let (policy, warnings) =
+            Policy::parse(&policy_path.display().to_string(), &ptext, &registry).map_err(|d| anyhow::anyhow!("{d}"))?;
+        Ok((Rules { registry, policy }, warnings))
+    }
+}

@@ -1,0 +1,381 @@
+//! Flow records: one per connection, written as a JSON line when it closes, in the shape of
+//! Suricata's EVE `flow` event with an `eastwall` object for who was on each end and why the
+//! connection was allowed or denied.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{LineWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use eastwall_policy::{Decision, Workload};
+use serde::Serialize;
+
+/// EVE's timestamp format.
+pub fn eve_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f%z").to_string()
+}
+
+/// Which listener captured the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Opened by a workload (or process) on this host.
+    Outbound,
+    /// Arriving for a workload on this host.
+    Inbound,
+}
+
+impl Direction {
+    /// Lowercase name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// One end of a flow as eastwall knows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointInfo {
+    /// Registry workload name, if the address belongs to one.
+    pub workload: Option<String>,
+    /// The workload's app.
+    pub app: Option<String>,
+    /// The workload's zone.
+    pub zone: Option<String>,
+    /// The node the workload runs on.
+    pub node: Option<String>,
+}
+
+impl EndpointInfo {
+    /// Describes `w` (or an address outside the registry).
+    pub fn of(w: Option<&Workload>) -> Self {
+        EndpointInfo {
+            workload: w.map(|w| w.name.clone()),
+            app: w.and_then(|w| w.app.clone()),
+            zone: w.and_then(|w| w.zone.clone()),
+            node: w.map(|w| w.node.clone()),
+        }
+    }
+}
+
+/// A monitor-mode rule that matched before the deciding one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MonitorInfo {
+    /// Rule id.
+    pub rule: String,
+    /// Section of the rule.
+    pub section: String,
+    /// What the rule would have done.
+    pub would: String,
+}
+
+/// The decision part of a flow record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PolicyInfo {
+    /// `allow` or `deny`.
+    pub verdict: String,
+    /// Deciding rule id, or `default-deny`, or a reason code such as `unknown-source`.
+    pub rule: String,
+    /// Section of the deciding rule.
+    pub section: Option<String>,
+    /// Mode of the deciding rule (`enforce`; monitor rules never decide).
+    pub mode: String,
+    /// Monitor-mode rules that matched on the way, with what they would have done.
+    pub monitor: Vec<MonitorInfo>,
+}
+
+impl PolicyInfo {
+    /// The record of a policy decision.
+    pub fn of(d: &Decision) -> Self {
+        PolicyInfo {
+            verdict: d.action.as_str().to_owned(),
+            rule: d.rule_id().to_owned(),
+            section: d.rule.as_ref().map(|r| r.section.to_string()),
+            mode: "enforce".to_owned(),
+            monitor: d
+                .monitored
+                .iter()
+                .map(|m| MonitorInfo {
+                    rule: m.rule.id.to_string(),
+                    section: m.rule.section.to_string(),
+                    would: m.action.as_str().to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A denial that happened before policy was consulted (e.g. `unknown-source`).
+    pub fn denied_because(reason: &str) -> Self {
+        PolicyInfo {
+            verdict: "deny".into(),
+            rule: reason.into(),
+            section: None,
+            mode: "enforce".into(),
+            monitor: Vec::new(),
+        }
+    }
+}
+
+/// EVE's `flow` object.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EveFlow {
+    /// Bytes from client to server.
+    pub bytes_toserver: u64,
+    /// Bytes from server to client.
+    pub bytes_toclient: u64,
+    /// Start, EVE time.
+    pub start: String,
+    /// End, EVE time.
+    pub end: String,
+    /// Whole seconds the flow lived.
+    pub age: u64,
+    /// `closed`, `rejected` (denied), or `failed` (upstream unreachable).
+    pub state: String,
+    /// Why it ended: `shutdown`, `denied`, `upstream-error`, `error`.
+    pub reason: String,
+    /// IDS alerts on the flow (none yet).
+    pub alerted: bool,
+}
+
+/// eastwall's own part of the record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EastwallInfo {
+    /// The node that wrote the record.
+    pub node: String,
+    /// Which capture saw the connection.
+    pub direction: Direction,
+    /// The source.
+    pub src: EndpointInfo,
+    /// The destination.
+    pub dest: EndpointInfo,
+    /// The decision.
+    pub policy: PolicyInfo,
+    /// Milliseconds from accept to close.
+    pub duration_ms: u64,
+    /// An error that ended the flow, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One flow record (EVE `event_type: flow`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowRecord {
+    /// When the record was written.
+    pub timestamp: String,
+    /// Node-unique id of the flow.
+    pub flow_id: u64,
+    /// Always `flow`.
+    pub event_type: &'static str,
+    /// Source address.
+    pub src_ip: String,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination address.
+    pub dest_ip: String,
+    /// Destination port.
+    pub dest_port: u16,
+    /// Always `TCP` for now.
+    pub proto: &'static str,
+    /// Byte counts and timing.
+    pub flow: EveFlow,
+    /// Identities and decision.
+    pub eastwall: EastwallInfo,
+}
+
+impl FlowRecord {
+    /// Starts a record for a connection from `src` to `dst`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        flow_id: u64,
+        node: &str,
+        direction: Direction,
+        src: SocketAddr,
+        dst: SocketAddr,
+        src_info: EndpointInfo,
+        dst_info: EndpointInfo,
+        policy: PolicyInfo,
+        start: DateTime<Utc>,
+    ) -> Self {
+        let t = eve_time(start);
+        FlowRecord {
+            timestamp: t.clone(),
+            flow_id,
+            event_type: "flow",
+            src_ip: src.ip().to_string(),
+            src_port: src.port(),
+            dest_ip: dst.ip().to_string(),
+            dest_port: dst.port(),
+            proto: "TCP",
+            flow: EveFlow {
+                bytes_toserver: 0,
+                bytes_toclient: 0,
+                start: t.clone(),
+                end: t,
+                age: 0,
+                state: "new".into(),
+                reason: String::new(),
+                alerted: false,
+            },
+            eastwall: EastwallInfo {
+                node: node.to_owned(),
+                direction,
+                src: src_info,
+                dest: dst_info,
+                policy,
+                duration_ms: 0,
+                error: None,
+            },
+        }
+    }
+
+    /// Completes the record at `end`.
+    pub fn finish(&mut self, start: DateTime<Utc>, end: DateTime<Utc>, state: &str, reason: &str) {
+        let e = eve_time(end);
+        self.timestamp = e.clone();
+        self.flow.end = e;
+        let ms = (end - start).num_milliseconds().max(0) as u64;
+        self.flow.age = ms / 1000;
+        self.eastwall.duration_ms = ms;
+        self.flow.state = state.into();
+        self.flow.reason = reason.into();
+    }
+}
+
+/// Where records go: an append-only JSON-lines file and a ring of recent ones for `/flows`.
+pub struct FlowLog {
+    file: Option<Mutex<LineWriter<File>>>,
+    recent: Mutex<VecDeque<String>>,
+    capacity: usize,
+    next_id: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+impl FlowLog {
+    /// Opens (creating folders as needed) the log at `path`.
+    pub fn open(path: Option<&Path>, capacity: usize) -> anyhow::Result<FlowLog> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let f = OpenOptions::new().create(true).append(true).open(p)?;
+                Some(Mutex::new(LineWriter::new(f)))
+            }
+            None => None,
+        };
+        // Flow ids only need to be unique per node run; seeding from the clock keeps ids of
+        // consecutive runs apart in a shared SIEM.
+        let seed = (Utc::now().timestamp_micros() as u64) << 16;
+        Ok(FlowLog {
+            file,
+            recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity,
+            next_id: AtomicU64::new(seed),
+            write_errors: AtomicU64::new(0),
+        })
+    }
+
+    /// A fresh flow id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records `rec`: one line in the file and in the ring.
+    pub fn record(&self, rec: &FlowRecord) {
+        let line = match serde_json::to_string(rec) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("serializing a flow record: {e}");
+                return;
+            }
+        };
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = writeln!(f, "{line}") {
+                self.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("writing the flow log: {e}");
+            }
+        }
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= self.capacity {
+            r.pop_front();
+        }
+        if self.capacity > 0 {
+            r.push_back(line);
+        }
+    }
+
+    /// The most recent records, oldest first, as a JSON array.
+    pub fn recent_json(&self, limit: usize) -> String {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = r.len().saturating_sub(limit);
+        let mut out = String::from("[");
+        for (i, l) in r.iter().skip(skip).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(l);
+        }
+        out.push(']');
+        out
+    }
+
+    /// Records that could not be written to the file.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u64) -> FlowRecord {
+        FlowRecord::new(
+            id,
+            "hostA",
+            Direction::Outbound,
+            "10.0.0.2:40000".parse().unwrap(),
+            "10.0.1.2:5432".parse().unwrap(),
+            EndpointInfo { workload: Some("web".into()), app: Some("web".into()), zone: Some("dev".into()), node: Some("hostA".into()) },
+            EndpointInfo { workload: None, app: None, zone: None, node: None },
+            PolicyInfo::denied_because("unknown-source"),
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn record_is_one_eve_flow_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/flows.json");
+        let log = FlowLog::open(Some(&path), 2).unwrap();
+        for i in 0..3 {
+            let mut r = rec(i);
+            let s = Utc::now();
+            r.finish(s, s + chrono::Duration::milliseconds(1500), "closed", "shutdown");
+            log.record(&r);
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["event_type"], "flow");
+        assert_eq!(v["proto"], "TCP");
+        assert_eq!(v["dest_port"], 5432);
+        assert_eq!(v["flow"]["age"], 1);
+        assert_eq!(v["eastwall"]["duration_ms"], 1500);
+        assert_eq!(v["eastwall"]["policy"]["rule"], "unknown-source");
+        assert!(v["timestamp"].as_str().unwrap().ends_with("+0000"));
+        // The ring keeps the last two.
+        let recent: Vec<serde_json::Value> = serde_json::from_str(&log.recent_json(10)).unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[1]["flow_id"], 2);
+        let one: Vec<serde_json::Value> = serde_json::from_str(&log.recent_json(1)).unwrap();
+        assert_eq!(one[0]["flow_id"], 2);
+    }
+}

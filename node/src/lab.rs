@@ -1,0 +1,565 @@
+//! A private cloud on one machine, for the demo and the end-to-end tests: hosts and workloads
+//! as Linux namespaces joined by veth pairs.
+//!
+//! ```text
+//!                 lan namespace (bridge br0, 10.77.0.0/24)
+//!        ┌───────────────┴───────────────┐
+//!   host 1 (10.77.0.1)               host 2 (10.77.0.2)          hosts: network namespaces
+//!     │ w1 ─ eth0 wl (10.77.1.2)       │ w1 ─ eth0 wl (10.77.2.2)  workloads: net+mount+pid+uts
+//!     │ w2 ─ eth0 wl (10.77.1.3)       …                          namespaces (containers without
+//! ```                                                              an image), hostname = name
+//! Each workload has its own veth to its host (routed /32, the host side holds 10.77.H.1), so
+//! workload-to-workload traffic on one host is routed, and captured, like any other.
+//!
+//! Names are unique per process (`ew<pid>x<n>…`), so tests can build labs concurrently; a lab
+//! removes its processes and namespaces on drop, also while unwinding from a panic, and a new
+//! lab first removes namespaces left by processes that no longer exist.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+const NETNS_DIR: &str = "/var/run/netns";
+
+/// A host: a network namespace with an uplink on the lab's LAN.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Name in the registry (`hostA`).
+    pub name: String,
+    /// Network namespace name.
+    pub netns: String,
+    /// Index (1-based) deciding its addresses.
+    pub index: u8,
+    /// Address on the LAN.
+    pub addr: Ipv4Addr,
+    workloads: u8,
+}
+
+/// A workload: its own network, mount, PID and UTS namespaces behind a veth to its host.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Name in the registry.
+    pub name: String,
+    /// Network namespace name (also usable with `ip -n`).
+    pub netns: String,
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// Host it lives on.
+    pub host: String,
+    /// Host-side interface name (what the node captures on).
+    pub host_if: String,
+    /// PID (outside view) of the workload's init, for `nsenter -t PID -n -m -p -u`.
+    pub pid: u32,
+}
+
+/// A running eastwall node.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    /// Host it runs on.
+    pub host: String,
+    /// Host namespace.
+    pub netns: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its flow log.
+    pub flow_log: PathBuf,
+    /// Its process id.
+    pub pid: u32,
+    /// Admin endpoint address inside the host namespace.
+    pub admin: SocketAddr,
+}
+
+/// The lab: everything it created, removed on drop.
+pub struct Lab {
+    prefix: String,
+    lan: String,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    hosts: Vec<Host>,
+    workloads: Vec<Workload>,
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Lab {
+    /// Creates an empty lab with its LAN.
+    pub fn new() -> anyhow::Result<Lab> {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("the lab needs root (network namespaces, nftables)");
+        }
+        sweep_stale();
+        let prefix = format!("ew{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("eastwall-{prefix}"));
+        fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            lan: format!("{prefix}-lan"),
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            hosts: Vec::new(),
+            workloads: Vec::new(),
+            dir,
+            keep: false,
+        };
+        let lan = lab.lan.clone();
+        lab.add_netns(&lan)?;
+        ip(&["-n", &lan, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &lan, "link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    /// The folder for this lab's files (configs, logs).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Leaves everything running when the lab is dropped (the demo's `--keep`).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The hosts.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The workloads.
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+
+    /// The workload called `name`.
+    pub fn workload(&self, name: &str) -> &Workload {
+        self.workloads.iter().find(|w| w.name == name).unwrap_or_else(|| panic!("no workload {name} in the lab"))
+    }
+
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name} in the lab"))
+    }
+
+    fn add_netns(&mut self, name: &str) -> anyhow::Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_owned());
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Adds a host on the LAN with address 10.77.0.N.
+    pub fn add_host(&mut self, name: &str) -> anyhow::Result<Host> {
+        let index = u8::try_from(self.hosts.len() + 1).context("too many hosts")?;
+        let netns = format!("{}-{name}", self.prefix);
+        self.add_netns(&netns)?;
+        let addr = Ipv4Addr::new(10, 77, 0, index);
+        let lan_if = format!("h{index}");
+        ip(&["link", "add", &lan_if, "netns", &self.lan, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&["-n", &self.lan, "link", "set", &lan_if, "master", "br0", "up"])?;
+        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        sysctl(&netns, "net.ipv4.ip_forward", "1")?;
+        // Routes to the workloads of the hosts already there, and theirs to this one's.
+        for other in &self.hosts {
+            ip(&["-n", &netns, "route", "add", &format!("10.77.{}.0/24", other.index), "via", &other.addr.to_string()])?;
+            ip(&["-n", &other.netns, "route", "add", &format!("10.77.{index}.0/24"), "via", &addr.to_string()])?;
+        }
+        let h = Host { name: name.to_owned(), netns, index, addr, workloads: 0 };
+        self.hosts.push(h.clone());
+        Ok(h)
+    }
+
+    /// Adds a workload on `host` with address 10.77.H.(N+1), as a container: its own network,
+    /// mount, PID and UTS namespaces, hostname set to `name`.
+    pub fn add_workload(&mut self, host: &str, name: &str) -> anyhow::Result<Workload> {
+        let hi = self.hosts.iter().position(|h| h.name == host).with_context(|| format!("no host {host}"))?;
+        self.hosts[hi].workloads += 1;
+        let h = self.hosts[hi].clone();
+        let n = h.workloads;
+        let addr = Ipv4Addr::new(10, 77, h.index, n + 1);
+        let gw = Ipv4Addr::new(10, 77, h.index, 1);
+        let netns = format!("{}-{name}", self.prefix);
+        let mut child = Command::new("unshare")
+            .args(["--net", "--mount", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+            .arg(format!("hostname {name} && exec sleep infinity"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the workload's namespaces (is util-linux installed?)")?;
+        let pid = match wait_for_child_pid(child.id()) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        self.children.push((netns.clone(), child));
+        ip(&["netns", "attach", &netns, &pid.to_string()])?;
+        self.namespaces.push(netns.clone());
+        let host_if = format!("w{n}");
+        ip(&["link", "add", &host_if, "netns", &h.netns, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &netns, "addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "route", "add", &gw.to_string(), "dev", "eth0", "scope", "link"])?;
+        ip(&["-n", &netns, "route", "add", "default", "via", &gw.to_string(), "dev", "eth0"])?;
+        ip(&["-n", &h.netns, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
+        ip(&["-n", &h.netns, "link", "set", &host_if, "up"])?;
+        ip(&["-n", &h.netns, "route", "add", &format!("{addr}/32"), "dev", &host_if])?;
+        let w = Workload { name: name.to_owned(), netns, addr, host: host.to_owned(), host_if, pid };
+        self.workloads.push(w.clone());
+        Ok(w)
+    }
+
+    /// Starts `eastwall node` (the binary at `exe`) on `host` with the given registry and
+    /// policy texts, and waits until its admin endpoint answers.
+    pub fn start_node(&mut self, exe: &Path, host: &str, registry: &str, policy: &str, extra_capture: &str) -> anyhow::Result<NodeHandle> {
+        let h = self.host(host).clone();
+        let dir = self.dir.join(host);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("registry.yaml"), registry)?;
+        fs::write(dir.join("policy.yaml"), policy)?;
+        let ifaces: Vec<String> =
+            self.workloads.iter().filter(|w| w.host == host).map(|w| format!("\"{}\"", w.host_if)).collect();
+        let config = dir.join("node.yaml");
+        let flow_log = dir.join("flows.json");
+        fs::write(
+            &config,
+            format!(
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n",
+                ifaces.join(", ")
+            ),
+        )?;
+        let log = fs::File::create(dir.join("node.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.netns])
+            .arg(exe)
+            .args(["node", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting eastwall node")?;
+        let pid = child.id();
+        self.children.push((h.netns.clone(), child));
+        let admin: SocketAddr = "127.0.0.1:15000".parse()?;
+        let node = NodeHandle { host: host.to_owned(), netns: h.netns.clone(), config, flow_log, pid, admin };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((_, c)) = self.children.iter_mut().find(|(_, c)| c.id() == pid) {
+                if let Some(status) = c.try_wait()? {
+                    let log = fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                    bail!("eastwall node on {host} exited ({status}):\n{log}");
+                }
+            }
+            if self.admin_get(&node, "/healthz").is_ok_and(|b| b.starts_with("ok")) {
+                return Ok(node);
+            }
+            if Instant::now() > deadline {
+                bail!("eastwall node on {host} did not become healthy within 20 s");
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Stops a node (SIGTERM) and waits for it; its capture table stays installed.
+    pub fn stop_node(&mut self, node: &NodeHandle) -> anyhow::Result<()> {
+        if let Some(i) = self.children.iter().position(|(_, c)| c.id() == node.pid) {
+            let (_, mut c) = self.children.remove(i);
+            terminate(&mut c);
+        }
+        Ok(())
+    }
+
+    /// GETs `path` from the node's admin endpoint (inside its host namespace).
+    pub fn admin_get(&self, node: &NodeHandle, path: &str) -> anyhow::Result<String> {
+        let addr = node.admin;
+        let path = path.to_owned();
+        in_netns(&node.netns, move || -> anyhow::Result<String> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            let (head, body) = resp.split_once("\r\n\r\n").context("malformed admin response")?;
+            if !head.starts_with("HTTP/1.1 200") {
+                bail!("admin {path}: {}", head.lines().next().unwrap_or(""));
+            }
+            Ok(body.to_owned())
+        })?
+    }
+
+    /// Starts a TCP service in `workload` on each of `ports`: it greets every client with
+    /// `hello from NAME: you are PEER, I am LOCAL` and then echoes what it receives.
+    pub fn serve(&mut self, workload: &str, ports: &[u16]) -> anyhow::Result<()> {
+        let w = self.workload(workload).clone();
+        for &port in ports {
+            let name = w.name.clone();
+            let addr = SocketAddr::new(IpAddr::V4(w.addr), port);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let netns = w.netns.clone();
+            thread::Builder::new().name(format!("svc-{name}-{port}")).spawn(move || {
+                if let Err(e) = enter_netns(&netns) {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                let l = match TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(()));
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    let name = name.clone();
+                    thread::spawn(move || {
+                        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                        let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                        if writeln!(s, "hello from {name}: you are {peer}, I am {local}").is_err() {
+                            return;
+                        }
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            })?;
+            rx.recv_timeout(Duration::from_secs(5)).context("service did not start")??;
+        }
+        Ok(())
+    }
+
+    /// Runs a command inside a workload (all of its namespaces) or a host, and waits for it.
+    pub fn exec(&self, netns: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = self.command(netns, args);
+        Ok(cmd.stdin(Stdio::null()).output()?)
+    }
+
+    fn command(&self, netns: &str, args: &[&str]) -> Command {
+        match self.workloads.iter().find(|w| w.netns == netns) {
+            Some(w) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &w.pid.to_string(), "-n", "-m", "-p", "-u", "--"]).args(args);
+                c
+            }
+            None => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).args(args);
+                c
+            }
+        }
+    }
+
+    /// Prints how to look around a kept lab.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for h in &self.hosts {
+            s.push_str(&format!("  host {:<10} ip netns exec {} bash\n", h.name, h.netns));
+        }
+        for w in &self.workloads {
+            s.push_str(&format!("  workload {:<12} nsenter -t {} -n -m -p -u bash   ({})\n", w.name, w.pid, w.addr));
+        }
+        s
+    }
+}
+
+/// What a client saw when it tried to reach a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Connected and got the service's greeting (the line, without newline).
+    Reached(String),
+    /// The connection was reset (eastwall denies with a reset).
+    Reset,
+    /// Nothing answered in time (dropped).
+    Timeout,
+    /// Refused or another error.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether the service was reached.
+    pub fn reached(&self) -> bool {
+        matches!(self, Outcome::Reached(_))
+    }
+}
+
+impl Lab {
+    /// From inside `workload`, connects to `dst` and reads the greeting.
+    pub fn connect(&self, workload: &str, dst: SocketAddr, timeout: Duration) -> Probe {
+        let w = self.workload(workload);
+        connect_from(&w.netns, w.addr.into(), dst, timeout)
+    }
+
+    /// From inside host `host` (a locally originated connection), connects to `dst`.
+    pub fn connect_from_host(&self, host: &str, dst: SocketAddr, timeout: Duration) -> Probe {
+        let h = self.host(host);
+        connect_from(&h.netns, h.addr.into(), dst, timeout)
+    }
+}
+
+/// A connection attempt: what happened, and the client's own address (to find its flow record).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// What the client saw.
+    pub outcome: Outcome,
+    /// The client socket's local address, once connected.
+    pub local: Option<SocketAddr>,
+}
+
+fn connect_from(netns: &str, src: IpAddr, dst: SocketAddr, timeout: Duration) -> Probe {
+    let r = in_netns(netns, move || -> Probe {
+        // Bind first, so the client's port is known even if the connection is reset at once.
+        let sock = match socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::STREAM, None)
+            .and_then(|s| s.bind(&SocketAddr::new(src, 0).into()).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(e) => return Probe { outcome: Outcome::Failed(e.to_string()), local: None },
+        };
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let s: TcpStream = match sock.connect_timeout(&dst.into(), timeout) {
+            Ok(()) => sock.into(),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Probe { outcome: Outcome::Timeout, local },
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Probe { outcome: Outcome::Reset, local },
+            Err(e) => return Probe { outcome: Outcome::Failed(e.to_string()), local },
+        };
+        let _ = s.set_read_timeout(Some(timeout));
+        let mut line = String::new();
+        let outcome = match BufReader::new(&s).read_line(&mut line) {
+            Ok(0) => Outcome::Failed("closed without a greeting".into()),
+            Ok(_) => Outcome::Reached(line.trim_end().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Outcome::Reset,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Outcome::Timeout,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        Probe { outcome, local }
+    });
+    r.unwrap_or_else(|e| Probe { outcome: Outcome::Failed(format!("{e:#}")), local: None })
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for (_, c) in self.children.iter_mut().rev() {
+            terminate(c);
+        }
+        for ns in self.namespaces.iter().rev() {
+            remove_netns(ns, false);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn terminate(c: &mut Child) {
+    if let Ok(Some(_)) = c.try_wait() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn remove_netns(ns: &str, kill_inside: bool) {
+    // Processes of a lab's own run are ended by PID in `Drop`; only a dead run's leftovers
+    // (found by `sweep_stale`) are ended by namespace.
+    if !kill_inside {
+        let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        return;
+    }
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+}
+
+/// Removes namespaces of labs whose process is gone (a test killed before it could clean up).
+fn sweep_stale() {
+    let Ok(entries) = fs::read_dir(NETNS_DIR) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("ew") else { continue };
+        let Some((pid, _)) = rest.split_once('x') else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            remove_netns(&name, true);
+        }
+    }
+}
+
+fn wait_for_child_pid(parent: u32) -> anyhow::Result<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            // Wait until it runs in its own UTS namespace with the hostname set (exec'd sleep).
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                return Ok(pid);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("workload namespaces did not come up");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `f` on a fresh OS thread inside network namespace `netns` (network namespace
+/// membership is per thread).
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let netns = netns.to_owned();
+    thread::spawn(move || -> anyhow::Result<T> {
+        enter_netns(&netns)?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("thread in {} panicked", "netns"))?
+}
+
+/// Moves the calling thread into network namespace `netns`.
+pub fn enter_netns(netns: &str) -> anyhow::Result<()> {
+    let f = fs::File::open(Path::new(NETNS_DIR).join(netns)).with_context(|| format!("opening netns {netns}"))?;
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {netns}"))?;
+    Ok(())
+}
+
+fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_owned();
+    in_netns(netns, move || fs::write(path, value))??;
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().context("running ip (is iproute2 installed?)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

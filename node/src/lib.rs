@@ -1,0 +1,25 @@
+//! The eastwall node: everything that touches the host.
+//!
+//! Data path of one connection (see `docs/ARCHITECTURE.md`):
+//! 1. [`capture`] installs one nftables table (TPROXY) and policy routing, so TCP connections
+//!    of this host's workloads land on transparent listeners: outbound ones (from workload
+//!    interfaces, optionally the host's own processes) on 15001, inbound ones (for local
+//!    workloads) on 15006. Without a listener the table drops them: fail closed.
+//! 2. [`proxy`] accepts, recovers the original destination from the socket, finds both ends in
+//!    the registry, asks the pure `eastwall_policy` engine, and either resets the connection or
+//!    connects to the original destination from the workload's own address and relays.
+//! 3. [`flow`] writes a Suricata-EVE-shaped record per connection; [`metrics`] counts; [`admin`]
+//!    serves `/healthz`, `/metrics`, `/flows` on loopback.
+//!
+//! [`lab`] builds hosts and workloads as namespaces for `eastwall demo` and the tests.
+
+pub mod admin;
+pub mod capture;
+pub mod config;
+pub mod demo;
+pub mod flow;
+pub mod lab;
+pub mod metrics;
+pub mod proxy;
+pub mod run;
+pub mod state;

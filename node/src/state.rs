@@ -1,0 +1,40 @@
+//! What a running node shares between its tasks.
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::{CaptureSpec, Rules};
+use crate::flow::FlowLog;
+use crate::metrics::Metrics;
+
+/// Shared state of a running node.
+pub struct NodeState {
+    /// This node's registry name.
+    pub node_name: String,
+    /// Capture settings (marks, timeouts).
+    pub capture: CaptureSpec,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Flow records.
+    pub flows: FlowLog,
+    rules: RwLock<Arc<Rules>>,
+}
+
+impl NodeState {
+    /// A node deciding with `rules`.
+    pub fn new(node_name: String, capture: CaptureSpec, rules: Rules, flows: FlowLog) -> Self {
+        let metrics = Metrics::default();
+        metrics.policy_rules.set(rules.policy.rule_count() as i64);
+        NodeState { node_name, capture, metrics, flows, rules: RwLock::new(Arc::new(rules)) }
+    }
+
+    /// The registry and policy in force; a connection keeps the snapshot it started with.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts new rules in force for connections accepted from now on.
+    pub fn set_rules(&self, rules: Rules) {
+        self.metrics.policy_rules.set(rules.policy.rule_count() as i64);
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+}

@@ -1,0 +1,404 @@
+//! Validation of a parsed policy file and its compilation into rules.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde_saphyr::Spanned;
+
+use super::format::{PolicyDoc, PortDoc, RuleDoc, SelectorDoc};
+use super::selector::{NameSet, Selector};
+use super::{Action, Mode, Rule, RuleRef};
+use crate::diag::{Pos, Sink};
+use crate::registry::Registry;
+use crate::yaml::{self, OneOrMany};
+
+/// What the registry declares, for warnings about names nothing has.
+struct Known<'r> {
+    enabled: bool,
+    workloads: HashSet<&'r str>,
+    apps: HashSet<&'r str>,
+    zones: HashSet<&'r str>,
+    labels: HashSet<(&'r str, &'r str)>,
+}
+
+impl<'r> Known<'r> {
+    fn new(reg: &'r Registry) -> Known<'r> {
+        let ws = reg.workloads();
+        Known {
+            enabled: !reg.is_empty(),
+            workloads: ws.iter().map(|w| w.name.as_str()).collect(),
+            apps: ws.iter().filter_map(|w| w.app.as_deref()).collect(),
+            zones: ws.iter().filter_map(|w| w.zone.as_deref()).collect(),
+            labels: ws
+                .iter()
+                .flat_map(|w| w.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect(),
+        }
+    }
+}
+
+/// The output of compilation.
+pub(crate) struct Compiled {
+    pub(crate) name: Option<String>,
+    pub(crate) sections: usize,
+    pub(crate) rules: Vec<Rule>,
+}
+
+/// Validates `doc`, recording every problem in `sink`, and compiles it.
+pub(crate) fn compile(sink: &mut Sink<'_>, doc: PolicyDoc, reg: &Registry) -> Compiled {
+    yaml::check_header(sink, &doc.api_version);
+    let name = yaml::check_metadata(sink, &doc.metadata);
+    let known = Known::new(reg);
+    let mut section_seen: HashMap<String, Pos> = HashMap::new();
+    let mut rule_seen: HashMap<String, Pos> = HashMap::new();
+    let mut rules = Vec::new();
+    let sections = doc.spec.sections.len();
+    for s in doc.spec.sections {
+        let at = Pos::from(s.name.referenced);
+        yaml::check_name(sink, &s.name, "section name");
+        if let Some(first) = section_seen.get(&s.name.value) {
+            sink.error(
+                at,
+                format!(
+                    "duplicate section name `{}` (first at {first})",
+                    s.name.value
+                ),
+            );
+        } else {
+            section_seen.insert(s.name.value.clone(), at);
+        }
+        let section: Arc<str> = Arc::from(s.name.value.as_str());
+        for r in s.rules {
+            rules.extend(compile_rule(sink, &known, &mut rule_seen, &section, r));
+        }
+    }
+    Compiled {
+        name,
+        sections,
+        rules,
+    }
+}
+
+fn compile_rule(
+    sink: &mut Sink<'_>,
+    known: &Known<'_>,
+    seen: &mut HashMap<String, Pos>,
+    section: &Arc<str>,
+    r: RuleDoc,
+) -> Option<Rule> {
+    let at = Pos::from(r.id.referenced);
+    yaml::check_name(sink, &r.id, "rule id");
+    if let Some(first) = seen.get(&r.id.value) {
+        sink.error(
+            at,
+            format!("duplicate rule id `{}` (first at {first})", r.id.value),
+        );
+    } else {
+        seen.insert(r.id.value.clone(), at);
+    }
+    let action = match r.action.value.as_str() {
+        "allow" => Some(Action::Allow),
+        "deny" => Some(Action::Deny),
+        other => {
+            sink.error(
+                r.action.referenced,
+                format!(
+                    "invalid action `{}` (expected allow or deny)",
+                    other.escape_debug()
+                ),
+            );
+            None
+        }
+    };
+    let mode = match r.mode.as_ref().map(|m| (m.value.as_str(), m.referenced)) {
+        None | Some(("enforce", _)) => Some(Mode::Enforce),
+        Some(("monitor", _)) => Some(Mode::Monitor),
+        Some((other, loc)) => {
+            sink.error(
+                loc,
+                format!(
+                    "invalid mode `{}` (expected enforce or monitor)",
+                    other.escape_debug()
+                ),
+            );
+            None
+        }
+    };
+    let from = r
+        .from
+        .map(|s| compile_selector(sink, known, &s.value))
+        .unwrap_or_default();
+    let to =
+        r.to.map(|s| compile_selector(sink, known, &s.value))
+            .unwrap_or_default();
+    let ports = r.ports.map(|p| compile_ports(sink, &p));
+    Some(Rule {
+        rref: RuleRef {
+            id: Arc::from(r.id.value.as_str()),
+            section: Arc::clone(section),
+        },
+        action: action?,
+        mode: mode?,
+        from,
+        to,
+        ports: match ports {
+            None => None,
+            Some(p) => Some(p?),
+        },
+    })
+}
+
+/// Which registry attribute a name list refers to, for messages and warnings.
+#[derive(Clone, Copy)]
+enum NameKind {
+    Workload,
+    App,
+    Zone,
+}
+
+fn compile_names(sink: &mut Sink<'_>, known: &Known<'_>, v: &OneOrMany, kind: NameKind) -> NameSet {
+    let (field, set) = match kind {
+        NameKind::Workload => ("workload", &known.workloads),
+        NameKind::App => ("app", &known.apps),
+        NameKind::Zone => ("zone", &known.zones),
+    };
+    if v.items.is_empty() {
+        sink.error(
+            v.at,
+            format!("empty `{field}` list (it would match nothing); omit the field to match any"),
+        );
+    }
+    let mut names = Vec::with_capacity(v.items.len());
+    for (name, at) in &v.items {
+        if !yaml::is_valid_name(name) {
+            sink.error(
+                *at,
+                format!(
+                    "invalid {field} name `{}`: use 1-253 letters, digits, `-`, `.`, `_`, starting and ending with a letter or digit",
+                    name.escape_debug()
+                ),
+            );
+            continue;
+        }
+        if known.enabled && !set.contains(name.as_str()) {
+            let msg = match kind {
+                NameKind::Workload => format!("no registry workload is named `{name}`"),
+                NameKind::App | NameKind::Zone => {
+                    format!("no registry workload has {field} `{name}`")
+                }
+            };
+            sink.warning(*at, msg);
+        }
+        names.push(Box::from(name.as_str()));
+    }
+    NameSet::new(names)
+}
+
+fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> Selector {
+    let labels = match &s.labels {
+        None => Box::default(),
+        Some(l) => {
+            if l.value.is_empty() {
+                sink.error(
+                    l.referenced,
+                    "empty `labels` map; omit the field to match any",
+                );
+            }
+            for (k, v) in &l.value {
+                if k.is_empty() {
+                    sink.error(l.referenced, "label keys must not be empty");
+                } else if known.enabled && !known.labels.contains(&(k.as_str(), v.as_str())) {
+                    sink.warning(
+                        l.referenced,
+                        format!("no registry workload has label `{k}: {v}`"),
+                    );
+                }
+            }
+            l.value
+                .iter()
+                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+                .collect()
+        }
+    };
+    Selector {
+        workload: s
+            .workload
+            .as_ref()
+            .map(|v| compile_names(sink, known, v, NameKind::Workload)),
+        app: s
+            .app
+            .as_ref()
+            .map(|v| compile_names(sink, known, v, NameKind::App)),
+        zone: s
+            .zone
+            .as_ref()
+            .map(|v| compile_names(sink, known, v, NameKind::Zone)),
+        labels,
+        cidr: s.cidr.as_ref().map(|v| compile_cidrs(sink, v)),
+        not: s.not.as_ref().map(|n| {
+            if n.value.is_empty() {
+                sink.error(
+                    n.referenced,
+                    "empty `not: {}` would match nothing; give at least one criterion",
+                );
+            }
+            Box::new(compile_selector(sink, known, &n.value))
+        }),
+    }
+}
+
+fn compile_cidrs(sink: &mut Sink<'_>, v: &OneOrMany) -> Box<[IpNet]> {
+    if v.items.is_empty() {
+        sink.error(
+            v.at,
+            "empty `cidr` list (it would match nothing); omit the field to match any",
+        );
+    }
+    let mut nets = Vec::with_capacity(v.items.len());
+    for (text, at) in &v.items {
+        let t = text.trim();
+        let parsed = if t.contains('/') {
+            t.parse::<IpNet>().ok()
+        } else {
+            t.parse::<IpAddr>().ok().map(IpNet::from)
+        };
+        match parsed {
+            None => sink.error(
+                *at,
+                format!(
+                    "invalid CIDR `{}` (expected an address or address/prefix, e.g. 10.0.0.0/8 or fd00::/16)",
+                    text.escape_debug()
+                ),
+            ),
+            Some(n) => {
+                let trunc = n.trunc();
+                if trunc != n {
+                    sink.warning(*at, format!("CIDR `{t}` has host bits set; it means {trunc}"));
+                }
+                nets.push(trunc);
+            }
+        }
+    }
+    nets.into_boxed_slice()
+}
+
+/// Formats a port range as written in messages: `8080` or `8000-8080`.
+fn range_str((lo, hi): (u16, u16)) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+/// Parses a decimal port number; `None` when not all digits. Values too large for `u32`
+/// saturate, so that they are reported as out of range rather than malformed.
+fn parse_port_num(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+/// Validates and compiles `ports`; `None` when any element is invalid.
+fn compile_ports(
+    sink: &mut Sink<'_>,
+    p: &Spanned<Vec<Spanned<PortDoc>>>,
+) -> Option<Box<[(u16, u16)]>> {
+    const RANGE_HINT: &str = "expected 1-65535 or a range string like \"8000-8080\"";
+    if p.value.is_empty() {
+        sink.error(
+            p.referenced,
+            "empty `ports` list (it would match nothing); omit the field to match all ports",
+        );
+        return None;
+    }
+    let mut ok = true;
+    // (range, position, file order)
+    let mut ranges: Vec<((u16, u16), Pos)> = Vec::with_capacity(p.value.len());
+    for item in &p.value {
+        let at = Pos::from(item.referenced);
+        let range = match &item.value {
+            PortDoc::Int(n) => match u16::try_from(*n) {
+                Ok(port) if port != 0 => Some((port, port)),
+                _ => {
+                    sink.error(at, format!("port {n} is out of range (1-65535)"));
+                    None
+                }
+            },
+            PortDoc::Text(t) => {
+                let parts = match t.split_once('-') {
+                    Some((a, b)) => (parse_port_num(a), parse_port_num(b)),
+                    None => {
+                        let n = parse_port_num(t);
+                        (n, n)
+                    }
+                };
+                let valid = |n: u32| u16::try_from(n).ok().filter(|&p| p != 0);
+                match parts {
+                    (Some(lo), Some(hi)) => match (valid(lo), valid(hi)) {
+                        (Some(lo), Some(hi)) if lo > hi => {
+                            sink.error(
+                                at,
+                                format!("port range `{t}` is reversed: {lo} is greater than {hi}"),
+                            );
+                            None
+                        }
+                        (Some(lo), Some(hi)) => Some((lo, hi)),
+                        _ => {
+                            sink.error(at, format!("port `{t}` is out of range (1-65535)"));
+                            None
+                        }
+                    },
+                    _ => {
+                        sink.error(
+                            at,
+                            format!("invalid port `{}` ({RANGE_HINT})", t.escape_debug()),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        match range {
+            Some(r) => ranges.push((r, at)),
+            None => ok = false,
+        }
+    }
+    // Overlaps: sort by low end; each range is compared with the furthest-reaching one
+    // before it, which is the one it must overlap if it overlaps any.
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| (ranges[i].0.0, i));
+    let mut reach: Option<usize> = None;
+    let mut reported = BTreeSet::new();
+    for &i in &order {
+        if let Some(j) = reach
+            && ranges[i].0.0 <= ranges[j].0.1
+        {
+            let (first, second) = if j < i { (j, i) } else { (i, j) };
+            if reported.insert(second) {
+                sink.error(
+                    ranges[second].1,
+                    format!(
+                        "port ranges {} and {} overlap",
+                        range_str(ranges[first].0),
+                        range_str(ranges[second].0)
+                    ),
+                );
+            }
+            ok = false;
+        }
+        if reach.is_none_or(|j| ranges[i].0.1 > ranges[j].0.1) {
+            reach = Some(i);
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let mut out: Vec<(u16, u16)> = ranges.into_iter().map(|(r, _)| r).collect();
+    out.sort_unstable();
+    Some(out.into_boxed_slice())
+}

@@ -1,0 +1,122 @@
+//! The policy file as written (`kind: Policy`), before validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::yaml::{Metadata, OneOrMany};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PolicyDoc {
+    pub(crate) api_version: Spanned<String>,
+    #[allow(dead_code)]
+    pub(crate) kind: String,
+    #[serde(default)]
+    pub(crate) metadata: Option<Metadata>,
+    pub(crate) spec: PolicySpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicySpec {
+    #[serde(default)]
+    pub(crate) sections: Vec<SectionDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SectionDoc {
+    pub(crate) name: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) rules: Vec<RuleDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleDoc {
+    pub(crate) id: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) description: Option<String>,
+    pub(crate) action: Spanned<String>,
+    #[serde(default)]
+    pub(crate) mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) from: Option<Spanned<SelectorDoc>>,
+    #[serde(default)]
+    pub(crate) to: Option<Spanned<SelectorDoc>>,
+    #[serde(default)]
+    pub(crate) ports: Option<Spanned<Vec<Spanned<PortDoc>>>>,
+}
+
+/// A selector as written. New criteria (identity `spiffe`, `user`, `group`) are added as
+/// further optional fields here and in the compiled `Selector`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SelectorDoc {
+    #[serde(default)]
+    pub(crate) workload: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) app: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) zone: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) labels: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub(crate) cidr: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) not: Option<Box<Spanned<SelectorDoc>>>,
+}
+
+impl SelectorDoc {
+    /// Whether no criterion is given (`{}`).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.workload.is_none()
+            && self.app.is_none()
+            && self.zone.is_none()
+            && self.labels.is_none()
+            && self.cidr.is_none()
+            && self.not.is_none()
+    }
+}
+
+/// One element of `ports`: an integer or a string (`"443"` or `"8000-8080"`).
+pub(crate) enum PortDoc {
+    Int(i128),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for PortDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = PortDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a range string like \"8000-8080\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortDoc, E> {
+                Ok(PortDoc::Int(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortDoc, E> {
+                Ok(PortDoc::Int(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<PortDoc, E> {
+                Ok(PortDoc::Int(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<PortDoc, E> {
+                Ok(PortDoc::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PortDoc, E> {
+                Ok(PortDoc::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

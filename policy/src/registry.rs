@@ -1,0 +1,513 @@
+//! The registry file (`kind: Registry`): which nodes and workloads exist, and their
+//! addresses, app, zone and labels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostics, Pos, Sink};
+use crate::yaml::{self, DocumentKind, Metadata};
+
+/// A workload: something on a host with addresses (a namespace, container, VM or session).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Unique name in the registry.
+    pub name: String,
+    /// Name of the node (host) it runs on.
+    pub node: String,
+    /// Its addresses (at least one).
+    pub addresses: Vec<IpAddr>,
+    /// Application it belongs to.
+    pub app: Option<String>,
+    /// Zone (environment) it belongs to, e.g. `dev` or `prod`.
+    pub zone: Option<String>,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A node (host running an eastwall node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// Unique name in the registry.
+    pub name: String,
+    /// The host's own addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A validated registry with lookups by name and address.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    name: Option<String>,
+    nodes: Vec<NodeEntry>,
+    workloads: Vec<Workload>,
+    node_by_name: HashMap<String, usize>,
+    workload_by_name: HashMap<String, usize>,
+    node_by_addr: HashMap<IpAddr, usize>,
+    workload_by_addr: HashMap<IpAddr, usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RegistryDoc {
+    api_version: Spanned<String>,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    spec: RegistrySpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySpec {
+    #[serde(default)]
+    nodes: Vec<NodeDoc>,
+    #[serde(default)]
+    workloads: Vec<WorkloadDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeDoc {
+    name: Spanned<String>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadDoc {
+    name: Spanned<String>,
+    node: Spanned<String>,
+    addresses: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    app: Option<Spanned<String>>,
+    #[serde(default)]
+    zone: Option<Spanned<String>>,
+    #[serde(default)]
+    labels: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// Who already owns an address, for the duplicate-address message.
+enum Owner {
+    Node(usize),
+    Workload(usize),
+}
+
+impl Registry {
+    /// Parses and validates a registry file; `file` is used only in messages.
+    ///
+    /// On error, returns every problem found in the file.
+    pub fn parse(file: &str, text: &str) -> Result<Registry, Diagnostics> {
+        yaml::expect_kind(file, text, DocumentKind::Registry)?;
+        let doc: RegistryDoc = yaml::parse_yaml(file, text)?;
+        let mut sink = Sink::new(file);
+        yaml::check_header(&mut sink, &doc.api_version);
+        let mut reg = Registry {
+            name: yaml::check_metadata(&mut sink, &doc.metadata),
+            ..Registry::default()
+        };
+        // First declaration of each address: (owner, where).
+        let mut addr_seen: HashMap<IpAddr, (Owner, Pos)> = HashMap::new();
+        let mut node_pos: Vec<Pos> = Vec::new();
+
+        for n in doc.spec.nodes {
+            let at = Pos::from(n.name.referenced);
+            yaml::check_name(&mut sink, &n.name, "node name");
+            if let Some(&first) = reg.node_by_name.get(&n.name.value) {
+                sink.error(
+                    at,
+                    format!(
+                        "duplicate node name `{}` (first at {})",
+                        n.name.value, node_pos[first]
+                    ),
+                );
+                continue;
+            }
+            let idx = reg.nodes.len();
+            let mut addresses = Vec::new();
+            for a in &n.addresses {
+                if let Some(ip) = parse_addr(&mut sink, a)
+                    && claim(
+                        &mut sink,
+                        &mut addr_seen,
+                        &reg,
+                        ip,
+                        Owner::Node(idx),
+                        a.referenced.into(),
+                        &n.name.value,
+                    )
+                {
+                    addresses.push(ip);
+                }
+            }
+            reg.node_by_name.insert(n.name.value.clone(), idx);
+            node_pos.push(at);
+            reg.nodes.push(NodeEntry {
+                name: n.name.value,
+                addresses,
+            });
+        }
+
+        let mut wl_pos: Vec<Pos> = Vec::new();
+        for w in doc.spec.workloads {
+            let at = Pos::from(w.name.referenced);
+            yaml::check_name(&mut sink, &w.name, "workload name");
+            if let Some(&first) = reg.workload_by_name.get(&w.name.value) {
+                let prev = &reg.workloads[first];
+                let nodes = if prev.node == w.node.value {
+                    format!("both on node {}", prev.node)
+                } else {
+                    format!("on nodes {} and {}", prev.node, w.node.value)
+                };
+                sink.error(
+                    at,
+                    format!(
+                        "workload `{}` is declared twice ({nodes}; first at {})",
+                        w.name.value, wl_pos[first]
+                    ),
+                );
+                continue;
+            }
+            if !reg.node_by_name.contains_key(&w.node.value) {
+                sink.error(
+                    w.node.referenced,
+                    format!(
+                        "workload `{}` is on node `{}`, which is not declared in spec.nodes",
+                        w.name.value, w.node.value
+                    ),
+                );
+            }
+            let idx = reg.workloads.len();
+            if w.addresses.value.is_empty() {
+                sink.error(
+                    w.addresses.referenced,
+                    format!(
+                        "workload `{}` has no addresses (at least one is required)",
+                        w.name.value
+                    ),
+                );
+            }
+            let mut addresses = Vec::new();
+            for a in &w.addresses.value {
+                if let Some(ip) = parse_addr(&mut sink, a)
+                    && claim(
+                        &mut sink,
+                        &mut addr_seen,
+                        &reg,
+                        ip,
+                        Owner::Workload(idx),
+                        a.referenced.into(),
+                        &w.name.value,
+                    )
+                {
+                    addresses.push(ip);
+                }
+            }
+            if let Some(app) = &w.app {
+                yaml::check_name(&mut sink, app, "app");
+            }
+            if let Some(zone) = &w.zone {
+                yaml::check_name(&mut sink, zone, "zone");
+            }
+            let labels = w.labels.map(|l| {
+                if l.value.keys().any(|k| k.is_empty()) {
+                    sink.error(l.referenced, "label keys must not be empty");
+                }
+                l.value
+            });
+            reg.workload_by_name.insert(w.name.value.clone(), idx);
+            wl_pos.push(at);
+            reg.workloads.push(Workload {
+                name: w.name.value,
+                node: w.node.value,
+                addresses,
+                app: w.app.map(|s| s.value),
+                zone: w.zone.map(|s| s.value),
+                labels: labels.unwrap_or_default(),
+            });
+        }
+
+        for (ip, (owner, _)) in addr_seen {
+            match owner {
+                Owner::Node(i) => reg.node_by_addr.insert(ip, i),
+                Owner::Workload(i) => reg.workload_by_addr.insert(ip, i),
+            };
+        }
+        sink.finish()?;
+        Ok(reg)
+    }
+
+    /// A registry with no nodes and no workloads.
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// Whether the registry declares nothing.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.workloads.is_empty()
+    }
+
+    /// `metadata.name` of the file, if given.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The workload that owns `ip` (IPv4-mapped IPv6 addresses match their IPv4 form).
+    pub fn workload_by_addr(&self, ip: IpAddr) -> Option<&Workload> {
+        self.workload_by_addr
+            .get(&ip.to_canonical())
+            .and_then(|&i| self.workloads.get(i))
+    }
+
+    /// The workload named `name`.
+    pub fn workload(&self, name: &str) -> Option<&Workload> {
+        self.workload_by_name
+            .get(name)
+            .and_then(|&i| self.workloads.get(i))
+    }
+
+    /// All workloads in file order.
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+
+    /// The workloads placed on node `node`, in file order.
+    pub fn workloads_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.workloads.iter().filter(move |w| w.node == node)
+    }
+
+    /// All nodes in file order.
+    pub fn nodes(&self) -> &[NodeEntry] {
+        &self.nodes
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeEntry> {
+        self.node_by_name.get(name).and_then(|&i| self.nodes.get(i))
+    }
+
+    /// The node whose own address is `ip` (IPv4-mapped IPv6 addresses match their IPv4 form).
+    pub fn node_by_addr(&self, ip: IpAddr) -> Option<&NodeEntry> {
+        self.node_by_addr
+            .get(&ip.to_canonical())
+            .and_then(|&i| self.nodes.get(i))
+    }
+}
+
+fn parse_addr(sink: &mut Sink<'_>, a: &Spanned<String>) -> Option<IpAddr> {
+    match a.value.trim().parse::<IpAddr>() {
+        Ok(ip) => Some(ip.to_canonical()),
+        Err(_) => {
+            let hint = if a.value.contains('/') {
+                " (a single address, not a CIDR)"
+            } else {
+                ""
+            };
+            sink.error(
+                a.referenced,
+                format!("invalid IP address `{}`{hint}", a.value.escape_debug()),
+            );
+            None
+        }
+    }
+}
+
+/// Records `ip` as owned by `owner`; reports it when someone else already has it.
+fn claim(
+    sink: &mut Sink<'_>,
+    seen: &mut HashMap<IpAddr, (Owner, Pos)>,
+    reg: &Registry,
+    ip: IpAddr,
+    owner: Owner,
+    at: Pos,
+    owner_name: &str,
+) -> bool {
+    if let Some((prev, prev_at)) = seen.get(&ip) {
+        let prev_name = match prev {
+            Owner::Node(i) => format!(
+                "node `{}`",
+                reg.nodes.get(*i).map_or("?", |n| n.name.as_str())
+            ),
+            Owner::Workload(i) => format!(
+                "workload `{}`",
+                reg.workloads.get(*i).map_or("?", |w| w.name.as_str())
+            ),
+        };
+        let this = match owner {
+            Owner::Node(_) => format!("node `{owner_name}`"),
+            Owner::Workload(_) => format!("workload `{owner_name}`"),
+        };
+        sink.error(
+            at,
+            format!("address {ip} of {this} is already used by {prev_name} (at {prev_at})"),
+        );
+        return false;
+    }
+    seen.insert(ip, (owner, at));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../testdata/registry.yaml");
+
+    fn errs(text: &str) -> Vec<String> {
+        match Registry::parse("r.yaml", text) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn doc(spec: &str) -> String {
+        format!("apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n{spec}")
+    }
+
+    #[test]
+    fn parses_example() {
+        let r = Registry::parse("registry.yaml", EXAMPLE).unwrap();
+        assert_eq!(r.name(), Some("corp"));
+        assert_eq!(r.nodes().len(), 2);
+        let w = r.workload("web-dev").unwrap();
+        assert_eq!(w.node, "hostA");
+        assert_eq!(w.app.as_deref(), Some("web"));
+        assert_eq!(w.zone.as_deref(), Some("dev"));
+        assert_eq!(w.labels.get("tier").map(String::as_str), Some("frontend"));
+        let ip: IpAddr = "10.99.1.2".parse().unwrap();
+        assert_eq!(r.workload_by_addr(ip).unwrap().name, "web-dev");
+        let mapped: IpAddr = "::ffff:10.99.1.2".parse().unwrap();
+        assert_eq!(r.workload_by_addr(mapped).unwrap().name, "web-dev");
+        let v6: IpAddr = "fd00:99::1:3".parse().unwrap();
+        assert_eq!(r.workload_by_addr(v6).unwrap().name, "db-prod");
+        assert_eq!(
+            r.node_by_addr("10.99.0.2".parse().unwrap()).unwrap().name,
+            "hostB"
+        );
+        assert!(r.workload_by_addr("10.99.0.2".parse().unwrap()).is_none());
+        assert_eq!(r.node("hostA").unwrap().addresses.len(), 2);
+        let on_a: Vec<_> = r.workloads_on("hostA").map(|w| w.name.as_str()).collect();
+        assert_eq!(on_a, ["web-dev", "api-dev"]);
+        assert!(r.workload("nope").is_none());
+        assert!(!r.is_empty());
+        assert!(Registry::empty().is_empty());
+    }
+
+    #[test]
+    fn minimal_and_empty_spec() {
+        let r = Registry::parse("r", &doc("  nodes: []\n")).unwrap();
+        assert!(r.is_empty());
+        let r = Registry::parse(
+            "r",
+            "apiVersion: eastwall.dev/v1\nkind: Registry\nspec: {}\n",
+        )
+        .unwrap();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn errors_with_locations() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "  nodes:\n    - name: hostA\n    - name: hostA\n",
+                &["r.yaml:6:13: duplicate node name `hostA` (first at 5:13)"],
+            ),
+            (
+                concat!(
+                    "  nodes:\n    - {name: hostA}\n    - {name: hostB}\n",
+                    "  workloads:\n",
+                    "    - name: x\n      node: hostA\n      addresses: [10.0.0.1]\n",
+                    "    - name: x\n      node: hostB\n      addresses: [10.0.0.2]\n",
+                ),
+                &[
+                    "r.yaml:11:13: workload `x` is declared twice (on nodes hostA and hostB; first at 8:13)",
+                ],
+            ),
+            (
+                concat!(
+                    "  nodes:\n    - {name: hostA, addresses: [10.0.0.1]}\n",
+                    "  workloads:\n",
+                    "    - {name: a, node: hostA, addresses: [10.0.0.2, 10.0.0.1]}\n",
+                    "    - {name: b, node: hostA, addresses: [\"::ffff:10.0.0.2\"]}\n",
+                ),
+                &[
+                    "r.yaml:7:52: address 10.0.0.1 of workload `a` is already used by node `hostA` (at 5:33)",
+                    "r.yaml:8:42: address 10.0.0.2 of workload `b` is already used by workload `a` (at 7:42)",
+                ],
+            ),
+            (
+                "  workloads:\n    - {name: a, node: ghost, addresses: [10.0.0.1]}\n",
+                &[
+                    "r.yaml:5:23: workload `a` is on node `ghost`, which is not declared in spec.nodes",
+                ],
+            ),
+            (
+                "  nodes: [{name: h}]\n  workloads:\n    - {name: a, node: h, addresses: []}\n",
+                &["r.yaml:6:37: workload `a` has no addresses (at least one is required)"],
+            ),
+            (
+                "  nodes: [{name: h, addresses: [10.0.0.300, 10.0.0.0/8]}]\n",
+                &[
+                    "r.yaml:4:33: invalid IP address `10.0.0.300`",
+                    "r.yaml:4:45: invalid IP address `10.0.0.0/8` (a single address, not a CIDR)",
+                ],
+            ),
+            (
+                "  nodes: [{name: -bad}, {name: \"a b\"}]\n",
+                &[
+                    "r.yaml:4:18: invalid node name `-bad`: use 1-253 letters, digits, `-`, `.`, `_`, starting and ending with a letter or digit",
+                    "r.yaml:4:32: invalid node name `a b`: use 1-253 letters, digits, `-`, `.`, `_`, starting and ending with a letter or digit",
+                ],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(errs(&doc(spec)), *want, "spec:\n{spec}");
+        }
+    }
+
+    #[test]
+    fn header_errors() {
+        assert_eq!(
+            errs("apiVersion: eastwall.dev/v2\nkind: Registry\nspec: {}\n"),
+            ["r.yaml:1:13: unsupported apiVersion `eastwall.dev/v2` (expected `eastwall.dev/v1`)"]
+        );
+        assert_eq!(
+            errs("apiVersion: eastwall.dev/v1\nkind: Policy\nspec: {}\n"),
+            ["r.yaml:2:7: expected kind `Registry`, found `Policy`"]
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let e = errs(&doc(
+            "  nodes:\n    - name: h\n      adresses: [10.0.0.1]\n",
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("r.yaml:6:7: "), "{e:?}");
+        assert!(e[0].contains("adresses"), "{e:?}");
+        let e = errs(&doc("  nodes: []\n  extra: 1\n"));
+        assert!(e[0].starts_with("r.yaml:5:3: "), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod scalar_tests {
+    use super::*;
+
+    #[test]
+    fn plain_scalars_become_strings() {
+        let r = Registry::parse(
+            "r",
+            "apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n  nodes: [{name: h}]\n  workloads:\n    - {name: a, node: h, addresses: [\"::1\", 10.0.0.1], zone: 5, labels: {pci: yes, version: 2, on: true}}\n",
+        )
+        .unwrap();
+        let w = r.workload("a").unwrap();
+        assert_eq!(w.zone.as_deref(), Some("5"));
+        assert_eq!(w.labels.get("pci").map(String::as_str), Some("yes"));
+        assert_eq!(w.labels.get("version").map(String::as_str), Some("2"));
+        assert_eq!(w.labels.get("on").map(String::as_str), Some("true"));
+    }
+}
