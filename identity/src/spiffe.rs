@@ -14,7 +14,9 @@ pub enum SpiffeIdError {
     #[error("the trust domain is empty")]
     EmptyTrustDomain,
     /// The trust domain holds a character outside `[a-z0-9.-_]`.
-    #[error("the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (found {0:?})")]
+    #[error(
+        "the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (found {0:?})"
+    )]
     TrustDomainChar(char),
     /// A path segment is empty (`//` or a trailing `/`).
     #[error("a path segment is empty")]
@@ -54,10 +56,9 @@ impl SpiffeId {
         if td.is_empty() {
             return Err(SpiffeIdError::EmptyTrustDomain);
         }
-        if let Some(c) = td
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
-        {
+        if let Some(c) = td.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        }) {
             return Err(SpiffeIdError::TrustDomainChar(c));
         }
         if !path.is_empty() {

@@ -22,9 +22,17 @@ pub fn eastwall_bin() -> PathBuf {
     // Tests run from target/<profile>/deps; the binary is in target/<profile>.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
-    let dir = if dir.ends_with("deps") { dir.parent().unwrap() } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
     let bin = dir.join("eastwall");
-    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace` or nextest", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test --workspace` or nextest",
+        bin.display()
+    );
     bin
 }
 
@@ -44,7 +52,12 @@ pub type Spec<'a> = (&'a str, &'a str, &'a str, &'a str);
 impl Cloud {
     /// Builds hosts and workloads; the registry is generated from `workloads` (plus
     /// `extra_registry` lines appended to `spec.workloads`).
-    pub fn new(hosts: &[&str], workloads: &[Spec<'_>], extra_registry: &str, policy: &str) -> Cloud {
+    pub fn new(
+        hosts: &[&str],
+        workloads: &[Spec<'_>],
+        extra_registry: &str,
+        policy: &str,
+    ) -> Cloud {
         let mut lab = Lab::new().unwrap();
         for h in hosts {
             lab.add_host(h).unwrap();
@@ -59,12 +72,20 @@ impl Cloud {
         }
         let mut nodes_yaml = String::new();
         for h in lab.hosts() {
-            nodes_yaml.push_str(&format!("    - {{name: {}, addresses: [{}]}}\n", h.name, h.addr));
+            nodes_yaml.push_str(&format!(
+                "    - {{name: {}, addresses: [{}]}}\n",
+                h.name, h.addr
+            ));
         }
         let registry = format!(
             "apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n  nodes:\n{nodes_yaml}  workloads:\n{wl_yaml}{extra_registry}"
         );
-        Cloud { lab, nodes: Vec::new(), registry, policy: policy.to_owned() }
+        Cloud {
+            lab,
+            nodes: Vec::new(),
+            registry,
+            policy: policy.to_owned(),
+        }
     }
 
     /// The registry text the nodes run with.
@@ -82,7 +103,16 @@ impl Cloud {
 
     /// Starts the node of `host`.
     pub fn start_node(&mut self, host: &str, extra_capture: &str) -> NodeHandle {
-        let n = self.lab.start_node(&eastwall_bin(), host, &self.registry, &self.policy, extra_capture).unwrap();
+        let n = self
+            .lab
+            .start_node(
+                &eastwall_bin(),
+                host,
+                &self.registry,
+                &self.policy,
+                extra_capture,
+            )
+            .unwrap();
         self.nodes.retain(|x| x.host != host);
         self.nodes.push(n.clone());
         n
@@ -139,6 +169,13 @@ impl Cloud {
 
 /// Whether this process may build namespaces (tests skip loudly otherwise, except in CI).
 pub fn require_root() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    assert!(root, "end-to-end tests need root (network namespaces, nftables)");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    assert!(
+        root,
+        "end-to-end tests need root (network namespaces, nftables)"
+    );
 }

@@ -1,5 +1,6 @@
 //! Foundation scenarios: default-deny L4 policy on captured traffic across two hosts.
 //! Run as root; every test builds its own namespaces.
+#![allow(clippy::unwrap_used)]
 
 use eastwall_integration::{Cloud, Outcome, require_root};
 
@@ -60,16 +61,29 @@ fn cloud(extra_registry: &str) -> Cloud {
 fn zones_and_ports() {
     let mut c = cloud("");
     c.start_nodes("");
-    assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached(), "prod app reaches the prod db on 5432");
+    assert!(
+        c.connect("prod-app", "prod-db", 5432).outcome.reached(),
+        "prod app reaches the prod db on 5432"
+    );
     let other_port = c.connect("prod-app", "prod-db", 6379);
-    assert_eq!(other_port.outcome, Outcome::Reset, "but not on another port");
-    assert_eq!(c.flow("hostA", other_port.local.unwrap())["eastwall"]["policy"]["rule"], "default-deny");
+    assert_eq!(
+        other_port.outcome,
+        Outcome::Reset,
+        "but not on another port"
+    );
+    assert_eq!(
+        c.flow("hostA", other_port.local.unwrap())["eastwall"]["policy"]["rule"],
+        "default-deny"
+    );
     let dev = c.connect("dev-app", "prod-db", 5432);
     assert_eq!(dev.outcome, Outcome::Reset, "dev never reaches prod");
     // Same-host traffic is decided too.
     let same_host = c.connect("dev-app", "prod-app", 8080);
     assert_eq!(same_host.outcome, Outcome::Reset);
-    assert_eq!(c.flow("hostA", same_host.local.unwrap())["eastwall"]["policy"]["rule"], "dev-not-prod");
+    assert_eq!(
+        c.flow("hostA", same_host.local.unwrap())["eastwall"]["policy"]["rule"],
+        "dev-not-prod"
+    );
 }
 
 #[test]
@@ -100,7 +114,13 @@ fn denied_connections_leave_flow_records_and_metrics() {
     );
     // The same record is served by /flows.
     let flows: serde_json::Value = serde_json::from_str(&c.admin("hostA", "/flows")).unwrap();
-    assert!(flows.as_array().unwrap().iter().any(|x| x["flow_id"] == f["flow_id"]));
+    assert!(
+        flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["flow_id"] == f["flow_id"])
+    );
     assert_eq!(c.admin("hostA", "/healthz"), "ok\n");
 }
 
@@ -128,17 +148,25 @@ fn source_address_and_original_destination_are_preserved() {
     let mut c = cloud("");
     c.start_nodes("");
     let p = c.connect("prod-app", "prod-db", 5432);
-    let Outcome::Reached(greeting) = &p.outcome else { panic!("{:?}", p.outcome) };
+    let Outcome::Reached(greeting) = &p.outcome else {
+        panic!("{:?}", p.outcome)
+    };
     let src = c.lab.workload("prod-app").addr;
     let dst = c.addr("prod-db", 5432);
-    assert!(greeting.starts_with(&format!("hello from prod-db: you are {src}:")), "{greeting}");
+    assert!(
+        greeting.starts_with(&format!("hello from prod-db: you are {src}:")),
+        "{greeting}"
+    );
     assert!(greeting.ends_with(&format!("I am {dst}")), "{greeting}");
     // Both nodes decided and relayed: hostA outbound, hostB inbound; bytes are counted.
     let out = c.flow("hostA", p.local.unwrap());
     assert_eq!(out["eastwall"]["policy"]["verdict"], "allow");
     assert!(out["flow"]["bytes_toclient"].as_u64().unwrap() >= greeting.len() as u64);
     let metrics = c.admin("hostB", "/metrics");
-    assert!(metrics.contains(r#"eastwall_connections_opened_total{direction="inbound"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"eastwall_connections_opened_total{direction="inbound"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -160,26 +188,55 @@ fn stopped_node_fails_closed_until_cleanup() {
     assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
     let node = c.node("hostA").clone();
     c.lab.stop_node(&node).unwrap();
-    assert_eq!(c.connect("prod-app", "prod-db", 5432).outcome, Outcome::Timeout, "captured traffic must not bypass a stopped node");
+    assert_eq!(
+        c.connect("prod-app", "prod-db", 5432).outcome,
+        Outcome::Timeout,
+        "captured traffic must not bypass a stopped node"
+    );
     // Cleanup really removes capture: traffic flows uncaptured from hostA (hostB still decides).
-    let out = c.eastwall_in("hostA", &["node", "--config", node.config.to_str().unwrap(), "cleanup"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.eastwall_in(
+        "hostA",
+        &["node", "--config", node.config.to_str().unwrap(), "cleanup"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
-    assert_eq!(c.connect("dev-app", "prod-db", 5432).outcome, Outcome::Reset, "hostB still decides inbound");
+    assert_eq!(
+        c.connect("dev-app", "prod-db", 5432).outcome,
+        Outcome::Reset,
+        "hostB still decides inbound"
+    );
 }
 
 #[test]
 fn locally_originated_traffic_is_captured_when_asked() {
     // The host itself is a workload of app `ops` (its LAN address).
-    let mut c = cloud("    - {name: hostA-self, node: hostA, addresses: [10.77.0.1], app: ops, zone: prod}\n");
+    let mut c = cloud(
+        "    - {name: hostA-self, node: hostA, addresses: [10.77.0.1], app: ops, zone: prod}\n",
+    );
     c.start_nodes("    localTraffic: true\n");
     let db = c.addr("prod-db", 5432);
-    let ok = c.lab.connect_from_host("hostA", db, eastwall_integration::CONNECT_TIMEOUT);
-    assert!(ok.outcome.reached(), "{:?}", ok.outcome);
+    let ok = c
+        .lab
+        .connect_from_host("hostA", db, eastwall_integration::CONNECT_TIMEOUT);
+    assert!(
+        ok.outcome.reached(),
+        "{:?}\nhostA flows: {}\nhostB flows: {}",
+        ok.outcome,
+        std::fs::read_to_string(&c.node("hostA").flow_log).unwrap_or_default(),
+        std::fs::read_to_string(&c.node("hostB").flow_log).unwrap_or_default()
+    );
     let f = c.flow("hostA", ok.local.unwrap());
     assert_eq!(f["eastwall"]["src"]["workload"], "hostA-self");
     assert_eq!(f["eastwall"]["policy"]["rule"], "ops-to-db");
-    let denied = c.lab.connect_from_host("hostA", c.addr("prod-db", 6379), eastwall_integration::CONNECT_TIMEOUT);
+    let denied = c.lab.connect_from_host(
+        "hostA",
+        c.addr("prod-db", 6379),
+        eastwall_integration::CONNECT_TIMEOUT,
+    );
     assert_eq!(denied.outcome, Outcome::Reset);
     // The node's own admin endpoint on loopback is not captured.
     assert_eq!(c.admin("hostA", "/healthz"), "ok\n");

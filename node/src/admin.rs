@@ -24,14 +24,19 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves admin requests until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&req, &state)) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
                 debug!(%e, "admin connection");
             }
         });
@@ -40,7 +45,11 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
 
 fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into(), "text/plain");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET\n".into(),
+            "text/plain",
+        );
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
@@ -56,15 +65,26 @@ fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(usize::MAX);
-            text(StatusCode::OK, state.flows.recent_json(limit), "application/json")
+            text(
+                StatusCode::OK,
+                state.flows.recent_json(limit),
+                "application/json",
+            )
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz, /metrics, /flows\n".into(), "text/plain"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /metrics, /flows\n".into(),
+            "text/plain",
+        ),
     }
 }
 
 fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
     r
 }

@@ -136,17 +136,11 @@ impl Default for FlowLogSpec {
 }
 
 /// The async runtime.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RuntimeSpec {
     /// Worker threads; 0 means one per core.
     pub worker_threads: usize,
-}
-
-impl Default for RuntimeSpec {
-    fn default() -> Self {
-        RuntimeSpec { worker_threads: 0 }
-    }
 }
 
 /// A node's configuration after validation, with paths resolved against the file's folder.
@@ -185,18 +179,36 @@ impl NodeConfig {
             })
         };
         if f.api_version.value != API_VERSION {
-            error(&f.api_version.referenced, format!("apiVersion must be `{API_VERSION}`, found `{}`", f.api_version.value));
+            error(
+                &f.api_version.referenced,
+                format!(
+                    "apiVersion must be `{API_VERSION}`, found `{}`",
+                    f.api_version.value
+                ),
+            );
         }
         if f.kind.value != "NodeConfig" {
-            error(&f.kind.referenced, format!("kind must be `NodeConfig`, found `{}`", f.kind.value));
+            error(
+                &f.kind.referenced,
+                format!("kind must be `NodeConfig`, found `{}`", f.kind.value),
+            );
         }
         let _ = f.metadata;
         let c = &f.spec.capture;
-        if c.value.outbound_port == 0 || c.value.inbound_port == 0 || c.value.outbound_port == c.value.inbound_port {
-            error(&c.referenced, "capture ports must be non-zero and distinct".to_string());
+        if c.value.outbound_port == 0
+            || c.value.inbound_port == 0
+            || c.value.outbound_port == c.value.inbound_port
+        {
+            error(
+                &c.referenced,
+                "capture ports must be non-zero and distinct".to_string(),
+            );
         }
         if c.value.mark == 0 || c.value.own_mark == 0 || c.value.mark == c.value.own_mark {
-            error(&c.referenced, "capture marks must be non-zero and distinct".to_string());
+            error(
+                &c.referenced,
+                "capture marks must be non-zero and distinct".to_string(),
+            );
         }
         if !diags.is_empty() {
             return Err(diags);
@@ -218,7 +230,8 @@ impl NodeConfig {
 
     /// Reads and parses a node configuration file.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         NodeConfig::parse(path, &text).map_err(|d| anyhow::anyhow!("{d}"))
     }
 }
@@ -237,11 +250,13 @@ impl Rules {
     pub fn load(registry_path: &Path, policy_path: &Path) -> anyhow::Result<(Rules, Diagnostics)> {
         let rtext = std::fs::read_to_string(registry_path)
             .with_context(|| format!("reading {}", registry_path.display()))?;
-        let registry = Registry::parse(&registry_path.display().to_string(), &rtext).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let registry = Registry::parse(&registry_path.display().to_string(), &rtext)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
         let ptext = std::fs::read_to_string(policy_path)
             .with_context(|| format!("reading {}", policy_path.display()))?;
         let (policy, warnings) =
-            Policy::parse(&policy_path.display().to_string(), &ptext, &registry).map_err(|d| anyhow::anyhow!("{d}"))?;
+            Policy::parse(&policy_path.display().to_string(), &ptext, &registry)
+                .map_err(|d| anyhow::anyhow!("{d}"))?;
         Ok((Rules { registry, policy }, warnings))
     }
 }

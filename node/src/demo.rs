@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::{SigSet, Signal};
 
 use crate::lab::{Lab, NodeHandle, Outcome};
 
@@ -71,23 +72,76 @@ struct Scene {
 }
 
 const SCENES: &[Scene] = &[
-    Scene { from: "web-prod", to: "db-prod", port: 5432, allowed: true },
-    Scene { from: "web-prod", to: "db-prod", port: 22, allowed: false },
-    Scene { from: "web-dev", to: "db-dev", port: 5432, allowed: true },
-    Scene { from: "web-dev", to: "db-prod", port: 5432, allowed: false },
-    Scene { from: "web-prod", to: "api-prod", port: 8080, allowed: true },
-    Scene { from: "web-dev", to: "api-prod", port: 8080, allowed: false },
-    Scene { from: "db-prod", to: "web-prod", port: 8080, allowed: false },
+    Scene {
+        from: "web-prod",
+        to: "db-prod",
+        port: 5432,
+        allowed: true,
+    },
+    Scene {
+        from: "web-prod",
+        to: "db-prod",
+        port: 22,
+        allowed: false,
+    },
+    Scene {
+        from: "web-dev",
+        to: "db-dev",
+        port: 5432,
+        allowed: true,
+    },
+    Scene {
+        from: "web-dev",
+        to: "db-prod",
+        port: 5432,
+        allowed: false,
+    },
+    Scene {
+        from: "web-prod",
+        to: "api-prod",
+        port: 8080,
+        allowed: true,
+    },
+    Scene {
+        from: "web-dev",
+        to: "api-prod",
+        port: 8080,
+        allowed: false,
+    },
+    Scene {
+        from: "db-prod",
+        to: "web-prod",
+        port: 8080,
+        allowed: false,
+    },
 ];
 
 /// Runs the demo; returns whether every verdict matched the policy.
 pub fn run(keep: bool) -> anyhow::Result<bool> {
     let exe = std::env::current_exe()?;
+    // With --keep the demo waits for Ctrl-C and still tears down. Block the signals before
+    // any thread starts so that every thread inherits the mask and `wait` receives them;
+    // child processes start with an empty mask.
+    let blocked = if keep {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        set.thread_block()?;
+        Some(set)
+    } else {
+        None
+    };
     let mut lab = Lab::new()?;
     println!("eastwall demo: building a private cloud in namespaces ...");
     lab.add_host("hostA")?;
     lab.add_host("hostB")?;
-    for (host, wl) in [("hostA", "web-dev"), ("hostA", "web-prod"), ("hostA", "api-prod"), ("hostB", "db-dev"), ("hostB", "db-prod")] {
+    for (host, wl) in [
+        ("hostA", "web-dev"),
+        ("hostA", "web-prod"),
+        ("hostA", "api-prod"),
+        ("hostB", "db-dev"),
+        ("hostB", "db-prod"),
+    ] {
         let w = lab.add_workload(host, wl)?;
         println!("  {wl:<9} on {host}  {}", w.addr);
     }
@@ -111,7 +165,10 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         let got = probe.outcome.reached();
         ok &= got == s.allowed;
         // Why: the flow record of the node that decided (the source's).
-        let src_node = nodes.iter().find(|n| n.host == lab.workload(s.from).host).context("source node")?;
+        let src_node = nodes
+            .iter()
+            .find(|n| n.host == lab.workload(s.from).host)
+            .context("source node")?;
         let (rule, monitor) = probe
             .local
             .and_then(|local| find_flow(&lab, src_node, local.port()))
@@ -119,7 +176,17 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
                 let p = &f["eastwall"]["policy"];
                 let mon: Vec<String> = p["monitor"]
                     .as_array()
-                    .map(|a| a.iter().map(|m| format!("{} would {}", m["rule"].as_str().unwrap_or("?"), m["would"].as_str().unwrap_or("?"))).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|m| {
+                                format!(
+                                    "{} would {}",
+                                    m["rule"].as_str().unwrap_or("?"),
+                                    m["would"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
                 (p["rule"].as_str().unwrap_or("?").to_owned(), mon.join(", "))
             })
@@ -139,31 +206,40 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
             if got == s.allowed { "ok" } else { "MISMATCH" }.to_owned(),
         ]);
     }
-    print_table(&["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", "MONITOR", ""], &rows);
+    print_table(
+        &["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", "MONITOR", ""],
+        &rows,
+    );
 
     if keep {
-        lab.keep();
-        println!("\nThe lab stays up (--keep). Look around:");
+        println!("\nThe lab stays up until you press Ctrl-C. Look around:");
         print!("{}", lab.describe());
         for n in &nodes {
-            println!("  node {}: flows {}  admin: ip netns exec {} curl -s localhost:15000/metrics", n.host, n.flow_log.display(), n.netns);
+            println!(
+                "  node {:<6} flows: {}\n               admin: ip netns exec {} curl -s localhost:15000/metrics",
+                n.host,
+                n.flow_log.display(),
+                n.netns
+            );
         }
-        println!("Remove it with: for ns in $(ip netns list | grep -o '^{}[^ ]*'); do ip netns del $ns; done (and kill the node pids {:?})", lab.hosts()[0].netns.split('-').next().unwrap_or(""), nodes.iter().map(|n| n.pid).collect::<Vec<_>>());
-    } else {
-        println!("\ntearing down ...");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        if let Some(signals) = blocked {
+            let _ = signals.wait();
+        }
     }
+    println!("\ntearing down ...");
     Ok(ok)
 }
 
 fn find_flow(lab: &Lab, node: &NodeHandle, src_port: u16) -> Option<serde_json::Value> {
     // The record is written when the connection closes; give it a moment.
     for _ in 0..50 {
-        if let Ok(body) = lab.admin_get(node, "/flows") {
-            if let Ok(serde_json::Value::Array(flows)) = serde_json::from_str::<serde_json::Value>(&body) {
-                if let Some(f) = flows.into_iter().rev().find(|f| f["src_port"] == src_port) {
-                    return Some(f);
-                }
-            }
+        if let Ok(body) = lab.admin_get(node, "/flows")
+            && let Ok(serde_json::Value::Array(flows)) =
+                serde_json::from_str::<serde_json::Value>(&body)
+            && let Some(f) = flows.into_iter().rev().find(|f| f["src_port"] == src_port)
+        {
+            return Some(f);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -178,7 +254,11 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(head.to_vec());

@@ -343,8 +343,18 @@ mod tests {
             Direction::Outbound,
             "10.0.0.2:40000".parse().unwrap(),
             "10.0.1.2:5432".parse().unwrap(),
-            EndpointInfo { workload: Some("web".into()), app: Some("web".into()), zone: Some("dev".into()), node: Some("hostA".into()) },
-            EndpointInfo { workload: None, app: None, zone: None, node: None },
+            EndpointInfo {
+                workload: Some("web".into()),
+                app: Some("web".into()),
+                zone: Some("dev".into()),
+                node: Some("hostA".into()),
+            },
+            EndpointInfo {
+                workload: None,
+                app: None,
+                zone: None,
+                node: None,
+            },
             PolicyInfo::denied_because("unknown-source"),
             Utc::now(),
         )
@@ -358,7 +368,12 @@ mod tests {
         for i in 0..3 {
             let mut r = rec(i);
             let s = Utc::now();
-            r.finish(s, s + chrono::Duration::milliseconds(1500), "closed", "shutdown");
+            r.finish(
+                s,
+                s + chrono::Duration::milliseconds(1500),
+                "closed",
+                "shutdown",
+            );
             log.record(&r);
         }
         let text = std::fs::read_to_string(&path).unwrap();

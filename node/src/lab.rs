@@ -83,11 +83,12 @@ pub struct Lab {
     prefix: String,
     lan: String,
     namespaces: Vec<String>,
-    children: Vec<(String, Child)>,
+    /// Processes started by the lab, with whether SIGTERM ends them (a workload's init,
+    /// PID 1 of its namespace, ignores it).
+    children: Vec<(Child, bool)>,
     hosts: Vec<Host>,
     workloads: Vec<Workload>,
     dir: PathBuf,
-    keep: bool,
 }
 
 impl Lab {
@@ -97,7 +98,11 @@ impl Lab {
             bail!("the lab needs root (network namespaces, nftables)");
         }
         sweep_stale();
-        let prefix = format!("ew{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let prefix = format!(
+            "ew{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join(format!("eastwall-{prefix}"));
         fs::create_dir_all(&dir)?;
         let mut lab = Lab {
@@ -108,7 +113,6 @@ impl Lab {
             hosts: Vec::new(),
             workloads: Vec::new(),
             dir,
-            keep: false,
         };
         let lan = lab.lan.clone();
         lab.add_netns(&lan)?;
@@ -120,11 +124,6 @@ impl Lab {
     /// The folder for this lab's files (configs, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Leaves everything running when the lab is dropped (the demo's `--keep`).
-    pub fn keep(&mut self) {
-        self.keep = true;
     }
 
     /// The hosts.
@@ -139,12 +138,18 @@ impl Lab {
 
     /// The workload called `name`.
     pub fn workload(&self, name: &str) -> &Workload {
-        self.workloads.iter().find(|w| w.name == name).unwrap_or_else(|| panic!("no workload {name} in the lab"))
+        self.workloads
+            .iter()
+            .find(|w| w.name == name)
+            .unwrap_or_else(|| panic!("no workload {name} in the lab"))
     }
 
     /// The host called `name`.
     pub fn host(&self, name: &str) -> &Host {
-        self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name} in the lab"))
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the lab"))
     }
 
     fn add_netns(&mut self, name: &str) -> anyhow::Result<()> {
@@ -161,17 +166,52 @@ impl Lab {
         self.add_netns(&netns)?;
         let addr = Ipv4Addr::new(10, 77, 0, index);
         let lan_if = format!("h{index}");
-        ip(&["link", "add", &lan_if, "netns", &self.lan, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
-        ip(&["-n", &self.lan, "link", "set", &lan_if, "master", "br0", "up"])?;
-        ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&[
+            "link", "add", &lan_if, "netns", &self.lan, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ])?;
+        ip(&[
+            "-n", &self.lan, "link", "set", &lan_if, "master", "br0", "up",
+        ])?;
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         sysctl(&netns, "net.ipv4.ip_forward", "1")?;
         // Routes to the workloads of the hosts already there, and theirs to this one's.
         for other in &self.hosts {
-            ip(&["-n", &netns, "route", "add", &format!("10.77.{}.0/24", other.index), "via", &other.addr.to_string()])?;
-            ip(&["-n", &other.netns, "route", "add", &format!("10.77.{index}.0/24"), "via", &addr.to_string()])?;
+            ip(&[
+                "-n",
+                &netns,
+                "route",
+                "add",
+                &format!("10.77.{}.0/24", other.index),
+                "via",
+                &other.addr.to_string(),
+            ])?;
+            ip(&[
+                "-n",
+                &other.netns,
+                "route",
+                "add",
+                &format!("10.77.{index}.0/24"),
+                "via",
+                &addr.to_string(),
+            ])?;
         }
-        let h = Host { name: name.to_owned(), netns, index, addr, workloads: 0 };
+        let h = Host {
+            name: name.to_owned(),
+            netns,
+            index,
+            addr,
+            workloads: 0,
+        };
         self.hosts.push(h.clone());
         Ok(h)
     }
@@ -179,7 +219,11 @@ impl Lab {
     /// Adds a workload on `host` with address 10.77.H.(N+1), as a container: its own network,
     /// mount, PID and UTS namespaces, hostname set to `name`.
     pub fn add_workload(&mut self, host: &str, name: &str) -> anyhow::Result<Workload> {
-        let hi = self.hosts.iter().position(|h| h.name == host).with_context(|| format!("no host {host}"))?;
+        let hi = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .with_context(|| format!("no host {host}"))?;
         self.hosts[hi].workloads += 1;
         let h = self.hosts[hi].clone();
         let n = h.workloads;
@@ -187,7 +231,17 @@ impl Lab {
         let gw = Ipv4Addr::new(10, 77, h.index, 1);
         let netns = format!("{}-{name}", self.prefix);
         let mut child = Command::new("unshare")
-            .args(["--net", "--mount", "--pid", "--uts", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+            .args([
+                "--net",
+                "--mount",
+                "--pid",
+                "--uts",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "sh",
+                "-c",
+            ])
             .arg(format!("hostname {name} && exec sleep infinity"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,34 +255,99 @@ impl Lab {
                 return Err(e);
             }
         };
-        self.children.push((netns.clone(), child));
+        self.children.push((child, false));
         ip(&["netns", "attach", &netns, &pid.to_string()])?;
         self.namespaces.push(netns.clone());
         let host_if = format!("w{n}");
-        ip(&["link", "add", &host_if, "netns", &h.netns, "type", "veth", "peer", "name", "eth0", "netns", &netns])?;
+        ip(&[
+            "link", "add", &host_if, "netns", &h.netns, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &netns, "addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &netns, "route", "add", &gw.to_string(), "dev", "eth0", "scope", "link"])?;
-        ip(&["-n", &netns, "route", "add", "default", "via", &gw.to_string(), "dev", "eth0"])?;
-        ip(&["-n", &h.netns, "addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            &gw.to_string(),
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gw.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &h.netns,
+            "addr",
+            "add",
+            &format!("{gw}/32"),
+            "dev",
+            &host_if,
+        ])?;
         ip(&["-n", &h.netns, "link", "set", &host_if, "up"])?;
-        ip(&["-n", &h.netns, "route", "add", &format!("{addr}/32"), "dev", &host_if])?;
-        let w = Workload { name: name.to_owned(), netns, addr, host: host.to_owned(), host_if, pid };
+        ip(&[
+            "-n",
+            &h.netns,
+            "route",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            &host_if,
+        ])?;
+        let w = Workload {
+            name: name.to_owned(),
+            netns,
+            addr,
+            host: host.to_owned(),
+            host_if,
+            pid,
+        };
         self.workloads.push(w.clone());
         Ok(w)
     }
 
     /// Starts `eastwall node` (the binary at `exe`) on `host` with the given registry and
     /// policy texts, and waits until its admin endpoint answers.
-    pub fn start_node(&mut self, exe: &Path, host: &str, registry: &str, policy: &str, extra_capture: &str) -> anyhow::Result<NodeHandle> {
+    pub fn start_node(
+        &mut self,
+        exe: &Path,
+        host: &str,
+        registry: &str,
+        policy: &str,
+        extra_capture: &str,
+    ) -> anyhow::Result<NodeHandle> {
         let h = self.host(host).clone();
         let dir = self.dir.join(host);
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("registry.yaml"), registry)?;
         fs::write(dir.join("policy.yaml"), policy)?;
-        let ifaces: Vec<String> =
-            self.workloads.iter().filter(|w| w.host == host).map(|w| format!("\"{}\"", w.host_if)).collect();
+        let ifaces: Vec<String> = self
+            .workloads
+            .iter()
+            .filter(|w| w.host == host)
+            .map(|w| format!("\"{}\"", w.host_if))
+            .collect();
         let config = dir.join("node.yaml");
         let flow_log = dir.join("flows.json");
         fs::write(
@@ -244,25 +363,38 @@ impl Lab {
             .arg(exe)
             .args(["node", "--config"])
             .arg(&config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting eastwall node")?;
         let pid = child.id();
-        self.children.push((h.netns.clone(), child));
+        self.children.push((child, true));
         let admin: SocketAddr = "127.0.0.1:15000".parse()?;
-        let node = NodeHandle { host: host.to_owned(), netns: h.netns.clone(), config, flow_log, pid, admin };
+        let node = NodeHandle {
+            host: host.to_owned(),
+            netns: h.netns.clone(),
+            config,
+            flow_log,
+            pid,
+            admin,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some((_, c)) = self.children.iter_mut().find(|(_, c)| c.id() == pid) {
-                if let Some(status) = c.try_wait()? {
-                    let log = fs::read_to_string(dir.join("node.log")).unwrap_or_default();
-                    bail!("eastwall node on {host} exited ({status}):\n{log}");
-                }
+            if let Some((c, _)) = self.children.iter_mut().find(|(c, _)| c.id() == pid)
+                && let Some(status) = c.try_wait()?
+            {
+                let log = fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                bail!("eastwall node on {host} exited ({status}):\n{log}");
             }
-            if self.admin_get(&node, "/healthz").is_ok_and(|b| b.starts_with("ok")) {
+            if self
+                .admin_get(&node, "/healthz")
+                .is_ok_and(|b| b.starts_with("ok"))
+            {
                 return Ok(node);
             }
             if Instant::now() > deadline {
@@ -274,8 +406,8 @@ impl Lab {
 
     /// Stops a node (SIGTERM) and waits for it; its capture table stays installed.
     pub fn stop_node(&mut self, node: &NodeHandle) -> anyhow::Result<()> {
-        if let Some(i) = self.children.iter().position(|(_, c)| c.id() == node.pid) {
-            let (_, mut c) = self.children.remove(i);
+        if let Some(i) = self.children.iter().position(|(c, _)| c.id() == node.pid) {
+            let (mut c, _) = self.children.remove(i);
             terminate(&mut c);
         }
         Ok(())
@@ -288,10 +420,15 @@ impl Lab {
         in_netns(&node.netns, move || -> anyhow::Result<String> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+            )?;
             let mut resp = String::new();
             s.read_to_string(&mut resp)?;
-            let (head, body) = resp.split_once("\r\n\r\n").context("malformed admin response")?;
+            let (head, body) = resp
+                .split_once("\r\n\r\n")
+                .context("malformed admin response")?;
             if !head.starts_with("HTTP/1.1 200") {
                 bail!("admin {path}: {}", head.lines().next().unwrap_or(""));
             }
@@ -308,38 +445,43 @@ impl Lab {
             let addr = SocketAddr::new(IpAddr::V4(w.addr), port);
             let (tx, rx) = std::sync::mpsc::channel();
             let netns = w.netns.clone();
-            thread::Builder::new().name(format!("svc-{name}-{port}")).spawn(move || {
-                if let Err(e) = enter_netns(&netns) {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-                let l = match TcpListener::bind(addr) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
+            thread::Builder::new()
+                .name(format!("svc-{name}-{port}"))
+                .spawn(move || {
+                    if let Err(e) = enter_netns(&netns) {
+                        let _ = tx.send(Err(e));
                         return;
                     }
-                };
-                let _ = tx.send(Ok(()));
-                for s in l.incoming() {
-                    let Ok(mut s) = s else { continue };
-                    let name = name.clone();
-                    thread::spawn(move || {
-                        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                        let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                        if writeln!(s, "hello from {name}: you are {peer}, I am {local}").is_err() {
+                    let l = match TcpListener::bind(addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
                             return;
                         }
-                        let mut buf = [0u8; 16 * 1024];
-                        while let Ok(n) = s.read(&mut buf) {
-                            if n == 0 || s.write_all(&buf[..n]).is_err() {
-                                break;
+                    };
+                    let _ = tx.send(Ok(()));
+                    for s in l.incoming() {
+                        let Ok(mut s) = s else { continue };
+                        let name = name.clone();
+                        thread::spawn(move || {
+                            let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                            let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                            if writeln!(s, "hello from {name}: you are {peer}, I am {local}")
+                                .is_err()
+                            {
+                                return;
                             }
-                        }
-                    });
-                }
-            })?;
-            rx.recv_timeout(Duration::from_secs(5)).context("service did not start")??;
+                            let mut buf = [0u8; 16 * 1024];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                })?;
+            rx.recv_timeout(Duration::from_secs(5))
+                .context("service did not start")??;
         }
         Ok(())
     }
@@ -354,7 +496,8 @@ impl Lab {
         match self.workloads.iter().find(|w| w.netns == netns) {
             Some(w) => {
                 let mut c = Command::new("nsenter");
-                c.args(["-t", &w.pid.to_string(), "-n", "-m", "-p", "-u", "--"]).args(args);
+                c.args(["-t", &w.pid.to_string(), "-n", "-m", "-p", "-u", "--"])
+                    .args(args);
                 c
             }
             None => {
@@ -369,10 +512,16 @@ impl Lab {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for h in &self.hosts {
-            s.push_str(&format!("  host {:<10} ip netns exec {} bash\n", h.name, h.netns));
+            s.push_str(&format!(
+                "  host {:<10} ip netns exec {} bash\n",
+                h.name, h.netns
+            ));
         }
         for w in &self.workloads {
-            s.push_str(&format!("  workload {:<12} nsenter -t {} -n -m -p -u bash   ({})\n", w.name, w.pid, w.addr));
+            s.push_str(&format!(
+                "  workload {:<12} nsenter -t {} -n -m -p -u bash   ({})\n",
+                w.name, w.pid, w.addr
+            ));
         }
         s
     }
@@ -424,18 +573,42 @@ pub struct Probe {
 fn connect_from(netns: &str, src: IpAddr, dst: SocketAddr, timeout: Duration) -> Probe {
     let r = in_netns(netns, move || -> Probe {
         // Bind first, so the client's port is known even if the connection is reset at once.
-        let sock = match socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::STREAM, None)
-            .and_then(|s| s.bind(&SocketAddr::new(src, 0).into()).map(|()| s))
+        let sock = match socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            None,
+        )
+        .and_then(|s| s.bind(&SocketAddr::new(src, 0).into()).map(|()| s))
         {
             Ok(s) => s,
-            Err(e) => return Probe { outcome: Outcome::Failed(e.to_string()), local: None },
+            Err(e) => {
+                return Probe {
+                    outcome: Outcome::Failed(e.to_string()),
+                    local: None,
+                };
+            }
         };
         let local = sock.local_addr().ok().and_then(|a| a.as_socket());
         let s: TcpStream = match sock.connect_timeout(&dst.into(), timeout) {
             Ok(()) => sock.into(),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Probe { outcome: Outcome::Timeout, local },
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Probe { outcome: Outcome::Reset, local },
-            Err(e) => return Probe { outcome: Outcome::Failed(e.to_string()), local },
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                return Probe {
+                    outcome: Outcome::Timeout,
+                    local,
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Probe {
+                    outcome: Outcome::Reset,
+                    local,
+                };
+            }
+            Err(e) => {
+                return Probe {
+                    outcome: Outcome::Failed(e.to_string()),
+                    local,
+                };
+            }
         };
         let _ = s.set_read_timeout(Some(timeout));
         let mut line = String::new();
@@ -443,21 +616,33 @@ fn connect_from(netns: &str, src: IpAddr, dst: SocketAddr, timeout: Duration) ->
             Ok(0) => Outcome::Failed("closed without a greeting".into()),
             Ok(_) => Outcome::Reached(line.trim_end().to_owned()),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Outcome::Reset,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Outcome::Timeout,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Outcome::Timeout
+            }
             Err(e) => Outcome::Failed(e.to_string()),
         };
         Probe { outcome, local }
     });
-    r.unwrap_or_else(|e| Probe { outcome: Outcome::Failed(format!("{e:#}")), local: None })
+    r.unwrap_or_else(|e| Probe {
+        outcome: Outcome::Failed(format!("{e:#}")),
+        local: None,
+    })
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        for (_, c) in self.children.iter_mut().rev() {
-            terminate(c);
+        for (c, graceful) in self.children.iter_mut().rev() {
+            if *graceful {
+                terminate(c);
+            } else {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
         for ns in self.namespaces.iter().rev() {
             remove_netns(ns, false);
@@ -487,25 +672,45 @@ fn remove_netns(ns: &str, kill_inside: bool) {
     // Processes of a lab's own run are ended by PID in `Drop`; only a dead run's leftovers
     // (found by `sweep_stale`) are ended by namespace.
     if !kill_inside {
-        let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
         return;
     }
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
-    let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Removes namespaces of labs whose process is gone (a test killed before it could clean up).
 fn sweep_stale() {
-    let Ok(entries) = fs::read_dir(NETNS_DIR) else { return };
+    let Ok(entries) = fs::read_dir(NETNS_DIR) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("ew") else { continue };
-        let Some((pid, _)) = rest.split_once('x') else { continue };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let Some(rest) = name.strip_prefix("ew") else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('x') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             remove_netns(&name, true);
         }
@@ -515,8 +720,13 @@ fn sweep_stale() {
 fn wait_for_child_pid(parent: u32) -> anyhow::Result<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+        let children = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
             // Wait until it runs in its own UTS namespace with the hostname set (exec'd sleep).
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "sleep" {
@@ -532,7 +742,10 @@ fn wait_for_child_pid(parent: u32) -> anyhow::Result<u32> {
 
 /// Runs `f` on a fresh OS thread inside network namespace `netns` (network namespace
 /// membership is per thread).
-pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
     let netns = netns.to_owned();
     thread::spawn(move || -> anyhow::Result<T> {
         enter_netns(&netns)?;
@@ -544,8 +757,10 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
 
 /// Moves the calling thread into network namespace `netns`.
 pub fn enter_netns(netns: &str) -> anyhow::Result<()> {
-    let f = fs::File::open(Path::new(NETNS_DIR).join(netns)).with_context(|| format!("opening netns {netns}"))?;
-    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering netns {netns}"))?;
+    let f = fs::File::open(Path::new(NETNS_DIR).join(netns))
+        .with_context(|| format!("opening netns {netns}"))?;
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering netns {netns}"))?;
     Ok(())
 }
 
@@ -557,9 +772,17 @@ fn sysctl(netns: &str, key: &str, value: &str) -> anyhow::Result<()> {
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output().context("running ip (is iproute2 installed?)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ip (is iproute2 installed?)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

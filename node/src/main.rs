@@ -9,7 +9,11 @@ use eastwall_node::{capture, demo, run};
 use eastwall_policy::{Diagnostic, DocumentKind, Policy, Registry};
 
 #[derive(Parser)]
-#[command(name = "eastwall", version, about = "Identity-aware distributed internal firewall")]
+#[command(
+    name = "eastwall",
+    version,
+    about = "Identity-aware distributed internal firewall"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,7 +36,7 @@ enum Cmd {
     },
     /// Build a small private cloud in namespaces, run nodes, drive traffic, show the verdicts.
     Demo {
-        /// Leave the lab running and print how to look around.
+        /// Keep the lab running (until Ctrl-C) and print how to look around.
         #[arg(long)]
         keep: bool,
     },
@@ -56,7 +60,9 @@ enum PolicyAction {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -66,11 +72,16 @@ fn main() -> ExitCode {
             Ok(cfg) => match action {
                 None => run::run(cfg),
                 Some(NodeAction::Cleanup) => capture::remove(&cfg.capture).map(|()| {
-                    println!("removed nftables table `{}` and its policy routing", cfg.capture.table);
+                    println!(
+                        "removed nftables table `{}` and its policy routing",
+                        cfg.capture.table
+                    );
                 }),
             },
         },
-        Cmd::Policy { action: PolicyAction::Check { files } } => return policy_check(&files),
+        Cmd::Policy {
+            action: PolicyAction::Check { files },
+        } => return policy_check(&files),
         Cmd::Demo { keep } => demo::run(keep).map(|ok| {
             if !ok {
                 eprintln!("demo: some verdicts did not match the policy");

@@ -79,14 +79,42 @@ impl Default for Metrics {
             policy_rules: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("connections_opened", "Connections accepted from capture", m.opened.clone());
-        registry.register("connections_closed", "Connections finished", m.closed.clone());
-        registry.register("connections_denied", "Connections refused, by deciding rule", m.denied.clone());
-        registry.register("policy_decisions", "Rules that decided, or matched in monitor mode", m.decisions.clone());
+        registry.register(
+            "connections_opened",
+            "Connections accepted from capture",
+            m.opened.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections finished",
+            m.closed.clone(),
+        );
+        registry.register(
+            "connections_denied",
+            "Connections refused, by deciding rule",
+            m.denied.clone(),
+        );
+        registry.register(
+            "policy_decisions",
+            "Rules that decided, or matched in monitor mode",
+            m.decisions.clone(),
+        );
         registry.register("bytes", "Bytes relayed", m.bytes.clone());
-        registry.register("connections_active", "Connections being relayed", m.active.clone());
-        registry.register("upstream_errors", "Allowed connections whose destination was unreachable", m.upstream_errors.clone());
-        registry.register("policy_rules", "Rules in the policy in force", m.policy_rules.clone());
+        registry.register(
+            "connections_active",
+            "Connections being relayed",
+            m.active.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Allowed connections whose destination was unreachable",
+            m.upstream_errors.clone(),
+        );
+        registry.register(
+            "policy_rules",
+            "Rules in the policy in force",
+            m.policy_rules.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -109,12 +137,25 @@ mod tests {
     fn exposition_names_rules_and_bytes() {
         let m = Metrics::default();
         m.denied
-            .get_or_create(&RuleLabels { direction: "outbound", rule: "dev-not-prod".into(), mode: "enforce", action: "deny" })
+            .get_or_create(&RuleLabels {
+                direction: "outbound",
+                rule: "dev-not-prod".into(),
+                mode: "enforce",
+                action: "deny",
+            })
             .inc();
-        m.bytes.get_or_create(&BytesLabels { direction: "outbound", flow: "toserver" }).inc_by(42);
+        m.bytes
+            .get_or_create(&BytesLabels {
+                direction: "outbound",
+                flow: "toserver",
+            })
+            .inc_by(42);
         let text = m.encode();
         assert!(text.contains("eastwall_connections_denied_total{direction=\"outbound\",rule=\"dev-not-prod\",mode=\"enforce\",action=\"deny\"} 1"), "{text}");
-        assert!(text.contains("eastwall_bytes_total{direction=\"outbound\",flow=\"toserver\"} 42"), "{text}");
+        assert!(
+            text.contains("eastwall_bytes_total{direction=\"outbound\",flow=\"toserver\"} 42"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -56,30 +56,50 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
         }
     };
     let _ = client.set_nodelay(true);
-    state.metrics.opened.get_or_create(&DirLabels { direction: dir }).inc();
+    state
+        .metrics
+        .opened
+        .get_or_create(&DirLabels { direction: dir })
+        .inc();
     let rules = state.rules();
     let src_wl = rules.registry.workload_by_addr(peer.ip());
     let dst_wl = rules.registry.workload_by_addr(orig_dst.ip());
 
-    let verdict = if direction == Direction::Outbound && !src_wl.is_some_and(|w| w.node == state.node_name) {
-        // Outbound capture sees only this host's workloads; anything else is unknown here.
-        Verdict::Deny(PolicyInfo::denied_because("unknown-source"))
-    } else {
-        let decision = rules.policy.decide(&Flow {
-            src: Endpoint { addr: peer.ip(), workload: src_wl },
-            dst: Endpoint { addr: orig_dst.ip(), workload: dst_wl },
-            dst_port: orig_dst.port(),
-        });
-        for m in &decision.monitored {
-            state
-                .metrics
-                .decisions
-                .get_or_create(&RuleLabels { direction: dir, rule: m.rule.id.to_string(), mode: "monitor", action: m.action.as_str() })
-                .inc();
-        }
-        let info = PolicyInfo::of(&decision);
-        if decision.is_allowed() { Verdict::Allow(info) } else { Verdict::Deny(info) }
-    };
+    let verdict =
+        if direction == Direction::Outbound && src_wl.is_none_or(|w| w.node != state.node_name) {
+            // Outbound capture sees only this host's workloads; anything else is unknown here.
+            Verdict::Deny(PolicyInfo::denied_because("unknown-source"))
+        } else {
+            let decision = rules.policy.decide(&Flow {
+                src: Endpoint {
+                    addr: peer.ip(),
+                    workload: src_wl,
+                },
+                dst: Endpoint {
+                    addr: orig_dst.ip(),
+                    workload: dst_wl,
+                },
+                dst_port: orig_dst.port(),
+            });
+            for m in &decision.monitored {
+                state
+                    .metrics
+                    .decisions
+                    .get_or_create(&RuleLabels {
+                        direction: dir,
+                        rule: m.rule.id.to_string(),
+                        mode: "monitor",
+                        action: m.action.as_str(),
+                    })
+                    .inc();
+            }
+            let info = PolicyInfo::of(&decision);
+            if decision.is_allowed() {
+                Verdict::Allow(info)
+            } else {
+                Verdict::Deny(info)
+            }
+        };
     let (info, allowed) = match verdict {
         Verdict::Allow(i) => (i, true),
         Verdict::Deny(i) => (i, false),
@@ -88,7 +108,12 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
     state
         .metrics
         .decisions
-        .get_or_create(&RuleLabels { direction: dir, rule: info.rule.clone(), mode: "enforce", action })
+        .get_or_create(&RuleLabels {
+            direction: dir,
+            rule: info.rule.clone(),
+            mode: "enforce",
+            action,
+        })
         .inc();
     let mut rec = FlowRecord::new(
         state.flows.next_id(),
@@ -109,33 +134,63 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
         state
             .metrics
             .denied
-            .get_or_create(&RuleLabels { direction: dir, rule: rec.eastwall.policy.rule.clone(), mode: "enforce", action: "deny" })
+            .get_or_create(&RuleLabels {
+                direction: dir,
+                rule: rec.eastwall.policy.rule.clone(),
+                mode: "enforce",
+                action: "deny",
+            })
             .inc();
         finish(state, &mut rec, start, "rejected", "denied", false);
         return;
     }
 
     let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
-    let upstream = match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            debug!(%peer, %orig_dst, %e, "upstream connect failed");
-            // Mirror the destination's refusal to the client.
-            socket::reset(client);
-            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: dir }).inc();
-            rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
-            finish(state, &mut rec, start, "failed", "upstream-error", true);
-            return;
-        }
-    };
-    let active = state.metrics.active.get_or_create(&DirLabels { direction: dir }).clone();
+    let upstream =
+        match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, %orig_dst, %e, "upstream connect failed");
+                // Mirror the destination's refusal to the client.
+                socket::reset(client);
+                state
+                    .metrics
+                    .upstream_errors
+                    .get_or_create(&DirLabels { direction: dir })
+                    .inc();
+                rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
+                finish(state, &mut rec, start, "failed", "upstream-error", true);
+                return;
+            }
+        };
+    let active = state
+        .metrics
+        .active
+        .get_or_create(&DirLabels { direction: dir })
+        .clone();
     active.inc();
     let (up, down, err) = relay(client, upstream).await;
     active.dec();
     rec.flow.bytes_toserver = up;
     rec.flow.bytes_toclient = down;
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toserver" }).inc_by(up);
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toclient" }).inc_by(down);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toserver",
+        })
+        .inc_by(up);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toclient",
+        })
+        .inc_by(down);
     let reason = match err {
         None => "shutdown",
         Some(e) => {
@@ -146,12 +201,22 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
     finish(state, &mut rec, start, "closed", reason, true);
 }
 
-fn finish(state: &NodeState, rec: &mut FlowRecord, start: chrono::DateTime<Utc>, st: &str, reason: &str, allowed: bool) {
+fn finish(
+    state: &NodeState,
+    rec: &mut FlowRecord,
+    start: chrono::DateTime<Utc>,
+    st: &str,
+    reason: &str,
+    allowed: bool,
+) {
     rec.finish(start, Utc::now(), st, reason);
     state
         .metrics
         .closed
-        .get_or_create(&ClosedLabels { direction: rec.eastwall.direction.as_str(), verdict: if allowed { "allow" } else { "deny" } })
+        .get_or_create(&ClosedLabels {
+            direction: rec.eastwall.direction.as_str(),
+            verdict: if allowed { "allow" } else { "deny" },
+        })
         .inc();
     state.flows.record(rec);
 }

@@ -20,8 +20,18 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         warn!("{w}");
     }
     if rules.registry.node(&cfg.node_name).is_none() {
-        anyhow::bail!("node `{}` is not declared in {}", cfg.node_name, cfg.registry_path.display());
+        anyhow::bail!(
+            "node `{}` is not declared in {}",
+            cfg.node_name,
+            cfg.registry_path.display()
+        );
     }
+    // A parent may have left signals blocked (the mask is inherited across exec); the node
+    // must hear SIGTERM.
+    let mut stop = nix::sys::signal::SigSet::empty();
+    stop.add(nix::sys::signal::Signal::SIGTERM);
+    stop.add(nix::sys::signal::Signal::SIGINT);
+    stop.thread_unblock()?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.runtime.worker_threads > 0 {
         rt.worker_threads(cfg.runtime.worker_threads);
@@ -31,22 +41,43 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
-    let local_addrs: Vec<IpAddr> = rules.registry.workloads_on(&cfg.node_name).flat_map(|w| w.addresses.iter().copied()).collect();
-    let flows = FlowLog::open(cfg.flow_log.path.as_deref(), cfg.flow_log.recent).context("opening the flow log")?;
-    let state = Arc::new(NodeState::new(cfg.node_name.clone(), cfg.capture.clone(), rules, flows));
+    let local_addrs: Vec<IpAddr> = rules
+        .registry
+        .workloads_on(&cfg.node_name)
+        .flat_map(|w| w.addresses.iter().copied())
+        .collect();
+    let flows = FlowLog::open(cfg.flow_log.path.as_deref(), cfg.flow_log.recent)
+        .context("opening the flow log")?;
+    let state = Arc::new(NodeState::new(
+        cfg.node_name.clone(),
+        cfg.capture.clone(),
+        rules,
+        flows,
+    ));
 
     // Listeners first, so that capture never points at a port nobody serves.
     let mut tasks = Vec::new();
-    for (port, direction) in [(cfg.capture.outbound_port, Direction::Outbound), (cfg.capture.inbound_port, Direction::Inbound)] {
-        let v4 = capture::socket::transparent_listener(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
-            .with_context(|| format!("listening on {port} (IPv4, transparent)"))?;
+    for (port, direction) in [
+        (cfg.capture.outbound_port, Direction::Outbound),
+        (cfg.capture.inbound_port, Direction::Inbound),
+    ] {
+        let v4 = capture::socket::transparent_listener(
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+            cfg.capture.own_mark,
+        )
+        .with_context(|| format!("listening on {port} (IPv4, transparent)"))?;
         tasks.push(tokio::spawn(proxy::serve(v4, direction, state.clone())));
-        match capture::socket::transparent_listener(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
+        match capture::socket::transparent_listener(
+            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+            cfg.capture.own_mark,
+        ) {
             Ok(v6) => tasks.push(tokio::spawn(proxy::serve(v6, direction, state.clone()))),
             Err(e) => warn!(%e, port, "no IPv6 listener; IPv6 capture stays fail-closed"),
         }
     }
-    let admin = admin::bind(cfg.admin.listen).await.with_context(|| format!("admin endpoint {}", cfg.admin.listen))?;
+    let admin = admin::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("admin endpoint {}", cfg.admin.listen))?;
     tasks.push(tokio::spawn(admin::serve(admin, state.clone())));
 
     capture::install(&cfg.capture, &local_addrs)?;
@@ -58,7 +89,9 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
-    info!("stopping; the capture table stays, so captured traffic is dropped until the node is back");
+    info!(
+        "stopping; the capture table stays, so captured traffic is dropped until the node is back"
+    );
     for t in tasks {
         t.abort();
     }

@@ -24,7 +24,13 @@ impl NodeState {
     pub fn new(node_name: String, capture: CaptureSpec, rules: Rules, flows: FlowLog) -> Self {
         let metrics = Metrics::default();
         metrics.policy_rules.set(rules.policy.rule_count() as i64);
-        NodeState { node_name, capture, metrics, flows, rules: RwLock::new(Arc::new(rules)) }
+        NodeState {
+            node_name,
+            capture,
+            metrics,
+            flows,
+            rules: RwLock::new(Arc::new(rules)),
+        }
     }
 
     /// The registry and policy in force; a connection keeps the snapshot it started with.
@@ -34,7 +40,9 @@ impl NodeState {
 
     /// Puts new rules in force for connections accepted from now on.
     pub fn set_rules(&self, rules: Rules) {
-        self.metrics.policy_rules.set(rules.policy.rule_count() as i64);
+        self.metrics
+            .policy_rules
+            .set(rules.policy.rule_count() as i64);
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
     }
 }

@@ -138,6 +138,7 @@ impl Registry {
                         Owner::Node(idx),
                         a.referenced.into(),
                         &n.name.value,
+                        None,
                     )
                 {
                     addresses.push(ip);
@@ -201,6 +202,7 @@ impl Registry {
                         Owner::Workload(idx),
                         a.referenced.into(),
                         &w.name.value,
+                        Some(&w.node.value),
                     )
                 {
                     addresses.push(ip);
@@ -316,6 +318,10 @@ fn parse_addr(sink: &mut Sink<'_>, a: &Spanned<String>) -> Option<IpAddr> {
 }
 
 /// Records `ip` as owned by `owner`; reports it when someone else already has it.
+///
+/// One exception: a workload may hold an address of the node it is placed on. Such a
+/// workload stands for the host's own processes (captured with `localTraffic`).
+#[allow(clippy::too_many_arguments)]
 fn claim(
     sink: &mut Sink<'_>,
     seen: &mut HashMap<IpAddr, (Owner, Pos)>,
@@ -324,7 +330,14 @@ fn claim(
     owner: Owner,
     at: Pos,
     owner_name: &str,
+    workload_node: Option<&str>,
 ) -> bool {
+    if let Some((Owner::Node(i), _)) = seen.get(&ip)
+        && workload_node.is_some_and(|n| reg.nodes.get(*i).is_some_and(|node| node.name == n))
+    {
+        seen.insert(ip, (owner, at));
+        return true;
+    }
     if let Some((prev, prev_at)) = seen.get(&ip) {
         let prev_name = match prev {
             Owner::Node(i) => format!(
@@ -428,14 +441,17 @@ mod tests {
             ),
             (
                 concat!(
-                    "  nodes:\n    - {name: hostA, addresses: [10.0.0.1]}\n",
+                    "  nodes:\n    - {name: hostA, addresses: [10.0.0.1]}\n    - {name: hostB}\n",
                     "  workloads:\n",
-                    "    - {name: a, node: hostA, addresses: [10.0.0.2, 10.0.0.1]}\n",
+                    "    - {name: a, node: hostB, addresses: [10.0.0.2, 10.0.0.1]}\n",
                     "    - {name: b, node: hostA, addresses: [\"::ffff:10.0.0.2\"]}\n",
+                    "    - {name: self, node: hostA, addresses: [10.0.0.1]}\n",
+                    "    - {name: self2, node: hostA, addresses: [10.0.0.1]}\n",
                 ),
                 &[
-                    "r.yaml:7:52: address 10.0.0.1 of workload `a` is already used by node `hostA` (at 5:33)",
-                    "r.yaml:8:42: address 10.0.0.2 of workload `b` is already used by workload `a` (at 7:42)",
+                    "r.yaml:8:52: address 10.0.0.1 of workload `a` is already used by node `hostA` (at 5:33)",
+                    "r.yaml:9:42: address 10.0.0.2 of workload `b` is already used by workload `a` (at 8:42)",
+                    "r.yaml:11:46: address 10.0.0.1 of workload `self2` is already used by workload `self` (at 10:45)",
                 ],
             ),
             (

@@ -18,12 +18,14 @@ use crate::config::CaptureSpec;
 pub fn install(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> anyhow::Result<()> {
     route::install(spec.mark, spec.route_table)?;
     let batch = nft::ruleset(spec, local_addrs);
-    nftables::helper::apply_ruleset(&batch).context("applying the nftables table (is nftables installed?)")?;
+    nftables::helper::apply_ruleset(&batch)
+        .context("applying the nftables table (is nftables installed?)")?;
     Ok(())
 }
 
 /// Removes the node's table and policy routing.
 pub fn remove(spec: &CaptureSpec) -> anyhow::Result<()> {
-    nftables::helper::apply_ruleset(&nft::teardown(&spec.table)).context("removing the nftables table")?;
+    nftables::helper::apply_ruleset(&nft::teardown(&spec.table))
+        .context("removing the nftables table")?;
     route::remove(spec.mark, spec.route_table)
 }

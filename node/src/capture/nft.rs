@@ -26,7 +26,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, SetItem, Socket, SocketAttr};
+use nftables::expr::{
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    SetItem, Socket, SocketAttr,
+};
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
 use nftables::stmt::{Mangle, Match, Operator, Statement, TProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -62,26 +65,47 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
     pre.push(vec![
         tcp(),
         eq(
-            Expression::Named(NamedExpression::Socket(Socket { key: Cow::Owned(SocketAttr::Transparent) })),
+            Expression::Named(NamedExpression::Socket(Socket {
+                key: Cow::Owned(SocketAttr::Transparent),
+            })),
             Expression::Number(1),
         ),
         set_mark(mark),
         accept(),
     ]);
-    pre.push(vec![eq(fib_daddr_type(), Expression::String("local".into())), accept()]);
+    pre.push(vec![
+        eq(fib_daddr_type(), Expression::String("local".into())),
+        accept(),
+    ]);
     if !spec.interfaces.is_empty() {
         let ifaces = || {
             Expression::Named(NamedExpression::Set(
-                spec.interfaces.iter().map(|i| SetItem::Element(Expression::String(i.clone().into()))).collect(),
+                spec.interfaces
+                    .iter()
+                    .map(|i| SetItem::Element(Expression::String(i.clone().into())))
+                    .collect(),
             ))
         };
         for fam in [Fam::V4, Fam::V6] {
-            pre.push(vec![nfproto(fam), eq(meta(MetaKey::Iifname), ifaces()), tcp(), tproxy(fam, spec.outbound_port), set_mark(mark), accept()]);
+            pre.push(vec![
+                nfproto(fam),
+                eq(meta(MetaKey::Iifname), ifaces()),
+                tcp(),
+                tproxy(fam, spec.outbound_port),
+                set_mark(mark),
+                accept(),
+            ]);
         }
         pre.push(vec![eq(meta(MetaKey::Iifname), ifaces()), tcp(), drop()]);
     }
     if spec.local_traffic {
-        let lo_marked = || vec![eq(meta(MetaKey::Iifname), Expression::String("lo".into())), eq(meta(MetaKey::Mark), Expression::Number(mark)), tcp()];
+        let lo_marked = || {
+            vec![
+                eq(meta(MetaKey::Iifname), Expression::String("lo".into())),
+                eq(meta(MetaKey::Mark), Expression::Number(mark)),
+                tcp(),
+            ]
+        };
         for fam in [Fam::V4, Fam::V6] {
             let mut r = vec![nfproto(fam)];
             r.extend(lo_marked());
@@ -94,24 +118,47 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
     }
     if spec.inbound {
         for (fam, fam_addrs) in [
-            (Fam::V4, local_addrs.iter().filter(|a| a.is_ipv4()).collect::<Vec<_>>()),
-            (Fam::V6, local_addrs.iter().filter(|a| a.is_ipv6()).collect::<Vec<_>>()),
+            (
+                Fam::V4,
+                local_addrs
+                    .iter()
+                    .filter(|a| a.is_ipv4())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                Fam::V6,
+                local_addrs
+                    .iter()
+                    .filter(|a| a.is_ipv6())
+                    .collect::<Vec<_>>(),
+            ),
         ] {
             if fam_addrs.is_empty() {
                 continue;
             }
             let daddr = || {
                 eq(
-                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-                        protocol: fam.payload().into(),
-                        field: "daddr".into(),
-                    }))),
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+                        PayloadField {
+                            protocol: fam.payload().into(),
+                            field: "daddr".into(),
+                        },
+                    ))),
                     Expression::Named(NamedExpression::Set(
-                        fam_addrs.iter().map(|a| SetItem::Element(Expression::String(a.to_string().into()))).collect(),
+                        fam_addrs
+                            .iter()
+                            .map(|a| SetItem::Element(Expression::String(a.to_string().into())))
+                            .collect(),
                     )),
                 )
             };
-            pre.push(vec![daddr(), tcp(), tproxy(fam, spec.inbound_port), set_mark(mark), accept()]);
+            pre.push(vec![
+                daddr(),
+                tcp(),
+                tproxy(fam, spec.inbound_port),
+                set_mark(mark),
+                accept(),
+            ]);
             pre.push(vec![daddr(), tcp(), drop()]);
         }
     }
@@ -129,7 +176,14 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
             policy: Some(NfChainPolicy::Accept),
             ..Chain::default()
         }));
-        b.add(rule(&t, "output", vec![eq(meta(MetaKey::Mark), Expression::Number(spec.own_mark)), accept()]));
+        b.add(rule(
+            &t,
+            "output",
+            vec![
+                eq(meta(MetaKey::Mark), Expression::Number(spec.own_mark)),
+                accept(),
+            ],
+        ));
         b.add(rule(
             &t,
             "output",
@@ -156,14 +210,18 @@ pub fn teardown(table_name: &str) -> Nftables<'static> {
     b.to_nftables()
 }
 
-fn table(name: &Cow<'static, str>) -> Table<'static> {
-    Table { family: NfFamily::INet, name: name.clone(), handle: None }
+fn table(name: &str) -> Table<'static> {
+    Table {
+        family: NfFamily::INet,
+        name: Cow::Owned(name.to_owned()),
+        handle: None,
+    }
 }
 
-fn rule(table: &Cow<'static, str>, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
     NfListObject::Rule(Rule {
         family: NfFamily::INet,
-        table: table.clone(),
+        table: Cow::Owned(table.to_owned()),
         chain: chain.into(),
         expr: expr.into(),
         ..Rule::default()
@@ -175,15 +233,25 @@ fn meta(key: MetaKey) -> Expression<'static> {
 }
 
 fn fib_daddr_type() -> Expression<'static> {
-    Expression::Named(NamedExpression::Fib(Fib { result: FibResult::Type, flags: HashSet::from([FibFlag::Daddr]) }))
+    Expression::Named(NamedExpression::Fib(Fib {
+        result: FibResult::Type,
+        flags: HashSet::from([FibFlag::Daddr]),
+    }))
 }
 
 fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
-    Statement::Match(Match { left, right, op: Operator::EQ })
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
 }
 
 fn set_mark(mark: u32) -> Statement<'static> {
-    Statement::Mangle(Mangle { key: meta(MetaKey::Mark), value: Expression::Number(mark) })
+    Statement::Mangle(Mangle {
+        key: meta(MetaKey::Mark),
+        value: Expression::Number(mark),
+    })
 }
 
 /// An address family, as nft spells it in its different places.
@@ -209,12 +277,19 @@ impl Fam {
 }
 
 fn nfproto(fam: Fam) -> Statement<'static> {
-    eq(meta(MetaKey::Nfproto), Expression::String(fam.nfproto().into()))
+    eq(
+        meta(MetaKey::Nfproto),
+        Expression::String(fam.nfproto().into()),
+    )
 }
 
 /// In an `inet` table, `tproxy` must name its family.
 fn tproxy(fam: Fam, port: u16) -> Statement<'static> {
-    Statement::TProxy(TProxy { family: Some(fam.payload().into()), port, addr: None })
+    Statement::TProxy(TProxy {
+        family: Some(fam.payload().into()),
+        port,
+        addr: None,
+    })
 }
 
 fn accept() -> Statement<'static> {
@@ -230,25 +305,44 @@ mod tests {
     use super::*;
 
     fn spec() -> CaptureSpec {
-        CaptureSpec { interfaces: vec!["wl-a".into(), "veth*".into()], local_traffic: true, ..CaptureSpec::default() }
+        CaptureSpec {
+            interfaces: vec!["wl-a".into(), "veth*".into()],
+            local_traffic: true,
+            ..CaptureSpec::default()
+        }
     }
 
     #[test]
     fn one_batch_replaces_the_table() {
-        let n = ruleset(&spec(), &["10.1.0.2".parse().unwrap(), "fd00::2".parse().unwrap()]);
+        let n = ruleset(
+            &spec(),
+            &["10.1.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+        );
         let json = serde_json::to_value(&n).unwrap();
         let objs = json["nftables"].as_array().unwrap();
         // metainfo? no: add table, delete table, add table, then chains and rules
         assert!(objs[0]["add"]["table"].is_object());
         assert!(objs[1]["delete"]["table"].is_object());
-        let rules: Vec<_> = objs.iter().filter(|o| o["add"]["rule"].is_object()).collect();
+        let rules: Vec<_> = objs
+            .iter()
+            .filter(|o| o["add"]["rule"].is_object())
+            .collect();
         // transparent, local, iface tproxy x2 + drop, lo tproxy x2 + drop, v4 tproxy+drop,
         // v6 tproxy+drop, output x2
         assert_eq!(rules.len(), 14, "{json:#}");
         let text = json.to_string();
-        assert!(text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"), "{text}");
-        assert!(text.contains("\"tproxy\":{\"family\":\"ip6\",\"port\":15001}"), "{text}");
-        assert!(text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15006}"), "{text}");
+        assert!(
+            text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"tproxy\":{\"family\":\"ip6\",\"port\":15001}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15006}"),
+            "{text}"
+        );
         assert!(text.contains("\"veth*\""));
         assert!(text.contains("fd00::2"));
     }
@@ -266,7 +360,9 @@ mod tests {
         // Matches other than the address-family one.
         let matches = |r: &Vec<serde_json::Value>| {
             r.iter()
-                .filter(|s| s.get("match").is_some() && s["match"]["left"]["meta"]["key"] != "nfproto")
+                .filter(|s| {
+                    s.get("match").is_some() && s["match"]["left"]["meta"]["key"] != "nfproto"
+                })
                 .cloned()
                 .collect::<Vec<_>>()
         };
@@ -275,8 +371,14 @@ mod tests {
             if r.iter().any(|s| s.get("tproxy").is_some()) {
                 tproxies += 1;
                 // The next rule that is not another family's tproxy for the same match drops.
-                let next = rules[i + 1..].iter().find(|n| !n.iter().any(|s| s.get("tproxy").is_some())).unwrap();
-                assert!(next.last().unwrap().get("drop").is_some(), "rule after tproxy must drop: {next:?}");
+                let next = rules[i + 1..]
+                    .iter()
+                    .find(|n| !n.iter().any(|s| s.get("tproxy").is_some()))
+                    .unwrap();
+                assert!(
+                    next.last().unwrap().get("drop").is_some(),
+                    "rule after tproxy must drop: {next:?}"
+                );
                 assert_eq!(matches(r), matches(next));
             }
         }

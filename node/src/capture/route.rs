@@ -15,17 +15,19 @@ pub fn install(mark: u32, table: u32) -> anyhow::Result<()> {
     for (fam, any) in FAMILIES {
         let v6 = fam == "-6";
         let rules = ip(&[fam, "rule", "show", "table", &table])?;
-        if !rules.contains("fwmark") {
-            if let Err(e) = run(&[fam, "rule", "add", "fwmark", &mark, "lookup", &table]) {
-                // A host without IPv6 cannot capture it either; IPv4 must work.
-                if v6 {
-                    tracing::warn!("IPv6 policy routing unavailable: {e:#}");
-                    continue;
-                }
-                return Err(e);
+        if !rules.contains("fwmark")
+            && let Err(e) = run(&[fam, "rule", "add", "fwmark", &mark, "lookup", &table])
+        {
+            // A host without IPv6 cannot capture it either; IPv4 must work.
+            if v6 {
+                tracing::warn!("IPv6 policy routing unavailable: {e:#}");
+                continue;
             }
+            return Err(e);
         }
-        if let Err(e) = run(&[fam, "route", "replace", "local", any, "dev", "lo", "table", &table]) {
+        if let Err(e) = run(&[
+            fam, "route", "replace", "local", any, "dev", "lo", "table", &table,
+        ]) {
             if v6 {
                 tracing::warn!("IPv6 local route unavailable: {e:#}");
                 continue;
@@ -40,16 +42,25 @@ pub fn install(mark: u32, table: u32) -> anyhow::Result<()> {
 pub fn remove(mark: u32, table: u32) -> anyhow::Result<()> {
     let (mark, table) = (format!("{mark:#x}"), table.to_string());
     for (fam, any) in FAMILIES {
-        let _ = run(&[fam, "route", "del", "local", any, "dev", "lo", "table", &table]);
+        let _ = run(&[
+            fam, "route", "del", "local", any, "dev", "lo", "table", &table,
+        ]);
         while run(&[fam, "rule", "del", "fwmark", &mark, "lookup", &table]).is_ok() {}
     }
     Ok(())
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("ip").args(args).output().context("running `ip` (is iproute2 installed?)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (is iproute2 installed?)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

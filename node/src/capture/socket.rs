@@ -9,11 +9,14 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Opens a listener that receives TPROXY-captured connections on `addr`: `IP_TRANSPARENT`
 /// lets it accept connections addressed to any destination, which `local_addr()` of each
-/// accepted socket then reports.
-pub fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// accepted socket then reports. `mark` (the node's own mark) goes on every packet the
+/// listener and its accepted sockets send, so capture of locally originated traffic never
+/// takes the node's replies for new connections.
+pub fn transparent_listener(addr: SocketAddr, mark: u32) -> io::Result<TcpListener> {
     let domain = Domain::for_address(addr);
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    s.set_mark(mark)?;
     match addr.ip() {
         IpAddr::V4(_) => s.set_ip_transparent_v4(true)?,
         IpAddr::V6(_) => {
@@ -29,7 +32,12 @@ pub fn transparent_listener(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Connects to `dst` from `src_ip` (the workload's address, which this host does not own:
 /// `IP_TRANSPARENT` allows binding it), with `mark` on the socket so capture skips it.
-pub async fn connect_spoofed(src_ip: Option<IpAddr>, dst: SocketAddr, mark: u32, timeout: Duration) -> io::Result<TcpStream> {
+pub async fn connect_spoofed(
+    src_ip: Option<IpAddr>,
+    dst: SocketAddr,
+    mark: u32,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     let domain = Domain::for_address(dst);
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     s.set_mark(mark)?;
