@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use eastwall_policy::{Endpoint, Flow, Policy, Registry};
+use eastwall_policy::{Endpoint, Flow, Policy, Registry, SpiffeId};
 use libfuzzer_sys::fuzz_target;
 
 const REGISTRY: &str = include_str!("../../policy/testdata/registry.yaml");
@@ -29,15 +29,25 @@ fuzz_target!(|data: &[u8]| {
         IpAddr::from([10, 200, 1, 1]),
         "fd00:99::1:3".parse().unwrap_or(IpAddr::from([0u8; 16])),
     ];
+    // Proven identities: none, each workload's own, and one outside the registry.
+    let stranger = SpiffeId::parse("spiffe://other.example/wl/x").ok();
     for (i, &src) in addrs.iter().enumerate() {
         for &dst in &addrs {
             let port = data.get(i).map_or(80, |&b| u16::from(b) * 257);
-            let flow = Flow {
-                src: Endpoint::lookup(registry, src),
-                dst: Endpoint::lookup(registry, dst),
-                dst_port: port,
-            };
-            let _ = policy.decide(&flow);
+            let src_wl = registry.workload_by_addr(src);
+            let dst_wl = registry.workload_by_addr(dst);
+            for (src_id, dst_id) in [
+                (None, None),
+                (src_wl.map(|w| &w.identity), dst_wl.map(|w| &w.identity)),
+                (stranger.as_ref(), None),
+            ] {
+                let flow = Flow {
+                    src: Endpoint::lookup(registry, src).with_identity(src_id),
+                    dst: Endpoint::lookup(registry, dst).with_identity(dst_id),
+                    dst_port: port,
+                };
+                let _ = policy.decide(&flow);
+            }
         }
     }
 });

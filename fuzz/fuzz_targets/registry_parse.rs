@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(reg) = Registry::parse("fuzz.yaml", text) {
+        let _ = reg.trust_domain();
         for w in reg.workloads() {
+            assert!(reg.workloads_by_identity(&w.identity).any(|x| x.name == w.name));
+            assert!(reg.node_by_identity(&w.identity).is_none());
             for &a in &w.addresses {
                 let _ = reg.workload_by_addr(a);
             }
@@ -18,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         }
         for n in reg.nodes() {
             let _ = reg.node(&n.name);
+            assert_eq!(reg.node_by_identity(&n.identity).map(|x| &x.name), Some(&n.name));
         }
     }
 });

@@ -3,11 +3,14 @@
 //! A connection has a *source* and a *destination*; each is known to eastwall by what it can
 //! prove. Today that is a workload from the registry located by address; the tunnel adds SPIFFE
 //! identities taken from verified X.509 certificates, and the directory adds users and groups.
-//! This crate owns the vocabulary for those identities ([`SpiffeId`]); it knows nothing about
+//! This crate owns the vocabulary for those identities ([`SpiffeId`]) and reads them from
+//! certificates ([`spiffe_id_from_der`], [`validity_from_der`]); it knows nothing about
 //! policy, which consumes these types.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cert;
 mod spiffe;
 
+pub use cert::{CertIdentityError, spiffe_id_from_der, validity_from_der};
 pub use spiffe::{SpiffeId, SpiffeIdError};

@@ -14,6 +14,14 @@ use std::time::Duration;
 pub use eastwall_node::lab::{Lab, NodeHandle, Outcome, Probe};
 use serde_json::Value;
 
+/// The trust domain of every test cloud.
+pub const TRUST_DOMAIN: &str = "corp.example";
+
+/// The SPIFFE ID the registry gives workload `name` by default.
+pub fn spiffe(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/wl/{name}")
+}
+
 /// How long a client waits before calling a connection dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -78,7 +86,7 @@ impl Cloud {
             ));
         }
         let registry = format!(
-            "apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n  nodes:\n{nodes_yaml}  workloads:\n{wl_yaml}{extra_registry}"
+            "apiVersion: eastwall.dev/v1\nkind: Registry\nspec:\n  trustDomain: {TRUST_DOMAIN}\n  nodes:\n{nodes_yaml}  workloads:\n{wl_yaml}{extra_registry}"
         );
         Cloud {
             lab,
@@ -131,6 +139,26 @@ impl Cloud {
     /// Connects from `from` to `to:port` and reports what the client saw.
     pub fn connect(&self, from: &str, to: &str, port: u16) -> Probe {
         self.lab.connect(from, self.addr(to, port), CONNECT_TIMEOUT)
+    }
+
+    /// All flow records `host`'s node has written so far.
+    pub fn flows(&self, host: &str) -> Vec<Value> {
+        std::fs::read_to_string(&self.node(host).flow_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits (up to 3 s) for a record of `host` that satisfies `pred`.
+    pub fn wait_flow(&self, host: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..150 {
+            if let Some(f) = self.flows(host).into_iter().find(&pred) {
+                return f;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no matching flow record on {host}; records:\n{:#?}", self.flows(host));
     }
 
     /// The flow record `host`'s node wrote for the client at `local` (waits for it briefly).

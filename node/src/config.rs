@@ -50,6 +50,42 @@ struct Spec {
     flow_log: FlowLogSpec,
     #[serde(default)]
     runtime: RuntimeSpec,
+    #[serde(default)]
+    identity: Option<IdentitySpec>,
+    #[serde(default)]
+    tunnel: TunnelSpec,
+}
+
+/// Where this node's workload certificates come from. Without it the node runs without the
+/// tunnel and decides on addresses only.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// PEM file with the trust domain's CA certificate(s).
+    pub trust_bundle: PathBuf,
+    /// Folder with `<workload>.crt` and `<workload>.key` for each local workload.
+    pub cert_dir: PathBuf,
+    /// Seconds between checks of the certificate files for changes.
+    #[serde(default = "default_reload_secs")]
+    pub reload_secs: u64,
+}
+
+fn default_reload_secs() -> u64 {
+    2
+}
+
+/// The tunnel between nodes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct TunnelSpec {
+    /// UDP port of the QUIC tunnel, the same on every node.
+    pub port: u16,
+}
+
+impl Default for TunnelSpec {
+    fn default() -> Self {
+        TunnelSpec { port: 15008 }
+    }
 }
 
 fn default_capture() -> Spanned<CaptureSpec> {
@@ -71,6 +107,7 @@ pub struct CaptureSpec {
     pub outbound_port: u16,
     /// Port of the inbound transparent listener.
     pub inbound_port: u16,
+
     /// Packet mark that routes captured packets to the local listeners.
     pub mark: u32,
     /// Mark carried by the node's own upstream sockets.
@@ -160,6 +197,10 @@ pub struct NodeConfig {
     pub flow_log: FlowLogSpec,
     /// Runtime.
     pub runtime: RuntimeSpec,
+    /// Workload certificates (paths resolved); none disables the tunnel.
+    pub identity: Option<IdentitySpec>,
+    /// The tunnel.
+    pub tunnel: TunnelSpec,
 }
 
 impl NodeConfig {
@@ -225,6 +266,12 @@ impl NodeConfig {
                 ..f.spec.flow_log
             },
             runtime: f.spec.runtime,
+            identity: f.spec.identity.map(|i| IdentitySpec {
+                trust_bundle: base.join(i.trust_bundle),
+                cert_dir: base.join(i.cert_dir),
+                reload_secs: i.reload_secs.max(1),
+            }),
+            tunnel: f.spec.tunnel,
         })
     }
 

@@ -14,6 +14,7 @@ pub const REGISTRY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Registry
 metadata: {name: demo}
 spec:
+  trustDomain: corp.example
   nodes:
     - {name: hostA, addresses: [10.77.0.1]}
     - {name: hostB, addresses: [10.77.0.2]}
@@ -133,6 +134,9 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     };
     let mut lab = Lab::new()?;
     println!("eastwall demo: building a private cloud in namespaces ...");
+    // A CA for the trust domain: every workload gets a SPIFFE certificate, and traffic
+    // between hosts travels in the mTLS tunnel.
+    lab.enable_identity("corp.example")?;
     lab.add_host("hostA")?;
     lab.add_host("hostB")?;
     for (host, wl) in [
@@ -155,7 +159,7 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         .iter()
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
         .collect::<anyhow::Result<_>>()?;
-    println!("  eastwall nodes running on hostA and hostB (default deny)\n");
+    println!("  eastwall nodes running on hostA and hostB (default deny, QUIC mTLS tunnel on udp/15008)\n");
 
     let mut ok = true;
     let mut rows = Vec::new();
@@ -169,9 +173,32 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
             .iter()
             .find(|n| n.host == lab.workload(s.from).host)
             .context("source node")?;
-        let (rule, monitor) = probe
-            .local
-            .and_then(|local| find_flow(&lab, src_node, local.port()))
+        let flow = probe.local.and_then(|local| find_flow(&lab, src_node, local.port()));
+        // Cross-host traffic: the path and the identity the destination node proved.
+        let (via, identity) = match &flow {
+            Some(f) if f["eastwall"]["tunnel"].is_object() => {
+                let dst_node = nodes.iter().find(|n| n.host == lab.workload(s.to).host).context("destination node")?;
+                let proven = probe
+                    .local
+                    .and_then(|local| find_flow(&lab, dst_node, local.port()))
+                    .and_then(|d| d["eastwall"]["src"]["identity"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "-".into());
+                (format!("tunnel, {}", f["eastwall"]["tunnel"]["status"].as_str().unwrap_or("?")), proven)
+            }
+            Some(f) => {
+                let via = if f["eastwall"]["policy"]["verdict"] != "allow" {
+                    format!("refused at {}", src_node.host)
+                } else if lab.workload(s.from).host == lab.workload(s.to).host {
+                    "same host".to_owned()
+                } else {
+                    "direct".to_owned()
+                };
+                (via, f["eastwall"]["src"]["identity"].as_str().unwrap_or("-").to_owned())
+            }
+            None => ("?".to_owned(), "-".to_owned()),
+        };
+        let (rule, monitor) = flow
+            .as_ref()
             .map(|f| {
                 let p = &f["eastwall"]["policy"];
                 let mon: Vec<String> = p["monitor"]
@@ -202,12 +229,14 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
                 Outcome::Failed(e) => format!("failed: {e}"),
             },
             rule,
+            via,
+            identity,
             monitor,
             if got == s.allowed { "ok" } else { "MISMATCH" }.to_owned(),
         ]);
     }
     print_table(
-        &["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", "MONITOR", ""],
+        &["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", "VIA", "SOURCE IDENTITY (proven)", "MONITOR", ""],
         &rows,
     );
 

@@ -50,6 +50,9 @@ pub struct EndpointInfo {
     pub zone: Option<String>,
     /// The node the workload runs on.
     pub node: Option<String>,
+    /// The SPIFFE identity: proven by a certificate (tunnel peer, or this node's own
+    /// workload), or the registry's expectation for a destination.
+    pub identity: Option<String>,
 }
 
 impl EndpointInfo {
@@ -60,8 +63,28 @@ impl EndpointInfo {
             app: w.and_then(|w| w.app.clone()),
             zone: w.and_then(|w| w.zone.clone()),
             node: w.map(|w| w.node.clone()),
+            identity: w.map(|w| w.identity.to_string()),
         }
     }
+}
+
+/// How a connection crossed between nodes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TunnelInfo {
+    /// `quic`.
+    pub transport: &'static str,
+    /// The other node's tunnel address.
+    pub peer: String,
+    /// The other end's proven identity (the source's at the destination; the destination's
+    /// at the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_identity: Option<String>,
+    /// The destination's answer (`connected`, `denied`, `identity-mismatch`, ...), or
+    /// `handshake-failed` / `stream-failed`.
+    pub status: String,
+    /// Why, when not connected.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// A monitor-mode rule that matched before the deciding one.
@@ -161,6 +184,9 @@ pub struct EastwallInfo {
     /// An error that ended the flow, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The tunnel, when the connection crossed to or came from another node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelInfo>,
 }
 
 /// One flow record (EVE `event_type: flow`).
@@ -230,6 +256,7 @@ impl FlowRecord {
                 policy,
                 duration_ms: 0,
                 error: None,
+                tunnel: None,
             },
         }
     }
@@ -348,12 +375,14 @@ mod tests {
                 app: Some("web".into()),
                 zone: Some("dev".into()),
                 node: Some("hostA".into()),
+                identity: Some("spiffe://corp/wl/web".into()),
             },
             EndpointInfo {
                 workload: None,
                 app: None,
                 zone: None,
                 node: None,
+                identity: None,
             },
             PolicyInfo::denied_because("unknown-source"),
             Utc::now(),

@@ -89,7 +89,11 @@ pub struct Lab {
     hosts: Vec<Host>,
     workloads: Vec<Workload>,
     dir: PathBuf,
+    ca: Option<eastwall_certs::Ca>,
 }
+
+/// How long certificates the lab issues live.
+pub const LAB_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Lab {
     /// Creates an empty lab with its LAN.
@@ -113,6 +117,7 @@ impl Lab {
             hosts: Vec::new(),
             workloads: Vec::new(),
             dir,
+            ca: None,
         };
         let lan = lab.lan.clone();
         lab.add_netns(&lan)?;
@@ -124,6 +129,27 @@ impl Lab {
     /// The folder for this lab's files (configs, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Creates a CA for `trust_domain`: nodes started from now on get certificates for their
+    /// workloads and run the tunnel.
+    pub fn enable_identity(&mut self, trust_domain: &str) -> anyhow::Result<()> {
+        let ca = eastwall_certs::Ca::generate(trust_domain, Duration::from_secs(10 * 365 * 24 * 3600))
+            .map_err(|e| anyhow::anyhow!("creating the lab CA: {e}"))?;
+        fs::write(self.dir.join("ca.pem"), ca.cert_pem())?;
+        self.ca = Some(ca);
+        Ok(())
+    }
+
+    /// The lab's CA, if identity is enabled.
+    pub fn ca(&self) -> Option<&eastwall_certs::Ca> {
+        self.ca.as_ref()
+    }
+
+    /// The folder a node's workload certificates go to (`<workload>.crt`, `<workload>.key`);
+    /// files already there when the node starts are kept, so a test can plant its own.
+    pub fn cert_dir(&self, host: &str) -> PathBuf {
+        self.dir.join(host).join("certs")
     }
 
     /// The hosts.
@@ -350,10 +376,28 @@ impl Lab {
             .collect();
         let config = dir.join("node.yaml");
         let flow_log = dir.join("flows.json");
+        let identity = match &self.ca {
+            None => String::new(),
+            Some(ca) => {
+                let certs = self.cert_dir(host);
+                fs::create_dir_all(&certs)?;
+                let reg = eastwall_policy::Registry::parse("registry.yaml", registry).map_err(|d| anyhow::anyhow!("{d}"))?;
+                for w in reg.workloads_on(host) {
+                    let (crt, key) = (certs.join(format!("{}.crt", w.name)), certs.join(format!("{}.key", w.name)));
+                    if crt.exists() {
+                        continue;
+                    }
+                    let issued = ca.issue(&w.identity, LAB_CERT_TTL).map_err(|e| anyhow::anyhow!("issuing for {}: {e}", w.name))?;
+                    fs::write(crt, issued.cert_pem)?;
+                    fs::write(key, issued.key_pem)?;
+                }
+                "  identity:\n    trustBundle: ../ca.pem\n    certDir: certs\n    reloadSecs: 1\n".to_owned()
+            }
+        };
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n",
                 ifaces.join(", ")
             ),
         )?;

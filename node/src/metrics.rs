@@ -63,6 +63,10 @@ pub struct Metrics {
     pub upstream_errors: Family<DirLabels, Counter>,
     /// Policy and registry currently in force: number of rules.
     pub policy_rules: Gauge,
+    /// Tunnel handshakes this node refused (foreign CA, expired certificate, ...).
+    pub tunnel_handshake_failures: Counter,
+    /// Certificate files that failed to reload.
+    pub cert_reload_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +81,8 @@ impl Default for Metrics {
             active: Family::default(),
             upstream_errors: Family::default(),
             policy_rules: Gauge::default(),
+            tunnel_handshake_failures: Counter::default(),
+            cert_reload_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -115,6 +121,12 @@ impl Default for Metrics {
             "Rules in the policy in force",
             m.policy_rules.clone(),
         );
+        registry.register(
+            "tunnel_handshake_failures",
+            "Tunnel handshakes refused by this node",
+            m.tunnel_handshake_failures.clone(),
+        );
+        registry.register("cert_reload_failures", "Certificate files that failed to reload", m.cert_reload_failures.clone());
         Metrics { registry, ..m }
     }
 }

@@ -1,33 +1,46 @@
 //! The relay: accept a captured connection, find who is on each end, decide, and either
-//! refuse it with a reset or connect to the original destination (keeping the source address)
-//! and copy bytes both ways until both sides are done. Every connection ends in a flow record.
+//! refuse it with a reset, or carry it: through the tunnel when the destination is a
+//! workload of another node, otherwise straight to the original destination from the
+//! workload's own address. Every connection ends in a flow record.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use eastwall_policy::{Endpoint, Flow};
+use chrono::{DateTime, Utc};
+use eastwall_identity::SpiffeId;
+use eastwall_policy::{Endpoint, Flow, Registry, Workload};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::capture::socket;
-use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo};
+use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo, TunnelInfo};
 use crate::metrics::{BytesLabels, ClosedLabels, DirLabels, RuleLabels};
 use crate::state::NodeState;
+use crate::tunnel::header::{Status, StreamHeader};
+use crate::tunnel::pool::{self, PoolKey};
 
 /// Size of each direction's copy buffer.
 const COPY_BUF: usize = 64 * 1024;
 
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Outbound capture (workload interfaces, local traffic).
+    Outbound,
+    /// Inbound plaintext capture (for local workloads).
+    Inbound,
+}
+
 /// Accepts captured connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, direction: Direction, state: Arc<NodeState>) {
+pub async fn serve(listener: TcpListener, kind: Listener, state: Arc<NodeState>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let state = state.clone();
-                tokio::spawn(async move { handle(stream, peer, direction, &state).await });
+                tokio::spawn(async move { handle(stream, peer, kind, &state).await });
             }
             Err(e) => {
                 // Running out of descriptors must not end the listener.
@@ -38,15 +51,17 @@ pub async fn serve(listener: TcpListener, direction: Direction, state: Arc<NodeS
     }
 }
 
-/// What the node does with one connection, decided before any byte is relayed.
-enum Verdict {
-    Allow(PolicyInfo),
-    Deny(PolicyInfo),
+/// Where an allowed outbound connection goes.
+enum Route {
+    /// Straight to the original destination (same host, or outside the mesh).
+    Direct,
+    /// Through the tunnel to the destination's node.
+    Tunnel(PoolKey),
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state: &NodeState) {
+async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &NodeState) {
     let start = Utc::now();
-    let dir = direction.as_str();
+    let direction = if kind == Listener::Inbound { Direction::Inbound } else { Direction::Outbound };
     // TPROXY keeps the original destination as the accepted socket's local address.
     let orig_dst = match client.local_addr() {
         Ok(a) => a,
@@ -56,65 +71,52 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
         }
     };
     let _ = client.set_nodelay(true);
-    state
-        .metrics
-        .opened
-        .get_or_create(&DirLabels { direction: dir })
-        .inc();
+    state.metrics.opened.get_or_create(&DirLabels { direction: direction.as_str() }).inc();
     let rules = state.rules();
-    let src_wl = rules.registry.workload_by_addr(peer.ip());
-    let dst_wl = rules.registry.workload_by_addr(orig_dst.ip());
+    let registry = &rules.registry;
+    let src_wl = registry.workload_by_addr(peer.ip());
+    let dst_wl = registry.workload_by_addr(orig_dst.ip());
 
-    let verdict =
-        if direction == Direction::Outbound && src_wl.is_none_or(|w| w.node != state.node_name) {
-            // Outbound capture sees only this host's workloads; anything else is unknown here.
-            Verdict::Deny(PolicyInfo::denied_because("unknown-source"))
-        } else {
-            let decision = rules.policy.decide(&Flow {
-                src: Endpoint {
-                    addr: peer.ip(),
-                    workload: src_wl,
-                },
-                dst: Endpoint {
-                    addr: orig_dst.ip(),
-                    workload: dst_wl,
-                },
-                dst_port: orig_dst.port(),
-            });
-            for m in &decision.monitored {
-                state
-                    .metrics
-                    .decisions
-                    .get_or_create(&RuleLabels {
-                        direction: dir,
-                        rule: m.rule.id.to_string(),
-                        mode: "monitor",
-                        action: m.action.as_str(),
-                    })
-                    .inc();
+    let mut route = Route::Direct;
+    let policy = match kind {
+        // Outbound capture sees only this host's workloads; anything else is unknown here.
+        Listener::Outbound if src_wl.is_none_or(|w| w.node != state.node_name) => {
+            PolicyInfo::denied_because("unknown-source")
+        }
+        // With the tunnel on, mesh workloads reach this host only through it: a plaintext
+        // connection claiming a mesh workload's address bypassed (or spoofed) its node.
+        Listener::Inbound if state.tunnel.is_some() && src_wl.is_some() => {
+            PolicyInfo::denied_because("mesh-source-without-tunnel")
+        }
+        _ => {
+            let src_id = match kind {
+                // This node holds the source workload's certificate.
+                Listener::Outbound if state.tunnel.is_some() => src_wl.map(|w| &w.identity),
+                _ => None,
+            };
+            let routed = if kind == Listener::Outbound { tunnel_route(state, registry, src_wl, dst_wl) } else { Ok(Route::Direct) };
+            // A destination identity counts only where it will be proven: by the tunnel's
+            // handshake, or because the workload is this node's own.
+            let dst_id = match (&routed, dst_wl) {
+                (Ok(Route::Tunnel(key)), _) => Some(&key.dst),
+                (_, Some(w)) if state.tunnel.is_some() && w.node == state.node_name => Some(&w.identity),
+                _ => None,
+            };
+            let info = decide(state, direction, (peer, src_wl, src_id), (orig_dst, dst_wl, dst_id));
+            match routed {
+                Ok(r) => {
+                    route = r;
+                    info
+                }
+                Err(reason) if info.verdict == "allow" => {
+                    let mut denied = PolicyInfo::denied_because(reason);
+                    denied.monitor = info.monitor;
+                    denied
+                }
+                Err(_) => info,
             }
-            let info = PolicyInfo::of(&decision);
-            if decision.is_allowed() {
-                Verdict::Allow(info)
-            } else {
-                Verdict::Deny(info)
-            }
-        };
-    let (info, allowed) = match verdict {
-        Verdict::Allow(i) => (i, true),
-        Verdict::Deny(i) => (i, false),
+        }
     };
-    let action = if allowed { "allow" } else { "deny" };
-    state
-        .metrics
-        .decisions
-        .get_or_create(&RuleLabels {
-            direction: dir,
-            rule: info.rule.clone(),
-            mode: "enforce",
-            action,
-        })
-        .inc();
     let mut rec = FlowRecord::new(
         state.flows.next_id(),
         &state.node_name,
@@ -123,74 +125,253 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
         orig_dst,
         EndpointInfo::of(src_wl),
         EndpointInfo::of(dst_wl),
-        info,
+        policy,
         start,
     );
     drop(rules);
 
-    if !allowed {
+    if rec.eastwall.policy.verdict != "allow" {
         debug!(%peer, %orig_dst, rule = %rec.eastwall.policy.rule, "denied");
         socket::reset(client);
-        state
-            .metrics
-            .denied
-            .get_or_create(&RuleLabels {
-                direction: dir,
-                rule: rec.eastwall.policy.rule.clone(),
-                mode: "enforce",
-                action: "deny",
-            })
-            .inc();
-        finish(state, &mut rec, start, "rejected", "denied", false);
+        refused(state, &mut rec, start, "denied");
         return;
     }
+    match route {
+        Route::Direct => relay_direct(client, peer, orig_dst, state, rec, start).await,
+        Route::Tunnel(key) => relay_tunnel(client, peer, orig_dst, key, state, rec, start).await,
+    }
+}
 
-    let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
-    let upstream =
-        match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                debug!(%peer, %orig_dst, %e, "upstream connect failed");
-                // Mirror the destination's refusal to the client.
-                socket::reset(client);
-                state
-                    .metrics
-                    .upstream_errors
-                    .get_or_create(&DirLabels { direction: dir })
-                    .inc();
-                rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
-                finish(state, &mut rec, start, "failed", "upstream-error", true);
-                return;
-            }
-        };
-    let active = state
+/// An end of a connection as the policy sees it: address, registry workload, and the
+/// identity that is (or, before the tunnel's handshake, will be) proven.
+pub(crate) type Side<'a> = (SocketAddr, Option<&'a Workload>, Option<&'a SpiffeId>);
+
+/// Decides with the policy in force and counts monitor matches.
+pub(crate) fn decide(state: &NodeState, direction: Direction, src: Side<'_>, dst: Side<'_>) -> PolicyInfo {
+    let rules = state.rules();
+    let decision = rules.policy.decide(&Flow {
+        src: Endpoint { addr: src.0.ip(), workload: src.1, identity: src.2 },
+        dst: Endpoint { addr: dst.0.ip(), workload: dst.1, identity: dst.2 },
+        dst_port: dst.0.port(),
+    });
+    let dir = direction.as_str();
+    for m in &decision.monitored {
+        state
+            .metrics
+            .decisions
+            .get_or_create(&RuleLabels { direction: dir, rule: m.rule.id.to_string(), mode: "monitor", action: m.action.as_str() })
+            .inc();
+    }
+    PolicyInfo::of(&decision)
+}
+
+/// Routes an allowed outbound connection: through the tunnel when its destination is a
+/// workload of another node and this node runs the tunnel.
+fn tunnel_route(state: &NodeState, registry: &Registry, src: Option<&Workload>, dst: Option<&Workload>) -> Result<Route, &'static str> {
+    let (Some(_), Some(src), Some(dst)) = (&state.tunnel, src, dst) else { return Ok(Route::Direct) };
+    if dst.node == state.node_name {
+        return Ok(Route::Direct);
+    }
+    let node = registry.node(&dst.node).and_then(|n| n.addresses.first()).ok_or("destination-node-has-no-address")?;
+    Ok(Route::Tunnel(PoolKey {
+        src: src.identity.clone(),
+        node: SocketAddr::new(*node, state.tunnel_port),
+        dst: dst.identity.clone(),
+    }))
+}
+
+fn refused(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, reason: &str) {
+    state
         .metrics
-        .active
-        .get_or_create(&DirLabels { direction: dir })
-        .clone();
+        .denied
+        .get_or_create(&RuleLabels {
+            direction: rec.eastwall.direction.as_str(),
+            rule: rec.eastwall.policy.rule.clone(),
+            mode: "enforce",
+            action: "deny",
+        })
+        .inc();
+    count_decision(state, rec);
+    finish(state, rec, start, "rejected", reason, false);
+}
+
+fn count_decision(state: &NodeState, rec: &FlowRecord) {
+    let p = &rec.eastwall.policy;
+    state
+        .metrics
+        .decisions
+        .get_or_create(&RuleLabels {
+            direction: rec.eastwall.direction.as_str(),
+            rule: p.rule.clone(),
+            mode: "enforce",
+            action: if p.verdict == "allow" { "allow" } else { "deny" },
+        })
+        .inc();
+}
+
+async fn relay_direct(client: TcpStream, peer: SocketAddr, orig_dst: SocketAddr, state: &NodeState, mut rec: FlowRecord, start: DateTime<Utc>) {
+    count_decision(state, &rec);
+    let dir = rec.eastwall.direction.as_str();
+    let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
+    let upstream = match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%peer, %orig_dst, %e, "upstream connect failed");
+            // Mirror the destination's refusal to the client.
+            socket::reset(client);
+            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: dir }).inc();
+            rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
+            finish(state, &mut rec, start, "failed", "upstream-error", true);
+            return;
+        }
+    };
+    let (mut c, mut u) = (client, upstream);
+    let (cr, cw) = c.split();
+    let (ur, uw) = u.split();
+    let (up, down, err) = relay_counted(state, dir, cr, cw, ur, uw, &[]).await;
+    if err.is_some() {
+        socket::reset(c);
+        socket::reset(u);
+    }
+    closed(state, &mut rec, start, up, down, err);
+}
+
+async fn relay_tunnel(
+    client: TcpStream,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+    key: PoolKey,
+    state: &NodeState,
+    mut rec: FlowRecord,
+    start: DateTime<Utc>,
+) {
+    let Some(pool) = &state.tunnel else { return };
+    let dir = rec.eastwall.direction.as_str();
+    let mut tunnel = TunnelInfo {
+        transport: "quic",
+        peer: key.node.to_string(),
+        peer_identity: Some(key.dst.to_string()),
+        status: String::new(),
+        reason: String::new(),
+    };
+    let header = StreamHeader { dst: orig_dst, src: peer, trace: None };
+    let (mut send, mut recv) = match pool.open(&key, &header).await {
+        Ok(s) => s,
+        Err(e) => {
+            let failed_handshake = matches!(e, pool::OpenError::Connect { .. } | pool::OpenError::NoIdentity(_) | pool::OpenError::Config(_));
+            tunnel.status = if failed_handshake { "handshake-failed" } else { "stream-failed" }.into();
+            tunnel.reason = e.to_string();
+            rec.eastwall.tunnel = Some(tunnel);
+            rec.eastwall.error = Some(e.to_string());
+            socket::reset(client);
+            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: dir }).inc();
+            count_decision(state, &rec);
+            finish(state, &mut rec, start, "failed", "tunnel-error", true);
+            return;
+        }
+    };
+    // Client bytes start flowing at once; the destination holds them until it has decided.
+    // The first bytes back are its response.
+    let mut c = client;
+    let (mut up, mut down) = (0u64, 0u64);
+    let active = state.metrics.active.get_or_create(&DirLabels { direction: dir }).clone();
     active.inc();
-    let (up, down, err) = relay(client, upstream).await;
+    let outcome: Result<(), TunnelEnd> = {
+        let (cr, mut cw) = c.split();
+        let to_server = pipe(cr, &mut send, &mut up);
+        let recv = &mut recv;
+        let down = &mut down;
+        let tunnel = &mut tunnel;
+        let to_client = async move {
+            let (resp, early) = pool::read_response(recv).await.map_err(TunnelEnd::Stream)?;
+            tunnel.status = resp.status.as_str().into();
+            tunnel.reason = resp.reason.clone();
+            if resp.status != Status::Connected {
+                return Err(TunnelEnd::Refused(resp.status));
+            }
+            cw.write_all(&early).await.map_err(TunnelEnd::Io)?;
+            *down += early.len() as u64;
+            pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
+        };
+        tokio::pin!(to_server, to_client);
+        let (mut a_done, mut b_done) = (false, false);
+        let mut outcome = Ok(());
+        while !(a_done && b_done) {
+            tokio::select! {
+                r = &mut to_server, if !a_done => { a_done = true; if let Err(e) = r { outcome = Err(TunnelEnd::Io(e)); break; } }
+                r = &mut to_client, if !b_done => { b_done = true; if let Err(e) = r { outcome = Err(e); break; } }
+            }
+        }
+        outcome
+    };
     active.dec();
+    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toserver" }).inc_by(up);
+    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toclient" }).inc_by(down);
+    if tunnel.status.is_empty() {
+        tunnel.status = "stream-failed".into();
+    }
+    rec.eastwall.tunnel = Some(tunnel);
+    count_decision(state, &rec);
+    match outcome {
+        Ok(()) => closed(state, &mut rec, start, up, down, None),
+        Err(end) => {
+            socket::reset(c);
+            let _ = send.reset(crate::tunnel::code::RELAY_ERROR);
+            match end {
+                // The destination node decided otherwise, or could not reach the workload.
+                TunnelEnd::Refused(Status::Unreachable) => finish(state, &mut rec, start, "failed", "upstream-error", true),
+                TunnelEnd::Refused(_) => {
+                    rec.flow.bytes_toserver = up;
+                    finish(state, &mut rec, start, "rejected", "denied-by-destination", true)
+                }
+                TunnelEnd::Stream(e) => {
+                    rec.eastwall.error = Some(e.to_string());
+                    finish(state, &mut rec, start, "failed", "tunnel-error", true)
+                }
+                TunnelEnd::Io(e) => closed(state, &mut rec, start, up, down, Some(e)),
+            }
+        }
+    }
+}
+
+/// How a tunnelled relay ended early.
+enum TunnelEnd {
+    /// The destination answered with a refusal.
+    Refused(Status),
+    /// No readable response.
+    Stream(io::Error),
+    /// The relay failed after connecting.
+    Io(io::Error),
+}
+
+/// Relays and adds the byte counts to the metrics.
+pub(crate) async fn relay_counted<CR, CW, SR, SW>(
+    state: &NodeState,
+    dir: &'static str,
+    cr: CR,
+    cw: CW,
+    sr: SR,
+    sw: SW,
+    to_client_first: &[u8],
+) -> (u64, u64, Option<io::Error>)
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let active = state.metrics.active.get_or_create(&DirLabels { direction: dir }).clone();
+    active.inc();
+    let r = relay(cr, cw, sr, sw, to_client_first).await;
+    active.dec();
+    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toserver" }).inc_by(r.0);
+    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toclient" }).inc_by(r.1);
+    r
+}
+
+fn closed(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, up: u64, down: u64, err: Option<io::Error>) {
     rec.flow.bytes_toserver = up;
     rec.flow.bytes_toclient = down;
-    state
-        .metrics
-        .bytes
-        .get_or_create(&BytesLabels {
-            direction: dir,
-            flow: "toserver",
-        })
-        .inc_by(up);
-    state
-        .metrics
-        .bytes
-        .get_or_create(&BytesLabels {
-            direction: dir,
-            flow: "toclient",
-        })
-        .inc_by(down);
     let reason = match err {
         None => "shutdown",
         Some(e) => {
@@ -198,37 +379,38 @@ async fn handle(client: TcpStream, peer: SocketAddr, direction: Direction, state
             "error"
         }
     };
-    finish(state, &mut rec, start, "closed", reason, true);
+    finish(state, rec, start, "closed", reason, true);
 }
 
-fn finish(
-    state: &NodeState,
-    rec: &mut FlowRecord,
-    start: chrono::DateTime<Utc>,
-    st: &str,
-    reason: &str,
-    allowed: bool,
-) {
+pub(crate) fn finish(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, st: &str, reason: &str, allowed: bool) {
     rec.finish(start, Utc::now(), st, reason);
     state
         .metrics
         .closed
-        .get_or_create(&ClosedLabels {
-            direction: rec.eastwall.direction.as_str(),
-            verdict: if allowed { "allow" } else { "deny" },
-        })
+        .get_or_create(&ClosedLabels { direction: rec.eastwall.direction.as_str(), verdict: if allowed { "allow" } else { "deny" } })
         .inc();
     state.flows.record(rec);
 }
 
-/// Copies both ways until both directions have ended; a half-close is passed on as a FIN, an
-/// error on either side resets both. Returns bytes to the server, bytes to the client, and the
-/// first error.
-pub async fn relay(mut client: TcpStream, mut server: TcpStream) -> (u64, u64, Option<io::Error>) {
+/// Copies both ways until both directions have ended; a half-close is passed on, and the
+/// first error ends both. `to_client_first` is written to the client before anything else
+/// (bytes that arrived behind a tunnel response). Returns bytes to the server, bytes to the
+/// client, and the first error; the caller resets the sockets on error.
+pub async fn relay<CR, CW, SR, SW>(cr: CR, mut cw: CW, sr: SR, sw: SW, to_client_first: &[u8]) -> (u64, u64, Option<io::Error>)
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
     let (mut up, mut down) = (0u64, 0u64);
+    if !to_client_first.is_empty() {
+        if let Err(e) = cw.write_all(to_client_first).await {
+            return (0, 0, Some(e));
+        }
+        down = to_client_first.len() as u64;
+    }
     let err = {
-        let (cr, cw) = client.split();
-        let (sr, sw) = server.split();
         let to_server = pipe(cr, sw, &mut up);
         let to_client = pipe(sr, cw, &mut down);
         tokio::pin!(to_server, to_client);
@@ -242,10 +424,6 @@ pub async fn relay(mut client: TcpStream, mut server: TcpStream) -> (u64, u64, O
         }
         err
     };
-    if err.is_some() {
-        socket::reset(client);
-        socket::reset(server);
-    }
     (up, down, err)
 }
 

@@ -8,9 +8,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::config::{NodeConfig, Rules};
-use crate::flow::{Direction, FlowLog};
+use crate::flow::FlowLog;
+use crate::identity::LocalIdentities;
+use crate::proxy::Listener;
+use crate::tunnel::pool::Pool;
 use crate::state::NodeState;
-use crate::{admin, capture, proxy};
+use crate::{admin, capture, proxy, tunnel};
 
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
 /// left in place on exit so captured traffic stays blocked while the node is down.
@@ -48,18 +51,40 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         .collect();
     let flows = FlowLog::open(cfg.flow_log.path.as_deref(), cfg.flow_log.recent)
         .context("opening the flow log")?;
-    let state = Arc::new(NodeState::new(
-        cfg.node_name.clone(),
-        cfg.capture.clone(),
-        rules,
-        flows,
-    ));
+    // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
+    let mut tunnel_endpoint = None;
+    let mut identities = None;
+    if let Some(id) = &cfg.identity {
+        let ids = Arc::new(LocalIdentities::load(&id.trust_bundle, &id.cert_dir, &rules.registry, &cfg.node_name)?);
+        let ep = tunnel::endpoint(cfg.tunnel.port, &ids, cfg.capture.own_mark)?;
+        tunnel_endpoint = Some(ep);
+        identities = Some((ids, id.reload_secs));
+    }
+    let pool = match (&tunnel_endpoint, &identities) {
+        (Some(ep), Some((ids, _))) => Some(Pool::new(ep.clone(), ids.clone())),
+        _ => None,
+    };
+    let state = Arc::new(NodeState::new(cfg.node_name.clone(), cfg.capture.clone(), rules, flows, pool, cfg.tunnel.port));
+    let mut tasks = Vec::new();
+    if let Some(ep) = tunnel_endpoint.clone() {
+        tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));
+    }
+    if let Some((ids, secs)) = identities {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+            loop {
+                tick.tick().await;
+                let failed = ids.reload_changed();
+                state.metrics.cert_reload_failures.inc_by(failed as u64);
+            }
+        }));
+    }
 
     // Listeners first, so that capture never points at a port nobody serves.
-    let mut tasks = Vec::new();
     for (port, direction) in [
-        (cfg.capture.outbound_port, Direction::Outbound),
-        (cfg.capture.inbound_port, Direction::Inbound),
+        (cfg.capture.outbound_port, Listener::Outbound),
+        (cfg.capture.inbound_port, Listener::Inbound),
     ] {
         let v4 = capture::socket::transparent_listener(
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
@@ -81,6 +106,8 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(admin::serve(admin, state.clone())));
 
     capture::install(&cfg.capture, &local_addrs)?;
+    state.ready.store(true, std::sync::atomic::Ordering::Release);
+    tasks.push(tokio::spawn(capture::spoof::watch(state.clone())));
     info!(node = %cfg.node_name, workloads = local_addrs.len(), admin = %cfg.admin.listen, "capturing");
 
     let mut term = signal(SignalKind::terminate())?;

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{CaptureSpec, Rules};
 use crate::flow::FlowLog;
 use crate::metrics::Metrics;
+use crate::tunnel::pool::Pool;
 
 /// Shared state of a running node.
 pub struct NodeState {
@@ -16,12 +17,25 @@ pub struct NodeState {
     pub metrics: Metrics,
     /// Flow records.
     pub flows: FlowLog,
+    /// The tunnel's connection pool, when the node runs the tunnel.
+    pub tunnel: Option<Pool>,
+    /// The tunnel's UDP port (the same on every node).
+    pub tunnel_port: u16,
+    /// Whether capture is installed and the node is serving (what `/healthz` reports).
+    pub ready: std::sync::atomic::AtomicBool,
     rules: RwLock<Arc<Rules>>,
 }
 
 impl NodeState {
     /// A node deciding with `rules`.
-    pub fn new(node_name: String, capture: CaptureSpec, rules: Rules, flows: FlowLog) -> Self {
+    pub fn new(
+        node_name: String,
+        capture: CaptureSpec,
+        rules: Rules,
+        flows: FlowLog,
+        tunnel: Option<Pool>,
+        tunnel_port: u16,
+    ) -> Self {
         let metrics = Metrics::default();
         metrics.policy_rules.set(rules.policy.rule_count() as i64);
         NodeState {
@@ -29,6 +43,9 @@ impl NodeState {
             capture,
             metrics,
             flows,
+            tunnel,
+            tunnel_port,
+            ready: std::sync::atomic::AtomicBool::new(false),
             rules: RwLock::new(Arc::new(rules)),
         }
     }

@@ -3,12 +3,14 @@
 //!
 //! Data flows one way. The node reads files and hands their text here:
 //! [`document_kind`] says what a file is; [`Registry::parse`] validates a registry into
-//! lookup tables (workload by address or name, node by address or name);
+//! lookup tables (workload by address, name or identity; node by address, name or
+//! identity);
 //! [`Policy::parse`] validates a policy against that registry (unknown names are warnings)
 //! and compiles it: names become sets, CIDRs are parsed, ports become sorted ranges, and
 //! rules are indexed by destination port. Every problem in a file is reported at once as
 //! [`Diagnostics`], each `file:line:col: message`. For each connection the node builds a
-//! [`Flow`] from two [`Endpoint`]s (address plus registry workload, if any) and calls
+//! [`Flow`] from two [`Endpoint`]s (address, registry workload if any, and the endpoint's
+//! [`SpiffeId`] when the node has proven it from a certificate) and calls
 //! [`Policy::decide`], which returns a [`Decision`]: first matching `enforce` rule in file
 //! order, `monitor` rules seen before it, default deny.
 //!
@@ -25,7 +27,8 @@ mod yaml;
 
 pub use crate::diag::{Diagnostic, Diagnostics, Severity};
 pub use crate::policy::{Action, Decision, Endpoint, Flow, Mode, MonitorHit, Policy, RuleRef};
-pub use crate::registry::{NodeEntry, Registry, Workload};
+pub use crate::registry::{DEFAULT_TRUST_DOMAIN, NodeEntry, Registry, Workload};
 pub use crate::yaml::{
     API_VERSION, DocumentKind, MAX_FILE_BYTES, document_kind, is_valid_name, parse_yaml,
 };
+pub use eastwall_identity::SpiffeId;

@@ -1,9 +1,10 @@
 //! The registry file (`kind: Registry`): which nodes and workloads exist, and their
-//! addresses, app, zone and labels.
+//! addresses, app, zone, labels and SPIFFE identities.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use eastwall_identity::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -25,6 +26,9 @@ pub struct Workload {
     pub zone: Option<String>,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// The SPIFFE ID in its certificates: `identity` from the file, else
+    /// `spiffe://<trust domain>/wl/<name>`. Replicas may share one identity.
+    pub identity: SpiffeId,
 }
 
 /// A node (host running an eastwall node).
@@ -34,18 +38,47 @@ pub struct NodeEntry {
     pub name: String,
     /// The host's own addresses.
     pub addresses: Vec<IpAddr>,
+    /// The node's own SPIFFE ID, always `spiffe://<trust domain>/node/<name>`.
+    pub identity: SpiffeId,
 }
 
-/// A validated registry with lookups by name and address.
-#[derive(Clone, Debug, Default)]
+/// The trust domain of a registry that does not set `spec.trustDomain`.
+pub const DEFAULT_TRUST_DOMAIN: &str = "eastwall.local";
+
+/// Longest trust domain accepted, in bytes (the SPIFFE ID specification's limit).
+const MAX_TRUST_DOMAIN_BYTES: usize = 255;
+
+/// A validated registry with lookups by name, address and identity.
+#[derive(Clone, Debug)]
 pub struct Registry {
     name: Option<String>,
+    trust_domain: String,
     nodes: Vec<NodeEntry>,
     workloads: Vec<Workload>,
     node_by_name: HashMap<String, usize>,
     workload_by_name: HashMap<String, usize>,
     node_by_addr: HashMap<IpAddr, usize>,
     workload_by_addr: HashMap<IpAddr, usize>,
+    node_by_identity: HashMap<SpiffeId, usize>,
+    /// Workload indexes per identity, in file order.
+    workloads_by_identity: HashMap<SpiffeId, Vec<usize>>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry {
+            name: None,
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
+            nodes: Vec::new(),
+            workloads: Vec::new(),
+            node_by_name: HashMap::new(),
+            workload_by_name: HashMap::new(),
+            node_by_addr: HashMap::new(),
+            workload_by_addr: HashMap::new(),
+            node_by_identity: HashMap::new(),
+            workloads_by_identity: HashMap::new(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,6 +95,8 @@ struct RegistryDoc {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistrySpec {
+    #[serde(default, rename = "trustDomain")]
+    trust_domain: Option<Spanned<String>>,
     #[serde(default)]
     nodes: Vec<NodeDoc>,
     #[serde(default)]
@@ -88,6 +123,8 @@ struct WorkloadDoc {
     zone: Option<Spanned<String>>,
     #[serde(default)]
     labels: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    identity: Option<Spanned<String>>,
 }
 
 /// Who already owns an address, for the duplicate-address message.
@@ -108,6 +145,18 @@ impl Registry {
         let mut reg = Registry {
             name: yaml::check_metadata(&mut sink, &doc.metadata),
             ..Registry::default()
+        };
+        // With an invalid trust domain (reported here), identities are derived in the
+        // default one so that checking goes on; the registry is rejected anyway.
+        let td_ok = match &doc.spec.trust_domain {
+            None => true,
+            Some(td) => {
+                let ok = check_trust_domain(&mut sink, td);
+                if ok {
+                    reg.trust_domain.clone_from(&td.value);
+                }
+                ok
+            }
         };
         // First declaration of each address: (owner, where).
         let mut addr_seen: HashMap<IpAddr, (Owner, Pos)> = HashMap::new();
@@ -144,11 +193,14 @@ impl Registry {
                     addresses.push(ip);
                 }
             }
+            let identity = derived_identity(&reg.trust_domain, "node", &n.name.value);
             reg.node_by_name.insert(n.name.value.clone(), idx);
+            reg.node_by_identity.insert(identity.clone(), idx);
             node_pos.push(at);
             reg.nodes.push(NodeEntry {
                 name: n.name.value,
                 addresses,
+                identity,
             });
         }
 
@@ -220,6 +272,15 @@ impl Registry {
                 }
                 l.value
             });
+            let identity = match &w.identity {
+                None => derived_identity(&reg.trust_domain, "wl", &w.name.value),
+                Some(id) => workload_identity(&mut sink, &reg, td_ok, &w.name.value, id)
+                    .unwrap_or_else(placeholder_identity),
+            };
+            reg.workloads_by_identity
+                .entry(identity.clone())
+                .or_default()
+                .push(idx);
             reg.workload_by_name.insert(w.name.value.clone(), idx);
             wl_pos.push(at);
             reg.workloads.push(Workload {
@@ -229,6 +290,7 @@ impl Registry {
                 app: w.app.map(|s| s.value),
                 zone: w.zone.map(|s| s.value),
                 labels: labels.unwrap_or_default(),
+                identity,
             });
         }
 
@@ -255,6 +317,32 @@ impl Registry {
     /// `metadata.name` of the file, if given.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
+    }
+
+    /// The SPIFFE trust domain of every identity the registry assigns: `spec.trustDomain`,
+    /// [`DEFAULT_TRUST_DOMAIN`] when not given.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The workloads whose identity is `id`, in file order (several replicas may share
+    /// one identity; none when no workload has it). A hash lookup, not a scan.
+    pub fn workloads_by_identity<'a>(
+        &'a self,
+        id: &SpiffeId,
+    ) -> impl Iterator<Item = &'a Workload> + use<'a> {
+        self.workloads_by_identity
+            .get(id)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|&i| self.workloads.get(i))
+    }
+
+    /// The node whose identity (`spiffe://<trust domain>/node/<name>`) is `id`.
+    pub fn node_by_identity(&self, id: &SpiffeId) -> Option<&NodeEntry> {
+        self.node_by_identity
+            .get(id)
+            .and_then(|&i| self.nodes.get(i))
     }
 
     /// The workload that owns `ip` (IPv4-mapped IPv6 addresses match their IPv4 form).
@@ -297,6 +385,100 @@ impl Registry {
             .get(&ip.to_canonical())
             .and_then(|&i| self.nodes.get(i))
     }
+}
+
+/// Checks `spec.trustDomain`: what may follow `spiffe://` in a SPIFFE ID, at most 255
+/// bytes, no path.
+fn check_trust_domain(sink: &mut Sink<'_>, td: &Spanned<String>) -> bool {
+    let problem = if td.value.contains('/') {
+        Some("a trust domain has no `/` (give `corp.example`, not a SPIFFE ID)".to_owned())
+    } else if td.value.len() > MAX_TRUST_DOMAIN_BYTES {
+        Some(format!(
+            "a trust domain is at most {MAX_TRUST_DOMAIN_BYTES} bytes long"
+        ))
+    } else {
+        SpiffeId::parse(&format!("spiffe://{}", td.value))
+            .err()
+            .map(|e| e.to_string())
+    };
+    match problem {
+        None => true,
+        Some(why) => {
+            sink.error(
+                td.referenced,
+                format!("invalid trust domain `{}`: {why}", td.value.escape_debug()),
+            );
+            false
+        }
+    }
+}
+
+/// The identity eastwall assigns: `spiffe://<td>/<kind>/<name>`.
+///
+/// Valid for every valid trust domain and name; for invalid ones (already reported, so the
+/// registry is rejected) a placeholder.
+fn derived_identity(td: &str, kind: &str, name: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://{td}/{kind}/{name}"))
+        .unwrap_or_else(|_| placeholder_identity())
+}
+
+/// Stands in for an identity that could not be formed; only ever stored in a registry that
+/// is rejected because the reason was reported as an error.
+fn placeholder_identity() -> SpiffeId {
+    SpiffeId::parse("spiffe://invalid.eastwall.local/invalid")
+        .expect("the placeholder is a valid SPIFFE ID")
+}
+
+/// Validates an explicit workload `identity`; `None` when an error was reported.
+fn workload_identity(
+    sink: &mut Sink<'_>,
+    reg: &Registry,
+    td_ok: bool,
+    workload: &str,
+    id: &Spanned<String>,
+) -> Option<SpiffeId> {
+    let parsed = match SpiffeId::parse(&id.value) {
+        Ok(p) => p,
+        Err(e) => {
+            sink.error(
+                id.referenced,
+                format!(
+                    "invalid SPIFFE ID `{}` for workload `{workload}`: {e}",
+                    id.value.escape_debug()
+                ),
+            );
+            return None;
+        }
+    };
+    if td_ok && parsed.trust_domain() != reg.trust_domain {
+        sink.error(
+            id.referenced,
+            format!(
+                "identity `{parsed}` of workload `{workload}` is not in the registry's trust domain `{}`",
+                reg.trust_domain
+            ),
+        );
+        return None;
+    }
+    if parsed.path().starts_with("/node/") {
+        let whose = match reg
+            .node_by_identity
+            .get(&parsed)
+            .and_then(|&i| reg.nodes.get(i))
+        {
+            Some(n) => format!("is the identity of node `{}`", n.name),
+            None => "has the form of a node identity".to_owned(),
+        };
+        sink.error(
+            id.referenced,
+            format!(
+                "identity `{parsed}` of workload `{workload}` {whose}; `spiffe://{}/node/...` is reserved for nodes",
+                parsed.trust_domain()
+            ),
+        );
+        return None;
+    }
+    Some(parsed)
 }
 
 fn parse_addr(sink: &mut Sink<'_>, a: &Spanned<String>) -> Option<IpAddr> {
@@ -407,6 +589,167 @@ mod tests {
         assert!(r.workload("nope").is_none());
         assert!(!r.is_empty());
         assert!(Registry::empty().is_empty());
+    }
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn identities_of_example() {
+        let r = Registry::parse("registry.yaml", EXAMPLE).unwrap();
+        assert_eq!(r.trust_domain(), "corp.example");
+        // Default workload identity: spiffe://<td>/wl/<name>.
+        let web = r.workload("web-dev").unwrap();
+        assert_eq!(web.identity.as_str(), "spiffe://corp.example/wl/web-dev");
+        // Node identity: spiffe://<td>/node/<name>.
+        let host_a = r.node("hostA").unwrap();
+        assert_eq!(host_a.identity, id("spiffe://corp.example/node/hostA"));
+        assert_eq!(
+            r.node_by_identity(&id("spiffe://corp.example/node/hostB"))
+                .map(|n| n.name.as_str()),
+            Some("hostB")
+        );
+        assert!(r.node_by_identity(&web.identity).is_none());
+        assert!(
+            r.node_by_identity(&id("spiffe://eastwall.local/node/hostA"))
+                .is_none()
+        );
+        // Replicas share an explicit identity; lookups return them in file order.
+        let payments = id("spiffe://corp.example/zone/prod/payments");
+        let names: Vec<_> = r
+            .workloads_by_identity(&payments)
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(names, ["payments-1", "payments-2"]);
+        let names: Vec<_> = r
+            .workloads_by_identity(&web.identity)
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(names, ["web-dev"]);
+        assert_eq!(
+            r.workloads_by_identity(&id("spiffe://corp.example/wl/nope"))
+                .count(),
+            0
+        );
+        // A node identity is not a workload identity.
+        assert_eq!(r.workloads_by_identity(&host_a.identity).count(), 0);
+        // The iterator does not borrow the key.
+        let it = r.workloads_by_identity(&id("spiffe://corp.example/wl/db-prod"));
+        assert_eq!(it.count(), 1);
+    }
+
+    #[test]
+    fn default_trust_domain() {
+        assert_eq!(Registry::empty().trust_domain(), DEFAULT_TRUST_DOMAIN);
+        assert_eq!(DEFAULT_TRUST_DOMAIN, "eastwall.local");
+        let r = Registry::parse(
+            "r",
+            &doc(concat!(
+                "  nodes: [{name: h}]\n",
+                "  workloads:\n",
+                "    - {name: a, node: h, addresses: [10.0.0.1]}\n",
+                "    - {name: b, node: h, addresses: [10.0.0.2], identity: spiffe://eastwall.local/team/x}\n",
+                "    - {name: c, node: h, addresses: [10.0.0.3], identity: spiffe://eastwall.local/team/x}\n",
+                "    - {name: d, node: h, addresses: [10.0.0.4], identity: spiffe://eastwall.local/wl/a}\n",
+            )),
+        )
+        .unwrap();
+        assert_eq!(r.trust_domain(), "eastwall.local");
+        assert_eq!(
+            r.workload("a").unwrap().identity.as_str(),
+            "spiffe://eastwall.local/wl/a"
+        );
+        assert_eq!(
+            r.node("h").unwrap().identity.as_str(),
+            "spiffe://eastwall.local/node/h"
+        );
+        assert_eq!(
+            r.workload("b").unwrap().identity.as_str(),
+            "spiffe://eastwall.local/team/x"
+        );
+        let shared: Vec<_> = r
+            .workloads_by_identity(&id("spiffe://eastwall.local/team/x"))
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(shared, ["b", "c"]);
+        // An explicit identity may equal another workload's default one.
+        let a: Vec<_> = r
+            .workloads_by_identity(&id("spiffe://eastwall.local/wl/a"))
+            .map(|w| w.name.as_str())
+            .collect();
+        assert_eq!(a, ["a", "d"]);
+    }
+
+    #[test]
+    fn identity_errors_with_locations() {
+        let long = "a".repeat(256);
+        let long_case = format!("  trustDomain: {long}\n");
+        let long_err = format!(
+            "r.yaml:4:16: invalid trust domain `{long}`: a trust domain is at most 255 bytes long"
+        );
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "  trustDomain: Corp.Example\n",
+                &[
+                    "r.yaml:4:16: invalid trust domain `Corp.Example`: the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (found 'C')",
+                ],
+            ),
+            (
+                "  trustDomain: spiffe://corp.example\n",
+                &[
+                    "r.yaml:4:16: invalid trust domain `spiffe://corp.example`: a trust domain has no `/` (give `corp.example`, not a SPIFFE ID)",
+                ],
+            ),
+            (
+                "  trustDomain: \"\"\n",
+                &["r.yaml:4:16: invalid trust domain ``: the trust domain is empty"],
+            ),
+            (&long_case, &[&long_err]),
+            (
+                concat!(
+                    "  trustDomain: corp.example\n",
+                    "  nodes: [{name: h}]\n",
+                    "  workloads:\n",
+                    "    - {name: a, node: h, addresses: [10.0.0.1], identity: \"spiffe://corp.example/a b\"}\n",
+                    "    - {name: b, node: h, addresses: [10.0.0.2], identity: http://corp.example/b}\n",
+                    "    - {name: c, node: h, addresses: [10.0.0.3], identity: spiffe://other.example/c}\n",
+                    "    - {name: d, node: h, addresses: [10.0.0.4], identity: spiffe://corp.example/node/h}\n",
+                    "    - {name: e, node: h, addresses: [10.0.0.5], identity: spiffe://corp.example/node/ghost}\n",
+                    "    - {name: f, node: h, addresses: [10.0.0.6], identity: spiffe://corp.example/nodes/f}\n",
+                ),
+                &[
+                    "r.yaml:7:59: invalid SPIFFE ID `spiffe://corp.example/a b` for workload `a`: a path segment may hold only letters, digits, `.`, `-` and `_` (found ' ')",
+                    "r.yaml:8:59: invalid SPIFFE ID `http://corp.example/b` for workload `b`: a SPIFFE ID starts with `spiffe://`",
+                    "r.yaml:9:59: identity `spiffe://other.example/c` of workload `c` is not in the registry's trust domain `corp.example`",
+                    "r.yaml:10:59: identity `spiffe://corp.example/node/h` of workload `d` is the identity of node `h`; `spiffe://corp.example/node/...` is reserved for nodes",
+                    "r.yaml:11:59: identity `spiffe://corp.example/node/ghost` of workload `e` has the form of a node identity; `spiffe://corp.example/node/...` is reserved for nodes",
+                ],
+            ),
+            (
+                // Default trust domain: an identity elsewhere is named against it.
+                "  nodes: [{name: h}]\n  workloads:\n    - {name: a, node: h, addresses: [10.0.0.1], identity: spiffe://corp.example/wl/a}\n",
+                &[
+                    "r.yaml:6:59: identity `spiffe://corp.example/wl/a` of workload `a` is not in the registry's trust domain `eastwall.local`",
+                ],
+            ),
+            (
+                // With an invalid trust domain, identities are not compared against it.
+                "  trustDomain: Bad\n  nodes: [{name: h}]\n  workloads:\n    - {name: a, node: h, addresses: [10.0.0.1], identity: spiffe://corp.example/wl/a}\n",
+                &[
+                    "r.yaml:4:16: invalid trust domain `Bad`: the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (found 'B')",
+                ],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(errs(&doc(spec)), *want, "spec:\n{spec}");
+        }
+        // `identity` is a plain string, not a mapping.
+        let e = errs(&doc(
+            "  nodes: [{name: h}]\n  workloads:\n    - {name: a, node: h, addresses: [10.0.0.1], identity: {x: 1}}\n",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:6:"), "{e:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod nft;
 pub mod route;
 pub mod socket;
+pub mod spoof;
 
 use std::net::IpAddr;
 

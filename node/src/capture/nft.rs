@@ -30,11 +30,22 @@ use nftables::expr::{
     Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
     SetItem, Socket, SocketAttr,
 };
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table};
 use nftables::stmt::{Mangle, Match, Operator, Statement, TProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::config::CaptureSpec;
+
+/// How long a spoofing attempt stays in the set (one record per attempt and this period).
+pub const SPOOF_MEMORY_SECS: u32 = 60;
+
+/// Name of the set of recent spoofing attempts of one address family.
+pub fn spoof_set(fam: Fam) -> &'static str {
+    match fam {
+        Fam::V4 => "spoofed4",
+        Fam::V6 => "spoofed6",
+    }
+}
 
 /// Priority of the `mangle` hooks.
 const PRIO_MANGLE: i32 = -150;
@@ -59,6 +70,19 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         policy: Some(NfChainPolicy::Accept),
         ..Chain::default()
     }));
+    for fam in [Fam::V4, Fam::V6] {
+        let addr = if matches!(fam, Fam::V4) { SetType::Ipv4Addr } else { SetType::Ipv6Addr };
+        b.add(NfListObject::Set(Box::new(Set {
+            family: NfFamily::INet,
+            table: t.clone(),
+            name: spoof_set(fam).into(),
+            set_type: SetTypeValue::Concatenated(vec![SetType::Ifname, addr, addr, SetType::InetService].into()),
+            flags: Some(HashSet::from([SetFlag::Timeout])),
+            timeout: Some(SPOOF_MEMORY_SECS),
+            size: Some(65_536),
+            ..Set::default()
+        })));
+    }
     let mut pre: Vec<Vec<Statement<'static>>> = Vec::new();
     let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
     let mark = spec.mark;
@@ -86,6 +110,28 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
                     .collect(),
             ))
         };
+        // Anti-spoofing: a source address that the arriving interface does not lead back
+        // to (strict reverse-path check) is dropped, and remembered in a set the node reads
+        // to record it (see `capture::spoof`).
+        for fam in [Fam::V4, Fam::V6] {
+            pre.push(vec![
+                nfproto(fam),
+                eq(meta(MetaKey::Iifname), ifaces()),
+                tcp(),
+                eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
+                Statement::Set(nftables::stmt::Set {
+                    op: nftables::stmt::SetOp::Add,
+                    elem: Expression::Named(NamedExpression::Concat(vec![
+                        meta(MetaKey::Iifname),
+                        payload(fam.payload(), "saddr"),
+                        payload(fam.payload(), "daddr"),
+                        payload("tcp", "dport"),
+                    ])),
+                    set: format!("@{}", spoof_set(fam)).into(),
+                }),
+                drop(),
+            ]);
+        }
         for fam in [Fam::V4, Fam::V6] {
             pre.push(vec![
                 nfproto(fam),
@@ -239,6 +285,19 @@ fn fib_daddr_type() -> Expression<'static> {
     }))
 }
 
+/// `fib saddr . iif oif`: the interface the source address routes back through, if it is
+/// the one the packet came in on (`missing`, i.e. false, otherwise).
+fn fib_saddr_iif_oif() -> Expression<'static> {
+    Expression::Named(NamedExpression::Fib(Fib {
+        result: FibResult::Oif,
+        flags: HashSet::from([FibFlag::Saddr, FibFlag::Iif]),
+    }))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField { protocol: protocol.into(), field: field.into() })))
+}
+
 fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {
         left,
@@ -255,9 +314,11 @@ fn set_mark(mark: u32) -> Statement<'static> {
 }
 
 /// An address family, as nft spells it in its different places.
-#[derive(Clone, Copy)]
-enum Fam {
+#[derive(Clone, Copy, Debug)]
+pub enum Fam {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
@@ -327,9 +388,9 @@ mod tests {
             .iter()
             .filter(|o| o["add"]["rule"].is_object())
             .collect();
-        // transparent, local, iface tproxy x2 + drop, lo tproxy x2 + drop, v4 tproxy+drop,
-        // v6 tproxy+drop, output x2
-        assert_eq!(rules.len(), 14, "{json:#}");
+        // transparent, local, spoofed drop x2, iface tproxy x2 + drop, lo tproxy x2 + drop,
+        // v4 tproxy+drop, v6 tproxy+drop, output x2
+        assert_eq!(rules.len(), 16, "{json:#}");
         let text = json.to_string();
         assert!(
             text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"),
@@ -379,7 +440,9 @@ mod tests {
                     next.last().unwrap().get("drop").is_some(),
                     "rule after tproxy must drop: {next:?}"
                 );
-                assert_eq!(matches(r), matches(next));
+                // The drop is at least as broad as the tproxy rule it backs.
+                let (tp, dr) = (matches(r), matches(next));
+                assert!(dr.iter().all(|m| tp.contains(m)), "{dr:?} not within {tp:?}");
             }
         }
         assert_eq!(tproxies, 5);

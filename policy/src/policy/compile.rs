@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use eastwall_identity::SpiffeId;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
@@ -21,6 +22,10 @@ struct Known<'r> {
     apps: HashSet<&'r str>,
     zones: HashSet<&'r str>,
     labels: HashSet<(&'r str, &'r str)>,
+    /// Workload identities, as strings.
+    identities: HashSet<&'r str>,
+    /// Node identity -> node name, to explain a `spiffe` value naming a node.
+    node_identities: HashMap<&'r str, &'r str>,
 }
 
 impl<'r> Known<'r> {
@@ -34,6 +39,12 @@ impl<'r> Known<'r> {
             labels: ws
                 .iter()
                 .flat_map(|w| w.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect(),
+            identities: ws.iter().map(|w| w.identity.as_str()).collect(),
+            node_identities: reg
+                .nodes()
+                .iter()
+                .map(|n| (n.identity.as_str(), n.name.as_str()))
                 .collect(),
         }
     }
@@ -237,6 +248,11 @@ fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> 
             .map(|v| compile_names(sink, known, v, NameKind::Zone)),
         labels,
         cidr: s.cidr.as_ref().map(|v| compile_cidrs(sink, v)),
+        spiffe: s.spiffe.as_ref().map(|v| compile_spiffe(sink, known, v)),
+        spiffe_prefix: s
+            .spiffe_prefix
+            .as_ref()
+            .map(|v| compile_spiffe_prefixes(sink, known, v)),
         not: s.not.as_ref().map(|n| {
             if n.value.is_empty() {
                 sink.error(
@@ -247,6 +263,94 @@ fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> 
             Box::new(compile_selector(sink, known, &n.value))
         }),
     }
+}
+
+/// Exact SPIFFE IDs; a warning for each that no registry workload has.
+fn compile_spiffe(sink: &mut Sink<'_>, known: &Known<'_>, v: &OneOrMany) -> NameSet {
+    if v.items.is_empty() {
+        sink.error(
+            v.at,
+            "empty `spiffe` list (it would match nothing); omit the field to match any",
+        );
+    }
+    let mut ids = Vec::with_capacity(v.items.len());
+    for (text, at) in &v.items {
+        let id = match SpiffeId::parse(text) {
+            Ok(id) => id,
+            Err(e) => {
+                sink.error(
+                    *at,
+                    format!("invalid SPIFFE ID `{}`: {e}", text.escape_debug()),
+                );
+                continue;
+            }
+        };
+        if known.enabled && !known.identities.contains(id.as_str()) {
+            let msg = match known.node_identities.get(id.as_str()) {
+                Some(node) => format!(
+                    "`{id}` is the identity of node `{node}`, which no registry workload has"
+                ),
+                None => format!("no registry workload has identity `{id}`"),
+            };
+            sink.warning(*at, msg);
+        }
+        ids.push(Box::from(id.as_str()));
+    }
+    NameSet::new(ids)
+}
+
+/// SPIFFE ID prefixes: `spiffe://`, a whole trust domain, `/`, then any start of a valid
+/// path (`spiffe://corp.example/`, `spiffe://corp.example/zone/prod/`,
+/// `spiffe://corp.example/wl/db-`). A warning for each that no registry workload
+/// identity starts with.
+fn compile_spiffe_prefixes(
+    sink: &mut Sink<'_>,
+    known: &Known<'_>,
+    v: &OneOrMany,
+) -> Box<[Box<str>]> {
+    if v.items.is_empty() {
+        sink.error(
+            v.at,
+            "empty `spiffePrefix` list (it would match nothing); omit the field to match any",
+        );
+    }
+    let mut prefixes: Vec<Box<str>> = Vec::with_capacity(v.items.len());
+    for (text, at) in &v.items {
+        let problem = match text.strip_prefix("spiffe://") {
+            None => Some("it must start with `spiffe://`".to_owned()),
+            Some(rest) if !rest.contains('/') => Some(format!(
+                "give the whole trust domain and a `/` (e.g. `{}/`), so that it cannot match another trust domain",
+                text.escape_debug()
+            )),
+            // Any valid ID that starts with the prefix may follow; appending one segment
+            // character checks every complete segment and what is written of the last.
+            Some(_) => SpiffeId::parse(&format!("{text}x"))
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if let Some(why) = problem {
+            sink.error(
+                *at,
+                format!("invalid SPIFFE ID prefix `{}`: {why}", text.escape_debug()),
+            );
+            continue;
+        }
+        if known.enabled
+            && !known
+                .identities
+                .iter()
+                .any(|id| id.starts_with(text.as_str()))
+        {
+            sink.warning(
+                *at,
+                format!("no registry workload identity starts with `{text}`"),
+            );
+        }
+        if !prefixes.iter().any(|p| **p == **text) {
+            prefixes.push(Box::from(text.as_str()));
+        }
+    }
+    prefixes.into_boxed_slice()
 }
 
 fn compile_cidrs(sink: &mut Sink<'_>, v: &OneOrMany) -> Box<[IpNet]> {

@@ -56,8 +56,8 @@ pub(crate) struct RuleDoc {
     pub(crate) ports: Option<Spanned<Vec<Spanned<PortDoc>>>>,
 }
 
-/// A selector as written. New criteria (identity `spiffe`, `user`, `group`) are added as
-/// further optional fields here and in the compiled `Selector`.
+/// A selector as written. New criteria (`user`, `group`) are added as further optional
+/// fields here and in the compiled `Selector`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SelectorDoc {
@@ -72,6 +72,10 @@ pub(crate) struct SelectorDoc {
     #[serde(default)]
     pub(crate) cidr: Option<OneOrMany>,
     #[serde(default)]
+    pub(crate) spiffe: Option<OneOrMany>,
+    #[serde(default, rename = "spiffePrefix")]
+    pub(crate) spiffe_prefix: Option<OneOrMany>,
+    #[serde(default)]
     pub(crate) not: Option<Box<Spanned<SelectorDoc>>>,
 }
 
@@ -83,6 +87,8 @@ impl SelectorDoc {
             && self.zone.is_none()
             && self.labels.is_none()
             && self.cidr.is_none()
+            && self.spiffe.is_none()
+            && self.spiffe_prefix.is_none()
             && self.not.is_none()
     }
 }

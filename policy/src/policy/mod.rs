@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use eastwall_identity::SpiffeId;
+
 use crate::diag::{Diagnostics, Sink};
 use crate::registry::{Registry, Workload};
 use crate::yaml::{self, DocumentKind};
@@ -76,22 +78,35 @@ pub struct RuleRef {
     pub section: Arc<str>,
 }
 
-/// One side of a connection: its address and, if the registry knows it, its workload.
+/// One side of a connection: its address, its workload if the registry knows the address,
+/// and its identity if the node has proven it.
 #[derive(Clone, Copy, Debug)]
 pub struct Endpoint<'a> {
     /// IP address of this side.
     pub addr: IpAddr,
     /// The registry workload with that address, if any.
     pub workload: Option<&'a Workload>,
+    /// The SPIFFE ID this side has *proven* (from a verified certificate), if any. Never
+    /// fill it from the registry's identity for the address: `spiffe` and `spiffePrefix`
+    /// criteria match only this field, and do not match when it is `None`.
+    pub identity: Option<&'a SpiffeId>,
 }
 
 impl<'a> Endpoint<'a> {
-    /// The endpoint at `addr`, with its workload looked up in `registry`.
+    /// The endpoint at `addr`, with its workload looked up in `registry` and no proven
+    /// identity (set [`Endpoint::identity`], e.g. with [`Endpoint::with_identity`], when the
+    /// node has one).
     pub fn lookup(registry: &'a Registry, addr: IpAddr) -> Endpoint<'a> {
         Endpoint {
             addr,
             workload: registry.workload_by_addr(addr),
+            identity: None,
         }
+    }
+
+    /// This endpoint with `identity` as its proven identity.
+    pub fn with_identity(self, identity: Option<&'a SpiffeId>) -> Endpoint<'a> {
+        Endpoint { identity, ..self }
     }
 }
 

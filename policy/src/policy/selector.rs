@@ -28,8 +28,9 @@ impl NameSet {
 /// every endpoint.
 ///
 /// Criteria about the registry workload (`workload`, `app`, `zone`, `labels`) never match an
-/// endpoint without one; `cidr` and `not` can. Identity criteria (`spiffe`, `user`,
-/// `group`) will be further optional fields.
+/// endpoint without one; identity criteria (`spiffe`, `spiffe_prefix`) never match an
+/// endpoint without a proven identity; `cidr` and `not` can match either. `user` and
+/// `group` will be further optional fields.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Selector {
     pub(crate) workload: Option<NameSet>,
@@ -38,6 +39,10 @@ pub(crate) struct Selector {
     /// Every pair must be present; empty means no label criterion.
     pub(crate) labels: Box<[(Box<str>, Box<str>)]>,
     pub(crate) cidr: Option<Box<[IpNet]>>,
+    /// Exact SPIFFE IDs (as strings) the proven identity must be one of.
+    pub(crate) spiffe: Option<NameSet>,
+    /// Prefixes of which the proven identity must start with one.
+    pub(crate) spiffe_prefix: Option<Box<[Box<str>]>>,
     pub(crate) not: Option<Box<Selector>>,
 }
 
@@ -81,6 +86,18 @@ impl Selector {
                 return false;
             }
         }
+        if let Some(set) = &self.spiffe
+            && !ep.identity.is_some_and(|id| set.contains(id.as_str()))
+        {
+            return false;
+        }
+        if let Some(prefixes) = &self.spiffe_prefix
+            && !ep
+                .identity
+                .is_some_and(|id| prefixes.iter().any(|p| id.as_str().starts_with(&**p)))
+        {
+            return false;
+        }
         if let Some(not) = &self.not
             && not.matches(ep)
         {
@@ -108,6 +125,7 @@ mod tests {
         let ep = Endpoint {
             addr: "192.0.2.1".parse().unwrap(),
             workload: None,
+            identity: None,
         };
         assert!(Selector::default().matches(&ep));
     }

@@ -4,6 +4,7 @@ use super::*;
 
 const REGISTRY: &str = include_str!("../../testdata/registry.yaml");
 const POLICY: &str = include_str!("../../testdata/policy.yaml");
+const POLICY_IDENTITY: &str = include_str!("../../testdata/policy-identity.yaml");
 
 fn registry() -> Registry {
     Registry::parse("registry.yaml", REGISTRY).unwrap()
@@ -54,6 +55,26 @@ fn decide(p: &Policy, reg: &Registry, src: &str, dst: &str, port: u16) -> Decisi
     d
 }
 
+/// Like [`decide`], with proven identities (`None`: not proven).
+fn decide_ids(
+    p: &Policy,
+    reg: &Registry,
+    (src, src_id): (&str, Option<&str>),
+    (dst, dst_id): (&str, Option<&str>),
+    port: u16,
+) -> Decision {
+    let src_id = src_id.map(|s| SpiffeId::parse(s).unwrap());
+    let dst_id = dst_id.map(|s| SpiffeId::parse(s).unwrap());
+    let flow = Flow {
+        src: Endpoint::lookup(reg, ip(src)).with_identity(src_id.as_ref()),
+        dst: Endpoint::lookup(reg, ip(dst)).with_identity(dst_id.as_ref()),
+        dst_port: port,
+    };
+    let d = p.decide(&flow);
+    assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
+    d
+}
+
 /// Asserts each `(src, dst, port, rule id, allowed, monitored ids)` row.
 /// `(src, dst, port, deciding rule id, allowed, monitored rule ids)`.
 type Row<'a> = (&'a str, &'a str, u16, &'a str, bool, &'a [&'a str]);
@@ -79,6 +100,13 @@ const DB_PROD_V6: &str = "fd00:99::1:3";
 const OUTSIDE: &str = "10.200.1.1";
 const OUTSIDE_V6: &str = "fd00:200::5";
 const STRANGER: &str = "192.0.2.9";
+const PAY1: &str = "10.99.2.10";
+const PAY2: &str = "10.99.2.11";
+
+const PAYMENTS_ID: &str = "spiffe://corp.example/zone/prod/payments";
+const WEB_PROD_ID: &str = "spiffe://corp.example/wl/web-prod";
+const DB_PROD_ID: &str = "spiffe://corp.example/wl/db-prod";
+const API_DEV_ID: &str = "spiffe://corp.example/wl/api-dev";
 
 #[test]
 fn parses_example() {
@@ -181,6 +209,159 @@ fn decide_selector_semantics() {
     ]);
 }
 
+/// `(src, src identity, dst, dst identity, port, deciding rule id, allowed)`.
+type IdRow<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    u16,
+    &'a str,
+    bool,
+);
+
+#[test]
+fn decide_spiffe_selectors() {
+    let reg = registry();
+    let p = parse_ok(
+        &doc(concat!(
+            "  sections:\n",
+            "    - name: guard\n",
+            "      rules:\n",
+            "        - {id: only-payments-to-db, action: deny, from: {not: {spiffe: spiffe://corp.example/zone/prod/payments}}, to: {app: db}}\n",
+            "    - name: allow\n",
+            "      rules:\n",
+            "        - {id: payments-db, action: allow, from: {spiffe: spiffe://corp.example/zone/prod/payments}, to: {app: db}, ports: [5432]}\n",
+            "        - {id: prod-prefix, action: allow, from: {spiffePrefix: [\"spiffe://corp.example/zone/prod/\", spiffe://corp.example/wl/db-]}, to: {zone: prod}}\n",
+            "        - {id: to-proven-api, action: allow, to: {spiffe: [spiffe://corp.example/wl/api-dev, spiffe://corp.example/wl/web-dev]}}\n",
+            "        - {id: proven-and-zone, action: allow, from: {zone: prod, spiffePrefix: spiffe://corp.example/wl/}, to: {cidr: 192.0.2.0/24}}\n",
+        )),
+        &reg,
+    );
+    let other_td = "spiffe://other.example/zone/prod/payments";
+    #[rustfmt::skip]
+    let rows: &[IdRow<'_>] = &[
+        // The proven identity decides, not the address.
+        (PAY1, Some(PAYMENTS_ID), DB_PROD, None, 5432, "payments-db", true),
+        (PAY2, Some(PAYMENTS_ID), DB_PROD_V6, None, 5432, "payments-db", true),
+        (STRANGER, Some(PAYMENTS_ID), DB_PROD, None, 5432, "payments-db", true),
+        // Unproven: the registry's identity for the address is not used, so `spiffe` does
+        // not match and `not: {spiffe: ...}` does.
+        (PAY1, None, DB_PROD, None, 5432, "only-payments-to-db", false),
+        (WEB_PROD, Some(WEB_PROD_ID), DB_PROD, None, 5432, "only-payments-to-db", false),
+        (PAY1, Some(other_td), DB_PROD, None, 5432, "only-payments-to-db", false),
+        (PAY1, Some("spiffe://corp.example/zone/prod/payments-x"), DB_PROD, None, 5432, "only-payments-to-db", false),
+        // Prefixes: a whole-segment prefix (trailing `/`) and a partial-segment one.
+        (PAY2, Some(PAYMENTS_ID), DB_PROD, None, 5433, "prod-prefix", true),
+        (PAY1, Some(PAYMENTS_ID), WEB_PROD, None, 443, "prod-prefix", true),
+        (DB_PROD, Some(DB_PROD_ID), PAY1, None, 443, "prod-prefix", true),
+        (DB_PROD, None, PAY1, None, 443, "default-deny", false),
+        (API_DEV, Some(API_DEV_ID), PAY1, None, 443, "default-deny", false),
+        (PAY1, Some("spiffe://corp.example/zone/production/x"), WEB_PROD, None, 443, "default-deny", false),
+        (PAY1, Some("spiffe://corp.example/zone/prod"), WEB_PROD, None, 443, "default-deny", false),
+        // Destination identity, exact list (OR).
+        (STRANGER, None, API_DEV, Some(API_DEV_ID), 8080, "to-proven-api", true),
+        (STRANGER, None, WEB_DEV, Some("spiffe://corp.example/wl/web-dev"), 80, "to-proven-api", true),
+        (STRANGER, None, API_DEV, None, 8080, "default-deny", false),
+        (STRANGER, None, API_DEV, Some(WEB_PROD_ID), 8080, "default-deny", false),
+        // Identity criteria AND registry criteria.
+        (WEB_PROD, Some(WEB_PROD_ID), STRANGER, None, 1, "proven-and-zone", true),
+        (WEB_DEV, Some("spiffe://corp.example/wl/web-dev"), STRANGER, None, 1, "default-deny", false),
+        (STRANGER, Some(WEB_PROD_ID), STRANGER, None, 1, "default-deny", false),
+    ];
+    for &(src, src_id, dst, dst_id, port, rule, allowed) in rows {
+        let d = decide_ids(&p, &reg, (src, src_id), (dst, dst_id), port);
+        assert_eq!(
+            (d.rule_id(), d.is_allowed()),
+            (rule, allowed),
+            "{src} ({src_id:?}) -> {dst} ({dst_id:?}):{port}"
+        );
+    }
+    // `Endpoint::lookup` never fills the identity from the registry.
+    assert!(Endpoint::lookup(&reg, ip(PAY1)).identity.is_none());
+}
+
+#[test]
+fn decide_identity_example_policy() {
+    let reg = registry();
+    let p = parse_ok(POLICY_IDENTITY, &reg);
+    assert_eq!(p.name(), Some("db-by-identity"));
+    #[rustfmt::skip]
+    let rows: &[IdRow<'_>] = &[
+        (PAY1, Some(PAYMENTS_ID), DB_PROD, None, 5432, "payments-to-db", true),
+        (PAY2, Some(PAYMENTS_ID), DB_PROD, None, 5432, "payments-to-db", true),
+        (PAY1, None, DB_PROD, None, 5432, "only-payments-to-db", false),
+        (WEB_PROD, Some(WEB_PROD_ID), DB_PROD, None, 5432, "only-payments-to-db", false),
+        (PAY1, Some(PAYMENTS_ID), WEB_PROD, None, 443, "prod-services", true),
+        (PAY1, Some(PAYMENTS_ID), WEB_PROD, None, 80, "default-deny", false),
+        (WEB_PROD, Some(WEB_PROD_ID), PAY1, None, 443, "default-deny", false),
+    ];
+    for &(src, src_id, dst, dst_id, port, rule, allowed) in rows {
+        let d = decide_ids(&p, &reg, (src, src_id), (dst, dst_id), port);
+        assert_eq!(
+            (d.rule_id(), d.is_allowed()),
+            (rule, allowed),
+            "{src} -> {dst}:{port}"
+        );
+    }
+}
+
+#[test]
+fn spiffe_errors_are_located() {
+    let reg = Registry::empty();
+    #[rustfmt::skip]
+    let cases: &[(String, &[&str])] = &[
+        (one_rule("id: r, action: allow, from: {spiffe: [http://x/y, \"spiffe://corp.example/a//b\", spiffe://Corp/x]}"), &[
+            "p.yaml:7:50: invalid SPIFFE ID `http://x/y`: a SPIFFE ID starts with `spiffe://`",
+            "p.yaml:7:62: invalid SPIFFE ID `spiffe://corp.example/a//b`: a path segment is empty",
+            "p.yaml:7:92: invalid SPIFFE ID `spiffe://Corp/x`: the trust domain may hold only lowercase letters, digits, `.`, `-` and `_` (found 'C')",
+        ]),
+        (one_rule("id: r, action: allow, to: {spiffePrefix: [corp.example/, spiffe://corp.example, \"spiffe://corp.example/a b\", spiffe://corp.example/x//, spiffe://corp.example/../]}"), &[
+            "p.yaml:7:54: invalid SPIFFE ID prefix `corp.example/`: it must start with `spiffe://`",
+            "p.yaml:7:69: invalid SPIFFE ID prefix `spiffe://corp.example`: give the whole trust domain and a `/` (e.g. `spiffe://corp.example/`), so that it cannot match another trust domain",
+            "p.yaml:7:92: invalid SPIFFE ID prefix `spiffe://corp.example/a b`: a path segment may hold only letters, digits, `.`, `-` and `_` (found ' ')",
+            "p.yaml:7:121: invalid SPIFFE ID prefix `spiffe://corp.example/x//`: a path segment is empty",
+            "p.yaml:7:148: invalid SPIFFE ID prefix `spiffe://corp.example/../`: a path segment may not be `.` or `..`",
+        ]),
+        (one_rule("id: r, action: deny, from: {spiffe: [], spiffePrefix: []}, to: {not: {spiffe: nope}}"), &[
+            "p.yaml:7:48: empty `spiffe` list (it would match nothing); omit the field to match any",
+            "p.yaml:7:66: empty `spiffePrefix` list (it would match nothing); omit the field to match any",
+            "p.yaml:7:90: invalid SPIFFE ID `nope`: a SPIFFE ID starts with `spiffe://`",
+        ]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(errors(text, &reg), *want, "for:\n{text}");
+    }
+    // A misspelt key is an unknown field.
+    let e = errors(
+        &one_rule("id: r, action: allow, from: {spiffe_prefix: spiffe://a/}"),
+        &reg,
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("p.yaml:7:41: ") && e[0].contains("spiffe_prefix"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn spiffe_warnings() {
+    let text = one_rule(concat!(
+        "id: r, action: allow, from: {spiffe: [spiffe://corp.example/wl/ghost, spiffe://corp.example/node/hostA, ",
+        "spiffe://corp.example/wl/web-dev, spiffe://other.example/zone/prod/payments]}, ",
+        "to: {spiffePrefix: [spiffe://corp.example/team/, spiffe://corp.example/wl/, spiffe://corp.example/zone/prod/pay]}",
+    ));
+    #[rustfmt::skip]
+    assert_eq!(warnings(&text, &registry()), [
+        "p.yaml:7:50: warning: no registry workload has identity `spiffe://corp.example/wl/ghost`",
+        "p.yaml:7:82: warning: `spiffe://corp.example/node/hostA` is the identity of node `hostA`, which no registry workload has",
+        "p.yaml:7:150: warning: no registry workload has identity `spiffe://other.example/zone/prod/payments`",
+        "p.yaml:7:215: warning: no registry workload identity starts with `spiffe://corp.example/team/`",
+    ]);
+    // Without a registry there is nothing to compare with.
+    assert!(warnings(&text, &Registry::empty()).is_empty());
+}
+
 #[test]
 fn api_dev_nested_not_detail() {
     // Spelled out: `not: {app: web, not: {labels: {tier: frontend}}}` excludes web
@@ -197,6 +378,7 @@ fn api_dev_nested_not_detail() {
     let ep = Endpoint {
         addr: ip(API_DEV),
         workload: Some(api_dev),
+        identity: None,
     };
     assert!(sel.matches(&ep));
 }
@@ -451,12 +633,21 @@ fn random_policy(rng: &mut Rng, rules: usize) -> String {
     let mut out = String::from("  sections:\n    - name: gen\n      rules:\n");
     for i in 0..rules {
         let sel = |rng: &mut Rng| -> String {
-            match rng.below(6) {
+            match rng.below(9) {
                 0 => String::new(),
                 1 => format!("zone: {}", rng.pick(&zones)),
                 2 => format!("app: [{}, {}]", rng.pick(&apps), rng.pick(&apps)),
                 3 => format!("not: {{zone: {}}}", rng.pick(&zones)),
                 4 => "cidr: [10.99.1.0/24, 10.200.0.0/16]".to_owned(),
+                5 => format!("spiffe: {}", rng.pick(&[PAYMENTS_ID, WEB_PROD_ID])),
+                6 => format!(
+                    "spiffePrefix: [{}]",
+                    rng.pick(&[
+                        "spiffe://corp.example/zone/",
+                        "spiffe://corp.example/wl/web-"
+                    ])
+                ),
+                7 => format!("not: {{spiffe: [{PAYMENTS_ID}, {DB_PROD_ID}]}}"),
                 _ => format!("labels: {{tier: {}}}", rng.pick(&["frontend", "backend"])),
             }
         };
@@ -492,8 +683,10 @@ fn random_policy(rng: &mut Rng, rules: usize) -> String {
 fn index_agrees_with_linear_scan() {
     let reg = registry();
     let addrs = [
-        WEB_DEV, API_DEV, WEB_TEST, WEB_PROD, DB_PROD, DB_PROD_V6, OUTSIDE, STRANGER,
+        WEB_DEV, API_DEV, WEB_TEST, WEB_PROD, DB_PROD, DB_PROD_V6, OUTSIDE, STRANGER, PAY1,
     ];
+    // "" = no proven identity.
+    let ids = ["", "", PAYMENTS_ID, WEB_PROD_ID, DB_PROD_ID, API_DEV_ID];
     let mut rng = Rng(7);
     for round in 0..20 {
         let n = 1 + rng.below(60) as usize;
@@ -506,8 +699,19 @@ fn index_agrees_with_linear_scan() {
                 1 => 1 + rng.below(65535) as u16,
                 _ => u16::MAX,
             };
-            // `decide` asserts indexed == linear.
-            let d = decide(&p, &reg, rng.pick(&addrs), rng.pick(&addrs), port);
+            // `decide_ids` asserts indexed == linear.
+            let mut id = || {
+                let id = rng.pick(&ids);
+                (!id.is_empty()).then_some(id)
+            };
+            let (src_id, dst_id) = (id(), id());
+            let d = decide_ids(
+                &p,
+                &reg,
+                (rng.pick(&addrs), src_id),
+                (rng.pick(&addrs), dst_id),
+                port,
+            );
             if let Some(r) = &d.rule {
                 assert!(p.rules.iter().any(|x| x.rref == *r), "round {round}");
             }
@@ -563,5 +767,27 @@ fn hostile_inputs_do_not_panic() {
         assert!(r.is_err(), "accepted {:?}", &text[..text.len().min(80)]);
         let _ = Registry::parse("h.yaml", text);
         let _ = crate::document_kind("h.yaml", text);
+    }
+}
+
+#[test]
+fn docs_examples_are_valid() {
+    const DOCS: &str = include_str!("../../../docs/POLICY.md");
+    let blocks: Vec<&str> = DOCS
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml))
+        .collect();
+    assert!(blocks.len() >= 5, "{}", blocks.len());
+    let reg_text = blocks
+        .iter()
+        .find(|b| b.contains("kind: Registry"))
+        .unwrap();
+    let reg = Registry::parse("POLICY.md", reg_text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reg.trust_domain(), "corp.example");
+    for b in blocks.iter().filter(|b| b.contains("kind: Policy")) {
+        if let Err(e) = Policy::parse("POLICY.md", b, &reg) {
+            panic!("docs example rejected:\n{e}\n{b}");
+        }
     }
 }
