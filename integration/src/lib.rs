@@ -67,6 +67,7 @@ impl Cloud {
         policy: &str,
     ) -> Cloud {
         let mut lab = Lab::new().unwrap();
+        lab.enable_identity(TRUST_DOMAIN).unwrap();
         for h in hosts {
             lab.add_host(h).unwrap();
         }
@@ -111,15 +112,21 @@ impl Cloud {
 
     /// Starts the node of `host`.
     pub fn start_node(&mut self, host: &str, extra_capture: &str) -> NodeHandle {
+        let registry = self.registry.clone();
+        self.start_node_with(host, &registry, extra_capture)
+    }
+
+    /// Starts the node of `host` with its own registry text (a misconfigured or compromised
+    /// node).
+    pub fn start_node_with(
+        &mut self,
+        host: &str,
+        registry: &str,
+        extra_capture: &str,
+    ) -> NodeHandle {
         let n = self
             .lab
-            .start_node(
-                &eastwall_bin(),
-                host,
-                &self.registry,
-                &self.policy,
-                extra_capture,
-            )
+            .start_node(&eastwall_bin(), host, registry, &self.policy, extra_capture)
             .unwrap();
         self.nodes.retain(|x| x.host != host);
         self.nodes.push(n.clone());
@@ -158,7 +165,10 @@ impl Cloud {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("no matching flow record on {host}; records:\n{:#?}", self.flows(host));
+        panic!(
+            "no matching flow record on {host}; records:\n{:#?}",
+            self.flows(host)
+        );
     }
 
     /// The flow record `host`'s node wrote for the client at `local` (waits for it briefly).
@@ -193,6 +203,78 @@ impl Cloud {
             .output()
             .unwrap()
     }
+}
+
+impl Cloud {
+    /// From `from`, sends `total` bytes to `to:port` (an echo service) in chunks of `chunk`
+    /// with `pause` between them, and checks every byte comes back in order. Returns the
+    /// bytes verified.
+    pub fn echo_transfer(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        total: usize,
+        chunk: usize,
+        pause: Duration,
+    ) -> anyhow::Result<usize> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let dst = self.addr(to, port);
+        let netns = self.lab.workload(from).netns.clone();
+        eastwall_node::lab::in_netns(&netns, move || -> anyhow::Result<usize> {
+            let s = std::net::TcpStream::connect_timeout(&dst, CONNECT_TIMEOUT)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut r = BufReader::new(s.try_clone()?);
+            let mut greeting = String::new();
+            r.read_line(&mut greeting)?;
+            let mut w = s.try_clone()?;
+            let writer = std::thread::spawn(move || -> std::io::Result<()> {
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; chunk];
+                while sent < total {
+                    let n = chunk.min(total - sent);
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        *b = ((sent + i) % 251) as u8;
+                    }
+                    w.write_all(&buf[..n])?;
+                    sent += n;
+                    std::thread::sleep(pause);
+                }
+                w.shutdown(std::net::Shutdown::Write)
+            });
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            while got < total {
+                let n = r.read(&mut buf)?;
+                anyhow::ensure!(n > 0, "stream ended after {got} of {total} bytes");
+                for (i, b) in buf[..n].iter().enumerate() {
+                    anyhow::ensure!(*b == ((got + i) % 251) as u8, "byte {} differs", got + i);
+                }
+                got += n;
+            }
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+            Ok(got)
+        })?
+    }
+}
+
+/// Connects from the given source address (which must be bindable in the calling thread's
+/// namespace) to `dst`.
+pub fn bound_connect(
+    src: SocketAddr,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.bind(&src.into())?;
+    sock.connect_timeout(&dst.into(), timeout)?;
+    Ok(sock.into())
 }
 
 /// Whether this process may build namespaces (tests skip loudly otherwise, except in CI).

@@ -195,13 +195,23 @@ fn stopped_node_fails_closed_until_cleanup() {
     );
     // Cleanup really removes capture on hostA: traffic now leaves it in plaintext, and
     // hostB, which expects mesh workloads only through the tunnel, refuses it.
-    let out = c.eastwall_in("hostA", &["node", "--config", node.config.to_str().unwrap(), "cleanup"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.eastwall_in(
+        "hostA",
+        &["node", "--config", node.config.to_str().unwrap(), "cleanup"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bypass = c.connect("prod-app", "prod-db", 5432);
     assert_eq!(bypass.outcome, Outcome::Reset);
     let f = c.flow("hostB", bypass.local.unwrap());
     assert_eq!(f["eastwall"]["direction"], "inbound");
-    assert_eq!(f["eastwall"]["policy"]["rule"], "mesh-source-without-tunnel");
+    assert_eq!(
+        f["eastwall"]["policy"]["rule"],
+        "mesh-source-without-tunnel"
+    );
 }
 
 #[test]

@@ -55,7 +55,11 @@ fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
         "/healthz" if state.ready.load(std::sync::atomic::Ordering::Acquire) => {
             text(StatusCode::OK, "ok\n".into(), "text/plain")
         }
-        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n".into(), "text/plain"),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting\n".into(),
+            "text/plain",
+        ),
         "/metrics" => text(
             StatusCode::OK,
             state.metrics.encode(),

@@ -159,7 +159,9 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         .iter()
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
         .collect::<anyhow::Result<_>>()?;
-    println!("  eastwall nodes running on hostA and hostB (default deny, QUIC mTLS tunnel on udp/15008)\n");
+    println!(
+        "  eastwall nodes running on hostA and hostB (default deny, QUIC mTLS tunnel on udp/15008)\n"
+    );
 
     let mut ok = true;
     let mut rows = Vec::new();
@@ -173,17 +175,28 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
             .iter()
             .find(|n| n.host == lab.workload(s.from).host)
             .context("source node")?;
-        let flow = probe.local.and_then(|local| find_flow(&lab, src_node, local.port()));
+        let flow = probe
+            .local
+            .and_then(|local| find_flow(&lab, src_node, local.port()));
         // Cross-host traffic: the path and the identity the destination node proved.
         let (via, identity) = match &flow {
             Some(f) if f["eastwall"]["tunnel"].is_object() => {
-                let dst_node = nodes.iter().find(|n| n.host == lab.workload(s.to).host).context("destination node")?;
+                let dst_node = nodes
+                    .iter()
+                    .find(|n| n.host == lab.workload(s.to).host)
+                    .context("destination node")?;
                 let proven = probe
                     .local
                     .and_then(|local| find_flow(&lab, dst_node, local.port()))
                     .and_then(|d| d["eastwall"]["src"]["identity"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| "-".into());
-                (format!("tunnel, {}", f["eastwall"]["tunnel"]["status"].as_str().unwrap_or("?")), proven)
+                (
+                    format!(
+                        "tunnel, {}",
+                        f["eastwall"]["tunnel"]["status"].as_str().unwrap_or("?")
+                    ),
+                    proven,
+                )
             }
             Some(f) => {
                 let via = if f["eastwall"]["policy"]["verdict"] != "allow" {
@@ -193,7 +206,13 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
                 } else {
                     "direct".to_owned()
                 };
-                (via, f["eastwall"]["src"]["identity"].as_str().unwrap_or("-").to_owned())
+                (
+                    via,
+                    f["eastwall"]["src"]["identity"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .to_owned(),
+                )
             }
             None => ("?".to_owned(), "-".to_owned()),
         };
@@ -236,7 +255,17 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         ]);
     }
     print_table(
-        &["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", "VIA", "SOURCE IDENTITY (proven)", "MONITOR", ""],
+        &[
+            "FROM",
+            "TO",
+            "POLICY SAYS",
+            "RESULT",
+            "RULE",
+            "VIA",
+            "SOURCE IDENTITY (proven)",
+            "MONITOR",
+            "",
+        ],
         &rows,
     );
 

@@ -38,9 +38,16 @@ pub struct LocalIdentities {
 
 impl LocalIdentities {
     /// Loads the bundle and a certificate for every workload the registry places on `node`.
-    pub fn load(bundle_path: &Path, cert_dir: &Path, registry: &Registry, node: &str) -> anyhow::Result<LocalIdentities> {
-        let pem = std::fs::read_to_string(bundle_path).with_context(|| format!("reading {}", bundle_path.display()))?;
-        let bundle = TrustBundle::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
+    pub fn load(
+        bundle_path: &Path,
+        cert_dir: &Path,
+        registry: &Registry,
+        node: &str,
+    ) -> anyhow::Result<LocalIdentities> {
+        let pem = std::fs::read_to_string(bundle_path)
+            .with_context(|| format!("reading {}", bundle_path.display()))?;
+        let bundle = TrustBundle::from_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
         let mut slots = Vec::new();
         for w in registry.workloads_on(node) {
             slots.push(Slot {
@@ -84,7 +91,11 @@ impl LocalIdentities {
 
     /// The client certificate of local identity `id`.
     pub fn client(&self, id: &SpiffeId) -> Option<Arc<RotatingIdentity>> {
-        self.clients.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Reloads files whose modification time changed; returns how many failed.
@@ -126,9 +137,17 @@ impl LocalIdentities {
 }
 
 fn read(s: &Slot) -> anyhow::Result<Identity> {
-    let cert = std::fs::read_to_string(&s.cert).with_context(|| format!("certificate of workload `{}`: {}", s.workload, s.cert.display()))?;
-    let key = std::fs::read_to_string(&s.key).with_context(|| format!("key of workload `{}`: {}", s.workload, s.key.display()))?;
-    let ident = Identity::from_pem(&cert, &key).map_err(|e| anyhow::anyhow!("{} / {}: {e}", s.cert.display(), s.key.display()))?;
+    let cert = std::fs::read_to_string(&s.cert).with_context(|| {
+        format!(
+            "certificate of workload `{}`: {}",
+            s.workload,
+            s.cert.display()
+        )
+    })?;
+    let key = std::fs::read_to_string(&s.key)
+        .with_context(|| format!("key of workload `{}`: {}", s.workload, s.key.display()))?;
+    let ident = Identity::from_pem(&cert, &key)
+        .map_err(|e| anyhow::anyhow!("{} / {}: {e}", s.cert.display(), s.key.display()))?;
     if ident.id != s.id {
         bail!(
             "{} holds {}, but the registry gives workload `{}` the identity {}",
@@ -142,5 +161,8 @@ fn read(s: &Slot) -> anyhow::Result<Identity> {
 }
 
 fn mtimes(s: &Slot) -> anyhow::Result<(SystemTime, SystemTime)> {
-    Ok((std::fs::metadata(&s.cert)?.modified()?, std::fs::metadata(&s.key)?.modified()?))
+    Ok((
+        std::fs::metadata(&s.cert)?.modified()?,
+        std::fs::metadata(&s.key)?.modified()?,
+    ))
 }

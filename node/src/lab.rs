@@ -134,8 +134,9 @@ impl Lab {
     /// Creates a CA for `trust_domain`: nodes started from now on get certificates for their
     /// workloads and run the tunnel.
     pub fn enable_identity(&mut self, trust_domain: &str) -> anyhow::Result<()> {
-        let ca = eastwall_certs::Ca::generate(trust_domain, Duration::from_secs(10 * 365 * 24 * 3600))
-            .map_err(|e| anyhow::anyhow!("creating the lab CA: {e}"))?;
+        let ca =
+            eastwall_certs::Ca::generate(trust_domain, Duration::from_secs(10 * 365 * 24 * 3600))
+                .map_err(|e| anyhow::anyhow!("creating the lab CA: {e}"))?;
         fs::write(self.dir.join("ca.pem"), ca.cert_pem())?;
         self.ca = Some(ca);
         Ok(())
@@ -150,6 +151,11 @@ impl Lab {
     /// files already there when the node starts are kept, so a test can plant its own.
     pub fn cert_dir(&self, host: &str) -> PathBuf {
         self.dir.join(host).join("certs")
+    }
+
+    /// The LAN's namespace (its bridge `br0` carries all traffic between hosts).
+    pub fn lan_netns(&self) -> &str {
+        &self.lan
     }
 
     /// The hosts.
@@ -381,17 +387,24 @@ impl Lab {
             Some(ca) => {
                 let certs = self.cert_dir(host);
                 fs::create_dir_all(&certs)?;
-                let reg = eastwall_policy::Registry::parse("registry.yaml", registry).map_err(|d| anyhow::anyhow!("{d}"))?;
+                let reg = eastwall_policy::Registry::parse("registry.yaml", registry)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?;
                 for w in reg.workloads_on(host) {
-                    let (crt, key) = (certs.join(format!("{}.crt", w.name)), certs.join(format!("{}.key", w.name)));
+                    let (crt, key) = (
+                        certs.join(format!("{}.crt", w.name)),
+                        certs.join(format!("{}.key", w.name)),
+                    );
                     if crt.exists() {
                         continue;
                     }
-                    let issued = ca.issue(&w.identity, LAB_CERT_TTL).map_err(|e| anyhow::anyhow!("issuing for {}: {e}", w.name))?;
+                    let issued = ca
+                        .issue(&w.identity, LAB_CERT_TTL)
+                        .map_err(|e| anyhow::anyhow!("issuing for {}: {e}", w.name))?;
                     fs::write(crt, issued.cert_pem)?;
                     fs::write(key, issued.key_pem)?;
                 }
-                "  identity:\n    trustBundle: ../ca.pem\n    certDir: certs\n    reloadSecs: 1\n".to_owned()
+                "  identity:\n    trustBundle: ../ca.pem\n    certDir: certs\n    reloadSecs: 1\n"
+                    .to_owned()
             }
         };
         fs::write(

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub policy_rules: Gauge,
     /// Tunnel handshakes this node refused (foreign CA, expired certificate, ...).
     pub tunnel_handshake_failures: Counter,
+    /// Tunnel connections this node dialed (one per source identity, destination node and
+    /// destination identity while it lives; streams share it).
+    pub tunnel_dials: Counter,
     /// Certificate files that failed to reload.
     pub cert_reload_failures: Counter,
 }
@@ -82,6 +85,7 @@ impl Default for Metrics {
             upstream_errors: Family::default(),
             policy_rules: Gauge::default(),
             tunnel_handshake_failures: Counter::default(),
+            tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
             registry: Registry::default(),
         };
@@ -122,11 +126,20 @@ impl Default for Metrics {
             m.policy_rules.clone(),
         );
         registry.register(
+            "tunnel_dials",
+            "Tunnel connections dialed",
+            m.tunnel_dials.clone(),
+        );
+        registry.register(
             "tunnel_handshake_failures",
             "Tunnel handshakes refused by this node",
             m.tunnel_handshake_failures.clone(),
         );
-        registry.register("cert_reload_failures", "Certificate files that failed to reload", m.cert_reload_failures.clone());
+        registry.register(
+            "cert_reload_failures",
+            "Certificate files that failed to reload",
+            m.cert_reload_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -61,7 +61,11 @@ enum Route {
 
 async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &NodeState) {
     let start = Utc::now();
-    let direction = if kind == Listener::Inbound { Direction::Inbound } else { Direction::Outbound };
+    let direction = if kind == Listener::Inbound {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    };
     // TPROXY keeps the original destination as the accepted socket's local address.
     let orig_dst = match client.local_addr() {
         Ok(a) => a,
@@ -71,7 +75,13 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
         }
     };
     let _ = client.set_nodelay(true);
-    state.metrics.opened.get_or_create(&DirLabels { direction: direction.as_str() }).inc();
+    state
+        .metrics
+        .opened
+        .get_or_create(&DirLabels {
+            direction: direction.as_str(),
+        })
+        .inc();
     let rules = state.rules();
     let registry = &rules.registry;
     let src_wl = registry.workload_by_addr(peer.ip());
@@ -94,15 +104,26 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
                 Listener::Outbound if state.tunnel.is_some() => src_wl.map(|w| &w.identity),
                 _ => None,
             };
-            let routed = if kind == Listener::Outbound { tunnel_route(state, registry, src_wl, dst_wl) } else { Ok(Route::Direct) };
+            let routed = if kind == Listener::Outbound {
+                tunnel_route(state, registry, src_wl, dst_wl)
+            } else {
+                Ok(Route::Direct)
+            };
             // A destination identity counts only where it will be proven: by the tunnel's
             // handshake, or because the workload is this node's own.
             let dst_id = match (&routed, dst_wl) {
                 (Ok(Route::Tunnel(key)), _) => Some(&key.dst),
-                (_, Some(w)) if state.tunnel.is_some() && w.node == state.node_name => Some(&w.identity),
+                (_, Some(w)) if state.tunnel.is_some() && w.node == state.node_name => {
+                    Some(&w.identity)
+                }
                 _ => None,
             };
-            let info = decide(state, direction, (peer, src_wl, src_id), (orig_dst, dst_wl, dst_id));
+            let info = decide(
+                state,
+                direction,
+                (peer, src_wl, src_id),
+                (orig_dst, dst_wl, dst_id),
+            );
             match routed {
                 Ok(r) => {
                     route = r;
@@ -147,11 +168,24 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
 pub(crate) type Side<'a> = (SocketAddr, Option<&'a Workload>, Option<&'a SpiffeId>);
 
 /// Decides with the policy in force and counts monitor matches.
-pub(crate) fn decide(state: &NodeState, direction: Direction, src: Side<'_>, dst: Side<'_>) -> PolicyInfo {
+pub(crate) fn decide(
+    state: &NodeState,
+    direction: Direction,
+    src: Side<'_>,
+    dst: Side<'_>,
+) -> PolicyInfo {
     let rules = state.rules();
     let decision = rules.policy.decide(&Flow {
-        src: Endpoint { addr: src.0.ip(), workload: src.1, identity: src.2 },
-        dst: Endpoint { addr: dst.0.ip(), workload: dst.1, identity: dst.2 },
+        src: Endpoint {
+            addr: src.0.ip(),
+            workload: src.1,
+            identity: src.2,
+        },
+        dst: Endpoint {
+            addr: dst.0.ip(),
+            workload: dst.1,
+            identity: dst.2,
+        },
         dst_port: dst.0.port(),
     });
     let dir = direction.as_str();
@@ -159,7 +193,12 @@ pub(crate) fn decide(state: &NodeState, direction: Direction, src: Side<'_>, dst
         state
             .metrics
             .decisions
-            .get_or_create(&RuleLabels { direction: dir, rule: m.rule.id.to_string(), mode: "monitor", action: m.action.as_str() })
+            .get_or_create(&RuleLabels {
+                direction: dir,
+                rule: m.rule.id.to_string(),
+                mode: "monitor",
+                action: m.action.as_str(),
+            })
             .inc();
     }
     PolicyInfo::of(&decision)
@@ -167,12 +206,22 @@ pub(crate) fn decide(state: &NodeState, direction: Direction, src: Side<'_>, dst
 
 /// Routes an allowed outbound connection: through the tunnel when its destination is a
 /// workload of another node and this node runs the tunnel.
-fn tunnel_route(state: &NodeState, registry: &Registry, src: Option<&Workload>, dst: Option<&Workload>) -> Result<Route, &'static str> {
-    let (Some(_), Some(src), Some(dst)) = (&state.tunnel, src, dst) else { return Ok(Route::Direct) };
+fn tunnel_route(
+    state: &NodeState,
+    registry: &Registry,
+    src: Option<&Workload>,
+    dst: Option<&Workload>,
+) -> Result<Route, &'static str> {
+    let (Some(_), Some(src), Some(dst)) = (&state.tunnel, src, dst) else {
+        return Ok(Route::Direct);
+    };
     if dst.node == state.node_name {
         return Ok(Route::Direct);
     }
-    let node = registry.node(&dst.node).and_then(|n| n.addresses.first()).ok_or("destination-node-has-no-address")?;
+    let node = registry
+        .node(&dst.node)
+        .and_then(|n| n.addresses.first())
+        .ok_or("destination-node-has-no-address")?;
     Ok(Route::Tunnel(PoolKey {
         src: src.identity.clone(),
         node: SocketAddr::new(*node, state.tunnel_port),
@@ -204,27 +253,45 @@ fn count_decision(state: &NodeState, rec: &FlowRecord) {
             direction: rec.eastwall.direction.as_str(),
             rule: p.rule.clone(),
             mode: "enforce",
-            action: if p.verdict == "allow" { "allow" } else { "deny" },
+            action: if p.verdict == "allow" {
+                "allow"
+            } else {
+                "deny"
+            },
         })
         .inc();
 }
 
-async fn relay_direct(client: TcpStream, peer: SocketAddr, orig_dst: SocketAddr, state: &NodeState, mut rec: FlowRecord, start: DateTime<Utc>) {
+async fn relay_direct(
+    client: TcpStream,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+    state: &NodeState,
+    mut rec: FlowRecord,
+    start: DateTime<Utc>,
+) {
     count_decision(state, &rec);
     let dir = rec.eastwall.direction.as_str();
     let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
-    let upstream = match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            debug!(%peer, %orig_dst, %e, "upstream connect failed");
-            // Mirror the destination's refusal to the client.
-            socket::reset(client);
-            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: dir }).inc();
-            rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
-            finish(state, &mut rec, start, "failed", "upstream-error", true);
-            return;
-        }
-    };
+    let upstream =
+        match socket::connect_spoofed(Some(peer.ip()), orig_dst, state.capture.own_mark, timeout)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, %orig_dst, %e, "upstream connect failed");
+                // Mirror the destination's refusal to the client.
+                socket::reset(client);
+                state
+                    .metrics
+                    .upstream_errors
+                    .get_or_create(&DirLabels { direction: dir })
+                    .inc();
+                rec.eastwall.error = Some(format!("connecting to {orig_dst}: {e}"));
+                finish(state, &mut rec, start, "failed", "upstream-error", true);
+                return;
+            }
+        };
     let (mut c, mut u) = (client, upstream);
     let (cr, cw) = c.split();
     let (ur, uw) = u.split();
@@ -254,17 +321,35 @@ async fn relay_tunnel(
         status: String::new(),
         reason: String::new(),
     };
-    let header = StreamHeader { dst: orig_dst, src: peer, trace: None };
-    let (mut send, mut recv) = match pool.open(&key, &header).await {
+    let header = StreamHeader {
+        dst: orig_dst,
+        src: peer,
+        trace: None,
+    };
+    let (conn, mut send, mut recv) = match pool.open(&key, &header).await {
         Ok(s) => s,
         Err(e) => {
-            let failed_handshake = matches!(e, pool::OpenError::Connect { .. } | pool::OpenError::NoIdentity(_) | pool::OpenError::Config(_));
-            tunnel.status = if failed_handshake { "handshake-failed" } else { "stream-failed" }.into();
+            let failed_handshake = matches!(
+                e,
+                pool::OpenError::Connect { .. }
+                    | pool::OpenError::NoIdentity(_)
+                    | pool::OpenError::Config(_)
+            );
+            tunnel.status = if failed_handshake {
+                "handshake-failed"
+            } else {
+                "stream-failed"
+            }
+            .into();
             tunnel.reason = e.to_string();
             rec.eastwall.tunnel = Some(tunnel);
             rec.eastwall.error = Some(e.to_string());
             socket::reset(client);
-            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: dir }).inc();
+            state
+                .metrics
+                .upstream_errors
+                .get_or_create(&DirLabels { direction: dir })
+                .inc();
             count_decision(state, &rec);
             finish(state, &mut rec, start, "failed", "tunnel-error", true);
             return;
@@ -274,7 +359,11 @@ async fn relay_tunnel(
     // The first bytes back are its response.
     let mut c = client;
     let (mut up, mut down) = (0u64, 0u64);
-    let active = state.metrics.active.get_or_create(&DirLabels { direction: dir }).clone();
+    let active = state
+        .metrics
+        .active
+        .get_or_create(&DirLabels { direction: dir })
+        .clone();
     active.inc();
     let outcome: Result<(), TunnelEnd> = {
         let (cr, mut cw) = c.split();
@@ -305,8 +394,28 @@ async fn relay_tunnel(
         outcome
     };
     active.dec();
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toserver" }).inc_by(up);
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toclient" }).inc_by(down);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toserver",
+        })
+        .inc_by(up);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toclient",
+        })
+        .inc_by(down);
+    if let (Err(TunnelEnd::Stream(_) | TunnelEnd::Io(_)), Some(reason)) =
+        (&outcome, pool::handshake_refusal(&conn))
+    {
+        tunnel.status = "handshake-failed".into();
+        tunnel.reason = reason;
+    }
     if tunnel.status.is_empty() {
         tunnel.status = "stream-failed".into();
     }
@@ -319,10 +428,19 @@ async fn relay_tunnel(
             let _ = send.reset(crate::tunnel::code::RELAY_ERROR);
             match end {
                 // The destination node decided otherwise, or could not reach the workload.
-                TunnelEnd::Refused(Status::Unreachable) => finish(state, &mut rec, start, "failed", "upstream-error", true),
+                TunnelEnd::Refused(Status::Unreachable) => {
+                    finish(state, &mut rec, start, "failed", "upstream-error", true)
+                }
                 TunnelEnd::Refused(_) => {
                     rec.flow.bytes_toserver = up;
-                    finish(state, &mut rec, start, "rejected", "denied-by-destination", true)
+                    finish(
+                        state,
+                        &mut rec,
+                        start,
+                        "rejected",
+                        "denied-by-destination",
+                        true,
+                    )
                 }
                 TunnelEnd::Stream(e) => {
                     rec.eastwall.error = Some(e.to_string());
@@ -360,16 +478,41 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let active = state.metrics.active.get_or_create(&DirLabels { direction: dir }).clone();
+    let active = state
+        .metrics
+        .active
+        .get_or_create(&DirLabels { direction: dir })
+        .clone();
     active.inc();
     let r = relay(cr, cw, sr, sw, to_client_first).await;
     active.dec();
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toserver" }).inc_by(r.0);
-    state.metrics.bytes.get_or_create(&BytesLabels { direction: dir, flow: "toclient" }).inc_by(r.1);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toserver",
+        })
+        .inc_by(r.0);
+    state
+        .metrics
+        .bytes
+        .get_or_create(&BytesLabels {
+            direction: dir,
+            flow: "toclient",
+        })
+        .inc_by(r.1);
     r
 }
 
-fn closed(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, up: u64, down: u64, err: Option<io::Error>) {
+fn closed(
+    state: &NodeState,
+    rec: &mut FlowRecord,
+    start: DateTime<Utc>,
+    up: u64,
+    down: u64,
+    err: Option<io::Error>,
+) {
     rec.flow.bytes_toserver = up;
     rec.flow.bytes_toclient = down;
     let reason = match err {
@@ -382,12 +525,22 @@ fn closed(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, up: u64
     finish(state, rec, start, "closed", reason, true);
 }
 
-pub(crate) fn finish(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, st: &str, reason: &str, allowed: bool) {
+pub(crate) fn finish(
+    state: &NodeState,
+    rec: &mut FlowRecord,
+    start: DateTime<Utc>,
+    st: &str,
+    reason: &str,
+    allowed: bool,
+) {
     rec.finish(start, Utc::now(), st, reason);
     state
         .metrics
         .closed
-        .get_or_create(&ClosedLabels { direction: rec.eastwall.direction.as_str(), verdict: if allowed { "allow" } else { "deny" } })
+        .get_or_create(&ClosedLabels {
+            direction: rec.eastwall.direction.as_str(),
+            verdict: if allowed { "allow" } else { "deny" },
+        })
         .inc();
     state.flows.record(rec);
 }
@@ -396,7 +549,13 @@ pub(crate) fn finish(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Ut
 /// first error ends both. `to_client_first` is written to the client before anything else
 /// (bytes that arrived behind a tunnel response). Returns bytes to the server, bytes to the
 /// client, and the first error; the caller resets the sockets on error.
-pub async fn relay<CR, CW, SR, SW>(cr: CR, mut cw: CW, sr: SR, sw: SW, to_client_first: &[u8]) -> (u64, u64, Option<io::Error>)
+pub async fn relay<CR, CW, SR, SW>(
+    cr: CR,
+    mut cw: CW,
+    sr: SR,
+    sw: SW,
+    to_client_first: &[u8],
+) -> (u64, u64, Option<io::Error>)
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,

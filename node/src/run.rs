@@ -10,9 +10,10 @@ use tracing::{info, warn};
 use crate::config::{NodeConfig, Rules};
 use crate::flow::FlowLog;
 use crate::identity::LocalIdentities;
+use crate::metrics::Metrics;
 use crate::proxy::Listener;
-use crate::tunnel::pool::Pool;
 use crate::state::NodeState;
+use crate::tunnel::pool::Pool;
 use crate::{admin, capture, proxy, tunnel};
 
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
@@ -51,20 +52,38 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         .collect();
     let flows = FlowLog::open(cfg.flow_log.path.as_deref(), cfg.flow_log.recent)
         .context("opening the flow log")?;
+    let metrics = Metrics::default();
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
     let mut identities = None;
     if let Some(id) = &cfg.identity {
-        let ids = Arc::new(LocalIdentities::load(&id.trust_bundle, &id.cert_dir, &rules.registry, &cfg.node_name)?);
+        let ids = Arc::new(LocalIdentities::load(
+            &id.trust_bundle,
+            &id.cert_dir,
+            &rules.registry,
+            &cfg.node_name,
+        )?);
         let ep = tunnel::endpoint(cfg.tunnel.port, &ids, cfg.capture.own_mark)?;
         tunnel_endpoint = Some(ep);
         identities = Some((ids, id.reload_secs));
     }
     let pool = match (&tunnel_endpoint, &identities) {
-        (Some(ep), Some((ids, _))) => Some(Pool::new(ep.clone(), ids.clone())),
+        (Some(ep), Some((ids, _))) => Some(Pool::new(
+            ep.clone(),
+            ids.clone(),
+            metrics.tunnel_dials.clone(),
+        )),
         _ => None,
     };
-    let state = Arc::new(NodeState::new(cfg.node_name.clone(), cfg.capture.clone(), rules, flows, pool, cfg.tunnel.port));
+    let state = Arc::new(NodeState::new(
+        cfg.node_name.clone(),
+        cfg.capture.clone(),
+        rules,
+        flows,
+        pool,
+        cfg.tunnel.port,
+        metrics,
+    ));
     let mut tasks = Vec::new();
     if let Some(ep) = tunnel_endpoint.clone() {
         tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));
@@ -106,7 +125,9 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(admin::serve(admin, state.clone())));
 
     capture::install(&cfg.capture, &local_addrs)?;
-    state.ready.store(true, std::sync::atomic::Ordering::Release);
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     tasks.push(tokio::spawn(capture::spoof::watch(state.clone())));
     info!(node = %cfg.node_name, workloads = local_addrs.len(), admin = %cfg.admin.listen, "capturing");
 

@@ -35,8 +35,8 @@ impl NodeState {
         flows: FlowLog,
         tunnel: Option<Pool>,
         tunnel_port: u16,
+        metrics: Metrics,
     ) -> Self {
-        let metrics = Metrics::default();
         metrics.policy_rules.set(rules.policy.rule_count() as i64);
         NodeState {
             node_name,

@@ -30,7 +30,9 @@ use nftables::expr::{
     Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
     SetItem, Socket, SocketAttr,
 };
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table};
+use nftables::schema::{
+    Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
 use nftables::stmt::{Mangle, Match, Operator, Statement, TProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -71,12 +73,18 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         ..Chain::default()
     }));
     for fam in [Fam::V4, Fam::V6] {
-        let addr = if matches!(fam, Fam::V4) { SetType::Ipv4Addr } else { SetType::Ipv6Addr };
+        let addr = if matches!(fam, Fam::V4) {
+            SetType::Ipv4Addr
+        } else {
+            SetType::Ipv6Addr
+        };
         b.add(NfListObject::Set(Box::new(Set {
             family: NfFamily::INet,
             table: t.clone(),
             name: spoof_set(fam).into(),
-            set_type: SetTypeValue::Concatenated(vec![SetType::Ifname, addr, addr, SetType::InetService].into()),
+            set_type: SetTypeValue::Concatenated(
+                vec![SetType::Ifname, addr, addr, SetType::InetService].into(),
+            ),
             flags: Some(HashSet::from([SetFlag::Timeout])),
             timeout: Some(SPOOF_MEMORY_SECS),
             size: Some(65_536),
@@ -295,7 +303,12 @@ fn fib_saddr_iif_oif() -> Expression<'static> {
 }
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField { protocol: protocol.into(), field: field.into() })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
 }
 
 fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
@@ -442,7 +455,10 @@ mod tests {
                 );
                 // The drop is at least as broad as the tproxy rule it backs.
                 let (tp, dr) = (matches(r), matches(next));
-                assert!(dr.iter().all(|m| tp.contains(m)), "{dr:?} not within {tp:?}");
+                assert!(
+                    dr.iter().all(|m| tp.contains(m)),
+                    "{dr:?} not within {tp:?}"
+                );
             }
         }
         assert_eq!(tproxies, 5);

@@ -59,17 +59,36 @@ fn list(table: &str) -> anyhow::Result<HashSet<Attempt>> {
 /// Reads the elements of `nft -j list set` output.
 pub fn parse(v: &Value) -> Vec<Attempt> {
     let mut out = Vec::new();
-    let sets = v["nftables"].as_array().into_iter().flatten().filter_map(|o| o.get("set"));
+    let sets = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("set"));
     for set in sets {
         for e in set["elem"].as_array().into_iter().flatten() {
             // Elements with a timeout are wrapped: {"elem": {"val": {"concat": [...]}, ...}}.
-            let concat = e["elem"]["val"]["concat"].as_array().or_else(|| e["concat"].as_array());
+            let concat = e["elem"]["val"]["concat"]
+                .as_array()
+                .or_else(|| e["concat"].as_array());
             let Some(c) = concat else { continue };
-            let (Some(i), Some(s), Some(d), Some(p)) = (c.first().and_then(Value::as_str), c.get(1).and_then(Value::as_str), c.get(2).and_then(Value::as_str), c.get(3).and_then(Value::as_u64)) else {
+            let (Some(i), Some(s), Some(d), Some(p)) = (
+                c.first().and_then(Value::as_str),
+                c.get(1).and_then(Value::as_str),
+                c.get(2).and_then(Value::as_str),
+                c.get(3).and_then(Value::as_u64),
+            ) else {
                 continue;
             };
-            let (Ok(s), Ok(d), Ok(p)) = (s.parse::<IpAddr>(), d.parse::<IpAddr>(), u16::try_from(p)) else { continue };
-            out.push(Attempt { interface: i.to_owned(), src: s, dst: SocketAddr::new(d, p) });
+            let (Ok(s), Ok(d), Ok(p)) =
+                (s.parse::<IpAddr>(), d.parse::<IpAddr>(), u16::try_from(p))
+            else {
+                continue;
+            };
+            out.push(Attempt {
+                interface: i.to_owned(),
+                src: s,
+                dst: SocketAddr::new(d, p),
+            });
         }
     }
     out
@@ -98,7 +117,12 @@ fn record(state: &NodeState, a: &Attempt) {
     state
         .metrics
         .denied
-        .get_or_create(&RuleLabels { direction: "outbound", rule: "spoofed-source".into(), mode: "enforce", action: "deny" })
+        .get_or_create(&RuleLabels {
+            direction: "outbound",
+            rule: "spoofed-source".into(),
+            mode: "enforce",
+            action: "deny",
+        })
         .inc();
     rec.finish(start, start, "dropped", "spoofed-source");
     state.flows.record(&rec);
@@ -119,7 +143,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             parse(&v),
-            vec![Attempt { interface: "w1".into(), src: "10.77.1.3".parse().unwrap(), dst: "10.77.2.2:5432".parse().unwrap() }]
+            vec![Attempt {
+                interface: "w1".into(),
+                src: "10.77.1.3".parse().unwrap(),
+                dst: "10.77.2.2:5432".parse().unwrap()
+            }]
         );
     }
 }

@@ -318,13 +318,19 @@ mod tests {
         }
         let mut with_payload = bytes.clone();
         with_payload.extend_from_slice(b"GET / HTTP/1.1\r\n");
-        assert_eq!(StreamHeader::decode(&with_payload).unwrap(), Decoded::Done(h, bytes.len()));
+        assert_eq!(
+            StreamHeader::decode(&with_payload).unwrap(),
+            Decoded::Done(h, bytes.len())
+        );
     }
 
     #[test]
     fn refusals() {
         let good = hdr().encode();
-        assert_eq!(StreamHeader::decode(b"GET / HTTP/1.1"), Err(HeaderError::Magic));
+        assert_eq!(
+            StreamHeader::decode(b"GET / HTTP/1.1"),
+            Err(HeaderError::Magic)
+        );
         assert_eq!(StreamHeader::decode(b"EX"), Err(HeaderError::Magic));
         let mut v2 = good.clone();
         v2[2] = 2;
@@ -338,18 +344,28 @@ mod tests {
         unk[4..6].copy_from_slice(&((good.len() - 6 + tlv.len()) as u16).to_be_bytes());
         unk.extend_from_slice(&good[6..]);
         unk.extend_from_slice(&tlv);
-        assert_eq!(StreamHeader::decode(&unk), Err(HeaderError::UnknownCritical(9)));
+        assert_eq!(
+            StreamHeader::decode(&unk),
+            Err(HeaderError::UnknownCritical(9))
+        );
         // A non-critical unknown field is skipped.
         let last = unk.len() - 4;
         unk[last] = 200;
         assert!(matches!(StreamHeader::decode(&unk), Ok(Decoded::Done(..))));
         // Missing source.
-        let only_dst = StreamHeader { trace: None, ..hdr() }.encode();
+        let only_dst = StreamHeader {
+            trace: None,
+            ..hdr()
+        }
+        .encode();
         let dst_len = 3 + 7;
         let mut h = only_dst[..6].to_vec();
         h[4..6].copy_from_slice(&(dst_len as u16).to_be_bytes());
         h.extend_from_slice(&only_dst[6..6 + dst_len]);
-        assert_eq!(StreamHeader::decode(&h), Err(HeaderError::Missing("original source")));
+        assert_eq!(
+            StreamHeader::decode(&h),
+            Err(HeaderError::Missing("original source"))
+        );
         // Repeated destination.
         let mut rep = h[..6].to_vec();
         rep[4..6].copy_from_slice(&((2 * dst_len) as u16).to_be_bytes());
@@ -359,7 +375,10 @@ mod tests {
         // Truncated TLV inside a complete header.
         let mut bad = good.clone();
         bad[8] = 0xff;
-        assert!(matches!(StreamHeader::decode(&bad), Err(HeaderError::Malformed(_))));
+        assert!(matches!(
+            StreamHeader::decode(&bad),
+            Err(HeaderError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -372,7 +391,7 @@ mod tests {
             x ^= x << 17;
             let len = (x % 64) as usize;
             let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
-            if x % 3 == 0 && buf.len() > 3 {
+            if x.is_multiple_of(3) && buf.len() > 3 {
                 buf[0] = b'E';
                 buf[1] = b'W';
                 buf[2] = VERSION;
@@ -384,11 +403,17 @@ mod tests {
 
     #[test]
     fn response_round_trip() {
-        let r = Response { status: Status::Denied, reason: "rule dev-not-prod".into() };
+        let r = Response {
+            status: Status::Denied,
+            reason: "rule dev-not-prod".into(),
+        };
         let b = r.encode();
         assert_eq!(Response::decode(&b).unwrap(), Decoded::Done(r, b.len()));
         assert_eq!(Response::decode(&b[..3]).unwrap(), Decoded::NeedMore(6));
-        let huge = Response { status: Status::Unreachable, reason: "é".repeat(5000) };
+        let huge = Response {
+            status: Status::Unreachable,
+            reason: "é".repeat(5000),
+        };
         let b = huge.encode();
         assert!(b.len() <= MAX_HEADER);
         assert!(matches!(Response::decode(&b), Ok(Decoded::Done(..))));

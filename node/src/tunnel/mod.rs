@@ -51,15 +51,21 @@ pub fn transport_config() -> Arc<TransportConfig> {
 
 /// Opens the node's QUIC endpoint on `port` (IPv6 socket accepting IPv4 too), serving the
 /// local workloads' identities, and usable as a client for the pool.
-pub fn endpoint(port: u16, identities: &Arc<LocalIdentities>, own_mark: u32) -> anyhow::Result<quinn::Endpoint> {
+pub fn endpoint(
+    port: u16,
+    identities: &Arc<LocalIdentities>,
+    own_mark: u32,
+) -> anyhow::Result<quinn::Endpoint> {
     let tls = eastwall_certs::server_config(identities.server.clone(), &identities.bundle, &[ALPN])
         .map_err(|e| anyhow::anyhow!("tunnel TLS server config: {e}"))?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).context("tunnel QUIC server config")?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
+        .context("tunnel QUIC server config")?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
     let socket = udp_socket(port, own_mark)?;
     let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-    quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime).context("tunnel endpoint")
+    quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
+        .context("tunnel endpoint")
 }
 
 fn udp_socket(port: u16, own_mark: u32) -> anyhow::Result<UdpSocket> {
@@ -72,7 +78,11 @@ fn udp_socket(port: u16, own_mark: u32) -> anyhow::Result<UdpSocket> {
 
 fn udp_socket_in(v6: bool, port: u16, own_mark: u32) -> anyhow::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(if v6 { Domain::IPV6 } else { Domain::IPV4 }, Type::DGRAM, Some(Protocol::UDP))?;
+    let s = Socket::new(
+        if v6 { Domain::IPV6 } else { Domain::IPV4 },
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     if v6 {
         s.set_only_v6(false)?;
     }
@@ -81,7 +91,11 @@ fn udp_socket_in(v6: bool, port: u16, own_mark: u32) -> anyhow::Result<UdpSocket
     // Bulk transfer needs room for bursts; the kernel caps these at rmem_max/wmem_max.
     let _ = s.set_recv_buffer_size(8 * 1024 * 1024);
     let _ = s.set_send_buffer_size(8 * 1024 * 1024);
-    let any: std::net::IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { std::net::Ipv4Addr::UNSPECIFIED.into() };
+    let any: std::net::IpAddr = if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
     s.bind(&SocketAddr::new(any, port).into())
         .with_context(|| format!("binding UDP port {port} for the tunnel"))?;
     Ok(s.into())

@@ -49,14 +49,24 @@ pub enum OpenError {
 /// The pool: at most one live connection per key; concurrent openers wait for one handshake.
 pub struct Pool {
     endpoint: quinn::Endpoint,
+    dials: prometheus_client::metrics::counter::Counter,
     identities: Arc<LocalIdentities>,
     slots: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
 }
 
 impl Pool {
     /// A pool dialing from `endpoint`.
-    pub fn new(endpoint: quinn::Endpoint, identities: Arc<LocalIdentities>) -> Pool {
-        Pool { endpoint, identities, slots: Mutex::new(HashMap::new()) }
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        identities: Arc<LocalIdentities>,
+        dials: prometheus_client::metrics::counter::Counter,
+    ) -> Pool {
+        Pool {
+            endpoint,
+            dials,
+            identities,
+            slots: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A live connection for `key`, dialing one if needed.
@@ -71,38 +81,95 @@ impl Pool {
         {
             return Ok(c.clone());
         }
-        let client = self.identities.client(&key.src).ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
-        let tls = eastwall_certs::client_config(client, &self.identities.bundle, key.dst.clone(), &[ALPN])
+        let client = self
+            .identities
+            .client(&key.src)
+            .ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
+        let tls = eastwall_certs::client_config(
+            client,
+            &self.identities.bundle,
+            key.dst.clone(),
+            &[ALPN],
+        )
+        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| OpenError::Config(e.to_string()))?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).map_err(|e| OpenError::Config(e.to_string()))?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
         cfg.transport_config(transport_config());
         let sni = eastwall_certs::sni_for(&key.dst);
+        self.dials.inc();
         let conn = self
             .endpoint
             .connect_with(cfg, key.node, &sni)
-            .map_err(|e| OpenError::Connect { node: key.node, reason: e.to_string() })?
+            .map_err(|e| OpenError::Connect {
+                node: key.node,
+                reason: e.to_string(),
+            })?
             .await
-            .map_err(|e| OpenError::Connect { node: key.node, reason: e.to_string() })?;
+            .map_err(|e| OpenError::Connect {
+                node: key.node,
+                reason: e.to_string(),
+            })?;
         *guard = Some(conn.clone());
         Ok(conn)
     }
 
     /// Number of live pooled connections (for metrics and tests).
     pub fn live(&self) -> usize {
-        let slots: Vec<_> = self.slots.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let slots: Vec<_> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         slots
             .iter()
-            .filter(|s| s.try_lock().ok().is_some_and(|g| g.as_ref().is_some_and(|c| c.close_reason().is_none())))
+            .filter(|s| {
+                s.try_lock()
+                    .ok()
+                    .is_some_and(|g| g.as_ref().is_some_and(|c| c.close_reason().is_none()))
+            })
             .count()
     }
 
     /// Opens a stream for one connection and sends its header.
-    pub async fn open(&self, key: &PoolKey, header: &StreamHeader) -> Result<(SendStream, RecvStream), OpenError> {
+    pub async fn open(
+        &self,
+        key: &PoolKey,
+        header: &StreamHeader,
+    ) -> Result<(Connection, SendStream, RecvStream), OpenError> {
         let conn = self.connection(key).await?;
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| OpenError::Stream(e.to_string()))?;
-        send.write_all(&header.encode()).await.map_err(|e| OpenError::Stream(e.to_string()))?;
-        Ok((send, recv))
+        let opened = async {
+            let (mut send, recv) = conn.open_bi().await?;
+            send.write_all(&header.encode()).await?;
+            Ok::<_, Box<dyn std::error::Error>>((send, recv))
+        };
+        match opened.await {
+            Ok((send, recv)) => Ok((conn, send, recv)),
+            Err(e) => Err(match handshake_refusal(&conn) {
+                Some(reason) => OpenError::Connect {
+                    node: key.node,
+                    reason,
+                },
+                None => OpenError::Stream(e.to_string()),
+            }),
+        }
+    }
+}
+
+/// Why the peer closed `conn` during the TLS handshake, if it did. With TLS 1.3 the client
+/// finishes its handshake before the server has checked the client's certificate, so a
+/// refused certificate shows up as the peer closing the connection with a crypto error.
+pub fn handshake_refusal(conn: &Connection) -> Option<String> {
+    match conn.close_reason()? {
+        e @ (quinn::ConnectionError::ConnectionClosed(_)
+        | quinn::ConnectionError::TransportError(_))
+            if e.to_string().contains("crypto") =>
+        {
+            Some(e.to_string())
+        }
+        _ => None,
     }
 }
 
@@ -118,11 +185,17 @@ pub async fn read_response(recv: &mut RecvStream) -> std::io::Result<(Response, 
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         }
         if buf.len() > MAX_HEADER {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "tunnel response too long"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "tunnel response too long",
+            ));
         }
         let n = AsyncReadExt::read(recv, &mut chunk).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tunnel stream ended before the response"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "tunnel stream ended before the response",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }

@@ -53,16 +53,31 @@ fn handshake_refused(state: &NodeState, remote: SocketAddr, why: &str) {
         PolicyInfo::denied_because("tunnel-handshake-refused"),
         start,
     );
-    rec.eastwall.tunnel =
-        Some(TunnelInfo { transport: "quic", peer: remote.to_string(), peer_identity: None, status: "handshake-failed".into(), reason: why.to_owned() });
-    finish(state, &mut rec, start, "rejected", "tunnel-handshake-refused", false);
+    rec.eastwall.tunnel = Some(TunnelInfo {
+        transport: "quic",
+        peer: remote.to_string(),
+        peer_identity: None,
+        status: "handshake-failed".into(),
+        reason: why.to_owned(),
+    });
+    finish(
+        state,
+        &mut rec,
+        start,
+        "rejected",
+        "tunnel-handshake-refused",
+        false,
+    );
 }
 
 async fn connection(conn: Connection, state: Arc<NodeState>) {
     let remote = conn.remote_address();
     let peer_id = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .and_then(|chain| eastwall_certs::peer_identity(&chain).ok());
     let Some(peer_id) = peer_id else {
         // The TLS layer verified a chain, so this cannot happen; refuse rather than guess.
@@ -81,7 +96,9 @@ async fn connection(conn: Connection, state: Arc<NodeState>) {
                 let state = state.clone();
                 let peer_id = peer_id.clone();
                 let asked = asked.clone();
-                tokio::spawn(async move { stream(send, recv, remote, &peer_id, asked.as_deref(), &state).await });
+                tokio::spawn(async move {
+                    stream(send, recv, remote, &peer_id, asked.as_deref(), &state).await
+                });
             }
             Err(e) => {
                 debug!(%remote, %e, "tunnel connection ended");
@@ -98,11 +115,15 @@ async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Vec<u8>), S
     loop {
         match StreamHeader::decode(&buf) {
             Ok(Decoded::Done(h, used)) => return Ok((h, buf.split_off(used))),
-            Ok(Decoded::NeedMore(n)) if n > MAX_HEADER => return Err(HeaderError::TooLong(n).to_string()),
+            Ok(Decoded::NeedMore(n)) if n > MAX_HEADER => {
+                return Err(HeaderError::TooLong(n).to_string());
+            }
             Ok(Decoded::NeedMore(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let n = AsyncReadExt::read(recv, &mut chunk).await.map_err(|e| e.to_string())?;
+        let n = AsyncReadExt::read(recv, &mut chunk)
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err(HeaderError::Truncated.to_string());
         }
@@ -110,9 +131,22 @@ async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Vec<u8>), S
     }
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, peer_id: &SpiffeId, asked: Option<&str>, state: &NodeState) {
+async fn stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    remote: SocketAddr,
+    peer_id: &SpiffeId,
+    asked: Option<&str>,
+    state: &NodeState,
+) {
     let start = Utc::now();
-    state.metrics.opened.get_or_create(&DirLabels { direction: "inbound" }).inc();
+    state
+        .metrics
+        .opened
+        .get_or_create(&DirLabels {
+            direction: "inbound",
+        })
+        .inc();
     let mut tunnel = TunnelInfo {
         transport: "quic",
         peer: remote.to_string(),
@@ -137,7 +171,10 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
                 Direction::Inbound,
                 remote,
                 SocketAddr::new(remote.ip(), 0),
-                EndpointInfo { identity: Some(peer_id.to_string()), ..unknown.clone() },
+                EndpointInfo {
+                    identity: Some(peer_id.to_string()),
+                    ..unknown.clone()
+                },
                 unknown,
                 PolicyInfo::denied_because("bad-tunnel-header"),
                 start,
@@ -145,7 +182,14 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
             tunnel.status = Status::BadHeader.as_str().into();
             tunnel.reason = why;
             rec.eastwall.tunnel = Some(tunnel);
-            finish(state, &mut rec, start, "rejected", "bad-tunnel-header", false);
+            finish(
+                state,
+                &mut rec,
+                start,
+                "rejected",
+                "bad-tunnel-header",
+                false,
+            );
             return;
         }
     };
@@ -159,17 +203,36 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
     let local_dst = dst_wl.filter(|w| w.node == state.node_name);
 
     let refusal = if local_dst.is_none() {
-        Some((Status::UnknownDestination, "destination-not-hosted".to_owned(), format!("{} is not a workload of node {}", header.dst, state.node_name)))
+        Some((
+            Status::UnknownDestination,
+            "destination-not-hosted".to_owned(),
+            format!(
+                "{} is not a workload of node {}",
+                header.dst, state.node_name
+            ),
+        ))
     } else if let Some(w) = local_dst
         && asked.is_some_and(|sni| sni != eastwall_certs::sni_for(&w.identity))
     {
-        Some((Status::UnknownDestination, "destination-identity-mismatch".to_owned(), format!("this connection was opened for another identity than {}", w.identity)))
-    } else if !src_wl.is_some_and(|w| &w.identity == peer_id) {
-        let claimed = src_wl.map_or("no workload".to_owned(), |w| format!("{} ({})", w.name, w.identity));
+        Some((
+            Status::UnknownDestination,
+            "destination-identity-mismatch".to_owned(),
+            format!(
+                "this connection was opened for another identity than {}",
+                w.identity
+            ),
+        ))
+    } else if src_wl.is_none_or(|w| &w.identity != peer_id) {
+        let claimed = src_wl.map_or("no workload".to_owned(), |w| {
+            format!("{} ({})", w.name, w.identity)
+        });
         Some((
             Status::IdentityMismatch,
             "identity-mismatch".to_owned(),
-            format!("peer proved {peer_id} but claims source {} which belongs to {claimed}", header.src.ip()),
+            format!(
+                "peer proved {peer_id} but claims source {} which belongs to {claimed}",
+                header.src.ip()
+            ),
         ))
     } else {
         None
@@ -197,7 +260,10 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
     drop(rules);
     let (status, why) = match refusal {
         Some((status, _, why)) => (Some(status), why),
-        None if rec.eastwall.policy.verdict != "allow" => (Some(Status::Denied), format!("denied by rule {}", rec.eastwall.policy.rule)),
+        None if rec.eastwall.policy.verdict != "allow" => (
+            Some(Status::Denied),
+            format!("denied by rule {}", rec.eastwall.policy.rule),
+        ),
         None => (None, String::new()),
     };
     if let Some(status) = status {
@@ -205,18 +271,40 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
         tunnel.status = status.as_str().into();
         tunnel.reason = why;
         rec.eastwall.tunnel = Some(tunnel);
-        state.metrics.denied.get_or_create(&crate::metrics::RuleLabels { direction: "inbound", rule: rec.eastwall.policy.rule.clone(), mode: "enforce", action: "deny" }).inc();
+        state
+            .metrics
+            .denied
+            .get_or_create(&crate::metrics::RuleLabels {
+                direction: "inbound",
+                rule: rec.eastwall.policy.rule.clone(),
+                mode: "enforce",
+                action: "deny",
+            })
+            .inc();
         finish(state, &mut rec, start, "rejected", "denied", false);
         return;
     }
 
     let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
-    let upstream = match socket::connect_spoofed(Some(header.src.ip()), header.dst, state.capture.own_mark, timeout).await {
+    let upstream = match socket::connect_spoofed(
+        Some(header.src.ip()),
+        header.dst,
+        state.capture.own_mark,
+        timeout,
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             let why = format!("connecting to {}: {e}", header.dst);
             refuse(&mut send, &mut recv, Status::Unreachable, &why).await;
-            state.metrics.upstream_errors.get_or_create(&DirLabels { direction: "inbound" }).inc();
+            state
+                .metrics
+                .upstream_errors
+                .get_or_create(&DirLabels {
+                    direction: "inbound",
+                })
+                .inc();
             tunnel.status = Status::Unreachable.as_str().into();
             tunnel.reason = why.clone();
             rec.eastwall.tunnel = Some(tunnel);
@@ -225,7 +313,16 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
             return;
         }
     };
-    if let Err(e) = send.write_all(&Response { status: Status::Connected, reason: String::new() }.encode()).await {
+    if let Err(e) = send
+        .write_all(
+            &Response {
+                status: Status::Connected,
+                reason: String::new(),
+            }
+            .encode(),
+        )
+        .await
+    {
         warn!(%e, "tunnel response");
     }
     tunnel.status = Status::Connected.as_str().into();
@@ -245,7 +342,8 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
         up0 = early.len() as u64;
     }
     // Here the "client" is the tunnel stream and the "server" the local workload.
-    let (up, down, err) = proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw, &[]).await;
+    let (up, down, err) =
+        proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw, &[]).await;
     if err.is_some() {
         socket::reset(upstream);
         let _ = send.reset(super::code::RELAY_ERROR);
@@ -264,7 +362,15 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, remote: SocketAddr, 
 }
 
 async fn refuse(send: &mut SendStream, recv: &mut RecvStream, status: Status, why: &str) {
-    let _ = send.write_all(&Response { status, reason: why.to_owned() }.encode()).await;
+    let _ = send
+        .write_all(
+            &Response {
+                status,
+                reason: why.to_owned(),
+            }
+            .encode(),
+        )
+        .await;
     let _ = send.finish();
     let _ = recv.stop(super::code::REFUSED);
 }

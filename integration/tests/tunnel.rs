@@ -1,0 +1,534 @@
+//! Multi-host scenarios of the identity-bearing tunnel: the destination decides on the
+//! identity proven by the source workload's certificate. Run as root.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use eastwall_integration::{Cloud, Outcome, TRUST_DOMAIN, bound_connect, require_root, spiffe};
+use eastwall_node::tunnel::header::{Decoded, Response, Status, StreamHeader};
+
+const POLICY: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: zones
+      rules:
+        - id: dev-not-prod
+          action: deny
+          from: {zone: dev}
+          to: {zone: prod}
+    - name: identity
+      rules:
+        - id: prod-app-identity-to-db
+          action: allow
+          from: {spiffe: "spiffe://corp.example/wl/prod-app"}
+          to: {app: db}
+          ports: [5432]
+"#;
+
+/// hostA: dev-app, prod-app, legacy; hostB: prod-db (an echo service on 5432).
+fn cloud() -> Cloud {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "dev-app", "app", "dev"),
+            ("hostA", "prod-app", "app", "prod"),
+            ("hostA", "legacy", "legacy", "prod"),
+            ("hostB", "prod-db", "db", "prod"),
+        ],
+        "",
+        POLICY,
+    );
+    c.lab.serve("prod-db", &[5432]).unwrap();
+    c
+}
+
+fn metric(c: &Cloud, host: &str, name: &str) -> u64 {
+    let text = c.admin(host, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn destination_decides_on_the_identity_the_certificate_proves() {
+    let mut c = cloud();
+    c.start_nodes("");
+    let p = c.connect("prod-app", "prod-db", 5432);
+    assert!(p.outcome.reached(), "{:?}", p.outcome);
+    let out = c.flow("hostA", p.local.unwrap());
+    assert_eq!(out["eastwall"]["tunnel"]["transport"], "quic");
+    assert_eq!(out["eastwall"]["tunnel"]["status"], "connected");
+    assert_eq!(
+        out["eastwall"]["tunnel"]["peer_identity"],
+        spiffe("prod-db")
+    );
+    let inb = c.flow("hostB", p.local.unwrap());
+    assert_eq!(inb["eastwall"]["direction"], "inbound");
+    assert_eq!(inb["eastwall"]["src"]["identity"], spiffe("prod-app"));
+    assert_eq!(
+        inb["eastwall"]["tunnel"]["peer_identity"],
+        spiffe("prod-app")
+    );
+    assert_eq!(inb["eastwall"]["policy"]["rule"], "prod-app-identity-to-db");
+    // Same app and zone, other identity: not allowed.
+    let legacy = c.connect("legacy", "prod-db", 5432);
+    assert_eq!(legacy.outcome, Outcome::Reset);
+    assert_eq!(
+        c.flow("hostA", legacy.local.unwrap())["eastwall"]["policy"]["rule"],
+        "default-deny"
+    );
+}
+
+#[test]
+fn the_link_between_hosts_carries_only_the_tunnel() {
+    let mut c = cloud();
+    c.start_nodes("");
+    // Count what the LAN bridge forwards between the hosts.
+    let lan = c.lab.lan_netns().to_owned();
+    let nft = |args: &[&str]| {
+        let mut all = vec!["nft"];
+        all.extend_from_slice(args);
+        let out = c.lab.exec(&lan, &all).unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rules = c.lab.dir().join("watch.nft");
+    std::fs::write(
+        &rules,
+        "table bridge watch {\n chain watch {\n  type filter hook forward priority 0;\n  meta l4proto tcp counter\n  udp dport 15008 counter\n  udp sport 15008 counter\n }\n}\n",
+    )
+    .unwrap();
+    let out = c
+        .lab
+        .exec(&lan, &["nft", "-f", rules.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..5 {
+        assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
+    }
+    assert_eq!(
+        c.echo_transfer(
+            "prod-app",
+            "prod-db",
+            5432,
+            256 * 1024,
+            16 * 1024,
+            Duration::ZERO
+        )
+        .unwrap(),
+        256 * 1024
+    );
+    let text = nft(&["list", "table", "bridge", "watch"]);
+    let counts: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 3, "{text}");
+    assert_eq!(counts[0], 0, "plaintext TCP crossed the link:\n{text}");
+    assert!(counts[1] > 0 && counts[2] > 0, "no tunnel traffic:\n{text}");
+}
+
+#[test]
+fn many_connections_share_one_tunnel_connection() {
+    let mut c = cloud();
+    c.start_nodes("");
+    let c = Arc::new(c);
+    let threads: Vec<_> = (0..40)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || c.connect("prod-app", "prod-db", 5432).outcome)
+        })
+        .collect();
+    for t in threads {
+        let o = t.join().unwrap();
+        assert!(o.reached(), "{o:?}");
+    }
+    assert_eq!(
+        metric(&c, "hostA", "eastwall_tunnel_dials_total"),
+        1,
+        "one QUIC connection for 40 workload connections"
+    );
+    // Every stream arrived at hostB from the same tunnel peer.
+    let peers: std::collections::HashSet<String> = c
+        .flows("hostB")
+        .iter()
+        .filter_map(|f| f["eastwall"]["tunnel"]["peer"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+}
+
+/// Plants `cert`/`key` as prod-app's certificate on hostA before its node starts.
+fn plant(c: &Cloud, cert: &str, key: &str) {
+    let dir = c.lab.cert_dir("hostA");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prod-app.crt"), cert).unwrap();
+    std::fs::write(dir.join("prod-app.key"), key).unwrap();
+}
+
+fn assert_handshake_refused(c: &Cloud, want_at_destination: &str) {
+    let p = c.connect("prod-app", "prod-db", 5432);
+    assert_eq!(p.outcome, Outcome::Reset);
+    let src = c.flow("hostA", p.local.unwrap());
+    assert_eq!(
+        src["eastwall"]["tunnel"]["status"], "handshake-failed",
+        "{src:#}"
+    );
+    let dst = c.wait_flow("hostB", |f| {
+        f["eastwall"]["policy"]["rule"] == "tunnel-handshake-refused"
+    });
+    let why = dst["eastwall"]["tunnel"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(why.contains(want_at_destination), "{why}");
+    assert!(metric(c, "hostB", "eastwall_tunnel_handshake_failures_total") >= 1);
+}
+
+#[test]
+fn a_certificate_from_a_foreign_ca_is_refused() {
+    let mut c = cloud();
+    let rogue = eastwall_certs::Ca::generate(TRUST_DOMAIN, Duration::from_secs(3600)).unwrap();
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let issued = rogue.issue(&id, Duration::from_secs(3600)).unwrap();
+    plant(&c, &issued.cert_pem, &issued.key_pem);
+    c.start_nodes("");
+    assert_handshake_refused(&c, "certificate");
+}
+
+#[test]
+fn an_expired_certificate_is_refused() {
+    let mut c = cloud();
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    let now = SystemTime::now();
+    let issued = c
+        .lab
+        .ca()
+        .unwrap()
+        .issue_with_validity(&id, now - 2 * day, now - day)
+        .unwrap();
+    plant(&c, &issued.cert_pem, &issued.key_pem);
+    c.start_nodes("");
+    assert_handshake_refused(&c, "expired");
+}
+
+#[test]
+fn an_identity_that_does_not_own_the_source_address_is_refused() {
+    let mut c = cloud();
+    // A compromised hostA gives dev-app prod-app's identity (and zone) in its own registry,
+    // so it presents prod-app's certificate for dev-app's connection.
+    let honest = c.registry().to_owned();
+    let dev = c.lab.workload("dev-app").addr;
+    let line = format!("{{name: dev-app, node: hostA, addresses: [{dev}], app: app, zone: dev}}");
+    assert!(honest.contains(&line));
+    let forged = honest.replace(&line, &format!("{{name: dev-app, node: hostA, addresses: [{dev}], app: app, zone: prod, identity: \"{}\"}}", spiffe("prod-app")));
+    c.start_node_with("hostA", &forged, "");
+    c.start_node("hostB", "");
+    let p = c.connect("dev-app", "prod-db", 5432);
+    assert_eq!(p.outcome, Outcome::Reset);
+    let src = c.flow("hostA", p.local.unwrap());
+    assert_eq!(
+        src["eastwall"]["tunnel"]["status"], "identity-mismatch",
+        "{src:#}"
+    );
+    let dst = c.flow("hostB", p.local.unwrap());
+    assert_eq!(dst["eastwall"]["policy"]["rule"], "identity-mismatch");
+    assert_eq!(
+        dst["eastwall"]["src"]["identity"],
+        spiffe("prod-app"),
+        "what the certificate proved"
+    );
+    assert_eq!(
+        dst["eastwall"]["src"]["workload"], "dev-app",
+        "who owns the address"
+    );
+}
+
+#[test]
+fn a_workload_sending_with_another_workloads_address_gets_nothing_through() {
+    let mut c = cloud();
+    c.start_nodes("");
+    // dev-app takes prod-app's address as its own and connects from it.
+    let dev = c.lab.workload("dev-app").netns.clone();
+    let stolen = c.lab.workload("prod-app").addr;
+    let out = c
+        .lab
+        .exec(
+            &dev,
+            &["ip", "addr", "add", &format!("{stolen}/32"), "dev", "eth0"],
+        )
+        .unwrap();
+    assert!(out.status.success());
+    let dst = c.addr("prod-db", 5432);
+    let outcome = eastwall_node::lab::in_netns(&dev, move || {
+        bound_connect(
+            SocketAddr::new(stolen.into(), 0),
+            dst,
+            Duration::from_millis(1500),
+        )
+        .map(|_| ())
+        .map_err(|e| e.kind())
+    })
+    .unwrap();
+    assert!(outcome.is_err(), "a spoofed connection got through");
+    let f = c.wait_flow("hostA", |f| {
+        f["eastwall"]["policy"]["rule"] == "spoofed-source"
+    });
+    assert_eq!(f["src_ip"], stolen.to_string());
+    assert_eq!(f["dest_port"], 5432);
+    assert!(
+        f["eastwall"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("interface w1"),
+        "{f:#}"
+    );
+    // prod-app itself still gets through.
+    assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
+}
+
+#[test]
+fn rotation_during_a_long_transfer_loses_no_bytes() {
+    let mut c = cloud();
+    c.start_nodes("");
+    let c = Arc::new(c);
+    let total = 24 * 1024 * 1024;
+    let transfer = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.echo_transfer(
+                "prod-app",
+                "prod-db",
+                5432,
+                total,
+                64 * 1024,
+                Duration::from_millis(8),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // Renew prod-app's certificate on hostA while bytes flow.
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let fresh = c
+        .lab
+        .ca()
+        .unwrap()
+        .issue(&id, Duration::from_secs(7200))
+        .unwrap();
+    let dir = c.lab.cert_dir("hostA");
+    std::fs::write(dir.join("prod-app.key.new"), &fresh.key_pem).unwrap();
+    std::fs::write(dir.join("prod-app.crt.new"), &fresh.cert_pem).unwrap();
+    std::fs::rename(dir.join("prod-app.key.new"), dir.join("prod-app.key")).unwrap();
+    std::fs::rename(dir.join("prod-app.crt.new"), dir.join("prod-app.crt")).unwrap();
+    assert_eq!(transfer.join().unwrap().unwrap(), total);
+    let log = std::fs::read_to_string(c.lab.dir().join("hostA/node.log")).unwrap();
+    assert!(log.contains("certificate reloaded"), "{log}");
+    // New connections work with the new certificate.
+    assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
+}
+
+#[test]
+fn bad_streams_are_refused_without_harming_the_others() {
+    let mut c = cloud();
+    c.start_nodes("");
+    let ca_pem = c.lab.ca().unwrap().cert_pem().to_owned();
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let issued = c
+        .lab
+        .ca()
+        .unwrap()
+        .issue(&id, Duration::from_secs(3600))
+        .unwrap();
+    let node_b = SocketAddr::new(c.lab.host("hostB").addr.into(), 15008);
+    let (src, dev) = (c.addr("prod-app", 40000), c.addr("dev-app", 40001));
+    let (db, nowhere) = (
+        c.addr("prod-db", 5432),
+        SocketAddr::new("10.77.2.99".parse().unwrap(), 5432),
+    );
+    let netns = c.lab.host("hostA").netns.clone();
+    let results = eastwall_node::lab::in_netns(&netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+                tokio::time::timeout(Duration::from_secs(10), f)
+                    .await
+                    .unwrap_or_else(|_| panic!("timed out: {what}"))
+            }
+            let ident =
+                eastwall_certs::Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+            let bundle = eastwall_certs::TrustBundle::from_pem(&ca_pem).unwrap();
+            let dst_id = eastwall_identity::SpiffeId::parse(&spiffe("prod-db")).unwrap();
+            let tls = eastwall_certs::client_config(
+                eastwall_certs::RotatingIdentity::new(ident),
+                &bundle,
+                dst_id.clone(),
+                &[eastwall_node::tunnel::ALPN],
+            )
+            .unwrap();
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
+            let ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+            let conn = within(
+                "handshake",
+                ep.connect_with(
+                    quinn::ClientConfig::new(Arc::new(crypto)),
+                    node_b,
+                    &eastwall_certs::sni_for(&dst_id),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+            // A good stream, kept open while the bad ones come and go.
+            let (mut good_tx, mut good_rx) = conn.open_bi().await.unwrap();
+            good_tx
+                .write_all(
+                    &StreamHeader {
+                        dst: db,
+                        src,
+                        trace: None,
+                    }
+                    .encode(),
+                )
+                .await
+                .unwrap();
+            let (first, mut greeting) =
+                within("good response", read_response_and_rest(&mut good_rx)).await;
+            let mut v2 = StreamHeader {
+                dst: db,
+                src,
+                trace: None,
+            }
+            .encode();
+            v2[2] = 2;
+            let mut huge = b"EW\x01\x00".to_vec();
+            huge.extend_from_slice(&60_000u16.to_be_bytes());
+            let bad: Vec<(&str, Vec<u8>)> = vec![
+                ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+                ("version", v2),
+                ("oversized", huge),
+                ("truncated", b"EW\x01".to_vec()),
+                (
+                    "not hosted",
+                    StreamHeader {
+                        dst: nowhere,
+                        src,
+                        trace: None,
+                    }
+                    .encode(),
+                ),
+                (
+                    "spoofed source",
+                    StreamHeader {
+                        dst: db,
+                        src: dev,
+                        trace: None,
+                    }
+                    .encode(),
+                ),
+            ];
+            let mut answers = Vec::new();
+            for (name, bytes) in bad {
+                let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+                tx.write_all(&bytes).await.unwrap();
+                let _ = tx.finish();
+                answers.push((name, within(name, read_response(&mut rx)).await));
+            }
+            // The good stream still works: it gets the greeting and echoes.
+            let mut buf = [0u8; 256];
+            while greeting.len() < 18 {
+                let n = within("greeting", good_rx.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                greeting.extend_from_slice(&buf[..n]);
+            }
+            greeting.truncate(18);
+            good_tx.write_all(b"ping").await.unwrap();
+            let mut rest = Vec::new();
+            while !String::from_utf8_lossy(&rest).contains("ping") {
+                let n = within("echo", good_rx.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                rest.extend_from_slice(&buf[..n]);
+            }
+            (
+                first,
+                String::from_utf8_lossy(&greeting).into_owned(),
+                answers,
+            )
+        })
+    })
+    .unwrap();
+    let (first, greeting, answers) = results;
+    assert_eq!(first.status, Status::Connected);
+    assert_eq!(greeting, "hello from prod-db");
+    let want = [
+        ("garbage", Status::BadHeader, "bad magic"),
+        ("version", Status::BadHeader, "version 2"),
+        ("oversized", Status::BadHeader, "exceeds"),
+        ("truncated", Status::BadHeader, "ended inside"),
+        ("not hosted", Status::UnknownDestination, "not a workload"),
+        ("spoofed source", Status::IdentityMismatch, "dev-app"),
+    ];
+    for ((name, got), (wname, status, text)) in answers.iter().zip(want) {
+        assert_eq!(*name, wname);
+        assert_eq!(got.status, status, "{name}: {got:?}");
+        assert!(got.reason.contains(text), "{name}: {got:?}");
+    }
+    // Each refusal left a record at hostB.
+    let flows = c.flows("hostB");
+    assert!(
+        flows
+            .iter()
+            .filter(|f| f["eastwall"]["policy"]["rule"] == "bad-tunnel-header")
+            .count()
+            >= 4,
+        "{flows:#?}"
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["eastwall"]["policy"]["rule"] == "destination-not-hosted")
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["eastwall"]["policy"]["rule"] == "identity-mismatch")
+    );
+}
+
+async fn read_response(rx: &mut quinn::RecvStream) -> Response {
+    read_response_and_rest(rx).await.0
+}
+
+/// The response and whatever bytes came behind it.
+async fn read_response_and_rest(rx: &mut quinn::RecvStream) -> (Response, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Decoded::Done(r, used) = Response::decode(&buf).unwrap() {
+            return (r, buf.split_off(used));
+        }
+        match rx.read(&mut chunk).await.unwrap() {
+            Some(n) => buf.extend_from_slice(&chunk[..n]),
+            None => panic!("stream ended before a response: {buf:?}"),
+        }
+    }
+}
