@@ -51,23 +51,74 @@ struct Spec {
     #[serde(default)]
     runtime: RuntimeSpec,
     #[serde(default)]
-    identity: Option<IdentitySpec>,
+    identity: Option<Spanned<IdentityDoc>>,
     #[serde(default)]
     tunnel: TunnelSpec,
 }
 
+/// Where this node's workload certificates come from, as written in the file: exactly one of
+/// `certDir` and `ca`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IdentityDoc {
+    trust_bundle: PathBuf,
+    #[serde(default)]
+    cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    reload_secs: Option<u64>,
+    #[serde(default)]
+    ca: Option<CaDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CaDoc {
+    url: String,
+    node_cert: PathBuf,
+    node_key: PathBuf,
+    #[serde(default)]
+    cert_secs: Option<u64>,
+}
+
 /// Where this node's workload certificates come from. Without it the node runs without the
 /// tunnel and decides on addresses only.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentitySpec {
     /// PEM file with the trust domain's CA certificate(s).
     pub trust_bundle: PathBuf,
-    /// Folder with `<workload>.crt` and `<workload>.key` for each local workload.
-    pub cert_dir: PathBuf,
-    /// Seconds between checks of the certificate files for changes.
-    #[serde(default = "default_reload_secs")]
-    pub reload_secs: u64,
+    /// Files provisioned by the operator, or the eastwall CA.
+    pub source: CertSource,
+}
+
+/// How a node obtains its workloads' certificates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertSource {
+    /// `certDir`: `<workload>.crt` and `<workload>.key` for each local workload, provided by
+    /// the operator (own PKI) and reloaded when they change.
+    Files {
+        /// The folder.
+        cert_dir: PathBuf,
+        /// Seconds between checks of the files for changes.
+        reload_secs: u64,
+    },
+    /// `ca`: the node makes a key and a signing request per local workload identity and has
+    /// `eastwall ca serve` sign it, authenticating with its node certificate; it renews each
+    /// certificate at half its lifetime.
+    Ca(CaClientSpec),
+}
+
+/// The node's client of `eastwall ca serve` (`identity.ca`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaClientSpec {
+    /// `https://HOST:PORT` of the CA service.
+    pub url: String,
+    /// The node's certificate (`spiffe://<td>/node/<nodeName>`), PEM; re-read for every
+    /// request, so it can be replaced in place.
+    pub node_cert: PathBuf,
+    /// The node certificate's private key, PEM.
+    pub node_key: PathBuf,
+    /// Lifetime the node asks for, in seconds; none takes the CA's (`--cert-secs`).
+    pub cert_secs: Option<u64>,
 }
 
 fn default_reload_secs() -> u64 {
@@ -251,10 +302,64 @@ impl NodeConfig {
                 "capture marks must be non-zero and distinct".to_string(),
             );
         }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let identity = match f.spec.identity {
+            None => None,
+            Some(doc) => {
+                let at = doc.referenced;
+                let i = doc.value;
+                let source = match (i.cert_dir, i.ca) {
+                    (Some(cert_dir), None) => Some(CertSource::Files {
+                        cert_dir: base.join(cert_dir),
+                        reload_secs: i.reload_secs.unwrap_or_else(default_reload_secs).max(1),
+                    }),
+                    (None, Some(_)) if i.reload_secs.is_some() => {
+                        error(
+                            &at,
+                            "identity: `reloadSecs` applies to `certDir` only, not to `ca`"
+                                .to_string(),
+                        );
+                        None
+                    }
+                    (None, Some(ca)) if ca.cert_secs == Some(0) => {
+                        error(
+                            &at,
+                            "identity.ca: `certSecs` must be at least 1".to_string(),
+                        );
+                        None
+                    }
+                    (None, Some(ca)) => Some(CertSource::Ca(CaClientSpec {
+                        url: ca.url,
+                        node_cert: base.join(ca.node_cert),
+                        node_key: base.join(ca.node_key),
+                        cert_secs: ca.cert_secs,
+                    })),
+                    (Some(_), Some(_)) => {
+                        error(
+                            &at,
+                            "identity: give either `certDir` (certificate files) or `ca` (the eastwall CA), not both"
+                                .to_string(),
+                        );
+                        None
+                    }
+                    (None, None) => {
+                        error(
+                            &at,
+                            "identity: give `certDir` (certificate files) or `ca` (the eastwall CA)"
+                                .to_string(),
+                        );
+                        None
+                    }
+                };
+                source.map(|source| IdentitySpec {
+                    trust_bundle: base.join(i.trust_bundle),
+                    source,
+                })
+            }
+        };
         if !diags.is_empty() {
             return Err(diags);
         }
-        let base = file.parent().unwrap_or(Path::new("."));
         Ok(NodeConfig {
             node_name: f.spec.node_name,
             registry_path: base.join(f.spec.registry),
@@ -266,11 +371,7 @@ impl NodeConfig {
                 ..f.spec.flow_log
             },
             runtime: f.spec.runtime,
-            identity: f.spec.identity.map(|i| IdentitySpec {
-                trust_bundle: base.join(i.trust_bundle),
-                cert_dir: base.join(i.cert_dir),
-                reload_secs: i.reload_secs.max(1),
-            }),
+            identity,
             tunnel: f.spec.tunnel,
         })
     }

@@ -1,9 +1,11 @@
-//! The certificates of this node's workloads, read from files the operator (or the CA client)
-//! provides, checked against the registry, and reloaded when the files change.
+//! The certificates of this node's workloads, checked against the registry: either read from
+//! files the operator provides and reloaded when the files change ([`LocalIdentities::load`]),
+//! or obtained from the eastwall CA and renewed by [`crate::ca::client`]
+//! ([`LocalIdentities::from_ca`]).
 //!
-//! Layout: `<certDir>/<workload>.crt` (PEM chain, leaf first) and `<certDir>/<workload>.key`.
-//! A file's SPIFFE ID must be the identity the registry gives that workload. A change that
-//! fails to load keeps the identity in use and is logged and counted.
+//! File layout: `<certDir>/<workload>.crt` (PEM chain, leaf first) and
+//! `<certDir>/<workload>.key`. A file's SPIFFE ID must be the identity the registry gives that
+//! workload. A change that fails to load keeps the identity in use and is logged and counted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,10 +46,7 @@ impl LocalIdentities {
         registry: &Registry,
         node: &str,
     ) -> anyhow::Result<LocalIdentities> {
-        let pem = std::fs::read_to_string(bundle_path)
-            .with_context(|| format!("reading {}", bundle_path.display()))?;
-        let bundle = TrustBundle::from_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
+        let bundle = load_bundle(bundle_path)?;
         let mut slots = Vec::new();
         for w in registry.workloads_on(node) {
             slots.push(Slot {
@@ -71,6 +70,51 @@ impl LocalIdentities {
         }
         *me.slots.lock().unwrap_or_else(|p| p.into_inner()) = slots;
         Ok(me)
+    }
+
+    /// The identities (deduplicated, sorted) of the workloads the registry places on `node`:
+    /// what the node needs certificates for. Replicas sharing an identity share one.
+    pub fn wanted(registry: &Registry, node: &str) -> Vec<SpiffeId> {
+        let mut ids: Vec<SpiffeId> = registry
+            .workloads_on(node)
+            .map(|w| w.identity.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Builds the identities of a node whose certificates come from the CA: `issued` holds a
+    /// certificate and key (PEM) for each identity of [`LocalIdentities::wanted`], no more, no
+    /// less. There are no files to reload; [`LocalIdentities::replace`] installs renewals.
+    pub fn from_ca(
+        bundle_path: &Path,
+        registry: &Registry,
+        node: &str,
+        issued: &[(SpiffeId, String, String)],
+    ) -> anyhow::Result<LocalIdentities> {
+        let me = LocalIdentities::empty(bundle_path)?;
+        let wanted = LocalIdentities::wanted(registry, node);
+        for id in &wanted {
+            let Some((_, cert, key)) = issued.iter().find(|(i, _, _)| i == id) else {
+                bail!("no certificate for {id}, the identity of a workload on node `{node}`");
+            };
+            me.replace(id, cert, key)?;
+        }
+        if let Some((extra, _, _)) = issued.iter().find(|(i, _, _)| !wanted.contains(i)) {
+            bail!("{extra} is not the identity of a workload on node `{node}`");
+        }
+        Ok(me)
+    }
+
+    /// The bundle, and no identities yet.
+    fn empty(bundle_path: &Path) -> anyhow::Result<LocalIdentities> {
+        Ok(LocalIdentities {
+            bundle: load_bundle(bundle_path)?,
+            server: IdentitySet::new(),
+            clients: RwLock::new(HashMap::new()),
+            slots: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     fn install(&self, ident: Identity) {
@@ -127,13 +171,30 @@ impl LocalIdentities {
         failed
     }
 
-    /// Replaces the identity of `workload` (used by the CA client after a renewal).
-    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> anyhow::Result<SpiffeId> {
-        let ident = Identity::from_pem(cert_pem, key_pem).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let id = ident.id.clone();
-        self.install(ident);
-        Ok(id)
+    /// Replaces (or adds) the identity `expected` with a new certificate and key (PEM), used by
+    /// the CA client after a renewal. Refuses, keeping the identity in use, if they do not load
+    /// or the certificate is not for `expected`. New handshakes present the new certificate;
+    /// established connections keep theirs.
+    pub fn replace(
+        &self,
+        expected: &SpiffeId,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<Arc<Identity>> {
+        let ident = Identity::from_pem(cert_pem, key_pem)
+            .map_err(|e| anyhow::anyhow!("certificate for {expected}: {e}"))?;
+        if ident.id != *expected {
+            bail!("the certificate is for {}, not {expected}", ident.id);
+        }
+        self.install(ident.clone());
+        Ok(Arc::new(ident))
     }
+}
+
+fn load_bundle(path: &Path) -> anyhow::Result<TrustBundle> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("trust bundle: reading {}", path.display()))?;
+    TrustBundle::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn read(s: &Slot) -> anyhow::Result<Identity> {
@@ -165,4 +226,190 @@ fn mtimes(s: &Slot) -> anyhow::Result<(SystemTime, SystemTime)> {
         std::fs::metadata(&s.cert)?.modified()?,
         std::fs::metadata(&s.key)?.modified()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use eastwall_certs::Ca;
+    use std::time::Duration;
+
+    const REGISTRY: &str = "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: hostA, addresses: [10.0.0.1]}
+  workloads:
+    - {name: web, node: hostA, addresses: [10.0.1.2]}
+    - {name: db, node: hostA, addresses: [10.0.1.3]}
+";
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        ca: Ca,
+        registry: Registry,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let ca = Ca::generate("corp.example", DAY).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+            std::fs::create_dir(dir.path().join("certs")).unwrap();
+            let registry = Registry::parse("registry.yaml", REGISTRY).unwrap();
+            let f = Fixture { dir, ca, registry };
+            for w in ["web", "db"] {
+                f.write_issued(w, &f.id(w));
+            }
+            f
+        }
+
+        fn id(&self, workload: &str) -> SpiffeId {
+            SpiffeId::parse(&format!("spiffe://corp.example/wl/{workload}")).unwrap()
+        }
+
+        fn path(&self, file: &str) -> PathBuf {
+            self.dir.path().join("certs").join(file)
+        }
+
+        /// Writes files and moves their modification time forward, so a reload sees them even
+        /// on a file system with coarse timestamps.
+        fn write(&self, file: &str, text: &str) {
+            let p = self.path(file);
+            std::fs::write(&p, text).unwrap();
+            let later = SystemTime::now() + Duration::from_secs(next_offset());
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        }
+
+        fn write_issued(&self, workload: &str, id: &SpiffeId) {
+            let issued = self.ca.issue(id, DAY).unwrap();
+            self.write(&format!("{workload}.crt"), &issued.cert_pem);
+            self.write(&format!("{workload}.key"), &issued.key_pem);
+        }
+
+        fn load(&self) -> anyhow::Result<LocalIdentities> {
+            LocalIdentities::load(
+                &self.dir.path().join("ca.pem"),
+                &self.dir.path().join("certs"),
+                &self.registry,
+                "hostA",
+            )
+        }
+    }
+
+    /// A larger offset each call, so consecutive writes differ in modification time.
+    fn next_offset() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(1);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn serving(ids: &LocalIdentities, id: &SpiffeId) -> Vec<u8> {
+        let client = ids.client(id).unwrap().current().certified_key().cert[0].to_vec();
+        let server = ids.server.get(id).unwrap().certified_key().cert[0].to_vec();
+        assert_eq!(client, server, "client and server sides must agree");
+        client
+    }
+
+    #[test]
+    fn a_failed_reload_keeps_the_identity_in_use() {
+        let f = Fixture::new();
+        let ids = f.load().unwrap();
+        let web = f.id("web");
+        let before = serving(&ids, &web);
+        assert_eq!(ids.reload_changed(), 0, "nothing changed");
+
+        // Garbage in the certificate file.
+        f.write("web.crt", "-----BEGIN CERTIFICATE-----\ngarbage\n");
+        assert_eq!(ids.reload_changed(), 1);
+        assert_eq!(serving(&ids, &web), before);
+        // Not retried until the files change again.
+        assert_eq!(ids.reload_changed(), 0);
+
+        // A valid certificate and key, but for another identity (db's).
+        f.write_issued("web", &f.id("db"));
+        assert_eq!(ids.reload_changed(), 1);
+        assert_eq!(serving(&ids, &web), before);
+
+        // Both at once: two failures counted.
+        f.write("web.key", "not a key");
+        f.write("db.crt", "");
+        assert_eq!(ids.reload_changed(), 2);
+        assert_eq!(serving(&ids, &web), before);
+
+        // A good renewal is taken.
+        f.write_issued("web", &web);
+        f.write_issued("db", &f.id("db"));
+        assert_eq!(ids.reload_changed(), 0);
+        assert_ne!(serving(&ids, &web), before);
+    }
+
+    #[test]
+    fn a_missing_file_at_load_is_named() {
+        let f = Fixture::new();
+        std::fs::remove_file(f.path("db.crt")).unwrap();
+        let err = format!("{:#}", f.load().err().unwrap());
+        assert!(
+            err.contains(&f.path("db.crt").display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("workload `db`"), "{err}");
+
+        let f = Fixture::new();
+        std::fs::remove_file(f.path("web.key")).unwrap();
+        let err = format!("{:#}", f.load().err().unwrap());
+        assert!(err.contains("web.key"), "{err}");
+
+        let f = Fixture::new();
+        f.write_issued("db", &f.id("web"));
+        let err = format!("{:#}", f.load().err().unwrap());
+        assert!(err.contains("db.crt") && err.contains("wl/web"), "{err}");
+    }
+
+    #[test]
+    fn ca_mode_installs_and_replaces_only_the_expected_identities() {
+        let f = Fixture::new();
+        let bundle = f.dir.path().join("ca.pem");
+        let (web, db) = (f.id("web"), f.id("db"));
+        assert_eq!(
+            LocalIdentities::wanted(&f.registry, "hostA"),
+            vec![db.clone(), web.clone()]
+        );
+        let issue = |id: &SpiffeId| {
+            let i = f.ca.issue(id, DAY).unwrap();
+            (id.clone(), i.cert_pem, i.key_pem)
+        };
+        // Missing one: refused.
+        let err = LocalIdentities::from_ca(&bundle, &f.registry, "hostA", &[issue(&web)])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("wl/db"), "{err}");
+        let ids =
+            LocalIdentities::from_ca(&bundle, &f.registry, "hostA", &[issue(&web), issue(&db)])
+                .unwrap();
+        assert_eq!(ids.server.ids(), vec![db.clone(), web.clone()]);
+        assert_eq!(ids.reload_changed(), 0, "no files in CA mode");
+
+        let before = serving(&ids, &web);
+        let (_, cert, key) = issue(&db);
+        let err = ids.replace(&web, &cert, &key).unwrap_err();
+        assert!(
+            err.to_string().contains("not spiffe://corp.example/wl/web"),
+            "{err}"
+        );
+        assert!(ids.replace(&web, "garbage", &key).is_err());
+        assert_eq!(serving(&ids, &web), before);
+        let (_, cert, key) = issue(&web);
+        let got = ids.replace(&web, &cert, &key).unwrap();
+        assert_eq!(got.id, web);
+        assert_ne!(serving(&ids, &web), before);
+    }
 }

@@ -11,9 +11,13 @@
 //! 3. [`flow`] writes a Suricata-EVE-shaped record per connection; [`metrics`] counts; [`admin`]
 //!    serves `/healthz`, `/metrics`, `/flows` on loopback.
 //!
+//! [`identity`] holds the local workloads' certificates, from files or from the CA service
+//! ([`ca`], which is also `eastwall ca init|issue|serve`).
+//!
 //! [`lab`] builds hosts and workloads as namespaces for `eastwall demo` and the tests.
 
 pub mod admin;
+pub mod ca;
 pub mod capture;
 pub mod config;
 pub mod demo;

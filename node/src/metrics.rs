@@ -44,6 +44,13 @@ pub struct BytesLabels {
     pub flow: &'static str,
 }
 
+/// Labels of certificate renewals.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +77,8 @@ pub struct Metrics {
     pub tunnel_dials: Counter,
     /// Certificate files that failed to reload.
     pub cert_reload_failures: Counter,
+    /// Certificate renewals from the CA, by result (`ok`, `error`).
+    pub cert_renewals: Family<RenewalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +96,7 @@ impl Default for Metrics {
             tunnel_handshake_failures: Counter::default(),
             tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
+            cert_renewals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -140,6 +150,11 @@ impl Default for Metrics {
             "Certificate files that failed to reload",
             m.cert_reload_failures.clone(),
         );
+        registry.register(
+            "cert_renewals",
+            "Certificate renewals from the CA, by result",
+            m.cert_renewals.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -179,6 +194,14 @@ mod tests {
         assert!(text.contains("eastwall_connections_denied_total{direction=\"outbound\",rule=\"dev-not-prod\",mode=\"enforce\",action=\"deny\"} 1"), "{text}");
         assert!(
             text.contains("eastwall_bytes_total{direction=\"outbound\",flow=\"toserver\"} 42"),
+            "{text}"
+        );
+        m.cert_renewals
+            .get_or_create(&RenewalLabels { result: "ok" })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("eastwall_cert_renewals_total{result=\"ok\"} 1"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -7,14 +7,14 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{NodeConfig, Rules};
+use crate::config::{CaClientSpec, CertSource, NodeConfig, Rules};
 use crate::flow::FlowLog;
 use crate::identity::LocalIdentities;
 use crate::metrics::Metrics;
 use crate::proxy::Listener;
 use crate::state::NodeState;
 use crate::tunnel::pool::Pool;
-use crate::{admin, capture, proxy, tunnel};
+use crate::{admin, ca, capture, proxy, tunnel};
 
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
 /// left in place on exit so captured traffic stays blocked while the node is down.
@@ -56,16 +56,37 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
     let mut identities = None;
+    // Renewal tasks of identities from the CA: (client, identities) to spawn once the state
+    // (and its metrics) exist.
+    let mut from_ca = None;
     if let Some(id) = &cfg.identity {
-        let ids = Arc::new(LocalIdentities::load(
-            &id.trust_bundle,
-            &id.cert_dir,
-            &rules.registry,
-            &cfg.node_name,
-        )?);
+        let ids = match &id.source {
+            CertSource::Files { cert_dir, .. } => Arc::new(LocalIdentities::load(
+                &id.trust_bundle,
+                cert_dir,
+                &rules.registry,
+                &cfg.node_name,
+            )?),
+            CertSource::Ca(spec) => {
+                let (client, ids) = identities_from_ca(
+                    spec,
+                    &id.trust_bundle,
+                    &rules,
+                    &cfg.node_name,
+                    cfg.capture.own_mark,
+                )
+                .await?;
+                from_ca = Some(client);
+                ids
+            }
+        };
         let ep = tunnel::endpoint(cfg.tunnel.port, &ids, cfg.capture.own_mark)?;
         tunnel_endpoint = Some(ep);
-        identities = Some((ids, id.reload_secs));
+        let reload_secs = match &id.source {
+            CertSource::Files { reload_secs, .. } => Some(*reload_secs),
+            CertSource::Ca(_) => None,
+        };
+        identities = Some((ids, reload_secs));
     }
     let pool = match (&tunnel_endpoint, &identities) {
         (Some(ep), Some((ids, _))) => Some(Pool::new(
@@ -88,7 +109,18 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     if let Some(ep) = tunnel_endpoint.clone() {
         tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));
     }
-    if let Some((ids, secs)) = identities {
+    if let (Some(client), Some((ids, _))) = (from_ca, &identities) {
+        let client = Arc::new(client);
+        for id in ids.server.ids() {
+            tasks.push(tokio::spawn(ca::client::rotate(
+                client.clone(),
+                ids.clone(),
+                id,
+                state.metrics.cert_renewals.clone(),
+            )));
+        }
+    }
+    if let Some((ids, Some(secs))) = identities {
         let state = state.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
@@ -144,4 +176,33 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         t.abort();
     }
     Ok(())
+}
+
+/// Obtains a certificate for every local workload identity from the CA (a few quick retries;
+/// then start-up fails) and returns the client (for renewals) and the identities.
+async fn identities_from_ca(
+    spec: &CaClientSpec,
+    bundle_path: &std::path::Path,
+    rules: &Rules,
+    node: &str,
+    own_mark: u32,
+) -> anyhow::Result<(ca::client::CaClient, Arc<LocalIdentities>)> {
+    let pem = std::fs::read_to_string(bundle_path)
+        .with_context(|| format!("trust bundle: reading {}", bundle_path.display()))?;
+    let bundle = eastwall_certs::TrustBundle::from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
+    if bundle.trust_domain() != rules.registry.trust_domain() {
+        anyhow::bail!(
+            "the trust bundle {} is for trust domain {}, but the registry's is {}",
+            bundle_path.display(),
+            bundle.trust_domain(),
+            rules.registry.trust_domain()
+        );
+    }
+    let client = ca::client::CaClient::new(spec, bundle, node, Some(own_mark))?;
+    let wanted = LocalIdentities::wanted(&rules.registry, node);
+    info!(url = %spec.url, identities = wanted.len(), "obtaining workload certificates from the CA");
+    let issued = ca::client::obtain_all(&client, &wanted).await?;
+    let ids = LocalIdentities::from_ca(bundle_path, &rules.registry, node, &issued)?;
+    Ok((client, Arc::new(ids)))
 }

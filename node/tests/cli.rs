@@ -157,3 +157,325 @@ fn deploy_examples_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn ca_init_then_issue_makes_certificates_that_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("ca");
+    let dir_s = dir.to_str().unwrap();
+    let said = ok(&eastwall(&[
+        "ca",
+        "init",
+        "--dir",
+        dir_s,
+        "--trust-domain",
+        "corp.example",
+        "--days",
+        "30",
+    ]));
+    assert!(said.contains("corp.example"), "{said}");
+    let ca_pem = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    let ca_key = std::fs::read_to_string(dir.join("ca.key")).unwrap();
+    let key_mode = std::fs::metadata(dir.join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let ca = eastwall_certs::Ca::from_pem(&ca_pem, &ca_key).unwrap();
+    assert_eq!(ca.trust_domain(), "corp.example");
+    let bundle = eastwall_certs::TrustBundle::from_pem(&ca_pem).unwrap();
+    assert_eq!(bundle.trust_domain(), "corp.example");
+
+    // Refuses to overwrite, and leaves the CA as it was.
+    let out = eastwall(&[
+        "ca",
+        "init",
+        "--dir",
+        dir_s,
+        "--trust-domain",
+        "corp.example",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("ca.crt")).unwrap(), ca_pem);
+    assert_eq!(std::fs::read_to_string(dir.join("ca.key")).unwrap(), ca_key);
+
+    // A node certificate and a workload certificate.
+    let node = d.path().join("hostA");
+    ok(&eastwall(&[
+        "ca",
+        "issue",
+        "--dir",
+        dir_s,
+        "--node",
+        "hostA",
+        "--out",
+        node.to_str().unwrap(),
+        "--hours",
+        "2",
+    ]));
+    let ident = eastwall_certs::Identity::from_pem(
+        &std::fs::read_to_string(d.path().join("hostA.crt")).unwrap(),
+        &std::fs::read_to_string(d.path().join("hostA.key")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ident.id.as_str(), "spiffe://corp.example/node/hostA");
+    let life = ident.not_after.duration_since(ident.not_before).unwrap();
+    assert!(life.as_secs() <= 2 * 3600 + 300 + 1, "{life:?}");
+    let key_mode = std::fs::metadata(d.path().join("hostA.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    let wl = d.path().join("certs/web");
+    ok(&eastwall(&[
+        "ca",
+        "issue",
+        "--dir",
+        dir_s,
+        "--id",
+        "spiffe://corp.example/wl/web",
+        "--out",
+        wl.to_str().unwrap(),
+    ]));
+    let ident = eastwall_certs::Identity::from_pem(
+        &std::fs::read_to_string(d.path().join("certs/web.crt")).unwrap(),
+        &std::fs::read_to_string(d.path().join("certs/web.key")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ident.id.as_str(), "spiffe://corp.example/wl/web");
+
+    // Refusals: foreign trust domain, both --id and --node, overwriting.
+    for args in [
+        vec!["--id", "spiffe://other.example/wl/web", "--out", "x"],
+        vec![
+            "--id",
+            "spiffe://corp.example/wl/a",
+            "--node",
+            "n",
+            "--out",
+            "x",
+        ],
+        vec!["--node", "hostA", "--out", node.to_str().unwrap()],
+    ] {
+        let mut all = vec!["ca", "issue", "--dir", dir_s];
+        all.extend(args.iter().copied());
+        assert!(!eastwall(&all).status.success(), "{args:?}");
+    }
+}
+
+#[test]
+fn node_config_takes_either_cert_dir_or_ca() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: hostA\n  registry: r.yaml\n  policy: p.yaml\n  identity:\n    trustBundle: ca.crt\n";
+    let ca = "    ca: {url: \"https://10.0.0.9:15009\", nodeCert: n.crt, nodeKey: n.key, certSecs: 600}\n";
+    let good = write(d.path(), "ca.yaml", &format!("{head}{ca}"));
+    ok(&eastwall(&["policy", "check", &good]));
+    let good = write(
+        d.path(),
+        "files.yaml",
+        &format!("{head}    certDir: certs\n"),
+    );
+    ok(&eastwall(&["policy", "check", &good]));
+    for (name, extra, want) in [
+        ("both.yaml", format!("{ca}    certDir: certs\n"), "not both"),
+        ("none.yaml", String::new(), "give `certDir`"),
+        (
+            "reload.yaml",
+            format!("{ca}    reloadSecs: 3\n"),
+            "reloadSecs",
+        ),
+    ] {
+        let f = write(d.path(), name, &format!("{head}{extra}"));
+        let out = eastwall(&["policy", "check", &f]);
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{f}:8:5")), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+/// A child process killed (by its PID) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ca_serve_signs_only_for_the_requesting_nodes_workloads() {
+    use eastwall_certs::{Identity, TrustBundle, generate_csr};
+    use eastwall_identity::SpiffeId;
+    use eastwall_node::ca::client::post_csr;
+
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("ca");
+    let dir_s = dir.to_str().unwrap();
+    ok(&eastwall(&[
+        "ca",
+        "init",
+        "--dir",
+        dir_s,
+        "--trust-domain",
+        "corp.example",
+    ]));
+    let registry = write(
+        d.path(),
+        "registry.yaml",
+        "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: hostA, addresses: [10.0.0.1]}
+    - {name: hostB, addresses: [10.0.0.2]}
+  workloads:
+    - {name: web, node: hostA, addresses: [10.0.1.2]}
+    - {name: db, node: hostB, addresses: [10.0.2.2]}
+",
+    );
+    for (who, args) in [
+        ("hostA", vec!["--node", "hostA"]),
+        ("ghost", vec!["--node", "ghost"]),
+        ("web", vec!["--id", "spiffe://corp.example/wl/web"]),
+    ] {
+        let out = d.path().join(who);
+        let mut all = vec![
+            "ca",
+            "issue",
+            "--dir",
+            dir_s,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        all.extend(args);
+        ok(&eastwall(&all));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _ca = Running(
+        Command::new(env!("CARGO_BIN_EXE_eastwall"))
+            .args(["ca", "serve", "--dir", dir_s, "--registry", &registry])
+            .args(["--listen", &listen, "--cert-secs", "600"])
+            .stderr(std::fs::File::create(d.path().join("ca.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&listen).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let bundle =
+        TrustBundle::from_pem(&std::fs::read_to_string(dir.join("ca.crt")).unwrap()).unwrap();
+    let who = |name: &str| {
+        Identity::from_pem(
+            &std::fs::read_to_string(d.path().join(format!("{name}.crt"))).unwrap(),
+            &std::fs::read_to_string(d.path().join(format!("{name}.key"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let csr = |s: &str| generate_csr(&SpiffeId::parse(s).unwrap()).unwrap();
+    let url = format!("https://{listen}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |client: &str, body: &str, secs: Option<u64>| {
+        rt.block_on(post_csr(&url, who(client), &bundle, body, secs, None))
+            .unwrap()
+    };
+
+    // hostA gets web's certificate, for the lifetime it asks (capped by --cert-secs).
+    let (web_csr, web_key) = csr("spiffe://corp.example/wl/web");
+    let (status, cert) = post("hostA", &web_csr, Some(60));
+    assert_eq!(status, 200, "{cert}");
+    let ident = Identity::from_pem(&cert, &web_key).unwrap();
+    assert_eq!(ident.id.as_str(), "spiffe://corp.example/wl/web");
+    let life = ident.not_after.duration_since(ident.not_before).unwrap();
+    assert!(life.as_secs() <= 300 + 61, "{life:?}");
+    let (status, cert) = post("hostA", &web_csr, None);
+    assert_eq!(status, 200);
+    let ident = Identity::from_pem(&cert, &web_key).unwrap();
+    let life = ident.not_after.duration_since(ident.not_before).unwrap();
+    assert!(life.as_secs() >= 300 + 599, "{life:?}");
+
+    // Not db's (on hostB), not the node's own, nothing for non-nodes or unknown nodes.
+    let (db_csr, _) = csr("spiffe://corp.example/wl/db");
+    let (status, body) = post("hostA", &db_csr, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("node `hostA` may not obtain a certificate for spiffe://corp.example/wl/db"),
+        "{body}"
+    );
+    let (node_csr, _) = csr("spiffe://corp.example/node/hostA");
+    assert_eq!(post("hostA", &node_csr, None).0, 403);
+    let (status, body) = post("web", &web_csr, None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not a node identity"), "{body}");
+    assert_eq!(post("ghost", &web_csr, None).0, 403);
+
+    // Bad requests.
+    let (status, body) = post("hostA", "garbage", None);
+    assert_eq!(status, 400, "{body}");
+    let (foreign, _) = csr("spiffe://other.example/wl/web");
+    assert_eq!(post("hostA", &foreign, None).0, 400);
+    assert_eq!(post("hostA", &web_csr, Some(0)).0, 400);
+    assert_eq!(post("hostA", &"x".repeat(100 * 1024), None).0, 413);
+
+    // A client certificate from another CA does not get past the handshake.
+    let other =
+        eastwall_certs::Ca::generate("corp.example", std::time::Duration::from_secs(3600)).unwrap();
+    let forged = other
+        .issue(
+            &SpiffeId::parse("spiffe://corp.example/node/hostA").unwrap(),
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let forged = Identity::from_pem(&forged.cert_pem, &forged.key_pem).unwrap();
+    assert!(
+        rt.block_on(post_csr(&url, forged, &bundle, &web_csr, None, None))
+            .is_err()
+    );
+
+    // Moving db to hostA in the registry moves the right to its certificate.
+    std::fs::write(
+        &registry,
+        std::fs::read_to_string(&registry).unwrap().replace(
+            "node: hostB, addresses: [10.0.2.2]",
+            "node: hostA, addresses: [10.0.2.2]",
+        ) + "# db moved\n",
+    )
+    .unwrap();
+    let (status, body) = post("hostA", &db_csr, None);
+    assert_eq!(status, 200, "{body}");
+
+    let log = std::fs::read_to_string(d.path().join("ca.log")).unwrap();
+    assert!(
+        log.contains("decision=\"signed\"") || log.contains("decision=signed"),
+        "{log}"
+    );
+    assert!(log.contains("refused"), "{log}");
+    assert!(log.contains("registry reloaded"), "{log}");
+}

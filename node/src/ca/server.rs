@@ -1,0 +1,550 @@
+//! `eastwall ca serve`: the CA's signing endpoint.
+//!
+//! HTTPS (HTTP/1.1 over TLS 1.3) with client certificates required: the CA presents a
+//! certificate for `spiffe://<td>/ca` that it issues itself (and renews at half its lifetime),
+//! and accepts only clients whose certificate chains to its own CA certificate.
+//!
+//! `POST /v1/sign` with a PEM certificate signing request as the body:
+//! - the client must be a node: `spiffe://<td>/node/<name>` with `<name>` a node of the
+//!   registry, else 403;
+//! - the body must be a CSR (at most [`MAX_BODY`] bytes, else 413) asking for exactly one
+//!   SPIFFE ID of the trust domain, else 400;
+//! - that ID must be the identity of a workload the registry places on that node, else 403;
+//! - then 200 with the signed certificate (PEM), valid for `--cert-secs`, or for `N` seconds
+//!   if the query asks `certSecs=N` with `N` smaller.
+//!
+//! The registry file is re-read when it changes (checked on every request), so moving a
+//! workload to another node moves the right to its certificate with it. Every decision is
+//! logged.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use bytes::Bytes;
+use eastwall_certs::{Ca, Identity, RotatingIdentity, TrustBundle, peer_identity};
+use eastwall_identity::SpiffeId;
+use eastwall_policy::Registry;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::{ca_server_id, load_ca};
+
+/// Largest request body accepted (a CSR is well under 1 KiB).
+pub const MAX_BODY: usize = 64 * 1024;
+/// The signing path.
+pub const SIGN_PATH: &str = "/v1/sign";
+/// The ALPN protocol of the endpoint.
+pub const ALPN: &[u8] = b"http/1.1";
+/// Lifetime of the CA service's own certificate (renewed at half of it).
+const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may live (a signing client needs well under a second).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 256;
+
+/// What `eastwall ca serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The CA folder (`ca.crt`, `ca.key`).
+    pub dir: PathBuf,
+    /// The registry file deciding which node may hold which identity.
+    pub registry: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Lifetime of the certificates it signs.
+    pub cert_ttl: Duration,
+}
+
+/// Runs the CA service until SIGINT or SIGTERM.
+pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let server = Server::bind(&opts).await?;
+        tokio::select! {
+            r = server.serve() => r,
+            _ = term.recv() => { info!("stopping"); Ok(()) },
+            _ = int.recv() => { info!("stopping"); Ok(()) },
+        }
+    })
+}
+
+/// A bound CA service.
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    tls: tokio_rustls::TlsAcceptor,
+    own: Arc<RotatingIdentity>,
+}
+
+struct Ctx {
+    ca: Ca,
+    registry: RegistryFile,
+    cert_ttl: Duration,
+}
+
+impl Server {
+    /// Loads the CA and the registry, issues the service's own certificate and binds.
+    pub async fn bind(opts: &ServeOptions) -> anyhow::Result<Server> {
+        let ca = load_ca(&opts.dir)?;
+        if opts.cert_ttl.is_zero() {
+            anyhow::bail!("--cert-secs must be at least 1");
+        }
+        let registry = RegistryFile::load(&opts.registry)?;
+        let td = registry.current().trust_domain().to_owned();
+        if td != ca.trust_domain() {
+            anyhow::bail!(
+                "{} is for trust domain {td}, but the CA in {} is for {}",
+                opts.registry.display(),
+                opts.dir.display(),
+                ca.trust_domain()
+            );
+        }
+        let bundle = TrustBundle::from_pem(ca.cert_pem()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let own = RotatingIdentity::new(own_identity(&ca)?);
+        let config = eastwall_certs::server_config(own.clone(), &bundle, &[ALPN])
+            .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("listening on {}", opts.listen))?;
+        info!(
+            listen = %opts.listen,
+            trust_domain = %ca.trust_domain(),
+            cert_secs = opts.cert_ttl.as_secs(),
+            registry = %opts.registry.display(),
+            "CA serving {SIGN_PATH}"
+        );
+        Ok(Server {
+            listener,
+            ctx: Arc::new(Ctx {
+                ca,
+                registry,
+                cert_ttl: opts.cert_ttl,
+            }),
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            own,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the future is dropped.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        tokio::spawn(renew_own(self.ctx.clone(), self.own.clone()));
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let permit = limit.clone().acquire_owned().await?;
+            let (tcp, remote) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (tls, ctx) = (self.tls.clone(), self.ctx.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(tls, ctx, tcp, remote))
+                    .await;
+            });
+        }
+    }
+}
+
+/// The service's own certificate: `spiffe://<td>/ca`, issued by itself.
+fn own_identity(ca: &Ca) -> anyhow::Result<Identity> {
+    let id = ca_server_id(ca.trust_domain())?;
+    let issued = ca
+        .issue(&id, SERVER_CERT_TTL)
+        .map_err(|e| anyhow::anyhow!("issuing the CA service's certificate: {e}"))?;
+    Identity::from_pem(&issued.cert_pem, &issued.key_pem).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn renew_own(ctx: Arc<Ctx>, own: Arc<RotatingIdentity>) {
+    let mut next = SystemTime::now() + SERVER_CERT_TTL / 2;
+    loop {
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        match own_identity(&ctx.ca) {
+            Ok(i) => {
+                info!(not_after = ?i.not_after, "renewed the CA service's certificate");
+                own.set(i);
+                next = SystemTime::now() + SERVER_CERT_TTL / 2;
+            }
+            Err(e) => {
+                warn!("{e:#}; retrying in 60 s");
+                next = SystemTime::now() + Duration::from_secs(60);
+            }
+        }
+    }
+}
+
+async fn connection(
+    tls: tokio_rustls::TlsAcceptor,
+    ctx: Arc<Ctx>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+) {
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(%remote, %e, "TLS handshake refused");
+            return;
+        }
+        Err(_) => {
+            warn!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    // The handshake verified the chain, so the peer has a certificate with one SPIFFE ID of
+    // the trust domain; a missing one is refused anyway.
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .ok_or_else(|| "no client certificate".to_owned())
+        .and_then(|chain| peer_identity(chain).map_err(|e| e.to_string()));
+    let peer = Arc::new(peer);
+    let svc = service_fn(move |req| {
+        let (ctx, peer) = (ctx.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(req, &ctx, &peer, remote).await) }
+    });
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await
+    {
+        debug!(%remote, %e, "CA connection");
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    peer: &Result<SpiffeId, String>,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != SIGN_PATH {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("not found: POST {SIGN_PATH}\n"),
+        );
+    }
+    if req.method() != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{SIGN_PATH} takes POST with a PEM certificate request\n"),
+        );
+    }
+    let peer = match peer {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(%remote, reason = %e, decision = "refused", "sign: client has no identity");
+            return text(StatusCode::FORBIDDEN, format!("no client identity: {e}\n"));
+        }
+    };
+    let req_query = req.uri().query().map(str::to_owned);
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            warn!(%remote, client = %peer, decision = "refused", "sign: request body over {MAX_BODY} bytes");
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is limited to {MAX_BODY} bytes\n"),
+            );
+        }
+        Err(e) => {
+            debug!(%remote, %e, "sign: reading the body");
+            return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n"));
+        }
+    };
+    let ttl = match requested_ttl(req_query.as_deref(), ctx.cert_ttl) {
+        Ok(t) => t,
+        Err(m) => {
+            warn!(%remote, client = %peer, decision = "refused", status = 400, "sign: {m}");
+            return text(StatusCode::BAD_REQUEST, format!("{m}\n"));
+        }
+    };
+    let registry = ctx.registry.current();
+    let (status, message, cert) = decide(&ctx.ca, &registry, peer, &body, ttl);
+    match status {
+        StatusCode::OK => {
+            info!(%remote, client = %peer, decision = "signed", "sign: {message}");
+            text(StatusCode::OK, cert.unwrap_or_default())
+        }
+        _ => {
+            warn!(%remote, client = %peer, decision = "refused", status = status.as_u16(), "sign: {message}");
+            text(status, format!("{message}\n"))
+        }
+    }
+}
+
+/// The lifetime to sign for: `certSecs=N` from the query if given (at least 1), at most the
+/// CA's `--cert-secs`.
+fn requested_ttl(query: Option<&str>, max: Duration) -> Result<Duration, String> {
+    let Some(v) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("certSecs="))
+    else {
+        return Ok(max);
+    };
+    match v.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Duration::from_secs(n).min(max)),
+        _ => Err(format!(
+            "certSecs must be a whole number of seconds >= 1, got {v:?}"
+        )),
+    }
+}
+
+/// The authorization decision for one request; returns the status, a message for the log (and
+/// the body when refused), and the certificate when signed. Pure: no I/O.
+fn decide(
+    ca: &Ca,
+    registry: &Registry,
+    peer: &SpiffeId,
+    body: &[u8],
+    ttl: Duration,
+) -> (StatusCode, String, Option<String>) {
+    let node = match requesting_node(registry, peer) {
+        Ok(n) => n,
+        Err(m) => return (StatusCode::FORBIDDEN, m, None),
+    };
+    let Ok(csr) = std::str::from_utf8(body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the body is not a PEM certificate request (not UTF-8)".into(),
+            None,
+        );
+    };
+    // sign_csr checks the request (self-signature, exactly one SPIFFE ID of the trust domain)
+    // and yields the ID it asks for; the certificate is handed out only if the node may hold
+    // that ID, and dropped otherwise.
+    let (id, cert) = match ca.sign_csr(csr, ttl) {
+        Ok(x) => x,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("bad request: {e}"), None),
+    };
+    if registry.workloads_by_identity(&id).any(|w| w.node == node) {
+        (
+            StatusCode::OK,
+            format!("signed {id} for node `{node}` (valid {} s)", ttl.as_secs()),
+            Some(cert),
+        )
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "node `{node}` may not obtain a certificate for {id}: the registry places no workload with that identity on it"
+            ),
+            None,
+        )
+    }
+}
+
+/// The node a client certificate proves, if it is `spiffe://<td>/node/<name>` of a node in the
+/// registry.
+fn requesting_node(registry: &Registry, peer: &SpiffeId) -> Result<String, String> {
+    let name = peer
+        .path()
+        .strip_prefix("/node/")
+        .filter(|n| !n.contains('/'))
+        .ok_or_else(|| {
+            format!("{peer} is not a node identity (spiffe://<trust domain>/node/<name>)")
+        })?;
+    match registry.node(name) {
+        Some(n) if n.identity == *peer => Ok(name.to_owned()),
+        _ => Err(format!(
+            "{peer}: node `{name}` is not in the registry of trust domain {}",
+            registry.trust_domain()
+        )),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let ctype = if status == StatusCode::OK {
+        "application/x-pem-file"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+/// The registry file, re-read when its modification time or size changes. A change that does
+/// not load (or names another trust domain) is logged and the registry in force stays.
+struct RegistryFile {
+    path: PathBuf,
+    state: Mutex<(Stamp, Arc<Registry>)>,
+}
+
+type Stamp = Option<(SystemTime, u64)>;
+
+impl RegistryFile {
+    fn load(path: &Path) -> anyhow::Result<RegistryFile> {
+        let stamp = stamp(path);
+        let registry = parse_registry(path)?;
+        Ok(RegistryFile {
+            path: path.to_owned(),
+            state: Mutex::new((stamp, Arc::new(registry))),
+        })
+    }
+
+    fn current(&self) -> Arc<Registry> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = stamp(&self.path);
+        if now.is_some() && now != state.0 {
+            state.0 = now;
+            match parse_registry(&self.path) {
+                Ok(r) if r.trust_domain() != state.1.trust_domain() => warn!(
+                    registry = %self.path.display(),
+                    "the changed registry is for trust domain {}, not {}; keeping the registry in force",
+                    r.trust_domain(),
+                    state.1.trust_domain()
+                ),
+                Ok(r) => {
+                    info!(registry = %self.path.display(), "registry reloaded");
+                    state.1 = Arc::new(r);
+                }
+                Err(e) => warn!("{e:#}; keeping the registry in force"),
+            }
+        }
+        state.1.clone()
+    }
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn parse_registry(path: &Path) -> anyhow::Result<Registry> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Registry::parse(&path.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use eastwall_certs::generate_csr;
+
+    const REGISTRY: &str = "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: hostA, addresses: [10.0.0.1]}
+    - {name: hostB, addresses: [10.0.0.2]}
+  workloads:
+    - {name: web, node: hostA, addresses: [10.0.1.2]}
+    - {name: db, node: hostB, addresses: [10.0.2.2]}
+";
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn decisions() {
+        let ca = Ca::generate("corp.example", Duration::from_secs(3600)).unwrap();
+        let reg = Registry::parse("r.yaml", REGISTRY).unwrap();
+        let ttl = Duration::from_secs(60);
+        let host_a = id("spiffe://corp.example/node/hostA");
+        let (web_csr, web_key) = generate_csr(&id("spiffe://corp.example/wl/web")).unwrap();
+        let (db_csr, _) = generate_csr(&id("spiffe://corp.example/wl/db")).unwrap();
+
+        let (s, m, cert) = decide(&ca, &reg, &host_a, web_csr.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::OK, "{m}");
+        let ident = Identity::from_pem(&cert.unwrap(), &web_key).unwrap();
+        assert_eq!(ident.id.as_str(), "spiffe://corp.example/wl/web");
+
+        let (s, m, cert) = decide(&ca, &reg, &host_a, db_csr.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert!(cert.is_none());
+        assert!(
+            m.contains("node `hostA` may not") && m.contains("wl/db"),
+            "{m}"
+        );
+
+        // Not a node, or a node the registry does not know.
+        for who in [
+            "spiffe://corp.example/wl/web",
+            "spiffe://corp.example/node/hostZ",
+            "spiffe://corp.example/node/hostA/x",
+        ] {
+            let (s, m, _) = decide(&ca, &reg, &id(who), web_csr.as_bytes(), ttl);
+            assert_eq!(s, StatusCode::FORBIDDEN, "{who}: {m}");
+        }
+        // Bad requests.
+        for body in [&b"garbage"[..], &[0xff, 0xfe][..], b""] {
+            let (s, _, _) = decide(&ca, &reg, &host_a, body, ttl);
+            assert_eq!(s, StatusCode::BAD_REQUEST);
+        }
+        let (foreign, _) = generate_csr(&id("spiffe://other.example/wl/web")).unwrap();
+        let (s, _, _) = decide(&ca, &reg, &host_a, foreign.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn lifetimes() {
+        let max = Duration::from_secs(100);
+        assert_eq!(requested_ttl(None, max), Ok(max));
+        assert_eq!(requested_ttl(Some("a=b"), max), Ok(max));
+        assert_eq!(
+            requested_ttl(Some("certSecs=4"), max),
+            Ok(Duration::from_secs(4))
+        );
+        assert_eq!(requested_ttl(Some("x=1&certSecs=1000"), max), Ok(max));
+        assert!(requested_ttl(Some("certSecs=0"), max).is_err());
+        assert!(requested_ttl(Some("certSecs=-1"), max).is_err());
+    }
+
+    #[test]
+    fn registry_file_follows_changes_and_keeps_the_last_good_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.yaml");
+        std::fs::write(&p, REGISTRY).unwrap();
+        let f = RegistryFile::load(&p).unwrap();
+        assert_eq!(f.current().workloads_on("hostA").count(), 1);
+        // (A comment changes the size too, in case the file system's timestamps are coarse.)
+        let moved = REGISTRY.replace("node: hostB", "node: hostA") + "# moved\n";
+        std::fs::write(&p, moved).unwrap();
+        assert_eq!(f.current().workloads_on("hostA").count(), 2);
+        std::fs::write(&p, "kind: [").unwrap();
+        assert_eq!(f.current().workloads_on("hostA").count(), 2);
+        std::fs::write(&p, REGISTRY.replace("corp.example", "other.example")).unwrap();
+        assert_eq!(f.current().trust_domain(), "corp.example");
+    }
+}
