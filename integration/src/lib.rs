@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-pub use eastwall_node::lab::{Lab, NodeHandle, Outcome, Probe};
+pub use eastwall_node::lab::{CaHandle, Lab, NodeHandle, Outcome, Probe};
 use serde_json::Value;
 
 /// The trust domain of every test cloud.
@@ -192,6 +192,34 @@ impl Cloud {
     /// GETs an admin path of `host`'s node.
     pub fn admin(&self, host: &str, path: &str) -> String {
         self.lab.admin_get(self.node(host), path).unwrap()
+    }
+
+    /// Starts `eastwall ca serve` on `host` (10.77.0.N:15009) with the cloud's registry, signing
+    /// for at most `cert_secs`; nodes started afterwards obtain their workloads' certificates
+    /// from it, asking for `node_cert_secs` if given.
+    pub fn start_ca(
+        &mut self,
+        host: &str,
+        cert_secs: u64,
+        node_cert_secs: Option<u64>,
+    ) -> CaHandle {
+        let registry = self.registry.clone();
+        self.lab
+            .start_ca(&eastwall_bin(), host, &registry, cert_secs, node_cert_secs)
+            .unwrap()
+    }
+
+    /// The value of metric line `name` (with its labels, e.g.
+    /// `eastwall_cert_renewals_total{result="ok"}`) on `host`'s node; 0 if absent.
+    pub fn metric(&self, host: &str, name: &str) -> u64 {
+        let text = self.admin(host, "/metrics");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .filter(|v| v.starts_with(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// Runs `eastwall ARGS` in `host`'s namespace.

@@ -90,7 +90,31 @@ pub struct Lab {
     workloads: Vec<Workload>,
     dir: PathBuf,
     ca: Option<eastwall_certs::Ca>,
+    /// Nodes get their workloads' certificates from this CA service: (URL, `certSecs`).
+    ca_service: Option<(String, Option<u64>)>,
 }
+
+/// A running `eastwall ca serve`.
+#[derive(Debug, Clone)]
+pub struct CaHandle {
+    /// Host namespace it runs in.
+    pub netns: String,
+    /// Address it listens on.
+    pub addr: SocketAddr,
+    /// `https://ADDR`.
+    pub url: String,
+    /// The CA folder (`ca.crt`, `ca.key`).
+    pub dir: PathBuf,
+    /// The registry file it authorizes with (rewrite it to move workloads).
+    pub registry: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Port of the lab's CA service.
+pub const LAB_CA_PORT: u16 = 15009;
 
 /// How long certificates the lab issues live.
 pub const LAB_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -118,6 +142,7 @@ impl Lab {
             workloads: Vec::new(),
             dir,
             ca: None,
+            ca_service: None,
         };
         let lan = lab.lan.clone();
         lab.add_netns(&lan)?;
@@ -145,6 +170,102 @@ impl Lab {
     /// The lab's CA, if identity is enabled.
     pub fn ca(&self) -> Option<&eastwall_certs::Ca> {
         self.ca.as_ref()
+    }
+
+    /// Starts `eastwall ca serve` (the binary at `exe`) in `host`'s namespace on
+    /// `<host address>:15009` with the lab's CA (see [`Lab::enable_identity`]) and `registry`,
+    /// signing for `cert_secs`; waits until it accepts connections. Nodes started afterwards
+    /// get their workloads' certificates from it (asking for `node_cert_secs` if given) with a
+    /// node certificate the lab issues. The lab ends it on drop.
+    pub fn start_ca(
+        &mut self,
+        exe: &Path,
+        host: &str,
+        registry: &str,
+        cert_secs: u64,
+        node_cert_secs: Option<u64>,
+    ) -> anyhow::Result<CaHandle> {
+        let ca = self
+            .ca
+            .as_ref()
+            .context("enable_identity first: the CA service serves the lab's CA")?;
+        let h = self.host(host).clone();
+        let dir = self.dir.join("ca");
+        fs::create_dir_all(&dir)?;
+        if !dir.join("ca.crt").exists() {
+            fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+            fs::write(dir.join("ca.key"), ca.key_pem())?;
+        }
+        let registry_path = dir.join("registry.yaml");
+        fs::write(&registry_path, registry)?;
+        let addr = SocketAddr::new(h.addr.into(), LAB_CA_PORT);
+        let log = dir.join("ca.log");
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.netns])
+            .arg(exe)
+            .args(["ca", "serve", "--dir"])
+            .arg(&dir)
+            .arg("--registry")
+            .arg(&registry_path)
+            .args(["--listen", &addr.to_string()])
+            .args(["--cert-secs", &cert_secs.to_string()])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting eastwall ca serve")?;
+        let pid = child.id();
+        self.children.push((child, true));
+        let url = format!("https://{addr}");
+        let handle = CaHandle {
+            netns: h.netns.clone(),
+            addr,
+            url: url.clone(),
+            dir,
+            registry: registry_path,
+            log: log.clone(),
+            pid,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some((c, _)) = self.children.iter_mut().find(|(c, _)| c.id() == pid)
+                && let Some(status) = c.try_wait()?
+            {
+                let log = fs::read_to_string(&log).unwrap_or_default();
+                bail!("eastwall ca serve exited ({status}):\n{log}");
+            }
+            let up = in_netns(&h.netns, move || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            })?;
+            if up {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("eastwall ca serve did not listen on {addr} within 10 s");
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        self.ca_service = Some((url, node_cert_secs));
+        Ok(handle)
+    }
+
+    /// Stops the CA service (SIGTERM) and waits for it. Nodes keep using the CA mode.
+    pub fn stop_ca(&mut self, ca: &CaHandle) {
+        self.stop_pid(ca.pid);
+    }
+
+    /// The node certificate and key files the lab gives `host`'s node in CA mode.
+    pub fn node_cert_files(&self, host: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join(host);
+        (dir.join("node.crt"), dir.join("node.key"))
     }
 
     /// The folder a node's workload certificates go to (`<workload>.crt`, `<workload>.key`);
@@ -382,9 +503,24 @@ impl Lab {
             .collect();
         let config = dir.join("node.yaml");
         let flow_log = dir.join("flows.json");
-        let identity = match &self.ca {
-            None => String::new(),
-            Some(ca) => {
+        let identity = match (&self.ca, &self.ca_service) {
+            (None, _) => String::new(),
+            (Some(ca), Some((url, cert_secs))) => {
+                let id = crate::ca::node_id(ca.trust_domain(), host)?;
+                let issued = ca
+                    .issue(&id, LAB_CERT_TTL)
+                    .map_err(|e| anyhow::anyhow!("issuing for node {host}: {e}"))?;
+                let (crt, key) = self.node_cert_files(host);
+                fs::write(crt, issued.cert_pem)?;
+                fs::write(key, issued.key_pem)?;
+                let secs = cert_secs
+                    .map(|s| format!(", certSecs: {s}"))
+                    .unwrap_or_default();
+                format!(
+                    "  identity:\n    trustBundle: ../ca.pem\n    ca: {{url: \"{url}\", nodeCert: node.crt, nodeKey: node.key{secs}}}\n"
+                )
+            }
+            (Some(ca), None) => {
                 let certs = self.cert_dir(host);
                 fs::create_dir_all(&certs)?;
                 let reg = eastwall_policy::Registry::parse("registry.yaml", registry)
@@ -463,11 +599,16 @@ impl Lab {
 
     /// Stops a node (SIGTERM) and waits for it; its capture table stays installed.
     pub fn stop_node(&mut self, node: &NodeHandle) -> anyhow::Result<()> {
-        if let Some(i) = self.children.iter().position(|(c, _)| c.id() == node.pid) {
+        self.stop_pid(node.pid);
+        Ok(())
+    }
+
+    /// Ends a process the lab started (SIGTERM, then SIGKILL after 5 s) and waits for it.
+    fn stop_pid(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|(c, _)| c.id() == pid) {
             let (mut c, _) = self.children.remove(i);
             terminate(&mut c);
         }
-        Ok(())
     }
 
     /// GETs `path` from the node's admin endpoint (inside its host namespace).
