@@ -26,6 +26,13 @@ spec:
           from: {spiffe: "spiffe://corp.example/wl/prod-app"}
           to: {app: db}
           ports: [5432]
+    - name: outside
+      rules:
+        - id: prod-app-to-outside-web
+          action: allow
+          from: {workload: prod-app}
+          to: {cidr: 10.77.3.0/24}
+          ports: [80]
 "#;
 
 /// hostA: dev-app, prod-app, legacy; hostB: prod-db (an echo service on 5432).
@@ -81,6 +88,26 @@ fn destination_decides_on_the_identity_the_certificate_proves() {
         c.flow("hostA", legacy.local.unwrap())["eastwall"]["policy"]["rule"],
         "default-deny"
     );
+}
+
+#[test]
+fn destinations_outside_the_mesh_are_reached_directly() {
+    let mut c = cloud();
+    // A server on a third host without eastwall, unknown to the registry.
+    c.lab.add_host("hostC").unwrap();
+    c.lab.add_workload("hostC", "outside").unwrap();
+    c.lab.serve("outside", &[80]).unwrap();
+    c.start_node("hostA", "");
+    c.start_node("hostB", "");
+    let p = c.connect("prod-app", "outside", 80);
+    assert!(p.outcome.reached(), "{:?}", p.outcome);
+    let f = c.flow("hostA", p.local.unwrap());
+    assert_eq!(f["eastwall"]["policy"]["rule"], "prod-app-to-outside-web");
+    assert!(f["eastwall"]["tunnel"].is_null(), "{f:#}");
+    assert!(f["eastwall"]["dest"]["workload"].is_null());
+
+    // Others may not.
+    assert_eq!(c.connect("legacy", "outside", 80).outcome, Outcome::Reset);
 }
 
 #[test]

@@ -27,11 +27,23 @@ spec:
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let secs = arg("--secs", 5);
     let requests = arg("--requests", 5000) as usize;
-    let mut c = Cloud::new(&["hostA", "hostB"], &[("hostA", "client", "client", "bench"), ("hostB", "server", "server", "bench")], "", POLICY);
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "client", "client", "bench"),
+            ("hostB", "server", "server", "bench"),
+        ],
+        "",
+        POLICY,
+    );
     let server = c.lab.workload("server").clone();
     spawn_servers(&server.netns, server.addr.into());
     std::thread::sleep(Duration::from_millis(200));
@@ -39,7 +51,10 @@ fn main() -> anyhow::Result<()> {
     let sink = SocketAddr::new(server.addr.into(), 9000);
     let echo = SocketAddr::new(server.addr.into(), 9001);
 
-    println!("{:<10} {:>12} {:>10} {:>10} {:>10}", "path", "bulk Gbit/s", "p50 µs", "p99 µs", "req/s");
+    println!(
+        "{:<10} {:>12} {:>10} {:>10} {:>10}",
+        "path", "bulk Gbit/s", "p50 µs", "p99 µs", "req/s"
+    );
     let mut rows = Vec::new();
     for path in ["direct", "eastwall"] {
         if path == "eastwall" {
