@@ -295,7 +295,7 @@ async fn relay_direct(
     let (mut c, mut u) = (client, upstream);
     let (cr, cw) = c.split();
     let (ur, uw) = u.split();
-    let (up, down, err) = relay_counted(state, dir, cr, cw, ur, uw, &[]).await;
+    let (up, down, err) = relay_counted(state, dir, cr, cw, ur, uw).await;
     if err.is_some() {
         socket::reset(c);
         socket::reset(u);
@@ -470,7 +470,6 @@ pub(crate) async fn relay_counted<CR, CW, SR, SW>(
     cw: CW,
     sr: SR,
     sw: SW,
-    to_client_first: &[u8],
 ) -> (u64, u64, Option<io::Error>)
 where
     CR: AsyncRead + Unpin,
@@ -484,7 +483,7 @@ where
         .get_or_create(&DirLabels { direction: dir })
         .clone();
     active.inc();
-    let r = relay(cr, cw, sr, sw, to_client_first).await;
+    let r = relay(cr, cw, sr, sw).await;
     active.dec();
     state
         .metrics
@@ -546,16 +545,9 @@ pub(crate) fn finish(
 }
 
 /// Copies both ways until both directions have ended; a half-close is passed on, and the
-/// first error ends both. `to_client_first` is written to the client before anything else
-/// (bytes that arrived behind a tunnel response). Returns bytes to the server, bytes to the
-/// client, and the first error; the caller resets the sockets on error.
-pub async fn relay<CR, CW, SR, SW>(
-    cr: CR,
-    mut cw: CW,
-    sr: SR,
-    sw: SW,
-    to_client_first: &[u8],
-) -> (u64, u64, Option<io::Error>)
+/// first error ends both. Returns bytes to the server, bytes to the client, and the first
+/// error; the caller resets the sockets on error.
+pub async fn relay<CR, CW, SR, SW>(cr: CR, cw: CW, sr: SR, sw: SW) -> (u64, u64, Option<io::Error>)
 where
     CR: AsyncRead + Unpin,
     CW: AsyncWrite + Unpin,
@@ -563,12 +555,6 @@ where
     SW: AsyncWrite + Unpin,
 {
     let (mut up, mut down) = (0u64, 0u64);
-    if !to_client_first.is_empty() {
-        if let Err(e) = cw.write_all(to_client_first).await {
-            return (0, 0, Some(e));
-        }
-        down = to_client_first.len() as u64;
-    }
     let err = {
         let to_server = pipe(cr, sw, &mut up);
         let to_client = pipe(sr, cw, &mut down);

@@ -343,7 +343,7 @@ async fn stream(
     }
     // Here the "client" is the tunnel stream and the "server" the local workload.
     let (up, down, err) =
-        proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw, &[]).await;
+        proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw).await;
     if err.is_some() {
         socket::reset(upstream);
         let _ = send.reset(super::code::RELAY_ERROR);
