@@ -180,11 +180,15 @@ pub(crate) fn decide(
             addr: src.0.ip(),
             workload: src.1,
             identity: src.2,
+            user: None,
+            groups: None,
         },
         dst: Endpoint {
             addr: dst.0.ip(),
             workload: dst.1,
             identity: dst.2,
+            user: None,
+            groups: None,
         },
         dst_port: dst.0.port(),
     });

@@ -145,7 +145,9 @@ fn compile_rule(
         r.to.map(|s| compile_selector(sink, known, &s.value))
             .unwrap_or_default();
     let ports = r.ports.map(|p| compile_ports(sink, &p));
+    let uses_groups = from.uses_groups() || to.uses_groups();
     Some(Rule {
+        uses_groups,
         rref: RuleRef {
             id: Arc::from(r.id.value.as_str()),
             section: Arc::clone(section),
@@ -253,6 +255,14 @@ fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> 
             .spiffe_prefix
             .as_ref()
             .map(|v| compile_spiffe_prefixes(sink, known, v)),
+        user: s
+            .user
+            .as_ref()
+            .map(|v| compile_directory_names(sink, v, "user")),
+        group: s
+            .group
+            .as_ref()
+            .map(|v| compile_directory_names(sink, v, "group")),
         not: s.not.as_ref().map(|n| {
             if n.value.is_empty() {
                 sink.error(
@@ -263,6 +273,23 @@ fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> 
             Box::new(compile_selector(sink, known, &n.value))
         }),
     }
+}
+
+/// User or group names: non-empty; they come from the directory, so the registry cannot
+/// check them.
+fn compile_directory_names(sink: &mut Sink<'_>, v: &OneOrMany, what: &str) -> NameSet {
+    if v.items.is_empty() {
+        sink.error(
+            v.at,
+            format!("empty `{what}` list (it would match nothing); omit the field to match any"),
+        );
+    }
+    for (text, at) in &v.items {
+        if text.trim().is_empty() {
+            sink.error(*at, format!("empty {what} name"));
+        }
+    }
+    NameSet::new(v.items.iter().map(|(t, _)| Box::from(t.as_str())).collect())
 }
 
 /// Exact SPIFFE IDs; a warning for each that no registry workload has.

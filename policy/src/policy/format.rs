@@ -56,8 +56,7 @@ pub(crate) struct RuleDoc {
     pub(crate) ports: Option<Spanned<Vec<Spanned<PortDoc>>>>,
 }
 
-/// A selector as written. New criteria (`user`, `group`) are added as further optional
-/// fields here and in the compiled `Selector`.
+/// A selector as written; every criterion is optional and compiled into `Selector`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SelectorDoc {
@@ -76,6 +75,10 @@ pub(crate) struct SelectorDoc {
     #[serde(default, rename = "spiffePrefix")]
     pub(crate) spiffe_prefix: Option<OneOrMany>,
     #[serde(default)]
+    pub(crate) user: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) group: Option<OneOrMany>,
+    #[serde(default)]
     pub(crate) not: Option<Box<Spanned<SelectorDoc>>>,
 }
 
@@ -89,6 +92,8 @@ impl SelectorDoc {
             && self.cidr.is_none()
             && self.spiffe.is_none()
             && self.spiffe_prefix.is_none()
+            && self.user.is_none()
+            && self.group.is_none()
             && self.not.is_none()
     }
 }

@@ -90,6 +90,12 @@ pub struct Endpoint<'a> {
     /// fill it from the registry's identity for the address: `spiffe` and `spiffePrefix`
     /// criteria match only this field, and do not match when it is `None`.
     pub identity: Option<&'a SpiffeId>,
+    /// The user this side acts for (a workload bound to a user, or a local process's owner).
+    pub user: Option<&'a str>,
+    /// The user's directory groups: `None` when there is no user or when they are unknown
+    /// (the directory could not answer within its grace period). A rule that uses `group`
+    /// anywhere never matches an endpoint whose user's groups are unknown (fail closed).
+    pub groups: Option<&'a [String]>,
 }
 
 impl<'a> Endpoint<'a> {
@@ -101,12 +107,28 @@ impl<'a> Endpoint<'a> {
             addr,
             workload: registry.workload_by_addr(addr),
             identity: None,
+            user: None,
+            groups: None,
         }
     }
 
     /// This endpoint with `identity` as its proven identity.
     pub fn with_identity(self, identity: Option<&'a SpiffeId>) -> Endpoint<'a> {
         Endpoint { identity, ..self }
+    }
+
+    /// This endpoint acting for `user` with `groups` (`None`: unknown).
+    pub fn with_user(self, user: Option<&'a str>, groups: Option<&'a [String]>) -> Endpoint<'a> {
+        Endpoint {
+            user,
+            groups,
+            ..self
+        }
+    }
+
+    /// Whether this side has a user whose groups are unknown.
+    fn groups_unknown(&self) -> bool {
+        self.user.is_some() && self.groups.is_none()
     }
 }
 
@@ -163,6 +185,8 @@ pub(crate) struct Rule {
     pub(crate) to: Selector,
     /// Sorted, non-overlapping inclusive ranges; `None` = every port.
     pub(crate) ports: Option<Box<[(u16, u16)]>>,
+    /// Whether `from` or `to` uses `group` (such a rule is skipped while groups are unknown).
+    pub(crate) uses_groups: bool,
 }
 
 impl Rule {
@@ -252,6 +276,9 @@ impl Policy {
         let mut monitored = Vec::new();
         for i in candidates {
             let Some(r) = self.rules.get(i) else { continue };
+            if r.uses_groups && (flow.src.groups_unknown() || flow.dst.groups_unknown()) {
+                continue;
+            }
             if !r.from.matches(&flow.src) || !r.to.matches(&flow.dst) {
                 continue;
             }

@@ -29,8 +29,8 @@ impl NameSet {
 ///
 /// Criteria about the registry workload (`workload`, `app`, `zone`, `labels`) never match an
 /// endpoint without one; identity criteria (`spiffe`, `spiffe_prefix`) never match an
-/// endpoint without a proven identity; `cidr` and `not` can match either. `user` and
-/// `group` will be further optional fields.
+/// endpoint without a proven identity; `user` and `group` never match an endpoint without
+/// a user, and `group` not one whose groups are unknown; `cidr` and `not` can match either.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Selector {
     pub(crate) workload: Option<NameSet>,
@@ -43,6 +43,10 @@ pub(crate) struct Selector {
     pub(crate) spiffe: Option<NameSet>,
     /// Prefixes of which the proven identity must start with one.
     pub(crate) spiffe_prefix: Option<Box<[Box<str>]>>,
+    /// User names the endpoint's user must be one of.
+    pub(crate) user: Option<NameSet>,
+    /// Groups of which the endpoint's user must be in at least one.
+    pub(crate) group: Option<NameSet>,
     pub(crate) not: Option<Box<Selector>>,
 }
 
@@ -98,12 +102,29 @@ impl Selector {
         {
             return false;
         }
+        if let Some(set) = &self.user
+            && !ep.user.is_some_and(|u| set.contains(u))
+        {
+            return false;
+        }
+        if let Some(set) = &self.group
+            && !ep
+                .groups
+                .is_some_and(|gs| gs.iter().any(|g| set.contains(g)))
+        {
+            return false;
+        }
         if let Some(not) = &self.not
             && not.matches(ep)
         {
             return false;
         }
         true
+    }
+
+    /// Whether a `group` criterion appears anywhere in this selector (negations included).
+    pub(crate) fn uses_groups(&self) -> bool {
+        self.group.is_some() || self.not.as_ref().is_some_and(|n| n.uses_groups())
     }
 }
 
@@ -126,6 +147,8 @@ mod tests {
             addr: "192.0.2.1".parse().unwrap(),
             workload: None,
             identity: None,
+            user: None,
+            groups: None,
         };
         assert!(Selector::default().matches(&ep));
     }

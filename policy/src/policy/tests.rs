@@ -379,6 +379,8 @@ fn api_dev_nested_not_detail() {
         addr: ip(API_DEV),
         workload: Some(api_dev),
         identity: None,
+        user: None,
+        groups: None,
     };
     assert!(sel.matches(&ep));
 }
@@ -790,4 +792,92 @@ fn docs_examples_are_valid() {
             panic!("docs example rejected:\n{e}\n{b}");
         }
     }
+}
+
+/// The finance-versus-HR example: group rules, user rules, negation, and fail-closed when a
+/// user's groups are unknown.
+#[test]
+fn decide_user_and_group_selectors() {
+    let text = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: identity-firewall
+      rules:
+        - id: contractors-never
+          action: deny
+          from: {group: contractors}
+        - id: finance-api
+          action: allow
+          from: {group: [finance, finance-admins]}
+          ports: [443]
+        - id: not-hr-metrics
+          action: allow
+          from: {not: {group: hr}}
+          ports: [9100]
+        - id: alice-ssh
+          action: allow
+          from: {user: alice}
+          ports: [22]
+"#;
+    let (p, _) = Policy::parse("p.yaml", text, &Registry::empty()).unwrap();
+    let g = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (finance, hr, both) = (g(&["finance"]), g(&["hr"]), g(&["contractors", "finance"]));
+    let dst = Endpoint {
+        addr: ip("10.0.0.9"),
+        workload: None,
+        identity: None,
+        user: None,
+        groups: None,
+    };
+    let decide = |user: Option<&str>, groups: Option<&[String]>, port: u16| {
+        let src = Endpoint {
+            addr: ip("10.0.0.1"),
+            workload: None,
+            identity: None,
+            user,
+            groups,
+        };
+        p.decide(&Flow {
+            src,
+            dst,
+            dst_port: port,
+        })
+        .rule_id()
+        .to_owned()
+    };
+    type Case<'a> = (Option<&'a str>, Option<&'a [String]>, u16, &'a str);
+    let table: &[Case<'_>] = &[
+        (Some("alice"), Some(&finance), 443, "finance-api"),
+        (Some("bob"), Some(&hr), 443, "default-deny"),
+        (Some("carol"), Some(&both), 443, "contractors-never"),
+        (Some("bob"), Some(&hr), 9100, "default-deny"),
+        (Some("alice"), Some(&finance), 9100, "not-hr-metrics"),
+        // A workload without a user is "not in hr".
+        (None, None, 9100, "not-hr-metrics"),
+        (None, None, 443, "default-deny"),
+        // Groups unknown: no rule that mentions groups matches, negated or not, deny or allow;
+        // rules on the user alone still do.
+        (Some("alice"), None, 443, "default-deny"),
+        (Some("alice"), None, 9100, "default-deny"),
+        (Some("alice"), None, 22, "alice-ssh"),
+        (Some("bob"), Some(&hr), 22, "default-deny"),
+    ];
+    for (user, groups, port, want) in table {
+        assert_eq!(
+            decide(*user, *groups, *port),
+            *want,
+            "{user:?} {groups:?} :{port}"
+        );
+    }
+}
+
+#[test]
+fn empty_user_and_group_lists_are_errors() {
+    let text = "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n        - id: a\n          action: allow\n          from: {user: [], group: \"\"}\n";
+    let errs = Policy::parse("p.yaml", text, &Registry::empty())
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("p.yaml:9:24: empty `user` list"), "{errs}");
+    assert!(errs.contains("empty group name"), "{errs}");
 }
