@@ -97,6 +97,14 @@ impl SpiffeId {
     pub fn as_str(&self) -> &str {
         &self.uri
     }
+
+    /// The user an identity acts for: the segment after a leading `/user/` in the path
+    /// (`spiffe://corp/user/alice/wl/desktop-7` acts for `alice`), as eastwall issues them for
+    /// workloads bound to a user.
+    pub fn user(&self) -> Option<&str> {
+        let rest = self.path().strip_prefix("/user/")?;
+        Some(rest.split('/').next().unwrap_or(rest)).filter(|u| !u.is_empty())
+    }
 }
 
 impl fmt::Display for SpiffeId {
@@ -123,6 +131,21 @@ mod tests {
         assert_eq!(id.path(), "/zone/prod/wl/db");
         let td = SpiffeId::parse("spiffe://corp.example").unwrap();
         assert_eq!(td.path(), "");
+        assert_eq!(td.user(), None);
+        let u = SpiffeId::parse("spiffe://corp.example/user/alice/wl/desktop-7").unwrap();
+        assert_eq!(u.user(), Some("alice"));
+        assert_eq!(
+            SpiffeId::parse("spiffe://corp.example/user/bob")
+                .unwrap()
+                .user(),
+            Some("bob")
+        );
+        assert_eq!(
+            SpiffeId::parse("spiffe://corp.example/wl/user")
+                .unwrap()
+                .user(),
+            None
+        );
     }
 
     #[test]

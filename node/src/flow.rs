@@ -53,6 +53,9 @@ pub struct EndpointInfo {
     /// The SPIFFE identity: proven by a certificate (tunnel peer, or this node's own
     /// workload), or the registry's expectation for a destination.
     pub identity: Option<String>,
+    /// The user this end acts for (from its certificate at a tunnel's destination).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl EndpointInfo {
@@ -64,6 +67,7 @@ impl EndpointInfo {
             zone: w.and_then(|w| w.zone.clone()),
             node: w.map(|w| w.node.clone()),
             identity: w.map(|w| w.identity.to_string()),
+            user: w.and_then(|w| w.user.clone()),
         }
     }
 }
@@ -376,6 +380,7 @@ mod tests {
                 zone: Some("dev".into()),
                 node: Some("hostA".into()),
                 identity: Some("spiffe://corp/wl/web".into()),
+                user: None,
             },
             EndpointInfo {
                 workload: None,
@@ -383,6 +388,7 @@ mod tests {
                 zone: None,
                 node: None,
                 identity: None,
+                user: None,
             },
             PolicyInfo::denied_because("unknown-source"),
             Utc::now(),

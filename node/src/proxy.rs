@@ -180,14 +180,16 @@ pub(crate) fn decide(
             addr: src.0.ip(),
             workload: src.1,
             identity: src.2,
-            user: None,
+            // The user travels in the proven identity (`…/user/<name>/…`). Groups stay
+            // unknown until a directory is configured, so `group` rules cannot match yet.
+            user: src.2.and_then(SpiffeId::user),
             groups: None,
         },
         dst: Endpoint {
             addr: dst.0.ip(),
             workload: dst.1,
             identity: dst.2,
-            user: None,
+            user: dst.2.and_then(SpiffeId::user),
             groups: None,
         },
         dst_port: dst.0.port(),

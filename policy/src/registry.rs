@@ -27,8 +27,12 @@ pub struct Workload {
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
     /// The SPIFFE ID in its certificates: `identity` from the file, else
-    /// `spiffe://<trust domain>/wl/<name>`. Replicas may share one identity.
+    /// `spiffe://<trust domain>/wl/<name>`, or `spiffe://<trust domain>/user/<user>/wl/<name>`
+    /// for a workload bound to a user. Replicas may share one identity.
     pub identity: SpiffeId,
+    /// The user the workload belongs to (a VDI desktop belongs to alice); the certificate
+    /// carries it in the identity's path.
+    pub user: Option<String>,
 }
 
 /// A node (host running an eastwall node).
@@ -125,6 +129,8 @@ struct WorkloadDoc {
     labels: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     identity: Option<Spanned<String>>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
 }
 
 /// Who already owns an address, for the duplicate-address message.
@@ -272,11 +278,46 @@ impl Registry {
                 }
                 l.value
             });
-            let identity = match &w.identity {
-                None => derived_identity(&reg.trust_domain, "wl", &w.name.value),
-                Some(id) => workload_identity(&mut sink, &reg, td_ok, &w.name.value, id)
+            if let Some(u) = &w.user
+                && !is_valid_user(&u.value)
+            {
+                sink.error(
+                    u.referenced,
+                    format!(
+                        "invalid user name `{}` (1-64 letters, digits, `.`, `-`, `_`; it becomes part of a SPIFFE ID)",
+                        u.value.escape_debug()
+                    ),
+                );
+            }
+            let identity = match (&w.identity, &w.user) {
+                (None, None) => derived_identity(&reg.trust_domain, "wl", &w.name.value),
+                (None, Some(u)) => derived_identity(
+                    &reg.trust_domain,
+                    &format!("user/{}/wl", u.value),
+                    &w.name.value,
+                ),
+                (Some(id), _) => workload_identity(&mut sink, &reg, td_ok, &w.name.value, id)
                     .unwrap_or_else(placeholder_identity),
             };
+            // A user-bound workload's certificate must say whose it is, and only such a
+            // certificate may.
+            if let Some(id) = &w.identity
+                && identity.user() != w.user.as_ref().map(|u| u.value.as_str())
+            {
+                sink.error(
+                    id.referenced,
+                    match &w.user {
+                        Some(u) => format!(
+                            "identity `{identity}` of workload `{}` must be under `/user/{}/`, the user it is bound to",
+                            w.name.value, u.value
+                        ),
+                        None => format!(
+                            "identity `{identity}` names a user; bind workload `{}` to it with `user:`",
+                            w.name.value
+                        ),
+                    },
+                );
+            }
             reg.workloads_by_identity
                 .entry(identity.clone())
                 .or_default()
@@ -291,6 +332,7 @@ impl Registry {
                 zone: w.zone.map(|s| s.value),
                 labels: labels.unwrap_or_default(),
                 identity,
+                user: w.user.map(|u| u.value),
             });
         }
 
@@ -411,6 +453,16 @@ fn check_trust_domain(sink: &mut Sink<'_>, td: &Spanned<String>) -> bool {
             false
         }
     }
+}
+
+/// Whether `u` can be a user name: a single SPIFFE path segment of at most 64 characters.
+fn is_valid_user(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 64
+        && u != "."
+        && u != ".."
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 /// The identity eastwall assigns: `spiffe://<td>/<kind>/<name>`.
@@ -762,6 +814,44 @@ mod tests {
         )
         .unwrap();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn user_bound_workloads() {
+        let ok = doc(concat!(
+            "  trustDomain: corp.example\n  nodes: [{name: h}]\n  workloads:\n",
+            "    - {name: desk-7, node: h, addresses: [10.0.0.7], user: alice}\n",
+            "    - {name: desk-8, node: h, addresses: [10.0.0.8], user: bob, identity: \"spiffe://corp.example/user/bob/vdi/8\"}\n",
+            "    - {name: web, node: h, addresses: [10.0.0.9]}\n",
+        ));
+        let r = Registry::parse("r.yaml", &ok).unwrap();
+        let d7 = r.workload("desk-7").unwrap();
+        assert_eq!(d7.user.as_deref(), Some("alice"));
+        assert_eq!(
+            d7.identity.as_str(),
+            "spiffe://corp.example/user/alice/wl/desk-7"
+        );
+        assert_eq!(d7.identity.user(), Some("alice"));
+        assert_eq!(r.workload("desk-8").unwrap().identity.user(), Some("bob"));
+        assert_eq!(r.workload("web").unwrap().user, None);
+
+        let bad = doc(concat!(
+            "  trustDomain: corp.example\n  nodes: [{name: h}]\n  workloads:\n",
+            "    - {name: a, node: h, addresses: [10.0.0.1], user: \"al ice\"}\n",
+            "    - {name: b, node: h, addresses: [10.0.0.2], user: bob, identity: \"spiffe://corp.example/user/eve/wl/b\"}\n",
+            "    - {name: c, node: h, addresses: [10.0.0.3], identity: \"spiffe://corp.example/user/eve/wl/c\"}\n",
+        ));
+        let e = errs(&bad);
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e[0].starts_with("r.yaml:7:55: invalid user name `al ice`"),
+            "{e:#?}"
+        );
+        assert!(e[1].contains("must be under `/user/bob/`"), "{e:#?}");
+        assert!(
+            e[2].contains("names a user; bind workload `c` to it with `user:`"),
+            "{e:#?}"
+        );
     }
 
     #[test]

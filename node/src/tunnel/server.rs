@@ -200,6 +200,7 @@ async fn stream(
     let mut src_info = EndpointInfo::of(src_wl);
     // What the certificate proved, whatever the registry expected.
     src_info.identity = Some(peer_id.to_string());
+    src_info.user = peer_id.user().map(str::to_owned);
     let local_dst = dst_wl.filter(|w| w.node == state.node_name);
 
     let refusal = if local_dst.is_none() {
