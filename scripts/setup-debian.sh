@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what eastwall needs at run time and in its tests on Debian, as root:
 # nftables (capture), iproute2 (namespaces, policy routing), util-linux (unshare/nsenter for
-# the lab's workload containers), curl (demo and tests), procps.
+# the lab's workload containers), curl (demo and tests), procps, and OpenLDAP (slapd,
+# ldap-utils) for the directory tests.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -18,4 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# OpenLDAP for the directory tests: the package only, without a system database (the tests
+# start their own slapd in a temp dir), as ../shared/recipes/ldap/ says.
+if ! command -v slapd >/dev/null && [ ! -x /usr/sbin/slapd ]; then
+  echo "installing: slapd ldap-utils"
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq slapd ldap-utils >/dev/null
 fi

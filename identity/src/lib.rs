@@ -4,13 +4,19 @@
 //! prove. Today that is a workload from the registry located by address; the tunnel adds SPIFFE
 //! identities taken from verified X.509 certificates, and the directory adds users and groups.
 //! This crate owns the vocabulary for those identities ([`SpiffeId`]) and reads them from
-//! certificates ([`spiffe_id_from_der`], [`validity_from_der`]); it knows nothing about
-//! policy, which consumes these types.
+//! certificates ([`spiffe_id_from_der`], [`validity_from_der`]). The [`directory`] module maps
+//! a user name to its groups (LDAP / Active Directory, a static file, and a cache in front of
+//! either). The crate knows nothing about policy, which consumes these types.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cert;
+pub mod directory;
 mod spiffe;
 
 pub use cert::{CertIdentityError, spiffe_id_from_der, validity_from_der};
+pub use directory::{
+    CacheConfig, CachedDirectory, DirectoryError, DirectoryMetrics, GroupDirectory, Groups,
+    LdapConfig, LdapDirectory, StaticDirectory,
+};
 pub use spiffe::{SpiffeId, SpiffeIdError};
