@@ -74,3 +74,79 @@ fn the_user_travels_in_the_certificate_and_the_destination_decides_on_it() {
         "default-deny"
     );
 }
+
+#[test]
+fn finance_reaches_the_finance_app_and_hr_does_not() {
+    require_root();
+    let policy = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: identity-firewall
+      rules:
+        - id: finance-uses-finance-api
+          action: allow
+          from: {group: finance}
+          to: {app: finance-api}
+          ports: [443]
+        - id: hr-uses-hr-app
+          action: allow
+          from: {group: hr}
+          to: {app: hr-app}
+          ports: [443]
+"#;
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "desk-alice", "desktop", "corp"),
+            ("hostA", "desk-bob", "desktop", "corp"),
+            ("hostB", "finance-api", "finance-api", "corp"),
+            ("hostB", "hr-app", "hr-app", "corp"),
+        ],
+        "",
+        policy,
+    );
+    c.lab.serve("finance-api", &[443]).unwrap();
+    c.lab.serve("hr-app", &[443]).unwrap();
+    let mut reg = c.registry().to_owned();
+    for (wl, user) in [("desk-alice", "alice"), ("desk-bob", "bob")] {
+        let addr = c.lab.workload(wl).addr;
+        let line =
+            format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp}}");
+        reg = reg.replace(&line, &format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp, user: {user}}}"));
+    }
+    // The static directory: alice is in finance-admins, a group inside finance; bob in hr.
+    for host in ["hostA", "hostB"] {
+        let dir = c.lab.dir().join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("directory.yaml"),
+            "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  users:\n    alice: [finance-admins]\n    bob: [hr]\n  groups:\n    finance-admins: {memberOf: [finance]}\n",
+        )
+        .unwrap();
+    }
+    c.lab
+        .add_node_spec("  directory:\n    file: directory.yaml\n");
+    c.start_node_with("hostA", &reg, "");
+    c.start_node_with("hostB", &reg, "");
+
+    let alice = c.connect("desk-alice", "finance-api", 443);
+    assert!(alice.outcome.reached(), "{:?}", alice.outcome);
+    let f = c.flow("hostB", alice.local.unwrap());
+    assert_eq!(f["eastwall"]["src"]["user"], "alice");
+    assert_eq!(
+        f["eastwall"]["src"]["groups"],
+        serde_json::json!(["finance", "finance-admins"])
+    );
+    assert_eq!(f["eastwall"]["policy"]["rule"], "finance-uses-finance-api");
+    let bob = c.connect("desk-bob", "finance-api", 443);
+    assert_eq!(bob.outcome, Outcome::Reset);
+    let f = c.flow("hostA", bob.local.unwrap());
+    assert_eq!(f["eastwall"]["src"]["groups"], serde_json::json!(["hr"]));
+    assert_eq!(f["eastwall"]["policy"]["rule"], "default-deny");
+    assert!(c.connect("desk-bob", "hr-app", 443).outcome.reached());
+    assert_eq!(
+        c.connect("desk-alice", "hr-app", 443).outcome,
+        Outcome::Reset
+    );
+}

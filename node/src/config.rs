@@ -54,6 +54,8 @@ struct Spec {
     identity: Option<Spanned<IdentityDoc>>,
     #[serde(default)]
     tunnel: TunnelSpec,
+    #[serde(default)]
+    directory: Option<crate::directory::DirectorySpec>,
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -250,6 +252,10 @@ pub struct NodeConfig {
     pub runtime: RuntimeSpec,
     /// Workload certificates (paths resolved); none disables the tunnel.
     pub identity: Option<IdentitySpec>,
+    /// Users' groups (paths resolved against `base_dir` when the directory is built).
+    pub directory: Option<crate::directory::DirectorySpec>,
+    /// The folder of the config file, which relative paths are resolved against.
+    pub base_dir: PathBuf,
     /// The tunnel.
     pub tunnel: TunnelSpec,
 }
@@ -373,6 +379,8 @@ impl NodeConfig {
             runtime: f.spec.runtime,
             identity,
             tunnel: f.spec.tunnel,
+            directory: f.spec.directory,
+            base_dir: base.to_path_buf(),
         })
     }
 

@@ -56,6 +56,9 @@ pub struct EndpointInfo {
     /// The user this end acts for (from its certificate at a tunnel's destination).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The user's directory groups the decision used (absent: no user, or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 impl EndpointInfo {
@@ -68,7 +71,13 @@ impl EndpointInfo {
             node: w.map(|w| w.node.clone()),
             identity: w.map(|w| w.identity.to_string()),
             user: w.and_then(|w| w.user.clone()),
+            groups: None,
         }
+    }
+
+    /// This end with the groups its user was decided with.
+    pub fn with_groups(self, groups: Option<Vec<String>>) -> Self {
+        EndpointInfo { groups, ..self }
     }
 }
 
@@ -381,6 +390,7 @@ mod tests {
                 node: Some("hostA".into()),
                 identity: Some("spiffe://corp/wl/web".into()),
                 user: None,
+                groups: None,
             },
             EndpointInfo {
                 workload: None,
@@ -389,6 +399,7 @@ mod tests {
                 node: None,
                 identity: None,
                 user: None,
+                groups: None,
             },
             PolicyInfo::denied_because("unknown-source"),
             Utc::now(),

@@ -90,6 +90,8 @@ pub struct Lab {
     workloads: Vec<Workload>,
     dir: PathBuf,
     ca: Option<eastwall_certs::Ca>,
+    /// Extra top-level `spec` lines for every node config (two-space indented).
+    node_spec: String,
     /// Nodes get their workloads' certificates from this CA service: (URL, `certSecs`).
     ca_service: Option<(String, Option<u64>)>,
 }
@@ -142,6 +144,7 @@ impl Lab {
             workloads: Vec::new(),
             dir,
             ca: None,
+            node_spec: String::new(),
             ca_service: None,
         };
         let lan = lab.lan.clone();
@@ -272,6 +275,12 @@ impl Lab {
     /// files already there when the node starts are kept, so a test can plant its own.
     pub fn cert_dir(&self, host: &str) -> PathBuf {
         self.dir.join(host).join("certs")
+    }
+
+    /// Adds top-level `spec` lines (two-space indented YAML) to the configs of nodes started
+    /// from now on, e.g. a `directory:` section; relative paths are against the host's folder.
+    pub fn add_node_spec(&mut self, lines: &str) {
+        self.node_spec.push_str(lines);
     }
 
     /// The LAN's namespace (its bridge `br0` carries all traffic between hosts).
@@ -546,8 +555,9 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n",
-                ifaces.join(", ")
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n{}",
+                ifaces.join(", "),
+                self.node_spec
             ),
         )?;
         let log = fs::File::create(dir.join("node.log"))?;

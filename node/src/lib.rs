@@ -21,6 +21,7 @@ pub mod ca;
 pub mod capture;
 pub mod config;
 pub mod demo;
+pub mod directory;
 pub mod flow;
 pub mod identity;
 pub mod lab;

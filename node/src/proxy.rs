@@ -88,6 +88,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
     let dst_wl = registry.workload_by_addr(orig_dst.ip());
 
     let mut route = Route::Direct;
+    let mut groups = (None, None);
     let policy = match kind {
         // Outbound capture sees only this host's workloads; anything else is unknown here.
         Listener::Outbound if src_wl.is_none_or(|w| w.node != state.node_name) => {
@@ -118,12 +119,15 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
                 }
                 _ => None,
             };
-            let info = decide(
+            let decided = decide(
                 state,
                 direction,
                 (peer, src_wl, src_id),
                 (orig_dst, dst_wl, dst_id),
-            );
+            )
+            .await;
+            groups = (decided.src_groups, decided.dst_groups);
+            let info = decided.policy;
             match routed {
                 Ok(r) => {
                     route = r;
@@ -144,8 +148,8 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
         direction,
         peer,
         orig_dst,
-        EndpointInfo::of(src_wl),
-        EndpointInfo::of(dst_wl),
+        EndpointInfo::of(src_wl).with_groups(groups.0),
+        EndpointInfo::of(dst_wl).with_groups(groups.1),
         policy,
         start,
     );
@@ -168,29 +172,35 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
 pub(crate) type Side<'a> = (SocketAddr, Option<&'a Workload>, Option<&'a SpiffeId>);
 
 /// Decides with the policy in force and counts monitor matches.
-pub(crate) fn decide(
+pub(crate) async fn decide(
     state: &NodeState,
     direction: Direction,
     src: Side<'_>,
     dst: Side<'_>,
-) -> PolicyInfo {
+) -> Decided {
+    // The user travels in the proven identity (`…/user/<name>/…`); their groups come from
+    // the directory, and are unknown without one (then `group` rules cannot match).
+    let (src_user, dst_user) = (
+        src.2.and_then(SpiffeId::user),
+        dst.2.and_then(SpiffeId::user),
+    );
+    let src_groups = groups_of(state, src_user).await;
+    let dst_groups = groups_of(state, dst_user).await;
     let rules = state.rules();
     let decision = rules.policy.decide(&Flow {
         src: Endpoint {
             addr: src.0.ip(),
             workload: src.1,
             identity: src.2,
-            // The user travels in the proven identity (`…/user/<name>/…`). Groups stay
-            // unknown until a directory is configured, so `group` rules cannot match yet.
-            user: src.2.and_then(SpiffeId::user),
-            groups: None,
+            user: src_user,
+            groups: src_groups.as_deref(),
         },
         dst: Endpoint {
             addr: dst.0.ip(),
             workload: dst.1,
             identity: dst.2,
-            user: dst.2.and_then(SpiffeId::user),
-            groups: None,
+            user: dst_user,
+            groups: dst_groups.as_deref(),
         },
         dst_port: dst.0.port(),
     });
@@ -207,7 +217,28 @@ pub(crate) fn decide(
             })
             .inc();
     }
-    PolicyInfo::of(&decision)
+    Decided {
+        policy: PolicyInfo::of(&decision),
+        src_groups,
+        dst_groups,
+    }
+}
+
+/// A decision and the groups it was made with (for the flow record).
+pub(crate) struct Decided {
+    /// The decision.
+    pub(crate) policy: PolicyInfo,
+    /// The source user's groups (`None`: no user, or unknown).
+    pub(crate) src_groups: Option<Vec<String>>,
+    /// The destination user's groups.
+    pub(crate) dst_groups: Option<Vec<String>>,
+}
+
+async fn groups_of(state: &NodeState, user: Option<&str>) -> Option<Vec<String>> {
+    match (user, &state.directory) {
+        (Some(u), Some(d)) => d.groups(u).await,
+        _ => None,
+    }
 }
 
 /// Routes an allowed outbound connection: through the tunnel when its destination is a

@@ -96,15 +96,21 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         )),
         _ => None,
     };
-    let state = Arc::new(NodeState::new(
-        cfg.node_name.clone(),
-        cfg.capture.clone(),
-        rules,
-        flows,
-        pool,
-        cfg.tunnel.port,
-        metrics,
-    ));
+    let directory = match &cfg.directory {
+        Some(d) => Some(crate::directory::Directory::build(d, &cfg.base_dir).context("directory")?),
+        None => None,
+    };
+    let state = Arc::new(
+        NodeState::new(
+            cfg.node_name.clone(),
+            cfg.capture.clone(),
+            rules,
+            flows,
+            metrics,
+        )
+        .with_tunnel(pool, cfg.tunnel.port)
+        .with_directory(directory),
+    );
     let mut tasks = Vec::new();
     if let Some(ep) = tunnel_endpoint.clone() {
         tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));

@@ -21,20 +21,20 @@ pub struct NodeState {
     pub tunnel: Option<Pool>,
     /// The tunnel's UDP port (the same on every node).
     pub tunnel_port: u16,
+    /// Where users' groups come from, if anywhere.
+    pub directory: Option<crate::directory::Directory>,
     /// Whether capture is installed and the node is serving (what `/healthz` reports).
     pub ready: std::sync::atomic::AtomicBool,
     rules: RwLock<Arc<Rules>>,
 }
 
 impl NodeState {
-    /// A node deciding with `rules`.
+    /// A node deciding with `rules`, without tunnel or directory until they are added.
     pub fn new(
         node_name: String,
         capture: CaptureSpec,
         rules: Rules,
         flows: FlowLog,
-        tunnel: Option<Pool>,
-        tunnel_port: u16,
         metrics: Metrics,
     ) -> Self {
         metrics.policy_rules.set(rules.policy.rule_count() as i64);
@@ -43,11 +43,26 @@ impl NodeState {
             capture,
             metrics,
             flows,
-            tunnel,
-            tunnel_port,
+            tunnel: None,
+            tunnel_port: 0,
+            directory: None,
             ready: std::sync::atomic::AtomicBool::new(false),
             rules: RwLock::new(Arc::new(rules)),
         }
+    }
+
+    /// This node with the tunnel's pool, dialing peers on `port`.
+    pub fn with_tunnel(self, pool: Option<Pool>, port: u16) -> Self {
+        NodeState {
+            tunnel: pool,
+            tunnel_port: port,
+            ..self
+        }
+    }
+
+    /// This node with a directory for users' groups.
+    pub fn with_directory(self, directory: Option<crate::directory::Directory>) -> Self {
+        NodeState { directory, ..self }
     }
 
     /// The registry and policy in force; a connection keeps the snapshot it started with.

@@ -238,14 +238,18 @@ async fn stream(
     } else {
         None
     };
-    let policy = match &refusal {
-        Some((_, code, _)) => PolicyInfo::denied_because(code),
-        None => proxy::decide(
-            state,
-            Direction::Inbound,
-            (header.src, src_wl, Some(peer_id)),
-            (header.dst, dst_wl, dst_wl.map(|w| &w.identity)),
-        ),
+    let (policy, src_groups, dst_groups) = match &refusal {
+        Some((_, code, _)) => (PolicyInfo::denied_because(code), None, None),
+        None => {
+            let d = proxy::decide(
+                state,
+                Direction::Inbound,
+                (header.src, src_wl, Some(peer_id)),
+                (header.dst, dst_wl, dst_wl.map(|w| &w.identity)),
+            )
+            .await;
+            (d.policy, d.src_groups, d.dst_groups)
+        }
     };
     let mut rec = FlowRecord::new(
         state.flows.next_id(),
@@ -253,8 +257,8 @@ async fn stream(
         Direction::Inbound,
         header.src,
         header.dst,
-        src_info,
-        EndpointInfo::of(dst_wl),
+        src_info.with_groups(src_groups),
+        EndpointInfo::of(dst_wl).with_groups(dst_groups),
         policy,
         start,
     );
