@@ -24,6 +24,21 @@ spec:
     - {name: api-prod, node: hostA, addresses: [10.77.1.4], app: api, zone: prod}
     - {name: db-dev,   node: hostB, addresses: [10.77.2.2], app: db,  zone: dev}
     - {name: db-prod,  node: hostB, addresses: [10.77.2.3], app: db,  zone: prod, labels: {tier: data}}
+    - {name: desk-alice,  node: hostA, addresses: [10.77.1.5], app: desktop, zone: corp, user: alice}
+    - {name: desk-bob,    node: hostA, addresses: [10.77.1.6], app: desktop, zone: corp, user: bob}
+    - {name: finance-api, node: hostB, addresses: [10.77.2.4], app: finance-api, zone: corp}
+    - {name: hr-app,      node: hostB, addresses: [10.77.2.5], app: hr-app, zone: corp}
+"#;
+
+/// The demo's directory: alice is in finance (through finance-admins), bob in hr.
+pub const DIRECTORY: &str = r#"apiVersion: eastwall.dev/v1
+kind: Directory
+spec:
+  users:
+    alice: [finance-admins]
+    bob: [hr]
+  groups:
+    finance-admins: {memberOf: [finance]}
 "#;
 
 /// The demo's policy: zones first, then the apps.
@@ -51,6 +66,19 @@ spec:
           action: deny
           from: {zone: dev}
           to: {app: db}
+    - name: identity-firewall
+      rules:
+        - id: finance-uses-finance-api
+          description: members of finance may use the finance app's API
+          action: allow
+          from: {group: finance}
+          to: {app: finance-api}
+          ports: [443]
+        - id: hr-uses-hr-app
+          action: allow
+          from: {group: hr}
+          to: {app: hr-app}
+          ports: [443]
     - name: apps
       rules:
         - id: web-to-db
@@ -115,6 +143,24 @@ const SCENES: &[Scene] = &[
         port: 8080,
         allowed: false,
     },
+    Scene {
+        from: "desk-alice",
+        to: "finance-api",
+        port: 443,
+        allowed: true,
+    },
+    Scene {
+        from: "desk-bob",
+        to: "finance-api",
+        port: 443,
+        allowed: false,
+    },
+    Scene {
+        from: "desk-bob",
+        to: "hr-app",
+        port: 443,
+        allowed: true,
+    },
 ];
 
 /// Runs the demo; returns whether every verdict matched the policy.
@@ -145,9 +191,13 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         ("hostA", "api-prod"),
         ("hostB", "db-dev"),
         ("hostB", "db-prod"),
+        ("hostA", "desk-alice"),
+        ("hostA", "desk-bob"),
+        ("hostB", "finance-api"),
+        ("hostB", "hr-app"),
     ] {
         let w = lab.add_workload(host, wl)?;
-        println!("  {wl:<9} on {host}  {}", w.addr);
+        println!("  {wl:<11} on {host}  {}", w.addr);
     }
     for wl in ["web-dev", "web-prod", "api-prod"] {
         lab.serve(wl, &[8080, 8081])?;
@@ -155,6 +205,16 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     for wl in ["db-dev", "db-prod"] {
         lab.serve(wl, &[5432, 22])?;
     }
+    for wl in ["finance-api", "hr-app"] {
+        lab.serve(wl, &[443])?;
+    }
+    // Users' groups from a static directory file on each host.
+    for host in ["hostA", "hostB"] {
+        let dir = lab.dir().join(host);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("directory.yaml"), DIRECTORY)?;
+    }
+    lab.add_node_spec("  directory:\n    file: directory.yaml\n");
     let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
         .iter()
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
