@@ -51,6 +51,47 @@ pub struct RenewalLabels {
     pub result: &'static str,
 }
 
+/// The LDAP directory's cache, copied from its own counters (see `run`).
+#[derive(Default)]
+pub struct DirectoryMetrics {
+    /// 1 when the last query succeeded.
+    pub up: Gauge,
+    /// Last query latency.
+    pub query_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Cache hits.
+    pub hits: Counter,
+    /// Cache misses.
+    pub misses: Counter,
+    /// Failed queries.
+    pub errors: Counter,
+    /// Stale answers served within the grace period.
+    pub stale: Counter,
+    /// Age of the oldest cached answer.
+    pub oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Cached users.
+    pub entries: Gauge,
+}
+
+impl DirectoryMetrics {
+    /// Brings the exported values up to `now`, given the snapshot exported before.
+    pub fn update(
+        &self,
+        before: &eastwall_identity::directory::MetricsSnapshot,
+        now: &eastwall_identity::directory::MetricsSnapshot,
+    ) {
+        self.up.set(i64::from(now.up));
+        self.query_seconds.set(now.last_query_latency.as_secs_f64());
+        self.hits.inc_by(now.hits.saturating_sub(before.hits));
+        self.misses.inc_by(now.misses.saturating_sub(before.misses));
+        self.errors.inc_by(now.errors.saturating_sub(before.errors));
+        self.stale
+            .inc_by(now.stale_served.saturating_sub(before.stale_served));
+        self.oldest_age_seconds
+            .set(now.oldest_entry_age.map_or(0.0, |d| d.as_secs_f64()));
+        self.entries.set(now.entries as i64);
+    }
+}
+
 /// All metrics of a node.
 pub struct Metrics {
     registry: Registry,
@@ -77,6 +118,8 @@ pub struct Metrics {
     pub tunnel_dials: Counter,
     /// Certificate files that failed to reload.
     pub cert_reload_failures: Counter,
+    /// The directory of users' groups.
+    pub directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
     pub cert_renewals: Family<RenewalLabels, Counter>,
 }
@@ -96,6 +139,7 @@ impl Default for Metrics {
             tunnel_handshake_failures: Counter::default(),
             tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
+            directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
             registry: Registry::default(),
         };
@@ -155,6 +199,47 @@ impl Default for Metrics {
             "Certificate renewals from the CA, by result",
             m.cert_renewals.clone(),
         );
+        let d = &m.directory;
+        registry.register(
+            "directory_up",
+            "Whether the LDAP directory answered its last query (1) or not (0)",
+            d.up.clone(),
+        );
+        registry.register(
+            "directory_query_seconds",
+            "Latency of the last LDAP query",
+            d.query_seconds.clone(),
+        );
+        registry.register(
+            "directory_cache_hits",
+            "Group lookups answered from the cache",
+            d.hits.clone(),
+        );
+        registry.register(
+            "directory_cache_misses",
+            "Group lookups that queried the directory",
+            d.misses.clone(),
+        );
+        registry.register(
+            "directory_errors",
+            "Directory queries that failed",
+            d.errors.clone(),
+        );
+        registry.register(
+            "directory_stale_answers",
+            "Answers served past their refresh while the directory failed",
+            d.stale.clone(),
+        );
+        registry.register(
+            "directory_oldest_entry_age_seconds",
+            "Age of the oldest cached answer",
+            d.oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "directory_cached_users",
+            "Users with a cached answer",
+            d.entries.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -205,5 +290,40 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn directory_metrics_follow_the_cache() {
+        use eastwall_identity::directory::MetricsSnapshot;
+        let m = Metrics::default();
+        let first = MetricsSnapshot {
+            hits: 5,
+            misses: 2,
+            up: true,
+            entries: 2,
+            ..MetricsSnapshot::default()
+        };
+        m.directory.update(&MetricsSnapshot::default(), &first);
+        let second = MetricsSnapshot {
+            hits: 9,
+            misses: 2,
+            errors: 1,
+            up: false,
+            oldest_entry_age: Some(std::time::Duration::from_secs(30)),
+            entries: 2,
+            ..first
+        };
+        m.directory.update(&first, &second);
+        let text = m.encode();
+        for line in [
+            "eastwall_directory_up 0",
+            "eastwall_directory_cache_hits_total 9",
+            "eastwall_directory_cache_misses_total 2",
+            "eastwall_directory_errors_total 1",
+            "eastwall_directory_oldest_entry_age_seconds 30.0",
+            "eastwall_directory_cached_users 2",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 }

@@ -112,6 +112,21 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         .with_directory(directory),
     );
     let mut tasks = Vec::new();
+    if let Some(crate::directory::Directory::Ldap(_)) = &state.directory {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut before = eastwall_identity::directory::MetricsSnapshot::default();
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Some(crate::directory::Directory::Ldap(d)) = &state.directory {
+                    let now = d.metrics();
+                    state.metrics.directory.update(&before, &now);
+                    before = now;
+                }
+            }
+        }));
+    }
     if let Some(ep) = tunnel_endpoint.clone() {
         tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));
     }

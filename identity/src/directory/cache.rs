@@ -93,7 +93,7 @@ impl DirectoryMetrics {
 }
 
 /// A point-in-time copy of the metrics, with the age of the oldest cached answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// See [`DirectoryMetrics::hits`].
     pub hits: u64,
