@@ -14,4 +14,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+cargo build -q --workspace --benches
 echo "test suite took $(( $(date +%s) - start )) s"

@@ -1,0 +1,1023 @@
+//! The side-by-side benchmark of issue 7: one topology (a client workload on hostA, a server
+//! workload on hostB, each a container of namespaces), the same traffic through each path:
+//!
+//! - `direct`: no proxy, the limit of this machine;
+//! - `haproxy-mtls`: an HAProxy in TCP mode in each host namespace, mutual TLS 1.3 between them
+//!   (certificates from the lab's CA); the client connects to its local HAProxy;
+//! - `eastwall L4`: an eastwall node on each host (capture, QUIC mTLS tunnel, L4 decisions);
+//! - `eastwall L7`, `eastwall L7+IDS`: not built yet (printed as such).
+//!
+//! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
+//! 1-stream bulk, HTTP/1.1 keep-alive at saturation (wrk -t1 -c16 against nginx: req/s, p50,
+//! p99) and proxy CPU per request, a paced ~1,000 req/s keep-alive client (p50, p99), new
+//! connections per second (wrk with `Connection: close`), and RSS growth per idle proxied
+//! connection at each proxy process. Each figure is the median of `--rounds` rounds.
+//!
+//! Run as root, built with `--release` (`scripts/bench.sh` installs the tools and does both):
+//! `target/release/bench [--secs 5] [--rounds 3] [--idle 10000] [--rate 1000]
+//!  [--paths direct,haproxy,eastwall] [--out FILE.md] [--perf DIR] [--only-idle]`
+//! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
+//! extra keep-alive run and an extra new-connection run (`DIR/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
+//! the idle-connection memory (with RSS before, during and after each round).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use eastwall_identity::SpiffeId;
+use eastwall_integration::Cloud;
+use eastwall_node::lab::in_netns;
+
+const IPERF_PORT: u16 = 5201;
+const HTTP_PORT: u16 = 8080;
+/// HAProxy's TLS listener on hostB for service port p is p + 10000.
+const TLS_OFFSET: u16 = 10000;
+
+const POLICY: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: bench
+      rules:
+        - {id: client-to-server, action: allow, from: {app: client}, to: {app: server}, ports: [5201, 8080]}
+"#;
+
+struct Args {
+    secs: u64,
+    rounds: usize,
+    idle: usize,
+    rate: u64,
+    paths: Vec<String>,
+    out: Option<PathBuf>,
+    perf: Option<PathBuf>,
+    only_idle: bool,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut a = Args {
+        secs: 5,
+        rounds: 3,
+        idle: 10_000,
+        rate: 1000,
+        paths: vec!["direct".into(), "haproxy".into(), "eastwall".into()],
+        out: None,
+        perf: None,
+        only_idle: false,
+    };
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == "--only-idle" {
+            a.only_idle = true;
+            i += 1;
+            continue;
+        }
+        let val = v
+            .get(i + 1)
+            .cloned()
+            .with_context(|| format!("{} needs a value", v[i]))?;
+        match v[i].as_str() {
+            "--secs" => a.secs = val.parse()?,
+            "--rounds" => a.rounds = val.parse()?,
+            "--idle" => a.idle = val.parse()?,
+            "--rate" => a.rate = val.parse()?,
+            "--paths" => a.paths = val.split(',').map(str::to_owned).collect(),
+            "--out" => a.out = Some(val.into()),
+            "--perf" => a.perf = Some(val.into()),
+            other => bail!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    anyhow::ensure!(a.secs > 0 && a.secs <= 60, "--secs must be 1..=60");
+    anyhow::ensure!(a.rounds > 0 && a.rounds <= 10, "--rounds must be 1..=10");
+    anyhow::ensure!(a.rate > 0 && a.rate <= 20_000, "--rate must be 1..=20000");
+    Ok(a)
+}
+
+/// Processes this benchmark started; killed by PID on drop (also on panic).
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Procs {
+    fn spawn(&mut self, mut cmd: Command, log: &Path) -> anyhow::Result<u32> {
+        let f = std::fs::File::create(log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let pid = child.id();
+        self.0.push(child);
+        Ok(pid)
+    }
+
+    fn stop_all(&mut self) {
+        for mut c in self.0.drain(..).rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// One path's medians. `None`: not measured / not applicable.
+#[derive(Default, Clone)]
+struct Row {
+    name: String,
+    bulk1: Option<f64>,
+    bulk8: Option<f64>,
+    cpu_per_gb: Option<f64>,
+    ka_rps: Option<f64>,
+    ka_p50: Option<f64>,
+    ka_p99: Option<f64>,
+    ka_cpu_us: Option<f64>,
+    paced_p50: Option<f64>,
+    paced_p99: Option<f64>,
+    cps: Option<f64>,
+    /// Bytes of RSS growth per idle connection, for each proxy process (client side first).
+    mem: Vec<Option<f64>>,
+    /// Why the idle-connection figure could not be taken.
+    mem_failed: Option<String>,
+    note: Option<String>,
+}
+
+struct Bench {
+    cloud: Cloud,
+    a: Args,
+    client_ns: String,
+    server: SocketAddr,
+    procs: Procs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let mut cloud = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "client", "client", "bench"),
+            ("hostB", "server", "server", "bench"),
+        ],
+        "",
+        POLICY,
+    );
+    let client = cloud.lab.workload("client").clone();
+    let server = cloud.lab.workload("server").clone();
+    // Room for the idle-connection test and Connection: close runs (TIME_WAIT) in the
+    // namespaces this benchmark made.
+    for ns in [
+        client.netns.clone(),
+        server.netns.clone(),
+        cloud.lab.host("hostA").netns.clone(),
+        cloud.lab.host("hostB").netns.clone(),
+    ] {
+        in_netns(&ns, || {
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65000");
+            let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
+            let _ = std::fs::write("/proc/sys/net/core/somaxconn", "8192");
+        })?;
+    }
+    let mut procs = Procs::default();
+    start_servers(&mut cloud, &mut procs, &server)?;
+    let mut b = Bench {
+        client_ns: client.netns.clone(),
+        server: SocketAddr::new(server.addr.into(), 0),
+        cloud,
+        a,
+        procs,
+    };
+
+    let mut rows = Vec::new();
+    let paths = b.a.paths.clone();
+    for p in &paths {
+        let row = match p.as_str() {
+            "direct" => b.measure("direct", None, &[])?,
+            "haproxy" => {
+                let mut hp = Procs::default();
+                let pids = start_haproxy(&b.cloud, &mut hp)?;
+                let gw = gateway(client.addr);
+                let row = b.measure("haproxy-mtls", Some(gw), &pids)?;
+                hp.stop_all();
+                row
+            }
+            "eastwall" => {
+                b.cloud.start_nodes("");
+                let pids: Vec<u32> = ["hostA", "hostB"]
+                    .iter()
+                    .map(|h| b.cloud.node(h).pid)
+                    .collect();
+                let row = b.measure("eastwall L4", None, &pids)?;
+                if let Some(dir) = b.a.perf.clone() {
+                    b.profile(&dir, &pids)?;
+                }
+                row
+            }
+            other => bail!("unknown path {other}"),
+        };
+        rows.push(row);
+    }
+    for name in ["eastwall L7", "eastwall L7+IDS"] {
+        rows.push(Row {
+            name: name.into(),
+            note: Some("not built yet".into()),
+            ..Row::default()
+        });
+    }
+    let table = render(&rows, &b.a);
+    println!("{table}");
+    if let Some(out) = &b.a.out {
+        std::fs::write(out, &table)?;
+        eprintln!("table written to {}", out.display());
+    }
+    b.procs.stop_all();
+    Ok(())
+}
+
+/// The host side of a workload's link: 10.77.H.1.
+fn gateway(wl: Ipv4Addr) -> IpAddr {
+    let o = wl.octets();
+    IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], 1))
+}
+
+/// A command inside all of `pid`'s namespaces (a workload: network, mount, PID, UTS).
+fn in_workload(pid: u32, args: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args(["-t", &pid.to_string(), "-n", "-m", "-p", "-u", "--"])
+        .args(args);
+    c
+}
+
+/// iperf3 and nginx in the server workload (they end with the workload's PID namespace).
+fn start_servers(
+    cloud: &mut Cloud,
+    procs: &mut Procs,
+    server: &eastwall_node::lab::Workload,
+) -> anyhow::Result<()> {
+    let dir = cloud.lab.dir().join("server");
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    let d = dir.display();
+    let conf = format!(
+        r#"worker_processes 1;
+master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {nofile}; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  server {{
+    listen {addr}:{HTTP_PORT} backlog=8192;
+    location / {{ default_type text/plain; return 200 "hello from the server workload\n"; }}
+  }}
+}}
+"#,
+        addr = server.addr,
+        nofile = nofile_limit(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let addr = server.addr.to_string();
+    procs.spawn(
+        in_workload(server.pid, &["nginx", "-c", conf_path.to_str().unwrap()]),
+        &dir.join("nginx.log"),
+    )?;
+    procs.spawn(
+        in_workload(
+            server.pid,
+            &["iperf3", "-s", "-B", &addr, "-p", &IPERF_PORT.to_string()],
+        ),
+        &dir.join("iperf3.log"),
+    )?;
+    for port in [HTTP_PORT, IPERF_PORT] {
+        let dst = SocketAddr::new(server.addr.into(), port);
+        let ok = in_netns(&server.netns, move || {
+            (0..200).any(|_| {
+                TcpStream::connect_timeout(&dst, Duration::from_millis(100)).is_ok() || {
+                    thread::sleep(Duration::from_millis(25));
+                    false
+                }
+            })
+        })?;
+        anyhow::ensure!(
+            ok,
+            "server on port {port} did not start (see {})",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Two HAProxy processes, one in each host namespace, mTLS between them. Returns their PIDs
+/// (hostA's first).
+fn start_haproxy(cloud: &Cloud, procs: &mut Procs) -> anyhow::Result<Vec<u32>> {
+    let lab = &cloud.lab;
+    let ca = lab.ca().context("the lab has no CA")?;
+    let dir = lab.dir().join("haproxy");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+    for h in ["hostA", "hostB"] {
+        let id = SpiffeId::parse(&format!("spiffe://{}/haproxy/{h}", ca.trust_domain()))?;
+        let issued = ca
+            .issue(&id, Duration::from_secs(24 * 3600))
+            .map_err(|e| anyhow::anyhow!("issuing {id}: {e}"))?;
+        std::fs::write(
+            dir.join(format!("{h}.pem")),
+            format!("{}{}", issued.cert_pem, issued.key_pem),
+        )?;
+    }
+    let d = dir.display();
+    let (a, b) = (lab.host("hostA"), lab.host("hostB"));
+    let client_gw = gateway(lab.workload("client").addr);
+    let server = lab.workload("server").addr;
+    let maxconn = nofile_limit().saturating_sub(1000) / 2;
+    let global = format!(
+        "global\n  maxconn {maxconn}\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n  ssl-default-server-options ssl-min-ver TLSv1.3\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n"
+    );
+    let mut cfg_a = global.clone();
+    let mut cfg_b = global;
+    for p in [IPERF_PORT, HTTP_PORT] {
+        let tls = p + TLS_OFFSET;
+        cfg_a.push_str(&format!(
+            "listen l{p}\n  bind {client_gw}:{p}\n  server s {}:{tls} ssl crt {d}/hostA.pem ca-file {d}/ca.pem verify required\n",
+            b.addr
+        ));
+        cfg_b.push_str(&format!(
+            "listen l{tls}\n  bind {}:{tls} ssl crt {d}/hostB.pem ca-file {d}/ca.pem verify required\n  server s {server}:{p}\n",
+            b.addr
+        ));
+    }
+    let mut pids = Vec::new();
+    for (h, cfg) in [(a, cfg_a), (b, cfg_b)] {
+        let path = dir.join(format!("{}.cfg", h.name));
+        std::fs::write(&path, cfg)?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.netns, "haproxy", "-db", "-f"])
+            .arg(&path);
+        pids.push(procs.spawn(cmd, &dir.join(format!("{}.log", h.name)))?);
+    }
+    // Wait for both listeners.
+    for (ns, addr) in [
+        (a.netns.clone(), SocketAddr::new(client_gw, HTTP_PORT)),
+        (
+            b.netns.clone(),
+            SocketAddr::new(b.addr.into(), HTTP_PORT + TLS_OFFSET),
+        ),
+    ] {
+        let ok = in_netns(&ns, move || {
+            (0..200).any(|_| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() || {
+                    thread::sleep(Duration::from_millis(25));
+                    false
+                }
+            })
+        })?;
+        anyhow::ensure!(ok, "haproxy did not listen on {addr} (see {d})");
+    }
+    Ok(pids)
+}
+
+impl Bench {
+    /// All figures of one path. `via`: the address the client connects to instead of the
+    /// server's (a local proxy); `pids`: the proxy processes to account CPU and memory to.
+    fn measure(&mut self, name: &str, via: Option<IpAddr>, pids: &[u32]) -> anyhow::Result<Row> {
+        let dst_ip = via.unwrap_or(self.server.ip());
+        let rounds = self.a.rounds;
+        let secs = self.a.secs;
+        eprintln!("== {name}");
+        // Check the path works end to end before measuring.
+        let http = SocketAddr::new(dst_ip, HTTP_PORT);
+        let ns = self.client_ns.clone();
+        in_netns(&ns, move || paced_http(http, 50, 1))?
+            .with_context(|| format!("{name}: HTTP through the path fails"))?;
+
+        let mut row = Row {
+            name: name.into(),
+            ..Row::default()
+        };
+        // Memory first, while the proxies are fresh (later runs leave freed memory in their
+        // allocators, which would hide growth).
+        if !pids.is_empty() {
+            match self.idle_memory(http, pids) {
+                Ok(mem) => row.mem = mem,
+                Err(e) => {
+                    eprintln!("  idle connections failed: {e:#}");
+                    row.mem_failed = Some(format!("{e:#}"));
+                }
+            }
+        }
+        if self.a.only_idle {
+            return Ok(row);
+        }
+
+        // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs.
+        let mut b1 = Vec::new();
+        let mut b8 = Vec::new();
+        let mut cpu = Vec::new();
+        for r in 0..rounds {
+            let c0 = cpu_secs(pids)?;
+            let (gbps, bytes) = self.iperf(dst_ip, 1)?;
+            let c1 = cpu_secs(pids)?;
+            b1.push(gbps);
+            if !pids.is_empty() {
+                cpu.push((c1 - c0) / (bytes / 1e9));
+            }
+            let (gbps8, _) = self.iperf(dst_ip, 8)?;
+            b8.push(gbps8);
+            eprintln!(
+                "  bulk round {r}: 1 stream {gbps:.2} Gbit/s ({:.2} CPU-s/GB), 8 streams {gbps8:.2}",
+                cpu.last().copied().unwrap_or(0.0)
+            );
+        }
+        row.bulk1 = Some(median(&b1));
+        row.bulk8 = Some(median(&b8));
+        row.cpu_per_gb = (!cpu.is_empty()).then(|| median(&cpu));
+
+        // Keep-alive at saturation.
+        let url = format!("http://{dst_ip}:{HTTP_PORT}/");
+        let (mut rps, mut p50, mut p99, mut cpr) = (vec![], vec![], vec![], vec![]);
+        for r in 0..rounds {
+            let c0 = cpu_secs(pids)?;
+            let w = self.wrk(&url, 16, secs, false)?;
+            let c1 = cpu_secs(pids)?;
+            if !pids.is_empty() {
+                cpr.push((c1 - c0) / w.requests * 1e6);
+            }
+            eprintln!(
+                "  keep-alive round {r}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                w.rps, w.p50, w.p99
+            );
+            rps.push(w.rps);
+            p50.push(w.p50);
+            p99.push(w.p99);
+        }
+        row.ka_rps = Some(median(&rps));
+        row.ka_p50 = Some(median(&p50));
+        row.ka_p99 = Some(median(&p99));
+        row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
+
+        // Paced keep-alive.
+        let (mut q50, mut q99) = (vec![], vec![]);
+        for r in 0..rounds {
+            let ns = self.client_ns.clone();
+            let rate = self.a.rate;
+            let (a, b) = in_netns(&ns, move || paced_http(http, rate, secs))??;
+            eprintln!("  paced round {r}: p50 {a:.3} ms p99 {b:.3} ms");
+            q50.push(a);
+            q99.push(b);
+        }
+        row.paced_p50 = Some(median(&q50));
+        row.paced_p99 = Some(median(&q99));
+
+        // New connections per second.
+        let mut cps = vec![];
+        for r in 0..rounds {
+            let w = self.wrk(&url, 16, secs, true)?;
+            eprintln!("  new connections round {r}: {:.0}/s", w.rps);
+            cps.push(w.rps);
+            // Let TIME_WAIT sockets of the previous round age a little.
+            thread::sleep(Duration::from_secs(1));
+        }
+        row.cps = Some(median(&cps));
+        Ok(row)
+    }
+
+    /// RSS growth per idle proxied connection of each process in `pids`: a warm-up, a
+    /// baseline, then per round `n` connections opened, held, measured and closed.
+    fn idle_memory(&self, http: SocketAddr, pids: &[u32]) -> anyhow::Result<Vec<Option<f64>>> {
+        let mut per: Vec<Vec<f64>> = vec![Vec::new(); pids.len()];
+        let n = idle_count(self.a.idle);
+        // Warm up (tunnel connection, pools), then take the baseline.
+        drop(self.idle_open(http, 20)?);
+        thread::sleep(Duration::from_millis(500));
+        let base: Vec<f64> = pids
+            .iter()
+            .map(|&p| rss(p))
+            .collect::<anyhow::Result<_>>()?;
+        for r in 0..self.a.rounds {
+            let held = self.idle_open(http, n)?;
+            thread::sleep(Duration::from_secs(1));
+            for (i, &p) in pids.iter().enumerate() {
+                per[i].push((rss(p)? - base[i]) / held.len() as f64);
+            }
+            let mib = |v: Vec<f64>| {
+                v.iter()
+                    .map(|b| (b / 1048576.0).round())
+                    .collect::<Vec<_>>()
+            };
+            let open_rss = mib(pids
+                .iter()
+                .map(|&p| rss(p))
+                .collect::<anyhow::Result<_>>()?);
+            drop(held);
+            thread::sleep(Duration::from_secs(2));
+            let closed_rss = mib(pids
+                .iter()
+                .map(|&p| rss(p))
+                .collect::<anyhow::Result<_>>()?);
+            eprintln!(
+                "  idle round {r}: {n} connections, bytes/conn {:?} (RSS MiB: baseline {:?}, open {open_rss:?}, 2 s after closing {closed_rss:?})",
+                per.iter()
+                    .map(|v| v.last().copied().unwrap_or(0.0).round())
+                    .collect::<Vec<_>>(),
+                mib(base.clone()),
+            );
+        }
+        Ok(per.iter().map(|v| Some(median(v))).collect())
+    }
+
+    /// Opens `n` keep-alive connections from the client to `dst` (nginx), each carrying one
+    /// request and its response (so it is proxied end to end), and returns them, idle.
+    fn idle_open(&self, dst: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+        let ns = self.client_ns.clone();
+        in_netns(&ns, move || -> anyhow::Result<Vec<TcpStream>> {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut all = Vec::with_capacity(n);
+            while all.len() < n {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "opening idle connections took over 120 s ({} open)",
+                    all.len()
+                );
+                let batch = (n - all.len()).min(100);
+                let mut b = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    let s = TcpStream::connect_timeout(&dst, Duration::from_secs(5))?;
+                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    b.push(s);
+                }
+                for s in &mut b {
+                    s.write_all(REQUEST)?;
+                }
+                for s in b {
+                    let mut r = BufReader::new(s);
+                    read_response(&mut r).context("idle connection: no response")?;
+                    all.push(r.into_inner());
+                }
+            }
+            Ok(all)
+        })?
+    }
+
+    /// iperf3 from the client: (Gbit/s received, bytes received).
+    fn iperf(&self, ip: IpAddr, streams: u32) -> anyhow::Result<(f64, f64)> {
+        let secs = self.a.secs.to_string();
+        let limit = (self.a.secs + 30).to_string();
+        let out = self.cloud.lab.exec(
+            &self.client_ns,
+            &[
+                "timeout",
+                &limit,
+                "iperf3",
+                "-c",
+                &ip.to_string(),
+                "-p",
+                &IPERF_PORT.to_string(),
+                "-t",
+                &secs,
+                "-P",
+                &streams.to_string(),
+                "-J",
+            ],
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("iperf3 output: {}", String::from_utf8_lossy(&out.stderr)))?;
+        if let Some(e) = v.get("error") {
+            bail!("iperf3: {e}");
+        }
+        let sum = &v["end"]["sum_received"];
+        let bps = sum["bits_per_second"]
+            .as_f64()
+            .context("iperf3: no bits_per_second")?;
+        let bytes = sum["bytes"].as_f64().context("iperf3: no bytes")?;
+        Ok((bps / 1e9, bytes))
+    }
+
+    fn wrk(&self, url: &str, conns: u32, secs: u64, close: bool) -> anyhow::Result<Wrk> {
+        let limit = (secs + 30).to_string();
+        let c = conns.to_string();
+        let d = format!("{secs}s");
+        let mut args = vec![
+            "timeout",
+            &limit,
+            "wrk",
+            "-t1",
+            "-c",
+            &c,
+            "-d",
+            &d,
+            "--latency",
+            "--timeout",
+            "5s",
+        ];
+        if close {
+            args.extend(["-H", "Connection: close"]);
+        }
+        args.push(url);
+        let out = self.cloud.lab.exec(&self.client_ns, &args)?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        parse_wrk(&text).with_context(|| {
+            format!(
+                "wrk output:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// `perf record -g` of the proxy processes during an extra bulk run, an extra keep-alive
+    /// run and an extra new-connection run.
+    fn profile(&mut self, dir: &Path, pids: &[u32]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let list = pids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let url = format!("http://{}:{HTTP_PORT}/", self.server.ip());
+        for what in ["bulk", "keepalive", "newconn"] {
+            let data = dir.join(format!("{what}.data"));
+            let mut perf = Command::new("perf");
+            perf.args(["record", "-g", "-F", "999", "-p", &list, "-o"])
+                .arg(&data)
+                .args(["--", "sleep", &self.a.secs.to_string()]);
+            let mut p = Procs::default();
+            p.spawn(perf, &dir.join(format!("{what}.log")))?;
+            thread::sleep(Duration::from_millis(300));
+            match what {
+                "bulk" => {
+                    self.iperf(self.server.ip(), 1)?;
+                }
+                "keepalive" => {
+                    self.wrk(&url, 16, self.a.secs, false)?;
+                }
+                _ => {
+                    self.wrk(&url, 16, self.a.secs, true)?;
+                }
+            }
+            // perf ends by itself after `sleep`; wait for it to write its file.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some(c) = p.0.first_mut()
+                    && c.try_wait()?.is_some()
+                {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            p.stop_all();
+            eprintln!("  perf data: {}", data.display());
+        }
+        Ok(())
+    }
+}
+
+struct Wrk {
+    rps: f64,
+    requests: f64,
+    p50: f64,
+    p99: f64,
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: eastwall-bench\r\n\r\n";
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+fn read_response(r: &mut BufReader<TcpStream>) -> anyhow::Result<()> {
+    let mut len = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        anyhow::ensure!(r.read_line(&mut line)? > 0, "connection closed");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line
+            .to_ascii_lowercase()
+            .strip_prefix("content-length:")
+            .map(|v| v.trim().to_owned())
+        {
+            len = Some(v.parse::<usize>()?);
+        }
+    }
+    let mut body = vec![0u8; len.context("no Content-Length")?];
+    r.read_exact(&mut body)?;
+    Ok(())
+}
+
+/// The open-file limit of this process (soft; the hard limit may not be raisable here).
+fn nofile_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        })
+        .unwrap_or(1024)
+}
+
+/// How many idle connections fit: an HAProxy holds two descriptors per connection and
+/// inherits this process's limit; this process holds one per connection.
+fn idle_count(wanted: usize) -> usize {
+    let limit = nofile_limit();
+    let fit = limit.saturating_sub(2000) / 2;
+    if fit < wanted {
+        eprintln!(
+            "  open-file limit {limit}: {fit} idle connections instead of {wanted} (raise `ulimit -n`)"
+        );
+    }
+    wanted.min(fit).max(10)
+}
+
+/// Parses wrk's `--latency` output (latencies in ms).
+fn parse_wrk(text: &str) -> anyhow::Result<Wrk> {
+    let mut w = Wrk {
+        rps: f64::NAN,
+        requests: f64::NAN,
+        p50: f64::NAN,
+        p99: f64::NAN,
+    };
+    for line in text.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        match t.as_slice() {
+            ["Requests/sec:", v] => w.rps = v.parse()?,
+            [n, "requests", "in", ..] => w.requests = n.parse()?,
+            ["50%", v] => w.p50 = duration_ms(v)?,
+            ["99%", v] => w.p99 = duration_ms(v)?,
+            ["Non-2xx", ..] | ["Socket", "errors:", ..] => eprintln!("  wrk: {}", line.trim()),
+            _ => {}
+        }
+    }
+    anyhow::ensure!(
+        w.rps.is_finite() && w.requests.is_finite() && w.p50.is_finite() && w.p99.is_finite(),
+        "unreadable wrk output"
+    );
+    Ok(w)
+}
+
+fn duration_ms(v: &str) -> anyhow::Result<f64> {
+    for (unit, f) in [("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 60e3)] {
+        if let Some(n) = v.strip_suffix(unit) {
+            return Ok(n.parse::<f64>()? * f);
+        }
+    }
+    bail!("unknown duration {v}")
+}
+
+/// One keep-alive connection, `rate` requests per second for `secs` seconds (after 100
+/// warm-up requests): p50 and p99 in ms of send-to-last-byte time. Requests are sent on a
+/// fixed schedule; one that could not be sent on time (the previous one still running) is
+/// measured from its scheduled time, so stalls are not hidden (no coordinated omission).
+fn paced_http(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let s = TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut one = |r: &mut BufReader<TcpStream>| -> anyhow::Result<()> {
+        w.write_all(REQUEST)?;
+        read_response(r)
+    };
+    for _ in 0..100 {
+        one(&mut r)?;
+    }
+    let n = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let sent = Instant::now();
+        // Late by more than one interval: the schedule slipped; count from when it was due.
+        let from = if sent > due + interval { due } else { sent };
+        one(&mut r)?;
+        lat.push(from.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(secs * 3 + 10),
+            "paced run overran"
+        );
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)]))
+}
+
+/// User + system CPU seconds of `pids` (all their threads).
+fn cpu_secs(pids: &[u32]) -> anyhow::Result<f64> {
+    let tck = clk_tck();
+    let mut total = 0.0;
+    for p in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .with_context(|| format!("process {p} is gone"))?;
+        let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime); `rest` starts at field 3.
+        let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+        total += ticks / tck;
+    }
+    Ok(total)
+}
+
+fn clk_tck() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Resident set size of `pid`, bytes.
+fn rss(pid: u32) -> anyhow::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("no VmRSS")?
+        .parse()?;
+    Ok(kb * 1024.0)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// How a figure compares across paths.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// More is better: value and ratios.
+    Rate,
+    /// Latency: value, ratios and the added time.
+    Latency,
+    /// A cost of the proxies only (no direct value): value and ratio to haproxy.
+    Cost,
+}
+
+fn render(rows: &[Row], a: &Args) -> String {
+    let direct = rows.iter().find(|r| r.name == "direct");
+    let haproxy = rows.iter().find(|r| r.name == "haproxy-mtls");
+    type Get = fn(&Row) -> Option<f64>;
+    let figures: Vec<(String, Kind, &str, Get)> = vec![
+        (
+            "bulk, 1 stream (iperf3)".into(),
+            Kind::Rate,
+            "Gbit/s",
+            |r| r.bulk1,
+        ),
+        (
+            "bulk, 8 streams (iperf3 -P 8)".into(),
+            Kind::Rate,
+            "Gbit/s",
+            |r| r.bulk8,
+        ),
+        (
+            "proxy CPU per GB, 1-stream bulk (both ends)".into(),
+            Kind::Cost,
+            "s",
+            |r| r.cpu_per_gb,
+        ),
+        (
+            "keep-alive req/s at saturation (wrk -t1 -c16)".into(),
+            Kind::Rate,
+            "",
+            |r| r.ka_rps,
+        ),
+        ("  p50 at saturation".into(), Kind::Latency, "ms", |r| {
+            r.ka_p50
+        }),
+        ("  p99 at saturation".into(), Kind::Latency, "ms", |r| {
+            r.ka_p99
+        }),
+        (
+            "proxy CPU per keep-alive request (both ends)".into(),
+            Kind::Cost,
+            "µs",
+            |r| r.ka_cpu_us,
+        ),
+        (
+            format!("paced {} req/s keep-alive, p50", a.rate),
+            Kind::Latency,
+            "ms",
+            |r| r.paced_p50,
+        ),
+        (
+            format!("paced {} req/s keep-alive, p99", a.rate),
+            Kind::Latency,
+            "ms",
+            |r| r.paced_p99,
+        ),
+        (
+            "new connections/s (wrk -c16, Connection: close)".into(),
+            Kind::Rate,
+            "",
+            |r| r.cps,
+        ),
+        (
+            "RSS per idle proxied connection, client-side proxy".into(),
+            Kind::Cost,
+            "B",
+            |r| r.mem.first().copied().flatten(),
+        ),
+        (
+            "RSS per idle proxied connection, server-side proxy".into(),
+            Kind::Cost,
+            "B",
+            |r| r.mem.get(1).copied().flatten(),
+        ),
+    ];
+    let mut s = String::new();
+    s.push_str("| figure |");
+    for r in rows {
+        s.push_str(&format!(" {} |", r.name));
+    }
+    s.push_str("\n|---|");
+    for _ in rows {
+        s.push_str("---|");
+    }
+    s.push('\n');
+    for (label, kind, unit, get) in &figures {
+        s.push_str(&format!("| {label} |"));
+        for r in rows {
+            let failed = r.mem_failed.as_ref().filter(|_| label.starts_with("RSS"));
+            let cell = match (&r.note, get(r)) {
+                (Some(n), _) => n.clone(),
+                (None, _) if failed.is_some() => format!("failed: {}", failed.unwrap()),
+                (None, None) => "–".into(),
+                (None, Some(v)) => {
+                    let d = direct.and_then(get).filter(|_| r.name != "direct");
+                    let h = haproxy
+                        .and_then(get)
+                        .filter(|_| r.name != "haproxy-mtls" && r.name != "direct");
+                    let mut c = fmt_val(v, unit);
+                    let mut rel = Vec::new();
+                    if let (Some(d), Kind::Rate | Kind::Latency) = (d, kind) {
+                        rel.push(format!("{:.2}× d", v / d));
+                        if let Kind::Latency = kind {
+                            rel.push(format!("{:+.2} ms", v - d));
+                        }
+                    }
+                    if let Some(h) = h {
+                        rel.push(format!("{:.2}× h", v / h));
+                    }
+                    if !rel.is_empty() {
+                        c.push_str(&format!(" ({})", rel.join(", ")));
+                    }
+                    c
+                }
+            };
+            s.push_str(&format!(" {cell} |"));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "\nMedians of {} rounds; {} s per bulk/wrk/paced run; idle connections: up to {}. \
+         `d` = ratio to direct, `h` = ratio to haproxy-mtls.\n",
+        a.rounds, a.secs, a.idle
+    ));
+    s
+}
+
+fn fmt_val(v: f64, unit: &str) -> String {
+    match unit {
+        "" => format!("{v:.0}"),
+        "B" if v.abs() >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
+        "B" => format!("{v:.0} B"),
+        "µs" => format!("{v:.0} µs"),
+        "ms" => format!("{v:.3} ms"),
+        u => format!("{v:.2} {u}"),
+    }
+}
