@@ -293,12 +293,17 @@ pub struct FlowLog {
     recent: Mutex<VecDeque<String>>,
     capacity: usize,
     next_id: AtomicU64,
-    write_errors: AtomicU64,
+    write_errors: prometheus_client::metrics::counter::Counter,
 }
 
 impl FlowLog {
-    /// Opens (creating folders as needed) the log at `path`.
-    pub fn open(path: Option<&Path>, capacity: usize) -> anyhow::Result<FlowLog> {
+    /// Opens (creating folders as needed) the log at `path`; records that cannot be written
+    /// are counted in `write_errors`.
+    pub fn open(
+        path: Option<&Path>,
+        capacity: usize,
+        write_errors: prometheus_client::metrics::counter::Counter,
+    ) -> anyhow::Result<FlowLog> {
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent() {
@@ -317,7 +322,7 @@ impl FlowLog {
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity,
             next_id: AtomicU64::new(seed),
-            write_errors: AtomicU64::new(0),
+            write_errors,
         })
     }
 
@@ -338,7 +343,7 @@ impl FlowLog {
         if let Some(f) = &self.file {
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = writeln!(f, "{line}") {
-                self.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.write_errors.inc();
                 tracing::error!("writing the flow log: {e}");
             }
         }
@@ -364,11 +369,6 @@ impl FlowLog {
         }
         out.push(']');
         out
-    }
-
-    /// Records that could not be written to the file.
-    pub fn write_errors(&self) -> u64 {
-        self.write_errors.load(Ordering::Relaxed)
     }
 }
 
@@ -410,7 +410,7 @@ mod tests {
     fn record_is_one_eve_flow_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/flows.json");
-        let log = FlowLog::open(Some(&path), 2).unwrap();
+        let log = FlowLog::open(Some(&path), 2, Default::default()).unwrap();
         for i in 0..3 {
             let mut r = rec(i);
             let s = Utc::now();

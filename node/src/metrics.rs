@@ -118,6 +118,8 @@ pub struct Metrics {
     pub tunnel_dials: Counter,
     /// Certificate files that failed to reload.
     pub cert_reload_failures: Counter,
+    /// Flow records that could not be written to the flow log file.
+    pub flow_log_write_errors: Counter,
     /// The directory of users' groups.
     pub directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
@@ -139,6 +141,7 @@ impl Default for Metrics {
             tunnel_handshake_failures: Counter::default(),
             tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
+            flow_log_write_errors: Counter::default(),
             directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
             registry: Registry::default(),
@@ -198,6 +201,11 @@ impl Default for Metrics {
             "cert_renewals",
             "Certificate renewals from the CA, by result",
             m.cert_renewals.clone(),
+        );
+        registry.register(
+            "flow_log_write_errors",
+            "Flow records that could not be written to the flow log file",
+            m.flow_log_write_errors.clone(),
         );
         let d = &m.directory;
         registry.register(

@@ -50,9 +50,13 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         .workloads_on(&cfg.node_name)
         .flat_map(|w| w.addresses.iter().copied())
         .collect();
-    let flows = FlowLog::open(cfg.flow_log.path.as_deref(), cfg.flow_log.recent)
-        .context("opening the flow log")?;
     let metrics = Metrics::default();
+    let flows = FlowLog::open(
+        cfg.flow_log.path.as_deref(),
+        cfg.flow_log.recent,
+        metrics.flow_log_write_errors.clone(),
+    )
+    .context("opening the flow log")?;
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
     let mut identities = None;

@@ -69,12 +69,4 @@ impl NodeState {
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-
-    /// Puts new rules in force for connections accepted from now on.
-    pub fn set_rules(&self, rules: Rules) {
-        self.metrics
-            .policy_rules
-            .set(rules.policy.rule_count() as i64);
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
-    }
 }

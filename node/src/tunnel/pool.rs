@@ -114,25 +114,6 @@ impl Pool {
         Ok(conn)
     }
 
-    /// Number of live pooled connections (for metrics and tests).
-    pub fn live(&self) -> usize {
-        let slots: Vec<_> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        slots
-            .iter()
-            .filter(|s| {
-                s.try_lock()
-                    .ok()
-                    .is_some_and(|g| g.as_ref().is_some_and(|c| c.close_reason().is_none()))
-            })
-            .count()
-    }
-
     /// Opens a stream for one connection and sends its header.
     pub async fn open(
         &self,
