@@ -188,9 +188,17 @@ fn many_connections_share_one_tunnel_connection() {
         1,
         "one QUIC connection for 40 workload connections"
     );
-    // Every stream arrived at hostB from the same tunnel peer.
-    let peers: std::collections::HashSet<String> = c
-        .flows("hostB")
+    // Every stream arrived at hostB from the same tunnel peer (records are written as the
+    // connections close, so wait for all 40).
+    for _ in 0..150 {
+        if c.flows("hostB").len() >= 40 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let flows = c.flows("hostB");
+    assert_eq!(flows.len(), 40);
+    let peers: std::collections::HashSet<String> = flows
         .iter()
         .filter_map(|f| f["eastwall"]["tunnel"]["peer"].as_str().map(str::to_owned))
         .collect();

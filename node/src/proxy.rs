@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use eastwall_identity::SpiffeId;
 use eastwall_policy::{Endpoint, Flow, Registry, Workload};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -22,8 +23,71 @@ use crate::state::NodeState;
 use crate::tunnel::header::{Status, StreamHeader};
 use crate::tunnel::pool::{self, PoolKey};
 
-/// Size of each direction's copy buffer.
-const COPY_BUF: usize = 64 * 1024;
+/// First read size of a burst; doubled while reads fill it, up to [`MAX_READ`].
+const FIRST_READ: usize = 16 * 1024;
+/// Largest single read.
+const MAX_READ: usize = 64 * 1024;
+
+/// Where a relay reads from. It waits for bytes without holding a buffer, so an idle
+/// connection costs no copy buffer; a buffer is taken only for bytes that have arrived.
+pub(crate) trait Source {
+    /// The next bytes, `None` at the end of the stream; `hint` is the read size to try.
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>>;
+}
+
+/// Where a relay writes to.
+pub(crate) trait Sink {
+    /// Writes all of `bytes`.
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()>;
+    /// Ends this direction (TCP FIN, QUIC stream FIN).
+    async fn close(&mut self) -> io::Result<()>;
+}
+
+impl Source for tokio::net::tcp::ReadHalf<'_> {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        loop {
+            self.readable().await?;
+            let mut buf = BytesMut::with_capacity(*hint);
+            match self.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    if n == *hint {
+                        *hint = (*hint * 2).min(MAX_READ);
+                    }
+                    return Ok(Some(buf.freeze()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Source for &mut quinn::RecvStream {
+    async fn next(&mut self, _hint: &mut usize) -> io::Result<Option<Bytes>> {
+        // quinn hands over its own buffers: no copy on this side.
+        Ok(self.read_chunk(MAX_READ, true).await?.map(|c| c.bytes))
+    }
+}
+
+impl Sink for tokio::net::tcp::WriteHalf<'_> {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.write_all(&bytes).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+}
+
+impl Sink for &mut quinn::SendStream {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        // quinn takes the buffer as it is: no copy on this side.
+        Ok(self.write_chunk(bytes).await?)
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.finish().map_err(io::Error::other)
+    }
+}
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -509,10 +573,10 @@ pub(crate) async fn relay_counted<CR, CW, SR, SW>(
     sw: SW,
 ) -> (u64, u64, Option<io::Error>)
 where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
+    CR: Source,
+    CW: Sink,
+    SR: Source,
+    SW: Sink,
 {
     let active = state
         .metrics
@@ -584,12 +648,17 @@ pub(crate) fn finish(
 /// Copies both ways until both directions have ended; a half-close is passed on, and the
 /// first error ends both. Returns bytes to the server, bytes to the client, and the first
 /// error; the caller resets the sockets on error.
-pub async fn relay<CR, CW, SR, SW>(cr: CR, cw: CW, sr: SR, sw: SW) -> (u64, u64, Option<io::Error>)
+pub(crate) async fn relay<CR, CW, SR, SW>(
+    cr: CR,
+    cw: CW,
+    sr: SR,
+    sw: SW,
+) -> (u64, u64, Option<io::Error>)
 where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
+    CR: Source,
+    CW: Sink,
+    SR: Source,
+    SW: Sink,
 {
     let (mut up, mut down) = (0u64, 0u64);
     let err = {
@@ -609,19 +678,12 @@ where
     (up, down, err)
 }
 
-async fn pipe<R, W>(mut r: R, mut w: W, count: &mut u64) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        w.write_all(&buf[..n]).await?;
-        *count += n as u64;
+async fn pipe<R: Source, W: Sink>(mut r: R, mut w: W, count: &mut u64) -> io::Result<()> {
+    let mut hint = FIRST_READ;
+    while let Some(bytes) = r.next(&mut hint).await? {
+        let n = bytes.len() as u64;
+        w.put(bytes).await?;
+        *count += n;
     }
-    w.shutdown().await
+    w.close().await
 }
