@@ -64,9 +64,35 @@ impl Source for tokio::net::tcp::ReadHalf<'_> {
 }
 
 impl Source for &mut quinn::RecvStream {
-    async fn next(&mut self, _hint: &mut usize) -> io::Result<Option<Bytes>> {
-        // quinn hands over its own buffers: no copy on this side.
-        Ok(self.read_chunk(MAX_READ, true).await?.map(|c| c.bytes))
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        // Wait for data holding no buffer; quinn hands over its own chunks (about a packet
+        // each), which are gathered, as far as they have already arrived, into one write.
+        let Some(first) = self.read_chunk(MAX_READ, true).await? else {
+            return Ok(None);
+        };
+        if first.bytes.len() >= *hint {
+            return Ok(Some(first.bytes));
+        }
+        let mut buf = BytesMut::with_capacity(*hint);
+        buf.extend_from_slice(&first.bytes);
+        while buf.len() < *hint {
+            // Poll once: take what is there, never wait (read_chunk is cancel safe).
+            let more = tokio::select! {
+                biased;
+                r = self.read_chunk(*hint - buf.len(), true) => r?,
+                () = std::future::ready(()) => break,
+            };
+            match more {
+                Some(c) => buf.extend_from_slice(&c.bytes),
+                // The end of the stream: what was gathered goes out now, and the next call
+                // sees the end again.
+                None => break,
+            }
+        }
+        if buf.len() >= *hint {
+            *hint = (*hint * 2).min(MAX_READ);
+        }
+        Ok(Some(buf.freeze()))
     }
 }
 
