@@ -486,11 +486,7 @@ async fn relay_tunnel(
     // The first bytes back are its response.
     let mut c = client;
     let (mut up, mut down) = (0u64, 0u64);
-    let active = state
-        .metrics
-        .active
-        .get_or_create(&DirLabels { direction: dir })
-        .clone();
+    let active = active_gauge(state, dir);
     active.inc();
     let outcome: Result<(), TunnelEnd> = {
         let (cr, mut cw) = c.split();
@@ -509,34 +505,10 @@ async fn relay_tunnel(
             *down += early.len() as u64;
             pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
         };
-        tokio::pin!(to_server, to_client);
-        let (mut a_done, mut b_done) = (false, false);
-        let mut outcome = Ok(());
-        while !(a_done && b_done) {
-            tokio::select! {
-                r = &mut to_server, if !a_done => { a_done = true; if let Err(e) = r { outcome = Err(TunnelEnd::Io(e)); break; } }
-                r = &mut to_client, if !b_done => { b_done = true; if let Err(e) = r { outcome = Err(e); break; } }
-            }
-        }
-        outcome
+        both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client).await
     };
     active.dec();
-    state
-        .metrics
-        .bytes
-        .get_or_create(&BytesLabels {
-            direction: dir,
-            flow: "toserver",
-        })
-        .inc_by(up);
-    state
-        .metrics
-        .bytes
-        .get_or_create(&BytesLabels {
-            direction: dir,
-            flow: "toclient",
-        })
-        .inc_by(down);
+    count_bytes(state, dir, up, down);
     if let (Err(TunnelEnd::Stream(_) | TunnelEnd::Io(_)), Some(reason)) =
         (&outcome, pool::handshake_refusal(&conn))
     {
@@ -604,31 +576,38 @@ where
     SR: Source,
     SW: Sink,
 {
-    let active = state
-        .metrics
-        .active
-        .get_or_create(&DirLabels { direction: dir })
-        .clone();
+    let active = active_gauge(state, dir);
     active.inc();
     let r = relay(cr, cw, sr, sw).await;
     active.dec();
+    count_bytes(state, dir, r.0, r.1);
+    r
+}
+
+/// The gauge of connections being relayed in `dir`.
+fn active_gauge(state: &NodeState, dir: &'static str) -> prometheus_client::metrics::gauge::Gauge {
     state
         .metrics
-        .bytes
+        .active
+        .get_or_create(&DirLabels { direction: dir })
+        .clone()
+}
+
+/// Adds a finished relay's bytes to the metrics.
+fn count_bytes(state: &NodeState, dir: &'static str, up: u64, down: u64) {
+    let bytes = &state.metrics.bytes;
+    bytes
         .get_or_create(&BytesLabels {
             direction: dir,
             flow: "toserver",
         })
-        .inc_by(r.0);
-    state
-        .metrics
-        .bytes
+        .inc_by(up);
+    bytes
         .get_or_create(&BytesLabels {
             direction: dir,
             flow: "toclient",
         })
-        .inc_by(r.1);
-    r
+        .inc_by(down);
 }
 
 fn closed(
@@ -690,18 +669,25 @@ where
     let err = {
         let to_server = pipe(cr, sw, &mut up);
         let to_client = pipe(sr, cw, &mut down);
-        tokio::pin!(to_server, to_client);
-        let (mut a_done, mut b_done) = (false, false);
-        let mut err = None;
-        while !(a_done && b_done) {
-            tokio::select! {
-                r = &mut to_server, if !a_done => { a_done = true; if let Err(e) = r { err = Some(e); break; } }
-                r = &mut to_client, if !b_done => { b_done = true; if let Err(e) = r { err = Some(e); break; } }
-            }
-        }
-        err
+        both(to_server, to_client).await.err()
     };
     (up, down, err)
+}
+
+/// Runs both directions until both have ended, or until the first error, which ends both.
+async fn both<E>(
+    a: impl std::future::Future<Output = Result<(), E>>,
+    b: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    tokio::pin!(a, b);
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        tokio::select! {
+            r = &mut a, if !a_done => { a_done = true; r?; }
+            r = &mut b, if !b_done => { b_done = true; r?; }
+        }
+    }
+    Ok(())
 }
 
 async fn pipe<R: Source, W: Sink>(mut r: R, mut w: W, count: &mut u64) -> io::Result<()> {
