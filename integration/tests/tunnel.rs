@@ -35,8 +35,14 @@ spec:
           ports: [80]
 "#;
 
-/// hostA: dev-app, prod-app, legacy; hostB: prod-db (an echo service on 5432).
+/// hostA: dev-app, prod-app, legacy; hostB: prod-db (an echo service on 5432). Nodes use
+/// the QUIC transport.
 fn cloud() -> Cloud {
+    cloud_over("quic")
+}
+
+/// The same cloud, its nodes sending over `transport` (`quic`, `h2`, `auto`).
+fn cloud_over(transport: &str) -> Cloud {
     require_root();
     let mut c = Cloud::new(
         &["hostA", "hostB"],
@@ -50,8 +56,32 @@ fn cloud() -> Cloud {
         POLICY,
     );
     c.lab.serve("prod-db", &[5432]).unwrap();
+    c.lab
+        .add_node_spec(&format!("  tunnel:\n    transport: {transport}\n"));
     c
 }
+
+/// Runs each named scenario (a function taking the transport) once per transport.
+macro_rules! over_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod quic {
+            $( #[test] fn $name() { super::$name("quic") } )*
+        }
+        mod h2 {
+            $( #[test] fn $name() { super::$name("h2") } )*
+        }
+    };
+}
+
+over_both_transports!(
+    destination_decides_on_the_identity_the_certificate_proves,
+    the_link_between_hosts_carries_only_the_tunnel,
+    many_connections_share_one_tunnel_connection,
+    a_certificate_from_a_foreign_ca_is_refused,
+    an_expired_certificate_is_refused,
+    an_identity_that_does_not_own_the_source_address_is_refused,
+    rotation_during_a_long_transfer_loses_no_bytes,
+);
 
 fn metric(c: &Cloud, host: &str, name: &str) -> u64 {
     let text = c.admin(host, "/metrics");
@@ -60,14 +90,13 @@ fn metric(c: &Cloud, host: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
-#[test]
-fn destination_decides_on_the_identity_the_certificate_proves() {
-    let mut c = cloud();
+fn destination_decides_on_the_identity_the_certificate_proves(transport: &str) {
+    let mut c = cloud_over(transport);
     c.start_nodes("");
     let p = c.connect("prod-app", "prod-db", 5432);
     assert!(p.outcome.reached(), "{:?}", p.outcome);
     let out = c.flow("hostA", p.local.unwrap());
-    assert_eq!(out["eastwall"]["tunnel"]["transport"], "quic");
+    assert_eq!(out["eastwall"]["tunnel"]["transport"], transport);
     assert_eq!(out["eastwall"]["tunnel"]["status"], "connected");
     assert_eq!(
         out["eastwall"]["tunnel"]["peer_identity"],
@@ -75,6 +104,7 @@ fn destination_decides_on_the_identity_the_certificate_proves() {
     );
     let inb = c.flow("hostB", p.local.unwrap());
     assert_eq!(inb["eastwall"]["direction"], "inbound");
+    assert_eq!(inb["eastwall"]["tunnel"]["transport"], transport);
     assert_eq!(inb["eastwall"]["src"]["identity"], spiffe("prod-app"));
     assert_eq!(
         inb["eastwall"]["tunnel"]["peer_identity"],
@@ -110,9 +140,8 @@ fn destinations_outside_the_mesh_are_reached_directly() {
     assert_eq!(c.connect("legacy", "outside", 80).outcome, Outcome::Reset);
 }
 
-#[test]
-fn the_link_between_hosts_carries_only_the_tunnel() {
-    let mut c = cloud();
+fn the_link_between_hosts_carries_only_the_tunnel(transport: &str) {
+    let mut c = cloud_over(transport);
     c.start_nodes("");
     // Count what the LAN bridge forwards between the hosts.
     let lan = c.lab.lan_netns().to_owned();
@@ -130,7 +159,10 @@ fn the_link_between_hosts_carries_only_the_tunnel() {
     let rules = c.lab.dir().join("watch.nft");
     std::fs::write(
         &rules,
-        "table bridge watch {\n chain watch {\n  type filter hook forward priority 0;\n  meta l4proto tcp counter\n  udp dport 15008 counter\n  udp sport 15008 counter\n }\n}\n",
+        format!(
+            "table bridge watch {{\n chain watch {{\n  type filter hook forward priority 0;\n  meta l4proto tcp counter\n  {proto} dport 15008 counter\n  {proto} sport 15008 counter\n }}\n}}\n",
+            proto = if transport == "quic" { "udp" } else { "tcp" },
+        ),
     )
     .unwrap();
     let out = c
@@ -164,13 +196,18 @@ fn the_link_between_hosts_carries_only_the_tunnel() {
         .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(counts.len(), 3, "{text}");
-    assert_eq!(counts[0], 0, "plaintext TCP crossed the link:\n{text}");
+    // TCP that is not the tunnel's: all of it with QUIC, what is not port 15008 with HTTP/2.
+    let plaintext = if transport == "quic" {
+        counts[0]
+    } else {
+        counts[0] - counts[1] - counts[2]
+    };
+    assert_eq!(plaintext, 0, "plaintext TCP crossed the link:\n{text}");
     assert!(counts[1] > 0 && counts[2] > 0, "no tunnel traffic:\n{text}");
 }
 
-#[test]
-fn many_connections_share_one_tunnel_connection() {
-    let mut c = cloud();
+fn many_connections_share_one_tunnel_connection(transport: &str) {
+    let mut c = cloud_over(transport);
     c.start_nodes("");
     let c = Arc::new(c);
     let threads: Vec<_> = (0..40)
@@ -186,7 +223,7 @@ fn many_connections_share_one_tunnel_connection() {
     assert_eq!(
         metric(&c, "hostA", "eastwall_tunnel_dials_total"),
         1,
-        "one QUIC connection for 40 workload connections"
+        "one {transport} connection for 40 workload connections"
     );
     // Every stream arrived at hostB from the same tunnel peer (records are written as the
     // connections close, so wait for all 40).
@@ -232,9 +269,8 @@ fn assert_handshake_refused(c: &Cloud, want_at_destination: &str) {
     assert!(metric(c, "hostB", "eastwall_tunnel_handshake_failures_total") >= 1);
 }
 
-#[test]
-fn a_certificate_from_a_foreign_ca_is_refused() {
-    let mut c = cloud();
+fn a_certificate_from_a_foreign_ca_is_refused(transport: &str) {
+    let mut c = cloud_over(transport);
     let rogue = eastwall_certs::Ca::generate(TRUST_DOMAIN, Duration::from_secs(3600)).unwrap();
     let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
     let issued = rogue.issue(&id, Duration::from_secs(3600)).unwrap();
@@ -243,9 +279,8 @@ fn a_certificate_from_a_foreign_ca_is_refused() {
     assert_handshake_refused(&c, "certificate");
 }
 
-#[test]
-fn an_expired_certificate_is_refused() {
-    let mut c = cloud();
+fn an_expired_certificate_is_refused(transport: &str) {
+    let mut c = cloud_over(transport);
     let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
     let day = Duration::from_secs(24 * 3600);
     let now = SystemTime::now();
@@ -260,9 +295,8 @@ fn an_expired_certificate_is_refused() {
     assert_handshake_refused(&c, "expired");
 }
 
-#[test]
-fn an_identity_that_does_not_own_the_source_address_is_refused() {
-    let mut c = cloud();
+fn an_identity_that_does_not_own_the_source_address_is_refused(transport: &str) {
+    let mut c = cloud_over(transport);
     // A compromised hostA gives dev-app prod-app's identity (and zone) in its own registry,
     // so it presents prod-app's certificate for dev-app's connection.
     let honest = c.registry().to_owned();
@@ -335,9 +369,8 @@ fn a_workload_sending_with_another_workloads_address_gets_nothing_through() {
     assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
 }
 
-#[test]
-fn rotation_during_a_long_transfer_loses_no_bytes() {
-    let mut c = cloud();
+fn rotation_during_a_long_transfer_loses_no_bytes(transport: &str) {
+    let mut c = cloud_over(transport);
     c.start_nodes("");
     let c = Arc::new(c);
     let total = 24 * 1024 * 1024;
@@ -566,4 +599,248 @@ async fn read_response_and_rest(rx: &mut quinn::RecvStream) -> (Response, Vec<u8
             None => panic!("stream ended before a response: {buf:?}"),
         }
     }
+}
+
+/// The HTTP/2 transport's counterpart of `bad_streams_are_refused_without_harming_the_others`:
+/// malformed CONNECT requests, unknown authorities, oversized headers, spoofed sources and a
+/// stream the client resets are each refused on their own while a good stream on the same
+/// connection keeps working.
+#[test]
+fn bad_http2_streams_are_refused_without_harming_the_others() {
+    use bytes::Bytes;
+    let mut c = cloud_over("h2");
+    c.start_nodes("");
+    let ca_pem = c.lab.ca().unwrap().cert_pem().to_owned();
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let issued = c
+        .lab
+        .ca()
+        .unwrap()
+        .issue(&id, Duration::from_secs(3600))
+        .unwrap();
+    let node_b = SocketAddr::new(c.lab.host("hostB").addr.into(), 15008);
+    let (src, dev) = (c.addr("prod-app", 40000), c.addr("dev-app", 40001));
+    let db = c.addr("prod-db", 5432);
+    let netns = c.lab.host("hostA").netns.clone();
+    type Answer = (String, Result<(u16, String, String), String>);
+    let (good, answers): (String, Vec<Answer>) = eastwall_node::lab::in_netns(&netns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+                tokio::time::timeout(Duration::from_secs(10), f)
+                    .await
+                    .unwrap_or_else(|_| panic!("timed out: {what}"))
+            }
+            let ident =
+                eastwall_certs::Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+            let bundle = eastwall_certs::TrustBundle::from_pem(&ca_pem).unwrap();
+            let dst_id = eastwall_identity::SpiffeId::parse(&spiffe("prod-db")).unwrap();
+            let tls = eastwall_certs::client_config(
+                eastwall_certs::RotatingIdentity::new(ident),
+                &bundle,
+                dst_id.clone(),
+                &[b"h2"],
+            )
+            .unwrap();
+            let tcp = tokio::net::TcpStream::connect(node_b).await.unwrap();
+            let sni =
+                rustls::pki_types::ServerName::try_from(eastwall_certs::sni_for(&dst_id)).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+                .connect(sni, tcp)
+                .await
+                .unwrap();
+            let (client, conn) = ::h2::client::handshake(tls).await.unwrap();
+            tokio::spawn(conn);
+            let connect = |auth: &str, fwd: Option<String>| {
+                let mut b = http::Request::builder()
+                    .method(http::Method::CONNECT)
+                    .uri(auth);
+                if let Some(f) = fwd {
+                    b = b.header("forwarded", f);
+                }
+                b.body(()).unwrap()
+            };
+            let fwd = |a: SocketAddr| Some(format!("for=\"{a}\""));
+            // A good stream, kept open while the bad ones come and go.
+            let mut sr = client.clone().ready().await.unwrap();
+            let (resp, mut good_tx) = sr
+                .send_request(connect(&db.to_string(), fwd(src)), false)
+                .unwrap();
+            let resp = within("good response", resp).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut good_rx = resp.into_body();
+            let mut huge = connect(&db.to_string(), fwd(src));
+            huge.headers_mut().insert(
+                "x-padding",
+                http::HeaderValue::from_str(&"a".repeat(20_000)).unwrap(),
+            );
+            let get = http::Request::builder()
+                .uri(format!("http://{db}/"))
+                .body(())
+                .unwrap();
+            let bad: Vec<(&str, http::Request<()>)> = vec![
+                ("not connect", get),
+                ("hostname", connect("db.example:5432", fwd(src))),
+                ("no forwarded", connect(&db.to_string(), None)),
+                ("oversized", huge),
+                ("not hosted", connect("10.77.2.99:5432", fwd(src))),
+                ("spoofed source", connect(&db.to_string(), fwd(dev))),
+            ];
+            let mut answers = Vec::new();
+            for (name, req) in bad {
+                let mut sr = client.clone().ready().await.unwrap();
+                let answer = match sr.send_request(req, false) {
+                    Err(e) => Err(e.to_string()),
+                    Ok((resp, _tx)) => match within(name, resp).await {
+                        Ok(r) => {
+                            let h = |n: &str| {
+                                r.headers()
+                                    .get(n)
+                                    .map(|v| v.to_str().unwrap().to_owned())
+                                    .unwrap_or_default()
+                            };
+                            Ok((
+                                r.status().as_u16(),
+                                h("eastwall-status"),
+                                h("eastwall-reason"),
+                            ))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                answers.push((name.to_owned(), answer));
+            }
+            // A stream the client gives up on at once.
+            let mut sr = client.clone().ready().await.unwrap();
+            let (_resp, mut tx) = sr
+                .send_request(connect(&db.to_string(), fwd(src)), false)
+                .unwrap();
+            tx.send_reset(::h2::Reason::CANCEL);
+            // The good stream still works: it gets the greeting and echoes.
+            let mut got = Vec::new();
+            let mut pinged = false;
+            while !String::from_utf8_lossy(&got).contains("ping") {
+                if !pinged && got.len() >= 18 {
+                    good_tx
+                        .send_data(Bytes::from_static(b"ping"), false)
+                        .unwrap();
+                    pinged = true;
+                }
+                let chunk = within("echo", good_rx.data()).await.unwrap().unwrap();
+                let _ = good_rx.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            (String::from_utf8_lossy(&got).into_owned(), answers)
+        })
+    })
+    .unwrap();
+    assert!(good.starts_with("hello from prod-db"), "{good}");
+    let want = [
+        ("not connect", Some((400, "bad-header", "CONNECT"))),
+        ("hostname", Some((400, "bad-header", "not an IP address"))),
+        ("no forwarded", Some((400, "bad-header", "forwarded"))),
+        // HTTP/2 itself refuses a header block over the limit (431, or a stream reset).
+        ("oversized", None),
+        (
+            "not hosted",
+            Some((404, "unknown-destination", "not a workload")),
+        ),
+        (
+            "spoofed source",
+            Some((403, "identity-mismatch", "dev-app")),
+        ),
+    ];
+    for ((name, got), (wname, want)) in answers.iter().zip(want) {
+        assert_eq!(name, wname);
+        match (got, want) {
+            (Ok((code, status, reason)), Some((wcode, wstatus, wreason))) => {
+                assert_eq!(
+                    (*code, status.as_str()),
+                    (wcode, wstatus),
+                    "{name}: {reason}"
+                );
+                assert!(reason.contains(wreason), "{name}: {reason}");
+            }
+            (Ok((code, _, _)), None) => assert_eq!(*code, 431, "{name}"),
+            (Err(_), None) => {}
+            (got, _) => panic!("{name}: {got:?}"),
+        }
+    }
+    let flows = c.flows("hostB");
+    assert!(
+        flows
+            .iter()
+            .filter(|f| f["eastwall"]["policy"]["rule"] == "bad-tunnel-header")
+            .count()
+            >= 3,
+        "{flows:#?}"
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["eastwall"]["policy"]["rule"] == "identity-mismatch")
+    );
+}
+
+/// In `auto` mode a node whose QUIC packets cannot reach the peer switches to HTTP/2 within
+/// about a second, and the connection that found out is carried, not lost.
+#[test]
+fn auto_falls_back_to_http2_when_udp_is_blocked() {
+    let mut c = cloud_over("auto");
+    c.start_nodes("");
+    // The LAN drops the tunnel's UDP.
+    let lan = c.lab.lan_netns().to_owned();
+    let rules = c.lab.dir().join("block-udp.nft");
+    std::fs::write(
+        &rules,
+        "table bridge block {\n chain forward_udp {\n  type filter hook forward priority 0;\n  udp dport 15008 counter drop\n }\n}\n",
+    )
+    .unwrap();
+    let out = c
+        .lab
+        .exec(&lan, &["nft", "-f", rules.to_str().unwrap()])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    let first = c
+        .lab
+        .connect("prod-app", c.addr("prod-db", 5432), Duration::from_secs(5));
+    assert!(first.outcome.reached(), "{:?}", first.outcome);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fallback took {:?}",
+        started.elapsed()
+    );
+    let f = c.flow("hostA", first.local.unwrap());
+    assert_eq!(f["eastwall"]["tunnel"]["transport"], "h2", "{f:#}");
+    assert_eq!(f["eastwall"]["tunnel"]["status"], "connected");
+    // Later connections go straight to HTTP/2, without waiting for QUIC.
+    let t = std::time::Instant::now();
+    let next = c.connect("prod-app", "prod-db", 5432);
+    assert!(next.outcome.reached());
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        c.flow("hostA", next.local.unwrap())["eastwall"]["tunnel"]["transport"],
+        "h2"
+    );
+    // With UDP open, a node in auto mode uses QUIC.
+    let mut open = cloud_over("auto");
+    open.start_nodes("");
+    let p = open.connect("prod-app", "prod-db", 5432);
+    assert!(p.outcome.reached());
+    assert_eq!(
+        open.flow("hostA", p.local.unwrap())["eastwall"]["tunnel"]["transport"],
+        "quic"
+    );
 }

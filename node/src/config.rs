@@ -52,8 +52,8 @@ struct Spec {
     runtime: RuntimeSpec,
     #[serde(default)]
     identity: Option<Spanned<IdentityDoc>>,
-    #[serde(default)]
-    tunnel: TunnelSpec,
+    #[serde(default = "default_tunnel")]
+    tunnel: Spanned<TunnelSpec>,
     #[serde(default)]
     directory: Option<crate::directory::DirectorySpec>,
 }
@@ -131,14 +131,30 @@ fn default_reload_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct TunnelSpec {
-    /// UDP port of the QUIC tunnel, the same on every node.
+    /// Port of the tunnel, UDP for QUIC and TCP for HTTP/2, the same on every node.
     pub port: u16,
+    /// Which transport carries this node's outgoing streams: `quic`, `h2` or `auto`.
+    pub transport: crate::tunnel::TransportMode,
+    /// Streams a pooled connection carries before another is dialed to the same peer.
+    pub streams_per_connection: usize,
+    /// Most pooled connections per (source identity, destination node, destination
+    /// identity); 0 means one per runtime worker thread.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for TunnelSpec {
     fn default() -> Self {
-        TunnelSpec { port: 15008 }
+        TunnelSpec {
+            port: 15008,
+            transport: crate::tunnel::TransportMode::default(),
+            streams_per_connection: 100,
+            max_connections_per_peer: 0,
+        }
     }
+}
+
+fn default_tunnel() -> Spanned<TunnelSpec> {
+    Spanned::new(TunnelSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
 }
 
 fn default_capture() -> Spanned<CaptureSpec> {
@@ -302,6 +318,13 @@ impl NodeConfig {
                 "capture ports must be non-zero and distinct".to_string(),
             );
         }
+        let t = &f.spec.tunnel;
+        if t.value.port == 0 || t.value.streams_per_connection == 0 {
+            error(
+                &t.referenced,
+                "tunnel: `port` and `streamsPerConnection` must be non-zero".to_string(),
+            );
+        }
         if c.value.mark == 0 || c.value.own_mark == 0 || c.value.mark == c.value.own_mark {
             error(
                 &c.referenced,
@@ -378,7 +401,7 @@ impl NodeConfig {
             },
             runtime: f.spec.runtime,
             identity,
-            tunnel: f.spec.tunnel,
+            tunnel: f.spec.tunnel.value,
             directory: f.spec.directory,
             base_dir: base.to_path_buf(),
         })

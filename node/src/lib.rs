@@ -27,6 +27,7 @@ pub mod identity;
 pub mod lab;
 pub mod metrics;
 pub mod proxy;
+mod relay;
 pub mod run;
 pub mod state;
 pub mod tunnel;

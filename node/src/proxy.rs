@@ -8,112 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use eastwall_identity::SpiffeId;
 use eastwall_policy::{Endpoint, Flow, Registry, Workload};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::capture::socket;
 use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo, TunnelInfo};
 use crate::metrics::{BytesLabels, ClosedLabels, DirLabels, RuleLabels};
+use crate::relay::{Abort, Sink, Source, both, pipe, relay};
 use crate::state::NodeState;
-use crate::tunnel::header::{Status, StreamHeader};
-use crate::tunnel::pool::{self, PoolKey};
-
-/// First read size of a burst; doubled while reads fill it, up to [`MAX_READ`].
-const FIRST_READ: usize = 16 * 1024;
-/// Largest single read.
-const MAX_READ: usize = 64 * 1024;
-
-/// Where a relay reads from. It waits for bytes without holding a buffer, so an idle
-/// connection costs no copy buffer; a buffer is taken only for bytes that have arrived.
-pub(crate) trait Source {
-    /// The next bytes, `None` at the end of the stream; `hint` is the read size to try.
-    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>>;
-}
-
-/// Where a relay writes to.
-pub(crate) trait Sink {
-    /// Writes all of `bytes`.
-    async fn put(&mut self, bytes: Bytes) -> io::Result<()>;
-    /// Ends this direction (TCP FIN, QUIC stream FIN).
-    async fn close(&mut self) -> io::Result<()>;
-}
-
-impl Source for tokio::net::tcp::ReadHalf<'_> {
-    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
-        loop {
-            self.readable().await?;
-            let mut buf = BytesMut::with_capacity(*hint);
-            match self.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    if n == *hint {
-                        *hint = (*hint * 2).min(MAX_READ);
-                    }
-                    return Ok(Some(buf.freeze()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl Source for &mut quinn::RecvStream {
-    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
-        // Wait for data holding no buffer; quinn hands over its own chunks (about a packet
-        // each), which are gathered, as far as they have already arrived, into one write.
-        let Some(first) = self.read_chunk(MAX_READ, true).await? else {
-            return Ok(None);
-        };
-        if first.bytes.len() >= *hint {
-            return Ok(Some(first.bytes));
-        }
-        let mut buf = BytesMut::with_capacity(*hint);
-        buf.extend_from_slice(&first.bytes);
-        while buf.len() < *hint {
-            // Poll once: take what is there, never wait (read_chunk is cancel safe).
-            let more = tokio::select! {
-                biased;
-                r = self.read_chunk(*hint - buf.len(), true) => r?,
-                () = std::future::ready(()) => break,
-            };
-            match more {
-                Some(c) => buf.extend_from_slice(&c.bytes),
-                // The end of the stream: what was gathered goes out now, and the next call
-                // sees the end again.
-                None => break,
-            }
-        }
-        if buf.len() >= *hint {
-            *hint = (*hint * 2).min(MAX_READ);
-        }
-        Ok(Some(buf.freeze()))
-    }
-}
-
-impl Sink for tokio::net::tcp::WriteHalf<'_> {
-    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
-        self.write_all(&bytes).await
-    }
-    async fn close(&mut self) -> io::Result<()> {
-        self.shutdown().await
-    }
-}
-
-impl Sink for &mut quinn::SendStream {
-    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
-        // quinn takes the buffer as it is: no copy on this side.
-        Ok(self.write_chunk(bytes).await?)
-    }
-    async fn close(&mut self) -> io::Result<()> {
-        self.finish().map_err(io::Error::other)
-    }
-}
+use crate::tunnel::header::{Response, Status, StreamHeader};
+use crate::tunnel::pool::PoolKey;
+use crate::tunnel::{Opened, h2, quic};
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,10 +347,10 @@ async fn relay_tunnel(
     mut rec: FlowRecord,
     start: DateTime<Utc>,
 ) {
-    let Some(pool) = &state.tunnel else { return };
+    let Some(tunnel) = &state.tunnel else { return };
     let dir = rec.eastwall.direction.as_str();
-    let mut tunnel = TunnelInfo {
-        transport: "quic",
+    let mut info = TunnelInfo {
+        transport: "",
         peer: key.node.to_string(),
         peer_identity: Some(key.dst.to_string()),
         status: String::new(),
@@ -453,23 +361,18 @@ async fn relay_tunnel(
         src: peer,
         trace: None,
     };
-    let (conn, mut send, mut recv) = match pool.open(&key, &header).await {
+    let opened = match tunnel.open(&key, &header).await {
         Ok(s) => s,
         Err(e) => {
-            let failed_handshake = matches!(
-                e,
-                pool::OpenError::Connect { .. }
-                    | pool::OpenError::NoIdentity(_)
-                    | pool::OpenError::Config(_)
-            );
-            tunnel.status = if failed_handshake {
+            info.transport = tunnel.mode().as_str();
+            info.status = if e.is_handshake() {
                 "handshake-failed"
             } else {
                 "stream-failed"
             }
             .into();
-            tunnel.reason = e.to_string();
-            rec.eastwall.tunnel = Some(tunnel);
+            info.reason = e.to_string();
+            rec.eastwall.tunnel = Some(info);
             rec.eastwall.error = Some(e.to_string());
             socket::reset(client);
             state
@@ -482,51 +385,70 @@ async fn relay_tunnel(
             return;
         }
     };
-    // Client bytes start flowing at once; the destination holds them until it has decided.
-    // The first bytes back are its response.
+    info.transport = opened.transport();
     let mut c = client;
     let (mut up, mut down) = (0u64, 0u64);
     let active = active_gauge(state, dir);
     active.inc();
-    let outcome: Result<(), TunnelEnd> = {
-        let (cr, mut cw) = c.split();
-        let to_server = pipe(cr, &mut send, &mut up);
-        let recv = &mut recv;
-        let down = &mut down;
-        let tunnel = &mut tunnel;
-        let to_client = async move {
-            let (resp, early) = pool::read_response(recv).await.map_err(TunnelEnd::Stream)?;
-            tunnel.status = resp.status.as_str().into();
-            tunnel.reason = resp.reason.clone();
-            if resp.status != Status::Connected {
-                return Err(TunnelEnd::Refused(resp.status));
+    // The pooled connection stays leased until the stream is done.
+    let (outcome, refusal) = match opened {
+        Opened::Quic {
+            lease,
+            mut send,
+            recv,
+        } => {
+            let r = through_tunnel(
+                &mut c,
+                &mut send,
+                quic::read_response(recv),
+                &mut up,
+                &mut down,
+                &mut info,
+            )
+            .await;
+            if r.is_err() {
+                send.abort();
             }
-            cw.write_all(&early).await.map_err(TunnelEnd::Io)?;
-            *down += early.len() as u64;
-            pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
-        };
-        both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client).await
+            let refusal = quic::handshake_refusal(&lease.conn);
+            (r, refusal)
+        }
+        Opened::H2 {
+            lease,
+            mut send,
+            response,
+        } => {
+            let r = through_tunnel(
+                &mut c,
+                &mut send,
+                h2::read_response(response),
+                &mut up,
+                &mut down,
+                &mut info,
+            )
+            .await;
+            if r.is_err() {
+                send.abort();
+            }
+            (r, lease.conn.handshake_refusal())
+        }
     };
     active.dec();
     count_bytes(state, dir, up, down);
-    if let (Err(TunnelEnd::Stream(_) | TunnelEnd::Io(_)), Some(reason)) =
-        (&outcome, pool::handshake_refusal(&conn))
-    {
-        tunnel.status = "handshake-failed".into();
-        tunnel.reason = reason;
+    if let (Err(TunnelEnd::Stream(_) | TunnelEnd::Io(_)), Some(reason)) = (&outcome, refusal) {
+        info.status = "handshake-failed".into();
+        info.reason = reason;
     }
-    if tunnel.status.is_empty() {
-        tunnel.status = "stream-failed".into();
+    if info.status.is_empty() {
+        info.status = "stream-failed".into();
     }
-    rec.eastwall.tunnel = Some(tunnel);
+    rec.eastwall.tunnel = Some(info);
     count_decision(state, &rec);
     match outcome {
         Ok(()) => closed(state, &mut rec, start, up, down, None),
         Err(end) => {
             socket::reset(c);
-            let _ = send.reset(crate::tunnel::code::RELAY_ERROR);
             match end {
-                // The destination node decided otherwise, or could not reach the workload.
+                // The destination decided otherwise, or could not reach the workload.
                 TunnelEnd::Refused(Status::Unreachable) => {
                     finish(state, &mut rec, start, "failed", "upstream-error", true)
                 }
@@ -549,6 +471,35 @@ async fn relay_tunnel(
             }
         }
     }
+}
+
+/// Relays a workload connection through an opened tunnel stream: the client's bytes start
+/// flowing at once (the destination holds them until it has decided); the first thing back
+/// is the destination's response, then the destination workload's bytes.
+async fn through_tunnel<S, R>(
+    client: &mut TcpStream,
+    send: S,
+    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    up: &mut u64,
+    down: &mut u64,
+    info: &mut TunnelInfo,
+) -> Result<(), TunnelEnd>
+where
+    S: Sink,
+    R: Source,
+{
+    let (cr, cw) = client.split();
+    let to_server = pipe(cr, send, up);
+    let to_client = async move {
+        let (resp, recv) = response.await.map_err(TunnelEnd::Stream)?;
+        info.status = resp.status.as_str().into();
+        info.reason = resp.reason.clone();
+        if resp.status != Status::Connected {
+            return Err(TunnelEnd::Refused(resp.status));
+        }
+        pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
+    };
+    both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client).await
 }
 
 /// How a tunnelled relay ended early.
@@ -648,54 +599,4 @@ pub(crate) fn finish(
         })
         .inc();
     state.flows.record(rec);
-}
-
-/// Copies both ways until both directions have ended; a half-close is passed on, and the
-/// first error ends both. Returns bytes to the server, bytes to the client, and the first
-/// error; the caller resets the sockets on error.
-pub(crate) async fn relay<CR, CW, SR, SW>(
-    cr: CR,
-    cw: CW,
-    sr: SR,
-    sw: SW,
-) -> (u64, u64, Option<io::Error>)
-where
-    CR: Source,
-    CW: Sink,
-    SR: Source,
-    SW: Sink,
-{
-    let (mut up, mut down) = (0u64, 0u64);
-    let err = {
-        let to_server = pipe(cr, sw, &mut up);
-        let to_client = pipe(sr, cw, &mut down);
-        both(to_server, to_client).await.err()
-    };
-    (up, down, err)
-}
-
-/// Runs both directions until both have ended, or until the first error, which ends both.
-async fn both<E>(
-    a: impl std::future::Future<Output = Result<(), E>>,
-    b: impl std::future::Future<Output = Result<(), E>>,
-) -> Result<(), E> {
-    tokio::pin!(a, b);
-    let (mut a_done, mut b_done) = (false, false);
-    while !(a_done && b_done) {
-        tokio::select! {
-            r = &mut a, if !a_done => { a_done = true; r?; }
-            r = &mut b, if !b_done => { b_done = true; r?; }
-        }
-    }
-    Ok(())
-}
-
-async fn pipe<R: Source, W: Sink>(mut r: R, mut w: W, count: &mut u64) -> io::Result<()> {
-    let mut hint = FIRST_READ;
-    while let Some(bytes) = r.next(&mut hint).await? {
-        let n = bytes.len() as u64;
-        w.put(bytes).await?;
-        *count += n;
-    }
-    w.close().await
 }

@@ -13,7 +13,8 @@ use crate::identity::LocalIdentities;
 use crate::metrics::Metrics;
 use crate::proxy::Listener;
 use crate::state::NodeState;
-use crate::tunnel::pool::Pool;
+use crate::tunnel::Tunnel;
+use crate::tunnel::pool::PoolLimits;
 use crate::{admin, ca, capture, proxy, tunnel};
 
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
@@ -59,6 +60,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     .context("opening the flow log")?;
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
+    let mut tunnel_listener = None;
     let mut identities = None;
     // Renewal tasks of identities from the CA: (client, identities) to spawn once the state
     // (and its metrics) exist.
@@ -86,16 +88,32 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         };
         let ep = tunnel::endpoint(cfg.tunnel.port, &ids, cfg.capture.own_mark)?;
         tunnel_endpoint = Some(ep);
+        tunnel_listener = Some(tunnel::h2::listener(cfg.tunnel.port, cfg.capture.own_mark)?);
         let reload_secs = match &id.source {
             CertSource::Files { reload_secs, .. } => Some(*reload_secs),
             CertSource::Ca(_) => None,
         };
         identities = Some((ids, reload_secs));
     }
+    let workers = match cfg.runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let pool = match (&tunnel_endpoint, &identities) {
-        (Some(ep), Some((ids, _))) => Some(Pool::new(
+        (Some(ep), Some((ids, _))) => Some(Tunnel::new(
+            cfg.tunnel.transport,
             ep.clone(),
             ids.clone(),
+            cfg.capture.own_mark,
+            std::time::Duration::from_secs(cfg.capture.connect_timeout_secs),
+            PoolLimits {
+                streams_per_connection: cfg.tunnel.streams_per_connection,
+                max_connections: match cfg.tunnel.max_connections_per_peer {
+                    0 => workers,
+                    n => n,
+                },
+                ..PoolLimits::default()
+            },
             metrics.tunnel_dials.clone(),
         )),
         _ => None,
@@ -132,7 +150,14 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         }));
     }
     if let Some(ep) = tunnel_endpoint.clone() {
-        tasks.push(tokio::spawn(tunnel::server::serve(ep, state.clone())));
+        tasks.push(tokio::spawn(tunnel::quic::serve(ep, state.clone())));
+    }
+    if let (Some(l), Some((ids, _))) = (tunnel_listener, &identities) {
+        tasks.push(tokio::spawn(tunnel::h2::serve(
+            l,
+            ids.clone(),
+            state.clone(),
+        )));
     }
     if let (Some(client), Some((ids, _))) = (from_ca, &identities) {
         let client = Arc::new(client);

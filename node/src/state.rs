@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::{CaptureSpec, Rules};
 use crate::flow::FlowLog;
 use crate::metrics::Metrics;
-use crate::tunnel::pool::Pool;
+use crate::tunnel::Tunnel;
 
 /// Shared state of a running node.
 pub struct NodeState {
@@ -17,9 +17,9 @@ pub struct NodeState {
     pub metrics: Metrics,
     /// Flow records.
     pub flows: FlowLog,
-    /// The tunnel's connection pool, when the node runs the tunnel.
-    pub tunnel: Option<Pool>,
-    /// The tunnel's UDP port (the same on every node).
+    /// The tunnel's client side, when the node runs the tunnel.
+    pub tunnel: Option<Tunnel>,
+    /// The tunnel's port, UDP and TCP (the same on every node).
     pub tunnel_port: u16,
     /// Where users' groups come from, if anywhere.
     pub directory: Option<crate::directory::Directory>,
@@ -52,9 +52,9 @@ impl NodeState {
     }
 
     /// This node with the tunnel's pool, dialing peers on `port`.
-    pub fn with_tunnel(self, pool: Option<Pool>, port: u16) -> Self {
+    pub fn with_tunnel(self, tunnel: Option<Tunnel>, port: u16) -> Self {
         NodeState {
-            tunnel: pool,
+            tunnel,
             tunnel_port: port,
             ..self
         }

@@ -181,6 +181,20 @@ impl Status {
         })
     }
 
+    /// The status [`Status::as_str`] names `s`.
+    pub fn from_name(s: &str) -> Option<Status> {
+        [
+            Status::Connected,
+            Status::Denied,
+            Status::BadHeader,
+            Status::UnknownDestination,
+            Status::IdentityMismatch,
+            Status::Unreachable,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+
     /// Short name for records.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,28 +1,38 @@
-//! The identity-bearing tunnel between nodes: QUIC (quinn) on UDP 15008, mutual TLS with
-//! the *source workload's* certificate on the client side and the *destination workload's* on
-//! the server side, one stream per workload connection, a versioned [`header`] in front of
-//! each stream's bytes.
+//! The identity-bearing tunnel between nodes: mutual TLS with the *source workload's*
+//! certificate on the client side and the *destination workload's* on the server side, one
+//! stream per workload connection, carrying the original destination and source. Two
+//! transports sit behind one interface ([`pool::Connector`] for dialing,
+//! [`server::ServerStream`] at the destination, [`Tunnel::open`] for the relay):
 //!
-//! - [`pool`]: the source side. One QUIC connection per (source identity, destination node,
-//!   destination identity), reused for every connection between them.
-//! - [`server`]: the destination side. Takes the source identity from the verified peer
-//!   certificate, checks it owns the claimed source address, decides, connects to the local
-//!   workload from the source's address, relays.
+//! - [`quic`]: QUIC (quinn) on UDP 15008, the stream opened with the binary [`header`].
+//! - [`h2`]: HTTP/2 over TLS over TCP 15008, HBONE-shaped CONNECT streams ([`connect`]).
+//!
+//! [`Tunnel`] picks the transport per destination node (`tunnel.transport`: `quic`, `h2`, or
+//! `auto`); [`pool`] keeps a few connections per (source identity, destination node,
+//! destination identity), and [`server`] is the destination side, shared by both.
 
+pub mod connect;
+pub mod h2;
 pub mod header;
 pub mod pool;
+pub mod quic;
 pub mod server;
 
-use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use quinn::{EndpointConfig, TransportConfig, VarInt};
+use bytes::Bytes;
+use serde::Deserialize;
 
+use self::header::StreamHeader;
+use self::pool::{Lease, OpenError, Pool, PoolKey, PoolLimits};
 use crate::identity::LocalIdentities;
 
-/// ALPN of the tunnel protocol, version 1.
+pub use self::quic::{endpoint, handshake_refusal, transport_config};
+
+/// ALPN of the QUIC tunnel protocol, version 1.
 pub const ALPN: &[u8] = b"eastwall-tunnel/1";
 
 /// QUIC application error codes used when refusing a stream or closing a connection.
@@ -36,67 +46,178 @@ pub mod code {
     pub const REFUSED: VarInt = VarInt::from_u32(0x11);
 }
 
-/// Transport settings sized for bulk transfer on a LAN and many concurrent streams.
-pub fn transport_config() -> Arc<TransportConfig> {
-    let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(10_000));
-    t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    t.stream_receive_window(VarInt::from_u32(8 * 1024 * 1024));
-    t.receive_window(VarInt::from_u32(32 * 1024 * 1024));
-    t.send_window(32 * 1024 * 1024);
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
-    t.max_idle_timeout(Some(VarInt::from_u32(60_000).into()));
-    Arc::new(t)
+/// Which transport carries a node's outgoing tunnel streams (`tunnel.transport`). A node
+/// always accepts both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportMode {
+    /// QUIC only.
+    Quic,
+    /// HTTP/2 over TLS over TCP only.
+    H2,
+    /// Per destination node: see [`Tunnel::open`].
+    #[default]
+    Auto,
 }
 
-/// Opens the node's QUIC endpoint on `port` (IPv6 socket accepting IPv4 too), serving the
-/// local workloads' identities, and usable as a client for the pool.
-pub fn endpoint(
-    port: u16,
-    identities: &Arc<LocalIdentities>,
-    own_mark: u32,
-) -> anyhow::Result<quinn::Endpoint> {
-    let tls = eastwall_certs::server_config(identities.server.clone(), &identities.bundle, &[ALPN])
-        .map_err(|e| anyhow::anyhow!("tunnel TLS server config: {e}"))?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))
-        .context("tunnel QUIC server config")?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport_config());
-    let socket = udp_socket(port, own_mark)?;
-    let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
-    quinn::Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)
-        .context("tunnel endpoint")
-}
-
-fn udp_socket(port: u16, own_mark: u32) -> anyhow::Result<UdpSocket> {
-    match udp_socket_in(true, port, own_mark) {
-        Ok(s) => Ok(s),
-        // A host without IPv6 still gets an IPv4 tunnel.
-        Err(_) => udp_socket_in(false, port, own_mark),
+impl TransportMode {
+    /// The name of the mode, as flow records give the transport when none could be opened.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportMode::Quic => "quic",
+            TransportMode::H2 => "h2",
+            TransportMode::Auto => "auto",
+        }
     }
 }
 
-fn udp_socket_in(v6: bool, port: u16, own_mark: u32) -> anyhow::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(
-        if v6 { Domain::IPV6 } else { Domain::IPV4 },
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    if v6 {
-        s.set_only_v6(false)?;
+/// How long a peer whose QUIC handshake failed is reached over HTTP/2 before QUIC is tried
+/// again (auto mode).
+const UDP_RETRY: Duration = Duration::from_secs(60);
+/// How long auto mode waits for a QUIC handshake before it falls back to HTTP/2.
+const AUTO_QUIC_HANDSHAKE: Duration = Duration::from_secs(1);
+
+/// A stream opened through the tunnel, with the pooled connection it holds.
+pub(crate) enum Opened {
+    /// On QUIC.
+    Quic {
+        /// The connection (held for the stream's lifetime).
+        lease: Lease<quinn::Connection>,
+        /// To the destination.
+        send: quinn::SendStream,
+        /// From it; starts with the response header.
+        recv: quinn::RecvStream,
+    },
+    /// On HTTP/2.
+    H2 {
+        /// The connection (held for the stream's lifetime).
+        lease: Lease<h2::H2Conn>,
+        /// To the destination.
+        send: ::h2::SendStream<Bytes>,
+        /// The destination's response and, behind it, its bytes.
+        response: ::h2::client::ResponseFuture,
+    },
+}
+
+impl Opened {
+    /// `quic` or `h2`, for records.
+    pub(crate) fn transport(&self) -> &'static str {
+        match self {
+            Opened::Quic { .. } => "quic",
+            Opened::H2 { .. } => "h2",
+        }
     }
-    // The node's own packets are never captured, even with local-traffic capture on.
-    s.set_mark(own_mark)?;
-    // Bulk transfer needs room for bursts; the kernel caps these at rmem_max/wmem_max.
-    let _ = s.set_recv_buffer_size(8 * 1024 * 1024);
-    let _ = s.set_send_buffer_size(8 * 1024 * 1024);
-    let any: std::net::IpAddr = if v6 {
-        Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    };
-    s.bind(&SocketAddr::new(any, port).into())
-        .with_context(|| format!("binding UDP port {port} for the tunnel"))?;
-    Ok(s.into())
+}
+
+/// The source side of the tunnel: both transports' pools and the choice between them.
+pub struct Tunnel {
+    mode: TransportMode,
+    quic: Pool<quic::QuicConnector>,
+    h2: Pool<h2::H2Connector>,
+    /// Auto mode: destination nodes whose QUIC handshake failed, and until when they are
+    /// reached over HTTP/2.
+    quic_down: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Tunnel {
+    /// The tunnel's client side: `endpoint` dials QUIC, TCP sockets carry `own_mark`; dials
+    /// are counted in `dials`, and `connect_timeout` bounds a handshake (auto mode gives QUIC
+    /// one second before falling back).
+    pub fn new(
+        mode: TransportMode,
+        endpoint: quinn::Endpoint,
+        identities: Arc<LocalIdentities>,
+        own_mark: u32,
+        connect_timeout: Duration,
+        limits: PoolLimits,
+        dials: prometheus_client::metrics::counter::Counter,
+    ) -> Tunnel {
+        let quic = quic::QuicConnector {
+            endpoint,
+            identities: identities.clone(),
+            handshake_timeout: if mode == TransportMode::Auto {
+                AUTO_QUIC_HANDSHAKE.min(connect_timeout)
+            } else {
+                connect_timeout
+            },
+        };
+        let h2 = h2::H2Connector {
+            identities,
+            own_mark,
+            handshake_timeout: connect_timeout,
+        };
+        Tunnel {
+            mode,
+            quic: Pool::new(quic, limits, dials.clone()),
+            h2: Pool::new(h2, limits, dials),
+            quic_down: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured transport mode.
+    pub fn mode(&self) -> TransportMode {
+        self.mode
+    }
+
+    /// Opens a stream to `key` for the connection `header` describes. `quic` and `h2` use
+    /// that transport; `auto` uses QUIC unless the destination node's QUIC handshake failed
+    /// within the last minute (UDP blocked, or QUIC refused), and falls back to HTTP/2 for
+    /// the connection at hand when a QUIC handshake fails or takes over a second — a
+    /// refused certificate is not retried over HTTP/2.
+    pub(crate) async fn open(
+        &self,
+        key: &PoolKey,
+        header: &StreamHeader,
+    ) -> Result<Opened, OpenError> {
+        let use_quic = match self.mode {
+            TransportMode::Quic => true,
+            TransportMode::H2 => false,
+            TransportMode::Auto => !self.quic_is_down(key.node),
+        };
+        if use_quic {
+            match self.open_quic(key, header).await {
+                Err(e @ OpenError::Connect { .. })
+                    if self.mode == TransportMode::Auto && !refused(&e) =>
+                {
+                    tracing::info!(node = %key.node, %e, "QUIC unavailable; using HTTP/2 for this node");
+                    self.quic_down
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.node, Instant::now() + UDP_RETRY);
+                }
+                other => return other,
+            }
+        }
+        let lease = self.h2.lease(key).await?;
+        let (send, response) = h2::open_stream(&lease.conn, key, header).await?;
+        Ok(Opened::H2 {
+            lease,
+            send,
+            response,
+        })
+    }
+
+    async fn open_quic(&self, key: &PoolKey, header: &StreamHeader) -> Result<Opened, OpenError> {
+        let lease = self.quic.lease(key).await?;
+        let (send, recv) = quic::open_stream(&lease.conn, key, header).await?;
+        Ok(Opened::Quic { lease, send, recv })
+    }
+
+    fn quic_is_down(&self, node: SocketAddr) -> bool {
+        let mut down = self.quic_down.lock().unwrap_or_else(|p| p.into_inner());
+        match down.get(&node) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                down.remove(&node);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// Whether the peer refused our identity (TLS alert), which HTTP/2 would not change.
+fn refused(e: &OpenError) -> bool {
+    matches!(e, OpenError::Connect { reason, .. }
+        if reason.contains("crypto") || reason.contains("alert") || reason.contains("certificate"))
 }

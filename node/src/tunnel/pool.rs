@@ -1,17 +1,14 @@
-//! The source side of the tunnel: pooled QUIC connections and opening a stream for one
-//! captured connection.
+//! Pooled tunnel connections on the source side, for either transport: per key, a few
+//! connections that every workload connection between the same identities shares, grown
+//! with the number of streams they carry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use eastwall_identity::SpiffeId;
-use quinn::{Connection, RecvStream, SendStream};
-use tokio::io::AsyncReadExt;
-
-use super::header::{Decoded, MAX_HEADER, Response, StreamHeader};
-use super::{ALPN, transport_config};
-use crate::identity::LocalIdentities;
 
 /// Which pooled connection a stream rides on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +30,7 @@ pub enum OpenError {
     /// TLS configuration could not be built.
     #[error("tunnel TLS config: {0}")]
     Config(String),
-    /// The QUIC handshake failed (refused certificate, unreachable node, ...).
+    /// The handshake failed (refused certificate, unreachable node, ...).
     #[error("tunnel to {node} failed: {reason}")]
     Connect {
         /// Destination node address.
@@ -46,138 +43,302 @@ pub enum OpenError {
     Stream(String),
 }
 
-/// The pool: at most one live connection per key; concurrent openers wait for one handshake.
-pub struct Pool {
-    endpoint: quinn::Endpoint,
-    dials: prometheus_client::metrics::counter::Counter,
-    identities: Arc<LocalIdentities>,
-    slots: Mutex<HashMap<PoolKey, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+impl OpenError {
+    /// Whether the connection could not be set up at all (as opposed to one stream failing).
+    pub fn is_handshake(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Connect { .. } | OpenError::NoIdentity(_) | OpenError::Config(_)
+        )
+    }
 }
 
-impl Pool {
-    /// A pool dialing from `endpoint`.
-    pub fn new(
-        endpoint: quinn::Endpoint,
-        identities: Arc<LocalIdentities>,
+/// How a transport sets up and inspects its connections; the pool does the rest.
+pub(crate) trait Connector: Send + Sync {
+    /// A live connection, cheap to clone (a handle).
+    type Conn: Clone + Send + Sync;
+    /// Dials `key`'s node, presenting `key.src` and requiring `key.dst`.
+    async fn dial(&self, key: &PoolKey) -> Result<Self::Conn, OpenError>;
+    /// Whether new streams can still be opened on `conn`.
+    fn is_open(conn: &Self::Conn) -> bool;
+}
+
+/// How many connections a key may use, and when another one is dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Streams a connection carries before the pool dials another for the same key.
+    pub streams_per_connection: usize,
+    /// Most connections per key.
+    pub max_connections: usize,
+    /// A connection without streams for this long is let go.
+    pub idle: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            streams_per_connection: 100,
+            max_connections: 4,
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Pooled<T> {
+    conn: T,
+    active: Arc<AtomicUsize>,
+    last_used: Instant,
+}
+
+struct Slot<T> {
+    conns: Mutex<Vec<Pooled<T>>>,
+    /// Held while dialing, so concurrent first users wait for one handshake.
+    dialing: tokio::sync::Mutex<()>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            conns: Mutex::new(Vec::new()),
+            dialing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// A connection taken from the pool for one stream; counts as one active stream until it is
+/// dropped.
+pub struct Lease<T> {
+    /// The connection.
+    pub conn: T,
+    active: Arc<AtomicUsize>,
+}
+
+impl<T> Drop for Lease<T> {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The pool of one transport.
+pub(crate) struct Pool<C: Connector> {
+    connector: C,
+    limits: PoolLimits,
+    dials: prometheus_client::metrics::counter::Counter,
+    slots: Mutex<HashMap<PoolKey, Arc<Slot<C::Conn>>>>,
+}
+
+impl<C: Connector> Pool<C> {
+    /// A pool dialing with `connector`; `dials` counts handshakes.
+    pub(crate) fn new(
+        connector: C,
+        limits: PoolLimits,
         dials: prometheus_client::metrics::counter::Counter,
-    ) -> Pool {
+    ) -> Self {
         Pool {
-            endpoint,
+            connector,
+            limits,
             dials,
-            identities,
             slots: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A live connection for `key`, dialing one if needed.
-    pub async fn connection(&self, key: &PoolKey) -> Result<Connection, OpenError> {
+    /// The transport's connector.
+    #[cfg(test)]
+    pub(crate) fn connector(&self) -> &C {
+        &self.connector
+    }
+
+    /// A connection for one more stream to `key`: the least busy live one, or a new one when
+    /// there is none or all carry their share of streams.
+    pub(crate) async fn lease(&self, key: &PoolKey) -> Result<Lease<C::Conn>, OpenError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(key.clone()).or_default().clone()
         };
-        let mut guard = slot.lock().await;
-        if let Some(c) = guard.as_ref()
-            && c.close_reason().is_none()
-        {
-            return Ok(c.clone());
+        if let Some(l) = self.pick(&slot, false) {
+            return Ok(l);
         }
-        let client = self
-            .identities
-            .client(&key.src)
-            .ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
-        let tls = eastwall_certs::client_config(
-            client,
-            &self.identities.bundle,
-            key.dst.clone(),
-            &[ALPN],
-        )
-        .map_err(|e| OpenError::Config(e.to_string()))?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
-            .map_err(|e| OpenError::Config(e.to_string()))?;
-        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-        cfg.transport_config(transport_config());
-        let sni = eastwall_certs::sni_for(&key.dst);
-        self.dials.inc();
-        let conn = self
-            .endpoint
-            .connect_with(cfg, key.node, &sni)
-            .map_err(|e| OpenError::Connect {
-                node: key.node,
-                reason: e.to_string(),
-            })?
-            .await
-            .map_err(|e| OpenError::Connect {
-                node: key.node,
-                reason: e.to_string(),
-            })?;
-        *guard = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Opens a stream for one connection and sends its header.
-    pub async fn open(
-        &self,
-        key: &PoolKey,
-        header: &StreamHeader,
-    ) -> Result<(Connection, SendStream, RecvStream), OpenError> {
-        let conn = self.connection(key).await?;
-        let opened = async {
-            let (mut send, recv) = conn.open_bi().await?;
-            send.write_all(&header.encode()).await?;
-            Ok::<_, Box<dyn std::error::Error>>((send, recv))
+        let _dialing = match slot.dialing.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                // Another task is dialing: ride on a busy connection if there is one rather
+                // than wait for the handshake; with none, wait for it.
+                if let Some(l) = self.pick(&slot, true) {
+                    return Ok(l);
+                }
+                slot.dialing.lock().await
+            }
         };
-        match opened.await {
-            Ok((send, recv)) => Ok((conn, send, recv)),
-            Err(e) => Err(match handshake_refusal(&conn) {
-                Some(reason) => OpenError::Connect {
+        // Someone else may have dialed while this task waited.
+        if let Some(l) = self.pick(&slot, false) {
+            return Ok(l);
+        }
+        match self.connector.dial(key).await {
+            Ok(conn) => {
+                self.dials.inc();
+                let active = Arc::new(AtomicUsize::new(1));
+                let mut conns = slot.conns.lock().unwrap_or_else(|p| p.into_inner());
+                conns.push(Pooled {
+                    conn: conn.clone(),
+                    active: active.clone(),
+                    last_used: Instant::now(),
+                });
+                Ok(Lease { conn, active })
+            }
+            // A busy connection still beats none.
+            Err(e) => self.pick(&slot, true).ok_or(e),
+        }
+    }
+
+    /// The least busy live connection of `slot`, if it may take another stream (`any`: if
+    /// there is one at all). Drops closed and long-idle connections on the way.
+    fn pick(&self, slot: &Slot<C::Conn>, any: bool) -> Option<Lease<C::Conn>> {
+        let mut conns = slot.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        conns.retain(|p| {
+            C::is_open(&p.conn)
+                && (p.active.load(Ordering::Relaxed) > 0
+                    || now.duration_since(p.last_used) < self.limits.idle)
+        });
+        let full = conns.len() >= self.limits.max_connections;
+        let best = conns
+            .iter_mut()
+            .min_by_key(|p| p.active.load(Ordering::Relaxed))?;
+        let busy = best.active.load(Ordering::Relaxed);
+        if busy >= self.limits.streams_per_connection && !full && !any {
+            return None;
+        }
+        best.active.fetch_add(1, Ordering::Relaxed);
+        best.last_used = now;
+        Some(Lease {
+            conn: best.conn.clone(),
+            active: best.active.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A connector whose connections are flags (open while true).
+    struct Fake {
+        dials: AtomicUsize,
+        fail: AtomicBool,
+    }
+
+    impl Connector for Fake {
+        type Conn = Arc<AtomicBool>;
+        async fn dial(&self, key: &PoolKey) -> Result<Self::Conn, OpenError> {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(OpenError::Connect {
                     node: key.node,
-                    reason,
-                },
-                None => OpenError::Stream(e.to_string()),
-            }),
+                    reason: "down".into(),
+                });
+            }
+            self.dials.fetch_add(1, Ordering::Relaxed);
+            Ok(Arc::new(AtomicBool::new(true)))
+        }
+        fn is_open(conn: &Self::Conn) -> bool {
+            conn.load(Ordering::Relaxed)
         }
     }
-}
 
-/// Why the peer closed `conn` during the TLS handshake, if it did. With TLS 1.3 the client
-/// finishes its handshake before the server has checked the client's certificate, so a
-/// refused certificate shows up as the peer closing the connection with a crypto error.
-pub fn handshake_refusal(conn: &Connection) -> Option<String> {
-    match conn.close_reason()? {
-        e @ (quinn::ConnectionError::ConnectionClosed(_)
-        | quinn::ConnectionError::TransportError(_))
-            if e.to_string().contains("crypto") =>
-        {
-            Some(e.to_string())
+    fn key() -> PoolKey {
+        PoolKey {
+            src: SpiffeId::parse("spiffe://t.example/wl/a").unwrap(),
+            node: "10.0.0.2:15008".parse().unwrap(),
+            dst: SpiffeId::parse("spiffe://t.example/wl/b").unwrap(),
         }
-        _ => None,
     }
-}
 
-/// Reads the destination's response; returns it and any bytes of the workload's data that
-/// arrived behind it.
-pub async fn read_response(recv: &mut RecvStream) -> std::io::Result<(Response, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(64);
-    let mut chunk = [0u8; 1024];
-    loop {
-        match Response::decode(&buf) {
-            Ok(Decoded::Done(r, used)) => return Ok((r, buf.split_off(used))),
-            Ok(Decoded::NeedMore(_)) => {}
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-        }
-        if buf.len() > MAX_HEADER {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "tunnel response too long",
+    fn pool(limits: PoolLimits) -> Pool<Fake> {
+        Pool::new(
+            Fake {
+                dials: AtomicUsize::new(0),
+                fail: AtomicBool::new(false),
+            },
+            limits,
+            Default::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_users_share_one_dial() {
+        let p = Arc::new(pool(PoolLimits::default()));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(
+                async move { p.lease(&key()).await.map(|_| ()) },
             ));
         }
-        let n = AsyncReadExt::read(recv, &mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "tunnel stream ended before the response",
-            ));
+        for t in tasks {
+            t.await.unwrap().unwrap();
         }
-        buf.extend_from_slice(&chunk[..n]);
+        assert_eq!(p.connector().dials.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn grows_with_streams_up_to_the_limit_and_spreads_them() {
+        let p = pool(PoolLimits {
+            streams_per_connection: 2,
+            max_connections: 3,
+            idle: Duration::from_secs(60),
+        });
+        let mut leases = Vec::new();
+        for _ in 0..10 {
+            leases.push(p.lease(&key()).await.unwrap());
+        }
+        assert_eq!(p.connector().dials.load(Ordering::Relaxed), 3);
+        // 10 streams over 3 connections: least busy first, so 4/3/3.
+        let mut counts: Vec<usize> = leases
+            .iter()
+            .map(|l| Arc::as_ptr(&l.conn) as usize)
+            .fold(HashMap::new(), |mut m, c| {
+                *m.entry(c).or_insert(0usize) += 1;
+                m
+            })
+            .into_values()
+            .collect();
+        counts.sort();
+        assert_eq!(counts, vec![3, 3, 4]);
+        // Released streams make room: the next one needs no dial.
+        leases.truncate(2);
+        let _l = p.lease(&key()).await.unwrap();
+        assert_eq!(p.connector().dials.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn closed_connections_are_replaced_and_busy_ones_used_when_dialing_fails() {
+        let p = pool(PoolLimits {
+            streams_per_connection: 1,
+            max_connections: 2,
+            idle: Duration::from_secs(60),
+        });
+        let a = p.lease(&key()).await.unwrap();
+        a.conn.store(false, Ordering::Relaxed);
+        let b = p.lease(&key()).await.unwrap();
+        assert!(
+            b.conn.load(Ordering::Relaxed),
+            "a closed connection is never handed out"
+        );
+        assert_eq!(p.connector().dials.load(Ordering::Relaxed), 2);
+        p.connector().fail.store(true, Ordering::Relaxed);
+        // b is busy (1 stream, the limit), a second dial fails: b is shared rather than fail.
+        let c = p.lease(&key()).await.unwrap();
+        assert!(Arc::ptr_eq(&b.conn, &c.conn));
+        drop((a, b, c));
+        // With nothing pooled, the dial error is what the caller sees.
+        let other = PoolKey {
+            dst: SpiffeId::parse("spiffe://t.example/wl/c").unwrap(),
+            ..key()
+        };
+        assert!(matches!(
+            p.lease(&other).await,
+            Err(OpenError::Connect { .. })
+        ));
     }
 }

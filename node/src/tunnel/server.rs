@@ -1,44 +1,63 @@
-//! The destination side of the tunnel: accept QUIC connections from other nodes, learn the
-//! source's identity from its verified certificate, and serve each stream as one connection
-//! to a local workload.
+//! The destination side of the tunnel, whatever the transport: each stream is one connection
+//! to a local workload. The transport proves the source's identity (its verified certificate)
+//! and delivers the stream's header; here the node checks the destination is its own, that
+//! the proven identity owns the claimed source address, decides, connects to the workload
+//! from the source's address, and relays.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use eastwall_identity::SpiffeId;
-use quinn::{Connection, RecvStream, SendStream};
-use tokio::io::AsyncReadExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::header::{Decoded, HeaderError, MAX_HEADER, Response, Status, StreamHeader};
+use super::header::{Status, StreamHeader};
 use crate::capture::socket;
 use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo, TunnelInfo};
 use crate::metrics::DirLabels;
 use crate::proxy::{self, finish};
+use crate::relay::{Abort, Sink, Source};
 use crate::state::NodeState;
 
-/// How long a peer may take to send a stream's header.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer may take to send a stream's header (QUIC) or to complete its TLS and
+/// HTTP/2 handshakes (HTTP/2).
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts tunnel connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, state: Arc<NodeState>) {
-    while let Some(incoming) = endpoint.accept().await {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => connection(conn, state).await,
-                Err(e) => handshake_refused(&state, remote, &e.to_string()),
-            }
-        });
-    }
+/// What the destination knows of the tunnel connection a stream arrived on.
+pub(crate) struct PeerConn {
+    /// The other node's address.
+    pub(crate) remote: SocketAddr,
+    /// The identity its certificate proved.
+    pub(crate) id: Arc<SpiffeId>,
+    /// The TLS server name the client asked for (the identity it expects this node to prove).
+    pub(crate) asked: Option<String>,
+    /// `quic` or `h2`.
+    pub(crate) transport: &'static str,
+}
+
+/// The destination's side of one stream, whatever the transport.
+pub(crate) trait ServerStream {
+    /// Bytes from the source workload.
+    type Recv: Source;
+    /// Bytes to the source workload.
+    type Send: Sink + Abort;
+    /// Answers with a refusal and ends the stream.
+    async fn refuse(self, status: Status, why: &str);
+    /// Answers "connected"; returns the halves for the relay.
+    async fn connected(self) -> io::Result<(Self::Recv, Self::Send)>;
 }
 
 /// A peer whose handshake failed (foreign CA, expired certificate, ...) leaves a record.
-fn handshake_refused(state: &NodeState, remote: SocketAddr, why: &str) {
-    debug!(%remote, why, "tunnel handshake refused");
+pub(crate) fn handshake_refused(
+    state: &NodeState,
+    transport: &'static str,
+    remote: SocketAddr,
+    why: &str,
+) {
+    debug!(%remote, why, transport, "tunnel handshake refused");
     state.metrics.tunnel_handshake_failures.inc();
     let start = Utc::now();
     let unknown = EndpointInfo::of(None);
@@ -54,7 +73,7 @@ fn handshake_refused(state: &NodeState, remote: SocketAddr, why: &str) {
         start,
     );
     rec.eastwall.tunnel = Some(TunnelInfo {
-        transport: "quic",
+        transport,
         peer: remote.to_string(),
         peer_identity: None,
         status: "handshake-failed".into(),
@@ -70,76 +89,17 @@ fn handshake_refused(state: &NodeState, remote: SocketAddr, why: &str) {
     );
 }
 
-async fn connection(conn: Connection, state: Arc<NodeState>) {
-    let remote = conn.remote_address();
-    let peer_id = conn
-        .peer_identity()
-        .and_then(|any| {
-            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .and_then(|chain| eastwall_certs::peer_identity(&chain).ok());
-    let Some(peer_id) = peer_id else {
-        // The TLS layer verified a chain, so this cannot happen; refuse rather than guess.
-        conn.close(super::code::REFUSED, b"no peer identity");
-        return;
-    };
-    // The identity the client asked this node to prove (by SNI).
-    let asked = conn
-        .handshake_data()
-        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|d| d.server_name);
-    let peer_id = Arc::new(peer_id);
-    loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                let state = state.clone();
-                let peer_id = peer_id.clone();
-                let asked = asked.clone();
-                tokio::spawn(async move {
-                    stream(send, recv, remote, &peer_id, asked.as_deref(), &state).await
-                });
-            }
-            Err(e) => {
-                debug!(%remote, %e, "tunnel connection ended");
-                return;
-            }
-        }
-    }
-}
-
-/// Reads a stream's header; returns it and the workload bytes that came behind it.
-async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Vec<u8>), String> {
-    let mut buf = Vec::with_capacity(128);
-    let mut chunk = [0u8; 2048];
-    loop {
-        match StreamHeader::decode(&buf) {
-            Ok(Decoded::Done(h, used)) => return Ok((h, buf.split_off(used))),
-            Ok(Decoded::NeedMore(n)) if n > MAX_HEADER => {
-                return Err(HeaderError::TooLong(n).to_string());
-            }
-            Ok(Decoded::NeedMore(_)) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let n = AsyncReadExt::read(recv, &mut chunk)
-            .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(HeaderError::Truncated.to_string());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn stream(
-    mut send: SendStream,
-    mut recv: RecvStream,
-    remote: SocketAddr,
-    peer_id: &SpiffeId,
-    asked: Option<&str>,
+/// Serves one stream whose header has been read (or could not be: `Err(why)`); `early` is
+/// the workload's bytes that arrived behind the header.
+pub(crate) async fn serve_stream<T: ServerStream>(
+    stream: T,
+    header: Result<StreamHeader, String>,
+    early: Bytes,
+    peer: &PeerConn,
     state: &NodeState,
 ) {
     let start = Utc::now();
+    let peer_id = &*peer.id;
     state
         .metrics
         .opened
@@ -148,29 +108,24 @@ async fn stream(
         })
         .inc();
     let mut tunnel = TunnelInfo {
-        transport: "quic",
-        peer: remote.to_string(),
+        transport: peer.transport,
+        peer: peer.remote.to_string(),
         peer_identity: Some(peer_id.to_string()),
         status: String::new(),
         reason: String::new(),
     };
-    let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
-        Ok(Ok(h)) => Ok(h),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("timed out waiting for the tunnel header".to_owned()),
-    };
-    let (header, early) = match header {
+    let header = match header {
         Ok(h) => h,
         Err(why) => {
             // Nothing is known of the connection but the peer: record it against the peer.
-            refuse(&mut send, &mut recv, Status::BadHeader, &why).await;
+            stream.refuse(Status::BadHeader, &why).await;
             let unknown = EndpointInfo::of(None);
             let mut rec = FlowRecord::new(
                 state.flows.next_id(),
                 &state.node_name,
                 Direction::Inbound,
-                remote,
-                SocketAddr::new(remote.ip(), 0),
+                peer.remote,
+                SocketAddr::new(peer.remote.ip(), 0),
                 EndpointInfo {
                     identity: Some(peer_id.to_string()),
                     ..unknown.clone()
@@ -213,7 +168,10 @@ async fn stream(
             ),
         ))
     } else if let Some(w) = local_dst
-        && asked.is_some_and(|sni| sni != eastwall_certs::sni_for(&w.identity))
+        && peer
+            .asked
+            .as_deref()
+            .is_some_and(|sni| sni != eastwall_certs::sni_for(&w.identity))
     {
         Some((
             Status::UnknownDestination,
@@ -272,7 +230,7 @@ async fn stream(
         None => (None, String::new()),
     };
     if let Some(status) = status {
-        refuse(&mut send, &mut recv, status, &why).await;
+        stream.refuse(status, &why).await;
         tunnel.status = status.as_str().into();
         tunnel.reason = why;
         rec.eastwall.tunnel = Some(tunnel);
@@ -302,7 +260,7 @@ async fn stream(
         Ok(s) => s,
         Err(e) => {
             let why = format!("connecting to {}: {e}", header.dst);
-            refuse(&mut send, &mut recv, Status::Unreachable, &why).await;
+            stream.refuse(Status::Unreachable, &why).await;
             state
                 .metrics
                 .upstream_errors
@@ -318,41 +276,39 @@ async fn stream(
             return;
         }
     };
-    if let Err(e) = send
-        .write_all(
-            &Response {
-                status: Status::Connected,
-                reason: String::new(),
-            }
-            .encode(),
-        )
-        .await
-    {
-        warn!(%e, "tunnel response");
-    }
+    let (mut recv, mut send) = match stream.connected().await {
+        Ok(halves) => halves,
+        Err(e) => {
+            socket::reset(upstream);
+            tunnel.status = "stream-failed".into();
+            tunnel.reason = e.to_string();
+            rec.eastwall.tunnel = Some(tunnel);
+            rec.eastwall.error = Some(e.to_string());
+            finish(state, &mut rec, start, "closed", "error", true);
+            return;
+        }
+    };
     tunnel.status = Status::Connected.as_str().into();
     rec.eastwall.tunnel = Some(tunnel);
     let mut upstream = upstream;
     let (ur, mut uw) = upstream.split();
     // Bytes that arrived behind the header go to the workload first.
-    let mut up0 = 0u64;
-    if !early.is_empty() {
-        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut uw, &early).await {
-            socket::reset(upstream);
-            let _ = send.reset(super::code::RELAY_ERROR);
-            rec.eastwall.error = Some(e.to_string());
-            finish(state, &mut rec, start, "closed", "error", true);
-            return;
-        }
-        up0 = early.len() as u64;
+    let up0 = early.len() as u64;
+    if !early.is_empty()
+        && let Err(e) = uw.put(early).await
+    {
+        socket::reset(upstream);
+        send.abort();
+        rec.eastwall.error = Some(e.to_string());
+        finish(state, &mut rec, start, "closed", "error", true);
+        return;
     }
     // Here the "client" is the tunnel stream and the "server" the local workload.
     let (up, down, err) =
         proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw).await;
     if err.is_some() {
         socket::reset(upstream);
-        let _ = send.reset(super::code::RELAY_ERROR);
-        let _ = recv.stop(super::code::RELAY_ERROR);
+        send.abort();
     }
     rec.flow.bytes_toserver = up + up0;
     rec.flow.bytes_toclient = down;
@@ -364,18 +320,4 @@ async fn stream(
         }
     };
     finish(state, &mut rec, start, "closed", reason, true);
-}
-
-async fn refuse(send: &mut SendStream, recv: &mut RecvStream, status: Status, why: &str) {
-    let _ = send
-        .write_all(
-            &Response {
-                status,
-                reason: why.to_owned(),
-            }
-            .encode(),
-        )
-        .await;
-    let _ = send.finish();
-    let _ = recv.stop(super::code::REFUSED);
 }

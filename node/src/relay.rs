@@ -1,0 +1,334 @@
+//! Copying bytes between the two sides of a relayed connection, whatever they are: a TCP
+//! socket, a QUIC stream, or an HTTP/2 CONNECT stream. A relay reads a burst into a buffer
+//! sized to it and hands the buffer over without copying it again; it holds no buffer while a
+//! connection is idle.
+
+use std::future::Future;
+use std::io;
+use std::task::Poll;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+
+/// First read size of a burst; doubled while reads fill it, up to [`MAX_READ`].
+pub(crate) const FIRST_READ: usize = 16 * 1024;
+/// Largest single read.
+pub(crate) const MAX_READ: usize = 64 * 1024;
+
+/// Where a relay reads from. It waits for bytes without holding a buffer, so an idle
+/// connection costs no copy buffer; a buffer is taken only for bytes that have arrived.
+pub(crate) trait Source {
+    /// The next bytes, `None` at the end of the stream; `hint` is the read size to try.
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>>;
+}
+
+/// Where a relay writes to.
+pub(crate) trait Sink {
+    /// Writes all of `bytes`.
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()>;
+    /// Ends this direction (TCP FIN, QUIC stream FIN, HTTP/2 END_STREAM).
+    async fn close(&mut self) -> io::Result<()>;
+}
+
+/// A tunnel stream's sending half that can be ended abruptly when the relay fails.
+pub(crate) trait Abort {
+    /// Resets the stream (QUIC RESET_STREAM, HTTP/2 RST_STREAM).
+    fn abort(&mut self);
+}
+
+impl<T: Source> Source for &mut T {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        (**self).next(hint).await
+    }
+}
+
+impl<T: Sink> Sink for &mut T {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        (**self).put(bytes).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        (**self).close().await
+    }
+}
+
+impl Source for tokio::net::tcp::ReadHalf<'_> {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        loop {
+            self.readable().await?;
+            let mut buf = BytesMut::with_capacity(*hint);
+            match self.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    if n == *hint {
+                        *hint = (*hint * 2).min(MAX_READ);
+                    }
+                    return Ok(Some(buf.freeze()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Sink for tokio::net::tcp::WriteHalf<'_> {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.write_all(&bytes).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+}
+
+/// Polls `f` once, with the current task's waker (`Pending`: nothing there now).
+async fn poll_once<T>(mut f: impl FnMut(&mut std::task::Context<'_>) -> Poll<T>) -> Poll<T> {
+    std::future::poll_fn(|cx| Poll::Ready(f(cx))).await
+}
+
+/// Grows the read hint after a burst that filled it.
+fn grow(hint: &mut usize, got: usize) {
+    if got >= *hint {
+        *hint = (*hint * 2).min(MAX_READ);
+    }
+}
+
+impl Source for quinn::RecvStream {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        // Wait for data holding no buffer; quinn hands over its own chunks (about a packet
+        // each), which are gathered, as far as they have already arrived, into one write.
+        let Some(first) = self.read_chunk(MAX_READ, true).await? else {
+            return Ok(None);
+        };
+        if first.bytes.len() >= *hint {
+            return Ok(Some(first.bytes));
+        }
+        let mut buf = BytesMut::with_capacity(*hint);
+        buf.extend_from_slice(&first.bytes);
+        while buf.len() < *hint {
+            // Poll once: take what is there, never wait (read_chunk is cancel safe).
+            let more = tokio::select! {
+                biased;
+                r = self.read_chunk(*hint - buf.len(), true) => r?,
+                () = std::future::ready(()) => break,
+            };
+            match more {
+                Some(c) => buf.extend_from_slice(&c.bytes),
+                // The end of the stream: what was gathered goes out now, and the next call
+                // sees the end again.
+                None => break,
+            }
+        }
+        grow(hint, buf.len());
+        Ok(Some(buf.freeze()))
+    }
+}
+
+impl Sink for quinn::SendStream {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        // quinn takes the buffer as it is: no copy on this side.
+        Ok(self.write_chunk(bytes).await?)
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.finish().map_err(io::Error::other)
+    }
+}
+
+impl Abort for quinn::SendStream {
+    fn abort(&mut self) {
+        let _ = self.reset(crate::tunnel::code::RELAY_ERROR);
+    }
+}
+
+fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io()
+            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))
+    } else {
+        io::Error::other(e)
+    }
+}
+
+impl Source for h2::RecvStream {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        let Some(first) = self.data().await.transpose().map_err(h2_io)? else {
+            return Ok(None);
+        };
+        // Give the window back as soon as the bytes are ours: the peer may send the next
+        // burst while this one is written out; memory stays bounded by the window.
+        let _ = self.flow_control().release_capacity(first.len());
+        // DATA frames are usually as large as the peer's reads; gather small ones that have
+        // already arrived, as for QUIC.
+        if first.len() >= *hint {
+            return Ok(Some(first));
+        }
+        let mut buf = BytesMut::with_capacity(*hint);
+        buf.extend_from_slice(&first);
+        while buf.len() < *hint {
+            match poll_once(|cx| self.poll_data(cx)).await {
+                Poll::Ready(Some(Ok(b))) => {
+                    let _ = self.flow_control().release_capacity(b.len());
+                    buf.extend_from_slice(&b);
+                }
+                // An error or the end: what was gathered goes out now; the next call sees
+                // the end (or the stream's error) again.
+                Poll::Ready(_) | Poll::Pending => break,
+            }
+        }
+        grow(hint, buf.len());
+        Ok(Some(buf.freeze()))
+    }
+}
+
+impl Sink for h2::SendStream<Bytes> {
+    async fn put(&mut self, mut bytes: Bytes) -> io::Result<()> {
+        while !bytes.is_empty() {
+            // Send only what the peer's window (and h2's send buffer) admits, so a slow
+            // reader pushes back on the workload instead of filling memory.
+            self.reserve_capacity(bytes.len());
+            let granted = std::future::poll_fn(|cx| self.poll_capacity(cx)).await;
+            let n = match granted {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(h2_io(e)),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "HTTP/2 stream closed",
+                    ));
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let chunk = bytes.split_to(n.min(bytes.len()));
+            self.send_data(chunk, false).map_err(h2_io)?;
+        }
+        Ok(())
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.send_data(Bytes::new(), true).map_err(h2_io)
+    }
+}
+
+impl Abort for h2::SendStream<Bytes> {
+    fn abort(&mut self) {
+        self.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+/// A source that yields `early` (bytes that arrived with the tunnel's response) before the
+/// rest of `inner`.
+pub(crate) struct Prefixed<R> {
+    /// Bytes to hand out first.
+    pub(crate) early: Option<Bytes>,
+    /// The stream behind them.
+    pub(crate) inner: R,
+}
+
+impl<R: Source> Source for Prefixed<R> {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        match self.early.take() {
+            Some(b) if !b.is_empty() => Ok(Some(b)),
+            _ => self.inner.next(hint).await,
+        }
+    }
+}
+
+/// Copies both ways until both directions have ended; a half-close is passed on, and the
+/// first error ends both. Returns bytes to the server, bytes to the client, and the first
+/// error; the caller resets the sockets on error.
+pub(crate) async fn relay<CR, CW, SR, SW>(
+    cr: CR,
+    cw: CW,
+    sr: SR,
+    sw: SW,
+) -> (u64, u64, Option<io::Error>)
+where
+    CR: Source,
+    CW: Sink,
+    SR: Source,
+    SW: Sink,
+{
+    let (mut up, mut down) = (0u64, 0u64);
+    let err = {
+        let to_server = pipe(cr, sw, &mut up);
+        let to_client = pipe(sr, cw, &mut down);
+        both(to_server, to_client).await.err()
+    };
+    (up, down, err)
+}
+
+/// Runs both directions until both have ended, or until the first error, which ends both.
+pub(crate) async fn both<E>(
+    a: impl Future<Output = Result<(), E>>,
+    b: impl Future<Output = Result<(), E>>,
+) -> Result<(), E> {
+    tokio::pin!(a, b);
+    let (mut a_done, mut b_done) = (false, false);
+    while !(a_done && b_done) {
+        tokio::select! {
+            r = &mut a, if !a_done => { a_done = true; r?; }
+            r = &mut b, if !b_done => { b_done = true; r?; }
+        }
+    }
+    Ok(())
+}
+
+/// Copies `r` to `w` until `r` ends, then ends `w`; counts the bytes in `count`.
+pub(crate) async fn pipe<R: Source, W: Sink>(
+    mut r: R,
+    mut w: W,
+    count: &mut u64,
+) -> io::Result<()> {
+    let mut hint = FIRST_READ;
+    while let Some(bytes) = r.next(&mut hint).await? {
+        let n = bytes.len() as u64;
+        w.put(bytes).await?;
+        *count += n;
+    }
+    w.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Chunks(Vec<Bytes>);
+
+    impl Source for Chunks {
+        async fn next(&mut self, _hint: &mut usize) -> io::Result<Option<Bytes>> {
+            Ok(if self.0.is_empty() {
+                None
+            } else {
+                Some(self.0.remove(0))
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<u8>, bool);
+
+    impl Sink for Collect {
+        async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+            self.0.extend_from_slice(&bytes);
+            Ok(())
+        }
+        async fn close(&mut self) -> io::Result<()> {
+            self.1 = true;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_source_yields_early_bytes_first() {
+        let src = Prefixed {
+            early: Some(Bytes::from_static(b"ab")),
+            inner: Chunks(vec![Bytes::from_static(b"cd"), Bytes::from_static(b"e")]),
+        };
+        let mut out = Collect::default();
+        let mut n = 0;
+        pipe(src, &mut out, &mut n).await.unwrap();
+        assert_eq!(out.0, b"abcde");
+        assert_eq!(n, 5);
+        assert!(out.1, "the sink was closed at the end");
+    }
+}
