@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark (issue 7, docs/BENCHMARKS.md), as root: installs iperf3, wrk,
 # nginx and haproxy (and perf, when the kernel has a matching package), builds the release
-# binaries, runs `bench` (direct / haproxy-mtls / eastwall L4 in one namespace topology),
+# binaries, runs `bench` (direct / haproxy-mtls / eastwall L4 over QUIC and over HTTP/2, in one
+# namespace topology),
 # prints the table and writes it to <target>/bench-results/table-<date>.md (or $BENCH_OUT).
 #
 # Arguments are passed to the bench binary, e.g. `scripts/bench.sh --secs 10 --rounds 5`,
@@ -61,15 +62,18 @@ rm -f "$out.head" "$out.table"
 echo "table written to $out"
 
 if [ "${BENCH_PERF:-0}" = 1 ] && [ -d "$perfdir" ]; then
-  for what in bulk keepalive newconn; do
-    [ -f "$perfdir/$what.data" ] || continue
-    perf report -i "$perfdir/$what.data" --no-children --sort dso --stdio -g none \
-      >"$perfdir/$what-dso.txt" 2>/dev/null || true
-    perf report -i "$perfdir/$what.data" --no-children --sort dso,sym --stdio -g none \
-      >"$perfdir/$what-sym.txt" 2>/dev/null || true
-    echo "== perf: where the nodes' CPU goes ($what), by shared object, then by symbol"
-    grep -v -e '^#' -e '^$' "$perfdir/$what-dso.txt" | sed -n 1,6p || true
-    grep -v -e '^#' -e '^$' "$perfdir/$what-sym.txt" | sed -n 1,30p || true
+  for pathdir in "$perfdir"/*/; do
+    for what in bulk keepalive newconn; do
+      data="$pathdir$what.data"
+      [ -f "$data" ] || continue
+      perf report -i "$data" --no-children --sort dso --stdio -g none \
+        >"$pathdir$what-dso.txt" 2>/dev/null || true
+      perf report -i "$data" --no-children --sort dso,sym --stdio -g none \
+        >"$pathdir$what-sym.txt" 2>/dev/null || true
+      echo "== perf: where the nodes' CPU goes ($(basename "$pathdir"), $what), by shared object, then by symbol"
+      grep -v -e '^#' -e '^$' "$pathdir$what-dso.txt" | sed -n 1,6p || true
+      grep -v -e '^#' -e '^$' "$pathdir$what-sym.txt" | sed -n 1,30p || true
+    done
   done
   echo "perf data and reports in $perfdir"
 fi

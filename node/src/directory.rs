@@ -102,9 +102,10 @@ pub enum Directory {
 }
 
 impl Directory {
-    /// Builds the directory `spec` describes; relative paths are resolved against `base`.
+    /// Builds the directory `spec` describes; relative paths are resolved against `base`; the
+    /// connections to an LDAP server carry `own_mark` (never captured by the node itself).
     /// Must run inside the tokio runtime (the LDAP client starts a task).
-    pub fn build(spec: &DirectorySpec, base: &Path) -> anyhow::Result<Directory> {
+    pub fn build(spec: &DirectorySpec, base: &Path, own_mark: u32) -> anyhow::Result<Directory> {
         match (&spec.file, &spec.ldap) {
             (Some(f), None) => {
                 let path = base.join(f);
@@ -121,6 +122,7 @@ impl Directory {
                 c.bind_password_file = l.bind_password_file.as_ref().map(|p| base.join(p));
                 c.user_filter = l.user_filter.clone();
                 c.timeout = Duration::from_millis(spec.lookup_timeout_ms);
+                c.socket_mark = Some(own_mark);
                 let group_base = || {
                     l.group_base
                         .clone()

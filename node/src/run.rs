@@ -119,7 +119,10 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         _ => None,
     };
     let directory = match &cfg.directory {
-        Some(d) => Some(crate::directory::Directory::build(d, &cfg.base_dir).context("directory")?),
+        Some(d) => Some(
+            crate::directory::Directory::build(d, &cfg.base_dir, cfg.capture.own_mark)
+                .context("directory")?,
+        ),
         None => None,
     };
     let state = Arc::new(

@@ -70,6 +70,9 @@ pub struct LdapConfig {
     pub page_size: u32,
     /// No lookup (connect, bind, all searches) takes longer than this.
     pub timeout: Duration,
+    /// Packet mark (`SO_MARK`) on the connection to the server: the eastwall node puts its own
+    /// mark there, so capturing the host's own traffic never takes its directory queries.
+    pub socket_mark: Option<u32>,
 }
 
 impl LdapConfig {
@@ -93,6 +96,7 @@ impl LdapConfig {
             max_groups: 1024,
             page_size: 500,
             timeout: Duration::from_secs(5),
+            socket_mark: None,
         }
     }
 }
@@ -344,6 +348,14 @@ impl LdapDirectory {
             .set_starttls(self.security == Security::StartTls);
         if let Some(tls) = &self.tls {
             settings = settings.set_config(tls.clone());
+        }
+        if let Some(mark) = self.config.socket_mark {
+            let stream = marked_connect(&self.config.url, mark, self.config.timeout)
+                .await
+                .map_err(|e| DirectoryError::Unavailable {
+                    reason: format!("connecting to {}: {e}", self.config.url),
+                })?;
+            settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
@@ -775,6 +787,66 @@ fn security_of(config: &LdapConfig) -> Result<Security, LdapConfigError> {
     Ok(rest.1)
 }
 
+/// `host` and `port` of an `ldap://` or `ldaps://` URL (ports default to 389 and 636).
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "ldap" => 389,
+        "ldaps" => 636,
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (h, after) = v6.split_once(']')?;
+            (h, after.strip_prefix(':'))
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// Connects to the server of `url` from a socket carrying `mark`, within `timeout`.
+async fn marked_connect(
+    url: &str,
+    mark: u32,
+    timeout: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::io::{Error, ErrorKind};
+    let (host, port) =
+        host_port(url).ok_or_else(|| Error::new(ErrorKind::InvalidInput, "unusable LDAP URL"))?;
+    let connect = async {
+        let mut last = Error::new(ErrorKind::NotFound, format!("{host} has no address"));
+        for addr in tokio::net::lookup_host((host.as_str(), port)).await? {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            s.set_mark(mark)?;
+            s.set_nonblocking(true)?;
+            match tokio::net::TcpSocket::from_std_stream(s.into())
+                .connect(addr)
+                .await
+            {
+                Ok(stream) => return stream.into_std(),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "connect timed out"))?
+}
+
 fn read_password(file: &PathBuf) -> Result<String, LdapConfigError> {
     let err = |reason: String| LdapConfigError::Password {
         file: file.display().to_string(),
@@ -884,6 +956,24 @@ mod tests {
 
     fn provider() -> Arc<CryptoProvider> {
         Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    #[test]
+    fn host_and_port_of_urls() {
+        let hp = |u: &str| host_port(u).map(|(h, p)| (h, p));
+        assert_eq!(hp("ldap://10.0.0.1"), Some(("10.0.0.1".into(), 389)));
+        assert_eq!(
+            hp("ldaps://dc1.corp.example/"),
+            Some(("dc1.corp.example".into(), 636))
+        );
+        assert_eq!(
+            hp("ldap://[fd00::1]:3890/x"),
+            Some(("fd00::1".into(), 3890))
+        );
+        assert_eq!(hp("ldaps://[fd00::1]"), Some(("fd00::1".into(), 636)));
+        assert_eq!(hp("http://x"), None);
+        assert_eq!(hp("ldap://:389"), None);
+        assert_eq!(hp("ldap://x:notaport"), None);
     }
 
     #[test]

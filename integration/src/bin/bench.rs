@@ -4,7 +4,8 @@
 //! - `direct`: no proxy, the limit of this machine;
 //! - `haproxy-mtls`: an HAProxy in TCP mode in each host namespace, mutual TLS 1.3 between them
 //!   (certificates from the lab's CA); the client connects to its local HAProxy;
-//! - `eastwall L4`: an eastwall node on each host (capture, QUIC mTLS tunnel, L4 decisions);
+//! - `eastwall L4 (QUIC)`, `eastwall L4 (HTTP/2)`: an eastwall node on each host (capture, the
+//!   mTLS tunnel over the named transport, L4 decisions);
 //! - `eastwall L7`, `eastwall L7+IDS`: not built yet (printed as such).
 //!
 //! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
@@ -15,9 +16,10 @@
 //!
 //! Run as root, built with `--release` (`scripts/bench.sh` installs the tools and does both):
 //! `target/release/bench [--secs 5] [--rounds 3] [--idle 10000] [--rate 1000]
-//!  [--paths direct,haproxy,eastwall] [--out FILE.md] [--perf DIR] [--only-idle]`
+//!  [--paths direct,haproxy,eastwall,eastwall-h2] [--out FILE.md] [--perf DIR] [--only-idle]`
+//! (`eastwall` is the QUIC transport, `eastwall-h2` the HTTP/2 one.)
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
-//! extra keep-alive run and an extra new-connection run (`DIR/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
+//! extra keep-alive run and an extra new-connection run (`DIR/<path>/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
 //! the idle-connection memory (with RSS before, during and after each round).
 #![allow(clippy::unwrap_used)]
 
@@ -65,7 +67,12 @@ fn args() -> anyhow::Result<Args> {
         rounds: 3,
         idle: 10_000,
         rate: 1000,
-        paths: vec!["direct".into(), "haproxy".into(), "eastwall".into()],
+        paths: vec![
+            "direct".into(),
+            "haproxy".into(),
+            "eastwall".into(),
+            "eastwall-h2".into(),
+        ],
         out: None,
         perf: None,
         only_idle: false,
@@ -210,15 +217,27 @@ fn main() -> anyhow::Result<()> {
                 hp.stop_all();
                 row
             }
-            "eastwall" => {
+            "eastwall" | "eastwall-h2" => {
+                let (transport, name) = if p == "eastwall" {
+                    ("quic", "eastwall L4 (QUIC)")
+                } else {
+                    ("h2", "eastwall L4 (HTTP/2)")
+                };
+                for n in b.cloud.nodes.clone() {
+                    b.cloud.lab.stop_node(&n)?;
+                }
+                b.cloud.lab.clear_node_spec();
+                b.cloud
+                    .lab
+                    .add_node_spec(&format!("  tunnel:\n    transport: {transport}\n"));
                 b.cloud.start_nodes("");
                 let pids: Vec<u32> = ["hostA", "hostB"]
                     .iter()
                     .map(|h| b.cloud.node(h).pid)
                     .collect();
-                let row = b.measure("eastwall L4", None, &pids)?;
+                let row = b.measure(name, None, &pids)?;
                 if let Some(dir) = b.a.perf.clone() {
-                    b.profile(&dir, &pids)?;
+                    b.profile(&dir.join(p), &pids)?;
                 }
                 row
             }

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod slapd;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 const NETNS_DIR: &str = "/var/run/netns";
 
@@ -281,6 +283,11 @@ impl Lab {
     /// from now on, e.g. a `directory:` section; relative paths are against the host's folder.
     pub fn add_node_spec(&mut self, lines: &str) {
         self.node_spec.push_str(lines);
+    }
+
+    /// Forgets the `spec` lines added so far (for nodes started from now on).
+    pub fn clear_node_spec(&mut self) {
+        self.node_spec.clear();
     }
 
     /// The LAN's namespace (its bridge `br0` carries all traffic between hosts).

@@ -1,8 +1,8 @@
-//! The LDAP directory and its cache against a real OpenLDAP (slapd) started by each test.
+//! The LDAP directory and its cache (`eastwall_identity`) against a real OpenLDAP (slapd)
+//! started by each test on loopback (`eastwall_node::lab::slapd`).
 //!
 //! Skipped, with a message, only when slapd is not installed and CI is not set.
-
-mod support;
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,24 @@ use eastwall_identity::directory::{GroupMembership, Nesting};
 use eastwall_identity::{
     CacheConfig, CachedDirectory, DirectoryError, GroupDirectory, Groups, LdapConfig, LdapDirectory,
 };
-use support::slapd::{ADMIN_DN, BASE, Slapd};
+use eastwall_node::lab::slapd::{ADMIN_DN, BASE, Slapd};
+
+/// A slapd on loopback, or `None` (after saying why) if slapd is not installed and CI is not
+/// set. In CI a missing slapd fails the test.
+fn slapd() -> Option<Slapd> {
+    if !eastwall_node::lab::slapd::installed() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "slapd is not installed but CI is set: run scripts/setup-debian.sh (Debian packages slapd, ldap-utils)"
+        );
+        eprintln!(
+            "SKIPPED: slapd is not installed (Debian: scripts/setup-debian.sh installs slapd and ldap-utils); set CI=true to make this a failure"
+        );
+        return None;
+    }
+    Some(Slapd::start(None, "127.0.0.1".parse().unwrap()).unwrap())
+}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -23,7 +40,7 @@ fn starttls_config(s: &Slapd) -> LdapConfig {
     c.starttls = true;
     c.ca_file = Some(s.ca_file());
     c.bind_dn = Some(ADMIN_DN.to_owned());
-    c.bind_password_file = Some(s.admin_password_file());
+    c.bind_password_file = Some(s.admin_password_file().unwrap());
     c.timeout = Duration::from_secs(2);
     c
 }
@@ -61,7 +78,7 @@ async fn groups_of(d: &impl GroupDirectory, user: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn alice_in_finance_bob_in_hr_over_starttls() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let d = directory(starttls_config(&s));
     let alice = d.groups("alice").await.unwrap();
     assert_eq!(names(&alice), ["finance"]);
@@ -73,7 +90,7 @@ async fn alice_in_finance_bob_in_hr_over_starttls() {
 
 #[tokio::test]
 async fn ldaps_with_the_ca_and_group_search_by_member() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let mut c = starttls_config(&s);
     c.url = s.ldaps_url();
     c.starttls = false;
@@ -85,7 +102,7 @@ async fn ldaps_with_the_ca_and_group_search_by_member() {
 
 #[tokio::test]
 async fn a_server_with_an_untrusted_certificate_is_refused() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     for (url, starttls) in [(s.ldaps_url(), false), (s.ldap_url(), true)] {
         let mut c = starttls_config(&s);
         c.url = url.clone();
@@ -108,7 +125,7 @@ async fn a_server_with_an_untrusted_certificate_is_refused() {
 
 #[tokio::test]
 async fn nested_groups_resolve_with_depth_limit_and_cycles() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     for membership in [
         GroupMembership::MemberOfAttribute {
             attribute: "memberOf".to_owned(),
@@ -148,7 +165,7 @@ async fn nested_groups_resolve_with_depth_limit_and_cycles() {
 
 #[tokio::test]
 async fn posix_group_membership_by_member_uid() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let mut c = starttls_config(&s);
     c.membership = by_member_uid();
     let d = directory(c);
@@ -159,7 +176,7 @@ async fn posix_group_membership_by_member_uid() {
 
 #[tokio::test]
 async fn user_names_cannot_inject_filters() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     for membership in [
         GroupMembership::MemberOfAttribute {
             attribute: "memberOf".to_owned(),
@@ -194,7 +211,7 @@ async fn user_names_cannot_inject_filters() {
 
 #[tokio::test]
 async fn large_group_lists_are_paged() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     // 30 more groups for alice; the server returns at most 10 entries per search to anyone
     // but the admin unless the client pages.
     let mut ldif = String::new();
@@ -203,7 +220,7 @@ async fn large_group_lists_are_paged() {
             "dn: cn=project-{i:02},ou=groups,{BASE}\nobjectClass: groupOfNames\ncn: project-{i:02}\nmember: uid=alice,ou=people,{BASE}\n\n"
         ));
     }
-    s.ldapadd(&ldif);
+    s.ldapadd(&ldif).unwrap();
     let pw = std::env::temp_dir().join(format!("eastwall-alice-{}.pw", s.port));
     std::fs::write(&pw, "alicepw\n").unwrap();
     let mut c = starttls_config(&s);
@@ -245,7 +262,7 @@ async fn large_group_lists_are_paged() {
 
 #[tokio::test]
 async fn bad_credentials_and_unreachable_servers_are_unavailable() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let pw = std::env::temp_dir().join(format!("eastwall-wrong-{}.pw", s.port));
     std::fs::write(&pw, "wrong\n").unwrap();
     let mut c = starttls_config(&s);
@@ -302,7 +319,7 @@ fn cache_config(refresh_ms: u64, grace_ms: u64, retry_ms: u64) -> CacheConfig {
 
 #[tokio::test]
 async fn bob_added_to_finance_is_seen_after_the_refresh_interval() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let cached = CachedDirectory::new(
         directory(starttls_config(&s)),
         cache_config(1000, 10_000, 200),
@@ -311,7 +328,7 @@ async fn bob_added_to_finance_is_seen_after_the_refresh_interval() {
     let added = Instant::now();
     s.ldapmodify(&format!(
         "dn: cn=finance,ou=groups,{BASE}\nchangetype: modify\nadd: member\nmember: uid=bob,ou=people,{BASE}\n"
-    ));
+    )).unwrap();
     assert_eq!(groups_of(&cached, "bob").await, ["hr"], "still cached");
     let mut seen = None;
     while added.elapsed() < Duration::from_secs(3) {
@@ -326,14 +343,14 @@ async fn bob_added_to_finance_is_seen_after_the_refresh_interval() {
 
     s.ldapmodify(&format!(
         "dn: cn=finance,ou=groups,{BASE}\nchangetype: modify\ndelete: member\nmember: uid=bob,ou=people,{BASE}\n"
-    ));
+    )).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(groups_of(&cached, "bob").await, ["hr"]);
 }
 
 #[tokio::test]
 async fn slapd_stopped_serves_cache_within_grace_then_fails_closed_then_recovers() {
-    let Some(mut s) = Slapd::start() else { return };
+    let Some(mut s) = slapd() else { return };
     let cached = CachedDirectory::new(directory(starttls_config(&s)), cache_config(300, 1200, 200));
     assert_eq!(groups_of(&cached, "alice").await, ["finance"]);
     assert!(cached.metrics().up);
@@ -354,7 +371,7 @@ async fn slapd_stopped_serves_cache_within_grace_then_fails_closed_then_recovers
     let e = cached.groups("alice").await.unwrap_err();
     assert!(e.is_unavailable(), "{e}");
 
-    s.restart();
+    s.restart().unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(groups_of(&cached, "alice").await, ["finance"]);
     assert!(cached.metrics().up);
@@ -362,7 +379,7 @@ async fn slapd_stopped_serves_cache_within_grace_then_fails_closed_then_recovers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_lookups_share_one_query_and_latency_is_reported() {
-    let Some(s) = Slapd::start() else { return };
+    let Some(s) = slapd() else { return };
     let cached = Arc::new(CachedDirectory::new(
         directory(starttls_config(&s)),
         cache_config(60_000, 60_000, 1000),
