@@ -960,7 +960,7 @@ mod tests {
 
     #[test]
     fn host_and_port_of_urls() {
-        let hp = |u: &str| host_port(u).map(|(h, p)| (h, p));
+        let hp = host_port;
         assert_eq!(hp("ldap://10.0.0.1"), Some(("10.0.0.1".into(), 389)));
         assert_eq!(
             hp("ldaps://dc1.corp.example/"),
