@@ -208,19 +208,42 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     for wl in ["finance-api", "hr-app"] {
         lab.serve(wl, &[443])?;
     }
-    // Users' groups from a static directory file on each host.
-    for host in ["hostA", "hostB"] {
-        let dir = lab.dir().join(host);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("directory.yaml"), DIRECTORY)?;
-    }
-    lab.add_node_spec("  directory:\n    file: directory.yaml\n");
+    // Users' groups: from a real OpenLDAP on a third host when slapd is installed, else from
+    // a static directory file on each host.
+    let slapd = if crate::lab::slapd::installed() {
+        let host = lab.add_host("dirhost")?;
+        let slapd = crate::lab::slapd::Slapd::start(Some(&host.netns), host.addr.into())?;
+        println!(
+            "  directory   on dirhost {}  OpenLDAP (slapd), StartTLS: alice in finance, bob in hr",
+            host.addr
+        );
+        lab.add_node_spec(&format!(
+            "  directory:\n    refreshSecs: 2\n    ldap:\n      url: \"{}\"\n      starttls: true\n      caFile: {}\n      bindDn: \"{}\"\n      bindPasswordFile: {}\n      userBase: \"ou=people,{}\"\n",
+            slapd.ldap_url(),
+            slapd.ca_file().display(),
+            crate::lab::slapd::ADMIN_DN,
+            slapd.admin_password_file()?.display(),
+            crate::lab::slapd::BASE,
+        ));
+        Some(slapd)
+    } else {
+        for host in ["hostA", "hostB"] {
+            let dir = lab.dir().join(host);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("directory.yaml"), DIRECTORY)?;
+        }
+        lab.add_node_spec("  directory:\n    file: directory.yaml\n");
+        println!(
+            "  directory   a static file (slapd is not installed): alice in finance, bob in hr"
+        );
+        None
+    };
     let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
         .iter()
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
         .collect::<anyhow::Result<_>>()?;
     println!(
-        "  eastwall nodes running on hostA and hostB (default deny, QUIC mTLS tunnel on udp/15008)\n"
+        "  eastwall nodes running on hostA and hostB (default deny; mTLS tunnel on port 15008: QUIC, HTTP/2 over TCP where UDP is blocked)\n"
     );
 
     let mut ok = true;
@@ -252,7 +275,8 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
                     .unwrap_or_else(|| "-".into());
                 (
                     format!(
-                        "tunnel, {}",
+                        "tunnel/{}, {}",
+                        f["eastwall"]["tunnel"]["transport"].as_str().unwrap_or("?"),
                         f["eastwall"]["tunnel"]["status"].as_str().unwrap_or("?")
                     ),
                     proven,
@@ -328,6 +352,32 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         ],
         &rows,
     );
+
+    if let Some(slapd) = &slapd {
+        // The directory decides group membership live: bob joins finance in LDAP, and the
+        // nodes see it at their next refresh (refreshSecs: 2), without a restart.
+        slapd.add_member("finance", "bob")?;
+        let dst = SocketAddr::new(lab.workload("finance-api").addr.into(), 443);
+        let start = std::time::Instant::now();
+        let mut reached = false;
+        while !reached && start.elapsed() < Duration::from_secs(4) {
+            std::thread::sleep(Duration::from_millis(200));
+            reached = lab
+                .connect("desk-bob", dst, Duration::from_secs(3))
+                .outcome
+                .reached();
+        }
+        ok &= reached;
+        println!(
+            "\nbob joins finance in LDAP (ldapmodify on dirhost): desk-bob -> finance-api:443 {} ({:.1} s later, no restart)",
+            if reached {
+                "allowed"
+            } else {
+                "STILL DENIED (MISMATCH)"
+            },
+            start.elapsed().as_secs_f64()
+        );
+    }
 
     if keep {
         println!("\nThe lab stays up until you press Ctrl-C. Look around:");
