@@ -200,6 +200,9 @@ pub struct EastwallInfo {
     /// The tunnel, when the connection crossed to or came from another node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelInfo>,
+    /// The rule of a newer policy that ended this allowed connection (hot reload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 /// One flow record (EVE `event_type: flow`).
@@ -270,6 +273,7 @@ impl FlowRecord {
                 duration_ms: 0,
                 error: None,
                 tunnel: None,
+                revoked_by: None,
             },
         }
     }

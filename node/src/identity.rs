@@ -72,6 +72,39 @@ impl LocalIdentities {
         Ok(me)
     }
 
+    /// Adds certificate files for workloads the registry now places on `node` that this node
+    /// has none for (a registry reload): each is loaded if its files are there, and otherwise
+    /// picked up by [`LocalIdentities::reload_changed`] once they appear. Returns the errors.
+    pub fn add_files(&self, cert_dir: &Path, registry: &Registry, node: &str) -> Vec<String> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut errors = Vec::new();
+        for w in registry.workloads_on(node) {
+            if slots
+                .iter()
+                .any(|s| s.workload == w.name && s.id == w.identity)
+            {
+                continue;
+            }
+            let mut slot = Slot {
+                workload: w.name.clone(),
+                id: w.identity.clone(),
+                cert: cert_dir.join(format!("{}.crt", w.name)),
+                key: cert_dir.join(format!("{}.key", w.name)),
+                loaded: None,
+            };
+            match read(&slot) {
+                Ok(ident) => {
+                    info!(workload = %w.name, id = %ident.id, "certificate loaded for a new workload");
+                    self.install(ident);
+                    slot.loaded = mtimes(&slot).ok();
+                }
+                Err(e) => errors.push(format!("{e:#}")),
+            }
+            slots.push(slot);
+        }
+        errors
+    }
+
     /// The identities (deduplicated, sorted) of the workloads the registry places on `node`:
     /// what the node needs certificates for. Replicas sharing an identity share one.
     pub fn wanted(registry: &Registry, node: &str) -> Vec<SpiffeId> {
@@ -148,7 +181,11 @@ impl LocalIdentities {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for s in slots.iter_mut() {
             let Ok(m) = mtimes(s) else {
-                failed += 1;
+                // A workload added by a registry reload whose files are not there yet is
+                // waited for, not counted as a failure.
+                if s.loaded.is_some() {
+                    failed += 1;
+                }
                 continue;
             };
             if s.loaded == Some(m) {

@@ -51,6 +51,9 @@ pub struct RenewalLabels {
     pub result: &'static str,
 }
 
+/// Labels of operations that succeed or fail (reloads).
+pub type ResultLabels = RenewalLabels;
+
 /// The LDAP directory's cache, copied from its own counters (see `run`).
 #[derive(Default)]
 pub struct DirectoryMetrics {
@@ -124,6 +127,8 @@ pub struct Metrics {
     pub directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
     pub cert_renewals: Family<RenewalLabels, Counter>,
+    /// Registry and policy reloads, by result (`ok`, `error`: rejected, old rules kept).
+    pub policy_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -144,6 +149,7 @@ impl Default for Metrics {
             flow_log_write_errors: Counter::default(),
             directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
+            policy_reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +182,11 @@ impl Default for Metrics {
             "upstream_errors",
             "Allowed connections whose destination was unreachable",
             m.upstream_errors.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Registry and policy reloads, by result (error: rejected, the rules in force stay)",
+            m.policy_reloads.clone(),
         );
         registry.register(
             "policy_rules",

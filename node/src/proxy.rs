@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::capture::socket;
 use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo, TunnelInfo};
+use crate::live::{self, Registration};
 use crate::metrics::{BytesLabels, ClosedLabels, DirLabels, RuleLabels};
 use crate::relay::{Abort, Sink, Source, both, pipe, relay};
 use crate::state::NodeState;
@@ -87,6 +88,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
 
     let mut route = Route::Direct;
     let mut groups = (None, None);
+    let mut ids: (Option<SpiffeId>, Option<SpiffeId>) = (None, None);
     let policy = match kind {
         // Outbound capture sees only this host's workloads; anything else is unknown here.
         Listener::Outbound if src_wl.is_none_or(|w| w.node != state.node_name) => {
@@ -125,6 +127,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
             )
             .await;
             groups = (decided.src_groups, decided.dst_groups);
+            ids = (src_id.cloned(), dst_id.cloned());
             let info = decided.policy;
             match routed {
                 Ok(r) => {
@@ -159,9 +162,16 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
         refused(state, &mut rec, start, "denied");
         return;
     }
+    let decided = live::Decided {
+        direction,
+        src: peer,
+        src_id: ids.0,
+        dst: orig_dst,
+        dst_id: ids.1,
+    };
     match route {
-        Route::Direct => relay_direct(client, peer, orig_dst, state, rec, start).await,
-        Route::Tunnel(key) => relay_tunnel(client, peer, orig_dst, key, state, rec, start).await,
+        Route::Direct => relay_direct(client, decided, state, rec, start).await,
+        Route::Tunnel(key) => relay_tunnel(client, decided, key, state, rec, start).await,
     }
 }
 
@@ -176,6 +186,29 @@ pub(crate) async fn decide(
     src: Side<'_>,
     dst: Side<'_>,
 ) -> Decided {
+    let (d, monitored) = evaluate(state, src, dst).await;
+    let dir = direction.as_str();
+    for m in &monitored {
+        state
+            .metrics
+            .decisions
+            .get_or_create(&RuleLabels {
+                direction: dir,
+                rule: m.rule.id.to_string(),
+                mode: "monitor",
+                action: m.action.as_str(),
+            })
+            .inc();
+    }
+    d
+}
+
+/// Decides with the policy in force, counting nothing; returns the monitor rules that matched.
+pub(crate) async fn evaluate(
+    state: &NodeState,
+    src: Side<'_>,
+    dst: Side<'_>,
+) -> (Decided, Vec<eastwall_policy::MonitorHit>) {
     // The user travels in the proven identity (`…/user/<name>/…`); their groups come from
     // the directory, and are unknown without one (then `group` rules cannot match).
     let (src_user, dst_user) = (
@@ -202,24 +235,12 @@ pub(crate) async fn decide(
         },
         dst_port: dst.0.port(),
     });
-    let dir = direction.as_str();
-    for m in &decision.monitored {
-        state
-            .metrics
-            .decisions
-            .get_or_create(&RuleLabels {
-                direction: dir,
-                rule: m.rule.id.to_string(),
-                mode: "monitor",
-                action: m.action.as_str(),
-            })
-            .inc();
-    }
-    Decided {
+    let d = Decided {
         policy: PolicyInfo::of(&decision),
         src_groups,
         dst_groups,
-    }
+    };
+    (d, decision.monitored)
 }
 
 /// A decision and the groups it was made with (for the flow record).
@@ -299,12 +320,12 @@ fn count_decision(state: &NodeState, rec: &FlowRecord) {
 
 async fn relay_direct(
     client: TcpStream,
-    peer: SocketAddr,
-    orig_dst: SocketAddr,
+    decided: live::Decided,
     state: &NodeState,
     mut rec: FlowRecord,
     start: DateTime<Utc>,
 ) {
+    let (peer, orig_dst) = (decided.src, decided.dst);
     count_decision(state, &rec);
     let dir = rec.eastwall.direction.as_str();
     let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
@@ -327,27 +348,28 @@ async fn relay_direct(
                 return;
             }
         };
+    let live = state.live.register(decided);
     let (mut c, mut u) = (client, upstream);
     let (cr, cw) = c.split();
     let (ur, uw) = u.split();
-    let (up, down, err) = relay_counted(state, dir, cr, cw, ur, uw).await;
-    if err.is_some() {
+    let (up, down, end) = relay_counted(state, dir, &live, cr, cw, ur, uw).await;
+    if end.is_abrupt() {
         socket::reset(c);
         socket::reset(u);
     }
-    closed(state, &mut rec, start, up, down, err);
+    closed(state, &mut rec, start, up, down, end);
 }
 
 async fn relay_tunnel(
     client: TcpStream,
-    peer: SocketAddr,
-    orig_dst: SocketAddr,
+    decided: live::Decided,
     key: PoolKey,
     state: &NodeState,
     mut rec: FlowRecord,
     start: DateTime<Utc>,
 ) {
     let Some(tunnel) = &state.tunnel else { return };
+    let (peer, orig_dst) = (decided.src, decided.dst);
     let dir = rec.eastwall.direction.as_str();
     let mut info = TunnelInfo {
         transport: "",
@@ -386,6 +408,7 @@ async fn relay_tunnel(
         }
     };
     info.transport = opened.transport();
+    let live = state.live.register(decided);
     let mut c = client;
     let (mut up, mut down) = (0u64, 0u64);
     let active = active_gauge(state, dir);
@@ -401,9 +424,9 @@ async fn relay_tunnel(
                 &mut c,
                 &mut send,
                 quic::read_response(recv),
-                &mut up,
-                &mut down,
+                (&mut up, &mut down),
                 &mut info,
+                &live,
             )
             .await;
             if r.is_err() {
@@ -421,9 +444,9 @@ async fn relay_tunnel(
                 &mut c,
                 &mut send,
                 h2::read_response(response),
-                &mut up,
-                &mut down,
+                (&mut up, &mut down),
                 &mut info,
+                &live,
             )
             .await;
             if r.is_err() {
@@ -444,7 +467,7 @@ async fn relay_tunnel(
     rec.eastwall.tunnel = Some(info);
     count_decision(state, &rec);
     match outcome {
-        Ok(()) => closed(state, &mut rec, start, up, down, None),
+        Ok(()) => closed(state, &mut rec, start, up, down, RelayEnd::Done),
         Err(end) => {
             socket::reset(c);
             match end {
@@ -467,7 +490,10 @@ async fn relay_tunnel(
                     rec.eastwall.error = Some(e.to_string());
                     finish(state, &mut rec, start, "failed", "tunnel-error", true)
                 }
-                TunnelEnd::Io(e) => closed(state, &mut rec, start, up, down, Some(e)),
+                TunnelEnd::Io(e) => closed(state, &mut rec, start, up, down, RelayEnd::Failed(e)),
+                TunnelEnd::Revoked(rule) => {
+                    closed(state, &mut rec, start, up, down, RelayEnd::Revoked(rule))
+                }
             }
         }
     }
@@ -480,9 +506,9 @@ async fn through_tunnel<S, R>(
     client: &mut TcpStream,
     send: S,
     response: impl std::future::Future<Output = io::Result<(Response, R)>>,
-    up: &mut u64,
-    down: &mut u64,
+    (up, down): (&mut u64, &mut u64),
     info: &mut TunnelInfo,
+    live: &Registration<'_>,
 ) -> Result<(), TunnelEnd>
 where
     S: Sink,
@@ -499,7 +525,10 @@ where
         }
         pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
     };
-    both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client).await
+    tokio::select! {
+        r = both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client) => r,
+        () = live.revoked() => Err(TunnelEnd::Revoked(live.revoked_by().unwrap_or_default())),
+    }
 }
 
 /// How a tunnelled relay ended early.
@@ -510,17 +539,20 @@ enum TunnelEnd {
     Stream(io::Error),
     /// The relay failed after connecting.
     Io(io::Error),
+    /// A newer policy denies the connection (the rule).
+    Revoked(String),
 }
 
 /// Relays and adds the byte counts to the metrics.
 pub(crate) async fn relay_counted<CR, CW, SR, SW>(
     state: &NodeState,
     dir: &'static str,
+    live: &Registration<'_>,
     cr: CR,
     cw: CW,
     sr: SR,
     sw: SW,
-) -> (u64, u64, Option<io::Error>)
+) -> (u64, u64, RelayEnd)
 where
     CR: Source,
     CW: Sink,
@@ -529,10 +561,34 @@ where
 {
     let active = active_gauge(state, dir);
     active.inc();
-    let r = relay(cr, cw, sr, sw).await;
+    let (mut up, mut down) = (0u64, 0u64);
+    let end = tokio::select! {
+        e = relay(cr, cw, sr, sw, &mut up, &mut down) => match e {
+            None => RelayEnd::Done,
+            Some(e) => RelayEnd::Failed(e),
+        },
+        () = live.revoked() => RelayEnd::Revoked(live.revoked_by().unwrap_or_default()),
+    };
     active.dec();
-    count_bytes(state, dir, r.0, r.1);
-    r
+    count_bytes(state, dir, up, down);
+    (up, down, end)
+}
+
+/// How a relay of an allowed connection ended.
+pub(crate) enum RelayEnd {
+    /// Both sides closed.
+    Done,
+    /// A side failed; both are reset.
+    Failed(io::Error),
+    /// A newer policy denies the connection (the rule); both sides are reset.
+    Revoked(String),
+}
+
+impl RelayEnd {
+    /// Whether the sockets should be reset.
+    pub(crate) fn is_abrupt(&self) -> bool {
+        !matches!(self, RelayEnd::Done)
+    }
 }
 
 /// The gauge of connections being relayed in `dir`.
@@ -561,21 +617,25 @@ fn count_bytes(state: &NodeState, dir: &'static str, up: u64, down: u64) {
         .inc_by(down);
 }
 
-fn closed(
+pub(crate) fn closed(
     state: &NodeState,
     rec: &mut FlowRecord,
     start: DateTime<Utc>,
     up: u64,
     down: u64,
-    err: Option<io::Error>,
+    end: RelayEnd,
 ) {
     rec.flow.bytes_toserver = up;
     rec.flow.bytes_toclient = down;
-    let reason = match err {
-        None => "shutdown",
-        Some(e) => {
+    let reason = match end {
+        RelayEnd::Done => "shutdown",
+        RelayEnd::Failed(e) => {
             rec.eastwall.error = Some(e.to_string());
             "error"
+        }
+        RelayEnd::Revoked(rule) => {
+            rec.eastwall.revoked_by = Some(rule);
+            "revoked"
         }
     };
     finish(state, rec, start, "closed", reason, true);

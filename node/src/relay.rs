@@ -234,27 +234,26 @@ impl<R: Source> Source for Prefixed<R> {
 }
 
 /// Copies both ways until both directions have ended; a half-close is passed on, and the
-/// first error ends both. Returns bytes to the server, bytes to the client, and the first
-/// error; the caller resets the sockets on error.
+/// first error ends both. Counts bytes to the server in `up` and to the client in `down` as
+/// they go (so they are right also when the relay is dropped halfway); returns the first
+/// error. The caller resets the sockets on error.
 pub(crate) async fn relay<CR, CW, SR, SW>(
     cr: CR,
     cw: CW,
     sr: SR,
     sw: SW,
-) -> (u64, u64, Option<io::Error>)
+    up: &mut u64,
+    down: &mut u64,
+) -> Option<io::Error>
 where
     CR: Source,
     CW: Sink,
     SR: Source,
     SW: Sink,
 {
-    let (mut up, mut down) = (0u64, 0u64);
-    let err = {
-        let to_server = pipe(cr, sw, &mut up);
-        let to_client = pipe(sr, cw, &mut down);
-        both(to_server, to_client).await.err()
-    };
-    (up, down, err)
+    let to_server = pipe(cr, sw, up);
+    let to_client = pipe(sr, cw, down);
+    both(to_server, to_client).await.err()
 }
 
 /// Runs both directions until both have ended, or until the first error, which ends both.

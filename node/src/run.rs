@@ -162,8 +162,21 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
             state.clone(),
         )));
     }
+    let mut upkeep = crate::reload::IdentityUpkeep::None;
+    if let (Some(id), Some((ids, _))) = (&cfg.identity, &identities)
+        && let CertSource::Files { cert_dir, .. } = &id.source
+    {
+        upkeep = crate::reload::IdentityUpkeep::Files {
+            ids: ids.clone(),
+            cert_dir: cert_dir.clone(),
+        };
+    }
     if let (Some(client), Some((ids, _))) = (from_ca, &identities) {
         let client = Arc::new(client);
+        upkeep = crate::reload::IdentityUpkeep::Ca {
+            ids: ids.clone(),
+            client: client.clone(),
+        };
         for id in ids.server.ids() {
             tasks.push(tokio::spawn(ca::client::rotate(
                 client.clone(),
@@ -213,6 +226,12 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     state
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
+    tasks.push(tokio::spawn(crate::reload::watch(
+        Arc::new(cfg.clone()),
+        state.clone(),
+        upkeep,
+        local_addrs.clone(),
+    )));
     tasks.push(tokio::spawn(capture::spoof::watch(state.clone())));
     info!(node = %cfg.node_name, workloads = local_addrs.len(), admin = %cfg.admin.listen, "capturing");
 

@@ -25,6 +25,8 @@ pub struct NodeState {
     pub directory: Option<crate::directory::Directory>,
     /// Whether capture is installed and the node is serving (what `/healthz` reports).
     pub ready: std::sync::atomic::AtomicBool,
+    /// Allowed connections being relayed, for re-checks when the rules change.
+    pub live: crate::live::LiveConnections,
     rules: RwLock<Arc<Rules>>,
 }
 
@@ -47,6 +49,7 @@ impl NodeState {
             tunnel_port: 0,
             directory: None,
             ready: std::sync::atomic::AtomicBool::new(false),
+            live: crate::live::LiveConnections::default(),
             rules: RwLock::new(Arc::new(rules)),
         }
     }
@@ -68,5 +71,16 @@ impl NodeState {
     /// The registry and policy in force; a connection keeps the snapshot it started with.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `rules` in force for every decision from now on; returns the ones replaced.
+    pub fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
+        self.metrics
+            .policy_rules
+            .set(rules.policy.rule_count() as i64);
+        std::mem::replace(
+            &mut *self.rules.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(rules),
+        )
     }
 }

@@ -349,14 +349,19 @@ impl LdapDirectory {
         if let Some(tls) = &self.tls {
             settings = settings.set_config(tls.clone());
         }
-        if let Some(mark) = self.config.socket_mark {
-            let stream = marked_connect(&self.config.url, mark, self.config.timeout)
-                .await
-                .map_err(|e| DirectoryError::Unavailable {
-                    reason: format!("connecting to {}: {e}", self.config.url),
-                })?;
-            settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
-        }
+        // Our own socket: TCP_NODELAY (LDAP's small request/response exchanges, StartTLS
+        // and bind among them, otherwise wait on delayed ACKs: ~50 ms per new connection
+        // measured here) and the optional mark.
+        let stream = tcp_connect(
+            &self.config.url,
+            self.config.socket_mark,
+            self.config.timeout,
+        )
+        .await
+        .map_err(|e| DirectoryError::Unavailable {
+            reason: format!("connecting to {}: {e}", self.config.url),
+        })?;
+        settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
             .map_err(|e| self.ldap_error(e))?;
@@ -813,10 +818,11 @@ fn host_port(url: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
-/// Connects to the server of `url` from a socket carrying `mark`, within `timeout`.
-async fn marked_connect(
+/// Connects to the server of `url`, with `TCP_NODELAY` and `mark` (if any) on the socket,
+/// within `timeout`.
+async fn tcp_connect(
     url: &str,
-    mark: u32,
+    mark: Option<u32>,
     timeout: Duration,
 ) -> std::io::Result<std::net::TcpStream> {
     use std::io::{Error, ErrorKind};
@@ -830,7 +836,10 @@ async fn marked_connect(
                 socket2::Type::STREAM,
                 Some(socket2::Protocol::TCP),
             )?;
-            s.set_mark(mark)?;
+            if let Some(mark) = mark {
+                s.set_mark(mark)?;
+            }
+            s.set_tcp_nodelay(true)?;
             s.set_nonblocking(true)?;
             match tokio::net::TcpSocket::from_std_stream(s.into())
                 .connect(addr)

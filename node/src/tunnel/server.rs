@@ -157,6 +157,7 @@ pub(crate) async fn serve_stream<T: ServerStream>(
     src_info.identity = Some(peer_id.to_string());
     src_info.user = peer_id.user().map(str::to_owned);
     let local_dst = dst_wl.filter(|w| w.node == state.node_name);
+    let dst_id = dst_wl.map(|w| w.identity.clone());
 
     let refusal = if local_dst.is_none() {
         Some((
@@ -290,6 +291,13 @@ pub(crate) async fn serve_stream<T: ServerStream>(
     };
     tunnel.status = Status::Connected.as_str().into();
     rec.eastwall.tunnel = Some(tunnel);
+    let live = state.live.register(crate::live::Decided {
+        direction: Direction::Inbound,
+        src: header.src,
+        src_id: Some(peer_id.clone()),
+        dst: header.dst,
+        dst_id,
+    });
     let mut upstream = upstream;
     let (ur, mut uw) = upstream.split();
     // Bytes that arrived behind the header go to the workload first.
@@ -304,20 +312,11 @@ pub(crate) async fn serve_stream<T: ServerStream>(
         return;
     }
     // Here the "client" is the tunnel stream and the "server" the local workload.
-    let (up, down, err) =
-        proxy::relay_counted(state, "inbound", &mut recv, &mut send, ur, uw).await;
-    if err.is_some() {
+    let (up, down, end) =
+        proxy::relay_counted(state, "inbound", &live, &mut recv, &mut send, ur, uw).await;
+    if end.is_abrupt() {
         socket::reset(upstream);
         send.abort();
     }
-    rec.flow.bytes_toserver = up + up0;
-    rec.flow.bytes_toclient = down;
-    let reason = match err {
-        None => "shutdown",
-        Some(e) => {
-            rec.eastwall.error = Some(e.to_string());
-            "error"
-        }
-    };
-    finish(state, &mut rec, start, "closed", reason, true);
+    proxy::closed(state, &mut rec, start, up + up0, down, end);
 }

@@ -1,0 +1,207 @@
+//! Hot reload of the registry and policy: the node watches both files (and reloads on
+//! SIGHUP). A valid change takes effect for every decision from then on, without dropping
+//! connections that stay allowed; live connections the new rules deny are ended at once. An
+//! invalid change is rejected, logged and counted, and the rules in force stay.
+//!
+//! Order, so that nothing is half-applied: load and validate both files; check this node is
+//! still declared; re-install capture if the set of local workload addresses changed (one
+//! atomic nftables transaction: if it fails, the old rules stay); obtain certificates for new
+//! local workloads; put the rules in force; re-decide live connections.
+
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use eastwall_identity::SpiffeId;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::capture;
+use crate::config::{NodeConfig, Rules};
+use crate::identity::LocalIdentities;
+use crate::metrics::ResultLabels;
+use crate::state::NodeState;
+
+/// How often the files are looked at.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What identifies a version of a file: replaced (new inode) or rewritten (time, size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok()?,
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
+/// How certificates for workloads added by a reload are obtained.
+pub enum IdentityUpkeep {
+    /// No tunnel, no certificates.
+    None,
+    /// From files in `cert_dir`.
+    Files {
+        /// The node's identities.
+        ids: Arc<LocalIdentities>,
+        /// Where the files are.
+        cert_dir: std::path::PathBuf,
+    },
+    /// From the eastwall CA, renewed by a task per identity.
+    Ca {
+        /// The node's identities.
+        ids: Arc<LocalIdentities>,
+        /// The CA client.
+        client: Arc<crate::ca::client::CaClient>,
+    },
+}
+
+/// Watches the registry and policy files of `cfg` and reloads them into `state`.
+pub async fn watch(
+    cfg: Arc<NodeConfig>,
+    state: Arc<NodeState>,
+    upkeep: IdentityUpkeep,
+    mut local_addrs: Vec<IpAddr>,
+) {
+    let mut stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(%e, "no SIGHUP reload; the files are still watched");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+                if now == stamps {
+                    continue;
+                }
+                stamps = now;
+            }
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                info!("SIGHUP: reloading the registry and policy");
+                stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+            }
+        }
+        match reload(&cfg, &state, &upkeep, &local_addrs).await {
+            Ok(addrs) => {
+                local_addrs = addrs;
+                count(&state, "ok");
+            }
+            Err(e) => {
+                warn!("rejected the new registry/policy; the rules in force stay: {e:#}");
+                count(&state, "error");
+            }
+        }
+    }
+}
+
+fn count(state: &NodeState, result: &'static str) {
+    state
+        .metrics
+        .policy_reloads
+        .get_or_create(&ResultLabels { result })
+        .inc();
+}
+
+/// One reload; returns the local workload addresses now captured.
+async fn reload(
+    cfg: &NodeConfig,
+    state: &NodeState,
+    upkeep: &IdentityUpkeep,
+    local_addrs: &[IpAddr],
+) -> anyhow::Result<Vec<IpAddr>> {
+    let (rules, warnings) = Rules::load(&cfg.registry_path, &cfg.policy_path)?;
+    for w in warnings.iter() {
+        warn!("{w}");
+    }
+    if rules.registry.node(&cfg.node_name).is_none() {
+        bail!(
+            "node `{}` is not declared in {}",
+            cfg.node_name,
+            cfg.registry_path.display()
+        );
+    }
+    let addrs: Vec<IpAddr> = rules
+        .registry
+        .workloads_on(&cfg.node_name)
+        .flat_map(|w| w.addresses.iter().copied())
+        .collect();
+    if addrs != local_addrs {
+        let spec = cfg.capture.clone();
+        let a = addrs.clone();
+        tokio::task::spawn_blocking(move || capture::install(&spec, &a))
+            .await
+            .context("capture update")??;
+    }
+    add_identities(upkeep, &rules, &cfg.node_name, state).await;
+    let old = state.replace_rules(rules);
+    drop(old);
+    let revoked = crate::live::recheck(state).await;
+    info!(
+        rules = state.rules().policy.rule_count(),
+        workloads_here = addrs.len(),
+        live = state.live.len(),
+        revoked,
+        "registry and policy reloaded"
+    );
+    Ok(addrs)
+}
+
+/// Certificates for local workloads the new registry adds. A failure is logged: the rules
+/// still apply, and the workload's tunnel connections fail closed until it has one.
+async fn add_identities(upkeep: &IdentityUpkeep, rules: &Rules, node: &str, state: &NodeState) {
+    match upkeep {
+        IdentityUpkeep::None => {}
+        IdentityUpkeep::Files { ids, cert_dir } => {
+            for e in ids.add_files(cert_dir, &rules.registry, node) {
+                warn!("new workload without a usable certificate yet: {e}");
+            }
+        }
+        IdentityUpkeep::Ca { ids, client } => {
+            let new: Vec<SpiffeId> = LocalIdentities::wanted(&rules.registry, node)
+                .into_iter()
+                .filter(|id| ids.client(id).is_none())
+                .collect();
+            if new.is_empty() {
+                return;
+            }
+            match crate::ca::client::obtain_all(client, &new).await {
+                Ok(issued) => {
+                    for (id, cert, key) in issued {
+                        match ids.replace(&id, &cert, &key) {
+                            Ok(_) => {
+                                tokio::spawn(crate::ca::client::rotate(
+                                    client.clone(),
+                                    ids.clone(),
+                                    id,
+                                    state.metrics.cert_renewals.clone(),
+                                ));
+                            }
+                            Err(e) => warn!("certificate from the CA for {id}: {e:#}"),
+                        }
+                    }
+                }
+                Err(e) => warn!("certificates for new workloads from the CA: {e:#}"),
+            }
+        }
+    }
+}
