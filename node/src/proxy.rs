@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use eastwall_identity::SpiffeId;
-use eastwall_policy::{Endpoint, Flow, Registry, Workload};
+use eastwall_policy::{Endpoint, Flow, L7, Registry, Workload};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
@@ -293,6 +293,8 @@ pub(crate) async fn decide(
             groups: dst_groups.as_deref(),
         },
         dst_port: dst.0.port(),
+        // Connection time; per-request decisions come with the L7 proxy.
+        l7: L7::Unknown,
     });
     let dir = direction.as_str();
     for m in &decision.monitored {

@@ -21,12 +21,17 @@
 #![warn(missing_docs)]
 
 mod diag;
+mod path;
 mod policy;
 mod registry;
 mod yaml;
 
 pub use crate::diag::{Diagnostic, Diagnostics, Severity};
-pub use crate::policy::{Action, Decision, Endpoint, Flow, Mode, MonitorHit, Policy, RuleRef};
+pub use crate::path::{PathError, normalize_path};
+pub use crate::policy::{
+    Action, Decision, Endpoint, Explanation, Flow, HttpRequestFacts, IdsMode, IdsProfile, L7, Mode,
+    MonitorHit, Policy, RuleRef, Step, StepOutcome,
+};
 pub use crate::registry::{DEFAULT_TRUST_DOMAIN, NodeEntry, Registry, Workload};
 pub use crate::yaml::{
     API_VERSION, DocumentKind, MAX_FILE_BYTES, document_kind, is_valid_name, parse_yaml,
