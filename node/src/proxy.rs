@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use eastwall_identity::SpiffeId;
-use eastwall_policy::{Endpoint, Flow, Registry, Workload};
+use eastwall_policy::{Endpoint, Flow, L7, Registry, Workload};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -234,6 +234,8 @@ pub(crate) async fn evaluate(
             groups: dst_groups.as_deref(),
         },
         dst_port: dst.0.port(),
+        // Connection time; per-request decisions come with the L7 proxy.
+        l7: L7::Unknown,
     });
     let d = Decided {
         policy: PolicyInfo::of(&decision),

@@ -479,3 +479,330 @@ spec:
     assert!(log.contains("refused"), "{log}");
     assert!(log.contains("registry reloaded"), "{log}");
 }
+
+/// The finance scene: VDI desktops bound to users, the finance API (plain HTTP inside the
+/// mesh), the HR app.
+const FINANCE_REGISTRY: &str = "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: vdi-host, addresses: [10.50.0.1]}
+    - {name: app-host, addresses: [10.50.0.2]}
+  workloads:
+    - {name: alice-desktop, node: vdi-host, addresses: [10.50.1.10], app: vdi, user: alice}
+    - {name: bob-desktop, node: vdi-host, addresses: [10.50.1.11], app: vdi, user: bob}
+    - {name: finance-api, node: app-host, addresses: [10.50.2.10], app: finance-api}
+    - {name: hr-app, node: app-host, addresses: [10.50.2.20], app: hr-app}
+";
+
+const FINANCE_POLICY: &str = "apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: identity-firewall
+      rules:
+        - id: finance-api
+          description: finance may GET and POST /api/*, nothing else
+          action: allow
+          from: {group: finance}
+          to:
+            app: finance-api
+            http: [{methods: [GET, POST], paths: [\"/api/*\"]}]
+          ports: [8080]
+        - id: finance-api-nothing-else
+          action: deny
+          to: {app: finance-api}
+        - id: hr-uses-hr-app
+          action: allow
+          from: {group: hr}
+          to: {app: hr-app}
+          ports: [443]
+";
+
+/// Runs `eastwall policy explain REGISTRY POLICY ARGS...`, which must succeed.
+fn explain(d: &Path, args: &[&str]) -> String {
+    let r = write(d, "registry.yaml", FINANCE_REGISTRY);
+    let p = write(d, "policy.yaml", FINANCE_POLICY);
+    let mut all = vec!["policy", "explain", r.as_str(), p.as_str()];
+    all.extend_from_slice(args);
+    ok(&eastwall(&all))
+}
+
+#[test]
+fn explain_finance_scene() {
+    let d = tempfile::tempdir().unwrap();
+    let alice = [
+        "--from",
+        "alice-desktop",
+        "--groups",
+        "finance",
+        "--to",
+        "finance-api:8080",
+    ];
+    let req = |who: &[&str], method: &str, path: &str| {
+        let mut a = who.to_vec();
+        a.extend_from_slice(&["--http", method, path, "--host", "finance.corp.example"]);
+        explain(d.path(), &a)
+    };
+    // finance GET and POST /api/* are allowed.
+    for (method, path) in [("GET", "/api/accounts"), ("POST", "/api/transfers?dry=1")] {
+        let out = req(&alice, method, path);
+        assert!(
+            out.contains("verdict: allow by rule `finance-api` (section identity-firewall)"),
+            "{out}"
+        );
+    }
+    // DELETE is denied, naming the rule, and why `finance-api` did not match.
+    let out = req(&alice, "DELETE", "/api/accounts/7");
+    assert!(out.starts_with("flow: alice-desktop (10.50.1.10, identity spiffe://corp.example/user/alice/wl/alice-desktop, user alice in groups [finance]) -> finance-api (10.50.2.10"), "{out}");
+    assert!(
+        out.contains("HTTP DELETE /api/accounts/7 (host finance.corp.example)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "verdict: deny by rule `finance-api-nothing-else` (section identity-firewall)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("1. identity-firewall/finance-api (allow): no match: to: method `DELETE` is not one of [GET, POST] of http entry 1"),
+        "{out}"
+    );
+    // The path is normalized before it is decided.
+    let out = req(&alice, "GET", "/api/../admin/");
+    assert!(out.contains("HTTP GET /admin/"), "{out}");
+    assert!(
+        out.contains("path `/admin/` matches no `paths` pattern of http entry 1"),
+        "{out}"
+    );
+    // hr is denied.
+    let bob = [
+        "--from",
+        "bob-desktop",
+        "--groups",
+        "hr",
+        "--to",
+        "10.50.2.10",
+        "--port",
+        "8080",
+    ];
+    let out = req(&bob, "GET", "/api/accounts");
+    assert!(
+        out.contains("verdict: deny by rule `finance-api-nothing-else`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("from: user `bob` is in groups [hr], none of [finance]"),
+        "{out}"
+    );
+    // At connection time: alice's connection is inspected, bob's refused at once.
+    let out = explain(d.path(), &alice);
+    assert!(out.contains("at connection time"), "{out}");
+    assert!(
+        out.contains("verdict: depends on the protocol and the requests"),
+        "{out}"
+    );
+    assert!(out.contains("pending: connection time"), "{out}");
+    let out = explain(d.path(), &bob);
+    assert!(
+        out.contains("verdict: deny by rule `finance-api-nothing-else`"),
+        "{out}"
+    );
+    // Groups unknown (no --groups): the group rule is skipped (fail closed).
+    let out = explain(
+        d.path(),
+        &[
+            "--from",
+            "alice-desktop",
+            "--to",
+            "finance-api:8080",
+            "--http",
+            "GET",
+            "/api/x",
+        ],
+    );
+    assert!(
+        out.contains("skipped: the groups of user `alice` are unknown"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verdict: deny by rule `finance-api-nothing-else`"),
+        "{out}"
+    );
+    // An address proves no identity, so it carries no user.
+    let out = explain(
+        d.path(),
+        &[
+            "--from",
+            "10.50.1.10",
+            "--groups",
+            "finance",
+            "--to",
+            "finance-api:8080",
+            "--opaque",
+        ],
+    );
+    assert!(
+        out.contains("alice-desktop (10.50.1.10, identity not proven)"),
+        "{out}"
+    );
+    assert!(out.contains("opaque TCP"), "{out}");
+}
+
+#[test]
+fn explain_refuses_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let r = write(d.path(), "registry.yaml", FINANCE_REGISTRY);
+    let p = write(d.path(), "policy.yaml", FINANCE_POLICY);
+    for (args, want) in [
+        (
+            vec!["--from", "alice-desktop", "--to", "finance-api"],
+            "give the destination port",
+        ),
+        (
+            vec!["--from", "ghost", "--to", "finance-api:80"],
+            "`ghost` is neither a registry workload nor an IP address",
+        ),
+        (
+            vec![
+                "--from",
+                "alice-desktop",
+                "--to",
+                "finance-api:80",
+                "--port",
+                "81",
+            ],
+            "--to says port 80, --port says 81",
+        ),
+        (
+            vec![
+                "--from",
+                "alice-desktop",
+                "--to",
+                "finance-api:80",
+                "--http",
+                "GET",
+                "api/x",
+            ],
+            "the node answers 400",
+        ),
+        (
+            vec![
+                "--from",
+                "alice-desktop",
+                "--to",
+                "finance-api:80",
+                "--http",
+                "GET",
+                "/a%zz",
+            ],
+            "invalid percent-escape",
+        ),
+    ] {
+        let mut all = vec!["policy", "explain", r.as_str(), p.as_str()];
+        all.extend_from_slice(&args);
+        let out = eastwall(&all);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // A policy with errors is reported with positions.
+    let bad = write(
+        d.path(),
+        "bad.yaml",
+        &FINANCE_POLICY.replace(
+            "from: {group: finance}",
+            "from: {group: finance, http: [{}]}",
+        ),
+    );
+    let out = eastwall(&[
+        "policy",
+        "explain",
+        &r,
+        &bad,
+        "--from",
+        "alice-desktop",
+        "--to",
+        "hr-app:443",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{bad}:10:")), "{err}");
+    assert!(err.contains("`http` is not allowed in `from`"), "{err}");
+}
+
+#[test]
+fn check_reports_shadowed_rules_as_warnings() {
+    let d = tempfile::tempdir().unwrap();
+    let r = write(d.path(), "registry.yaml", FINANCE_REGISTRY);
+    let p = write(
+        d.path(),
+        "policy.yaml",
+        &format!(
+            "{FINANCE_POLICY}        - id: finance-deletes
+          action: allow
+          from: {{group: finance}}
+          to:
+            app: finance-api
+            http: [{{methods: [DELETE], paths: [\"/api/*\"]}}]
+          ports: [8080]
+"
+        ),
+    );
+    let out = eastwall(&["policy", "check", &r, &p]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        format!(
+            "{p}:23:15: warning: rule `finance-deletes` can never match: rule `finance-api-nothing-else` (at 15:15) matches every flow it does\n"
+        )
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 2 file(s), 4 rule(s), 1 warning(s)\n"
+    );
+}
+
+/// The `policy explain` example in docs/POLICY.md is what the binary prints today.
+#[test]
+fn docs_explain_example_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docs = std::fs::read_to_string(root.join("docs/POLICY.md")).unwrap();
+    let section = docs.split("## Explaining a decision").nth(1).unwrap();
+    let block = section.split("```\n").nth(1).unwrap();
+    // Commands start with `$ `, continue after a trailing `\`; output follows until the
+    // next command.
+    let mut runs: Vec<(String, String)> = Vec::new();
+    let mut continued = false;
+    for line in block.lines() {
+        if let Some(cmd) = line.strip_prefix("$ ") {
+            runs.push((cmd.trim_end_matches('\\').to_owned(), String::new()));
+            continued = cmd.ends_with('\\');
+        } else if continued {
+            let (cmd, _) = runs.last_mut().unwrap();
+            cmd.push_str(line.trim_end_matches('\\'));
+            continued = line.ends_with('\\');
+        } else if !line.is_empty() {
+            let (_, out) = runs.last_mut().unwrap();
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert_eq!(runs.len(), 2, "{block}");
+    for (cmd, want) in runs {
+        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_eastwall"))
+            .args(&args)
+            .current_dir(root.join("policy/testdata"))
+            .output()
+            .unwrap();
+        assert_eq!(ok(&out), want, "{cmd}");
+    }
+}

@@ -212,6 +212,11 @@ impl<'f> Sink<'f> {
         });
     }
 
+    /// Whether an error has been recorded so far.
+    pub(crate) fn has_errors(&self) -> bool {
+        self.out.has_errors()
+    }
+
     /// Ends checking: `Ok(warnings)` when there is no error, else `Err(everything)`.
     pub(crate) fn finish(self) -> Result<Diagnostics, Diagnostics> {
         let mut out = self.out;

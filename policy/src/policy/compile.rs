@@ -8,7 +8,9 @@ use eastwall_identity::SpiffeId;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
+use super::compile_l7;
 use super::format::{PolicyDoc, PortDoc, RuleDoc, SelectorDoc};
+use super::ids::{self, IdsProfile};
 use super::selector::{NameSet, Selector};
 use super::{Action, Mode, Rule, RuleRef};
 use crate::diag::{Pos, Sink};
@@ -55,6 +57,13 @@ pub(crate) struct Compiled {
     pub(crate) name: Option<String>,
     pub(crate) sections: usize,
     pub(crate) rules: Vec<Rule>,
+    pub(crate) ids_profiles: Vec<IdsProfile>,
+}
+
+/// The IDS profiles a rule may name, and which ones rules used.
+struct Profiles {
+    defined: HashMap<String, Pos>,
+    used: HashSet<String>,
 }
 
 /// Validates `doc`, recording every problem in `sink`, and compiles it.
@@ -62,6 +71,11 @@ pub(crate) fn compile(sink: &mut Sink<'_>, doc: PolicyDoc, reg: &Registry) -> Co
     yaml::check_header(sink, &doc.api_version);
     let name = yaml::check_metadata(sink, &doc.metadata);
     let known = Known::new(reg);
+    let (ids_profiles, defined) = ids::compile_profiles(sink, doc.spec.ids_profiles);
+    let mut profiles = Profiles {
+        defined,
+        used: HashSet::new(),
+    };
     let mut section_seen: HashMap<String, Pos> = HashMap::new();
     let mut rule_seen: HashMap<String, Pos> = HashMap::new();
     let mut rules = Vec::new();
@@ -82,19 +96,37 @@ pub(crate) fn compile(sink: &mut Sink<'_>, doc: PolicyDoc, reg: &Registry) -> Co
         }
         let section: Arc<str> = Arc::from(s.name.value.as_str());
         for r in s.rules {
-            rules.extend(compile_rule(sink, &known, &mut rule_seen, &section, r));
+            rules.extend(compile_rule(
+                sink,
+                &known,
+                &mut profiles,
+                &mut rule_seen,
+                &section,
+                r,
+            ));
         }
+    }
+    let mut unused: Vec<(&String, &Pos)> = profiles
+        .defined
+        .iter()
+        .filter(|(name, _)| !profiles.used.contains(*name))
+        .collect();
+    unused.sort_by_key(|(_, at)| **at);
+    for (name, at) in unused {
+        sink.warning(*at, format!("no rule uses IDS profile `{name}`"));
     }
     Compiled {
         name,
         sections,
         rules,
+        ids_profiles,
     }
 }
 
 fn compile_rule(
     sink: &mut Sink<'_>,
     known: &Known<'_>,
+    profiles: &mut Profiles,
     seen: &mut HashMap<String, Pos>,
     section: &Arc<str>,
     r: RuleDoc,
@@ -139,12 +171,23 @@ fn compile_rule(
     };
     let from = r
         .from
-        .map(|s| compile_selector(sink, known, &s.value))
+        .map(|s| {
+            compile_l7::reject_l7(sink, &s.value, "from");
+            compile_selector(sink, known, &s.value)
+        })
         .unwrap_or_default();
-    let to =
-        r.to.map(|s| compile_selector(sink, known, &s.value))
-            .unwrap_or_default();
+    let (to, l7) = match &r.to {
+        None => (Selector::default(), None),
+        Some(s) => (
+            compile_selector(sink, known, &s.value),
+            compile_l7::compile_l7(sink, &s.value),
+        ),
+    };
     let ports = r.ports.map(|p| compile_ports(sink, &p));
+    let ids = r
+        .ids
+        .as_ref()
+        .and_then(|i| compile_ids_ref(sink, profiles, i, action, mode));
     let uses_groups = from.uses_groups() || to.uses_groups();
     Some(Rule {
         uses_groups,
@@ -152,6 +195,7 @@ fn compile_rule(
             id: Arc::from(r.id.value.as_str()),
             section: Arc::clone(section),
         },
+        pos: at,
         action: action?,
         mode: mode?,
         from,
@@ -160,7 +204,52 @@ fn compile_rule(
             None => None,
             Some(p) => Some(p?),
         },
+        l7: l7.map(Box::new),
+        ids,
     })
+}
+
+/// A rule's `ids`: only on allow rules, naming a defined profile.
+fn compile_ids_ref(
+    sink: &mut Sink<'_>,
+    profiles: &mut Profiles,
+    name: &Spanned<String>,
+    action: Option<Action>,
+    mode: Option<Mode>,
+) -> Option<Arc<str>> {
+    let at = Pos::from(name.referenced);
+    profiles.used.insert(name.value.clone());
+    if action == Some(Action::Deny) {
+        sink.error(
+            at,
+            "`ids` is only for allow rules: it names the IDS profile that inspects what the rule allows",
+        );
+        return None;
+    }
+    if !profiles.defined.contains_key(&name.value) {
+        let mut defined: Vec<&str> = profiles.defined.keys().map(String::as_str).collect();
+        defined.sort_unstable();
+        let hint = if defined.is_empty() {
+            "no profiles are defined in `spec.idsProfiles`".to_owned()
+        } else {
+            format!("defined: {}", defined.join(", "))
+        };
+        sink.error(
+            at,
+            format!(
+                "no IDS profile named `{}` ({hint})",
+                name.value.escape_debug()
+            ),
+        );
+        return None;
+    }
+    if mode == Some(Mode::Monitor) {
+        sink.warning(
+            at,
+            "a monitor rule never decides, so its IDS profile applies only once it is enforced",
+        );
+    }
+    Some(Arc::from(name.value.as_str()))
 }
 
 /// Which registry attribute a name list refers to, for messages and warnings.
@@ -264,6 +353,7 @@ fn compile_selector(sink: &mut Sink<'_>, known: &Known<'_>, s: &SelectorDoc) -> 
             .as_ref()
             .map(|v| compile_directory_names(sink, v, "group")),
         not: s.not.as_ref().map(|n| {
+            compile_l7::reject_l7(sink, &n.value, "not");
             if n.value.is_empty() {
                 sink.error(
                     n.referenced,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::yaml::{Metadata, OneOrMany};
@@ -21,10 +21,32 @@ pub(crate) struct PolicyDoc {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct PolicySpec {
     #[serde(default)]
+    pub(crate) ids_profiles: Vec<IdsProfileDoc>,
+    #[serde(default)]
     pub(crate) sections: Vec<SectionDoc>,
+}
+
+/// An entry of `spec.idsProfiles`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct IdsProfileDoc {
+    pub(crate) name: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) classtypes: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) max_severity: Option<Spanned<IntDoc>>,
+    #[serde(default)]
+    pub(crate) sids: Option<Spanned<Vec<Spanned<IntDoc>>>>,
+    #[serde(default)]
+    pub(crate) exclude_sids: Option<Spanned<Vec<Spanned<IntDoc>>>>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +76,8 @@ pub(crate) struct RuleDoc {
     pub(crate) to: Option<Spanned<SelectorDoc>>,
     #[serde(default)]
     pub(crate) ports: Option<Spanned<Vec<Spanned<PortDoc>>>>,
+    #[serde(default)]
+    pub(crate) ids: Option<Spanned<String>>,
 }
 
 /// A selector as written; every criterion is optional and compiled into `Selector`.
@@ -80,6 +104,113 @@ pub(crate) struct SelectorDoc {
     pub(crate) group: Option<OneOrMany>,
     #[serde(default)]
     pub(crate) not: Option<Box<Spanned<SelectorDoc>>>,
+    /// Only valid at the top level of `to` (checked when compiling).
+    #[serde(default)]
+    pub(crate) http: Option<Spanned<Vec<Spanned<HttpEntryDoc>>>>,
+    /// Only valid at the top level of `to` (checked when compiling).
+    #[serde(default)]
+    pub(crate) tls: Option<Spanned<TlsDoc>>,
+}
+
+/// One entry of `to.http`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpEntryDoc {
+    #[serde(default)]
+    pub(crate) methods: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) paths: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) hosts: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) headers: Option<Spanned<HeadersDoc>>,
+}
+
+/// `to.tls`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsDoc {
+    #[serde(default)]
+    pub(crate) sni: Option<OneOrMany>,
+}
+
+/// `headers`: a mapping of header name to value pattern, in file order, with positions.
+pub(crate) struct HeadersDoc(pub(crate) Vec<(Spanned<String>, Spanned<ScalarDoc>)>);
+
+impl<'de> Deserialize<'de> for HeadersDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HeadersDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of header names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeadersDoc, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(HeadersDoc(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A scalar read as text (`x-api-version: 2` is the text `2`).
+pub(crate) struct ScalarDoc(pub(crate) String);
+
+impl<'de> Deserialize<'de> for ScalarDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ScalarDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScalarDoc, E> {
+                Ok(ScalarDoc(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ScalarDoc, E> {
+                Ok(ScalarDoc(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ScalarDoc, E> {
+                Ok(ScalarDoc(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ScalarDoc, E> {
+                Ok(ScalarDoc(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An integer of any size, so that out-of-range values are reported by our checks.
+pub(crate) struct IntDoc(pub(crate) i128);
+
+impl<'de> Deserialize<'de> for IntDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntDoc, E> {
+                Ok(IntDoc(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntDoc, E> {
+                Ok(IntDoc(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<IntDoc, E> {
+                Ok(IntDoc(v))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<IntDoc, E> {
+                Ok(IntDoc(i128::try_from(v).unwrap_or(i128::MAX)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl SelectorDoc {
@@ -95,6 +226,8 @@ impl SelectorDoc {
             && self.user.is_none()
             && self.group.is_none()
             && self.not.is_none()
+            && self.http.is_none()
+            && self.tls.is_none()
     }
 }
 

@@ -73,6 +73,11 @@ impl PortIndex {
         })
     }
 
+    /// Indexes of the rules without `ports`, in rule order.
+    pub(crate) fn any_port(&self) -> impl Iterator<Item = usize> + '_ {
+        self.any_port.iter().map(|&i| i as usize)
+    }
+
     /// Indexes of the rules that can match destination `port`, in rule order.
     pub(crate) fn candidates(&self, port: u16) -> Candidates<'_> {
         let seg = self

@@ -1,8 +1,14 @@
 //! The policy file (`kind: Policy`), its compiled form, and `decide`.
 
+mod check;
 mod compile;
+mod compile_l7;
+mod explain;
 mod format;
+mod ids;
 mod index;
+mod l7;
+mod pattern;
 mod selector;
 
 use std::fmt;
@@ -11,12 +17,17 @@ use std::sync::Arc;
 
 use eastwall_identity::SpiffeId;
 
-use crate::diag::{Diagnostics, Sink};
+use crate::diag::{Diagnostics, Pos, Sink};
 use crate::registry::{Registry, Workload};
 use crate::yaml::{self, DocumentKind};
 
 use self::index::PortIndex;
-use self::selector::Selector;
+use self::l7::{L7Conditions, L7Outcome};
+use self::selector::{Criterion, Selector};
+
+pub use self::explain::{Explanation, Step, StepOutcome};
+pub use self::ids::{IdsMode, IdsProfile};
+pub use self::l7::{HttpRequestFacts, L7};
 
 /// What a rule does with a flow it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,7 +143,7 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// A TCP connection to decide on.
+/// A TCP connection, or one request or handshake on it, to decide on.
 #[derive(Clone, Copy, Debug)]
 pub struct Flow<'a> {
     /// The side that connects.
@@ -141,6 +152,25 @@ pub struct Flow<'a> {
     pub dst: Endpoint<'a>,
     /// Destination TCP port.
     pub dst_port: u16,
+    /// What is known of the application protocol: [`L7::Unknown`] at connection time.
+    pub l7: L7<'a>,
+}
+
+impl<'a> Flow<'a> {
+    /// A connection from `src` to `dst` on `dst_port`, at connection time.
+    pub fn new(src: Endpoint<'a>, dst: Endpoint<'a>, dst_port: u16) -> Flow<'a> {
+        Flow {
+            src,
+            dst,
+            dst_port,
+            l7: L7::Unknown,
+        }
+    }
+
+    /// The same connection with what is now known of its protocol (a request, a handshake).
+    pub fn with_l7(self, l7: L7<'a>) -> Flow<'a> {
+        Flow { l7, ..self }
+    }
 }
 
 /// A monitor-mode rule that matched: what it would have done.
@@ -155,12 +185,22 @@ pub struct MonitorHit {
 /// The outcome of [`Policy::decide`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// Allow or deny.
+    /// Allow or deny. With [`Decision::needs_l7`]: whether anything could be allowed.
     pub action: Action,
-    /// The enforce rule that decided; `None` means default deny.
+    /// The enforce rule that decided; `None` means default deny. With
+    /// [`Decision::needs_l7`]: for `Allow` the first rule that may allow, for `Deny` the
+    /// rule opaque traffic hits.
     pub rule: Option<RuleRef>,
-    /// Monitor rules that matched before the deciding rule, in evaluation order.
+    /// Monitor rules that matched before the deciding rule, in evaluation order (at
+    /// connection time with `needs_l7`: those opaque traffic would hit).
     pub monitored: Vec<MonitorHit>,
+    /// The IDS profile of the deciding allow rule (none while `needs_l7`).
+    pub ids: Option<Arc<str>>,
+    /// Only at connection time ([`L7::Unknown`]): a rule with L7 conditions matched before
+    /// the deciding rule, so the outcome depends on the protocol and the requests. With
+    /// `Allow` the node must inspect and decide again per HTTP request, TLS handshake, or
+    /// once as opaque; with `Deny` every outcome is a deny and it may refuse at once.
+    pub needs_l7: bool,
 }
 
 impl Decision {
@@ -179,6 +219,8 @@ impl Decision {
 #[derive(Clone, Debug)]
 pub(crate) struct Rule {
     pub(crate) rref: RuleRef,
+    /// Where its id is written, for messages.
+    pub(crate) pos: Pos,
     pub(crate) action: Action,
     pub(crate) mode: Mode,
     pub(crate) from: Selector,
@@ -187,6 +229,10 @@ pub(crate) struct Rule {
     pub(crate) ports: Option<Box<[(u16, u16)]>>,
     /// Whether `from` or `to` uses `group` (such a rule is skipped while groups are unknown).
     pub(crate) uses_groups: bool,
+    /// The `http`/`tls` conditions of `to`, if any.
+    pub(crate) l7: Option<Box<L7Conditions>>,
+    /// The IDS profile for what the rule allows.
+    pub(crate) ids: Option<Arc<str>>,
 }
 
 impl Rule {
@@ -197,6 +243,44 @@ impl Rule {
     }
 }
 
+/// Which side of a flow a selector is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    From,
+    To,
+}
+
+impl Side {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Side::From => "from",
+            Side::To => "to",
+        }
+    }
+}
+
+/// What `evaluate` reports as it goes: nothing for `decide`, every step for `explain`.
+pub(crate) trait Trace {
+    /// Whether `evaluate` checks ports itself (all rules are candidates) and reports misses.
+    const CHECKS_PORTS: bool = false;
+    /// The rule's ports do not include the flow's.
+    fn port_mismatch(&mut self, _rule: &Rule) {}
+    /// The rule uses `group` and a user's groups are unknown.
+    fn groups_unknown(&mut self, _rule: &Rule) {}
+    /// A selector criterion failed.
+    fn selector_mismatch(&mut self, _rule: &Rule, _side: Side, _c: Criterion) {}
+    /// The L4 part matched; this is what the L7 part gave (rules with L7 conditions only).
+    fn l7_outcome(&mut self, _rule: &Rule, _outcome: L7Outcome) {}
+    /// The rule matched (monitor: recorded; enforce: decides, or at connection time
+    /// decides for opaque traffic).
+    fn matched(&mut self, _rule: &Rule) {}
+    /// Connection time, past the rule deciding for opaque traffic: the rule matches too
+    /// and shows whether some protocol could be allowed.
+    fn matched_beyond(&mut self, _rule: &Rule) {}
+}
+
+impl Trace for () {}
+
 /// A validated, compiled policy: ordered rules, default deny.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -205,6 +289,7 @@ pub struct Policy {
     rules: Box<[Rule]>,
     /// `None` when the policy is too irregular to index; `decide` then scans.
     index: Option<PortIndex>,
+    ids_profiles: Box<[IdsProfile]>,
 }
 
 impl Policy {
@@ -221,8 +306,14 @@ impl Policy {
         let doc = yaml::parse_yaml(file, text)?;
         let mut sink = Sink::new(file);
         let c = compile::compile(&mut sink, doc, registry);
+        let mut p = Policy::from_rules(c.name, c.sections, c.rules);
+        p.ids_profiles = c.ids_profiles.into_boxed_slice();
+        // Rules with errors were left out: dead-rule warnings would mislead.
+        if !sink.has_errors() {
+            check::check(&mut sink, &p.rules, p.index.as_ref(), registry);
+        }
         let warnings = sink.finish()?;
-        Ok((Policy::from_rules(c.name, c.sections, c.rules), warnings))
+        Ok((p, warnings))
     }
 
     /// A policy with no rules: every flow is denied.
@@ -237,7 +328,19 @@ impl Policy {
             sections,
             rules: rules.into_boxed_slice(),
             index,
+            ids_profiles: Box::default(),
         }
+    }
+
+    /// The IDS profiles the file defines (`spec.idsProfiles`), in file order.
+    pub fn ids_profiles(&self) -> &[IdsProfile] {
+        &self.ids_profiles
+    }
+
+    /// Whether any rule has `http` or `tls` conditions (if none, no decision ever has
+    /// `needs_l7`).
+    pub fn has_l7_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.l7.is_some())
     }
 
     /// `metadata.name` of the file, if given.
@@ -257,9 +360,14 @@ impl Policy {
 
     /// Decides on `flow`: the first matching enforce rule in file order decides; matching
     /// monitor rules before it are reported; no match is a default deny.
+    ///
+    /// Each call is independent. At connection time (`flow.l7` is [`L7::Unknown`]) a rule
+    /// with L7 conditions whose L4 part matches makes the decision provisional
+    /// ([`Decision::needs_l7`]); the node then calls again per HTTP request, per TLS
+    /// ClientHello, or once with [`L7::Opaque`].
     pub fn decide(&self, flow: &Flow<'_>) -> Decision {
         match &self.index {
-            Some(ix) => self.evaluate(flow, ix.candidates(flow.dst_port)),
+            Some(ix) => self.evaluate(flow, ix.candidates(flow.dst_port), &mut ()),
             None => self.decide_linear(flow),
         }
     }
@@ -268,41 +376,139 @@ impl Policy {
     fn decide_linear(&self, flow: &Flow<'_>) -> Decision {
         let port = flow.dst_port;
         let candidates = (0..self.rules.len()).filter(|&i| self.rules[i].port_matches(port));
-        self.evaluate(flow, candidates)
+        self.evaluate(flow, candidates, &mut ())
     }
 
-    /// Evaluates the rules at `candidates` (ascending, port already checked) in order.
-    fn evaluate(&self, flow: &Flow<'_>, candidates: impl Iterator<Item = usize>) -> Decision {
+    /// Evaluates the rules at `candidates` (ascending; ports already checked unless
+    /// `T::CHECKS_PORTS`) in order, reporting each step to `trace`.
+    fn evaluate<T: Trace>(
+        &self,
+        flow: &Flow<'_>,
+        candidates: impl Iterator<Item = usize>,
+        trace: &mut T,
+    ) -> Decision {
         let mut monitored = Vec::new();
+        // Connection time only: whether a rule with L7 conditions matched the L4 part, the
+        // enforce rule that decides for opaque traffic after that, and the first enforce
+        // allow rule that some protocol or request could reach.
+        let mut pending = false;
+        let mut opaque: Option<&Rule> = None;
+        let mut may_allow: Option<&Rule> = None;
+        let groups_unknown = flow.src.groups_unknown() || flow.dst.groups_unknown();
         for i in candidates {
             let Some(r) = self.rules.get(i) else { continue };
-            if r.uses_groups && (flow.src.groups_unknown() || flow.dst.groups_unknown()) {
+            if T::CHECKS_PORTS && !r.port_matches(flow.dst_port) {
+                trace.port_mismatch(r);
                 continue;
             }
-            if !r.from.matches(&flow.src) || !r.to.matches(&flow.dst) {
+            if r.uses_groups && groups_unknown {
+                trace.groups_unknown(r);
                 continue;
             }
+            if let Some(c) = r.from.first_mismatch(&flow.src) {
+                trace.selector_mismatch(r, Side::From, c);
+                continue;
+            }
+            if let Some(c) = r.to.first_mismatch(&flow.dst) {
+                trace.selector_mismatch(r, Side::To, c);
+                continue;
+            }
+            if let Some(l7) = &r.l7 {
+                let outcome = l7.evaluate(&flow.l7, r.action == Action::Deny);
+                trace.l7_outcome(r, outcome);
+                let matches = match outcome {
+                    L7Outcome::Match => true,
+                    L7Outcome::NoMatch => false,
+                    L7Outcome::Unevaluable(_) => r.action == Action::Deny,
+                    L7Outcome::Pending => {
+                        pending = true;
+                        if r.mode == Mode::Enforce && r.action == Action::Allow {
+                            may_allow.get_or_insert(r);
+                            if opaque.is_some() {
+                                // Both outcomes are known: nothing later changes them.
+                                break;
+                            }
+                        }
+                        // As for opaque traffic: an allow rule does not match, a deny does.
+                        r.action == Action::Deny
+                    }
+                };
+                if !matches {
+                    continue;
+                }
+            }
+            if opaque.is_some() {
+                // Connection time, past the opaque decision: looking only for a possible
+                // allow, up to the first enforce rule that matches every protocol.
+                trace.matched_beyond(r);
+                if r.mode == Mode::Enforce && r.l7.is_none() {
+                    if r.action == Action::Allow {
+                        may_allow.get_or_insert(r);
+                    }
+                    break;
+                }
+                continue;
+            }
+            trace.matched(r);
             match r.mode {
                 Mode::Monitor => monitored.push(MonitorHit {
                     rule: r.rref.clone(),
                     action: r.action,
                 }),
-                Mode::Enforce => {
+                Mode::Enforce if !pending => {
                     return Decision {
                         action: r.action,
                         rule: Some(r.rref.clone()),
                         monitored,
+                        ids: r.ids.clone(),
+                        needs_l7: false,
                     };
+                }
+                Mode::Enforce => {
+                    opaque = Some(r);
+                    if r.l7.is_none() {
+                        if r.action == Action::Allow {
+                            may_allow.get_or_insert(r);
+                        }
+                        break;
+                    }
+                    if may_allow.is_some() {
+                        break;
+                    }
                 }
             }
         }
-        Decision {
-            action: Action::Deny,
-            rule: None,
-            monitored,
+        if !pending {
+            return Decision {
+                action: Action::Deny,
+                rule: None,
+                monitored,
+                ids: None,
+                needs_l7: false,
+            };
         }
+        let (action, rule) = match may_allow {
+            Some(r) => (Action::Allow, Some(r)),
+            None => (Action::Deny, opaque),
+        };
+        Decision {
+            action,
+            rule: rule.map(|r| r.rref.clone()),
+            monitored,
+            ids: None,
+            needs_l7: true,
+        }
+    }
+
+    /// Explains the decision on `flow`: every rule in order up to the deciding one, whether
+    /// it matched and, if not, the first criterion that failed. Its decision is exactly
+    /// [`Policy::decide`]'s.
+    pub fn explain(&self, flow: &Flow<'_>) -> Explanation {
+        explain::explain(self, flow)
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l7;

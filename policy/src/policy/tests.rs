@@ -45,11 +45,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn decide(p: &Policy, reg: &Registry, src: &str, dst: &str, port: u16) -> Decision {
-    let flow = Flow {
-        src: Endpoint::lookup(reg, ip(src)),
-        dst: Endpoint::lookup(reg, ip(dst)),
-        dst_port: port,
-    };
+    let flow = Flow::new(
+        Endpoint::lookup(reg, ip(src)),
+        Endpoint::lookup(reg, ip(dst)),
+        port,
+    );
     let d = p.decide(&flow);
     assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
     d
@@ -65,11 +65,11 @@ fn decide_ids(
 ) -> Decision {
     let src_id = src_id.map(|s| SpiffeId::parse(s).unwrap());
     let dst_id = dst_id.map(|s| SpiffeId::parse(s).unwrap());
-    let flow = Flow {
-        src: Endpoint::lookup(reg, ip(src)).with_identity(src_id.as_ref()),
-        dst: Endpoint::lookup(reg, ip(dst)).with_identity(dst_id.as_ref()),
-        dst_port: port,
-    };
+    let flow = Flow::new(
+        Endpoint::lookup(reg, ip(src)).with_identity(src_id.as_ref()),
+        Endpoint::lookup(reg, ip(dst)).with_identity(dst_id.as_ref()),
+        port,
+    );
     let d = p.decide(&flow);
     assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
     d
@@ -418,11 +418,11 @@ fn empty_policies_deny_everything() {
             ("default-deny", Action::Deny, &None)
         );
     }
-    let d = Policy::deny_all().decide(&Flow {
-        src: Endpoint::lookup(&reg, ip(WEB_DEV)),
-        dst: Endpoint::lookup(&reg, ip(WEB_DEV)),
-        dst_port: 1,
-    });
+    let d = Policy::deny_all().decide(&Flow::new(
+        Endpoint::lookup(&reg, ip(WEB_DEV)),
+        Endpoint::lookup(&reg, ip(WEB_DEV)),
+        1,
+    ));
     assert!(!d.is_allowed());
     assert!(d.monitored.is_empty());
     assert_eq!(Policy::deny_all().rule_count(), 0);
@@ -628,14 +628,15 @@ impl Rng {
     }
 }
 
-/// Generates a random but valid policy over the example registry's names.
+/// Generates a random but valid policy over the example registry's names, with L7
+/// conditions on some rules.
 fn random_policy(rng: &mut Rng, rules: usize) -> String {
     let zones = ["dev", "test", "prod"];
     let apps = ["web", "api", "db"];
     let mut out = String::from("  sections:\n    - name: gen\n      rules:\n");
     for i in 0..rules {
         let sel = |rng: &mut Rng| -> String {
-            match rng.below(9) {
+            match rng.below(11) {
                 0 => String::new(),
                 1 => format!("zone: {}", rng.pick(&zones)),
                 2 => format!("app: [{}, {}]", rng.pick(&apps), rng.pick(&apps)),
@@ -650,11 +651,21 @@ fn random_policy(rng: &mut Rng, rules: usize) -> String {
                     ])
                 ),
                 7 => format!("not: {{spiffe: [{PAYMENTS_ID}, {DB_PROD_ID}]}}"),
+                8 => format!("group: [{}]", rng.pick(&["finance", "hr"])),
+                9 => format!("not: {{group: {}}}", rng.pick(&["finance", "hr"])),
                 _ => format!("labels: {{tier: {}}}", rng.pick(&["frontend", "backend"])),
             }
         };
         let from = sel(rng);
-        let to = sel(rng);
+        let mut to = sel(rng);
+        if rng.below(2) == 0 {
+            let l7 = random_l7(rng);
+            to = if to.is_empty() {
+                l7
+            } else {
+                format!("{to}, {l7}")
+            };
+        }
         let ports = match rng.below(4) {
             0 => String::new(),
             1 => format!(", ports: [{}]", 1 + rng.below(100)),
@@ -681,6 +692,58 @@ fn random_policy(rng: &mut Rng, rules: usize) -> String {
     out
 }
 
+/// Random `http` and/or `tls` conditions.
+fn random_l7(rng: &mut Rng) -> String {
+    let entry = |rng: &mut Rng| -> String {
+        let mut fields = Vec::new();
+        if rng.below(2) == 0 {
+            fields.push(format!(
+                "methods: [{}, {}]",
+                rng.pick(&["GET", "POST", "DELETE"]),
+                rng.pick(&["GET", "POST"])
+            ));
+        }
+        if rng.below(2) == 0 {
+            fields.push(format!(
+                "paths: [\"{}\"]",
+                rng.pick(&["/api/*", "/api/v1/x", "/admin/*", "/**/x", "/api/*/x", "/*"])
+            ));
+        }
+        if rng.below(3) == 0 {
+            fields.push(format!(
+                "hosts: [\"{}\"]",
+                rng.pick(&["a.example", "*.example", "b.example"])
+            ));
+        }
+        if rng.below(4) == 0 {
+            fields.push(format!(
+                "headers: {{x-env: \"{}\"}}",
+                rng.pick(&["prod", "p*", "*"])
+            ));
+        }
+        format!("{{{}}}", fields.join(", "))
+    };
+    let http = |rng: &mut Rng| -> String {
+        let n = 1 + rng.below(2);
+        let entries: Vec<String> = (0..n).map(|_| entry(rng)).collect();
+        format!("http: [{}]", entries.join(", "))
+    };
+    let tls = |rng: &mut Rng| -> String {
+        match rng.below(3) {
+            0 => "tls: {}".to_owned(),
+            _ => format!(
+                "tls: {{sni: [\"{}\"]}}",
+                rng.pick(&["a.example", "*.example", "b.other"])
+            ),
+        }
+    };
+    match rng.below(4) {
+        0 | 1 => http(rng),
+        2 => tls(rng),
+        _ => format!("{}, {}", http(rng), tls(rng)),
+    }
+}
+
 #[test]
 fn index_agrees_with_linear_scan() {
     let reg = registry();
@@ -689,36 +752,105 @@ fn index_agrees_with_linear_scan() {
     ];
     // "" = no proven identity.
     let ids = ["", "", PAYMENTS_ID, WEB_PROD_ID, DB_PROD_ID, API_DEV_ID];
+    let finance = vec!["finance".to_owned()];
+    let hr = vec!["hr".to_owned()];
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-env", http::HeaderValue::from_static("prod"));
+    let no_headers = http::HeaderMap::new();
     let mut rng = Rng(7);
-    for round in 0..20 {
+    let mut decided_l7 = 0;
+    let mut dead_total = 0;
+    for round in 0..30 {
         let n = 1 + rng.below(60) as usize;
         let text = doc(&random_policy(&mut rng, n));
-        let p = parse_ok(&text, &reg);
+        let (p, warnings) = match Policy::parse("p.yaml", &text, &reg) {
+            Ok(ok) => ok,
+            Err(e) => panic!("generated policy rejected:\n{e}\n{text}"),
+        };
         assert!(p.index.is_some());
+        // Rules `check` calls dead: they must never decide nor be recorded on final
+        // decisions (the shadowing test must be conservative).
+        let dead: Vec<String> = warnings
+            .iter()
+            .filter_map(|w| {
+                let m = w.message.strip_prefix("rule `")?;
+                let (id, rest) = m.split_once('`')?;
+                rest.starts_with(" can never match").then(|| id.to_owned())
+            })
+            .collect();
+        dead_total += dead.len();
         for _ in 0..500 {
             let port = match rng.below(3) {
                 0 => rng.below(300) as u16,
                 1 => 1 + rng.below(65535) as u16,
                 _ => u16::MAX,
             };
-            // `decide_ids` asserts indexed == linear.
             let mut id = || {
                 let id = rng.pick(&ids);
                 (!id.is_empty()).then_some(id)
             };
             let (src_id, dst_id) = (id(), id());
-            let d = decide_ids(
-                &p,
-                &reg,
-                (rng.pick(&addrs), src_id),
-                (rng.pick(&addrs), dst_id),
+            let src_id = src_id.map(|s| SpiffeId::parse(s).unwrap());
+            let dst_id = dst_id.map(|s| SpiffeId::parse(s).unwrap());
+            let (user, groups): (Option<&str>, Option<&[String]>) = match rng.below(4) {
+                0 => (None, None),
+                1 => (Some("alice"), Some(&finance)),
+                2 => (Some("bob"), Some(&hr)),
+                _ => (Some("carol"), None),
+            };
+            let path = rng
+                .pick(&["/api/v1/x", "/admin/a", "/x", "/api/", "/"])
+                .to_owned();
+            let facts = HttpRequestFacts {
+                method: rng.pick(&["GET", "POST", "DELETE"]),
+                host: [Some("a.example"), Some("x.example"), None][rng.below(3) as usize],
+                path: &path,
+                headers: if rng.below(2) == 0 {
+                    &headers
+                } else {
+                    &no_headers
+                },
+            };
+            let l7 = match rng.below(6) {
+                0 | 1 => L7::Unknown,
+                2 => L7::Opaque,
+                3 => L7::Tls {
+                    sni: [Some("a.example"), Some("b.other"), None][rng.below(3) as usize],
+                },
+                _ => L7::Http(&facts),
+            };
+            let flow = Flow::new(
+                Endpoint::lookup(&reg, ip(rng.pick(&addrs)))
+                    .with_identity(src_id.as_ref())
+                    .with_user(user, groups),
+                Endpoint::lookup(&reg, ip(rng.pick(&addrs))).with_identity(dst_id.as_ref()),
                 port,
-            );
+            )
+            .with_l7(l7);
+            let d = p.decide(&flow);
+            assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
+            let e = p.explain(&flow);
+            assert_eq!(e.decision, d, "explain disagrees, round {round}");
             if let Some(r) = &d.rule {
                 assert!(p.rules.iter().any(|x| x.rref == *r), "round {round}");
             }
+            if !matches!(l7, L7::Unknown) {
+                assert!(!d.needs_l7);
+                decided_l7 += usize::from(d.rule.is_some());
+                for hit in d.rule.iter().chain(d.monitored.iter().map(|m| &m.rule)) {
+                    assert!(
+                        !dead.iter().any(|x| **x == *hit.id),
+                        "rule `{}` was called dead but matched {flow:?}\n{warnings}\n{text}",
+                        hit.id
+                    );
+                }
+            }
         }
     }
+    // Both checks must have had something to check.
+    assert!(decided_l7 > 1000, "{decided_l7}");
+    assert!(dead_total > 20, "{dead_total}");
+    eprintln!("{decided_l7} final decisions by a rule, {dead_total} dead rules");
 }
 
 #[test]
@@ -838,13 +970,7 @@ spec:
             user,
             groups,
         };
-        p.decide(&Flow {
-            src,
-            dst,
-            dst_port: port,
-        })
-        .rule_id()
-        .to_owned()
+        p.decide(&Flow::new(src, dst, port)).rule_id().to_owned()
     };
     type Case<'a> = (Option<&'a str>, Option<&'a [String]>, u16, &'a str);
     let table: &[Case<'_>] = &[
@@ -880,4 +1006,148 @@ fn empty_user_and_group_lists_are_errors() {
         .to_string();
     assert!(errs.contains("p.yaml:9:24: empty `user` list"), "{errs}");
     assert!(errs.contains("empty group name"), "{errs}");
+}
+
+/// The parts of a rule from a small vocabulary: from, to selector, L7, ports, action, mode.
+type SmallRule = [&'static str; 6];
+
+fn small_rule(rng: &mut Rng) -> SmallRule {
+    const SELECTORS: &[&str] = &[
+        "",
+        "zone: prod",
+        "app: web",
+        "zone: prod, app: web",
+        "app: [web, db]",
+        "not: {zone: dev}",
+        "not: {zone: [dev, test]}",
+        "zone: prod, not: {app: db}",
+        "cidr: 10.99.0.0/16",
+        "cidr: [10.99.2.0/24, 10.200.0.0/16]",
+        "group: finance",
+        "not: {group: finance}",
+        "spiffePrefix: \"spiffe://corp.example/zone/\"",
+        "spiffe: spiffe://corp.example/zone/prod/payments",
+    ];
+    [
+        rng.pick(SELECTORS),
+        rng.pick(SELECTORS),
+        rng.pick(&[
+            "",
+            "",
+            "http: [{}]",
+            "http: [{methods: [GET]}]",
+            "http: [{methods: [GET, POST], paths: [\"/api/*\"]}]",
+            "http: [{paths: [\"/api/v1/x\", \"/admin/*\"]}]",
+            "http: [{hosts: [a.example]}]",
+            "http: [{hosts: [\"*.example\"], headers: {x-env: \"p*\"}}]",
+            "tls: {}",
+            "tls: {sni: [\"*.example\"]}",
+            "tls: {sni: [a.example]}",
+            "http: [{methods: [GET]}], tls: {sni: [a.example]}",
+            "http: [{}], tls: {}",
+        ]),
+        rng.pick(&[
+            "",
+            ", ports: [80]",
+            ", ports: [22, 80]",
+            ", ports: [\"1-100\"]",
+        ]),
+        rng.pick(&["allow", "deny"]),
+        rng.pick(&["enforce", "enforce", "monitor"]),
+    ]
+}
+
+fn small_rule_yaml(id: &str, [from, to, l7, ports, action, mode]: SmallRule) -> String {
+    let to = match (to, l7) {
+        (t, "") => t.to_owned(),
+        ("", l) => l.to_owned(),
+        (t, l) => format!("{t}, {l}"),
+    };
+    format!(
+        "        - {{id: {id}, action: {action}, mode: {mode}, from: {{{from}}}, to: {{{to}}}{ports}}}\n"
+    )
+}
+
+/// Whether rule `r` alone matches `flow` (decides it, or records a monitor hit).
+fn rule_matches(r: &Rule, flow: &Flow<'_>) -> bool {
+    let p = Policy::from_rules(None, 1, vec![r.clone()]);
+    let d = p.decide(flow);
+    d.rule.as_ref() == Some(&r.rref) || d.monitored.iter().any(|m| m.rule == r.rref)
+}
+
+/// `check::covers` must never claim coverage that a flow or request disproves.
+#[test]
+fn coverage_claims_hold_on_random_flows() {
+    let reg = registry();
+    let addrs = [WEB_DEV, API_DEV, WEB_PROD, DB_PROD, OUTSIDE, STRANGER, PAY1];
+    let ids = ["", PAYMENTS_ID, WEB_PROD_ID];
+    let finance = vec!["finance".to_owned()];
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-env", http::HeaderValue::from_static("prod"));
+    let mut rng = Rng(11);
+    let mut claims = 0;
+    for _ in 0..6000 {
+        // `b` shares each part with `a` half of the time, so coverage is frequent.
+        let a = small_rule(&mut rng);
+        let mut b = small_rule(&mut rng);
+        for (pb, pa) in b.iter_mut().zip(a) {
+            if rng.below(2) == 0 {
+                *pb = pa;
+            }
+        }
+        let text = doc(&format!(
+            "  sections:\n    - name: s\n      rules:\n{}{}",
+            small_rule_yaml("a", a),
+            small_rule_yaml("b", b)
+        ));
+        let Ok((p, _)) = Policy::parse("p.yaml", &text, &reg) else {
+            panic!("generated policy rejected:\n{text}");
+        };
+        let (a, b) = (&p.rules[0], &p.rules[1]);
+        if !check::covers(a, b) {
+            continue;
+        }
+        claims += 1;
+        for _ in 0..200 {
+            let id = SpiffeId::parse(rng.pick(&ids)).ok();
+            let path = rng
+                .pick(&["/api/v1/x", "/admin/a", "/x", "/api/"])
+                .to_owned();
+            let empty = http::HeaderMap::new();
+            let facts = HttpRequestFacts {
+                method: rng.pick(&["GET", "POST", "DELETE"]),
+                host: [Some("a.example"), Some("x.example"), None][rng.below(3) as usize],
+                path: &path,
+                headers: if rng.below(2) == 0 { &headers } else { &empty },
+            };
+            let l7 = match rng.below(4) {
+                0 => L7::Opaque,
+                1 => L7::Tls {
+                    sni: [Some("a.example"), Some("b.other"), None][rng.below(3) as usize],
+                },
+                _ => L7::Http(&facts),
+            };
+            let (user, groups): (Option<&str>, Option<&[String]>) = match rng.below(3) {
+                0 => (None, None),
+                1 => (Some("alice"), Some(&finance)),
+                _ => (Some("carol"), None),
+            };
+            let flow = Flow::new(
+                Endpoint::lookup(&reg, ip(rng.pick(&addrs)))
+                    .with_identity(id.as_ref())
+                    .with_user(user, groups),
+                Endpoint::lookup(&reg, ip(rng.pick(&addrs))),
+                [80, 22, 5432, 8080][rng.below(4) as usize],
+            )
+            .with_l7(l7);
+            if rule_matches(b, &flow) {
+                assert!(
+                    rule_matches(a, &flow),
+                    "`a` claimed to cover `b` but misses {flow:?}\n{text}"
+                );
+            }
+        }
+    }
+    assert!(claims > 300, "{claims}");
+    eprintln!("{claims} coverage claims checked");
 }
