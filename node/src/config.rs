@@ -56,6 +56,8 @@ struct Spec {
     tunnel: Spanned<TunnelSpec>,
     #[serde(default)]
     directory: Option<crate::directory::DirectorySpec>,
+    #[serde(default)]
+    l7: L7Spec,
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -241,6 +243,33 @@ impl Default for FlowLogSpec {
     }
 }
 
+/// How the node inspects connections that rules with L7 conditions apply to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct L7Spec {
+    /// Milliseconds to wait for a client's first bytes before the connection is taken for a
+    /// server-first protocol (opaque TCP).
+    pub first_bytes_ms: u64,
+    /// Whether the body of the node's 403 names the deciding rule (else a generic text).
+    pub deny_body_names_rule: bool,
+    /// Seconds a client may take to send a request's header block (slow senders are cut
+    /// with 408 and the connection closed).
+    pub header_timeout_secs: u64,
+    /// Largest request header block in bytes (HTTP/1 and HTTP/2); larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for L7Spec {
+    fn default() -> Self {
+        L7Spec {
+            first_bytes_ms: 500,
+            deny_body_names_rule: true,
+            header_timeout_secs: 10,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// The async runtime.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -274,6 +303,8 @@ pub struct NodeConfig {
     pub base_dir: PathBuf,
     /// The tunnel.
     pub tunnel: TunnelSpec,
+    /// L7 inspection.
+    pub l7: L7Spec,
 }
 
 impl NodeConfig {
@@ -316,6 +347,13 @@ impl NodeConfig {
             error(
                 &c.referenced,
                 "capture ports must be non-zero and distinct".to_string(),
+            );
+        }
+        if f.spec.l7.max_header_bytes < 8192 || f.spec.l7.header_timeout_secs == 0 {
+            error(
+                &f.spec.capture.referenced,
+                "l7: `maxHeaderBytes` must be at least 8192 and `headerTimeoutSecs` non-zero"
+                    .to_string(),
             );
         }
         let t = &f.spec.tunnel;
@@ -403,6 +441,7 @@ impl NodeConfig {
             identity,
             tunnel: f.spec.tunnel.value,
             directory: f.spec.directory,
+            l7: f.spec.l7,
             base_dir: base.to_path_buf(),
         })
     }

@@ -124,6 +124,14 @@ pub struct PolicyInfo {
     pub mode: String,
     /// Monitor-mode rules that matched on the way, with what they would have done.
     pub monitor: Vec<MonitorInfo>,
+    /// At connection time: rules with L7 conditions apply, so each HTTP request (or the TLS
+    /// handshake, or the opaque stream) is decided again; `rule` is then the first rule that
+    /// may allow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub l7_pending: bool,
+    /// The IDS profile of the deciding allow rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<String>,
 }
 
 impl PolicyInfo {
@@ -143,7 +151,14 @@ impl PolicyInfo {
                     would: m.action.as_str().to_owned(),
                 })
                 .collect(),
+            l7_pending: d.needs_l7,
+            ids: d.ids.as_deref().map(str::to_owned),
         }
+    }
+
+    /// Whether the connection may go on (allowed, or pending L7 decisions that may allow).
+    pub fn allows(&self) -> bool {
+        self.verdict == "allow"
     }
 
     /// A denial that happened before policy was consulted (e.g. `unknown-source`).
@@ -154,6 +169,8 @@ impl PolicyInfo {
             section: None,
             mode: "enforce".into(),
             monitor: Vec::new(),
+            l7_pending: false,
+            ids: None,
         }
     }
 }
@@ -203,6 +220,99 @@ pub struct EastwallInfo {
     /// The rule of a newer policy that ended this allowed connection (hot reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// HTTP requests decided on this connection, and how many were denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_requests: Option<HttpCounts>,
+}
+
+/// How many HTTP requests a connection carried and how many the node denied.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct HttpCounts {
+    /// Requests decided.
+    pub requests: u64,
+    /// Requests denied (answered by the node with 403, or 400 for a malformed target).
+    pub denied: u64,
+}
+
+/// EVE's `http` object for one request.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EveHttp {
+    /// Host the request named (authority or `Host`), without port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The request target as sent.
+    pub url: String,
+    /// The normalized path the policy decided on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized_path: Option<String>,
+    /// Method.
+    pub http_method: String,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: String,
+    /// User agent, if sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_user_agent: Option<String>,
+    /// Status sent to the client (the node's own 403/400/502, or the server's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Response body length, when known from `content-length`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+/// EVE's `tls` object: what the ClientHello said.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EveTls {
+    /// Server name (SNI), if sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Highest version offered (`TLS 1.3`, `TLS 1.2`, ...), or `UNDETERMINED`.
+    pub version: String,
+    /// ALPN protocols offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alpn: Vec<String>,
+}
+
+/// One HTTP request's decision (EVE `event_type: http`), written as it completes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HttpEvent {
+    /// When the response (or the node's refusal) was sent.
+    pub timestamp: String,
+    /// The connection's flow id (its `flow` record has the same).
+    pub flow_id: u64,
+    /// Always `http`.
+    pub event_type: &'static str,
+    /// Client address.
+    pub src_ip: String,
+    /// Client port.
+    pub src_port: u16,
+    /// Server address.
+    pub dest_ip: String,
+    /// Server port.
+    pub dest_port: u16,
+    /// Always `TCP`.
+    pub proto: &'static str,
+    /// `http` or `http2`.
+    pub app_proto: &'static str,
+    /// The request.
+    pub http: EveHttp,
+    /// The decision and who was on each end.
+    pub eastwall: HttpDecisionInfo,
+}
+
+/// eastwall's part of an [`HttpEvent`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HttpDecisionInfo {
+    /// The node that decided.
+    pub node: String,
+    /// Which capture saw the connection.
+    pub direction: Direction,
+    /// The source's identity, user and groups.
+    pub src: EndpointInfo,
+    /// The destination.
+    pub dest: EndpointInfo,
+    /// The decision for this request.
+    pub policy: PolicyInfo,
 }
 
 /// One flow record (EVE `event_type: flow`).
@@ -224,8 +334,18 @@ pub struct FlowRecord {
     pub dest_port: u16,
     /// Always `TCP` for now.
     pub proto: &'static str,
+    /// The application protocol the node detected (`http`, `http2`, `tls`, `failed` for
+    /// opaque TCP it inspected), absent when it did not look (L4 decisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_proto: Option<&'static str>,
     /// Byte counts and timing.
     pub flow: EveFlow,
+    /// The last HTTP request on the connection (each has its own `http` event too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<EveHttp>,
+    /// The TLS handshake the node read (without decrypting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EveTls>,
     /// Identities and decision.
     pub eastwall: EastwallInfo,
 }
@@ -254,6 +374,9 @@ impl FlowRecord {
             dest_ip: dst.ip().to_string(),
             dest_port: dst.port(),
             proto: "TCP",
+            app_proto: None,
+            http: None,
+            tls: None,
             flow: EveFlow {
                 bytes_toserver: 0,
                 bytes_toclient: 0,
@@ -274,6 +397,7 @@ impl FlowRecord {
                 error: None,
                 tunnel: None,
                 revoked_by: None,
+                http_requests: None,
             },
         }
     }
@@ -337,6 +461,11 @@ impl FlowLog {
 
     /// Records `rec`: one line in the file and in the ring.
     pub fn record(&self, rec: &FlowRecord) {
+        self.event(rec);
+    }
+
+    /// Writes any EVE event (flow, http, alert): one line in the file and in the ring.
+    pub fn event(&self, rec: &impl Serialize) {
         let line = match serde_json::to_string(rec) {
             Ok(l) => l,
             Err(e) => {

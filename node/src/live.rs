@@ -27,6 +27,9 @@ pub(crate) struct Decided {
     pub(crate) dst: SocketAddr,
     /// Its identity, proven or to be proven by the tunnel.
     pub(crate) dst_id: Option<SpiffeId>,
+    /// Whether this node inspects it at L7 (else it is relayed as bytes, and a policy that
+    /// now wants L7 facts for it revokes it: it cannot be inspected from the middle).
+    pub(crate) inspected: bool,
 }
 
 struct Entry {
@@ -128,12 +131,18 @@ pub(crate) async fn recheck(state: &NodeState) -> usize {
             state,
             (d.src, src_wl, d.src_id.as_ref()),
             (d.dst, dst_wl, d.dst_id.as_ref()),
+            eastwall_policy::L7::Unknown,
         )
         .await;
-        if decision.policy.verdict != "allow" {
+        let cannot_inspect = decision.policy.l7_pending && !d.inspected;
+        if !decision.policy.allows() || cannot_inspect {
             info!(direction = d.direction.as_str(), src = %d.src, dst = %d.dst, rule = %decision.policy.rule, "connection revoked by the new policy");
-            *e.revoked_by.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(decision.policy.rule.clone());
+            let why = if decision.policy.allows() {
+                format!("{} (needs L7 inspection now)", decision.policy.rule)
+            } else {
+                decision.policy.rule.clone()
+            };
+            *e.revoked_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
             e.revoke.cancel();
             revoked += 1;
         }

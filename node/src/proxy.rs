@@ -124,6 +124,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
                 direction,
                 (peer, src_wl, src_id),
                 (orig_dst, dst_wl, dst_id),
+                L7::Unknown,
             )
             .await;
             groups = (decided.src_groups, decided.dst_groups);
@@ -168,6 +169,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
         src_id: ids.0,
         dst: orig_dst,
         dst_id: ids.1,
+        inspected: false,
     };
     match route {
         Route::Direct => relay_direct(client, decided, state, rec, start).await,
@@ -185,8 +187,9 @@ pub(crate) async fn decide(
     direction: Direction,
     src: Side<'_>,
     dst: Side<'_>,
+    l7: L7<'_>,
 ) -> Decided {
-    let (d, monitored) = evaluate(state, src, dst).await;
+    let (d, monitored) = evaluate(state, src, dst, l7).await;
     let dir = direction.as_str();
     for m in &monitored {
         state
@@ -208,6 +211,7 @@ pub(crate) async fn evaluate(
     state: &NodeState,
     src: Side<'_>,
     dst: Side<'_>,
+    l7: L7<'_>,
 ) -> (Decided, Vec<eastwall_policy::MonitorHit>) {
     // The user travels in the proven identity (`…/user/<name>/…`); their groups come from
     // the directory, and are unknown without one (then `group` rules cannot match).
@@ -234,8 +238,7 @@ pub(crate) async fn evaluate(
             groups: dst_groups.as_deref(),
         },
         dst_port: dst.0.port(),
-        // Connection time; per-request decisions come with the L7 proxy.
-        l7: L7::Unknown,
+        l7,
     });
     let d = Decided {
         policy: PolicyInfo::of(&decision),
@@ -255,7 +258,7 @@ pub(crate) struct Decided {
     pub(crate) dst_groups: Option<Vec<String>>,
 }
 
-async fn groups_of(state: &NodeState, user: Option<&str>) -> Option<Vec<String>> {
+pub(crate) async fn groups_of(state: &NodeState, user: Option<&str>) -> Option<Vec<String>> {
     match (user, &state.directory) {
         (Some(u), Some(d)) => d.groups(u).await,
         _ => None,

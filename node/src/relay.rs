@@ -71,6 +71,40 @@ impl Source for tokio::net::tcp::ReadHalf<'_> {
     }
 }
 
+impl Source for tokio::net::tcp::OwnedReadHalf {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        loop {
+            self.readable().await?;
+            let mut buf = BytesMut::with_capacity(*hint);
+            match self.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    grow(hint, n);
+                    return Ok(Some(buf.freeze()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Sink for tokio::net::tcp::OwnedWriteHalf {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        self.write_all(&bytes).await
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.shutdown().await
+    }
+}
+
+impl Abort for tokio::net::tcp::OwnedWriteHalf {
+    fn abort(&mut self) {
+        // The socket closes with a reset once both halves are dropped.
+        let _ = socket2::SockRef::from(self.as_ref()).set_linger(Some(std::time::Duration::ZERO));
+    }
+}
+
 impl Sink for tokio::net::tcp::WriteHalf<'_> {
     async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
         self.write_all(&bytes).await

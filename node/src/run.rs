@@ -134,7 +134,8 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
             metrics,
         )
         .with_tunnel(pool, cfg.tunnel.port)
-        .with_directory(directory),
+        .with_directory(directory)
+        .with_l7(cfg.l7.clone()),
     );
     let mut tasks = Vec::new();
     if let Some(crate::directory::Directory::Ldap(_)) = &state.directory {

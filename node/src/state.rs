@@ -25,6 +25,8 @@ pub struct NodeState {
     pub directory: Option<crate::directory::Directory>,
     /// Whether capture is installed and the node is serving (what `/healthz` reports).
     pub ready: std::sync::atomic::AtomicBool,
+    /// L7 inspection settings.
+    pub l7: crate::config::L7Spec,
     /// Allowed connections being relayed, for re-checks when the rules change.
     pub live: crate::live::LiveConnections,
     rules: RwLock<Arc<Rules>>,
@@ -50,6 +52,7 @@ impl NodeState {
             directory: None,
             ready: std::sync::atomic::AtomicBool::new(false),
             live: crate::live::LiveConnections::default(),
+            l7: crate::config::L7Spec::default(),
             rules: RwLock::new(Arc::new(rules)),
         }
     }
@@ -61,6 +64,11 @@ impl NodeState {
             tunnel_port: port,
             ..self
         }
+    }
+
+    /// This node with these L7 settings.
+    pub fn with_l7(self, l7: crate::config::L7Spec) -> Self {
+        NodeState { l7, ..self }
     }
 
     /// This node with a directory for users' groups.

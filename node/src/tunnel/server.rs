@@ -205,6 +205,7 @@ pub(crate) async fn serve_stream<T: ServerStream>(
                 Direction::Inbound,
                 (header.src, src_wl, Some(peer_id)),
                 (header.dst, dst_wl, dst_wl.map(|w| &w.identity)),
+                eastwall_policy::L7::Unknown,
             )
             .await;
             (d.policy, d.src_groups, d.dst_groups)
@@ -297,6 +298,7 @@ pub(crate) async fn serve_stream<T: ServerStream>(
         src_id: Some(peer_id.clone()),
         dst: header.dst,
         dst_id,
+        inspected: false,
     });
     let mut upstream = upstream;
     let (ur, mut uw) = upstream.split();

@@ -1,0 +1,699 @@
+//! The HTTP layer of the deciding node (hyper on both sides): every request on a keep-alive
+//! HTTP/1.1 connection and every HTTP/2 stream is decided on its own, with the policy in force
+//! when it arrives. A denied request gets a 403 from the node (its body names the rule unless
+//! `l7.denyBodyNamesRule` is off) and the connection goes on; an allowed one is forwarded,
+//! with its path normalized (what was decided is what the server sees), over one upstream
+//! connection of the same protocol opened from the client's address when the first request is
+//! allowed. Each request leaves an EVE `http` event.
+//!
+//! Bad input: hyper refuses malformed requests (400), oversized header blocks (431), requests
+//! carrying both `content-length` and `transfer-encoding` (400) and closes the connection; a
+//! client slower than `l7.headerTimeoutSecs` to send a header block is cut (408); a request
+//! target that does not normalize gets 400. None of these reaches the server.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use eastwall_policy::{HttpRequestFacts, L7};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::debug;
+
+use super::io::Rewind;
+use super::{Conn, Inspected};
+use crate::capture::socket;
+use crate::flow::{
+    EndpointInfo, EveHttp, FlowRecord, HttpCounts, HttpDecisionInfo, HttpEvent, PolicyInfo,
+    eve_time,
+};
+use crate::live;
+use crate::proxy::{self, RelayEnd};
+use crate::state::NodeState;
+
+/// Body of every response the node sends to a client.
+type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Which HTTP the client speaks (and the server is spoken to in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// HTTP/1.x.
+    H1,
+    /// HTTP/2 with prior knowledge (h2c).
+    H2,
+}
+
+impl Proto {
+    /// EVE's `app_proto`.
+    pub(crate) fn app_proto(self) -> &'static str {
+        match self {
+            Proto::H1 => "http",
+            Proto::H2 => "http2",
+        }
+    }
+}
+
+/// A request body the node drains before answering a denied request, so that the keep-alive
+/// connection stays usable; larger ones close it.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Counts bytes through a stream, for the flow record.
+struct Counted<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The connection to the server, opened when the first request is allowed.
+enum Upstream {
+    H1(hyper::client::conn::http1::SendRequest<Incoming>),
+    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+/// One inspected HTTP connection.
+struct HttpConn {
+    state: Arc<NodeState>,
+    conn: Conn,
+    proto: Proto,
+    flow_id: u64,
+    src_info: EndpointInfo,
+    dst_info: EndpointInfo,
+    upstream: tokio::sync::Mutex<Option<Upstream>>,
+    counts: Mutex<HttpCounts>,
+    last: Mutex<Option<EveHttp>>,
+}
+
+/// Serves one HTTP connection from `io` (its first bytes in `prefix`); fills `rec` and returns
+/// how it ended.
+pub(crate) async fn serve<I>(
+    io: I,
+    prefix: Bytes,
+    proto: Proto,
+    conn: Conn,
+    state: &Arc<NodeState>,
+    rec: &mut FlowRecord,
+) -> Inspected
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let io = TokioIo::new(Rewind::new(
+        prefix,
+        Counted {
+            inner: io,
+            read: read.clone(),
+            written: written.clone(),
+        },
+    ));
+    let live = state.live.register(live::Decided {
+        inspected: true,
+        ..conn.ends.clone()
+    });
+    let http = Arc::new(HttpConn {
+        state: state.clone(),
+        conn,
+        proto,
+        flow_id: rec.flow_id,
+        src_info: rec.eastwall.src.clone(),
+        dst_info: rec.eastwall.dest.clone(),
+        upstream: tokio::sync::Mutex::new(None),
+        counts: Mutex::new(HttpCounts::default()),
+        last: Mutex::new(None),
+    });
+    let h = http.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let h = h.clone();
+        async move { Ok::<_, Infallible>(h.request(req).await) }
+    });
+    let l7 = &state.l7;
+    let active = proxy::active_gauge(state, http.conn.ends.direction.as_str());
+    active.inc();
+    let served: Result<(), hyper::Error> = match proto {
+        Proto::H1 => {
+            let c = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(l7.header_timeout_secs))
+                .max_buf_size(l7.max_header_bytes.max(8192))
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::select! {
+                r = c => r,
+                () = live.revoked() => Ok(()),
+            }
+        }
+        Proto::H2 => {
+            let c = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(l7.max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(1000)
+                .serve_connection(io, service);
+            tokio::select! {
+                r = c => r,
+                () = live.revoked() => Ok(()),
+            }
+        }
+    };
+    active.dec();
+    let (up, down) = (read.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
+    proxy::count_bytes(state, http.conn.ends.direction.as_str(), up, down);
+    rec.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+    rec.eastwall.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
+    let end = match (live.revoked_by(), served) {
+        (Some(rule), _) => RelayEnd::Revoked(rule),
+        (None, Ok(())) => RelayEnd::Done,
+        (None, Err(e)) => RelayEnd::Failed(io::Error::other(e)),
+    };
+    Inspected {
+        up,
+        down,
+        end,
+        allowed: true,
+        refused: None,
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and those `connection` names; keeps `upgrade` (with
+/// `connection: upgrade`) when the exchange is an HTTP/1 upgrade.
+fn strip_hop_by_hop(h: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| !(upgrading && n == header::UPGRADE))
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    if upgrading {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Whether `req` asks to switch protocols (HTTP/1 `Upgrade`, e.g. WebSocket) or to tunnel
+/// (`CONNECT`).
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        || (req.version() <= Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
+}
+
+/// The host a request names: its authority, else its `Host` header; lower-cased, without port.
+fn host_of<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_owned(),
+        None => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            // `[v6]:port`, `name:port`, `name`.
+            match h.strip_prefix('[') {
+                Some(v6) => v6.split(']').next()?.to_owned(),
+                None => h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned(),
+            }
+        }
+    };
+    let raw = raw.trim_start_matches('[').trim_end_matches(']');
+    (!raw.is_empty()).then(|| raw.to_ascii_lowercase())
+}
+
+/// The request target as the client sent it.
+fn target_of<B>(req: &Request<B>) -> String {
+    if req.method() == Method::CONNECT {
+        return req
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.to_string());
+    }
+    match req.uri().scheme() {
+        // absolute-form (or HTTP/2, whose :scheme and :authority hyper puts in the URI): the
+        // path and query are the target for the policy.
+        Some(_) => req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        None => req.uri().to_string(),
+    }
+}
+
+fn full(status: StatusCode, text: String, close: bool) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+impl HttpConn {
+    /// Decides one request and answers it: a 403 (or 400) from the node, or the server's
+    /// response.
+    async fn request(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let version = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        let target = target_of(&req);
+        let host = host_of(&req);
+        let mut ev = EveHttp {
+            hostname: host.clone(),
+            url: target.chars().take(4096).collect(),
+            normalized_path: None,
+            http_method: req.method().as_str().to_owned(),
+            protocol: version.to_owned(),
+            http_user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(512).collect()),
+            status: None,
+            length: None,
+        };
+        // CONNECT names an authority, not a path: decided on `/`, with the host.
+        let normalized = if req.method() == Method::CONNECT {
+            Ok("/".to_owned())
+        } else {
+            eastwall_policy::normalize_path(&target)
+        };
+        let path = match normalized {
+            Ok(p) => p,
+            Err(e) => {
+                let policy = PolicyInfo::denied_because("bad-request-target");
+                let text = format!("bad request target: {e}\n");
+                return self.refuse(req, ev, policy, StatusCode::BAD_REQUEST, text).await;
+            }
+        };
+        ev.normalized_path = Some(path.clone());
+        let d = {
+            let rules = self.state.rules();
+            let ends = &self.conn.ends;
+            let src_wl = rules.registry.workload_by_addr(ends.src.ip());
+            let dst_wl = rules.registry.workload_by_addr(ends.dst.ip());
+            let facts = HttpRequestFacts {
+                method: req.method().as_str(),
+                host: host.as_deref(),
+                path: &path,
+                headers: req.headers(),
+            };
+            proxy::decide(
+                &self.state,
+                ends.direction,
+                (ends.src, src_wl, ends.src_id.as_ref()),
+                (ends.dst, dst_wl, ends.dst_id.as_ref()),
+                L7::Http(&facts),
+            )
+            .await
+        };
+        let src = self.src_info.clone().with_groups(d.src_groups);
+        let dst = self.dst_info.clone().with_groups(d.dst_groups);
+        if !d.policy.allows() {
+            let text = if self.state.l7.deny_body_names_rule {
+                format!("denied by eastwall policy: rule {}\n", d.policy.rule)
+            } else {
+                "denied by policy\n".to_owned()
+            };
+            return self
+                .refuse_as(req, ev, d.policy, StatusCode::FORBIDDEN, text, (src, dst))
+                .await;
+        }
+        let upgrading = is_upgrade(&req);
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        let upstream_req = match self.upstream_request(req, &path, upgrading) {
+            Ok(r) => r,
+            Err(why) => {
+                let r = full(StatusCode::BAD_REQUEST, format!("{why}\n"), false);
+                return self.answered(ev, d.policy, (src, dst), r, false);
+            }
+        };
+        let mut resp = match self.send(upstream_req).await {
+            Ok(r) => r,
+            Err(why) => {
+                debug!(flow = self.flow_id, %why, "upstream request failed");
+                let r = full(StatusCode::BAD_GATEWAY, format!("{why}\n"), false);
+                return self.answered(ev, d.policy, (src, dst), r, false);
+            }
+        };
+        let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || (ev.http_method == "CONNECT" && resp.status().is_success());
+        if let (true, Some(client)) = (switched, client_upgrade) {
+            let server = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(s)) = (client.await, server.await) {
+                    let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+                }
+            });
+        }
+        strip_hop_by_hop(resp.headers_mut(), switched && upgrading);
+        let resp = resp.map(|b| b.boxed_unsync());
+        self.answered(ev, d.policy, (src, dst), resp, false)
+    }
+
+    /// Refuses a request the node could not decide on (bad target).
+    async fn refuse(
+        &self,
+        req: Request<Incoming>,
+        ev: EveHttp,
+        policy: PolicyInfo,
+        status: StatusCode,
+        text: String,
+    ) -> Response<Body> {
+        let ends = (self.src_info.clone(), self.dst_info.clone());
+        self.refuse_as(req, ev, policy, status, text, ends).await
+    }
+
+    /// Answers a request with the node's own refusal; the request's body (up to
+    /// [`DRAIN_LIMIT`]) is read first so the connection can carry the next request.
+    async fn refuse_as(
+        &self,
+        req: Request<Incoming>,
+        ev: EveHttp,
+        policy: PolicyInfo,
+        status: StatusCode,
+        text: String,
+        ends: (EndpointInfo, EndpointInfo),
+    ) -> Response<Body> {
+        let drained = drain(req.into_body()).await;
+        let close = !drained && self.proto == Proto::H1;
+        self.answered(ev, policy, ends, full(status, text, close), true)
+    }
+
+    /// Counts and records a request with the response it gets, and passes the response on.
+    fn answered(
+        &self,
+        mut ev: EveHttp,
+        policy: PolicyInfo,
+        (src, dest): (EndpointInfo, EndpointInfo),
+        resp: Response<Body>,
+        denied: bool,
+    ) -> Response<Body> {
+        ev.status = Some(resp.status().as_u16());
+        ev.length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            c.requests += 1;
+            c.denied += u64::from(denied);
+        }
+        let dir = self.conn.ends.direction;
+        self.state
+            .metrics
+            .http_requests
+            .get_or_create(&crate::metrics::HttpLabels {
+                direction: dir.as_str(),
+                verdict: if denied { "deny" } else { "allow" },
+            })
+            .inc();
+        let event = HttpEvent {
+            timestamp: eve_time(Utc::now()),
+            flow_id: self.flow_id,
+            event_type: "http",
+            src_ip: self.conn.ends.src.ip().to_string(),
+            src_port: self.conn.ends.src.port(),
+            dest_ip: self.conn.ends.dst.ip().to_string(),
+            dest_port: self.conn.ends.dst.port(),
+            proto: "TCP",
+            app_proto: self.proto.app_proto(),
+            http: ev.clone(),
+            eastwall: HttpDecisionInfo {
+                node: self.state.node_name.clone(),
+                direction: dir,
+                src,
+                dest,
+                policy,
+            },
+        };
+        self.state.flows.event(&event);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(ev);
+        resp
+    }
+
+    /// The request as it goes to the server: normalized path (query kept), no hop-by-hop
+    /// headers, the upstream protocol's form of the target.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        upgrading: bool,
+    ) -> Result<Request<Incoming>, String> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = if parts.method == Method::CONNECT {
+            None
+        } else {
+            Some(match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            })
+        };
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| self.conn.upstream.to_string());
+        parts.uri = match (self.proto, path_and_query) {
+            (_, None) => authority
+                .parse::<Uri>()
+                .map_err(|e| format!("bad CONNECT authority: {e}"))?,
+            (Proto::H1, Some(pq)) => pq.parse().map_err(|e| format!("bad target: {e}"))?,
+            (Proto::H2, Some(pq)) => Uri::builder()
+                .scheme(parts.uri.scheme_str().unwrap_or("http"))
+                .authority(authority)
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| format!("bad target: {e}"))?,
+        };
+        parts.version = match self.proto {
+            Proto::H1 => Version::HTTP_11,
+            Proto::H2 => Version::HTTP_2,
+        };
+        strip_hop_by_hop(&mut parts.headers, upgrading);
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Sends a request to the server, opening the connection first if there is none (or it
+    /// closed).
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+        let mut up = self.upstream.lock().await;
+        let usable = match up.as_ref() {
+            Some(Upstream::H1(s)) => !s.is_closed(),
+            Some(Upstream::H2(s)) => !s.is_closed(),
+            None => false,
+        };
+        if !usable {
+            *up = Some(self.connect().await?);
+        }
+        match up.as_mut() {
+            Some(Upstream::H1(s)) => {
+                s.ready().await.map_err(|e| format!("upstream: {e}"))?;
+                let sent = s.send_request(req);
+                // HTTP/1 carries one exchange at a time; the next request waits in `ready`.
+                drop(up);
+                sent.await.map_err(|e| format!("upstream: {e}"))
+            }
+            Some(Upstream::H2(s)) => {
+                let mut s = s.clone();
+                drop(up);
+                s.ready().await.map_err(|e| format!("upstream: {e}"))?;
+                s.send_request(req)
+                    .await
+                    .map_err(|e| format!("upstream: {e}"))
+            }
+            None => Err("no upstream connection".to_owned()),
+        }
+    }
+
+    /// Opens the connection to the server from the client's address.
+    async fn connect(&self) -> Result<Upstream, String> {
+        let state = &self.state;
+        let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
+        let tcp = socket::connect_spoofed(
+            Some(self.conn.ends.src.ip()),
+            self.conn.upstream,
+            state.capture.own_mark,
+            timeout,
+        )
+        .await
+        .map_err(|e| {
+            state
+                .metrics
+                .upstream_errors
+                .get_or_create(&crate::metrics::DirLabels {
+                    direction: self.conn.ends.direction.as_str(),
+                })
+                .inc();
+            format!("connecting to {}: {e}", self.conn.upstream)
+        })?;
+        let io = TokioIo::new(tcp);
+        match self.proto {
+            Proto::H1 => {
+                let (send, conn) = hyper::client::conn::http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP/1 to the server: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                });
+                Ok(Upstream::H1(send))
+            }
+            Proto::H2 => {
+                let (send, conn) =
+                    hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(io)
+                        .await
+                        .map_err(|e| format!("HTTP/2 to the server: {e}"))?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Ok(Upstream::H2(send))
+            }
+        }
+    }
+}
+
+/// Reads a request body to its end if it is small; whether it was.
+async fn drain(body: Incoming) -> bool {
+    let limited = http_body_util::Limited::new(body, DRAIN_LIMIT);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), limited.collect()).await,
+        Ok(Ok(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_comes_from_the_authority_or_the_host_header() {
+        assert_eq!(host_of(&req("/", Some("Api.Example:8080"))).as_deref(), Some("api.example"));
+        assert_eq!(host_of(&req("/", Some("[fd00::1]:80"))).as_deref(), Some("fd00::1"));
+        assert_eq!(
+            host_of(&req("http://x.example/a", Some("other"))).as_deref(),
+            Some("x.example")
+        );
+        assert_eq!(host_of(&req("/", None)), None);
+    }
+
+    #[test]
+    fn targets_as_sent() {
+        assert_eq!(target_of(&req("/a/../b?q=1", None)), "/a/../b?q=1");
+        assert_eq!(target_of(&req("http://x/a?b", None)), "/a?b");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut up = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+        up.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        strip_hop_by_hop(&mut up, true);
+        assert_eq!(up.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(up.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+}
