@@ -28,5 +28,6 @@ pub mod lab;
 pub mod metrics;
 pub mod proxy;
 pub mod run;
+pub mod sniff;
 pub mod state;
 pub mod tunnel;
