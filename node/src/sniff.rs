@@ -481,17 +481,15 @@ fn check_partial_record_header(header: &[u8]) -> Result<(), ClientHelloError> {
     {
         return Err(ClientHelloError::NotHandshake(content));
     }
+    // The version is judged when both its bytes are there, so that the error names it whole
+    // however the bytes arrive.
     match header.get(1..3) {
-        Some(&[3, minor]) if (1..=4).contains(&minor) => Ok(()),
-        Some(&[major, minor]) => Err(ClientHelloError::RecordVersion(u16::from_be_bytes([
-            major, minor,
-        ]))),
-        _ => match header.get(1) {
-            Some(&major) if major != 3 => {
-                Err(ClientHelloError::RecordVersion(u16::from(major) << 8))
-            }
-            _ => Ok(()),
-        },
+        Some(&[major, minor]) if major != 3 || !(1..=4).contains(&minor) => {
+            Err(ClientHelloError::RecordVersion(u16::from_be_bytes([
+                major, minor,
+            ])))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1050,6 +1048,12 @@ mod tests {
             (
                 [&[22, 3, 1, 0, 2, 1, 0][..], &[22, 2, 0]].concat(),
                 RecordVersion(0x0200),
+            ),
+            // Found by fuzzing: a wrong major version byte alone must not give another error
+            // than the whole version does.
+            (
+                [&[22, 3, 1, 0, 2, 1, 0][..], &[22, 0, 0xc6]].concat(),
+                RecordVersion(0x00c6),
             ),
             (
                 record(&handshake(&two_names)),
