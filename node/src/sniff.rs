@@ -2,12 +2,13 @@
 //! knowledge, TLS (with its ClientHello: SNI, ALPN, versions), or opaque TCP.
 //!
 //! Pure and sans-I/O (std and `thiserror` only, so the fuzz targets compile this file in
-//! directly). The node feeds [`sniff`] everything the client has sent so far after each read
-//! and gets [`Sniff::NeedMore`] or a decision; decisions are stable: once `sniff(p)` is
-//! `Done(x)`, every longer input starting with `p` gives `Done(x)` too, and a decision comes at
-//! the latest after [`MAX_SNIFF`] bytes. When the client sends nothing (server-first protocols:
-//! SMTP, MySQL, SSH banners) or stops early, the node waits at most a configurable time
-//! ([`DEFAULT_FIRST_BYTES_WAIT`]) and then takes [`sniff_final`].
+//! directly). The node keeps a [`Sniffer`] per connection and gives it everything the client
+//! has sent so far after each read ([`sniff`] is the one-shot form); the answer is
+//! [`Sniff::NeedMore`] or a decision. Decisions are stable: once `sniff(p)` is `Done(x)`,
+//! every longer input starting with `p` gives `Done(x)` too, and a decision comes at the latest
+//! after [`MAX_SNIFF`] bytes. When the client sends nothing (server-first protocols: SMTP,
+//! MySQL, SSH banners) or stops early, the node waits at most a configurable time
+//! ([`DEFAULT_FIRST_BYTES_WAIT`]) and then takes [`Sniffer::finish`] ([`sniff_final`]).
 //!
 //! ```text
 //! first byte 0x16, then 0x03 0x01..=0x04  -> TLS record: parse_client_hello (reassembled
@@ -26,8 +27,8 @@ use std::time::Duration;
 pub const MAX_SNIFF: usize = 20 * 1024;
 
 /// Largest ClientHello handshake message (4-byte header included) that is read: one maximal
-/// TLS record fragment (2^14). Real ones are far smaller (about 1.8 KiB with a post-quantum
-/// key share).
+/// TLS record fragment (2^14). Real ones are far smaller: 1.5 KiB from rustls with an
+/// X25519MLKEM768 key share, 0.2 to 0.6 KiB from OpenSSL 3.0 and curl.
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// How long to wait for a client's first bytes before taking the connection for a
@@ -445,18 +446,16 @@ impl HelloReader {
         last: std::ops::Range<usize>,
         total: usize,
     ) -> Result<ClientHello, ClientHelloError> {
-        let joined: Vec<u8>;
+        let mut joined: Vec<u8>;
         let message = if self.fragments.is_empty() {
             &window[last.start..last.start + total]
         } else {
-            joined = self
-                .fragments
-                .iter()
-                .chain(std::iter::once(&last))
-                .flat_map(|range| &window[range.clone()])
-                .copied()
-                .take(total)
-                .collect();
+            joined = Vec::with_capacity(total);
+            for range in self.fragments.iter().chain(std::iter::once(&last)) {
+                let fragment = &window[range.clone()];
+                let wanted = (total - joined.len()).min(fragment.len());
+                joined.extend_from_slice(&fragment[..wanted]);
+            }
             &joined
         };
         parse_body(&message[4..])
