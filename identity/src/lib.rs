@@ -6,12 +6,15 @@
 //! This crate owns the vocabulary for those identities ([`SpiffeId`]) and reads them from
 //! certificates ([`spiffe_id_from_der`], [`validity_from_der`]). The [`directory`] module maps
 //! a user name to its groups (LDAP / Active Directory, a static file, and a cache in front of
-//! either). The crate knows nothing about policy, which consumes these types.
+//! either). [`socket_owner`] finds the local user behind a connection the host itself made (socket
+//! owner uid by netlink `sock_diag`, name by NSS). The crate knows nothing about policy, which
+//! consumes these types.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod cert;
 pub mod directory;
+pub mod socket_owner;
 mod spiffe;
 
 pub use cert::{CertIdentityError, spiffe_id_from_der, validity_from_der};
@@ -19,4 +22,5 @@ pub use directory::{
     CacheConfig, CachedDirectory, DirectoryError, DirectoryMetrics, GroupDirectory, Groups,
     LdapConfig, LdapDirectory, StaticDirectory,
 };
+pub use socket_owner::{SocketOwner, SocketOwnerError, tcp_socket_owner, user_name};
 pub use spiffe::{SpiffeId, SpiffeIdError};

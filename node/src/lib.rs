@@ -31,5 +31,6 @@ pub mod proxy;
 mod relay;
 pub mod reload;
 pub mod run;
+pub mod sniff;
 pub mod state;
 pub mod tunnel;
