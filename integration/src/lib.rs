@@ -150,6 +150,14 @@ impl Cloud {
 
     /// All flow records `host`'s node has written so far.
     pub fn flows(&self, host: &str) -> Vec<Value> {
+        self.events(host)
+            .into_iter()
+            .filter(|v| v["event_type"] == "flow")
+            .collect()
+    }
+
+    /// All EVE events (flow, http, alert) `host`'s node has written so far.
+    pub fn events(&self, host: &str) -> Vec<Value> {
         std::fs::read_to_string(&self.node(host).flow_log)
             .unwrap_or_default()
             .lines()
@@ -178,7 +186,10 @@ impl Cloud {
             if let Ok(text) = std::fs::read_to_string(&node.flow_log) {
                 for line in text.lines().rev() {
                     let v: Value = serde_json::from_str(line).unwrap();
-                    if v["src_port"] == local.port() && v["src_ip"] == local.ip().to_string() {
+                    if v["event_type"] == "flow"
+                        && v["src_port"] == local.port()
+                        && v["src_ip"] == local.ip().to_string()
+                    {
                         return v;
                     }
                 }
@@ -316,4 +327,260 @@ pub fn require_root() {
         root,
         "end-to-end tests need root (network namespaces, nftables)"
     );
+}
+
+/// HTTP clients inside a workload, for the L7 scenarios.
+pub mod http {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::Cloud;
+
+    /// A response as the client saw it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Answer {
+        /// Status code.
+        pub status: u16,
+        /// Body, as text.
+        pub body: String,
+    }
+
+    /// One request: method, path and query, body.
+    pub type Req<'a> = (&'a str, &'a str, &'a str);
+
+    fn request(host: &str, (method, path, body): Req<'_>, h2: bool) -> hyper::Request<Full<Bytes>> {
+        let mut b = hyper::Request::builder().method(method);
+        b = if h2 {
+            b.uri(format!("http://{host}{path}"))
+        } else {
+            b.uri(path).header("host", host)
+        };
+        b.header("user-agent", "eastwall-test")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap()
+    }
+
+    async fn answer(r: hyper::Response<hyper::body::Incoming>) -> Result<Answer, String> {
+        let status = r.status().as_u16();
+        let body = r
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// From `from`, sends `requests` one after the other over ONE HTTP/1.1 keep-alive
+    /// connection to `dst` (with `Host: host`). Returns the client's address and each answer,
+    /// or why there was none (the connection failed or was closed before it).
+    pub fn http1_session(
+        c: &Cloud,
+        from: &str,
+        dst: SocketAddr,
+        host: &str,
+        requests: &[Req<'_>],
+    ) -> (Option<SocketAddr>, Vec<Result<Answer, String>>) {
+        let netns = c.lab.workload(from).netns.clone();
+        let host = host.to_owned();
+        let reqs: Vec<(String, String, String)> = requests
+            .iter()
+            .map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string()))
+            .collect();
+        eastwall_node::lab::in_netns(&netns, move || {
+            runtime().block_on(async move {
+                let tcp = match tokio::time::timeout(
+                    Duration::from_secs(3),
+                    tokio::net::TcpStream::connect(dst),
+                )
+                .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => return (None, vec![Err(e.to_string())]),
+                    Err(_) => return (None, vec![Err("connect timed out".into())]),
+                };
+                let local = tcp.local_addr().ok();
+                let (mut send, conn) =
+                    match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+                        Ok(x) => x,
+                        Err(e) => return (local, vec![Err(e.to_string())]),
+                    };
+                tokio::spawn(conn);
+                let mut out = Vec::new();
+                for (m, p, b) in &reqs {
+                    let r = async {
+                        send.ready().await.map_err(|e| e.to_string())?;
+                        let resp = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            send.send_request(request(&host, (m, p, b), false)),
+                        )
+                        .await
+                        .map_err(|_| "timed out".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                        answer(resp).await
+                    }
+                    .await;
+                    out.push(r);
+                }
+                (local, out)
+            })
+        })
+        .unwrap()
+    }
+
+    /// From `from`, sends all `requests` at once as concurrent streams of ONE HTTP/2
+    /// (prior knowledge) connection to `dst`; answers in request order.
+    pub fn http2_concurrent(
+        c: &Cloud,
+        from: &str,
+        dst: SocketAddr,
+        host: &str,
+        requests: &[Req<'_>],
+    ) -> Vec<Result<Answer, String>> {
+        let netns = c.lab.workload(from).netns.clone();
+        let host = host.to_owned();
+        let reqs: Vec<(String, String, String)> = requests
+            .iter()
+            .map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string()))
+            .collect();
+        eastwall_node::lab::in_netns(&netns, move || {
+            runtime().block_on(async move {
+                let tcp = match tokio::net::TcpStream::connect(dst).await {
+                    Ok(t) => t,
+                    Err(e) => return vec![Err(e.to_string())],
+                };
+                let (send, conn) =
+                    match hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                        .handshake(TokioIo::new(tcp))
+                        .await
+                    {
+                        Ok(x) => x,
+                        Err(e) => return vec![Err(e.to_string())],
+                    };
+                tokio::spawn(conn);
+                let tasks: Vec<_> = reqs
+                    .into_iter()
+                    .map(|(m, p, b)| {
+                        let mut send = send.clone();
+                        let host = host.clone();
+                        tokio::spawn(async move {
+                            send.ready().await.map_err(|e| e.to_string())?;
+                            let resp = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                send.send_request(request(&host, (&m, &p, &b), true)),
+                            )
+                            .await
+                            .map_err(|_| "timed out".to_owned())?
+                            .map_err(|e| e.to_string())?;
+                            answer(resp).await
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for t in tasks {
+                    out.push(t.await.unwrap_or_else(|e| Err(e.to_string())));
+                }
+                out
+            })
+        })
+        .unwrap()
+    }
+
+    /// How a raw exchange ended.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Raw {
+        /// Everything received.
+        pub received: Vec<u8>,
+        /// `reset`, `closed` (FIN) or `open` (still open at the deadline).
+        pub end: &'static str,
+        /// The client's address.
+        pub local: Option<SocketAddr>,
+    }
+
+    impl Raw {
+        /// The bytes received, as text.
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.received).into_owned()
+        }
+    }
+
+    /// From `from`, connects to `dst`, writes each chunk (sleeping after it as given), and
+    /// reads until the peer closes or `wait` passes after the last write.
+    pub fn raw_exchange(
+        c: &Cloud,
+        from: &str,
+        dst: SocketAddr,
+        chunks: &[(&[u8], Duration)],
+        wait: Duration,
+    ) -> Raw {
+        use std::io::{ErrorKind, Read, Write};
+        let netns = c.lab.workload(from).netns.clone();
+        let chunks: Vec<(Vec<u8>, Duration)> =
+            chunks.iter().map(|(b, d)| (b.to_vec(), *d)).collect();
+        eastwall_node::lab::in_netns(&netns, move || {
+            let mut s = match std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)) {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return Raw {
+                        received: Vec::new(),
+                        end: "reset",
+                        local: None,
+                    };
+                }
+                Err(e) => panic!("connect {dst}: {e}"),
+            };
+            let local = s.local_addr().ok();
+            let mut end = "open";
+            for (b, pause) in &chunks {
+                if let Err(e) = s.write_all(b) {
+                    end = if e.kind() == ErrorKind::ConnectionReset {
+                        "reset"
+                    } else {
+                        "closed"
+                    };
+                    break;
+                }
+                std::thread::sleep(*pause);
+            }
+            let mut received = Vec::new();
+            if end == "open" {
+                s.set_read_timeout(Some(wait)).unwrap();
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            end = "closed";
+                            break;
+                        }
+                        Ok(n) => received.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                            end = "reset";
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Raw {
+                received,
+                end,
+                local,
+            }
+        })
+        .unwrap()
+    }
 }

@@ -44,6 +44,15 @@ pub struct BytesLabels {
     pub flow: &'static str,
 }
 
+/// Labels of HTTP requests the node decided.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `outbound` or `inbound`.
+    pub direction: &'static str,
+    /// `allow` or `deny`.
+    pub verdict: &'static str,
+}
+
 /// Labels of certificate renewals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RenewalLabels {
@@ -129,6 +138,8 @@ pub struct Metrics {
     pub cert_renewals: Family<RenewalLabels, Counter>,
     /// Registry and policy reloads, by result (`ok`, `error`: rejected, old rules kept).
     pub policy_reloads: Family<ResultLabels, Counter>,
+    /// HTTP requests decided one by one (L7 rules), by verdict.
+    pub http_requests: Family<HttpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +161,7 @@ impl Default for Metrics {
             directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
             policy_reloads: Family::default(),
+            http_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +199,11 @@ impl Default for Metrics {
             "policy_reloads",
             "Registry and policy reloads, by result (error: rejected, the rules in force stay)",
             m.policy_reloads.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests decided one by one (rules with L7 conditions), by verdict",
+            m.http_requests.clone(),
         );
         registry.register(
             "policy_rules",

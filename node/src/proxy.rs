@@ -58,7 +58,7 @@ enum Route {
     Tunnel(PoolKey),
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &NodeState) {
+async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Arc<NodeState>) {
     let start = Utc::now();
     let direction = if kind == Listener::Inbound {
         Direction::Inbound
@@ -169,9 +169,21 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Nod
         src_id: ids.0,
         dst: orig_dst,
         dst_id: ids.1,
-        inspected: false,
+        // Through the tunnel the destination node decides whatever needs L7 facts.
+        inspected: matches!(route, Route::Tunnel(_)),
     };
     match route {
+        // Rules with L7 conditions apply: this node decides per request (handshake, stream)
+        // when it is the last node on the path; through the tunnel, the destination does.
+        Route::Direct if rec.eastwall.policy.l7_pending => {
+            let conn = crate::l7::Conn {
+                upstream: decided.dst,
+                ends: decided,
+            };
+            let down = crate::l7::TcpDownstream(client);
+            let done = crate::l7::serve(down, bytes::Bytes::new(), conn, state, &mut rec).await;
+            crate::l7::finish(state, &mut rec, start, done);
+        }
         Route::Direct => relay_direct(client, decided, state, rec, start).await,
         Route::Tunnel(key) => relay_tunnel(client, decided, key, state, rec, start).await,
     }
@@ -305,7 +317,7 @@ fn refused(state: &NodeState, rec: &mut FlowRecord, start: DateTime<Utc>, reason
     finish(state, rec, start, "rejected", reason, false);
 }
 
-fn count_decision(state: &NodeState, rec: &FlowRecord) {
+pub(crate) fn count_decision(state: &NodeState, rec: &FlowRecord) {
     let p = &rec.eastwall.policy;
     state
         .metrics
@@ -597,7 +609,10 @@ impl RelayEnd {
 }
 
 /// The gauge of connections being relayed in `dir`.
-fn active_gauge(state: &NodeState, dir: &'static str) -> prometheus_client::metrics::gauge::Gauge {
+pub(crate) fn active_gauge(
+    state: &NodeState,
+    dir: &'static str,
+) -> prometheus_client::metrics::gauge::Gauge {
     state
         .metrics
         .active
@@ -606,7 +621,7 @@ fn active_gauge(state: &NodeState, dir: &'static str) -> prometheus_client::metr
 }
 
 /// Adds a finished relay's bytes to the metrics.
-fn count_bytes(state: &NodeState, dir: &'static str, up: u64, down: u64) {
+pub(crate) fn count_bytes(state: &NodeState, dir: &'static str, up: u64, down: u64) {
     let bytes = &state.metrics.bytes;
     bytes
         .get_or_create(&BytesLabels {

@@ -6,10 +6,13 @@
 //! connection of the same protocol opened from the client's address when the first request is
 //! allowed. Each request leaves an EVE `http` event.
 //!
-//! Bad input: hyper refuses malformed requests (400), oversized header blocks (431), requests
-//! carrying both `content-length` and `transfer-encoding` (400) and closes the connection; a
-//! client slower than `l7.headerTimeoutSecs` to send a header block is cut (408); a request
-//! target that does not normalize gets 400. None of these reaches the server.
+//! Bad input: hyper refuses malformed requests (400) and oversized header blocks (431) and
+//! closes the connection; a request carrying both `content-length` and `transfer-encoding` is
+//! read by `transfer-encoding` alone and the connection is closed after its response (RFC 9112
+//! 6.1, so bytes smuggled behind it are never read as a request), and it reaches the server
+//! re-framed; a client slower than `l7.headerTimeoutSecs` to send a header block is cut; a
+//! request target that does not normalize gets 400. None of the refused ones reaches the
+//! server.
 
 use std::convert::Infallible;
 use std::io;
@@ -213,7 +216,10 @@ where
         }
     };
     active.dec();
-    let (up, down) = (read.load(Ordering::Relaxed), written.load(Ordering::Relaxed));
+    let (up, down) = (
+        read.load(Ordering::Relaxed),
+        written.load(Ordering::Relaxed),
+    );
     proxy::count_bytes(state, http.conn.ends.direction.as_str(), up, down);
     rec.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
     rec.eastwall.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
@@ -360,7 +366,9 @@ impl HttpConn {
             Err(e) => {
                 let policy = PolicyInfo::denied_because("bad-request-target");
                 let text = format!("bad request target: {e}\n");
-                return self.refuse(req, ev, policy, StatusCode::BAD_REQUEST, text).await;
+                return self
+                    .refuse(req, ev, policy, StatusCode::BAD_REQUEST, text)
+                    .await;
             }
         };
         ev.normalized_path = Some(path.clone());
@@ -625,12 +633,11 @@ impl HttpConn {
                 Ok(Upstream::H1(send))
             }
             Proto::H2 => {
-                let (send, conn) =
-                    hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .handshake(io)
-                        .await
-                        .map_err(|e| format!("HTTP/2 to the server: {e}"))?;
+                let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(|e| format!("HTTP/2 to the server: {e}"))?;
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
@@ -663,8 +670,14 @@ mod tests {
 
     #[test]
     fn host_comes_from_the_authority_or_the_host_header() {
-        assert_eq!(host_of(&req("/", Some("Api.Example:8080"))).as_deref(), Some("api.example"));
-        assert_eq!(host_of(&req("/", Some("[fd00::1]:80"))).as_deref(), Some("fd00::1"));
+        assert_eq!(
+            host_of(&req("/", Some("Api.Example:8080"))).as_deref(),
+            Some("api.example")
+        );
+        assert_eq!(
+            host_of(&req("/", Some("[fd00::1]:80"))).as_deref(),
+            Some("fd00::1")
+        );
         assert_eq!(
             host_of(&req("http://x.example/a", Some("other"))).as_deref(),
             Some("x.example")
@@ -681,10 +694,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         let mut up = h.clone();

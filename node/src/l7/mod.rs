@@ -341,6 +341,7 @@ pub(crate) fn finish(
     start: DateTime<Utc>,
     done: Inspected,
 ) {
+    proxy::count_decision(state, rec);
     if let Some((st, reason)) = done.refused {
         rec.flow.bytes_toserver = done.up;
         rec.flow.bytes_toclient = done.down;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod http_server;
 pub mod slapd;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -699,6 +700,19 @@ impl Lab {
                 .context("service did not start")??;
         }
         Ok(())
+    }
+
+    /// Serves HTTP (1.1 and HTTP/2 with prior knowledge) on `port` of `workload`; the
+    /// returned handle lists the requests that reached it.
+    pub fn serve_http(
+        &mut self,
+        workload: &str,
+        port: u16,
+    ) -> anyhow::Result<http_server::Received> {
+        let w = self.workload(workload).clone();
+        let addr = SocketAddr::new(IpAddr::V4(w.addr), port);
+        let name = w.name.clone();
+        in_netns(&w.netns, move || http_server::spawn(name, addr))?
     }
 
     /// Runs a command inside a workload (all of its namespaces) or a host, and waits for it.

@@ -362,6 +362,15 @@ struct H2Stream {
 impl ServerStream for H2Stream {
     type Recv = h2::RecvStream;
     type Send = h2::SendStream<Bytes>;
+    type Io = crate::l7::io::H2Io;
+
+    fn recv_mut(&mut self) -> &mut h2::RecvStream {
+        &mut self.recv
+    }
+
+    fn into_io(recv: h2::RecvStream, send: h2::SendStream<Bytes>) -> Self::Io {
+        crate::l7::io::H2Io::new(recv, send)
+    }
 
     async fn refuse(mut self, status: Status, why: &str) {
         let resp = connect::response(&Response {

@@ -267,7 +267,7 @@ async fn connection(conn: Connection, state: Arc<NodeState>) {
     }
 }
 
-async fn stream(send: SendStream, mut recv: RecvStream, peer: &PeerConn, state: &NodeState) {
+async fn stream(send: SendStream, mut recv: RecvStream, peer: &PeerConn, state: &Arc<NodeState>) {
     let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
         Ok(Ok(h)) => Ok(h),
         Ok(Err(e)) => Err(e),
@@ -312,6 +312,15 @@ struct QuicStream {
 impl ServerStream for QuicStream {
     type Recv = RecvStream;
     type Send = SendStream;
+    type Io = tokio::io::Join<RecvStream, SendStream>;
+
+    fn recv_mut(&mut self) -> &mut RecvStream {
+        &mut self.recv
+    }
+
+    fn into_io(recv: RecvStream, send: SendStream) -> Self::Io {
+        tokio::io::join(recv, send)
+    }
 
     async fn refuse(mut self, status: Status, why: &str) {
         let _ = self

@@ -39,15 +39,45 @@ pub(crate) struct PeerConn {
 }
 
 /// The destination's side of one stream, whatever the transport.
-pub(crate) trait ServerStream {
+pub(crate) trait ServerStream: Send {
     /// Bytes from the source workload.
-    type Recv: Source;
+    type Recv: Source + Send;
     /// Bytes to the source workload.
-    type Send: Sink + Abort;
+    type Send: Sink + Abort + Send;
+    /// Both directions as one byte stream (for the HTTP layer).
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The bytes from the source, readable before answering (to detect their protocol).
+    fn recv_mut(&mut self) -> &mut Self::Recv;
     /// Answers with a refusal and ends the stream.
     async fn refuse(self, status: Status, why: &str);
     /// Answers "connected"; returns the halves for the relay.
     async fn connected(self) -> io::Result<(Self::Recv, Self::Send)>;
+    /// The halves as one byte stream.
+    fn into_io(recv: Self::Recv, send: Self::Send) -> Self::Io;
+}
+
+/// A tunnel stream as the client side of an inspected connection.
+struct TunnelDownstream<T>(T);
+
+impl<T: ServerStream> crate::l7::Downstream for TunnelDownstream<T> {
+    type Recv = T::Recv;
+    type Send = T::Send;
+    type Io = T::Io;
+
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        let mut hint = 16 * 1024;
+        self.0.recv_mut().next(&mut hint).await
+    }
+    async fn refuse(self, status: Status, why: &str) {
+        self.0.refuse(status, why).await
+    }
+    async fn accept_raw(self) -> io::Result<(T::Recv, T::Send)> {
+        self.0.connected().await
+    }
+    async fn accept_io(self) -> io::Result<T::Io> {
+        let (recv, send) = self.0.connected().await?;
+        Ok(T::into_io(recv, send))
+    }
 }
 
 /// A peer whose handshake failed (foreign CA, expired certificate, ...) leaves a record.
@@ -96,7 +126,7 @@ pub(crate) async fn serve_stream<T: ServerStream>(
     header: Result<StreamHeader, String>,
     early: Bytes,
     peer: &PeerConn,
-    state: &NodeState,
+    state: &Arc<NodeState>,
 ) {
     let start = Utc::now();
     let peer_id = &*peer.id;
@@ -250,6 +280,33 @@ pub(crate) async fn serve_stream<T: ServerStream>(
         return;
     }
 
+    if rec.eastwall.policy.l7_pending {
+        // Rules with L7 conditions apply: decide per request (handshake, stream) here.
+        let conn = crate::l7::Conn {
+            ends: crate::live::Decided {
+                direction: Direction::Inbound,
+                src: header.src,
+                src_id: Some(peer_id.clone()),
+                dst: header.dst,
+                dst_id,
+                inspected: true,
+            },
+            upstream: header.dst,
+        };
+        let done = crate::l7::serve(TunnelDownstream(stream), early, conn, state, &mut rec).await;
+        let status = match done.refused {
+            Some(("rejected", _)) => Status::Denied,
+            Some(("failed", _)) => Status::Unreachable,
+            _ => Status::Connected,
+        };
+        tunnel.status = status.as_str().into();
+        if status == Status::Denied {
+            tunnel.reason = format!("denied by rule {}", rec.eastwall.policy.rule);
+        }
+        rec.eastwall.tunnel = Some(tunnel);
+        crate::l7::finish(state, &mut rec, start, done);
+        return;
+    }
     let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
     let upstream = match socket::connect_spoofed(
         Some(header.src.ip()),

@@ -1,0 +1,93 @@
+//! A small HTTP server for the lab's workloads (hyper; HTTP/1.1 and HTTP/2 with prior
+//! knowledge on the same port): answers every request with 200 and a body naming the method,
+//! the path and itself, and keeps the list of requests it received, so tests can check what
+//! reached the server and what a node stopped.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What a lab HTTP server received.
+#[derive(Clone, Default)]
+pub struct Received(Arc<Mutex<Vec<String>>>);
+
+impl Received {
+    /// Each request as `METHOD /path?query` with `HTTP/x`, oldest first.
+    pub fn requests(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Serves HTTP on `addr` from the calling thread's network namespace (run it on a thread that
+/// entered the workload's namespace); returns once the listener is bound.
+pub(crate) fn spawn(name: String, addr: SocketAddr) -> anyhow::Result<Received> {
+    let received = Received::default();
+    let r = received.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("http-{name}-{}", addr.port()))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(anyhow::Error::from(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let l = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(()));
+                loop {
+                    let Ok((s, _)) = l.accept().await else {
+                        continue;
+                    };
+                    let (name, r) = (name.clone(), r.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let (name, r) = (name.clone(), r.clone());
+                            async move {
+                                let line = format!(
+                                    "{} {} {:?}",
+                                    req.method(),
+                                    req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                                    req.version()
+                                );
+                                r.0.lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(line.clone());
+                                // Read the body, so a keep-alive connection goes on.
+                                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                                let n = body.map_or(0, |b| b.len());
+                                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                                    "{line} ({n} body bytes) answered by {name}\n"
+                                )))))
+                            }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            });
+        })
+        .context("HTTP server thread")?;
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .context("HTTP server did not start")??;
+    Ok(received)
+}
