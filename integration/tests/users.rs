@@ -449,3 +449,120 @@ spec:
         wait_metric(&c, "hostA", "eastwall_directory_up", |v| v == 0);
     }
 }
+
+/// A multi-user host: the node attributes each of the host's own connections to the process
+/// owner (socket owner from the kernel, name from NSS), and the connection travels with that
+/// user's identity, so two users of one host get different verdicts for the same destination.
+#[test]
+fn two_local_users_on_one_host_get_different_verdicts() {
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let policy = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: identity-firewall
+      rules:
+        - id: finance-uses-finance-api
+          action: allow
+          from: {group: finance}
+          to: {app: finance-api}
+          ports: [443]
+"#;
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[("hostB", "finance-api", "finance-api", "corp")],
+        // hostA's own processes, one identity per local user.
+        "    - {name: hostA-procs, node: hostA, addresses: [10.77.0.1], localUsers: true}\n",
+        policy,
+    );
+    assert_eq!(c.lab.host("hostA").addr.to_string(), "10.77.0.1");
+    c.lab.serve("finance-api", &[443]).unwrap();
+    for host in ["hostA", "hostB"] {
+        let dir = c.lab.dir().join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("directory.yaml"),
+            "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  users:\n    nobody: [finance]\n    daemon: [hr]\n",
+        )
+        .unwrap();
+    }
+    c.lab
+        .add_node_spec("  directory:\n    file: directory.yaml\n");
+    // The operator's certificates for the users of hostA-procs (`<workload>@<user>`).
+    let certs = c.lab.cert_dir("hostA");
+    std::fs::create_dir_all(&certs).unwrap();
+    for user in ["nobody", "daemon"] {
+        let id = eastwall_identity::SpiffeId::parse(&format!(
+            "spiffe://{TRUST_DOMAIN}/user/{user}/wl/hostA-procs"
+        ))
+        .unwrap();
+        let issued = c
+            .lab
+            .ca()
+            .unwrap()
+            .issue(&id, std::time::Duration::from_secs(3600))
+            .unwrap();
+        std::fs::write(
+            certs.join(format!("hostA-procs@{user}.crt")),
+            issued.cert_pem,
+        )
+        .unwrap();
+        std::fs::write(
+            certs.join(format!("hostA-procs@{user}.key")),
+            issued.key_pem,
+        )
+        .unwrap();
+    }
+    c.start_node("hostA", "    localTraffic: true\n");
+    c.start_node("hostB", "");
+    let dst = c.addr("finance-api", 443);
+    let netns = c.lab.host("hostA").netns.clone();
+    // A process of `uid` on hostA connects and reads the greeting.
+    let as_user = |uid: u32| {
+        let netns = netns.clone();
+        eastwall_node::lab::in_netns(&netns, move || {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "exec 3<>/dev/tcp/{}/{} && timeout 3 head -c 18 <&3",
+                    dst.ip(),
+                    dst.port()
+                ))
+                .uid(uid)
+                .gid(uid)
+                .output()
+                .unwrap()
+        })
+        .unwrap()
+    };
+    let nobody = as_user(65534);
+    assert_eq!(
+        String::from_utf8_lossy(&nobody.stdout),
+        "hello from finance",
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    let daemon = as_user(1);
+    assert!(
+        !String::from_utf8_lossy(&daemon.stdout).contains("hello"),
+        "daemon (hr) got through"
+    );
+    let at_b = c.wait_flow("hostB", |f| f["eastwall"]["src"]["user"] == "nobody");
+    assert_eq!(
+        at_b["eastwall"]["src"]["identity"],
+        format!("spiffe://{TRUST_DOMAIN}/user/nobody/wl/hostA-procs")
+    );
+    assert_eq!(
+        at_b["eastwall"]["src"]["groups"],
+        serde_json::json!(["finance"])
+    );
+    assert_eq!(
+        at_b["eastwall"]["policy"]["rule"],
+        "finance-uses-finance-api"
+    );
+    let at_a = c.wait_flow("hostA", |f| f["eastwall"]["src"]["user"] == "daemon");
+    assert_eq!(at_a["eastwall"]["policy"]["rule"], "default-deny");
+    assert_eq!(at_a["eastwall"]["src"]["groups"], serde_json::json!(["hr"]));
+    assert!(c.metric("hostA", "eastwall_local_user_lookups_total{result=\"ok\"}") >= 2);
+}

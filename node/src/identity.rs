@@ -228,6 +228,92 @@ impl LocalIdentities {
     }
 }
 
+/// Certificates for local users' identities (`localUsers` workloads), obtained when a user
+/// first connects: from files `<certDir>/<workload>@<user>.crt|.key`, or from the CA (then
+/// renewed like the others). One request per identity however many connections wait on it.
+pub struct UserCertificates {
+    ids: Arc<LocalIdentities>,
+    source: UserCertSource,
+    inflight: tokio::sync::Mutex<HashMap<SpiffeId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Where local users' certificates come from.
+pub enum UserCertSource {
+    /// Files provided by the operator.
+    Files(PathBuf),
+    /// The eastwall CA, with the counter of renewals.
+    Ca(
+        Arc<crate::ca::client::CaClient>,
+        prometheus_client::metrics::family::Family<
+            crate::metrics::RenewalLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ),
+}
+
+impl UserCertificates {
+    /// Local users' certificates added to `ids` from `source`.
+    pub fn new(ids: Arc<LocalIdentities>, source: UserCertSource) -> Self {
+        UserCertificates {
+            ids,
+            source,
+            inflight: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes sure this node holds a certificate for `id`, the identity of local user `user`
+    /// of workload `workload`.
+    pub async fn ensure(&self, id: &SpiffeId, workload: &str, user: &str) -> anyhow::Result<()> {
+        if self.ids.client(id).is_some() {
+            return Ok(());
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .await
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let _one = gate.lock().await;
+        if self.ids.client(id).is_some() {
+            return Ok(());
+        }
+        match &self.source {
+            UserCertSource::Files(dir) => {
+                let slot = Slot {
+                    workload: format!("{workload}@{user}"),
+                    id: id.clone(),
+                    cert: dir.join(format!("{workload}@{user}.crt")),
+                    key: dir.join(format!("{workload}@{user}.key")),
+                    loaded: None,
+                };
+                let ident = read(&slot)?;
+                info!(%id, "certificate loaded for a local user");
+                self.ids.install(ident);
+                let mut slot = slot;
+                slot.loaded = mtimes(&slot).ok();
+                self.ids
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(slot);
+            }
+            UserCertSource::Ca(client, renewals) => {
+                let (cert, key) = client.sign(id).await?;
+                self.ids.replace(id, &cert, &key)?;
+                info!(%id, "certificate obtained from the CA for a local user");
+                tokio::spawn(crate::ca::client::rotate(
+                    client.clone(),
+                    self.ids.clone(),
+                    id.clone(),
+                    renewals.clone(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn load_bundle(path: &Path) -> anyhow::Result<TrustBundle> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("trust bundle: reading {}", path.display()))?;

@@ -140,6 +140,9 @@ pub struct Metrics {
     pub policy_reloads: Family<ResultLabels, Counter>,
     /// HTTP requests decided one by one (L7 rules), by verdict.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Local connections of `localUsers` workloads attributed to a user (`ok`) or not
+    /// (`unknown`).
+    pub local_user_lookups: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -162,6 +165,7 @@ impl Default for Metrics {
             cert_renewals: Family::default(),
             policy_reloads: Family::default(),
             http_requests: Family::default(),
+            local_user_lookups: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -204,6 +208,11 @@ impl Default for Metrics {
             "http_requests",
             "HTTP requests decided one by one (rules with L7 conditions), by verdict",
             m.http_requests.clone(),
+        );
+        registry.register(
+            "local_user_lookups",
+            "Local connections of localUsers workloads attributed to a user (ok) or not (unknown)",
+            m.local_user_lookups.clone(),
         );
         registry.register(
             "policy_rules",

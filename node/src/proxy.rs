@@ -86,6 +86,14 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Arc
     let src_wl = registry.workload_by_addr(peer.ip());
     let dst_wl = registry.workload_by_addr(orig_dst.ip());
 
+    // The host's own processes (`localUsers`): the process owner's uid from the kernel, its
+    // name from NSS; the connection acts with that user's identity.
+    let local_user = match (kind, src_wl) {
+        (Listener::Outbound, Some(w)) if w.local_users && w.node == state.node_name => {
+            local_user(state, w, peer, orig_dst).await
+        }
+        _ => None,
+    };
     let mut route = Route::Direct;
     let mut groups = (None, None);
     let mut ids: (Option<SpiffeId>, Option<SpiffeId>) = (None, None);
@@ -100,13 +108,15 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Arc
             PolicyInfo::denied_because("mesh-source-without-tunnel")
         }
         _ => {
-            let src_id = match kind {
+            let src_id = match (&local_user, kind) {
+                // The kernel told who the local user is.
+                (Some((_, id)), _) => Some(id),
                 // This node holds the source workload's certificate.
-                Listener::Outbound if state.tunnel.is_some() => src_wl.map(|w| &w.identity),
+                (None, Listener::Outbound) if state.tunnel.is_some() => src_wl.map(|w| &w.identity),
                 _ => None,
             };
             let routed = if kind == Listener::Outbound {
-                tunnel_route(state, registry, src_wl, dst_wl)
+                tunnel_route(state, registry, src_wl.zip(src_id), dst_wl)
             } else {
                 Ok(Route::Direct)
             };
@@ -144,13 +154,18 @@ async fn handle(client: TcpStream, peer: SocketAddr, kind: Listener, state: &Arc
             }
         }
     };
+    let mut src_info = EndpointInfo::of(src_wl).with_groups(groups.0);
+    if let Some((name, id)) = &local_user {
+        src_info.identity = Some(id.to_string());
+        src_info.user = Some(name.clone());
+    }
     let mut rec = FlowRecord::new(
         state.flows.next_id(),
         &state.node_name,
         direction,
         peer,
         orig_dst,
-        EndpointInfo::of(src_wl).with_groups(groups.0),
+        src_info,
         EndpointInfo::of(dst_wl).with_groups(groups.1),
         policy,
         start,
@@ -277,15 +292,59 @@ pub(crate) async fn groups_of(state: &NodeState, user: Option<&str>) -> Option<V
     }
 }
 
+/// The workload and user of a user identity (`…/user/<user>/wl/<workload>`).
+fn local_user_of(id: &SpiffeId) -> Option<(&str, &str)> {
+    let user = id.user()?;
+    let (_, workload) = id.path().split_once("/wl/")?;
+    Some((workload, user))
+}
+
+/// The local user who owns the connection `peer -> orig_dst` of the host workload `w`, and
+/// the identity they act with; `None` (the host workload, no user: `user` and `group` rules do
+/// not match) when the kernel or NSS cannot say.
+async fn local_user(
+    state: &NodeState,
+    w: &Workload,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+) -> Option<(String, SpiffeId)> {
+    let looked_up = tokio::task::spawn_blocking(move || {
+        let owner = eastwall_identity::tcp_socket_owner(peer, orig_dst)?;
+        owner
+            .map(|o| eastwall_identity::user_name(o.uid).map(|n| (o.uid, n)))
+            .transpose()
+    })
+    .await;
+    let result = match looked_up {
+        Ok(Ok(Some((_, Some(name))))) => match w.user_identity(&name) {
+            Some(id) => Ok((name, id)),
+            None => Err(format!("user name `{name}` cannot be part of a SPIFFE ID")),
+        },
+        Ok(Ok(Some((uid, None)))) => Err(format!("uid {uid} has no user name")),
+        Ok(Ok(None)) => Err("no owner found for the socket".to_owned()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let label = if result.is_ok() { "ok" } else { "unknown" };
+    state
+        .metrics
+        .local_user_lookups
+        .get_or_create(&crate::metrics::ResultLabels { result: label })
+        .inc();
+    result
+        .inspect_err(|why| debug!(%peer, %orig_dst, why, "local user unknown"))
+        .ok()
+}
+
 /// Routes an allowed outbound connection: through the tunnel when its destination is a
 /// workload of another node and this node runs the tunnel.
 fn tunnel_route(
     state: &NodeState,
     registry: &Registry,
-    src: Option<&Workload>,
+    src: Option<(&Workload, &SpiffeId)>,
     dst: Option<&Workload>,
 ) -> Result<Route, &'static str> {
-    let (Some(_), Some(src), Some(dst)) = (&state.tunnel, src, dst) else {
+    let (Some(_), Some((_, src_id)), Some(dst)) = (&state.tunnel, src, dst) else {
         return Ok(Route::Direct);
     };
     if dst.node == state.node_name {
@@ -296,7 +355,7 @@ fn tunnel_route(
         .and_then(|n| n.addresses.first())
         .ok_or("destination-node-has-no-address")?;
     Ok(Route::Tunnel(PoolKey {
-        src: src.identity.clone(),
+        src: src_id.clone(),
         node: SocketAddr::new(*node, state.tunnel_port),
         dst: dst.identity.clone(),
     }))
@@ -400,7 +459,17 @@ async fn relay_tunnel(
         src: peer,
         trace: None,
     };
-    let opened = match tunnel.open(&key, &header).await {
+    // A local user's first connection: this node may not hold the user's certificate yet.
+    let ensured = match (&state.user_certs, local_user_of(&key.src)) {
+        (Some(certs), Some((workload, user))) => certs.ensure(&key.src, workload, user).await,
+        _ => Ok(()),
+    };
+    let opened = match ensured {
+        Ok(()) => tunnel.open(&key, &header).await,
+        Err(e) => Err(crate::tunnel::pool::OpenError::NoIdentity(key.src.clone()))
+            .inspect_err(|_| debug!(id = %key.src, "no certificate for a local user: {e:#}")),
+    };
+    let opened = match opened {
         Ok(s) => s,
         Err(e) => {
             info.transport = tunnel.mode().as_str();

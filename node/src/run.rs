@@ -82,7 +82,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
                     cfg.capture.own_mark,
                 )
                 .await?;
-                from_ca = Some(client);
+                from_ca = Some(Arc::new(client));
                 ids
             }
         };
@@ -125,6 +125,27 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let user_certs = match (&cfg.identity, &identities) {
+        (Some(id), Some((ids, _))) => match (&id.source, &from_ca) {
+            (CertSource::Files { cert_dir, .. }, _) => {
+                Some(Arc::new(crate::identity::UserCertificates::new(
+                    ids.clone(),
+                    crate::identity::UserCertSource::Files(cert_dir.clone()),
+                )))
+            }
+            (CertSource::Ca(_), Some(client)) => {
+                Some(Arc::new(crate::identity::UserCertificates::new(
+                    ids.clone(),
+                    crate::identity::UserCertSource::Ca(
+                        client.clone(),
+                        metrics.cert_renewals.clone(),
+                    ),
+                )))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
     let state = Arc::new(
         NodeState::new(
             cfg.node_name.clone(),
@@ -135,7 +156,8 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         )
         .with_tunnel(pool, cfg.tunnel.port)
         .with_directory(directory)
-        .with_l7(cfg.l7.clone()),
+        .with_l7(cfg.l7.clone())
+        .with_user_certs(user_certs),
     );
     let mut tasks = Vec::new();
     if let Some(crate::directory::Directory::Ldap(_)) = &state.directory {
@@ -173,7 +195,6 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         };
     }
     if let (Some(client), Some((ids, _))) = (from_ca, &identities) {
-        let client = Arc::new(client);
         upkeep = crate::reload::IdentityUpkeep::Ca {
             ids: ids.clone(),
             client: client.clone(),

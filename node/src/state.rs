@@ -27,6 +27,8 @@ pub struct NodeState {
     pub ready: std::sync::atomic::AtomicBool,
     /// L7 inspection settings.
     pub l7: crate::config::L7Spec,
+    /// Certificates of local users' identities, obtained on first use (with the tunnel).
+    pub user_certs: Option<Arc<crate::identity::UserCertificates>>,
     /// Allowed connections being relayed, for re-checks when the rules change.
     pub live: crate::live::LiveConnections,
     rules: RwLock<Arc<Rules>>,
@@ -52,6 +54,7 @@ impl NodeState {
             directory: None,
             ready: std::sync::atomic::AtomicBool::new(false),
             live: crate::live::LiveConnections::default(),
+            user_certs: None,
             l7: crate::config::L7Spec::default(),
             rules: RwLock::new(Arc::new(rules)),
         }
@@ -64,6 +67,14 @@ impl NodeState {
             tunnel_port: port,
             ..self
         }
+    }
+
+    /// This node with a source of local users' certificates.
+    pub fn with_user_certs(
+        self,
+        user_certs: Option<Arc<crate::identity::UserCertificates>>,
+    ) -> Self {
+        NodeState { user_certs, ..self }
     }
 
     /// This node with these L7 settings.

@@ -33,6 +33,37 @@ pub struct Workload {
     /// The user the workload belongs to (a VDI desktop belongs to alice); the certificate
     /// carries it in the identity's path.
     pub user: Option<String>,
+    /// `localUsers: true`: the workload stands for the host's own processes, and each local
+    /// user's connections travel with that user's identity
+    /// (`spiffe://<trust domain>/user/<user>/wl/<name>`, [`Workload::user_identity`]).
+    pub local_users: bool,
+}
+
+impl Workload {
+    /// The identity local user `user` of this workload acts with, if the workload has
+    /// `localUsers` and `user` can be part of a SPIFFE ID.
+    pub fn user_identity(&self, user: &str) -> Option<SpiffeId> {
+        if !self.local_users || !is_valid_user(user) {
+            return None;
+        }
+        SpiffeId::parse(&format!(
+            "spiffe://{}/user/{user}/wl/{}",
+            self.identity.trust_domain(),
+            self.name
+        ))
+        .ok()
+    }
+
+    /// Whether `id` may speak for this workload: its identity, or with `localUsers` a local
+    /// user's identity of it.
+    pub fn owns_identity(&self, id: &SpiffeId) -> bool {
+        *id == self.identity
+            || (self.local_users
+                && id
+                    .user()
+                    .and_then(|u| self.user_identity(u))
+                    .is_some_and(|u| u == *id))
+    }
 }
 
 /// A node (host running an eastwall node).
@@ -131,6 +162,8 @@ struct WorkloadDoc {
     identity: Option<Spanned<String>>,
     #[serde(default)]
     user: Option<Spanned<String>>,
+    #[serde(default, rename = "localUsers")]
+    local_users: Option<Spanned<bool>>,
 }
 
 /// Who already owns an address, for the duplicate-address message.
@@ -318,6 +351,41 @@ impl Registry {
                     },
                 );
             }
+            let local_users = w.local_users.as_ref().is_some_and(|l| l.value);
+            if let Some(l) = w.local_users.as_ref().filter(|l| l.value) {
+                if w.user.is_some() {
+                    sink.error(
+                        l.referenced,
+                        format!(
+                            "workload `{}` is bound to one user (`user:`); `localUsers: true` is for the workload that stands for a host's own processes, whose users vary",
+                            w.name.value
+                        ),
+                    );
+                } else if w.identity.is_some() {
+                    sink.error(
+                        l.referenced,
+                        format!(
+                            "workload `{}` has `localUsers: true`: its users' identities are `spiffe://<trust domain>/user/<user>/wl/{}`; leave `identity` out",
+                            w.name.value, w.name.value
+                        ),
+                    );
+                }
+                let node_addrs: Vec<IpAddr> = reg
+                    .nodes
+                    .iter()
+                    .filter(|n| n.name == w.node.value)
+                    .flat_map(|n| n.addresses.iter().copied())
+                    .collect();
+                if !addresses.iter().any(|a| node_addrs.contains(a)) {
+                    sink.error(
+                        l.referenced,
+                        format!(
+                            "`localUsers: true` is for the workload that stands for the host's own processes: give workload `{}` an address of node `{}`",
+                            w.name.value, w.node.value
+                        ),
+                    );
+                }
+            }
             reg.workloads_by_identity
                 .entry(identity.clone())
                 .or_default()
@@ -333,6 +401,7 @@ impl Registry {
                 labels: labels.unwrap_or_default(),
                 identity,
                 user: w.user.map(|u| u.value),
+                local_users,
             });
         }
 
@@ -378,6 +447,20 @@ impl Registry {
             .map_or(&[][..], Vec::as_slice)
             .iter()
             .filter_map(|&i| self.workloads.get(i))
+    }
+
+    /// The workloads `id` may speak for ([`Workload::owns_identity`]): those with that
+    /// identity, or the `localUsers` workload whose local user's identity it is.
+    pub fn workloads_owning<'a>(&'a self, id: &SpiffeId) -> Vec<&'a Workload> {
+        let mut out: Vec<&Workload> = self.workloads_by_identity(id).collect();
+        if let Some(rest) = id.path().strip_prefix("/user/")
+            && let Some((_, name)) = rest.split_once("/wl/")
+            && let Some(w) = self.workload(name)
+            && w.owns_identity(id)
+        {
+            out.push(w);
+        }
+        out
     }
 
     /// The node whose identity (`spiffe://<trust domain>/node/<name>`) is `id`.
@@ -814,6 +897,45 @@ mod tests {
         )
         .unwrap();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn local_users_workloads() {
+        let text = doc(concat!(
+            "  trustDomain: corp.example\n",
+            "  nodes:\n    - {name: h, addresses: [10.0.0.1]}\n",
+            "  workloads:\n",
+            "    - {name: h-procs, node: h, addresses: [10.0.0.1], localUsers: true}\n",
+            "    - {name: web, node: h, addresses: [10.0.0.2]}\n",
+        ));
+        let r = Registry::parse("r.yaml", &text).unwrap();
+        let procs = r.workload("h-procs").unwrap();
+        assert!(procs.local_users);
+        let alice = procs.user_identity("alice").unwrap();
+        assert_eq!(
+            alice.as_str(),
+            "spiffe://corp.example/user/alice/wl/h-procs"
+        );
+        assert!(procs.owns_identity(&alice) && procs.owns_identity(&procs.identity));
+        assert_eq!(r.workloads_owning(&alice).len(), 1);
+        let web = r.workload("web").unwrap();
+        assert_eq!(web.user_identity("alice"), None);
+        let alice_web = SpiffeId::parse("spiffe://corp.example/user/alice/wl/web").unwrap();
+        assert!(!web.owns_identity(&alice_web));
+        assert!(r.workloads_owning(&alice_web).is_empty());
+        assert_eq!(procs.user_identity("not a user"), None);
+        let e = errs(&doc(concat!(
+            "  nodes:\n    - {name: h, addresses: [10.0.0.1]}\n",
+            "  workloads:\n",
+            "    - {name: a, node: h, addresses: [10.0.0.5], localUsers: true}\n",
+            "    - {name: b, node: h, addresses: [10.0.0.1], localUsers: true, user: bob}\n",
+        )));
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].contains("give workload `a` an address of node `h`"),
+            "{e:#?}"
+        );
+        assert!(e[1].contains("bound to one user"), "{e:#?}");
     }
 
     #[test]

@@ -350,7 +350,12 @@ fn decide(
         Ok(x) => x,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("bad request: {e}"), None),
     };
-    if registry.workloads_by_identity(&id).any(|w| w.node == node) {
+    // A workload's identity, or a local user's identity of a `localUsers` workload.
+    if registry
+        .workloads_owning(&id)
+        .iter()
+        .any(|w| w.node == node)
+    {
         (
             StatusCode::OK,
             format!("signed {id} for node `{node}` (valid {} s)", ttl.as_secs()),
@@ -470,6 +475,7 @@ spec:
   workloads:
     - {name: web, node: hostA, addresses: [10.0.1.2]}
     - {name: db, node: hostB, addresses: [10.0.2.2]}
+    - {name: hostA-procs, node: hostA, addresses: [10.0.0.1], localUsers: true}
 ";
 
     fn id(s: &str) -> SpiffeId {
@@ -497,6 +503,19 @@ spec:
             m.contains("node `hostA` may not") && m.contains("wl/db"),
             "{m}"
         );
+
+        // A local user of hostA's own processes: hostA may, hostB may not; nor may hostA
+        // claim a user of a workload without `localUsers`.
+        let (user_csr, _) =
+            generate_csr(&id("spiffe://corp.example/user/alice/wl/hostA-procs")).unwrap();
+        let (s, m, _) = decide(&ca, &reg, &host_a, user_csr.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::OK, "{m}");
+        let host_b = id("spiffe://corp.example/node/hostB");
+        let (s, _, _) = decide(&ca, &reg, &host_b, user_csr.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (web_user, _) = generate_csr(&id("spiffe://corp.example/user/alice/wl/web")).unwrap();
+        let (s, _, _) = decide(&ca, &reg, &host_a, web_user.as_bytes(), ttl);
+        assert_eq!(s, StatusCode::FORBIDDEN);
 
         // Not a node, or a node the registry does not know.
         for who in [
@@ -537,13 +556,13 @@ spec:
         let p = d.path().join("r.yaml");
         std::fs::write(&p, REGISTRY).unwrap();
         let f = RegistryFile::load(&p).unwrap();
-        assert_eq!(f.current().workloads_on("hostA").count(), 1);
+        assert_eq!(f.current().workloads_on("hostA").count(), 2);
         // (A comment changes the size too, in case the file system's timestamps are coarse.)
         let moved = REGISTRY.replace("node: hostB", "node: hostA") + "# moved\n";
         std::fs::write(&p, moved).unwrap();
-        assert_eq!(f.current().workloads_on("hostA").count(), 2);
+        assert_eq!(f.current().workloads_on("hostA").count(), 3);
         std::fs::write(&p, "kind: [").unwrap();
-        assert_eq!(f.current().workloads_on("hostA").count(), 2);
+        assert_eq!(f.current().workloads_on("hostA").count(), 3);
         std::fs::write(&p, REGISTRY.replace("corp.example", "other.example")).unwrap();
         assert_eq!(f.current().trust_domain(), "corp.example");
     }

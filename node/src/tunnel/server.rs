@@ -212,7 +212,7 @@ pub(crate) async fn serve_stream<T: ServerStream>(
                 w.identity
             ),
         ))
-    } else if src_wl.is_none_or(|w| &w.identity != peer_id) {
+    } else if src_wl.is_none_or(|w| !w.owns_identity(peer_id)) {
         let claimed = src_wl.map_or("no workload".to_owned(), |w| {
             format!("{} ({})", w.name, w.identity)
         });
