@@ -69,10 +69,14 @@ spec:
     - name: identity-firewall
       rules:
         - id: finance-uses-finance-api
-          description: members of finance may use the finance app's API
+          description: members of finance may read and write the finance API, nothing else
           action: allow
           from: {group: finance}
-          to: {app: finance-api}
+          to:
+            app: finance-api
+            http:
+              - methods: [GET, POST]
+                paths: ["/api/*"]
           ports: [443]
         - id: hr-uses-hr-app
           action: allow
@@ -144,12 +148,6 @@ const SCENES: &[Scene] = &[
         allowed: false,
     },
     Scene {
-        from: "desk-alice",
-        to: "finance-api",
-        port: 443,
-        allowed: true,
-    },
-    Scene {
         from: "desk-bob",
         to: "finance-api",
         port: 443,
@@ -205,9 +203,8 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     for wl in ["db-dev", "db-prod"] {
         lab.serve(wl, &[5432, 22])?;
     }
-    for wl in ["finance-api", "hr-app"] {
-        lab.serve(wl, &[443])?;
-    }
+    lab.serve_http("finance-api", 443)?;
+    lab.serve("hr-app", &[443])?;
     // Users' groups: from a real OpenLDAP on a third host when slapd is installed, else from
     // a static directory file on each host.
     let slapd = if crate::lab::slapd::installed() {
@@ -353,25 +350,24 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         &rows,
     );
 
+    ok &= http_scene(&lab)?;
+
     if let Some(slapd) = &slapd {
         // The directory decides group membership live: bob joins finance in LDAP, and the
         // nodes see it at their next refresh (refreshSecs: 2), without a restart.
         slapd.add_member("finance", "bob")?;
-        let dst = SocketAddr::new(lab.workload("finance-api").addr.into(), 443);
         let start = std::time::Instant::now();
         let mut reached = false;
         while !reached && start.elapsed() < Duration::from_secs(4) {
             std::thread::sleep(Duration::from_millis(200));
-            reached = lab
-                .connect("desk-bob", dst, Duration::from_secs(3))
-                .outcome
-                .reached();
+            reached = http_session(&lab, "desk-bob", &[("GET", "/api/accounts")])
+                .is_ok_and(|a| a.first().is_some_and(|(code, _)| *code == 200));
         }
         ok &= reached;
         println!(
-            "\nbob joins finance in LDAP (ldapmodify on dirhost): desk-bob -> finance-api:443 {} ({:.1} s later, no restart)",
+            "\nbob joins finance in LDAP (ldapmodify on dirhost): desk-bob GET finance-api:443/api/accounts {} ({:.1} s later, no restart)",
             if reached {
-                "allowed"
+                "200"
             } else {
                 "STILL DENIED (MISMATCH)"
             },
@@ -397,6 +393,84 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     }
     println!("\ntearing down ...");
     Ok(ok)
+}
+
+/// L7: alice's requests to the finance API on one keep-alive connection, each decided on its
+/// own by hostB (the destination, behind the tunnel).
+fn http_scene(lab: &Lab) -> anyhow::Result<bool> {
+    let requests: [(&str, &str, u16); 4] = [
+        ("GET", "/api/accounts", 200),
+        ("POST", "/api/transfers", 200),
+        ("DELETE", "/api/accounts/7", 403),
+        ("GET", "/api/../admin", 403),
+    ];
+    let plain: Vec<(&str, &str)> = requests.iter().map(|(m, p, _)| (*m, *p)).collect();
+    let answers = http_session(lab, "desk-alice", &plain)?;
+    println!(
+        "\nL7: desk-alice -> finance-api:443, one keep-alive HTTP connection, each request decided by hostB:"
+    );
+    let mut ok = answers.len() == requests.len();
+    for ((method, path, want), (code, body)) in requests.iter().zip(&answers) {
+        ok &= code == want;
+        let why = if *code == 403 {
+            format!("  <- {body}")
+        } else {
+            String::new()
+        };
+        println!(
+            "  {method:<6} {path:<16} {code}{}{why}",
+            if code == want { "" } else { "  MISMATCH" }
+        );
+    }
+    Ok(ok)
+}
+
+/// From `from`, sends `requests` over one keep-alive HTTP/1.1 connection to finance-api:443;
+/// returns each status and body.
+fn http_session(
+    lab: &Lab,
+    from: &str,
+    requests: &[(&str, &str)],
+) -> anyhow::Result<Vec<(u16, String)>> {
+    let dst = SocketAddr::new(lab.workload("finance-api").addr.into(), 443);
+    let requests: Vec<(String, String)> = requests
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let netns = lab.workload(from).netns.clone();
+    crate::lab::in_netns(&netns, move || -> anyhow::Result<Vec<(u16, String)>> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut w = s.try_clone()?;
+        let mut r = BufReader::new(s);
+        let mut out = Vec::new();
+        for (method, path) in &requests {
+            write!(
+                w,
+                "{method} {path} HTTP/1.1\r\nHost: finance.corp.example\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            let mut status = String::new();
+            r.read_line(&mut status)?;
+            let code: u16 = status.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h)?;
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body)?;
+            out.push((code, String::from_utf8_lossy(&body).trim().to_owned()));
+        }
+        Ok(out)
+    })?
 }
 
 fn find_flow(lab: &Lab, node: &NodeHandle, src_port: u16) -> Option<serde_json::Value> {
