@@ -97,6 +97,11 @@ impl Cloud {
         }
     }
 
+    /// The policy nodes started from now on run with.
+    pub fn set_policy(&mut self, policy: &str) {
+        self.policy = policy.to_owned();
+    }
+
     /// The registry text the nodes run with.
     pub fn registry(&self) -> &str {
         &self.registry

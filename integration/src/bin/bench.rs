@@ -6,7 +6,9 @@
 //!   (certificates from the lab's CA); the client connects to its local HAProxy;
 //! - `eastwall L4 (QUIC)`, `eastwall L4 (HTTP/2)`: an eastwall node on each host (capture, the
 //!   mTLS tunnel over the named transport, L4 decisions);
-//! - `eastwall L7`, `eastwall L7+IDS`: not built yet (printed as such).
+//! - `eastwall L7 (HTTP/2)`: the same, with every HTTP request decided on its own by the
+//!   destination node (`POLICY_L7`: method and path); bulk (iperf3) stays L4;
+//! - `eastwall L7+IDS`: not built yet (printed as such).
 //!
 //! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
 //! 1-stream bulk, HTTP/1.1 keep-alive at saturation (wrk -t1 -c16 against nginx: req/s, p50,
@@ -16,8 +18,9 @@
 //!
 //! Run as root, built with `--release` (`scripts/bench.sh` installs the tools and does both):
 //! `target/release/bench [--secs 5] [--rounds 3] [--idle 10000] [--rate 1000]
-//!  [--paths direct,haproxy,eastwall,eastwall-h2] [--out FILE.md] [--perf DIR] [--only-idle]`
-//! (`eastwall` is the QUIC transport, `eastwall-h2` the HTTP/2 one.)
+//!  [--paths direct,haproxy,eastwall,eastwall-h2,eastwall-l7] [--out FILE.md] [--perf DIR] [--only-idle]`
+//! (`eastwall` is the QUIC transport, `eastwall-h2` the HTTP/2 one; `eastwall-l7` decides HTTP
+//! requests over HTTP/2, `eastwall-l7-quic` over QUIC.)
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
 //! extra keep-alive run and an extra new-connection run (`DIR/<path>/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
 //! the idle-connection memory (with RSS before, during and after each round).
@@ -49,6 +52,25 @@ spec:
         - {id: client-to-server, action: allow, from: {app: client}, to: {app: server}, ports: [5201, 8080]}
 "#;
 
+/// The L7 row: every HTTP request is decided on its own (method and path), bulk stays L4.
+const POLICY_L7: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: bench
+      rules:
+        - id: client-gets-from-server
+          action: allow
+          from: {app: client}
+          to:
+            app: server
+            http:
+              - methods: [GET, HEAD]
+                paths: ["/*"]
+          ports: [8080]
+        - {id: client-to-server-bulk, action: allow, from: {app: client}, to: {app: server}, ports: [5201]}
+"#;
+
 struct Args {
     secs: u64,
     rounds: usize,
@@ -72,6 +94,7 @@ fn args() -> anyhow::Result<Args> {
             "haproxy".into(),
             "eastwall".into(),
             "eastwall-h2".into(),
+            "eastwall-l7".into(),
         ],
         out: None,
         perf: None,
@@ -217,12 +240,14 @@ fn main() -> anyhow::Result<()> {
                 hp.stop_all();
                 row
             }
-            "eastwall" | "eastwall-h2" => {
-                let (transport, name) = if p == "eastwall" {
-                    ("quic", "eastwall L4 (QUIC)")
-                } else {
-                    ("h2", "eastwall L4 (HTTP/2)")
+            "eastwall" | "eastwall-h2" | "eastwall-l7" | "eastwall-l7-quic" => {
+                let (transport, name, policy) = match p.as_str() {
+                    "eastwall" => ("quic", "eastwall L4 (QUIC)", POLICY),
+                    "eastwall-h2" => ("h2", "eastwall L4 (HTTP/2)", POLICY),
+                    "eastwall-l7" => ("h2", "eastwall L7 (HTTP/2)", POLICY_L7),
+                    _ => ("quic", "eastwall L7 (QUIC)", POLICY_L7),
                 };
+                b.cloud.set_policy(policy);
                 for n in b.cloud.nodes.clone() {
                     b.cloud.lab.stop_node(&n)?;
                 }
@@ -245,7 +270,7 @@ fn main() -> anyhow::Result<()> {
         };
         rows.push(row);
     }
-    for name in ["eastwall L7", "eastwall L7+IDS"] {
+    for name in ["eastwall L7+IDS"] {
         rows.push(Row {
             name: name.into(),
             note: Some("not built yet".into()),
@@ -446,11 +471,13 @@ impl Bench {
             return Ok(row);
         }
 
-        // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs.
+        // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
+        // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
+        let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
         let mut b1 = Vec::new();
         let mut b8 = Vec::new();
         let mut cpu = Vec::new();
-        for r in 0..rounds {
+        for r in 0..bulk_rounds {
             let c0 = cpu_secs(pids)?;
             let (gbps, bytes) = self.iperf(dst_ip, 1)?;
             let c1 = cpu_secs(pids)?;
@@ -465,8 +492,8 @@ impl Bench {
                 cpu.last().copied().unwrap_or(0.0)
             );
         }
-        row.bulk1 = Some(median(&b1));
-        row.bulk8 = Some(median(&b8));
+        row.bulk1 = (!b1.is_empty()).then(|| median(&b1));
+        row.bulk8 = (!b8.is_empty()).then(|| median(&b8));
         row.cpu_per_gb = (!cpu.is_empty()).then(|| median(&cpu));
 
         // Keep-alive at saturation.
