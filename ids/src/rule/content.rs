@@ -2,7 +2,7 @@
 
 /// Why a content string does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ContentError {
+pub(crate) enum ContentError {
     /// Not in double quotes.
     #[error("content must be a quoted string")]
     Unquoted,

@@ -15,7 +15,7 @@ pub(crate) mod pcre;
 
 use std::fmt;
 
-pub use self::header::{AddrExpr, PortExpr};
+pub use self::header::{AddrExpr, ExprError, PortExpr};
 pub use self::parse::{Parsed, parse_rules};
 
 /// What a matching rule asks for.

@@ -604,26 +604,27 @@ fn translate_class(p: &[u8], start: usize, out: &mut String) -> Result<usize, Pc
         }
         first = false;
         // POSIX class.
-        if c == b'[' && p.get(i + 1) == Some(&b':') {
-            if let Some(len) = p[i + 2..].windows(2).position(|w| w == b":]") {
-                let name = std::str::from_utf8(&p[i + 2..i + 2 + len]).unwrap_or("");
-                let (neg, base) = match name.strip_prefix('^') {
-                    Some(b) => (true, b),
-                    None => (false, name),
-                };
-                const KNOWN: &[&str] = &[
-                    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower",
-                    "print", "punct", "space", "upper", "word", "xdigit",
-                ];
-                if !KNOWN.contains(&base) {
-                    return Err(PcreIssue::Invalid(format!("unknown POSIX class `{name}`")));
-                }
-                let _ = write!(out, "[:{}{base}:]", if neg { "^" } else { "" });
-                i += 2 + len + 2;
-                prev_single = None;
-                items += 1;
-                continue;
+        if c == b'['
+            && p.get(i + 1) == Some(&b':')
+            && let Some(len) = p[i + 2..].windows(2).position(|w| w == b":]")
+        {
+            let name = std::str::from_utf8(&p[i + 2..i + 2 + len]).unwrap_or("");
+            let (neg, base) = match name.strip_prefix('^') {
+                Some(b) => (true, b),
+                None => (false, name),
+            };
+            const KNOWN: &[&str] = &[
+                "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print",
+                "punct", "space", "upper", "word", "xdigit",
+            ];
+            if !KNOWN.contains(&base) {
+                return Err(PcreIssue::Invalid(format!("unknown POSIX class `{name}`")));
             }
+            let _ = write!(out, "[:{}{base}:]", if neg { "^" } else { "" });
+            i += 2 + len + 2;
+            prev_single = None;
+            items += 1;
+            continue;
         }
         let (single, used): (Option<u8>, usize) = if c == b'\\' {
             let Some(&e) = p.get(i + 1) else {
