@@ -418,8 +418,8 @@ impl Engine {
         limits: Limits,
     ) -> (Engine, BuildReport) {
         let mut report = BuildReport::default();
-        let mut addr_cache: HashMap<String, Option<Arc<IpSet>>> = HashMap::new();
-        let mut port_cache: HashMap<String, Option<Arc<PortSet>>> = HashMap::new();
+        let mut addr_cache: HashMap<String, Result<Arc<IpSet>, String>> = HashMap::new();
+        let mut port_cache: HashMap<String, Result<Arc<PortSet>, String>> = HashMap::new();
         let mut bit_ids: HashMap<String, u16> = HashMap::new();
         let mut compiled: Vec<CRule> = Vec::new();
         let skip = |report: &mut BuildReport, rule: &Rule, what: String| {
@@ -445,27 +445,19 @@ impl Engine {
                 report.not_selected += 1;
                 continue;
             }
-            let mut resolve_addr = |e: &crate::rule::AddrExpr| -> Result<Arc<IpSet>, String> {
-                let key = e.to_string();
-                if let Some(c) = addr_cache.get(&key) {
-                    return c.clone().ok_or_else(|| format!("address {key}"));
-                }
-                let r = vars.addresses(e).map(Arc::new);
-                let msg = r.as_ref().err().map(|e| e.to_string());
-                addr_cache.insert(key, r.as_ref().ok().cloned());
-                r.map_err(|_| msg.unwrap_or_default())
+            let mut resolve_addr = |e: &crate::rule::AddrExpr| {
+                addr_cache
+                    .entry(e.to_string())
+                    .or_insert_with(|| vars.addresses(e).map(Arc::new).map_err(|e| e.to_string()))
+                    .clone()
             };
             let src = resolve_addr(&rule.src);
             let dst = resolve_addr(&rule.dst);
-            let mut resolve_port = |e: &crate::rule::PortExpr| -> Result<Arc<PortSet>, String> {
-                let key = e.to_string();
-                if let Some(c) = port_cache.get(&key) {
-                    return c.clone().ok_or_else(|| format!("port {key}"));
-                }
-                let r = vars.ports(e).map(Arc::new);
-                let msg = r.as_ref().err().map(|e| e.to_string());
-                port_cache.insert(key, r.as_ref().ok().cloned());
-                r.map_err(|_| msg.unwrap_or_default())
+            let mut resolve_port = |e: &crate::rule::PortExpr| {
+                port_cache
+                    .entry(e.to_string())
+                    .or_insert_with(|| vars.ports(e).map(Arc::new).map_err(|e| e.to_string()))
+                    .clone()
             };
             let sp = resolve_port(&rule.src_ports);
             let dp = resolve_port(&rule.dst_ports);
