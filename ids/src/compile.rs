@@ -654,7 +654,10 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
                 .iter()
                 .filter_map(|b| b.buffer.fixed_dir())
                 .collect();
-            if fixed.contains(&Dir::ToClient) {
+            // `file.data` without a direction is the response body (request bodies count
+            // as file data only in `to_server` rules).
+            let file_data = rule.buffers.iter().any(|b| b.buffer == Buffer::FileData);
+            if fixed.contains(&Dir::ToClient) || file_data {
                 vec![Some(Dir::ToClient)]
             } else if fixed.contains(&Dir::ToServer) {
                 vec![Some(Dir::ToServer)]

@@ -1,9 +1,9 @@
 //! HTTP messages as the node hands them over, and the Suricata buffers built from them.
 //!
 //! The node parses HTTP with hyper and passes the parts here. Buffers are built on demand:
-//! `http.uri` is the request target normalized like libhtp's IDS personality (percent
-//! decoding of the path, `\` as `/`, `.`/`..` segments removed, repeated `/` compressed; the
-//! query kept as sent); `http.header` is `Name: value\r\n` per header with names in their
+//! `http.uri` is the request target normalized like libhtp in Suricata (percent decoding of
+//! path and query, `\` as `/` in the path, `.`/`..` segments removed and repeated `/`
+//! compressed in the path); `http.header` is `Name: value\r\n` per header with names in their
 //! canonical Title-Case whatever the case they arrived in (HTTP/2 sends them lower-cased,
 //! hyper lower-cases HTTP/1 ones), repeated headers joined with `, ` as libhtp does, and
 //! `Cookie` / `Set-Cookie` left out (they have `http.cookie`).
@@ -172,6 +172,27 @@ fn authority(raw: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// Decode `%XX` escapes; invalid ones stay as they are.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hex),
+                s.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
 /// `http.uri`: the normalized path and query.
 pub(crate) fn normalize_uri(raw: &[u8]) -> Vec<u8> {
     let pq = path_and_query(raw);
@@ -179,25 +200,8 @@ pub(crate) fn normalize_uri(raw: &[u8]) -> Vec<u8> {
         Some(q) => (&pq[..q], Some(&pq[q..])),
         None => (pq, None),
     };
-    // Percent-decode the path; invalid escapes stay as they are.
-    let mut decoded = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        let b = path[i];
-        if b == b'%'
-            && let (Some(h), Some(l)) = (
-                path.get(i + 1).copied().and_then(hex),
-                path.get(i + 2).copied().and_then(hex),
-            )
-        {
-            decoded.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        decoded.push(if b == b'\\' { b'/' } else { b });
-        i += 1;
-    }
-    // Decoded backslashes are separators too.
+    // Backslashes, sent or encoded, are path separators.
+    let mut decoded = percent_decode(path);
     for b in &mut decoded {
         if *b == b'\\' {
             *b = b'/';
@@ -205,7 +209,8 @@ pub(crate) fn normalize_uri(raw: &[u8]) -> Vec<u8> {
     }
     let mut out = remove_dot_segments(&decoded);
     if let Some(q) = query {
-        out.extend_from_slice(q);
+        // The query is percent-decoded too, but its `/` and `.` are data, not segments.
+        out.extend_from_slice(&percent_decode(q));
     }
     out
 }
@@ -433,7 +438,8 @@ mod tests {
         assert_eq!(n("/a%2Fb"), "/a/b");
         assert_eq!(n("/a\\..\\b"), "/b");
         assert_eq!(n("/x/../../../etc/passwd"), "/etc/passwd");
-        assert_eq!(n("/p?q=%2e%2e/../x"), "/p?q=%2e%2e/../x");
+        assert_eq!(n("/p?q=%2e%2e/../x"), "/p?q=../../x");
+        assert_eq!(n("/s?q=1;DROP%20TABLE"), "/s?q=1;DROP TABLE");
         assert_eq!(n("/bad%zz%4"), "/bad%zz%4");
         assert_eq!(n("http://Example.com:8080/a/b?c"), "/a/b?c");
         assert_eq!(n("http://example.com"), "/");

@@ -112,7 +112,7 @@ fn dsize_is_the_message_size() {
 fn http_transactions() {
     let e = engine(concat!(
         "alert http any any -> any any (msg:\"uri\"; flow:established,to_server; http.method; content:\"GET\"; http.uri; content:\"/etc/passwd\"; endswith; sid:1;)\n",
-        "alert http any any -> any any (msg:\"resp\"; flow:established,to_client; http.uri; content:\"/admin\"; http.stat_code; content:\"200\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"resp\"; flow:established,to_client; http.stat_code; content:\"200\"; http.header; content:\"Server|3a 20|nginx\"; sid:2;)\n",
         "alert http any any -> any any (msg:\"ua\"; flow:to_server; http.user_agent; content:\"sqlmap\"; nocase; sid:3;)\n",
         "drop http any any -> any any (msg:\"hdr\"; flow:to_server; http.header; content:\"X-Evil|3a 20|1\"; sid:4;)\n",
     ));
@@ -134,7 +134,7 @@ fn http_transactions() {
     let ok = HttpResponse {
         status: 200,
         reason: "OK",
-        headers: &[],
+        headers: &[("server", b"nginx/1.24")],
         version: HttpVersion::Http11,
     };
     let v = fi.http_response(&ok, t(1));

@@ -720,7 +720,8 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
     };
     let (proto_at, proto) = &header[1];
     let protocol = match proto.as_str() {
-        "tcp" | "tcp-stream" => Some(Protocol::Tcp),
+        // eastwall sees TCP streams only: `ip` and packet-level `tcp-pkt` rules apply to them.
+        "tcp" | "tcp-stream" | "tcp-pkt" | "ip" => Some(Protocol::Tcp),
         "http" | "http1" | "http2" => Some(Protocol::Http),
         "tls" => Some(Protocol::Tls),
         "dns" => Some(Protocol::Dns),
@@ -871,16 +872,12 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             }
         }
     }
-    // TLS and DNS buffers are client-side only here; HTTP may combine request and response
-    // buffers (the rule is decided on the response).
-    if rule.flow.dir == Some(Dir::ToServer) && response_only {
-        return Err(err(at, "to_server rule uses a response buffer"));
-    }
-    if rule.flow.dir == Some(Dir::ToClient) && request_only && app != Some(Protocol::Http) {
-        return Err(err(at, "to_client rule uses a request buffer"));
-    }
-    if rule.flow.dir == Some(Dir::ToClient) && request_only && !response_only {
-        // Request buffers in a to_client rule: valid, decided when the response comes.
+    // As in Suricata, one rule inspects one direction.
+    let conflict = (request_only && response_only)
+        || (rule.flow.dir == Some(Dir::ToServer) && response_only)
+        || (rule.flow.dir == Some(Dir::ToClient) && request_only);
+    if conflict {
+        return Err(err(at, "rule mixes keywords with conflicting directions"));
     }
     Ok(())
 }
@@ -1457,6 +1454,14 @@ mod tests {
             (
                 "alert tls any any -> any any (http.uri; content:\"a\"; sid:1;)",
                 "another protocol",
+            ),
+            (
+                "alert http any any -> any any (flow:to_client; http.uri; content:\"a\"; sid:1;)",
+                "conflicting directions",
+            ),
+            (
+                "alert http any any -> any any (http.uri; content:\"a\"; http.stat_code; content:\"200\"; sid:1;)",
+                "conflicting directions",
             ),
         ] {
             let p = parse_rules("m", text);

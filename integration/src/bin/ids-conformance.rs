@@ -195,6 +195,9 @@ struct Flow {
     /// The last request was HEAD (its response has no body).
     last_head: bool,
     app: AppProto,
+    /// The client's first bytes, until the protocol is known.
+    sniff: Vec<u8>,
+    sniffed: bool,
 }
 
 impl Flow {
@@ -205,7 +208,10 @@ impl Flow {
     fn deliver(&mut self, dir: Dir, data: &[u8], now: Timestamp) {
         let v = self.fi.stream(dir, data, now);
         self.record(v);
-        if dir == Dir::ToServer && self.fi_app() == AppProto::Unknown {
+        let sniffed;
+        let data = if dir == Dir::ToServer && !self.sniffed && self.fi_app() == AppProto::Unknown {
+            // Protocol detection on the client's first bytes, however they were segmented.
+            self.sniff.extend_from_slice(data);
             let methods: [&[u8]; 9] = [
                 b"GET ",
                 b"POST ",
@@ -217,12 +223,26 @@ impl Flow {
                 b"TRACE ",
                 b"CONNECT ",
             ];
-            if methods.iter().any(|m| data.starts_with(m)) {
-                self.set_app(AppProto::Http1);
-            } else if data.len() >= 2 && data[0] == 0x16 && data[1] == 0x03 {
-                self.set_app(AppProto::Tls);
+            let s = &self.sniff;
+            let app = if methods.iter().any(|m| s.starts_with(m)) {
+                Some(AppProto::Http1)
+            } else if s.len() >= 2 && s[0] == 0x16 && s[1] == 0x03 {
+                Some(AppProto::Tls)
+            } else if s.len() >= 8 || !methods.iter().any(|m| m.starts_with(s)) {
+                Some(AppProto::Unknown)
+            } else {
+                None
+            };
+            let Some(app) = app else { return };
+            self.sniffed = true;
+            if app != AppProto::Unknown {
+                self.set_app(app);
             }
-        }
+            sniffed = std::mem::take(&mut self.sniff);
+            &sniffed[..]
+        } else {
+            data
+        };
         match self.fi_app() {
             AppProto::Http1 => self.http(dir, data, now),
             AppProto::Tls if dir == Dir::ToServer && !self.tls_done => {
@@ -439,6 +459,8 @@ impl Flow {
             sids: BTreeSet::new(),
             last_head: false,
             app: AppProto::Unknown,
+            sniff: Vec::new(),
+            sniffed: false,
         };
         if meta.dst.port() == 53 {
             f.set_app(AppProto::Dns);
