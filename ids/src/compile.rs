@@ -574,11 +574,26 @@ impl Engine {
                 }
             }
         }
+        // Likewise rules that set a bit others clear: the bit's final state must not depend
+        // on which of them matched first within a buffer.
+        let mut sets = vec![false; bit_ids.len()];
+        for r in &compiled {
+            for w in &r.writes {
+                if let BitOp::Set(b) = *w {
+                    sets[usize::from(b)] = true;
+                }
+            }
+        }
         for r in &mut compiled {
-            if r.reads.iter().any(|c| match c {
+            let reads_cleared = r.reads.iter().any(|c| match c {
                 BitCond::IsSet { bits, .. } => bits.iter().any(|b| cleared[usize::from(*b)]),
                 BitCond::IsNotSet { .. } => true,
-            }) {
+            });
+            let contested = r.writes.iter().any(|w| {
+                let (BitOp::Set(b) | BitOp::Unset(b) | BitOp::Toggle(b)) = *w;
+                cleared[usize::from(b)] && sets[usize::from(b)]
+            });
+            if reads_cleared || contested {
                 r.needs_end = true;
             }
         }
