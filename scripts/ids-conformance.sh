@@ -36,8 +36,11 @@ if [ "${1:-}" = bench ]; then
   cat "$ET"/emerging-web_server.rules "$ET"/emerging-web_specific_apps.rules \
       "$ET"/emerging-web_client.rules > "$WEB"
   payload=$(target/debug/ids-corpus bench "$OUT/bench.pcap" "$OUT/empty.pcap")
-  cpu() { # user+sys seconds of a Suricata run
-    /usr/bin/time -f '%U %S' -o "$OUT/time" suricata_run "$1" "$WEB" "$OUT/suri-bench" >/dev/null
+  cpu() { # user+sys seconds of a Suricata run, alerts logged to fast.log only
+    rm -rf "$OUT/suri-bench" && mkdir -p "$OUT/suri-bench"
+    /usr/bin/time -f '%U %S' -o "$OUT/time" suricata -r "$1" -S "$WEB" -l "$OUT/suri-bench" \
+      -k none --runmode single -c /etc/suricata/suricata.yaml "${VARS[@]}" \
+      --set outputs.1.eve-log.enabled=no --set outputs.7.stats.enabled=no >/dev/null 2>&1
     awk '{print $1 + $2}' "$OUT/time"
   }
   # Start-up and rule loading, measured on an empty pcap, are subtracted.
@@ -49,7 +52,7 @@ if [ "${1:-}" = bench ]; then
     best=$(awk -v t="$t" -v b="$best" 'BEGIN{ if (b == "" || t < b) print t; else print b }')
   done
   awk -v p="$payload" -v t="$best" 'BEGIN{printf "suricata: %d payload bytes in %.3f s CPU = %.3f Gbit/s per core\n", p, t, p*8/t/1e9}'
-  grep -c '"event_type":"alert"' "$OUT/suri-bench/eve.json" | sed 's/^/suricata alerts on the benchmark traffic: /'
+  echo "suricata alerts on the benchmark traffic: $(wc -l < "$OUT/suri-bench/fast.log")"
   EASTWALL_ET_OPEN="$ET" cargo bench -p eastwall-ids --bench scan -- --noplot 2>&1 | grep -E 'scan|thrpt|time:' || true
   exit 0
 fi
