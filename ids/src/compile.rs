@@ -11,7 +11,7 @@ use crate::rule::{
 };
 use crate::threshold::ThresholdTable;
 use crate::vars::{IpSet, PortSet, Vars, ip_any, ip_in, port_any, port_in};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -649,6 +649,34 @@ impl Engine {
         self.limits
     }
 
+    /// How rules are grouped: per group, the rules with a pattern per buffer and the rules
+    /// checked without one (for diagnostics and tuning).
+    pub fn layout(&self) -> String {
+        let mut out = String::new();
+        let mut group = |name: &str, idx: &PhaseIndex| {
+            if idx.is_empty() {
+                return;
+            }
+            out.push_str(&format!("{name}: {} always checked", idx.always.len()));
+            for pf in &idx.prefilters {
+                out.push_str(&format!(
+                    ", {:?}{}: {} patterns for {} rules",
+                    pf.field,
+                    if pf.transforms.is_empty() { "" } else { "+transforms" },
+                    pf.rules.len(),
+                    pf.rules.iter().map(Vec::len).sum::<usize>()
+                ));
+            }
+            out.push('\n');
+        };
+        group("stream to_server", &self.stream[0]);
+        group("stream to_client", &self.stream[1]);
+        for p in Phase::TX {
+            group(&format!("{p:?}"), self.phase(p));
+        }
+        out
+    }
+
     pub(crate) fn phase(&self, p: Phase) -> &PhaseIndex {
         &self.phases[p.index()]
     }
@@ -841,9 +869,12 @@ fn index_phase(rules: &[CRule], phase: Phase, dir: Option<Dir>) -> PhaseIndex {
         .into_iter()
         .filter_map(|g| {
             let max_len = g.patterns.iter().map(Vec::len).max().unwrap_or(0);
+            // A DFA: overlapping search (every pattern that occurs) cannot use the NFA's
+            // skip-ahead prefilters, and the DFA is several times faster per byte.
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
                 .build(&g.patterns)
                 .ok()?;
             Some(Prefilter {

@@ -12,9 +12,9 @@
 //! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
 //! that agreement is measured on rules that fire. Every flow has its own client port.
 //!
-//! `ids-corpus bench BENCH.pcap EMPTY.pcap` writes the scan benchmark's traffic
-//! (`ids/benches/traffic/mod.rs`) for Suricata, and a pcap with one empty connection to measure
-//! Suricata's start-up; it prints the payload bytes of the benchmark traffic.
+//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]` writes the scan benchmark's traffic
+//! (`ids/benches/traffic/mod.rs`, REPEAT times) for Suricata, and a pcap with one empty
+//! connection to measure Suricata's start-up; it prints the payload bytes written.
 
 use eastwall_ids::{
     Rule, parse_rules,
@@ -655,22 +655,36 @@ fn et_rules(dir: &Path, file: &str) -> Vec<Rule> {
     rules
 }
 
-/// The benchmark traffic as a pcap, and an empty connection.
-fn bench(out: &Path, empty: &Path) -> std::io::Result<()> {
-    let mut ports = Ports(40000);
+/// The benchmark traffic as a pcap (repeated `repeat` times on new connections, so that
+/// Suricata's scanning time stands well above its start-up time), and an empty connection.
+fn bench(out: &Path, empty: &Path, repeat: usize) -> std::io::Result<()> {
+    let mut ports = Ports(1024);
     let exchanges = traffic::exchanges(traffic::BENCH_EXCHANGES);
-    let mut p = Pcap::new();
+    let file = std::fs::File::create(out)?;
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
+    let mut clock = Duration::from_secs(1_700_000_000);
     let mut bytes = 0;
-    for conn in exchanges.chunks(traffic::PER_CONNECTION) {
-        let mut c = p.conv(&mut ports, 80);
-        for e in conn {
-            c.send(true, &e.request, WHOLE);
-            c.send(false, &e.response, WHOLE);
-            bytes += e.request.len() + e.response.len();
+    for _ in 0..repeat {
+        let mut p = Pcap::new();
+        p.clock = clock;
+        for conn in exchanges.chunks(traffic::PER_CONNECTION) {
+            if ports.0 >= 65000 {
+                ports.0 = 1024;
+            }
+            let mut c = p.conv(&mut ports, 80);
+            for e in conn {
+                c.send(true, &e.request, WHOLE);
+                c.send(false, &e.response, WHOLE);
+                bytes += e.request.len() + e.response.len();
+            }
+            c.close();
         }
-        c.close();
+        for (ts, data) in &p.packets {
+            w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data))
+                .map_err(std::io::Error::other)?;
+        }
+        clock = p.clock;
     }
-    p.write(out)?;
     let mut p = Pcap::new();
     p.conv(&mut ports, 80).close();
     p.write(empty)?;
@@ -683,10 +697,11 @@ fn main() -> std::io::Result<()> {
     if args.first().is_some_and(|a| a == "bench") {
         let (Some(out), Some(empty)) = (args.get(1), args.get(2)) else {
             return Err(std::io::Error::other(
-                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap",
+                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]",
             ));
         };
-        return bench(Path::new(out), Path::new(empty));
+        let repeat = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
+        return bench(Path::new(out), Path::new(empty), repeat);
     }
     let out = PathBuf::from(
         args.first()
