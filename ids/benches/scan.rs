@@ -103,7 +103,11 @@ fn web_engine() -> Option<Arc<Engine>> {
         &Classifications::suricata_defaults(),
         &Selection::all(),
     );
-    eprintln!("engine: {} ET Open web rules\n{}", report.loaded, engine.layout());
+    eprintln!(
+        "engine: {} ET Open web rules\n{}",
+        report.loaded,
+        engine.layout()
+    );
     Some(Arc::new(engine))
 }
 

@@ -48,5 +48,18 @@ fn main() -> std::io::Result<()> {
         .collect();
     let report = check(&sources, &Vars::east_west(), &classes);
     print!("{report}");
+    if std::env::var_os("EASTWALL_IDS_LAYOUT").is_some() {
+        let mut rules = Vec::new();
+        for (name, text) in &sources {
+            rules.extend(eastwall_ids::parse_rules(name, text).rules);
+        }
+        let (engine, _) = eastwall_ids::Engine::build(
+            &rules,
+            &Vars::east_west(),
+            &classes,
+            &eastwall_ids::Selection::all(),
+        );
+        print!("\nengine layout:\n{}", engine.layout());
+    }
     Ok(())
 }

@@ -662,7 +662,11 @@ impl Engine {
                 out.push_str(&format!(
                     ", {:?}{}: {} patterns for {} rules",
                     pf.field,
-                    if pf.transforms.is_empty() { "" } else { "+transforms" },
+                    if pf.transforms.is_empty() {
+                        ""
+                    } else {
+                        "+transforms"
+                    },
                     pf.rules.len(),
                     pf.rules.iter().map(Vec::len).sum::<usize>()
                 ));
@@ -869,12 +873,15 @@ fn index_phase(rules: &[CRule], phase: Phase, dir: Option<Dir>) -> PhaseIndex {
         .into_iter()
         .filter_map(|g| {
             let max_len = g.patterns.iter().map(Vec::len).max().unwrap_or(0);
-            // A DFA: overlapping search (every pattern that occurs) cannot use the NFA's
-            // skip-ahead prefilters, and the DFA is several times faster per byte.
+            // Bulk buffers (raw stream, bodies) get a DFA: overlapping search (every pattern
+            // that occurs) gains little from the NFA's skip-ahead prefilters, and the DFA is
+            // several times faster per byte. Short buffers (URI, host, SNI, …) keep the
+            // smaller NFA: with thousands of patterns a DFA costs tens of MB.
+            let bulk = matches!(g.field, Field::Stream | Field::ReqBody | Field::RespBody);
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
+                .kind(bulk.then_some(AhoCorasickKind::DFA))
                 .build(&g.patterns)
                 .ok()?;
             Some(Prefilter {
