@@ -873,9 +873,8 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
         }
     }
     // As in Suricata, one rule inspects one direction.
-    let conflict = (request_only && response_only)
-        || (rule.flow.dir == Some(Dir::ToServer) && response_only)
-        || (rule.flow.dir == Some(Dir::ToClient) && request_only);
+    let conflict = (response_only && (request_only || rule.flow.dir == Some(Dir::ToServer)))
+        || (request_only && rule.flow.dir == Some(Dir::ToClient));
     if conflict {
         return Err(err(at, "rule mixes keywords with conflicting directions"));
     }
