@@ -1,8 +1,52 @@
-//! The stream IDS/IPS of eastwall (not yet built).
+//! The stream IDS/IPS of eastwall: Suricata rules, a compiled multi-pattern matcher, a
+//! per-flow incremental inspector, and alerts as Suricata EVE JSON.
 //!
-//! This crate will own the Suricata rule parser, the compiled multi-pattern matcher, the
-//! per-flow incremental inspector and EVE JSON alerts, as a pure core without I/O: the node
-//! feeds it the bytes of allowed streams after the tunnel has decrypted them and acts on its
-//! verdicts. Nothing is implemented yet; the node does not inspect traffic.
+//! Data flows one way, and nothing here does I/O or reads a clock:
+//!
+//! 1. [`parse_rules`] reads a rules text into [`Rule`]s; rules using something eastwall does
+//!    not implement are [`Skipped`] with a groupable [`SkipReason`], malformed ones are
+//!    [`RuleError`]s with line and column. [`check`] turns that into the report of
+//!    `eastwall ids check`.
+//! 2. [`Engine::build`] resolves rule headers with [`Vars`], looks up classtypes in
+//!    [`Classifications`], keeps what a [`Selection`] asks for, and groups rules by where they
+//!    are decided (raw stream per direction, HTTP request / body / response / body, TLS
+//!    ClientHello, DNS query) with an Aho-Corasick prefilter per buffer. The engine is
+//!    immutable and shared by all flows (`Arc`); only threshold counters change inside it.
+//! 3. The node makes one [`FlowInspector`] per connection and feeds it what it sees, in
+//!    order: raw bytes of both directions ([`FlowInspector::stream`]), and on HTTP, TLS or DNS
+//!    flows the parsed messages. Each call returns a [`Verdict`] with the [`Alert`]s of the
+//!    rules that matched; the node decides what to do (record, or block when
+//!    [`Verdict::blocks`] in prevent mode).
+//! 4. [`EveEvent`] / [`EveAlert`] turn an alert into Suricata's EVE JSON.
+//!
+//! `docs/IDS.md` describes the semantics for users: supported keywords, limits, split
+//! invariance and once-per-scope alerts.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod class;
+mod compile;
+mod dns;
+mod eve;
+mod http;
+mod inspect;
+mod payload;
+mod report;
+pub mod rule;
+mod threshold;
+mod vars;
+
+pub use crate::class::Classifications;
+pub use crate::compile::{BuildReport, Engine, Limits, Selection};
+pub use crate::eve::{
+    EveAlert, EveDns, EveEvent, EveFlow, EveHttp, EveIdentities, EveTls, eve_timestamp,
+};
+pub use crate::http::{HttpRequest, HttpResponse, HttpVersion};
+pub use crate::inspect::{
+    Alert, AppProto, FlowInspector, FlowMeta, HttpSummary, Timestamp, Verdict,
+};
+pub use crate::report::{CheckReport, FileReport, check};
+pub use crate::rule::{
+    Dir, Parsed, Rule, RuleAction, RuleError, SkipKind, SkipReason, Skipped, parse_rules,
+};
+pub use crate::vars::{VarError, Vars};

@@ -1,0 +1,127 @@
+//! A fixed small rule set, and arbitrary stream bytes fed in arbitrary splits and directions,
+//! plus HTTP, TLS and DNS inputs made from the same bytes. Nothing may panic, and feeding the
+//! same stream bytes whole must give the same alerts as the split feed.
+#![no_main]
+
+use eastwall_ids::{
+    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, HttpRequest, HttpResponse,
+    HttpVersion, Selection, Timestamp, Vars, parse_rules,
+};
+use libfuzzer_sys::fuzz_target;
+use std::sync::{Arc, OnceLock};
+
+const RULES: &str = r#"
+alert tcp any any -> any any (msg:"a"; content:"USER "; depth:5; content:"admin"; distance:0; within:10; sid:1;)
+alert tcp any any -> any any (msg:"b"; content:"PASS"; content:!"secret"; distance:0; sid:2;)
+alert tcp any any -> any any (msg:"c"; pcre:"/cmd=[a-z]+&/i"; sid:3;)
+alert tcp any any -> any any (msg:"d"; content:"x"; isdataat:3,relative; byte_test:1,>,0x30,0,relative; sid:4;)
+alert tcp any any -> any any (msg:"e"; content:"J"; byte_jump:1,0,relative,string,dec; content:"Z"; within:1; sid:5;)
+alert tcp any any -> any any (msg:"f"; content:"LOGIN"; flowbits:set,l; flowbits:noalert; sid:6;)
+alert tcp any any -> any any (msg:"g"; content:"OK"; flowbits:isset,l; sid:7;)
+alert tcp any any -> any any (msg:"h"; dsize:<16; content:"ping"; sid:8;)
+alert tcp any any -> any any (msg:"i"; content:"logout"; flowbits:unset,l; sid:9;)
+alert http any any -> any any (msg:"j"; flow:to_server; http.uri; content:"/etc/passwd"; sid:10;)
+alert http any any -> any any (msg:"k"; flow:to_server; http.header; content:"evil"; nocase; http.request_body; content:"x="; sid:11;)
+alert http any any -> any any (msg:"l"; flow:to_client; http.stat_code; content:"200"; file.data; content:"root:"; sid:12;)
+alert tls any any -> any any (msg:"m"; tls.sni; dotprefix; content:".evil"; sid:13;)
+alert dns any any -> any any (msg:"n"; dns.query; content:"bad"; sid:14;)
+"#;
+
+fn engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let p = parse_rules("fuzz.rules", RULES);
+        assert!(p.errors.is_empty() && p.skipped.is_empty());
+        let (e, _) = Engine::build(
+            &p.rules,
+            &Vars::east_west(),
+            &Classifications::suricata_defaults(),
+            &Selection::all(),
+        );
+        Arc::new(e)
+    })
+    .clone()
+}
+
+fn flow() -> FlowMeta {
+    FlowMeta {
+        src: "10.0.0.1:40000".parse().expect("address"),
+        dst: "10.0.0.2:80".parse().expect("address"),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let now = Timestamp::from_secs(1);
+    // Messages: the data split at 0xff bytes, directions alternating from `control`.
+    let msgs: Vec<(Dir, &[u8])> = rest
+        .split(|&b| b == 0xff)
+        .enumerate()
+        .map(|(i, m)| {
+            let to_server = (i + usize::from(control & 1)) % 2 == 0;
+            (if to_server { Dir::ToServer } else { Dir::ToClient }, m)
+        })
+        .collect();
+    let step = usize::from(control >> 1).max(1);
+    let run = |split: bool| {
+        let mut fi = FlowInspector::new(engine(), flow());
+        let mut seen = Vec::new();
+        for (dir, m) in &msgs {
+            if split {
+                for chunk in m.chunks(step) {
+                    seen.extend(fi.stream(*dir, chunk, now).alerts.iter().map(|a| (a.sid, a.dir)));
+                }
+            } else {
+                seen.extend(fi.stream(*dir, m, now).alerts.iter().map(|a| (a.sid, a.dir)));
+            }
+        }
+        seen.extend(fi.close(now).alerts.iter().map(|a| (a.sid, a.dir)));
+        seen.sort();
+        seen
+    };
+    assert_eq!(run(false), run(true));
+
+    // The same bytes as parsed HTTP, TLS and DNS inputs.
+    let text = String::from_utf8_lossy(rest);
+    let mut parts = text.splitn(4, '\n');
+    let (method, uri, header, body) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let mut fi = FlowInspector::new(engine(), flow());
+    fi.set_app_proto(AppProto::Http1);
+    let headers: Vec<(&str, &[u8])> = vec![("x-h", header.as_bytes()), (header, uri.as_bytes())];
+    let req = HttpRequest {
+        method,
+        uri_raw: uri.as_bytes(),
+        host: Some(header),
+        headers: &headers,
+        version: HttpVersion::Http11,
+    };
+    fi.http_request(&req, now);
+    for c in body.as_bytes().chunks(step) {
+        fi.http_request_body(c, false, now);
+    }
+    let resp = HttpResponse {
+        status: u16::from(control) * 3,
+        reason: method,
+        headers: &headers,
+        version: HttpVersion::Http2,
+    };
+    fi.http_response(&resp, now);
+    fi.http_response_body(body.as_bytes(), true, now);
+    fi.close(now);
+    let mut fi = FlowInspector::new(engine(), flow());
+    fi.set_app_proto(AppProto::Tls);
+    fi.tls_client_hello(Some(&text), now);
+    let mut fi = FlowInspector::new(engine(), flow());
+    fi.set_app_proto(AppProto::Dns);
+    for c in rest.chunks(step) {
+        fi.stream(Dir::ToServer, c, now);
+    }
+    fi.close(now);
+});

@@ -1,0 +1,924 @@
+//! The compiled engine: rules resolved against variables, grouped by where they are
+//! decided (raw stream per direction, HTTP request / request body / response / response
+//! body, TLS ClientHello, DNS query), with one multi-pattern prefilter (Aho-Corasick) per
+//! buffer of each group; and the thresholds shared by all flows.
+
+use crate::class::Classifications;
+use crate::payload::{self, CItem};
+use crate::rule::{
+    Buffer, DetectionFilter, Dir, Flowbit, Protocol, Rule, RuleAction, SizeCmp, SkipKind,
+    SkipReason, Skipped, Threshold, Transform,
+};
+use crate::threshold::ThresholdTable;
+use crate::vars::{IpSet, PortSet, Vars, ip_any, ip_in, port_any, port_in};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Index of a compiled rule in the engine (rules are sorted in evaluation order).
+pub(crate) type RuleId = u32;
+
+/// A buffer with its direction resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Field {
+    Stream,
+    Method,
+    Uri,
+    UriRaw,
+    RequestLine,
+    ReqHeader,
+    ReqHeaderRaw,
+    ReqHeaderNames,
+    ReqCookie,
+    UserAgent,
+    Host,
+    HostRaw,
+    Accept,
+    AcceptEnc,
+    AcceptLang,
+    ReqConnection,
+    ReqContentType,
+    ReqContentLen,
+    Referer,
+    ReqProtocol,
+    ReqStart,
+    ReqBody,
+    StatCode,
+    StatMsg,
+    ResponseLine,
+    RespHeader,
+    RespHeaderRaw,
+    RespHeaderNames,
+    RespCookie,
+    RespConnection,
+    RespContentType,
+    RespContentLen,
+    RespProtocol,
+    RespStart,
+    Location,
+    Server,
+    RespBody,
+    Sni,
+    DnsQuery,
+}
+
+impl Field {
+    fn of(buffer: Buffer, dir: Dir) -> Field {
+        let req = dir == Dir::ToServer;
+        let pick = |a: Field, b: Field| if req { a } else { b };
+        match buffer {
+            Buffer::Stream => Field::Stream,
+            Buffer::HttpUri => Field::Uri,
+            Buffer::HttpUriRaw => Field::UriRaw,
+            Buffer::HttpMethod => Field::Method,
+            Buffer::HttpRequestLine => Field::RequestLine,
+            Buffer::HttpRequestBody => Field::ReqBody,
+            Buffer::HttpHeader => pick(Field::ReqHeader, Field::RespHeader),
+            Buffer::HttpHeaderRaw => pick(Field::ReqHeaderRaw, Field::RespHeaderRaw),
+            Buffer::HttpHeaderNames => pick(Field::ReqHeaderNames, Field::RespHeaderNames),
+            Buffer::HttpCookie => pick(Field::ReqCookie, Field::RespCookie),
+            Buffer::HttpUserAgent => Field::UserAgent,
+            Buffer::HttpHost => Field::Host,
+            Buffer::HttpHostRaw => Field::HostRaw,
+            Buffer::HttpAccept => Field::Accept,
+            Buffer::HttpAcceptEnc => Field::AcceptEnc,
+            Buffer::HttpAcceptLang => Field::AcceptLang,
+            Buffer::HttpConnection => pick(Field::ReqConnection, Field::RespConnection),
+            Buffer::HttpContentType => pick(Field::ReqContentType, Field::RespContentType),
+            Buffer::HttpContentLen => pick(Field::ReqContentLen, Field::RespContentLen),
+            Buffer::HttpReferer => Field::Referer,
+            Buffer::HttpProtocol => pick(Field::ReqProtocol, Field::RespProtocol),
+            Buffer::HttpStart => pick(Field::ReqStart, Field::RespStart),
+            Buffer::HttpStatCode => Field::StatCode,
+            Buffer::HttpStatMsg => Field::StatMsg,
+            Buffer::HttpResponseLine => Field::ResponseLine,
+            Buffer::HttpLocation => Field::Location,
+            Buffer::HttpServer => Field::Server,
+            Buffer::HttpResponseBody => Field::RespBody,
+            Buffer::FileData => pick(Field::ReqBody, Field::RespBody),
+            Buffer::TlsSni => Field::Sni,
+            Buffer::DnsQuery => Field::DnsQuery,
+        }
+    }
+
+    pub(crate) fn phase(self) -> Phase {
+        use Field::*;
+        match self {
+            Stream => Phase::Stream,
+            ReqBody => Phase::RequestBody,
+            RespBody => Phase::ResponseBody,
+            Sni => Phase::Tls,
+            DnsQuery => Phase::Dns,
+            StatCode | StatMsg | ResponseLine | RespHeader | RespHeaderRaw | RespHeaderNames
+            | RespCookie | RespConnection | RespContentType | RespContentLen | RespProtocol
+            | RespStart | Location | Server => Phase::Response,
+            _ => Phase::Request,
+        }
+    }
+}
+
+/// The points at which rules are decided, in the order they happen for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Stream,
+    Request,
+    RequestBody,
+    Response,
+    ResponseBody,
+    Tls,
+    Dns,
+}
+
+impl Phase {
+    pub(crate) const TX: [Phase; 6] = [
+        Phase::Request,
+        Phase::RequestBody,
+        Phase::Response,
+        Phase::ResponseBody,
+        Phase::Tls,
+        Phase::Dns,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One buffer's compiled keywords.
+#[derive(Debug, Clone)]
+pub(crate) struct CBuffer {
+    pub(crate) field: Field,
+    pub(crate) transforms: Vec<Transform>,
+    pub(crate) items: Vec<CItem>,
+}
+
+/// The buffers a rule inspects at one phase.
+#[derive(Debug, Clone)]
+pub(crate) struct CPhase {
+    pub(crate) phase: Phase,
+    pub(crate) buffers: Vec<CBuffer>,
+}
+
+/// A flowbit test, on interned bit numbers.
+#[derive(Debug, Clone)]
+pub(crate) enum BitCond {
+    IsSet { bits: Vec<u16>, all: bool },
+    IsNotSet { bits: Vec<u16>, all: bool },
+}
+
+/// A flowbit change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BitOp {
+    Set(u16),
+    Unset(u16),
+    Toggle(u16),
+}
+
+/// What an alert says about its rule.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleInfo {
+    pub(crate) action: RuleAction,
+    pub(crate) gid: u32,
+    pub(crate) sid: u32,
+    pub(crate) rev: u32,
+    pub(crate) msg: String,
+    pub(crate) classtype: Option<String>,
+    pub(crate) category: String,
+    pub(crate) severity: u8,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// Addresses and ports of a rule header, resolved.
+#[derive(Debug, Clone)]
+struct HeaderMatch {
+    src: Arc<IpSet>,
+    sp: Arc<PortSet>,
+    dst: Arc<IpSet>,
+    dp: Arc<PortSet>,
+    both: bool,
+    /// Every address and port: the check is skipped.
+    any: bool,
+}
+
+impl HeaderMatch {
+    fn one_way(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        ip_in(&self.src, from.ip())
+            && port_in(&self.sp, from.port())
+            && ip_in(&self.dst, to.ip())
+            && port_in(&self.dp, to.port())
+    }
+
+    fn matches(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.any || self.one_way(from, to) || (self.both && self.one_way(to, from))
+    }
+}
+
+/// A rule ready for matching.
+#[derive(Debug, Clone)]
+pub(crate) struct CRule {
+    pub(crate) info: Arc<RuleInfo>,
+    /// The application protocol the flow must have (`None`: any TCP stream).
+    pub(crate) app: Option<Protocol>,
+    /// The direction of the data it alerts on; `None` for raw-stream rules in both.
+    pub(crate) dir: Option<Dir>,
+    header: HeaderMatch,
+    pub(crate) phases: Vec<CPhase>,
+    pub(crate) dsize: Option<SizeCmp>,
+    /// Decided only when its buffer is complete (negations, `endswith`, `dsize`, …).
+    pub(crate) needs_end: bool,
+    /// Has keywords fixed to the start of the raw stream message.
+    pub(crate) anchored: bool,
+    pub(crate) reads: Vec<BitCond>,
+    pub(crate) writes: Vec<BitOp>,
+    pub(crate) noalert: bool,
+    pub(crate) threshold: Option<Threshold>,
+    pub(crate) detection_filter: Option<DetectionFilter>,
+}
+
+impl CRule {
+    /// Whether the header matches data flowing in `dir` on a flow from `client` to `server`.
+    pub(crate) fn header_matches(&self, dir: Dir, client: SocketAddr, server: SocketAddr) -> bool {
+        match dir {
+            Dir::ToServer => self.header.matches(client, server),
+            Dir::ToClient => self.header.matches(server, client),
+        }
+    }
+
+    pub(crate) fn first_phase(&self) -> Phase {
+        self.phases.first().map_or(Phase::Stream, |p| p.phase)
+    }
+
+    pub(crate) fn phase(&self, phase: Phase) -> Option<&CPhase> {
+        self.phases.iter().find(|p| p.phase == phase)
+    }
+
+    pub(crate) fn last_phase(&self) -> Phase {
+        self.phases.last().map_or(Phase::Stream, |p| p.phase)
+    }
+}
+
+/// Rules of one group whose fast pattern is in one buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct Prefilter {
+    pub(crate) field: Field,
+    pub(crate) transforms: Vec<Transform>,
+    ac: AhoCorasick,
+    /// Rules per pattern id.
+    rules: Vec<Vec<RuleId>>,
+    pub(crate) max_len: usize,
+}
+
+impl Prefilter {
+    /// Add the rules whose pattern occurs in `hay` (overlapping occurrences included).
+    pub(crate) fn scan(&self, hay: &[u8], out: &mut Vec<RuleId>) {
+        for m in self.ac.find_overlapping_iter(hay) {
+            if let Some(ids) = self.rules.get(m.pattern().as_usize()) {
+                out.extend_from_slice(ids);
+            }
+        }
+    }
+}
+
+/// The rules decided at one phase: prefilters per buffer, and the rules without a pattern
+/// there (always candidates).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PhaseIndex {
+    pub(crate) prefilters: Vec<Prefilter>,
+    pub(crate) always: Vec<RuleId>,
+}
+
+impl PhaseIndex {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.prefilters.is_empty() && self.always.is_empty()
+    }
+}
+
+/// Limits that bound per-flow memory and work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one raw-stream message kept for matching at once (a message is what one
+    /// side sends before the other answers). Longer messages are inspected in windows of
+    /// this size that overlap by [`Limits::stream_overlap`].
+    pub stream_window: usize,
+    /// Bytes the next window repeats from the previous one.
+    pub stream_overlap: usize,
+    /// Raw-stream bytes inspected per direction of a flow (like Suricata's
+    /// `stream.reassembly.depth`); later bytes are not inspected as raw stream.
+    pub stream_depth: u64,
+    /// Request body bytes kept for `http.request_body` (like `request-body-limit`).
+    pub request_body_limit: usize,
+    /// Response body bytes kept for `http.response_body` / `file.data`.
+    pub response_body_limit: usize,
+    /// Source/destination entries kept for thresholds.
+    pub threshold_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stream_window: 64 * 1024,
+            stream_overlap: 2 * 1024,
+            stream_depth: 1024 * 1024,
+            request_body_limit: 100 * 1024,
+            response_body_limit: 100 * 1024,
+            threshold_entries: 65_536,
+        }
+    }
+}
+
+/// Which rules an engine holds (an IDS profile).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Only these classtypes (`None`: all).
+    pub classtypes: Option<Vec<String>>,
+    /// Only rules at least this severe (1 is most severe; `Some(2)` keeps 1 and 2).
+    pub max_severity: Option<u8>,
+    /// Only these sids (`None`: all).
+    pub sids: Option<Vec<u32>>,
+    /// Never these sids.
+    pub exclude_sids: Vec<u32>,
+}
+
+impl Selection {
+    /// Every rule.
+    pub fn all() -> Self {
+        Selection::default()
+    }
+
+    fn keeps(&self, rule: &Rule, severity: u8) -> bool {
+        if self.exclude_sids.contains(&rule.sid) {
+            return false;
+        }
+        if let Some(sids) = &self.sids
+            && !sids.contains(&rule.sid)
+        {
+            return false;
+        }
+        if let Some(max) = self.max_severity
+            && severity > max
+        {
+            return false;
+        }
+        if let Some(classes) = &self.classtypes {
+            match &rule.classtype {
+                Some(c) if classes.iter().any(|x| x == c) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// What [`Engine::build`] did with the rules it was given.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    /// Rules in the engine.
+    pub loaded: usize,
+    /// Rules left out by the [`Selection`].
+    pub not_selected: usize,
+    /// Rules that could not be resolved (undefined variables, empty address sets, …).
+    pub skipped: Vec<Skipped>,
+    /// Rules with a classtype the classification table does not know (they get severity 3).
+    pub unknown_classtypes: Vec<u32>,
+    /// Flowbits tested by some rule but set by none.
+    pub flowbits_never_set: Vec<String>,
+}
+
+/// Compiled, immutable rules shared by all flows; thresholds are kept inside.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) rules: Vec<CRule>,
+    /// Raw-stream rules per direction.
+    pub(crate) stream: [PhaseIndex; 2],
+    /// Transaction phases, indexed by `Phase as usize`.
+    pub(crate) phases: Vec<PhaseIndex>,
+    pub(crate) flowbit_count: usize,
+    pub(crate) limits: Limits,
+    pub(crate) thresholds: ThresholdTable,
+}
+
+impl Engine {
+    /// Build an engine from parsed rules with the default [`Limits`].
+    pub fn build(
+        rules: &[Rule],
+        vars: &Vars,
+        classes: &Classifications,
+        select: &Selection,
+    ) -> (Engine, BuildReport) {
+        Engine::build_with_limits(rules, vars, classes, select, Limits::default())
+    }
+
+    /// Build an engine with explicit limits.
+    pub fn build_with_limits(
+        rules: &[Rule],
+        vars: &Vars,
+        classes: &Classifications,
+        select: &Selection,
+        limits: Limits,
+    ) -> (Engine, BuildReport) {
+        let mut report = BuildReport::default();
+        let mut addr_cache: HashMap<String, Result<Arc<IpSet>, String>> = HashMap::new();
+        let mut port_cache: HashMap<String, Result<Arc<PortSet>, String>> = HashMap::new();
+        let mut bit_ids: HashMap<String, u16> = HashMap::new();
+        let mut compiled: Vec<CRule> = Vec::new();
+        let skip = |report: &mut BuildReport, rule: &Rule, what: String| {
+            report.skipped.push(Skipped {
+                source: rule.source.clone(),
+                line: rule.line,
+                sid: Some(rule.sid),
+                reason: SkipReason::new(SkipKind::Unresolved, what),
+            })
+        };
+        for rule in rules {
+            let (category, severity) = match rule.classtype.as_deref() {
+                Some(c) => match classes.get(c) {
+                    Some((desc, prio)) => (desc.to_string(), rule.priority.unwrap_or(prio)),
+                    None => {
+                        report.unknown_classtypes.push(rule.sid);
+                        (String::new(), rule.priority.unwrap_or(3))
+                    }
+                },
+                None => (String::new(), rule.priority.unwrap_or(3)),
+            };
+            if !select.keeps(rule, severity) {
+                report.not_selected += 1;
+                continue;
+            }
+            let mut resolve_addr = |e: &crate::rule::AddrExpr| {
+                addr_cache
+                    .entry(e.to_string())
+                    .or_insert_with(|| vars.addresses(e).map(Arc::new).map_err(|e| e.to_string()))
+                    .clone()
+            };
+            let src = resolve_addr(&rule.src);
+            let dst = resolve_addr(&rule.dst);
+            let mut resolve_port = |e: &crate::rule::PortExpr| {
+                port_cache
+                    .entry(e.to_string())
+                    .or_insert_with(|| vars.ports(e).map(Arc::new).map_err(|e| e.to_string()))
+                    .clone()
+            };
+            let sp = resolve_port(&rule.src_ports);
+            let dp = resolve_port(&rule.dst_ports);
+            let (src, dst, sp, dp) = match (src, dst, sp, dp) {
+                (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+                (a, b, c, d) => {
+                    let why = [a.err(), b.err(), c.err(), d.err()]
+                        .into_iter()
+                        .flatten()
+                        .next()
+                        .unwrap_or_default();
+                    skip(&mut report, rule, why);
+                    continue;
+                }
+            };
+            let header = HeaderMatch {
+                any: ip_any(&src) && ip_any(&dst) && port_any(&sp) && port_any(&dp),
+                src,
+                sp,
+                dst,
+                dp,
+                both: rule.direction == crate::rule::HeaderDirection::Both,
+            };
+            let info = Arc::new(RuleInfo {
+                action: rule.action,
+                gid: rule.gid,
+                sid: rule.sid,
+                rev: rule.rev,
+                msg: rule.msg.clone(),
+                classtype: rule.classtype.clone(),
+                category,
+                severity,
+                metadata: rule.metadata.clone(),
+            });
+            let mut intern = |name: &str| -> u16 {
+                let next = bit_ids.len() as u16;
+                *bit_ids.entry(name.to_string()).or_insert(next)
+            };
+            let mut reads = Vec::new();
+            let mut writes = Vec::new();
+            for fb in &rule.flowbits {
+                match fb {
+                    Flowbit::Set(n) => writes.push(BitOp::Set(intern(n))),
+                    Flowbit::Unset(n) => writes.push(BitOp::Unset(intern(n))),
+                    Flowbit::Toggle(n) => writes.push(BitOp::Toggle(intern(n))),
+                    Flowbit::IsSet(e) => reads.push(BitCond::IsSet {
+                        bits: e.names.iter().map(|n| intern(n)).collect(),
+                        all: e.all,
+                    }),
+                    Flowbit::IsNotSet(e) => reads.push(BitCond::IsNotSet {
+                        bits: e.names.iter().map(|n| intern(n)).collect(),
+                        all: e.all,
+                    }),
+                }
+            }
+            let app = match rule.protocol {
+                Protocol::Tcp => None,
+                p => Some(p),
+            };
+            for dir in rule_dirs(rule) {
+                let Some(phases) = compile_phases(rule, dir) else {
+                    skip(&mut report, rule, "content that cannot be compiled".into());
+                    break;
+                };
+                let stream_items: Vec<&CItem> = phases
+                    .iter()
+                    .filter(|p| {
+                        matches!(
+                            p.phase,
+                            Phase::Stream | Phase::RequestBody | Phase::ResponseBody
+                        )
+                    })
+                    .flat_map(|p| p.buffers.iter())
+                    .flat_map(|b| b.items.iter())
+                    .collect();
+                let needs_end = rule.dsize.is_some()
+                    || phases.iter().any(|p| {
+                        matches!(
+                            p.phase,
+                            Phase::Stream | Phase::RequestBody | Phase::ResponseBody
+                        ) && p.buffers.iter().any(|b| payload::depends_on_end(&b.items))
+                    })
+                    || reads.iter().any(|r| matches!(r, BitCond::IsNotSet { .. }));
+                let anchored = stream_items.iter().any(|i| i.is_anchored());
+                compiled.push(CRule {
+                    info: info.clone(),
+                    app,
+                    dir,
+                    header: header.clone(),
+                    phases,
+                    dsize: rule.dsize,
+                    needs_end,
+                    anchored,
+                    reads: reads.clone(),
+                    writes: writes.clone(),
+                    noalert: rule.noalert,
+                    threshold: rule.threshold,
+                    detection_filter: rule.detection_filter,
+                });
+            }
+        }
+        // Bits that some rule clears: tests of them are decided only when a buffer is
+        // complete, so that a clear later in the same buffer is seen whatever the split.
+        let mut cleared = vec![false; bit_ids.len()];
+        let mut set = vec![false; bit_ids.len()];
+        for r in &compiled {
+            for w in &r.writes {
+                match *w {
+                    BitOp::Set(b) => set[usize::from(b)] = true,
+                    BitOp::Unset(b) | BitOp::Toggle(b) => {
+                        cleared[usize::from(b)] = true;
+                        set[usize::from(b)] = true;
+                    }
+                }
+            }
+        }
+        // Likewise rules that set a bit others clear: the bit's final state must not depend
+        // on which of them matched first within a buffer.
+        let mut sets = vec![false; bit_ids.len()];
+        for r in &compiled {
+            for w in &r.writes {
+                if let BitOp::Set(b) = *w {
+                    sets[usize::from(b)] = true;
+                }
+            }
+        }
+        for r in &mut compiled {
+            let reads_cleared = r.reads.iter().any(|c| match c {
+                BitCond::IsSet { bits, .. } => bits.iter().any(|b| cleared[usize::from(*b)]),
+                BitCond::IsNotSet { .. } => true,
+            });
+            let contested = r.writes.iter().any(|w| {
+                let (BitOp::Set(b) | BitOp::Unset(b) | BitOp::Toggle(b)) = *w;
+                cleared[usize::from(b)] && sets[usize::from(b)]
+            });
+            if reads_cleared || contested {
+                r.needs_end = true;
+            }
+        }
+        let mut names: Vec<(&String, &u16)> = bit_ids.iter().collect();
+        names.sort_by_key(|(_, id)| **id);
+        for (name, id) in names {
+            if !set[usize::from(*id)] {
+                report.flowbits_never_set.push(name.clone());
+            }
+        }
+        order_rules(&mut compiled, bit_ids.len());
+        let stream = [
+            index_phase(&compiled, Phase::Stream, Some(Dir::ToServer)),
+            index_phase(&compiled, Phase::Stream, Some(Dir::ToClient)),
+        ];
+        let mut phases = vec![PhaseIndex::default(); Phase::Dns.index() + 1];
+        for p in Phase::TX {
+            phases[p.index()] = index_phase(&compiled, p, None);
+        }
+        report.loaded = compiled
+            .iter()
+            .map(|r| r.info.sid)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        let thresholds = ThresholdTable::new(limits.threshold_entries);
+        (
+            Engine {
+                rules: compiled,
+                stream,
+                phases,
+                flowbit_count: bit_ids.len(),
+                limits,
+                thresholds,
+            },
+            report,
+        )
+    }
+
+    /// How many rules the engine holds.
+    pub fn rule_count(&self) -> usize {
+        let mut sids: Vec<(u32, u32)> = self
+            .rules
+            .iter()
+            .map(|r| (r.info.gid, r.info.sid))
+            .collect();
+        sids.sort_unstable();
+        sids.dedup();
+        sids.len()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// How rules are grouped: per group, the rules with a pattern per buffer and the rules
+    /// checked without one (for diagnostics and tuning).
+    pub fn layout(&self) -> String {
+        let mut out = String::new();
+        let mut group = |name: &str, idx: &PhaseIndex| {
+            if idx.is_empty() {
+                return;
+            }
+            out.push_str(&format!("{name}: {} always checked", idx.always.len()));
+            for pf in &idx.prefilters {
+                out.push_str(&format!(
+                    ", {:?}{}: {} patterns for {} rules",
+                    pf.field,
+                    if pf.transforms.is_empty() {
+                        ""
+                    } else {
+                        "+transforms"
+                    },
+                    pf.rules.len(),
+                    pf.rules.iter().map(Vec::len).sum::<usize>()
+                ));
+            }
+            out.push('\n');
+        };
+        group("stream to_server", &self.stream[0]);
+        group("stream to_client", &self.stream[1]);
+        for p in Phase::TX {
+            group(&format!("{p:?}"), self.phase(p));
+        }
+        out
+    }
+
+    pub(crate) fn phase(&self, p: Phase) -> &PhaseIndex {
+        &self.phases[p.index()]
+    }
+}
+
+/// The directions a rule is compiled for: one for most rules; HTTP rules that name neither
+/// a direction nor a one-sided buffer are compiled for requests and for responses.
+fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
+    if let Some(d) = rule.flow.dir {
+        return vec![Some(d)];
+    }
+    match rule.protocol {
+        Protocol::Tcp => vec![None],
+        Protocol::Tls | Protocol::Dns => vec![Some(Dir::ToServer)],
+        Protocol::Http => {
+            let fixed: Vec<Dir> = rule
+                .buffers
+                .iter()
+                .filter_map(|b| b.buffer.fixed_dir())
+                .collect();
+            // `file.data` without a direction is the response body (request bodies count
+            // as file data only in `to_server` rules).
+            let file_data = rule.buffers.iter().any(|b| b.buffer == Buffer::FileData);
+            if fixed.contains(&Dir::ToClient) || file_data {
+                vec![Some(Dir::ToClient)]
+            } else if fixed.contains(&Dir::ToServer) {
+                vec![Some(Dir::ToServer)]
+            } else {
+                vec![Some(Dir::ToServer), Some(Dir::ToClient)]
+            }
+        }
+    }
+}
+
+fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
+    let field_dir = dir.unwrap_or(Dir::ToServer);
+    let mut phases: Vec<CPhase> = Vec::new();
+    for b in &rule.buffers {
+        let field = Field::of(b.buffer, field_dir);
+        let items = payload::compile(&b.items)?;
+        let phase = field.phase();
+        let cb = CBuffer {
+            field,
+            transforms: b.transforms.clone(),
+            items,
+        };
+        match phases.iter_mut().find(|p| p.phase == phase) {
+            Some(p) => p.buffers.push(cb),
+            None => phases.push(CPhase {
+                phase,
+                buffers: vec![cb],
+            }),
+        }
+    }
+    if phases.is_empty() {
+        // A rule without payload keywords is decided at the first data of its protocol.
+        let phase = match rule.protocol {
+            Protocol::Tcp => Phase::Stream,
+            Protocol::Http if field_dir == Dir::ToClient => Phase::Response,
+            Protocol::Http => Phase::Request,
+            Protocol::Tls => Phase::Tls,
+            Protocol::Dns => Phase::Dns,
+        };
+        phases.push(CPhase {
+            phase,
+            buffers: Vec::new(),
+        });
+    }
+    phases.sort_by_key(|p| p.phase);
+    Some(phases)
+}
+
+/// Sort rules into evaluation order: `pass` first, then rules that set flowbits before the
+/// rules that test them, then drop, reject, alert; ties by sid.
+fn order_rules(rules: &mut [CRule], bits: usize) {
+    // rank(rule) = 1 + the highest rank of a rule writing a bit it reads.
+    let mut rank = vec![0u32; rules.len()];
+    let mut writer_rank = vec![0u32; bits];
+    for _ in 0..8 {
+        let mut changed = false;
+        for (i, r) in rules.iter().enumerate() {
+            let mut need = 0;
+            for c in &r.reads {
+                let (BitCond::IsSet { bits, .. } | BitCond::IsNotSet { bits, .. }) = c;
+                for b in bits {
+                    need = need.max(writer_rank[usize::from(*b)] + 1);
+                }
+            }
+            if need > rank[i] {
+                rank[i] = need;
+                changed = true;
+            }
+            for w in &r.writes {
+                let (BitOp::Set(b) | BitOp::Unset(b) | BitOp::Toggle(b)) = *w;
+                if writer_rank[usize::from(b)] < rank[i] {
+                    writer_rank[usize::from(b)] = rank[i];
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let action_rank = |a: RuleAction| match a {
+        RuleAction::Pass => 0,
+        RuleAction::Drop => 1,
+        RuleAction::Reject => 2,
+        RuleAction::Alert => 3,
+    };
+    type Key = (u8, u32, u8, u32, u32);
+    let mut keyed: Vec<(Key, CRule)> = rules
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, r)| {
+            let pass = u8::from(r.info.action != RuleAction::Pass);
+            (
+                (
+                    pass,
+                    rank[i],
+                    action_rank(r.info.action),
+                    r.info.sid,
+                    i as u32,
+                ),
+                r,
+            )
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    for (slot, (_, r)) in rules.iter_mut().zip(keyed) {
+        *slot = r;
+    }
+}
+
+/// Patterns of one buffer while a phase index is built.
+struct PatternGroup {
+    field: Field,
+    transforms: Vec<Transform>,
+    patterns: Vec<Vec<u8>>,
+    ids: HashMap<Vec<u8>, usize>,
+    rules: Vec<Vec<RuleId>>,
+}
+
+fn index_phase(rules: &[CRule], phase: Phase, dir: Option<Dir>) -> PhaseIndex {
+    let mut groups: Vec<PatternGroup> = Vec::new();
+    let mut always = Vec::new();
+    for (id, r) in rules.iter().enumerate() {
+        if r.phase(phase).is_none() {
+            continue;
+        }
+        if phase == Phase::Stream && r.dir.is_some() && r.dir != dir {
+            continue;
+        }
+        let Some((field, transforms, pat)) = fast_pattern(r, phase) else {
+            always.push(id as RuleId);
+            continue;
+        };
+        // Patterns are matched case-insensitively, so deduplicated that way.
+        let key = pat.to_ascii_lowercase();
+        let g = match groups
+            .iter()
+            .position(|g| g.field == field && g.transforms == transforms)
+        {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(PatternGroup {
+                    field,
+                    transforms,
+                    patterns: Vec::new(),
+                    ids: HashMap::new(),
+                    rules: Vec::new(),
+                });
+                let last = groups.len() - 1;
+                &mut groups[last]
+            }
+        };
+        let pid = match g.ids.get(&key) {
+            Some(&pid) => pid,
+            None => {
+                g.patterns.push(key.clone());
+                g.rules.push(Vec::new());
+                g.ids.insert(key, g.patterns.len() - 1);
+                g.patterns.len() - 1
+            }
+        };
+        g.rules[pid].push(id as RuleId);
+    }
+    let prefilters = groups
+        .into_iter()
+        .filter_map(|g| {
+            let max_len = g.patterns.iter().map(Vec::len).max().unwrap_or(0);
+            // Bulk buffers (raw stream, bodies) get a DFA: overlapping search (every pattern
+            // that occurs) gains little from the NFA's skip-ahead prefilters, and the DFA is
+            // several times faster per byte. Short buffers (URI, host, SNI, …) keep the
+            // smaller NFA: with thousands of patterns a DFA costs tens of MB.
+            let bulk = matches!(g.field, Field::Stream | Field::ReqBody | Field::RespBody);
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(bulk.then_some(AhoCorasickKind::DFA))
+                .build(&g.patterns)
+                .ok()?;
+            Some(Prefilter {
+                field: g.field,
+                transforms: g.transforms,
+                ac,
+                rules: g.rules,
+                max_len,
+            })
+        })
+        .collect();
+    PhaseIndex { prefilters, always }
+}
+
+/// The pattern a rule is prefiltered on at a phase: its `fast_pattern` content, else the
+/// longest content that must be present.
+fn fast_pattern(r: &CRule, phase: Phase) -> Option<(Field, Vec<Transform>, Vec<u8>)> {
+    let p = r.phase(phase)?;
+    let mut best: Option<(Field, Vec<Transform>, Vec<u8>, bool)> = None;
+    for b in &p.buffers {
+        for item in &b.items {
+            let CItem::Content(c) = item else {
+                continue;
+            };
+            let Some((pattern, chosen)) = c.prefilter_pattern() else {
+                continue;
+            };
+            let better = match &best {
+                None => true,
+                Some((_, _, bp, was)) => {
+                    (chosen && !was) || (chosen == *was && pattern.len() > bp.len())
+                }
+            };
+            if better {
+                best = Some((b.field, b.transforms.clone(), pattern, chosen));
+            }
+        }
+    }
+    best.map(|(f, t, p, _)| (f, t, p))
+}

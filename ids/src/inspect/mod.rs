@@ -1,0 +1,1146 @@
+//! The per-flow inspector: what the node feeds for one TCP connection, in arrival order,
+//! and the alerts each input produces.
+//!
+//! Raw stream bytes are inspected per *message*: the bytes one side sends before the other
+//! side sends (a request, a response, a command). A message is matched in windows of
+//! [`Limits::stream_window`] bytes from its start (offsets and depths count from the start
+//! of the message; longer messages continue in overlapping windows where only rules not tied
+//! to the message start apply), up to [`Limits::stream_depth`] bytes per direction. A rule
+//! whose match cannot be undone by more data (no negation, `endswith`, `dsize`, …) alerts as
+//! soon as it matches; the others are decided when the message ends (the other side speaks,
+//! or [`FlowInspector::stream_end`]). So feeding the same bytes split differently gives the
+//! same alerts. HTTP, TLS and DNS rules are decided on the parsed messages.
+
+use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId};
+use crate::dns::DnsFramer;
+use crate::http::{self, HttpRequest, HttpResponse};
+use crate::payload;
+use crate::rule::{Dir, Protocol, RuleAction, Transform};
+use crate::threshold::Limit;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A point in time given by the caller (the crate has no clock): time since the Unix epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(Duration);
+
+impl Timestamp {
+    /// From time since the Unix epoch.
+    pub fn from_unix(since_epoch: Duration) -> Self {
+        Timestamp(since_epoch)
+    }
+
+    /// From whole seconds since the Unix epoch.
+    pub fn from_secs(secs: u64) -> Self {
+        Timestamp(Duration::from_secs(secs))
+    }
+
+    /// Time since the Unix epoch.
+    pub fn since_epoch(self) -> Duration {
+        self.0
+    }
+}
+
+/// The application protocol the node detected on the flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AppProto {
+    /// Not (yet) known: only `tcp` rules apply.
+    #[default]
+    Unknown,
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2.
+    Http2,
+    /// TLS.
+    Tls,
+    /// DNS over TCP (the inspector reads the queries from the client's stream).
+    Dns,
+}
+
+impl AppProto {
+    /// As EVE writes `app_proto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProto::Unknown => "failed",
+            AppProto::Http1 => "http",
+            AppProto::Http2 => "http2",
+            AppProto::Tls => "tls",
+            AppProto::Dns => "dns",
+        }
+    }
+
+    fn is(self, p: Protocol) -> bool {
+        match p {
+            Protocol::Tcp => true,
+            Protocol::Http => matches!(self, AppProto::Http1 | AppProto::Http2),
+            Protocol::Tls => self == AppProto::Tls,
+            Protocol::Dns => self == AppProto::Dns,
+        }
+    }
+}
+
+/// The endpoints of a flow: `src` opened the connection to `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowMeta {
+    /// The client.
+    pub src: SocketAddr,
+    /// The server.
+    pub dst: SocketAddr,
+}
+
+/// The HTTP transaction an alert belongs to, as EVE's `http` object shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSummary {
+    /// Host, normalized.
+    pub hostname: Option<String>,
+    /// Request target as sent.
+    pub url: String,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Method.
+    pub method: String,
+    /// `HTTP/1.1`, …
+    pub protocol: String,
+    /// Response status, once known.
+    pub status: Option<u16>,
+}
+
+/// One rule that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The rule's action (the node decides what to do with it).
+    pub action: RuleAction,
+    /// Generator id (1 for text rules).
+    pub gid: u32,
+    /// Signature id.
+    pub sid: u32,
+    /// Revision.
+    pub rev: u32,
+    /// The rule's `msg`.
+    pub msg: String,
+    /// The rule's classtype.
+    pub classtype: Option<String>,
+    /// The classtype's description (empty when none).
+    pub category: String,
+    /// Priority: the rule's, else the classtype's, else 3.
+    pub severity: u8,
+    /// The rule's metadata pairs.
+    pub metadata: Vec<(String, String)>,
+    /// Direction of the data that matched.
+    pub dir: Dir,
+    /// The transaction (HTTP request number, DNS query number) when not a raw-stream alert.
+    pub tx_id: Option<u64>,
+    /// The flow's application protocol when the alert was raised.
+    pub app_proto: AppProto,
+    /// When.
+    pub timestamp: Timestamp,
+    /// The HTTP transaction, for HTTP alerts.
+    pub http: Option<HttpSummary>,
+    /// The TLS SNI, for TLS alerts.
+    pub tls_sni: Option<String>,
+    /// The DNS query name, for DNS alerts.
+    pub dns_query: Option<String>,
+}
+
+/// What one input produced. Empty (no allocation) when nothing matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Alerts, in rule evaluation order.
+    pub alerts: Vec<Alert>,
+}
+
+impl Verdict {
+    /// Whether a matching rule asks to drop or reject the traffic.
+    pub fn blocks(&self) -> bool {
+        self.alerts
+            .iter()
+            .any(|a| matches!(a.action, RuleAction::Drop | RuleAction::Reject))
+    }
+
+    /// Whether nothing matched.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+}
+
+/// Minimum growth of a buffer before monotone rules are checked again.
+const MIN_RECHECK: usize = 64;
+
+/// Raw-stream state of one direction.
+#[derive(Debug, Default)]
+struct DirState {
+    /// The current window of the current message.
+    window: Vec<u8>,
+    /// Offset of `window[0]` in the message.
+    window_start: u64,
+    /// Bytes of the current message.
+    msg_len: u64,
+    /// Bytes inspected in this direction.
+    total: u64,
+    in_message: bool,
+    /// Rules whose pattern occurs in the window.
+    candidates: Vec<RuleId>,
+    /// Rules that matched in the window.
+    matched: Vec<RuleId>,
+    /// Rules that alerted in this direction.
+    fired: Vec<RuleId>,
+    /// Window length when monotone rules were last checked.
+    checked_len: usize,
+}
+
+/// A request or response body being collected.
+#[derive(Debug, Default)]
+struct Body {
+    buf: Vec<u8>,
+    seen: bool,
+    ended: bool,
+    candidates: Vec<RuleId>,
+    matched: Vec<RuleId>,
+    checked_len: usize,
+}
+
+/// One HTTP transaction.
+#[derive(Debug, Default)]
+struct Tx {
+    id: u64,
+    /// Rules that matched every phase so far and wait for a later one.
+    pending: Vec<RuleId>,
+    fired: Vec<RuleId>,
+    req_body: Body,
+    resp_body: Body,
+    /// The response head was seen.
+    response: bool,
+    summary: HttpSummary,
+}
+
+/// Per-flow state. Feed it the flow's inputs in arrival order.
+#[derive(Debug)]
+pub struct FlowInspector {
+    engine: Arc<Engine>,
+    flow: FlowMeta,
+    app: AppProto,
+    /// A `pass` rule matched: the flow is no longer inspected.
+    passed: bool,
+    bits: Vec<u64>,
+    dirs: [DirState; 2],
+    /// Direction of the message in progress.
+    speaking: Option<Dir>,
+    tx: Option<Box<Tx>>,
+    next_tx: u64,
+    tls_seen: bool,
+    dns: Option<Box<DnsFramer>>,
+    next_dns: u64,
+}
+
+/// Where a rule's buffers come from at one evaluation.
+trait Source {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>>;
+}
+
+struct StreamSource<'a>(&'a [u8]);
+
+impl Source for StreamSource<'_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        (field == Field::Stream).then_some(Cow::Borrowed(self.0))
+    }
+}
+
+struct RequestSource<'a, 'b>(&'b HttpRequest<'a>);
+
+impl Source for RequestSource<'_, '_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        http::request_field(self.0, field)
+    }
+}
+
+struct ResponseSource<'a, 'b>(&'b HttpResponse<'a>);
+
+impl Source for ResponseSource<'_, '_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        http::response_field(self.0, field)
+    }
+}
+
+struct OneField<'a>(Field, Option<&'a [u8]>);
+
+impl Source for OneField<'_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        if field == self.0 {
+            self.1.map(Cow::Borrowed)
+        } else {
+            None
+        }
+    }
+}
+
+/// Buffers built once per evaluation, with transforms applied.
+struct Buffers<'s, S: Source> {
+    source: &'s S,
+    cache: Vec<(Field, Vec<Transform>, Option<Vec<u8>>)>,
+    plain: Vec<(Field, Option<Cow<'s, [u8]>>)>,
+}
+
+impl<'s, S: Source> Buffers<'s, S> {
+    fn new(source: &'s S) -> Self {
+        Buffers {
+            source,
+            cache: Vec::new(),
+            plain: Vec::new(),
+        }
+    }
+
+    fn plain(&mut self, field: Field) -> Option<&[u8]> {
+        let i = match self.plain.iter().position(|(f, _)| *f == field) {
+            Some(i) => i,
+            None => {
+                self.plain.push((field, self.source.get(field)));
+                self.plain.len() - 1
+            }
+        };
+        self.plain[i].1.as_deref()
+    }
+
+    fn get(&mut self, field: Field, transforms: &[Transform]) -> Option<&[u8]> {
+        if transforms.is_empty() {
+            return self.plain(field);
+        }
+        let i = match self
+            .cache
+            .iter()
+            .position(|(f, t, _)| *f == field && t == transforms)
+        {
+            Some(i) => i,
+            None => {
+                let v = self.plain(field).map(|b| apply_transforms(b, transforms));
+                self.cache.push((field, transforms.to_vec(), v));
+                self.cache.len() - 1
+            }
+        };
+        self.cache[i].2.as_deref()
+    }
+}
+
+pub(crate) fn apply_transforms(buf: &[u8], transforms: &[Transform]) -> Vec<u8> {
+    let mut cur = buf.to_vec();
+    for t in transforms {
+        cur = match t {
+            Transform::DotPrefix => {
+                let mut v = Vec::with_capacity(cur.len() + 1);
+                v.push(b'.');
+                v.extend_from_slice(&cur);
+                v
+            }
+            Transform::ToLowercase => cur.to_ascii_lowercase(),
+            Transform::ToUppercase => cur.to_ascii_uppercase(),
+            Transform::StripWhitespace => cur
+                .into_iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect(),
+            Transform::CompressWhitespace => {
+                let mut v = Vec::with_capacity(cur.len());
+                for b in cur {
+                    if b.is_ascii_whitespace() {
+                        if v.last().is_some_and(|l: &u8| l.is_ascii_whitespace()) {
+                            continue;
+                        }
+                        v.push(b' ');
+                    } else {
+                        v.push(b);
+                    }
+                }
+                v
+            }
+            Transform::UrlDecode => {
+                let mut v = Vec::with_capacity(cur.len());
+                let mut i = 0;
+                while i < cur.len() {
+                    let hexv = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+                    match (cur[i], hexv(cur.get(i + 1)), hexv(cur.get(i + 2))) {
+                        (b'%', Some(h), Some(l)) => {
+                            v.push((h << 4 | l) as u8);
+                            i += 3;
+                            continue;
+                        }
+                        (b'+', _, _) => v.push(b' '),
+                        (b, _, _) => v.push(b),
+                    }
+                    i += 1;
+                }
+                v
+            }
+            Transform::HeaderLowercase => {
+                let mut v = Vec::with_capacity(cur.len());
+                let mut in_name = true;
+                for b in cur {
+                    if in_name {
+                        if b == b':' {
+                            in_name = false;
+                        }
+                        v.push(b.to_ascii_lowercase());
+                    } else {
+                        if b == b'\n' {
+                            in_name = true;
+                        }
+                        v.push(b);
+                    }
+                }
+                v
+            }
+            Transform::StripPseudoHeaders => {
+                let mut v = Vec::with_capacity(cur.len());
+                for line in cur.split_inclusive(|&b| b == b'\n') {
+                    if line.first() != Some(&b':') {
+                        v.extend_from_slice(line);
+                    }
+                }
+                v
+            }
+        };
+    }
+    cur
+}
+
+fn insert_sorted(v: &mut Vec<RuleId>, id: RuleId) {
+    if let Err(pos) = v.binary_search(&id) {
+        v.insert(pos, id);
+    }
+}
+
+fn contains(v: &[RuleId], id: RuleId) -> bool {
+    v.binary_search(&id).is_ok()
+}
+
+/// Candidates ∪ always, sorted and deduplicated, into `out`.
+fn merge(candidates: &[RuleId], always: &[RuleId], out: &mut Vec<RuleId>) {
+    out.clear();
+    out.extend_from_slice(candidates);
+    out.extend_from_slice(always);
+    out.sort_unstable();
+    out.dedup();
+}
+
+/// Scan the bytes added to `buf` since `old_len` (with enough of the old bytes for patterns
+/// that straddle) and add the rules found to `candidates`; says whether any is new.
+fn scan_new(
+    prefilters: &[crate::compile::Prefilter],
+    buf: &[u8],
+    old_len: usize,
+    candidates: &mut Vec<RuleId>,
+) -> bool {
+    let mut hits = Vec::new();
+    for pf in prefilters {
+        // Transformed buffers are scanned whole when checked.
+        if pf.transforms.is_empty() {
+            let from = old_len.saturating_sub(pf.max_len.saturating_sub(1));
+            pf.scan(&buf[from..], &mut hits);
+        }
+    }
+    let mut fresh = false;
+    for h in hits {
+        if let Err(pos) = candidates.binary_search(&h) {
+            candidates.insert(pos, h);
+            fresh = true;
+        }
+    }
+    fresh
+}
+
+/// Rules already found are checked again once the buffer grew by a quarter (at least
+/// [`MIN_RECHECK`] bytes): tiny chunks cannot make checking quadratic, and every rule is
+/// checked when the buffer is complete anyway.
+fn recheck_due(len: usize, checked_len: usize) -> bool {
+    checked_len == 0 || len - checked_len.min(len) >= MIN_RECHECK.max(checked_len / 4)
+}
+
+/// When during a buffer's life rules are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// More data may come: only rules that more data cannot undo.
+    Partial,
+    /// The buffer is complete.
+    Complete,
+}
+
+impl FlowInspector {
+    /// A new flow.
+    pub fn new(engine: Arc<Engine>, flow: FlowMeta) -> Self {
+        FlowInspector {
+            engine,
+            flow,
+            app: AppProto::Unknown,
+            passed: false,
+            bits: Vec::new(),
+            dirs: [DirState::default(), DirState::default()],
+            speaking: None,
+            tx: None,
+            next_tx: 0,
+            tls_seen: false,
+            dns: None,
+            next_dns: 0,
+        }
+    }
+
+    /// The application protocol, once the node has detected it (call before feeding its
+    /// bytes when possible).
+    pub fn set_app_proto(&mut self, p: AppProto) {
+        self.app = p;
+    }
+
+    /// The flow's endpoints.
+    pub fn flow(&self) -> FlowMeta {
+        self.flow
+    }
+
+    /// Whether a `pass` rule matched (nothing more is inspected).
+    pub fn is_passed(&self) -> bool {
+        self.passed
+    }
+
+    /// Raw bytes of one direction, in order.
+    pub fn stream(&mut self, dir: Dir, bytes: &[u8], now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if self.passed || bytes.is_empty() {
+            return v;
+        }
+        if self.speaking == Some(dir.reverse()) {
+            self.end_message(dir.reverse(), now, &mut v);
+        }
+        self.speaking = Some(dir);
+        if self.app == AppProto::Dns && dir == Dir::ToServer {
+            self.dns_stream(bytes, now, &mut v);
+        }
+        if !self.engine.stream[dir.index()].is_empty() {
+            self.stream_data(dir, bytes, now, &mut v);
+        }
+        v
+    }
+
+    /// The end of one direction (FIN): rules that need the whole message are decided.
+    pub fn stream_end(&mut self, dir: Dir, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if !self.passed {
+            self.end_message(dir, now, &mut v);
+            if self.speaking == Some(dir) {
+                self.speaking = None;
+            }
+        }
+        v
+    }
+
+    /// The flow is over: both directions end and the open HTTP transaction is completed.
+    pub fn close(&mut self, now: Timestamp) -> Verdict {
+        let mut v = self.stream_end(Dir::ToServer, now);
+        v.alerts.extend(self.stream_end(Dir::ToClient, now).alerts);
+        if !self.passed {
+            self.finish_tx(now, &mut v);
+        }
+        v
+    }
+
+    /// A request head (HTTP/1 or HTTP/2); starts a new transaction.
+    pub fn http_request(&mut self, req: &HttpRequest<'_>, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if self.passed {
+            return v;
+        }
+        self.finish_tx(now, &mut v);
+        let id = self.next_tx;
+        self.next_tx += 1;
+        let summary = HttpSummary {
+            hostname: http::request_host(req)
+                .map(|h| String::from_utf8_lossy(&http::normalize_host(&h)).into_owned()),
+            url: String::from_utf8_lossy(req.uri_raw).into_owned(),
+            user_agent: http::header(req.headers, "user-agent")
+                .map(|u| String::from_utf8_lossy(&u).into_owned()),
+            method: req.method.to_string(),
+            protocol: req.version.as_str().to_string(),
+            status: None,
+        };
+        self.tx = Some(Box::new(Tx {
+            id,
+            summary,
+            ..Tx::default()
+        }));
+        let src = RequestSource(req);
+        self.tx_phase(Phase::Request, &src, Dir::ToServer, now, &mut v);
+        v
+    }
+
+    /// A chunk of the current request's body; `end` on the last one.
+    pub fn http_request_body(&mut self, chunk: &[u8], end: bool, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if !self.passed {
+            self.body(Phase::RequestBody, chunk, end, now, &mut v);
+        }
+        v
+    }
+
+    /// The response head of the current transaction.
+    pub fn http_response(&mut self, resp: &HttpResponse<'_>, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if self.passed || self.tx.is_none() {
+            return v;
+        }
+        self.end_body(Phase::RequestBody, now, &mut v);
+        if let Some(tx) = &mut self.tx {
+            tx.response = true;
+            tx.summary.status = Some(resp.status);
+        }
+        let src = ResponseSource(resp);
+        self.tx_phase(Phase::Response, &src, Dir::ToClient, now, &mut v);
+        v
+    }
+
+    /// A chunk of the current response's body; `end` on the last one.
+    pub fn http_response_body(&mut self, chunk: &[u8], end: bool, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if !self.passed {
+            self.body(Phase::ResponseBody, chunk, end, now, &mut v);
+        }
+        v
+    }
+
+    /// The client's TLS ClientHello (once per flow).
+    pub fn tls_client_hello(&mut self, sni: Option<&str>, now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if self.passed || self.tls_seen {
+            return v;
+        }
+        self.tls_seen = true;
+        let src = OneField(Field::Sni, sni.map(str::as_bytes));
+        self.single_phase(Phase::Tls, &src, None, now, &mut v, |a| {
+            a.tls_sni = sni.map(str::to_string)
+        });
+        v
+    }
+
+    // ---- raw stream ----
+
+    fn stream_data(&mut self, dir: Dir, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        let limits = self.engine.limits;
+        let d = dir.index();
+        let left = limits.stream_depth.saturating_sub(self.dirs[d].total);
+        if left == 0 {
+            return;
+        }
+        let mut rest = &bytes[..bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX))];
+        let window_cap = limits.stream_window.max(1);
+        self.dirs[d].in_message = true;
+        while !rest.is_empty() {
+            let ds = &mut self.dirs[d];
+            let take = (window_cap - ds.window.len().min(window_cap)).min(rest.len());
+            let old_len = ds.window.len();
+            ds.window.extend_from_slice(&rest[..take]);
+            ds.msg_len += take as u64;
+            ds.total += take as u64;
+            rest = &rest[take..];
+            let fresh = scan_new(
+                &self.engine.stream[d].prefilters,
+                &ds.window,
+                old_len,
+                &mut ds.candidates,
+            );
+            if ds.window.len() >= window_cap {
+                self.check_window(dir, Moment::Complete, now, v);
+                self.next_window(dir);
+            } else if fresh || recheck_due(ds.window.len(), ds.checked_len) {
+                self.check_window(dir, Moment::Partial, now, v);
+            }
+            if self.passed {
+                return;
+            }
+        }
+        if self.dirs[d].total >= limits.stream_depth {
+            // Depth reached: decide what is left and stop inspecting this direction.
+            self.end_message(dir, now, v);
+        }
+    }
+
+    /// Continue a long message in a new window that repeats the end of the last one.
+    fn next_window(&mut self, dir: Dir) {
+        let overlap = self.engine.limits.stream_overlap;
+        let ds = &mut self.dirs[dir.index()];
+        let keep = overlap.min(ds.window.len() / 2);
+        let drop = ds.window.len() - keep;
+        ds.window.drain(..drop);
+        ds.window_start += drop as u64;
+        ds.matched.clear();
+        ds.candidates.clear();
+        let index = &self.engine.stream[dir.index()];
+        for pf in &index.prefilters {
+            pf.scan(&ds.window, &mut ds.candidates);
+        }
+        ds.candidates.sort_unstable();
+        ds.candidates.dedup();
+        ds.checked_len = ds.window.len();
+    }
+
+    fn end_message(&mut self, dir: Dir, now: Timestamp, v: &mut Verdict) {
+        if !self.dirs[dir.index()].in_message {
+            return;
+        }
+        self.check_window(dir, Moment::Complete, now, v);
+        let ds = &mut self.dirs[dir.index()];
+        // Release the buffers: an idle flow keeps none.
+        ds.window = Vec::new();
+        ds.candidates = Vec::new();
+        ds.matched = Vec::new();
+        ds.window_start = 0;
+        ds.msg_len = 0;
+        ds.checked_len = 0;
+        ds.in_message = false;
+    }
+
+    fn check_window(&mut self, dir: Dir, moment: Moment, now: Timestamp, v: &mut Verdict) {
+        let d = dir.index();
+        let engine = Arc::clone(&self.engine);
+        let mut list = Vec::new();
+        merge(
+            &self.dirs[d].candidates,
+            &engine.stream[d].always,
+            &mut list,
+        );
+        let window = std::mem::take(&mut self.dirs[d].window);
+        self.dirs[d].checked_len = window.len();
+        let at_start = self.dirs[d].window_start == 0;
+        let msg_len = self.dirs[d].msg_len;
+        for &id in &list {
+            let r = &engine.rules[id as usize];
+            let ds = &self.dirs[d];
+            if contains(&ds.matched, id)
+                || (moment == Moment::Partial && r.needs_end)
+                || (r.anchored && !at_start)
+                || (contains(&ds.fired, id) && r.writes.is_empty())
+            {
+                continue;
+            }
+            if let Some(cmp) = r.dsize
+                && !cmp.matches(msg_len)
+            {
+                continue;
+            }
+            if !self.applies(r, dir) {
+                continue;
+            }
+            let src = StreamSource(&window);
+            if !self.buffers_match(r, Phase::Stream, &mut Buffers::new(&src)) {
+                continue;
+            }
+            insert_sorted(&mut self.dirs[d].matched, id);
+            let first = !contains(&self.dirs[d].fired, id);
+            if first {
+                insert_sorted(&mut self.dirs[d].fired, id);
+            }
+            self.matched(r, dir, None, first, now, v, |_| {});
+            if self.passed {
+                break;
+            }
+        }
+        self.dirs[d].window = window;
+    }
+
+    // ---- transactions ----
+
+    /// Evaluate a head phase (request or response) of the current transaction.
+    fn tx_phase<S: Source>(
+        &mut self,
+        phase: Phase,
+        src: &S,
+        data_dir: Dir,
+        now: Timestamp,
+        v: &mut Verdict,
+    ) {
+        let engine = Arc::clone(&self.engine);
+        let index = engine.phase(phase);
+        let Some(mut tx) = self.tx.take() else {
+            return;
+        };
+        let mut bufs = Buffers::new(src);
+        let mut hits = Vec::new();
+        for pf in &index.prefilters {
+            if let Some(b) = bufs.get(pf.field, &pf.transforms) {
+                pf.scan(b, &mut hits);
+            }
+        }
+        let mut list = Vec::new();
+        merge(&hits, &index.always, &mut list);
+        let mut pending = Vec::new();
+        for &id in &list {
+            let r = &engine.rules[id as usize];
+            let waiting = contains(&tx.pending, id);
+            if (r.first_phase() != phase && !waiting) || contains(&tx.fired, id) {
+                continue;
+            }
+            let dir = r.dir.unwrap_or(data_dir);
+            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+                continue;
+            }
+            if r.last_phase() == phase {
+                insert_sorted(&mut tx.fired, id);
+                let tx_id = tx.id;
+                let summary = &tx.summary;
+                self.matched(r, dir, Some(tx_id), true, now, v, |a| {
+                    a.http = Some(summary.clone())
+                });
+                if self.passed {
+                    break;
+                }
+            } else {
+                pending.push(id);
+            }
+        }
+        // Rules waiting for a later phase that this one does not concern stay waiting.
+        for &id in &tx.pending {
+            if engine.rules[id as usize].phase(phase).is_none() {
+                pending.push(id);
+            }
+        }
+        pending.sort_unstable();
+        pending.dedup();
+        tx.pending = pending;
+        self.tx = Some(tx);
+    }
+
+    fn body(&mut self, phase: Phase, chunk: &[u8], end: bool, now: Timestamp, v: &mut Verdict) {
+        let engine = Arc::clone(&self.engine);
+        let limit = if phase == Phase::RequestBody {
+            engine.limits.request_body_limit
+        } else {
+            engine.limits.response_body_limit
+        };
+        let index = engine.phase(phase);
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        if phase == Phase::RequestBody && tx.response {
+            // The response started: the request body is over.
+            return;
+        }
+        let body = if phase == Phase::RequestBody {
+            &mut tx.req_body
+        } else {
+            &mut tx.resp_body
+        };
+        if body.ended {
+            return;
+        }
+        body.seen |= !chunk.is_empty();
+        if !index.is_empty() {
+            let old_len = body.buf.len();
+            let keep = chunk.len().min(limit.saturating_sub(old_len));
+            body.buf.extend_from_slice(&chunk[..keep]);
+            let fresh = scan_new(&index.prefilters, &body.buf, old_len, &mut body.candidates);
+            let full = body.buf.len() >= limit;
+            if end || full {
+                self.end_body(phase, now, v);
+                return;
+            }
+            if fresh || recheck_due(body.buf.len(), body.checked_len) {
+                self.check_body(phase, Moment::Partial, now, v);
+            }
+        } else if end {
+            body.ended = true;
+        }
+    }
+
+    fn end_body(&mut self, phase: Phase, now: Timestamp, v: &mut Verdict) {
+        let Some(tx) = &mut self.tx else {
+            return;
+        };
+        let body = if phase == Phase::RequestBody {
+            &tx.req_body
+        } else {
+            &tx.resp_body
+        };
+        if body.ended {
+            return;
+        }
+        self.check_body(phase, Moment::Complete, now, v);
+        let engine = Arc::clone(&self.engine);
+        if let Some(tx) = &mut self.tx {
+            let body = if phase == Phase::RequestBody {
+                &mut tx.req_body
+            } else {
+                &mut tx.resp_body
+            };
+            body.ended = true;
+            let matched = std::mem::take(&mut body.matched);
+            body.buf = Vec::new();
+            body.candidates = Vec::new();
+            // Rules waiting on this phase move on only if they matched it.
+            tx.pending.retain(|&id| {
+                engine.rules[id as usize].phase(phase).is_none() || contains(&matched, id)
+            });
+        }
+    }
+
+    fn check_body(&mut self, phase: Phase, moment: Moment, now: Timestamp, v: &mut Verdict) {
+        let engine = Arc::clone(&self.engine);
+        let index = engine.phase(phase);
+        let Some(mut tx) = self.tx.take() else {
+            return;
+        };
+        let field = if phase == Phase::RequestBody {
+            Field::ReqBody
+        } else {
+            Field::RespBody
+        };
+        let data_dir = if phase == Phase::RequestBody {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        let mut body = std::mem::take(if phase == Phase::RequestBody {
+            &mut tx.req_body
+        } else {
+            &mut tx.resp_body
+        });
+        body.checked_len = body.buf.len();
+        let src = OneField(field, body.seen.then_some(body.buf.as_slice()));
+        let mut bufs = Buffers::new(&src);
+        let mut hits = body.candidates.clone();
+        // Patterns in transformed body buffers are looked for on the whole body.
+        for pf in &index.prefilters {
+            if !pf.transforms.is_empty()
+                && let Some(b) = bufs.get(pf.field, &pf.transforms)
+            {
+                pf.scan(b, &mut hits);
+            }
+        }
+        let mut list = Vec::new();
+        merge(&hits, &index.always, &mut list);
+        for &id in &list {
+            let r = &engine.rules[id as usize];
+            if contains(&body.matched, id)
+                || contains(&tx.fired, id)
+                || (r.first_phase() != phase && !contains(&tx.pending, id))
+                || (moment == Moment::Partial && r.needs_end)
+            {
+                continue;
+            }
+            let dir = r.dir.unwrap_or(data_dir);
+            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+                continue;
+            }
+            insert_sorted(&mut body.matched, id);
+            if r.last_phase() == phase {
+                insert_sorted(&mut tx.fired, id);
+                let summary = &tx.summary;
+                self.matched(r, dir, Some(tx.id), true, now, v, |a| {
+                    a.http = Some(summary.clone())
+                });
+                if self.passed {
+                    break;
+                }
+            } else {
+                insert_sorted(&mut tx.pending, id);
+            }
+        }
+        *(if phase == Phase::RequestBody {
+            &mut tx.req_body
+        } else {
+            &mut tx.resp_body
+        }) = body;
+        self.tx = Some(tx);
+    }
+
+    /// Complete the open transaction: bodies end, waiting rules are dropped.
+    fn finish_tx(&mut self, now: Timestamp, v: &mut Verdict) {
+        if self.tx.is_none() {
+            return;
+        }
+        self.end_body(Phase::RequestBody, now, v);
+        if self.tx.as_ref().is_some_and(|t| t.response) {
+            self.end_body(Phase::ResponseBody, now, v);
+        }
+        self.tx = None;
+    }
+
+    // ---- TLS, DNS ----
+
+    fn dns_stream(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        let mut names = Vec::new();
+        self.dns
+            .get_or_insert_with(Box::default)
+            .feed(bytes, |n| names.push(n));
+        for name in names {
+            let tx = self.next_dns;
+            self.next_dns += 1;
+            let src = OneField(Field::DnsQuery, Some(&name));
+            let text = String::from_utf8_lossy(&name).into_owned();
+            self.single_phase(Phase::Dns, &src, Some(tx), now, v, |a| {
+                a.dns_query = Some(text.clone())
+            });
+        }
+    }
+
+    /// A phase that is a whole transaction by itself (TLS ClientHello, DNS query).
+    fn single_phase<S: Source>(
+        &mut self,
+        phase: Phase,
+        src: &S,
+        tx: Option<u64>,
+        now: Timestamp,
+        v: &mut Verdict,
+        decorate: impl Fn(&mut Alert),
+    ) {
+        let engine = Arc::clone(&self.engine);
+        let index = engine.phase(phase);
+        if index.is_empty() {
+            return;
+        }
+        let mut bufs = Buffers::new(src);
+        let mut hits = Vec::new();
+        for pf in &index.prefilters {
+            if let Some(b) = bufs.get(pf.field, &pf.transforms) {
+                pf.scan(b, &mut hits);
+            }
+        }
+        let mut list = Vec::new();
+        merge(&hits, &index.always, &mut list);
+        for &id in &list {
+            let r = &engine.rules[id as usize];
+            let dir = r.dir.unwrap_or(Dir::ToServer);
+            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+                continue;
+            }
+            self.matched(r, dir, tx, true, now, v, &decorate);
+            if self.passed {
+                break;
+            }
+        }
+    }
+
+    // ---- shared ----
+
+    /// Protocol, direction, header and flowbit tests of a rule for data in `dir`.
+    fn applies(&self, r: &CRule, dir: Dir) -> bool {
+        if r.dir.is_some_and(|d| d != dir) {
+            return false;
+        }
+        if let Some(p) = r.app
+            && !self.app.is(p)
+        {
+            return false;
+        }
+        if !r.header_matches(dir, self.flow.src, self.flow.dst) {
+            return false;
+        }
+        r.reads.iter().all(|c| match c {
+            BitCond::IsSet { bits, all } => {
+                if *all {
+                    bits.iter().all(|b| self.bit(*b))
+                } else {
+                    bits.iter().any(|b| self.bit(*b))
+                }
+            }
+            BitCond::IsNotSet { bits, all } => {
+                if *all {
+                    bits.iter().all(|b| !self.bit(*b))
+                } else {
+                    bits.iter().any(|b| !self.bit(*b))
+                }
+            }
+        })
+    }
+
+    fn buffers_match<S: Source>(&self, r: &CRule, phase: Phase, bufs: &mut Buffers<'_, S>) -> bool {
+        let Some(p) = r.phase(phase) else {
+            return false;
+        };
+        p.buffers
+            .iter()
+            .all(|b| match bufs.get(b.field, &b.transforms) {
+                Some(data) => payload::matches(&b.items, data),
+                None => false,
+            })
+    }
+
+    fn bit(&self, b: u16) -> bool {
+        let (w, m) = (usize::from(b) / 64, 1u64 << (b % 64));
+        self.bits.get(w).is_some_and(|x| x & m != 0)
+    }
+
+    fn write_bit(&mut self, op: BitOp) {
+        let (b, f): (u16, fn(u64, u64) -> u64) = match op {
+            BitOp::Set(b) => (b, |x, m| x | m),
+            BitOp::Unset(b) => (b, |x, m| x & !m),
+            BitOp::Toggle(b) => (b, |x, m| x ^ m),
+        };
+        if self.bits.is_empty() {
+            self.bits = vec![0; self.engine.flowbit_count.div_ceil(64)];
+        }
+        let (w, m) = (usize::from(b) / 64, 1u64 << (b % 64));
+        if let Some(x) = self.bits.get_mut(w) {
+            *x = f(*x, m);
+        }
+    }
+
+    /// A rule matched: flowbits change, and it alerts (once per scope, subject to
+    /// thresholds) unless it is `noalert`.
+    #[allow(clippy::too_many_arguments)]
+    fn matched(
+        &mut self,
+        r: &CRule,
+        dir: Dir,
+        tx: Option<u64>,
+        first_in_scope: bool,
+        now: Timestamp,
+        v: &mut Verdict,
+        decorate: impl Fn(&mut Alert),
+    ) {
+        for w in &r.writes {
+            self.write_bit(*w);
+        }
+        if r.info.action == RuleAction::Pass {
+            self.passed = true;
+        }
+        if r.noalert || !first_in_scope {
+            return;
+        }
+        let (from, to) = match dir {
+            Dir::ToServer => (self.flow.src.ip(), self.flow.dst.ip()),
+            Dir::ToClient => (self.flow.dst.ip(), self.flow.src.ip()),
+        };
+        let secs = now.since_epoch().as_secs();
+        let limits = [
+            r.threshold.map(Limit::Threshold),
+            r.detection_filter.map(Limit::DetectionFilter),
+        ];
+        for l in limits.into_iter().flatten() {
+            if !self
+                .engine
+                .thresholds
+                .allow(r.info.gid, r.info.sid, l, from, to, secs)
+            {
+                return;
+            }
+        }
+        let info = &r.info;
+        let mut alert = Alert {
+            action: info.action,
+            gid: info.gid,
+            sid: info.sid,
+            rev: info.rev,
+            msg: info.msg.clone(),
+            classtype: info.classtype.clone(),
+            category: info.category.clone(),
+            severity: info.severity,
+            metadata: info.metadata.clone(),
+            dir,
+            tx_id: tx,
+            app_proto: self.app,
+            timestamp: now,
+            http: None,
+            tls_sni: None,
+            dns_query: None,
+        };
+        decorate(&mut alert);
+        v.alerts.push(alert);
+    }
+}
+
+#[cfg(test)]
+mod tests;

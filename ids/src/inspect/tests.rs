@@ -1,0 +1,344 @@
+use super::*;
+use crate::class::Classifications;
+use crate::compile::{Limits, Selection};
+use crate::http::HttpVersion;
+use crate::rule::parse_rules;
+use crate::vars::Vars;
+
+fn engine_with(rules: &str, vars: &Vars, limits: Limits) -> Arc<Engine> {
+    let p = parse_rules("t.rules", rules);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+    let (e, report) = Engine::build_with_limits(
+        &p.rules,
+        vars,
+        &Classifications::suricata_defaults(),
+        &Selection::all(),
+        limits,
+    );
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    Arc::new(e)
+}
+
+fn engine(rules: &str) -> Arc<Engine> {
+    engine_with(rules, &Vars::east_west(), Limits::default())
+}
+
+fn flow() -> FlowMeta {
+    FlowMeta {
+        src: "10.0.0.1:40000".parse().unwrap(),
+        dst: "10.0.0.2:80".parse().unwrap(),
+    }
+}
+
+fn t(s: u64) -> Timestamp {
+    Timestamp::from_secs(1_700_000_000 + s)
+}
+
+fn sids(v: &Verdict) -> Vec<u32> {
+    v.alerts.iter().map(|a| a.sid).collect()
+}
+
+fn get<'a>(path: &'a str, headers: &'a [(&'a str, &'a [u8])]) -> HttpRequest<'a> {
+    HttpRequest {
+        method: "GET",
+        uri_raw: path.as_bytes(),
+        host: None,
+        headers,
+        version: HttpVersion::Http11,
+    }
+}
+
+#[test]
+fn stream_rule_alerts_once_per_direction() {
+    let e = engine(
+        r#"alert tcp any any -> any any (msg:"evil"; content:"evil"; classtype:trojan-activity; sid:1; rev:2;)"#,
+    );
+    let mut fi = FlowInspector::new(e, flow());
+    let v = fi.stream(Dir::ToServer, b"an evil thing", t(0));
+    assert_eq!(sids(&v), [1]);
+    let a = &v.alerts[0];
+    assert_eq!((a.dir, a.rev, a.severity), (Dir::ToServer, 2, 1));
+    assert_eq!(a.category, "A Network Trojan was detected");
+    assert!(!v.blocks());
+    // Same direction, later message: no second alert. The other direction: alerts.
+    assert!(fi.stream(Dir::ToClient, b"ok", t(1)).is_empty());
+    assert!(fi.stream(Dir::ToServer, b"evil again", t(2)).is_empty());
+    assert_eq!(sids(&fi.stream(Dir::ToClient, b"evil reply", t(3))), [1]);
+}
+
+#[test]
+fn patterns_across_chunks_and_offsets_per_message() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"a\"; content:\"attack\"; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"b\"; content:\"PING\"; depth:4; sid:2;)\n",
+    ));
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToServer, b"xx att", t(0)).is_empty());
+    assert_eq!(sids(&fi.stream(Dir::ToServer, b"ack", t(0))), [1]);
+    // depth counts from the start of each message: the second client message starts with PING.
+    assert!(fi.stream(Dir::ToClient, b"hello", t(0)).is_empty());
+    assert_eq!(sids(&fi.stream(Dir::ToServer, b"PING", t(0))), [2]);
+}
+
+#[test]
+fn negation_is_decided_at_message_end() {
+    let e = engine(
+        r#"alert tcp any any -> any any (msg:"n"; content:"user"; content:!"pass"; distance:0; sid:1;)"#,
+    );
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert!(fi.stream(Dir::ToServer, b"user x", t(0)).is_empty());
+    assert!(fi.stream(Dir::ToServer, b" pass", t(0)).is_empty());
+    assert!(fi.stream(Dir::ToClient, b"ok", t(0)).is_empty());
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToServer, b"user x", t(0)).is_empty());
+    assert_eq!(sids(&fi.stream(Dir::ToClient, b"ok", t(0))), [1]);
+}
+
+#[test]
+fn dsize_is_the_message_size() {
+    let e =
+        engine(r#"alert tcp any any -> any any (msg:"d"; dsize:4; content:"AB"; depth:2; sid:1;)"#);
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    fi.stream(Dir::ToServer, b"AB", t(0));
+    fi.stream(Dir::ToServer, b"CD", t(0));
+    assert_eq!(sids(&fi.stream_end(Dir::ToServer, t(0))), [1]);
+    let mut fi = FlowInspector::new(e, flow());
+    fi.stream(Dir::ToServer, b"ABCDE", t(0));
+    assert!(fi.close(t(0)).is_empty());
+}
+
+#[test]
+fn http_transactions() {
+    let e = engine(concat!(
+        "alert http any any -> any any (msg:\"uri\"; flow:established,to_server; http.method; content:\"GET\"; http.uri; content:\"/etc/passwd\"; endswith; sid:1;)\n",
+        "alert http any any -> any any (msg:\"resp\"; flow:established,to_client; http.stat_code; content:\"200\"; http.header; content:\"Server|3a 20|nginx\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"ua\"; flow:to_server; http.user_agent; content:\"sqlmap\"; nocase; sid:3;)\n",
+        "drop http any any -> any any (msg:\"hdr\"; flow:to_server; http.header; content:\"X-Evil|3a 20|1\"; sid:4;)\n",
+    ));
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    let h: &[(&str, &[u8])] = &[
+        ("host", b"a"),
+        ("user-agent", b"SQLMap/1.0"),
+        ("x-evil", b"1"),
+    ];
+    let v = fi.http_request(&get("/x/../etc/./passwd", h), t(0));
+    assert_eq!(sids(&v), [4, 1, 3]);
+    assert!(v.blocks());
+    assert_eq!(v.alerts[1].tx_id, Some(0));
+    assert_eq!(v.alerts[1].http.as_ref().unwrap().url, "/x/../etc/./passwd");
+    // Next transaction: /admin then a 200 response.
+    let v = fi.http_request(&get("/admin", &[]), t(1));
+    assert!(v.is_empty());
+    let ok = HttpResponse {
+        status: 200,
+        reason: "OK",
+        headers: &[("server", b"nginx/1.24")],
+        version: HttpVersion::Http11,
+    };
+    let v = fi.http_response(&ok, t(1));
+    assert_eq!(sids(&v), [2]);
+    assert_eq!(
+        (v.alerts[0].dir, v.alerts[0].tx_id),
+        (Dir::ToClient, Some(1))
+    );
+    assert_eq!(v.alerts[0].http.as_ref().unwrap().status, Some(200));
+    // Once per transaction.
+    assert!(fi.http_response(&ok, t(1)).is_empty());
+}
+
+#[test]
+fn http_bodies() {
+    let e = engine(concat!(
+        "alert http any any -> any any (msg:\"b\"; flow:to_server; http.method; content:\"POST\"; http.request_body; content:\"cmd=\"; content:\"whoami\"; distance:0; sid:1;)\n",
+        "alert http any any -> any any (msg:\"nb\"; flow:to_server; http.request_body; content:\"a=\"; content:!\"token\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"fd\"; flow:to_client; file.data; content:\"<script>evil\"; sid:3;)\n",
+    ));
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    let post = HttpRequest {
+        method: "POST",
+        ..get("/run", &[])
+    };
+    assert!(fi.http_request(&post, t(0)).is_empty());
+    assert!(fi.http_request_body(b"a=1&cmd=who", false, t(0)).is_empty());
+    assert_eq!(sids(&fi.http_request_body(b"ami", false, t(0))), [1]);
+    // The negated rule waits for the end of the body.
+    assert_eq!(sids(&fi.http_request_body(b"", true, t(0))), [2]);
+    let ok = HttpResponse {
+        status: 200,
+        reason: "OK",
+        headers: &[],
+        version: HttpVersion::Http11,
+    };
+    assert!(fi.http_response(&ok, t(0)).is_empty());
+    assert_eq!(
+        sids(&fi.http_response_body(b"<html><script>evil()", false, t(0))),
+        [3]
+    );
+}
+
+#[test]
+fn payload_in_http_rule_is_the_message_head() {
+    let e = engine(
+        r#"alert http any any -> any any (msg:"lfi"; flow:to_server; content:"../"; depth:200; http.uri; content:"file="; sid:1;)"#,
+    );
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    assert_eq!(
+        sids(&fi.http_request(&get("/v.php?file=../../x", &[]), t(0))),
+        [1]
+    );
+    assert!(fi.http_request(&get("/v.php?file=x", &[]), t(0)).is_empty());
+}
+
+#[test]
+fn flowbits_across_directions() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"set\"; flow:to_server; content:\"LOGIN\"; flowbits:set,login; flowbits:noalert; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"chk\"; flow:to_client; content:\"OK\"; flowbits:isset,login; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"not\"; flow:to_client; content:\"OK\"; flowbits:isnotset,login; sid:3;)\n",
+    ));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert!(fi.stream(Dir::ToServer, b"LOGIN bob", t(0)).is_empty());
+    assert_eq!(sids(&fi.stream(Dir::ToClient, b"OK", t(0))), [2]);
+    assert!(fi.close(t(0)).is_empty());
+    let mut fi = FlowInspector::new(e, flow());
+    fi.stream(Dir::ToServer, b"HELLO", t(0));
+    let mut got = sids(&fi.stream(Dir::ToClient, b"OK", t(0)));
+    got.extend(sids(&fi.close(t(0))));
+    assert_eq!(got, [3]);
+}
+
+#[test]
+fn pass_stops_inspection() {
+    let e = engine(concat!(
+        "pass tcp any any -> any any (msg:\"trusted\"; content:\"TRUSTED\"; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"evil\"; content:\"evil\"; sid:2;)\n",
+    ));
+    let mut fi = FlowInspector::new(e, flow());
+    let v = fi.stream(Dir::ToServer, b"TRUSTED evil", t(0));
+    assert_eq!(sids(&v), [1]);
+    assert_eq!(v.alerts[0].action, RuleAction::Pass);
+    assert!(!v.blocks());
+    assert!(fi.is_passed());
+    assert!(fi.stream(Dir::ToClient, b"evil", t(0)).is_empty());
+}
+
+#[test]
+fn thresholds_span_flows() {
+    let e = engine(
+        r#"alert tcp any any -> any any (msg:"scan"; content:"probe"; threshold:type limit, track by_src, count 2, seconds 60; sid:1;)"#,
+    );
+    let mut n = 0;
+    for i in 0..5 {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        n += fi.stream(Dir::ToServer, b"probe", t(i)).alerts.len();
+    }
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn tls_and_dns() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"sni\"; tls.sni; dotprefix; content:\".evil.example\"; endswith; sid:1;)\n",
+        "alert dns any any -> any any (msg:\"q\"; dns.query; content:\"bad.test\"; nocase; sid:2;)\n",
+    ));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    fi.set_app_proto(AppProto::Tls);
+    let v = fi.tls_client_hello(Some("c2.evil.example"), t(0));
+    assert_eq!(sids(&v), [1]);
+    assert_eq!(v.alerts[0].tls_sni.as_deref(), Some("c2.evil.example"));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    fi.set_app_proto(AppProto::Tls);
+    assert_eq!(sids(&fi.tls_client_hello(Some("evil.example"), t(0))), [1]);
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    fi.set_app_proto(AppProto::Tls);
+    assert!(
+        fi.tls_client_hello(Some("notevil.example"), t(0))
+            .is_empty()
+    );
+
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Dns);
+    let mut msg = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3];
+    msg.extend_from_slice(b"BAD\x04test\x00\x00\x01\x00\x01");
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let mut got = Vec::new();
+    for b in &framed {
+        got.extend(
+            fi.stream(Dir::ToServer, std::slice::from_ref(b), t(0))
+                .alerts,
+        );
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].dns_query.as_deref(), Some("BAD.test"));
+    assert_eq!(got[0].tx_id, Some(0));
+}
+
+#[test]
+fn header_addresses_and_ports() {
+    let mut vars = Vars::suricata_defaults();
+    vars.set("HOME_NET", "[10.0.0.2]").unwrap();
+    let e = engine_with(
+        r#"alert tcp $EXTERNAL_NET any -> $HOME_NET $HTTP_PORTS (msg:"in"; content:"x"; sid:1;)"#,
+        &vars,
+        Limits::default(),
+    );
+    // 10.0.0.1 is not external under this HOME_NET... it is (HOME_NET is only .2).
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert_eq!(sids(&fi.stream(Dir::ToServer, b"x", t(0))), [1]);
+    // Wrong orientation: data from the server does not match `-> $HOME_NET 80`.
+    assert!(fi.stream(Dir::ToClient, b"x", t(0)).is_empty());
+    let other = FlowMeta {
+        src: "10.0.0.1:40000".parse().unwrap(),
+        dst: "10.0.0.2:8080".parse().unwrap(),
+    };
+    let mut fi = FlowInspector::new(e, other);
+    assert!(fi.stream(Dir::ToServer, b"x", t(0)).is_empty());
+}
+
+#[test]
+fn long_messages_use_windows_and_depth() {
+    let limits = Limits {
+        stream_window: 1024,
+        stream_overlap: 64,
+        stream_depth: 4096,
+        ..Limits::default()
+    };
+    let e = engine_with(
+        concat!(
+            "alert tcp any any -> any any (msg:\"deep\"; content:\"NEEDLE\"; sid:1;)\n",
+            "alert tcp any any -> any any (msg:\"start\"; content:\"NEEDLE\"; depth:6; sid:2;)\n",
+        ),
+        &Vars::east_west(),
+        limits,
+    );
+    // Across a window boundary, and not at the message start.
+    let mut data = vec![b'.'; 1021];
+    data.extend_from_slice(b"NEEDLE");
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert_eq!(sids(&fi.stream(Dir::ToServer, &data, t(0))), [1]);
+    // Beyond the depth: not inspected.
+    let mut data = vec![b'.'; 5000];
+    data.extend_from_slice(b"NEEDLE");
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToServer, &data, t(0)).is_empty());
+    assert!(fi.close(t(0)).is_empty());
+}
+
+#[test]
+fn idle_inspector_is_small_and_quiet_verdicts_do_not_allocate() {
+    let size = std::mem::size_of::<FlowInspector>();
+    assert!(size <= 448, "FlowInspector is {size} bytes");
+    let e = engine(r#"alert tcp any any -> any any (msg:"x"; content:"zzz"; sid:1;)"#);
+    let mut fi = FlowInspector::new(e, flow());
+    let v = fi.stream(Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n", t(0));
+    assert_eq!(v.alerts.capacity(), 0);
+    let v = fi.stream(Dir::ToClient, b"HTTP/1.1 200 OK\r\n\r\n", t(0));
+    assert_eq!(v.alerts.capacity(), 0);
+    // After the message ends, its buffers are released.
+    assert_eq!(fi.dirs[0].window.capacity(), 0);
+}

