@@ -58,6 +58,8 @@ struct Spec {
     directory: Option<crate::directory::DirectorySpec>,
     #[serde(default)]
     l7: L7Spec,
+    #[serde(default)]
+    ids: Option<crate::ids::IdsSpec>,
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -305,6 +307,8 @@ pub struct NodeConfig {
     pub tunnel: TunnelSpec,
     /// L7 inspection.
     pub l7: L7Spec,
+    /// IDS rules (paths relative to `base_dir`); none: no inspection.
+    pub ids: Option<crate::ids::IdsSpec>,
 }
 
 impl NodeConfig {
@@ -442,6 +446,7 @@ impl NodeConfig {
             tunnel: f.spec.tunnel.value,
             directory: f.spec.directory,
             l7: f.spec.l7,
+            ids: f.spec.ids,
             base_dir: base.to_path_buf(),
         })
     }

@@ -192,7 +192,7 @@ pub struct EveFlow {
     pub state: String,
     /// Why it ended: `shutdown`, `denied`, `upstream-error`, `error`.
     pub reason: String,
-    /// IDS alerts on the flow (none yet).
+    /// Whether the IDS raised alerts on the flow.
     pub alerted: bool,
 }
 
@@ -223,6 +223,9 @@ pub struct EastwallInfo {
     /// HTTP requests decided on this connection, and how many were denied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_requests: Option<HttpCounts>,
+    /// What the IDS did on this connection (its alerts are `alert` events of the same flow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ids: Option<crate::ids::IdsInfo>,
 }
 
 /// How many HTTP requests a connection carried and how many the node denied.
@@ -398,7 +401,16 @@ impl FlowRecord {
                 tunnel: None,
                 revoked_by: None,
                 http_requests: None,
+                ids: None,
             },
+        }
+    }
+
+    /// Adds what the IDS did.
+    pub fn with_ids(&mut self, info: Option<crate::ids::IdsInfo>) {
+        if let Some(i) = info {
+            self.flow.alerted = i.alerts > 0;
+            self.eastwall.ids = Some(i);
         }
     }
 

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod directory;
 pub mod flow;
 pub mod identity;
+pub mod ids;
 mod l7;
 pub mod lab;
 pub mod live;

@@ -1,6 +1,6 @@
 //! `eastwall`: the node daemon and the operator's tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -42,11 +42,33 @@ enum Cmd {
         #[command(subcommand)]
         action: CaAction,
     },
+    /// Work with IDS rules (Suricata syntax).
+    Ids {
+        #[command(subcommand)]
+        action: IdsAction,
+    },
     /// Build a small private cloud in namespaces, run nodes, drive traffic, show the verdicts.
     Demo {
         /// Keep the lab running (until Ctrl-C) and print how to look around.
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdsAction {
+    /// Load rules files (or folders of `*.rules`) as a node would: counts of rules loaded,
+    /// skipped (with reasons, grouped) and in error (FILE:LINE:COL). Exit 1 on errors.
+    Check {
+        /// Rules files or folders.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// classification.config (Suricata's defaults without it).
+        #[arg(long)]
+        classification: Option<PathBuf>,
+        /// Variables, `NAME=VALUE` (over the east-west defaults: HOME_NET and EXTERNAL_NET any).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
     },
 }
 
@@ -169,6 +191,67 @@ struct ExplainArgs {
     dst_groups: Option<Vec<String>>,
 }
 
+/// `eastwall ids check`: the report of `eastwall_ids::check` over the files.
+fn ids_check(files: &[PathBuf], classification: Option<&Path>, vars: &[String]) -> ExitCode {
+    let run = || -> anyhow::Result<bool> {
+        let mut paths = Vec::new();
+        for f in files {
+            if f.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(f)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "rules"))
+                    .collect();
+                found.sort();
+                paths.extend(found);
+            } else {
+                paths.push(f.clone());
+            }
+        }
+        let mut texts = Vec::new();
+        for p in &paths {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+            texts.push((p.display().to_string(), text));
+        }
+        let classes = match classification {
+            None => eastwall_ids::Classifications::suricata_defaults(),
+            Some(c) => {
+                let text = std::fs::read_to_string(c)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", c.display()))?;
+                let (classes, errors) =
+                    eastwall_ids::Classifications::parse(&c.display().to_string(), &text);
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                classes
+            }
+        };
+        let mut v = eastwall_ids::Vars::east_west();
+        for nv in vars {
+            let (n, val) = nv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--var takes NAME=VALUE, got `{nv}`"))?;
+            v.set(n, val)
+                .map_err(|e| anyhow::anyhow!("--var {n}: {e}"))?;
+        }
+        let sources: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let report = eastwall_ids::check(&sources, &v, &classes);
+        print!("{report}");
+        Ok(report.errors.is_empty())
+    };
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -199,6 +282,14 @@ fn main() -> ExitCode {
             action: PolicyAction::Explain(args),
         } => policy_explain(&args),
         Cmd::Ca { action } => ca_command(action),
+        Cmd::Ids {
+            action:
+                IdsAction::Check {
+                    files,
+                    classification,
+                    vars,
+                },
+        } => return ids_check(&files, classification.as_deref(), &vars),
         Cmd::Demo { keep } => demo::run(keep).map(|ok| {
             if !ok {
                 eprintln!("demo: some verdicts did not match the policy");

@@ -53,6 +53,15 @@ pub struct HttpLabels {
     pub verdict: &'static str,
 }
 
+/// Labels of IDS alerts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdsLabels {
+    /// The IDS profile.
+    pub profile: String,
+    /// `allowed` (detect, or not blocking) or `blocked`.
+    pub action: &'static str,
+}
+
 /// Labels of certificate renewals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RenewalLabels {
@@ -143,6 +152,8 @@ pub struct Metrics {
     /// Local connections of `localUsers` workloads attributed to a user (`ok`) or not
     /// (`unknown`).
     pub local_user_lookups: Family<ResultLabels, Counter>,
+    /// IDS alerts, by profile and action.
+    pub ids_alerts: Family<IdsLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,6 +177,7 @@ impl Default for Metrics {
             policy_reloads: Family::default(),
             http_requests: Family::default(),
             local_user_lookups: Family::default(),
+            ids_alerts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -213,6 +225,11 @@ impl Default for Metrics {
             "local_user_lookups",
             "Local connections of localUsers workloads attributed to a user (ok) or not (unknown)",
             m.local_user_lookups.clone(),
+        );
+        registry.register(
+            "ids_alerts",
+            "IDS alerts, by profile and action (blocked: prevent mode stopped the stream)",
+            m.ids_alerts.clone(),
         );
         registry.register(
             "policy_rules",

@@ -424,15 +424,17 @@ async fn relay_direct(
                 return;
             }
         };
+    let ids = ids_for(state, &rec, peer, orig_dst, eastwall_ids::AppProto::Unknown);
     let live = state.live.register(decided);
     let (mut c, mut u) = (client, upstream);
     let (cr, cw) = c.split();
     let (ur, uw) = u.split();
-    let (up, down, end) = relay_counted(state, dir, &live, cr, cw, ur, uw).await;
+    let (up, down, end, ids) = relay_inspected(state, dir, &live, ids, cr, cw, ur, uw).await;
     if end.is_abrupt() {
         socket::reset(c);
         socket::reset(u);
     }
+    rec.with_ids(ids);
     closed(state, &mut rec, start, up, down, end);
 }
 
@@ -660,6 +662,78 @@ where
     (up, down, end)
 }
 
+/// Relays like [`relay_counted`], with the IDS in the path when `ids` is given: what the
+/// client sends (`cr`) is inspected to the server, what the server sends (`sr`) to the
+/// client. Returns the IDS summary for the flow record.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay_inspected<CR, CW, SR, SW>(
+    state: &NodeState,
+    dir: &'static str,
+    live: &Registration<'_>,
+    ids: Option<crate::ids::SharedIds>,
+    cr: CR,
+    cw: CW,
+    sr: SR,
+    sw: SW,
+) -> (u64, u64, RelayEnd, Option<crate::ids::IdsInfo>)
+where
+    CR: Source,
+    CW: Sink,
+    SR: Source,
+    SW: Sink,
+{
+    use crate::ids::Inspecting;
+    use eastwall_ids::Dir;
+    let Some(ids) = ids else {
+        let (up, down, end) = relay_counted(state, dir, live, cr, cw, sr, sw).await;
+        return (up, down, end, None);
+    };
+    let to_server = Inspecting {
+        inner: cr,
+        dir: Dir::ToServer,
+        ids: ids.clone(),
+        state,
+    };
+    let to_client = Inspecting {
+        inner: sr,
+        dir: Dir::ToClient,
+        ids: ids.clone(),
+        state,
+    };
+    let (up, down, mut end) = relay_counted(state, dir, live, to_server, cw, to_client, sw).await;
+    let info = crate::ids::close(state, &ids);
+    if let (Some(sid), RelayEnd::Failed(e)) = (info.blocked_by, &end) {
+        let _ = sid;
+        end = RelayEnd::Blocked(e.to_string());
+    }
+    (up, down, end, Some(info))
+}
+
+/// The IDS inspection of a connection whose decision named a profile (`None` when it did
+/// not, or this node has no engine for it).
+pub(crate) fn ids_for(
+    state: &NodeState,
+    rec: &FlowRecord,
+    client: SocketAddr,
+    server: SocketAddr,
+    app: eastwall_ids::AppProto,
+) -> Option<crate::ids::SharedIds> {
+    crate::ids::for_connection(
+        state,
+        rec.eastwall.policy.ids.as_deref(),
+        eastwall_ids::FlowMeta {
+            src: client,
+            dst: server,
+        },
+        app,
+        rec.flow_id,
+        eastwall_ids::EveIdentities {
+            src_identity: rec.eastwall.src.identity.clone(),
+            dest_identity: rec.eastwall.dest.identity.clone(),
+        },
+    )
+}
+
 /// How a relay of an allowed connection ended.
 pub(crate) enum RelayEnd {
     /// Both sides closed.
@@ -668,6 +742,8 @@ pub(crate) enum RelayEnd {
     Failed(io::Error),
     /// A newer policy denies the connection (the rule); both sides are reset.
     Revoked(String),
+    /// The IPS stopped it (why); both sides are reset.
+    Blocked(String),
 }
 
 impl RelayEnd {
@@ -725,6 +801,10 @@ pub(crate) fn closed(
         RelayEnd::Revoked(rule) => {
             rec.eastwall.revoked_by = Some(rule);
             "revoked"
+        }
+        RelayEnd::Blocked(why) => {
+            rec.eastwall.error = Some(why);
+            "ids-blocked"
         }
     };
     finish(state, rec, start, "closed", reason, true);

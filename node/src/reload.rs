@@ -72,7 +72,11 @@ pub async fn watch(
     upkeep: IdentityUpkeep,
     mut local_addrs: Vec<IpAddr>,
 ) {
-    let mut stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+    let mut stamps = (
+        stamp(&cfg.registry_path),
+        stamp(&cfg.policy_path),
+        rules_stamp(&cfg),
+    );
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -85,7 +89,7 @@ pub async fn watch(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+                let now = (stamp(&cfg.registry_path), stamp(&cfg.policy_path), rules_stamp(&cfg));
                 if now == stamps {
                     continue;
                 }
@@ -98,7 +102,7 @@ pub async fn watch(
                 }
             } => {
                 info!("SIGHUP: reloading the registry and policy");
-                stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path));
+                stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path), rules_stamp(&cfg));
             }
         }
         match reload(&cfg, &state, &upkeep, &local_addrs).await {
@@ -112,6 +116,31 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// The IDS rules files' versions: a change reloads (and rebuilds the engines).
+fn rules_stamp(cfg: &NodeConfig) -> Vec<Option<Stamp>> {
+    let Some(spec) = &cfg.ids else {
+        return Vec::new();
+    };
+    spec.rules
+        .iter()
+        .flat_map(|p| {
+            let p = cfg.base_dir.join(p);
+            match std::fs::read_dir(&p) {
+                Ok(entries) => {
+                    let mut files: Vec<_> = entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == "rules"))
+                        .collect();
+                    files.sort();
+                    files
+                }
+                Err(_) => vec![p],
+            }
+        })
+        .map(|f| stamp(&f))
+        .collect()
 }
 
 fn count(state: &NodeState, result: &'static str) {
@@ -152,7 +181,16 @@ async fn reload(
             .await
             .context("capture update")??;
     }
+    // IDS engines for the new profiles (or changed rules files), built before anything
+    // changes: a policy whose profiles cannot be served is rejected.
+    let engines = match (state.ids(), &cfg.ids) {
+        (Some(e), Some(spec)) if !e.stale(spec, &cfg.base_dir, rules.policy.ids_profiles()) => {
+            Some(e)
+        }
+        _ => crate::run::build_ids(cfg, &rules.policy).await?,
+    };
     add_identities(upkeep, &rules, &cfg.node_name, state).await;
+    state.replace_ids(engines);
     let old = state.replace_rules(rules);
     drop(old);
     let revoked = crate::live::recheck(state).await;

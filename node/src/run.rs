@@ -118,6 +118,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         )),
         _ => None,
     };
+    let ids = build_ids(&cfg, &rules.policy).await?;
     let directory = match &cfg.directory {
         Some(d) => Some(
             crate::directory::Directory::build(d, &cfg.base_dir, cfg.capture.own_mark)
@@ -159,6 +160,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         .with_l7(cfg.l7.clone())
         .with_user_certs(user_certs),
     );
+    state.replace_ids(ids);
     let mut tasks = Vec::new();
     if let Some(crate::directory::Directory::Ldap(_)) = &state.directory {
         let state = state.clone();
@@ -270,6 +272,36 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         t.abort();
     }
     Ok(())
+}
+
+/// The IDS engines for the policy's profiles, built off the runtime's threads; an error when
+/// the policy has IDS profiles but the node config no `ids.rules` (traffic those rules allow
+/// would go uninspected).
+pub(crate) async fn build_ids(
+    cfg: &NodeConfig,
+    policy: &eastwall_policy::Policy,
+) -> anyhow::Result<Option<Arc<crate::ids::IdsEngines>>> {
+    let profiles = policy.ids_profiles().to_vec();
+    match &cfg.ids {
+        None if profiles.is_empty() => Ok(None),
+        None => anyhow::bail!(
+            "the policy defines IDS profiles ({}) but the node config has no `ids.rules`: the traffic they cover would go uninspected",
+            profiles
+                .iter()
+                .map(|p| p.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(spec) => {
+            let (spec, base) = (spec.clone(), cfg.base_dir.clone());
+            let engines = tokio::task::spawn_blocking(move || {
+                crate::ids::IdsEngines::build(&spec, &base, &profiles)
+            })
+            .await
+            .context("building the IDS engines")??;
+            Ok(Some(Arc::new(engines)))
+        }
+    }
 }
 
 /// Obtains a certificate for every local workload identity from the CA (a few quick retries;

@@ -32,6 +32,7 @@ pub struct NodeState {
     /// Allowed connections being relayed, for re-checks when the rules change.
     pub live: crate::live::LiveConnections,
     rules: RwLock<Arc<Rules>>,
+    ids: RwLock<Option<Arc<crate::ids::IdsEngines>>>,
 }
 
 impl NodeState {
@@ -57,6 +58,7 @@ impl NodeState {
             user_certs: None,
             l7: crate::config::L7Spec::default(),
             rules: RwLock::new(Arc::new(rules)),
+            ids: RwLock::new(None),
         }
     }
 
@@ -90,6 +92,16 @@ impl NodeState {
     /// The registry and policy in force; a connection keeps the snapshot it started with.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The IDS engines in force, if the node has IDS rules.
+    pub fn ids(&self) -> Option<Arc<crate::ids::IdsEngines>> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `engines` in force for connections decided from now on.
+    pub fn replace_ids(&self, engines: Option<Arc<crate::ids::IdsEngines>>) {
+        *self.ids.write().unwrap_or_else(|p| p.into_inner()) = engines;
     }
 
     /// Puts `rules` in force for every decision from now on; returns the ones replaced.

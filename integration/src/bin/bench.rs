@@ -8,7 +8,8 @@
 //!   mTLS tunnel over the named transport, L4 decisions);
 //! - `eastwall L7 (HTTP/2)`: the same, with every HTTP request decided on its own by the
 //!   destination node (`POLICY_L7`: method and path); bulk (iperf3) stays L4;
-//! - `eastwall L7+IDS`: not built yet (printed as such).
+//! - `eastwall L7+IDS (HTTP/2)`: the L7 row with the IDS inspecting every allowed request and
+//!   response (ET Open's web rules, detect mode).
 //!
 //! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
 //! 1-stream bulk, HTTP/1.1 keep-alive at saturation (wrk -t1 -c16 against nginx: req/s, p50,
@@ -51,6 +52,44 @@ spec:
       rules:
         - {id: client-to-server, action: allow, from: {app: client}, to: {app: server}, ports: [5201, 8080]}
 "#;
+
+/// The L7+IDS row: as the L7 row, and the IDS (ET Open's web rules, detect mode) inspects
+/// every allowed request and response.
+const POLICY_L7_IDS: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  idsProfiles:
+    - {name: web, mode: detect}
+  sections:
+    - name: bench
+      rules:
+        - id: client-gets-from-server
+          action: allow
+          from: {app: client}
+          to:
+            app: server
+            http:
+              - methods: [GET, HEAD]
+                paths: ["/*"]
+          ports: [8080]
+          ids: web
+        - {id: client-to-server-bulk, action: allow, from: {app: client}, to: {app: server}, ports: [5201]}
+"#;
+
+/// The ET Open web rules the L7+IDS row runs (`EASTWALL_ET_OPEN`, default the shared copy).
+fn et_open_web_rules() -> String {
+    let dir =
+        std::env::var("EASTWALL_ET_OPEN").unwrap_or_else(|_| "/work/shared/ids/et-open".into());
+    [
+        "emerging-web_server.rules",
+        "emerging-web_specific_apps.rules",
+        "emerging-web_client.rules",
+    ]
+    .iter()
+    .map(|f| format!("\"{dir}/{f}\""))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
 
 /// The L7 row: every HTTP request is decided on its own (method and path), bulk stays L4.
 const POLICY_L7: &str = r#"apiVersion: eastwall.dev/v1
@@ -95,6 +134,7 @@ fn args() -> anyhow::Result<Args> {
             "eastwall".into(),
             "eastwall-h2".into(),
             "eastwall-l7".into(),
+            "eastwall-l7-ids".into(),
         ],
         out: None,
         perf: None,
@@ -240,11 +280,12 @@ fn main() -> anyhow::Result<()> {
                 hp.stop_all();
                 row
             }
-            "eastwall" | "eastwall-h2" | "eastwall-l7" | "eastwall-l7-quic" => {
+            "eastwall" | "eastwall-h2" | "eastwall-l7" | "eastwall-l7-quic" | "eastwall-l7-ids" => {
                 let (transport, name, policy) = match p.as_str() {
                     "eastwall" => ("quic", "eastwall L4 (QUIC)", POLICY),
                     "eastwall-h2" => ("h2", "eastwall L4 (HTTP/2)", POLICY),
                     "eastwall-l7" => ("h2", "eastwall L7 (HTTP/2)", POLICY_L7),
+                    "eastwall-l7-ids" => ("h2", "eastwall L7+IDS (HTTP/2)", POLICY_L7_IDS),
                     _ => ("quic", "eastwall L7 (QUIC)", POLICY_L7),
                 };
                 b.cloud.set_policy(policy);
@@ -255,6 +296,11 @@ fn main() -> anyhow::Result<()> {
                 b.cloud
                     .lab
                     .add_node_spec(&format!("  tunnel:\n    transport: {transport}\n"));
+                if p == "eastwall-l7-ids" {
+                    b.cloud
+                        .lab
+                        .add_node_spec(&format!("  ids:\n    rules: [{}]\n", et_open_web_rules()));
+                }
                 b.cloud.start_nodes("");
                 let pids: Vec<u32> = ["hostA", "hostB"]
                     .iter()
@@ -269,13 +315,6 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown path {other}"),
         };
         rows.push(row);
-    }
-    for name in ["eastwall L7+IDS"] {
-        rows.push(Row {
-            name: name.into(),
-            note: Some("not built yet".into()),
-            ..Row::default()
-        });
     }
     let table = render(&rows, &b.a);
     println!("{table}");

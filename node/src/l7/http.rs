@@ -45,8 +45,8 @@ use crate::live;
 use crate::proxy::{self, RelayEnd};
 use crate::state::NodeState;
 
-/// Body of every response the node sends to a client.
-type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+/// Body of every response the node sends to a client, and of requests it sends to a server.
+type Body = UnsyncBoxBody<Bytes, crate::ids::BoxError>;
 
 /// Which HTTP the client speaks (and the server is spoken to in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,8 +128,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
 /// The connection to the server, opened when the first request is allowed.
 enum Upstream {
-    H1(hyper::client::conn::http1::SendRequest<Incoming>),
-    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+    H1(hyper::client::conn::http1::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
 /// One inspected HTTP connection.
@@ -143,6 +143,10 @@ struct HttpConn {
     upstream: tokio::sync::Mutex<Option<Upstream>>,
     counts: Mutex<HttpCounts>,
     last: Mutex<Option<EveHttp>>,
+    /// The IDS inspection per profile the connection's requests were allowed with.
+    ids: Mutex<Vec<(Arc<str>, crate::ids::SharedIds)>>,
+    /// The flow's endpoints and identities, for the IDS.
+    identities: eastwall_ids::EveIdentities,
 }
 
 /// Serves one HTTP connection from `io` (its first bytes in `prefix`); fills `rec` and returns
@@ -181,6 +185,11 @@ where
         upstream: tokio::sync::Mutex::new(None),
         counts: Mutex::new(HttpCounts::default()),
         last: Mutex::new(None),
+        ids: Mutex::new(Vec::new()),
+        identities: eastwall_ids::EveIdentities {
+            src_identity: rec.eastwall.src.identity.clone(),
+            dest_identity: rec.eastwall.dest.identity.clone(),
+        },
     });
     let h = http.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -222,6 +231,7 @@ where
     );
     proxy::count_bytes(state, http.conn.ends.direction.as_str(), up, down);
     rec.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+    rec.with_ids(http.close_ids());
     rec.eastwall.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
     let end = match (live.revoked_by(), served) {
         (Some(rule), _) => RelayEnd::Revoked(rule),
@@ -406,6 +416,20 @@ impl HttpConn {
         }
         let upgrading = is_upgrade(&req);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+        // The IDS of the allowing rule's profile sees the request before the server does.
+        let ids = d.policy.ids.as_deref().and_then(|p| self.ids_for(p));
+        if let Some(ids) = &ids
+            && let Err(b) = self.inspect_request(ids, &req, &target, host.as_deref())
+        {
+            return self.blocked(ev, d.policy, (src, dst), b);
+        }
+        let req = match &ids {
+            Some(ids) => req.map(|b| {
+                crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), true)
+                    .boxed_unsync()
+            }),
+            None => req.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
+        };
         let upstream_req = match self.upstream_request(req, &path, upgrading) {
             Ok(r) => r,
             Err(why) => {
@@ -413,7 +437,15 @@ impl HttpConn {
                 return self.answered(ev, d.policy, (src, dst), r, false);
             }
         };
-        let mut resp = match self.send(upstream_req).await {
+        let sent = self.send(upstream_req).await;
+        // A request body the IPS stopped: 403, and the connection closes.
+        if let Some(b) = ids
+            .as_ref()
+            .and_then(|i| i.lock().unwrap_or_else(|p| p.into_inner()).blocked_by())
+        {
+            return self.blocked(ev, d.policy, (src, dst), b);
+        }
+        let mut resp = match sent {
             Ok(r) => r,
             Err(why) => {
                 debug!(flow = self.flow_id, %why, "upstream request failed");
@@ -421,6 +453,11 @@ impl HttpConn {
                 return self.answered(ev, d.policy, (src, dst), r, false);
             }
         };
+        if let Some(ids) = &ids
+            && let Err(b) = self.inspect_response(ids, &resp)
+        {
+            return self.blocked(ev, d.policy, (src, dst), b);
+        }
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || (ev.http_method == "CONNECT" && resp.status().is_success());
         if let (true, Some(client)) = (switched, client_upgrade) {
@@ -433,8 +470,114 @@ impl HttpConn {
             });
         }
         strip_hop_by_hop(resp.headers_mut(), switched && upgrading);
-        let resp = resp.map(|b| b.boxed_unsync());
+        let resp = match &ids {
+            Some(ids) => resp.map(|b| {
+                crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), false)
+                    .boxed_unsync()
+            }),
+            None => resp.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
+        };
         self.answered(ev, d.policy, (src, dst), resp, false)
+    }
+
+    /// The connection's IDS inspection for `profile`, made on first use.
+    fn ids_for(&self, profile: &str) -> Option<crate::ids::SharedIds> {
+        let mut all = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ids)) = all.iter().find(|(p, _)| &**p == profile) {
+            return Some(ids.clone());
+        }
+        let engines = self.state.ids()?;
+        let engine = engines.get(profile)?.clone();
+        let app = match self.proto {
+            Proto::H1 => eastwall_ids::AppProto::Http1,
+            Proto::H2 => eastwall_ids::AppProto::Http2,
+        };
+        let flow = eastwall_ids::FlowMeta {
+            src: self.conn.ends.src,
+            dst: self.conn.ends.dst,
+        };
+        let ids =
+            crate::ids::FlowIds::new(engine, flow, app, self.flow_id, self.identities.clone());
+        all.push((engine_name(profile), ids.clone()));
+        Some(ids)
+    }
+
+    /// Finishes every inspection of the connection; the summary for the flow record.
+    fn close_ids(&self) -> Option<crate::ids::IdsInfo> {
+        let all = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut info: Option<crate::ids::IdsInfo> = None;
+        for (_, ids) in &all {
+            let i = crate::ids::close(&self.state, ids);
+            info = Some(match info {
+                None => i,
+                Some(mut acc) => {
+                    acc.alerts += i.alerts;
+                    acc.blocked_by = acc.blocked_by.or(i.blocked_by);
+                    acc
+                }
+            });
+        }
+        info
+    }
+
+    /// The request head through the IDS.
+    fn inspect_request(
+        &self,
+        ids: &crate::ids::SharedIds,
+        req: &Request<Incoming>,
+        target: &str,
+        host: Option<&str>,
+    ) -> Result<(), (u32, String)> {
+        let headers: Vec<(&str, &[u8])> = req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let r = eastwall_ids::HttpRequest {
+            method: req.method().as_str(),
+            uri_raw: target.as_bytes(),
+            host: req.uri().authority().map(|_| host.unwrap_or_default()),
+            headers: &headers,
+            version: ids_version(req.version()),
+        };
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let v = f.inspector().http_request(&r, crate::ids::now());
+        f.apply(&self.state, v)
+    }
+
+    /// The response head through the IDS.
+    fn inspect_response(
+        &self,
+        ids: &crate::ids::SharedIds,
+        resp: &Response<Incoming>,
+    ) -> Result<(), (u32, String)> {
+        let headers: Vec<(&str, &[u8])> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let r = eastwall_ids::HttpResponse {
+            status: resp.status().as_u16(),
+            reason: resp.status().canonical_reason().unwrap_or(""),
+            headers: &headers,
+            version: ids_version(resp.version()),
+        };
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let v = f.inspector().http_response(&r, crate::ids::now());
+        f.apply(&self.state, v)
+    }
+
+    /// Answers a request the IPS stopped: 403, and the connection closes.
+    fn blocked(
+        &self,
+        ev: EveHttp,
+        policy: PolicyInfo,
+        ends: (EndpointInfo, EndpointInfo),
+        (sid, msg): (u32, String),
+    ) -> Response<Body> {
+        let text = format!("blocked by eastwall IDS: signature {sid} ({msg})\n");
+        let r = full(StatusCode::FORBIDDEN, text, true);
+        self.answered(ev, policy, ends, r, true)
     }
 
     /// Refuses a request the node could not decide on (bad target).
@@ -522,10 +665,10 @@ impl HttpConn {
     /// headers, the upstream protocol's form of the target.
     fn upstream_request(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         path: &str,
         upgrading: bool,
-    ) -> Result<Request<Incoming>, String> {
+    ) -> Result<Request<Body>, String> {
         let (mut parts, body) = req.into_parts();
         let path_and_query = if parts.method == Method::CONNECT {
             None
@@ -569,7 +712,7 @@ impl HttpConn {
 
     /// Sends a request to the server, opening the connection first if there is none (or it
     /// closed).
-    async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, String> {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, String> {
         let mut up = self.upstream.lock().await;
         let usable = match up.as_ref() {
             Some(Upstream::H1(s)) => !s.is_closed(),
@@ -645,6 +788,19 @@ impl HttpConn {
             }
         }
     }
+}
+
+/// The IDS's name of an HTTP version.
+fn ids_version(v: Version) -> eastwall_ids::HttpVersion {
+    match v {
+        Version::HTTP_2 => eastwall_ids::HttpVersion::Http2,
+        Version::HTTP_10 | Version::HTTP_09 => eastwall_ids::HttpVersion::Http10,
+        _ => eastwall_ids::HttpVersion::Http11,
+    }
+}
+
+fn engine_name(profile: &str) -> Arc<str> {
+    Arc::from(profile)
 }
 
 /// Reads a request body to its end if it is small; whether it was.

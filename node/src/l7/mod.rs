@@ -306,6 +306,42 @@ async fn stream<D: Downstream>(
     });
     let (ur, mut uw) = upstream.split();
     let up0 = prefix.len() as u64;
+    // The IDS sees the handshake and the sniffed bytes before the server does.
+    let tls = rec.tls.is_some();
+    let app = if tls {
+        eastwall_ids::AppProto::Tls
+    } else {
+        eastwall_ids::AppProto::Unknown
+    };
+    let ids = proxy::ids_for(state, rec, conn.ends.src, conn.ends.dst, app);
+    if let Some(ids) = &ids {
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::ids::now();
+        let mut v = eastwall_ids::Verdict::default();
+        if tls {
+            let sni = rec.tls.as_ref().and_then(|t| t.sni.as_deref());
+            v.alerts
+                .extend(f.inspector().tls_client_hello(sni, now).alerts);
+        }
+        v.alerts.extend(
+            f.inspector()
+                .stream(eastwall_ids::Dir::ToServer, &prefix, now)
+                .alerts,
+        );
+        if let Err(b) = f.apply(state, v) {
+            drop(f);
+            socket::reset(upstream);
+            send.abort();
+            rec.with_ids(Some(crate::ids::close(state, ids)));
+            return Inspected {
+                up: 0,
+                down: 0,
+                end: RelayEnd::Blocked(crate::ids::blocked_error(b).to_string()),
+                allowed: true,
+                refused: None,
+            };
+        }
+    }
     if !prefix.is_empty()
         && let Err(e) = uw.put(prefix).await
     {
@@ -319,12 +355,13 @@ async fn stream<D: Downstream>(
             refused: None,
         };
     }
-    let (up, down_bytes, end) =
-        proxy::relay_counted(state, dir, &live, &mut recv, &mut send, ur, uw).await;
+    let (up, down_bytes, end, ids) =
+        proxy::relay_inspected(state, dir, &live, ids, &mut recv, &mut send, ur, uw).await;
     if end.is_abrupt() {
         socket::reset(upstream);
         send.abort();
     }
+    rec.with_ids(ids);
     Inspected {
         up: up + up0,
         down: down_bytes,

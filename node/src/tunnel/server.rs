@@ -359,8 +359,38 @@ pub(crate) async fn serve_stream<T: ServerStream>(
     });
     let mut upstream = upstream;
     let (ur, mut uw) = upstream.split();
-    // Bytes that arrived behind the header go to the workload first.
+    let ids = proxy::ids_for(
+        state,
+        &rec,
+        header.src,
+        header.dst,
+        eastwall_ids::AppProto::Unknown,
+    );
+    // Bytes that arrived behind the header go to the workload first (through the IDS).
     let up0 = early.len() as u64;
+    if let Some(ids) = &ids
+        && !early.is_empty()
+    {
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let v = f
+            .inspector()
+            .stream(eastwall_ids::Dir::ToServer, &early, crate::ids::now());
+        if let Err(b) = f.apply(state, v) {
+            drop(f);
+            socket::reset(upstream);
+            send.abort();
+            rec.with_ids(Some(crate::ids::close(state, ids)));
+            proxy::closed(
+                state,
+                &mut rec,
+                start,
+                0,
+                0,
+                proxy::RelayEnd::Blocked(crate::ids::blocked_error(b).to_string()),
+            );
+            return;
+        }
+    }
     if !early.is_empty()
         && let Err(e) = uw.put(early).await
     {
@@ -371,11 +401,12 @@ pub(crate) async fn serve_stream<T: ServerStream>(
         return;
     }
     // Here the "client" is the tunnel stream and the "server" the local workload.
-    let (up, down, end) =
-        proxy::relay_counted(state, "inbound", &live, &mut recv, &mut send, ur, uw).await;
+    let (up, down, end, ids) =
+        proxy::relay_inspected(state, "inbound", &live, ids, &mut recv, &mut send, ur, uw).await;
     if end.is_abrupt() {
         socket::reset(upstream);
         send.abort();
     }
+    rec.with_ids(ids);
     proxy::closed(state, &mut rec, start, up + up0, down, end);
 }

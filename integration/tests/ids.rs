@@ -1,0 +1,259 @@
+//! The IDS/IPS in the node, on allowed traffic: detect mode alerts and lets the traffic pass,
+//! prevent mode stops it before it reaches the other side; attacks split into many small
+//! writes, and attacks in the response direction, are caught; alerts are EVE `alert` events
+//! with both ends' identities. Run as root.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use eastwall_integration::http::{http1_session, raw_exchange};
+use eastwall_integration::{Cloud, require_root, spiffe};
+use eastwall_node::lab::http_server::Received;
+use serde_json::Value;
+
+const RULES: &str = r#"# eastwall IDS end-to-end rules
+alert http any any -> any any (msg:"SQL injection in the URI"; flow:established,to_server; http.uri; content:"union select"; nocase; classtype:web-application-attack; sid:1000001; rev:1;)
+alert tcp any any -> any any (msg:"raw attack payload"; flow:established,to_server; content:"EVIL-PAYLOAD"; classtype:attempted-admin; sid:1000002; rev:1;)
+alert http any any -> any any (msg:"secret in a response"; flow:established,to_client; http.response_body; content:"SECRET-TOKEN"; classtype:policy-violation; sid:1000003; rev:1;)
+alert tcp any any -> any any (msg:"leak echoed back"; flow:established,to_client; content:"ECHO-LEAK"; classtype:policy-violation; sid:1000004; rev:1;)
+"#;
+
+fn policy(mode: &str) -> String {
+    format!(
+        r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  idsProfiles:
+    - {{name: guard, mode: {mode}}}
+  sections:
+    - name: apps
+      rules:
+        - id: client-to-web
+          action: allow
+          from: {{app: client}}
+          to: {{app: web, http: [{{}}]}}
+          ports: [8080]
+          ids: guard
+        - {{id: client-to-echo, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [9000], ids: guard}}
+"#
+    )
+}
+
+struct Scene {
+    c: Cloud,
+    web: Received,
+}
+
+/// client on hostA; web (HTTP 8080) and echo (9000) on hostB; the IDS profile in `mode`.
+fn scene(mode: &str) -> Scene {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "client", "client", "prod"),
+            ("hostB", "web", "web", "prod"),
+            ("hostB", "echo", "echo", "prod"),
+        ],
+        "",
+        &policy(mode),
+    );
+    let web = c.lab.serve_http("web", 8080).unwrap();
+    c.lab.serve("echo", &[9000]).unwrap();
+    for host in ["hostA", "hostB"] {
+        let dir = c.lab.dir().join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ids.rules"), RULES).unwrap();
+    }
+    c.lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
+    c.start_nodes("");
+    Scene { c, web }
+}
+
+fn alerts(c: &Cloud, host: &str, sid: u64) -> Vec<Value> {
+    c.events(host)
+        .into_iter()
+        .filter(|e| e["event_type"] == "alert" && e["alert"]["signature_id"] == sid)
+        .collect()
+}
+
+fn wait_alert(c: &Cloud, host: &str, sid: u64) -> Value {
+    for _ in 0..100 {
+        if let Some(a) = alerts(c, host, sid).pop() {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    panic!("no alert {sid} on {host}: {:#?}", c.events(host));
+}
+
+#[test]
+fn detect_mode_alerts_and_lets_the_request_through() {
+    let s = scene("detect");
+    let (local, answers) = http1_session(
+        &s.c,
+        "client",
+        s.c.addr("web", 8080),
+        "web",
+        &[(
+            "GET",
+            "/search?q=1%20UNION%20SELECT%20password%20FROM%20users",
+            "",
+        )],
+    );
+    assert_eq!(answers[0].as_ref().unwrap().status, 200);
+    assert_eq!(s.web.requests().len(), 1);
+    // The destination node inspected it (after the tunnel) and says who was on each end.
+    let a = wait_alert(&s.c, "hostB", 1000001);
+    assert_eq!(a["alert"]["action"], "allowed");
+    assert_eq!(a["alert"]["signature"], "SQL injection in the URI");
+    assert_eq!(a["alert"]["category"], "Web Application Attack");
+    assert_eq!(a["alert"]["severity"], 1);
+    assert_eq!(a["app_proto"], "http");
+    assert_eq!(a["direction"], "to_server");
+    assert_eq!(a["eastwall"]["src_identity"], spiffe("client"));
+    assert_eq!(a["eastwall"]["dest_identity"], spiffe("web"));
+    assert!(
+        a["http"]["url"].as_str().unwrap().contains("UNION"),
+        "{a:#}"
+    );
+    let f = s.c.flow("hostB", local.unwrap());
+    assert_eq!(f["flow"]["alerted"], true);
+    assert_eq!(f["eastwall"]["ids"]["profile"], "guard");
+    assert_eq!(f["eastwall"]["ids"]["alerts"], 1);
+    assert_eq!(a["flow_id"], f["flow_id"]);
+    // The source node did not inspect (the destination does, once).
+    assert!(alerts(&s.c, "hostA", 1000001).is_empty());
+    assert!(
+        s.c.metric(
+            "hostB",
+            "eastwall_ids_alerts_total{profile=\"guard\",action=\"allowed\"}"
+        ) >= 1
+    );
+}
+
+#[test]
+fn prevent_mode_blocks_before_the_server_and_catches_split_attacks() {
+    let s = scene("prevent");
+    let dst = s.c.addr("web", 8080);
+    let (_, answers) = http1_session(
+        &s.c,
+        "client",
+        dst,
+        "web",
+        &[
+            ("GET", "/search?q=1%20union%20select%201", ""),
+            ("GET", "/ok", ""),
+        ],
+    );
+    let blocked = answers[0].as_ref().unwrap();
+    assert_eq!(blocked.status, 403);
+    assert!(
+        blocked
+            .body
+            .contains("blocked by eastwall IDS: signature 1000001"),
+        "{}",
+        blocked.body
+    );
+    // The connection closed after the block.
+    assert!(answers[1].is_err(), "{answers:?}");
+    assert!(s.web.requests().is_empty(), "{:?}", s.web.requests());
+    assert_eq!(
+        wait_alert(&s.c, "hostB", 1000001)["alert"]["action"],
+        "blocked"
+    );
+    // The same attack, one byte per write.
+    let req = b"GET /search?q=1%20UNION%20SELECT%202 HTTP/1.1\r\nHost: web\r\n\r\n";
+    let chunks: Vec<(&[u8], Duration)> = req
+        .chunks(1)
+        .map(|c| (c, Duration::from_millis(2)))
+        .collect();
+    let split = raw_exchange(&s.c, "client", dst, &chunks, Duration::from_secs(2));
+    assert!(split.text().starts_with("HTTP/1.1 403"), "{}", split.text());
+    assert!(s.web.requests().is_empty());
+    assert_eq!(alerts(&s.c, "hostB", 1000001).len(), 2);
+    // A raw stream: the payload split over many writes; the connection is reset before the
+    // bytes that complete it are passed on, so the echo never returns the whole payload.
+    let echo = s.c.addr("echo", 9000);
+    let payload = b"hello EVIL-PAYLOAD bye";
+    let chunks: Vec<(&[u8], Duration)> = payload
+        .chunks(3)
+        .map(|c| (c, Duration::from_millis(20)))
+        .collect();
+    let raw = raw_exchange(&s.c, "client", echo, &chunks, Duration::from_secs(2));
+    assert_ne!(raw.end, "open", "{raw:?}");
+    assert!(!raw.text().contains("EVIL-PAYLOAD"), "{}", raw.text());
+    let a = wait_alert(&s.c, "hostB", 1000002);
+    assert_eq!(a["alert"]["action"], "blocked");
+    let f = s.c.wait_flow("hostB", |f| {
+        f["flow"]["reason"] == "ids-blocked" && f["dest_port"] == 9000
+    });
+    assert_eq!(f["eastwall"]["ids"]["blocked_by"], 1000002);
+}
+
+#[test]
+fn attacks_in_the_response_direction_are_caught() {
+    // Detect: the response is delivered and the alert says to_client.
+    let s = scene("detect");
+    let (_, answers) = http1_session(
+        &s.c,
+        "client",
+        s.c.addr("web", 8080),
+        "web",
+        &[("GET", "/leak/SECRET-TOKEN", "")],
+    );
+    assert_eq!(answers[0].as_ref().unwrap().status, 200);
+    let a = wait_alert(&s.c, "hostB", 1000003);
+    assert_eq!(a["direction"], "to_client");
+    assert_eq!(a["src_ip"], s.c.lab.workload("web").addr.to_string());
+    // On a raw stream: what the echo sends back.
+    let raw = raw_exchange(
+        &s.c,
+        "client",
+        s.c.addr("echo", 9000),
+        &[(b"ECHO-LEAK\n", Duration::ZERO)],
+        Duration::from_millis(800),
+    );
+    assert!(raw.text().contains("ECHO-LEAK"), "{raw:?}");
+    assert_eq!(wait_alert(&s.c, "hostB", 1000004)["direction"], "to_client");
+    drop(s);
+
+    // Prevent: the response body is cut off before the secret reaches the client.
+    let s = scene("prevent");
+    let (_, answers) = http1_session(
+        &s.c,
+        "client",
+        s.c.addr("web", 8080),
+        "web",
+        &[("GET", "/leak/SECRET-TOKEN", "")],
+    );
+    match &answers[0] {
+        Ok(a) => assert!(!a.body.contains("SECRET-TOKEN"), "{a:?}"),
+        Err(_) => {}
+    }
+    assert_eq!(
+        wait_alert(&s.c, "hostB", 1000003)["alert"]["action"],
+        "blocked"
+    );
+}
+
+#[test]
+fn a_policy_with_ids_profiles_needs_ids_rules() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA"],
+        &[("hostA", "client", "client", "prod")],
+        "",
+        &policy("detect"),
+    );
+    let err = c
+        .lab
+        .start_node(
+            &eastwall_integration::eastwall_bin(),
+            "hostA",
+            &c.registry().to_owned(),
+            &policy("detect"),
+            "",
+        )
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("has no `ids.rules`"), "{err:#}");
+}

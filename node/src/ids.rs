@@ -1,0 +1,449 @@
+//! The IDS/IPS in the node: the Suricata rules files of the node config, compiled once per
+//! IDS profile of the policy (`eastwall_ids::Engine`), and one inspector per allowed
+//! connection that an allow rule with `ids: <profile>` decided.
+//!
+//! Where: at the last node on the path, the one that decides (the destination behind the
+//! tunnel, after it decrypted the stream; the source for same-host traffic and destinations
+//! outside the mesh). What: the raw stream of both directions for TCP, TLS and opaque
+//! connections ([`Inspecting`] wraps a relay's sources), and the HTTP buffers of each request
+//! and response (`l7::http`). A profile in `detect` mode records alerts; in `prevent` mode
+//! any alert of a rule that is not `pass` also stops the offending bytes before they reach
+//! the other side: a raw stream is reset, an HTTP request gets 403 and the connection closes.
+//! Alerts are Suricata EVE `alert` events in the node's EVE log, with both ends' identities.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use eastwall_ids::{
+    AppProto, Classifications, Dir, Engine, EveEvent, EveIdentities, FlowInspector, FlowMeta,
+    RuleAction, Selection, Timestamp, Vars, Verdict,
+};
+use eastwall_policy::{IdsMode, IdsProfile};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::metrics::IdsLabels;
+use crate::relay::Source;
+use crate::state::NodeState;
+
+/// The `ids` section of the node config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdsSpec {
+    /// Rules files (Suricata syntax), or folders whose `*.rules` files are read.
+    pub rules: Vec<PathBuf>,
+    /// `classification.config` (classtype descriptions and priorities); Suricata's defaults
+    /// without it.
+    #[serde(default)]
+    pub classification: Option<PathBuf>,
+    /// Address and port variables over the east-west defaults (`HOME_NET` and
+    /// `EXTERNAL_NET` are `any`: both ends of east-west traffic are inside).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The compiled rules, one engine per IDS profile of the policy.
+pub struct IdsEngines {
+    by_profile: HashMap<Arc<str>, ProfileEngine>,
+    /// What they were built from, to tell whether a reload must rebuild them.
+    built_from: (Vec<IdsProfile>, Vec<(PathBuf, Option<SystemTime>)>),
+}
+
+/// One profile's engine.
+#[derive(Clone)]
+pub struct ProfileEngine {
+    /// The profile's name.
+    pub name: Arc<str>,
+    /// Detect or prevent.
+    pub mode: IdsMode,
+    /// The rules it runs.
+    pub engine: Arc<Engine>,
+}
+
+fn rule_files(spec: &IdsSpec, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in &spec.rules {
+        let p = base.join(p);
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "rules"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p);
+        }
+    }
+    Ok(files)
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).and_then(|m| m.modified()).ok();
+            (f.clone(), m)
+        })
+        .collect()
+}
+
+impl IdsEngines {
+    /// Reads the rules of `spec` (paths relative to `base`) and builds an engine per profile.
+    /// A rule that is skipped or malformed is logged and the rest loads; an unreadable file or
+    /// a bad variable is an error.
+    pub fn build(spec: &IdsSpec, base: &Path, profiles: &[IdsProfile]) -> anyhow::Result<Self> {
+        let files = rule_files(spec, base)?;
+        let mut rules = Vec::new();
+        let (mut skipped, mut errors) = (0usize, 0usize);
+        for f in &files {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("IDS rules: reading {}", f.display()))?;
+            let parsed = eastwall_ids::parse_rules(&f.display().to_string(), &text);
+            for e in parsed.errors.iter().take(20) {
+                warn!("IDS rule not loaded: {e}");
+            }
+            skipped += parsed.skipped.len();
+            errors += parsed.errors.len();
+            rules.extend(parsed.rules);
+        }
+        let classes = match &spec.classification {
+            None => Classifications::suricata_defaults(),
+            Some(p) => {
+                let p = base.join(p);
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let (c, errs) = Classifications::parse(&p.display().to_string(), &text);
+                for e in errs.iter().take(20) {
+                    warn!("classification: {e}");
+                }
+                c
+            }
+        };
+        let mut vars = Vars::east_west();
+        for (k, v) in &spec.vars {
+            vars.set(k, v)
+                .map_err(|e| anyhow::anyhow!("ids.vars.{k}: {e}"))?;
+        }
+        let mut by_profile = HashMap::new();
+        for p in profiles {
+            let select = Selection {
+                classtypes: (!p.classtypes.is_empty()).then(|| p.classtypes.clone()),
+                max_severity: p.max_severity,
+                sids: (!p.sids.is_empty()).then(|| p.sids.clone()),
+                exclude_sids: p.exclude_sids.clone(),
+            };
+            let (engine, _report) = Engine::build(&rules, &vars, &classes, &select);
+            info!(
+                profile = %p.name,
+                mode = p.mode.as_str(),
+                rules = engine.rule_count(),
+                "IDS profile compiled"
+            );
+            by_profile.insert(
+                p.name.clone(),
+                ProfileEngine {
+                    name: p.name.clone(),
+                    mode: p.mode,
+                    engine: Arc::new(engine),
+                },
+            );
+        }
+        info!(
+            files = files.len(),
+            loaded = rules.len(),
+            skipped,
+            errors,
+            "IDS rules read"
+        );
+        Ok(IdsEngines {
+            by_profile,
+            built_from: (profiles.to_vec(), stamps(&files)),
+        })
+    }
+
+    /// Whether engines built now from `spec` and `profiles` would differ (profiles or rules
+    /// files changed).
+    pub fn stale(&self, spec: &IdsSpec, base: &Path, profiles: &[IdsProfile]) -> bool {
+        let files = rule_files(spec, base).unwrap_or_default();
+        self.built_from.0 != profiles || self.built_from.1 != stamps(&files)
+    }
+
+    /// The engine of `profile`.
+    pub fn get(&self, profile: &str) -> Option<&ProfileEngine> {
+        self.by_profile.get(profile)
+    }
+}
+
+/// The time now, as the IDS counts it.
+pub(crate) fn now() -> Timestamp {
+    Timestamp::from_unix(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// What the IDS did on one connection, for its flow record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IdsInfo {
+    /// The profile that inspected it.
+    pub profile: String,
+    /// `detect` or `prevent`.
+    pub mode: &'static str,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// The signature that stopped the connection, in prevent mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<u32>,
+}
+
+/// One connection's inspection.
+pub(crate) struct FlowIds {
+    inspector: FlowInspector,
+    profile: ProfileEngine,
+    flow_id: u64,
+    identities: EveIdentities,
+    alerts: u64,
+    blocked_by: Option<(u32, String)>,
+}
+
+/// A connection's inspection, shared by the tasks that feed it.
+pub(crate) type SharedIds = Arc<Mutex<FlowIds>>;
+
+impl FlowIds {
+    /// Inspection of the connection `flow` (client → server) with `profile`.
+    pub(crate) fn new(
+        profile: ProfileEngine,
+        flow: FlowMeta,
+        app: AppProto,
+        flow_id: u64,
+        identities: EveIdentities,
+    ) -> SharedIds {
+        let mut inspector = FlowInspector::new(profile.engine.clone(), flow);
+        inspector.set_app_proto(app);
+        Arc::new(Mutex::new(FlowIds {
+            inspector,
+            profile,
+            flow_id,
+            identities,
+            alerts: 0,
+            blocked_by: None,
+        }))
+    }
+
+    /// The inspector, to feed.
+    pub(crate) fn inspector(&mut self) -> &mut FlowInspector {
+        &mut self.inspector
+    }
+
+    /// Records the alerts of `v` (EVE events, metrics); `Err` with the blocking signature when
+    /// the profile prevents and one of them is not from a `pass` rule.
+    pub(crate) fn apply(&mut self, state: &NodeState, v: Verdict) -> Result<(), (u32, String)> {
+        if v.is_empty() {
+            return Ok(());
+        }
+        let prevent = self.profile.mode == IdsMode::Prevent;
+        let mut block = None;
+        for a in &v.alerts {
+            if a.action == RuleAction::Pass {
+                continue;
+            }
+            let blocks = prevent;
+            if blocks && block.is_none() {
+                block = Some((a.sid, a.msg.clone()));
+            }
+            self.alerts += 1;
+            let flow = self.inspector.flow();
+            let mut ev = EveEvent::new(a, &flow, self.flow_id, Some(self.identities.clone()));
+            if blocks {
+                ev.alert = ev.alert.blocked();
+            }
+            state.flows.event(&ev);
+            state
+                .metrics
+                .ids_alerts
+                .get_or_create(&IdsLabels {
+                    profile: self.profile.name.to_string(),
+                    action: if blocks { "blocked" } else { "allowed" },
+                })
+                .inc();
+        }
+        match block {
+            Some(b) => {
+                self.blocked_by.get_or_insert(b.clone());
+                Err(b)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The summary for the flow record.
+    pub(crate) fn info(&self) -> IdsInfo {
+        IdsInfo {
+            profile: self.profile.name.to_string(),
+            mode: self.profile.mode.as_str(),
+            alerts: self.alerts,
+            blocked_by: self.blocked_by.as_ref().map(|b| b.0),
+        }
+    }
+
+    /// The signature that stopped the connection, if one did.
+    pub(crate) fn blocked_by(&self) -> Option<(u32, String)> {
+        self.blocked_by.clone()
+    }
+}
+
+/// The error a relay ends with when the IPS stops a stream.
+pub(crate) fn blocked_error((sid, msg): (u32, String)) -> io::Error {
+    io::Error::other(format!("blocked by IDS signature {sid}: {msg}"))
+}
+
+/// Finishes a connection's inspection (rules decided at the end of the stream) and returns
+/// its summary.
+pub(crate) fn close(state: &NodeState, ids: &SharedIds) -> IdsInfo {
+    let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+    let v = f.inspector.close(now());
+    let _ = f.apply(state, v);
+    f.info()
+}
+
+/// The inspection for a connection an allow rule with `ids: <profile>` decided, if the node
+/// has that profile's engine.
+pub(crate) fn for_connection(
+    state: &NodeState,
+    profile: Option<&str>,
+    flow: FlowMeta,
+    app: AppProto,
+    flow_id: u64,
+    identities: EveIdentities,
+) -> Option<SharedIds> {
+    let name = profile?;
+    let engines = state.ids()?;
+    let Some(engine) = engines.get(name) else {
+        warn!(
+            profile = name,
+            "no IDS engine for the profile; not inspected"
+        );
+        return None;
+    };
+    Some(FlowIds::new(engine.clone(), flow, app, flow_id, identities))
+}
+
+/// A relay source whose bytes the IDS sees before they go on; in prevent mode a blocking
+/// alert ends the relay with an error (so both sides are reset) and the bytes are dropped.
+pub(crate) struct Inspecting<'a, S> {
+    /// The source.
+    pub(crate) inner: S,
+    /// Which way its bytes go.
+    pub(crate) dir: Dir,
+    /// The connection's inspection.
+    pub(crate) ids: SharedIds,
+    /// For events and metrics.
+    pub(crate) state: &'a NodeState,
+}
+
+impl<S: Source> Source for Inspecting<'_, S> {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        let got = self.inner.next(hint).await?;
+        let mut f = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let v = match &got {
+            Some(b) => f.inspector.stream(self.dir, b, now()),
+            None => f.inspector.stream_end(self.dir, now()),
+        };
+        f.apply(self.state, v).map_err(blocked_error)?;
+        Ok(got)
+    }
+}
+
+/// Boxed error of a body the IDS may stop.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An HTTP body whose data the IDS sees on its way (a request's to the server, a response's
+/// to the client); in prevent mode a blocking alert ends the body with an error, so the rest
+/// never arrives.
+pub(crate) struct InspectedBody<B> {
+    inner: B,
+    ids: SharedIds,
+    state: Arc<NodeState>,
+    request: bool,
+    ended: bool,
+}
+
+impl<B> InspectedBody<B> {
+    /// `inner` (a request body if `request`, else a response body) through `ids`.
+    pub(crate) fn new(inner: B, ids: SharedIds, state: Arc<NodeState>, request: bool) -> Self {
+        InspectedBody {
+            inner,
+            ids,
+            state,
+            request,
+            ended: false,
+        }
+    }
+
+    fn inspect(&mut self, chunk: &[u8], end: bool) -> Result<(), BoxError> {
+        let mut f = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        let v = if self.request {
+            f.inspector().http_request_body(chunk, end, now())
+        } else {
+            f.inspector().http_response_body(chunk, end, now())
+        };
+        f.apply(&self.state, v)
+            .map_err(|b| BoxError::from(blocked_error(b)))
+    }
+}
+
+impl<B> hyper::body::Body for InspectedBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let end = this.inner.is_end_stream();
+                    let data = data.clone();
+                    if let Err(e) = this.inspect(&data, end) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    this.ended |= end;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => {
+                if !this.ended {
+                    this.ended = true;
+                    if let Err(e) = this.inspect(&[], true) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
