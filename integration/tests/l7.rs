@@ -280,7 +280,7 @@ fn tls_is_decided_by_sni_without_decrypting_and_opaque_tcp_does_not_match_l7_rul
     assert_eq!(opaque["eastwall"]["policy"]["rule"], "default-deny");
     // A server-first protocol (the client sends nothing): after the first-bytes wait it is
     // opaque, and the L7 allow rule does not match it.
-    let silent = raw_exchange(&s.c, "web", dst, &[], Duration::from_secs(2));
+    let silent = raw_exchange(&s.c, "web", dst, &[], Duration::from_secs(4));
     assert_ne!(silent.end, "open", "{silent:?}");
     assert!(silent.received.is_empty(), "{silent:?}");
 }

@@ -264,7 +264,7 @@ pub struct L7Spec {
 impl Default for L7Spec {
     fn default() -> Self {
         L7Spec {
-            first_bytes_ms: 500,
+            first_bytes_ms: 2000,
             deny_body_names_rule: true,
             header_timeout_secs: 10,
             max_header_bytes: 64 * 1024,

@@ -240,7 +240,7 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
         .collect::<anyhow::Result<_>>()?;
     println!(
-        "  eastwall nodes running on hostA and hostB (default deny; mTLS tunnel on port 15008: QUIC, HTTP/2 over TCP where UDP is blocked)\n"
+        "  eastwall nodes running on hostA and hostB (default deny; mTLS tunnel on port 15008: HTTP/2 over TCP, QUIC over UDP where TCP is blocked)\n"
     );
 
     let mut ok = true;
