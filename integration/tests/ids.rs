@@ -226,9 +226,9 @@ fn attacks_in_the_response_direction_are_caught() {
         "web",
         &[("GET", "/leak/SECRET-TOKEN", "")],
     );
-    match &answers[0] {
-        Ok(a) => assert!(!a.body.contains("SECRET-TOKEN"), "{a:?}"),
-        Err(_) => {}
+    // Either the body is cut short (the client sees an error) or it lacks the secret.
+    if let Ok(a) = &answers[0] {
+        assert!(!a.body.contains("SECRET-TOKEN"), "{a:?}");
     }
     assert_eq!(
         wait_alert(&s.c, "hostB", 1000003)["alert"]["action"],
