@@ -245,12 +245,13 @@ fn a_policy_with_ids_profiles_needs_ids_rules() {
         "",
         &policy("detect"),
     );
+    let registry = c.registry().to_owned();
     let err = c
         .lab
         .start_node(
             &eastwall_integration::eastwall_bin(),
             "hostA",
-            &c.registry().to_owned(),
+            &registry,
             &policy("detect"),
             "",
         )
