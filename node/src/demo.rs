@@ -41,11 +41,22 @@ spec:
     finance-admins: {memberOf: [finance]}
 "#;
 
+/// The demo's IDS rules (Suricata syntax): what the IPS looks for in allowed traffic.
+pub const IDS_RULES: &str = r#"# eastwall demo rules
+alert http any any -> any any (msg:"SQL injection attempt in the URI (UNION SELECT)"; flow:established,to_server; http.uri; content:"union"; nocase; content:"select"; nocase; distance:0; classtype:web-application-attack; sid:9000001; rev:1;)
+alert http any any -> any any (msg:"Path traversal in the URI"; flow:established,to_server; http.uri.raw; content:"../"; classtype:web-application-attack; sid:9000002; rev:1;)
+alert http any any -> any any (msg:"Scanner user agent (sqlmap)"; flow:established,to_server; http.user_agent; content:"sqlmap"; nocase; classtype:web-application-attack; sid:9000003; rev:1;)
+"#;
+
 /// The demo's policy: zones first, then the apps.
 pub const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
 metadata: {name: demo}
 spec:
+  idsProfiles:
+    - name: web-guard
+      mode: prevent
+      classtypes: [web-application-attack]
   sections:
     - name: zones
       rules:
@@ -78,6 +89,7 @@ spec:
               - methods: [GET, POST]
                 paths: ["/api/*"]
           ports: [443]
+          ids: web-guard
         - id: hr-uses-hr-app
           action: allow
           from: {group: hr}
@@ -235,6 +247,13 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
         );
         None
     };
+    // The IPS: the demo's rules on both hosts.
+    for host in ["hostA", "hostB"] {
+        let dir = lab.dir().join(host);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("ids.rules"), IDS_RULES)?;
+    }
+    lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
     let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
         .iter()
         .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
@@ -398,27 +417,29 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
 /// L7: alice's requests to the finance API on one keep-alive connection, each decided on its
 /// own by hostB (the destination, behind the tunnel).
 fn http_scene(lab: &Lab) -> anyhow::Result<bool> {
-    let requests: [(&str, &str, u16); 4] = [
+    let requests: [(&str, &str, u16); 5] = [
         ("GET", "/api/accounts", 200),
         ("POST", "/api/transfers", 200),
         ("DELETE", "/api/accounts/7", 403),
         ("GET", "/api/../admin", 403),
+        // Allowed by the policy, stopped by the IPS (profile web-guard, prevent).
+        ("GET", "/api/accounts?id=1%20UNION%20SELECT%20password", 403),
     ];
     let plain: Vec<(&str, &str)> = requests.iter().map(|(m, p, _)| (*m, *p)).collect();
     let answers = http_session(lab, "desk-alice", &plain)?;
     println!(
-        "\nL7: desk-alice -> finance-api:443, one keep-alive HTTP connection, each request decided by hostB:"
+        "\nL7 + IPS: desk-alice -> finance-api:443, one keep-alive HTTP connection, each request decided and inspected by hostB:"
     );
     let mut ok = answers.len() == requests.len();
     for ((method, path, want), (code, body)) in requests.iter().zip(&answers) {
         ok &= code == want;
         let why = if *code == 403 {
-            format!("  <- {body}")
+            format!("  <- {}", body.lines().next().unwrap_or_default())
         } else {
             String::new()
         };
         println!(
-            "  {method:<6} {path:<16} {code}{}{why}",
+            "  {method:<6} {path:<50} {code}{}{why}",
             if code == want { "" } else { "  MISMATCH" }
         );
     }
