@@ -97,6 +97,18 @@ impl Cloud {
         }
     }
 
+    /// Binds workload `workload` (one of those given to [`Cloud::new`]) to `user` in the
+    /// registry nodes started from now on run with (a VDI desktop belongs to its user).
+    pub fn bind_user(&mut self, workload: &str, user: &str) {
+        let start = format!("    - {{name: {workload}, ");
+        let at = self
+            .registry
+            .find(&start)
+            .unwrap_or_else(|| panic!("no workload {workload} in the generated registry"));
+        let end = at + self.registry[at..].find("}\n").unwrap();
+        self.registry.insert_str(end, &format!(", user: {user}"));
+    }
+
     /// The policy nodes started from now on run with.
     pub fn set_policy(&mut self, policy: &str) {
         self.policy = policy.to_owned();

@@ -78,15 +78,9 @@ fn scene(transport: &str, extra_spec: &str) -> Scene {
     c.lab.add_node_spec(&format!(
         "  directory:\n    file: directory.yaml\n  tunnel:\n    transport: {transport}\n{extra_spec}"
     ));
-    let mut reg = c.registry().to_owned();
-    for (wl, user) in [("desk-alice", "alice"), ("desk-bob", "bob")] {
-        let addr = c.lab.workload(wl).addr;
-        let line =
-            format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp}}");
-        reg = reg.replace(&line, &format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp, user: {user}}}"));
-    }
-    c.start_node_with("hostA", &reg, "");
-    c.start_node_with("hostB", &reg, "");
+    c.bind_user("desk-alice", "alice");
+    c.bind_user("desk-bob", "bob");
+    c.start_nodes("");
     Scene { c, remote, local }
 }
 

@@ -37,16 +37,9 @@ fn the_user_travels_in_the_certificate_and_the_destination_decides_on_it() {
     );
     c.lab.serve("finance-api", &[443, 8443]).unwrap();
     // Bind the desktops to their users.
-    let mut reg = c.registry().to_owned();
-    for (wl, user) in [("desk-alice", "alice"), ("desk-bob", "bob")] {
-        let addr = c.lab.workload(wl).addr;
-        let line =
-            format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp}}");
-        assert!(reg.contains(&line));
-        reg = reg.replace(&line, &format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp, user: {user}}}"));
-    }
-    c.start_node_with("hostA", &reg, "");
-    c.start_node_with("hostB", &reg, "");
+    c.bind_user("desk-alice", "alice");
+    c.bind_user("desk-bob", "bob");
+    c.start_nodes("");
 
     let alice = c.connect("desk-alice", "finance-api", 443);
     assert!(alice.outcome.reached(), "{:?}", alice.outcome);
@@ -108,13 +101,8 @@ spec:
     );
     c.lab.serve("finance-api", &[443]).unwrap();
     c.lab.serve("hr-app", &[443]).unwrap();
-    let mut reg = c.registry().to_owned();
-    for (wl, user) in [("desk-alice", "alice"), ("desk-bob", "bob")] {
-        let addr = c.lab.workload(wl).addr;
-        let line =
-            format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp}}");
-        reg = reg.replace(&line, &format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp, user: {user}}}"));
-    }
+    c.bind_user("desk-alice", "alice");
+    c.bind_user("desk-bob", "bob");
     // The static directory: alice is in finance-admins, a group inside finance; bob in hr.
     for host in ["hostA", "hostB"] {
         let dir = c.lab.dir().join(host);
@@ -127,8 +115,7 @@ spec:
     }
     c.lab
         .add_node_spec("  directory:\n    file: directory.yaml\n");
-    c.start_node_with("hostA", &reg, "");
-    c.start_node_with("hostB", &reg, "");
+    c.start_nodes("");
 
     let alice = c.connect("desk-alice", "finance-api", 443);
     assert!(alice.outcome.reached(), "{:?}", alice.outcome);
@@ -231,16 +218,10 @@ spec:
             ca.display(),
             slapd.admin_password_file().unwrap().display(),
         ));
-        let mut reg = c.registry().to_owned();
-        for (wl, user) in [("desk-alice", "alice"), ("desk-bob", "bob")] {
-            let addr = c.lab.workload(wl).addr;
-            let line = format!(
-                "{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp}}"
-            );
-            reg = reg.replace(&line, &format!("{{name: {wl}, node: hostA, addresses: [{addr}], app: desktop, zone: corp, user: {user}}}"));
-        }
-        c.start_node_with("hostA", &reg, "");
-        c.start_node_with("hostB", &reg, "");
+        c.bind_user("desk-alice", "alice");
+        c.bind_user("desk-bob", "bob");
+        c.start_node("hostA", "");
+        c.start_node("hostB", "");
         Some((c, slapd))
     }
 

@@ -503,43 +503,20 @@ async fn relay_tunnel(
     active.inc();
     // The pooled connection stays leased until the stream is done.
     let (outcome, refusal) = match opened {
-        Opened::Quic {
-            lease,
-            mut send,
-            recv,
-        } => {
-            let r = through_tunnel(
-                &mut c,
-                &mut send,
-                quic::read_response(recv),
-                (&mut up, &mut down),
-                &mut info,
-                &live,
-            )
-            .await;
-            if r.is_err() {
-                send.abort();
-            }
-            let refusal = quic::handshake_refusal(&lease.conn);
-            (r, refusal)
+        Opened::Quic { lease, send, recv } => {
+            let counts = (&mut up, &mut down);
+            let response = quic::read_response(recv);
+            let r = through_tunnel(&mut c, send, response, counts, &mut info, &live).await;
+            (r, quic::handshake_refusal(&lease.conn))
         }
         Opened::H2 {
             lease,
-            mut send,
+            send,
             response,
         } => {
-            let r = through_tunnel(
-                &mut c,
-                &mut send,
-                h2::read_response(response),
-                (&mut up, &mut down),
-                &mut info,
-                &live,
-            )
-            .await;
-            if r.is_err() {
-                send.abort();
-            }
+            let counts = (&mut up, &mut down);
+            let response = h2::read_response(response);
+            let r = through_tunnel(&mut c, send, response, counts, &mut info, &live).await;
             (r, lease.conn.handshake_refusal())
         }
     };
@@ -589,8 +566,28 @@ async fn relay_tunnel(
 
 /// Relays a workload connection through an opened tunnel stream: the client's bytes start
 /// flowing at once (the destination holds them until it has decided); the first thing back
-/// is the destination's response, then the destination workload's bytes.
+/// is the destination's response, then the destination workload's bytes. The stream is
+/// reset when the relay fails.
 async fn through_tunnel<S, R>(
+    client: &mut TcpStream,
+    mut send: S,
+    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    (up, down): (&mut u64, &mut u64),
+    info: &mut TunnelInfo,
+    live: &Registration<'_>,
+) -> Result<(), TunnelEnd>
+where
+    S: Sink + Abort,
+    R: Source,
+{
+    let r = relay_through(client, &mut send, response, (up, down), info, live).await;
+    if r.is_err() {
+        send.abort();
+    }
+    r
+}
+
+async fn relay_through<S, R>(
     client: &mut TcpStream,
     send: S,
     response: impl std::future::Future<Output = io::Result<(Response, R)>>,

@@ -51,41 +51,33 @@ impl<T: Sink> Sink for &mut T {
     }
 }
 
+/// Waits until `stream` is readable, then reads the burst that arrived (up to `hint`), with
+/// a buffer taken only then.
+async fn read_burst(stream: &tokio::net::TcpStream, hint: &mut usize) -> io::Result<Option<Bytes>> {
+    loop {
+        stream.readable().await?;
+        let mut buf = BytesMut::with_capacity(*hint);
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                grow(hint, n);
+                return Ok(Some(buf.freeze()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Source for tokio::net::tcp::ReadHalf<'_> {
     async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
-        loop {
-            self.readable().await?;
-            let mut buf = BytesMut::with_capacity(*hint);
-            match self.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    if n == *hint {
-                        *hint = (*hint * 2).min(MAX_READ);
-                    }
-                    return Ok(Some(buf.freeze()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        read_burst(self.as_ref(), hint).await
     }
 }
 
 impl Source for tokio::net::tcp::OwnedReadHalf {
     async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
-        loop {
-            self.readable().await?;
-            let mut buf = BytesMut::with_capacity(*hint);
-            match self.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
-                    grow(hint, n);
-                    return Ok(Some(buf.freeze()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        read_burst(self.as_ref(), hint).await
     }
 }
 
@@ -173,7 +165,8 @@ impl Abort for quinn::SendStream {
     }
 }
 
-fn h2_io(e: h2::Error) -> io::Error {
+/// An HTTP/2 stream error as an I/O error (the I/O error itself when it is one).
+pub(crate) fn h2_io(e: h2::Error) -> io::Error {
     if e.is_io() {
         e.into_io()
             .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))

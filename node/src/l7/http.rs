@@ -528,11 +528,7 @@ impl HttpConn {
         target: &str,
         host: Option<&str>,
     ) -> Result<(), (u32, String)> {
-        let headers: Vec<(&str, &[u8])> = req
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
+        let headers = header_pairs(req.headers());
         let r = eastwall_ids::HttpRequest {
             method: req.method().as_str(),
             uri_raw: target.as_bytes(),
@@ -551,11 +547,7 @@ impl HttpConn {
         ids: &crate::ids::SharedIds,
         resp: &Response<Incoming>,
     ) -> Result<(), (u32, String)> {
-        let headers: Vec<(&str, &[u8])> = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
+        let headers = header_pairs(resp.headers());
         let r = eastwall_ids::HttpResponse {
             status: resp.status().as_u16(),
             reason: resp.status().canonical_reason().unwrap_or(""),
@@ -788,6 +780,11 @@ impl HttpConn {
             }
         }
     }
+}
+
+/// Header fields as the IDS takes them: name and value, in order.
+fn header_pairs(h: &HeaderMap) -> Vec<(&str, &[u8])> {
+    h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
 }
 
 /// The IDS's name of an HTTP version.

@@ -10,6 +10,8 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::relay::h2_io;
+
 /// A stream whose first bytes were already read (to detect the protocol): they are read
 /// again first.
 pub(crate) struct Rewind<T> {
@@ -63,15 +65,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-fn h2_io(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        e.into_io()
-            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))
-    } else {
-        io::Error::other(e)
     }
 }
 

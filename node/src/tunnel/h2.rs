@@ -117,17 +117,7 @@ impl H2Connector {
             node: key.node,
             reason,
         };
-        let client = self
-            .identities
-            .client(&key.src)
-            .ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
-        let tls = eastwall_certs::client_config(
-            client,
-            &self.identities.bundle,
-            key.dst.clone(),
-            &[ALPN],
-        )
-        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let tls = super::pool::client_tls(&self.identities, key, ALPN)?;
         let sni = ServerName::try_from(eastwall_certs::sni_for(&key.dst))
             .map_err(|e| OpenError::Config(e.to_string()))?;
         let s = Socket::new(

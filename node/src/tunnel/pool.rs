@@ -53,6 +53,20 @@ impl OpenError {
     }
 }
 
+/// The mutual-TLS client configuration for `key`: the source's certificate (this node must
+/// hold it), the destination's identity required of the server, `alpn` offered.
+pub(crate) fn client_tls(
+    identities: &crate::identity::LocalIdentities,
+    key: &PoolKey,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, OpenError> {
+    let client = identities
+        .client(&key.src)
+        .ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
+    eastwall_certs::client_config(client, &identities.bundle, key.dst.clone(), &[alpn])
+        .map_err(|e| OpenError::Config(e.to_string()))
+}
+
 /// How a transport sets up and inspects its connections; the pool does the rest.
 pub(crate) trait Connector: Send + Sync {
     /// A live connection, cheap to clone (a handle).

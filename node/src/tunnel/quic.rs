@@ -97,17 +97,7 @@ impl Connector for QuicConnector {
     type Conn = Connection;
 
     async fn dial(&self, key: &PoolKey) -> Result<Connection, OpenError> {
-        let client = self
-            .identities
-            .client(&key.src)
-            .ok_or_else(|| OpenError::NoIdentity(key.src.clone()))?;
-        let tls = eastwall_certs::client_config(
-            client,
-            &self.identities.bundle,
-            key.dst.clone(),
-            &[ALPN],
-        )
-        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let tls = super::pool::client_tls(&self.identities, key, ALPN)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
             .map_err(|e| OpenError::Config(e.to_string()))?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
