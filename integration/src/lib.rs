@@ -196,6 +196,24 @@ impl Cloud {
         );
     }
 
+    /// Waits (up to 3 s) until `host` has at least `n` records that satisfy `pred`; returns
+    /// them all (records are written as connections end, a moment after the client saw it).
+    pub fn wait_flows(&self, host: &str, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        for _ in 0..150 {
+            let found: Vec<Value> = self.flows(host).into_iter().filter(&pred).collect();
+            if found.len() >= n {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let found: Vec<Value> = self.flows(host).into_iter().filter(&pred).collect();
+        panic!(
+            "{} matching flow records on {host}, wanted {n}; records:\n{:#?}",
+            found.len(),
+            self.flows(host)
+        );
+    }
+
     /// The flow record `host`'s node wrote for the client at `local` (waits for it briefly).
     pub fn flow(&self, host: &str, local: SocketAddr) -> Value {
         let node = self.node(host);

@@ -561,6 +561,9 @@ fn bad_streams_are_refused_without_harming_the_others() {
         assert!(got.reason.contains(text), "{name}: {got:?}");
     }
     // Each refusal left a record at hostB.
+    c.wait_flows("hostB", 4, |f| {
+        f["eastwall"]["policy"]["rule"] == "bad-tunnel-header"
+    });
     let flows = c.flows("hostB");
     assert!(
         flows
@@ -769,6 +772,9 @@ fn bad_http2_streams_are_refused_without_harming_the_others() {
             (got, _) => panic!("{name}: {got:?}"),
         }
     }
+    c.wait_flows("hostB", 3, |f| {
+        f["eastwall"]["policy"]["rule"] == "bad-tunnel-header"
+    });
     let flows = c.flows("hostB");
     assert!(
         flows
