@@ -229,6 +229,10 @@ pub(crate) struct CRule {
     pub(crate) needs_end: bool,
     /// Has keywords fixed to the start of the raw stream message.
     pub(crate) anchored: bool,
+    /// Raw stream: how many already inspected bytes before a window's new bytes take part
+    /// in its matches (the direction's tail before a message, the overlap of a long one);
+    /// 0 for rules tied to the message (anchored, `dsize`).
+    pub(crate) lookback: usize,
     pub(crate) reads: Vec<BitCond>,
     pub(crate) writes: Vec<BitOp>,
     pub(crate) noalert: bool,
@@ -301,7 +305,9 @@ pub struct Limits {
     /// side sends before the other answers). Longer messages are inspected in windows of
     /// this size that overlap by [`Limits::stream_overlap`].
     pub stream_window: usize,
-    /// Bytes the next window repeats from the previous one.
+    /// Bytes the next window repeats from the previous one. Also the most a direction keeps
+    /// of its raw stream between messages, so that a pattern sent across several messages
+    /// is seen whole (the tail: see [`Engine::stream_tail`]); both are at most half a window.
     pub stream_overlap: usize,
     /// Raw-stream bytes inspected per direction of a flow (like Suricata's
     /// `stream.reassembly.depth`); later bytes are not inspected as raw stream.
@@ -391,6 +397,9 @@ pub struct Engine {
     pub(crate) rules: Vec<CRule>,
     /// Raw-stream rules per direction.
     pub(crate) stream: [PhaseIndex; 2],
+    /// Bytes of each direction's raw stream kept between its messages: the largest
+    /// [`CRule::lookback`] of the direction's rules.
+    pub(crate) stream_tail: [usize; 2],
     /// Transaction phases, indexed by `Phase as usize`.
     pub(crate) phases: Vec<PhaseIndex>,
     pub(crate) flowbit_count: usize,
@@ -522,17 +531,6 @@ impl Engine {
                     skip(&mut report, rule, "content that cannot be compiled".into());
                     break;
                 };
-                let stream_items: Vec<&CItem> = phases
-                    .iter()
-                    .filter(|p| {
-                        matches!(
-                            p.phase,
-                            Phase::Stream | Phase::RequestBody | Phase::ResponseBody
-                        )
-                    })
-                    .flat_map(|p| p.buffers.iter())
-                    .flat_map(|b| b.items.iter())
-                    .collect();
                 let needs_end = rule.dsize.is_some()
                     || phases.iter().any(|p| {
                         matches!(
@@ -541,7 +539,17 @@ impl Engine {
                         ) && p.buffers.iter().any(|b| payload::depends_on_end(&b.items))
                     })
                     || reads.iter().any(|r| matches!(r, BitCond::IsNotSet { .. }));
-                let anchored = stream_items.iter().any(|i| i.is_anchored());
+                let anchored = phases
+                    .iter()
+                    .filter(|p| {
+                        matches!(
+                            p.phase,
+                            Phase::Stream | Phase::RequestBody | Phase::ResponseBody
+                        )
+                    })
+                    .flat_map(|p| p.buffers.iter())
+                    .any(|b| payload::anchored(&b.items));
+                let lookback = stream_lookback(&phases, anchored, rule.dsize.is_some(), &limits);
                 compiled.push(CRule {
                     info: info.clone(),
                     app,
@@ -551,6 +559,7 @@ impl Engine {
                     dsize: rule.dsize,
                     needs_end,
                     anchored,
+                    lookback,
                     reads: reads.clone(),
                     writes: writes.clone(),
                     noalert: rule.noalert,
@@ -609,6 +618,15 @@ impl Engine {
             index_phase(&compiled, Phase::Stream, Some(Dir::ToServer)),
             index_phase(&compiled, Phase::Stream, Some(Dir::ToClient)),
         ];
+        // Each direction keeps what its rules look back at most.
+        let stream_tail = [Dir::ToServer, Dir::ToClient].map(|d| {
+            compiled
+                .iter()
+                .filter(|r| r.phase(Phase::Stream).is_some() && r.dir.is_none_or(|rd| rd == d))
+                .map(|r| r.lookback)
+                .max()
+                .unwrap_or(0)
+        });
         let mut phases = vec![PhaseIndex::default(); Phase::Dns.index() + 1];
         for p in Phase::TX {
             phases[p.index()] = index_phase(&compiled, p, None);
@@ -623,6 +641,7 @@ impl Engine {
             Engine {
                 rules: compiled,
                 stream,
+                stream_tail,
                 phases,
                 flowbit_count: bit_ids.len(),
                 limits,
@@ -647,6 +666,12 @@ impl Engine {
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Bytes of the raw stream in `dir` a flow keeps between messages of that direction, so
+    /// that patterns sent across several messages are seen whole (see [`Limits`]).
+    pub fn stream_tail(&self, dir: Dir) -> usize {
+        self.stream_tail[dir.index()]
     }
 
     /// How rules are grouped: per group, the rules with a pattern per buffer and the rules
@@ -678,12 +703,38 @@ impl Engine {
         for p in Phase::TX {
             group(&format!("{p:?}"), self.phase(p));
         }
+        out.push_str(&format!(
+            "stream tail: to_server {} bytes, to_client {} bytes\n",
+            self.stream_tail[0], self.stream_tail[1]
+        ));
         out
     }
 
     pub(crate) fn phase(&self, p: Phase) -> &PhaseIndex {
         &self.phases[p.index()]
     }
+}
+
+/// How far back before a window's new bytes a raw-stream rule looks: one byte less than the
+/// longest match it can have ([`payload::match_span`]), so that a match whose last byte is
+/// new is seen whole; [`Limits::stream_overlap`] (at most half a window) when its matches
+/// are unbounded. Rules tied to the message start or size look at the message only.
+fn stream_lookback(phases: &[CPhase], anchored: bool, dsize: bool, limits: &Limits) -> usize {
+    let Some(p) = phases.iter().find(|p| p.phase == Phase::Stream) else {
+        return 0;
+    };
+    // Transforms move positions, so old and new bytes cannot be told apart (raw-stream
+    // buffers take none today; kept exact should that change).
+    if anchored || dsize || p.buffers.iter().any(|b| !b.transforms.is_empty()) {
+        return 0;
+    }
+    let cap = limits.stream_overlap.min(limits.stream_window / 2);
+    let span = match p.buffers.as_slice() {
+        [] => Some(0),
+        [b] => payload::match_span(&b.items),
+        _ => None,
+    };
+    span.map_or(cap, |s| s.saturating_sub(1).min(cap))
 }
 
 /// The directions a rule is compiled for: one for most rules; HTTP rules that name neither

@@ -5,6 +5,10 @@
 //! placed after the end of the previous match; when a relative keyword fails, the previous
 //! `content` or `pcre` is tried at its next occurrence (backtracking), within a step budget
 //! like Suricata's inspection recursion limit so that hostile buffers cannot make it slow.
+//!
+//! A raw-stream buffer may start with bytes an earlier window already inspected (the
+//! direction's tail before a message, the overlap of a long message): [`matches_new`] then
+//! accepts only matches that use a byte after them, so old data cannot match twice.
 
 use crate::rule::{
     ByteJump, ByteOp, ByteTest, Content, Endian, IsDataAt, MatchItem, NumberFormat, SizeCmp,
@@ -137,7 +141,7 @@ pub(crate) enum CItem {
 }
 
 impl CItem {
-    fn is_relative(&self) -> bool {
+    pub(crate) fn is_relative(&self) -> bool {
         match self {
             CItem::Content(c) => c.relative,
             CItem::Pcre { relative, .. } => *relative,
@@ -154,15 +158,108 @@ impl CItem {
             CItem::Content(c) => !c.relative && (c.offset > 0 || c.depth.is_some()),
             CItem::Pcre {
                 regex, relative, ..
-            } => {
-                !relative && (regex.as_str().starts_with('^') || regex.as_str().starts_with("\\A"))
-            }
+            } => !relative && starts_anchored(regex),
             CItem::IsDataAt(d) => !d.relative,
             CItem::ByteTest(t) => !t.relative,
-            CItem::ByteJump(j) => !j.relative,
+            // `from_beginning` jumps from the buffer start.
+            CItem::ByteJump(j) => !j.relative || j.from_beginning,
             CItem::Bsize(_) => true,
         }
     }
+
+    /// Whether a match of the item needs bytes to be there (a negation needs none).
+    fn is_evidence(&self) -> bool {
+        match self {
+            CItem::Content(c) => !c.negated,
+            CItem::Pcre { negated, .. } => !negated,
+            CItem::IsDataAt(d) => !d.negated,
+            CItem::ByteTest(_) | CItem::ByteJump(_) => true,
+            CItem::Bsize(_) => false,
+        }
+    }
+
+    /// Whether the item moves the position relative keywords after it start from.
+    fn places(&self) -> bool {
+        match self {
+            CItem::Content(c) => !c.negated,
+            CItem::Pcre { negated, .. } => !negated,
+            CItem::ByteJump(_) => true,
+            CItem::IsDataAt(_) | CItem::ByteTest(_) | CItem::Bsize(_) => false,
+        }
+    }
+}
+
+fn starts_anchored(regex: &regex::bytes::Regex) -> bool {
+    regex.as_str().starts_with('^') || regex.as_str().starts_with("\\A")
+}
+
+/// Whether the items are tied to the buffer start: a keyword with an absolute position, or
+/// a relative one with nothing before it to be relative to (it counts from the start).
+pub(crate) fn anchored(items: &[CItem]) -> bool {
+    let mut placed = false;
+    for item in items {
+        if item.is_anchored() || (item.is_relative() && !placed) {
+            return true;
+        }
+        placed |= item.places();
+    }
+    false
+}
+
+/// The most bytes one match of the items can cover, from its first byte to its last;
+/// `None` when unbounded. Only for items that are not [`anchored`].
+///
+/// A keyword searched for anywhere starts a chain, and the relative keywords after it extend
+/// the chain by at most `|distance| + within` (content), the expression's longest match
+/// (`^`-anchored relative pcre), `offset` (isdataat), `|offset| + bytes` (byte_test). Two
+/// chains are unbounded (nothing ties them together), and so are a relative content without
+/// `within`, an unanchored relative pcre, a byte_jump, and a pcre whose matches are not
+/// bounded. Negations searched for anywhere need no bytes and do not count.
+pub(crate) fn match_span(items: &[CItem]) -> Option<usize> {
+    let mut chains = 0u32;
+    let mut span = 0usize;
+    for item in items {
+        if !item.is_relative() {
+            if !item.is_evidence() {
+                continue;
+            }
+            chains += 1;
+            if chains > 1 {
+                return None;
+            }
+            span = match item {
+                CItem::Content(c) => c.pattern.len(),
+                CItem::Pcre { regex, .. } => regex_max_len(regex)?,
+                // Absolute isdataat and byte_* keywords are anchored.
+                _ => return None,
+            };
+            continue;
+        }
+        let add = match item {
+            CItem::Content(c) => c.distance.unsigned_abs() as usize + c.within? as usize,
+            CItem::Pcre { regex, .. } if starts_anchored(regex) => regex_max_len(regex)?,
+            CItem::Pcre { .. } | CItem::ByteJump(_) => return None,
+            CItem::IsDataAt(d) => d.offset as usize,
+            CItem::ByteTest(t) => t.offset.unsigned_abs() as usize + usize::from(t.nbytes),
+            CItem::Bsize(_) => 0,
+        };
+        span = span.checked_add(add)?;
+    }
+    Some(span)
+}
+
+/// The longest match of an expression in bytes, when bounded.
+fn regex_max_len(regex: &regex::bytes::Regex) -> Option<usize> {
+    // Case folding, `s` and `m` do not change match lengths, so the builder's flags (not
+    // in the text) do not matter here.
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(regex.as_str())
+        .ok()?
+        .properties()
+        .maximum_len()
 }
 
 /// Compile the payload keywords of one buffer.
@@ -209,24 +306,64 @@ fn compile_content(c: &Content) -> Option<CContent> {
 
 /// Whether the compiled items match `buf`.
 pub(crate) fn matches(items: &[CItem], buf: &[u8]) -> bool {
-    let mut budget = STEP_BUDGET;
-    match_from(items, 0, buf, 0, &mut budget)
+    matches_new(items, buf, 0)
 }
 
-fn match_from(items: &[CItem], i: usize, buf: &[u8], prev_end: usize, budget: &mut u32) -> bool {
-    let Some(item) = items.get(i) else {
-        return true;
+/// Whether the compiled items match `buf` with a match that uses a byte at or after
+/// `fresh` (the bytes before it were inspected already). Items that need no bytes at all
+/// (only negations) are decided on the whole buffer.
+pub(crate) fn matches_new(items: &[CItem], buf: &[u8], fresh: usize) -> bool {
+    let fresh = if items.iter().any(CItem::is_evidence) {
+        fresh
+    } else {
+        0
     };
-    if *budget == 0 {
+    let mut s = Search {
+        budget: STEP_BUDGET,
+        fresh,
+    };
+    match_from(items, 0, buf, 0, 0, &mut s)
+}
+
+/// A search in progress.
+struct Search {
+    budget: u32,
+    /// Where the new bytes start (0: every byte is new).
+    fresh: usize,
+}
+
+impl Search {
+    /// Whether a match that reaches up to `reach` (exclusive) would still be old.
+    fn short(&self, reach: usize) -> bool {
+        self.fresh > 0 && reach <= self.fresh
+    }
+}
+
+/// Match `items[i..]` after a match whose previous keyword ended at `prev_end` and whose
+/// keywords so far needed the bytes up to `reach` (exclusive).
+fn match_from(
+    items: &[CItem],
+    i: usize,
+    buf: &[u8],
+    prev_end: usize,
+    reach: usize,
+    s: &mut Search,
+) -> bool {
+    let Some(item) = items.get(i) else {
+        return !s.short(reach);
+    };
+    if s.budget == 0 {
         return false;
     }
-    *budget -= 1;
-    // Trying another occurrence only helps when the next keyword depends on this one's end.
-    let retry = items.get(i + 1).is_some_and(CItem::is_relative);
+    s.budget -= 1;
+    // Trying another occurrence helps when the next keyword depends on this one's end, or
+    // when the match so far uses only old bytes and a later occurrence may not.
+    let relative_next = items.get(i + 1).is_some_and(CItem::is_relative);
+    let retry = |s: &Search, reach: usize| relative_next || s.short(reach);
     match item {
         CItem::Content(c) => {
             let Some((start, end)) = c.window(prev_end, buf.len()) else {
-                return c.negated && match_from(items, i + 1, buf, prev_end, budget);
+                return c.negated && match_from(items, i + 1, buf, prev_end, reach, s);
             };
             if c.negated {
                 let found = if c.endswith {
@@ -236,24 +373,31 @@ fn match_from(items: &[CItem], i: usize, buf: &[u8], prev_end: usize, budget: &m
                 } else {
                     c.searcher.find(buf, start, end).is_some()
                 };
-                return !found && match_from(items, i + 1, buf, prev_end, budget);
+                return !found && match_from(items, i + 1, buf, prev_end, reach, s);
             }
             if c.endswith {
                 let at = buf.len() - c.pattern.len();
                 return end == buf.len()
                     && at >= start
                     && c.is_at(buf, at)
-                    && match_from(items, i + 1, buf, buf.len(), budget);
+                    && match_from(items, i + 1, buf, buf.len(), buf.len(), s);
             }
             let mut from = start;
+            // When no later keyword needs bytes, this occurrence must reach the new ones:
+            // skip the old occurrences without trying them one by one.
+            if s.short(reach) && !items[i + 1..].iter().any(CItem::is_evidence) {
+                from = from.max((s.fresh + 1).saturating_sub(c.pattern.len()));
+            }
             while let Some(at) = c.searcher.find(buf, from, end) {
-                if match_from(items, i + 1, buf, at + c.pattern.len(), budget) {
+                let at_end = at + c.pattern.len();
+                let reach = reach.max(at_end);
+                if match_from(items, i + 1, buf, at_end, reach, s) {
                     return true;
                 }
-                if !retry || *budget == 0 {
+                if !retry(s, reach) || s.budget == 0 {
                     return false;
                 }
-                *budget -= 1;
+                s.budget -= 1;
                 from = at + 1;
             }
             false
@@ -270,20 +414,21 @@ fn match_from(items: &[CItem], i: usize, buf: &[u8], prev_end: usize, budget: &m
             };
             let hay = &buf[base..];
             if *negated {
-                return !regex.is_match(hay) && match_from(items, i + 1, buf, prev_end, budget);
+                return !regex.is_match(hay) && match_from(items, i + 1, buf, prev_end, reach, s);
             }
             let mut from = 0;
             while from <= hay.len() {
                 let Some(m) = regex.find_at(hay, from) else {
                     return false;
                 };
-                if match_from(items, i + 1, buf, base + m.end(), budget) {
+                let reach = reach.max(base + m.end());
+                if match_from(items, i + 1, buf, base + m.end(), reach, s) {
                     return true;
                 }
-                if !retry || *budget == 0 {
+                if !retry(s, reach) || s.budget == 0 {
                     return false;
                 }
-                *budget -= 1;
+                s.budget -= 1;
                 from = m.start() + 1;
             }
             false
@@ -291,21 +436,34 @@ fn match_from(items: &[CItem], i: usize, buf: &[u8], prev_end: usize, budget: &m
         CItem::IsDataAt(d) => {
             // As Suricata: relative asks for `n` more bytes after the previous match,
             // absolute for a byte at offset `n`.
-            let present = if d.relative {
-                prev_end as u64 + u64::from(d.offset) <= buf.len() as u64
+            let (present, needs) = if d.relative {
+                let to = prev_end as u64 + u64::from(d.offset);
+                (to <= buf.len() as u64, to)
             } else {
-                u64::from(d.offset) < buf.len() as u64
+                (
+                    u64::from(d.offset) < buf.len() as u64,
+                    u64::from(d.offset) + 1,
+                )
             };
-            present != d.negated && match_from(items, i + 1, buf, prev_end, budget)
+            // Data that is there counts towards the match; data that must be absent does not.
+            let reach = if d.negated {
+                reach
+            } else {
+                reach.max(usize::try_from(needs).unwrap_or(usize::MAX))
+            };
+            present != d.negated && match_from(items, i + 1, buf, prev_end, reach, s)
         }
         CItem::Bsize(cmp) => {
-            cmp.matches(buf.len() as u64) && match_from(items, i + 1, buf, prev_end, budget)
+            cmp.matches(buf.len() as u64) && match_from(items, i + 1, buf, prev_end, reach, s)
         }
-        CItem::ByteTest(t) => {
-            byte_test(t, buf, prev_end) && match_from(items, i + 1, buf, prev_end, budget)
-        }
+        CItem::ByteTest(t) => match byte_test(t, buf, prev_end) {
+            Some(read_end) => match_from(items, i + 1, buf, prev_end, reach.max(read_end), s),
+            None => false,
+        },
         CItem::ByteJump(j) => match byte_jump(j, buf, prev_end) {
-            Some(to) => match_from(items, i + 1, buf, to, budget),
+            Some((read_end, to)) => {
+                match_from(items, i + 1, buf, to, reach.max(read_end).max(to), s)
+            }
             None => false,
         },
     }
@@ -353,15 +511,14 @@ fn read_number(buf: &[u8], at: i64, nbytes: u8, format: NumberFormat) -> Option<
     }
 }
 
-fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> bool {
+/// Whether the test holds; `Some(end of the bytes read)` when it does.
+fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> Option<usize> {
     let at = if t.relative {
         prev_end as i64 + i64::from(t.offset)
     } else {
         i64::from(t.offset)
     };
-    let Some(mut v) = read_number(buf, at, t.nbytes, t.format) else {
-        return false;
-    };
+    let mut v = read_number(buf, at, t.nbytes, t.format)?;
     if let Some(mask) = t.bitmask {
         v &= mask;
         if mask != 0 {
@@ -377,10 +534,12 @@ fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> bool {
         ByteOp::And => v & t.value != 0,
         ByteOp::Xor => v ^ t.value != 0,
     };
-    r != t.negated
+    // `read_number` succeeded, so `at` is in the buffer.
+    (r != t.negated).then_some(at as usize + usize::from(t.nbytes))
 }
 
-fn byte_jump(j: &ByteJump, buf: &[u8], prev_end: usize) -> Option<usize> {
+/// Where the jump lands; `Some((end of the bytes read, landing))`.
+fn byte_jump(j: &ByteJump, buf: &[u8], prev_end: usize) -> Option<(usize, usize)> {
     let at = if j.relative {
         prev_end as i64 + i64::from(j.offset)
     } else {
@@ -406,7 +565,10 @@ fn byte_jump(j: &ByteJump, buf: &[u8], prev_end: usize) -> Option<usize> {
     };
     let to = base.checked_add(v)?.checked_add(i64::from(j.post_offset))?;
     // Jumping outside the buffer fails the rule, as in Suricata.
-    (0..=buf.len() as i64).contains(&to).then_some(to as usize)
+    let read_end = at as usize + usize::from(j.nbytes);
+    (0..=buf.len() as i64)
+        .contains(&to)
+        .then_some((read_end, to as usize))
 }
 
 /// Whether a buffer's items can stop matching when more data is appended (so they are
@@ -562,6 +724,84 @@ mod tests {
         let t = std::time::Instant::now();
         assert!(!matches(&it, &buf));
         assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn matches_must_use_new_bytes() {
+        let new = |opts: &str, buf: &[u8], fresh: usize| matches_new(&items(opts), buf, fresh);
+        // Only old occurrences: no; a new one, or one across the boundary: yes.
+        assert!(!new(r#"content:"abc";"#, b"abcxyz", 3));
+        assert!(new(r#"content:"abc";"#, b"abcabc", 3));
+        assert!(new(r#"content:"abc";"#, b"xabc", 2));
+        let chain = r#"content:"a"; content:"b"; distance:0; within:2;"#;
+        assert!(!new(chain, b"abx", 2));
+        assert!(new(chain, b"ab", 1));
+        assert!(new(chain, b"abxab", 3));
+        // Bytes that must be there count; bytes that must be absent do not.
+        assert!(new(
+            r#"content:"L"; byte_test:1,>,5,0,relative;"#,
+            b"L\x09",
+            1
+        ));
+        assert!(new(r#"content:"a"; isdataat:2,relative;"#, b"a12", 2));
+        assert!(!new(r#"content:"a"; isdataat:1,relative;"#, b"a12", 2));
+        assert!(!new(r#"content:"a"; content:!"z";"#, b"ab", 1));
+        assert!(new(r#"content:"a"; content:!"z";"#, b"aba", 2));
+        // A rule of negations only needs no bytes: it is decided on the whole buffer.
+        assert!(new(r#"content:!"z";"#, b"ab", 1));
+        assert!(!new(r#"content:!"z";"#, b"zb", 1));
+        // Independent keywords: one of them new is enough, found past many old ones.
+        let mut buf = b"ab".repeat(1000);
+        buf.push(b'b');
+        assert!(new(r#"content:"a"; content:"b";"#, &buf, 2000));
+        buf.pop();
+        buf.push(b'x');
+        assert!(!new(r#"content:"a"; content:"b";"#, &buf, 2000));
+        // An expression whose first match is old, and a later one new.
+        assert!(new(r#"pcre:"/a[0-9]+/";"#, b"a1 a2", 3));
+        assert!(!new(r#"pcre:"/a[0-9]+/";"#, b"a1 a2 ", 5));
+    }
+
+    #[test]
+    fn anchoring_and_spans() {
+        assert!(anchored(&items(r#"content:"a"; depth:3;"#)));
+        assert!(anchored(&items(r#"content:"a"; offset:1;"#)));
+        assert!(anchored(&items(r#"pcre:"/^a/";"#)));
+        assert!(anchored(&items(r#"isdataat:3;"#)));
+        // A relative keyword with nothing before it counts from the start.
+        assert!(anchored(&items(r#"content:"a"; distance:2;"#)));
+        assert!(anchored(&items(
+            r#"content:!"z"; content:"a"; distance:0;"#
+        )));
+        assert!(anchored(&items(
+            r#"content:"a"; byte_jump:1,0,relative,from_beginning;"#
+        )));
+        assert!(!anchored(&items(
+            r#"content:"a"; content:"b"; distance:2;"#
+        )));
+        assert!(!anchored(&items(r#"content:"a"; pcre:"/^b/R";"#)));
+
+        let span = |opts: &str| match_span(&items(opts));
+        assert_eq!(span(r#"content:"abc";"#), Some(3));
+        assert_eq!(span(r#"content:"abc"; content:!"z";"#), Some(3));
+        assert_eq!(
+            span(r#"content:"abc"; content:"d"; distance:-2; within:4;"#),
+            Some(9)
+        );
+        assert_eq!(
+            span(r#"content:"a"; isdataat:4,relative; byte_test:2,=,1,-3,relative;"#),
+            Some(10)
+        );
+        assert_eq!(span(r#"pcre:"/a(bc|d){2}/";"#), Some(5));
+        assert_eq!(span(r#"content:"a"; pcre:"/^b{3}/R";"#), Some(4));
+        assert_eq!(span(r#"content:"a"; pcre:"/b{3}/R";"#), None);
+        assert_eq!(span(r#"pcre:"/a+/";"#), None);
+        assert_eq!(span(r#"content:"a"; content:"b";"#), None);
+        assert_eq!(span(r#"content:"a"; content:"b"; distance:0;"#), None);
+        assert_eq!(
+            span(r#"content:"a"; byte_jump:1,0,relative; content:"b"; within:1;"#),
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Split invariance: feeding the same conversation split at any points gives the same
 //! alerts (same sids, directions and transactions, same number of each), on hand-written
 //! rules that use every position-sensitive keyword and on Emerging Threats Open.
+//!
+//! Interleaved conversations (one side sends a few bytes at a time and the other answers
+//! each chunk, by an echo or otherwise) check what the per-direction tail is for: rules not
+//! tied to the message start see each direction's stream as contiguous, so a pattern sent
+//! across many messages alerts as if it had been sent at once, while rules tied to the
+//! message start or size (`depth`, `offset`, `startswith`, absolute `isdataat`/`byte_test`,
+//! `^` pcre, `dsize`) still see each message by itself.
 
 use eastwall_ids::{
     AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, HttpRequest, HttpVersion,
@@ -71,6 +78,36 @@ const WORDS: &[&[u8]] = &[
     b"--",
 ];
 
+/// Rules whose matches are position-free and that more data cannot undo: they must see a
+/// direction's stream as contiguous, however it is cut into messages. Bounded ones look back
+/// as far as they can span, unbounded ones (sids 103, 107, 109) the whole tail (2 KiB, more
+/// than these conversations send).
+const SPANNING_RULES: &str = r#"
+alert tcp any any -> any any (msg:"evil"; content:"EVIL-PAYLOAD"; sid:101;)
+alert tcp any any -> any any (msg:"user admin"; content:"USER "; content:"admin"; distance:0; within:10; sid:102;)
+alert tcp any any -> any any (msg:"cmd pcre"; pcre:"/cmd=[a-z]+&/"; sid:103;)
+alert tcp any any -> any any (msg:"cmd whoami"; content:"cmd="; pcre:"/^whoami/R"; sid:104;)
+alert tcp any any -> any any (msg:"x..y"; content:"x"; isdataat:3,relative; content:"y"; distance:2; within:4; sid:105;)
+alert tcp any any -> any any (msg:"len"; content:"LEN"; byte_test:1,>,0x33,0,relative; sid:106;)
+alert tcp any any -> any any (msg:"login secret"; content:"LOGIN"; content:"secret"; sid:107;)
+alert tcp any any -> any any (msg:"passwd"; flow:to_server; content:"/etc/passwd"; sid:108;)
+alert tcp any any -> any any (msg:"jump"; content:"J"; byte_jump:1,0,relative,string,dec; content:"Z"; within:1; sid:109;)
+alert tcp any any -> any any (msg:"ping pcre"; pcre:"/p[a-z]ng\n/"; sid:110;)
+"#;
+
+/// Rules tied to the message start or size: each message is matched by itself.
+const ANCHORED_RULES: &str = r#"
+alert tcp any any -> any any (msg:"X first"; content:"X"; depth:3; sid:201;)
+alert tcp any any -> any any (msg:"USER first"; content:"USER "; startswith; sid:202;)
+alert tcp any any -> any any (msg:"admin near start"; content:"admin"; offset:2; depth:8; sid:203;)
+alert tcp any any -> any any (msg:"ping and 7 bytes"; content:"ping"; isdataat:6; sid:204;)
+alert tcp any any -> any any (msg:"short OK"; dsize:<5; content:"OK"; sid:205;)
+alert tcp any any -> any any (msg:"LOGIN first"; pcre:"/^LOGIN/"; sid:206;)
+alert tcp any any -> any any (msg:"second byte"; byte_test:1,=,0x4a,1; sid:207;)
+alert tcp any any -> any any (msg:"J from start"; content:"J"; distance:1; within:3; sid:208;)
+alert tcp any any -> any any (msg:"admin ends short"; dsize:<9; content:"admin"; endswith; sid:209;)
+"#;
+
 fn engine_of(rules: &[Rule]) -> Arc<Engine> {
     let (e, report) = Engine::build(
         rules,
@@ -82,19 +119,37 @@ fn engine_of(rules: &[Rule]) -> Arc<Engine> {
     Arc::new(e)
 }
 
+fn engine_of_text(text: &str) -> Arc<Engine> {
+    let p = parse_rules("split.rules", text);
+    assert!(
+        p.errors.is_empty() && p.skipped.is_empty(),
+        "{:?} {:?}",
+        p.errors,
+        p.skipped
+    );
+    engine_of(&p.rules)
+}
+
 fn hand_engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
-    E.get_or_init(|| {
-        let p = parse_rules("split.rules", RULES);
-        assert!(
-            p.errors.is_empty() && p.skipped.is_empty(),
-            "{:?} {:?}",
-            p.errors,
-            p.skipped
-        );
-        engine_of(&p.rules)
-    })
-    .clone()
+    E.get_or_init(|| engine_of_text(RULES)).clone()
+}
+
+fn spanning_engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| engine_of_text(SPANNING_RULES)).clone()
+}
+
+fn anchored_engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| engine_of_text(ANCHORED_RULES)).clone()
+}
+
+/// Every rule above in one engine.
+fn all_engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| engine_of_text(&format!("{RULES}{SPANNING_RULES}{ANCHORED_RULES}")))
+        .clone()
 }
 
 fn flow() -> FlowMeta {
@@ -153,6 +208,94 @@ fn conversation() -> impl Strategy<Value = Conversation> {
     )
 }
 
+/// What the other side says after each chunk.
+#[derive(Debug, Clone)]
+enum Reply {
+    /// The chunk back (a telnet-like or echo server).
+    Echo,
+    /// Something else.
+    Say(Vec<u8>),
+}
+
+/// One side types a stream made of rule words a few bytes at a time; the other side answers
+/// every chunk. Returns the messages in order.
+fn interleaved() -> impl Strategy<Value = Vec<(Dir, Vec<u8>)>> {
+    let piece = prop_oneof![
+        6 => prop::sample::select(WORDS).prop_map(|w| w.to_vec()),
+        1 => Just(b"EVIL-PAYLOAD".to_vec()),
+        1 => prop::collection::vec(any::<u8>(), 0..4),
+    ];
+    let reply = prop_oneof![
+        3 => Just(Reply::Echo),
+        1 => prop::sample::select(WORDS).prop_map(|w| Reply::Say(w.to_vec())),
+    ];
+    (
+        any::<bool>(),
+        prop::collection::vec(piece, 1..24),
+        prop::collection::vec(1usize..6, 1..16),
+        prop::collection::vec(reply, 1..16),
+    )
+        .prop_map(|(client_types, pieces, sizes, replies)| {
+            let (typist, other) = if client_types {
+                (Dir::ToServer, Dir::ToClient)
+            } else {
+                (Dir::ToClient, Dir::ToServer)
+            };
+            let stream = pieces.concat();
+            let mut msgs = Vec::new();
+            let mut at = 0;
+            let mut i = 0;
+            while at < stream.len() {
+                let end = (at + sizes[i % sizes.len()]).min(stream.len());
+                let chunk = stream[at..end].to_vec();
+                let answer = match &replies[i % replies.len()] {
+                    Reply::Echo => chunk.clone(),
+                    Reply::Say(w) => w.clone(),
+                };
+                msgs.push((typist, chunk));
+                msgs.push((other, answer));
+                at = end;
+                i += 1;
+            }
+            msgs
+        })
+}
+
+/// The messages as the inspector sees them: consecutive data of one direction is one.
+fn merged(msgs: &[(Dir, Vec<u8>)]) -> Vec<(Dir, Vec<u8>)> {
+    let mut out: Vec<(Dir, Vec<u8>)> = Vec::new();
+    for (dir, data) in msgs {
+        if data.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((d, buf)) if d == dir => buf.extend_from_slice(data),
+            _ => out.push((*dir, data.clone())),
+        }
+    }
+    out
+}
+
+/// Each direction's whole stream as one message.
+fn contiguous(msgs: &[(Dir, Vec<u8>)]) -> Vec<(Dir, Vec<u8>)> {
+    [Dir::ToServer, Dir::ToClient]
+        .into_iter()
+        .map(|d| {
+            let data: Vec<u8> = msgs
+                .iter()
+                .filter(|(md, _)| *md == d)
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
+            (d, data)
+        })
+        .collect()
+}
+
+/// Cuts that feed every message one byte at a time.
+fn bytewise(msgs: &[(Dir, Vec<u8>)]) -> Vec<Vec<usize>> {
+    msgs.iter().map(|(_, d)| (0..d.len()).collect()).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -202,6 +345,80 @@ proptest! {
         };
         prop_assert_eq!(run(&[]), run(&cuts));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The echo evasion, in general: position-free rules alert on a direction's stream cut
+    /// into many messages exactly as on the same stream sent at once.
+    #[test]
+    fn patterns_span_messages_of_one_direction(msgs in interleaved()) {
+        let e = spanning_engine();
+        let together = feed(&e, &contiguous(&msgs), &[]);
+        prop_assert_eq!(&feed(&e, &msgs, &[]), &together);
+    }
+
+    /// Rules tied to the message start or size match exactly the messages they match alone,
+    /// whatever the same direction sent before.
+    #[test]
+    fn anchored_rules_do_not_span_messages(msgs in interleaved()) {
+        let e = anchored_engine();
+        let mut alone: Seen = merged(&msgs)
+            .into_iter()
+            .flat_map(|m| feed(&e, &[m], &[]))
+            .collect();
+        alone.sort();
+        alone.dedup();
+        prop_assert_eq!(&feed(&e, &msgs, &[]), &alone);
+    }
+
+    /// Interleaved conversations are split invariant too, on every rule above (flowbits,
+    /// negations and end-bound rules included), down to one byte at a time.
+    #[test]
+    fn interleaved_conversations_are_split_invariant(
+        msgs in interleaved(),
+        cuts in prop::collection::vec(prop::collection::vec(0usize..8, 0..4), 0..64),
+    ) {
+        let e = all_engine();
+        let whole = feed(&e, &msgs, &[]);
+        prop_assert_eq!(&whole, &feed(&e, &msgs, &cuts));
+        prop_assert_eq!(&whole, &feed(&e, &msgs, &bytewise(&msgs)));
+    }
+}
+
+#[test]
+fn interleaved_conversations_exercise_the_rules() {
+    // The properties above compare non-trivial alert sets: an echoed typing session of
+    // the rules' words alerts on rules that span many messages, in both directions.
+    let e = spanning_engine();
+    let typed = b"LOGIN x cmd=whoami& EVIL-PAYLOAD USER admin /etc/passwd LEN4 J3abcZ ping\n";
+    let mut msgs = Vec::new();
+    for chunk in typed.chunks(2) {
+        msgs.push((Dir::ToServer, chunk.to_vec()));
+        msgs.push((Dir::ToClient, chunk.to_vec()));
+    }
+    msgs.push((Dir::ToServer, b"secret".to_vec()));
+    let got = feed(&e, &msgs, &[]);
+    let sids = |d: Dir| -> Vec<u32> {
+        got.iter()
+            .filter(|(_, ad, _)| *ad == d)
+            .map(|(s, _, _)| *s)
+            .collect()
+    };
+    assert_eq!(
+        sids(Dir::ToServer),
+        [101, 102, 103, 104, 106, 107, 108, 109, 110]
+    );
+    assert_eq!(sids(Dir::ToClient), [101, 102, 103, 104, 106, 109, 110]);
+    // The anchored rules see each 2-byte message alone: `USER ` never starts one, and the
+    // `X`/`J` rules find nothing at their positions in these chunks.
+    let got = feed(&anchored_engine(), &msgs, &[]);
+    assert!(
+        got.iter()
+            .all(|(s, _, _)| *s != 202 && *s != 203 && *s != 206),
+        "{got:?}"
+    );
 }
 
 /// ET Open's rules and, for each raw-stream rule, its contents in order.
@@ -280,6 +497,29 @@ proptest! {
                 }
                 (if *to_server { Dir::ToServer } else { Dir::ToClient }, data)
             })
+            .collect();
+        let whole = feed(e, &msgs, &[]);
+        prop_assert_eq!(&whole, &feed(e, &msgs, &cuts));
+    }
+
+    #[test]
+    fn et_open_interleaved_is_split_invariant(
+        picks in prop::collection::vec((any::<prop::sample::Index>(), 0usize..3), 1..4),
+        size in 1usize..6,
+        cuts in prop::collection::vec(prop::collection::vec(0usize..8, 0..3), 0..48),
+    ) {
+        let Some((e, stream_rules)) = et() else { return Ok(()) };
+        // A client types rules' contents a few bytes at a time and the server echoes them.
+        let mut typed = Vec::new();
+        for (idx, gap) in &picks {
+            for c in idx.get(stream_rules) {
+                typed.extend_from_slice(c);
+                typed.extend(std::iter::repeat_n(b' ', *gap));
+            }
+        }
+        let msgs: Vec<(Dir, Vec<u8>)> = typed
+            .chunks(size)
+            .flat_map(|c| [(Dir::ToServer, c.to_vec()), (Dir::ToClient, c.to_vec())])
             .collect();
         let whole = feed(e, &msgs, &[]);
         prop_assert_eq!(&whole, &feed(e, &msgs, &cuts));

@@ -5,11 +5,16 @@
 //! side sends (a request, a response, a command). A message is matched in windows of
 //! [`Limits::stream_window`] bytes from its start (offsets and depths count from the start
 //! of the message; longer messages continue in overlapping windows where only rules not tied
-//! to the message start apply), up to [`Limits::stream_depth`] bytes per direction. A rule
-//! whose match cannot be undone by more data (no negation, `endswith`, `dsize`, …) alerts as
-//! soon as it matches; the others are decided when the message ends (the other side speaks,
-//! or [`FlowInspector::stream_end`]). So feeding the same bytes split differently gives the
-//! same alerts. HTTP, TLS and DNS rules are decided on the parsed messages.
+//! to the message start apply), up to [`Limits::stream_depth`] bytes per direction. Each
+//! direction keeps the last [`Engine::stream_tail`] bytes of its stream between its messages,
+//! and the first window of a message starts with them: rules not tied to the message start
+//! see a direction's stream as contiguous, whatever the other side says in between (an echo
+//! of every keystroke cannot split a pattern), while a match must use some new byte, so old
+//! bytes never match twice. A rule whose match cannot be undone by more data (no negation,
+//! `endswith`, `dsize`, …) alerts as soon as it matches; the others are decided when the
+//! message ends (the other side speaks, or [`FlowInspector::stream_end`]). So feeding the
+//! same bytes split differently gives the same alerts. HTTP, TLS and DNS rules are decided
+//! on the parsed messages.
 
 use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId};
 use crate::dns::DnsFramer;
@@ -165,16 +170,39 @@ impl Verdict {
     }
 }
 
+/// Whether a raw-stream rule matches `buf` with a match that uses a byte at or after `fresh`.
+fn stream_matches(r: &CRule, buf: &[u8], fresh: usize) -> bool {
+    let Some(p) = r.phase(Phase::Stream) else {
+        return false;
+    };
+    p.buffers.iter().all(|b| {
+        if b.field != Field::Stream {
+            return false;
+        }
+        if b.transforms.is_empty() {
+            payload::matches_new(&b.items, buf, fresh)
+        } else {
+            // Such rules look back at nothing (`fresh` is 0); the parser gives raw-stream
+            // buffers no transforms anyway.
+            payload::matches(&b.items, &apply_transforms(buf, &b.transforms))
+        }
+    })
+}
+
 /// Minimum growth of a buffer before monotone rules are checked again.
 const MIN_RECHECK: usize = 64;
 
 /// Raw-stream state of one direction.
 #[derive(Debug, Default)]
 struct DirState {
-    /// The current window of the current message.
+    /// The current window of the current message; between messages, the direction's tail
+    /// (its last [`Engine::stream_tail`] bytes).
     window: Vec<u8>,
-    /// Offset of `window[0]` in the message.
-    window_start: u64,
+    /// Leading bytes of `window` that an earlier window inspected: the tail before the
+    /// message, or the overlap of a continued message. Matches must go beyond them.
+    old: usize,
+    /// The window continues a message (the message start is not in it).
+    continued: bool,
     /// Bytes of the current message.
     msg_len: u64,
     /// Bytes inspected in this direction.
@@ -237,14 +265,6 @@ pub struct FlowInspector {
 /// Where a rule's buffers come from at one evaluation.
 trait Source {
     fn get(&self, field: Field) -> Option<Cow<'_, [u8]>>;
-}
-
-struct StreamSource<'a>(&'a [u8]);
-
-impl Source for StreamSource<'_> {
-    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
-        (field == Field::Stream).then_some(Cow::Borrowed(self.0))
-    }
 }
 
 struct RequestSource<'a, 'b>(&'b HttpRequest<'a>);
@@ -517,7 +537,8 @@ impl FlowInspector {
         v
     }
 
-    /// The end of one direction (FIN): rules that need the whole message are decided.
+    /// The end of one direction (FIN): rules that need the whole message are decided, and
+    /// the direction's tail is released (no more bytes come to continue it).
     pub fn stream_end(&mut self, dir: Dir, now: Timestamp) -> Verdict {
         let mut v = Verdict::default();
         if !self.passed {
@@ -526,6 +547,7 @@ impl FlowInspector {
                 self.speaking = None;
             }
         }
+        self.dirs[dir.index()].window = Vec::new();
         v
     }
 
@@ -627,11 +649,20 @@ impl FlowInspector {
         }
         let mut rest = &bytes[..bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX))];
         let window_cap = limits.stream_window.max(1);
-        self.dirs[d].in_message = true;
+        // A new message starts with the direction's tail in its window; the patterns there
+        // are looked for again with the new bytes (they may complete a rule now).
+        let mut scan_from = None;
+        let ds = &mut self.dirs[d];
+        if !ds.in_message {
+            ds.in_message = true;
+            ds.old = ds.window.len();
+            ds.continued = false;
+            scan_from = Some(0);
+        }
         while !rest.is_empty() {
             let ds = &mut self.dirs[d];
             let take = (window_cap - ds.window.len().min(window_cap)).min(rest.len());
-            let old_len = ds.window.len();
+            let old_len = scan_from.take().unwrap_or(ds.window.len());
             ds.window.extend_from_slice(&rest[..take]);
             ds.msg_len += take as u64;
             ds.total += take as u64;
@@ -655,6 +686,7 @@ impl FlowInspector {
         if self.dirs[d].total >= limits.stream_depth {
             // Depth reached: decide what is left and stop inspecting this direction.
             self.end_message(dir, now, v);
+            self.dirs[d].window = Vec::new();
         }
     }
 
@@ -665,7 +697,8 @@ impl FlowInspector {
         let keep = overlap.min(ds.window.len() / 2);
         let drop = ds.window.len() - keep;
         ds.window.drain(..drop);
-        ds.window_start += drop as u64;
+        ds.old = keep;
+        ds.continued = true;
         ds.matched.clear();
         ds.candidates.clear();
         let index = &self.engine.stream[dir.index()];
@@ -678,16 +711,24 @@ impl FlowInspector {
     }
 
     fn end_message(&mut self, dir: Dir, now: Timestamp, v: &mut Verdict) {
-        if !self.dirs[dir.index()].in_message {
+        let d = dir.index();
+        if !self.dirs[d].in_message {
             return;
         }
-        self.check_window(dir, Moment::Complete, now, v);
-        let ds = &mut self.dirs[dir.index()];
-        // Release the buffers: an idle flow keeps none.
-        ds.window = Vec::new();
+        // A window of old bytes only (a long message that ended where a window did) was
+        // decided when the previous window filled.
+        if self.dirs[d].window.len() > self.dirs[d].old {
+            self.check_window(dir, Moment::Complete, now, v);
+        }
+        let tail = self.engine.stream_tail[d];
+        let ds = &mut self.dirs[d];
+        // Keep only the tail, in an allocation of its size; release the rest.
+        let from = ds.window.len() - tail.min(ds.window.len());
+        ds.window = ds.window[from..].to_vec();
         ds.candidates = Vec::new();
         ds.matched = Vec::new();
-        ds.window_start = 0;
+        ds.old = 0;
+        ds.continued = false;
         ds.msg_len = 0;
         ds.checked_len = 0;
         ds.in_message = false;
@@ -704,14 +745,14 @@ impl FlowInspector {
         );
         let window = std::mem::take(&mut self.dirs[d].window);
         self.dirs[d].checked_len = window.len();
-        let at_start = self.dirs[d].window_start == 0;
+        let (old, continued) = (self.dirs[d].old, self.dirs[d].continued);
         let msg_len = self.dirs[d].msg_len;
         for &id in &list {
             let r = &engine.rules[id as usize];
             let ds = &self.dirs[d];
             if contains(&ds.matched, id)
                 || (moment == Moment::Partial && r.needs_end)
-                || (r.anchored && !at_start)
+                || (r.anchored && continued)
                 || (contains(&ds.fired, id) && r.writes.is_empty())
             {
                 continue;
@@ -724,8 +765,10 @@ impl FlowInspector {
             if !self.applies(r, dir) {
                 continue;
             }
-            let src = StreamSource(&window);
-            if !self.buffers_match(r, Phase::Stream, &mut Buffers::new(&src)) {
+            // The rule sees the old bytes it can need (none when tied to the message), and
+            // a match must reach the new ones.
+            let from = old - old.min(r.lookback);
+            if !stream_matches(r, &window[from..], old - from) {
                 continue;
             }
             insert_sorted(&mut self.dirs[d].matched, id);

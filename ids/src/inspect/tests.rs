@@ -339,6 +339,257 @@ fn idle_inspector_is_small_and_quiet_verdicts_do_not_allocate() {
     assert_eq!(v.alerts.capacity(), 0);
     let v = fi.stream(Dir::ToClient, b"HTTP/1.1 200 OK\r\n\r\n", t(0));
     assert_eq!(v.alerts.capacity(), 0);
-    // After the message ends, its buffers are released.
+    // After the message ends, its buffers are released but for the direction's tail: the
+    // 2 bytes a 3-byte pattern needs before the next message's first byte.
+    let ds = &fi.dirs[0];
+    assert_eq!(
+        (ds.window.as_slice(), ds.window.capacity()),
+        (&b"\r\n"[..], 2)
+    );
+    assert!(ds.candidates.capacity() == 0 && ds.matched.capacity() == 0);
+    // FIN: nothing more comes in that direction, so the tail goes too.
+    fi.stream_end(Dir::ToServer, t(0));
     assert_eq!(fi.dirs[0].window.capacity(), 0);
+    assert!(fi.close(t(0)).is_empty());
+    assert_eq!(fi.dirs[1].window.capacity(), 0);
+}
+
+/// An interactive session where the server echoes every chunk: each chunk is its own
+/// message, and the pattern is only ever whole across messages of one direction.
+#[test]
+fn echoed_chunks_do_not_evade_patterns() {
+    let e = engine(
+        r#"drop tcp any any -> any any (msg:"evil"; flow:to_server; content:"EVIL-PAYLOAD"; sid:1;)"#,
+    );
+    let data = b"hello EVIL-PAYLOAD bye";
+    // `EVIL-PAYLOAD` is bytes 6..18: its last byte, 17, is in chunk 17 / size.
+    for size in 1..=6 {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut blocked_at = None;
+        for (i, chunk) in data.chunks(size).enumerate() {
+            let v = fi.stream(Dir::ToServer, chunk, t(0));
+            if v.blocks() {
+                assert_eq!(sids(&v), [1]);
+                blocked_at = Some(i);
+                break;
+            }
+            assert!(fi.stream(Dir::ToClient, chunk, t(0)).is_empty());
+        }
+        // The verdict on the chunk that completes the pattern blocks it, so the node never
+        // forwards it.
+        assert_eq!(blocked_at, Some(17 / size), "chunks of {size}");
+    }
+}
+
+#[test]
+fn patterns_across_messages_alert_once_and_old_bytes_do_not_match_again() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"evil\"; content:\"EVIL\"; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"chain\"; content:\"USER \"; content:\"root\"; distance:0; within:8; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"flip\"; flow:to_server; pcre:\"/fli+p/\"; flowbits:toggle,t; flowbits:noalert; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"state\"; flow:to_client; content:\"state\"; flowbits:isset,t; sid:4;)\n",
+    ));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    let mut got = Vec::new();
+    for (dir, data) in [
+        (Dir::ToServer, &b"EV"[..]),
+        (Dir::ToClient, b"."),
+        (Dir::ToServer, b"IL US"),
+        (Dir::ToClient, b"."),
+        (Dir::ToServer, b"ER r"),
+        (Dir::ToClient, b"."),
+        (Dir::ToServer, b"oot EVIL"),
+        (Dir::ToClient, b"EVIL"),
+    ] {
+        got.extend(
+            sids(&fi.stream(dir, data, t(0)))
+                .into_iter()
+                .map(|s| (s, dir)),
+        );
+    }
+    got.extend(
+        sids(&fi.close(t(0)))
+            .into_iter()
+            .map(|s| (s, Dir::ToClient)),
+    );
+    assert_eq!(
+        got,
+        [(1, Dir::ToServer), (2, Dir::ToServer), (1, Dir::ToClient)]
+    );
+
+    // `flip` (an unbounded expression, so the whole tail is looked back at) is in the tail
+    // of every later client message: it toggles once, not once per message, so the bit is
+    // set when the server says `state`.
+    let mut fi = FlowInspector::new(e, flow());
+    for (dir, data) in [
+        (Dir::ToServer, &b"fl"[..]),
+        (Dir::ToClient, b"."),
+        (Dir::ToServer, b"ip"),
+        (Dir::ToClient, b"."),
+        (Dir::ToServer, b"x"),
+    ] {
+        assert!(fi.stream(dir, data, t(0)).is_empty());
+    }
+    let mut got = sids(&fi.stream(Dir::ToClient, b"state", t(0)));
+    got.extend(sids(&fi.close(t(0))));
+    assert_eq!(got, [4]);
+}
+
+#[test]
+fn rules_tied_to_the_message_do_not_match_across_messages() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"d\"; content:\"abX\"; depth:3; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"s\"; content:\"PING\"; startswith; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"z\"; dsize:4; content:\"ab\"; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"i\"; content:\"Q\"; isdataat:3; sid:4;)\n",
+        "alert tcp any any -> any any (msg:\"r\"; content:\"K\"; distance:2; sid:5;)\n",
+    ));
+    let run = |msgs: &[&[u8]]| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut got = Vec::new();
+        for m in msgs {
+            got.extend(sids(&fi.stream(Dir::ToServer, m, t(0))));
+            got.extend(sids(&fi.stream(Dir::ToClient, b".", t(0))));
+        }
+        got.extend(sids(&fi.close(t(0))));
+        got.sort_unstable();
+        got
+    };
+    // Across messages: none of them (positions count from each message's start, and
+    // `dsize` is the message's size).
+    let apart: &[&[u8]] = &[
+        b"ab", b"X", b"PI", b"NG", b"a", b"b-..", b"...", b"Q", b"..", b"K",
+    ];
+    assert!(run(apart).is_empty());
+    // Within one message: each of them.
+    assert_eq!(run(&[b"abX"]), [1]);
+    assert_eq!(run(&[b"PING"]), [2]);
+    assert_eq!(run(&[b"xab-"]), [3]);
+    assert_eq!(run(&[b"Q..."]), [4]);
+    assert_eq!(run(&[b"..K"]), [5]);
+    // Each message counts from its own start, whatever came before.
+    assert_eq!(run(&[b"hello", b"ping", b"abX"]), [1]);
+}
+
+#[test]
+fn negations_see_only_the_bytes_their_rule_can_span() {
+    // `!"z"` is searched for anywhere, so this rule spans one byte and keeps the message
+    // semantics: a `z` in an earlier message does not count. The relative negation spans
+    // `USER ` and the 12 bytes after it, across messages.
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"q\"; flow:to_server; content:\"q\"; content:!\"z\"; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"u\"; flow:to_server; content:\"USER \"; content:!\"anonymous\"; distance:0; within:12; sid:2;)\n",
+    ));
+    let run = |msgs: &[&[u8]]| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut got = Vec::new();
+        for m in msgs {
+            got.extend(sids(&fi.stream(Dir::ToServer, m, t(0))));
+            got.extend(sids(&fi.stream(Dir::ToClient, m, t(0))));
+        }
+        got.extend(sids(&fi.close(t(0))));
+        got
+    };
+    assert_eq!(run(&[b"z", b"q"]), [1]);
+    assert!(run(&[b"zq"]).is_empty());
+    assert!(run(&[b"US", b"ER anonymous"]).is_empty());
+    assert_eq!(run(&[b"US", b"ER bob"]), [2]);
+    // The rule matched already with `USER ` in the first message: only once.
+    assert_eq!(run(&[b"USER bob", b"x", b"y"]), [2]);
+}
+
+#[test]
+fn the_tail_is_what_the_rules_can_span() {
+    let tail = |rules: &str, limits: Limits| {
+        let e = engine_with(rules, &Vars::east_west(), limits);
+        (e.stream_tail(Dir::ToServer), e.stream_tail(Dir::ToClient))
+    };
+    let d = Limits::default;
+    let rule = |opts: &str| format!("alert tcp any any -> any any (msg:\"r\"; {opts} sid:1;)");
+    assert_eq!(tail(&rule(r#"content:"EVIL-PAYLOAD";"#), d()), (11, 11));
+    assert_eq!(
+        tail(&rule(r#"flow:to_server; content:"EVIL-PAYLOAD";"#), d()),
+        (11, 0)
+    );
+    // `USER ` (5), then `root` within 8 bytes of it: 13 bytes.
+    assert_eq!(
+        tail(
+            &rule(r#"content:"USER "; content:"root"; distance:0; within:8;"#),
+            d()
+        ),
+        (12, 12)
+    );
+    // A bounded expression: at most 5 bytes; then 1 byte 2 after it: 8.
+    assert_eq!(
+        tail(
+            &rule(r#"pcre:"/ab{1,4}/"; byte_test:1,>,3,2,relative;"#),
+            d()
+        ),
+        (7, 7)
+    );
+    // Unbounded: up to the overlap, at most half a window.
+    assert_eq!(tail(&rule(r#"pcre:"/a.*b/";"#), d()), (2048, 2048));
+    assert_eq!(
+        tail(&rule(r#"content:"a"; content:"b";"#), d()),
+        (2048, 2048)
+    );
+    assert_eq!(
+        tail(&rule(r#"content:"a"; content:"b"; distance:0;"#), d()),
+        (2048, 2048)
+    );
+    let small = Limits {
+        stream_window: 100,
+        stream_overlap: 64,
+        ..Limits::default()
+    };
+    assert_eq!(tail(&rule(r#"pcre:"/a.*b/";"#), small), (50, 50));
+    // Tied to the message: no tail.
+    assert_eq!(tail(&rule(r#"content:"X"; depth:3;"#), d()), (0, 0));
+    assert_eq!(tail(&rule(r#"dsize:4; content:"ab";"#), d()), (0, 0));
+    assert_eq!(tail(&rule(r#"content:"K"; distance:2;"#), d()), (0, 0));
+    // HTTP rules do not inspect the raw stream.
+    assert_eq!(
+        tail(
+            r#"alert http any any -> any any (msg:"h"; http.uri; content:"/etc/passwd"; sid:1;)"#,
+            d()
+        ),
+        (0, 0)
+    );
+}
+
+#[test]
+fn long_messages_do_not_match_the_overlap_again() {
+    // `flip` (unbounded: the rule looks back at the whole overlap) in the overlap of the
+    // second window toggles once, not twice.
+    let limits = Limits {
+        stream_window: 256,
+        stream_overlap: 64,
+        ..Limits::default()
+    };
+    let e = engine_with(
+        concat!(
+            "alert tcp any any -> any any (msg:\"flip\"; flow:to_server; pcre:\"/fli+p/\"; flowbits:toggle,t; flowbits:noalert; sid:1;)\n",
+            "alert tcp any any -> any any (msg:\"state\"; flow:to_client; content:\"state\"; flowbits:isset,t; sid:2;)\n",
+            "alert tcp any any -> any any (msg:\"wide\"; flow:to_server; content:\"A\"; content:\"B\"; distance:0; sid:3;)\n",
+        ),
+        &Vars::east_west(),
+        limits,
+    );
+    let mut data = vec![b'.'; 250];
+    data.extend_from_slice(b"flip");
+    data.extend(vec![b'.'; 200]);
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert!(fi.stream(Dir::ToServer, &data, t(0)).is_empty());
+    assert!(fi.stream(Dir::ToClient, b"state", t(0)).is_empty());
+    // A test of a bit some rule toggles is decided when the message is complete.
+    assert_eq!(sids(&fi.close(t(0))), [2]);
+    // An unbounded chain across a window boundary, within the overlap.
+    let mut data = vec![b'.'; 200];
+    data.push(b'A');
+    data.extend(vec![b'.'; 100]);
+    data.push(b'B');
+    let mut fi = FlowInspector::new(e, flow());
+    let mut got = sids(&fi.stream(Dir::ToServer, &data, t(0)));
+    got.extend(sids(&fi.close(t(0))));
+    assert_eq!(got, [3]);
 }
