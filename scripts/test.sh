@@ -14,5 +14,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
-cargo build -q --workspace --benches
+# The benchmarks must keep building; with the dev profile they reuse the test build (the
+# release build is for running them: scripts/bench.sh, cargo bench).
+cargo build -q --workspace --benches --profile dev
 echo "test suite took $(( $(date +%s) - start )) s"
