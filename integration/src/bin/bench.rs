@@ -253,6 +253,9 @@ fn main() -> anyhow::Result<()> {
     ] {
         in_netns(&ns, || {
             let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "1024 65000");
+            // ... but never the node's own ports (15000-15009): an HAProxy connection left on
+            // 15006 would keep the next node from listening there.
+            let _ = std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", "15000-15010");
             let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
             let _ = std::fs::write("/proc/sys/net/core/somaxconn", "8192");
         })?;
