@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use eastwall_integration::http::{http1_session, raw_exchange};
+use eastwall_integration::http::{http1_session, http2_concurrent, raw_exchange};
 use eastwall_integration::{Cloud, require_root, spiffe};
 use eastwall_node::lab::http_server::Received;
 use serde_json::Value;
@@ -188,6 +188,46 @@ fn prevent_mode_blocks_before_the_server_and_catches_split_attacks() {
         f["flow"]["reason"] == "ids-blocked" && f["dest_port"] == 9000
     });
     assert_eq!(f["eastwall"]["ids"]["blocked_by"], 1000002);
+}
+
+#[test]
+fn http2_streams_are_inspected_one_by_one() {
+    let s = scene("prevent");
+    let answers = http2_concurrent(
+        &s.c,
+        "client",
+        s.c.addr("web", 8080),
+        "web",
+        &[
+            ("GET", "/a", ""),
+            ("GET", "/search?q=1%20UNION%20SELECT%203", ""),
+            ("POST", "/b", "plain body"),
+            ("GET", "/leak/SECRET-TOKEN", ""),
+        ],
+    );
+    let codes: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |a| a.status))
+        .collect();
+    // The attack is refused on its stream; the response leak is cut (an error or a body
+    // without the secret); the other streams are answered.
+    assert_eq!(codes[..3], [200, 403, 200], "{answers:#?}");
+    if let Ok(a) = &answers[3] {
+        assert!(!a.body.contains("SECRET-TOKEN"), "{a:?}");
+    }
+    let mut seen = s.web.requests();
+    seen.sort();
+    assert!(!seen.iter().any(|r| r.contains("UNION")), "{seen:?}");
+    assert_eq!(
+        wait_alert(&s.c, "hostB", 1000001)["alert"]["action"],
+        "blocked"
+    );
+    assert_eq!(
+        wait_alert(&s.c, "hostB", 1000003)["alert"]["action"],
+        "blocked"
+    );
+    let f = s.c.wait_flow("hostB", |f| f["app_proto"] == "http2");
+    assert_eq!(f["eastwall"]["ids"]["alerts"], 2, "{f:#}");
 }
 
 #[test]

@@ -204,6 +204,37 @@ pub struct IdsInfo {
     pub blocked_by: Option<u32>,
 }
 
+impl IdsInfo {
+    /// Adds `other` (another inspection of the same connection: another profile, another
+    /// HTTP/2 stream).
+    pub fn merge(&mut self, other: IdsInfo) {
+        self.alerts += other.alerts;
+        self.blocked_by = self.blocked_by.or(other.blocked_by);
+    }
+}
+
+/// Closes an inspection when dropped and adds its summary to `into`: an HTTP/2 stream's
+/// inspector ends with the stream (its response body, or the handler when there is none).
+pub(crate) struct CloseOnDrop {
+    /// The stream's inspection.
+    pub(crate) ids: SharedIds,
+    /// For events and metrics.
+    pub(crate) state: Arc<NodeState>,
+    /// The connection's summary of finished streams.
+    pub(crate) into: Arc<Mutex<Option<IdsInfo>>>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let info = close(&self.state, &self.ids);
+        let mut acc = self.into.lock().unwrap_or_else(|p| p.into_inner());
+        match acc.as_mut() {
+            Some(a) => a.merge(info),
+            None => *acc = Some(info),
+        }
+    }
+}
+
 /// One connection's inspection.
 pub(crate) struct FlowIds {
     inspector: FlowInspector,
@@ -374,6 +405,8 @@ pub(crate) struct InspectedBody<B> {
     state: Arc<NodeState>,
     request: bool,
     ended: bool,
+    /// Closes a per-stream inspection when the body is done.
+    _close: Option<CloseOnDrop>,
 }
 
 impl<B> InspectedBody<B> {
@@ -385,6 +418,15 @@ impl<B> InspectedBody<B> {
             state,
             request,
             ended: false,
+            _close: None,
+        }
+    }
+
+    /// This body, closing `close`'s inspection when it is done.
+    pub(crate) fn closing(self, close: Option<CloseOnDrop>) -> Self {
+        InspectedBody {
+            _close: close,
+            ..self
         }
     }
 

@@ -143,8 +143,11 @@ struct HttpConn {
     upstream: tokio::sync::Mutex<Option<Upstream>>,
     counts: Mutex<HttpCounts>,
     last: Mutex<Option<EveHttp>>,
-    /// The IDS inspection per profile the connection's requests were allowed with.
+    /// The IDS inspection per profile the connection's requests were allowed with (HTTP/1:
+    /// one transaction after the other on one inspector).
     ids: Mutex<Vec<(Arc<str>, crate::ids::SharedIds)>>,
+    /// HTTP/2: each stream is inspected on its own; what finished streams found.
+    stream_ids: Arc<Mutex<Option<crate::ids::IdsInfo>>>,
     /// The flow's endpoints and identities, for the IDS.
     identities: eastwall_ids::EveIdentities,
 }
@@ -186,6 +189,7 @@ where
         counts: Mutex::new(HttpCounts::default()),
         last: Mutex::new(None),
         ids: Mutex::new(Vec::new()),
+        stream_ids: Arc::new(Mutex::new(None)),
         identities: eastwall_ids::EveIdentities {
             src_identity: rec.eastwall.src.identity.clone(),
             dest_identity: rec.eastwall.dest.identity.clone(),
@@ -418,6 +422,15 @@ impl HttpConn {
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         // The IDS of the allowing rule's profile sees the request before the server does.
         let ids = d.policy.ids.as_deref().and_then(|p| self.ids_for(p));
+        // An HTTP/2 stream's own inspection ends with the stream.
+        let mut close = match (&ids, self.proto) {
+            (Some(ids), Proto::H2) => Some(crate::ids::CloseOnDrop {
+                ids: ids.clone(),
+                state: self.state.clone(),
+                into: self.stream_ids.clone(),
+            }),
+            _ => None,
+        };
         if let Some(ids) = &ids
             && let Err(b) = self.inspect_request(ids, &req, &target, host.as_deref())
         {
@@ -473,6 +486,7 @@ impl HttpConn {
         let resp = match &ids {
             Some(ids) => resp.map(|b| {
                 crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), false)
+                    .closing(close.take())
                     .boxed_unsync()
             }),
             None => resp.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
@@ -483,7 +497,9 @@ impl HttpConn {
     /// The connection's IDS inspection for `profile`, made on first use.
     fn ids_for(&self, profile: &str) -> Option<crate::ids::SharedIds> {
         let mut all = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, ids)) = all.iter().find(|(p, _)| &**p == profile) {
+        if self.proto == Proto::H1
+            && let Some((_, ids)) = all.iter().find(|(p, _)| &**p == profile)
+        {
             return Some(ids.clone());
         }
         let engines = self.state.ids()?;
@@ -498,24 +514,27 @@ impl HttpConn {
         };
         let ids =
             crate::ids::FlowIds::new(engine, flow, app, self.flow_id, self.identities.clone());
-        all.push((engine_name(profile), ids.clone()));
+        // HTTP/2 streams run side by side: each gets its own inspector (closed with it).
+        if self.proto == Proto::H1 {
+            all.push((engine_name(profile), ids.clone()));
+        }
         Some(ids)
     }
 
     /// Finishes every inspection of the connection; the summary for the flow record.
     fn close_ids(&self) -> Option<crate::ids::IdsInfo> {
         let all = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut info: Option<crate::ids::IdsInfo> = None;
+        let mut info = self
+            .stream_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         for (_, ids) in &all {
             let i = crate::ids::close(&self.state, ids);
-            info = Some(match info {
-                None => i,
-                Some(mut acc) => {
-                    acc.alerts += i.alerts;
-                    acc.blocked_by = acc.blocked_by.or(i.blocked_by);
-                    acc
-                }
-            });
+            match info.as_mut() {
+                Some(acc) => acc.merge(i),
+                None => info = Some(i),
+            }
         }
         info
     }
@@ -559,7 +578,7 @@ impl HttpConn {
         f.apply(&self.state, v)
     }
 
-    /// Answers a request the IPS stopped: 403, and the connection closes.
+    /// Answers a request the IPS stopped: 403, and an HTTP/1 connection closes.
     fn blocked(
         &self,
         ev: EveHttp,
@@ -568,7 +587,9 @@ impl HttpConn {
         (sid, msg): (u32, String),
     ) -> Response<Body> {
         let text = format!("blocked by eastwall IDS: signature {sid} ({msg})\n");
-        let r = full(StatusCode::FORBIDDEN, text, true);
+        // HTTP/1: what follows on the connection cannot be trusted, close it; an HTTP/2
+        // stream ends on its own.
+        let r = full(StatusCode::FORBIDDEN, text, self.proto == Proto::H1);
         self.answered(ev, policy, ends, r, true)
     }
 
