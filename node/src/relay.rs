@@ -12,8 +12,11 @@ use tokio::io::AsyncWriteExt;
 
 /// First read size of a burst; doubled while reads fill it, up to [`MAX_READ`].
 pub(crate) const FIRST_READ: usize = 16 * 1024;
-/// Largest single read.
-pub(crate) const MAX_READ: usize = 64 * 1024;
+/// Largest single read. 256 KiB rather than 64: fewer reads, writes and wake-ups per byte in
+/// bulk (measured with `scripts/bench.sh --paths direct,eastwall-h2`, same session: HTTP/2
+/// bulk 3.63 → 3.93 Gbit/s, 2.79 → 2.54 CPU-s/GB); a buffer is held only while a burst is
+/// in flight.
+pub(crate) const MAX_READ: usize = 256 * 1024;
 
 /// Where a relay reads from. It waits for bytes without holding a buffer, so an idle
 /// connection costs no copy buffer; a buffer is taken only for bytes that have arrived.
