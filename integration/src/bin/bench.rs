@@ -219,6 +219,8 @@ struct Row {
     mem: Vec<Option<f64>>,
     /// Why the idle-connection figure could not be taken.
     mem_failed: Option<String>,
+    /// Runs that failed (listed under the table; the figure is the median of the others).
+    failures: Vec<String>,
     note: Option<String>,
 }
 
@@ -520,19 +522,39 @@ impl Bench {
         let mut b8 = Vec::new();
         let mut cpu = Vec::new();
         for r in 0..bulk_rounds {
+            // A failed run is reported (under the table) and leaves the other rounds' median.
             let c0 = cpu_secs(pids)?;
-            let (gbps, bytes) = self.iperf(dst_ip, 1)?;
+            let one = self.iperf(dst_ip, 1);
             let c1 = cpu_secs(pids)?;
-            b1.push(gbps);
-            if !pids.is_empty() {
-                cpu.push((c1 - c0) / (bytes / 1e9));
-            }
-            let (gbps8, _) = self.iperf(dst_ip, 8)?;
-            b8.push(gbps8);
-            eprintln!(
-                "  bulk round {r}: 1 stream {gbps:.2} Gbit/s ({:.2} CPU-s/GB), 8 streams {gbps8:.2}",
-                cpu.last().copied().unwrap_or(0.0)
-            );
+            let gbps = match one {
+                Ok((gbps, bytes)) => {
+                    b1.push(gbps);
+                    if !pids.is_empty() {
+                        cpu.push((c1 - c0) / (bytes / 1e9));
+                    }
+                    format!(
+                        "{gbps:.2} Gbit/s ({:.2} CPU-s/GB)",
+                        cpu.last().copied().unwrap_or(0.0)
+                    )
+                }
+                Err(e) => {
+                    row.failures
+                        .push(format!("bulk round {r}, 1 stream: {e:#}"));
+                    format!("failed: {e:#}")
+                }
+            };
+            let gbps8 = match self.iperf(dst_ip, 8) {
+                Ok((g, _)) => {
+                    b8.push(g);
+                    format!("{g:.2}")
+                }
+                Err(e) => {
+                    row.failures
+                        .push(format!("bulk round {r}, 8 streams: {e:#}"));
+                    format!("failed: {e:#}")
+                }
+            };
+            eprintln!("  bulk round {r}: 1 stream {gbps}, 8 streams {gbps8}");
         }
         row.bulk1 = (!b1.is_empty()).then(|| median(&b1));
         row.bulk8 = (!b8.is_empty()).then(|| median(&b8));
@@ -1096,6 +1118,14 @@ fn render(rows: &[Row], a: &Args) -> String {
          `d` = ratio to direct, `h` = ratio to haproxy-mtls.\n",
         a.rounds, a.secs, a.idle
     ));
+    for r in rows {
+        for f in &r.failures {
+            s.push_str(&format!("\nFailed run, {}: {f}", r.name));
+        }
+    }
+    if rows.iter().any(|r| !r.failures.is_empty()) {
+        s.push('\n');
+    }
     s
 }
 

@@ -483,6 +483,12 @@ impl HttpConn {
             });
         }
         strip_hop_by_hop(resp.headers_mut(), switched && upgrading);
+        let resp = if switched {
+            resp.map(Prefetched::none)
+        } else {
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, Prefetched::first_frame(body).await)
+        };
         let resp = match &ids {
             Some(ids) => resp.map(|b| {
                 crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), false)
@@ -803,6 +809,90 @@ impl HttpConn {
     }
 }
 
+/// How long a response waits for the first bytes of its small body, so that head and body
+/// leave together.
+const FIRST_FRAME_WAIT: Duration = Duration::from_millis(1);
+
+/// The largest body (by `Content-Length`) whose first bytes a response waits for.
+const FIRST_FRAME_MAX: u64 = 64 * 1024;
+
+/// A response body whose first frame may have been read already.
+///
+/// hyper writes a response's head as soon as the body has no bytes ready, and the upstream
+/// connection hands its body over only when asked: without waiting, head and body of even a
+/// tiny response went out in two writes (two tunnel frames, two wake-ups of the client).
+pub(crate) struct Prefetched<B> {
+    first: Option<hyper::body::Frame<Bytes>>,
+    inner: B,
+}
+
+impl<B> Prefetched<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    /// `inner`, nothing read ahead.
+    fn none(inner: B) -> Self {
+        Prefetched { first: None, inner }
+    }
+
+    /// `inner`, with its first frame read ahead when the body is small, of known length, and
+    /// that frame arrives within [`FIRST_FRAME_WAIT`]. An error on that frame is left for the
+    /// reader to meet.
+    async fn first_frame(mut inner: B) -> Self {
+        let small = inner
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > 0 && n <= FIRST_FRAME_MAX);
+        if !small || inner.is_end_stream() {
+            return Prefetched::none(inner);
+        }
+        // `frame()` only polls the body: cancelled by the timeout, it has taken nothing.
+        let first = match tokio::time::timeout(FIRST_FRAME_WAIT, inner.frame()).await {
+            Ok(Some(Ok(f))) => Some(f),
+            _ => None,
+        };
+        Prefetched { first, inner }
+    }
+}
+
+impl<B> hyper::body::Body for Prefetched<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
+        if let Some(f) = self.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.inner.size_hint();
+        let n = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        // Upper first: a lower bound above the upper one panics.
+        let mut h = hyper::body::SizeHint::new();
+        if let Some(u) = inner.upper() {
+            h.set_upper(u.saturating_add(n));
+        }
+        h.set_lower(inner.lower().saturating_add(n));
+        h
+    }
+}
+
 /// Header fields as the IDS takes them: name and value, in order.
 fn header_pairs(h: &HeaderMap) -> Vec<(&str, &[u8])> {
     h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect()
@@ -833,6 +923,84 @@ async fn drain(body: Incoming) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::body::Body as _;
+    use std::future::Future as _;
+
+    /// A body (of known length, or not) whose bytes arrive when the test sends them.
+    struct Late {
+        len: Option<u64>,
+        rx: Option<tokio::sync::oneshot::Receiver<Bytes>>,
+    }
+
+    impl hyper::body::Body for Late {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+            let Some(rx) = self.rx.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let got = std::task::ready!(Pin::new(rx).poll(cx));
+            self.rx = None;
+            Poll::Ready(got.ok().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.rx.is_none()
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            match (&self.rx, self.len) {
+                (None, _) => hyper::body::SizeHint::with_exact(0),
+                (Some(_), Some(n)) => hyper::body::SizeHint::with_exact(n),
+                (Some(_), None) => hyper::body::SizeHint::default(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_body_that_is_ready_is_read_ahead_and_delivered_whole() {
+        let p = Prefetched::first_frame(Full::new(Bytes::from_static(b"hello"))).await;
+        assert!(p.first.is_some(), "read ahead");
+        assert_eq!(p.size_hint().exact(), Some(5));
+        assert!(!p.is_end_stream());
+        let got = p.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+    }
+
+    #[tokio::test]
+    async fn late_large_and_unsized_bodies_are_not_waited_for_and_lose_nothing() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let t = std::time::Instant::now();
+        let p = Prefetched::first_frame(Late {
+            len: Some(5),
+            rx: Some(rx),
+        })
+        .await;
+        assert!(p.first.is_none(), "the bytes were not there");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "waited {:?}",
+            t.elapsed()
+        );
+        tx.send(Bytes::from_static(b"later")).unwrap();
+        assert_eq!(&p.collect().await.unwrap().to_bytes()[..], b"later");
+
+        let big = Bytes::from(vec![7u8; 100 * 1024]);
+        let p = Prefetched::first_frame(Full::new(big.clone())).await;
+        assert!(p.first.is_none(), "over the size limit");
+        assert_eq!(p.collect().await.unwrap().to_bytes(), big);
+
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tx.send(Bytes::from_static(b"chunk")).unwrap();
+        let p = Prefetched::first_frame(Late {
+            len: None,
+            rx: Some(rx),
+        })
+        .await;
+        assert!(p.first.is_none(), "length unknown");
+        assert_eq!(&p.collect().await.unwrap().to_bytes()[..], b"chunk");
+    }
 
     fn req(uri: &str, host: Option<&str>) -> Request<()> {
         let mut b = Request::builder().uri(uri);

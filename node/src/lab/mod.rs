@@ -876,7 +876,12 @@ impl Drop for Lab {
         for ns in self.namespaces.iter().rev() {
             remove_netns(ns, false);
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        // EASTWALL_LAB_KEEP=1 keeps the folder (node logs, flow logs, configs) to look into.
+        if std::env::var_os("EASTWALL_LAB_KEEP").is_some_and(|v| !v.is_empty() && v != "0") {
+            eprintln!("lab folder kept: {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

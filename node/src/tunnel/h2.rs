@@ -30,7 +30,7 @@ pub const ALPN: &[u8] = b"h2";
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 /// Per-connection window: room for several bulk streams at once.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
-/// Largest DATA frame; the relay reads at most 64 KiB, so a read is one frame.
+/// Largest DATA frame: one relay read (at most `relay::MAX_READ`, 256 KiB) is one frame.
 const MAX_FRAME: u32 = 256 * 1024;
 /// Bytes h2 buffers per stream before the relay waits for the peer's window.
 const SEND_BUFFER: usize = 1024 * 1024;
