@@ -20,7 +20,7 @@ spec:
           action: allow
           from: {app: app, zone: prod}
           to: {app: db}
-          ports: [5432]
+          ports: [5432, 5433]
         - id: watch-legacy
           mode: monitor
           action: deny
@@ -243,4 +243,137 @@ fn locally_originated_traffic_is_captured_when_asked() {
     assert_eq!(denied.outcome, Outcome::Reset);
     // The node's own admin endpoint on loopback is not captured.
     assert_eq!(c.admin("hostA", "/healthz"), "ok\n");
+}
+
+/// TCP's `TCPSynRetrans` counter of network namespace `netns`.
+fn syn_retransmits(c: &Cloud, netns: &str) -> u64 {
+    let out = c.lab.exec(netns, &["cat", "/proc/net/netstat"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "TCPSynRetrans")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// When the server closes first, the source node's socket ends in TIME_WAIT. A client that
+/// reuses its source port right away must reach the node's listener with its SYN, not that
+/// TIME_WAIT socket, which answers with an ACK: the client resets it and sends its SYN again
+/// (`capture::nft`: a pure SYN never takes the `socket transparent` shortcut).
+#[test]
+fn a_client_reusing_its_port_after_the_server_closed_first_connects_at_once() {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::Duration;
+
+    let mut c = cloud("");
+    c.start_nodes("");
+    // A server on prod-db:5433 that says goodbye and closes.
+    let db = c.lab.workload("prod-db").clone();
+    let dst = SocketAddr::new(db.addr.into(), 5433);
+    let listener = eastwall_node::lab::in_netns(&db.netns, move || TcpListener::bind(dst))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(b"bye\n");
+        }
+    });
+    let app = c.lab.workload("prod-app").clone();
+    let local = SocketAddr::new(app.addr.into(), 40_123);
+    let once = move || -> anyhow::Result<String> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.bind(&local.into())?;
+        s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
+        let mut s: TcpStream = s.into();
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut got = String::new();
+        s.read_to_string(&mut got)?;
+        Ok(got)
+    };
+    let before = syn_retransmits(&c, &app.netns);
+    let first = eastwall_node::lab::in_netns(&app.netns, once).unwrap();
+    assert_eq!(first.unwrap(), "bye\n");
+    // The source node closed its side first: its socket holds the 4-tuple in TIME_WAIT.
+    let host_a = c.lab.host("hostA").netns.clone();
+    let mut tw = String::new();
+    for _ in 0..50 {
+        let out = c
+            .lab
+            .exec(&host_a, &["ss", "-tanH", "state", "time-wait"])
+            .unwrap();
+        tw = String::from_utf8_lossy(&out.stdout).into_owned();
+        if tw.contains(&local.to_string()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        tw.contains(&local.to_string()),
+        "no TIME_WAIT on hostA: {tw}"
+    );
+    let second = eastwall_node::lab::in_netns(&app.netns, once).unwrap();
+    assert_eq!(second.unwrap(), "bye\n");
+    assert_eq!(
+        syn_retransmits(&c, &app.netns) - before,
+        0,
+        "the client had to send its SYN again"
+    );
+}
+
+/// The node connects upstream from the client's address with the port chosen at `connect`,
+/// for the whole 4-tuple: connections from one address to different servers share a source
+/// port, and a port in TIME_WAIT towards one server serves another. (Bound to port 0 before
+/// `connect`, each took a port of its own: TIME_WAIT sockets of the L7 path, which closes
+/// upstream connections first, exhausted the range under Connection: close load.)
+#[test]
+fn spoofed_upstream_connections_share_source_ports_across_destinations() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    require_root();
+    let mut lab = eastwall_node::lab::Lab::new().unwrap();
+    let h = lab.add_host("h").unwrap();
+    let r = eastwall_node::lab::in_netns(&h.netns, || -> anyhow::Result<()> {
+        // One ephemeral port in this namespace.
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40000")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut servers = Vec::new();
+            for port in [41001, 41002, 41003] {
+                servers.push(tokio::net::TcpListener::bind(("127.0.0.1", port)).await?);
+            }
+            let src = Some("127.0.0.5".parse()?);
+            let t = Duration::from_secs(5);
+            let connect = |i: usize| {
+                let dst = servers[i].local_addr();
+                async move {
+                    eastwall_node::capture::socket::connect_spoofed(src, dst?, 0, t)
+                        .await
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            let mut c1 = connect(0).await?;
+            let (_peer1, _) = servers[0].accept().await?;
+            let c2 = connect(1).await?;
+            anyhow::ensure!(c1.local_addr()?.port() == 40000);
+            anyhow::ensure!(c2.local_addr()?.port() == 40000, "two servers, one port");
+            // c1 closes first: its 4-tuple goes to TIME_WAIT; the port still serves a third
+            // server while c2 holds it too.
+            c1.shutdown().await?;
+            drop(c1);
+            drop(_peer1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let c3 = connect(2).await?;
+            anyhow::ensure!(c3.local_addr()?.port() == 40000);
+            Ok(())
+        })
+    })
+    .unwrap();
+    r.unwrap();
 }

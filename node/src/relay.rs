@@ -235,6 +235,19 @@ impl Sink for h2::SendStream<Bytes> {
         Ok(())
     }
     async fn close(&mut self) -> io::Result<()> {
+        // A peer that reset the stream with NO_ERROR or CANCEL after it was done (it closed
+        // its whole side, as a TCP peer closing with our bytes unread) needs no END_STREAM:
+        // the flow ended normally, not in an "inactive stream" error.
+        if let Poll::Ready(Ok(reason)) = poll_once(|cx| self.poll_reset(cx)).await {
+            return if reason == h2::Reason::NO_ERROR || reason == h2::Reason::CANCEL {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset by peer: {reason}"),
+                ))
+            };
+        }
         self.send_data(Bytes::new(), true).map_err(h2_io)
     }
 }
@@ -359,5 +372,56 @@ mod tests {
         assert_eq!(out.0, b"abcde");
         assert_eq!(n, 5);
         assert!(out.1, "the sink was closed at the end");
+    }
+
+    /// A client stream whose server answered in full and then dropped the stream (h2 sends
+    /// RST_STREAM CANCEL) ends normally; a reset with another reason is an error.
+    #[tokio::test]
+    async fn an_h2_stream_the_peer_finished_and_cancelled_closes_cleanly() {
+        async fn exchange(reason: Option<h2::Reason>) -> io::Result<()> {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let server = tokio::spawn(async move {
+                let mut conn = h2::server::handshake(b).await.unwrap();
+                let (_req, mut respond) = conn.accept().await.unwrap().unwrap();
+                let mut send = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                send.send_data(Bytes::from_static(b"bye"), true).unwrap();
+                if let Some(r) = reason {
+                    send.send_reset(r);
+                }
+                drop((send, _req));
+                // Keep the connection going until the client is done.
+                while conn.accept().await.is_some() {}
+            });
+            let (client, conn) = h2::client::handshake(a).await.unwrap();
+            tokio::spawn(conn);
+            let mut client = client.ready().await.unwrap();
+            let req = http::Request::builder()
+                .method("CONNECT")
+                .uri("10.0.0.1:80")
+                .body(())
+                .unwrap();
+            let (resp, mut send) = client.send_request(req, false).unwrap();
+            // The answer may already be overtaken by the reset.
+            if let Ok(resp) = resp.await {
+                let mut body = resp.into_body();
+                while let Some(Ok(_)) = body.data().await {}
+            }
+            // Let the reset arrive.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let r = send.close().await;
+            drop(client);
+            server.abort();
+            r
+        }
+        exchange(None)
+            .await
+            .expect("dropped after END_STREAM: CANCEL, a normal end");
+        exchange(Some(h2::Reason::CANCEL)).await.expect("CANCEL");
+        let e = exchange(Some(h2::Reason::INTERNAL_ERROR))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
     }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! table inet eastwall {
 //!   chain prerouting {   # filter hook prerouting priority mangle
-//!     meta l4proto tcp socket transparent 1 meta mark set MARK accept   # replies to our spoofing sockets
+//!     meta l4proto tcp tcp flags & (syn | ack) != syn socket transparent 1 meta mark set MARK accept
+//!                                          # packets of connections the node holds (not a new SYN)
 //!     fib daddr type local accept                                       # the host's own services
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp tproxy to :15001 meta mark set MARK accept
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp drop                 # fail closed: no listener
@@ -27,8 +28,8 @@ use std::net::IpAddr;
 
 use nftables::batch::Batch;
 use nftables::expr::{
-    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
-    SetItem, Socket, SocketAttr,
+    BinaryOperation, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload,
+    PayloadField, SetItem, Socket, SocketAttr,
 };
 use nftables::schema::{
     Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
@@ -94,8 +95,23 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
     let mut pre: Vec<Vec<Statement<'static>>> = Vec::new();
     let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
     let mark = spec.mark;
+    // Packets of connections the node already holds (captured ones, and replies to its
+    // spoofing sockets) go straight to their socket. Not a connection's first SYN: a
+    // transparent socket in TIME_WAIT also matches `socket transparent`, and a new SYN with
+    // its 4-tuple (the client reusing a port within 60 s) would then be answered by the
+    // TIME_WAIT socket with an ACK instead of reaching `tproxy` (which retires the TIME_WAIT
+    // socket and hands the SYN to the listener): the client resets and retries after its 1 s
+    // SYN timeout, and new-connection rates collapse as TIME_WAIT sockets pile up.
     pre.push(vec![
         tcp(),
+        Statement::Match(Match {
+            left: Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                payload("tcp", "flags"),
+                Expression::Number(TCP_SYN | TCP_ACK),
+            ))),
+            right: Expression::Number(TCP_SYN),
+            op: Operator::NEQ,
+        }),
         eq(
             Expression::Named(NamedExpression::Socket(Socket {
                 key: Cow::Owned(SocketAttr::Transparent),
@@ -301,6 +317,10 @@ fn fib_saddr_iif_oif() -> Expression<'static> {
         flags: HashSet::from([FibFlag::Saddr, FibFlag::Iif]),
     }))
 }
+
+/// TCP header flag bits.
+const TCP_SYN: u32 = 0x02;
+const TCP_ACK: u32 = 0x10;
 
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
