@@ -328,7 +328,7 @@ fn a_client_reusing_its_port_after_the_server_closed_first_connects_at_once() {
 /// for the whole 4-tuple: connections from one address to different servers share a source
 /// port, and a port in TIME_WAIT towards one server serves another. (Bound to port 0 before
 /// `connect`, each took a port of its own: TIME_WAIT sockets of the L7 path, which closes
-/// upstream connections first, exhausted the range under Connection: close load.)
+/// upstream connections first, pile up under Connection: close load.)
 #[test]
 fn spoofed_upstream_connections_share_source_ports_across_destinations() {
     use std::time::Duration;

@@ -49,9 +49,8 @@ pub async fn connect_spoofed(
         }
         // The port is chosen at `connect`, for the whole 4-tuple. Bound to port 0 without
         // this, the socket took a port no other socket of that address held, TIME_WAIT ones
-        // included: with the node closing upstream connections first (L7), tens of thousands
-        // of TIME_WAIT sockets on the client's address made each bind search longer, until
-        // the range ran out (new connections/s fell from ~3,800 to ~300 in three rounds).
+        // included, and the L7 path (which closes upstream connections first) piles up tens
+        // of thousands of those under Connection: close load.
         nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)
             .map_err(io::Error::from)?;
         s.bind(&SocketAddr::new(ip, 0).into())?;
