@@ -100,8 +100,8 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
     // transparent socket in TIME_WAIT also matches `socket transparent`, and a new SYN with
     // its 4-tuple (the client reusing a port within 60 s) would then be answered by the
     // TIME_WAIT socket with an ACK instead of reaching `tproxy` (which retires the TIME_WAIT
-    // socket and hands the SYN to the listener): the client resets and retries after its 1 s
-    // SYN timeout, and new-connection rates collapse as TIME_WAIT sockets pile up.
+    // socket and hands the SYN to the listener): the client resets it and sends its SYN
+    // again (22% of new connections in one L7 benchmark run, docs/BENCHMARKS.md).
     pre.push(vec![
         tcp(),
         Statement::Match(Match {
