@@ -821,8 +821,8 @@ const FIRST_FRAME_MAX: u64 = 64 * 1024;
 /// hyper writes a response's head as soon as the body has no bytes ready, and the upstream
 /// connection hands its body over only when asked: without waiting, head and body of even a
 /// tiny response went out in two writes (two tunnel frames, two wake-ups of the client).
-pub(crate) struct Prefetched<B> {
-    first: Option<hyper::body::Frame<Bytes>>,
+pub(crate) struct Prefetched<B: hyper::body::Body> {
+    first: Option<Result<hyper::body::Frame<Bytes>, B::Error>>,
     inner: B,
 }
 
@@ -835,9 +835,8 @@ where
         Prefetched { first: None, inner }
     }
 
-    /// `inner`, with its first frame read ahead when the body is small, of known length, and
-    /// that frame arrives within [`FIRST_FRAME_WAIT`]. An error on that frame is left for the
-    /// reader to meet.
+    /// `inner`, with its first frame (or the error in its place) read ahead when the body is
+    /// small, of known length, and that frame arrives within [`FIRST_FRAME_WAIT`].
     async fn first_frame(mut inner: B) -> Self {
         let small = inner
             .size_hint()
@@ -847,10 +846,10 @@ where
             return Prefetched::none(inner);
         }
         // `frame()` only polls the body: cancelled by the timeout, it has taken nothing.
-        let first = match tokio::time::timeout(FIRST_FRAME_WAIT, inner.frame()).await {
-            Ok(Some(Ok(f))) => Some(f),
-            _ => None,
-        };
+        let first = tokio::time::timeout(FIRST_FRAME_WAIT, inner.frame())
+            .await
+            .ok()
+            .flatten();
         Prefetched { first, inner }
     }
 }
@@ -858,6 +857,7 @@ where
 impl<B> hyper::body::Body for Prefetched<B>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -867,7 +867,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, B::Error>>> {
         if let Some(f) = self.first.take() {
-            return Poll::Ready(Some(Ok(f)));
+            return Poll::Ready(Some(f));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
     }
@@ -881,7 +881,7 @@ where
         let n = self
             .first
             .as_ref()
-            .and_then(|f| f.data_ref())
+            .and_then(|f| f.as_ref().ok()?.data_ref())
             .map_or(0, |d| d.len() as u64);
         // Upper first: a lower bound above the upper one panics.
         let mut h = hyper::body::SizeHint::new();
@@ -966,6 +966,30 @@ mod tests {
         assert!(!p.is_end_stream());
         let got = p.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], b"hello");
+    }
+
+    /// A body of 5 bytes that fails at once, and says so once (then it has ended).
+    struct Broken(bool);
+
+    impl hyper::body::Body for Broken {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, &'static str>>> {
+            let first = !std::mem::replace(&mut self.0, true);
+            Poll::Ready(first.then_some(Err("upstream broke")))
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            hyper::body::SizeHint::with_exact(5)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_read_ahead_reaches_the_reader() {
+        let p = Prefetched::first_frame(Broken(false)).await;
+        assert_eq!(p.collect().await.err(), Some("upstream broke"));
     }
 
     #[tokio::test]
