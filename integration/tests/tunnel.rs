@@ -412,15 +412,7 @@ fn rotation_during_a_long_transfer_loses_no_bytes(transport: &str) {
 fn bad_streams_are_refused_without_harming_the_others() {
     let mut c = cloud();
     c.start_nodes("");
-    let ca_pem = c.lab.ca().unwrap().cert_pem().to_owned();
-    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
-    let issued = c
-        .lab
-        .ca()
-        .unwrap()
-        .issue(&id, Duration::from_secs(3600))
-        .unwrap();
-    let node_b = SocketAddr::new(c.lab.host("hostB").addr.into(), 15008);
+    let (tls, dst_id, node_b) = tunnel_client(&c, eastwall_node::tunnel::ALPN);
     let (src, dev) = (c.addr("prod-app", 40000), c.addr("dev-app", 40001));
     let (db, nowhere) = (
         c.addr("prod-db", 5432),
@@ -433,22 +425,6 @@ fn bad_streams_are_refused_without_harming_the_others() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-                tokio::time::timeout(Duration::from_secs(10), f)
-                    .await
-                    .unwrap_or_else(|_| panic!("timed out: {what}"))
-            }
-            let ident =
-                eastwall_certs::Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
-            let bundle = eastwall_certs::TrustBundle::from_pem(&ca_pem).unwrap();
-            let dst_id = eastwall_identity::SpiffeId::parse(&spiffe("prod-db")).unwrap();
-            let tls = eastwall_certs::client_config(
-                eastwall_certs::RotatingIdentity::new(ident),
-                &bundle,
-                dst_id.clone(),
-                &[eastwall_node::tunnel::ALPN],
-            )
-            .unwrap();
             let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls)).unwrap();
             let ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
             let conn = within(
@@ -613,15 +589,7 @@ fn bad_http2_streams_are_refused_without_harming_the_others() {
     use bytes::Bytes;
     let mut c = cloud_over("h2");
     c.start_nodes("");
-    let ca_pem = c.lab.ca().unwrap().cert_pem().to_owned();
-    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
-    let issued = c
-        .lab
-        .ca()
-        .unwrap()
-        .issue(&id, Duration::from_secs(3600))
-        .unwrap();
-    let node_b = SocketAddr::new(c.lab.host("hostB").addr.into(), 15008);
+    let (tls, dst_id, node_b) = tunnel_client(&c, b"h2");
     let (src, dev) = (c.addr("prod-app", 40000), c.addr("dev-app", 40001));
     let db = c.addr("prod-db", 5432);
     let netns = c.lab.host("hostA").netns.clone();
@@ -632,22 +600,6 @@ fn bad_http2_streams_are_refused_without_harming_the_others() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-                tokio::time::timeout(Duration::from_secs(10), f)
-                    .await
-                    .unwrap_or_else(|_| panic!("timed out: {what}"))
-            }
-            let ident =
-                eastwall_certs::Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
-            let bundle = eastwall_certs::TrustBundle::from_pem(&ca_pem).unwrap();
-            let dst_id = eastwall_identity::SpiffeId::parse(&spiffe("prod-db")).unwrap();
-            let tls = eastwall_certs::client_config(
-                eastwall_certs::RotatingIdentity::new(ident),
-                &bundle,
-                dst_id.clone(),
-                &[b"h2"],
-            )
-            .unwrap();
             let tcp = tokio::net::TcpStream::connect(node_b).await.unwrap();
             let sni =
                 rustls::pki_types::ServerName::try_from(eastwall_certs::sni_for(&dst_id)).unwrap();
@@ -855,4 +807,39 @@ fn auto_uses_http2_and_falls_back_to_quic_when_tcp_is_blocked() {
         c.flow("hostA", next.local.unwrap())["eastwall"]["tunnel"]["transport"],
         "quic"
     );
+}
+
+/// Fails the test if `f` takes longer than 10 s.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// What a test needs to speak to hostB's tunnel itself, as prod-app: a TLS client config
+/// (prod-app's certificate from the lab CA, expecting prod-db's identity, offering `alpn`),
+/// prod-db's identity and hostB's tunnel address.
+fn tunnel_client(
+    c: &Cloud,
+    alpn: &[u8],
+) -> (
+    rustls::ClientConfig,
+    eastwall_identity::SpiffeId,
+    SocketAddr,
+) {
+    let ca = c.lab.ca().unwrap();
+    let id = eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap();
+    let issued = ca.issue(&id, Duration::from_secs(3600)).unwrap();
+    let ident = eastwall_certs::Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
+    let bundle = eastwall_certs::TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let dst_id = eastwall_identity::SpiffeId::parse(&spiffe("prod-db")).unwrap();
+    let tls = eastwall_certs::client_config(
+        eastwall_certs::RotatingIdentity::new(ident),
+        &bundle,
+        dst_id.clone(),
+        &[alpn],
+    )
+    .unwrap();
+    let node_b = SocketAddr::new(c.lab.host("hostB").addr.into(), 15008);
+    (tls, dst_id, node_b)
 }
