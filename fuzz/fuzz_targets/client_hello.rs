@@ -5,11 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../node/src/sniff.rs"]
-mod sniff;
-
-use sniff::{ClientHello, MAX_CLIENT_HELLO, MAX_SNIFF, parse_client_hello};
+use eastwall_wire::sniff::{ClientHello, MAX_CLIENT_HELLO, MAX_SNIFF, parse_client_hello};
 
 fn check(hello: &ClientHello) {
     if let Some(sni) = &hello.sni {

@@ -5,11 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../node/src/sniff.rs"]
-mod sniff;
-
-use sniff::{MAX_SNIFF, Sniff, Sniffer, sniff, sniff_final};
+use eastwall_wire::sniff::{MAX_SNIFF, Sniff, Sniffer, sniff, sniff_final};
 
 fuzz_target!(|data: &[u8]| {
     let whole = sniff(data);

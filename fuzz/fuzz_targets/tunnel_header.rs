@@ -4,11 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../node/src/tunnel/header.rs"]
-mod header;
-
-use header::{Decoded, Response, StreamHeader};
+use eastwall_wire::header::{Decoded, Response, StreamHeader};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Decoded::Done(h, used)) = StreamHeader::decode(data) {

@@ -1,240 +1,89 @@
-//! Alerts as Suricata EVE JSON (`event_type: alert`), with field names as Suricata 7 writes
-//! them, plus an `eastwall` object with the proven identities of both ends.
+//! Alerts as Suricata EVE JSON events ([`eastwall_wire::eve::AlertEvent`], the one EVE
+//! module of eastwall), with field names as Suricata 7 writes them, plus an `eastwall` object
+//! with the proven identities of both ends.
 
-use crate::inspect::{Alert, FlowMeta, Timestamp};
-use crate::rule::Dir;
-use serde::Serialize;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-/// The EVE `alert` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveAlert {
-    /// `allowed`, or `blocked` when the node blocked the traffic.
-    pub action: &'static str,
-    /// Generator id.
-    pub gid: u32,
-    /// Signature id.
-    pub signature_id: u32,
-    /// Revision.
-    pub rev: u32,
-    /// The rule's `msg`.
-    pub signature: String,
-    /// The classtype's description.
-    pub category: String,
-    /// Priority.
-    pub severity: u8,
-    /// The rule's metadata, each key with its values in rule order.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub metadata: BTreeMap<String, Vec<String>>,
-}
+use eastwall_wire::eve::{
+    AlertEvent, AlertFlow, EveAlert, EveDns, EveHttp, EveIdentities, EveTls, timestamp_unix,
+};
 
-impl EveAlert {
-    /// The same alert, marked as blocked by the node.
-    pub fn blocked(mut self) -> Self {
-        self.action = "blocked";
-        self
+use crate::inspect::{Alert, FlowMeta};
+use crate::rule::Dir;
+
+/// The EVE `alert` object of `a`, as allowed (see [`EveAlert::blocked`]).
+pub fn eve_alert(a: &Alert) -> EveAlert {
+    let mut metadata: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &a.metadata {
+        metadata.entry(k.clone()).or_default().push(v.clone());
+    }
+    EveAlert {
+        action: "allowed",
+        gid: a.gid,
+        signature_id: a.sid,
+        rev: a.rev,
+        signature: a.msg.clone(),
+        category: a.category.clone(),
+        severity: a.severity,
+        metadata,
     }
 }
 
-impl From<&Alert> for EveAlert {
-    fn from(a: &Alert) -> Self {
-        let mut metadata: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (k, v) in &a.metadata {
-            metadata.entry(k.clone()).or_default().push(v.clone());
-        }
-        EveAlert {
-            action: "allowed",
-            gid: a.gid,
-            signature_id: a.sid,
-            rev: a.rev,
-            signature: a.msg.clone(),
-            category: a.category.clone(),
-            severity: a.severity,
-            metadata,
-        }
-    }
-}
-
-/// The EVE `http` object of an alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveHttp {
-    /// Host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// Request target.
-    pub url: String,
-    /// `User-Agent`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_user_agent: Option<String>,
-    /// Method.
-    pub http_method: String,
-    /// Version.
-    pub protocol: String,
-    /// Response status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-}
-
-/// The EVE `tls` object of an alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveTls {
-    /// Server name.
-    pub sni: String,
-}
-
-/// The EVE `dns` object of an alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveDns {
-    /// Query name.
-    pub rrname: String,
-}
-
-/// The EVE `flow` object of an alert: the flow as its client opened it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveFlow {
-    /// Client address.
-    pub src_ip: IpAddr,
-    /// Server address.
-    pub dest_ip: IpAddr,
-    /// Client port.
-    pub src_port: u16,
-    /// Server port.
-    pub dest_port: u16,
-}
-
-/// eastwall's identities of the two ends (SPIFFE IDs proven by the tunnel, when known).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EveIdentities {
-    /// The client's identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_identity: Option<String>,
-    /// The server's identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dest_identity: Option<String>,
-}
-
-/// A whole EVE alert event, one JSON line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EveEvent {
-    /// `2024-04-01T12:00:00.123456+0000`.
-    pub timestamp: String,
-    /// The node's id of the flow.
-    pub flow_id: u64,
-    /// Always `alert`.
-    pub event_type: &'static str,
-    /// Sender of the data that matched.
-    pub src_ip: IpAddr,
-    /// Its port.
-    pub src_port: u16,
-    /// Receiver of the data that matched.
-    pub dest_ip: IpAddr,
-    /// Its port.
-    pub dest_port: u16,
-    /// Always `TCP`.
-    pub proto: &'static str,
-    /// The transaction, for HTTP and DNS alerts.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tx_id: Option<u64>,
-    /// `to_server` or `to_client`.
-    pub direction: &'static str,
-    /// The alert.
-    pub alert: EveAlert,
-    /// HTTP transaction.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http: Option<EveHttp>,
-    /// TLS handshake.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<EveTls>,
-    /// DNS query.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns: Option<EveDns>,
-    /// Application protocol.
-    pub app_proto: &'static str,
-    /// The flow.
-    pub flow: EveFlow,
-    /// Identities of both ends.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eastwall: Option<EveIdentities>,
-}
-
-/// Suricata's timestamp format, in UTC.
-pub fn eve_timestamp(t: Timestamp) -> String {
-    let d = t.since_epoch();
-    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(dt) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+0000",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second(),
-            d.subsec_micros()
-        ),
-        Err(_) => "9999-12-31T23:59:59.999999+0000".to_string(),
-    }
-}
-
-impl EveEvent {
-    /// The event for an alert on a flow.
-    pub fn new(
-        alert: &Alert,
-        flow: &FlowMeta,
-        flow_id: u64,
-        identities: Option<EveIdentities>,
-    ) -> Self {
-        let (src, dst) = match alert.dir {
-            Dir::ToServer => (flow.src, flow.dst),
-            Dir::ToClient => (flow.dst, flow.src),
-        };
-        EveEvent {
-            timestamp: eve_timestamp(alert.timestamp),
-            flow_id,
-            event_type: "alert",
-            src_ip: src.ip(),
-            src_port: src.port(),
-            dest_ip: dst.ip(),
-            dest_port: dst.port(),
-            proto: "TCP",
-            tx_id: alert.tx_id,
-            direction: alert.dir.as_str(),
-            alert: EveAlert::from(alert),
-            http: alert.http.as_ref().map(|h| EveHttp {
-                hostname: h.hostname.clone(),
-                url: h.url.clone(),
-                http_user_agent: h.user_agent.clone(),
-                http_method: h.method.clone(),
-                protocol: h.protocol.clone(),
-                status: h.status,
-            }),
-            tls: alert.tls_sni.as_ref().map(|s| EveTls { sni: s.clone() }),
-            dns: alert
-                .dns_query
-                .as_ref()
-                .map(|q| EveDns { rrname: q.clone() }),
-            app_proto: alert.app_proto.as_str(),
-            flow: EveFlow {
-                src_ip: flow.src.ip(),
-                dest_ip: flow.dst.ip(),
-                src_port: flow.src.port(),
-                dest_port: flow.dst.port(),
-            },
-            eastwall: identities,
-        }
-    }
-
-    /// One JSON line.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+/// The event for an alert on a flow.
+pub fn alert_event(
+    alert: &Alert,
+    flow: &FlowMeta,
+    flow_id: u64,
+    identities: Option<EveIdentities>,
+) -> AlertEvent {
+    let (src, dst) = match alert.dir {
+        Dir::ToServer => (flow.src, flow.dst),
+        Dir::ToClient => (flow.dst, flow.src),
+    };
+    AlertEvent {
+        timestamp: timestamp_unix(alert.timestamp.since_epoch()),
+        flow_id,
+        event_type: "alert",
+        src_ip: src.ip(),
+        src_port: src.port(),
+        dest_ip: dst.ip(),
+        dest_port: dst.port(),
+        proto: "TCP",
+        tx_id: alert.tx_id,
+        direction: alert.dir.as_str(),
+        alert: eve_alert(alert),
+        http: alert.http.as_ref().map(|h| EveHttp {
+            hostname: h.hostname.clone(),
+            url: h.url.clone(),
+            http_user_agent: h.user_agent.clone(),
+            http_method: h.method.clone(),
+            protocol: h.protocol.clone(),
+            status: h.status,
+            ..EveHttp::default()
+        }),
+        tls: alert.tls_sni.as_ref().map(|s| EveTls {
+            sni: Some(s.clone()),
+            ..EveTls::default()
+        }),
+        dns: alert
+            .dns_query
+            .as_ref()
+            .map(|q| EveDns { rrname: q.clone() }),
+        app_proto: alert.app_proto.as_str(),
+        flow: AlertFlow {
+            src_ip: flow.src.ip(),
+            dest_ip: flow.dst.ip(),
+            src_port: flow.src.port(),
+            dest_port: flow.dst.port(),
+        },
+        eastwall: identities,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::{AppProto, HttpSummary};
+    use crate::inspect::{AppProto, HttpSummary, Timestamp};
     use crate::rule::RuleAction;
     use std::time::Duration;
 
@@ -273,7 +122,7 @@ mod tests {
             src: "10.0.0.1:40000".parse().unwrap(),
             dst: "10.0.0.2:80".parse().unwrap(),
         };
-        let ev = EveEvent::new(
+        let ev = alert_event(
             &alert,
             &flow,
             7,
@@ -282,7 +131,7 @@ mod tests {
                 dest_identity: None,
             }),
         );
-        let v: serde_json::Value = serde_json::from_str(&ev.to_json()).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["timestamp"], "2024-04-01T12:00:00.123456+0000");
         assert_eq!(v["event_type"], "alert");
         assert_eq!(v["src_ip"], "10.0.0.2");
@@ -300,6 +149,6 @@ mod tests {
         assert_eq!(v["flow"]["src_ip"], "10.0.0.1");
         assert_eq!(v["eastwall"]["src_identity"], "spiffe://td/a");
         assert!(v.get("tls").is_none());
-        assert_eq!(EveAlert::from(&alert).blocked().action, "blocked");
+        assert_eq!(eve_alert(&alert).blocked().action, "blocked");
     }
 }

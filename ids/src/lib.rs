@@ -17,7 +17,7 @@
 //!    flows the parsed messages. Each call returns a [`Verdict`] with the [`Alert`]s of the
 //!    rules that matched; the node decides what to do (record, or block when
 //!    [`Verdict::blocks`] in prevent mode).
-//! 4. [`EveEvent`] / [`EveAlert`] turn an alert into Suricata's EVE JSON.
+//! 4. [`alert_event`] turns an alert into Suricata's EVE JSON (`eastwall_wire::eve`).
 //!
 //! `docs/IDS.md` describes the semantics for users: supported keywords, limits, split
 //! invariance and once-per-scope alerts.
@@ -38,9 +38,7 @@ mod vars;
 
 pub use crate::class::Classifications;
 pub use crate::compile::{BuildReport, Engine, Limits, Selection};
-pub use crate::eve::{
-    EveAlert, EveDns, EveEvent, EveFlow, EveHttp, EveIdentities, EveTls, eve_timestamp,
-};
+pub use crate::eve::{alert_event, eve_alert};
 pub use crate::http::{HttpRequest, HttpResponse, HttpVersion};
 pub use crate::inspect::{
     Alert, AppProto, FlowInspector, FlowMeta, HttpSummary, Timestamp, Verdict,

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -14,24 +15,33 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::state::NodeState;
+use crate::telemetry::Telemetry;
 
 /// Binds the admin endpoint.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// What the admin endpoint serves: the node's telemetry, and whether it is ready (capture
+/// installed, serving).
+pub(crate) struct AdminView {
+    /// Metrics and the recent EVE events.
+    pub(crate) telemetry: Arc<Telemetry>,
+    /// What `/healthz` reports.
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
 /// Serves admin requests until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
+pub(crate) async fn serve(listener: TcpListener, view: Arc<AdminView>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let state = state.clone();
+        let view = view.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
+                let view = view.clone();
+                async move { Ok::<_, Infallible>(route(&req, &view)) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -43,7 +53,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     }
 }
 
-fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
+fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -52,7 +62,7 @@ fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/healthz" if state.ready.load(std::sync::atomic::Ordering::Acquire) => {
+        "/healthz" if view.ready.load(Ordering::Acquire) => {
             text(StatusCode::OK, "ok\n".into(), "text/plain")
         }
         "/healthz" => text(
@@ -62,7 +72,7 @@ fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
         ),
         "/metrics" => text(
             StatusCode::OK,
-            state.metrics.encode(),
+            view.telemetry.metrics.encode(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/flows" => {
@@ -74,7 +84,7 @@ fn route(req: &Request<Incoming>, state: &NodeState) -> Response<Full<Bytes>> {
                 .unwrap_or(usize::MAX);
             text(
                 StatusCode::OK,
-                state.flows.recent_json(limit),
+                view.telemetry.flows.recent_json(limit),
                 "application/json",
             )
         }

@@ -3,7 +3,7 @@
 //! directory down past its grace period, timeout) yields *unknown* groups, and the policy
 //! then matches no rule that mentions groups (fail closed).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,90 +11,12 @@ use eastwall_identity::directory::{GroupMembership, LdapConfig, Nesting};
 use eastwall_identity::{
     CacheConfig, CachedDirectory, GroupDirectory, LdapDirectory, StaticDirectory,
 };
-use serde::Deserialize;
 use tracing::debug;
 
-/// The `directory` section of the node config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct DirectorySpec {
-    /// A static directory file (`kind: Directory`).
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    /// An LDAP or Active Directory server.
-    #[serde(default)]
-    pub ldap: Option<LdapSpec>,
-    /// Seconds an answer is served before the directory is asked again.
-    #[serde(default = "default_refresh")]
-    pub refresh_secs: u64,
-    /// Seconds past the refresh that the last answer is still served while the directory fails.
-    #[serde(default = "default_grace")]
-    pub grace_secs: u64,
-    /// Milliseconds a connection may wait for a user's groups.
-    #[serde(default = "default_lookup_ms")]
-    pub lookup_timeout_ms: u64,
-}
-
-fn default_refresh() -> u64 {
-    60
-}
-fn default_grace() -> u64 {
-    600
-}
-fn default_lookup_ms() -> u64 {
-    2000
-}
-
-/// An LDAP directory.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LdapSpec {
-    /// `ldap://host:port` or `ldaps://host:port`.
-    pub url: String,
-    /// Upgrade an `ldap://` connection with StartTLS.
-    #[serde(default)]
-    pub starttls: bool,
-    /// CA certificate(s) the server must chain to.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Accept any server certificate (labs only; logged).
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// The service account.
-    #[serde(default)]
-    pub bind_dn: Option<String>,
-    /// File with the service account's password.
-    #[serde(default)]
-    pub bind_password_file: Option<PathBuf>,
-    /// Where users are searched.
-    pub user_base: String,
-    /// `(uid={user})` (OpenLDAP) or `(sAMAccountName={user})` (Active Directory).
-    #[serde(default = "default_user_filter")]
-    pub user_filter: String,
-    /// `memberOf` (attribute on the user), `member` / `uniqueMember` (group search by DN),
-    /// or `memberUid` (posixGroup search by name).
-    #[serde(default = "default_membership")]
-    pub membership: String,
-    /// Where groups are searched (for the search modes).
-    #[serde(default)]
-    pub group_base: Option<String>,
-    /// Levels of nested groups followed by the client (0: none).
-    #[serde(default)]
-    pub nesting_depth: u32,
-    /// Use Active Directory's in-chain rule for nesting (with `member`).
-    #[serde(default)]
-    pub in_chain: bool,
-}
-
-fn default_user_filter() -> String {
-    "(uid={user})".into()
-}
-fn default_membership() -> String {
-    "memberOf".into()
-}
+use crate::config::DirectorySpec;
 
 /// A configured directory.
-pub enum Directory {
+pub(crate) enum Directory {
     /// From a file.
     Static(StaticDirectory),
     /// LDAP behind the cache.
@@ -105,7 +27,7 @@ impl Directory {
     /// Builds the directory `spec` describes; relative paths are resolved against `base`; the
     /// connections to an LDAP server carry `own_mark` (never captured by the node itself).
     /// Must run inside the tokio runtime (the LDAP client starts a task).
-    pub fn build(spec: &DirectorySpec, base: &Path, own_mark: u32) -> anyhow::Result<Directory> {
+    pub(crate) fn build(spec: &DirectorySpec, base: &Path, own_mark: u32) -> anyhow::Result<Directory> {
         match (&spec.file, &spec.ldap) {
             (Some(f), None) => {
                 let path = base.join(f);
@@ -175,7 +97,7 @@ impl Directory {
     }
 
     /// The user's groups, or `None` when they are unknown (fail closed).
-    pub async fn groups(&self, user: &str) -> Option<Vec<String>> {
+    pub(crate) async fn groups(&self, user: &str) -> Option<Vec<String>> {
         let r = match self {
             Directory::Static(d) => d.groups(user).await,
             Directory::Ldap(d) => d.groups(user).await,

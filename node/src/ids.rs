@@ -11,7 +11,7 @@
 //! the other side: a raw stream is reset, an HTTP request gets 403 and the connection closes.
 //! Alerts are Suricata EVE `alert` events in the node's EVE log, with both ends' identities.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,32 +20,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use bytes::Bytes;
 use eastwall_ids::{
-    AppProto, Classifications, Dir, Engine, EveEvent, EveIdentities, FlowInspector, FlowMeta,
-    RuleAction, Selection, Timestamp, Vars, Verdict,
+    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, RuleAction, Selection,
+    Timestamp, Vars, Verdict,
 };
-use eastwall_policy::{IdsMode, IdsProfile};
-use serde::{Deserialize, Serialize};
+use eastwall_policy::{IdsMode, IdsProfile, Policy};
+use eastwall_wire::eve::{EveIdentities, IdsInfo};
 use tracing::{info, warn};
 
-use crate::metrics::IdsLabels;
+use crate::config::IdsSpec;
 use crate::relay::Source;
-use crate::state::NodeState;
-
-/// The `ids` section of the node config.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct IdsSpec {
-    /// Rules files (Suricata syntax), or folders whose `*.rules` files are read.
-    pub rules: Vec<PathBuf>,
-    /// `classification.config` (classtype descriptions and priorities); Suricata's defaults
-    /// without it.
-    #[serde(default)]
-    pub classification: Option<PathBuf>,
-    /// Address and port variables over the east-west defaults (`HOME_NET` and
-    /// `EXTERNAL_NET` are `any`: both ends of east-west traffic are inside).
-    #[serde(default)]
-    pub vars: BTreeMap<String, String>,
-}
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::IdsLabels;
 
 /// The compiled rules, one engine per IDS profile of the policy.
 pub struct IdsEngines {
@@ -65,9 +50,11 @@ pub struct ProfileEngine {
     pub engine: Arc<Engine>,
 }
 
-fn rule_files(spec: &IdsSpec, base: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// The rules files `paths` name (relative to `base`): a file as given, a folder as its
+/// `*.rules` files in name order.
+pub fn rule_files(paths: &[PathBuf], base: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for p in &spec.rules {
+    for p in paths {
         let p = base.join(p);
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
@@ -99,7 +86,7 @@ impl IdsEngines {
     /// A rule that is skipped or malformed is logged and the rest loads; an unreadable file or
     /// a bad variable is an error.
     pub fn build(spec: &IdsSpec, base: &Path, profiles: &[IdsProfile]) -> anyhow::Result<Self> {
-        let files = rule_files(spec, base)?;
+        let files = rule_files(&spec.rules, base)?;
         let mut rules = Vec::new();
         let (mut skipped, mut errors) = (0usize, 0usize);
         for f in &files {
@@ -171,13 +158,44 @@ impl IdsEngines {
     /// Whether engines built now from `spec` and `profiles` would differ (profiles or rules
     /// files changed).
     pub fn stale(&self, spec: &IdsSpec, base: &Path, profiles: &[IdsProfile]) -> bool {
-        let files = rule_files(spec, base).unwrap_or_default();
+        let files = rule_files(&spec.rules, base).unwrap_or_default();
         self.built_from.0 != profiles || self.built_from.1 != stamps(&files)
     }
 
     /// The engine of `profile`.
     pub fn get(&self, profile: &str) -> Option<&ProfileEngine> {
         self.by_profile.get(profile)
+    }
+
+    /// The engines for `policy`'s profiles from `spec`'s rules (paths relative to `base`),
+    /// built off the runtime's threads; `None` when the policy has no profiles and the node no
+    /// rules. An error when the policy has IDS profiles but the node config no `ids.rules`:
+    /// the traffic they cover would go uninspected.
+    pub async fn for_policy(
+        spec: Option<&IdsSpec>,
+        base: &Path,
+        policy: &Policy,
+    ) -> anyhow::Result<Option<Arc<IdsEngines>>> {
+        let profiles = policy.ids_profiles().to_vec();
+        match spec {
+            None if profiles.is_empty() => Ok(None),
+            None => anyhow::bail!(
+                "the policy defines IDS profiles ({}) but the node config has no `ids.rules`: the traffic they cover would go uninspected",
+                profiles
+                    .iter()
+                    .map(|p| p.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(spec) => {
+                let (spec, base) = (spec.clone(), base.to_path_buf());
+                let engines =
+                    tokio::task::spawn_blocking(move || IdsEngines::build(&spec, &base, &profiles))
+                        .await
+                        .context("building the IDS engines")??;
+                Ok(Some(Arc::new(engines)))
+            }
+        }
     }
 }
 
@@ -190,43 +208,20 @@ pub(crate) fn now() -> Timestamp {
     )
 }
 
-/// What the IDS did on one connection, for its flow record.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct IdsInfo {
-    /// The profile that inspected it.
-    pub profile: String,
-    /// `detect` or `prevent`.
-    pub mode: &'static str,
-    /// Alerts raised.
-    pub alerts: u64,
-    /// The signature that stopped the connection, in prevent mode.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked_by: Option<u32>,
-}
-
-impl IdsInfo {
-    /// Adds `other` (another inspection of the same connection: another profile, another
-    /// HTTP/2 stream).
-    pub fn merge(&mut self, other: IdsInfo) {
-        self.alerts += other.alerts;
-        self.blocked_by = self.blocked_by.or(other.blocked_by);
-    }
-}
-
 /// Closes an inspection when dropped and adds its summary to `into`: an HTTP/2 stream's
 /// inspector ends with the stream (its response body, or the handler when there is none).
 pub(crate) struct CloseOnDrop {
     /// The stream's inspection.
     pub(crate) ids: SharedIds,
     /// For events and metrics.
-    pub(crate) state: Arc<NodeState>,
+    pub(crate) telemetry: Arc<Telemetry>,
     /// The connection's summary of finished streams.
     pub(crate) into: Arc<Mutex<Option<IdsInfo>>>,
 }
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let info = close(&self.state, &self.ids);
+        let info = close(&self.telemetry, &self.ids);
         let mut acc = self.into.lock().unwrap_or_else(|p| p.into_inner());
         match acc.as_mut() {
             Some(a) => a.merge(info),
@@ -249,6 +244,23 @@ pub(crate) struct FlowIds {
 pub(crate) type SharedIds = Arc<Mutex<FlowIds>>;
 
 impl FlowIds {
+    /// The inspection of a connection an allow rule with `ids: <profile>` decided, if
+    /// `engines` has that profile.
+    pub(crate) fn for_profile(
+        engines: &IdsEngines,
+        profile: &str,
+        flow: FlowMeta,
+        app: AppProto,
+        flow_id: u64,
+        identities: EveIdentities,
+    ) -> Option<SharedIds> {
+        let Some(engine) = engines.get(profile) else {
+            warn!(profile, "no IDS engine for the profile; not inspected");
+            return None;
+        };
+        Some(FlowIds::new(engine.clone(), flow, app, flow_id, identities))
+    }
+
     /// Inspection of the connection `flow` (client → server) with `profile`.
     pub(crate) fn new(
         profile: ProfileEngine,
@@ -276,7 +288,7 @@ impl FlowIds {
 
     /// Records the alerts of `v` (EVE events, metrics); `Err` with the blocking signature when
     /// the profile prevents and one of them is not from a `pass` rule.
-    pub(crate) fn apply(&mut self, state: &NodeState, v: Verdict) -> Result<(), (u32, String)> {
+    pub(crate) fn apply(&mut self, telemetry: &Telemetry, v: Verdict) -> Result<(), (u32, String)> {
         if v.is_empty() {
             return Ok(());
         }
@@ -292,12 +304,13 @@ impl FlowIds {
             }
             self.alerts += 1;
             let flow = self.inspector.flow();
-            let mut ev = EveEvent::new(a, &flow, self.flow_id, Some(self.identities.clone()));
+            let mut ev =
+                eastwall_ids::alert_event(a, &flow, self.flow_id, Some(self.identities.clone()));
             if blocks {
                 ev.alert = ev.alert.blocked();
             }
-            state.flows.event(&ev);
-            state
+            telemetry.flows.event(&ev);
+            telemetry
                 .metrics
                 .ids_alerts
                 .get_or_create(&IdsLabels {
@@ -338,33 +351,11 @@ pub(crate) fn blocked_error((sid, msg): (u32, String)) -> io::Error {
 
 /// Finishes a connection's inspection (rules decided at the end of the stream) and returns
 /// its summary.
-pub(crate) fn close(state: &NodeState, ids: &SharedIds) -> IdsInfo {
+pub(crate) fn close(telemetry: &Telemetry, ids: &SharedIds) -> IdsInfo {
     let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
     let v = f.inspector.close(now());
-    let _ = f.apply(state, v);
+    let _ = f.apply(telemetry, v);
     f.info()
-}
-
-/// The inspection for a connection an allow rule with `ids: <profile>` decided, if the node
-/// has that profile's engine.
-pub(crate) fn for_connection(
-    state: &NodeState,
-    profile: Option<&str>,
-    flow: FlowMeta,
-    app: AppProto,
-    flow_id: u64,
-    identities: EveIdentities,
-) -> Option<SharedIds> {
-    let name = profile?;
-    let engines = state.ids()?;
-    let Some(engine) = engines.get(name) else {
-        warn!(
-            profile = name,
-            "no IDS engine for the profile; not inspected"
-        );
-        return None;
-    };
-    Some(FlowIds::new(engine.clone(), flow, app, flow_id, identities))
 }
 
 /// A relay source whose bytes the IDS sees before they go on; in prevent mode a blocking
@@ -377,7 +368,7 @@ pub(crate) struct Inspecting<'a, S> {
     /// The connection's inspection.
     pub(crate) ids: SharedIds,
     /// For events and metrics.
-    pub(crate) state: &'a NodeState,
+    pub(crate) telemetry: &'a Telemetry,
 }
 
 impl<S: Source> Source for Inspecting<'_, S> {
@@ -388,7 +379,7 @@ impl<S: Source> Source for Inspecting<'_, S> {
             Some(b) => f.inspector.stream(self.dir, b, now()),
             None => f.inspector.stream_end(self.dir, now()),
         };
-        f.apply(self.state, v).map_err(blocked_error)?;
+        f.apply(self.telemetry, v).map_err(blocked_error)?;
         Ok(got)
     }
 }
@@ -402,7 +393,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct InspectedBody<B> {
     inner: B,
     ids: SharedIds,
-    state: Arc<NodeState>,
+    telemetry: Arc<Telemetry>,
     request: bool,
     ended: bool,
     /// Closes a per-stream inspection when the body is done.
@@ -411,11 +402,11 @@ pub(crate) struct InspectedBody<B> {
 
 impl<B> InspectedBody<B> {
     /// `inner` (a request body if `request`, else a response body) through `ids`.
-    pub(crate) fn new(inner: B, ids: SharedIds, state: Arc<NodeState>, request: bool) -> Self {
+    pub(crate) fn new(inner: B, ids: SharedIds, telemetry: Arc<Telemetry>, request: bool) -> Self {
         InspectedBody {
             inner,
             ids,
-            state,
+            telemetry,
             request,
             ended: false,
             _close: None,
@@ -437,7 +428,7 @@ impl<B> InspectedBody<B> {
         } else {
             f.inspector().http_response_body(chunk, end, now())
         };
-        f.apply(&self.state, v)
+        f.apply(&self.telemetry, v)
             .map_err(|b| BoxError::from(blocked_error(b)))
     }
 }

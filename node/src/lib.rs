@@ -1,38 +1,35 @@
-//! The eastwall node: everything that touches the host.
+//! The eastwall node: everything that touches the host. It reads as one pipeline per
+//! connection (see `docs/ARCHITECTURE.md`):
 //!
-//! Data path of one connection (see `docs/ARCHITECTURE.md`):
-//! 1. [`capture`] installs one nftables table (TPROXY) and policy routing, so TCP connections
-//!    of this host's workloads land on transparent listeners: outbound ones (from workload
-//!    interfaces, optionally the host's own processes) on 15001, inbound ones (for local
-//!    workloads) on 15006. Without a listener the table drops them: fail closed.
-//! 2. [`proxy`] accepts, recovers the original destination from the socket, finds both ends in
-//!    the registry, asks the pure `eastwall_policy` engine, and either resets the connection or
-//!    connects to the original destination from the workload's own address and relays.
-//! 3. [`flow`] writes a Suricata-EVE-shaped record per connection; [`metrics`] counts; [`admin`]
-//!    serves `/healthz`, `/metrics`, `/flows` on loopback.
+//! ```text
+//! accept    front::capture (TPROXY listeners), front::tunnel (streams from other nodes)
+//! identify  conn::plan::identify (pure), users' groups from the directory
+//! plan      conn::plan::plan (pure): the rules in force, this node, the two ends -> Plan
+//! carry     conn::carry: connect from the client's address, IDS, relay; l7 per request
+//! record    conn::record::FlowGuard: one EVE flow event and the metrics, exactly once
+//! ```
 //!
-//! [`identity`] holds the local workloads' certificates, from files or from the CA service
-//! ([`ca`], which is also `eastwall ca init|issue|serve`).
-//!
-//! [`lab`] builds hosts and workloads as namespaces for `eastwall demo` and the tests.
+//! Below the pipeline, each concern in its own module, importing only downward (the layers
+//! are checked by `tests/layers.rs` against the table in `docs/ARCHITECTURE.md`): `config`
+//! (the node config, a leaf), `relay` (moving bytes), `rules`, `telemetry`, `capture`,
+//! `directory`, `ca`, `identity`, `ids`, `admin`, `tunnel` (transports only, no policy);
+//! above it, `reload` and `app`, which builds the node from its config and runs it.
 
-pub mod admin;
+pub(crate) mod admin;
+pub mod app;
 pub mod ca;
 pub mod capture;
 pub mod config;
+pub(crate) mod conn;
 pub mod demo;
-pub mod directory;
-pub mod flow;
-pub mod identity;
+pub(crate) mod directory;
+pub(crate) mod front;
+pub(crate) mod identity;
 pub mod ids;
-mod l7;
+pub(crate) mod l7;
 pub mod lab;
-pub mod live;
-pub mod metrics;
-pub mod proxy;
-mod relay;
-pub mod reload;
-pub mod run;
-pub mod sniff;
-pub mod state;
-pub mod tunnel;
+pub(crate) mod relay;
+pub(crate) mod reload;
+pub(crate) mod rules;
+pub(crate) mod telemetry;
+pub(crate) mod tunnel;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use eastwall_node::config::NodeConfig;
-use eastwall_node::{ca, capture, demo, run};
+use eastwall_node::{app, ca, capture, demo};
 use eastwall_policy::{
     Diagnostic, DocumentKind, Endpoint, Flow, HttpRequestFacts, L7, Policy, Registry, SpiffeId,
     Workload,
@@ -266,7 +266,7 @@ fn main() -> ExitCode {
         Cmd::Node { config, action } => match NodeConfig::load(&config) {
             Err(e) => Err(e),
             Ok(cfg) => match action {
-                None => run::run(cfg),
+                None => app::run(cfg),
                 Some(NodeAction::Cleanup) => capture::remove(&cfg.capture).map(|()| {
                     println!(
                         "removed nftables table `{}` and its policy routing",

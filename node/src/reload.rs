@@ -20,10 +20,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::capture;
-use crate::config::{NodeConfig, Rules};
-use crate::identity::LocalIdentities;
-use crate::metrics::ResultLabels;
-use crate::state::NodeState;
+use crate::config::NodeConfig;
+use crate::conn::Pipeline;
+use crate::ca::client::CaClient;
+use crate::identity::{LocalIdentities, renew};
+use crate::ids::{IdsEngines, rule_files};
+use crate::rules::Rules;
+use crate::telemetry::metrics::ResultLabels;
 
 /// How often the files are looked at.
 const POLL: Duration = Duration::from_millis(250);
@@ -46,7 +49,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// How certificates for workloads added by a reload are obtained.
-pub enum IdentityUpkeep {
+pub(crate) enum IdentityUpkeep {
     /// No tunnel, no certificates.
     None,
     /// From files in `cert_dir`.
@@ -61,14 +64,14 @@ pub enum IdentityUpkeep {
         /// The node's identities.
         ids: Arc<LocalIdentities>,
         /// The CA client.
-        client: Arc<crate::ca::client::CaClient>,
+        client: Arc<CaClient>,
     },
 }
 
-/// Watches the registry and policy files of `cfg` and reloads them into `state`.
-pub async fn watch(
+/// Watches the registry and policy files of `cfg` and reloads them into `pipeline`.
+pub(crate) async fn watch(
     cfg: Arc<NodeConfig>,
-    state: Arc<NodeState>,
+    pipeline: Arc<Pipeline>,
     upkeep: IdentityUpkeep,
     mut local_addrs: Vec<IpAddr>,
 ) {
@@ -105,14 +108,14 @@ pub async fn watch(
                 stamps = (stamp(&cfg.registry_path), stamp(&cfg.policy_path), rules_stamp(&cfg));
             }
         }
-        match reload(&cfg, &state, &upkeep, &local_addrs).await {
+        match reload(&cfg, &pipeline, &upkeep, &local_addrs).await {
             Ok(addrs) => {
                 local_addrs = addrs;
-                count(&state, "ok");
+                count(&pipeline, "ok");
             }
             Err(e) => {
                 warn!("rejected the new registry/policy; the rules in force stay: {e:#}");
-                count(&state, "error");
+                count(&pipeline, "error");
             }
         }
     }
@@ -123,28 +126,17 @@ fn rules_stamp(cfg: &NodeConfig) -> Vec<Option<Stamp>> {
     let Some(spec) = &cfg.ids else {
         return Vec::new();
     };
-    spec.rules
+    // A folder that cannot be read counts as itself: its coming back is a change.
+    rule_files(&spec.rules, &cfg.base_dir)
+        .unwrap_or_else(|_| spec.rules.iter().map(|p| cfg.base_dir.join(p)).collect())
         .iter()
-        .flat_map(|p| {
-            let p = cfg.base_dir.join(p);
-            match std::fs::read_dir(&p) {
-                Ok(entries) => {
-                    let mut files: Vec<_> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|x| x == "rules"))
-                        .collect();
-                    files.sort();
-                    files
-                }
-                Err(_) => vec![p],
-            }
-        })
-        .map(|f| stamp(&f))
+        .map(|f| stamp(f))
         .collect()
 }
 
-fn count(state: &NodeState, result: &'static str) {
-    state
+fn count(pipeline: &Pipeline, result: &'static str) {
+    pipeline
+        .telemetry
         .metrics
         .policy_reloads
         .get_or_create(&ResultLabels { result })
@@ -154,7 +146,7 @@ fn count(state: &NodeState, result: &'static str) {
 /// One reload; returns the local workload addresses now captured.
 async fn reload(
     cfg: &NodeConfig,
-    state: &NodeState,
+    pipeline: &Pipeline,
     upkeep: &IdentityUpkeep,
     local_addrs: &[IpAddr],
 ) -> anyhow::Result<Vec<IpAddr>> {
@@ -183,21 +175,20 @@ async fn reload(
     }
     // IDS engines for the new profiles (or changed rules files), built before anything
     // changes: a policy whose profiles cannot be served is rejected.
-    let engines = match (state.ids(), &cfg.ids) {
+    let engines = match (pipeline.ids(), &cfg.ids) {
         (Some(e), Some(spec)) if !e.stale(spec, &cfg.base_dir, rules.policy.ids_profiles()) => {
             Some(e)
         }
-        _ => crate::run::build_ids(cfg, &rules.policy).await?,
+        _ => IdsEngines::for_policy(cfg.ids.as_ref(), &cfg.base_dir, &rules.policy).await?,
     };
-    add_identities(upkeep, &rules, &cfg.node_name, state).await;
-    state.replace_ids(engines);
-    let old = state.replace_rules(rules);
-    drop(old);
-    let revoked = crate::live::recheck(state).await;
+    add_identities(upkeep, &rules, &cfg.node_name, pipeline).await;
+    pipeline.carrier.ids.store(engines);
+    pipeline.replace_rules(rules);
+    let revoked = crate::conn::live::recheck(pipeline).await;
     info!(
-        rules = state.rules().policy.rule_count(),
+        rules = pipeline.rules().policy.rule_count(),
         workloads_here = addrs.len(),
-        live = state.live.len(),
+        live = pipeline.carrier.live.len(),
         revoked,
         "registry and policy reloaded"
     );
@@ -206,7 +197,12 @@ async fn reload(
 
 /// Certificates for local workloads the new registry adds. A failure is logged: the rules
 /// still apply, and the workload's tunnel connections fail closed until it has one.
-async fn add_identities(upkeep: &IdentityUpkeep, rules: &Rules, node: &str, state: &NodeState) {
+async fn add_identities(
+    upkeep: &IdentityUpkeep,
+    rules: &Rules,
+    node: &str,
+    pipeline: &Pipeline,
+) {
     match upkeep {
         IdentityUpkeep::None => {}
         IdentityUpkeep::Files { ids, cert_dir } => {
@@ -222,16 +218,16 @@ async fn add_identities(upkeep: &IdentityUpkeep, rules: &Rules, node: &str, stat
             if new.is_empty() {
                 return;
             }
-            match crate::ca::client::obtain_all(client, &new).await {
+            match renew::obtain_all(client, &new).await {
                 Ok(issued) => {
                     for (id, cert, key) in issued {
                         match ids.replace(&id, &cert, &key) {
                             Ok(_) => {
-                                tokio::spawn(crate::ca::client::rotate(
+                                tokio::spawn(renew::rotate(
                                     client.clone(),
                                     ids.clone(),
                                     id,
-                                    state.metrics.cert_renewals.clone(),
+                                    pipeline.telemetry.metrics.cert_renewals.clone(),
                                 ));
                             }
                             Err(e) => warn!("certificate from the CA for {id}: {e:#}"),

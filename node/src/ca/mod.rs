@@ -1,5 +1,4 @@
-//! The trust domain's certificate authority as a tool and a service, and the node's client of
-//! it.
+//! The trust domain's certificate authority as a tool and a service.
 //!
 //! - [`init`] (`eastwall ca init`) creates a CA in a folder: `ca.crt` (the trust bundle) and
 //!   `ca.key` (mode 0600); it never overwrites.
@@ -8,8 +7,8 @@
 //! - [`server`] (`eastwall ca serve`) signs nodes' certificate requests over mutual TLS: a node
 //!   (authenticated by its node certificate) gets a certificate only for an identity the
 //!   registry gives a workload placed on that node.
-//! - [`client`] is the node's side: it fetches its workloads' certificates at start and renews
-//!   each at half its lifetime, retrying with backoff while the current one keeps serving.
+//! - [`client`] is the protocol's client side: a signing request for an identity, posted
+//!   with the node's certificate. The node's renewals (`crate::identity`) are built on it.
 
 pub mod client;
 pub mod server;

@@ -1,21 +1,15 @@
-//! Recording spoofing attempts. Capture drops TCP whose source address the arriving workload
-//! interface does not route back to (a workload using another's address) and adds
-//! (interface, source, destination, port) to a set with a timeout; this task reads the sets
-//! and writes one flow record per new entry, so each attempt is recorded at most once per
+//! Spoofing attempts. Capture drops TCP whose source address the arriving workload interface
+//! does not route back to (a workload using another's address) and adds (interface, source,
+//! destination, port) to a set with a timeout; [`list`] reads the sets, and the capture entry
+//! point records one flow per new entry, so each attempt is recorded at most once per
 //! [`nft::SPOOF_MEMORY_SECS`].
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 
 use super::nft::{self, Fam};
-use crate::flow::{Direction, EndpointInfo, FlowRecord, PolicyInfo};
-use crate::metrics::RuleLabels;
-use crate::state::NodeState;
 
 /// One dropped spoofing attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,23 +22,8 @@ pub struct Attempt {
     pub dst: SocketAddr,
 }
 
-/// Polls the spoofing sets every second until the task is dropped.
-pub async fn watch(state: Arc<NodeState>) {
-    let mut seen: HashSet<Attempt> = HashSet::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let table = state.capture.table.clone();
-        let listed = tokio::task::spawn_blocking(move || list(&table)).await;
-        let Ok(Ok(now)) = listed else { continue };
-        for a in now.difference(&seen) {
-            record(&state, a);
-        }
-        seen = now;
-    }
-}
-
-fn list(table: &str) -> anyhow::Result<HashSet<Attempt>> {
+/// The attempts in the node's spoofing sets now (`nft -j list set`, both families).
+pub fn list(table: &str) -> anyhow::Result<HashSet<Attempt>> {
     let mut out = HashSet::new();
     for fam in [Fam::V4, Fam::V6] {
         let json = nftables::helper::get_current_ruleset_raw(
@@ -92,40 +71,6 @@ pub fn parse(v: &Value) -> Vec<Attempt> {
         }
     }
     out
-}
-
-fn record(state: &NodeState, a: &Attempt) {
-    let rules = state.rules();
-    let src_wl = rules.registry.workload_by_addr(a.src);
-    let dst_wl = rules.registry.workload_by_addr(a.dst.ip());
-    let start = Utc::now();
-    let mut rec = FlowRecord::new(
-        state.flows.next_id(),
-        &state.node_name,
-        Direction::Outbound,
-        SocketAddr::new(a.src, 0),
-        a.dst,
-        EndpointInfo::of(src_wl),
-        EndpointInfo::of(dst_wl),
-        PolicyInfo::denied_because("spoofed-source"),
-        start,
-    );
-    rec.eastwall.error = Some(format!(
-        "source address {} does not belong behind interface {} (reverse-path check); dropped",
-        a.src, a.interface
-    ));
-    state
-        .metrics
-        .denied
-        .get_or_create(&RuleLabels {
-            direction: "outbound",
-            rule: "spoofed-source".into(),
-            mode: "enforce",
-            action: "deny",
-        })
-        .inc();
-    rec.finish(start, start, "dropped", "spoofed-source");
-    state.flows.record(&rec);
 }
 
 #[cfg(test)]

@@ -15,35 +15,28 @@
 //! server.
 
 use std::convert::Infallible;
-use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use chrono::Utc;
 use eastwall_policy::{HttpRequestFacts, L7};
+use eastwall_wire::eve::{
+    self, EveHttp, EveIdentities, HttpCounts, HttpDecision, HttpEvent, IdsInfo, PolicyInfo,
+};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::io::Rewind;
-use super::{Conn, Inspected};
-use crate::capture::socket;
-use crate::flow::{
-    EndpointInfo, EveHttp, FlowRecord, HttpCounts, HttpDecisionInfo, HttpEvent, PolicyInfo,
-    eve_time,
-};
-use crate::live;
-use crate::proxy::{self, RelayEnd};
-use crate::state::NodeState;
+use super::io::{ClientIo, Counts};
+use crate::conn::record::{FlowGuard, policy_info};
+use crate::conn::{DenyReason, Ending, Ends, Outcome, Pipeline, Plan};
 
 /// Body of every response the node sends to a client, and of requests it sends to a server.
 type Body = UnsyncBoxBody<Bytes, crate::ids::BoxError>;
@@ -71,61 +64,6 @@ impl Proto {
 /// connection stays usable; larger ones close it.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// Counts bytes through a stream, for the flow record.
-struct Counted<T> {
-    inner: T,
-    read: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.written.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// The connection to the server, opened when the first request is allowed.
 enum Upstream {
     H1(hyper::client::conn::http1::SendRequest<Body>),
@@ -134,12 +72,13 @@ enum Upstream {
 
 /// One inspected HTTP connection.
 struct HttpConn {
-    state: Arc<NodeState>,
-    conn: Conn,
+    pipeline: Arc<Pipeline>,
+    /// Both ends, as identified when the connection was accepted.
+    ends: Ends,
     proto: Proto,
     flow_id: u64,
-    src_info: EndpointInfo,
-    dst_info: EndpointInfo,
+    src_info: eve::Endpoint,
+    dst_info: eve::Endpoint,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
     counts: Mutex<HttpCounts>,
     last: Mutex<Option<EveHttp>>,
@@ -147,61 +86,49 @@ struct HttpConn {
     /// one transaction after the other on one inspector).
     ids: Mutex<Vec<(Arc<str>, crate::ids::SharedIds)>>,
     /// HTTP/2: each stream is inspected on its own; what finished streams found.
-    stream_ids: Arc<Mutex<Option<crate::ids::IdsInfo>>>,
+    stream_ids: Arc<Mutex<Option<IdsInfo>>>,
     /// The flow's endpoints and identities, for the IDS.
-    identities: eastwall_ids::EveIdentities,
+    identities: EveIdentities,
 }
 
-/// Serves one HTTP connection from `io` (its first bytes in `prefix`); fills `rec` and returns
-/// how it ended.
+/// Serves one HTTP connection from `io` (its first bytes in `prefix`), each request decided
+/// on its own; fills the record and returns how the connection ended.
 pub(crate) async fn serve<I>(
     io: I,
     prefix: Bytes,
     proto: Proto,
-    conn: Conn,
-    state: &Arc<NodeState>,
-    rec: &mut FlowRecord,
-) -> Inspected
+    ends: &Ends,
+    pipeline: &Arc<Pipeline>,
+    guard: &mut FlowGuard,
+) -> Outcome
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (read, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let io = TokioIo::new(Rewind::new(
-        prefix,
-        Counted {
-            inner: io,
-            read: read.clone(),
-            written: written.clone(),
-        },
-    ));
-    let live = state.live.register(live::Decided {
-        inspected: true,
-        ..conn.ends.clone()
-    });
+    let counts = Counts::default();
+    let io = TokioIo::new(ClientIo::new(prefix, io, &counts));
+    let carrier = &pipeline.carrier;
+    let live = carrier.live.register(ends.clone(), true);
     let http = Arc::new(HttpConn {
-        state: state.clone(),
-        conn,
+        pipeline: pipeline.clone(),
+        ends: ends.clone(),
         proto,
-        flow_id: rec.flow_id,
-        src_info: rec.eastwall.src.clone(),
-        dst_info: rec.eastwall.dest.clone(),
+        flow_id: guard.flow_id,
+        src_info: guard.src_info.clone(),
+        dst_info: guard.dst_info.clone(),
         upstream: tokio::sync::Mutex::new(None),
         counts: Mutex::new(HttpCounts::default()),
         last: Mutex::new(None),
         ids: Mutex::new(Vec::new()),
         stream_ids: Arc::new(Mutex::new(None)),
-        identities: eastwall_ids::EveIdentities {
-            src_identity: rec.eastwall.src.identity.clone(),
-            dest_identity: rec.eastwall.dest.identity.clone(),
-        },
+        identities: guard.identities(),
     });
     let h = http.clone();
     let service = hyper::service::service_fn(move |req| {
         let h = h.clone();
         async move { Ok::<_, Infallible>(h.request(req).await) }
     });
-    let l7 = &state.l7;
-    let active = proxy::active_gauge(state, http.conn.ends.direction.as_str());
+    let l7 = &pipeline.l7;
+    let active = carrier.active_gauge(ends.direction());
     active.inc();
     let served: Result<(), hyper::Error> = match proto {
         Proto::H1 => {
@@ -229,26 +156,15 @@ where
         }
     };
     active.dec();
-    let (up, down) = (
-        read.load(Ordering::Relaxed),
-        written.load(Ordering::Relaxed),
-    );
-    proxy::count_bytes(state, http.conn.ends.direction.as_str(), up, down);
-    rec.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
-    rec.with_ids(http.close_ids());
-    rec.eastwall.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
-    let end = match (live.revoked_by(), served) {
-        (Some(rule), _) => RelayEnd::Revoked(rule),
-        (None, Ok(())) => RelayEnd::Done,
-        (None, Err(e)) => RelayEnd::Failed(io::Error::other(e)),
-    };
-    Inspected {
-        up,
-        down,
-        end,
-        allowed: true,
-        refused: None,
-    }
+    (guard.bytes_toserver, guard.bytes_toclient) = counts.get();
+    guard.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+    guard.add_ids(http.close_ids());
+    guard.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
+    Outcome::Ended(match (live.revoked_by(), served) {
+        (Some(rule), _) => Ending::Revoked(rule),
+        (None, Ok(())) => Ending::Closed,
+        (None, Err(e)) => Ending::Failed(e.to_string()),
+    })
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
@@ -378,7 +294,7 @@ impl HttpConn {
         let path = match normalized {
             Ok(p) => p,
             Err(e) => {
-                let policy = PolicyInfo::denied_because("bad-request-target");
+                let policy = policy_info(&Plan::refuse(DenyReason::BadRequestTarget, None));
                 let text = format!("bad request target: {e}\n");
                 return self
                     .refuse(req, ev, policy, StatusCode::BAD_REQUEST, text)
@@ -386,47 +302,47 @@ impl HttpConn {
             }
         };
         ev.normalized_path = Some(path.clone());
-        let d = {
-            let rules = self.state.rules();
-            let ends = &self.conn.ends;
-            let src_wl = rules.registry.workload_by_addr(ends.src.ip());
-            let dst_wl = rules.registry.workload_by_addr(ends.dst.ip());
+        // Each request is decided with the rules in force and the users' groups as the
+        // directory says now.
+        let mut ends = self.ends.clone();
+        self.pipeline.fill_groups(&mut ends).await;
+        let plan = {
             let facts = HttpRequestFacts {
                 method: req.method().as_str(),
                 host: host.as_deref(),
                 path: &path,
                 headers: req.headers(),
             };
-            proxy::decide(
-                &self.state,
-                ends.direction,
-                (ends.src, src_wl, ends.src_id.as_ref()),
-                (ends.dst, dst_wl, ends.dst_id.as_ref()),
-                L7::Http(&facts),
-            )
-            .await
+            self.pipeline.plan(&ends, L7::Http(&facts))
         };
-        let src = self.src_info.clone().with_groups(d.src_groups);
-        let dst = self.dst_info.clone().with_groups(d.dst_groups);
-        if !d.policy.allows() {
-            let text = if self.state.l7.deny_body_names_rule {
-                format!("denied by eastwall policy: rule {}\n", d.policy.rule)
+        let policy = policy_info(&plan);
+        let src = eve::Endpoint {
+            groups: ends.src.groups,
+            ..self.src_info.clone()
+        };
+        let dst = eve::Endpoint {
+            groups: ends.dst.groups,
+            ..self.dst_info.clone()
+        };
+        if !plan.allows() {
+            let text = if self.pipeline.l7.deny_body_names_rule {
+                format!("denied by eastwall policy: rule {}\n", plan.rule_code())
             } else {
                 "denied by policy\n".to_owned()
             };
             return self
-                .refuse_as(req, ev, d.policy, StatusCode::FORBIDDEN, text, (src, dst))
+                .refuse_as(req, ev, policy, StatusCode::FORBIDDEN, text, (src, dst))
                 .await;
         }
         let upgrading = is_upgrade(&req);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         // The IDS of the allowing rule's profile sees the request before the server does.
-        let ids = d.policy.ids.as_deref().and_then(|p| self.ids_for(p));
+        let ids = plan.ids_profile().and_then(|p| self.ids_for(p));
         // An HTTP/2 stream's own inspection ends with the stream.
         let mut close = match (&ids, self.proto) {
             (Some(ids), Proto::H2) => Some(crate::ids::CloseOnDrop {
                 ids: ids.clone(),
-                state: self.state.clone(),
+                telemetry: self.pipeline.telemetry.clone(),
                 into: self.stream_ids.clone(),
             }),
             _ => None,
@@ -434,11 +350,11 @@ impl HttpConn {
         if let Some(ids) = &ids
             && let Err(b) = self.inspect_request(ids, &req, &target, host.as_deref())
         {
-            return self.blocked(ev, d.policy, (src, dst), b);
+            return self.blocked(ev, policy, (src, dst), b);
         }
         let req = match &ids {
             Some(ids) => req.map(|b| {
-                crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), true)
+                crate::ids::InspectedBody::new(b, ids.clone(), self.pipeline.telemetry.clone(), true)
                     .boxed_unsync()
             }),
             None => req.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
@@ -447,7 +363,7 @@ impl HttpConn {
             Ok(r) => r,
             Err(why) => {
                 let r = full(StatusCode::BAD_REQUEST, format!("{why}\n"), false);
-                return self.answered(ev, d.policy, (src, dst), r, false);
+                return self.answered(ev, policy, (src, dst), r, false);
             }
         };
         let sent = self.send(upstream_req).await;
@@ -456,20 +372,20 @@ impl HttpConn {
             .as_ref()
             .and_then(|i| i.lock().unwrap_or_else(|p| p.into_inner()).blocked_by())
         {
-            return self.blocked(ev, d.policy, (src, dst), b);
+            return self.blocked(ev, policy, (src, dst), b);
         }
         let mut resp = match sent {
             Ok(r) => r,
             Err(why) => {
                 debug!(flow = self.flow_id, %why, "upstream request failed");
                 let r = full(StatusCode::BAD_GATEWAY, format!("{why}\n"), false);
-                return self.answered(ev, d.policy, (src, dst), r, false);
+                return self.answered(ev, policy, (src, dst), r, false);
             }
         };
         if let Some(ids) = &ids
             && let Err(b) = self.inspect_response(ids, &resp)
         {
-            return self.blocked(ev, d.policy, (src, dst), b);
+            return self.blocked(ev, policy, (src, dst), b);
         }
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
             || (ev.http_method == "CONNECT" && resp.status().is_success());
@@ -491,13 +407,13 @@ impl HttpConn {
         };
         let resp = match &ids {
             Some(ids) => resp.map(|b| {
-                crate::ids::InspectedBody::new(b, ids.clone(), self.state.clone(), false)
+                crate::ids::InspectedBody::new(b, ids.clone(), self.pipeline.telemetry.clone(), false)
                     .closing(close.take())
                     .boxed_unsync()
             }),
             None => resp.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
         };
-        self.answered(ev, d.policy, (src, dst), resp, false)
+        self.answered(ev, policy, (src, dst), resp, false)
     }
 
     /// The connection's IDS inspection for `profile`, made on first use.
@@ -508,15 +424,15 @@ impl HttpConn {
         {
             return Some(ids.clone());
         }
-        let engines = self.state.ids()?;
+        let engines = self.pipeline.ids()?;
         let engine = engines.get(profile)?.clone();
         let app = match self.proto {
             Proto::H1 => eastwall_ids::AppProto::Http1,
             Proto::H2 => eastwall_ids::AppProto::Http2,
         };
         let flow = eastwall_ids::FlowMeta {
-            src: self.conn.ends.src,
-            dst: self.conn.ends.dst,
+            src: self.ends.src.addr,
+            dst: self.ends.dst.addr,
         };
         let ids =
             crate::ids::FlowIds::new(engine, flow, app, self.flow_id, self.identities.clone());
@@ -528,7 +444,7 @@ impl HttpConn {
     }
 
     /// Finishes every inspection of the connection; the summary for the flow record.
-    fn close_ids(&self) -> Option<crate::ids::IdsInfo> {
+    fn close_ids(&self) -> Option<IdsInfo> {
         let all = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
         let mut info = self
             .stream_ids
@@ -536,7 +452,7 @@ impl HttpConn {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         for (_, ids) in &all {
-            let i = crate::ids::close(&self.state, ids);
+            let i = crate::ids::close(&self.pipeline.telemetry, ids);
             match info.as_mut() {
                 Some(acc) => acc.merge(i),
                 None => info = Some(i),
@@ -563,7 +479,7 @@ impl HttpConn {
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_request(&r, crate::ids::now());
-        f.apply(&self.state, v)
+        f.apply(&self.pipeline.telemetry, v)
     }
 
     /// The response head through the IDS.
@@ -581,7 +497,7 @@ impl HttpConn {
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_response(&r, crate::ids::now());
-        f.apply(&self.state, v)
+        f.apply(&self.pipeline.telemetry, v)
     }
 
     /// Answers a request the IPS stopped: 403, and an HTTP/1 connection closes.
@@ -589,7 +505,7 @@ impl HttpConn {
         &self,
         ev: EveHttp,
         policy: PolicyInfo,
-        ends: (EndpointInfo, EndpointInfo),
+        ends: (eve::Endpoint, eve::Endpoint),
         (sid, msg): (u32, String),
     ) -> Response<Body> {
         let text = format!("blocked by eastwall IDS: signature {sid} ({msg})\n");
@@ -621,7 +537,7 @@ impl HttpConn {
         policy: PolicyInfo,
         status: StatusCode,
         text: String,
-        ends: (EndpointInfo, EndpointInfo),
+        ends: (eve::Endpoint, eve::Endpoint),
     ) -> Response<Body> {
         let drained = drain(req.into_body()).await;
         let close = !drained && self.proto == Proto::H1;
@@ -633,7 +549,7 @@ impl HttpConn {
         &self,
         mut ev: EveHttp,
         policy: PolicyInfo,
-        (src, dest): (EndpointInfo, EndpointInfo),
+        (src, dest): (eve::Endpoint, eve::Endpoint),
         resp: Response<Body>,
         denied: bool,
     ) -> Response<Body> {
@@ -647,35 +563,36 @@ impl HttpConn {
             c.requests += 1;
             c.denied += u64::from(denied);
         }
-        let dir = self.conn.ends.direction;
-        self.state
+        let dir = self.ends.direction();
+        self.pipeline
+            .telemetry
             .metrics
             .http_requests
-            .get_or_create(&crate::metrics::HttpLabels {
+            .get_or_create(&crate::telemetry::metrics::HttpLabels {
                 direction: dir.as_str(),
                 verdict: if denied { "deny" } else { "allow" },
             })
             .inc();
         let event = HttpEvent {
-            timestamp: eve_time(Utc::now()),
+            timestamp: eve::timestamp(SystemTime::now()),
             flow_id: self.flow_id,
             event_type: "http",
-            src_ip: self.conn.ends.src.ip().to_string(),
-            src_port: self.conn.ends.src.port(),
-            dest_ip: self.conn.ends.dst.ip().to_string(),
-            dest_port: self.conn.ends.dst.port(),
+            src_ip: self.ends.src.addr.ip(),
+            src_port: self.ends.src.addr.port(),
+            dest_ip: self.ends.dst.addr.ip(),
+            dest_port: self.ends.dst.addr.port(),
             proto: "TCP",
             app_proto: self.proto.app_proto(),
             http: ev.clone(),
-            eastwall: HttpDecisionInfo {
-                node: self.state.node_name.clone(),
+            eastwall: HttpDecision {
+                node: self.pipeline.here.node.clone(),
                 direction: dir,
                 src,
                 dest,
                 policy,
             },
         };
-        self.state.flows.event(&event);
+        self.pipeline.telemetry.flows.event(&event);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(ev);
         resp
     }
@@ -708,7 +625,7 @@ impl HttpConn {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_owned)
             })
-            .unwrap_or_else(|| self.conn.upstream.to_string());
+            .unwrap_or_else(|| self.ends.dst.addr.to_string());
         parts.uri = match (self.proto, path_and_query) {
             (_, None) => authority
                 .parse::<Uri>()
@@ -763,25 +680,13 @@ impl HttpConn {
 
     /// Opens the connection to the server from the client's address.
     async fn connect(&self) -> Result<Upstream, String> {
-        let state = &self.state;
-        let timeout = Duration::from_secs(state.capture.connect_timeout_secs);
-        let tcp = socket::connect_spoofed(
-            Some(self.conn.ends.src.ip()),
-            self.conn.upstream,
-            state.capture.own_mark,
-            timeout,
-        )
-        .await
-        .map_err(|e| {
-            state
-                .metrics
-                .upstream_errors
-                .get_or_create(&crate::metrics::DirLabels {
-                    direction: self.conn.ends.direction.as_str(),
-                })
-                .inc();
-            format!("connecting to {}: {e}", self.conn.upstream)
-        })?;
+        let server = self.ends.dst.addr;
+        let tcp = self
+            .pipeline
+            .carrier
+            .connect(self.ends.src.addr.ip(), server, self.ends.direction())
+            .await
+            .map_err(|e| format!("connecting to {server}: {e}"))?;
         let io = TokioIo::new(tcp);
         match self.proto {
             Proto::H1 => {

@@ -1,32 +1,58 @@
-//! Byte streams for the L7 layer: whatever carries a client's connection to the deciding
-//! node (a captured TCP socket, a QUIC tunnel stream, an HTTP/2 CONNECT stream) as one
-//! `AsyncRead + AsyncWrite`, with the bytes already read for protocol detection put back in
-//! front.
+//! The client's side of an inspected connection as one byte stream, whatever carries it (a
+//! captured TCP socket, a QUIC tunnel stream, an HTTP/2 CONNECT stream): the bytes already
+//! read for protocol detection are read again first, and bytes are counted each way for the
+//! flow record.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::relay::h2_io;
-
-/// A stream whose first bytes were already read (to detect the protocol): they are read
-/// again first.
-pub(crate) struct Rewind<T> {
+/// A client stream whose first bytes were already read (to detect the protocol): they are
+/// read again first. Bytes read and written are counted.
+pub(crate) struct ClientIo<T> {
     prefix: Bytes,
     inner: T,
+    read: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
 }
 
-impl<T> Rewind<T> {
-    /// `inner`, with `prefix` read before it.
-    pub(crate) fn new(prefix: Bytes, inner: T) -> Self {
-        Rewind { prefix, inner }
+/// Bytes from and to the client of a [`ClientIo`], readable while it is in use.
+#[derive(Clone, Default)]
+pub(crate) struct Counts {
+    /// Bytes read from the client (the prefix included).
+    pub(crate) read: Arc<AtomicU64>,
+    /// Bytes written to the client.
+    pub(crate) written: Arc<AtomicU64>,
+}
+
+impl Counts {
+    /// (read, written) so far.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+impl<T> ClientIo<T> {
+    /// `inner`, with `prefix` read before it, counting into `counts`.
+    pub(crate) fn new(prefix: Bytes, inner: T, counts: &Counts) -> Self {
+        ClientIo {
+            prefix,
+            inner,
+            read: counts.read.clone(),
+            written: counts.written.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -36,19 +62,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -61,93 +96,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// An HTTP/2 CONNECT stream as a byte stream.
-pub(crate) struct H2Io {
-    recv: h2::RecvStream,
-    send: h2::SendStream<Bytes>,
-    /// Received bytes not yet read.
-    pending: Bytes,
-}
-
-impl H2Io {
-    /// The stream made of `recv` and `send`.
-    pub(crate) fn new(recv: h2::RecvStream, send: h2::SendStream<Bytes>) -> Self {
-        H2Io {
-            recv,
-            send,
-            pending: Bytes::new(),
-        }
-    }
-}
-
-impl AsyncRead for H2Io {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(b)) => {
-                    let _ = self.recv.flow_control().release_capacity(b.len());
-                    self.pending = b;
-                }
-                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
-                None => return Poll::Ready(Ok(())),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for H2Io {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        self.send.reserve_capacity(buf.len());
-        match ready!(self.send.poll_capacity(cx)) {
-            Some(Ok(0)) => {
-                // Capacity can shrink to nothing; wait for the next grant.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Some(Ok(n)) => {
-                let n = n.min(buf.len());
-                self.send
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(h2_io)?;
-                Poll::Ready(Ok(n))
-            }
-            Some(Err(e)) => Poll::Ready(Err(h2_io(e))),
-            None => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "HTTP/2 stream closed",
-            ))),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // h2 sends what it was given as the window allows; nothing is held back here.
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.send.send_data(Bytes::new(), true).map_err(h2_io))
     }
 }
 
@@ -157,9 +113,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
-    async fn rewind_reads_the_prefix_first_and_writes_through() {
+    async fn reads_the_prefix_first_writes_through_and_counts_both_ways() {
         let (a, mut b) = tokio::io::duplex(64);
-        let mut r = Rewind::new(Bytes::from_static(b"GET "), a);
+        let counts = Counts::default();
+        let mut r = ClientIo::new(Bytes::from_static(b"GET "), a, &counts);
         b.write_all(b"/ HTTP/1.1\r\n").await.unwrap();
         let mut got = vec![0u8; 16];
         r.read_exact(&mut got).await.unwrap();
@@ -168,5 +125,6 @@ mod tests {
         let mut back = [0u8; 2];
         b.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"ok");
+        assert_eq!(counts.get(), (16, 2));
     }
 }

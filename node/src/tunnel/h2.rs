@@ -4,27 +4,31 @@
 //! user space on this kind of machine (`docs/TUNNEL.md`).
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
-use bytes::Bytes;
+use anyhow::Context as _;
+use bytes::{Buf, Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
-use super::connect;
-use super::header::{Response, Status};
+use eastwall_wire::connect;
+use eastwall_wire::header::{Response, Status, StreamHeader};
+
 use super::pool::{Connector, OpenError, PoolKey};
-use super::server::{self, HEADER_TIMEOUT, PeerConn, ServerStream};
+use super::server::{Acceptor, HEADER_TIMEOUT, PeerConn, ServerStream};
 use crate::identity::LocalIdentities;
-use crate::state::NodeState;
+use crate::relay::{Abort, Sink, Source, grow, poll_once};
 
 /// ALPN of the HTTP/2 transport.
-pub const ALPN: &[u8] = b"h2";
+pub(crate) const ALPN: &[u8] = b"h2";
 
 /// Per-stream flow-control window: a bulk stream on a LAN keeps its link busy with it.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
@@ -86,6 +90,179 @@ impl H2Conn {
     pub(crate) fn handshake_refusal(&self) -> Option<String> {
         let why = self.ended.why.lock().unwrap_or_else(|p| p.into_inner());
         why.as_ref().filter(|w| w.contains("alert")).cloned()
+    }
+}
+
+/// An HTTP/2 stream error as an I/O error (the I/O error itself when it is one).
+pub(crate) fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        e.into_io()
+            .unwrap_or_else(|| io::Error::other("HTTP/2 I/O error"))
+    } else {
+        io::Error::other(e)
+    }
+}
+
+impl Source for h2::RecvStream {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        let Some(first) = self.data().await.transpose().map_err(h2_io)? else {
+            return Ok(None);
+        };
+        // Give the window back as soon as the bytes are ours: the peer may send the next
+        // burst while this one is written out; memory stays bounded by the window.
+        let _ = self.flow_control().release_capacity(first.len());
+        // DATA frames are usually as large as the peer's reads; gather small ones that have
+        // already arrived, as for QUIC.
+        if first.len() >= *hint {
+            return Ok(Some(first));
+        }
+        let mut buf = BytesMut::with_capacity(*hint);
+        buf.extend_from_slice(&first);
+        while buf.len() < *hint {
+            match poll_once(|cx| self.poll_data(cx)).await {
+                Poll::Ready(Some(Ok(b))) => {
+                    let _ = self.flow_control().release_capacity(b.len());
+                    buf.extend_from_slice(&b);
+                }
+                // An error or the end: what was gathered goes out now; the next call sees
+                // the end (or the stream's error) again.
+                Poll::Ready(_) | Poll::Pending => break,
+            }
+        }
+        grow(hint, buf.len());
+        Ok(Some(buf.freeze()))
+    }
+}
+
+impl Sink for h2::SendStream<Bytes> {
+    async fn put(&mut self, mut bytes: Bytes) -> io::Result<()> {
+        while !bytes.is_empty() {
+            // Send only what the peer's window (and h2's send buffer) admits, so a slow
+            // reader pushes back on the workload instead of filling memory.
+            self.reserve_capacity(bytes.len());
+            let granted = std::future::poll_fn(|cx| self.poll_capacity(cx)).await;
+            let n = match granted {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(h2_io(e)),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "HTTP/2 stream closed",
+                    ));
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let chunk = bytes.split_to(n.min(bytes.len()));
+            self.send_data(chunk, false).map_err(h2_io)?;
+        }
+        Ok(())
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        // A peer that reset the stream with NO_ERROR or CANCEL after it was done (it closed
+        // its whole side, as a TCP peer closing with our bytes unread) needs no END_STREAM:
+        // the flow ended normally, not in an "inactive stream" error.
+        if let Poll::Ready(Ok(reason)) = poll_once(|cx| self.poll_reset(cx)).await {
+            return if reason == h2::Reason::NO_ERROR || reason == h2::Reason::CANCEL {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset by peer: {reason}"),
+                ))
+            };
+        }
+        self.send_data(Bytes::new(), true).map_err(h2_io)
+    }
+}
+
+impl Abort for h2::SendStream<Bytes> {
+    fn abort(&mut self) {
+        self.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+/// An HTTP/2 CONNECT stream as a byte stream.
+pub(crate) struct H2Io {
+    recv: h2::RecvStream,
+    send: h2::SendStream<Bytes>,
+    /// Received bytes not yet read.
+    pending: Bytes,
+}
+
+impl H2Io {
+    /// The stream made of `recv` and `send`.
+    pub(crate) fn new(recv: h2::RecvStream, send: h2::SendStream<Bytes>) -> Self {
+        H2Io {
+            recv,
+            send,
+            pending: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for H2Io {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.remaining());
+                buf.put_slice(&self.pending[..n]);
+                self.pending.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(b)) => {
+                    let _ = self.recv.flow_control().release_capacity(b.len());
+                    self.pending = b;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.send.reserve_capacity(buf.len());
+        match ready!(self.send.poll_capacity(cx)) {
+            Some(Ok(0)) => {
+                // Capacity can shrink to nothing; wait for the next grant.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Some(Ok(n)) => {
+                let n = n.min(buf.len());
+                self.send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(h2_io)?;
+                Poll::Ready(Ok(n))
+            }
+            Some(Err(e)) => Poll::Ready(Err(h2_io(e))),
+            None => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "HTTP/2 stream closed",
+            ))),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 sends what it was given as the window allows; nothing is held back here.
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.send.send_data(Bytes::new(), true).map_err(h2_io))
     }
 }
 
@@ -202,7 +379,7 @@ impl Connector for H2Connector {
 pub(crate) async fn open_stream(
     conn: &H2Conn,
     key: &PoolKey,
-    header: &super::header::StreamHeader,
+    header: &StreamHeader,
 ) -> Result<(h2::SendStream<Bytes>, h2::client::ResponseFuture), OpenError> {
     let fail = |e: h2::Error| match conn.handshake_refusal() {
         Some(reason) => OpenError::Connect {
@@ -228,7 +405,7 @@ pub(crate) async fn read_response(
 }
 
 /// Binds the tunnel's TCP port (IPv6 socket accepting IPv4 too, else IPv4).
-pub fn listener(port: u16, own_mark: u32) -> anyhow::Result<TcpListener> {
+pub(crate) fn listener(port: u16, own_mark: u32) -> anyhow::Result<TcpListener> {
     let bind = |v6: bool| -> io::Result<TcpListener> {
         let ip: IpAddr = if v6 {
             Ipv6Addr::UNSPECIFIED.into()
@@ -255,8 +432,13 @@ pub fn listener(port: u16, own_mark: u32) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding TCP port {port} for the tunnel"))
 }
 
-/// Accepts HTTP/2 tunnel connections until the task is dropped.
-pub async fn serve(listener: TcpListener, identities: Arc<LocalIdentities>, state: Arc<NodeState>) {
+/// Accepts HTTP/2 tunnel connections until the task is dropped; each stream goes to
+/// `acceptor`.
+pub(crate) async fn serve<A: Acceptor<H2Stream>>(
+    listener: TcpListener,
+    identities: Arc<LocalIdentities>,
+    acceptor: Arc<A>,
+) {
     let tls =
         match eastwall_certs::server_config(identities.server.clone(), &identities.bundle, &[ALPN])
         {
@@ -269,8 +451,8 @@ pub async fn serve(listener: TcpListener, identities: Arc<LocalIdentities>, stat
     loop {
         match listener.accept().await {
             Ok((tcp, remote)) => {
-                let (tls, state) = (tls.clone(), state.clone());
-                tokio::spawn(async move { connection(tcp, remote, tls, state).await });
+                let (tls, acceptor) = (tls.clone(), acceptor.clone());
+                tokio::spawn(async move { connection(tcp, remote, tls, acceptor).await });
             }
             Err(e) => {
                 warn!(%e, "tunnel accept failed");
@@ -280,11 +462,11 @@ pub async fn serve(listener: TcpListener, identities: Arc<LocalIdentities>, stat
     }
 }
 
-async fn connection(
+async fn connection<A: Acceptor<H2Stream>>(
     tcp: TcpStream,
     remote: SocketAddr,
     tls: tokio_rustls::TlsAcceptor,
-    state: Arc<NodeState>,
+    acceptor: Arc<A>,
 ) {
     let _ = tcp.set_nodelay(true);
     let accepted = async {
@@ -313,26 +495,24 @@ async fn connection(
     };
     let (mut conn, id, asked) = match tokio::time::timeout(HEADER_TIMEOUT, accepted).await {
         Ok(Ok(c)) => c,
-        Ok(Err(why)) => return server::handshake_refused(&state, "h2", remote, &why),
-        Err(_) => {
-            return server::handshake_refused(&state, "h2", remote, "handshake timed out");
-        }
+        Ok(Err(why)) => return acceptor.handshake_refused("h2", remote, &why),
+        Err(_) => return acceptor.handshake_refused("h2", remote, "handshake timed out"),
     };
     let peer = Arc::new(PeerConn {
         remote,
-        id: Arc::new(id),
+        id,
         asked,
         transport: "h2",
     });
     while let Some(next) = conn.accept().await {
         match next {
             Ok((req, respond)) => {
-                let (state, peer) = (state.clone(), peer.clone());
+                let (acceptor, peer) = (acceptor.clone(), peer.clone());
                 tokio::spawn(async move {
                     let (parts, recv) = req.into_parts();
                     let header = connect::parse_request(&parts).map_err(|e| e.to_string());
                     let stream = H2Stream { respond, recv };
-                    server::serve_stream(stream, header, Bytes::new(), &peer, &state).await;
+                    acceptor.stream(stream, header, Bytes::new(), peer).await;
                 });
             }
             Err(e) => {
@@ -344,7 +524,7 @@ async fn connection(
 }
 
 /// One CONNECT stream at the destination.
-struct H2Stream {
+pub(crate) struct H2Stream {
     respond: h2::server::SendResponse<Bytes>,
     recv: h2::RecvStream,
 }
@@ -352,14 +532,14 @@ struct H2Stream {
 impl ServerStream for H2Stream {
     type Recv = h2::RecvStream;
     type Send = h2::SendStream<Bytes>;
-    type Io = crate::l7::io::H2Io;
+    type Io = H2Io;
 
     fn recv_mut(&mut self) -> &mut h2::RecvStream {
         &mut self.recv
     }
 
     fn into_io(recv: h2::RecvStream, send: h2::SendStream<Bytes>) -> Self::Io {
-        crate::l7::io::H2Io::new(recv, send)
+        H2Io::new(recv, send)
     }
 
     async fn refuse(mut self, status: Status, why: &str) {
@@ -382,5 +562,67 @@ impl ServerStream for H2Stream {
             .send_response(resp, false)
             .map_err(io::Error::other)?;
         Ok((self.recv, send))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client stream whose server answered in full and then dropped the stream (h2 sends
+    /// RST_STREAM CANCEL) ends normally; a reset with another reason is an error.
+    #[tokio::test]
+    async fn an_h2_stream_the_peer_finished_and_cancelled_closes_cleanly() {
+        async fn exchange(reason: Option<h2::Reason>) -> io::Result<()> {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let server = tokio::spawn(async move {
+                let mut conn = h2::server::handshake(b).await.unwrap();
+                let (_req, mut respond) = conn.accept().await.unwrap().unwrap();
+                let mut send = respond
+                    .send_response(http::Response::new(()), false)
+                    .unwrap();
+                send.send_data(Bytes::from_static(b"bye"), true).unwrap();
+                if let Some(r) = reason {
+                    send.send_reset(r);
+                }
+                drop((send, _req));
+                // Keep the connection going until the client is done.
+                while conn.accept().await.is_some() {}
+            });
+            let (client, conn) = h2::client::handshake(a).await.unwrap();
+            tokio::spawn(conn);
+            let mut client = client.ready().await.unwrap();
+            let req = http::Request::builder()
+                .method("CONNECT")
+                .uri("10.0.0.1:80")
+                .body(())
+                .unwrap();
+            let (resp, mut send) = client.send_request(req, false).unwrap();
+            // The answer may already be overtaken by the reset.
+            if let Ok(resp) = resp.await {
+                let mut body = resp.into_body();
+                while let Some(Ok(_)) = body.data().await {}
+            }
+            if reason.is_some() {
+                // Wait for the reset itself.
+                let wait = std::future::poll_fn(|cx| send.poll_reset(cx));
+                tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+                    .await
+                    .expect("the server's reset arrives")
+                    .expect("a reset, not a connection error");
+            }
+            let r = send.close().await;
+            drop(client);
+            server.abort();
+            r
+        }
+        exchange(None)
+            .await
+            .expect("dropped after END_STREAM: a normal end");
+        exchange(Some(h2::Reason::CANCEL)).await.expect("CANCEL");
+        let e = exchange(Some(h2::Reason::INTERNAL_ERROR))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
     }
 }

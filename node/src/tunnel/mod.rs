@@ -11,12 +11,10 @@
 //! `auto` = HTTP/2, QUIC where TCP to the peer fails); [`pool`] keeps a few connections per (source identity, destination node,
 //! destination identity), and [`server`] is the destination side, shared by both.
 
-pub mod connect;
-pub mod h2;
-pub mod header;
-pub mod pool;
-pub mod quic;
-pub mod server;
+pub(crate) mod h2;
+pub(crate) mod pool;
+pub(crate) mod quic;
+pub(crate) mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,51 +22,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Deserialize;
 
-use self::header::StreamHeader;
+use eastwall_wire::header::StreamHeader;
+
 use self::pool::{Lease, OpenError, Pool, PoolKey, PoolLimits};
+use crate::config::TransportMode;
 use crate::identity::LocalIdentities;
 
-pub use self::quic::{endpoint, handshake_refusal, transport_config};
-
-/// ALPN of the QUIC tunnel protocol, version 1.
-pub const ALPN: &[u8] = b"eastwall-tunnel/1";
+pub(crate) use self::quic::endpoint;
 
 /// QUIC application error codes used when refusing a stream or closing a connection.
-pub mod code {
+pub(crate) mod code {
     use quinn::VarInt;
-    /// Normal close.
-    pub const OK: VarInt = VarInt::from_u32(0);
     /// The relay ended with an error.
-    pub const RELAY_ERROR: VarInt = VarInt::from_u32(0x10);
+    pub(crate) const RELAY_ERROR: VarInt = VarInt::from_u32(0x10);
     /// The stream was refused (see the response header for why).
-    pub const REFUSED: VarInt = VarInt::from_u32(0x11);
-}
-
-/// Which transport carries a node's outgoing tunnel streams (`tunnel.transport`). A node
-/// always accepts both.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportMode {
-    /// QUIC only.
-    Quic,
-    /// HTTP/2 over TLS over TCP only.
-    H2,
-    /// Per destination node: see [`Tunnel::open`].
-    #[default]
-    Auto,
-}
-
-impl TransportMode {
-    /// The name of the mode, as flow records give the transport when none could be opened.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportMode::Quic => "quic",
-            TransportMode::H2 => "h2",
-            TransportMode::Auto => "auto",
-        }
-    }
+    pub(crate) const REFUSED: VarInt = VarInt::from_u32(0x11);
 }
 
 /// How long a peer whose preferred transport failed is reached over the other one before the
@@ -110,7 +79,7 @@ impl Opened {
 }
 
 /// The source side of the tunnel: both transports' pools and the choice between them.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     mode: TransportMode,
     quic: Pool<quic::QuicConnector>,
     h2: Pool<h2::H2Connector>,
@@ -123,7 +92,7 @@ impl Tunnel {
     /// The tunnel's client side: `endpoint` dials QUIC, TCP sockets carry `own_mark`; dials
     /// are counted in `dials`, and `connect_timeout` bounds a handshake (auto mode gives its
     /// preferred transport one second before falling back).
-    pub fn new(
+    pub(crate) fn new(
         mode: TransportMode,
         endpoint: quinn::Endpoint,
         identities: Arc<LocalIdentities>,
@@ -155,7 +124,7 @@ impl Tunnel {
     }
 
     /// The configured transport mode.
-    pub fn mode(&self) -> TransportMode {
+    pub(crate) fn mode(&self) -> TransportMode {
         self.mode
     }
 

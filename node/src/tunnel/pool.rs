@@ -12,18 +12,18 @@ use eastwall_identity::SpiffeId;
 
 /// Which pooled connection a stream rides on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PoolKey {
+pub(crate) struct PoolKey {
     /// The source workload's identity (the client certificate).
-    pub src: SpiffeId,
+    pub(crate) src: SpiffeId,
     /// The destination node's tunnel address.
-    pub node: SocketAddr,
+    pub(crate) node: SocketAddr,
     /// The destination workload's identity (what the server must prove).
-    pub dst: SpiffeId,
+    pub(crate) dst: SpiffeId,
 }
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// This node holds no certificate for the source identity.
     #[error("no local certificate for {0}")]
     NoIdentity(SpiffeId),
@@ -45,7 +45,7 @@ pub enum OpenError {
 
 impl OpenError {
     /// Whether the connection could not be set up at all (as opposed to one stream failing).
-    pub fn is_handshake(&self) -> bool {
+    pub(crate) fn is_handshake(&self) -> bool {
         matches!(
             self,
             OpenError::Connect { .. } | OpenError::NoIdentity(_) | OpenError::Config(_)
@@ -79,13 +79,13 @@ pub(crate) trait Connector: Send + Sync {
 
 /// How many connections a key may use, and when another one is dialed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolLimits {
+pub(crate) struct PoolLimits {
     /// Streams a connection carries before the pool dials another for the same key.
-    pub streams_per_connection: usize,
+    pub(crate) streams_per_connection: usize,
     /// Most connections per key.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// A connection without streams for this long is let go.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 impl Default for PoolLimits {
@@ -121,9 +121,9 @@ impl<T> Default for Slot<T> {
 
 /// A connection taken from the pool for one stream; counts as one active stream until it is
 /// dropped.
-pub struct Lease<T> {
+pub(crate) struct Lease<T> {
     /// The connection.
-    pub conn: T,
+    pub(crate) conn: T,
     active: Arc<AtomicUsize>,
 }
 

@@ -7,21 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quinn::{Connection, EndpointConfig, RecvStream, SendStream, TransportConfig, VarInt};
 use tokio::io::AsyncReadExt;
 use tracing::debug;
 
-use super::header::{Decoded, HeaderError, MAX_HEADER, Response, Status, StreamHeader};
+use eastwall_wire::header::{
+    ALPN, Decoded, HeaderError, MAX_HEADER, Response, Status, StreamHeader,
+};
+
 use super::pool::{Connector, OpenError, PoolKey};
-use super::server::{self, HEADER_TIMEOUT, PeerConn, ServerStream};
-use super::{ALPN, code};
+use super::server::{Acceptor, HEADER_TIMEOUT, PeerConn, ServerStream};
+use super::code;
 use crate::identity::LocalIdentities;
-use crate::relay::Prefixed;
-use crate::state::NodeState;
+use crate::relay::{Abort, MAX_READ, Prefixed, Sink, Source, grow};
 
 /// Transport settings sized for bulk transfer on a LAN and many concurrent streams.
-pub fn transport_config() -> Arc<TransportConfig> {
+pub(crate) fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(10_000));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
@@ -33,9 +35,56 @@ pub fn transport_config() -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
+impl Source for quinn::RecvStream {
+    async fn next(&mut self, hint: &mut usize) -> io::Result<Option<Bytes>> {
+        // Wait for data holding no buffer; quinn hands over its own chunks (about a packet
+        // each), which are gathered, as far as they have already arrived, into one write.
+        let Some(first) = self.read_chunk(MAX_READ, true).await? else {
+            return Ok(None);
+        };
+        if first.bytes.len() >= *hint {
+            return Ok(Some(first.bytes));
+        }
+        let mut buf = BytesMut::with_capacity(*hint);
+        buf.extend_from_slice(&first.bytes);
+        while buf.len() < *hint {
+            // Poll once: take what is there, never wait (read_chunk is cancel safe).
+            let more = tokio::select! {
+                biased;
+                r = self.read_chunk(*hint - buf.len(), true) => r?,
+                () = std::future::ready(()) => break,
+            };
+            match more {
+                Some(c) => buf.extend_from_slice(&c.bytes),
+                // The end of the stream: what was gathered goes out now, and the next call
+                // sees the end again.
+                None => break,
+            }
+        }
+        grow(hint, buf.len());
+        Ok(Some(buf.freeze()))
+    }
+}
+
+impl Sink for quinn::SendStream {
+    async fn put(&mut self, bytes: Bytes) -> io::Result<()> {
+        // quinn takes the buffer as it is: no copy on this side.
+        Ok(self.write_chunk(bytes).await?)
+    }
+    async fn close(&mut self) -> io::Result<()> {
+        self.finish().map_err(io::Error::other)
+    }
+}
+
+impl Abort for quinn::SendStream {
+    fn abort(&mut self) {
+        let _ = self.reset(code::RELAY_ERROR);
+    }
+}
+
 /// Opens the node's QUIC endpoint on `port` (IPv6 socket accepting IPv4 too), serving the
 /// local workloads' identities, and usable as a client for the pool.
-pub fn endpoint(
+pub(crate) fn endpoint(
     port: u16,
     identities: &Arc<LocalIdentities>,
     own_mark: u32,
@@ -152,7 +201,7 @@ pub(crate) async fn open_stream(
 /// Why the peer closed `conn` during the TLS handshake, if it did. With TLS 1.3 the client
 /// finishes its handshake before the server has checked the client's certificate, so a
 /// refused certificate shows up as the peer closing the connection with a crypto error.
-pub fn handshake_refusal(conn: &Connection) -> Option<String> {
+pub(crate) fn handshake_refusal(conn: &Connection) -> Option<String> {
     match conn.close_reason()? {
         e @ (quinn::ConnectionError::ConnectionClosed(_)
         | quinn::ConnectionError::TransportError(_))
@@ -203,21 +252,21 @@ pub(crate) async fn read_response(
     }
 }
 
-/// Accepts QUIC tunnel connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, state: Arc<NodeState>) {
+/// Accepts QUIC tunnel connections until the endpoint closes; each stream goes to `acceptor`.
+pub(crate) async fn serve<A: Acceptor<QuicStream>>(endpoint: quinn::Endpoint, acceptor: Arc<A>) {
     while let Some(incoming) = endpoint.accept().await {
-        let state = state.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => connection(conn, state).await,
-                Err(e) => server::handshake_refused(&state, "quic", remote, &e.to_string()),
+                Ok(conn) => connection(conn, acceptor).await,
+                Err(e) => acceptor.handshake_refused("quic", remote, &e.to_string()),
             }
         });
     }
 }
 
-async fn connection(conn: Connection, state: Arc<NodeState>) {
+async fn connection<A: Acceptor<QuicStream>>(conn: Connection, acceptor: Arc<A>) {
     let remote = conn.remote_address();
     let peer_id = conn
         .peer_identity()
@@ -238,16 +287,16 @@ async fn connection(conn: Connection, state: Arc<NodeState>) {
         .and_then(|d| d.server_name);
     let peer = Arc::new(PeerConn {
         remote,
-        id: Arc::new(peer_id),
+        id: peer_id,
         asked,
         transport: "quic",
     });
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                let state = state.clone();
+                let acceptor = acceptor.clone();
                 let peer = peer.clone();
-                tokio::spawn(async move { stream(send, recv, &peer, &state).await });
+                tokio::spawn(async move { stream(send, recv, peer, &*acceptor).await });
             }
             Err(e) => {
                 debug!(%remote, %e, "tunnel connection ended");
@@ -257,7 +306,12 @@ async fn connection(conn: Connection, state: Arc<NodeState>) {
     }
 }
 
-async fn stream(send: SendStream, mut recv: RecvStream, peer: &PeerConn, state: &Arc<NodeState>) {
+async fn stream<A: Acceptor<QuicStream>>(
+    send: SendStream,
+    mut recv: RecvStream,
+    peer: Arc<PeerConn>,
+    acceptor: &A,
+) {
     let header = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await {
         Ok(Ok(h)) => Ok(h),
         Ok(Err(e)) => Err(e),
@@ -267,7 +321,9 @@ async fn stream(send: SendStream, mut recv: RecvStream, peer: &PeerConn, state: 
         Ok((h, early)) => (Ok(h), early),
         Err(e) => (Err(e), Bytes::new()),
     };
-    server::serve_stream(QuicStream { send, recv }, header, early, peer, state).await;
+    acceptor
+        .stream(QuicStream { send, recv }, header, early, peer)
+        .await;
 }
 
 /// Reads a stream's header; returns it and the workload bytes that came behind it.
@@ -294,7 +350,7 @@ async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Bytes), Str
 }
 
 /// One QUIC stream at the destination.
-struct QuicStream {
+pub(crate) struct QuicStream {
     send: SendStream,
     recv: RecvStream,
 }

@@ -1,8 +1,7 @@
 //! Protocol detection on the first bytes a client sends: HTTP/1.x, HTTP/2 with prior
 //! knowledge, TLS (with its ClientHello: SNI, ALPN, versions), or opaque TCP.
 //!
-//! Pure and sans-I/O (std and `thiserror` only, so the fuzz targets compile this file in
-//! directly). The node keeps a [`Sniffer`] per connection and gives it everything the client
+//! Pure and sans-I/O. The node keeps a [`Sniffer`] per connection and gives it everything the client
 //! has sent so far after each read ([`sniff`] is the one-shot form); the answer is
 //! [`Sniff::NeedMore`] or a decision. Decisions are stable: once `sniff(p)` is `Done(x)`,
 //! every longer input starting with `p` gives `Done(x)` too, and a decision comes at the latest

@@ -1,11 +1,13 @@
 //! The certificates of this node's workloads, checked against the registry: either read from
 //! files the operator provides and reloaded when the files change ([`LocalIdentities::load`]),
-//! or obtained from the eastwall CA and renewed by [`crate::ca::client`]
+//! or obtained from the eastwall CA and renewed by [`renew`]
 //! ([`LocalIdentities::from_ca`]).
 //!
 //! File layout: `<certDir>/<workload>.crt` (PEM chain, leaf first) and
 //! `<certDir>/<workload>.key`. A file's SPIFFE ID must be the identity the registry gives that
 //! workload. A change that fails to load keeps the identity in use and is logged and counted.
+
+pub(crate) mod renew;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,18 +31,18 @@ struct Slot {
 
 /// This node's workload identities: client certificates by identity, and the server set
 /// chosen by SNI.
-pub struct LocalIdentities {
+pub(crate) struct LocalIdentities {
     /// The trust bundle peers are verified against.
-    pub bundle: TrustBundle,
+    pub(crate) bundle: TrustBundle,
     /// Server certificates by SNI (the tunnel server).
-    pub server: Arc<IdentitySet>,
+    pub(crate) server: Arc<IdentitySet>,
     clients: RwLock<HashMap<SpiffeId, Arc<RotatingIdentity>>>,
     slots: std::sync::Mutex<Vec<Slot>>,
 }
 
 impl LocalIdentities {
     /// Loads the bundle and a certificate for every workload the registry places on `node`.
-    pub fn load(
+    pub(crate) fn load(
         bundle_path: &Path,
         cert_dir: &Path,
         registry: &Registry,
@@ -75,7 +77,7 @@ impl LocalIdentities {
     /// Adds certificate files for workloads the registry now places on `node` that this node
     /// has none for (a registry reload): each is loaded if its files are there, and otherwise
     /// picked up by [`LocalIdentities::reload_changed`] once they appear. Returns the errors.
-    pub fn add_files(&self, cert_dir: &Path, registry: &Registry, node: &str) -> Vec<String> {
+    pub(crate) fn add_files(&self, cert_dir: &Path, registry: &Registry, node: &str) -> Vec<String> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut errors = Vec::new();
         for w in registry.workloads_on(node) {
@@ -107,7 +109,7 @@ impl LocalIdentities {
 
     /// The identities (deduplicated, sorted) of the workloads the registry places on `node`:
     /// what the node needs certificates for. Replicas sharing an identity share one.
-    pub fn wanted(registry: &Registry, node: &str) -> Vec<SpiffeId> {
+    pub(crate) fn wanted(registry: &Registry, node: &str) -> Vec<SpiffeId> {
         let mut ids: Vec<SpiffeId> = registry
             .workloads_on(node)
             .map(|w| w.identity.clone())
@@ -120,7 +122,7 @@ impl LocalIdentities {
     /// Builds the identities of a node whose certificates come from the CA: `issued` holds a
     /// certificate and key (PEM) for each identity of [`LocalIdentities::wanted`], no more, no
     /// less. There are no files to reload; [`LocalIdentities::replace`] installs renewals.
-    pub fn from_ca(
+    pub(crate) fn from_ca(
         bundle_path: &Path,
         registry: &Registry,
         node: &str,
@@ -167,7 +169,7 @@ impl LocalIdentities {
     }
 
     /// The client certificate of local identity `id`.
-    pub fn client(&self, id: &SpiffeId) -> Option<Arc<RotatingIdentity>> {
+    pub(crate) fn client(&self, id: &SpiffeId) -> Option<Arc<RotatingIdentity>> {
         self.clients
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,7 +178,7 @@ impl LocalIdentities {
     }
 
     /// Reloads files whose modification time changed; returns how many failed.
-    pub fn reload_changed(&self) -> usize {
+    pub(crate) fn reload_changed(&self) -> usize {
         let mut failed = 0;
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         for s in slots.iter_mut() {
@@ -212,7 +214,7 @@ impl LocalIdentities {
     /// the CA client after a renewal. Refuses, keeping the identity in use, if they do not load
     /// or the certificate is not for `expected`. New handshakes present the new certificate;
     /// established connections keep theirs.
-    pub fn replace(
+    pub(crate) fn replace(
         &self,
         expected: &SpiffeId,
         cert_pem: &str,
@@ -231,21 +233,21 @@ impl LocalIdentities {
 /// Certificates for local users' identities (`localUsers` workloads), obtained when a user
 /// first connects: from files `<certDir>/<workload>@<user>.crt|.key`, or from the CA (then
 /// renewed like the others). One request per identity however many connections wait on it.
-pub struct UserCertificates {
+pub(crate) struct UserCertificates {
     ids: Arc<LocalIdentities>,
     source: UserCertSource,
     inflight: tokio::sync::Mutex<HashMap<SpiffeId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Where local users' certificates come from.
-pub enum UserCertSource {
+pub(crate) enum UserCertSource {
     /// Files provided by the operator.
     Files(PathBuf),
     /// The eastwall CA, with the counter of renewals.
     Ca(
         Arc<crate::ca::client::CaClient>,
         prometheus_client::metrics::family::Family<
-            crate::metrics::RenewalLabels,
+            crate::telemetry::metrics::RenewalLabels,
             prometheus_client::metrics::counter::Counter,
         >,
     ),
@@ -253,7 +255,7 @@ pub enum UserCertSource {
 
 impl UserCertificates {
     /// Local users' certificates added to `ids` from `source`.
-    pub fn new(ids: Arc<LocalIdentities>, source: UserCertSource) -> Self {
+    pub(crate) fn new(ids: Arc<LocalIdentities>, source: UserCertSource) -> Self {
         UserCertificates {
             ids,
             source,
@@ -263,7 +265,7 @@ impl UserCertificates {
 
     /// Makes sure this node holds a certificate for `id`, the identity of local user `user`
     /// of workload `workload`.
-    pub async fn ensure(&self, id: &SpiffeId, workload: &str, user: &str) -> anyhow::Result<()> {
+    pub(crate) async fn ensure(&self, id: &SpiffeId, workload: &str, user: &str) -> anyhow::Result<()> {
         if self.ids.client(id).is_some() {
             return Ok(());
         }
@@ -302,7 +304,7 @@ impl UserCertificates {
                 let (cert, key) = client.sign(id).await?;
                 self.ids.replace(id, &cert, &key)?;
                 info!(%id, "certificate obtained from the CA for a local user");
-                tokio::spawn(crate::ca::client::rotate(
+                tokio::spawn(renew::rotate(
                     client.clone(),
                     self.ids.clone(),
                     id.clone(),

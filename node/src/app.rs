@@ -1,21 +1,33 @@
-//! `eastwall node`: load, install capture, listen, serve, and stop on a signal.
+//! `eastwall node`: build the node from its config (load and validate, obtain certificates,
+//! open the tunnel, build the IDS engines and the directory), put the pipeline together,
+//! start its tasks (listeners, tunnel servers, renewals, admin, hot reload), install capture,
+//! and stop on a signal.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{CaClientSpec, CertSource, NodeConfig, Rules};
-use crate::flow::FlowLog;
-use crate::identity::LocalIdentities;
-use crate::metrics::Metrics;
-use crate::proxy::Listener;
-use crate::state::NodeState;
+use crate::admin::AdminView;
+use crate::config::{CaClientSpec, CertSource, NodeConfig};
+use crate::conn::carry::UpstreamSpec;
+use crate::conn::{Carrier, Entry, Here, Pipeline};
+use crate::directory::Directory;
+use crate::front::tunnel::TunnelFront;
+use crate::ca::client::CaClient;
+use crate::identity::{LocalIdentities, UserCertSource, UserCertificates, renew};
+use crate::ids::IdsEngines;
+use crate::reload::IdentityUpkeep;
+use crate::rules::Rules;
+use crate::telemetry::{FlowLog, Metrics, Telemetry};
 use crate::tunnel::Tunnel;
 use crate::tunnel::pool::PoolLimits;
-use crate::{admin, ca, capture, proxy, tunnel};
+use crate::{admin, capture, front, tunnel};
 
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
 /// left in place on exit so captured traffic stays blocked while the node is down.
@@ -58,6 +70,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         metrics.flow_log_write_errors.clone(),
     )
     .context("opening the flow log")?;
+    let telemetry = Arc::new(Telemetry { metrics, flows });
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
     let mut tunnel_listener = None;
@@ -105,7 +118,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
             ep.clone(),
             ids.clone(),
             cfg.capture.own_mark,
-            std::time::Duration::from_secs(cfg.capture.connect_timeout_secs),
+            Duration::from_secs(cfg.capture.connect_timeout_secs),
             PoolLimits {
                 streams_per_connection: cfg.tunnel.streams_per_connection,
                 max_connections: match cfg.tunnel.max_connections_per_peer {
@@ -114,149 +127,157 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
                 },
                 ..PoolLimits::default()
             },
-            metrics.tunnel_dials.clone(),
+            telemetry.metrics.tunnel_dials.clone(),
         )),
         _ => None,
     };
-    let ids = build_ids(&cfg, &rules.policy).await?;
+    let ids = IdsEngines::for_policy(cfg.ids.as_ref(), &cfg.base_dir, &rules.policy).await?;
     let directory = match &cfg.directory {
-        Some(d) => Some(
-            crate::directory::Directory::build(d, &cfg.base_dir, cfg.capture.own_mark)
-                .context("directory")?,
-        ),
+        Some(d) => Some(Directory::build(d, &cfg.base_dir, cfg.capture.own_mark).context("directory")?),
         None => None,
     };
     let user_certs = match (&cfg.identity, &identities) {
         (Some(id), Some((ids, _))) => match (&id.source, &from_ca) {
-            (CertSource::Files { cert_dir, .. }, _) => {
-                Some(Arc::new(crate::identity::UserCertificates::new(
-                    ids.clone(),
-                    crate::identity::UserCertSource::Files(cert_dir.clone()),
-                )))
-            }
-            (CertSource::Ca(_), Some(client)) => {
-                Some(Arc::new(crate::identity::UserCertificates::new(
-                    ids.clone(),
-                    crate::identity::UserCertSource::Ca(
-                        client.clone(),
-                        metrics.cert_renewals.clone(),
-                    ),
-                )))
-            }
+            (CertSource::Files { cert_dir, .. }, _) => Some(Arc::new(UserCertificates::new(
+                ids.clone(),
+                UserCertSource::Files(cert_dir.clone()),
+            ))),
+            (CertSource::Ca(_), Some(client)) => Some(Arc::new(UserCertificates::new(
+                ids.clone(),
+                UserCertSource::Ca(client.clone(), telemetry.metrics.cert_renewals.clone()),
+            ))),
             _ => None,
         },
         _ => None,
     };
-    let state = Arc::new(
-        NodeState::new(
-            cfg.node_name.clone(),
-            cfg.capture.clone(),
-            rules,
-            flows,
-            metrics,
-        )
-        .with_tunnel(pool, cfg.tunnel.port)
-        .with_directory(directory)
-        .with_l7(cfg.l7.clone())
-        .with_user_certs(user_certs),
-    );
-    state.replace_ids(ids);
+    telemetry
+        .metrics
+        .policy_rules
+        .set(rules.policy.rule_count() as i64);
+    let tunnel_port = pool.as_ref().map(|_| cfg.tunnel.port);
+    let pipeline = Arc::new(Pipeline {
+        here: Here {
+            node: cfg.node_name.clone(),
+            tunnel_port,
+        },
+        rules: ArcSwap::from_pointee(rules),
+        directory,
+        carrier: Carrier {
+            upstream: UpstreamSpec {
+                own_mark: cfg.capture.own_mark,
+                connect_timeout: Duration::from_secs(cfg.capture.connect_timeout_secs),
+            },
+            tunnel: pool,
+            user_certs,
+            ids: ArcSwapOption::new(ids),
+            live: Default::default(),
+            telemetry: telemetry.clone(),
+        },
+        telemetry: telemetry.clone(),
+        l7: cfg.l7.clone(),
+    });
     let mut tasks = Vec::new();
-    if let Some(crate::directory::Directory::Ldap(_)) = &state.directory {
-        let state = state.clone();
+    if matches!(pipeline.directory, Some(Directory::Ldap(_))) {
+        let pipeline = pipeline.clone();
         tasks.push(tokio::spawn(async move {
             let mut before = eastwall_identity::directory::MetricsSnapshot::default();
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Some(crate::directory::Directory::Ldap(d)) = &state.directory {
+                if let Some(Directory::Ldap(d)) = &pipeline.directory {
                     let now = d.metrics();
-                    state.metrics.directory.update(&before, &now);
+                    pipeline.telemetry.metrics.directory.update(&before, &now);
                     before = now;
                 }
             }
         }));
     }
+    let front = Arc::new(TunnelFront {
+        pipeline: pipeline.clone(),
+    });
     if let Some(ep) = tunnel_endpoint.clone() {
-        tasks.push(tokio::spawn(tunnel::quic::serve(ep, state.clone())));
+        tasks.push(tokio::spawn(tunnel::quic::serve(ep, front.clone())));
     }
     if let (Some(l), Some((ids, _))) = (tunnel_listener, &identities) {
-        tasks.push(tokio::spawn(tunnel::h2::serve(
-            l,
-            ids.clone(),
-            state.clone(),
-        )));
+        tasks.push(tokio::spawn(tunnel::h2::serve(l, ids.clone(), front.clone())));
     }
-    let mut upkeep = crate::reload::IdentityUpkeep::None;
+    let mut upkeep = IdentityUpkeep::None;
     if let (Some(id), Some((ids, _))) = (&cfg.identity, &identities)
         && let CertSource::Files { cert_dir, .. } = &id.source
     {
-        upkeep = crate::reload::IdentityUpkeep::Files {
+        upkeep = IdentityUpkeep::Files {
             ids: ids.clone(),
             cert_dir: cert_dir.clone(),
         };
     }
     if let (Some(client), Some((ids, _))) = (from_ca, &identities) {
-        upkeep = crate::reload::IdentityUpkeep::Ca {
+        upkeep = IdentityUpkeep::Ca {
             ids: ids.clone(),
             client: client.clone(),
         };
         for id in ids.server.ids() {
-            tasks.push(tokio::spawn(ca::client::rotate(
+            tasks.push(tokio::spawn(renew::rotate(
                 client.clone(),
                 ids.clone(),
                 id,
-                state.metrics.cert_renewals.clone(),
+                telemetry.metrics.cert_renewals.clone(),
             )));
         }
     }
     if let Some((ids, Some(secs))) = identities {
-        let state = state.clone();
+        let telemetry = telemetry.clone();
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+            let mut tick = tokio::time::interval(Duration::from_secs(secs));
             loop {
                 tick.tick().await;
                 let failed = ids.reload_changed();
-                state.metrics.cert_reload_failures.inc_by(failed as u64);
+                telemetry.metrics.cert_reload_failures.inc_by(failed as u64);
             }
         }));
     }
 
     // Listeners first, so that capture never points at a port nobody serves.
-    for (port, direction) in [
-        (cfg.capture.outbound_port, Listener::Outbound),
-        (cfg.capture.inbound_port, Listener::Inbound),
+    for (port, entry) in [
+        (cfg.capture.outbound_port, Entry::Outbound),
+        (cfg.capture.inbound_port, Entry::Inbound),
     ] {
         let v4 = capture::socket::transparent_listener(
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
             cfg.capture.own_mark,
         )
         .with_context(|| format!("listening on {port} (IPv4, transparent)"))?;
-        tasks.push(tokio::spawn(proxy::serve(v4, direction, state.clone())));
+        let serve = |l| front::capture::serve(l, entry.clone(), pipeline.clone());
+        tasks.push(tokio::spawn(serve(v4)));
         match capture::socket::transparent_listener(
             SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
             cfg.capture.own_mark,
         ) {
-            Ok(v6) => tasks.push(tokio::spawn(proxy::serve(v6, direction, state.clone()))),
+            Ok(v6) => tasks.push(tokio::spawn(serve(v6))),
             Err(e) => warn!(%e, port, "no IPv6 listener; IPv6 capture stays fail-closed"),
         }
     }
     let admin = admin::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin endpoint {}", cfg.admin.listen))?;
-    tasks.push(tokio::spawn(admin::serve(admin, state.clone())));
+    let ready = Arc::new(AtomicBool::new(false));
+    let view = Arc::new(AdminView {
+        telemetry: telemetry.clone(),
+        ready: ready.clone(),
+    });
+    tasks.push(tokio::spawn(admin::serve(admin, view)));
 
     capture::install(&cfg.capture, &local_addrs)?;
-    state
-        .ready
-        .store(true, std::sync::atomic::Ordering::Release);
+    ready.store(true, Ordering::Release);
     tasks.push(tokio::spawn(crate::reload::watch(
         Arc::new(cfg.clone()),
-        state.clone(),
+        pipeline.clone(),
         upkeep,
         local_addrs.clone(),
     )));
-    tasks.push(tokio::spawn(capture::spoof::watch(state.clone())));
+    tasks.push(tokio::spawn(front::capture::watch_spoofing(
+        pipeline.clone(),
+        cfg.capture.table.clone(),
+    )));
     info!(node = %cfg.node_name, workloads = local_addrs.len(), admin = %cfg.admin.listen, "capturing");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -274,36 +295,6 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The IDS engines for the policy's profiles, built off the runtime's threads; an error when
-/// the policy has IDS profiles but the node config no `ids.rules` (traffic those rules allow
-/// would go uninspected).
-pub(crate) async fn build_ids(
-    cfg: &NodeConfig,
-    policy: &eastwall_policy::Policy,
-) -> anyhow::Result<Option<Arc<crate::ids::IdsEngines>>> {
-    let profiles = policy.ids_profiles().to_vec();
-    match &cfg.ids {
-        None if profiles.is_empty() => Ok(None),
-        None => anyhow::bail!(
-            "the policy defines IDS profiles ({}) but the node config has no `ids.rules`: the traffic they cover would go uninspected",
-            profiles
-                .iter()
-                .map(|p| p.name.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Some(spec) => {
-            let (spec, base) = (spec.clone(), cfg.base_dir.clone());
-            let engines = tokio::task::spawn_blocking(move || {
-                crate::ids::IdsEngines::build(&spec, &base, &profiles)
-            })
-            .await
-            .context("building the IDS engines")??;
-            Ok(Some(Arc::new(engines)))
-        }
-    }
-}
-
 /// Obtains a certificate for every local workload identity from the CA (a few quick retries;
 /// then start-up fails) and returns the client (for renewals) and the identities.
 async fn identities_from_ca(
@@ -312,7 +303,7 @@ async fn identities_from_ca(
     rules: &Rules,
     node: &str,
     own_mark: u32,
-) -> anyhow::Result<(ca::client::CaClient, Arc<LocalIdentities>)> {
+) -> anyhow::Result<(CaClient, Arc<LocalIdentities>)> {
     let pem = std::fs::read_to_string(bundle_path)
         .with_context(|| format!("trust bundle: reading {}", bundle_path.display()))?;
     let bundle = eastwall_certs::TrustBundle::from_pem(&pem)
@@ -325,10 +316,10 @@ async fn identities_from_ca(
             rules.registry.trust_domain()
         );
     }
-    let client = ca::client::CaClient::new(spec, bundle, node, Some(own_mark))?;
+    let client = CaClient::new(spec, bundle, node, Some(own_mark))?;
     let wanted = LocalIdentities::wanted(&rules.registry, node);
     info!(url = %spec.url, identities = wanted.len(), "obtaining workload certificates from the CA");
-    let issued = ca::client::obtain_all(&client, &wanted).await?;
+    let issued = renew::obtain_all(&client, &wanted).await?;
     let ids = LocalIdentities::from_ca(bundle_path, &rules.registry, node, &issued)?;
     Ok((client, Arc::new(ids)))
 }

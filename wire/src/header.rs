@@ -15,6 +15,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// The QUIC tunnel's ALPN protocol id, version 1: the TLS handshake agrees on it before any
+/// stream header is sent.
+pub const ALPN: &[u8] = b"eastwall-tunnel/1";
 /// The only version this node speaks.
 pub const VERSION: u8 = 1;
 /// Largest request or response header, in bytes (fixed part included).

@@ -8,94 +8,94 @@ use prometheus_client::registry::Registry;
 
 /// Labels of per-direction metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirLabels {
+pub(crate) struct DirLabels {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
 }
 
 /// Labels of closed connections.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClosedLabels {
+pub(crate) struct ClosedLabels {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
     /// `allow` or `deny`.
-    pub verdict: &'static str,
+    pub(crate) verdict: &'static str,
 }
 
 /// Labels of decisions by rule.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuleLabels {
+pub(crate) struct RuleLabels {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
     /// Rule id (or `default-deny`, `unknown-source`).
-    pub rule: String,
+    pub(crate) rule: String,
     /// `enforce` or `monitor`.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// What the rule did (or would have done).
-    pub action: &'static str,
+    pub(crate) action: &'static str,
 }
 
 /// Labels of byte counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BytesLabels {
+pub(crate) struct BytesLabels {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
     /// `toserver` or `toclient`.
-    pub flow: &'static str,
+    pub(crate) flow: &'static str,
 }
 
 /// Labels of HTTP requests the node decided.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
+pub(crate) struct HttpLabels {
     /// `outbound` or `inbound`.
-    pub direction: &'static str,
+    pub(crate) direction: &'static str,
     /// `allow` or `deny`.
-    pub verdict: &'static str,
+    pub(crate) verdict: &'static str,
 }
 
 /// Labels of IDS alerts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct IdsLabels {
+pub(crate) struct IdsLabels {
     /// The IDS profile.
-    pub profile: String,
+    pub(crate) profile: String,
     /// `allowed` (detect, or not blocking) or `blocked`.
-    pub action: &'static str,
+    pub(crate) action: &'static str,
 }
 
 /// Labels of certificate renewals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RenewalLabels {
+pub(crate) struct RenewalLabels {
     /// `ok` or `error`.
-    pub result: &'static str,
+    pub(crate) result: &'static str,
 }
 
 /// Labels of operations that succeed or fail (reloads).
-pub type ResultLabels = RenewalLabels;
+pub(crate) type ResultLabels = RenewalLabels;
 
 /// The LDAP directory's cache, copied from its own counters (see `run`).
 #[derive(Default)]
-pub struct DirectoryMetrics {
+pub(crate) struct DirectoryMetrics {
     /// 1 when the last query succeeded.
-    pub up: Gauge,
+    pub(crate) up: Gauge,
     /// Last query latency.
-    pub query_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub(crate) query_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Cache hits.
-    pub hits: Counter,
+    pub(crate) hits: Counter,
     /// Cache misses.
-    pub misses: Counter,
+    pub(crate) misses: Counter,
     /// Failed queries.
-    pub errors: Counter,
+    pub(crate) errors: Counter,
     /// Stale answers served within the grace period.
-    pub stale: Counter,
+    pub(crate) stale: Counter,
     /// Age of the oldest cached answer.
-    pub oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub(crate) oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Cached users.
-    pub entries: Gauge,
+    pub(crate) entries: Gauge,
 }
 
 impl DirectoryMetrics {
     /// Brings the exported values up to `now`, given the snapshot exported before.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         before: &eastwall_identity::directory::MetricsSnapshot,
         now: &eastwall_identity::directory::MetricsSnapshot,
@@ -114,46 +114,46 @@ impl DirectoryMetrics {
 }
 
 /// All metrics of a node.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Connections accepted from capture.
-    pub opened: Family<DirLabels, Counter>,
+    pub(crate) opened: Family<DirLabels, Counter>,
     /// Connections finished (allowed and closed, or refused).
-    pub closed: Family<ClosedLabels, Counter>,
+    pub(crate) closed: Family<ClosedLabels, Counter>,
     /// Connections refused, by deciding rule.
-    pub denied: Family<RuleLabels, Counter>,
+    pub(crate) denied: Family<RuleLabels, Counter>,
     /// Every rule that decided or (monitor) matched.
-    pub decisions: Family<RuleLabels, Counter>,
+    pub(crate) decisions: Family<RuleLabels, Counter>,
     /// Bytes relayed.
-    pub bytes: Family<BytesLabels, Counter>,
+    pub(crate) bytes: Family<BytesLabels, Counter>,
     /// Connections being relayed now.
-    pub active: Family<DirLabels, Gauge>,
+    pub(crate) active: Family<DirLabels, Gauge>,
     /// Allowed connections whose destination could not be reached.
-    pub upstream_errors: Family<DirLabels, Counter>,
+    pub(crate) upstream_errors: Family<DirLabels, Counter>,
     /// Policy and registry currently in force: number of rules.
-    pub policy_rules: Gauge,
+    pub(crate) policy_rules: Gauge,
     /// Tunnel handshakes this node refused (foreign CA, expired certificate, ...).
-    pub tunnel_handshake_failures: Counter,
+    pub(crate) tunnel_handshake_failures: Counter,
     /// Tunnel connections this node dialed (one per source identity, destination node and
     /// destination identity while it lives; streams share it).
-    pub tunnel_dials: Counter,
+    pub(crate) tunnel_dials: Counter,
     /// Certificate files that failed to reload.
-    pub cert_reload_failures: Counter,
+    pub(crate) cert_reload_failures: Counter,
     /// Flow records that could not be written to the flow log file.
-    pub flow_log_write_errors: Counter,
+    pub(crate) flow_log_write_errors: Counter,
     /// The directory of users' groups.
-    pub directory: DirectoryMetrics,
+    pub(crate) directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
-    pub cert_renewals: Family<RenewalLabels, Counter>,
+    pub(crate) cert_renewals: Family<RenewalLabels, Counter>,
     /// Registry and policy reloads, by result (`ok`, `error`: rejected, old rules kept).
-    pub policy_reloads: Family<ResultLabels, Counter>,
+    pub(crate) policy_reloads: Family<ResultLabels, Counter>,
     /// HTTP requests decided one by one (L7 rules), by verdict.
-    pub http_requests: Family<HttpLabels, Counter>,
+    pub(crate) http_requests: Family<HttpLabels, Counter>,
     /// Local connections of `localUsers` workloads attributed to a user (`ok`) or not
     /// (`unknown`).
-    pub local_user_lookups: Family<ResultLabels, Counter>,
+    pub(crate) local_user_lookups: Family<ResultLabels, Counter>,
     /// IDS alerts, by profile and action.
-    pub ids_alerts: Family<IdsLabels, Counter>,
+    pub(crate) ids_alerts: Family<IdsLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -308,7 +308,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -1,5 +1,5 @@
 //! The HTTP/2 transport's stream request and response: HBONE-shaped HTTP messages carrying
-//! the same facts as the QUIC transport's binary [`header`](super::header). Pure, like the
+//! the same facts as the QUIC transport's binary [`header`](crate::header). Pure, like the
 //! header codec; see `docs/TUNNEL.md`.
 //!
 //! ```text
@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use http::{HeaderValue, Method, StatusCode};
 
-use super::header::{Response, Status, StreamHeader};
+use crate::header::{Response, Status, StreamHeader};
 
 /// Header naming the refusal exactly (the HTTP status alone maps several to 403).
 pub const STATUS_HEADER: &str = "eastwall-status";

@@ -2,38 +2,20 @@
 //! that a new policy or registry can decide them again and end the ones it no longer allows.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use eastwall_identity::SpiffeId;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::flow::Direction;
-use crate::proxy;
-use crate::state::NodeState;
-
-/// What an allowed connection was decided on.
-#[derive(Debug, Clone)]
-pub(crate) struct Decided {
-    /// Which side of the node the decision was made for.
-    pub(crate) direction: Direction,
-    /// The connecting side's address.
-    pub(crate) src: SocketAddr,
-    /// Its identity: proven by the tunnel's certificate, or held by this node.
-    pub(crate) src_id: Option<SpiffeId>,
-    /// The side connected to.
-    pub(crate) dst: SocketAddr,
-    /// Its identity, proven or to be proven by the tunnel.
-    pub(crate) dst_id: Option<SpiffeId>,
-    /// Whether this node inspects it at L7 (else it is relayed as bytes, and a policy that
-    /// now wants L7 facts for it revokes it: it cannot be inspected from the middle).
-    pub(crate) inspected: bool,
-}
+use super::{Ends, Pipeline};
 
 struct Entry {
-    decided: Decided,
+    /// Both ends, as identified when the connection was allowed.
+    ends: Ends,
+    /// Whether this node decides it at L7 (else it is carried as bytes, and a policy that
+    /// now wants L7 facts for it revokes it: it cannot be inspected from the middle).
+    inspected: bool,
     revoke: CancellationToken,
     /// Set by the re-check that revoked it: the rule that now denies it.
     revoked_by: Mutex<Option<String>>,
@@ -41,7 +23,7 @@ struct Entry {
 
 /// The table of live connections.
 #[derive(Default)]
-pub struct LiveConnections {
+pub(crate) struct LiveConnections {
     next: AtomicU64,
     conns: Mutex<HashMap<u64, std::sync::Arc<Entry>>>,
 }
@@ -81,10 +63,11 @@ impl Drop for Registration<'_> {
 
 impl LiveConnections {
     /// Enters an allowed connection for as long as the registration lives.
-    pub(crate) fn register(&self, decided: Decided) -> Registration<'_> {
+    pub(crate) fn register(&self, ends: Ends, inspected: bool) -> Registration<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = std::sync::Arc::new(Entry {
-            decided,
+            ends,
+            inspected,
             revoke: CancellationToken::new(),
             revoked_by: Mutex::new(None),
         });
@@ -100,20 +83,17 @@ impl LiveConnections {
     }
 
     /// How many connections are live.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
-/// Decides every live connection again with the rules now in force and revokes the ones they
+/// Plans every live connection again with the rules now in force and revokes the ones they
 /// deny; returns how many were revoked.
-pub(crate) async fn recheck(state: &NodeState) -> usize {
-    let entries: Vec<std::sync::Arc<Entry>> = state
+pub(crate) async fn recheck(pipeline: &Pipeline) -> usize {
+    let entries: Vec<std::sync::Arc<Entry>> = pipeline
+        .carrier
         .live
         .conns
         .lock()
@@ -123,24 +103,23 @@ pub(crate) async fn recheck(state: &NodeState) -> usize {
         .collect();
     let mut revoked = 0;
     for e in entries {
-        let d = &e.decided;
-        let rules = state.rules();
-        let src_wl = rules.registry.workload_by_addr(d.src.ip());
-        let dst_wl = rules.registry.workload_by_addr(d.dst.ip());
-        let (decision, _) = proxy::evaluate(
-            state,
-            (d.src, src_wl, d.src_id.as_ref()),
-            (d.dst, dst_wl, d.dst_id.as_ref()),
+        let mut ends = e.ends.clone();
+        // Groups as the directory says now.
+        pipeline.fill_groups(&mut ends).await;
+        let plan = super::plan(
+            &pipeline.rules(),
+            &pipeline.here,
+            &ends,
             eastwall_policy::L7::Unknown,
-        )
-        .await;
-        let cannot_inspect = decision.policy.l7_pending && !d.inspected;
-        if !decision.policy.allows() || cannot_inspect {
-            info!(direction = d.direction.as_str(), src = %d.src, dst = %d.dst, rule = %decision.policy.rule, "connection revoked by the new policy");
-            let why = if decision.policy.allows() {
-                format!("{} (needs L7 inspection now)", decision.policy.rule)
+        );
+        let cannot_inspect = plan.needs_l7 && !e.inspected;
+        if !plan.allows() || cannot_inspect {
+            let rule = plan.rule_code();
+            info!(direction = ends.direction().as_str(), src = %ends.src.addr, dst = %ends.dst.addr, rule, "connection revoked by the new policy");
+            let why = if plan.allows() {
+                format!("{rule} (needs L7 inspection now)")
             } else {
-                decision.policy.rule.clone()
+                rule.to_owned()
             };
             *e.revoked_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
             e.revoke.cancel();

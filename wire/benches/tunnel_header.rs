@@ -1,4 +1,4 @@
-//! Encode and decode of the tunnel's stream header and response (`node/src/tunnel/header.rs`),
+//! Encode and decode of the tunnel's stream header and response (`wire/src/header.rs`),
 //! the per-connection framing every tunnelled TCP connection pays once in each direction.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use eastwall_node::tunnel::header::{Decoded, Response, Status, StreamHeader};
+use eastwall_wire::header::{Decoded, Response, Status, StreamHeader};
 
 fn bench(c: &mut Criterion) {
     let v4 = StreamHeader {

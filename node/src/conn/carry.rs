@@ -1,0 +1,537 @@
+//! Carrying an allowed connection, for every entry point: connect to the server from the
+//! client's own address (or open a tunnel stream to the destination's node), put the IDS in
+//! the path, relay both ways until the connection ends or a reload revokes it, reset both
+//! sides when it ends abruptly, and say how it ended ([`Outcome`]). This is the one place
+//! that makes the spoofed upstream connection and runs the inspected relay.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use eastwall_identity::SpiffeId;
+use eastwall_ids::{AppProto, Dir, FlowMeta};
+use eastwall_wire::eve::{Direction, TunnelInfo, TunnelStatus};
+use eastwall_wire::header::{Response, Status, StreamHeader};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::live::{LiveConnections, Registration};
+use super::record::FlowGuard;
+use super::{Ending, Ends, Hop, Outcome};
+use crate::capture::socket;
+use crate::identity::UserCertificates;
+use crate::ids::{IdsEngines, Inspecting, SharedIds};
+use crate::relay::{Abort, Sink, Source, both, pipe, relay};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::DirLabels;
+use crate::tunnel::pool::{OpenError, PoolKey};
+use crate::tunnel::{Opened, Tunnel, h2, quic};
+
+/// The client side of a connection being carried: a captured TCP connection (refused with a
+/// reset) or a tunnel stream at the destination (refused with a tunnel answer).
+pub(crate) trait Downstream: Send {
+    /// The client's bytes, for the raw relay.
+    type Recv: Source + Send;
+    /// Bytes to the client, for the raw relay.
+    type Send: Sink + Abort + Send;
+    /// Both directions as one byte stream, for HTTP.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The next bytes the client sends (`None`: it half-closed), before it is answered.
+    async fn read(&mut self) -> io::Result<Option<Bytes>>;
+    /// Refuses the connection: a TCP reset, or a tunnel refusal with `status` and `why`.
+    async fn refuse(self, status: Status, why: &str);
+    /// Accepts the connection for the raw relay.
+    async fn accept_raw(self) -> io::Result<(Self::Recv, Self::Send)>;
+    /// Accepts the connection as one byte stream.
+    async fn accept_io(self) -> io::Result<Self::Io>;
+}
+
+/// A captured TCP connection from a client.
+pub(crate) struct TcpDownstream(pub TcpStream);
+
+impl Downstream for TcpDownstream {
+    type Recv = tokio::net::tcp::OwnedReadHalf;
+    type Send = tokio::net::tcp::OwnedWriteHalf;
+    type Io = TcpStream;
+
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        let mut hint = 4096;
+        let mut half = self.0.split().0;
+        half.next(&mut hint).await
+    }
+    async fn refuse(self, _status: Status, _why: &str) {
+        socket::reset(self.0);
+    }
+    async fn accept_raw(self) -> io::Result<(Self::Recv, Self::Send)> {
+        Ok(self.0.into_split())
+    }
+    async fn accept_io(self) -> io::Result<Self::Io> {
+        Ok(self.0)
+    }
+}
+
+/// How the node connects to servers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UpstreamSpec {
+    /// The node's own mark, so capture never takes its sockets for new connections.
+    pub(crate) own_mark: u32,
+    /// How long a connect may take before the client is refused.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// What the IDS sees before the relay starts: the bytes read to detect the protocol (they
+/// go to the server first), and the ClientHello's server name when it was TLS.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prelude {
+    /// Bytes the client sent before the relay (sniffed, or behind a tunnel header).
+    pub(crate) bytes: Bytes,
+    /// `Some` when the connection starts with a TLS ClientHello: its SNI, if any.
+    pub(crate) tls_sni: Option<Option<String>>,
+}
+
+/// Connecting, inspecting and relaying allowed connections.
+pub(crate) struct Carrier {
+    /// How servers are connected to.
+    pub(crate) upstream: UpstreamSpec,
+    /// The tunnel's client side, when the node runs the tunnel.
+    pub(crate) tunnel: Option<Tunnel>,
+    /// Certificates of local users' identities, obtained on first use (with the tunnel).
+    pub(crate) user_certs: Option<Arc<UserCertificates>>,
+    /// The IDS engines in force (hot reload swaps them).
+    pub(crate) ids: ArcSwapOption<IdsEngines>,
+    /// Allowed connections being carried, for the re-check after a reload.
+    pub(crate) live: LiveConnections,
+    /// Metrics and the EVE log.
+    pub(crate) telemetry: Arc<Telemetry>,
+}
+
+impl Carrier {
+    /// Connects to `dst` from `src` (the client's address, which this host does not own),
+    /// counting failures.
+    pub(crate) async fn connect(
+        &self,
+        src: IpAddr,
+        dst: SocketAddr,
+        direction: Direction,
+    ) -> io::Result<TcpStream> {
+        let up = &self.upstream;
+        socket::connect_spoofed(Some(src), dst, up.own_mark, up.connect_timeout)
+            .await
+            .inspect_err(|e| {
+                debug!(%src, %dst, %e, "upstream connect failed");
+                self.count_upstream_error(direction);
+            })
+    }
+
+    fn count_upstream_error(&self, direction: Direction) {
+        self.telemetry
+            .metrics
+            .upstream_errors
+            .get_or_create(&DirLabels {
+                direction: direction.as_str(),
+            })
+            .inc();
+    }
+
+    /// The IDS inspection of an allowed connection whose decision named `profile` (`None`
+    /// without a profile, or when this node has no engine for it).
+    pub(crate) fn inspection(
+        &self,
+        profile: Option<&str>,
+        guard: &FlowGuard,
+        client: SocketAddr,
+        server: SocketAddr,
+        app: AppProto,
+    ) -> Option<SharedIds> {
+        let engines = self.ids.load_full()?;
+        crate::ids::FlowIds::for_profile(
+            &engines,
+            profile?,
+            FlowMeta {
+                src: client,
+                dst: server,
+            },
+            app,
+            guard.flow_id,
+            guard.identities(),
+        )
+    }
+
+    /// Carries an allowed connection from `down` straight to its server (the original
+    /// destination), from the client's own address. `inspected` says whether this node
+    /// decides it at L7 (a reload that then wants L7 facts revokes one that is not).
+    pub(crate) async fn direct<D: Downstream>(
+        &self,
+        down: D,
+        ends: &Ends,
+        ids_profile: Option<&str>,
+        prelude: Prelude,
+        inspected: bool,
+        guard: &mut FlowGuard,
+    ) -> Outcome {
+        let dst = ends.dst.addr;
+        let direction = ends.direction();
+        let mut upstream = match self.connect(ends.src.addr.ip(), dst, direction).await {
+            Ok(s) => s,
+            Err(e) => {
+                let error = format!("connecting to {dst}: {e}");
+                // Mirror the server's refusal to the client.
+                down.refuse(Status::Unreachable, &error).await;
+                return Outcome::Unreachable {
+                    hop: Hop::Server,
+                    error,
+                };
+            }
+        };
+        let (mut recv, mut send) = match down.accept_raw().await {
+            Ok(halves) => halves,
+            Err(e) => {
+                socket::reset(upstream);
+                return Outcome::Ended(Ending::Failed(e.to_string()));
+            }
+        };
+        let live = self.live.register(ends.clone(), inspected);
+        let app = if prelude.tls_sni.is_some() {
+            AppProto::Tls
+        } else {
+            AppProto::Unknown
+        };
+        let ids = self.inspection(ids_profile, guard, ends.src.addr, dst, app);
+        // The IDS sees the handshake and the early bytes before the server does.
+        if let Some(ids) = &ids
+            && let Err(blocked) = self.inspect_prelude(ids, &prelude)
+        {
+            socket::reset(upstream);
+            send.abort();
+            guard.add_ids(Some(crate::ids::close(&self.telemetry, ids)));
+            return Outcome::Ended(blocked);
+        }
+        let early = prelude.bytes.len() as u64;
+        let (ur, mut uw) = upstream.split();
+        if early > 0
+            && let Err(e) = uw.put(prelude.bytes).await
+        {
+            socket::reset(upstream);
+            send.abort();
+            return Outcome::Ended(Ending::Failed(e.to_string()));
+        }
+        // The client's side reads from `recv` and writes to `send`; the server's is upstream.
+        let (up, down_bytes, end) = self
+            .relay_inspected(direction, &live, ids.as_ref(), &mut recv, &mut send, ur, uw)
+            .await;
+        if ending_is_abrupt(&end) {
+            socket::reset(upstream);
+            send.abort();
+        }
+        if let Some(ids) = &ids {
+            guard.add_ids(Some(crate::ids::close(&self.telemetry, ids)));
+        }
+        guard.bytes_toserver = up + early;
+        guard.bytes_toclient = down_bytes;
+        Outcome::Ended(end)
+    }
+
+    fn inspect_prelude(&self, ids: &SharedIds, prelude: &Prelude) -> Result<(), Ending> {
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::ids::now();
+        let mut v = eastwall_ids::Verdict::default();
+        if let Some(sni) = &prelude.tls_sni {
+            v.alerts
+                .extend(f.inspector().tls_client_hello(sni.as_deref(), now).alerts);
+        }
+        if !prelude.bytes.is_empty() {
+            v.alerts.extend(
+                f.inspector()
+                    .stream(Dir::ToServer, &prelude.bytes, now)
+                    .alerts,
+            );
+        }
+        f.apply(&self.telemetry, v)
+            .map_err(|(sid, msg)| Ending::Blocked { sid, msg })
+    }
+
+    /// Carries a captured connection through the tunnel to the destination's node, which
+    /// decides again on the identity the tunnel proves and connects to its workload.
+    pub(crate) async fn tunnel(
+        &self,
+        client: TcpStream,
+        ends: &Ends,
+        key: &PoolKey,
+        guard: &mut FlowGuard,
+    ) -> Outcome {
+        let direction = ends.direction();
+        let Some(tunnel) = &self.tunnel else {
+            socket::reset(client);
+            return Outcome::Unreachable {
+                hop: Hop::Tunnel,
+                error: "this node runs no tunnel".to_owned(),
+            };
+        };
+        let mut info = TunnelInfo {
+            transport: tunnel.mode().as_str(),
+            peer: key.node.to_string(),
+            peer_identity: Some(key.dst.to_string()),
+            status: TunnelStatus::StreamFailed,
+            reason: String::new(),
+        };
+        let header = StreamHeader {
+            dst: ends.dst.addr,
+            src: ends.src.addr,
+            trace: None,
+        };
+        let opened = match self.ensure_user_certificate(&key.src).await {
+            Ok(()) => tunnel.open(key, &header).await,
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                if e.is_handshake() {
+                    info.status = TunnelStatus::HandshakeFailed;
+                }
+                info.reason = e.to_string();
+                guard.tunnel = Some(info);
+                socket::reset(client);
+                self.count_upstream_error(direction);
+                return Outcome::Unreachable {
+                    hop: Hop::Tunnel,
+                    error: e.to_string(),
+                };
+            }
+        };
+        info.transport = opened.transport();
+        let live = self.live.register(ends.clone(), true);
+        let mut c = client;
+        let (mut up, mut down) = (0u64, 0u64);
+        let active = self.active_gauge(direction);
+        active.inc();
+        let mut answer = None;
+        // The pooled connection stays leased until the stream is done.
+        let (relayed, refusal) = match opened {
+            Opened::Quic { lease, send, recv } => {
+                let response = quic::read_response(recv);
+                let counts = (&mut up, &mut down);
+                let r = through_tunnel(&mut c, send, response, counts, &mut answer, &live).await;
+                (r, quic::handshake_refusal(&lease.conn))
+            }
+            Opened::H2 {
+                lease,
+                send,
+                response,
+            } => {
+                let response = h2::read_response(response);
+                let counts = (&mut up, &mut down);
+                let r = through_tunnel(&mut c, send, response, counts, &mut answer, &live).await;
+                (r, lease.conn.handshake_refusal())
+            }
+        };
+        active.dec();
+        guard.bytes_toserver = up;
+        guard.bytes_toclient = down;
+        if let Some(r) = answer {
+            info.status = TunnelStatus::Answered(r.status);
+            info.reason = r.reason;
+        }
+        // With TLS 1.3 a refused client certificate shows only once the stream is used.
+        if let (Err(TunnelEnd::Stream(_) | TunnelEnd::Io(_)), Some(reason)) = (&relayed, refusal) {
+            info.status = TunnelStatus::HandshakeFailed;
+            info.reason = reason;
+        }
+        let reason = info.reason.clone();
+        guard.tunnel = Some(info);
+        let end = match relayed {
+            Ok(()) => return Outcome::Ended(Ending::Closed),
+            Err(end) => end,
+        };
+        socket::reset(c);
+        match end {
+            // The destination could not reach its workload.
+            TunnelEnd::Refused(Status::Unreachable) => Outcome::Unreachable {
+                hop: Hop::Server,
+                error: reason,
+            },
+            // The destination decided otherwise.
+            TunnelEnd::Refused(_) => Outcome::RefusedByDestination,
+            TunnelEnd::Stream(e) => Outcome::Unreachable {
+                hop: Hop::Tunnel,
+                error: e.to_string(),
+            },
+            TunnelEnd::Io(e) => Outcome::Ended(Ending::Failed(e.to_string())),
+            TunnelEnd::Revoked(rule) => Outcome::Ended(Ending::Revoked(rule)),
+        }
+    }
+
+    /// A local user's first connection: this node may not hold the user's certificate yet.
+    async fn ensure_user_certificate(&self, id: &SpiffeId) -> Result<(), OpenError> {
+        let (Some(certs), Some((workload, user))) = (&self.user_certs, local_user_of(id)) else {
+            return Ok(());
+        };
+        certs
+            .ensure(id, workload, user)
+            .await
+            .map_err(|e| {
+                debug!(%id, "no certificate for a local user: {e:#}");
+                OpenError::NoIdentity(id.clone())
+            })
+    }
+
+    /// The gauge of connections being relayed in `direction`.
+    pub(crate) fn active_gauge(
+        &self,
+        direction: Direction,
+    ) -> prometheus_client::metrics::gauge::Gauge {
+        self.telemetry
+            .metrics
+            .active
+            .get_or_create(&DirLabels {
+                direction: direction.as_str(),
+            })
+            .clone()
+    }
+
+    /// Relays until both sides are done, a side fails, the IPS blocks, or a reload revokes
+    /// the connection. What the client sends (`cr`) is inspected on its way to the server,
+    /// what the server sends (`sr`) on its way to the client. Returns the bytes each way.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay_inspected<CR, CW, SR, SW>(
+        &self,
+        direction: Direction,
+        live: &Registration<'_>,
+        ids: Option<&SharedIds>,
+        cr: CR,
+        cw: CW,
+        sr: SR,
+        sw: SW,
+    ) -> (u64, u64, Ending)
+    where
+        CR: Source,
+        CW: Sink,
+        SR: Source,
+        SW: Sink,
+    {
+        let active = self.active_gauge(direction);
+        active.inc();
+        let (mut up, mut down) = (0u64, 0u64);
+        let relayed = match ids {
+            None => race_revocation(live, relay(cr, cw, sr, sw, &mut up, &mut down)).await,
+            Some(ids) => {
+                let to_server = Inspecting {
+                    inner: cr,
+                    dir: Dir::ToServer,
+                    ids: ids.clone(),
+                    telemetry: &self.telemetry,
+                };
+                let to_client = Inspecting {
+                    inner: sr,
+                    dir: Dir::ToClient,
+                    ids: ids.clone(),
+                    telemetry: &self.telemetry,
+                };
+                let relaying = relay(to_server, cw, to_client, sw, &mut up, &mut down);
+                race_revocation(live, relaying).await
+            }
+        };
+        active.dec();
+        let end = match relayed {
+            Ok(None) => Ending::Closed,
+            Err(rule) => Ending::Revoked(rule),
+            Ok(Some(e)) => match ids.and_then(|i| i.lock().ok()?.blocked_by()) {
+                Some((sid, msg)) => Ending::Blocked { sid, msg },
+                None => Ending::Failed(e.to_string()),
+            },
+        };
+        (up, down, end)
+    }
+}
+
+/// Whether the sockets of a connection that ended so must be reset.
+fn ending_is_abrupt(end: &Ending) -> bool {
+    !matches!(end, Ending::Closed)
+}
+
+/// Runs `relaying` until it ends or the connection is revoked (`Err`: the revoking rule).
+async fn race_revocation<T>(
+    live: &Registration<'_>,
+    relaying: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    tokio::select! {
+        r = relaying => Ok(r),
+        () = live.revoked() => Err(live.revoked_by().unwrap_or_default()),
+    }
+}
+
+/// The workload and user of a user identity (`…/user/<user>/wl/<workload>`).
+fn local_user_of(id: &SpiffeId) -> Option<(&str, &str)> {
+    let user = id.user()?;
+    let (_, workload) = id.path().split_once("/wl/")?;
+    Some((workload, user))
+}
+
+/// How a tunnelled relay ended early.
+enum TunnelEnd {
+    /// The destination answered with a refusal.
+    Refused(Status),
+    /// No readable answer.
+    Stream(io::Error),
+    /// The relay failed after the answer.
+    Io(io::Error),
+    /// A newer policy denies the connection (the rule).
+    Revoked(String),
+}
+
+/// Relays a workload connection through an opened tunnel stream: the client's bytes start
+/// flowing at once (the destination holds them until it has decided); the first thing back
+/// is the destination's answer, then the destination workload's bytes. The stream is reset
+/// when the relay fails.
+async fn through_tunnel<S, R>(
+    client: &mut TcpStream,
+    mut send: S,
+    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    counts: (&mut u64, &mut u64),
+    answer: &mut Option<Response>,
+    live: &Registration<'_>,
+) -> Result<(), TunnelEnd>
+where
+    S: Sink + Abort,
+    R: Source,
+{
+    let r = relay_through(client, &mut send, response, counts, answer, live).await;
+    if r.is_err() {
+        send.abort();
+    }
+    r
+}
+
+async fn relay_through<S, R>(
+    client: &mut TcpStream,
+    send: S,
+    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    (up, down): (&mut u64, &mut u64),
+    answer: &mut Option<Response>,
+    live: &Registration<'_>,
+) -> Result<(), TunnelEnd>
+where
+    S: Sink,
+    R: Source,
+{
+    let (cr, cw) = client.split();
+    let to_server = pipe(cr, send, up);
+    let to_client = async move {
+        let (resp, recv) = response.await.map_err(TunnelEnd::Stream)?;
+        let status = resp.status;
+        *answer = Some(resp);
+        if status != Status::Connected {
+            return Err(TunnelEnd::Refused(status));
+        }
+        pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
+    };
+    let relaying = both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client);
+    match race_revocation(live, relaying).await {
+        Ok(r) => r,
+        Err(rule) => Err(TunnelEnd::Revoked(rule)),
+    }
+}

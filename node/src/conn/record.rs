@@ -1,0 +1,323 @@
+//! Recording a connection: a [`FlowGuard`] is made when the connection is planned, collects
+//! what happens to it (bytes, tunnel, L7 and IDS facts), and when it is dropped writes the
+//! EVE `flow` event and the metrics, exactly once: also when the task carrying the connection
+//! panics or is cancelled (then the flow ends in an error saying so).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use eastwall_policy::Workload;
+use eastwall_wire::eve::{
+    self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision,
+    FlowEvent, HttpCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
+};
+
+use super::{End, Ending, Ends, Outcome, Plan, Verdict};
+use crate::rules::Rules;
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{BytesLabels, ClosedLabels, RuleLabels};
+
+/// The record of one connection, written when the guard is dropped.
+pub(crate) struct FlowGuard {
+    telemetry: Arc<Telemetry>,
+    start: SystemTime,
+    /// The flow's id (its `http` and `alert` events carry it too).
+    pub(crate) flow_id: u64,
+    node: String,
+    direction: Direction,
+    src: SocketAddr,
+    dst: SocketAddr,
+    /// The source as recorded.
+    pub(crate) src_info: eve::Endpoint,
+    /// The destination as recorded.
+    pub(crate) dst_info: eve::Endpoint,
+    /// The decision as recorded (L7 may decide again: TLS, opaque).
+    pub(crate) policy: PolicyInfo,
+    /// The application protocol the node detected.
+    pub(crate) app_proto: Option<&'static str>,
+    /// The last HTTP request.
+    pub(crate) http: Option<EveHttp>,
+    /// The ClientHello read.
+    pub(crate) tls: Option<EveTls>,
+    /// The tunnel, when the connection crossed it.
+    pub(crate) tunnel: Option<TunnelInfo>,
+    /// What the IDS did.
+    pub(crate) ids: Option<IdsInfo>,
+    /// HTTP requests decided, and how many were denied.
+    pub(crate) http_requests: Option<HttpCounts>,
+    /// Bytes to the server.
+    pub(crate) bytes_toserver: u64,
+    /// Bytes to the client.
+    pub(crate) bytes_toclient: u64,
+    /// An error met on the way (the outcome's own error takes precedence).
+    pub(crate) error: Option<String>,
+    outcome: Option<Outcome>,
+}
+
+impl FlowGuard {
+    /// The record of the connection between `ends`, planned as `plan`.
+    pub(crate) fn new(
+        telemetry: &Arc<Telemetry>,
+        node: &str,
+        rules: &Rules,
+        ends: &Ends,
+        plan: &Plan,
+    ) -> FlowGuard {
+        let reg = &rules.registry;
+        let src_wl = reg.workload_by_addr(ends.src.addr.ip());
+        let dst_wl = reg.workload_by_addr(ends.dst.addr.ip());
+        FlowGuard::at(
+            telemetry,
+            node,
+            ends.direction(),
+            (ends.src.addr, endpoint(src_wl, &ends.src)),
+            (ends.dst.addr, endpoint(dst_wl, &ends.dst)),
+            policy_info(plan),
+        )
+    }
+
+    /// The record of a connection known only by its addresses and endpoints (refused before
+    /// its ends could be identified).
+    pub(crate) fn at(
+        telemetry: &Arc<Telemetry>,
+        node: &str,
+        direction: Direction,
+        (src, src_info): (SocketAddr, eve::Endpoint),
+        (dst, dst_info): (SocketAddr, eve::Endpoint),
+        policy: PolicyInfo,
+    ) -> FlowGuard {
+        FlowGuard {
+            telemetry: telemetry.clone(),
+            start: SystemTime::now(),
+            flow_id: telemetry.flows.next_id(),
+            node: node.to_owned(),
+            direction,
+            src,
+            dst,
+            src_info,
+            dst_info,
+            policy,
+            app_proto: None,
+            http: None,
+            tls: None,
+            tunnel: None,
+            ids: None,
+            http_requests: None,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            error: None,
+            outcome: None,
+        }
+    }
+
+    /// Records a new decision on the whole connection (L7: TLS handshake, opaque stream).
+    pub(crate) fn decided(&mut self, plan: &Plan) {
+        self.policy = policy_info(plan);
+    }
+
+    /// Adds what an IDS inspection found.
+    pub(crate) fn add_ids(&mut self, info: Option<IdsInfo>) {
+        match (&mut self.ids, info) {
+            (Some(acc), Some(i)) => acc.merge(i),
+            (acc @ None, Some(i)) => *acc = Some(i),
+            (_, None) => {}
+        }
+    }
+
+    /// The identities of both ends, for IDS alerts.
+    pub(crate) fn identities(&self) -> EveIdentities {
+        EveIdentities {
+            src_identity: self.src_info.identity.clone(),
+            dest_identity: self.dst_info.identity.clone(),
+        }
+    }
+
+    /// Ends the connection's life with `outcome`; the record is written now.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.outcome = Some(outcome);
+    }
+
+    fn write(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            Outcome::Ended(Ending::Failed(
+                "the connection's task ended before the connection did".to_owned(),
+            ))
+        });
+        let end = SystemTime::now();
+        let (state, reason) = outcome.eve();
+        let ms = end
+            .duration_since(self.start)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut error = outcome.error().or_else(|| self.error.take());
+        let mut revoked_by = None;
+        if let Outcome::Ended(Ending::Revoked(rule)) = &outcome {
+            revoked_by = Some(rule.clone());
+            error = None;
+        }
+        let alerted = self.ids.as_ref().is_some_and(|i| i.alerts > 0);
+        let m = &self.telemetry.metrics;
+        let dir = self.direction.as_str();
+        let verdict = self.policy.verdict.as_str();
+        if outcome.refused_here() {
+            m.denied
+                .get_or_create(&RuleLabels {
+                    direction: dir,
+                    rule: self.policy.rule.clone(),
+                    mode: "enforce",
+                    action: "deny",
+                })
+                .inc();
+        }
+        if !matches!(outcome, Outcome::Dropped(_)) {
+            m.closed
+                .get_or_create(&ClosedLabels {
+                    direction: dir,
+                    verdict: if outcome.refused_here() {
+                        "deny"
+                    } else {
+                        "allow"
+                    },
+                })
+                .inc();
+        }
+        m.decisions
+            .get_or_create(&RuleLabels {
+                direction: dir,
+                rule: self.policy.rule.clone(),
+                mode: "enforce",
+                action: verdict,
+            })
+            .inc();
+        for (flow, n) in [
+            ("toserver", self.bytes_toserver),
+            ("toclient", self.bytes_toclient),
+        ] {
+            if n > 0 {
+                m.bytes
+                    .get_or_create(&BytesLabels {
+                        direction: dir,
+                        flow,
+                    })
+                    .inc_by(n);
+            }
+        }
+        let event = FlowEvent {
+            timestamp: eve::timestamp(end),
+            flow_id: self.flow_id,
+            event_type: "flow",
+            src_ip: self.src.ip(),
+            src_port: self.src.port(),
+            dest_ip: self.dst.ip(),
+            dest_port: self.dst.port(),
+            proto: "TCP",
+            app_proto: self.app_proto,
+            flow: FlowCounters {
+                bytes_toserver: self.bytes_toserver,
+                bytes_toclient: self.bytes_toclient,
+                start: eve::timestamp(self.start),
+                end: eve::timestamp(end),
+                age: ms / 1000,
+                state,
+                reason,
+                alerted,
+            },
+            http: self.http.take(),
+            tls: self.tls.take(),
+            eastwall: FlowDecision {
+                node: std::mem::take(&mut self.node),
+                direction: self.direction,
+                src: std::mem::take(&mut self.src_info),
+                dest: std::mem::take(&mut self.dst_info),
+                policy: self.policy.clone(),
+                duration_ms: ms,
+                error,
+                tunnel: self.tunnel.take(),
+                revoked_by,
+                http_requests: self.http_requests.take(),
+                ids: self.ids.take(),
+            },
+        };
+        self.telemetry.flows.event(&event);
+    }
+}
+
+impl Drop for FlowGuard {
+    fn drop(&mut self) {
+        self.write();
+    }
+}
+
+/// An end as recorded: its registry workload, and the identity and user it acts with (the
+/// registry's when this node has none for it).
+pub(crate) fn endpoint(w: Option<&Workload>, end: &End) -> eve::Endpoint {
+    let mut e = registry_endpoint(w);
+    if let Some(id) = &end.identity {
+        e.identity = Some(id.to_string());
+        e.user = end.user().map(str::to_owned);
+    }
+    e.groups = end.groups.clone();
+    e
+}
+
+/// A registry workload (or an address outside the registry) as recorded.
+pub(crate) fn registry_endpoint(w: Option<&Workload>) -> eve::Endpoint {
+    eve::Endpoint {
+        workload: w.map(|w| w.name.clone()),
+        app: w.and_then(|w| w.app.clone()),
+        zone: w.and_then(|w| w.zone.clone()),
+        node: w.map(|w| w.node.clone()),
+        identity: w.map(|w| w.identity.to_string()),
+        user: w.and_then(|w| w.user.clone()),
+        groups: None,
+    }
+}
+
+/// The decision part of a record.
+pub(crate) fn policy_info(plan: &Plan) -> PolicyInfo {
+    let (verdict, section) = match &plan.verdict {
+        Verdict::Allow { rule, .. } => (Action::Allow, Some(rule.section.to_string())),
+        Verdict::Deny(r) => (Action::Deny, r.section().map(str::to_owned)),
+    };
+    PolicyInfo {
+        verdict,
+        rule: plan.rule_code().to_owned(),
+        section,
+        mode: "enforce",
+        monitor: plan
+            .monitored
+            .iter()
+            .map(|m| MonitorInfo {
+                rule: m.rule.id.to_string(),
+                section: m.rule.section.to_string(),
+                would: action(m.action),
+            })
+            .collect(),
+        l7_pending: plan.needs_l7,
+        ids: plan.ids_profile().map(str::to_owned),
+    }
+}
+
+/// The record's name of a policy action.
+pub(crate) fn action(a: eastwall_policy::Action) -> Action {
+    match a {
+        eastwall_policy::Action::Allow => Action::Allow,
+        eastwall_policy::Action::Deny => Action::Deny,
+    }
+}
+
+/// Counts the monitor rules that matched while planning.
+pub(crate) fn count_monitored(telemetry: &Telemetry, direction: Direction, plan: &Plan) {
+    for m in &plan.monitored {
+        telemetry
+            .metrics
+            .decisions
+            .get_or_create(&RuleLabels {
+                direction: direction.as_str(),
+                rule: m.rule.id.to_string(),
+                mode: "monitor",
+                action: m.action.as_str(),
+            })
+            .inc();
+    }
+}

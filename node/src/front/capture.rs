@@ -1,0 +1,177 @@
+//! The capture entry point: accept a connection the kernel handed to a transparent listener,
+//! find who is on each end, plan it, and refuse it with a reset or carry it (straight on, or
+//! through the tunnel; with L7 rules in play, through the L7 layer). Also records the
+//! spoofing attempts capture dropped before any listener saw them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eastwall_identity::SpiffeId;
+use eastwall_policy::Workload;
+use eastwall_wire::eve::Direction;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::capture::socket;
+use crate::capture::spoof::{self, Attempt};
+use crate::conn::carry::{Prelude, TcpDownstream};
+use crate::conn::record::{FlowGuard, policy_info, registry_endpoint};
+use crate::conn::{
+    DenyReason, Entry, Outcome, Pipeline, Plan, Route, identify, wants_socket_owner,
+};
+use crate::telemetry::metrics::{DirLabels, ResultLabels};
+
+/// Accepts captured connections on `listener` until the task is dropped; `entry` says which
+/// listener it is ([`Entry::Outbound`] or [`Entry::Inbound`]).
+pub(crate) async fn serve(listener: TcpListener, entry: Entry, pipeline: Arc<Pipeline>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let (pipeline, entry) = (pipeline.clone(), entry.clone());
+                tokio::spawn(async move { accepted(stream, peer, entry, &pipeline).await });
+            }
+            Err(e) => {
+                // Running out of descriptors must not end the listener.
+                warn!(%e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &Arc<Pipeline>) {
+    // TPROXY keeps the original destination as the accepted socket's local address.
+    let orig_dst = match client.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%e, "captured connection without a local address");
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let telemetry = &pipeline.telemetry;
+    telemetry
+        .metrics
+        .opened
+        .get_or_create(&DirLabels {
+            direction: entry.direction().as_str(),
+        })
+        .inc();
+    let rules = pipeline.rules();
+    let here = &pipeline.here;
+    // The host's own processes (`localUsers`): the socket's owner acts with that user's
+    // identity.
+    let local_user = match wants_socket_owner(&rules, here, &entry, peer) {
+        Some(w) => local_user(pipeline, w, peer, orig_dst).await,
+        None => None,
+    };
+    let mut ends = identify(&rules, here, entry, peer, orig_dst, local_user);
+    pipeline.fill_groups(&mut ends).await;
+    let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
+    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan);
+    drop(rules);
+
+    if let Some(reason) = plan.denial() {
+        debug!(%peer, %orig_dst, rule = reason.code(), "denied");
+        socket::reset(client);
+        guard.finish(Outcome::Refused(reason.clone()));
+        return;
+    }
+    let carrier = &pipeline.carrier;
+    let outcome = match &plan.route {
+        // Rules with L7 conditions apply and this node is the last on the path: decide per
+        // request (handshake, stream) here.
+        Route::Direct if plan.inspects_here() => {
+            let down = TcpDownstream(client);
+            crate::l7::serve(down, bytes::Bytes::new(), &ends, pipeline, &mut guard).await
+        }
+        Route::Direct => {
+            let down = TcpDownstream(client);
+            let profile = plan.ids_profile();
+            carrier
+                .direct(down, &ends, profile, Prelude::default(), false, &mut guard)
+                .await
+        }
+        // Through the tunnel the destination decides whatever needs L7 facts.
+        Route::Tunnel(key) => carrier.tunnel(client, &ends, key, &mut guard).await,
+    };
+    guard.finish(outcome);
+}
+
+/// The identity of the local user who owns the connection `peer -> orig_dst` of the host
+/// workload `w`; `None` (the host workload, no user: `user` and `group` rules do not match)
+/// when the kernel or NSS cannot say.
+async fn local_user(
+    pipeline: &Pipeline,
+    w: &Workload,
+    peer: SocketAddr,
+    orig_dst: SocketAddr,
+) -> Option<SpiffeId> {
+    let looked_up = tokio::task::spawn_blocking(move || {
+        let owner = eastwall_identity::tcp_socket_owner(peer, orig_dst)?;
+        owner
+            .map(|o| eastwall_identity::user_name(o.uid).map(|n| (o.uid, n)))
+            .transpose()
+    })
+    .await;
+    let result = match looked_up {
+        Ok(Ok(Some((_, Some(name))))) => w
+            .user_identity(&name)
+            .ok_or_else(|| format!("user name `{name}` cannot be part of a SPIFFE ID")),
+        Ok(Ok(Some((uid, None)))) => Err(format!("uid {uid} has no user name")),
+        Ok(Ok(None)) => Err("no owner found for the socket".to_owned()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let label = if result.is_ok() { "ok" } else { "unknown" };
+    pipeline
+        .telemetry
+        .metrics
+        .local_user_lookups
+        .get_or_create(&ResultLabels { result: label })
+        .inc();
+    result
+        .inspect_err(|why| debug!(%peer, %orig_dst, why, "local user unknown"))
+        .ok()
+}
+
+/// Records the spoofing attempts capture dropped (polling its sets every second) until the
+/// task is dropped: one flow record per attempt and per `nft::SPOOF_MEMORY_SECS`.
+pub(crate) async fn watch_spoofing(pipeline: Arc<Pipeline>, table: String) {
+    let mut seen: HashSet<Attempt> = HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let table = table.clone();
+        let listed = tokio::task::spawn_blocking(move || spoof::list(&table)).await;
+        let Ok(Ok(now)) = listed else { continue };
+        for a in now.difference(&seen) {
+            spoofed(&pipeline, a);
+        }
+        seen = now;
+    }
+}
+
+fn spoofed(pipeline: &Pipeline, a: &Attempt) {
+    let rules = pipeline.rules();
+    let reg = &rules.registry;
+    let reason = DenyReason::SpoofedSource;
+    let mut guard = FlowGuard::at(
+        &pipeline.telemetry,
+        &pipeline.here.node,
+        Direction::Outbound,
+        (
+            SocketAddr::new(a.src, 0),
+            registry_endpoint(reg.workload_by_addr(a.src)),
+        ),
+        (a.dst, registry_endpoint(reg.workload_by_addr(a.dst.ip()))),
+        policy_info(&Plan::refuse(reason.clone(), None)),
+    );
+    guard.error = Some(format!(
+        "source address {} does not belong behind interface {} (reverse-path check); dropped",
+        a.src, a.interface
+    ));
+    guard.finish(Outcome::Dropped(reason));
+}

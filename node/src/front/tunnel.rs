@@ -1,0 +1,221 @@
+//! The tunnel entry point: each stream the tunnel accepted is one connection to a local
+//! workload, from a peer whose identity its certificate proved. Here it becomes two ends,
+//! is planned (is the destination hosted here, was the connection opened for it, does the
+//! proven identity own the source address, what does the policy say), and is refused with a
+//! tunnel answer or carried (through the L7 layer when L7 rules apply).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use eastwall_wire::eve::{self, Direction, TunnelInfo, TunnelStatus};
+use eastwall_wire::header::{Status, StreamHeader};
+use tracing::debug;
+
+use crate::conn::carry::{Downstream, Prelude};
+use crate::conn::record::{FlowGuard, policy_info};
+use crate::conn::{DenyReason, Entry, Outcome, Pipeline, Plan, identify};
+use crate::relay::Source as _;
+use crate::telemetry::metrics::DirLabels;
+use crate::tunnel::h2::H2Stream;
+use crate::tunnel::quic::QuicStream;
+use crate::tunnel::server::{Acceptor, PeerConn, ServerStream};
+
+/// The node's side of its tunnel servers: what to do with the streams they accept.
+pub(crate) struct TunnelFront {
+    /// The connection pipeline.
+    pub(crate) pipeline: Arc<Pipeline>,
+}
+
+impl Acceptor<QuicStream> for TunnelFront {
+    fn stream(
+        &self,
+        stream: QuicStream,
+        header: Result<StreamHeader, String>,
+        early: Bytes,
+        peer: Arc<PeerConn>,
+    ) -> impl Future<Output = ()> + Send {
+        serve_stream(stream, header, early, peer, &self.pipeline)
+    }
+
+    fn handshake_refused(&self, transport: &'static str, remote: SocketAddr, why: &str) {
+        handshake_refused(&self.pipeline, transport, remote, why);
+    }
+}
+
+impl Acceptor<H2Stream> for TunnelFront {
+    fn stream(
+        &self,
+        stream: H2Stream,
+        header: Result<StreamHeader, String>,
+        early: Bytes,
+        peer: Arc<PeerConn>,
+    ) -> impl Future<Output = ()> + Send {
+        serve_stream(stream, header, early, peer, &self.pipeline)
+    }
+
+    fn handshake_refused(&self, transport: &'static str, remote: SocketAddr, why: &str) {
+        handshake_refused(&self.pipeline, transport, remote, why);
+    }
+}
+
+/// How a tunnel stream was answered, for its record.
+type Answer = Arc<Mutex<Option<(TunnelStatus, String)>>>;
+
+/// A tunnel stream as the client side of a carried connection; it remembers its answer.
+struct TunnelDownstream<T> {
+    stream: T,
+    answer: Answer,
+}
+
+/// Remembers how a stream was answered.
+fn answered(answer: &Answer, status: TunnelStatus, why: &str) {
+    *answer.lock().unwrap_or_else(|p| p.into_inner()) = Some((status, why.to_owned()));
+}
+
+impl<T: ServerStream> Downstream for TunnelDownstream<T> {
+    type Recv = T::Recv;
+    type Send = T::Send;
+    type Io = T::Io;
+
+    async fn read(&mut self) -> io::Result<Option<Bytes>> {
+        let mut hint = 16 * 1024;
+        self.stream.recv_mut().next(&mut hint).await
+    }
+    async fn refuse(self, status: Status, why: &str) {
+        answered(&self.answer, TunnelStatus::Answered(status), why);
+        self.stream.refuse(status, why).await
+    }
+    async fn accept_raw(self) -> io::Result<(T::Recv, T::Send)> {
+        let r = self.stream.connected().await;
+        match &r {
+            Ok(_) => answered(&self.answer, TunnelStatus::Answered(Status::Connected), ""),
+            Err(e) => answered(&self.answer, TunnelStatus::StreamFailed, &e.to_string()),
+        }
+        r
+    }
+    async fn accept_io(self) -> io::Result<T::Io> {
+        let (recv, send) = self.accept_raw().await?;
+        Ok(T::into_io(recv, send))
+    }
+}
+
+/// Serves one stream whose header has been read (or could not be: `Err(why)`); `early` is
+/// the workload's bytes that arrived behind the header.
+async fn serve_stream<T: ServerStream>(
+    stream: T,
+    header: Result<StreamHeader, String>,
+    early: Bytes,
+    peer: Arc<PeerConn>,
+    pipeline: &Arc<Pipeline>,
+) {
+    let telemetry = &pipeline.telemetry;
+    telemetry
+        .metrics
+        .opened
+        .get_or_create(&DirLabels {
+            direction: Direction::Inbound.as_str(),
+        })
+        .inc();
+    let tunnel = |status: TunnelStatus, reason: String| TunnelInfo {
+        transport: peer.transport,
+        peer: peer.remote.to_string(),
+        peer_identity: Some(peer.id.to_string()),
+        status,
+        reason,
+    };
+    let header = match header {
+        Ok(h) => h,
+        Err(why) => {
+            // Nothing is known of the connection but the peer: record it against the peer.
+            stream.refuse(Status::BadHeader, &why).await;
+            let reason = DenyReason::BadTunnelHeader;
+            let mut guard = FlowGuard::at(
+                telemetry,
+                &pipeline.here.node,
+                Direction::Inbound,
+                (
+                    peer.remote,
+                    eve::Endpoint {
+                        identity: Some(peer.id.to_string()),
+                        ..eve::Endpoint::default()
+                    },
+                ),
+                (
+                    SocketAddr::new(peer.remote.ip(), 0),
+                    eve::Endpoint::default(),
+                ),
+                policy_info(&Plan::refuse(reason.clone(), None)),
+            );
+            guard.tunnel = Some(tunnel(TunnelStatus::Answered(Status::BadHeader), why));
+            guard.finish(Outcome::Refused(reason));
+            return;
+        }
+    };
+    let rules = pipeline.rules();
+    let here = &pipeline.here;
+    let entry = Entry::Tunnel {
+        peer: peer.id.clone(),
+        asked: peer.asked.clone(),
+    };
+    let mut ends = identify(&rules, here, entry, header.src, header.dst, None);
+    pipeline.fill_groups(&mut ends).await;
+    let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
+    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan);
+    drop(rules);
+    let answer = Answer::default();
+    let down = TunnelDownstream {
+        stream,
+        answer: answer.clone(),
+    };
+    let outcome = if let Some(reason) = plan.denial() {
+        down.refuse(reason.tunnel_status(), &plan.refusal_words())
+            .await;
+        Outcome::Refused(reason.clone())
+    } else if plan.inspects_here() {
+        // Rules with L7 conditions apply: decide per request (handshake, stream) here.
+        crate::l7::serve(down, early, &ends, pipeline, &mut guard).await
+    } else {
+        let prelude = Prelude {
+            bytes: early,
+            tls_sni: None,
+        };
+        let profile = plan.ids_profile();
+        pipeline
+            .carrier
+            .direct(down, &ends, profile, prelude, false, &mut guard)
+            .await
+    };
+    let (status, reason) = answer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or((TunnelStatus::StreamFailed, String::new()));
+    guard.tunnel = Some(tunnel(status, reason));
+    guard.finish(outcome);
+}
+
+/// A peer whose handshake failed (foreign CA, expired certificate, ...) leaves a record.
+fn handshake_refused(pipeline: &Pipeline, transport: &'static str, remote: SocketAddr, why: &str) {
+    debug!(%remote, why, transport, "tunnel handshake refused");
+    let telemetry = &pipeline.telemetry;
+    telemetry.metrics.tunnel_handshake_failures.inc();
+    let reason = DenyReason::TunnelHandshakeRefused;
+    let mut guard = FlowGuard::at(
+        telemetry,
+        &pipeline.here.node,
+        Direction::Inbound,
+        (remote, eve::Endpoint::default()),
+        (SocketAddr::new(remote.ip(), 0), eve::Endpoint::default()),
+        policy_info(&Plan::refuse(reason.clone(), None)),
+    );
+    guard.tunnel = Some(TunnelInfo {
+        transport,
+        peer: remote.to_string(),
+        peer_identity: None,
+        status: TunnelStatus::HandshakeFailed,
+        reason: why.to_owned(),
+    });
+    guard.finish(Outcome::Refused(reason));
+}
