@@ -13,20 +13,16 @@
 //!
 //! [`identity`] holds the local workloads' certificates, from files or from the CA service
 //! ([`ca`], which is also `eastwall ca init|issue|serve`).
-//!
-//! [`lab`] builds hosts and workloads as namespaces for `eastwall demo` and the tests.
 
 pub mod admin;
 pub mod ca;
 pub mod capture;
 pub mod config;
-pub mod demo;
 pub mod directory;
 pub mod flow;
 pub mod identity;
 pub mod ids;
 mod l7;
-pub mod lab;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
