@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
-cargo build -q -p eastwall-node --bin eastwall
+# `eastwall demo` execs `eastwall-demo` (crate eastwall-lab) from beside the eastwall binary.
+cargo build -q -p eastwall-node --bin eastwall -p eastwall-lab --bin eastwall-demo
 exec target/debug/eastwall demo "$@"

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use eastwall_identity::{CacheConfig, CachedDirectory, GroupDirectory, LdapConfig, LdapDirectory};
-use eastwall_node::lab::slapd::{ADMIN_DN, BASE, Slapd};
+use eastwall_lab::slapd::{ADMIN_DN, BASE, Slapd};
 
 fn config(s: &Slapd) -> LdapConfig {
     let mut c = LdapConfig::new(s.ldap_url(), format!("ou=people,{BASE}"));
@@ -32,7 +32,7 @@ fn directory(s: &Slapd) -> LdapDirectory {
 }
 
 fn lookups(c: &mut Criterion) {
-    if !eastwall_node::lab::slapd::installed() {
+    if !eastwall_lab::slapd::installed() {
         eprintln!("slapd is not installed (scripts/setup-debian.sh); nothing to measure");
         return;
     }

@@ -1,5 +1,5 @@
 //! Harness for eastwall's end-to-end tests: a [`Cloud`] of hosts and workloads in network
-//! namespaces (built by `eastwall_node::lab`), real `eastwall node` processes on its hosts, and
+//! namespaces (built by `eastwall_lab`), real `eastwall node` processes on its hosts, and
 //! helpers that read like the scenario: "start nodes", "connect from web-dev to db-prod:5432",
 //! "the flow record of that connection".
 //!
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-pub use eastwall_node::lab::{CaHandle, Lab, NodeHandle, Outcome, Probe};
+pub use eastwall_lab::{CaHandle, Lab, NodeHandle, Outcome, Probe};
 use serde_json::Value;
 
 /// The trust domain of every test cloud.
@@ -295,7 +295,7 @@ impl Cloud {
         use std::io::{BufRead, BufReader, Read, Write};
         let dst = self.addr(to, port);
         let netns = self.lab.workload(from).netns.clone();
-        eastwall_node::lab::in_netns(&netns, move || -> anyhow::Result<usize> {
+        eastwall_lab::in_netns(&netns, move || -> anyhow::Result<usize> {
             let s = std::net::TcpStream::connect_timeout(&dst, CONNECT_TIMEOUT)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut r = BufReader::new(s.try_clone()?);
@@ -436,7 +436,7 @@ pub mod http {
             .iter()
             .map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string()))
             .collect();
-        eastwall_node::lab::in_netns(&netns, move || {
+        eastwall_lab::in_netns(&netns, move || {
             runtime().block_on(async move {
                 let tcp = match tokio::time::timeout(
                     Duration::from_secs(3),
@@ -492,7 +492,7 @@ pub mod http {
             .iter()
             .map(|(m, p, b)| (m.to_string(), p.to_string(), b.to_string()))
             .collect();
-        eastwall_node::lab::in_netns(&netns, move || {
+        eastwall_lab::in_netns(&netns, move || {
             runtime().block_on(async move {
                 let tcp = match tokio::net::TcpStream::connect(dst).await {
                     Ok(t) => t,
@@ -566,7 +566,7 @@ pub mod http {
         let netns = c.lab.workload(from).netns.clone();
         let chunks: Vec<(Vec<u8>, Duration)> =
             chunks.iter().map(|(b, d)| (b.to_vec(), *d)).collect();
-        eastwall_node::lab::in_netns(&netns, move || {
+        eastwall_lab::in_netns(&netns, move || {
             let mut s = match std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)) {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => {

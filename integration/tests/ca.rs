@@ -102,7 +102,7 @@ fn ask_ca(c: &Cloud, ca: &CaHandle, host: &str, id: &str) -> (u16, String) {
         TrustBundle::from_pem(&std::fs::read_to_string(ca.dir.join("ca.crt")).unwrap()).unwrap();
     let (csr, _) = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
     let url = ca.url.clone();
-    eastwall_node::lab::in_netns(&c.lab.host(host).netns, move || {
+    eastwall_lab::in_netns(&c.lab.host(host).netns, move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

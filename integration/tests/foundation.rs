@@ -273,7 +273,7 @@ fn a_client_reusing_its_port_after_the_server_closed_first_connects_at_once() {
     // A server on prod-db:5433 that says goodbye and closes.
     let db = c.lab.workload("prod-db").clone();
     let dst = SocketAddr::new(db.addr.into(), 5433);
-    let listener = eastwall_node::lab::in_netns(&db.netns, move || TcpListener::bind(dst))
+    let listener = eastwall_lab::in_netns(&db.netns, move || TcpListener::bind(dst))
         .unwrap()
         .unwrap();
     std::thread::spawn(move || {
@@ -295,7 +295,7 @@ fn a_client_reusing_its_port_after_the_server_closed_first_connects_at_once() {
         Ok(got)
     };
     let before = syn_retransmits(&c, &app.netns);
-    let first = eastwall_node::lab::in_netns(&app.netns, once).unwrap();
+    let first = eastwall_lab::in_netns(&app.netns, once).unwrap();
     assert_eq!(first.unwrap(), "bye\n");
     // The source node closed its side first: its socket holds the 4-tuple in TIME_WAIT.
     let host_a = c.lab.host("hostA").netns.clone();
@@ -315,7 +315,7 @@ fn a_client_reusing_its_port_after_the_server_closed_first_connects_at_once() {
         tw.contains(&local.to_string()),
         "no TIME_WAIT on hostA: {tw}"
     );
-    let second = eastwall_node::lab::in_netns(&app.netns, once).unwrap();
+    let second = eastwall_lab::in_netns(&app.netns, once).unwrap();
     assert_eq!(second.unwrap(), "bye\n");
     assert_eq!(
         syn_retransmits(&c, &app.netns) - before,
@@ -335,9 +335,9 @@ fn spoofed_upstream_connections_share_source_ports_across_destinations() {
     use tokio::io::AsyncWriteExt;
 
     require_root();
-    let mut lab = eastwall_node::lab::Lab::new().unwrap();
+    let mut lab = eastwall_lab::Lab::new().unwrap();
     let h = lab.add_host("h").unwrap();
-    let r = eastwall_node::lab::in_netns(&h.netns, || -> anyhow::Result<()> {
+    let r = eastwall_lab::in_netns(&h.netns, || -> anyhow::Result<()> {
         // One ephemeral port in this namespace.
         std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40000")?;
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use eastwall_integration::http::{http1_session, http2_concurrent, raw_exchange};
 use eastwall_integration::{Cloud, require_root, spiffe};
-use eastwall_node::lab::http_server::Received;
+use eastwall_lab::http_server::Received;
 use serde_json::Value;
 
 const RULES: &str = r#"# eastwall IDS end-to-end rules

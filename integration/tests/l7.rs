@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use eastwall_integration::http::{Answer, http1_session, http2_concurrent, raw_exchange};
 use eastwall_integration::{Cloud, Outcome, require_root};
-use eastwall_node::lab::http_server::Received;
+use eastwall_lab::http_server::Received;
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -372,7 +372,7 @@ fn a_reload_takes_effect_at_the_next_request_of_a_keep_alive_connection() {
         .map(|h| s.c.lab.dir().join(h).join("policy.yaml"))
         .collect();
     // One keep-alive connection: GET, then the policy drops GET, then GET again.
-    let answers = eastwall_node::lab::in_netns(&netns, move || {
+    let answers = eastwall_lab::in_netns(&netns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

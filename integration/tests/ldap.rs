@@ -1,5 +1,5 @@
 //! The LDAP directory and its cache (`eastwall_identity`) against a real OpenLDAP (slapd)
-//! started by each test on loopback (`eastwall_node::lab::slapd`).
+//! started by each test on loopback (`eastwall_lab::slapd`).
 //!
 //! Skipped, with a message, only when slapd is not installed and CI is not set.
 #![allow(clippy::unwrap_used)]
@@ -11,12 +11,12 @@ use eastwall_identity::directory::{GroupMembership, Nesting};
 use eastwall_identity::{
     CacheConfig, CachedDirectory, DirectoryError, GroupDirectory, Groups, LdapConfig, LdapDirectory,
 };
-use eastwall_node::lab::slapd::{ADMIN_DN, BASE, Slapd};
+use eastwall_lab::slapd::{ADMIN_DN, BASE, Slapd};
 
 /// A slapd on loopback, or `None` (after saying why) if slapd is not installed and CI is not
 /// set. In CI a missing slapd fails the test.
 fn slapd() -> Option<Slapd> {
-    if !eastwall_node::lab::slapd::installed() {
+    if !eastwall_lab::slapd::installed() {
         let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
         assert!(
             !ci,

@@ -48,7 +48,7 @@ fn cloud() -> Cloud {
 fn open(c: &Cloud, from: &str, to: &str, port: u16) -> BufReader<TcpStream> {
     let dst = c.addr(to, port);
     let netns = c.lab.workload(from).netns.clone();
-    let s = eastwall_node::lab::in_netns(&netns, move || {
+    let s = eastwall_lab::in_netns(&netns, move || {
         TcpStream::connect_timeout(&dst, Duration::from_secs(2))
     })
     .unwrap()

@@ -342,7 +342,7 @@ fn a_workload_sending_with_another_workloads_address_gets_nothing_through() {
         .unwrap();
     assert!(out.status.success());
     let dst = c.addr("prod-db", 5432);
-    let outcome = eastwall_node::lab::in_netns(&dev, move || {
+    let outcome = eastwall_lab::in_netns(&dev, move || {
         bound_connect(
             SocketAddr::new(stolen.into(), 0),
             dst,
@@ -419,7 +419,7 @@ fn bad_streams_are_refused_without_harming_the_others() {
         SocketAddr::new("10.77.2.99".parse().unwrap(), 5432),
     );
     let netns = c.lab.host("hostA").netns.clone();
-    let results = eastwall_node::lab::in_netns(&netns, move || {
+    let results = eastwall_lab::in_netns(&netns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -594,7 +594,7 @@ fn bad_http2_streams_are_refused_without_harming_the_others() {
     let db = c.addr("prod-db", 5432);
     let netns = c.lab.host("hostA").netns.clone();
     type Answer = (String, Result<(u16, String, String), String>);
-    let (good, answers): (String, Vec<Answer>) = eastwall_node::lab::in_netns(&netns, move || {
+    let (good, answers): (String, Vec<Answer>) = eastwall_lab::in_netns(&netns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -144,7 +144,7 @@ mod ldap {
     use std::time::{Duration, Instant};
 
     use eastwall_integration::{Cloud, Outcome, require_root};
-    use eastwall_node::lab::slapd::{ADMIN_DN, BASE, Slapd};
+    use eastwall_lab::slapd::{ADMIN_DN, BASE, Slapd};
 
     const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -180,7 +180,7 @@ spec:
     /// slapd on dirhost. `None` when slapd is not installed outside CI.
     fn cloud(mode: Ldap) -> Option<(Cloud, Slapd)> {
         require_root();
-        if !eastwall_node::lab::slapd::installed() {
+        if !eastwall_lab::slapd::installed() {
             let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
             assert!(
                 !ci,
@@ -502,7 +502,7 @@ spec:
     // A process of `uid` on hostA connects and reads the greeting.
     let as_user = |uid: u32| {
         let netns = netns.clone();
-        eastwall_node::lab::in_netns(&netns, move || {
+        eastwall_lab::in_netns(&netns, move || {
             std::process::Command::new("bash")
                 .arg("-c")
                 .arg(format!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use eastwall_node::config::NodeConfig;
-use eastwall_node::{app, ca, capture, demo};
+use eastwall_node::{app, ca, capture};
 use eastwall_policy::{
     Diagnostic, DocumentKind, Endpoint, Flow, HttpRequestFacts, L7, Policy, Registry, SpiffeId,
     Workload,
@@ -290,12 +290,7 @@ fn main() -> ExitCode {
                     vars,
                 },
         } => return ids_check(&files, classification.as_deref(), &vars),
-        Cmd::Demo { keep } => demo::run(keep).map(|ok| {
-            if !ok {
-                eprintln!("demo: some verdicts did not match the policy");
-                std::process::exit(1);
-            }
-        }),
+        Cmd::Demo { keep } => exec_demo(keep),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -304,6 +299,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `eastwall demo`: replaces this process with `eastwall-demo` (crate `eastwall-lab`) from
+/// beside this binary, which starts its nodes with this binary (`EASTWALL_BIN`). The daemon
+/// holds no test tooling. Returns only if that binary cannot be run.
+fn exec_demo(keep: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let demo = exe.with_file_name("eastwall-demo");
+    if !demo.is_file() {
+        anyhow::bail!(
+            "the demo is not installed beside this binary ({} is missing): build it with `cargo build -p eastwall-lab --bin eastwall-demo`",
+            demo.display()
+        );
+    }
+    let mut cmd = std::process::Command::new(&demo);
+    if keep {
+        cmd.arg("--keep");
+    }
+    let err = cmd.env("EASTWALL_BIN", &exe).exec();
+    Err(anyhow::Error::new(err).context(format!("running {}", demo.display())))
 }
 
 fn ca_command(action: CaAction) -> anyhow::Result<()> {

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eastwall_identity::SpiffeId;
 use eastwall_integration::Cloud;
-use eastwall_node::lab::in_netns;
+use eastwall_lab::in_netns;
 
 const IPERF_PORT: u16 = 5201;
 const HTTP_PORT: u16 = 8080;
@@ -349,7 +349,7 @@ fn in_workload(pid: u32, args: &[&str]) -> Command {
 fn start_servers(
     cloud: &mut Cloud,
     procs: &mut Procs,
-    server: &eastwall_node::lab::Workload,
+    server: &eastwall_lab::Workload,
 ) -> anyhow::Result<()> {
     let dir = cloud.lab.dir().join("server");
     std::fs::create_dir_all(dir.join("tmp"))?;

@@ -1,13 +1,49 @@
 //! `eastwall demo`: a small private cloud in namespaces, two eastwall nodes, traffic, and a
 //! table of what was allowed and denied and why.
+//!
+//! The `eastwall-demo` binary runs it; `eastwall demo` execs that binary from beside itself
+//! with [`EASTWALL_BIN_ENV`] set to its own path, and the demo starts its nodes with it.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::lab::{Lab, NodeHandle, Outcome};
+use crate::{Lab, NodeHandle, Outcome, in_netns};
+
+/// The environment variable naming the `eastwall` binary the demo runs its nodes with.
+pub const EASTWALL_BIN_ENV: &str = "EASTWALL_BIN";
+
+/// The `eastwall` binary to run: `env` (the value of [`EASTWALL_BIN_ENV`]) if set and not
+/// empty, else the `eastwall` file beside `own_exe` (the demo's own executable); `is_file`
+/// tells whether a path is there. An error says which was looked for and how to fix it.
+pub fn find_eastwall(
+    env: Option<&OsStr>,
+    own_exe: &Path,
+    is_file: impl Fn(&Path) -> bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = env.filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        if !is_file(&bin) {
+            bail!(
+                "{EASTWALL_BIN_ENV} is {}, which is not a file: point it to the eastwall binary",
+                bin.display()
+            );
+        }
+        return Ok(bin);
+    }
+    let bin = own_exe.with_file_name("eastwall");
+    if !is_file(&bin) {
+        bail!(
+            "no eastwall binary: {EASTWALL_BIN_ENV} is not set and {} does not exist (run `eastwall demo`, or build it with `cargo build -p eastwall-node --bin eastwall`)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
 
 /// The demo's registry: two hosts, web and db apps in dev and prod.
 pub const REGISTRY: &str = r#"apiVersion: eastwall.dev/v1
@@ -173,9 +209,9 @@ const SCENES: &[Scene] = &[
     },
 ];
 
-/// Runs the demo; returns whether every verdict matched the policy.
-pub fn run(keep: bool) -> anyhow::Result<bool> {
-    let exe = std::env::current_exe()?;
+/// Runs the demo, starting nodes with the `eastwall` binary at `exe`; returns whether every
+/// verdict matched the policy.
+pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
     // With --keep the demo waits for Ctrl-C and still tears down. Block the signals before
     // any thread starts so that every thread inherits the mask and `wait` receives them;
     // child processes start with an empty mask.
@@ -219,9 +255,9 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     lab.serve("hr-app", &[443])?;
     // Users' groups: from a real OpenLDAP on a third host when slapd is installed, else from
     // a static directory file on each host.
-    let slapd = if crate::lab::slapd::installed() {
+    let slapd = if crate::slapd::installed() {
         let host = lab.add_host("dirhost")?;
-        let slapd = crate::lab::slapd::Slapd::start(Some(&host.netns), host.addr.into())?;
+        let slapd = crate::slapd::Slapd::start(Some(&host.netns), host.addr.into())?;
         println!(
             "  directory   on dirhost {}  OpenLDAP (slapd), StartTLS: alice in finance, bob in hr",
             host.addr
@@ -230,9 +266,9 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
             "  directory:\n    refreshSecs: 2\n    ldap:\n      url: \"{}\"\n      starttls: true\n      caFile: {}\n      bindDn: \"{}\"\n      bindPasswordFile: {}\n      userBase: \"ou=people,{}\"\n",
             slapd.ldap_url(),
             slapd.ca_file().display(),
-            crate::lab::slapd::ADMIN_DN,
+            crate::slapd::ADMIN_DN,
             slapd.admin_password_file()?.display(),
-            crate::lab::slapd::BASE,
+            crate::slapd::BASE,
         ));
         Some(slapd)
     } else {
@@ -256,7 +292,7 @@ pub fn run(keep: bool) -> anyhow::Result<bool> {
     lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
     let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
         .iter()
-        .map(|h| lab.start_node(&exe, h, REGISTRY, POLICY, ""))
+        .map(|h| lab.start_node(exe, h, REGISTRY, POLICY, ""))
         .collect::<anyhow::Result<_>>()?;
     println!(
         "  eastwall nodes running on hostA and hostB (default deny; mTLS tunnel on port 15008: HTTP/2 over TCP, QUIC over UDP where TCP is blocked)\n"
@@ -459,7 +495,7 @@ fn http_session(
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     let netns = lab.workload(from).netns.clone();
-    crate::lab::in_netns(&netns, move || -> anyhow::Result<Vec<(u16, String)>> {
+    in_netns(&netns, move || -> anyhow::Result<Vec<(u16, String)>> {
         use std::io::{BufRead, BufReader, Read, Write};
         let s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -527,5 +563,58 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
     line(head.to_vec());
     for r in rows {
         line(r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: &str = "/opt/ew/target/debug/eastwall-demo";
+
+    #[test]
+    fn eastwall_bin_comes_from_the_environment_when_set() {
+        let bin = find_eastwall(Some(OsStr::new("/usr/bin/eastwall")), Path::new(OWN), |p| {
+            p == Path::new("/usr/bin/eastwall")
+        })
+        .unwrap();
+        assert_eq!(bin, Path::new("/usr/bin/eastwall"));
+    }
+
+    #[test]
+    fn eastwall_bin_is_beside_the_demo_otherwise() {
+        for env in [None, Some(OsStr::new(""))] {
+            let bin = find_eastwall(env, Path::new(OWN), |p| {
+                p == Path::new("/opt/ew/target/debug/eastwall")
+            })
+            .unwrap();
+            assert_eq!(bin, Path::new("/opt/ew/target/debug/eastwall"));
+        }
+    }
+
+    #[test]
+    fn a_missing_eastwall_bin_is_a_clear_error() {
+        let e = find_eastwall(
+            Some(OsStr::new("/nowhere/eastwall")),
+            Path::new(OWN),
+            |_| false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EASTWALL_BIN is /nowhere/eastwall"), "{e}");
+        // A set but wrong variable is not silently replaced by the binary beside the demo.
+        let e = find_eastwall(Some(OsStr::new("/nowhere/eastwall")), Path::new(OWN), |p| {
+            p == Path::new("/opt/ew/target/debug/eastwall")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a file"), "{e}");
+        let e = find_eastwall(None, Path::new(OWN), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("EASTWALL_BIN is not set and /opt/ew/target/debug/eastwall does not exist"),
+            "{e}"
+        );
     }
 }

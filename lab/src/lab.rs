@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-pub mod http_server;
-pub mod slapd;
+use crate::http_server;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 const NETNS_DIR: &str = "/var/run/netns";
@@ -523,9 +522,15 @@ impl Lab {
         let identity = match (&self.ca, &self.ca_service) {
             (None, _) => String::new(),
             (Some(ca), Some((url, cert_secs))) => {
-                let id = crate::ca::node_id(ca.trust_domain(), host)?;
+                // The node identity the CA service authorizes: the registry's for `host`.
+                let reg = eastwall_policy::Registry::parse("registry.yaml", registry)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?;
+                let id = &reg
+                    .node(host)
+                    .with_context(|| format!("host {host} is not a node of the registry"))?
+                    .identity;
                 let issued = ca
-                    .issue(&id, LAB_CERT_TTL)
+                    .issue(id, LAB_CERT_TTL)
                     .map_err(|e| anyhow::anyhow!("issuing for node {host}: {e}"))?;
                 let (crt, key) = self.node_cert_files(host);
                 fs::write(crt, issued.cert_pem)?;
