@@ -31,9 +31,12 @@ impl Directory {
         match (&spec.file, &spec.ldap) {
             (Some(f), None) => {
                 let path = base.join(f);
-                Ok(Directory::Static(
-                    StaticDirectory::from_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?,
-                ))
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{file}: cannot read: {e}"))?;
+                let users = eastwall_policy::parse_directory(&file, &text)
+                    .map_err(|d| anyhow::anyhow!("{d}"))?;
+                Ok(Directory::Static(StaticDirectory::from_users(users)))
             }
             (None, Some(l)) => {
                 let mut c = LdapConfig::new(l.url.clone(), l.user_base.clone());
@@ -109,5 +112,50 @@ impl Directory {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_directory_file_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("directory.yaml"),
+            "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  users:\n    alice: [finance-admins]\n    bob: [hr]\n    carol: []\n    dave: [hr]\n  groups:\n    finance-admins: {memberOf: [finance]}\n",
+        )
+        .unwrap();
+        let spec = |file: &str| DirectorySpec {
+            file: Some(file.into()),
+            ldap: None,
+            refresh_secs: default_refresh(),
+            grace_secs: default_grace(),
+            lookup_timeout_ms: default_lookup_ms(),
+        };
+        let Directory::Static(d) =
+            Directory::build(&spec("directory.yaml"), dir.path(), 0).unwrap()
+        else {
+            panic!("a file gives a static directory");
+        };
+        assert_eq!(d.users().count(), 4);
+        let missing = Directory::build(&spec("missing.yaml"), dir.path(), 0);
+        let e = missing.err().expect("missing file").to_string();
+        assert!(
+            e.contains("missing.yaml") && e.contains("cannot read"),
+            "{e}"
+        );
+        // The policy crate's located diagnostics come through as they are.
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  gropus: {}\n",
+        )
+        .unwrap();
+        let e = Directory::build(&spec("bad.yaml"), dir.path(), 0)
+            .err()
+            .expect("bad file")
+            .to_string();
+        assert!(e.contains("bad.yaml:4:3:") && e.contains("gropus"), "{e}");
     }
 }

@@ -406,6 +406,11 @@ fn policy_check(files: &[PathBuf]) -> ExitCode {
                     diags.extend(d.into_vec());
                 }
             }
+            Some(DocumentKind::Directory) => {
+                if let Err(d) = eastwall_policy::parse_directory(name, text) {
+                    diags.extend(d.into_vec());
+                }
+            }
             _ => {}
         }
     }

@@ -806,3 +806,29 @@ fn docs_explain_example_is_current() {
         assert_eq!(ok(&out), want, "{cmd}");
     }
 }
+
+#[test]
+fn check_validates_a_directory_file() {
+    let d = tempfile::tempdir().unwrap();
+    let good = write(
+        d.path(),
+        "directory.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  users:\n    alice: [finance-admins]\n  groups:\n    finance-admins: {memberOf: [finance]}\n",
+    );
+    assert_eq!(
+        ok(&eastwall(&["policy", "check", &good])),
+        "ok: 1 file(s), 0 rule(s)\n"
+    );
+    let cycle = write(
+        d.path(),
+        "cycle.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  groups:\n    a: {memberOf: [b]}\n    b: {memberOf: [a]}\n",
+    );
+    let out = eastwall(&["policy", "check", &cycle]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{cycle}:6:20: groups form a cycle: a -> b -> a")),
+        "{err}"
+    );
+}

@@ -1,5 +1,5 @@
-//! eastwall's policy core: the registry and policy file formats, their validation, the
-//! compiled policy, and `decide`.
+//! eastwall's policy core: the registry, policy and directory file formats, their validation,
+//! the compiled policy, and `decide`.
 //!
 //! Data flows one way. The node reads files and hands their text here:
 //! [`document_kind`] says what a file is; [`Registry::parse`] validates a registry into
@@ -10,6 +10,8 @@
 //! patterns become matchers, and rules are indexed by destination port; rules that can
 //! never match (conflicting criteria, shadowed by an earlier rule) are warned about. Every
 //! problem in a file is reported at once as [`Diagnostics`], each `file:line:col: message`.
+//! [`parse_directory`] validates a directory file (users and nested groups, for sites
+//! without LDAP) into each user's full set of groups.
 //! For each connection the node builds a [`Flow`] from two [`Endpoint`]s (address,
 //! registry workload if any, the endpoint's [`SpiffeId`] when the node has proven it from a
 //! certificate, its user and groups) and calls [`Policy::decide`], which returns a
@@ -27,12 +29,14 @@
 #![warn(missing_docs)]
 
 mod diag;
+mod directory;
 mod path;
 mod policy;
 mod registry;
 mod yaml;
 
 pub use crate::diag::{Diagnostic, Diagnostics, Severity};
+pub use crate::directory::parse_directory;
 pub use crate::path::{PathError, normalize_path};
 pub use crate::policy::{
     Action, Decision, Endpoint, Explanation, Flow, HttpRequestFacts, IdsMode, IdsProfile, L7, Mode,

@@ -118,6 +118,8 @@ pub enum DocumentKind {
     Policy,
     /// `kind: NodeConfig`, owned by the node crate.
     NodeConfig,
+    /// `kind: Directory`, parsed by [`crate::parse_directory`].
+    Directory,
 }
 
 impl DocumentKind {
@@ -127,6 +129,7 @@ impl DocumentKind {
             DocumentKind::Registry => "Registry",
             DocumentKind::Policy => "Policy",
             DocumentKind::NodeConfig => "NodeConfig",
+            DocumentKind::Directory => "Directory",
         }
     }
 
@@ -135,6 +138,7 @@ impl DocumentKind {
             "Registry" => Some(DocumentKind::Registry),
             "Policy" => Some(DocumentKind::Policy),
             "NodeConfig" => Some(DocumentKind::NodeConfig),
+            "Directory" => Some(DocumentKind::Directory),
             _ => None,
         }
     }
@@ -145,6 +149,9 @@ impl fmt::Display for DocumentKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The kinds [`DocumentKind::from_name`] knows, for messages.
+const KINDS: &str = "Registry, Policy, NodeConfig or Directory";
 
 /// Only the header of any document; everything else is ignored.
 #[derive(Deserialize)]
@@ -175,10 +182,7 @@ fn peek_kind(file: &str, text: &str) -> Result<(DocumentKind, Pos), Diagnostics>
     }
     let kind = match &h.kind {
         None => {
-            sink.error(
-                Pos::new(1, 1),
-                "missing `kind` (expected Registry, Policy or NodeConfig)",
-            );
+            sink.error(Pos::new(1, 1), format!("missing `kind` (expected {KINDS})"));
             None
         }
         Some(k) => {
@@ -186,10 +190,7 @@ fn peek_kind(file: &str, text: &str) -> Result<(DocumentKind, Pos), Diagnostics>
             if found.is_none() {
                 sink.error(
                     k.referenced,
-                    format!(
-                        "unknown kind `{}` (expected Registry, Policy or NodeConfig)",
-                        k.value
-                    ),
+                    format!("unknown kind `{}` (expected {KINDS})", k.value),
                 );
             }
             found.map(|f| (f, Pos::from(k.referenced)))
@@ -377,10 +378,14 @@ mod tests {
             DocumentKind::NodeConfig
         );
         assert_eq!(
+            k("apiVersion: eastwall.dev/v1\nkind: Directory\nspec: {}\n").unwrap(),
+            DocumentKind::Directory
+        );
+        assert_eq!(
             k("apiVersion: eastwall.dev/v1\nkind: Polcy\n")
                 .unwrap_err()
                 .to_string(),
-            "f.yaml:2:7: unknown kind `Polcy` (expected Registry, Policy or NodeConfig)"
+            "f.yaml:2:7: unknown kind `Polcy` (expected Registry, Policy, NodeConfig or Directory)"
         );
         assert_eq!(
             k("apiVersion: v2\nkind: Policy\n").unwrap_err().to_string(),

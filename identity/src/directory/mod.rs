@@ -6,7 +6,7 @@
 //! ```text
 //! user name -> CachedDirectory (moka: refresh, one query in flight per user, stale grace)
 //!                 -> LdapDirectory  (ldap3: bind, user search, group search, nesting)
-//!                 or StaticDirectory (a YAML file: users -> groups, nested groups)
+//!                 or StaticDirectory (users -> all their groups, from a directory file)
 //!           <- Groups (sorted names + the user's DN) or DirectoryError
 //! ```
 //!
@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use cache::{CacheConfig, CachedDirectory, DirectoryMetrics, MetricsSnapshot};
 pub use filter::{FilterTemplate, FilterTemplateError, escape_filter_value};
 pub use ldap::{GroupMembership, LdapConfig, LdapConfigError, LdapDirectory, Nesting, Security};
-pub use static_file::{StaticDirectory, StaticDirectoryError};
+pub use static_file::StaticDirectory;
 
 /// A source of group memberships for user names (LDAP, Active Directory, a static file).
 pub trait GroupDirectory: Send + Sync {

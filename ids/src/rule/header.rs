@@ -1,8 +1,10 @@
 //! Address and port expressions of rule headers and variables: `any`, `!x`, `[a, b]`,
 //! `$VAR`, CIDR blocks, address ranges `a-b`, port ranges `a:b`.
 //!
-//! They are parsed here into trees; [`crate::vars`] resolves variables and turns the trees
-//! into sets.
+//! They are parsed here into trees with `$VAR` left as a name. Resolving variables and
+//! turning a tree into a set needs the variables, which the engine holds when it is built;
+//! this module knows none of that, so that the dependency goes one way (variables use the
+//! expressions, not the reverse).
 
 use std::fmt;
 use std::net::IpAddr;
