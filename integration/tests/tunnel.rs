@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eastwall_integration::{Cloud, Outcome, TRUST_DOMAIN, bound_connect, require_root, spiffe};
-use eastwall_node::tunnel::header::{Decoded, Response, Status, StreamHeader};
+use eastwall_wire::header::{Decoded, Response, Status, StreamHeader};
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -412,7 +412,7 @@ fn rotation_during_a_long_transfer_loses_no_bytes(transport: &str) {
 fn bad_streams_are_refused_without_harming_the_others() {
     let mut c = cloud();
     c.start_nodes("");
-    let (tls, dst_id, node_b) = tunnel_client(&c, eastwall_node::tunnel::ALPN);
+    let (tls, dst_id, node_b) = tunnel_client(&c, eastwall_wire::header::ALPN);
     let (src, dev) = (c.addr("prod-app", 40000), c.addr("dev-app", 40001));
     let (db, nowhere) = (
         c.addr("prod-db", 5432),

@@ -14,12 +14,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::admin::AdminView;
+use crate::ca::client::CaClient;
 use crate::config::{CaClientSpec, CertSource, NodeConfig};
 use crate::conn::carry::UpstreamSpec;
 use crate::conn::{Carrier, Entry, Here, Pipeline};
 use crate::directory::Directory;
 use crate::front::tunnel::TunnelFront;
-use crate::ca::client::CaClient;
 use crate::identity::{LocalIdentities, UserCertSource, UserCertificates, renew};
 use crate::ids::IdsEngines;
 use crate::reload::IdentityUpkeep;
@@ -133,7 +133,9 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     };
     let ids = IdsEngines::for_policy(cfg.ids.as_ref(), &cfg.base_dir, &rules.policy).await?;
     let directory = match &cfg.directory {
-        Some(d) => Some(Directory::build(d, &cfg.base_dir, cfg.capture.own_mark).context("directory")?),
+        Some(d) => {
+            Some(Directory::build(d, &cfg.base_dir, cfg.capture.own_mark).context("directory")?)
+        }
         None => None,
     };
     let user_certs = match (&cfg.identity, &identities) {
@@ -199,7 +201,11 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(tunnel::quic::serve(ep, front.clone())));
     }
     if let (Some(l), Some((ids, _))) = (tunnel_listener, &identities) {
-        tasks.push(tokio::spawn(tunnel::h2::serve(l, ids.clone(), front.clone())));
+        tasks.push(tokio::spawn(tunnel::h2::serve(
+            l,
+            ids.clone(),
+            front.clone(),
+        )));
     }
     let mut upkeep = IdentityUpkeep::None;
     if let (Some(id), Some((ids, _))) = (&cfg.identity, &identities)

@@ -581,4 +581,3 @@ pub struct IdsSpec {
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
 }
-

@@ -27,7 +27,11 @@ impl Directory {
     /// Builds the directory `spec` describes; relative paths are resolved against `base`; the
     /// connections to an LDAP server carry `own_mark` (never captured by the node itself).
     /// Must run inside the tokio runtime (the LDAP client starts a task).
-    pub(crate) fn build(spec: &DirectorySpec, base: &Path, own_mark: u32) -> anyhow::Result<Directory> {
+    pub(crate) fn build(
+        spec: &DirectorySpec,
+        base: &Path,
+        own_mark: u32,
+    ) -> anyhow::Result<Directory> {
         match (&spec.file, &spec.ldap) {
             (Some(f), None) => {
                 let path = base.join(f);
@@ -130,9 +134,9 @@ mod tests {
         let spec = |file: &str| DirectorySpec {
             file: Some(file.into()),
             ldap: None,
-            refresh_secs: default_refresh(),
-            grace_secs: default_grace(),
-            lookup_timeout_ms: default_lookup_ms(),
+            refresh_secs: 60,
+            grace_secs: 600,
+            lookup_timeout_ms: 2000,
         };
         let Directory::Static(d) =
             Directory::build(&spec("directory.yaml"), dir.path(), 0).unwrap()

@@ -1,6 +1,6 @@
 //! Copying bytes between the two sides of a relayed connection, whatever they are: a TCP
 //! socket here, a QUIC stream or an HTTP/2 CONNECT stream (their [`Source`] and [`Sink`]
-//! are in `crate::tunnel`). A relay reads a burst into a buffer
+//! are with the tunnel transports). A relay reads a burst into a buffer
 //! sized to it and hands the buffer over without copying it again; it holds no buffer while a
 //! connection is idle.
 
@@ -111,7 +111,9 @@ impl Sink for tokio::net::tcp::WriteHalf<'_> {
 }
 
 /// Polls `f` once, with the current task's waker (`Pending`: nothing there now).
-pub(crate) async fn poll_once<T>(mut f: impl FnMut(&mut std::task::Context<'_>) -> Poll<T>) -> Poll<T> {
+pub(crate) async fn poll_once<T>(
+    mut f: impl FnMut(&mut std::task::Context<'_>) -> Poll<T>,
+) -> Poll<T> {
     std::future::poll_fn(|cx| Poll::Ready(f(cx))).await
 }
 

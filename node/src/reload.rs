@@ -19,10 +19,10 @@ use eastwall_identity::SpiffeId;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use crate::ca::client::CaClient;
 use crate::capture;
 use crate::config::NodeConfig;
 use crate::conn::Pipeline;
-use crate::ca::client::CaClient;
 use crate::identity::{LocalIdentities, renew};
 use crate::ids::{IdsEngines, rule_files};
 use crate::rules::Rules;
@@ -197,12 +197,7 @@ async fn reload(
 
 /// Certificates for local workloads the new registry adds. A failure is logged: the rules
 /// still apply, and the workload's tunnel connections fail closed until it has one.
-async fn add_identities(
-    upkeep: &IdentityUpkeep,
-    rules: &Rules,
-    node: &str,
-    pipeline: &Pipeline,
-) {
+async fn add_identities(upkeep: &IdentityUpkeep, rules: &Rules, node: &str, pipeline: &Pipeline) {
     match upkeep {
         IdentityUpkeep::None => {}
         IdentityUpkeep::Files { ids, cert_dir } => {

@@ -17,7 +17,10 @@ pub(crate) struct Rules {
 
 impl Rules {
     /// Loads and validates the registry and policy files; warnings are returned beside them.
-    pub(crate) fn load(registry_path: &Path, policy_path: &Path) -> anyhow::Result<(Rules, Diagnostics)> {
+    pub(crate) fn load(
+        registry_path: &Path,
+        policy_path: &Path,
+    ) -> anyhow::Result<(Rules, Diagnostics)> {
         let rtext = std::fs::read_to_string(registry_path)
             .with_context(|| format!("reading {}", registry_path.display()))?;
         let registry = Registry::parse(&registry_path.display().to_string(), &rtext)

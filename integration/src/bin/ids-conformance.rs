@@ -74,20 +74,8 @@ fn main() -> Result<()> {
 }
 
 fn load_rules(paths: &[String]) -> Result<Vec<Rule>> {
-    let mut files = Vec::new();
-    for p in paths {
-        let p = Path::new(p);
-        if p.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "rules"))
-                .collect();
-            entries.sort();
-            files.extend(entries);
-        } else {
-            files.push(p.to_path_buf());
-        }
-    }
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let files = eastwall_node::ids::rule_files(&paths, Path::new(""))?;
     let mut rules = Vec::new();
     let (mut skipped, mut errors) = (0, 0);
     for f in &files {

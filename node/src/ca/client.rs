@@ -1,7 +1,7 @@
 //! The client side of `eastwall ca serve`'s protocol: for an identity, a new P-256 key and a
 //! signing request (the key never leaves the node), POSTed over mutual TLS with the node's
 //! certificate to a server that must prove `spiffe://<td>/ca` with a chain to the trust
-//! bundle. The node's renewals are built on it (`crate::identity::renew`).
+//! bundle. The node's renewals of its workloads' certificates are built on it.
 
 use std::path::PathBuf;
 use std::sync::Arc;

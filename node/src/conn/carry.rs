@@ -370,13 +370,10 @@ impl Carrier {
         let (Some(certs), Some((workload, user))) = (&self.user_certs, local_user_of(id)) else {
             return Ok(());
         };
-        certs
-            .ensure(id, workload, user)
-            .await
-            .map_err(|e| {
-                debug!(%id, "no certificate for a local user: {e:#}");
-                OpenError::NoIdentity(id.clone())
-            })
+        certs.ensure(id, workload, user).await.map_err(|e| {
+            debug!(%id, "no certificate for a local user: {e:#}");
+            OpenError::NoIdentity(id.clone())
+        })
     }
 
     /// The gauge of connections being relayed in `direction`.

@@ -86,7 +86,6 @@ impl LiveConnections {
     pub(crate) fn len(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-
 }
 
 /// Plans every live connection again with the rules now in force and revokes the ones they

@@ -448,3 +448,98 @@ impl Pipeline {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_its_eve_state_and_reason() {
+        let server = |hop| Outcome::Unreachable {
+            hop,
+            error: "refused".into(),
+        };
+        let blocked = Outcome::Ended(Ending::Blocked {
+            sid: 7,
+            msg: "x".into(),
+        });
+        let table = [
+            (
+                Outcome::Refused(DenyReason::DefaultDeny),
+                FlowState::Rejected,
+                FlowReason::Denied,
+                true,
+            ),
+            (
+                Outcome::Refused(DenyReason::BadTunnelHeader),
+                FlowState::Rejected,
+                FlowReason::BadTunnelHeader,
+                true,
+            ),
+            (
+                Outcome::Refused(DenyReason::TunnelHandshakeRefused),
+                FlowState::Rejected,
+                FlowReason::TunnelHandshakeRefused,
+                true,
+            ),
+            (
+                Outcome::RefusedByDestination,
+                FlowState::Rejected,
+                FlowReason::DeniedByDestination,
+                false,
+            ),
+            (
+                server(Hop::Server),
+                FlowState::Failed,
+                FlowReason::UpstreamError,
+                false,
+            ),
+            (
+                server(Hop::Tunnel),
+                FlowState::Failed,
+                FlowReason::TunnelError,
+                false,
+            ),
+            (
+                Outcome::Ended(Ending::Closed),
+                FlowState::Closed,
+                FlowReason::Shutdown,
+                false,
+            ),
+            (
+                Outcome::Ended(Ending::Failed("reset".into())),
+                FlowState::Closed,
+                FlowReason::Error,
+                false,
+            ),
+            (
+                Outcome::Ended(Ending::Revoked("r".into())),
+                FlowState::Closed,
+                FlowReason::Revoked,
+                false,
+            ),
+            (
+                blocked.clone(),
+                FlowState::Closed,
+                FlowReason::IdsBlocked,
+                false,
+            ),
+            (
+                Outcome::Dropped(DenyReason::SpoofedSource),
+                FlowState::Dropped,
+                FlowReason::SpoofedSource,
+                true,
+            ),
+        ];
+        for (outcome, state, reason, here) in table {
+            assert_eq!(outcome.eve(), (state, reason), "{outcome:?}");
+            assert_eq!(outcome.refused_here(), here, "{outcome:?}");
+        }
+        assert_eq!(
+            blocked.error().as_deref(),
+            Some("blocked by IDS signature 7: x")
+        );
+        assert_eq!(server(Hop::Server).error().as_deref(), Some("refused"));
+        assert_eq!(Outcome::Ended(Ending::Revoked("r".into())).error(), None);
+    }
+}

@@ -9,8 +9,8 @@ use std::time::SystemTime;
 
 use eastwall_policy::Workload;
 use eastwall_wire::eve::{
-    self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision,
-    FlowEvent, HttpCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
+    self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision, FlowEvent,
+    HttpCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
 };
 
 use super::{End, Ending, Ends, Outcome, Plan, Verdict};
@@ -319,5 +319,111 @@ pub(crate) fn count_monitored(telemetry: &Telemetry, direction: Direction, plan:
                 action: m.action.as_str(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{DenyReason, Ending, Plan};
+    use crate::telemetry::{FlowLog, Metrics};
+
+    fn telemetry() -> Arc<Telemetry> {
+        Arc::new(Telemetry {
+            metrics: Metrics::default(),
+            flows: FlowLog::open(None, 16, Default::default()).unwrap(),
+        })
+    }
+
+    fn guard(t: &Arc<Telemetry>, reason: Option<DenyReason>) -> FlowGuard {
+        let plan = Plan::refuse(reason.unwrap_or(DenyReason::DefaultDeny), None);
+        FlowGuard::at(
+            t,
+            "hostA",
+            Direction::Outbound,
+            ("10.0.0.2:40000".parse().unwrap(), eve::Endpoint::default()),
+            ("10.0.1.2:5432".parse().unwrap(), eve::Endpoint::default()),
+            policy_info(&plan),
+        )
+    }
+
+    fn records(t: &Telemetry) -> Vec<serde_json::Value> {
+        serde_json::from_str(&t.flows.recent_json(100)).unwrap()
+    }
+
+    #[test]
+    fn one_record_when_finished_with_its_outcome_and_metrics() {
+        let t = telemetry();
+        let g = guard(&t, Some(DenyReason::UnknownSource));
+        g.finish(Outcome::Refused(DenyReason::UnknownSource));
+        let r = records(&t);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0]["flow"]["state"], "rejected");
+        assert_eq!(r[0]["flow"]["reason"], "denied");
+        assert_eq!(r[0]["eastwall"]["policy"]["rule"], "unknown-source");
+        let m = t.metrics.encode();
+        assert!(
+            m.contains(r#"eastwall_connections_denied_total{direction="outbound",rule="unknown-source",mode="enforce",action="deny"} 1"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                r#"eastwall_connections_closed_total{direction="outbound",verdict="deny"} 1"#
+            ),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_connection_whose_task_ends_early_is_recorded_once_as_an_error() {
+        let t = telemetry();
+        drop(guard(&t, None));
+        // A panicking task drops its guard while unwinding.
+        let t2 = t.clone();
+        let joined = std::thread::spawn(move || {
+            let mut g = guard(&t2, None);
+            g.bytes_toserver = 3;
+            panic!("the carrying task failed");
+        })
+        .join();
+        assert!(joined.is_err());
+        let r = records(&t);
+        assert_eq!(r.len(), 2);
+        for rec in &r {
+            assert_eq!(rec["flow"]["state"], "closed");
+            assert_eq!(rec["flow"]["reason"], "error");
+            assert!(
+                rec["eastwall"]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("ended before"),
+                "{rec}"
+            );
+        }
+        assert_eq!(r[1]["flow"]["bytes_toserver"], 3);
+    }
+
+    #[test]
+    fn revoked_and_blocked_connections_say_by_what() {
+        let t = telemetry();
+        guard(&t, None).finish(Outcome::Ended(Ending::Revoked("new-rule".into())));
+        let mut g = guard(&t, None);
+        g.ids = Some(IdsInfo {
+            profile: "p".into(),
+            mode: "prevent",
+            alerts: 1,
+            blocked_by: Some(9),
+        });
+        g.finish(Outcome::Ended(Ending::Blocked {
+            sid: 9,
+            msg: "bad".into(),
+        }));
+        let r = records(&t);
+        assert_eq!(r[0]["flow"]["reason"], "revoked");
+        assert_eq!(r[0]["eastwall"]["revoked_by"], "new-rule");
+        assert!(r[0]["eastwall"].get("error").is_none());
+        assert_eq!(r[1]["flow"]["reason"], "ids-blocked");
+        assert_eq!(r[1]["flow"]["alerted"], true);
+        assert_eq!(r[1]["eastwall"]["error"], "blocked by IDS signature 9: bad");
     }
 }

@@ -77,7 +77,12 @@ impl LocalIdentities {
     /// Adds certificate files for workloads the registry now places on `node` that this node
     /// has none for (a registry reload): each is loaded if its files are there, and otherwise
     /// picked up by [`LocalIdentities::reload_changed`] once they appear. Returns the errors.
-    pub(crate) fn add_files(&self, cert_dir: &Path, registry: &Registry, node: &str) -> Vec<String> {
+    pub(crate) fn add_files(
+        &self,
+        cert_dir: &Path,
+        registry: &Registry,
+        node: &str,
+    ) -> Vec<String> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut errors = Vec::new();
         for w in registry.workloads_on(node) {
@@ -265,7 +270,12 @@ impl UserCertificates {
 
     /// Makes sure this node holds a certificate for `id`, the identity of local user `user`
     /// of workload `workload`.
-    pub(crate) async fn ensure(&self, id: &SpiffeId, workload: &str, user: &str) -> anyhow::Result<()> {
+    pub(crate) async fn ensure(
+        &self,
+        id: &SpiffeId,
+        workload: &str,
+        user: &str,
+    ) -> anyhow::Result<()> {
         if self.ids.client(id).is_some() {
             return Ok(());
         }

@@ -170,5 +170,4 @@ mod tests {
         assert!(at >= ident.renew_at());
         assert!(at.duration_since(now).unwrap() >= Duration::from_secs(43_000));
     }
-
 }

@@ -354,8 +354,13 @@ impl HttpConn {
         }
         let req = match &ids {
             Some(ids) => req.map(|b| {
-                crate::ids::InspectedBody::new(b, ids.clone(), self.pipeline.telemetry.clone(), true)
-                    .boxed_unsync()
+                crate::ids::InspectedBody::new(
+                    b,
+                    ids.clone(),
+                    self.pipeline.telemetry.clone(),
+                    true,
+                )
+                .boxed_unsync()
             }),
             None => req.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
         };
@@ -407,9 +412,14 @@ impl HttpConn {
         };
         let resp = match &ids {
             Some(ids) => resp.map(|b| {
-                crate::ids::InspectedBody::new(b, ids.clone(), self.pipeline.telemetry.clone(), false)
-                    .closing(close.take())
-                    .boxed_unsync()
+                crate::ids::InspectedBody::new(
+                    b,
+                    ids.clone(),
+                    self.pipeline.telemetry.clone(),
+                    false,
+                )
+                .closing(close.take())
+                .boxed_unsync()
             }),
             None => resp.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
         };

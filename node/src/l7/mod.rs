@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use eastwall_policy::L7;
 use eastwall_wire::eve::EveTls;
-use eastwall_wire::sniff::{Sniff, Sniffed, Sniffer};
 use eastwall_wire::header::Status;
+use eastwall_wire::sniff::{Sniff, Sniffed, Sniffer};
 
 use crate::config::L7Spec;
 use crate::conn::carry::{Downstream, Prelude};
@@ -157,4 +157,3 @@ async fn sniff<D: Downstream>(
         }
     }
 }
-

@@ -4,11 +4,11 @@
 //! user space on this kind of machine (`docs/TUNNEL.md`).
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use anyhow::Context as _;

@@ -16,9 +16,9 @@ use eastwall_wire::header::{
     ALPN, Decoded, HeaderError, MAX_HEADER, Response, Status, StreamHeader,
 };
 
+use super::code;
 use super::pool::{Connector, OpenError, PoolKey};
 use super::server::{Acceptor, HEADER_TIMEOUT, PeerConn, ServerStream};
-use super::code;
 use crate::identity::LocalIdentities;
 use crate::relay::{Abort, MAX_READ, Prefixed, Sink, Source, grow};
 

@@ -1,0 +1,27 @@
+//! `eastwall node`: run the per-host daemon, or remove what it installed.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use eastwall_node::config::NodeConfig;
+use eastwall_node::{app, capture};
+
+#[derive(Subcommand)]
+pub(crate) enum NodeAction {
+    /// Remove the node's nftables table and policy routing (stops fail-closed blocking).
+    Cleanup,
+}
+
+/// Runs the node with the config at `config`, or does `action` with it.
+pub(crate) fn run(config: &Path, action: Option<NodeAction>) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    match action {
+        None => app::run(cfg),
+        Some(NodeAction::Cleanup) => capture::remove(&cfg.capture).map(|()| {
+            println!(
+                "removed nftables table `{}` and its policy routing",
+                cfg.capture.table
+            );
+        }),
+    }
+}
