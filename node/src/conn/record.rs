@@ -111,6 +111,12 @@ impl FlowGuard {
         }
     }
 
+    /// This record, for a connection accepted at `t` (before it was identified and planned).
+    pub(crate) fn since(mut self, t: SystemTime) -> FlowGuard {
+        self.start = t;
+        self
+    }
+
     /// Records a new decision on the whole connection (L7: TLS handshake, opaque stream).
     pub(crate) fn decided(&mut self, plan: &Plan) {
         self.policy = policy_info(plan);

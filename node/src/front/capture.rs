@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use eastwall_identity::SpiffeId;
 use eastwall_policy::Workload;
@@ -42,6 +42,7 @@ pub(crate) async fn serve(listener: TcpListener, entry: Entry, pipeline: Arc<Pip
 }
 
 async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &Arc<Pipeline>) {
+    let accepted_at = SystemTime::now();
     // TPROXY keeps the original destination as the accepted socket's local address.
     let orig_dst = match client.local_addr() {
         Ok(a) => a,
@@ -70,7 +71,7 @@ async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &
     let mut ends = identify(&rules, here, entry, peer, orig_dst, local_user);
     pipeline.fill_groups(&mut ends).await;
     let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
-    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan);
+    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
     drop(rules);
 
     if let Some(reason) = plan.denial() {

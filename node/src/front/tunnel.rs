@@ -7,6 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use eastwall_wire::eve::{self, Direction, TunnelInfo, TunnelStatus};
@@ -110,6 +111,7 @@ async fn serve_stream<T: ServerStream>(
     peer: Arc<PeerConn>,
     pipeline: &Arc<Pipeline>,
 ) {
+    let accepted_at = SystemTime::now();
     let telemetry = &pipeline.telemetry;
     telemetry
         .metrics
@@ -162,7 +164,7 @@ async fn serve_stream<T: ServerStream>(
     let mut ends = identify(&rules, here, entry, header.src, header.dst, None);
     pipeline.fill_groups(&mut ends).await;
     let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
-    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan);
+    let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
     drop(rules);
     let answer = Answer::default();
     let down = TunnelDownstream {
