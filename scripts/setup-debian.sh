@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what eastwall needs at run time and in its tests on Debian, as root:
 # nftables (capture), iproute2 (namespaces, policy routing), util-linux (unshare/nsenter for
-# the lab's workload containers), curl (demo and tests), procps, and OpenLDAP (slapd,
-# ldap-utils) for the directory tests.
+# the lab's workload containers), curl (demo and tests), procps, dnsmasq and dig (the DNS
+# server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
+# directory tests.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -14,6 +15,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null && command -v nsenter >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)
 command -v ps >/dev/null || need+=(procps)
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-pub use eastwall_lab::{CaHandle, Lab, NodeHandle, Outcome, Probe};
+pub use eastwall_lab::{CaHandle, DnsAnswer, Lab, NodeHandle, Outcome, Probe, UdpProbe};
 use serde_json::Value;
 
 /// The trust domain of every test cloud.

@@ -446,6 +446,7 @@ fn bad_streams_are_refused_without_harming_the_others() {
                         dst: db,
                         src,
                         trace: None,
+                        kind: Default::default(),
                     }
                     .encode(),
                 )
@@ -457,6 +458,7 @@ fn bad_streams_are_refused_without_harming_the_others() {
                 dst: db,
                 src,
                 trace: None,
+                kind: Default::default(),
             }
             .encode();
             v2[2] = 2;
@@ -473,6 +475,7 @@ fn bad_streams_are_refused_without_harming_the_others() {
                         dst: nowhere,
                         src,
                         trace: None,
+                        kind: Default::default(),
                     }
                     .encode(),
                 ),
@@ -482,6 +485,7 @@ fn bad_streams_are_refused_without_harming_the_others() {
                         dst: db,
                         src: dev,
                         trace: None,
+                        kind: Default::default(),
                     }
                     .encode(),
                 ),

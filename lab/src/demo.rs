@@ -143,6 +143,23 @@ spec:
           from: {app: web}
           to: {app: api}
           ports: ["8080-8081"]
+        - id: web-logs-to-db
+          description: syslog over UDP
+          action: allow
+          from: {app: web}
+          to: {app: db}
+          ports: [{port: 514, protocol: UDP}]
+        - id: corp-names-only
+          description: prod resolves names under corp.example, nothing else
+          action: allow
+          from: {zone: prod}
+          to: {app: db, dns: {names: ["*.corp.example"]}}
+          ports: [{port: 53, protocol: UDP}, 53]
+        - id: ping-in-prod
+          action: allow
+          from: {zone: prod}
+          to: {zone: prod}
+          ports: [{protocol: ICMP, icmpType: 8}]
 "#;
 
 struct Scene {
@@ -250,7 +267,15 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
     }
     for wl in ["db-dev", "db-prod"] {
         lab.serve(wl, &[5432, 22])?;
+        lab.serve_udp(wl, &[514])?;
     }
+    // A real DNS server (dnsmasq) on db-prod that knows a corp name and an outside one: only
+    // the policy keeps the second from being asked.
+    let api_prod = lab.workload("api-prod").addr;
+    lab.serve_dns(
+        "db-prod",
+        &[("api.corp.example", api_prod), ("exfil.evil.example", api_prod)],
+    )?;
     lab.serve_http("finance-api", 443)?;
     lab.serve("hr-app", &[443])?;
     // Users' groups: from a real OpenLDAP on a third host when slapd is installed, else from
@@ -290,6 +315,8 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         std::fs::write(dir.join("ids.rules"), IDS_RULES)?;
     }
     lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
+    // UDP sessions end (and leave their records) a second after their last datagram.
+    lab.add_node_spec("  udp:\n    idleSecs: 1\n");
     let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
         .iter()
         .map(|h| lab.start_node(exe, h, REGISTRY, POLICY, ""))
@@ -405,6 +432,7 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         &rows,
     );
 
+    ok &= protocol_scene(&lab, &nodes)?;
     ok &= http_scene(&lab)?;
 
     if let Some(slapd) = &slapd {
@@ -528,6 +556,107 @@ fn http_session(
         }
         Ok(out)
     })?
+}
+
+/// Every protocol under default deny: UDP sessions and ICMP echo, allowed where a rule says
+/// so and dropped across the zones.
+fn protocol_scene(lab: &Lab, nodes: &[NodeHandle]) -> anyhow::Result<bool> {
+    println!("\nEvery protocol under default deny (UDP sessions, ICMP echo, DNS names):");
+    let node_of = |wl: &str| nodes.iter().find(|n| n.host == lab.workload(wl).host);
+    let mut ok = true;
+    let mut rows = Vec::new();
+    let wait = Duration::from_millis(700);
+    for (from, to, allowed) in [("web-prod", "db-prod", true), ("web-dev", "db-prod", false)] {
+        let dst = SocketAddr::new(lab.workload(to).addr.into(), 514);
+        let p = lab.udp_exchange(from, dst, 3, wait);
+        let got = p.answers.len() == p.sent;
+        ok &= got == allowed && (allowed || p.answers.is_empty());
+        // The session's record is written once it is idle (a second here).
+        let rule = node_of(from)
+            .and_then(|n| {
+                // find_flow waits a second each time.
+                (0..3).find_map(|_| {
+                    find_flow(lab, n, p.local.port()).filter(|f| f["proto"] == "UDP")
+                })
+            })
+            .and_then(|f| f["eastwall"]["policy"]["rule"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "?".into());
+        rows.push([
+            from.to_owned(),
+            format!("{to}:514/udp"),
+            if allowed { "allow" } else { "deny" }.to_owned(),
+            format!("{} of {} answered", p.answers.len(), p.sent),
+            rule,
+            if got == allowed { "ok" } else { "MISMATCH" }.to_owned(),
+        ]);
+    }
+    for (from, to, allowed) in [("web-prod", "api-prod", true), ("web-dev", "api-prod", false)] {
+        let dst = lab.workload(to).addr;
+        let got = lab.icmp_echo(from, dst, 56, false, wait);
+        ok &= got == allowed;
+        let src = lab.workload(from).addr.to_string();
+        let rule = node_of(from)
+            .and_then(|n| {
+                let body = lab.admin_get(n, "/flows").ok()?;
+                let flows: serde_json::Value = serde_json::from_str(&body).ok()?;
+                flows.as_array()?.iter().rev().find_map(|f| {
+                    (f["proto"] == "ICMP" && f["src_ip"] == src.as_str())
+                        .then(|| f["eastwall"]["policy"]["rule"].as_str().map(str::to_owned))
+                        .flatten()
+                })
+            })
+            .unwrap_or_else(|| "?".into());
+        rows.push([
+            from.to_owned(),
+            format!("{to} (ICMP echo)"),
+            if allowed { "allow" } else { "deny" }.to_owned(),
+            if got { "reply" } else { "no reply" }.to_owned(),
+            rule,
+            if got == allowed { "ok" } else { "MISMATCH" }.to_owned(),
+        ]);
+    }
+    for (name, allowed) in [("api.corp.example", true), ("exfil.evil.example", false)] {
+        let (from, to) = ("web-prod", "db-prod");
+        let server = lab.workload(to).addr;
+        let a = lab.dig(from, server, name, false, Duration::from_secs(2));
+        let status = a.status.clone().unwrap_or_else(|| "no answer".into());
+        let got = !a.addrs.is_empty();
+        ok &= got == allowed;
+        // The query's decision is in its `dns` event, on the node that decided (db-prod's).
+        let rule = node_of(to)
+            .and_then(|n| dns_rule(n, name))
+            .unwrap_or_else(|| "?".into());
+        rows.push([
+            from.to_owned(),
+            format!("{to}:53 DNS {name}"),
+            if allowed { "allow" } else { "deny" }.to_owned(),
+            status,
+            rule,
+            if got == allowed { "ok" } else { "MISMATCH" }.to_owned(),
+        ]);
+    }
+    print_table(&["FROM", "TO", "POLICY SAYS", "RESULT", "RULE", ""], &rows);
+    Ok(ok)
+}
+
+/// The rule that decided the last DNS request for `name` on `node` (from its EVE log).
+fn dns_rule(node: &NodeHandle, name: &str) -> Option<String> {
+    for _ in 0..50 {
+        let log = std::fs::read_to_string(&node.flow_log).unwrap_or_default();
+        let found = log.lines().rev().find_map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).ok()?;
+            (e["event_type"] == "dns"
+                && e["dns"]["type"] == "request"
+                && e["dns"]["queries"][0]["rrname"] == name)
+                .then(|| e["eastwall"]["policy"]["rule"].as_str().map(str::to_owned))
+                .flatten()
+        });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn find_flow(lab: &Lab, node: &NodeHandle, src_port: u16) -> Option<serde_json::Value> {

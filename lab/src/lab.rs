@@ -707,6 +707,260 @@ impl Lab {
         Ok(())
     }
 
+    /// Serves UDP on each of `ports` of `workload`: every datagram is answered with
+    /// `from NAME: you are PEER: ` and the datagram itself.
+    pub fn serve_udp(&mut self, workload: &str, ports: &[u16]) -> anyhow::Result<()> {
+        let w = self.workload(workload).clone();
+        for &port in ports {
+            let name = w.name.clone();
+            let addr = SocketAddr::new(IpAddr::V4(w.addr), port);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let netns = w.netns.clone();
+            thread::Builder::new()
+                .name(format!("udp-{name}-{port}"))
+                .spawn(move || {
+                    if let Err(e) = enter_netns(&netns) {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    let s = match std::net::UdpSocket::bind(addr) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(()));
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok((n, peer)) = s.recv_from(&mut buf) {
+                        let mut answer = format!("from {name}: you are {peer}: ").into_bytes();
+                        answer.extend_from_slice(&buf[..n]);
+                        let _ = s.send_to(&answer, peer);
+                    }
+                })?;
+            rx.recv_timeout(Duration::from_secs(5))
+                .context("UDP service did not start")??;
+        }
+        Ok(())
+    }
+
+    /// Starts a real DNS server (dnsmasq) in `workload` on port 53, UDP and TCP, answering
+    /// `names` (exact names, A records) and NXDOMAIN for other names under their domains; no
+    /// upstream. Every query it receives is logged to the file returned.
+    pub fn serve_dns(&mut self, workload: &str, names: &[(&str, Ipv4Addr)]) -> anyhow::Result<PathBuf> {
+        let w = self.workload(workload).clone();
+        let log = self.dir.join(format!("dnsmasq-{workload}.log"));
+        let exe = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("dnsmasq");
+        let mut args: Vec<String> = [
+            exe,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--pid-file=",
+            "--user=root",
+            "--log-queries",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--listen-address={}", w.addr));
+        args.push(format!("--log-facility={}", log.display()));
+        let mut domains: Vec<&str> = Vec::new();
+        for (name, addr) in names {
+            args.push(format!("--host-record={name},{addr}"));
+            let domain = name.split_once('.').map_or(*name, |(_, d)| d);
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        for d in domains {
+            args.push(format!("--local=/{d}/"));
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = self
+            .command(&w.netns, &argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq (Debian: dnsmasq-base)")?;
+        self.children.push((child, true));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if fs::read_to_string(&log).is_ok_and(|l| l.contains("started")) {
+                return Ok(log);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("dnsmasq in {workload} did not start (log: {})", log.display())
+    }
+
+    /// From inside `workload`, asks `server` (port 53) for the A records of `name` with the
+    /// real client `dig`, over UDP or TCP; one try, `timeout` for the answer.
+    pub fn dig(&self, workload: &str, server: Ipv4Addr, name: &str, tcp: bool, timeout: Duration) -> DnsAnswer {
+        let w = self.workload(workload);
+        let at = format!("@{server}");
+        let time = format!("+time={}", timeout.as_secs().max(1));
+        let mut args = vec!["dig", &at, name, "A", "+tries=1", &time, "+noall", "+comments", "+answer"];
+        if tcp {
+            args.push("+tcp");
+        }
+        let out = match self.exec(&w.netns, &args) {
+            Ok(o) => o,
+            Err(e) => panic!("running dig in {workload} (Debian: bind9-dnsutils): {e:#}"),
+        };
+        DnsAnswer::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// From inside `workload`, sends `count` datagrams (`ping N`) to `dst` from one socket,
+    /// each waiting up to `timeout` for its answer.
+    pub fn udp_exchange(
+        &self,
+        workload: &str,
+        dst: SocketAddr,
+        count: usize,
+        timeout: Duration,
+    ) -> UdpProbe {
+        let w = self.workload(workload);
+        let src = IpAddr::V4(w.addr);
+        let r = in_netns(&w.netns, move || -> anyhow::Result<UdpProbe> {
+            let s = std::net::UdpSocket::bind(SocketAddr::new(src, 0))?;
+            s.set_read_timeout(Some(timeout))?;
+            let local = s.local_addr()?;
+            let mut answers = Vec::new();
+            let mut buf = vec![0u8; 65_536];
+            for i in 0..count {
+                s.send_to(format!("ping {i}").as_bytes(), dst)?;
+                match s.recv_from(&mut buf) {
+                    Ok((n, from)) if from == dst => {
+                        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    // An ICMP port unreachable for an earlier datagram.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(UdpProbe {
+                sent: count,
+                answers,
+                local,
+            })
+        });
+        match r {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) | Err(e) => panic!("UDP probe from {workload}: {e:#}"),
+        }
+    }
+
+    /// From inside `workload`, sends one ICMP echo request of `size` payload bytes to `dst`
+    /// (with Don't Fragment set when `dont_fragment`) and waits up to `timeout` for the reply.
+    pub fn icmp_echo(
+        &self,
+        workload: &str,
+        dst: Ipv4Addr,
+        size: usize,
+        dont_fragment: bool,
+        timeout: Duration,
+    ) -> bool {
+        let w = self.workload(workload);
+        let r = in_netns(&w.netns, move || -> anyhow::Result<bool> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+            // We write the IP header ourselves, to set Don't Fragment; the kernel fills in the
+            // length, id, checksum and source.
+            s.set_header_included_v4(true)?;
+            // A raw socket read and written as a datagram socket: safe buffers.
+            let s: std::net::UdpSocket = s.into();
+            s.set_read_timeout(Some(Duration::from_millis(100)))?;
+            // A new echo id each time: a new flow for conntrack, decided anew.
+            let id = (std::process::id() as u16)
+                .wrapping_mul(31)
+                .wrapping_add(SEQ.fetch_add(1, Ordering::Relaxed) as u16);
+            let mut msg = vec![8u8, 0, 0, 0];
+            msg.extend_from_slice(&id.to_be_bytes());
+            msg.extend_from_slice(&1u16.to_be_bytes());
+            msg.extend(std::iter::repeat_n(0x5a, size));
+            let sum = inet_checksum(&msg);
+            msg[2..4].copy_from_slice(&sum.to_be_bytes());
+            let flags: u8 = if dont_fragment { 0x40 } else { 0 };
+            let mut packet = vec![0x45, 0, 0, 0, 0, 0, flags, 0, 64, 1, 0, 0, 0, 0, 0, 0];
+            packet.extend_from_slice(&dst.octets());
+            packet.extend_from_slice(&msg);
+            if s.send_to(&packet, SocketAddr::new(dst.into(), 0)).is_err() {
+                return Ok(false);
+            }
+            let deadline = Instant::now() + timeout;
+            let mut buf = vec![0u8; 65_536];
+            while Instant::now() < deadline {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                // A raw IPv4 socket receives the IP header too.
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let reply = buf.get(ihl..n).unwrap_or_default();
+                let is_ours = from.ip() == IpAddr::V4(dst)
+                    && reply.first() == Some(&0)
+                    && reply.get(4..6) == Some(&id.to_be_bytes()[..]);
+                if is_ours {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        });
+        r.and_then(|x| x).unwrap_or(false)
+    }
+
+    /// Sends one packet of IP protocol `protocol` (a raw socket) from `from` to `to`, and
+    /// says whether a raw socket for that protocol in `to` received it within `timeout`.
+    pub fn raw_delivered(&self, from: &str, to: &str, protocol: u8, timeout: Duration) -> bool {
+        let (f, t) = (self.workload(from).clone(), self.workload(to).clone());
+        let raw = |p: u8| -> std::io::Result<std::net::UdpSocket> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(p))))?;
+            Ok(s.into())
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let listener = thread::spawn(move || -> bool {
+            if enter_netns(&t.netns).is_err() {
+                return false;
+            }
+            let Ok(s) = raw(protocol) else { return false };
+            let _ = s.set_read_timeout(Some(timeout));
+            let _ = ready_tx.send(());
+            let mut buf = vec![0u8; 65_536];
+            let deadline = Instant::now() + timeout;
+            while Instant::now() < deadline {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    if from.ip() == IpAddr::V4(f.addr) && buf.get(ihl..n) == Some(&b"eastwall"[..]) {
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(5)).is_err() {
+            return false;
+        }
+        let dst = IpAddr::V4(self.workload(to).addr);
+        let sent = in_netns(&self.workload(from).netns, move || {
+            raw(protocol).and_then(|s| s.send_to(b"eastwall", SocketAddr::new(dst, 0)))
+        });
+        matches!(sent, Ok(Ok(_))) && listener.join().unwrap_or(false)
+    }
+
     /// Serves HTTP (1.1 and HTTP/2 with prior knowledge) on `port` of `workload`; the
     /// returned handle lists the requests that reached it.
     pub fn serve_http(
@@ -792,6 +1046,68 @@ impl Lab {
     pub fn connect_from_host(&self, host: &str, dst: SocketAddr, timeout: Duration) -> Probe {
         let h = self.host(host);
         connect_from(&h.netns, h.addr.into(), dst, timeout)
+    }
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A UDP exchange: how many datagrams went out, the answers that came back, and the client's
+/// own address (to find its flow record).
+#[derive(Debug, Clone)]
+pub struct UdpProbe {
+    /// Datagrams sent.
+    pub sent: usize,
+    /// Answers received, in order.
+    pub answers: Vec<String>,
+    /// The client socket's address.
+    pub local: SocketAddr,
+}
+
+/// What `dig` got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The answer's status (`NOERROR`, `NXDOMAIN`, `REFUSED`, ...), or `None` when no answer
+    /// came.
+    pub status: Option<String>,
+    /// The addresses of its A records.
+    pub addrs: Vec<Ipv4Addr>,
+    /// dig's output.
+    pub output: String,
+}
+
+impl DnsAnswer {
+    fn parse(out: &str) -> DnsAnswer {
+        let status = out
+            .lines()
+            .find_map(|l| l.split_once("status: "))
+            .and_then(|(_, rest)| rest.split(',').next())
+            .map(str::to_owned);
+        let addrs = out
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    [_, _, "IN", "A", a] => a.parse().ok(),
+                    _ => None,
+                }
+            })
+            .collect();
+        DnsAnswer {
+            status,
+            addrs,
+            output: out.to_owned(),
+        }
     }
 }
 

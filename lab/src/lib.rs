@@ -13,6 +13,7 @@ mod lab;
 pub mod slapd;
 
 pub use lab::{
-    CaHandle, Host, LAB_CA_PORT, LAB_CERT_TTL, Lab, NodeHandle, Outcome, Probe, Workload,
+    CaHandle, DnsAnswer, Host, LAB_CA_PORT, LAB_CERT_TTL, Lab, NodeHandle, Outcome, Probe, UdpProbe,
+    Workload,
     enter_netns, in_netns,
 };

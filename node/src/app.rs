@@ -177,6 +177,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         },
         telemetry: telemetry.clone(),
         l7: cfg.l7.clone(),
+        udp: cfg.udp.clone(),
     });
     let mut tasks = Vec::new();
     if matches!(pipeline.directory, Some(Directory::Ldap(_))) {
@@ -243,6 +244,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     }
 
     // Listeners first, so that capture never points at a port nobody serves.
+    let sessions = Arc::new(front::udp::Sessions::new(cfg.udp.clone()));
     for (port, entry) in [
         (cfg.capture.outbound_port, Entry::Outbound),
         (cfg.capture.inbound_port, Entry::Inbound),
@@ -261,6 +263,31 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
             Ok(v6) => tasks.push(tokio::spawn(serve(v6))),
             Err(e) => warn!(%e, port, "no IPv6 listener; IPv6 capture stays fail-closed"),
         }
+        // UDP on the same port numbers, one session table for all listeners.
+        let udp = |l| front::udp::serve(l, entry.clone(), pipeline.clone(), sessions.clone());
+        let v4 = capture::socket::transparent_udp_listener(
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+            cfg.capture.own_mark,
+        )
+        .with_context(|| format!("listening on {port}/udp (IPv4, transparent)"))?;
+        tasks.push(tokio::spawn(udp(v4)));
+        match capture::socket::transparent_udp_listener(
+            SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+            cfg.capture.own_mark,
+        ) {
+            Ok(v6) => tasks.push(tokio::spawn(udp(v6))),
+            Err(e) => warn!(%e, port, "no IPv6 UDP listener; IPv6 UDP capture stays fail-closed"),
+        }
+    }
+    // Other protocols' new flows, queued by the kernel; each queue has its thread.
+    let rt = tokio::runtime::Handle::current();
+    let mut queues = vec![(cfg.capture.packet_queue, Entry::Outbound)];
+    if cfg.capture.inbound {
+        queues.push((cfg.capture.packet_queue + 1, Entry::Inbound));
+    }
+    for (queue, entry) in queues {
+        front::packets::spawn(queue, entry, pipeline.clone(), rt.clone())
+            .with_context(|| format!("reading packet queue {queue} (netfilter queue)"))?;
     }
     let admin = admin::bind(cfg.admin.listen)
         .await

@@ -61,6 +61,8 @@ struct Spec {
     directory: Option<DirectorySpec>,
     #[serde(default)]
     l7: L7Spec,
+    #[serde(default = "default_udp")]
+    udp: Spanned<UdpSpec>,
     #[serde(default)]
     ids: Option<IdsSpec>,
 }
@@ -164,6 +166,10 @@ fn default_tunnel() -> Spanned<TunnelSpec> {
     Spanned::new(TunnelSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
 }
 
+fn default_udp() -> Spanned<UdpSpec> {
+    Spanned::new(UdpSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
 fn default_capture() -> Spanned<CaptureSpec> {
     Spanned::new(CaptureSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
 }
@@ -194,6 +200,9 @@ pub struct CaptureSpec {
     pub table: String,
     /// Seconds allowed for an upstream connect before the client is reset.
     pub connect_timeout_secs: u64,
+    /// The netfilter queue that new flows of other protocols than TCP and UDP from the
+    /// workloads go to (outbound); the next number takes those to them (inbound).
+    pub packet_queue: u16,
 }
 
 impl Default for CaptureSpec {
@@ -209,6 +218,7 @@ impl Default for CaptureSpec {
             route_table: DEFAULT_ROUTE_TABLE,
             table: "eastwall".into(),
             connect_timeout_secs: 10,
+            packet_queue: 15001,
         }
     }
 }
@@ -262,6 +272,19 @@ pub struct L7Spec {
     pub header_timeout_secs: u64,
     /// Largest request header block in bytes (HTTP/1 and HTTP/2); larger gets 431.
     pub max_header_bytes: usize,
+    /// What a client gets for a DNS query the policy denies.
+    pub dns_denied: DnsDenied,
+}
+
+/// What the node does with a DNS query the policy denies.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsDenied {
+    /// Answer REFUSED (same id and question): the client's resolver gives up at once.
+    #[default]
+    Refuse,
+    /// Drop it: the client waits for its timeout, and learns nothing of the policy.
+    Drop,
 }
 
 impl Default for L7Spec {
@@ -271,6 +294,46 @@ impl Default for L7Spec {
             deny_body_names_rule: true,
             header_timeout_secs: 10,
             max_header_bytes: 64 * 1024,
+            dns_denied: DnsDenied::Refuse,
+        }
+    }
+}
+
+/// How the node keeps UDP sessions (one per 5-tuple, decided at its first datagram).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UdpSpec {
+    /// Seconds a session lives without a datagram either way.
+    pub idle_secs: u64,
+    /// Seconds a DNS session (port 53) lives without a datagram: a query and its answer; also
+    /// how long a DNS over TCP connection the node reads may stay without a message.
+    pub dns_idle_secs: u64,
+    /// Most sessions of the node at once; past it, idle sessions are evicted first, then
+    /// new ones are refused (counted).
+    pub max_sessions: usize,
+    /// Most sessions one source address holds at once (a flood from one workload cannot
+    /// take the whole table).
+    pub max_sessions_per_source: usize,
+}
+
+impl UdpSpec {
+    /// How long a session to `dst_port` lives without a datagram.
+    pub fn idle_for(&self, dst_port: u16) -> std::time::Duration {
+        std::time::Duration::from_secs(if dst_port == 53 {
+            self.dns_idle_secs
+        } else {
+            self.idle_secs
+        })
+    }
+}
+
+impl Default for UdpSpec {
+    fn default() -> Self {
+        UdpSpec {
+            idle_secs: 60,
+            dns_idle_secs: 5,
+            max_sessions: 65_536,
+            max_sessions_per_source: 4_096,
         }
     }
 }
@@ -310,6 +373,8 @@ pub struct NodeConfig {
     pub tunnel: TunnelSpec,
     /// L7 inspection.
     pub l7: L7Spec,
+    /// UDP sessions.
+    pub udp: UdpSpec,
     /// IDS rules (paths relative to `base_dir`); none: no inspection.
     pub ids: Option<IdsSpec>,
 }
@@ -363,11 +428,29 @@ impl NodeConfig {
                     .to_string(),
             );
         }
+        let u = &f.spec.udp.value;
+        if u.idle_secs == 0
+            || u.dns_idle_secs == 0
+            || u.max_sessions == 0
+            || u.max_sessions_per_source == 0
+        {
+            error(
+                &f.spec.udp.referenced,
+                "udp: `idleSecs`, `dnsIdleSecs`, `maxSessions` and `maxSessionsPerSource` must be non-zero"
+                    .to_string(),
+            );
+        }
         let t = &f.spec.tunnel;
         if t.value.port == 0 || t.value.streams_per_connection == 0 {
             error(
                 &t.referenced,
                 "tunnel: `port` and `streamsPerConnection` must be non-zero".to_string(),
+            );
+        }
+        if c.value.packet_queue == u16::MAX {
+            error(
+                &c.referenced,
+                "capture: `packetQueue` takes two numbers (it and the next), below 65535".to_string(),
             );
         }
         if c.value.mark == 0 || c.value.own_mark == 0 || c.value.mark == c.value.own_mark {
@@ -449,6 +532,7 @@ impl NodeConfig {
             tunnel: f.spec.tunnel.value,
             directory: f.spec.directory,
             l7: f.spec.l7,
+            udp: f.spec.udp.value,
             ids: f.spec.ids,
             base_dir: base.to_path_buf(),
         })

@@ -196,6 +196,283 @@ pub(crate) async fn pipe<R: Source, W: Sink>(
     w.close().await
 }
 
+/// Where a datagram relay reads from: one whole datagram at a time.
+pub(crate) trait DatagramSource {
+    /// The next datagram; `None` when the other side has ended (a tunnel stream's end).
+    async fn recv(&mut self) -> io::Result<Option<Bytes>>;
+}
+
+/// Where a datagram relay writes to.
+pub(crate) trait DatagramSink {
+    /// Sends one datagram.
+    async fn send(&mut self, datagram: Bytes) -> io::Result<()>;
+}
+
+/// Largest UDP payload.
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+std::thread_local! {
+    /// Where a datagram lands before it is copied out at its size: one buffer per thread, so
+    /// an idle session holds none.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; MAX_DATAGRAM]);
+}
+
+/// A connected UDP socket: datagrams from and to its peer.
+impl DatagramSource for &tokio::net::UdpSocket {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            self.readable().await?;
+            let got = RECV_BUF.with_borrow_mut(|buf| {
+                self.try_recv(buf).map(|n| Bytes::copy_from_slice(&buf[..n]))
+            });
+            match got {
+                Ok(d) => return Ok(Some(d)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // A port unreachable answer to an earlier datagram: UDP goes on.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl DatagramSink for &tokio::net::UdpSocket {
+    async fn send(&mut self, datagram: Bytes) -> io::Result<()> {
+        match tokio::net::UdpSocket::send(self, &datagram).await {
+            // As above: the peer's port was closed a moment ago; the datagram is lost, as UDP
+            // datagrams may be.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+}
+
+/// Datagrams in DATAGRAM capsules on a byte stream (`eastwall_wire::capsule`).
+pub(crate) struct CapsuleSource<R> {
+    inner: R,
+    reader: eastwall_wire::capsule::CapsuleReader,
+}
+
+impl<R: Source> CapsuleSource<R> {
+    /// The datagrams of the byte stream `inner`.
+    pub(crate) fn new(inner: R) -> Self {
+        CapsuleSource {
+            inner,
+            reader: eastwall_wire::capsule::CapsuleReader::new(),
+        }
+    }
+}
+
+impl<R: Source> DatagramSource for CapsuleSource<R> {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        let mut hint = FIRST_READ;
+        loop {
+            if let Some(d) = self.reader.next_datagram().map_err(invalid)? {
+                return Ok(Some(d));
+            }
+            match self.inner.next(&mut hint).await? {
+                Some(b) => self.reader.push(&b),
+                None => {
+                    self.reader.finish().map_err(invalid)?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+fn invalid(e: eastwall_wire::capsule::CapsuleError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Datagrams written as DATAGRAM capsules to a byte stream.
+pub(crate) struct CapsuleSink<W>(pub(crate) W);
+
+impl<W: Sink> DatagramSink for CapsuleSink<W> {
+    async fn send(&mut self, datagram: Bytes) -> io::Result<()> {
+        self.0.put(eastwall_wire::capsule::datagram(&datagram)).await
+    }
+}
+
+/// Messages each behind a two-byte length on a byte stream (DNS over TCP, RFC 1035 4.2.2),
+/// read one whole message at a time.
+pub(crate) struct FramedSource<R> {
+    inner: R,
+    buf: bytes::BytesMut,
+}
+
+impl<R: Source> FramedSource<R> {
+    /// The messages of the byte stream `inner`.
+    pub(crate) fn new(inner: R) -> Self {
+        FramedSource {
+            inner,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+}
+
+impl<R: Source> DatagramSource for FramedSource<R> {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        let mut hint = FIRST_READ;
+        loop {
+            if self.buf.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+                if self.buf.len() >= 2 + len {
+                    let mut frame = self.buf.split_to(2 + len);
+                    return Ok(Some(frame.split_off(2).freeze()));
+                }
+            }
+            match self.inner.next(&mut hint).await? {
+                Some(b) => self.buf.extend_from_slice(&b),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the stream ended inside a length-prefixed message",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Messages written each behind a two-byte length to a byte stream.
+pub(crate) struct FramedSink<W>(pub(crate) W);
+
+impl<W: Sink> DatagramSink for FramedSink<W> {
+    async fn send(&mut self, message: Bytes) -> io::Result<()> {
+        let len = u16::try_from(message.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "message longer than 65535 bytes")
+        })?;
+        let mut framed = bytes::BytesMut::with_capacity(2 + message.len());
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&message);
+        self.0.put(framed.freeze()).await
+    }
+}
+
+/// Datagrams and bytes that went one way.
+#[derive(Debug, Default)]
+pub(crate) struct DatagramCount {
+    /// Datagrams.
+    pub(crate) packets: std::sync::atomic::AtomicU64,
+    /// Payload bytes.
+    pub(crate) bytes: std::sync::atomic::AtomicU64,
+}
+
+impl DatagramCount {
+    fn add(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.packets.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(n as u64, Relaxed);
+    }
+
+    /// (datagrams, bytes) so far.
+    pub(crate) fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.packets.load(Relaxed), self.bytes.load(Relaxed))
+    }
+}
+
+/// When a datagram last went either way on a session (shared with the session table, which
+/// evicts idle sessions first).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    since: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            since: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// A datagram went through now.
+    pub(crate) fn touch(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the last datagram went through.
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        let ms = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.since + std::time::Duration::from_millis(ms)
+    }
+
+    /// How long no datagram has gone through.
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        self.last().elapsed()
+    }
+}
+
+/// How a datagram relay ended.
+#[derive(Debug)]
+pub(crate) enum DatagramEnd {
+    /// No datagram either way for the idle time.
+    Idle,
+    /// A tunnel stream ended.
+    Ended,
+    /// A side failed.
+    Failed(io::Error),
+}
+
+/// Relays datagrams both ways (client → server counted in `up`, back in `down`) until no
+/// datagram has gone either way for `idle` (as `activity` tells), a side ends, or one fails.
+pub(crate) async fn relay_datagrams<CR, CW, SR, SW>(
+    (cr, cw): (CR, CW),
+    (sr, sw): (SR, SW),
+    (idle, activity): (std::time::Duration, &Activity),
+    up: &DatagramCount,
+    down: &DatagramCount,
+) -> DatagramEnd
+where
+    CR: DatagramSource,
+    CW: DatagramSink,
+    SR: DatagramSource,
+    SW: DatagramSink,
+{
+    let touch = || activity.touch();
+    async fn pipe_datagrams<R: DatagramSource, W: DatagramSink>(
+        mut r: R,
+        mut w: W,
+        count: &DatagramCount,
+        touch: &impl Fn(),
+    ) -> DatagramEnd {
+        loop {
+            match r.recv().await {
+                Ok(Some(d)) => {
+                    touch();
+                    count.add(d.len());
+                    if let Err(e) = w.send(d).await {
+                        return DatagramEnd::Failed(e);
+                    }
+                }
+                Ok(None) => return DatagramEnd::Ended,
+                Err(e) => return DatagramEnd::Failed(e),
+            }
+        }
+    }
+    let idle_watch = async {
+        loop {
+            let seen = activity.last();
+            tokio::time::sleep_until(seen + idle).await;
+            if activity.last() == seen {
+                return DatagramEnd::Idle;
+            }
+        }
+    };
+    tokio::select! {
+        e = pipe_datagrams(cr, sw, up, &touch) => e,
+        e = pipe_datagrams(sr, cw, down, &touch) => e,
+        e = idle_watch => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +515,30 @@ mod tests {
         assert_eq!(out.0, b"abcde");
         assert_eq!(n, 5);
         assert!(out.1, "the sink was closed at the end");
+    }
+
+    #[tokio::test]
+    async fn framed_messages_survive_any_split() {
+        let mut stream = Vec::new();
+        let mut sink = FramedSink(Collect::default());
+        for m in [&b"first"[..], b"", b"third message"] {
+            sink.send(Bytes::copy_from_slice(m)).await.unwrap();
+        }
+        stream.extend_from_slice(&sink.0.0);
+        assert_eq!(&stream[..7], b"\0\x05first");
+        // Every way of cutting the stream in two reads the same three messages.
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let chunks = vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)];
+            let mut src = FramedSource::new(Chunks(chunks));
+            let mut got = Vec::new();
+            while let Some(m) = src.recv().await.unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, [&b"first"[..], b"", b"third message"], "cut at {cut}");
+        }
+        // A stream that ends inside a message is an error, not a short message.
+        let mut src = FramedSource::new(Chunks(vec![Bytes::from_static(b"\0\x09abc")]));
+        assert!(src.recv().await.is_err());
     }
 }

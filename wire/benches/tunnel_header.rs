@@ -13,11 +13,13 @@ fn bench(c: &mut Criterion) {
         dst: "10.77.2.2:8080".parse::<SocketAddr>().unwrap(),
         src: "10.77.1.2:43122".parse::<SocketAddr>().unwrap(),
         trace: None,
+        kind: Default::default(),
     };
     let v6 = StreamHeader {
         dst: "[fd00:77:2::2]:8080".parse::<SocketAddr>().unwrap(),
         src: "[fd00:77:1::2]:43122".parse::<SocketAddr>().unwrap(),
         trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        kind: Default::default(),
     };
     let mut g = c.benchmark_group("tunnel_header");
     for (name, h) in [("v4", &v4), ("v6+trace", &v6)] {

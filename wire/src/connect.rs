@@ -7,6 +7,9 @@
 //!           :authority <original destination>        10.77.2.3:5432 | [fd00::3]:5432
 //!           forwarded: for="<original source>"       RFC 7239: for="10.77.1.2:40312"
 //!           traceparent: <W3C trace context>         optional
+//! UDP       :protocol connect-udp                    extended CONNECT (RFC 8441, RFC 9298)
+//!           :path /.well-known/masque/udp/<ip>/<port>/   the same destination (`:` as %3A)
+//!           capsule-protocol: ?1                     datagrams in capsules (wire::capsule)
 //! response  :status 200                              connected, the workload's bytes follow
 //!           :status 4xx/5xx                          refused, with
 //!           eastwall-status: denied | bad-header | unknown-destination | identity-mismatch | unreachable
@@ -17,7 +20,10 @@ use std::net::SocketAddr;
 
 use http::{HeaderValue, Method, StatusCode};
 
-use crate::header::{Response, Status, StreamHeader};
+use crate::header::{Response, Status, StreamHeader, StreamKind};
+
+/// The `:protocol` of a CONNECT-UDP request (RFC 9298).
+pub const CONNECT_UDP: &str = "connect-udp";
 
 /// Header naming the refusal exactly (the HTTP status alone maps several to 403).
 pub const STATUS_HEADER: &str = "eastwall-status";
@@ -45,6 +51,19 @@ pub enum ConnectError {
     /// The trace context is not visible ASCII or too long.
     #[error("malformed traceparent header")]
     Trace,
+    /// An extended CONNECT for another protocol than UDP.
+    #[error("unsupported CONNECT protocol `{0}` (only connect-udp)")]
+    Protocol(String),
+    /// A CONNECT-UDP request whose path does not name the same destination.
+    #[error("CONNECT-UDP path `{0}` does not name the destination of the authority")]
+    UdpTarget(String),
+}
+
+/// The CONNECT-UDP path (RFC 9298's default template) of `dst`: the address with `:`
+/// percent-encoded, as RFC 6570 expands it.
+pub fn udp_path(dst: SocketAddr) -> String {
+    let host = dst.ip().to_string().replace(':', "%3A");
+    format!("/.well-known/masque/udp/{host}/{}/", dst.port())
 }
 
 /// Formats an address as an authority (`10.0.0.1:80`, `[fd00::1]:80`).
@@ -57,11 +76,22 @@ fn authority(a: SocketAddr) -> String {
 pub fn request(h: &StreamHeader) -> http::Request<()> {
     let mut req = http::Request::new(());
     *req.method_mut() = Method::CONNECT;
-    // An IP:port authority always parses as a URI.
-    if let Ok(uri) = authority(h.dst).parse() {
+    let uri = match h.kind {
+        // An IP:port authority always parses as a URI.
+        StreamKind::Tcp => authority(h.dst).parse().map_err(http::Error::from),
+        StreamKind::Udp => http::Uri::builder()
+            .scheme("https")
+            .authority(authority(h.dst))
+            .path_and_query(udp_path(h.dst))
+            .build(),
+    };
+    if let Ok(uri) = uri {
         *req.uri_mut() = uri;
     }
     let headers = req.headers_mut();
+    if h.kind == StreamKind::Udp {
+        headers.insert("capsule-protocol", HeaderValue::from_static("?1"));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("for=\"{}\"", authority(h.src))) {
         headers.insert(http::header::FORWARDED, v);
     }
@@ -73,17 +103,32 @@ pub fn request(h: &StreamHeader) -> http::Request<()> {
     req
 }
 
-/// Reads the stream header out of a CONNECT request.
-pub fn parse_request(req: &http::request::Parts) -> Result<StreamHeader, ConnectError> {
+/// Reads the stream header out of a CONNECT request; `protocol` is its `:protocol`
+/// (extended CONNECT), `None` for a plain CONNECT (TCP).
+pub fn parse_request(
+    req: &http::request::Parts,
+    protocol: Option<&str>,
+) -> Result<StreamHeader, ConnectError> {
     if req.method != Method::CONNECT {
         return Err(ConnectError::Method(
             req.method.as_str().chars().take(32).collect(),
         ));
     }
+    let kind = match protocol {
+        None => StreamKind::Tcp,
+        Some(CONNECT_UDP) => StreamKind::Udp,
+        Some(p) => return Err(ConnectError::Protocol(p.chars().take(64).collect())),
+    };
     let auth = req.uri.authority().map(|a| a.as_str()).unwrap_or_default();
     let dst: SocketAddr = auth
         .parse()
         .map_err(|_| ConnectError::Authority(auth.chars().take(300).collect()))?;
+    if kind == StreamKind::Udp {
+        let path = req.uri.path();
+        if !path.eq_ignore_ascii_case(&udp_path(dst)) {
+            return Err(ConnectError::UdpTarget(path.chars().take(300).collect()));
+        }
+    }
     let mut fwd = req.headers.get_all(http::header::FORWARDED).iter();
     let f = fwd.next().ok_or(ConnectError::Forwarded("missing"))?;
     if fwd.next().is_some() {
@@ -97,7 +142,12 @@ pub fn parse_request(req: &http::request::Parts) -> Result<StreamHeader, Connect
         }
         Some(_) => return Err(ConnectError::Trace),
     };
-    Ok(StreamHeader { dst, src, trace })
+    Ok(StreamHeader {
+        dst,
+        src,
+        trace,
+        kind,
+    })
 }
 
 /// The `for=` node of a single-element `forwarded` value, as an address and port.
@@ -221,11 +271,12 @@ mod tests {
                 dst: dst.parse().unwrap(),
                 src: src.parse().unwrap(),
                 trace,
+                kind: Default::default(),
             };
             let req = request(&h);
             assert_eq!(req.method(), Method::CONNECT);
             assert_eq!(req.uri().to_string(), dst);
-            assert_eq!(parse_request(&parts(req)).unwrap(), h);
+            assert_eq!(parse_request(&parts(req), None).unwrap(), h);
         }
     }
 
@@ -245,11 +296,11 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert!(matches!(parse_request(&get), Err(ConnectError::Method(_))));
+        assert!(matches!(parse_request(&get, None), Err(ConnectError::Method(_))));
         for auth in ["db.example:5432", "10.0.0.1", "10.0.0.1:99999"] {
             assert!(
                 matches!(
-                    parse_request(&connect(auth, &["for=\"10.0.0.2:1\""])),
+                    parse_request(&connect(auth, &["for=\"10.0.0.2:1\""]), None),
                     Err(ConnectError::Authority(_))
                 ),
                 "{auth}"
@@ -266,14 +317,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_request(&connect("10.0.0.1:80", fwd)),
+                    parse_request(&connect("10.0.0.1:80", fwd), None),
                     Err(ConnectError::Forwarded(_))
                 ),
                 "{fwd:?}"
             );
         }
         // Other parameters beside for= are fine; unquoted IPv4 with port too.
-        let ok = parse_request(&connect("10.0.0.1:80", &["proto=http;for=10.0.0.2:7"])).unwrap();
+        let ok = parse_request(&connect("10.0.0.1:80", &["proto=http;for=10.0.0.2:7"]), None).unwrap();
         assert_eq!(ok.src, "10.0.0.2:7".parse().unwrap());
     }
 
@@ -318,5 +369,46 @@ mod tests {
         assert_eq!(resp(502, None).status, Status::Unreachable);
         assert_eq!(resp(403, Some("nonsense")).status, Status::Denied);
         assert_eq!(resp(403, None).reason, "HTTP 403 Forbidden");
+    }
+
+    #[test]
+    fn udp_requests_name_their_target_twice_and_round_trip() {
+        for (dst, path) in [
+            ("10.77.2.3:53", "/.well-known/masque/udp/10.77.2.3/53/"),
+            ("[fd00::3]:514", "/.well-known/masque/udp/fd00%3A%3A3/514/"),
+        ] {
+            let h = StreamHeader {
+                dst: dst.parse().unwrap(),
+                src: "10.77.1.2:40312".parse().unwrap(),
+                trace: None,
+                kind: StreamKind::Udp,
+            };
+            let req = request(&h);
+            assert_eq!(req.uri().path(), path);
+            assert_eq!(req.headers()["capsule-protocol"], "?1");
+            let p = parts(req);
+            assert_eq!(parse_request(&p, Some(CONNECT_UDP)).unwrap(), h);
+            // The same request without `:protocol` is a TCP CONNECT to the same place.
+            assert_eq!(parse_request(&p, None).unwrap().kind, StreamKind::Tcp);
+            assert!(matches!(
+                parse_request(&p, Some("websocket")),
+                Err(ConnectError::Protocol(_))
+            ));
+        }
+        // A path naming another target than the authority is refused.
+        let h = StreamHeader {
+            dst: "10.77.2.3:53".parse().unwrap(),
+            src: "10.77.1.2:40312".parse().unwrap(),
+            trace: None,
+            kind: StreamKind::Udp,
+        };
+        let mut p = parts(request(&h));
+        p.uri = "https://10.77.2.3:53/.well-known/masque/udp/10.77.2.4/53/"
+            .parse()
+            .unwrap();
+        assert!(matches!(
+            parse_request(&p, Some(CONNECT_UDP)),
+            Err(ConnectError::UdpTarget(_))
+        ));
     }
 }

@@ -10,6 +10,7 @@
 //! reasons is typed here ([`FlowState`], [`FlowReason`]): their strings exist nowhere else.
 //! Timestamps are UTC with microseconds, as Suricata writes them ([`timestamp`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -39,6 +40,19 @@ pub fn timestamp_unix(since_epoch: Duration) -> String {
             since_epoch.subsec_micros()
         ),
         Err(_) => "9999-12-31T23:59:59.999999+0000".to_string(),
+    }
+}
+
+/// EVE's `proto` of IP protocol `number`, as Suricata writes it (`TCP`, `UDP`, `ICMP`,
+/// `IPv6-ICMP`, `SCTP`, else the number).
+pub fn proto_name(number: u8) -> Cow<'static, str> {
+    match number {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "IPv6-ICMP".into(),
+        132 => "SCTP".into(),
+        n => n.to_string().into(),
     }
 }
 
@@ -92,8 +106,12 @@ pub enum FlowState {
     Rejected,
     /// Allowed, but it could not be carried (server or tunnel unreachable).
     Failed,
-    /// Dropped by capture before any listener saw it (spoofed source).
+    /// Dropped: by capture before any listener saw it (spoofed source), or by the node's
+    /// decision on a protocol it does not proxy.
     Dropped,
+    /// Allowed, and carried by the kernel, not by the node (protocols other than TCP and
+    /// UDP): the record is written when the node decides.
+    Bypassed,
 }
 
 /// Why a flow ended, EVE's `flow.reason`.
@@ -122,6 +140,8 @@ pub enum FlowReason {
     TunnelHandshakeRefused,
     /// A packet whose source address does not belong behind its interface.
     SpoofedSource,
+    /// Allowed and passed to the kernel to forward.
+    Forwarded,
 }
 
 impl FlowReason {
@@ -139,6 +159,7 @@ impl FlowReason {
             FlowReason::BadTunnelHeader => "bad-tunnel-header",
             FlowReason::TunnelHandshakeRefused => "tunnel-handshake-refused",
             FlowReason::SpoofedSource => "spoofed-source",
+            FlowReason::Forwarded => "forwarded",
         }
     }
 }
@@ -255,6 +276,13 @@ pub struct PolicyInfo {
 /// EVE's `flow` object of a flow event.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FlowCounters {
+    /// Datagrams from client to server (UDP; absent for TCP, whose packets a proxy does
+    /// not see).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkts_toserver: Option<u64>,
+    /// Datagrams from server to client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkts_toclient: Option<u64>,
     /// Bytes from client to server.
     pub bytes_toserver: u64,
     /// Bytes from server to client.
@@ -273,12 +301,14 @@ pub struct FlowCounters {
     pub alerted: bool,
 }
 
-/// How many HTTP requests a connection carried and how many the node denied.
+/// How many requests (HTTP requests, DNS queries) a flow carried and how many the node
+/// denied.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct HttpCounts {
+pub struct RequestCounts {
     /// Requests decided.
     pub requests: u64,
-    /// Requests denied (answered by the node with 403, or 400 for a malformed target).
+    /// Requests denied (HTTP: answered by the node with 403, or 400 for a malformed target;
+    /// DNS: answered with REFUSED).
     pub denied: u64,
 }
 
@@ -331,7 +361,10 @@ pub struct FlowDecision {
     pub revoked_by: Option<String>,
     /// HTTP requests decided on this connection, and how many were denied.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_requests: Option<HttpCounts>,
+    pub http_requests: Option<RequestCounts>,
+    /// DNS queries decided one by one on this session (each has its own `dns` event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_queries: Option<RequestCounts>,
     /// What the IDS did on this connection (its alerts are `alert` events of the same flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<IdsInfo>,
@@ -377,11 +410,103 @@ pub struct EveTls {
     pub alpn: Vec<String>,
 }
 
-/// EVE's `dns` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// EVE's `dns` object of an alert: the query name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct EveDns {
     /// Query name.
     pub rrname: String,
+}
+
+/// EVE's `dns` object of a `dns` event, in Suricata's version 3 shape: one request or
+/// response, with its `queries` and `answers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EveDnsMessage {
+    /// Always 3.
+    pub version: u8,
+    /// `request` or `response`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The transaction's number on the flow (requests counted from 0; a response has its
+    /// request's).
+    pub tx_id: u64,
+    /// The message id.
+    pub id: u16,
+    /// The header's flags, in hex (`100`, `8180`).
+    pub flags: String,
+    /// A response.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub qr: bool,
+    /// Authoritative answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub aa: bool,
+    /// Truncated.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tc: bool,
+    /// Recursion desired.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rd: bool,
+    /// Recursion available.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ra: bool,
+    /// Opcode (0: a standard query).
+    pub opcode: u8,
+    /// Response code (`NOERROR`, `NXDOMAIN`, `REFUSED`, ...).
+    pub rcode: &'static str,
+    /// The question.
+    pub queries: Vec<EveDnsQuery>,
+    /// The answer records (responses).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<EveDnsAnswer>,
+}
+
+/// One question of an [`EveDnsMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EveDnsQuery {
+    /// The name asked.
+    pub rrname: String,
+    /// The type asked (`A`, `AAAA`, `TXT`, ..., `TYPE65280`).
+    pub rrtype: String,
+}
+
+/// One answer record of an [`EveDnsMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EveDnsAnswer {
+    /// Owner name.
+    pub rrname: String,
+    /// Record type.
+    pub rrtype: String,
+    /// Time to live, seconds.
+    pub ttl: u32,
+    /// The data as text (address or name), when eastwall reads that type.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rdata: String,
+}
+
+/// One DNS message on a flow the node decides query by query (`event_type: dns`): a
+/// request with its decision, or the server's response to an allowed one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DnsEvent {
+    /// When the request was decided or the response relayed.
+    pub timestamp: String,
+    /// The session's flow id.
+    pub flow_id: u64,
+    /// Always `dns`.
+    pub event_type: &'static str,
+    /// Client address.
+    pub src_ip: IpAddr,
+    /// Client port.
+    pub src_port: u16,
+    /// Server address.
+    pub dest_ip: IpAddr,
+    /// Server port.
+    pub dest_port: u16,
+    /// `UDP` or `TCP`.
+    pub proto: &'static str,
+    /// The request or response.
+    pub dns: EveDnsMessage,
+    /// The decision on a request (absent on responses: their request's event has it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eastwall: Option<L7Decision>,
 }
 
 /// A flow event (`event_type: flow`), one per connection.
@@ -401,8 +526,14 @@ pub struct FlowEvent {
     pub dest_ip: IpAddr,
     /// Destination port.
     pub dest_port: u16,
-    /// `TCP`.
-    pub proto: &'static str,
+    /// `TCP`, `UDP`, ... ([`proto_name`]).
+    pub proto: Cow<'static, str>,
+    /// ICMP (or ICMPv6) type of the flow's first message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    /// Its ICMP code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
     /// The application protocol the node detected (`http`, `http2`, `tls`, `failed` for
     /// opaque TCP it inspected), absent when it did not look (L4 decisions).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -419,9 +550,9 @@ pub struct FlowEvent {
     pub eastwall: FlowDecision,
 }
 
-/// eastwall's part of an [`HttpEvent`].
+/// eastwall's part of an [`HttpEvent`] or a [`DnsEvent`] query.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HttpDecision {
+pub struct L7Decision {
     /// The node that decided.
     pub node: String,
     /// Which side of the node saw the connection.
@@ -458,7 +589,7 @@ pub struct HttpEvent {
     /// The request.
     pub http: EveHttp,
     /// The decision and who was on each end.
-    pub eastwall: HttpDecision,
+    pub eastwall: L7Decision,
 }
 
 /// EVE's `alert` object.
@@ -610,6 +741,7 @@ mod tests {
             FlowReason::BadTunnelHeader,
             FlowReason::TunnelHandshakeRefused,
             FlowReason::SpoofedSource,
+            FlowReason::Forwarded,
         ] {
             assert_eq!(j(&r), format!("\"{r}\""));
         }
@@ -625,9 +757,13 @@ mod tests {
             src_port: 40000,
             dest_ip: "10.0.1.2".parse().unwrap(),
             dest_port: 5432,
-            proto: "TCP",
+            proto: proto_name(6),
+            icmp_type: None,
+            icmp_code: None,
             app_proto: None,
             flow: FlowCounters {
+                pkts_toserver: None,
+                pkts_toclient: None,
                 bytes_toserver: 3,
                 bytes_toclient: 4,
                 start: timestamp_unix(Duration::ZERO),
@@ -666,6 +802,7 @@ mod tests {
                 tunnel: None,
                 revoked_by: None,
                 http_requests: None,
+                dns_queries: None,
                 ids: None,
             },
         };
@@ -676,6 +813,8 @@ mod tests {
         assert_eq!(v["flow"]["state"], "closed");
         assert_eq!(v["flow"]["reason"], "shutdown");
         assert_eq!(v["flow"]["age"], 1);
+        assert_eq!(v["proto"], "TCP");
+        assert!(v["flow"].get("pkts_toserver").is_none());
         assert_eq!(v["eastwall"]["policy"]["verdict"], "allow");
         assert_eq!(v["eastwall"]["policy"]["mode"], "enforce");
         assert_eq!(v["eastwall"]["policy"]["monitor"][0]["would"], "deny");

@@ -8,6 +8,7 @@
 //!   1 original destination   family:u8 (4|6) address port:u16
 //!   2 original source        family:u8 (4|6) address port:u16
 //!   3 trace context          W3C traceparent, ASCII
+//!   4 carried protocol       u8: 17 = UDP datagrams in capsules (wire::capsule); absent = TCP
 //!   types < 128 not known to the reader are errors (critical); types >= 128 are skipped
 //! response = "EW" version:u8 status:u8 length:u16 reason(UTF-8, `length` bytes)
 //! ```
@@ -28,6 +29,27 @@ const FIXED: usize = 6;
 const T_DST: u8 = 1;
 const T_SRC: u8 = 2;
 const T_TRACE: u8 = 3;
+const T_PROTO: u8 = 4;
+
+/// What a tunnel stream carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// A TCP connection's bytes.
+    #[default]
+    Tcp,
+    /// A UDP session's datagrams, each in a DATAGRAM capsule ([`crate::capsule`]).
+    Udp,
+}
+
+impl StreamKind {
+    /// The IANA number of the carried protocol.
+    pub fn number(self) -> u8 {
+        match self {
+            StreamKind::Tcp => 6,
+            StreamKind::Udp => 17,
+        }
+    }
+}
 
 /// What a source node tells the destination node about a tunnelled connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +60,8 @@ pub struct StreamHeader {
     pub src: SocketAddr,
     /// W3C trace context, if the connection carries one.
     pub trace: Option<String>,
+    /// TCP bytes or UDP datagrams.
+    pub kind: StreamKind,
 }
 
 /// Why a header could not be read.
@@ -90,6 +114,12 @@ impl StreamHeader {
             tlvs.extend_from_slice(&(t.len() as u16).to_be_bytes());
             tlvs.extend_from_slice(t);
         }
+        // TCP streams carry no protocol field: their bytes are those older nodes expect.
+        if self.kind != StreamKind::Tcp {
+            tlvs.push(T_PROTO);
+            tlvs.extend_from_slice(&1u16.to_be_bytes());
+            tlvs.push(self.kind.number());
+        }
         let mut out = Vec::with_capacity(FIXED + tlvs.len());
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
@@ -109,7 +139,7 @@ impl StreamHeader {
         if buf.len() < total {
             return Ok(Decoded::NeedMore(total));
         }
-        let (mut dst, mut src, mut trace) = (None, None, None);
+        let (mut dst, mut src, mut trace, mut kind) = (None, None, None, None);
         let mut rest = &buf[FIXED..total];
         while !rest.is_empty() {
             if rest.len() < 3 {
@@ -129,6 +159,14 @@ impl StreamHeader {
                     }
                     set_once(&mut trace, s.to_owned(), t)?;
                 }
+                T_PROTO => {
+                    let k = match v {
+                        [6] => StreamKind::Tcp,
+                        [17] => StreamKind::Udp,
+                        _ => return Err(HeaderError::Malformed(t)),
+                    };
+                    set_once(&mut kind, k, t)?;
+                }
                 t if t < 128 => return Err(HeaderError::UnknownCritical(t)),
                 _ => {}
             }
@@ -138,6 +176,7 @@ impl StreamHeader {
                 dst: dst.ok_or(HeaderError::Missing("original destination"))?,
                 src: src.ok_or(HeaderError::Missing("original source"))?,
                 trace,
+                kind: kind.unwrap_or_default(),
             },
             total,
         ))
@@ -320,6 +359,7 @@ mod tests {
             dst: "10.0.2.3:5432".parse().unwrap(),
             src: "[fd00::1]:40000".parse().unwrap(),
             trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            kind: Default::default(),
         }
     }
 
@@ -372,6 +412,7 @@ mod tests {
         // Missing source.
         let only_dst = StreamHeader {
             trace: None,
+            kind: Default::default(),
             ..hdr()
         }
         .encode();

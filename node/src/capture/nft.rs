@@ -5,6 +5,7 @@
 //!   chain prerouting {   # filter hook prerouting priority mangle
 //!     meta l4proto tcp tcp flags & (syn | ack) != syn socket transparent 1 meta mark set MARK accept
 //!                                          # packets of connections the node holds (not a new SYN)
+//!     meta l4proto udp socket transparent 1 meta mark set MARK accept   # UDP sessions it holds
 //!     fib daddr type local accept                                       # the host's own services
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp tproxy to :15001 meta mark set MARK accept
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp drop                 # fail closed: no listener
@@ -12,10 +13,17 @@
 //!     iif lo meta mark MARK meta l4proto tcp drop
 //!     ip daddr @local4 meta l4proto tcp tproxy to :15006 meta mark set MARK accept   # inbound
 //!     ip daddr @local4 meta l4proto tcp drop    (and the same for ip6 / @local6)
+//!     (each capture rule and its drop again for `udp`, to the UDP listeners on the same ports)
+//!     iifname { WORKLOAD_IFACES } meta l4proto != { tcp, udp }:          # every other protocol
+//!       fib saddr . iif oif missing drop                                # spoofed source
+//!       ct state established,related accept         # flows the node allowed, their ICMP errors
+//!       icmpv6 type { nd-*, mld-* } accept                              # what IPv6 needs on a link
+//!       queue num QUEUE                     # the node decides each new flow (no reader: drop)
+//!     ip daddr @local4 meta l4proto != { tcp, udp }: the same, to queue QUEUE+1
 //!   }
 //!   chain output {       # route hook output (local traffic option)
 //!     meta mark OWN accept
-//!     meta l4proto tcp fib daddr type != local meta mark set MARK
+//!     meta l4proto { tcp, udp } fib daddr type != local meta mark set MARK
 //!   }
 //! }
 //! ```
@@ -93,7 +101,7 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         })));
     }
     let mut pre: Vec<Vec<Statement<'static>>> = Vec::new();
-    let tcp = || eq(meta(MetaKey::L4proto), Expression::String("tcp".into()));
+    let tcp = || l4("tcp");
     let mark = spec.mark;
     // Packets of connections the node already holds (captured ones, and replies to its
     // spoofing sockets) go straight to their socket. Not a connection's first SYN: a
@@ -121,6 +129,19 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         set_mark(mark),
         accept(),
     ]);
+    // Datagrams of UDP sessions the node holds: a client's to its session's socket (bound
+    // to the destination, connected to the client), a server's answers to the upstream one.
+    pre.push(vec![
+        l4("udp"),
+        eq(
+            Expression::Named(NamedExpression::Socket(Socket {
+                key: Cow::Owned(SocketAttr::Transparent),
+            })),
+            Expression::Number(1),
+        ),
+        set_mark(mark),
+        accept(),
+    ]);
     pre.push(vec![
         eq(fib_daddr_type(), Expression::String("local".into())),
         accept(),
@@ -137,54 +158,67 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         // Anti-spoofing: a source address that the arriving interface does not lead back
         // to (strict reverse-path check) is dropped, and remembered in a set the node reads
         // to record it (see `capture::spoof`).
-        for fam in [Fam::V4, Fam::V6] {
-            pre.push(vec![
-                nfproto(fam),
-                eq(meta(MetaKey::Iifname), ifaces()),
-                tcp(),
-                eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
-                Statement::Set(nftables::stmt::Set {
-                    op: nftables::stmt::SetOp::Add,
-                    elem: Expression::Named(NamedExpression::Concat(vec![
-                        meta(MetaKey::Iifname),
-                        payload(fam.payload(), "saddr"),
-                        payload(fam.payload(), "daddr"),
-                        payload("tcp", "dport"),
-                    ])),
-                    set: format!("@{}", spoof_set(fam)).into(),
-                }),
-                drop(),
-            ]);
+        for proto in ["tcp", "udp"] {
+            for fam in [Fam::V4, Fam::V6] {
+                pre.push(vec![
+                    nfproto(fam),
+                    eq(meta(MetaKey::Iifname), ifaces()),
+                    l4(proto),
+                    eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
+                    Statement::Set(nftables::stmt::Set {
+                        op: nftables::stmt::SetOp::Add,
+                        elem: Expression::Named(NamedExpression::Concat(vec![
+                            meta(MetaKey::Iifname),
+                            payload(fam.payload(), "saddr"),
+                            payload(fam.payload(), "daddr"),
+                            payload(proto, "dport"),
+                        ])),
+                        set: format!("@{}", spoof_set(fam)).into(),
+                    }),
+                    drop(),
+                ]);
+            }
         }
-        for fam in [Fam::V4, Fam::V6] {
-            pre.push(vec![
-                nfproto(fam),
-                eq(meta(MetaKey::Iifname), ifaces()),
-                tcp(),
-                tproxy(fam, spec.outbound_port),
-                set_mark(mark),
-                accept(),
-            ]);
+        for proto in ["tcp", "udp"] {
+            for fam in [Fam::V4, Fam::V6] {
+                pre.push(vec![
+                    nfproto(fam),
+                    eq(meta(MetaKey::Iifname), ifaces()),
+                    l4(proto),
+                    tproxy(fam, spec.outbound_port),
+                    set_mark(mark),
+                    accept(),
+                ]);
+            }
+            pre.push(vec![eq(meta(MetaKey::Iifname), ifaces()), l4(proto), drop()]);
         }
-        pre.push(vec![eq(meta(MetaKey::Iifname), ifaces()), tcp(), drop()]);
+        // Every other protocol: the node decides each new flow (NFQUEUE); a queue without a
+        // reader drops, so a stopped node fails closed here too.
+        let from_workloads = || vec![eq(meta(MetaKey::Iifname), ifaces()), not_tcp_udp()];
+        let mut spoofed = from_workloads();
+        spoofed.extend([eq(fib_saddr_iif_oif(), Expression::Boolean(false)), drop()]);
+        pre.push(spoofed);
+        pre.extend(queue_new_flows(from_workloads, spec.packet_queue));
     }
     if spec.local_traffic {
-        let lo_marked = || {
-            vec![
-                eq(meta(MetaKey::Iifname), Expression::String("lo".into())),
-                eq(meta(MetaKey::Mark), Expression::Number(mark)),
-                tcp(),
-            ]
-        };
-        for fam in [Fam::V4, Fam::V6] {
-            let mut r = vec![nfproto(fam)];
-            r.extend(lo_marked());
-            r.extend([tproxy(fam, spec.outbound_port), accept()]);
+        for proto in ["tcp", "udp"] {
+            let lo_marked = || {
+                vec![
+                    eq(meta(MetaKey::Iifname), Expression::String("lo".into())),
+                    eq(meta(MetaKey::Mark), Expression::Number(mark)),
+                    l4(proto),
+                ]
+            };
+            for fam in [Fam::V4, Fam::V6] {
+                let mut r = vec![nfproto(fam)];
+                r.extend(lo_marked());
+                r.extend([tproxy(fam, spec.outbound_port), accept()]);
+                pre.push(r);
+            }
+            let mut r = lo_marked();
+            r.push(drop());
             pre.push(r);
         }
-        let mut r = lo_marked();
-        r.push(drop());
-        pre.push(r);
     }
     if spec.inbound {
         for (fam, fam_addrs) in [
@@ -222,14 +256,18 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
                     )),
                 )
             };
-            pre.push(vec![
-                daddr(),
-                tcp(),
-                tproxy(fam, spec.inbound_port),
-                set_mark(mark),
-                accept(),
-            ]);
-            pre.push(vec![daddr(), tcp(), drop()]);
+            for proto in ["tcp", "udp"] {
+                pre.push(vec![
+                    daddr(),
+                    l4(proto),
+                    tproxy(fam, spec.inbound_port),
+                    set_mark(mark),
+                    accept(),
+                ]);
+                pre.push(vec![daddr(), l4(proto), drop()]);
+            }
+            let to_workloads = || vec![daddr(), not_tcp_udp()];
+            pre.extend(queue_new_flows(to_workloads, spec.packet_queue + 1));
         }
     }
     for expr in pre {
@@ -258,7 +296,13 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
             &t,
             "output",
             vec![
-                tcp(),
+                eq(
+                    meta(MetaKey::L4proto),
+                    Expression::Named(NamedExpression::Set(vec![
+                        SetItem::Element(Expression::String("tcp".into())),
+                        SetItem::Element(Expression::String("udp".into())),
+                    ])),
+                ),
                 Statement::Match(Match {
                     left: fib_daddr_type(),
                     right: Expression::String("local".into()),
@@ -296,6 +340,72 @@ fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfLi
         expr: expr.into(),
         ..Rule::default()
     })
+}
+
+/// `meta l4proto != { tcp, udp }`: the protocols the node does not proxy.
+fn not_tcp_udp() -> Statement<'static> {
+    Statement::Match(Match {
+        left: meta(MetaKey::L4proto),
+        right: Expression::Named(NamedExpression::Set(vec![
+            SetItem::Element(Expression::String("tcp".into())),
+            SetItem::Element(Expression::String("udp".into())),
+        ])),
+        op: Operator::NEQ,
+    })
+}
+
+/// The rules after `matching` for a protocol the node does not proxy: packets of flows it
+/// allowed and their related ICMP errors pass, IPv6's own link traffic passes, and the
+/// first packet of every new flow goes to queue `num` for a decision.
+fn queue_new_flows(
+    matching: impl Fn() -> Vec<Statement<'static>>,
+    num: u16,
+) -> Vec<Vec<Statement<'static>>> {
+    let with = |more: Vec<Statement<'static>>| {
+        let mut r = matching();
+        r.extend(more);
+        r
+    };
+    let ct_state = Expression::Named(NamedExpression::CT(nftables::expr::CT {
+        key: "state".into(),
+        family: None,
+        dir: None,
+    }));
+    let names = |list: &[&'static str]| {
+        Expression::Named(NamedExpression::Set(
+            list.iter()
+                .map(|n| SetItem::Element(Expression::String((*n).into())))
+                .collect(),
+        ))
+    };
+    vec![
+        with(vec![eq(ct_state, names(&["established", "related"])), accept()]),
+        // Neighbour discovery and multicast listener reports: the link needs them.
+        with(vec![
+            eq(
+                payload("icmpv6", "type"),
+                names(&[
+                    "nd-router-solicit",
+                    "nd-neighbor-solicit",
+                    "nd-neighbor-advert",
+                    "mld-listener-query",
+                    "mld-listener-report",
+                    "mld-listener-done",
+                    "mld2-listener-report",
+                ]),
+            ),
+            accept(),
+        ]),
+        with(vec![Statement::Queue(nftables::stmt::Queue {
+            num: Expression::Number(u32::from(num)),
+            flags: None,
+        })]),
+    ]
+}
+
+/// `meta l4proto PROTO`.
+fn l4(proto: &'static str) -> Statement<'static> {
+    eq(meta(MetaKey::L4proto), Expression::String(proto.into()))
 }
 
 fn meta(key: MetaKey) -> Expression<'static> {
@@ -421,9 +531,11 @@ mod tests {
             .iter()
             .filter(|o| o["add"]["rule"].is_object())
             .collect();
-        // transparent, local, spoofed drop x2, iface tproxy x2 + drop, lo tproxy x2 + drop,
-        // v4 tproxy+drop, v6 tproxy+drop, output x2
-        assert_eq!(rules.len(), 16, "{json:#}");
+        // transparent (tcp, udp), local, then for tcp and udp each: spoofed drop x2, iface
+        // tproxy x2 + drop, lo tproxy x2 + drop, v4 tproxy+drop, v6 tproxy+drop; other
+        // protocols: spoofed drop and 3 queue rules from workloads, 3 to each family's
+        // workloads; output x2
+        assert_eq!(rules.len(), 39, "{json:#}");
         let text = json.to_string();
         assert!(
             text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"),
@@ -439,6 +551,19 @@ mod tests {
         );
         assert!(text.contains("\"veth*\""));
         assert!(text.contains("fd00::2"));
+        // UDP is captured like TCP, to the UDP listeners on the same ports.
+        let udp_tproxy = rules
+            .iter()
+            .filter(|r| {
+                let r = r.to_string();
+                r.contains("\"udp\"") && r.contains("tproxy")
+            })
+            .count();
+        assert_eq!(udp_tproxy, 6, "{json:#}");
+        // Other protocols go to the two queues, never bypassing a missing reader.
+        assert!(text.contains("\"queue\":{\"num\":15001}"), "{text}");
+        assert!(text.contains("\"queue\":{\"num\":15002}"), "{text}");
+        assert!(!text.contains("bypass"), "{text}");
     }
 
     #[test]
@@ -481,6 +606,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(tproxies, 5);
+        assert_eq!(tproxies, 10);
     }
 }

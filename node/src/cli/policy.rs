@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use eastwall_node::config::NodeConfig;
 use eastwall_policy::{
-    Diagnostic, DocumentKind, Endpoint, Flow, HttpRequestFacts, L7, Policy, Registry, SpiffeId,
-    Workload,
+    Diagnostic, DocumentKind, Endpoint, Flow, HttpRequestFacts, L7, Policy, Protocol, Registry,
+    SpiffeId, Workload,
 };
 
 #[derive(Subcommand)]
@@ -40,6 +40,16 @@ pub(crate) struct ExplainArgs {
     /// The destination port (unless --to gives it).
     #[arg(long)]
     port: Option<u16>,
+    /// The IP protocol: tcp, udp, sctp, icmp, icmpv6, or a protocol number.
+    #[arg(long, default_value = "tcp")]
+    proto: String,
+    /// The ICMP (or ICMPv6) message type, with --proto icmp or icmpv6 (8 and 128: echo
+    /// requests).
+    #[arg(long)]
+    icmp_type: Option<u8>,
+    /// The ICMP (or ICMPv6) message code.
+    #[arg(long, requires = "icmp_type")]
+    icmp_code: Option<u8>,
     /// Decide one HTTP request: its method and request target (`--http GET /api/x?y=1`).
     #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
     http: Option<Vec<String>>,
@@ -55,8 +65,11 @@ pub(crate) struct ExplainArgs {
     /// Decide a TLS ClientHello without SNI.
     #[arg(long, conflicts_with_all = ["http", "sni"])]
     tls: bool,
-    /// Decide an opaque TCP stream (neither HTTP nor TLS).
+    /// Decide a DNS query for this name (a UDP flow: give `--proto udp`).
     #[arg(long, conflicts_with_all = ["http", "sni", "tls"])]
+    dns: Option<String>,
+    /// Decide opaque traffic (neither HTTP, TLS nor a DNS query).
+    #[arg(long, conflicts_with_all = ["http", "sni", "tls", "dns"])]
     opaque: bool,
     /// The source's user (default: the source workload's user, if any).
     #[arg(long)]
@@ -220,10 +233,17 @@ pub(crate) fn explain(a: &ExplainArgs) -> anyhow::Result<()> {
         anyhow::bail!("--from takes no port (the source port does not matter to policy)");
     }
     let dst = resolve_side(&registry, &a.to)?;
+    let proto = protocol(a)?;
     let port = match (dst.port, a.port) {
         (Some(p), Some(q)) if p != q => anyhow::bail!("--to says port {p}, --port says {q}"),
-        (Some(p), _) | (None, Some(p)) => p,
-        (None, None) => anyhow::bail!("give the destination port: --port N or --to DEST:PORT"),
+        (Some(p), _) | (None, Some(p)) if proto.has_ports() => p,
+        (Some(_), _) | (None, Some(_)) => {
+            anyhow::bail!("{proto} has no ports: give no port with --proto {}", a.proto)
+        }
+        (None, None) if proto.has_ports() => {
+            anyhow::bail!("give the destination port: --port N or --to DEST:PORT")
+        }
+        (None, None) => 0,
     };
     // Users: given, or the workload's (it travels in its proven identity).
     let user = |given: &Option<String>, side: &ExplainSide<'_>| -> Option<String> {
@@ -266,8 +286,15 @@ pub(crate) fn explain(a: &ExplainArgs) -> anyhow::Result<()> {
         path,
         headers: &headers,
     });
+    let dns_name = a
+        .dns
+        .as_deref()
+        .map(|n| n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase());
     let l7 = match (&facts, &a.sni) {
         (Some(f), _) => L7::Http(f),
+        (None, None) if dns_name.is_some() => L7::Dns {
+            name: dns_name.as_deref().unwrap_or_default(),
+        },
         (None, Some(sni)) => L7::Tls { sni: Some(sni) },
         (None, None) if a.tls => L7::Tls { sni: None },
         (None, None) if a.opaque => L7::Opaque,
@@ -278,15 +305,51 @@ pub(crate) fn explain(a: &ExplainArgs) -> anyhow::Result<()> {
         endpoint(&dst, &dst_user, &dst_groups),
         port,
     )
+    .with_protocol(proto)
     .with_l7(l7);
+    let transport = match proto {
+        Protocol::Tcp => format!("port {port}"),
+        Protocol::Udp | Protocol::Sctp => format!("{proto} port {port}"),
+        Protocol::Icmp { kind, code } | Protocol::Icmpv6 { kind, code } => {
+            format!("{proto} type {kind} code {code}")
+        }
+        Protocol::Other(n) => format!("protocol {n}"),
+    };
     println!(
-        "flow: {} -> {} port {port}, {}",
+        "flow: {} -> {} {transport}, {}",
         describe_side(&src, &src_user, &src_groups),
         describe_side(&dst, &dst_user, &dst_groups),
-        describe_l7(&l7)
+        describe_l7(&l7, proto)
     );
     println!("{}", policy.explain(&flow));
     Ok(())
+}
+
+/// The protocol `--proto` (and `--icmp-type`, `--icmp-code`) names.
+fn protocol(a: &ExplainArgs) -> anyhow::Result<Protocol> {
+    let (kind, code) = (a.icmp_type.unwrap_or(0), a.icmp_code.unwrap_or(0));
+    let p = match a.proto.to_ascii_lowercase().as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        "icmp" => Protocol::Icmp { kind, code },
+        "icmpv6" | "ipv6-icmp" => Protocol::Icmpv6 { kind, code },
+        n => match n.parse::<u8>() {
+            Ok(n) => match Protocol::from_number(n) {
+                Protocol::Icmp { .. } => Protocol::Icmp { kind, code },
+                Protocol::Icmpv6 { .. } => Protocol::Icmpv6 { kind, code },
+                p => p,
+            },
+            Err(_) => anyhow::bail!(
+                "--proto `{}`: tcp, udp, sctp, icmp, icmpv6, or a protocol number 0-255",
+                a.proto
+            ),
+        },
+    };
+    if a.icmp_type.is_some() && !matches!(p, Protocol::Icmp { .. } | Protocol::Icmpv6 { .. }) {
+        anyhow::bail!("--icmp-type goes with --proto icmp or icmpv6");
+    }
+    Ok(p)
 }
 
 pub(crate) fn endpoint<'a>(
@@ -326,10 +389,11 @@ pub(crate) fn describe_side(
     s
 }
 
-pub(crate) fn describe_l7(l7: &L7<'_>) -> String {
+pub(crate) fn describe_l7(l7: &L7<'_>, proto: Protocol) -> String {
     match l7 {
         L7::Unknown => "at connection time (nothing inspected yet)".to_owned(),
-        L7::Opaque => "opaque TCP".to_owned(),
+        L7::Opaque => format!("opaque {proto}"),
+        L7::Dns { name } => format!("DNS query for {name}"),
         L7::Tls { sni: Some(n) } => format!("TLS ClientHello with SNI {n}"),
         L7::Tls { sni: None } => "TLS ClientHello without SNI".to_owned(),
         L7::Http(r) => match r.host {

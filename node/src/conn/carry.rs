@@ -14,7 +14,7 @@ use bytes::Bytes;
 use eastwall_identity::SpiffeId;
 use eastwall_ids::{AppProto, Dir, FlowMeta};
 use eastwall_wire::eve::{Direction, TunnelInfo, TunnelStatus};
-use eastwall_wire::header::{Response, Status, StreamHeader};
+use eastwall_wire::header::{Response, Status, StreamHeader, StreamKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -25,7 +25,12 @@ use super::{Ending, Ends, Hop, Outcome};
 use crate::capture::socket;
 use crate::identity::UserCertificates;
 use crate::ids::{IdsEngines, Inspecting, SharedIds};
-use crate::relay::{Abort, Sink, Source, both, pipe, relay};
+use crate::relay::{
+    Abort, Activity, CapsuleSink, CapsuleSource, DatagramCount, DatagramEnd, DatagramSink,
+    DatagramSource,
+    Sink, Source, both, pipe, relay, relay_datagrams,
+};
+
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::DirLabels;
 use crate::tunnel::pool::{OpenError, PoolKey};
@@ -282,6 +287,7 @@ impl Carrier {
             dst: ends.dst.addr,
             src: ends.src.addr,
             trace: None,
+            kind: Default::default(),
         };
         let opened = match self.ensure_user_certificate(&key.src).await {
             Ok(()) => tunnel.open(key, &header).await,
@@ -373,6 +379,201 @@ impl Carrier {
         certs.ensure(id, workload, user).await.map_err(|e| {
             debug!(%id, "no certificate for a local user: {e:#}");
             OpenError::NoIdentity(id.clone())
+        })
+    }
+
+    /// Carries a UDP session straight to its server (the original destination), from a
+    /// socket bound to the client's own address (its port too, where it is free): `client`
+    /// gives the client's datagrams and takes the server's answers. The session ends when no
+    /// datagram went either way for `idle`. `inspected`: this node decides it datagram by
+    /// datagram (a reload that then wants L7 facts revokes one that is not).
+    pub(crate) async fn udp_direct<CR: DatagramSource, CW: DatagramSink>(
+        &self,
+        client: (CR, CW),
+        ends: &Ends,
+        idle: (Duration, &Activity),
+        inspected: bool,
+        guard: &mut FlowGuard,
+    ) -> Outcome {
+        let direction = ends.direction();
+        let upstream = match self.udp_upstream(ends) {
+            Ok(s) => s,
+            Err(e) => {
+                self.count_upstream_error(direction);
+                return Outcome::Unreachable {
+                    hop: Hop::Server,
+                    error: format!("a socket toward {}: {e}", ends.dst.addr),
+                };
+            }
+        };
+        let live = self.live.register(ends.clone(), inspected);
+        let server = (&upstream, &upstream);
+        self.relay_session(direction, &live, client, server, idle, guard)
+            .await
+    }
+
+    /// The upstream socket of a UDP session: bound to the client's address and port, or to
+    /// its address alone when another session of the node holds that port.
+    fn udp_upstream(&self, ends: &Ends) -> io::Result<tokio::net::UdpSocket> {
+        let (src, dst, mark) = (ends.src.addr, ends.dst.addr, self.upstream.own_mark);
+        socket::udp_spoofed(src, dst, mark).or_else(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => {
+                socket::udp_spoofed(SocketAddr::new(src.ip(), 0), dst, mark)
+            }
+            _ => Err(e),
+        })
+    }
+
+    /// Carries a captured UDP session through the tunnel to the destination's node, which
+    /// decides again on the identity the tunnel proves. The first datagrams wait for its
+    /// answer.
+    pub(crate) async fn udp_tunnel<CR: DatagramSource, CW: DatagramSink>(
+        &self,
+        client: (CR, CW),
+        ends: &Ends,
+        key: &PoolKey,
+        idle: (Duration, &Activity),
+        guard: &mut FlowGuard,
+    ) -> Outcome {
+        let direction = ends.direction();
+        let Some(tunnel) = &self.tunnel else {
+            return Outcome::Unreachable {
+                hop: Hop::Tunnel,
+                error: "this node runs no tunnel".to_owned(),
+            };
+        };
+        let mut info = TunnelInfo {
+            transport: tunnel.mode().as_str(),
+            peer: key.node.to_string(),
+            peer_identity: Some(key.dst.to_string()),
+            status: TunnelStatus::StreamFailed,
+            reason: String::new(),
+        };
+        let header = StreamHeader {
+            dst: ends.dst.addr,
+            src: ends.src.addr,
+            trace: None,
+            kind: StreamKind::Udp,
+        };
+        let opened = match self.ensure_user_certificate(&key.src).await {
+            Ok(()) => tunnel.open(key, &header).await,
+            Err(e) => Err(e),
+        };
+        let opened = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                if e.is_handshake() {
+                    info.status = TunnelStatus::HandshakeFailed;
+                }
+                info.reason = e.to_string();
+                guard.tunnel = Some(info);
+                self.count_upstream_error(direction);
+                return Outcome::Unreachable {
+                    hop: Hop::Tunnel,
+                    error: e.to_string(),
+                };
+            }
+        };
+        info.transport = opened.transport();
+        let live = self.live.register(ends.clone(), true);
+        let outcome = match opened {
+            Opened::Quic { lease, send, recv } => {
+                let answer = quic::read_response(recv).await;
+                let refusal = quic::handshake_refusal(&lease.conn);
+                match self.answered(answer, refusal, &mut info) {
+                    Ok(recv) => {
+                        let server = (CapsuleSource::new(recv), CapsuleSink(send));
+                        self.relay_session(direction, &live, client, server, idle, guard)
+                            .await
+                    }
+                    Err(o) => o,
+                }
+            }
+            Opened::H2 {
+                lease,
+                send,
+                response,
+            } => {
+                let answer = h2::read_response(response).await;
+                let refusal = lease.conn.handshake_refusal();
+                match self.answered(answer, refusal, &mut info) {
+                    Ok(recv) => {
+                        let server = (CapsuleSource::new(recv), CapsuleSink(send));
+                        self.relay_session(direction, &live, client, server, idle, guard)
+                            .await
+                    }
+                    Err(o) => o,
+                }
+            }
+        };
+        guard.tunnel = Some(info);
+        outcome
+    }
+
+    /// The destination's answer to a UDP stream: the stream of its datagrams when connected,
+    /// else how the session ends.
+    fn answered<R>(
+        &self,
+        answer: io::Result<(Response, R)>,
+        refusal: Option<String>,
+        info: &mut TunnelInfo,
+    ) -> Result<R, Outcome> {
+        match answer {
+            Ok((r, recv)) => {
+                info.status = TunnelStatus::Answered(r.status);
+                info.reason = r.reason.clone();
+                match r.status {
+                    Status::Connected => Ok(recv),
+                    Status::Unreachable => Err(Outcome::Unreachable {
+                        hop: Hop::Server,
+                        error: r.reason,
+                    }),
+                    _ => Err(Outcome::RefusedByDestination),
+                }
+            }
+            Err(e) => {
+                if let Some(reason) = refusal {
+                    info.status = TunnelStatus::HandshakeFailed;
+                    info.reason = reason;
+                }
+                Err(Outcome::Unreachable {
+                    hop: Hop::Tunnel,
+                    error: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Relays a session's datagrams (or messages) until it ends; counts them in the record.
+    pub(crate) async fn relay_session<CR, CW, SR, SW>(
+        &self,
+        direction: Direction,
+        live: &Registration<'_>,
+        client: (CR, CW),
+        server: (SR, SW),
+        idle: (Duration, &Activity),
+        guard: &mut FlowGuard,
+    ) -> Outcome
+    where
+        CR: DatagramSource,
+        CW: DatagramSink,
+        SR: DatagramSource,
+        SW: DatagramSink,
+    {
+        let active = self.active_gauge(direction);
+        active.inc();
+        let (up, down) = (DatagramCount::default(), DatagramCount::default());
+        let relayed =
+            race_revocation(live, relay_datagrams(client, server, idle, &up, &down)).await;
+        active.dec();
+        let ((pkts_up, bytes_up), (pkts_down, bytes_down)) = (up.get(), down.get());
+        guard.bytes_toserver = bytes_up;
+        guard.bytes_toclient = bytes_down;
+        guard.datagrams = Some((pkts_up, pkts_down));
+        Outcome::Ended(match relayed {
+            Ok(DatagramEnd::Idle | DatagramEnd::Ended) => Ending::Closed,
+            Ok(DatagramEnd::Failed(e)) => Ending::Failed(e.to_string()),
+            Err(rule) => Ending::Revoked(rule),
         })
     }
 

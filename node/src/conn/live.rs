@@ -109,7 +109,7 @@ pub(crate) async fn recheck(pipeline: &Pipeline) -> usize {
             &pipeline.rules(),
             &pipeline.here,
             &ends,
-            eastwall_policy::L7::Unknown,
+            super::at_start(ends.proto),
         );
         let cannot_inspect = plan.needs_l7 && !e.inspected;
         if !plan.allows() || cannot_inspect {

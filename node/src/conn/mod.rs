@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use eastwall_identity::SpiffeId;
-use eastwall_policy::{MonitorHit, RuleRef};
+use eastwall_policy::{MonitorHit, Protocol, RuleRef};
 use eastwall_wire::eve::{Direction, FlowReason, FlowState};
 use eastwall_wire::header::Status;
 
-use crate::config::L7Spec;
+use crate::config::{L7Spec, UdpSpec};
 use crate::directory::Directory;
 use crate::ids::IdsEngines;
 use crate::rules::Rules;
@@ -36,7 +36,7 @@ use crate::telemetry::Telemetry;
 use crate::tunnel::pool::PoolKey;
 
 pub(crate) use self::carry::Carrier;
-pub(crate) use self::plan::{identify, plan, wants_socket_owner};
+pub(crate) use self::plan::{at_start, identify, plan, wants_socket_owner};
 
 /// What planning needs to know of this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,8 @@ impl End {
 pub(crate) struct Ends {
     /// The entry point.
     pub(crate) entry: Entry,
+    /// The IP protocol: a TCP connection, a UDP session, ...
+    pub(crate) proto: Protocol,
     /// The side that connects.
     pub(crate) src: End,
     /// The side connected to.
@@ -347,8 +349,11 @@ pub(crate) enum Outcome {
     },
     /// Allowed and carried until it ended.
     Ended(Ending),
-    /// Dropped by capture before a listener saw it.
+    /// Dropped: by capture before a listener saw it, or by this node's decision on a
+    /// protocol it does not proxy.
     Dropped(DenyReason),
+    /// Allowed; the kernel carries its packets (protocols other than TCP and UDP).
+    Passed,
 }
 
 impl Outcome {
@@ -368,6 +373,7 @@ impl Outcome {
             Outcome::Ended(Ending::Revoked(_)) => (FlowState::Closed, FlowReason::Revoked),
             Outcome::Ended(Ending::Blocked { .. }) => (FlowState::Closed, FlowReason::IdsBlocked),
             Outcome::Dropped(r) => (FlowState::Dropped, r.flow_reason()),
+            Outcome::Passed => (FlowState::Bypassed, FlowReason::Forwarded),
         }
     }
 
@@ -405,6 +411,8 @@ pub(crate) struct Pipeline {
     pub(crate) telemetry: Arc<Telemetry>,
     /// L7 inspection settings.
     pub(crate) l7: L7Spec,
+    /// UDP session settings.
+    pub(crate) udp: UdpSpec,
 }
 
 impl Pipeline {
@@ -530,6 +538,13 @@ mod tests {
                 FlowReason::SpoofedSource,
                 true,
             ),
+            (
+                Outcome::Dropped(DenyReason::DefaultDeny),
+                FlowState::Dropped,
+                FlowReason::Denied,
+                true,
+            ),
+            (Outcome::Passed, FlowState::Bypassed, FlowReason::Forwarded, false),
         ];
         for (outcome, state, reason, here) in table {
             assert_eq!(outcome.eve(), (state, reason), "{outcome:?}");

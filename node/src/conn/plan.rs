@@ -9,11 +9,17 @@
 use std::net::SocketAddr;
 
 use eastwall_identity::SpiffeId;
-use eastwall_policy::{Action, Endpoint, Flow, L7, Registry, Workload};
+use eastwall_policy::{Action, Endpoint, Flow, L7, Protocol, Registry, Workload};
 
 use super::{DenyReason, End, Ends, Entry, Here, Plan, Route, Verdict};
 use crate::rules::Rules;
 use crate::tunnel::pool::PoolKey;
+
+/// Whether connections of `proto` cross between nodes in the tunnel (TCP and UDP); the other
+/// protocols are routed in plaintext and decided by address at both ends.
+pub(crate) fn tunnelled(proto: Protocol) -> bool {
+    matches!(proto, Protocol::Tcp | Protocol::Udp)
+}
 
 /// The `localUsers` workload (the host's own processes) whose connection this is, when the
 /// kernel must be asked which local user owns its socket.
@@ -34,7 +40,7 @@ pub(crate) fn wants_socket_owner<'r>(
 pub(crate) fn identify(
     rules: &Rules,
     here: &Here,
-    entry: Entry,
+    (entry, proto): (Entry, Protocol),
     src: SocketAddr,
     dst: SocketAddr,
     local_user: Option<SpiffeId>,
@@ -63,6 +69,7 @@ pub(crate) fn identify(
             .filter(|w| {
                 w.node == here.node
                     || (entry == Entry::Outbound
+                        && tunnelled(proto)
                         && src_id.is_some()
                         && node_address(reg, w).is_some())
             })
@@ -70,6 +77,7 @@ pub(crate) fn identify(
     };
     Ends {
         entry,
+        proto,
         src: End {
             identity: src_id,
             ..End::at(src)
@@ -81,7 +89,17 @@ pub(crate) fn identify(
     }
 }
 
-/// Decides a connection (`l7` is [`L7::Unknown`] at connection time) or one of its requests,
+/// What is known of the application protocol when a connection of `proto` starts: nothing
+/// yet for TCP (L7 rules may decide per request later); UDP and the rest carry no L7 facts
+/// the node reads, so rules with L7 conditions decide on them as on opaque bytes.
+pub(crate) fn at_start(proto: Protocol) -> L7<'static> {
+    match proto {
+        Protocol::Tcp => L7::Unknown,
+        _ => L7::Opaque,
+    }
+}
+
+/// Decides a connection (`l7` is [`at_start`] at connection time) or one of its requests,
 /// and routes it.
 pub(crate) fn plan(rules: &Rules, here: &Here, ends: &Ends, l7: L7<'_>) -> Plan {
     let reg = &rules.registry;
@@ -93,7 +111,12 @@ pub(crate) fn plan(rules: &Rules, here: &Here, ends: &Ends, l7: L7<'_>) -> Plan 
     let decision = rules.policy.decide(&Flow {
         src: endpoint(&ends.src, src_wl),
         dst: endpoint(&ends.dst, dst_wl),
-        dst_port: ends.dst.addr.port(),
+        proto: ends.proto,
+        dst_port: if ends.proto.has_ports() {
+            ends.dst.addr.port()
+        } else {
+            0
+        },
         l7,
     });
     let verdict = match (decision.action, decision.rule) {
@@ -138,7 +161,7 @@ fn refusal(
         }
         // With the tunnel on, mesh workloads reach this host only through it: a plaintext
         // connection claiming a mesh workload's address bypassed (or spoofed) its node.
-        Entry::Inbound if here.has_tunnel() && src_wl.is_some() => {
+        Entry::Inbound if here.has_tunnel() && tunnelled(ends.proto) && src_wl.is_some() => {
             Some(Plan::refuse(DenyReason::MeshSourceWithoutTunnel, None))
         }
         Entry::Tunnel { peer, asked } => {
@@ -191,9 +214,13 @@ fn route(
     ends: &Ends,
     dst_wl: Option<&Workload>,
 ) -> Result<Route, DenyReason> {
-    let (Entry::Outbound, Some(port), Some(src_id), Some(dst)) =
-        (&ends.entry, here.tunnel_port, &ends.src.identity, dst_wl)
-    else {
+    let (Entry::Outbound, Some(port), Some(src_id), Some(dst), true) = (
+        &ends.entry,
+        here.tunnel_port,
+        &ends.src.identity,
+        dst_wl,
+        tunnelled(ends.proto),
+    ) else {
         return Ok(Route::Direct);
     };
     if dst.node == here.node {
@@ -321,7 +348,7 @@ spec:
             &identify(
                 &r,
                 &here("hostA", true),
-                Entry::Outbound,
+                (Entry::Outbound, Protocol::Tcp),
                 sa("10.1.0.3:1"),
                 sa("10.1.0.2:1"),
                 None,
@@ -531,7 +558,7 @@ spec:
             ),
         ];
         for (what, node, entry, src, dst, want) in rows {
-            let ends = identify(&r, node, entry, sa(src), sa(dst), None);
+            let ends = identify(&r, node, (entry, Protocol::Tcp), sa(src), sa(dst), None);
             let p = plan(&r, node, &ends, L7::Unknown);
             let got = match &p.verdict {
                 Verdict::Allow { rule, .. } => Want::Allow(
@@ -562,10 +589,7 @@ spec:
     fn the_ids_profile_and_monitor_rules_travel_with_the_plan() {
         let r = rules();
         let a = here("hostA", true);
-        let ends = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.2.0.2:5432"),
             None,
@@ -575,10 +599,7 @@ spec:
         let monitored: Vec<&str> = p.monitored.iter().map(|m| &*m.rule.id).collect();
         assert_eq!(monitored, ["audit-web-db"]);
         // A route failure after an allow keeps what the monitor rules saw.
-        let ends = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.3.0.2:5432"),
             None,
@@ -593,10 +614,7 @@ spec:
         let r = rules();
         let (a, b) = (here("hostA", true), here("hostB", true));
         // Same host: this node is the last one, it inspects.
-        let ends = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -629,10 +647,7 @@ spec:
             &REGISTRY.replace("{name: api, node: hostA", "{name: api, node: hostB"),
         )
         .unwrap();
-        let ends = identify(
-            &r2,
-            &a,
-            Entry::Outbound,
+        let ends = identify(&r2, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -640,10 +655,7 @@ spec:
         let p = plan(&r2, &a, &ends, L7::Unknown);
         assert!(p.needs_l7 && !p.inspects_here(), "{p:?}");
         assert!(matches!(p.route, Route::Tunnel(_)));
-        let ends = identify(
-            &r2,
-            &b,
-            tunnel("spiffe://corp.example/wl/web", None),
+        let ends = identify(&r2, &b, (tunnel("spiffe://corp.example/wl/web", None), Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -657,10 +669,7 @@ spec:
         let (a, a_plain) = (here("hostA", true), here("hostA", false));
         // With the tunnel: this node holds its workload's identity, and the destination's
         // is the one the tunnel will prove.
-        let e = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.2.0.2:5432"),
             None,
@@ -668,40 +677,28 @@ spec:
         assert_eq!(e.src.identity, Some(wl("web")));
         assert_eq!(e.dst.identity, Some(wl("db")));
         // ... but not where nothing will prove it (a node without an address).
-        let e = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.3.0.2:5432"),
             None,
         );
         assert_eq!(e.dst.identity, None);
         // Without the tunnel nothing is proven.
-        let e = identify(
-            &r,
-            &a_plain,
-            Entry::Outbound,
+        let e = identify(&r, &a_plain, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:8080"),
             None,
         );
         assert_eq!((e.src.identity, e.dst.identity), (None, None));
         // Plaintext inbound: the source proves nothing; a local destination is ours.
-        let e = identify(
-            &r,
-            &a,
-            Entry::Inbound,
+        let e = identify(&r, &a, (Entry::Inbound, Protocol::Tcp),
             sa("198.51.100.7:1"),
             sa("10.1.0.4:22"),
             None,
         );
         assert_eq!((e.src.identity, e.dst.identity), (None, Some(wl("api"))));
         // A user-bound workload acts for its user.
-        let e = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.5:1"),
             sa("10.2.0.2:7000"),
             None,
@@ -711,10 +708,7 @@ spec:
         let host = sa("10.0.0.1:1");
         let w = wants_socket_owner(&r, &a, &Entry::Outbound, host).expect("localUsers");
         let bob = w.user_identity("bob").unwrap();
-        let e = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             host,
             sa("10.2.0.2:6000"),
             Some(bob.clone()),
@@ -734,10 +728,7 @@ spec:
         let a = here("hostA", true);
         let host = sa("10.0.0.1:1");
         let bob = id("spiffe://corp.example/user/bob/wl/host-a");
-        let mut e = identify(
-            &r,
-            &a,
-            Entry::Outbound,
+        let mut e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
             host,
             sa("10.2.0.2:6000"),
             Some(bob),

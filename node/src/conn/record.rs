@@ -7,13 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use eastwall_policy::Workload;
+use eastwall_policy::{Protocol, Workload};
 use eastwall_wire::eve::{
     self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision, FlowEvent,
-    HttpCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
+    RequestCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
 };
 
-use super::{End, Ending, Ends, Outcome, Plan, Verdict};
+use super::{DenyReason, End, Ending, Ends, Outcome, Plan, Verdict};
 use crate::rules::Rules;
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{BytesLabels, ClosedLabels, RuleLabels};
@@ -26,6 +26,7 @@ pub(crate) struct FlowGuard {
     pub(crate) flow_id: u64,
     node: String,
     direction: Direction,
+    proto: Protocol,
     src: SocketAddr,
     dst: SocketAddr,
     /// The source as recorded.
@@ -45,14 +46,20 @@ pub(crate) struct FlowGuard {
     /// What the IDS did.
     pub(crate) ids: Option<IdsInfo>,
     /// HTTP requests decided, and how many were denied.
-    pub(crate) http_requests: Option<HttpCounts>,
+    pub(crate) http_requests: Option<RequestCounts>,
+    /// DNS queries decided one by one (sessions the node decides per query).
+    pub(crate) dns_queries: Option<RequestCounts>,
     /// Bytes to the server.
     pub(crate) bytes_toserver: u64,
     /// Bytes to the client.
     pub(crate) bytes_toclient: u64,
+    /// Datagrams to the server and to the client (UDP sessions).
+    pub(crate) datagrams: Option<(u64, u64)>,
     /// An error met on the way (the outcome's own error takes precedence).
     pub(crate) error: Option<String>,
     outcome: Option<Outcome>,
+    /// Whether the EVE event is written (the metrics always are).
+    recorded: bool,
 }
 
 impl FlowGuard {
@@ -67,14 +74,16 @@ impl FlowGuard {
         let reg = &rules.registry;
         let src_wl = reg.workload_by_addr(ends.src.addr.ip());
         let dst_wl = reg.workload_by_addr(ends.dst.addr.ip());
-        FlowGuard::at(
+        let mut g = FlowGuard::at(
             telemetry,
             node,
             ends.direction(),
             (ends.src.addr, endpoint(src_wl, &ends.src)),
             (ends.dst.addr, endpoint(dst_wl, &ends.dst)),
             policy_info(plan),
-        )
+        );
+        g.proto = ends.proto;
+        g
     }
 
     /// The record of a connection known only by its addresses and endpoints (refused before
@@ -93,6 +102,7 @@ impl FlowGuard {
             flow_id: telemetry.flows.next_id(),
             node: node.to_owned(),
             direction,
+            proto: Protocol::Tcp,
             src,
             dst,
             src_info,
@@ -104,10 +114,13 @@ impl FlowGuard {
             tunnel: None,
             ids: None,
             http_requests: None,
+            dns_queries: None,
             bytes_toserver: 0,
             bytes_toclient: 0,
+            datagrams: None,
             error: None,
             outcome: None,
+            recorded: true,
         }
     }
 
@@ -139,6 +152,12 @@ impl FlowGuard {
         }
     }
 
+    /// Counts this flow in the metrics but writes no EVE event (one of the same kind was
+    /// written a moment ago).
+    pub(crate) fn unrecorded(&mut self) {
+        self.recorded = false;
+    }
+
     /// Ends the connection's life with `outcome`; the record is written now.
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.outcome = Some(outcome);
@@ -152,6 +171,10 @@ impl FlowGuard {
         });
         let end = SystemTime::now();
         let (state, reason) = outcome.eve();
+        let icmp = match self.proto {
+            Protocol::Icmp { kind, code } | Protocol::Icmpv6 { kind, code } => Some((kind, code)),
+            _ => None,
+        };
         let ms = end
             .duration_since(self.start)
             .map_or(0, |d| d.as_millis() as u64);
@@ -175,7 +198,8 @@ impl FlowGuard {
                 })
                 .inc();
         }
-        if !matches!(outcome, Outcome::Dropped(_)) {
+        // A spoofed packet never opened a connection; everything else that was opened closes.
+        if !matches!(outcome, Outcome::Dropped(DenyReason::SpoofedSource)) {
             m.closed
                 .get_or_create(&ClosedLabels {
                     direction: dir,
@@ -208,6 +232,10 @@ impl FlowGuard {
                     .inc_by(n);
             }
         }
+        if !self.recorded {
+            m.records_suppressed.inc();
+            return;
+        }
         let event = FlowEvent {
             timestamp: eve::timestamp(end),
             flow_id: self.flow_id,
@@ -216,9 +244,13 @@ impl FlowGuard {
             src_port: self.src.port(),
             dest_ip: self.dst.ip(),
             dest_port: self.dst.port(),
-            proto: "TCP",
+            proto: eve::proto_name(self.proto.number()),
+            icmp_type: icmp.map(|i| i.0),
+            icmp_code: icmp.map(|i| i.1),
             app_proto: self.app_proto,
             flow: FlowCounters {
+                pkts_toserver: self.datagrams.map(|d| d.0),
+                pkts_toclient: self.datagrams.map(|d| d.1),
                 bytes_toserver: self.bytes_toserver,
                 bytes_toclient: self.bytes_toclient,
                 start: eve::timestamp(self.start),
@@ -241,6 +273,7 @@ impl FlowGuard {
                 tunnel: self.tunnel.take(),
                 revoked_by,
                 http_requests: self.http_requests.take(),
+                dns_queries: self.dns_queries.take(),
                 ids: self.ids.take(),
             },
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eastwall_identity::SpiffeId;
-use eastwall_policy::Workload;
+use eastwall_policy::{Protocol, Workload};
 use eastwall_wire::eve::Direction;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
@@ -19,7 +19,7 @@ use crate::capture::spoof::{self, Attempt};
 use crate::conn::carry::{Prelude, TcpDownstream};
 use crate::conn::record::{FlowGuard, policy_info, registry_endpoint};
 use crate::conn::{
-    DenyReason, Entry, Outcome, Pipeline, Plan, Route, identify, wants_socket_owner,
+    DenyReason, Entry, Outcome, Pipeline, Plan, Route, at_start, identify, wants_socket_owner,
 };
 use crate::telemetry::metrics::{DirLabels, ResultLabels};
 
@@ -68,9 +68,16 @@ async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &
         Some(w) => local_user(pipeline, w, peer, orig_dst).await,
         None => None,
     };
-    let mut ends = identify(&rules, here, entry, peer, orig_dst, local_user);
+    let mut ends = identify(
+        &rules,
+        here,
+        (entry, Protocol::Tcp),
+        peer,
+        orig_dst,
+        local_user,
+    );
     pipeline.fill_groups(&mut ends).await;
-    let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
+    let plan = pipeline.plan(&ends, at_start(Protocol::Tcp));
     let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
     drop(rules);
 

@@ -11,13 +11,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use eastwall_wire::eve::{self, Direction, TunnelInfo, TunnelStatus};
-use eastwall_wire::header::{Status, StreamHeader};
+use eastwall_policy::Protocol;
+use eastwall_wire::header::{Status, StreamHeader, StreamKind};
 use tracing::debug;
 
 use crate::conn::carry::{Downstream, Prelude};
 use crate::conn::record::{FlowGuard, policy_info};
-use crate::conn::{DenyReason, Entry, Outcome, Pipeline, Plan, identify};
-use crate::relay::Source as _;
+use crate::conn::{DenyReason, Ending, Entry, Outcome, Pipeline, Plan, at_start, identify};
+use crate::relay::{Activity, CapsuleSink, CapsuleSource, Prefixed, Source as _};
 use crate::telemetry::metrics::DirLabels;
 use crate::tunnel::h2::H2Stream;
 use crate::tunnel::quic::QuicStream;
@@ -29,6 +30,8 @@ pub(crate) struct TunnelFront {
     pub(crate) pipeline: Arc<Pipeline>,
 }
 
+// One impl per transport, both serving through `serve_stream`: with the stream type
+// concrete, the compiler can check that the stream's future is `Send` for the spawn.
 impl Acceptor<QuicStream> for TunnelFront {
     fn stream(
         &self,
@@ -161,9 +164,13 @@ async fn serve_stream<T: ServerStream>(
         peer: peer.id.clone(),
         asked: peer.asked.clone(),
     };
-    let mut ends = identify(&rules, here, entry, header.src, header.dst, None);
+    let proto = match header.kind {
+        StreamKind::Tcp => Protocol::Tcp,
+        StreamKind::Udp => Protocol::Udp,
+    };
+    let mut ends = identify(&rules, here, (entry, proto), header.src, header.dst, None);
     pipeline.fill_groups(&mut ends).await;
-    let plan = pipeline.plan(&ends, eastwall_policy::L7::Unknown);
+    let plan = pipeline.plan(&ends, at_start(proto));
     let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
     drop(rules);
     let answer = Answer::default();
@@ -175,6 +182,28 @@ async fn serve_stream<T: ServerStream>(
         down.refuse(reason.tunnel_status(), &plan.refusal_words())
             .await;
         Outcome::Refused(reason.clone())
+    } else if header.kind == StreamKind::Udp {
+        // A UDP session to a local workload: datagrams in capsules on the stream.
+        match down.accept_raw().await {
+            Err(e) => Outcome::Ended(Ending::Failed(e.to_string())),
+            Ok((recv, send)) => {
+                let recv = Prefixed {
+                    early: Some(early),
+                    inner: recv,
+                };
+                let client = (CapsuleSource::new(recv), CapsuleSink(send));
+                let activity = Activity::default();
+                let idle = (pipeline.udp.idle_for(header.dst.port()), &activity);
+                if plan.inspects_here() {
+                    crate::l7::dns::serve_udp(client, &ends, pipeline, idle, &mut guard).await
+                } else {
+                    pipeline
+                        .carrier
+                        .udp_direct(client, &ends, idle, false, &mut guard)
+                        .await
+                }
+            }
+        }
     } else if plan.inspects_here() {
         // Rules with L7 conditions apply: decide per request (handshake, stream) here.
         crate::l7::serve(down, early, &ends, pipeline, &mut guard).await

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use eastwall_policy::{HttpRequestFacts, L7};
 use eastwall_wire::eve::{
-    self, EveHttp, EveIdentities, HttpCounts, HttpDecision, HttpEvent, IdsInfo, PolicyInfo,
+    self, EveHttp, EveIdentities, RequestCounts, L7Decision, HttpEvent, IdsInfo, PolicyInfo,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -80,7 +80,7 @@ struct HttpConn {
     src_info: eve::Endpoint,
     dst_info: eve::Endpoint,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
-    counts: Mutex<HttpCounts>,
+    counts: Mutex<RequestCounts>,
     last: Mutex<Option<EveHttp>>,
     /// The IDS inspection per profile the connection's requests were allowed with (HTTP/1:
     /// one transaction after the other on one inspector).
@@ -116,7 +116,7 @@ where
         src_info: guard.src_info.clone(),
         dst_info: guard.dst_info.clone(),
         upstream: tokio::sync::Mutex::new(None),
-        counts: Mutex::new(HttpCounts::default()),
+        counts: Mutex::new(RequestCounts::default()),
         last: Mutex::new(None),
         ids: Mutex::new(Vec::new()),
         stream_ids: Arc::new(Mutex::new(None)),
@@ -594,7 +594,7 @@ impl HttpConn {
             proto: "TCP",
             app_proto: self.proto.app_proto(),
             http: ev.clone(),
-            eastwall: HttpDecision {
+            eastwall: L7Decision {
                 node: self.pipeline.here.node.clone(),
                 direction: dir,
                 src,

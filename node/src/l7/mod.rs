@@ -10,11 +10,15 @@
 //!    with no L7 facts (L7 allow rules do not match it, L7 deny rules do). Allowed, the bytes
 //!    are relayed as at L4, the sniffed ones first.
 //!
+//! DNS ([`dns`]): a UDP session is decided datagram by datagram, a stream that starts like DNS
+//! over TCP message by message; each query on its name.
+//!
 //! Where the client's bytes come from is a [`Downstream`]: a captured TCP connection (refused
 //! with a reset) or a tunnel stream at the destination node (refused with a tunnel answer).
 //! Each decision is `conn::plan` with the L7 facts; what is allowed is carried by
 //! `conn::carry`, or forwarded request by request by [`http`].
 
+pub(crate) mod dns;
 pub(crate) mod http;
 pub(crate) mod io;
 
@@ -81,6 +85,10 @@ pub(crate) async fn serve<D: Downstream>(
             });
             guard.error = Some(format!("unreadable ClientHello: {e}"));
             (None, true)
+        }
+        Sniffed::Opaque if eastwall_wire::dns::starts_like_tcp_query(&prefix) => {
+            guard.app_proto = Some("dns");
+            return dns::serve_tcp(down, prefix, ends, pipeline, guard).await;
         }
         Sniffed::Opaque => {
             guard.app_proto = Some("failed");

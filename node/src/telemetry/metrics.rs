@@ -44,7 +44,7 @@ pub(crate) struct BytesLabels {
     pub(crate) flow: &'static str,
 }
 
-/// Labels of HTTP requests the node decided.
+/// Labels of HTTP requests and DNS queries the node decided.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
     /// `outbound` or `inbound`.
@@ -60,6 +60,13 @@ pub(crate) struct IdsLabels {
     pub(crate) profile: String,
     /// `allowed` (detect, or not blocking) or `blocked`.
     pub(crate) action: &'static str,
+}
+
+/// Labels of dropped datagrams.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabels {
+    /// Why: `table-full`, `source-limit`, `queue-full`, `oversized`, `malformed`.
+    pub(crate) reason: &'static str,
 }
 
 /// Labels of certificate renewals.
@@ -149,11 +156,23 @@ pub(crate) struct Metrics {
     pub(crate) policy_reloads: Family<ResultLabels, Counter>,
     /// HTTP requests decided one by one (L7 rules), by verdict.
     pub(crate) http_requests: Family<HttpLabels, Counter>,
+    /// DNS queries decided one by one (`dns` conditions), by verdict.
+    pub(crate) dns_queries: Family<HttpLabels, Counter>,
     /// Local connections of `localUsers` workloads attributed to a user (`ok`) or not
     /// (`unknown`).
     pub(crate) local_user_lookups: Family<ResultLabels, Counter>,
     /// IDS alerts, by profile and action.
     pub(crate) ids_alerts: Family<IdsLabels, Counter>,
+    /// UDP sessions in the node's table.
+    pub(crate) udp_sessions: Gauge,
+    /// UDP sessions evicted to make room (the table was full).
+    pub(crate) udp_evictions: Counter,
+    /// UDP datagrams dropped before any session took them, by reason.
+    pub(crate) udp_drops: Family<DropLabels, Counter>,
+    /// Queued packets of other protocols dropped before a decision, by reason.
+    pub(crate) packet_drops: Family<DropLabels, Counter>,
+    /// Flow records not written because one of the same kind was written shortly before.
+    pub(crate) records_suppressed: Counter,
 }
 
 impl Default for Metrics {
@@ -176,8 +195,14 @@ impl Default for Metrics {
             cert_renewals: Family::default(),
             policy_reloads: Family::default(),
             http_requests: Family::default(),
+            dns_queries: Family::default(),
             local_user_lookups: Family::default(),
             ids_alerts: Family::default(),
+            udp_sessions: Gauge::default(),
+            udp_evictions: Counter::default(),
+            udp_drops: Family::default(),
+            packet_drops: Family::default(),
+            records_suppressed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -222,6 +247,11 @@ impl Default for Metrics {
             m.http_requests.clone(),
         );
         registry.register(
+            "dns_queries",
+            "DNS queries decided one by one (rules with dns conditions), by verdict",
+            m.dns_queries.clone(),
+        );
+        registry.register(
             "local_user_lookups",
             "Local connections of localUsers workloads attributed to a user (ok) or not (unknown)",
             m.local_user_lookups.clone(),
@@ -230,6 +260,31 @@ impl Default for Metrics {
             "ids_alerts",
             "IDS alerts, by profile and action (blocked: prevent mode stopped the stream)",
             m.ids_alerts.clone(),
+        );
+        registry.register(
+            "udp_sessions",
+            "UDP sessions in the node's table",
+            m.udp_sessions.clone(),
+        );
+        registry.register(
+            "udp_sessions_evicted",
+            "UDP sessions evicted because the table was full (idle ones first)",
+            m.udp_evictions.clone(),
+        );
+        registry.register(
+            "udp_datagrams_dropped",
+            "UDP datagrams dropped before any session took them, by reason",
+            m.udp_drops.clone(),
+        );
+        registry.register(
+            "packets_dropped",
+            "Queued packets of other protocols than TCP and UDP dropped before a decision, by reason",
+            m.packet_drops.clone(),
+        );
+        registry.register(
+            "flow_records_suppressed",
+            "Flow records not written: one of the same flow kind was written shortly before",
+            m.records_suppressed.clone(),
         );
         registry.register(
             "policy_rules",

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::{debug, warn};
 
 use eastwall_wire::connect;
-use eastwall_wire::header::{Response, Status, StreamHeader};
+use eastwall_wire::header::{Response, Status, StreamHeader, StreamKind};
 
 use super::pool::{Connector, OpenError, PoolKey};
 use super::server::{Acceptor, HEADER_TIMEOUT, PeerConn, ServerStream};
@@ -389,9 +389,13 @@ pub(crate) async fn open_stream(
         None => OpenError::Stream(e.to_string()),
     };
     let mut send = conn.send.clone().ready().await.map_err(fail)?;
-    let (response, stream) = send
-        .send_request(connect::request(header), false)
-        .map_err(fail)?;
+    let mut req = connect::request(header);
+    if header.kind == StreamKind::Udp {
+        // Extended CONNECT (RFC 8441): the destination node announces it.
+        req.extensions_mut()
+            .insert(h2::ext::Protocol::from_static(connect::CONNECT_UDP));
+    }
+    let (response, stream) = send.send_request(req, false).map_err(fail)?;
     Ok((stream, response))
 }
 
@@ -488,6 +492,8 @@ async fn connection<A: Acceptor<H2Stream>>(
             .max_send_buffer_size(SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_LIST)
             .max_concurrent_streams(MAX_STREAMS)
+            // CONNECT-UDP streams are extended CONNECTs.
+            .enable_connect_protocol()
             .handshake::<_, Bytes>(tls)
             .await
             .map_err(|e| format!("HTTP/2: {e}"))?;
@@ -510,7 +516,9 @@ async fn connection<A: Acceptor<H2Stream>>(
                 let (acceptor, peer) = (acceptor.clone(), peer.clone());
                 tokio::spawn(async move {
                     let (parts, recv) = req.into_parts();
-                    let header = connect::parse_request(&parts).map_err(|e| e.to_string());
+                    let protocol = parts.extensions.get::<h2::ext::Protocol>();
+                    let header = connect::parse_request(&parts, protocol.map(|p| p.as_str()))
+                        .map_err(|e| e.to_string());
                     let stream = H2Stream { respond, recv };
                     acceptor.stream(stream, header, Bytes::new(), peer).await;
                 });

@@ -8,10 +8,11 @@
 
 use std::net::IpAddr;
 
-use super::index::PortIndex;
-use super::l7::{HttpEntry, L7Conditions, TlsCondition};
+use super::index::ProtoIndex;
+use super::l7::{DnsCondition, HttpEntry, L7Conditions, TlsCondition};
 use super::selector::{NameSet, Selector};
-use super::{Action, Mode, Rule, Side};
+use super::transport::Transports;
+use super::{Action, Mode, Protocol, Rule, Side};
 use crate::diag::Sink;
 use crate::registry::{Registry, Workload};
 
@@ -23,7 +24,7 @@ const MAX_COMPARISONS: u64 = 20_000_000;
 pub(crate) fn check(
     sink: &mut Sink<'_>,
     rules: &[Rule],
-    index: Option<&PortIndex>,
+    index: &ProtoIndex,
     reg: &Registry,
 ) {
     let mut comparisons: u64 = 0;
@@ -44,12 +45,19 @@ pub(crate) fn check(
             comparisons += 1;
             rules.get(a).filter(|a| covers(a, b))
         };
-        match index {
-            Some(ix) => {
-                // A covering rule includes every port of `b`, so it is listed for its first.
-                let earlier: Box<dyn Iterator<Item = usize>> = match b.ports.as_deref() {
-                    Some([(lo, _), ..]) => Box::new(ix.candidates(*lo)),
-                    _ => Box::new(ix.any_port()),
+        // A covering rule matches every protocol and port of `b`: it is listed in the index
+        // of `b`'s first port (rules without `ports`, for `b` without any).
+        let indexed = match b.ports.as_deref() {
+            None => index.of(Protocol::Tcp).map(|ix| (ix, None)),
+            Some(t) => t
+                .first_port()
+                .and_then(|(proto, lo)| index.of(proto).map(|ix| (ix, Some(lo)))),
+        };
+        match indexed {
+            Some((ix, first)) => {
+                let earlier: Box<dyn Iterator<Item = usize>> = match first {
+                    Some(lo) => Box::new(ix.candidates(lo)),
+                    None => Box::new(ix.any_port()),
                 };
                 for a in earlier.take_while(|&a| a < i) {
                     if let Some(r) = each(a) {
@@ -207,22 +215,12 @@ pub(crate) fn covers(a: &Rule, b: &Rule) -> bool {
         && l7_covers(a, b)
 }
 
-fn ports_cover(a: Option<&[(u16, u16)]>, b: Option<&[(u16, u16)]>) -> bool {
-    let (a, b) = match (a, b) {
-        (None, _) => return true,
-        (Some(_), None) => return false,
-        (Some(a), Some(b)) => (a, b),
-    };
-    // Merge adjacent ranges (`80-89, 90-99` covers `85-95`); `a` is sorted and disjoint.
-    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(a.len());
-    for &(lo, hi) in a {
-        match merged.last_mut() {
-            Some(last) if u32::from(last.1) + 1 >= u32::from(lo) => last.1 = last.1.max(hi),
-            _ => merged.push((lo, hi)),
-        }
+fn ports_cover(a: Option<&Transports>, b: Option<&Transports>) -> bool {
+    match (a, b) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => a.covers(b),
     }
-    b.iter()
-        .all(|&(lo, hi)| merged.iter().any(|&(l, h)| l <= lo && hi <= h))
 }
 
 /// Which traffic of one kind (TLS handshakes, or HTTP requests) a rule matches.
@@ -255,6 +253,17 @@ fn http_matched(r: &Rule) -> Matched<'_, [HttpEntry]> {
     }
 }
 
+fn dns_matched(r: &Rule) -> Matched<'_, DnsCondition> {
+    let deny = r.action == Action::Deny;
+    match r.l7.as_deref() {
+        None => Matched::All,
+        Some(L7Conditions { dns: None, .. }) if deny => Matched::All,
+        Some(L7Conditions { dns: None, .. }) => Matched::Nothing,
+        Some(L7Conditions { dns: Some(d), .. }) if d.names.is_none() => Matched::All,
+        Some(L7Conditions { dns: Some(d), .. }) => Matched::Some(d, deny),
+    }
+}
+
 fn matched_covers<T: ?Sized>(
     a: Matched<'_, T>,
     b: Matched<'_, T>,
@@ -267,7 +276,7 @@ fn matched_covers<T: ?Sized>(
     }
 }
 
-/// L7 inclusion, per kind of traffic: opaque, TLS, HTTP.
+/// L7 inclusion, per kind of traffic: opaque, TLS, HTTP, DNS queries.
 fn l7_covers(a: &Rule, b: &Rule) -> bool {
     // Opaque traffic: a rule without L7 conditions or a deny rule matches it.
     let opaque = |r: &Rule| r.l7.is_none() || r.action == Action::Deny;
@@ -285,10 +294,18 @@ fn l7_covers(a: &Rule, b: &Rule) -> bool {
                 (Some(pa), Some(pb)) => pb.iter().all(|p| pa.iter().any(|q| q.covers(p))),
             }
     });
-    tls && matched_covers(http_matched(a), http_matched(b), |ea, la, eb, lb| {
-        eb.iter()
-            .all(|e| ea.iter().any(|f| entry_covers(f, la, e, lb)))
-    })
+    let dns = matched_covers(dns_matched(a), dns_matched(b), |da, _, db, _| {
+        match (&da.names, &db.names) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(pa), Some(pb)) => pb.iter().all(|p| pa.iter().any(|q| q.covers(p))),
+        }
+    });
+    tls && dns
+        && matched_covers(http_matched(a), http_matched(b), |ea, la, eb, lb| {
+            eb.iter()
+                .all(|e| ea.iter().any(|f| entry_covers(f, la, e, lb)))
+        })
 }
 
 fn entry_covers(a: &HttpEntry, la: bool, b: &HttpEntry, lb: bool) -> bool {

@@ -1,6 +1,6 @@
 //! Validation of a parsed policy file and its compilation into rules.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -8,8 +8,8 @@ use eastwall_identity::SpiffeId;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::compile_l7;
-use super::format::{PolicyDoc, PortDoc, RuleDoc, SelectorDoc};
+use super::{compile_l7, transport};
+use super::format::{PolicyDoc, RuleDoc, SelectorDoc};
 use super::ids::{self, IdsProfile};
 use super::selector::{NameSet, Selector};
 use super::{Action, Mode, Rule, RuleRef};
@@ -183,7 +183,7 @@ fn compile_rule(
             compile_l7::compile_l7(sink, &s.value),
         ),
     };
-    let ports = r.ports.map(|p| compile_ports(sink, &p));
+    let ports = r.ports.map(|p| transport::compile_ports(sink, &p).map(Box::new));
     let ids = r
         .ids
         .as_ref()
@@ -505,121 +505,3 @@ fn compile_cidrs(sink: &mut Sink<'_>, v: &OneOrMany) -> Box<[IpNet]> {
     nets.into_boxed_slice()
 }
 
-/// Formats a port range as written in messages: `8080` or `8000-8080`.
-fn range_str((lo, hi): (u16, u16)) -> String {
-    if lo == hi {
-        lo.to_string()
-    } else {
-        format!("{lo}-{hi}")
-    }
-}
-
-/// Parses a decimal port number; `None` when not all digits. Values too large for `u32`
-/// saturate, so that they are reported as out of range rather than malformed.
-fn parse_port_num(s: &str) -> Option<u32> {
-    let s = s.trim();
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some(s.parse::<u32>().unwrap_or(u32::MAX))
-}
-
-/// Validates and compiles `ports`; `None` when any element is invalid.
-fn compile_ports(
-    sink: &mut Sink<'_>,
-    p: &Spanned<Vec<Spanned<PortDoc>>>,
-) -> Option<Box<[(u16, u16)]>> {
-    const RANGE_HINT: &str = "expected 1-65535 or a range string like \"8000-8080\"";
-    if p.value.is_empty() {
-        sink.error(
-            p.referenced,
-            "empty `ports` list (it would match nothing); omit the field to match all ports",
-        );
-        return None;
-    }
-    let mut ok = true;
-    // (range, position, file order)
-    let mut ranges: Vec<((u16, u16), Pos)> = Vec::with_capacity(p.value.len());
-    for item in &p.value {
-        let at = Pos::from(item.referenced);
-        let range = match &item.value {
-            PortDoc::Int(n) => match u16::try_from(*n) {
-                Ok(port) if port != 0 => Some((port, port)),
-                _ => {
-                    sink.error(at, format!("port {n} is out of range (1-65535)"));
-                    None
-                }
-            },
-            PortDoc::Text(t) => {
-                let parts = match t.split_once('-') {
-                    Some((a, b)) => (parse_port_num(a), parse_port_num(b)),
-                    None => {
-                        let n = parse_port_num(t);
-                        (n, n)
-                    }
-                };
-                let valid = |n: u32| u16::try_from(n).ok().filter(|&p| p != 0);
-                match parts {
-                    (Some(lo), Some(hi)) => match (valid(lo), valid(hi)) {
-                        (Some(lo), Some(hi)) if lo > hi => {
-                            sink.error(
-                                at,
-                                format!("port range `{t}` is reversed: {lo} is greater than {hi}"),
-                            );
-                            None
-                        }
-                        (Some(lo), Some(hi)) => Some((lo, hi)),
-                        _ => {
-                            sink.error(at, format!("port `{t}` is out of range (1-65535)"));
-                            None
-                        }
-                    },
-                    _ => {
-                        sink.error(
-                            at,
-                            format!("invalid port `{}` ({RANGE_HINT})", t.escape_debug()),
-                        );
-                        None
-                    }
-                }
-            }
-        };
-        match range {
-            Some(r) => ranges.push((r, at)),
-            None => ok = false,
-        }
-    }
-    // Overlaps: sort by low end; each range is compared with the furthest-reaching one
-    // before it, which is the one it must overlap if it overlaps any.
-    let mut order: Vec<usize> = (0..ranges.len()).collect();
-    order.sort_by_key(|&i| (ranges[i].0.0, i));
-    let mut reach: Option<usize> = None;
-    let mut reported = BTreeSet::new();
-    for &i in &order {
-        if let Some(j) = reach
-            && ranges[i].0.0 <= ranges[j].0.1
-        {
-            let (first, second) = if j < i { (j, i) } else { (i, j) };
-            if reported.insert(second) {
-                sink.error(
-                    ranges[second].1,
-                    format!(
-                        "port ranges {} and {} overlap",
-                        range_str(ranges[first].0),
-                        range_str(ranges[second].0)
-                    ),
-                );
-            }
-            ok = false;
-        }
-        if reach.is_none_or(|j| ranges[i].0.1 > ranges[j].0.1) {
-            reach = Some(i);
-        }
-    }
-    if !ok {
-        return None;
-    }
-    let mut out: Vec<(u16, u16)> = ranges.into_iter().map(|(r, _)| r).collect();
-    out.sort_unstable();
-    Some(out.into_boxed_slice())
-}

@@ -1,13 +1,13 @@
 //! Validation and compilation of the L7 conditions of `to`: `http` entries (methods, paths,
-//! hosts, headers) and `tls.sni`.
+//! hosts, headers), `tls.sni` and `dns.names`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderName, HeaderValue};
 use serde_saphyr::Spanned;
 
-use super::format::{HeadersDoc, HttpEntryDoc, SelectorDoc, TlsDoc};
-use super::l7::{HttpEntry, L7Conditions, TlsCondition};
+use super::format::{DnsDoc, HeadersDoc, HttpEntryDoc, SelectorDoc, TlsDoc};
+use super::l7::{DnsCondition, HttpEntry, L7Conditions, TlsCondition};
 use super::pattern::{NamePattern, PathPattern, ValuePattern};
 use crate::diag::{Pos, Sink};
 use crate::path::normalize_path;
@@ -15,7 +15,7 @@ use crate::path::normalize_path;
 /// Longest path pattern accepted.
 const MAX_PATH_PATTERN: usize = 2048;
 
-/// Reports `http`/`tls` where they are not allowed: in `from` (`where_` = "from") or under
+/// Reports `http`/`tls`/`dns` where they are not allowed: in `from` (`where_` = "from") or under
 /// `not` anywhere.
 pub(crate) fn reject_l7(sink: &mut Sink<'_>, s: &SelectorDoc, where_: &str) {
     let hint = if where_ == "from" {
@@ -35,11 +35,17 @@ pub(crate) fn reject_l7(sink: &mut Sink<'_>, s: &SelectorDoc, where_: &str) {
             format!("`tls` is not allowed in `{where_}`: {hint}"),
         );
     }
+    if let Some(d) = &s.dns {
+        sink.error(
+            d.referenced,
+            format!("`dns` is not allowed in `{where_}`: {hint}"),
+        );
+    }
 }
 
-/// Compiles the `http` and `tls` of a `to` selector; `None` when it has neither.
+/// Compiles the `http`, `tls` and `dns` of a `to` selector; `None` when it has none.
 pub(crate) fn compile_l7(sink: &mut Sink<'_>, to: &SelectorDoc) -> Option<L7Conditions> {
-    if to.http.is_none() && to.tls.is_none() {
+    if to.http.is_none() && to.tls.is_none() && to.dns.is_none() {
         return None;
     }
     let http = to.http.as_ref().map(|h| {
@@ -56,7 +62,8 @@ pub(crate) fn compile_l7(sink: &mut Sink<'_>, to: &SelectorDoc) -> Option<L7Cond
             .into_boxed_slice()
     });
     let tls = to.tls.as_ref().map(|t| compile_tls(sink, &t.value));
-    Some(L7Conditions { http, tls })
+    let dns = to.dns.as_ref().map(|d| compile_dns(sink, &d.value));
+    Some(L7Conditions { http, tls, dns })
 }
 
 /// RFC 9110 `tchar`.
@@ -200,6 +207,7 @@ fn compile_path(sink: &mut Sink<'_>, text: &str, at: Pos) -> Option<PathPattern>
 enum NameField {
     Host,
     Sni,
+    Dns,
 }
 
 /// A DNS name of letters, digits, `-` and `_`, labels of 1-63, at most 253 in all.
@@ -214,11 +222,13 @@ fn is_dns_name(s: &str) -> bool {
         })
 }
 
-/// A `hosts` or `tls.sni` pattern: a name or `*.name`; hosts may also be IP literals.
+/// A `hosts`, `tls.sni` or `dns.names` pattern: a name or `*.name`; hosts may also be IP
+/// literals.
 fn compile_name(sink: &mut Sink<'_>, text: &str, at: Pos, field: NameField) -> Option<NamePattern> {
     let what = match field {
         NameField::Host => "host",
         NameField::Sni => "SNI",
+        NameField::Dns => "DNS name",
     };
     let bad = |sink: &mut Sink<'_>, why: &str| {
         sink.error(
@@ -236,8 +246,15 @@ fn compile_name(sink: &mut Sink<'_>, text: &str, at: Pos, field: NameField) -> O
             .and_then(|t| t.strip_suffix(']'))
             .is_some_and(|t| t.parse::<Ipv6Addr>().is_ok());
     if is_ip {
-        if field == NameField::Sni {
-            return bad(sink, "SNI never carries an IP address (RFC 6066)");
+        match field {
+            NameField::Sni => return bad(sink, "SNI never carries an IP address (RFC 6066)"),
+            NameField::Dns => {
+                return bad(
+                    sink,
+                    "a query asks for a name; reverse lookups ask for `*.in-addr.arpa` names",
+                );
+            }
+            NameField::Host => {}
         }
         return Some(NamePattern::new(text));
     }
@@ -343,4 +360,18 @@ fn compile_tls(sink: &mut Sink<'_>, t: &TlsDoc) -> TlsCondition {
             .into_boxed_slice()
     });
     TlsCondition { sni }
+}
+
+fn compile_dns(sink: &mut Sink<'_>, d: &DnsDoc) -> DnsCondition {
+    let names = d.names.as_ref().map(|n| {
+        if n.items.is_empty() {
+            empty_list(sink, n.at, "names");
+        }
+        n.items
+            .iter()
+            .filter_map(|(text, at)| compile_name(sink, text, *at, NameField::Dns))
+            .collect::<Vec<_>>()
+            .into_boxed_slice()
+    });
+    DnsCondition { names }
 }

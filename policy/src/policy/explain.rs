@@ -8,7 +8,9 @@ use std::fmt::{self, Write as _};
 
 use super::l7::{HttpField, L7Outcome, Unevaluable};
 use super::selector::{Criterion, NameSet, Selector};
-use super::{Action, Decision, Endpoint, Flow, L7, Mode, Policy, Rule, RuleRef, Side, Trace};
+use super::{
+    Action, Decision, Endpoint, Flow, L7, Mode, Policy, Protocol, Rule, RuleRef, Side, Trace,
+};
 
 /// The decision on a flow and how it was reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,13 +84,17 @@ impl Trace for Recorder<'_, '_> {
     const CHECKS_PORTS: bool = true;
 
     fn port_mismatch(&mut self, r: &Rule) {
-        let ranges: Vec<String> = r.ports.iter().flatten().map(|&r| range_str(r)).collect();
-        let reason = format!(
-            "port {} is not in [{}]",
-            self.flow.dst_port,
-            ranges.join(", ")
-        );
-        self.push(r, StepOutcome::NoMatch(reason));
+        let listed = r.ports.as_deref().map(ToString::to_string).unwrap_or_default();
+        let f = self.flow;
+        let what = match f.proto {
+            Protocol::Tcp => format!("port {}", f.dst_port),
+            Protocol::Udp | Protocol::Sctp => format!("{} port {}", f.proto, f.dst_port),
+            Protocol::Icmp { kind, code } | Protocol::Icmpv6 { kind, code } => {
+                format!("{} type {kind} code {code}", f.proto)
+            }
+            Protocol::Other(n) => format!("protocol {n}"),
+        };
+        self.push(r, StepOutcome::NoMatch(format!("{what} is not in [{listed}]")));
     }
 
     fn groups_unknown(&mut self, r: &Rule) {
@@ -138,13 +144,13 @@ impl Trace for Recorder<'_, '_> {
             L7Outcome::Pending if allow => self.push(
                 r,
                 StepOutcome::Pending(
-                    "connection time: its L7 conditions are checked on each HTTP request or TLS handshake"
+                    "connection time: its L7 conditions are checked on each HTTP request, TLS handshake or DNS query"
                         .to_owned(),
                 ),
             ),
             L7Outcome::Pending => {
                 self.note = Some(
-                    "connection time: it denies opaque traffic (fail closed); HTTP requests and TLS handshakes are checked against its L7 conditions"
+                    "connection time: it denies opaque traffic (fail closed); HTTP requests, TLS handshakes and DNS queries are checked against its L7 conditions"
                         .to_owned(),
                 );
             }
@@ -164,14 +170,6 @@ impl Trace for Recorder<'_, '_> {
             let _ = write!(note, "; {n}");
         }
         self.push(r, StepOutcome::Matched(Some(note)));
-    }
-}
-
-fn range_str((lo, hi): (u16, u16)) -> String {
-    if lo == hi {
-        lo.to_string()
-    } else {
-        format!("{lo}-{hi}")
     }
 }
 
@@ -281,12 +279,15 @@ fn criterion_reason(sel: &Selector, ep: &Endpoint<'_>, c: Criterion) -> String {
 
 fn unevaluable(u: Unevaluable) -> &'static str {
     match u {
-        Unevaluable::Opaque => "opaque TCP cannot carry the rule's L7 conditions",
-        Unevaluable::TlsForHttpRule => {
-            "TLS traffic cannot be checked against the rule's `http` conditions"
+        Unevaluable::Opaque => "opaque bytes cannot carry the rule's L7 conditions",
+        Unevaluable::NoTlsCondition => {
+            "TLS traffic cannot be checked against the rule's conditions (it has no `tls`)"
         }
-        Unevaluable::HttpForTlsRule => {
-            "plain HTTP cannot be checked against the rule's `tls` condition"
+        Unevaluable::NoHttpCondition => {
+            "plain HTTP cannot be checked against the rule's conditions (it has no `http`)"
+        }
+        Unevaluable::NoDnsCondition => {
+            "a DNS query cannot be checked against the rule's conditions (it has no `dns`)"
         }
         Unevaluable::NoSni => "the TLS ClientHello has no SNI to check against `tls.sni`",
     }
@@ -309,6 +310,18 @@ fn l7_mismatch(r: &Rule, l7: &L7<'_>) -> String {
                 "SNI `{}` matches no `tls.sni` pattern {}",
                 sni.unwrap_or(""),
                 list(pats.iter().map(String::as_str))
+            )
+        }
+        L7::Dns { name } => {
+            let pats: Vec<&str> = c
+                .dns
+                .iter()
+                .flat_map(|d| d.names.iter().flatten())
+                .map(|p| p.as_str())
+                .collect();
+            format!(
+                "query name `{name}` matches no `dns.names` pattern {}",
+                list(pats.iter().copied())
             )
         }
         L7::Http(req) => {

@@ -110,6 +110,9 @@ pub(crate) struct SelectorDoc {
     /// Only valid at the top level of `to` (checked when compiling).
     #[serde(default)]
     pub(crate) tls: Option<Spanned<TlsDoc>>,
+    /// Only valid at the top level of `to` (checked when compiling).
+    #[serde(default)]
+    pub(crate) dns: Option<Spanned<DnsDoc>>,
 }
 
 /// One entry of `to.http`.
@@ -132,6 +135,14 @@ pub(crate) struct HttpEntryDoc {
 pub(crate) struct TlsDoc {
     #[serde(default)]
     pub(crate) sni: Option<OneOrMany>,
+}
+
+/// `to.dns`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DnsDoc {
+    #[serde(default)]
+    pub(crate) names: Option<OneOrMany>,
 }
 
 /// `headers`: a mapping of header name to value pattern, in file order, with positions.
@@ -228,37 +239,98 @@ impl SelectorDoc {
             && self.not.is_none()
             && self.http.is_none()
             && self.tls.is_none()
+            && self.dns.is_none()
     }
 }
 
-/// One element of `ports`: an integer or a string (`"443"` or `"8000-8080"`).
-pub(crate) enum PortDoc {
+/// An integer or a string, as `port` and `protocol` values are written.
+pub(crate) enum IntOrText {
     Int(i128),
     Text(String),
+}
+
+/// One element of `ports`: a TCP port or range (`443`, `"8000-8080"`), or a mapping naming
+/// the protocol (`{port: 53, protocol: UDP}`, `{protocol: ICMP, icmpType: 8}`).
+pub(crate) enum PortDoc {
+    Plain(IntOrText),
+    Spec(Box<PortSpecDoc>),
+}
+
+/// A `ports` element written as a mapping.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct PortSpecDoc {
+    #[serde(default)]
+    pub(crate) port: Option<IntOrText>,
+    #[serde(default)]
+    pub(crate) end_port: Option<IntDoc>,
+    #[serde(default)]
+    pub(crate) protocol: Option<IntOrText>,
+    #[serde(default)]
+    pub(crate) icmp_type: Option<IntDoc>,
+    #[serde(default)]
+    pub(crate) icmp_code: Option<IntDoc>,
+}
+
+/// Visits an integer or a string.
+struct IntOrTextVisitor;
+
+impl Visitor<'_> for IntOrTextVisitor {
+    type Value = IntOrText;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrText, E> {
+        Ok(IntOrText::Int(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrText, E> {
+        Ok(IntOrText::Int(v.into()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<IntOrText, E> {
+        Ok(IntOrText::Int(v))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<IntOrText, E> {
+        Ok(IntOrText::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrText, E> {
+        Ok(IntOrText::Text(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IntOrTextVisitor)
+    }
 }
 
 impl<'de> Deserialize<'de> for PortDoc {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
+        impl<'de> Visitor<'de> for V {
             type Value = PortDoc;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a port number or a range string like \"8000-8080\"")
+                f.write_str(
+                    "a port number, a range string like \"8000-8080\", or a mapping like {port: 53, protocol: UDP}",
+                )
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PortDoc, E> {
-                Ok(PortDoc::Int(v.into()))
+                IntOrTextVisitor.visit_i64(v).map(PortDoc::Plain)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<PortDoc, E> {
-                Ok(PortDoc::Int(v.into()))
+                IntOrTextVisitor.visit_u64(v).map(PortDoc::Plain)
             }
             fn visit_i128<E: de::Error>(self, v: i128) -> Result<PortDoc, E> {
-                Ok(PortDoc::Int(v))
+                IntOrTextVisitor.visit_i128(v).map(PortDoc::Plain)
             }
             fn visit_u128<E: de::Error>(self, v: u128) -> Result<PortDoc, E> {
-                Ok(PortDoc::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+                IntOrTextVisitor.visit_u128(v).map(PortDoc::Plain)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<PortDoc, E> {
-                Ok(PortDoc::Text(v.to_owned()))
+                IntOrTextVisitor.visit_str(v).map(PortDoc::Plain)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<PortDoc, A::Error> {
+                let spec = PortSpecDoc::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(PortDoc::Spec(Box::new(spec)))
             }
         }
         d.deserialize_any(V)

@@ -1,10 +1,11 @@
-//! L7 facts (what the node knows of the application protocol) and the compiled `http` and
-//! `tls` conditions of a rule's `to`.
+//! L7 facts (what the node knows of the application protocol) and the compiled `http`,
+//! `tls` and `dns` conditions of a rule's `to`.
 //!
 //! A rule with L7 conditions never matches traffic whose protocol cannot carry them: an
-//! allow rule then does not match, a deny rule does (fail closed). Opaque TCP carries
-//! neither; TLS carries only `tls`; plain HTTP only `http`; a ClientHello without SNI cannot
-//! be checked against `tls.sni`, nor a request without a host against `hosts`.
+//! allow rule then does not match, a deny rule does (fail closed). Opaque bytes carry none;
+//! TLS carries only `tls`; plain HTTP only `http`; a DNS query only `dns`; a ClientHello
+//! without SNI cannot be checked against `tls.sni`, nor a request without a host against
+//! `hosts`.
 
 use http::{HeaderMap, HeaderName};
 
@@ -25,6 +26,11 @@ pub enum L7<'a> {
     },
     /// One HTTP request (HTTP/1.x request on a keep-alive connection, or HTTP/2 stream).
     Http(&'a HttpRequestFacts<'a>),
+    /// One DNS query, with the name it asks: lower case, without the final dot.
+    Dns {
+        /// The question's name.
+        name: &'a str,
+    },
 }
 
 /// The parts of one HTTP request that rules can test.
@@ -40,13 +46,22 @@ pub struct HttpRequestFacts<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// The compiled `http` and `tls` conditions of a rule.
+/// The compiled `http`, `tls` and `dns` conditions of a rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct L7Conditions {
     /// `to.http`: a request matches if any entry matches; `None` when not given.
     pub(crate) http: Option<Box<[HttpEntry]>>,
     /// `to.tls`; `None` when not given.
     pub(crate) tls: Option<TlsCondition>,
+    /// `to.dns`; `None` when not given.
+    pub(crate) dns: Option<DnsCondition>,
+}
+
+/// `to.dns`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DnsCondition {
+    /// `names` patterns; `None`: any query.
+    pub(crate) names: Option<Box<[NamePattern]>>,
 }
 
 /// One entry of `to.http`: every given field must match.
@@ -69,12 +84,14 @@ pub(crate) struct TlsCondition {
 /// Why a rule's L7 conditions cannot be evaluated on some traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Unevaluable {
-    /// Opaque TCP: no L7 condition can be checked.
+    /// Opaque bytes: no L7 condition can be checked.
     Opaque,
-    /// TLS against a rule with only `http` conditions.
-    TlsForHttpRule,
-    /// Plain HTTP against a rule with only a `tls` condition.
-    HttpForTlsRule,
+    /// TLS against a rule without a `tls` condition.
+    NoTlsCondition,
+    /// Plain HTTP against a rule without `http` conditions.
+    NoHttpCondition,
+    /// A DNS query against a rule without a `dns` condition.
+    NoDnsCondition,
     /// A ClientHello without SNI against `tls.sni`.
     NoSni,
 }
@@ -111,7 +128,7 @@ impl L7Conditions {
             L7::Unknown => L7Outcome::Pending,
             L7::Opaque => L7Outcome::Unevaluable(Unevaluable::Opaque),
             L7::Tls { sni } => match &self.tls {
-                None => L7Outcome::Unevaluable(Unevaluable::TlsForHttpRule),
+                None => L7Outcome::Unevaluable(Unevaluable::NoTlsCondition),
                 Some(t) => match (&t.sni, sni) {
                     (None, _) => L7Outcome::Match,
                     (Some(_), None) => L7Outcome::Unevaluable(Unevaluable::NoSni),
@@ -122,12 +139,20 @@ impl L7Conditions {
                 },
             },
             L7::Http(req) => match &self.http {
-                None => L7Outcome::Unevaluable(Unevaluable::HttpForTlsRule),
+                None => L7Outcome::Unevaluable(Unevaluable::NoHttpCondition),
                 Some(entries)
                     if entries
                         .iter()
                         .any(|e| e.first_mismatch(req, deny).is_none()) =>
                 {
+                    L7Outcome::Match
+                }
+                Some(_) => L7Outcome::NoMatch,
+            },
+            L7::Dns { name } => match &self.dns {
+                None => L7Outcome::Unevaluable(Unevaluable::NoDnsCondition),
+                Some(DnsCondition { names: None }) => L7Outcome::Match,
+                Some(DnsCondition { names: Some(p) }) if p.iter().any(|p| p.matches(name)) => {
                     L7Outcome::Match
                 }
                 Some(_) => L7Outcome::NoMatch,
@@ -255,16 +280,31 @@ mod tests {
         let http_only = L7Conditions {
             http: Some(vec![entry(&["GET"], &[], &[], &[])].into()),
             tls: None,
+            dns: None,
         };
         let tls_only = L7Conditions {
             http: None,
             tls: Some(TlsCondition {
                 sni: Some(vec![NamePattern::new("*.corp.example")].into()),
             }),
+            dns: None,
         };
         let any_tls = L7Conditions {
             http: None,
             tls: Some(TlsCondition { sni: None }),
+            dns: None,
+        };
+        let dns_only = L7Conditions {
+            http: None,
+            tls: None,
+            dns: Some(DnsCondition {
+                names: Some(vec![NamePattern::new("*.corp.example")].into()),
+            }),
+        };
+        let any_dns = L7Conditions {
+            http: None,
+            tls: None,
+            dns: Some(DnsCondition { names: None }),
         };
         let headers = HeaderMap::new();
         let get = HttpRequestFacts {
@@ -283,15 +323,25 @@ mod tests {
         let cases: &[(&L7Conditions, L7<'_>, L7Outcome)] = &[
             (&http_only, L7::Unknown, Pending),
             (&http_only, L7::Opaque, U(Opaque)),
-            (&http_only, L7::Tls { sni: Some("a.corp.example") }, U(TlsForHttpRule)),
+            (&http_only, L7::Tls { sni: Some("a.corp.example") }, U(NoTlsCondition)),
             (&http_only, L7::Http(&get), Match),
             (&http_only, L7::Http(&put), NoMatch),
-            (&tls_only, L7::Http(&get), U(HttpForTlsRule)),
+            (&tls_only, L7::Http(&get), U(NoHttpCondition)),
             (&tls_only, L7::Tls { sni: Some("A.Corp.Example") }, Match),
             (&tls_only, L7::Tls { sni: Some("corp.example") }, NoMatch),
             (&tls_only, L7::Tls { sni: None }, U(NoSni)),
             (&tls_only, L7::Opaque, U(Opaque)),
             (&any_tls, L7::Tls { sni: None }, Match),
+            (&any_tls, L7::Dns { name: "db.corp.example" }, U(NoDnsCondition)),
+            (&http_only, L7::Dns { name: "db.corp.example" }, U(NoDnsCondition)),
+            (&dns_only, L7::Dns { name: "db.corp.example" }, Match),
+            (&dns_only, L7::Dns { name: "corp.example" }, NoMatch),
+            (&dns_only, L7::Dns { name: "evil.example" }, NoMatch),
+            (&dns_only, L7::Http(&get), U(NoHttpCondition)),
+            (&dns_only, L7::Tls { sni: Some("db.corp.example") }, U(NoTlsCondition)),
+            (&dns_only, L7::Opaque, U(Opaque)),
+            (&dns_only, L7::Unknown, Pending),
+            (&any_dns, L7::Dns { name: "anything.example" }, Match),
         ];
         for (c, l7, want) in cases {
             assert_eq!(c.evaluate(l7, false), *want, "{l7:?}");

@@ -10,6 +10,7 @@ mod index;
 mod l7;
 mod pattern;
 mod selector;
+mod transport;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -21,13 +22,15 @@ use crate::diag::{Diagnostics, Pos, Sink};
 use crate::registry::{Registry, Workload};
 use crate::yaml::{self, DocumentKind};
 
-use self::index::PortIndex;
+use self::index::ProtoIndex;
 use self::l7::{L7Conditions, L7Outcome};
 use self::selector::{Criterion, Selector};
+use self::transport::Transports;
 
 pub use self::explain::{Explanation, Step, StepOutcome};
 pub use self::ids::{IdsMode, IdsProfile};
 pub use self::l7::{HttpRequestFacts, L7};
+pub use self::transport::Protocol;
 
 /// What a rule does with a flow it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,27 +146,41 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// A TCP connection, or one request or handshake on it, to decide on.
+/// A connection (a TCP connection, a UDP session, an ICMP exchange, a flow of another IP
+/// protocol), or one request or handshake on it, to decide on.
 #[derive(Clone, Copy, Debug)]
 pub struct Flow<'a> {
     /// The side that connects.
     pub src: Endpoint<'a>,
     /// The side connected to.
     pub dst: Endpoint<'a>,
-    /// Destination TCP port.
+    /// The IP protocol (TCP unless set).
+    pub proto: Protocol,
+    /// Destination port (TCP, UDP, SCTP; 0 for protocols without ports).
     pub dst_port: u16,
     /// What is known of the application protocol: [`L7::Unknown`] at connection time.
     pub l7: L7<'a>,
 }
 
 impl<'a> Flow<'a> {
-    /// A connection from `src` to `dst` on `dst_port`, at connection time.
+    /// A TCP connection from `src` to `dst` on `dst_port`, at connection time.
     pub fn new(src: Endpoint<'a>, dst: Endpoint<'a>, dst_port: u16) -> Flow<'a> {
         Flow {
             src,
             dst,
+            proto: Protocol::Tcp,
             dst_port,
             l7: L7::Unknown,
+        }
+    }
+
+    /// The same flow over `proto` (its port stays; it is 0 for protocols without ports).
+    pub fn with_protocol(self, proto: Protocol) -> Flow<'a> {
+        let dst_port = if proto.has_ports() { self.dst_port } else { 0 };
+        Flow {
+            proto,
+            dst_port,
+            ..self
         }
     }
 
@@ -225,8 +242,8 @@ pub(crate) struct Rule {
     pub(crate) mode: Mode,
     pub(crate) from: Selector,
     pub(crate) to: Selector,
-    /// Sorted, non-overlapping inclusive ranges; `None` = every port.
-    pub(crate) ports: Option<Box<[(u16, u16)]>>,
+    /// The protocols and ports it matches; `None` = every protocol and port.
+    pub(crate) ports: Option<Box<Transports>>,
     /// Whether `from` or `to` uses `group` (such a rule is skipped while groups are unknown).
     pub(crate) uses_groups: bool,
     /// The `http`/`tls` conditions of `to`, if any.
@@ -236,10 +253,10 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
-    fn port_matches(&self, port: u16) -> bool {
+    fn transport_matches(&self, proto: Protocol, port: u16) -> bool {
         self.ports
             .as_ref()
-            .is_none_or(|r| r.iter().any(|&(lo, hi)| lo <= port && port <= hi))
+            .is_none_or(|t| t.matches(proto, port))
     }
 }
 
@@ -287,8 +304,8 @@ pub struct Policy {
     name: Option<String>,
     sections: usize,
     rules: Box<[Rule]>,
-    /// `None` when the policy is too irregular to index; `decide` then scans.
-    index: Option<PortIndex>,
+    /// Rules by protocol and port; `decide` scans what it does not index.
+    index: ProtoIndex,
     ids_profiles: Box<[IdsProfile]>,
 }
 
@@ -310,7 +327,7 @@ impl Policy {
         p.ids_profiles = c.ids_profiles.into_boxed_slice();
         // Rules with errors were left out: dead-rule warnings would mislead.
         if !sink.has_errors() {
-            check::check(&mut sink, &p.rules, p.index.as_ref(), registry);
+            check::check(&mut sink, &p.rules, &p.index, registry);
         }
         let warnings = sink.finish()?;
         Ok((p, warnings))
@@ -322,7 +339,7 @@ impl Policy {
     }
 
     fn from_rules(name: Option<String>, sections: usize, rules: Vec<Rule>) -> Policy {
-        let index = PortIndex::build(&rules);
+        let index = ProtoIndex::build(&rules);
         Policy {
             name,
             sections,
@@ -366,16 +383,18 @@ impl Policy {
     /// ([`Decision::needs_l7`]); the node then calls again per HTTP request, per TLS
     /// ClientHello, or once with [`L7::Opaque`].
     pub fn decide(&self, flow: &Flow<'_>) -> Decision {
-        match &self.index {
-            Some(ix) => self.evaluate(flow, ix.candidates(flow.dst_port), &mut ()),
+        match self.index.candidates(flow.proto, flow.dst_port) {
+            Some(c) => self.evaluate(flow, c, &mut ()),
             None => self.decide_linear(flow),
         }
     }
 
-    /// `decide` without the port index (the reference the index is tested against).
+    /// `decide` without the port index (the reference the index is tested against, and the
+    /// way for what it does not index).
     fn decide_linear(&self, flow: &Flow<'_>) -> Decision {
-        let port = flow.dst_port;
-        let candidates = (0..self.rules.len()).filter(|&i| self.rules[i].port_matches(port));
+        let (proto, port) = (flow.proto, flow.dst_port);
+        let candidates =
+            (0..self.rules.len()).filter(|&i| self.rules[i].transport_matches(proto, port));
         self.evaluate(flow, candidates, &mut ())
     }
 
@@ -397,7 +416,7 @@ impl Policy {
         let groups_unknown = flow.src.groups_unknown() || flow.dst.groups_unknown();
         for i in candidates {
             let Some(r) = self.rules.get(i) else { continue };
-            if T::CHECKS_PORTS && !r.port_matches(flow.dst_port) {
+            if T::CHECKS_PORTS && !r.transport_matches(flow.proto, flow.dst_port) {
                 trace.port_mismatch(r);
                 continue;
             }

@@ -115,7 +115,7 @@ fn parses_example() {
     assert_eq!(p.name(), Some("corp"));
     assert_eq!(p.rule_count(), 5);
     assert_eq!(p.section_count(), 2);
-    assert!(p.index.is_some());
+    assert!(p.index.of(Protocol::Tcp).is_some());
 }
 
 #[test]
@@ -478,7 +478,7 @@ fn validation_errors_are_located() {
             "p.yaml:7:74: port ranges 10-30 and 25 overlap",
         ]),
         (one_rule("id: r, action: allow, ports: []"), &[
-            "p.yaml:7:41: empty `ports` list (it would match nothing); omit the field to match all ports",
+            "p.yaml:7:41: empty `ports` list (it would match nothing); omit the field to match every protocol and port",
         ]),
         (one_rule("id: r, action: permit, mode: audit"), &[
             "p.yaml:7:27: invalid action `permit` (expected allow or deny)",
@@ -666,9 +666,22 @@ fn random_policy(rng: &mut Rng, rules: usize) -> String {
                 format!("{to}, {l7}")
             };
         }
-        let ports = match rng.below(4) {
+        let ports = match rng.below(7) {
             0 => String::new(),
             1 => format!(", ports: [{}]", 1 + rng.below(100)),
+            4 => format!(
+                ", ports: [{{port: {}, protocol: UDP}}, {}]",
+                1 + rng.below(100),
+                1 + rng.below(100)
+            ),
+            5 => ", ports: [{protocol: UDP}, {protocol: ICMP, icmpType: 8}]".to_owned(),
+            6 => {
+                let lo = 1 + rng.below(90);
+                format!(
+                    ", ports: [{{port: \"{lo}-{}\", protocol: UDP}}, {{protocol: 47}}, {{protocol: ICMP}}]",
+                    lo + 5
+                )
+            }
             2 => {
                 let lo = 1 + rng.below(90);
                 format!(
@@ -767,7 +780,7 @@ fn index_agrees_with_linear_scan() {
             Ok(ok) => ok,
             Err(e) => panic!("generated policy rejected:\n{e}\n{text}"),
         };
-        assert!(p.index.is_some());
+        assert!(p.index.of(Protocol::Tcp).is_some() && p.index.of(Protocol::Udp).is_some());
         // Rules `check` calls dead: they must never decide nor be recorded on final
         // decisions (the shadowing test must be conservative).
         let dead: Vec<String> = warnings
@@ -826,7 +839,16 @@ fn index_agrees_with_linear_scan() {
                 Endpoint::lookup(&reg, ip(rng.pick(&addrs))).with_identity(dst_id.as_ref()),
                 port,
             )
-            .with_l7(l7);
+            .with_l7(l7)
+            .with_protocol(match rng.below(6) {
+                0 => Protocol::Udp,
+                1 => Protocol::Icmp {
+                    kind: [0, 8][rng.below(2) as usize],
+                    code: 0,
+                },
+                2 => Protocol::Other(47),
+                _ => Protocol::Tcp,
+            });
             let d = p.decide(&flow);
             assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
             let e = p.explain(&flow);
@@ -864,7 +886,7 @@ fn many_rules_are_indexed() {
     }
     let (p, _) = Policy::parse("big.yaml", &doc(&body), &Registry::empty()).unwrap();
     assert_eq!(p.rule_count(), 10_000);
-    let ix = p.index.as_ref().unwrap();
+    let ix = p.index.of(Protocol::Tcp).unwrap();
     assert_eq!(ix.candidates(5000).count(), 1);
     let reg = Registry::empty();
     let d = decide(&p, &reg, "10.1.2.3", "10.9.9.9", 5000);
@@ -1151,3 +1173,118 @@ fn coverage_claims_hold_on_random_flows() {
     assert!(claims > 300, "{claims}");
     eprintln!("{claims} coverage claims checked");
 }
+
+fn decide_proto(p: &Policy, reg: &Registry, src: &str, dst: &str, proto: Protocol, port: u16) -> Decision {
+    let flow = Flow::new(
+        Endpoint::lookup(reg, ip(src)),
+        Endpoint::lookup(reg, ip(dst)),
+        port,
+    )
+    .with_protocol(proto);
+    let d = p.decide(&flow);
+    assert_eq!(d, p.decide_linear(&flow), "index and linear scan disagree");
+    assert_eq!(p.explain(&flow).decision, d, "explain disagrees");
+    d
+}
+
+#[test]
+fn protocols_and_ports_in_the_networkpolicy_habit() {
+    let reg = Registry::empty();
+    let p = parse_ok(
+        "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n\
+        - {id: dns, action: allow, ports: [{port: 53, protocol: UDP}, {port: 53, protocol: tcp}]}\n\
+        - {id: web, action: allow, ports: [443, \"8000-8080\", {port: 9000, endPort: 9010}]}\n\
+        - {id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}, {protocol: ICMPv6, icmpType: 128, icmpCode: 0}]}\n\
+        - {id: gre, action: allow, ports: [{protocol: 47}, {protocol: SCTP, port: 9}]}\n\
+        - {id: syslog, action: allow, ports: [{protocol: UDP, port: \"514-515\"}]}\n\
+        - {id: everything-to-x, action: allow, to: {cidr: 10.9.0.0/16}}\n",
+        &reg,
+    );
+    let at = |proto, port| decide_proto(&p, &reg, "10.0.0.1", "10.1.0.1", proto, port);
+    let rule = |d: Decision| d.rule.map(|r| r.id.to_string());
+    let icmp = |kind, code| Protocol::Icmp { kind, code };
+    assert_eq!(rule(at(Protocol::Udp, 53)).as_deref(), Some("dns"));
+    assert_eq!(rule(at(Protocol::Tcp, 53)).as_deref(), Some("dns"));
+    // A port without a protocol is TCP, as before.
+    assert_eq!(rule(at(Protocol::Tcp, 443)).as_deref(), Some("web"));
+    assert_eq!(rule(at(Protocol::Udp, 443)), None);
+    assert_eq!(rule(at(Protocol::Tcp, 9005)).as_deref(), Some("web"));
+    assert_eq!(rule(at(Protocol::Tcp, 9011)), None);
+    assert_eq!(rule(at(Protocol::Udp, 515)).as_deref(), Some("syslog"));
+    assert_eq!(rule(at(icmp(8, 0), 0)).as_deref(), Some("ping"));
+    assert_eq!(rule(at(icmp(0, 0), 0)), None, "an echo reply is not a request");
+    assert_eq!(rule(at(Protocol::Icmpv6 { kind: 128, code: 0 }, 0)).as_deref(), Some("ping"));
+    assert_eq!(rule(at(Protocol::Icmpv6 { kind: 128, code: 1 }, 0)), None);
+    assert_eq!(rule(at(Protocol::Other(47), 0)).as_deref(), Some("gre"));
+    assert_eq!(rule(at(Protocol::Sctp, 9)).as_deref(), Some("gre"));
+    assert_eq!(rule(at(Protocol::Other(50), 0)), None, "ESP is not allowed");
+    // A rule without `ports` matches every protocol.
+    for proto in [Protocol::Tcp, Protocol::Udp, icmp(3, 4), Protocol::Other(50)] {
+        let d = decide_proto(&p, &reg, "10.0.0.1", "10.9.0.1", proto, 7);
+        assert_eq!(rule(d).as_deref(), Some("everything-to-x"), "{proto}");
+    }
+}
+
+#[test]
+fn protocol_errors_are_located() {
+    let reg = Registry::empty();
+    #[rustfmt::skip]
+    let cases: &[(&str, &str)] = &[
+        ("ports: [{protocol: FOO}]", "unknown protocol `FOO` (TCP, UDP, SCTP, ICMP, ICMPv6, or a protocol number 0-255)"),
+        ("ports: [{protocol: 300}]", "protocol 300 is out of range"),
+        ("ports: [{protocol: ICMP, port: 8}]", "ICMP has no ports: remove `port`/`endPort`"),
+        ("ports: [{protocol: 47, port: 8}]", "47 has no ports"),
+        ("ports: [{protocol: UDP, icmpType: 8}]", "`icmpType`/`icmpCode` apply to ICMP, not to UDP"),
+        ("ports: [{protocol: ICMP, icmpCode: 0}]", "`icmpCode` needs `icmpType`"),
+        ("ports: [{protocol: ICMP, icmpType: 256}]", "`icmpType` 256 is out of range (0-255)"),
+        ("ports: [{endPort: 5}]", "`endPort` needs `port`"),
+        ("ports: [{port: \"1-2\", endPort: 5}]", "with `endPort`, `port` is a number"),
+        ("ports: [{port: 5, endPort: 3}]", "`endPort` 3 is lower than `port` 5"),
+        ("ports: [{port: 0, protocol: UDP}]", "port 0 is out of range (1-65535)"),
+        ("ports: [{protocol: 47}, {protocol: GRE}]", "unknown protocol `GRE`"),
+        ("ports: [{protocol: 47}, {protocol: 47}]", "protocol 47 is listed twice"),
+        ("ports: [{protocol: UDP}, {port: 53, protocol: UDP}]", "port ranges every port and 53 overlap"),
+        ("ports: [{protocol: ICMP}, {protocol: ICMP, icmpType: 8}]", "ICMP messages listed twice"),
+        ("ports: [{prot: UDP}]", "unknown field `prot`"),
+    ];
+    for (ports, want) in cases {
+        let e = errors(&one_rule(&format!("id: r, action: allow, {ports}")), &reg);
+        assert!(
+            e.iter().any(|m| m.starts_with("p.yaml:7:") && m.contains(want)),
+            "{ports}: want {want:?}, got {e:?}"
+        );
+    }
+}
+
+#[test]
+fn shadowing_and_explain_know_protocols() {
+    let reg = Registry::empty();
+    let text = "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n\
+        - {id: all-udp, action: allow, ports: [{protocol: UDP}]}\n\
+        - {id: dns-udp, action: allow, ports: [{port: 53, protocol: UDP}]}\n\
+        - {id: dns-tcp, action: allow, ports: [53]}\n\
+        - {id: icmp, action: allow, ports: [{protocol: ICMP}]}\n\
+        - {id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}]}\n";
+    let w = warnings(text, &reg);
+    let dead: Vec<&str> = w
+        .iter()
+        .filter_map(|m| m.split("rule `").nth(1)?.split('`').next())
+        .collect();
+    assert_eq!(dead, ["dns-udp", "ping"], "{w:?}");
+    let (p, _) = Policy::parse("p.yaml", text, &reg).unwrap();
+    let flow = Flow::new(
+        Endpoint::lookup(&reg, ip("10.0.0.1")),
+        Endpoint::lookup(&reg, ip("10.0.0.2")),
+        53,
+    )
+    .with_protocol(Protocol::Udp);
+    let e = p.explain(&flow).to_string();
+    assert!(e.contains("all-udp"), "{e}");
+    let flow = flow.with_protocol(Protocol::Tcp);
+    let e = p.explain(&flow).to_string();
+    assert!(e.contains("port 53 is not in [*/udp]"), "{e}");
+    let flow = flow.with_protocol(Protocol::Other(47));
+    let e = p.explain(&flow).to_string();
+    assert!(e.contains("protocol 47 is not in [53]"), "{e}");
+}
+

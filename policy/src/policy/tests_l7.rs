@@ -59,6 +59,8 @@ enum Traffic<'a> {
     Tls(Option<&'a str>),
     /// Method, host, raw target.
     Http(&'a str, Option<&'a str>, &'a str),
+    /// A DNS query for this name.
+    Dns(&'a str),
 }
 
 /// Decides `src -> dst:port` with users and groups from the registry and `groups_of`,
@@ -96,6 +98,7 @@ fn decide_with_headers(
         Traffic::Connect => L7::Unknown,
         Traffic::Opaque => L7::Opaque,
         Traffic::Tls(sni) => L7::Tls { sni },
+        Traffic::Dns(name) => L7::Dns { name },
         Traffic::Http(method, host, target) => {
             path = crate::normalize_path(target).unwrap();
             facts = HttpRequestFacts {
@@ -242,6 +245,9 @@ fn l7_rules_on_each_protocol() {
     let both = format!("{http}, {tls}");
     let any_tls = "tls: {}";
     let any_http = "http: [{}]";
+    let dns = "dns: {names: [\"*.corp.example\"]}";
+    let any_dns = "dns: {}";
+    let tls_dns = "tls: {sni: [a.example]}, dns: {names: [a.example]}";
     use Traffic::*;
     let get = Http("GET", Some("a.example"), "/");
     let put = Http("PUT", Some("a.example"), "/");
@@ -266,6 +272,18 @@ fn l7_rules_on_each_protocol() {
         (any_tls, get, false, true),
         (any_http, put, true, true),
         (any_http, Tls(None), false, true),
+        (dns, Dns("db.corp.example"), true, true),
+        (dns, Dns("corp.example"), false, false),
+        (dns, Dns("db.corp.example.evil.example"), false, false),
+        (dns, Opaque, false, true),
+        (dns, get, false, true),
+        (dns, Tls(Some("db.corp.example")), false, true),
+        (http, Dns("a.example"), false, true),
+        (tls, Dns("a.example"), false, true),
+        (any_dns, Dns("anything.example"), true, true),
+        (tls_dns, Dns("a.example"), true, true),
+        (tls_dns, Tls(Some("a.example")), true, true),
+        (tls_dns, Dns("b.example"), false, false),
     ];
     for &(cond, t, allow, deny) in table {
         for (action, want) in [("allow", allow), ("deny", deny)] {
@@ -375,6 +393,14 @@ fn l7_validation_errors_are_located() {
         ]),
         ("id: r, action: allow, to: {tls: {sni: []}}", &[
             "p.yaml:7:50: empty `sni` list (it would match nothing); omit the field to match any",
+        ]),
+        ("id: r, action: allow, from: {dns: {}}, to: {dns: {names: [10.0.0.1, \"a.example.\", \"*.*.x\"]}}", &[
+            "p.yaml:7:37: `dns` is not allowed in `from`: they test what is sent to the destination, so they belong at the top level of `to`",
+        ]),
+        ("id: r, action: allow, to: {dns: {names: [10.0.0.1, \"a.example.\", \"*.*.x\"]}}", &[
+        ]),
+        ("id: r, action: allow, to: {dns: {names: []}}", &[
+            "p.yaml:7:52: empty `names` list (it would match nothing); omit the field to match any",
         ]),
         ("id: r, action: deny, ids: web", &[
             "p.yaml:7:38: `ids` is only for allow rules: it names the IDS profile that inspects what the rule allows",
@@ -510,6 +536,11 @@ fn dead_rule_warnings() {
         (&["id: a, action: deny, to: {tls: {sni: [a.example]}}", "id: b, action: deny, to: {tls: {sni: [a.example]}}"],
          &["p.yaml:8:16: warning: rule `b` can never match: rule `a` (at 7:16) matches every flow it does"]),
         (&["id: a, action: allow, to: {tls: {sni: [a.example]}}", "id: b, action: deny, to: {tls: {sni: [a.example]}, http: [{}]}"], &[]),
+        // DNS names cover; a `dns` allow rule does not cover a later `tls` rule.
+        (&["id: a, action: allow, to: {dns: {names: [\"*.corp.example\"]}}", "id: b, action: allow, to: {dns: {names: [db.corp.example]}}"],
+         &["p.yaml:8:16: warning: rule `b` can never match: rule `a` (at 7:16) matches every flow it does"]),
+        (&["id: a, action: allow, to: {dns: {}}", "id: b, action: allow, to: {tls: {}}"], &[]),
+        (&["id: a, action: allow, to: {dns: {names: [db.corp.example]}}", "id: b, action: allow, to: {dns: {names: [\"*.corp.example\"]}}"], &[]),
         // Monitor rules never shadow; a monitor rule can be shadowed.
         (&["id: a, action: deny, mode: monitor", "id: b, action: allow"], &[]),
         (&["id: a, action: deny", "id: b, action: allow, mode: monitor, ports: [22]"],
@@ -604,7 +635,7 @@ fn explain_says_why() {
         ]),
         (ALICE, FINANCE_API, 8443, Opaque,
          "verdict: deny by rule `block-admin-paths` (section emergency)", &[
-            "1. emergency/block-admin-paths (deny): match (opaque TCP cannot carry the rule's L7 conditions; a deny rule with L7 conditions matches it (fail closed))",
+            "1. emergency/block-admin-paths (deny): match (opaque bytes cannot carry the rule's L7 conditions; a deny rule with L7 conditions matches it (fail closed))",
         ]),
         (ALICE, FINANCE_API, 8443, Connect,
          "verdict: depends on the protocol and the requests: the node inspects the traffic and decides each HTTP request or TLS handshake; rule `finance-api` (section application) may allow", &[
@@ -673,6 +704,7 @@ fn explain_text(
         Traffic::Connect => L7::Unknown,
         Traffic::Opaque => L7::Opaque,
         Traffic::Tls(sni) => L7::Tls { sni },
+        Traffic::Dns(name) => L7::Dns { name },
         Traffic::Http(method, host, target) => {
             path = crate::normalize_path(target).unwrap();
             facts = HttpRequestFacts {

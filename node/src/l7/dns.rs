@@ -1,0 +1,385 @@
+//! The DNS layer of the deciding node. On a flow that rules with `dns` conditions apply to,
+//! every message from the client is decided on its own before it goes on: a UDP session
+//! datagram by datagram, DNS over TCP (RFC 7766) message by message. A standard query is
+//! decided on the name it asks (`L7::Dns`); a denied one is answered by the node with REFUSED
+//! (`l7.dnsDenied: refuse`, the client's resolver moves on at once) or dropped (`drop`), and
+//! never reaches the server. Anything else (a message that is not one readable standard
+//! query) is decided as opaque: `dns` allow rules do not match it, `dns` deny rules do, and if
+//! denied it is dropped.
+//!
+//! Each request leaves an EVE `dns` event with its decision, each response relayed back
+//! one of its own (Suricata's version 3 shape); the flow record counts the queries and the
+//! denied ones.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use eastwall_policy::L7;
+use eastwall_wire::dns::{self, Message};
+use eastwall_wire::eve::{self, DnsEvent, L7Decision, RequestCounts};
+use eastwall_wire::header::Status;
+
+use crate::config::DnsDenied;
+use crate::conn::carry::Downstream;
+use crate::conn::record::{FlowGuard, policy_info};
+use crate::conn::{Ending, Ends, Hop, Outcome, Pipeline};
+use crate::relay::{
+    Activity, DatagramSink, DatagramSource, FramedSink, FramedSource, Prefixed, Sink as _,
+};
+use crate::telemetry::metrics::{DropLabels, HttpLabels};
+
+/// Carries a UDP session straight to its server, deciding every client datagram as above;
+/// fills the record and returns how the session ended.
+pub(crate) async fn serve_udp<CR, CW>(
+    (cr, cw): (CR, CW),
+    ends: &Ends,
+    pipeline: &Arc<Pipeline>,
+    idle: (Duration, &Activity),
+    guard: &mut FlowGuard,
+) -> Outcome
+where
+    CR: DatagramSource,
+    CW: DatagramSink,
+{
+    let session = DnsFlow::new(pipeline, ends, guard, "UDP");
+    let (queries, answers) = session.gate(cr, cw, idle.1);
+    let outcome = pipeline
+        .carrier
+        .udp_direct((queries, answers), ends, idle, true, guard)
+        .await;
+    session.finish(guard);
+    outcome
+}
+
+/// Carries a DNS over TCP connection (its first bytes in `prefix`) straight to its server,
+/// deciding every message from the client as above; fills the record and returns how the
+/// connection ended.
+pub(crate) async fn serve_tcp<D: Downstream>(
+    down: D,
+    prefix: Bytes,
+    ends: &Ends,
+    pipeline: &Arc<Pipeline>,
+    guard: &mut FlowGuard,
+) -> Outcome {
+    let carrier = &pipeline.carrier;
+    let dst = ends.dst.addr;
+    let direction = ends.direction();
+    let upstream = match carrier.connect(ends.src.addr.ip(), dst, direction).await {
+        Ok(s) => s,
+        Err(e) => {
+            let error = format!("connecting to {dst}: {e}");
+            down.refuse(Status::Unreachable, &error).await;
+            return Outcome::Unreachable {
+                hop: Hop::Server,
+                error,
+            };
+        }
+    };
+    let (recv, send) = match down.accept_raw().await {
+        Ok(halves) => halves,
+        Err(e) => return Outcome::Ended(Ending::Failed(e.to_string())),
+    };
+    let client_messages = FramedSource::new(Prefixed {
+        early: Some(prefix),
+        inner: recv,
+    });
+    let (ur, uw) = upstream.into_split();
+    let server = (FramedSource::new(ur), FramedSink(uw));
+    let session = DnsFlow::new(pipeline, ends, guard, "TCP");
+    let activity = Activity::default();
+    // RFC 7766 6.2.3: a connection without queries is closed after a few seconds.
+    let idle = pipeline.udp.idle_for(53);
+    let (queries, answers) = session.gate(client_messages, FramedSink(send), &activity);
+    let live = carrier.live.register(ends.clone(), true);
+    let outcome = carrier
+        .relay_session(
+            direction,
+            &live,
+            (queries, answers),
+            server,
+            (idle, &activity),
+            guard,
+        )
+        .await;
+    session.finish(guard);
+    // A byte stream: its bytes count with the length prefixes, and it has no packets.
+    if let Some((up, down)) = guard.datagrams.take() {
+        guard.bytes_toserver += 2 * up;
+        guard.bytes_toclient += 2 * down;
+    }
+    outcome
+}
+
+/// What the layer shares between the two directions of a flow.
+struct DnsFlow<'a> {
+    pipeline: &'a Arc<Pipeline>,
+    ends: &'a Ends,
+    proto: &'static str,
+    flow_id: u64,
+    src_info: eve::Endpoint,
+    dst_info: eve::Endpoint,
+    counts: Mutex<RequestCounts>,
+    /// Requests (counted from 0, as Suricata's `tx_id`) and the id of each one forwarded and
+    /// not yet answered, to give a response its request's number.
+    pending: Mutex<Pending>,
+    /// Messages and bytes from the client the node answered or dropped itself.
+    absorbed: Mutex<(u64, u64)>,
+    /// Messages and bytes the node answered with.
+    refusals: Mutex<(u64, u64)>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next_tx: u64,
+    /// (message id, tx_id) of forwarded requests; bounded.
+    open: std::collections::VecDeque<(u16, u64)>,
+}
+
+/// Forwarded requests remembered to number their responses.
+const PENDING: usize = 256;
+
+/// What becomes of one message from the client.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    /// It goes on to the server.
+    Forward,
+    /// It stops here; the node answers the client with this (a REFUSED answer) if anything.
+    Stop(Option<Vec<u8>>),
+}
+
+impl<'a> DnsFlow<'a> {
+    fn new(
+        pipeline: &'a Arc<Pipeline>,
+        ends: &'a Ends,
+        guard: &FlowGuard,
+        proto: &'static str,
+    ) -> Self {
+        DnsFlow {
+            pipeline,
+            ends,
+            proto,
+            flow_id: guard.flow_id,
+            src_info: guard.src_info.clone(),
+            dst_info: guard.dst_info.clone(),
+            counts: Mutex::new(RequestCounts::default()),
+            pending: Mutex::new(Pending::default()),
+            absorbed: Mutex::new((0, 0)),
+            refusals: Mutex::new((0, 0)),
+        }
+    }
+
+    /// The client's side of the relay: its messages through the gate, and one sink for the
+    /// server's answers and the node's own.
+    fn gate<'s, R: DatagramSource, W: DatagramSink>(
+        &'s self,
+        source: R,
+        sink: W,
+        activity: &'s Activity,
+    ) -> (Queries<'s, 'a, R, W>, Answers<'s, 'a, W>) {
+        let sink = Shared(Arc::new(tokio::sync::Mutex::new(sink)));
+        let queries = Queries {
+            inner: source,
+            answers: sink.clone(),
+            flow: self,
+            activity,
+        };
+        let answers = Answers {
+            inner: sink,
+            flow: self,
+        };
+        (queries, answers)
+    }
+
+    /// Adds what the layer counted to the record.
+    fn finish(&self, guard: &mut FlowGuard) {
+        let (msgs, bytes) = *self.absorbed.lock().unwrap_or_else(|p| p.into_inner());
+        let (answers, answer_bytes) = *self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((up, down)) = guard.datagrams.as_mut() {
+            *up += msgs;
+            *down += answers;
+        }
+        guard.bytes_toserver += bytes;
+        guard.bytes_toclient += answer_bytes;
+        let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.requests > 0 {
+            guard.app_proto = Some("dns");
+        }
+        guard.dns_queries = Some(counts);
+    }
+
+    /// Decides one message from the client with the rules in force and the users' groups as
+    /// the directory says now.
+    async fn decide(&self, d: &[u8]) -> Gate {
+        let query = dns::parse(d)
+            .ok()
+            .filter(|m| !m.header.response && m.header.opcode == 0);
+        let mut ends = self.ends.clone();
+        self.pipeline.fill_groups(&mut ends).await;
+        let facts = match &query {
+            Some(m) => L7::Dns { name: &m.name },
+            None => L7::Opaque,
+        };
+        let plan = self.pipeline.plan(&ends, facts);
+        let allowed = plan.allows();
+        let metrics = &self.pipeline.telemetry.metrics;
+        let Some(m) = query else {
+            if allowed {
+                return Gate::Forward;
+            }
+            metrics
+                .udp_drops
+                .get_or_create(&DropLabels {
+                    reason: "not-a-dns-query",
+                })
+                .inc();
+            return Gate::Stop(None);
+        };
+        {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            c.requests += 1;
+            c.denied += u64::from(!allowed);
+        }
+        let tx_id = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = p.next_tx;
+            p.next_tx += 1;
+            if allowed {
+                if p.open.len() == PENDING {
+                    p.open.pop_front();
+                }
+                p.open.push_back((m.header.id, tx));
+            }
+            tx
+        };
+        let direction = ends.direction();
+        metrics
+            .dns_queries
+            .get_or_create(&HttpLabels {
+                direction: direction.as_str(),
+                verdict: if allowed { "allow" } else { "deny" },
+            })
+            .inc();
+        let decision = L7Decision {
+            node: self.pipeline.here.node.clone(),
+            direction,
+            src: eve::Endpoint {
+                groups: ends.src.groups,
+                ..self.src_info.clone()
+            },
+            dest: eve::Endpoint {
+                groups: ends.dst.groups,
+                ..self.dst_info.clone()
+            },
+            policy: policy_info(&plan),
+        };
+        self.event(&m, tx_id, Some(decision));
+        match (allowed, self.pipeline.l7.dns_denied) {
+            (true, _) => Gate::Forward,
+            (false, DnsDenied::Refuse) => Gate::Stop(Some(dns::refused(d, &m))),
+            (false, DnsDenied::Drop) => Gate::Stop(None),
+        }
+    }
+
+    /// Logs a response from the server.
+    fn answered(&self, m: &Message) {
+        let tx_id = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match p.open.iter().position(|&(id, _)| id == m.header.id) {
+                Some(i) => p.open.remove(i).map_or(0, |(_, tx)| tx),
+                // Not a response to a request seen here (a late or spoofed one): numbered
+                // past the requests.
+                None => p.next_tx,
+            }
+        };
+        self.event(m, tx_id, None);
+    }
+
+    fn event(&self, m: &Message, tx_id: u64, eastwall: Option<L7Decision>) {
+        let (src, dst) = (self.ends.src.addr, self.ends.dst.addr);
+        let event = DnsEvent {
+            timestamp: eve::timestamp(SystemTime::now()),
+            flow_id: self.flow_id,
+            event_type: "dns",
+            src_ip: src.ip(),
+            src_port: src.port(),
+            dest_ip: dst.ip(),
+            dest_port: dst.port(),
+            proto: self.proto,
+            dns: m.eve(tx_id),
+            eastwall,
+        };
+        self.pipeline.telemetry.flows.event(&event);
+    }
+}
+
+/// A sink both directions write to: the server's answers and the node's refusals.
+struct Shared<W>(Arc<tokio::sync::Mutex<W>>);
+
+impl<W> Clone for Shared<W> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<W: DatagramSink> DatagramSink for Shared<W> {
+    async fn send(&mut self, datagram: Bytes) -> std::io::Result<()> {
+        self.0.lock().await.send(datagram).await
+    }
+}
+
+/// The client's messages, those the policy lets through.
+struct Queries<'s, 'a, R, W> {
+    inner: R,
+    answers: Shared<W>,
+    flow: &'s DnsFlow<'a>,
+    activity: &'s Activity,
+}
+
+impl<R: DatagramSource, W: DatagramSink> DatagramSource for Queries<'_, '_, R, W> {
+    async fn recv(&mut self) -> std::io::Result<Option<Bytes>> {
+        loop {
+            let Some(d) = self.inner.recv().await? else {
+                return Ok(None);
+            };
+            match self.flow.decide(&d).await {
+                Gate::Forward => return Ok(Some(d)),
+                Gate::Stop(answer) => {
+                    // A refused client is still an active one: the session stays.
+                    self.activity.touch();
+                    {
+                        let mut a = self.flow.absorbed.lock().unwrap_or_else(|p| p.into_inner());
+                        a.0 += 1;
+                        a.1 += d.len() as u64;
+                    }
+                    if let Some(answer) = answer {
+                        {
+                            let mut r =
+                                self.flow.refusals.lock().unwrap_or_else(|p| p.into_inner());
+                            r.0 += 1;
+                            r.1 += answer.len() as u64;
+                        }
+                        self.answers.send(Bytes::from(answer)).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The server's messages to the client, logged when they are DNS responses.
+struct Answers<'s, 'a, W> {
+    inner: Shared<W>,
+    flow: &'s DnsFlow<'a>,
+}
+
+impl<W: DatagramSink> DatagramSink for Answers<'_, '_, W> {
+    async fn send(&mut self, datagram: Bytes) -> std::io::Result<()> {
+        if let Ok(m) = dns::parse(&datagram)
+            && m.header.response
+        {
+            self.flow.answered(&m);
+        }
+        self.inner.send(datagram).await
+    }
+}
