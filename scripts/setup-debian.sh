@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what eastwall needs at run time and in its tests on Debian, as root:
-# nftables (capture), iproute2 (namespaces, policy routing), util-linux (unshare/nsenter for
+# nftables (capture), iptables (its iptables-nft queues the protocols the node does not
+# proxy: some kernels lack nftables' own queue), iproute2 (namespaces, policy routing), util-linux (unshare/nsenter for
 # the lab's workload containers), curl (demo and tests), procps, dnsmasq and dig (the DNS
 # server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
 # directory tests.
@@ -11,6 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 need=()
 command -v nft >/dev/null || need+=(nftables)
+command -v iptables-nft >/dev/null || [ -x /usr/sbin/iptables-nft ] || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v unshare >/dev/null && command -v nsenter >/dev/null || need+=(util-linux)
 command -v curl >/dev/null || need+=(curl)

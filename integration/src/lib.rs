@@ -268,6 +268,21 @@ impl Cloud {
             .unwrap_or(0)
     }
 
+    /// The sum of every series of the metric `name` (all label values) on `host`'s node.
+    pub fn metric_sum(&self, host: &str, name: &str) -> u64 {
+        let text = self.admin(host, "/metrics");
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.trim().parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// Runs `eastwall ARGS` in `host`'s namespace.
     pub fn eastwall_in(&self, host: &str, args: &[&str]) -> std::process::Output {
         Command::new("ip")

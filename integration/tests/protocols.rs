@@ -91,9 +91,18 @@ fn icmp_echo_passes_only_where_a_rule_allows_it() {
 fn another_ip_protocol_is_dropped_unless_a_rule_allows_its_number() {
     let c = cloud();
     assert!(c.lab.raw_delivered("prod-app", "prod-db", 253, WAIT));
-    assert!(!c.lab.raw_delivered("prod-app", "prod-db", 254, WAIT), "no rule for 254");
-    assert!(!c.lab.raw_delivered("dev-app", "prod-db", 253, WAIT), "dev to prod");
-    assert!(!c.lab.raw_delivered("prod-app", "cache", 253, WAIT), "the rule names prod-db");
+    assert!(
+        !c.lab.raw_delivered("prod-app", "prod-db", 254, WAIT),
+        "no rule for 254"
+    );
+    assert!(
+        !c.lab.raw_delivered("dev-app", "prod-db", 253, WAIT),
+        "dev to prod"
+    );
+    assert!(
+        !c.lab.raw_delivered("prod-app", "cache", 253, WAIT),
+        "the rule names prod-db"
+    );
     let f = c.wait_flow("hostA", |f| f["proto"] == "254");
     assert_eq!(f["eastwall"]["policy"]["rule"], "default-deny");
 }
@@ -119,7 +128,10 @@ fn the_icmp_errors_of_an_allowed_flow_come_back() {
         .exec(&app, &["ip", "route", "get", &db.addr.to_string()])
         .unwrap();
     let route = String::from_utf8_lossy(&route.stdout);
-    assert!(route.contains("mtu 1300"), "prod-app learned no path MTU: {route}");
+    assert!(
+        route.contains("mtu 1300"),
+        "prod-app learned no path MTU: {route}"
+    );
     // A small one still gets through.
     assert!(c.lab.icmp_echo("prod-app", db.addr, 56, true, WAIT));
 }
@@ -130,6 +142,9 @@ fn a_stopped_node_drops_other_protocols() {
     assert!(ping(&c, "prod-app", "cache"));
     let node = c.node("hostA").clone();
     c.lab.stop_node(&node).unwrap();
-    assert!(!ping(&c, "prod-app", "cache"), "ICMP bypassed a stopped node");
+    assert!(
+        !ping(&c, "prod-app", "cache"),
+        "ICMP bypassed a stopped node"
+    );
     assert!(!c.lab.raw_delivered("prod-app", "prod-db", 253, WAIT));
 }

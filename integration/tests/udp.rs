@@ -124,7 +124,10 @@ fn dev_to_prod_udp_gets_nothing_through_and_is_recorded_once() {
     let f = session_record(&c, "hostA", p.local);
     assert_eq!(f["flow"]["state"], "rejected");
     assert_eq!(f["eastwall"]["policy"]["rule"], "dev-not-prod");
-    assert_eq!(f["flow"]["pkts_toserver"], 20, "one record for the whole session");
+    assert_eq!(
+        f["flow"]["pkts_toserver"], 20,
+        "one record for the whole session"
+    );
     assert_eq!(
         c.flows("hostA")
             .iter()
@@ -170,7 +173,8 @@ fn a_udp_datagram_with_another_workloads_address_is_never_delivered() {
     let dst = c.addr("prod-db", 5432);
     let answered = eastwall_lab::in_netns(&dev, move || {
         let s = std::net::UdpSocket::bind(SocketAddr::new(stolen.into(), 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         s.send_to(b"spoofed", dst).unwrap();
         let mut buf = [0u8; 512];
         s.recv_from(&mut buf).is_ok()
@@ -202,8 +206,7 @@ fn a_reload_that_denies_a_live_udp_session_ends_it() {
     let mut c = cloud_over("auto");
     // A longer idle time: the session must still be live when the policy changes.
     c.lab.clear_node_spec();
-    c.lab
-        .add_node_spec("  udp:\n    idleSecs: 30\n");
+    c.lab.add_node_spec("  udp:\n    idleSecs: 30\n");
     c.start_nodes("");
     let cache = c.addr("cache", 11211);
     let netns = c.lab.workload("prod-app").netns.clone();
@@ -214,7 +217,8 @@ fn a_reload_that_denies_a_live_udp_session_ends_it() {
     std::thread::spawn(move || {
         let r = eastwall_lab::in_netns(&netns, move || {
             let s = std::net::UdpSocket::bind(SocketAddr::new(src.into(), 0)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             let mut buf = [0u8; 512];
             s.send_to(b"before", cache).unwrap();
             let before = s.recv_from(&mut buf).is_ok();
@@ -228,12 +232,17 @@ fn a_reload_that_denies_a_live_udp_session_ends_it() {
     });
     std::thread::sleep(Duration::from_millis(800));
     // The new policy keeps only the rule to the database.
-    let policy = POLICY.replace("        - id: app-to-cache-udp", "        - id: app-to-cache-udp\n          mode: monitor");
+    let policy = POLICY.replace(
+        "        - id: app-to-cache-udp",
+        "        - id: app-to-cache-udp\n          mode: monitor",
+    );
     // Replace the file in one step, as an operator's tooling would.
     let path = c.lab.dir().join("hostA").join("policy.yaml");
     std::fs::write(path.with_extension("tmp"), policy).unwrap();
     std::fs::rename(path.with_extension("tmp"), &path).unwrap();
-    let f = c.wait_flow("hostA", |f| f["proto"] == "UDP" && f["flow"]["reason"] == "revoked");
+    let f = c.wait_flow("hostA", |f| {
+        f["proto"] == "UDP" && f["flow"]["reason"] == "revoked"
+    });
     assert_eq!(f["eastwall"]["revoked_by"], "default-deny");
     tx.send(()).unwrap();
     let (local, before, after) = done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -277,7 +286,10 @@ fn a_udp_flood_of_new_sessions_stays_within_the_table_and_others_go_on() {
         "hostA",
         "eastwall_udp_datagrams_dropped_total{reason=\"source-limit\"}",
     );
-    assert!(dropped >= (sent - 50) as u64 / 2, "dropped {dropped} of {sent}");
+    assert!(
+        dropped >= (sent - 50) as u64 / 2,
+        "dropped {dropped} of {sent}"
+    );
     // Another workload's sessions still work.
     let p = exchange(&c, "prod-app", "cache", 11211, 3);
     assert_eq!(p.answers.len(), 3, "{p:?}");

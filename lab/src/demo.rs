@@ -274,7 +274,11 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
     let api_prod = lab.workload("api-prod").addr;
     lab.serve_dns(
         "db-prod",
-        &[("api.corp.example", api_prod), ("exfil.evil.example", api_prod)],
+        &[
+            ("api.corp.example", api_prod),
+            ("exfil.evil.example", api_prod),
+        ],
+        false,
     )?;
     lab.serve_http("finance-api", 443)?;
     lab.serve("hr-app", &[443])?;
@@ -575,9 +579,8 @@ fn protocol_scene(lab: &Lab, nodes: &[NodeHandle]) -> anyhow::Result<bool> {
         let rule = node_of(from)
             .and_then(|n| {
                 // find_flow waits a second each time.
-                (0..3).find_map(|_| {
-                    find_flow(lab, n, p.local.port()).filter(|f| f["proto"] == "UDP")
-                })
+                (0..3)
+                    .find_map(|_| find_flow(lab, n, p.local.port()).filter(|f| f["proto"] == "UDP"))
             })
             .and_then(|f| f["eastwall"]["policy"]["rule"].as_str().map(str::to_owned))
             .unwrap_or_else(|| "?".into());
@@ -590,7 +593,10 @@ fn protocol_scene(lab: &Lab, nodes: &[NodeHandle]) -> anyhow::Result<bool> {
             if got == allowed { "ok" } else { "MISMATCH" }.to_owned(),
         ]);
     }
-    for (from, to, allowed) in [("web-prod", "api-prod", true), ("web-dev", "api-prod", false)] {
+    for (from, to, allowed) in [
+        ("web-prod", "api-prod", true),
+        ("web-dev", "api-prod", false),
+    ] {
         let dst = lab.workload(to).addr;
         let got = lab.icmp_echo(from, dst, 56, false, wait);
         ok &= got == allowed;

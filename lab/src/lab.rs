@@ -746,8 +746,14 @@ impl Lab {
 
     /// Starts a real DNS server (dnsmasq) in `workload` on port 53, UDP and TCP, answering
     /// `names` (exact names, A records) and NXDOMAIN for other names under their domains; no
-    /// upstream. Every query it receives is logged to the file returned.
-    pub fn serve_dns(&mut self, workload: &str, names: &[(&str, Ipv4Addr)]) -> anyhow::Result<PathBuf> {
+    /// upstream. With `log_queries`, every query it receives is logged to the file returned
+    /// (its log in any case).
+    pub fn serve_dns(
+        &mut self,
+        workload: &str,
+        names: &[(&str, Ipv4Addr)],
+        log_queries: bool,
+    ) -> anyhow::Result<PathBuf> {
         let w = self.workload(workload).clone();
         let log = self.dir.join(format!("dnsmasq-{workload}.log"));
         let exe = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
@@ -764,11 +770,13 @@ impl Lab {
             "--port=53",
             "--pid-file=",
             "--user=root",
-            "--log-queries",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if log_queries {
+            args.push("--log-queries".into());
+        }
         args.push(format!("--listen-address={}", w.addr));
         args.push(format!("--log-facility={}", log.display()));
         let mut domains: Vec<&str> = Vec::new();
@@ -798,16 +806,36 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        bail!("dnsmasq in {workload} did not start (log: {})", log.display())
+        bail!(
+            "dnsmasq in {workload} did not start (log: {})",
+            log.display()
+        )
     }
 
     /// From inside `workload`, asks `server` (port 53) for the A records of `name` with the
     /// real client `dig`, over UDP or TCP; one try, `timeout` for the answer.
-    pub fn dig(&self, workload: &str, server: Ipv4Addr, name: &str, tcp: bool, timeout: Duration) -> DnsAnswer {
+    pub fn dig(
+        &self,
+        workload: &str,
+        server: Ipv4Addr,
+        name: &str,
+        tcp: bool,
+        timeout: Duration,
+    ) -> DnsAnswer {
         let w = self.workload(workload);
         let at = format!("@{server}");
         let time = format!("+time={}", timeout.as_secs().max(1));
-        let mut args = vec!["dig", &at, name, "A", "+tries=1", &time, "+noall", "+comments", "+answer"];
+        let mut args = vec![
+            "dig",
+            &at,
+            name,
+            "A",
+            "+tries=1",
+            &time,
+            "+noall",
+            "+comments",
+            "+answer",
+        ];
         if tcp {
             args.push("+tcp");
         }
@@ -944,7 +972,8 @@ impl Lab {
             while Instant::now() < deadline {
                 if let Ok((n, from)) = s.recv_from(&mut buf) {
                     let ihl = usize::from(buf[0] & 0x0f) * 4;
-                    if from.ip() == IpAddr::V4(f.addr) && buf.get(ihl..n) == Some(&b"eastwall"[..]) {
+                    if from.ip() == IpAddr::V4(f.addr) && buf.get(ihl..n) == Some(&b"eastwall"[..])
+                    {
                         return true;
                     }
                 }

@@ -13,7 +13,6 @@ mod lab;
 pub mod slapd;
 
 pub use lab::{
-    CaHandle, DnsAnswer, Host, LAB_CA_PORT, LAB_CERT_TTL, Lab, NodeHandle, Outcome, Probe, UdpProbe,
-    Workload,
-    enter_netns, in_netns,
+    CaHandle, DnsAnswer, Host, LAB_CA_PORT, LAB_CERT_TTL, Lab, NodeHandle, Outcome, Probe,
+    UdpProbe, Workload, enter_netns, in_netns,
 };

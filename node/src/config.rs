@@ -450,7 +450,8 @@ impl NodeConfig {
         if c.value.packet_queue == u16::MAX {
             error(
                 &c.referenced,
-                "capture: `packetQueue` takes two numbers (it and the next), below 65535".to_string(),
+                "capture: `packetQueue` takes two numbers (it and the next), below 65535"
+                    .to_string(),
             );
         }
         if c.value.mark == 0 || c.value.own_mark == 0 || c.value.mark == c.value.own_mark {

@@ -223,7 +223,8 @@ impl DatagramSource for &tokio::net::UdpSocket {
         loop {
             self.readable().await?;
             let got = RECV_BUF.with_borrow_mut(|buf| {
-                self.try_recv(buf).map(|n| Bytes::copy_from_slice(&buf[..n]))
+                self.try_recv(buf)
+                    .map(|n| Bytes::copy_from_slice(&buf[..n]))
             });
             match got {
                 Ok(d) => return Ok(Some(d)),
@@ -290,7 +291,9 @@ pub(crate) struct CapsuleSink<W>(pub(crate) W);
 
 impl<W: Sink> DatagramSink for CapsuleSink<W> {
     async fn send(&mut self, datagram: Bytes) -> io::Result<()> {
-        self.0.put(eastwall_wire::capsule::datagram(&datagram)).await
+        self.0
+            .put(eastwall_wire::capsule::datagram(&datagram))
+            .await
     }
 }
 
@@ -342,7 +345,10 @@ pub(crate) struct FramedSink<W>(pub(crate) W);
 impl<W: Sink> DatagramSink for FramedSink<W> {
     async fn send(&mut self, message: Bytes) -> io::Result<()> {
         let len = u16::try_from(message.len()).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "message longer than 65535 bytes")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "message longer than 65535 bytes",
+            )
         })?;
         let mut framed = bytes::BytesMut::with_capacity(2 + message.len());
         framed.extend_from_slice(&len.to_be_bytes());

@@ -144,7 +144,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_every_size() {
-        for v in [0, 1, 63, 64, 16_383, 16_384, (1 << 30) - 1, 1 << 30, MAX_VARINT] {
+        for v in [
+            0,
+            1,
+            63,
+            64,
+            16_383,
+            16_384,
+            (1 << 30) - 1,
+            1 << 30,
+            MAX_VARINT,
+        ] {
             let mut b = BytesMut::new();
             put_varint(&mut b, v);
             assert_eq!(get_varint(&b), Some((v, b.len())), "{v}");
@@ -153,12 +163,16 @@ mod tests {
         // RFC 9000 appendix A.1 examples.
         assert_eq!(get_varint(&[0x25]), Some((37, 1)));
         assert_eq!(get_varint(&[0x7b, 0xbd]), Some((15_293, 2)));
-        assert_eq!(get_varint(&[0x9d, 0x7f, 0x3e, 0x7d]), Some((494_878_333, 4)));
+        assert_eq!(
+            get_varint(&[0x9d, 0x7f, 0x3e, 0x7d]),
+            Some((494_878_333, 4))
+        );
     }
 
     #[test]
     fn datagrams_come_back_whatever_the_pieces() {
-        let payloads: Vec<Vec<u8>> = vec![vec![], b"dns?".to_vec(), vec![7u8; 1500], vec![1u8; 65_527]];
+        let payloads: Vec<Vec<u8>> =
+            vec![vec![], b"dns?".to_vec(), vec![7u8; 1500], vec![1u8; 65_527]];
         let mut stream = BytesMut::new();
         for p in &payloads {
             put_datagram(&mut stream, p);
@@ -188,7 +202,10 @@ mod tests {
         put_varint(&mut b, DATAGRAM);
         put_varint(&mut b, MAX_CAPSULE + 1);
         r.push(&b);
-        assert_eq!(r.next_datagram(), Err(CapsuleError::TooLong(MAX_CAPSULE + 1)));
+        assert_eq!(
+            r.next_datagram(),
+            Err(CapsuleError::TooLong(MAX_CAPSULE + 1))
+        );
         let mut r = CapsuleReader::new();
         r.push(&datagram(b"abc")[..4]);
         assert_eq!(r.next_datagram(), Ok(None));

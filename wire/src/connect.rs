@@ -296,7 +296,10 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert!(matches!(parse_request(&get, None), Err(ConnectError::Method(_))));
+        assert!(matches!(
+            parse_request(&get, None),
+            Err(ConnectError::Method(_))
+        ));
         for auth in ["db.example:5432", "10.0.0.1", "10.0.0.1:99999"] {
             assert!(
                 matches!(
@@ -324,7 +327,11 @@ mod tests {
             );
         }
         // Other parameters beside for= are fine; unquoted IPv4 with port too.
-        let ok = parse_request(&connect("10.0.0.1:80", &["proto=http;for=10.0.0.2:7"]), None).unwrap();
+        let ok = parse_request(
+            &connect("10.0.0.1:80", &["proto=http;for=10.0.0.2:7"]),
+            None,
+        )
+        .unwrap();
         assert_eq!(ok.src, "10.0.0.2:7".parse().unwrap());
     }
 

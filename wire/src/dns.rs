@@ -125,7 +125,10 @@ fn name_at(msg: &[u8], mut at: usize) -> Result<(String, usize), DnsError> {
                 if wire_len > MAX_NAME {
                     return Err(DnsError::BadName);
                 }
-                if label.iter().any(|&c| c == b'.' || !(0x21..0x7f).contains(&c)) {
+                if label
+                    .iter()
+                    .any(|&c| c == b'.' || !(0x21..0x7f).contains(&c))
+                {
                     return Err(DnsError::Unprintable);
                 }
                 if !out.is_empty() {
@@ -420,7 +423,7 @@ mod tests {
         let mut dotted = q[..12].to_vec();
         dotted.extend_from_slice(&[3, b'a', b'.', b'b', 0, 0, 1, 0, 1]);
         assert_eq!(parse(&dotted), Err(DnsError::Unprintable));
-        let long = ["a".repeat(60); 5].join(".");
+        let long = vec!["a".repeat(60); 5].join(".");
         assert_eq!(parse(&query(1, &long, 1)), Err(DnsError::BadName));
         // Two questions, and answer counts the message cannot hold.
         let mut two = q.clone();

@@ -14,8 +14,12 @@
 //! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
 //! 1-stream bulk, HTTP/1.1 keep-alive at saturation (wrk -t1 -c16 against nginx: req/s, p50,
 //! p99) and proxy CPU per request, a paced ~1,000 req/s keep-alive client (p50, p99), new
-//! connections per second (wrk with `Connection: close`), and RSS growth per idle proxied
-//! connection at each proxy process. Each figure is the median of `--rounds` rounds.
+//! connections per second (wrk with `Connection: close`), RSS growth per idle proxied
+//! connection at each proxy process, and for UDP: a paced ~1,000/s request/response exchange
+//! with a UDP echo service (p50, p99), echo datagrams per second with 32 in flight, and DNS
+//! queries per second to a real DNS server (dnsmasq) with 32 in flight (through eastwall
+//! each query is decided on its name). HAProxy carries no UDP. Each figure is the median of
+//! `--rounds` rounds.
 //!
 //! Run as root, built with `--release` (`scripts/bench.sh` installs the tools and does both):
 //! `target/release/bench [--secs 5] [--rounds 3] [--idle 10000] [--rate 1000]
@@ -41,6 +45,12 @@ use eastwall_lab::in_netns;
 
 const IPERF_PORT: u16 = 5201;
 const HTTP_PORT: u16 = 8080;
+/// The UDP echo service.
+const UDP_PORT: u16 = 5300;
+/// The name the DNS figures ask for (dnsmasq on the server answers it).
+const DNS_NAME: &str = "www.bench.example";
+/// Datagrams (queries) kept in flight by the throughput clients.
+const UDP_WINDOW: usize = 32;
 /// HAProxy's TLS listener on hostB for service port p is p + 10000.
 const TLS_OFFSET: u16 = 10000;
 
@@ -51,6 +61,8 @@ spec:
     - name: bench
       rules:
         - {id: client-to-server, action: allow, from: {app: client}, to: {app: server}, ports: [5201, 8080]}
+        - {id: client-to-server-udp, action: allow, from: {app: client}, to: {app: server}, ports: [{port: 5300, protocol: UDP}]}
+        - {id: client-resolves-bench-names, action: allow, from: {app: client}, to: {app: server, dns: {names: ["*.bench.example"]}}, ports: [{port: 53, protocol: UDP}]}
 "#;
 
 /// The L7+IDS row: as the L7 row, and the IDS (ET Open's web rules, detect mode) inspects
@@ -74,6 +86,8 @@ spec:
           ports: [8080]
           ids: web
         - {id: client-to-server-bulk, action: allow, from: {app: client}, to: {app: server}, ports: [5201]}
+        - {id: client-to-server-udp, action: allow, from: {app: client}, to: {app: server}, ports: [{port: 5300, protocol: UDP}]}
+        - {id: client-resolves-bench-names, action: allow, from: {app: client}, to: {app: server, dns: {names: ["*.bench.example"]}}, ports: [{port: 53, protocol: UDP}]}
 "#;
 
 /// The ET Open web rules the L7+IDS row runs (`EASTWALL_ET_OPEN`, default the shared copy).
@@ -108,6 +122,8 @@ spec:
                 paths: ["/*"]
           ports: [8080]
         - {id: client-to-server-bulk, action: allow, from: {app: client}, to: {app: server}, ports: [5201]}
+        - {id: client-to-server-udp, action: allow, from: {app: client}, to: {app: server}, ports: [{port: 5300, protocol: UDP}]}
+        - {id: client-resolves-bench-names, action: allow, from: {app: client}, to: {app: server, dns: {names: ["*.bench.example"]}}, ports: [{port: 53, protocol: UDP}]}
 "#;
 
 struct Args {
@@ -215,6 +231,10 @@ struct Row {
     paced_p50: Option<f64>,
     paced_p99: Option<f64>,
     cps: Option<f64>,
+    udp_p50: Option<f64>,
+    udp_p99: Option<f64>,
+    udp_dps: Option<f64>,
+    dns_qps: Option<f64>,
     /// Bytes of RSS growth per idle connection, for each proxy process (client side first).
     mem: Vec<Option<f64>>,
     /// Why the idle-connection figure could not be taken.
@@ -380,6 +400,11 @@ http {{
         addr = server.addr,
         nofile = nofile_limit(),
     );
+    // The UDP echo service, and a real DNS server for the DNS figures.
+    cloud.lab.serve_udp(&server.name, &[UDP_PORT])?;
+    cloud
+        .lab
+        .serve_dns(&server.name, &[(DNS_NAME, server.addr)], false)?;
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let addr = server.addr.to_string();
@@ -606,7 +631,55 @@ impl Bench {
             thread::sleep(Duration::from_secs(1));
         }
         row.cps = Some(median(&cps));
+
+        // UDP and DNS (not through HAProxy, which carries TCP only).
+        if via.is_none() {
+            self.measure_udp(&mut row)?;
+        }
         Ok(row)
+    }
+
+    /// The UDP figures of a path: paced echo latency, echo datagrams/s, DNS queries/s.
+    fn measure_udp(&self, row: &mut Row) -> anyhow::Result<()> {
+        let (rounds, secs, rate) = (self.a.rounds, self.a.secs, self.a.rate);
+        let echo = SocketAddr::new(self.server.ip(), UDP_PORT);
+        let dns = SocketAddr::new(self.server.ip(), 53);
+        let (mut q50, mut q99, mut dps, mut qps) = (vec![], vec![], vec![], vec![]);
+        for r in 0..rounds {
+            let ns = self.client_ns.clone();
+            match in_netns(&ns, move || paced_udp(echo, rate, secs))? {
+                Ok((a, b)) => {
+                    eprintln!("  paced UDP round {r}: p50 {a:.3} ms p99 {b:.3} ms");
+                    q50.push(a);
+                    q99.push(b);
+                }
+                Err(e) => row.failures.push(format!("paced UDP round {r}: {e:#}")),
+            }
+            let ns = self.client_ns.clone();
+            match in_netns(&ns, move || {
+                udp_rate(echo, secs, |i| format!("ping {i}").into_bytes())
+            })? {
+                Ok(v) => {
+                    eprintln!("  UDP echo round {r}: {v:.0} datagrams/s");
+                    dps.push(v);
+                }
+                Err(e) => row.failures.push(format!("UDP echo round {r}: {e:#}")),
+            }
+            let ns = self.client_ns.clone();
+            match in_netns(&ns, move || udp_rate(dns, secs, dns_query))? {
+                Ok(v) => {
+                    eprintln!("  DNS round {r}: {v:.0} queries/s");
+                    qps.push(v);
+                }
+                Err(e) => row.failures.push(format!("DNS round {r}: {e:#}")),
+            }
+        }
+        let med = |v: &[f64]| (!v.is_empty()).then(|| median(v));
+        row.udp_p50 = med(&q50);
+        row.udp_p99 = med(&q99);
+        row.udp_dps = med(&dps);
+        row.dns_qps = med(&qps);
+        Ok(())
     }
 
     /// RSS growth per idle proxied connection of each process in `pids`: a warm-up, a
@@ -935,6 +1008,102 @@ fn paced_http(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64
     Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)]))
 }
 
+/// One UDP socket, `rate` echo exchanges per second for `secs` seconds (after 100 warm-up
+/// exchanges): p50 and p99 in ms, measured as `paced_http` does (no coordinated omission).
+/// A datagram lost on the way fails the run (it would otherwise hide as a 1 s latency).
+fn paced_udp(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.connect(dst)?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 2048];
+    let mut one = |i: usize| -> anyhow::Result<()> {
+        let msg = format!("ping {i}");
+        s.send(msg.as_bytes())?;
+        loop {
+            let n = s.recv(&mut buf).context("no answer within 1 s")?;
+            // An answer to an earlier, late exchange is skipped.
+            if buf[..n].ends_with(msg.as_bytes()) {
+                return Ok(());
+            }
+        }
+    };
+    for i in 0..100 {
+        one(i)?;
+    }
+    let n = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        let sent = Instant::now();
+        let from = if sent > due + interval { due } else { sent };
+        one(100 + i)?;
+        lat.push(from.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(secs * 3 + 10),
+            "paced run overran"
+        );
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)]))
+}
+
+/// Answers per second over `secs` seconds from one UDP socket keeping [`UDP_WINDOW`]
+/// requests (`request(i)`) in flight: each answer sends the next request; a request whose
+/// answer is lost is replaced after 200 ms (and counts for nothing).
+fn udp_rate(dst: SocketAddr, secs: u64, request: fn(usize) -> Vec<u8>) -> anyhow::Result<f64> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.connect(dst)?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut buf = [0u8; 4096];
+    let mut sent = 0usize;
+    for _ in 0..UDP_WINDOW {
+        s.send(&request(sent))?;
+        sent += 1;
+    }
+    let (mut answers, mut lost) = (0u64, 0u64);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    while Instant::now() < end {
+        match s.recv(&mut buf) {
+            Ok(_) => answers += 1,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                lost += 1;
+                anyhow::ensure!(lost < 1000, "no answers ({answers} before)");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        s.send(&request(sent))?;
+        sent += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    anyhow::ensure!(answers > 0, "no answers");
+    Ok(answers as f64 / elapsed)
+}
+
+/// A standard query (recursion desired) for [`DNS_NAME`], type A, id from `i`.
+fn dns_query(i: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(40);
+    m.extend_from_slice(&(i as u16).to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in DNS_NAME.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
 /// User + system CPU seconds of `pids` (all their threads).
 fn cpu_secs(pids: &[u32]) -> anyhow::Result<f64> {
     let tck = clk_tck();
@@ -1055,6 +1224,30 @@ fn render(rows: &[Row], a: &Args) -> String {
             Kind::Rate,
             "",
             |r| r.cps,
+        ),
+        (
+            format!("paced {} /s UDP echo exchange, p50", a.rate),
+            Kind::Latency,
+            "ms",
+            |r| r.udp_p50,
+        ),
+        (
+            format!("paced {} /s UDP echo exchange, p99", a.rate),
+            Kind::Latency,
+            "ms",
+            |r| r.udp_p99,
+        ),
+        (
+            format!("UDP echo datagrams/s ({UDP_WINDOW} in flight)"),
+            Kind::Rate,
+            "",
+            |r| r.udp_dps,
+        ),
+        (
+            format!("DNS queries/s, dnsmasq ({UDP_WINDOW} in flight)"),
+            Kind::Rate,
+            "",
+            |r| r.dns_qps,
         ),
         (
             "RSS per idle proxied connection, client-side proxy".into(),

@@ -1,10 +1,12 @@
 //! Capture: the nftables table, the policy routing TPROXY needs, and the transparent sockets.
 //!
 //! `install` is one atomic `nft -j -f -` transaction plus idempotent `ip rule`/`ip route`
-//! changes. The table stays when the node stops, so captured traffic is dropped rather than
-//! bypassed (fail closed); only `remove` (`eastwall node cleanup`) takes it away.
+//! changes and the packet queue chain (`queue`). The table stays when the node stops, so
+//! captured traffic is dropped rather than bypassed (fail closed); only `remove` (`eastwall
+//! node cleanup`) takes it away.
 
 pub mod nft;
+pub mod queue;
 pub mod route;
 pub mod socket;
 pub mod spoof;
@@ -21,12 +23,13 @@ pub fn install(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> anyhow::Result<()>
     let batch = nft::ruleset(spec, local_addrs);
     nftables::helper::apply_ruleset(&batch)
         .context("applying the nftables table (is nftables installed?)")?;
-    Ok(())
+    queue::install(spec)
 }
 
 /// Removes the node's table and policy routing.
 pub fn remove(spec: &CaptureSpec) -> anyhow::Result<()> {
     nftables::helper::apply_ruleset(&nft::teardown(&spec.table))
         .context("removing the nftables table")?;
+    queue::remove(spec)?;
     route::remove(spec.mark, spec.route_table)
 }

@@ -18,8 +18,8 @@
 //!       fib saddr . iif oif missing drop                                # spoofed source
 //!       ct state established,related accept         # flows the node allowed, their ICMP errors
 //!       icmpv6 type { nd-*, mld-* } accept                              # what IPv6 needs on a link
-//!       queue num QUEUE                     # the node decides each new flow (no reader: drop)
-//!     ip daddr @local4 meta l4proto != { tcp, udp }: the same, to queue QUEUE+1
+//!       meta mark set QUEUE_MARK_OUT accept   # a new flow: `capture::queue` queues it to the node
+//!     ip daddr @local4 meta l4proto != { tcp, udp }: the same, marked QUEUE_MARK_IN
 //!   }
 //!   chain output {       # route hook output (local traffic option)
 //!     meta mark OWN accept
@@ -45,6 +45,7 @@ use nftables::schema::{
 use nftables::stmt::{Mangle, Match, Operator, Statement, TProxy};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
+use super::queue::{QUEUE_MARK_IN, QUEUE_MARK_OUT};
 use crate::config::CaptureSpec;
 
 /// How long a spoofing attempt stays in the set (one record per attempt and this period).
@@ -190,15 +191,20 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
                     accept(),
                 ]);
             }
-            pre.push(vec![eq(meta(MetaKey::Iifname), ifaces()), l4(proto), drop()]);
+            pre.push(vec![
+                eq(meta(MetaKey::Iifname), ifaces()),
+                l4(proto),
+                drop(),
+            ]);
         }
-        // Every other protocol: the node decides each new flow (NFQUEUE); a queue without a
-        // reader drops, so a stopped node fails closed here too.
+        // Every other protocol: the node decides each new flow (marked here, queued by the
+        // `capture::queue` chain); a queue without a reader drops, so a stopped node fails
+        // closed here too.
         let from_workloads = || vec![eq(meta(MetaKey::Iifname), ifaces()), not_tcp_udp()];
         let mut spoofed = from_workloads();
         spoofed.extend([eq(fib_saddr_iif_oif(), Expression::Boolean(false)), drop()]);
         pre.push(spoofed);
-        pre.extend(queue_new_flows(from_workloads, spec.packet_queue));
+        pre.extend(queue_new_flows(from_workloads, QUEUE_MARK_OUT));
     }
     if spec.local_traffic {
         for proto in ["tcp", "udp"] {
@@ -267,7 +273,7 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
                 pre.push(vec![daddr(), l4(proto), drop()]);
             }
             let to_workloads = || vec![daddr(), not_tcp_udp()];
-            pre.extend(queue_new_flows(to_workloads, spec.packet_queue + 1));
+            pre.extend(queue_new_flows(to_workloads, QUEUE_MARK_IN));
         }
     }
     for expr in pre {
@@ -356,10 +362,11 @@ fn not_tcp_udp() -> Statement<'static> {
 
 /// The rules after `matching` for a protocol the node does not proxy: packets of flows it
 /// allowed and their related ICMP errors pass, IPv6's own link traffic passes, and the
-/// first packet of every new flow goes to queue `num` for a decision.
+/// first packet of every new flow is marked `queue_mark`, for the queue chain
+/// (`capture::queue`) to hand to the node for a decision.
 fn queue_new_flows(
     matching: impl Fn() -> Vec<Statement<'static>>,
-    num: u16,
+    queue_mark: u32,
 ) -> Vec<Vec<Statement<'static>>> {
     let with = |more: Vec<Statement<'static>>| {
         let mut r = matching();
@@ -379,7 +386,10 @@ fn queue_new_flows(
         ))
     };
     vec![
-        with(vec![eq(ct_state, names(&["established", "related"])), accept()]),
+        with(vec![
+            eq(ct_state, names(&["established", "related"])),
+            accept(),
+        ]),
         // Neighbour discovery and multicast listener reports: the link needs them.
         with(vec![
             eq(
@@ -396,10 +406,7 @@ fn queue_new_flows(
             ),
             accept(),
         ]),
-        with(vec![Statement::Queue(nftables::stmt::Queue {
-            num: Expression::Number(u32::from(num)),
-            flags: None,
-        })]),
+        with(vec![set_mark(queue_mark), accept()]),
     ]
 }
 
@@ -560,10 +567,13 @@ mod tests {
             })
             .count();
         assert_eq!(udp_tproxy, 6, "{json:#}");
-        // Other protocols go to the two queues, never bypassing a missing reader.
-        assert!(text.contains("\"queue\":{\"num\":15001}"), "{text}");
-        assert!(text.contains("\"queue\":{\"num\":15002}"), "{text}");
-        assert!(!text.contains("bypass"), "{text}");
+        // Other protocols' new flows are marked for the two queues.
+        for mark in [QUEUE_MARK_OUT, QUEUE_MARK_IN] {
+            let marked = format!(
+                "\"mangle\":{{\"key\":{{\"meta\":{{\"key\":\"mark\"}}}},\"value\":{mark}}}"
+            );
+            assert!(text.contains(&marked), "{marked} in {text}");
+        }
     }
 
     #[test]

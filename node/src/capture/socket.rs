@@ -131,12 +131,12 @@ fn recv_orig_dst(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<Captured>
     let src = msg
         .address
         .and_then(|a| match a.family() {
-            Some(nix::sys::socket::AddressFamily::Inet) => {
-                a.as_sockaddr_in().map(|s| SocketAddr::from(std::net::SocketAddrV4::from(*s)))
-            }
-            Some(nix::sys::socket::AddressFamily::Inet6) => {
-                a.as_sockaddr_in6().map(|s| SocketAddr::from(std::net::SocketAddrV6::from(*s)))
-            }
+            Some(nix::sys::socket::AddressFamily::Inet) => a
+                .as_sockaddr_in()
+                .map(|s| SocketAddr::from(std::net::SocketAddrV4::from(*s))),
+            Some(nix::sys::socket::AddressFamily::Inet6) => a
+                .as_sockaddr_in6()
+                .map(|s| SocketAddr::from(std::net::SocketAddrV6::from(*s))),
             _ => None,
         })
         .ok_or_else(|| io::Error::other("captured datagram without a source address"))?;

@@ -238,7 +238,10 @@ pub(crate) fn explain(a: &ExplainArgs) -> anyhow::Result<()> {
         (Some(p), Some(q)) if p != q => anyhow::bail!("--to says port {p}, --port says {q}"),
         (Some(p), _) | (None, Some(p)) if proto.has_ports() => p,
         (Some(_), _) | (None, Some(_)) => {
-            anyhow::bail!("{proto} has no ports: give no port with --proto {}", a.proto)
+            anyhow::bail!(
+                "{proto} has no ports: give no port with --proto {}",
+                a.proto
+            )
         }
         (None, None) if proto.has_ports() => {
             anyhow::bail!("give the destination port: --port N or --to DEST:PORT")

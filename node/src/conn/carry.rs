@@ -27,8 +27,7 @@ use crate::identity::UserCertificates;
 use crate::ids::{IdsEngines, Inspecting, SharedIds};
 use crate::relay::{
     Abort, Activity, CapsuleSink, CapsuleSource, DatagramCount, DatagramEnd, DatagramSink,
-    DatagramSource,
-    Sink, Source, both, pipe, relay, relay_datagrams,
+    DatagramSource, Sink, Source, both, pipe, relay, relay_datagrams,
 };
 
 use crate::telemetry::Telemetry;

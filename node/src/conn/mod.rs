@@ -544,7 +544,12 @@ mod tests {
                 FlowReason::Denied,
                 true,
             ),
-            (Outcome::Passed, FlowState::Bypassed, FlowReason::Forwarded, false),
+            (
+                Outcome::Passed,
+                FlowState::Bypassed,
+                FlowReason::Forwarded,
+                false,
+            ),
         ];
         for (outcome, state, reason, here) in table {
             assert_eq!(outcome.eve(), (state, reason), "{outcome:?}");

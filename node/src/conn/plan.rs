@@ -90,11 +90,12 @@ pub(crate) fn identify(
 }
 
 /// What is known of the application protocol when a connection of `proto` starts: nothing
-/// yet for TCP (L7 rules may decide per request later); UDP and the rest carry no L7 facts
-/// the node reads, so rules with L7 conditions decide on them as on opaque bytes.
+/// yet for TCP and UDP (L7 rules may decide per request, handshake or DNS query later); the
+/// other protocols carry no L7 facts the node reads, so rules with L7 conditions decide on
+/// them as on opaque bytes.
 pub(crate) fn at_start(proto: Protocol) -> L7<'static> {
     match proto {
-        Protocol::Tcp => L7::Unknown,
+        Protocol::Tcp | Protocol::Udp => L7::Unknown,
         _ => L7::Opaque,
     }
 }
@@ -589,7 +590,10 @@ spec:
     fn the_ids_profile_and_monitor_rules_travel_with_the_plan() {
         let r = rules();
         let a = here("hostA", true);
-        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let ends = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.2.0.2:5432"),
             None,
@@ -599,7 +603,10 @@ spec:
         let monitored: Vec<&str> = p.monitored.iter().map(|m| &*m.rule.id).collect();
         assert_eq!(monitored, ["audit-web-db"]);
         // A route failure after an allow keeps what the monitor rules saw.
-        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let ends = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.3.0.2:5432"),
             None,
@@ -614,7 +621,10 @@ spec:
         let r = rules();
         let (a, b) = (here("hostA", true), here("hostB", true));
         // Same host: this node is the last one, it inspects.
-        let ends = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let ends = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -647,7 +657,10 @@ spec:
             &REGISTRY.replace("{name: api, node: hostA", "{name: api, node: hostB"),
         )
         .unwrap();
-        let ends = identify(&r2, &a, (Entry::Outbound, Protocol::Tcp),
+        let ends = identify(
+            &r2,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -655,7 +668,10 @@ spec:
         let p = plan(&r2, &a, &ends, L7::Unknown);
         assert!(p.needs_l7 && !p.inspects_here(), "{p:?}");
         assert!(matches!(p.route, Route::Tunnel(_)));
-        let ends = identify(&r2, &b, (tunnel("spiffe://corp.example/wl/web", None), Protocol::Tcp),
+        let ends = identify(
+            &r2,
+            &b,
+            (tunnel("spiffe://corp.example/wl/web", None), Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:9000"),
             None,
@@ -669,7 +685,10 @@ spec:
         let (a, a_plain) = (here("hostA", true), here("hostA", false));
         // With the tunnel: this node holds its workload's identity, and the destination's
         // is the one the tunnel will prove.
-        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.2.0.2:5432"),
             None,
@@ -677,28 +696,40 @@ spec:
         assert_eq!(e.src.identity, Some(wl("web")));
         assert_eq!(e.dst.identity, Some(wl("db")));
         // ... but not where nothing will prove it (a node without an address).
-        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.3.0.2:5432"),
             None,
         );
         assert_eq!(e.dst.identity, None);
         // Without the tunnel nothing is proven.
-        let e = identify(&r, &a_plain, (Entry::Outbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a_plain,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.2:1"),
             sa("10.1.0.4:8080"),
             None,
         );
         assert_eq!((e.src.identity, e.dst.identity), (None, None));
         // Plaintext inbound: the source proves nothing; a local destination is ours.
-        let e = identify(&r, &a, (Entry::Inbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a,
+            (Entry::Inbound, Protocol::Tcp),
             sa("198.51.100.7:1"),
             sa("10.1.0.4:22"),
             None,
         );
         assert_eq!((e.src.identity, e.dst.identity), (None, Some(wl("api"))));
         // A user-bound workload acts for its user.
-        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             sa("10.1.0.5:1"),
             sa("10.2.0.2:7000"),
             None,
@@ -708,7 +739,10 @@ spec:
         let host = sa("10.0.0.1:1");
         let w = wants_socket_owner(&r, &a, &Entry::Outbound, host).expect("localUsers");
         let bob = w.user_identity("bob").unwrap();
-        let e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let e = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             host,
             sa("10.2.0.2:6000"),
             Some(bob.clone()),
@@ -728,7 +762,10 @@ spec:
         let a = here("hostA", true);
         let host = sa("10.0.0.1:1");
         let bob = id("spiffe://corp.example/user/bob/wl/host-a");
-        let mut e = identify(&r, &a, (Entry::Outbound, Protocol::Tcp),
+        let mut e = identify(
+            &r,
+            &a,
+            (Entry::Outbound, Protocol::Tcp),
             host,
             sa("10.2.0.2:6000"),
             Some(bob),

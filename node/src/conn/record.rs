@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use eastwall_policy::{Protocol, Workload};
 use eastwall_wire::eve::{
     self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision, FlowEvent,
-    RequestCounts, IdsInfo, MonitorInfo, PolicyInfo, TunnelInfo,
+    IdsInfo, MonitorInfo, PolicyInfo, RequestCounts, TunnelInfo,
 };
 
 use super::{DenyReason, End, Ending, Ends, Outcome, Plan, Verdict};

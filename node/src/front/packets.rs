@@ -135,7 +135,8 @@ impl RecordLimit {
     fn admit(&mut self, key: (IpAddr, IpAddr, u8, bool)) -> bool {
         let now = Instant::now();
         if self.last.len() >= REMEMBERED {
-            self.last.retain(|_, t| now.duration_since(*t) < RECORD_EVERY);
+            self.last
+                .retain(|_, t| now.duration_since(*t) < RECORD_EVERY);
             if self.last.len() >= REMEMBERED {
                 self.last.clear();
             }
@@ -160,7 +161,10 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(l.admit((a, b, 1, false)));
-        assert!(!l.admit((a, b, 1, false)), "the same kind again within the period");
+        assert!(
+            !l.admit((a, b, 1, false)),
+            "the same kind again within the period"
+        );
         assert!(l.admit((a, b, 1, true)), "another verdict");
         assert!(l.admit((b, a, 1, false)), "other addresses");
         assert!(l.admit((a, b, 47, false)), "another protocol");

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use eastwall_wire::eve::{self, Direction, TunnelInfo, TunnelStatus};
 use eastwall_policy::Protocol;
+use eastwall_wire::eve::{self, Direction, TunnelInfo, TunnelStatus};
 use eastwall_wire::header::{Status, StreamHeader, StreamKind};
 use tracing::debug;
 

@@ -105,8 +105,7 @@ impl Sessions {
             return (r, t.by_pair.len());
         }
         let source = pair.0.ip();
-        if t.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_sessions_per_source
-        {
+        if t.per_source.get(&source).copied().unwrap_or(0) >= self.limits.max_sessions_per_source {
             return (Admitted::Dropped("source-limit"), t.by_pair.len());
         }
         if t.by_pair.len() >= self.limits.max_sessions && !t.evict_one() {
@@ -200,7 +199,10 @@ pub(crate) async fn serve(
 ) {
     let metrics = &pipeline.telemetry.metrics;
     let drop = |reason: &'static str| {
-        metrics.udp_drops.get_or_create(&DropLabels { reason }).inc();
+        metrics
+            .udp_drops
+            .get_or_create(&DropLabels { reason })
+            .inc();
     };
     // The listener's one receive buffer; sessions get their datagrams copied out at size.
     let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -24,9 +24,7 @@ use crate::config::DnsDenied;
 use crate::conn::carry::Downstream;
 use crate::conn::record::{FlowGuard, policy_info};
 use crate::conn::{Ending, Ends, Hop, Outcome, Pipeline};
-use crate::relay::{
-    Activity, DatagramSink, DatagramSource, FramedSink, FramedSource, Prefixed, Sink as _,
-};
+use crate::relay::{Activity, DatagramSink, DatagramSource, FramedSink, FramedSource, Prefixed};
 use crate::telemetry::metrics::{DropLabels, HttpLabels};
 
 /// Carries a UDP session straight to its server, deciding every client datagram as above;

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use eastwall_policy::{HttpRequestFacts, L7};
 use eastwall_wire::eve::{
-    self, EveHttp, EveIdentities, RequestCounts, L7Decision, HttpEvent, IdsInfo, PolicyInfo,
+    self, EveHttp, EveIdentities, HttpEvent, IdsInfo, L7Decision, PolicyInfo, RequestCounts,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};

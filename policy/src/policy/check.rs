@@ -21,12 +21,7 @@ use crate::registry::{Registry, Workload};
 const MAX_COMPARISONS: u64 = 20_000_000;
 
 /// Adds the never-match and shadowing warnings for `rules` (in file order).
-pub(crate) fn check(
-    sink: &mut Sink<'_>,
-    rules: &[Rule],
-    index: &ProtoIndex,
-    reg: &Registry,
-) {
+pub(crate) fn check(sink: &mut Sink<'_>, rules: &[Rule], index: &ProtoIndex, reg: &Registry) {
     let mut comparisons: u64 = 0;
     let mut stopped = false;
     for (i, b) in rules.iter().enumerate() {

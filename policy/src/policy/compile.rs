@@ -8,11 +8,11 @@ use eastwall_identity::SpiffeId;
 use ipnet::IpNet;
 use serde_saphyr::Spanned;
 
-use super::{compile_l7, transport};
 use super::format::{PolicyDoc, RuleDoc, SelectorDoc};
 use super::ids::{self, IdsProfile};
 use super::selector::{NameSet, Selector};
 use super::{Action, Mode, Rule, RuleRef};
+use super::{compile_l7, transport};
 use crate::diag::{Pos, Sink};
 use crate::registry::Registry;
 use crate::yaml::{self, OneOrMany};
@@ -183,7 +183,9 @@ fn compile_rule(
             compile_l7::compile_l7(sink, &s.value),
         ),
     };
-    let ports = r.ports.map(|p| transport::compile_ports(sink, &p).map(Box::new));
+    let ports = r
+        .ports
+        .map(|p| transport::compile_ports(sink, &p).map(Box::new));
     let ids = r
         .ids
         .as_ref()
@@ -504,4 +506,3 @@ fn compile_cidrs(sink: &mut Sink<'_>, v: &OneOrMany) -> Box<[IpNet]> {
     }
     nets.into_boxed_slice()
 }
-

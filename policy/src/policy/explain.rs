@@ -84,7 +84,11 @@ impl Trace for Recorder<'_, '_> {
     const CHECKS_PORTS: bool = true;
 
     fn port_mismatch(&mut self, r: &Rule) {
-        let listed = r.ports.as_deref().map(ToString::to_string).unwrap_or_default();
+        let listed = r
+            .ports
+            .as_deref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let f = self.flow;
         let what = match f.proto {
             Protocol::Tcp => format!("port {}", f.dst_port),
@@ -94,7 +98,10 @@ impl Trace for Recorder<'_, '_> {
             }
             Protocol::Other(n) => format!("protocol {n}"),
         };
-        self.push(r, StepOutcome::NoMatch(format!("{what} is not in [{listed}]")));
+        self.push(
+            r,
+            StepOutcome::NoMatch(format!("{what} is not in [{listed}]")),
+        );
     }
 
     fn groups_unknown(&mut self, r: &Rule) {
@@ -313,7 +320,7 @@ fn l7_mismatch(r: &Rule, l7: &L7<'_>) -> String {
             )
         }
         L7::Dns { name } => {
-            let pats: Vec<&str> = c
+            let pats: Vec<String> = c
                 .dns
                 .iter()
                 .flat_map(|d| d.names.iter().flatten())
@@ -321,7 +328,7 @@ fn l7_mismatch(r: &Rule, l7: &L7<'_>) -> String {
                 .collect();
             format!(
                 "query name `{name}` matches no `dns.names` pattern {}",
-                list(pats.iter().copied())
+                list(pats.iter().map(String::as_str))
             )
         }
         L7::Http(req) => {
@@ -391,7 +398,7 @@ impl fmt::Display for Explanation {
             }
             (true, Action::Allow, r) => {
                 f.write_str(
-                    "verdict: depends on the protocol and the requests: the node inspects the traffic and decides each HTTP request or TLS handshake",
+                    "verdict: depends on the protocol and the requests: the node inspects the traffic and decides each HTTP request, TLS handshake or DNS query",
                 )?;
                 if let Some(r) = r {
                     write!(f, "; rule {} may allow", rule_name(r))?;

@@ -254,9 +254,7 @@ pub(crate) struct Rule {
 
 impl Rule {
     fn transport_matches(&self, proto: Protocol, port: u16) -> bool {
-        self.ports
-            .as_ref()
-            .is_none_or(|t| t.matches(proto, port))
+        self.ports.as_ref().is_none_or(|t| t.matches(proto, port))
     }
 }
 

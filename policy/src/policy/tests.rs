@@ -1174,7 +1174,14 @@ fn coverage_claims_hold_on_random_flows() {
     eprintln!("{claims} coverage claims checked");
 }
 
-fn decide_proto(p: &Policy, reg: &Registry, src: &str, dst: &str, proto: Protocol, port: u16) -> Decision {
+fn decide_proto(
+    p: &Policy,
+    reg: &Registry,
+    src: &str,
+    dst: &str,
+    proto: Protocol,
+    port: u16,
+) -> Decision {
     let flow = Flow::new(
         Endpoint::lookup(reg, ip(src)),
         Endpoint::lookup(reg, ip(dst)),
@@ -1190,16 +1197,21 @@ fn decide_proto(p: &Policy, reg: &Registry, src: &str, dst: &str, proto: Protoco
 #[test]
 fn protocols_and_ports_in_the_networkpolicy_habit() {
     let reg = Registry::empty();
-    let p = parse_ok(
-        "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n\
-        - {id: dns, action: allow, ports: [{port: 53, protocol: UDP}, {port: 53, protocol: tcp}]}\n\
-        - {id: web, action: allow, ports: [443, \"8000-8080\", {port: 9000, endPort: 9010}]}\n\
-        - {id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}, {protocol: ICMPv6, icmpType: 128, icmpCode: 0}]}\n\
-        - {id: gre, action: allow, ports: [{protocol: 47}, {protocol: SCTP, port: 9}]}\n\
-        - {id: syslog, action: allow, ports: [{protocol: UDP, port: \"514-515\"}]}\n\
-        - {id: everything-to-x, action: allow, to: {cidr: 10.9.0.0/16}}\n",
-        &reg,
+    let rules = [
+        "{id: dns, action: allow, ports: [{port: 53, protocol: UDP}, {port: 53, protocol: tcp}]}",
+        "{id: web, action: allow, ports: [443, \"8000-8080\", {port: 9000, endPort: 9010}]}",
+        "{id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}, {protocol: ICMPv6, icmpType: 128, icmpCode: 0}]}",
+        "{id: gre, action: allow, ports: [{protocol: 47}, {protocol: SCTP, port: 9}]}",
+        "{id: syslog, action: allow, ports: [{protocol: UDP, port: \"514-515\"}]}",
+        "{id: everything-to-x, action: allow, to: {cidr: 10.9.0.0/16}}",
+    ];
+    let mut text = String::from(
+        "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n",
     );
+    for r in rules {
+        text.push_str(&format!("        - {r}\n"));
+    }
+    let p = parse_ok(&text, &reg);
     let at = |proto, port| decide_proto(&p, &reg, "10.0.0.1", "10.1.0.1", proto, port);
     let rule = |d: Decision| d.rule.map(|r| r.id.to_string());
     let icmp = |kind, code| Protocol::Icmp { kind, code };
@@ -1212,14 +1224,26 @@ fn protocols_and_ports_in_the_networkpolicy_habit() {
     assert_eq!(rule(at(Protocol::Tcp, 9011)), None);
     assert_eq!(rule(at(Protocol::Udp, 515)).as_deref(), Some("syslog"));
     assert_eq!(rule(at(icmp(8, 0), 0)).as_deref(), Some("ping"));
-    assert_eq!(rule(at(icmp(0, 0), 0)), None, "an echo reply is not a request");
-    assert_eq!(rule(at(Protocol::Icmpv6 { kind: 128, code: 0 }, 0)).as_deref(), Some("ping"));
+    assert_eq!(
+        rule(at(icmp(0, 0), 0)),
+        None,
+        "an echo reply is not a request"
+    );
+    assert_eq!(
+        rule(at(Protocol::Icmpv6 { kind: 128, code: 0 }, 0)).as_deref(),
+        Some("ping")
+    );
     assert_eq!(rule(at(Protocol::Icmpv6 { kind: 128, code: 1 }, 0)), None);
     assert_eq!(rule(at(Protocol::Other(47), 0)).as_deref(), Some("gre"));
     assert_eq!(rule(at(Protocol::Sctp, 9)).as_deref(), Some("gre"));
     assert_eq!(rule(at(Protocol::Other(50), 0)), None, "ESP is not allowed");
     // A rule without `ports` matches every protocol.
-    for proto in [Protocol::Tcp, Protocol::Udp, icmp(3, 4), Protocol::Other(50)] {
+    for proto in [
+        Protocol::Tcp,
+        Protocol::Udp,
+        icmp(3, 4),
+        Protocol::Other(50),
+    ] {
         let d = decide_proto(&p, &reg, "10.0.0.1", "10.9.0.1", proto, 7);
         assert_eq!(rule(d).as_deref(), Some("everything-to-x"), "{proto}");
     }
@@ -1250,7 +1274,8 @@ fn protocol_errors_are_located() {
     for (ports, want) in cases {
         let e = errors(&one_rule(&format!("id: r, action: allow, {ports}")), &reg);
         assert!(
-            e.iter().any(|m| m.starts_with("p.yaml:7:") && m.contains(want)),
+            e.iter()
+                .any(|m| m.starts_with("p.yaml:7:") && m.contains(want)),
             "{ports}: want {want:?}, got {e:?}"
         );
     }
@@ -1259,12 +1284,19 @@ fn protocol_errors_are_located() {
 #[test]
 fn shadowing_and_explain_know_protocols() {
     let reg = Registry::empty();
-    let text = "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n\
-        - {id: all-udp, action: allow, ports: [{protocol: UDP}]}\n\
-        - {id: dns-udp, action: allow, ports: [{port: 53, protocol: UDP}]}\n\
-        - {id: dns-tcp, action: allow, ports: [53]}\n\
-        - {id: icmp, action: allow, ports: [{protocol: ICMP}]}\n\
-        - {id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}]}\n";
+    let mut text = String::from(
+        "apiVersion: eastwall.dev/v1\nkind: Policy\nspec:\n  sections:\n    - name: s\n      rules:\n",
+    );
+    for r in [
+        "{id: all-udp, action: allow, ports: [{protocol: UDP}]}",
+        "{id: dns-udp, action: allow, ports: [{port: 53, protocol: UDP}]}",
+        "{id: dns-tcp, action: allow, ports: [53]}",
+        "{id: icmp, action: allow, ports: [{protocol: ICMP}]}",
+        "{id: ping, action: allow, ports: [{protocol: ICMP, icmpType: 8}]}",
+    ] {
+        text.push_str(&format!("        - {r}\n"));
+    }
+    let text = text.as_str();
     let w = warnings(text, &reg);
     let dead: Vec<&str> = w
         .iter()
@@ -1287,4 +1319,3 @@ fn shadowing_and_explain_know_protocols() {
     let e = p.explain(&flow).to_string();
     assert!(e.contains("protocol 47 is not in [53]"), "{e}");
 }
-

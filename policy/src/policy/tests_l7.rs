@@ -394,10 +394,13 @@ fn l7_validation_errors_are_located() {
         ("id: r, action: allow, to: {tls: {sni: []}}", &[
             "p.yaml:7:50: empty `sni` list (it would match nothing); omit the field to match any",
         ]),
-        ("id: r, action: allow, from: {dns: {}}, to: {dns: {names: [10.0.0.1, \"a.example.\", \"*.*.x\"]}}", &[
-            "p.yaml:7:37: `dns` is not allowed in `from`: they test what is sent to the destination, so they belong at the top level of `to`",
+        ("id: r, action: allow, from: {dns: {}}, to: {dns: {}}", &[
+            "p.yaml:7:46: `dns` is not allowed in `from`: they test what is sent to the destination, so they belong at the top level of `to`",
         ]),
         ("id: r, action: allow, to: {dns: {names: [10.0.0.1, \"a.example.\", \"*.*.x\"]}}", &[
+            "p.yaml:7:53: invalid DNS name pattern `10.0.0.1`: a query asks for a name; reverse lookups ask for `*.in-addr.arpa` names",
+            "p.yaml:7:63: invalid DNS name pattern `a.example.`: remove the trailing `.` (names are compared without it)",
+            "p.yaml:7:77: invalid DNS name pattern `*.*.x`: a wildcard is allowed only as a whole first label (`*.corp.example`)",
         ]),
         ("id: r, action: allow, to: {dns: {names: []}}", &[
             "p.yaml:7:52: empty `names` list (it would match nothing); omit the field to match any",
@@ -638,13 +641,13 @@ fn explain_says_why() {
             "1. emergency/block-admin-paths (deny): match (opaque bytes cannot carry the rule's L7 conditions; a deny rule with L7 conditions matches it (fail closed))",
         ]),
         (ALICE, FINANCE_API, 8443, Connect,
-         "verdict: depends on the protocol and the requests: the node inspects the traffic and decides each HTTP request or TLS handshake; rule `finance-api` (section application) may allow", &[
-            "1. emergency/block-admin-paths (deny): match (connection time: it denies opaque traffic (fail closed); HTTP requests and TLS handshakes are checked against its L7 conditions)",
-            "2. application/finance-api (allow): pending: connection time: its L7 conditions are checked on each HTTP request or TLS handshake",
+         "verdict: depends on the protocol and the requests: the node inspects the traffic and decides each HTTP request, TLS handshake or DNS query; rule `finance-api` (section application) may allow", &[
+            "1. emergency/block-admin-paths (deny): match (connection time: it denies opaque traffic (fail closed); HTTP requests, TLS handshakes and DNS queries are checked against its L7 conditions)",
+            "2. application/finance-api (allow): pending: connection time: its L7 conditions are checked on each HTTP request, TLS handshake or DNS query",
         ]),
         (BOB, FINANCE_API, 8443, Connect,
          "verdict: deny for every protocol and request; opaque traffic is denied by rule `block-admin-paths` (section emergency)", &[
-            "1. emergency/block-admin-paths (deny): match (connection time: it denies opaque traffic (fail closed); HTTP requests and TLS handshakes are checked against its L7 conditions)",
+            "1. emergency/block-admin-paths (deny): match (connection time: it denies opaque traffic (fail closed); HTTP requests, TLS handshakes and DNS queries are checked against its L7 conditions)",
             "2. application/finance-api (allow): no match: from: user `bob` is in groups [hr], none of [finance]",
             "3. application/finance-api-nothing-else (deny): match (connection time: reached by requests or handshakes that the L7 rules above let pass)",
         ]),
@@ -669,7 +672,7 @@ fn explain_says_why() {
             "1. emergency/block-admin-paths (deny): no match: to: app is `proxy`, the rule wants one of [finance-api]",
             "2. application/finance-api (allow): no match: port 443 is not in [8443]",
             "3. application/finance-api-nothing-else (deny): no match: to: app is `proxy`, the rule wants one of [finance-api]",
-            "4. application/only-corp-sni (allow): no match: to: plain HTTP cannot be checked against the rule's `tls` condition; an allow rule with L7 conditions does not match it",
+            "4. application/only-corp-sni (allow): no match: to: plain HTTP cannot be checked against the rule's conditions (it has no `http`); an allow rule with L7 conditions does not match it",
             "5. application/hr-uses-hr-app (allow): no match: from: no user, the rule wants group one of [hr]",
         ]),
     ];

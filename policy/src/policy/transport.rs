@@ -176,7 +176,9 @@ impl Transports {
         ranges_cover(&self.tcp, &b.tcp)
             && ranges_cover(&self.udp, &b.udp)
             && ranges_cover(&self.sctp, &b.sctp)
-            && b.icmp.iter().all(|m| self.icmp.iter().any(|a| a.covers(*m)))
+            && b.icmp
+                .iter()
+                .all(|m| self.icmp.iter().any(|a| a.covers(*m)))
             && b.icmpv6
                 .iter()
                 .all(|m| self.icmpv6.iter().any(|a| a.covers(*m)))
@@ -259,10 +261,7 @@ fn parse_protocol(t: &IntOrText) -> Result<Protocol, String> {
             "icmpv6" | "ipv6-icmp" => Ok(Protocol::Icmpv6 { kind: 0, code: 0 }),
             other => match other.parse::<u8>() {
                 Ok(n) => Ok(Protocol::from_number(n)),
-                Err(_) => Err(format!(
-                    "unknown protocol `{}` ({NAMES})",
-                    s.escape_debug()
-                )),
+                Err(_) => Err(format!("unknown protocol `{}` ({NAMES})", s.escape_debug())),
             },
         },
     }
@@ -295,7 +294,10 @@ fn parse_range(t: &IntOrText) -> Result<(u16, u16), String> {
                     (Some(lo), Some(hi)) => Ok((lo, hi)),
                     _ => Err(format!("port `{t}` is out of range (1-65535)")),
                 },
-                _ => Err(format!("invalid port `{}` ({RANGE_HINT})", t.escape_debug())),
+                _ => Err(format!(
+                    "invalid port `{}` ({RANGE_HINT})",
+                    t.escape_debug()
+                )),
             }
         }
     }
@@ -337,12 +339,14 @@ fn entry(sink: &mut Sink<'_>, at: Pos, doc: &PortDoc) -> Option<Entry> {
         },
     };
     let byte = |what: &str, n: i128| {
-        u8::try_from(n)
-            .map_err(|_| format!("`{what}` {n} is out of range (0-255)"))
+        u8::try_from(n).map_err(|_| format!("`{what}` {n} is out of range (0-255)"))
     };
     if proto.has_ports() {
         if icmp_type.is_some() || icmp_code.is_some() {
-            sink.error(at, format!("`icmpType`/`icmpCode` apply to ICMP, not to {proto}"));
+            sink.error(
+                at,
+                format!("`icmpType`/`icmpCode` apply to ICMP, not to {proto}"),
+            );
             return None;
         }
         let range = match (port, end_port) {
@@ -350,17 +354,20 @@ fn entry(sink: &mut Sink<'_>, at: Pos, doc: &PortDoc) -> Option<Entry> {
             (None, Some(_)) => Err("`endPort` needs `port`".to_owned()),
             (Some(p), None) => parse_range(p),
             (Some(IntOrText::Int(lo)), Some(hi)) => {
-                match (parse_range(&IntOrText::Int(*lo)), parse_range(&IntOrText::Int(hi.0))) {
-                    (Ok((lo, _)), Ok((hi, _))) if lo > hi => Err(format!(
-                        "`endPort` {hi} is lower than `port` {lo}"
-                    )),
+                match (
+                    parse_range(&IntOrText::Int(*lo)),
+                    parse_range(&IntOrText::Int(hi.0)),
+                ) {
+                    (Ok((lo, _)), Ok((hi, _))) if lo > hi => {
+                        Err(format!("`endPort` {hi} is lower than `port` {lo}"))
+                    }
                     (Ok((lo, _)), Ok((hi, _))) => Ok((lo, hi)),
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 }
             }
-            (Some(IntOrText::Text(_)), Some(_)) => {
-                Err("with `endPort`, `port` is a number (or write the range as \"lo-hi\")".to_owned())
-            }
+            (Some(IntOrText::Text(_)), Some(_)) => Err(
+                "with `endPort`, `port` is a number (or write the range as \"lo-hi\")".to_owned(),
+            ),
         };
         return range
             .map(|r| Entry::Ports(proto, r))
@@ -373,8 +380,14 @@ fn entry(sink: &mut Sink<'_>, at: Pos, doc: &PortDoc) -> Option<Entry> {
     }
     match proto {
         Protocol::Icmp { .. } | Protocol::Icmpv6 { .. } => {
-            let kind = icmp_type.as_ref().map(|t| byte("icmpType", t.0)).transpose();
-            let code = icmp_code.as_ref().map(|c| byte("icmpCode", c.0)).transpose();
+            let kind = icmp_type
+                .as_ref()
+                .map(|t| byte("icmpType", t.0))
+                .transpose();
+            let code = icmp_code
+                .as_ref()
+                .map(|c| byte("icmpCode", c.0))
+                .transpose();
             match (kind, code) {
                 (Ok(None), Ok(Some(_))) => {
                     sink.error(at, "`icmpCode` needs `icmpType`");
@@ -389,7 +402,10 @@ fn entry(sink: &mut Sink<'_>, at: Pos, doc: &PortDoc) -> Option<Entry> {
         }
         _ => {
             if icmp_type.is_some() || icmp_code.is_some() {
-                sink.error(at, format!("`icmpType`/`icmpCode` apply to ICMP, not to protocol {proto}"));
+                sink.error(
+                    at,
+                    format!("`icmpType`/`icmpCode` apply to ICMP, not to protocol {proto}"),
+                );
                 return None;
             }
             Some(Entry::Whole(proto.number()))
@@ -428,8 +444,14 @@ pub(crate) fn compile_ports(
             }
             Some(Entry::Icmp(proto, m)) => {
                 let list = &mut icmp[usize::from(matches!(proto, Protocol::Icmpv6 { .. }))];
-                if list.iter().any(|(have, _)| have.covers(m) || m.covers(*have)) {
-                    sink.error(at, format!("{proto} messages listed twice (or one inside another)"));
+                if list
+                    .iter()
+                    .any(|(have, _)| have.covers(m) || m.covers(*have))
+                {
+                    sink.error(
+                        at,
+                        format!("{proto} messages listed twice (or one inside another)"),
+                    );
                     ok = false;
                 }
                 list.push((m, at));
@@ -483,7 +505,13 @@ fn no_overlaps(sink: &mut Sink<'_>, ranges: &[((u16, u16), Pos)]) -> bool {
         {
             let (first, second) = if j < i { (j, i) } else { (i, j) };
             if reported.insert(second) {
-                let show = |r: (u16, u16)| if r == ALL_PORTS { "every port".to_owned() } else { range_str(r) };
+                let show = |r: (u16, u16)| {
+                    if r == ALL_PORTS {
+                        "every port".to_owned()
+                    } else {
+                        range_str(r)
+                    }
+                };
                 sink.error(
                     ranges[second].1,
                     format!(
