@@ -1,11 +1,12 @@
 //! A fixed small rule set, and arbitrary stream bytes fed in arbitrary splits and directions,
-//! plus HTTP, TLS and DNS inputs made from the same bytes. Nothing may panic, and feeding the
-//! same stream bytes whole must give the same alerts as the split feed.
+//! plus HTTP, TLS and DNS inputs made from the same bytes, and the same messages as UDP
+//! datagrams (DNS on port 53 included). Nothing may panic, and feeding the same stream bytes
+//! whole must give the same alerts as the split feed.
 #![no_main]
 
 use eastwall_ids::{
     AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, HttpRequest, HttpResponse,
-    HttpVersion, Selection, Timestamp, Vars, parse_rules,
+    HttpVersion, Selection, Timestamp, Transport, Vars, parse_rules,
 };
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
@@ -25,6 +26,11 @@ alert http any any -> any any (msg:"k"; flow:to_server; http.header; content:"ev
 alert http any any -> any any (msg:"l"; flow:to_client; http.stat_code; content:"200"; file.data; content:"root:"; sid:12;)
 alert tls any any -> any any (msg:"m"; tls.sni; dotprefix; content:".evil"; sid:13;)
 alert dns any any -> any any (msg:"n"; dns.query; content:"bad"; sid:14;)
+alert udp any any -> any any (msg:"o"; content:"ping"; depth:8; dsize:<64; sid:15;)
+alert udp any any -> any any (msg:"p"; flow:established,to_client; content:"x"; byte_test:1,>,0x30,0,relative; flowbits:isset,u; sid:16;)
+alert udp any any -> any 53 (msg:"q"; dns.query; content:"bad"; nocase; sid:17;)
+alert udp any any -> any any (msg:"r"; content:"LOGIN"; flowbits:set,u; flowbits:noalert; sid:18;)
+alert ip any any -> any any (msg:"s"; content:"root"; sid:19;)
 "#;
 
 fn engine() -> Arc<Engine> {
@@ -122,6 +128,19 @@ fuzz_target!(|data: &[u8]| {
     fi.set_app_proto(AppProto::Dns);
     for c in rest.chunks(step) {
         fi.stream(Dir::ToServer, c, now);
+    }
+    fi.close(now);
+
+    // The same messages as datagrams of a UDP session to port 53: each datagram on its own.
+    let dns = FlowMeta {
+        src: "10.0.0.1:40000".parse().expect("address"),
+        dst: "10.0.0.2:53".parse().expect("address"),
+    };
+    let mut fi = FlowInspector::new_udp(engine(), dns);
+    for (dir, m) in &msgs {
+        for a in fi.datagram(*dir, m, now).alerts {
+            assert_eq!(a.transport, Transport::Udp);
+        }
     }
     fi.close(now);
 });

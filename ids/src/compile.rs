@@ -1,13 +1,13 @@
 //! The compiled engine: rules resolved against variables, grouped by where they are
-//! decided (raw stream per direction, HTTP request / request body / response / response
-//! body, TLS ClientHello, DNS query), with one multi-pattern prefilter (Aho-Corasick) per
-//! buffer of each group; and the thresholds shared by all flows.
+//! decided (raw TCP stream and UDP datagrams per direction, HTTP request / request body /
+//! response / response body, TLS ClientHello, DNS query), with one multi-pattern prefilter
+//! (Aho-Corasick) per buffer of each group; and the thresholds shared by all flows.
 
 use crate::class::Classifications;
 use crate::payload::{self, CItem};
 use crate::rule::{
     Buffer, DetectionFilter, Dir, Flowbit, Protocol, Rule, RuleAction, SizeCmp, SkipKind,
-    SkipReason, Skipped, Threshold, Transform,
+    SkipReason, Skipped, Threshold, Transform, Transport,
 };
 use crate::threshold::ThresholdTable;
 use crate::vars::{IpSet, PortSet, Vars, ip_any, ip_in, port_any, port_in};
@@ -121,6 +121,7 @@ impl Field {
 /// The points at which rules are decided, in the order they happen for a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Phase {
+    /// The raw payload: a TCP stream's messages, or each UDP datagram.
     Stream,
     Request,
     RequestBody,
@@ -218,8 +219,12 @@ impl HeaderMatch {
 #[derive(Debug, Clone)]
 pub(crate) struct CRule {
     pub(crate) info: Arc<RuleInfo>,
-    /// The application protocol the flow must have (`None`: any TCP stream).
+    /// The application protocol the flow must have (`None`: any).
     pub(crate) app: Option<Protocol>,
+    /// The transport the flow must have (`None`: any).
+    pub(crate) transport: Option<Transport>,
+    /// `flow:established` (it matters on UDP only: see [`crate::rule::FlowOptions`]).
+    pub(crate) established: bool,
     /// The direction of the data it alerts on; `None` for raw-stream rules in both.
     pub(crate) dir: Option<Dir>,
     header: HeaderMatch,
@@ -395,8 +400,10 @@ pub struct BuildReport {
 #[derive(Debug)]
 pub struct Engine {
     pub(crate) rules: Vec<CRule>,
-    /// Raw-stream rules per direction.
+    /// Raw-stream rules per direction (the rules for TCP).
     pub(crate) stream: [PhaseIndex; 2],
+    /// Raw-payload rules for UDP datagrams, per direction.
+    pub(crate) datagram: [PhaseIndex; 2],
     /// Bytes of each direction's raw stream kept between its messages: the largest
     /// [`CRule::lookback`] of the direction's rules.
     pub(crate) stream_tail: [usize; 2],
@@ -523,7 +530,7 @@ impl Engine {
                 }
             }
             let app = match rule.protocol {
-                Protocol::Tcp => None,
+                Protocol::Tcp | Protocol::Udp | Protocol::Ip => None,
                 p => Some(p),
             };
             for dir in rule_dirs(rule) {
@@ -553,6 +560,8 @@ impl Engine {
                 compiled.push(CRule {
                     info: info.clone(),
                     app,
+                    transport: rule.transport,
+                    established: rule.flow.established,
                     dir,
                     header: header.clone(),
                     phases,
@@ -614,22 +623,31 @@ impl Engine {
             }
         }
         order_rules(&mut compiled, bit_ids.len());
+        let raw = |t: Transport, d: Dir| index_phase(&compiled, Phase::Stream, Some(d), Some(t));
         let stream = [
-            index_phase(&compiled, Phase::Stream, Some(Dir::ToServer)),
-            index_phase(&compiled, Phase::Stream, Some(Dir::ToClient)),
+            raw(Transport::Tcp, Dir::ToServer),
+            raw(Transport::Tcp, Dir::ToClient),
+        ];
+        let datagram = [
+            raw(Transport::Udp, Dir::ToServer),
+            raw(Transport::Udp, Dir::ToClient),
         ];
         // Each direction keeps what its rules look back at most.
         let stream_tail = [Dir::ToServer, Dir::ToClient].map(|d| {
             compiled
                 .iter()
-                .filter(|r| r.phase(Phase::Stream).is_some() && r.dir.is_none_or(|rd| rd == d))
+                .filter(|r| {
+                    r.phase(Phase::Stream).is_some()
+                        && r.dir.is_none_or(|rd| rd == d)
+                        && r.transport != Some(Transport::Udp)
+                })
                 .map(|r| r.lookback)
                 .max()
                 .unwrap_or(0)
         });
         let mut phases = vec![PhaseIndex::default(); Phase::Dns.index() + 1];
         for p in Phase::TX {
-            phases[p.index()] = index_phase(&compiled, p, None);
+            phases[p.index()] = index_phase(&compiled, p, None, None);
         }
         report.loaded = compiled
             .iter()
@@ -641,6 +659,7 @@ impl Engine {
             Engine {
                 rules: compiled,
                 stream,
+                datagram,
                 stream_tail,
                 phases,
                 flowbit_count: bit_ids.len(),
@@ -700,6 +719,8 @@ impl Engine {
         };
         group("stream to_server", &self.stream[0]);
         group("stream to_client", &self.stream[1]);
+        group("datagram to_server", &self.datagram[0]);
+        group("datagram to_client", &self.datagram[1]);
         for p in Phase::TX {
             group(&format!("{p:?}"), self.phase(p));
         }
@@ -743,8 +764,13 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
     if let Some(d) = rule.flow.dir {
         return vec![Some(d)];
     }
+    // Rules on the raw payload alone see both directions, whatever the protocol (as a
+    // Suricata packet rule: `alert dns … (content:…)` looks at responses too).
+    let raw_only =
+        !rule.buffers.is_empty() && rule.buffers.iter().all(|b| b.buffer == Buffer::Stream);
     match rule.protocol {
-        Protocol::Tcp => vec![None],
+        Protocol::Tcp | Protocol::Udp | Protocol::Ip => vec![None],
+        Protocol::Tls | Protocol::Dns if raw_only => vec![None],
         Protocol::Tls | Protocol::Dns => vec![Some(Dir::ToServer)],
         Protocol::Http => {
             let fixed: Vec<Dir> = rule
@@ -789,7 +815,7 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
     if phases.is_empty() {
         // A rule without payload keywords is decided at the first data of its protocol.
         let phase = match rule.protocol {
-            Protocol::Tcp => Phase::Stream,
+            Protocol::Tcp | Protocol::Udp | Protocol::Ip => Phase::Stream,
             Protocol::Http if field_dir == Dir::ToClient => Phase::Response,
             Protocol::Http => Phase::Request,
             Protocol::Tls => Phase::Tls,
@@ -876,7 +902,14 @@ struct PatternGroup {
     rules: Vec<Vec<RuleId>>,
 }
 
-fn index_phase(rules: &[CRule], phase: Phase, dir: Option<Dir>) -> PhaseIndex {
+/// The index of the rules decided at `phase`; for the raw payload, of those that apply to
+/// data in `dir` on flows of `transport`.
+fn index_phase(
+    rules: &[CRule],
+    phase: Phase,
+    dir: Option<Dir>,
+    transport: Option<Transport>,
+) -> PhaseIndex {
     let mut groups: Vec<PatternGroup> = Vec::new();
     let mut always = Vec::new();
     for (id, r) in rules.iter().enumerate() {
@@ -884,6 +917,9 @@ fn index_phase(rules: &[CRule], phase: Phase, dir: Option<Dir>) -> PhaseIndex {
             continue;
         }
         if phase == Phase::Stream && r.dir.is_some() && r.dir != dir {
+            continue;
+        }
+        if r.transport.is_some() && transport.is_some() && r.transport != transport {
             continue;
         }
         let Some((field, transforms, pat)) = fast_pattern(r, phase) else {

@@ -48,7 +48,7 @@ pub fn alert_event(
         src_port: src.port(),
         dest_ip: dst.ip(),
         dest_port: dst.port(),
-        proto: "TCP",
+        proto: alert.transport.as_str(),
         tx_id: alert.tx_id,
         direction: alert.dir.as_str(),
         alert: eve_alert(alert),
@@ -84,7 +84,7 @@ pub fn alert_event(
 mod tests {
     use super::*;
     use crate::inspect::{AppProto, HttpSummary, Timestamp};
-    use crate::rule::RuleAction;
+    use crate::rule::{RuleAction, Transport};
     use std::time::Duration;
 
     #[test]
@@ -106,6 +106,7 @@ mod tests {
             dir: Dir::ToClient,
             tx_id: Some(0),
             app_proto: AppProto::Http1,
+            transport: Transport::Tcp,
             timestamp: Timestamp::from_unix(Duration::from_micros(1_711_972_800_123_456)),
             http: Some(HttpSummary {
                 hostname: Some("example.com".into()),
@@ -138,6 +139,7 @@ mod tests {
         assert_eq!(v["src_port"], 80);
         assert_eq!(v["dest_ip"], "10.0.0.1");
         assert_eq!(v["direction"], "to_client");
+        assert_eq!(v["proto"], "TCP");
         assert_eq!(v["app_proto"], "http");
         assert_eq!(v["alert"]["action"], "allowed");
         assert_eq!(v["alert"]["signature_id"], 2000001);

@@ -165,8 +165,8 @@ mod tests {
     #[test]
     fn groups_and_counts() {
         let a = "alert tcp any any -> any any (msg:\"ok\"; content:\"x\"; sid:1;)\n\
-                 alert udp any any -> any any (msg:\"u\"; sid:2;)\n\
-                 alert udp any any -> any any (msg:\"u\"; sid:3;)\n";
+                 alert icmp any any -> any any (msg:\"u\"; sid:2;)\n\
+                 alert icmp any any -> any any (msg:\"u\"; sid:3;)\n";
         let b = "alert tcp $NOPE any -> any any (msg:\"v\"; sid:4;)\n\
                  alert tcp any any -> any any (msg:\"e\"; content:\"|zz|\"; sid:5;)\n\
                  alert tcp any any -> any any (msg:\"f\"; flowbits:isset,never; sid:6;)\n";
@@ -201,7 +201,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("     2  protocol not inspected: udp (e.g. sid 2, 3)"),
+            text.contains("     2  protocol not inspected: icmp (e.g. sid 2, 3)"),
             "{text}"
         );
         assert!(

@@ -1,5 +1,12 @@
-//! The per-flow inspector: what the node feeds for one TCP connection, in arrival order,
-//! and the alerts each input produces.
+//! The per-flow inspector: what the node feeds for one TCP connection or UDP session, in
+//! arrival order, and the alerts each input produces.
+//!
+//! A UDP datagram is inspected on its own, as Suricata inspects a packet: positions count
+//! from its first byte, `dsize` is its length, nothing carries over to the next datagram, and
+//! a rule alerts on every datagram it matches (thresholds are how rules limit that). The
+//! client's first datagram is read as a DNS query when either port is 53 (Suricata's
+//! detection ports) or the node said the session is DNS; on a DNS session `dns.query` rules
+//! run on every client datagram that is a query, as on DNS over TCP.
 //!
 //! Raw stream bytes are inspected per *message*: the bytes one side sends before the other
 //! side sends (a request, a response, a command). A message is matched in windows of
@@ -17,10 +24,10 @@
 //! on the parsed messages.
 
 use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId};
-use crate::dns::DnsFramer;
+use crate::dns::{self, DnsFramer};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::payload;
-use crate::rule::{Dir, Protocol, RuleAction, Transform};
+use crate::rule::{Dir, Protocol, RuleAction, Transform, Transport};
 use crate::threshold::Limit;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -51,7 +58,7 @@ impl Timestamp {
 /// The application protocol the node detected on the flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum AppProto {
-    /// Not (yet) known: only `tcp` rules apply.
+    /// Not (yet) known: only rules of no application protocol (`tcp`, `udp`, `ip`) apply.
     #[default]
     Unknown,
     /// HTTP/1.x.
@@ -60,7 +67,7 @@ pub enum AppProto {
     Http2,
     /// TLS.
     Tls,
-    /// DNS over TCP (the inspector reads the queries from the client's stream).
+    /// DNS (the inspector reads the queries from the client's stream or datagrams).
     Dns,
 }
 
@@ -78,7 +85,7 @@ impl AppProto {
 
     fn is(self, p: Protocol) -> bool {
         match p {
-            Protocol::Tcp => true,
+            Protocol::Tcp | Protocol::Udp | Protocol::Ip => true,
             Protocol::Http => matches!(self, AppProto::Http1 | AppProto::Http2),
             Protocol::Tls => self == AppProto::Tls,
             Protocol::Dns => self == AppProto::Dns,
@@ -86,7 +93,8 @@ impl AppProto {
     }
 }
 
-/// The endpoints of a flow: `src` opened the connection to `dst`.
+/// The endpoints of a flow: `src` opened the connection to `dst`, or sent the first datagram
+/// of the UDP session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowMeta {
     /// The client.
@@ -139,6 +147,8 @@ pub struct Alert {
     pub tx_id: Option<u64>,
     /// The flow's application protocol when the alert was raised.
     pub app_proto: AppProto,
+    /// The flow's transport (EVE `proto`).
+    pub transport: Transport,
     /// When.
     pub timestamp: Timestamp,
     /// The HTTP transaction, for HTTP alerts.
@@ -248,7 +258,12 @@ struct Tx {
 pub struct FlowInspector {
     engine: Arc<Engine>,
     flow: FlowMeta,
+    transport: Transport,
     app: AppProto,
+    /// UDP: a datagram went in this direction (`flow:established` once both did).
+    seen: [bool; 2],
+    /// UDP: the client's first datagram was looked at for DNS.
+    detected: bool,
     /// A `pass` rule matched: the flow is no longer inspected.
     passed: bool,
     bits: Vec<u64>,
@@ -484,12 +499,15 @@ enum Moment {
 }
 
 impl FlowInspector {
-    /// A new flow.
+    /// A new TCP connection.
     pub fn new(engine: Arc<Engine>, flow: FlowMeta) -> Self {
         FlowInspector {
             engine,
             flow,
+            transport: Transport::Tcp,
             app: AppProto::Unknown,
+            seen: [false; 2],
+            detected: false,
             passed: false,
             bits: Vec::new(),
             dirs: [DirState::default(), DirState::default()],
@@ -502,8 +520,17 @@ impl FlowInspector {
         }
     }
 
+    /// A new UDP session: feed it with [`FlowInspector::datagram`].
+    pub fn new_udp(engine: Arc<Engine>, flow: FlowMeta) -> Self {
+        FlowInspector {
+            transport: Transport::Udp,
+            ..FlowInspector::new(engine, flow)
+        }
+    }
+
     /// The application protocol, once the node has detected it (call before feeding its
-    /// bytes when possible).
+    /// bytes when possible). On UDP only [`AppProto::Dns`] means something (DNS on a port
+    /// other than 53).
     pub fn set_app_proto(&mut self, p: AppProto) {
         self.app = p;
     }
@@ -513,15 +540,25 @@ impl FlowInspector {
         self.flow
     }
 
+    /// The flow's transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The application protocol (as set, or detected on UDP).
+    pub fn app_proto(&self) -> AppProto {
+        self.app
+    }
+
     /// Whether a `pass` rule matched (nothing more is inspected).
     pub fn is_passed(&self) -> bool {
         self.passed
     }
 
-    /// Raw bytes of one direction, in order.
+    /// Raw bytes of one direction of a TCP connection, in order (nothing on UDP).
     pub fn stream(&mut self, dir: Dir, bytes: &[u8], now: Timestamp) -> Verdict {
         let mut v = Verdict::default();
-        if self.passed || bytes.is_empty() {
+        if self.passed || bytes.is_empty() || self.transport != Transport::Tcp {
             return v;
         }
         if self.speaking == Some(dir.reverse()) {
@@ -635,6 +672,66 @@ impl FlowInspector {
         self.single_phase(Phase::Tls, &src, None, now, &mut v, |a| {
             a.tls_sni = sni.map(str::to_string)
         });
+        v
+    }
+
+    /// The payload of one UDP datagram (empty ones too: rules without content see them),
+    /// inspected on its own. In prevent mode a verdict that [`Verdict::blocks`] means the
+    /// datagram must not be forwarded. Nothing on TCP.
+    pub fn datagram(&mut self, dir: Dir, payload: &[u8], now: Timestamp) -> Verdict {
+        let mut v = Verdict::default();
+        if self.passed || self.transport != Transport::Udp {
+            return v;
+        }
+        // As in Suricata, the datagram that makes the session two-way is established itself.
+        self.seen[dir.index()] = true;
+        if dir == Dir::ToServer {
+            let name = match self.app {
+                AppProto::Dns => dns::query_name(payload),
+                AppProto::Unknown if !self.detected => {
+                    self.detected = true;
+                    let port53 = self.flow.src.port() == 53 || self.flow.dst.port() == 53;
+                    let name = dns::query_name(payload).filter(|_| port53);
+                    if name.is_some() {
+                        self.app = AppProto::Dns;
+                    }
+                    name
+                }
+                _ => None,
+            };
+            if let Some(name) = name {
+                self.dns_query(name, now, &mut v);
+                if self.passed {
+                    return v;
+                }
+            }
+        }
+        let engine = Arc::clone(&self.engine);
+        let index = &engine.datagram[dir.index()];
+        if index.is_empty() {
+            return v;
+        }
+        let mut hits = Vec::new();
+        for pf in &index.prefilters {
+            pf.scan(payload, &mut hits);
+        }
+        let mut list = Vec::new();
+        merge(&hits, &index.always, &mut list);
+        for &id in &list {
+            let r = &engine.rules[id as usize];
+            if r.dsize
+                .is_some_and(|cmp| !cmp.matches(payload.len() as u64))
+                || !self.applies(r, dir)
+                || !stream_matches(r, payload, 0)
+            {
+                continue;
+            }
+            // Each datagram is a scope of its own: Suricata alerts per packet.
+            self.matched(r, dir, None, true, now, &mut v, |_| {});
+            if self.passed {
+                break;
+            }
+        }
         v
     }
 
@@ -1009,14 +1106,22 @@ impl FlowInspector {
             .get_or_insert_with(Box::default)
             .feed(bytes, |n| names.push(n));
         for name in names {
-            let tx = self.next_dns;
-            self.next_dns += 1;
-            let src = OneField(Field::DnsQuery, Some(&name));
-            let text = String::from_utf8_lossy(&name).into_owned();
-            self.single_phase(Phase::Dns, &src, Some(tx), now, v, |a| {
-                a.dns_query = Some(text.clone())
-            });
+            self.dns_query(name, now, v);
+            if self.passed {
+                break;
+            }
         }
+    }
+
+    /// One DNS query (a transaction), named `name`.
+    fn dns_query(&mut self, name: Vec<u8>, now: Timestamp, v: &mut Verdict) {
+        let tx = self.next_dns;
+        self.next_dns += 1;
+        let src = OneField(Field::DnsQuery, Some(&name));
+        let text = String::from_utf8_lossy(&name).into_owned();
+        self.single_phase(Phase::Dns, &src, Some(tx), now, v, |a| {
+            a.dns_query = Some(text.clone())
+        });
     }
 
     /// A phase that is a whole transaction by itself (TLS ClientHello, DNS query).
@@ -1058,9 +1163,13 @@ impl FlowInspector {
 
     // ---- shared ----
 
-    /// Protocol, direction, header and flowbit tests of a rule for data in `dir`.
+    /// Transport, protocol, direction, header and flowbit tests of a rule for data in `dir`.
     fn applies(&self, r: &CRule, dir: Dir) -> bool {
-        if r.dir.is_some_and(|d| d != dir) {
+        if r.dir.is_some_and(|d| d != dir) || r.transport.is_some_and(|t| t != self.transport) {
+            return false;
+        }
+        // A TCP connection is established before the node sees a byte of it.
+        if r.established && self.transport == Transport::Udp && !(self.seen[0] && self.seen[1]) {
             return false;
         }
         if let Some(p) = r.app
@@ -1175,6 +1284,7 @@ impl FlowInspector {
             dir,
             tx_id: tx,
             app_proto: self.app,
+            transport: self.transport,
             timestamp: now,
             http: None,
             tls_sni: None,

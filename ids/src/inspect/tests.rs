@@ -593,3 +593,249 @@ fn long_messages_do_not_match_the_overlap_again() {
     got.extend(sids(&fi.close(t(0))));
     assert_eq!(got, [3]);
 }
+
+// ---- UDP ----
+
+fn udp_flow(client: &str, server: &str) -> FlowMeta {
+    FlowMeta {
+        src: client.parse().unwrap(),
+        dst: server.parse().unwrap(),
+    }
+}
+
+fn sip() -> FlowMeta {
+    udp_flow("10.0.0.1:40000", "10.0.0.2:5060")
+}
+
+/// A DNS query message (no TCP length prefix).
+fn dns_query(name: &str, id: u16) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m
+}
+
+#[test]
+fn udp_datagrams_are_matched_each_on_its_own() {
+    let e = engine(concat!(
+        "alert udp any any -> any any (msg:\"evil\"; content:\"EVIL-PAYLOAD\"; sid:1;)\n",
+        "alert udp any any -> any any (msg:\"start\"; content:\"PING\"; depth:4; sid:2;)\n",
+        "alert udp any any -> any any (msg:\"chain\"; content:\"USER \"; content:\"root\"; distance:0; within:8; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"tcp only\"; content:\"EVIL\"; sid:4;)\n",
+        "alert ip any any -> any any (msg:\"any transport\"; content:\"uid=0|28|root|29|\"; sid:5;)\n",
+    ));
+    let mut fi = FlowInspector::new_udp(e.clone(), sip());
+    assert_eq!(fi.transport(), Transport::Udp);
+    // No reassembly: a pattern split across two datagrams is not seen, in either order of
+    // directions in between.
+    assert!(fi.datagram(Dir::ToServer, b"xx EVIL-", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToServer, b"PAYLOAD", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToServer, b"USER ", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToClient, b"?", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToServer, b"root", t(0)).is_empty());
+    // Positions count from each datagram's start.
+    assert!(fi.datagram(Dir::ToServer, b"..PING", t(0)).is_empty());
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"PING", t(1))), [2]);
+    // Whole in one datagram: alerts, on every datagram (Suricata alerts per packet).
+    let v = fi.datagram(Dir::ToServer, b"an EVIL-PAYLOAD, USER root", t(2));
+    assert_eq!(sids(&v), [1, 3]);
+    let a = &v.alerts[0];
+    assert_eq!(
+        (a.dir, a.transport, a.tx_id, a.app_proto),
+        (Dir::ToServer, Transport::Udp, None, AppProto::Unknown)
+    );
+    assert_eq!(
+        sids(&fi.datagram(Dir::ToServer, b"EVIL-PAYLOAD", t(3))),
+        [1]
+    );
+    assert_eq!(
+        sids(&fi.datagram(Dir::ToClient, b"EVIL-PAYLOAD", t(3))),
+        [1]
+    );
+    assert_eq!(sids(&fi.datagram(Dir::ToClient, b"uid=0(root)", t(3))), [5]);
+    assert!(fi.close(t(4)).is_empty());
+    // A UDP inspector takes no stream bytes, and a TCP inspector no datagrams; `udp` rules
+    // do not see TCP streams, `ip` rules see both.
+    let mut fi = FlowInspector::new_udp(e.clone(), sip());
+    assert!(fi.stream(Dir::ToServer, b"EVIL-PAYLOAD", t(0)).is_empty());
+    let mut fi = FlowInspector::new(e, flow());
+    assert_eq!(fi.transport(), Transport::Tcp);
+    assert!(fi.datagram(Dir::ToServer, b"EVIL-PAYLOAD", t(0)).is_empty());
+    let mut got = sids(&fi.stream(Dir::ToServer, b"EVIL-PAYLOAD uid=0(root)", t(0)));
+    got.extend(sids(&fi.close(t(0))));
+    got.sort_unstable();
+    assert_eq!(got, [4, 5]);
+}
+
+#[test]
+fn udp_dsize_is_the_datagram_length() {
+    let e = engine(concat!(
+        "alert udp any any -> any any (msg:\"d\"; dsize:4; content:\"AB\"; depth:2; sid:1;)\n",
+        "alert udp any any -> any any (msg:\"big\"; dsize:>100; sid:2;)\n",
+        "alert udp any any -> any any (msg:\"empty\"; dsize:0; sid:3;)\n",
+    ));
+    let mut fi = FlowInspector::new_udp(e, sip());
+    // Two datagrams that would make a 4-byte message on a stream are two of 2 bytes.
+    assert!(fi.datagram(Dir::ToServer, b"AB", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToServer, b"CD", t(0)).is_empty());
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"ABCD", t(0))), [1]);
+    assert!(fi.datagram(Dir::ToServer, b"ABCDE", t(0)).is_empty());
+    assert_eq!(sids(&fi.datagram(Dir::ToClient, &[b'x'; 101], t(0))), [2]);
+    assert!(fi.datagram(Dir::ToClient, &[b'x'; 100], t(0)).is_empty());
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"", t(0))), [3]);
+}
+
+#[test]
+fn udp_direction_and_established_follow_the_first_datagram() {
+    let e = engine(concat!(
+        "alert udp any any -> any 5060 (msg:\"to sip\"; content:\"INVITE\"; depth:6; sid:1;)\n",
+        "alert udp any any -> any any (msg:\"reply\"; flow:to_client; content:\"200 OK\"; sid:2;)\n",
+        "alert udp any any -> any any (msg:\"est\"; flow:established,to_server; content:\"ACK\"; sid:3;)\n",
+        "alert udp any any -> any any (msg:\"est reply\"; flow:established,to_client; content:\"200 OK\"; sid:4;)\n",
+        "alert udp any 5060 <> any any (msg:\"both\"; content:\"BYE\"; sid:5;)\n",
+    ));
+    let mut fi = FlowInspector::new_udp(e.clone(), sip());
+    // Not established until a datagram went each way.
+    assert_eq!(
+        sids(&fi.datagram(Dir::ToServer, b"INVITE sip:a ACK", t(0))),
+        [1]
+    );
+    // The server's datagrams are to_client, and do not match `-> any 5060` (they come from
+    // 5060). The first reply makes the session established, itself included.
+    let v = fi.datagram(Dir::ToClient, b"INVITE 200 OK", t(0));
+    assert_eq!(sids(&v), [2, 4]);
+    assert!(v.alerts.iter().all(|a| a.dir == Dir::ToClient));
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"ACK", t(0))), [3]);
+    // `<>`: either orientation.
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"BYE", t(0))), [5]);
+    assert_eq!(sids(&fi.datagram(Dir::ToClient, b"BYE", t(0))), [5]);
+    // Replies only: the client never spoke, so not established either.
+    let mut fi = FlowInspector::new_udp(e, sip());
+    assert_eq!(sids(&fi.datagram(Dir::ToClient, b"200 OK", t(0))), [2]);
+}
+
+#[test]
+fn udp_header_ports_and_variables() {
+    let mut vars = Vars::east_west();
+    vars.set("SIP_PORTS", "[5060,5061]").unwrap();
+    let e = engine_with(
+        concat!(
+            "alert udp any [1024:,!40001] -> any $SIP_PORTS (msg:\"sip\"; content:\"X\"; sid:1;)\n",
+            "alert udp any any -> any !$SIP_PORTS (msg:\"not sip\"; content:\"X\"; sid:2;)\n",
+        ),
+        &vars,
+        Limits::default(),
+    );
+    let run = |client: &str, server: &str| {
+        let mut fi = FlowInspector::new_udp(e.clone(), udp_flow(client, server));
+        sids(&fi.datagram(Dir::ToServer, b"X", t(0)))
+    };
+    assert_eq!(run("10.0.0.1:40000", "10.0.0.2:5060"), [1]);
+    assert_eq!(run("10.0.0.1:40000", "10.0.0.2:5061"), [1]);
+    assert_eq!(run("10.0.0.1:40001", "10.0.0.2:5061"), Vec::<u32>::new());
+    assert_eq!(run("10.0.0.1:1000", "10.0.0.2:5060"), Vec::<u32>::new());
+    assert_eq!(run("10.0.0.1:40000", "10.0.0.2:5062"), [2]);
+}
+
+#[test]
+fn dns_query_over_udp() {
+    let e = engine(concat!(
+        "alert dns any any -> any any (msg:\"q\"; dns.query; content:\"bad.test\"; nocase; sid:1;)\n",
+        "alert udp any any -> any 53 (msg:\"u\"; content:\"|00 01 00 00|\"; offset:4; depth:4; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"tcp dns\"; dns.query; content:\"bad\"; sid:3;)\n",
+        "alert udp any any -> any any (msg:\"udp dns\"; dns.query; content:\"bad\"; nocase; sid:4;)\n",
+        "alert dns any any -> any any (msg:\"raw\"; content:\"|04|test\"; sid:5;)\n",
+    ));
+    let dns = udp_flow("10.0.0.1:40000", "10.0.0.2:53");
+    let mut fi = FlowInspector::new_udp(e.clone(), dns);
+    let v = fi.datagram(Dir::ToServer, &dns_query("BAD.test", 7), t(0));
+    assert_eq!(sids(&v), [1, 4, 2, 5]);
+    assert_eq!(fi.app_proto(), AppProto::Dns);
+    let q = &v.alerts[0];
+    assert_eq!(
+        (q.dns_query.as_deref(), q.tx_id, q.app_proto, q.transport),
+        (Some("BAD.test"), Some(0), AppProto::Dns, Transport::Udp)
+    );
+    let ev = serde_json::to_value(crate::alert_event(q, &dns, 1, None)).unwrap();
+    assert_eq!(ev["proto"], "UDP");
+    assert_eq!(ev["app_proto"], "dns");
+    assert_eq!(ev["dns"]["rrname"], "BAD.test");
+    assert_eq!(ev["dest_port"], 53);
+    // The next query is the next transaction; a response is not a query.
+    let v = fi.datagram(Dir::ToServer, &dns_query("bad.test", 8), t(1));
+    assert_eq!(v.alerts[0].tx_id, Some(1));
+    let mut resp = dns_query("bad.test", 8);
+    resp[2] |= 0x80;
+    assert_eq!(sids(&fi.datagram(Dir::ToClient, &resp, t(1))), [5]);
+
+    // Off port 53 a query is DNS only when the node says so.
+    let other = udp_flow("10.0.0.1:40000", "10.0.0.2:5353");
+    let mut fi = FlowInspector::new_udp(e.clone(), other);
+    assert!(
+        fi.datagram(Dir::ToServer, &dns_query("bad.test", 1), t(0))
+            .is_empty()
+    );
+    assert_eq!(fi.app_proto(), AppProto::Unknown);
+    let mut fi = FlowInspector::new_udp(e.clone(), other);
+    fi.set_app_proto(AppProto::Dns);
+    assert_eq!(
+        sids(&fi.datagram(Dir::ToServer, &dns_query("bad.test", 1), t(0))),
+        [1, 4, 5]
+    );
+    // Only the client's first datagram decides: one that is not DNS leaves the session
+    // undetected, as in Suricata.
+    let mut fi = FlowInspector::new_udp(e.clone(), dns);
+    assert!(fi.datagram(Dir::ToServer, b"hello", t(0)).is_empty());
+    assert_eq!(
+        sids(&fi.datagram(Dir::ToServer, &dns_query("bad.test", 1), t(0))),
+        [2]
+    );
+    assert_eq!(fi.app_proto(), AppProto::Unknown);
+    // A `udp` rule with DNS buffers does not see DNS over TCP.
+    let mut fi = FlowInspector::new(e, udp_flow("10.0.0.1:40000", "10.0.0.2:53"));
+    fi.set_app_proto(AppProto::Dns);
+    let msg = dns_query("bad.test", 1);
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&msg);
+    let mut got = sids(&fi.stream(Dir::ToServer, &framed, t(0)));
+    got.extend(sids(&fi.close(t(0))));
+    assert_eq!(got, [1, 3, 5]);
+}
+
+#[test]
+fn udp_thresholds_flowbits_noalert_pass_and_drop() {
+    let e = engine(concat!(
+        "alert udp any any -> any any (msg:\"scan\"; content:\"probe\"; threshold:type limit, track by_src, count 2, seconds 60; sid:1;)\n",
+        "alert udp any any -> any any (msg:\"set\"; flow:to_server; content:\"LOGIN\"; flowbits:set,login; flowbits:noalert; sid:2;)\n",
+        "drop udp any any -> any any (msg:\"chk\"; flow:to_client; content:\"OK\"; flowbits:isset,login; sid:3;)\n",
+        "pass udp any any -> any any (msg:\"trusted\"; content:\"TRUSTED\"; sid:4;)\n",
+    ));
+    // The limit counts datagrams, across sessions, and starts over after its period.
+    let mut n = 0;
+    for i in 0..3 {
+        let mut fi = FlowInspector::new_udp(e.clone(), sip());
+        for _ in 0..2 {
+            n += fi.datagram(Dir::ToServer, b"probe", t(i)).alerts.len();
+        }
+    }
+    assert_eq!(n, 2);
+    let mut fi = FlowInspector::new_udp(e.clone(), sip());
+    assert_eq!(sids(&fi.datagram(Dir::ToServer, b"probe", t(61))), [1]);
+    // A bit set by one datagram is tested by a later one; the noalert rule is silent.
+    let mut fi = FlowInspector::new_udp(e.clone(), sip());
+    assert!(fi.datagram(Dir::ToClient, b"OK", t(0)).is_empty());
+    assert!(fi.datagram(Dir::ToServer, b"LOGIN bob", t(0)).is_empty());
+    let v = fi.datagram(Dir::ToClient, b"OK", t(0));
+    assert_eq!(sids(&v), [3]);
+    assert!(v.blocks());
+    // `pass` ends inspection of the session.
+    let mut fi = FlowInspector::new_udp(e, sip());
+    let v = fi.datagram(Dir::ToServer, b"TRUSTED LOGIN", t(0));
+    assert_eq!(sids(&v), [4]);
+    assert!(!v.blocks() && fi.is_passed());
+    assert!(fi.datagram(Dir::ToClient, b"OK", t(0)).is_empty());
+}

@@ -51,17 +51,65 @@ impl fmt::Display for RuleAction {
     }
 }
 
-/// The protocol a rule's header names (only those eastwall can inspect on a TCP stream).
+/// What a rule inspects: the raw payload of a transport, or an application protocol
+/// (named in the header, or implied by the rule's buffers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
-    /// Any TCP stream (`tcp`, `tcp-stream`).
+    /// Any TCP stream (`tcp`, `tcp-stream`, `tcp-pkt`).
     Tcp,
+    /// Any UDP datagram (`udp`), each on its own.
+    Udp,
+    /// TCP streams and UDP datagrams alike (`ip`; other IP protocols are not inspected).
+    Ip,
     /// HTTP/1 or HTTP/2 (`http`, `http1`, `http2`).
     Http,
     /// TLS (`tls`).
     Tls,
-    /// DNS over TCP (`dns`).
+    /// DNS, over UDP or TCP (`dns`).
     Dns,
+}
+
+impl Protocol {
+    /// The header keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Ip => "ip",
+            Protocol::Http => "http",
+            Protocol::Tls => "tls",
+            Protocol::Dns => "dns",
+        }
+    }
+
+    /// The transport rules of this protocol run on, `None` for both.
+    pub(crate) fn transport(self) -> Option<Transport> {
+        match self {
+            Protocol::Tcp | Protocol::Http | Protocol::Tls => Some(Transport::Tcp),
+            Protocol::Udp => Some(Transport::Udp),
+            Protocol::Ip | Protocol::Dns => None,
+        }
+    }
+}
+
+/// The transport of a flow: a TCP connection, or a UDP session (the datagrams between two
+/// endpoints, the client being the one that sent the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP: the node feeds the reassembled byte stream of each direction.
+    Tcp,
+    /// UDP: the node feeds each datagram's payload.
+    Udp,
+}
+
+impl Transport {
+    /// As EVE writes `proto`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        }
+    }
 }
 
 /// One side of a rule header is matched in which orientation.
@@ -73,7 +121,8 @@ pub enum HeaderDirection {
     Both,
 }
 
-/// A direction of a TCP connection, seen from the client that opened it.
+/// A direction of a flow, seen from its client: the end that opened the TCP connection, or
+/// that sent the first datagram of the UDP session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dir {
     /// Client to server.
@@ -112,7 +161,8 @@ impl Dir {
 pub struct FlowOptions {
     /// Only this direction (`to_server`/`from_client`, `to_client`/`from_server`).
     pub dir: Option<Dir>,
-    /// `established` was given (always true for the streams eastwall inspects).
+    /// `established` was given: always true on the TCP streams eastwall inspects; on UDP,
+    /// true once a datagram went each way (the current one counts).
     pub established: bool,
 }
 
@@ -120,7 +170,8 @@ pub struct FlowOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Buffer {
-    /// The reassembled byte stream of one direction (no sticky buffer).
+    /// The raw payload (no sticky buffer): the reassembled byte stream of one direction of
+    /// a TCP connection, or one UDP datagram.
     Stream,
     /// `http.uri`: the normalized request target (path and query).
     HttpUri,
@@ -565,6 +616,9 @@ pub struct Rule {
     pub action: RuleAction,
     /// Protocol.
     pub protocol: Protocol,
+    /// The transport the rule applies to; `None` for both (`ip` rules, and `dns` rules
+    /// whose header does not name `tcp` or `udp`).
+    pub transport: Option<Transport>,
     /// Source addresses.
     pub src: AddrExpr,
     /// Source ports.
@@ -595,7 +649,8 @@ pub struct Rule {
     pub flow: FlowOptions,
     /// Payload keywords per buffer, in order of first use.
     pub buffers: Vec<BufferMatch>,
-    /// `dsize`: the size of the current message of the stream (see `docs/IDS.md`).
+    /// `dsize`: the size of a UDP datagram's payload, or of the current message of a TCP
+    /// stream (see `docs/IDS.md`).
     pub dsize: Option<SizeCmp>,
     /// `flowbits` commands, in rule order.
     pub flowbits: Vec<Flowbit>,
@@ -635,7 +690,8 @@ impl fmt::Display for SkipReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum SkipKind {
-    /// The header names a protocol eastwall does not see (it inspects TCP streams).
+    /// The header names a protocol eastwall does not inspect (it inspects TCP streams and
+    /// UDP datagrams, and HTTP, TLS and DNS on them).
     Protocol,
     /// A keyword eastwall does not implement.
     Keyword,

@@ -720,8 +720,11 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
     };
     let (proto_at, proto) = &header[1];
     let protocol = match proto.as_str() {
-        // eastwall sees TCP streams only: `ip` and packet-level `tcp-pkt` rules apply to them.
-        "tcp" | "tcp-stream" | "tcp-pkt" | "ip" => Some(Protocol::Tcp),
+        // The node hands over TCP streams (so packet-level `tcp-pkt` rules see the stream)
+        // and UDP datagrams; `ip` rules see both, and no other IP protocol.
+        "tcp" | "tcp-stream" | "tcp-pkt" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
+        "ip" => Some(Protocol::Ip),
         "http" | "http1" | "http2" => Some(Protocol::Http),
         "tls" => Some(Protocol::Tls),
         "dns" => Some(Protocol::Dns),
@@ -759,6 +762,7 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
         line: 0,
         action,
         protocol: protocol.unwrap_or(Protocol::Tcp),
+        transport: protocol.and_then(Protocol::transport),
         src,
         src_ports,
         direction,
@@ -835,19 +839,27 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
         }
     }
     if let Some(p) = app {
-        if rule.protocol != Protocol::Tcp && rule.protocol != p {
+        // A transport's rule takes the app-layer protocol its buffers name. Suricata loads a
+        // `udp` rule with HTTP or TLS buffers, which can never match (they run on TCP).
+        if rule.protocol == Protocol::Udp && p.transport() == Some(Transport::Tcp) {
+            return Err(Issue::Skip {
+                sid: None,
+                reason: SkipReason::new(SkipKind::Protocol, format!("{} over udp", p.as_str())),
+            });
+        }
+        let fits = matches!(rule.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Ip)
+            || rule.protocol == p;
+        if !fits {
             return Err(err(
                 at,
                 format!(
                     "buffer of another protocol in a `{}` rule",
-                    match rule.protocol {
-                        Protocol::Http => "http",
-                        Protocol::Tls => "tls",
-                        Protocol::Dns => "dns",
-                        Protocol::Tcp => "tcp",
-                    }
+                    rule.protocol.as_str()
                 ),
             ));
+        }
+        if rule.protocol == Protocol::Ip {
+            rule.transport = p.transport();
         }
         rule.protocol = p;
         if rule.dsize.is_some() {
@@ -1356,6 +1368,101 @@ mod tests {
     }
 
     #[test]
+    fn protocols_and_transports() {
+        use Transport::{Tcp, Udp};
+        for (text, protocol, transport) in [
+            (
+                r#"alert udp $HOME_NET [1024:,!5000] -> any [53,5060:5061] (msg:"u"; flow:established,to_server; content:"INVITE"; depth:6; dsize:>10; sid:1;)"#,
+                Protocol::Udp,
+                Some(Udp),
+            ),
+            (
+                "alert tcp any any -> any any (sid:1;)",
+                Protocol::Tcp,
+                Some(Tcp),
+            ),
+            (
+                "alert tcp-pkt any any -> any any (sid:1;)",
+                Protocol::Tcp,
+                Some(Tcp),
+            ),
+            (
+                r#"alert ip any any -> any any (content:"x"; sid:1;)"#,
+                Protocol::Ip,
+                None,
+            ),
+            (
+                r#"alert dns any any -> any any (dns.query; content:"x"; sid:1;)"#,
+                Protocol::Dns,
+                None,
+            ),
+            // A transport's rule with DNS buffers is a DNS rule on that transport only.
+            (
+                r#"alert udp any any -> any 53 (dns.query; content:"x"; sid:1;)"#,
+                Protocol::Dns,
+                Some(Udp),
+            ),
+            (
+                r#"alert tcp any any -> any 53 (dns.query; content:"x"; sid:1;)"#,
+                Protocol::Dns,
+                Some(Tcp),
+            ),
+            (
+                r#"alert ip any any -> any any (http.uri; content:"x"; sid:1;)"#,
+                Protocol::Http,
+                Some(Tcp),
+            ),
+            (
+                r#"alert ip any any -> any any (dns.query; content:"x"; sid:1;)"#,
+                Protocol::Dns,
+                None,
+            ),
+            (
+                r#"alert tls any any -> any any (tls.sni; content:"x"; sid:1;)"#,
+                Protocol::Tls,
+                Some(Tcp),
+            ),
+        ] {
+            let r = one(text);
+            assert_eq!((r.protocol, r.transport), (protocol, transport), "{text}");
+        }
+        let r = one(
+            r#"alert udp $HOME_NET [1024:,!5000] -> any [53,5060:5061] (msg:"u"; flow:established,to_server; content:"INVITE"; depth:6; dsize:>10; sid:1;)"#,
+        );
+        assert_eq!(r.flow.dir, Some(Dir::ToServer));
+        assert!(r.flow.established);
+        assert_eq!(r.dsize, Some(SizeCmp::Gt(10)));
+        assert_eq!(r.dst_ports.to_string(), "[53,5060:5061]");
+        // HTTP and TLS do not run on UDP: such rules never match (Suricata loads them).
+        for (text, what) in [
+            (
+                r#"alert udp any any -> any any (http.uri; content:"a"; sid:1;)"#,
+                "protocol not inspected: http over udp",
+            ),
+            (
+                r#"alert udp any any -> any any (tls.sni; content:"a"; sid:2;)"#,
+                "protocol not inspected: tls over udp",
+            ),
+        ] {
+            let p = parse_rules("u", text);
+            assert!(p.errors.is_empty() && p.rules.is_empty(), "{text}");
+            assert_eq!(p.skipped[0].reason.to_string(), what);
+        }
+        // A header of one application protocol with buffers of another is an error.
+        let p = parse_rules(
+            "d",
+            r#"alert dns any any -> any any (tls.sni; content:"a"; sid:1;)"#,
+        );
+        assert!(
+            p.errors[0]
+                .message
+                .contains("buffer of another protocol in a `dns` rule"),
+            "{:?}",
+            p.errors
+        );
+    }
+
+    #[test]
     fn legacy_modifiers_move_content() {
         let r = one(
             r#"alert tcp any any -> any any (content:"GET"; http_method; content:"/x"; http_uri; content:"y"; http_uri; distance:0; sid:1;)"#,
@@ -1391,7 +1498,7 @@ mod tests {
     #[test]
     fn skips_with_reasons() {
         let text = concat!(
-            "alert udp any any -> any 53 (msg:\"u\"; sid:1;)\n",
+            "alert icmp any any -> any any (msg:\"u\"; sid:1;)\n",
             "alert tcp any any -> any any (msg:\"k\"; content:\"a\"; byte_extract:1,0,x; sid:2;)\n",
             "alert tcp any any -> any any (msg:\"p\"; pcre:\"/(a)\\1/\"; sid:3;)\n",
             "alert tls any any -> any any (msg:\"m\"; content:\"a\"; tls.sni; content:\"b\"; sid:4;)\n",
@@ -1406,7 +1513,7 @@ mod tests {
         assert_eq!(
             reasons,
             vec![
-                (Some(1), "protocol not inspected: udp".to_string()),
+                (Some(1), "protocol not inspected: icmp".to_string()),
                 (Some(2), "unsupported keyword: byte_extract".to_string()),
                 (Some(3), "pcre feature: backreference".to_string()),
                 (
