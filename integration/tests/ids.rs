@@ -16,6 +16,8 @@ alert http any any -> any any (msg:"SQL injection in the URI"; flow:established,
 alert tcp any any -> any any (msg:"raw attack payload"; flow:established,to_server; content:"EVIL-PAYLOAD"; classtype:attempted-admin; sid:1000002; rev:1;)
 alert http any any -> any any (msg:"secret in a response"; flow:established,to_client; http.response_body; content:"SECRET-TOKEN"; classtype:policy-violation; sid:1000003; rev:1;)
 alert tcp any any -> any any (msg:"leak echoed back"; flow:established,to_client; content:"ECHO-LEAK"; classtype:policy-violation; sid:1000004; rev:1;)
+alert udp any any -> any any (msg:"UDP attack payload"; flow:to_server; content:"UDP-EVIL"; classtype:attempted-admin; sid:1000005; rev:1;)
+alert dns any any -> any any (msg:"query for a tunnelling domain"; dns.query; content:"tunnel.example"; nocase; classtype:bad-unknown; sid:1000006; rev:1;)
 "#;
 
 fn policy(mode: &str) -> String {
@@ -35,6 +37,8 @@ spec:
           ports: [8080]
           ids: guard
         - {{id: client-to-echo, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [9000], ids: guard}}
+        - {{id: client-to-echo-udp, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [{{port: 9001, protocol: UDP}}], ids: guard}}
+        - {{id: client-resolves, action: allow, from: {{app: client}}, to: {{app: echo, dns: {{}}}}, ports: [{{port: 53, protocol: UDP}}], ids: guard}}
 "#
     )
 }
@@ -44,7 +48,8 @@ struct Scene {
     web: Received,
 }
 
-/// client on hostA; web (HTTP 8080) and echo (9000) on hostB; the IDS profile in `mode`.
+/// client on hostA; web (HTTP 8080), echo (TCP 9000, UDP 9001) and a DNS server (dnsmasq)
+/// on hostB; the IDS profile in `mode`.
 fn scene(mode: &str) -> Scene {
     require_root();
     let mut c = Cloud::new(
@@ -59,6 +64,17 @@ fn scene(mode: &str) -> Scene {
     );
     let web = c.lab.serve_http("web", 8080).unwrap();
     c.lab.serve("echo", &[9000]).unwrap();
+    c.lab.serve_udp("echo", &[9001]).unwrap();
+    let addr = c.lab.workload("echo").addr;
+    c.lab
+        .serve_dns(
+            "echo",
+            &[("www.ok.example", addr), ("x.tunnel.example", addr)],
+            true,
+        )
+        .unwrap();
+    c.lab
+        .add_node_spec("  udp:\n    idleSecs: 1\n    dnsIdleSecs: 1\n");
     for host in ["hostA", "hostB"] {
         let dir = c.lab.dir().join(host);
         std::fs::create_dir_all(&dir).unwrap();
@@ -274,6 +290,83 @@ fn attacks_in_the_response_direction_are_caught() {
         wait_alert(&s.c, "hostB", 1000003)["alert"]["action"],
         "blocked"
     );
+}
+
+/// Sends three datagrams to the UDP echo, the second one an attack; the answers.
+fn udp_attack(s: &Scene) -> eastwall_integration::UdpProbe {
+    let datagrams = ["hello", "a UDP-EVIL payload", "bye"]
+        .map(|d| d.as_bytes().to_vec())
+        .to_vec();
+    s.c.lab.udp_exchange_of(
+        "client",
+        s.c.addr("echo", 9001),
+        datagrams,
+        Duration::from_millis(500),
+    )
+}
+
+#[test]
+fn udp_datagrams_and_dns_queries_are_inspected() {
+    let s = scene("detect");
+    let p = udp_attack(&s);
+    assert_eq!(p.answers.len(), 3, "detect lets everything through: {p:?}");
+    let a = wait_alert(&s.c, "hostB", 1000005);
+    assert_eq!(a["proto"], "UDP", "{a:#}");
+    assert_eq!(a["direction"], "to_server");
+    assert_eq!(a["src_port"], p.local.port());
+    assert_eq!(a["eastwall"]["src_identity"], spiffe("client"));
+    // Only the datagram that carries it alerted.
+    assert_eq!(alerts(&s.c, "hostB", 1000005).len(), 1);
+    // A DNS query for a tunnelling domain: answered in detect mode, and alerted.
+    let dns = s.c.lab.workload("echo").addr;
+    let q = s.c.lab.dig(
+        "client",
+        dns,
+        "x.tunnel.example",
+        false,
+        Duration::from_secs(2),
+    );
+    assert_eq!(q.status.as_deref(), Some("NOERROR"), "{}", q.output);
+    let a = wait_alert(&s.c, "hostB", 1000006);
+    assert_eq!(a["app_proto"], "dns", "{a:#}");
+    assert_eq!(a["dns"]["rrname"], "x.tunnel.example");
+}
+
+#[test]
+fn prevent_mode_drops_an_attacking_datagram_and_query() {
+    let s = scene("prevent");
+    let p = udp_attack(&s);
+    // The first datagram is answered; the attack never reaches the server and ends the
+    // session, so nothing after it is answered on it either.
+    assert_eq!(p.answers.len(), 1, "{p:?}");
+    assert!(p.answers[0].ends_with("hello"), "{p:?}");
+    let a = wait_alert(&s.c, "hostB", 1000005);
+    assert_eq!(a["alert"]["action"], "blocked");
+    let f = s.c.wait_flow("hostB", |f| {
+        f["proto"] == "UDP" && f["src_port"] == p.local.port()
+    });
+    assert_eq!(f["flow"]["reason"], "ids-blocked", "{f:#}");
+    assert_eq!(f["eastwall"]["ids"]["blocked_by"], 1000005);
+    // A query for a tunnelling domain is dropped; another on the same server is answered.
+    let dns = s.c.lab.workload("echo").addr;
+    let q = s.c.lab.dig(
+        "client",
+        dns,
+        "x.tunnel.example",
+        false,
+        Duration::from_secs(1),
+    );
+    assert_eq!(q.status, None, "{}", q.output);
+    let ok = s.c.lab.dig(
+        "client",
+        dns,
+        "www.ok.example",
+        false,
+        Duration::from_secs(2),
+    );
+    assert_eq!(ok.status.as_deref(), Some("NOERROR"), "{}", ok.output);
+    let a = wait_alert(&s.c, "hostB", 1000006);
+    assert_eq!(a["alert"]["action"], "blocked");
 }
 
 #[test]

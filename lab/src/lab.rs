@@ -855,16 +855,31 @@ impl Lab {
         count: usize,
         timeout: Duration,
     ) -> UdpProbe {
+        let pings: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("ping {i}").into_bytes())
+            .collect();
+        self.udp_exchange_of(workload, dst, pings, timeout)
+    }
+
+    /// As [`Lab::udp_exchange`], sending each of `datagrams` in turn.
+    pub fn udp_exchange_of(
+        &self,
+        workload: &str,
+        dst: SocketAddr,
+        datagrams: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> UdpProbe {
         let w = self.workload(workload);
         let src = IpAddr::V4(w.addr);
+        let count = datagrams.len();
         let r = in_netns(&w.netns, move || -> anyhow::Result<UdpProbe> {
             let s = std::net::UdpSocket::bind(SocketAddr::new(src, 0))?;
             s.set_read_timeout(Some(timeout))?;
             let local = s.local_addr()?;
             let mut answers = Vec::new();
             let mut buf = vec![0u8; 65_536];
-            for i in 0..count {
-                s.send_to(format!("ping {i}").as_bytes(), dst)?;
+            for d in &datagrams {
+                s.send_to(d, dst)?;
                 match s.recv_from(&mut buf) {
                     Ok((n, from)) if from == dst => {
                         answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());

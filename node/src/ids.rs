@@ -5,8 +5,9 @@
 //! Where: at the last node on the path, the one that decides (the destination behind the
 //! tunnel, after it decrypted the stream; the source for same-host traffic and destinations
 //! outside the mesh). What: the raw stream of both directions for TCP, TLS and opaque
-//! connections ([`Inspecting`] wraps a relay's sources), and the HTTP buffers of each request
-//! and response (`l7::http`). A profile in `detect` mode records alerts; in `prevent` mode
+//! connections ([`Inspecting`] wraps a relay's sources), each datagram of a UDP session
+//! ([`InspectingDatagrams`]; DNS queries too), and the HTTP buffers of each request and
+//! response (`l7::http`). A profile in `detect` mode records alerts; in `prevent` mode
 //! any alert of a rule that is not `pass` also stops the offending bytes before they reach
 //! the other side: a raw stream is reset, an HTTP request gets 403 and the connection closes.
 //! Alerts are Suricata EVE `alert` events in the node's EVE log, with both ends' identities.
@@ -21,16 +22,16 @@ use anyhow::Context;
 use bytes::Bytes;
 use eastwall_ids::{
     AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, RuleAction, Selection,
-    Timestamp, Vars, Verdict,
+    Timestamp, Transport, Vars, Verdict,
 };
 use eastwall_policy::{IdsMode, IdsProfile, Policy};
 use eastwall_wire::eve::{EveIdentities, IdsInfo};
 use tracing::{info, warn};
 
 use crate::config::IdsSpec;
-use crate::relay::Source;
+use crate::relay::{DatagramSource, Source};
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::IdsLabels;
+use crate::telemetry::metrics::{DropLabels, IdsLabels};
 
 /// The compiled rules, one engine per IDS profile of the policy.
 pub struct IdsEngines {
@@ -250,7 +251,7 @@ impl FlowIds {
         engines: &IdsEngines,
         profile: &str,
         flow: FlowMeta,
-        app: AppProto,
+        (app, transport): (AppProto, Transport),
         flow_id: u64,
         identities: EveIdentities,
     ) -> Option<SharedIds> {
@@ -258,19 +259,30 @@ impl FlowIds {
             warn!(profile, "no IDS engine for the profile; not inspected");
             return None;
         };
-        Some(FlowIds::new(engine.clone(), flow, app, flow_id, identities))
+        Some(FlowIds::new(
+            engine.clone(),
+            flow,
+            (app, transport),
+            flow_id,
+            identities,
+        ))
     }
 
-    /// Inspection of the connection `flow` (client → server) with `profile`.
+    /// Inspection of the connection or UDP session `flow` (client → server) with `profile`.
     pub(crate) fn new(
         profile: ProfileEngine,
         flow: FlowMeta,
-        app: AppProto,
+        (app, transport): (AppProto, Transport),
         flow_id: u64,
         identities: EveIdentities,
     ) -> SharedIds {
-        let mut inspector = FlowInspector::new(profile.engine.clone(), flow);
-        inspector.set_app_proto(app);
+        let mut inspector = match transport {
+            Transport::Tcp => FlowInspector::new(profile.engine.clone(), flow),
+            Transport::Udp => FlowInspector::new_udp(profile.engine.clone(), flow),
+        };
+        if app != AppProto::Unknown {
+            inspector.set_app_proto(app);
+        }
         Arc::new(Mutex::new(FlowIds {
             inspector,
             profile,
@@ -381,6 +393,45 @@ impl<S: Source> Source for Inspecting<'_, S> {
         };
         f.apply(self.telemetry, v).map_err(blocked_error)?;
         Ok(got)
+    }
+}
+
+/// A datagram source whose datagrams the IDS sees before they go on; in prevent mode a
+/// blocking alert drops the datagram and, as Suricata drops a flow, every datagram of the
+/// session after it, both ways, until the session ends (idle).
+pub(crate) struct InspectingDatagrams<'a, S> {
+    /// The source.
+    pub(crate) inner: S,
+    /// Which way its datagrams go.
+    pub(crate) dir: Dir,
+    /// The session's inspection.
+    pub(crate) ids: SharedIds,
+    /// For events and metrics.
+    pub(crate) telemetry: &'a Telemetry,
+}
+
+impl<S: DatagramSource> DatagramSource for InspectingDatagrams<'_, S> {
+    async fn recv(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            let Some(d) = self.inner.recv().await? else {
+                return Ok(None);
+            };
+            let mut f = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            let passes = f.blocked_by.is_none() && {
+                let v = f.inspector.datagram(self.dir, &d, now());
+                f.apply(self.telemetry, v).is_ok()
+            };
+            if passes {
+                return Ok(Some(d));
+            }
+            self.telemetry
+                .metrics
+                .udp_drops
+                .get_or_create(&DropLabels {
+                    reason: "ids-blocked",
+                })
+                .inc();
+        }
     }
 }
 

@@ -663,7 +663,7 @@ pub struct AlertEvent {
     pub dest_ip: IpAddr,
     /// Its port.
     pub dest_port: u16,
-    /// `TCP`.
+    /// `TCP` or `UDP`.
     pub proto: &'static str,
     /// The transaction, for HTTP and DNS alerts.
     #[serde(skip_serializing_if = "Option::is_none")]

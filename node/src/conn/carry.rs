@@ -12,7 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use eastwall_identity::SpiffeId;
-use eastwall_ids::{AppProto, Dir, FlowMeta};
+use eastwall_ids::{AppProto, Dir, FlowMeta, Transport};
 use eastwall_wire::eve::{Direction, TunnelInfo, TunnelStatus};
 use eastwall_wire::header::{Response, Status, StreamHeader, StreamKind};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,7 +24,7 @@ use super::record::FlowGuard;
 use super::{Ending, Ends, Hop, Outcome};
 use crate::capture::socket;
 use crate::identity::UserCertificates;
-use crate::ids::{IdsEngines, Inspecting, SharedIds};
+use crate::ids::{IdsEngines, Inspecting, InspectingDatagrams, SharedIds};
 use crate::relay::{
     Abort, Activity, CapsuleSink, CapsuleSource, DatagramCount, DatagramEnd, DatagramSink,
     DatagramSource, Sink, Source, both, pipe, relay, relay_datagrams,
@@ -149,7 +149,7 @@ impl Carrier {
         guard: &FlowGuard,
         client: SocketAddr,
         server: SocketAddr,
-        app: AppProto,
+        app: (AppProto, Transport),
     ) -> Option<SharedIds> {
         let engines = self.ids.load_full()?;
         crate::ids::FlowIds::for_profile(
@@ -204,7 +204,13 @@ impl Carrier {
         } else {
             AppProto::Unknown
         };
-        let ids = self.inspection(ids_profile, guard, ends.src.addr, dst, app);
+        let ids = self.inspection(
+            ids_profile,
+            guard,
+            ends.src.addr,
+            dst,
+            (app, Transport::Tcp),
+        );
         // The IDS sees the handshake and the early bytes before the server does.
         if let Some(ids) = &ids
             && let Err(blocked) = self.inspect_prelude(ids, &prelude)
@@ -385,13 +391,14 @@ impl Carrier {
     /// socket bound to the client's own address (its port too, where it is free): `client`
     /// gives the client's datagrams and takes the server's answers. The session ends when no
     /// datagram went either way for `idle`. `inspected`: this node decides it datagram by
-    /// datagram (a reload that then wants L7 facts revokes one that is not).
+    /// datagram (a reload that then wants L7 facts revokes one that is not); `ids_profile`:
+    /// the IDS profile that inspects every datagram both ways.
     pub(crate) async fn udp_direct<CR: DatagramSource, CW: DatagramSink>(
         &self,
         client: (CR, CW),
         ends: &Ends,
         idle: (Duration, &Activity),
-        inspected: bool,
+        (inspected, ids_profile): (bool, Option<&str>),
         guard: &mut FlowGuard,
     ) -> Outcome {
         let direction = ends.direction();
@@ -407,8 +414,48 @@ impl Carrier {
         };
         let live = self.live.register(ends.clone(), inspected);
         let server = (&upstream, &upstream);
-        self.relay_session(direction, &live, client, server, idle, guard)
-            .await
+        let ids = self.inspection(
+            ids_profile,
+            guard,
+            ends.src.addr,
+            ends.dst.addr,
+            (AppProto::Unknown, Transport::Udp),
+        );
+        let Some(ids) = ids else {
+            return self
+                .relay_session(direction, &live, client, server, idle, guard)
+                .await;
+        };
+        let client = (
+            InspectingDatagrams {
+                inner: client.0,
+                dir: Dir::ToServer,
+                ids: ids.clone(),
+                telemetry: &self.telemetry,
+            },
+            client.1,
+        );
+        let server = (
+            InspectingDatagrams {
+                inner: server.0,
+                dir: Dir::ToClient,
+                ids: ids.clone(),
+                telemetry: &self.telemetry,
+            },
+            server.1,
+        );
+        let outcome = self
+            .relay_session(direction, &live, client, server, idle, guard)
+            .await;
+        guard.add_ids(Some(crate::ids::close(&self.telemetry, &ids)));
+        // A session the IPS stopped ended blocked, whatever ended its relay afterwards.
+        let blocked = ids.lock().ok().and_then(|f| f.blocked_by());
+        match (outcome, blocked) {
+            (Outcome::Ended(Ending::Closed | Ending::Failed(_)), Some((sid, msg))) => {
+                Outcome::Ended(Ending::Blocked { sid, msg })
+            }
+            (o, _) => o,
+        }
     }
 
     /// The upstream socket of a UDP session: bound to the client's address and port, or to

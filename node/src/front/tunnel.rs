@@ -199,7 +199,7 @@ async fn serve_stream<T: ServerStream>(
                 } else {
                     pipeline
                         .carrier
-                        .udp_direct(client, &ends, idle, false, &mut guard)
+                        .udp_direct(client, &ends, idle, (false, plan.ids_profile()), &mut guard)
                         .await
                 }
             }

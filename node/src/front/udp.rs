@@ -364,7 +364,13 @@ async fn session(
                         }
                         Route::Direct => {
                             carrier
-                                .udp_direct(client, &ends, (idle, &activity), false, &mut guard)
+                                .udp_direct(
+                                    client,
+                                    &ends,
+                                    (idle, &activity),
+                                    (false, plan.ids_profile()),
+                                    &mut guard,
+                                )
                                 .await
                         }
                         Route::Tunnel(key) => {

@@ -9,12 +9,15 @@
 //!
 //! Each request leaves an EVE `dns` event with its decision, each response relayed back
 //! one of its own (Suricata's version 3 shape); the flow record counts the queries and the
-//! denied ones.
+//! denied ones. An allowed query whose rule names an IDS profile is inspected by that
+//! profile (one inspector per profile per flow, which also sees every response); in prevent
+//! mode a blocking alert drops the query (or the response).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use eastwall_ids::{AppProto, Dir, FlowMeta, Transport};
 use eastwall_policy::L7;
 use eastwall_wire::dns::{self, Message};
 use eastwall_wire::eve::{self, DnsEvent, L7Decision, RequestCounts};
@@ -24,6 +27,7 @@ use crate::config::DnsDenied;
 use crate::conn::carry::Downstream;
 use crate::conn::record::{FlowGuard, policy_info};
 use crate::conn::{Ending, Ends, Hop, Outcome, Pipeline};
+use crate::ids::{FlowIds, SharedIds};
 use crate::relay::{Activity, DatagramSink, DatagramSource, FramedSink, FramedSource, Prefixed};
 use crate::telemetry::metrics::{DropLabels, HttpLabels};
 
@@ -40,11 +44,11 @@ where
     CR: DatagramSource,
     CW: DatagramSink,
 {
-    let session = DnsFlow::new(pipeline, ends, guard, "UDP");
+    let session = DnsFlow::new(pipeline, ends, guard, Transport::Udp);
     let (queries, answers) = session.gate(cr, cw, idle.1);
     let outcome = pipeline
         .carrier
-        .udp_direct((queries, answers), ends, idle, true, guard)
+        .udp_direct((queries, answers), ends, idle, (true, None), guard)
         .await;
     session.finish(guard);
     outcome
@@ -84,7 +88,7 @@ pub(crate) async fn serve_tcp<D: Downstream>(
     });
     let (ur, uw) = upstream.into_split();
     let server = (FramedSource::new(ur), FramedSink(uw));
-    let session = DnsFlow::new(pipeline, ends, guard, "TCP");
+    let session = DnsFlow::new(pipeline, ends, guard, Transport::Tcp);
     let activity = Activity::default();
     // RFC 7766 6.2.3: a connection without queries is closed after a few seconds.
     let idle = pipeline.udp.idle_for(53);
@@ -113,10 +117,13 @@ pub(crate) async fn serve_tcp<D: Downstream>(
 struct DnsFlow<'a> {
     pipeline: &'a Arc<Pipeline>,
     ends: &'a Ends,
-    proto: &'static str,
+    transport: Transport,
     flow_id: u64,
     src_info: eve::Endpoint,
     dst_info: eve::Endpoint,
+    identities: eve::EveIdentities,
+    /// The flow's inspections, one per IDS profile that allowed one of its queries.
+    ids: Mutex<Vec<(String, SharedIds)>>,
     counts: Mutex<RequestCounts>,
     /// Requests (counted from 0, as Suricata's `tx_id`) and the id of each one forwarded and
     /// not yet answered, to give a response its request's number.
@@ -151,15 +158,17 @@ impl<'a> DnsFlow<'a> {
         pipeline: &'a Arc<Pipeline>,
         ends: &'a Ends,
         guard: &FlowGuard,
-        proto: &'static str,
+        transport: Transport,
     ) -> Self {
         DnsFlow {
             pipeline,
             ends,
-            proto,
+            transport,
             flow_id: guard.flow_id,
             src_info: guard.src_info.clone(),
             dst_info: guard.dst_info.clone(),
+            identities: guard.identities(),
+            ids: Mutex::new(Vec::new()),
             counts: Mutex::new(RequestCounts::default()),
             pending: Mutex::new(Pending::default()),
             absorbed: Mutex::new((0, 0)),
@@ -204,6 +213,66 @@ impl<'a> DnsFlow<'a> {
             guard.app_proto = Some("dns");
         }
         guard.dns_queries = Some(counts);
+        let telemetry = &self.pipeline.telemetry;
+        for (_, ids) in self.ids.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            guard.add_ids(Some(crate::ids::close(telemetry, &ids)));
+        }
+    }
+
+    /// The inspection of this flow by `profile` (made at its first query).
+    fn inspection(&self, profile: &str) -> Option<SharedIds> {
+        let mut all = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ids)) = all.iter().find(|(p, _)| p == profile) {
+            return Some(ids.clone());
+        }
+        let engines = self.pipeline.ids()?;
+        let ids = FlowIds::for_profile(
+            &engines,
+            profile,
+            FlowMeta {
+                src: self.ends.src.addr,
+                dst: self.ends.dst.addr,
+            },
+            (AppProto::Dns, self.transport),
+            self.flow_id,
+            self.identities.clone(),
+        )?;
+        all.push((profile.to_owned(), ids.clone()));
+        Some(ids)
+    }
+
+    /// Shows one message to `ids`; `false` when the IPS blocks it.
+    fn inspect(&self, ids: &SharedIds, dir: Dir, message: &[u8]) -> bool {
+        let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
+        let now = crate::ids::now();
+        let v = match self.transport {
+            Transport::Udp => f.inspector().datagram(dir, message, now),
+            // The stream as it is on the wire: each message behind its length.
+            Transport::Tcp => {
+                let mut framed = Vec::with_capacity(2 + message.len());
+                framed.extend_from_slice(&(message.len() as u16).to_be_bytes());
+                framed.extend_from_slice(message);
+                f.inspector().stream(dir, &framed, now)
+            }
+        };
+        f.apply(&self.pipeline.telemetry, v).is_ok()
+    }
+
+    /// Shows a response to every inspection of the flow; `false` when one blocks it.
+    fn inspect_response(&self, message: &[u8]) -> bool {
+        let all: Vec<SharedIds> = self
+            .ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, ids)| ids.clone())
+            .collect();
+        // Every inspector sees it, even after one blocked it.
+        let mut passes = true;
+        for ids in &all {
+            passes &= self.inspect(ids, Dir::ToClient, message);
+        }
+        passes
     }
 
     /// Decides one message from the client with the rules in force and the users' groups as
@@ -272,6 +341,13 @@ impl<'a> DnsFlow<'a> {
             policy: policy_info(&plan),
         };
         self.event(&m, tx_id, Some(decision));
+        if allowed
+            && let Some(ids) = plan.ids_profile().and_then(|p| self.inspection(p))
+            && !self.inspect(&ids, Dir::ToServer, d)
+        {
+            // The IPS stops it: dropped, as a blocked packet is.
+            return Gate::Stop(None);
+        }
         match (allowed, self.pipeline.l7.dns_denied) {
             (true, _) => Gate::Forward,
             (false, DnsDenied::Refuse) => Gate::Stop(Some(dns::refused(d, &m))),
@@ -303,7 +379,7 @@ impl<'a> DnsFlow<'a> {
             src_port: src.port(),
             dest_ip: dst.ip(),
             dest_port: dst.port(),
-            proto: self.proto,
+            proto: self.transport.as_str(),
             dns: m.eve(tx_id),
             eastwall,
         };
@@ -377,6 +453,10 @@ impl<W: DatagramSink> DatagramSink for Answers<'_, '_, W> {
             && m.header.response
         {
             self.flow.answered(&m);
+        }
+        if !self.flow.inspect_response(&datagram) {
+            // The IPS stops it: the client never gets it.
+            return Ok(());
         }
         self.inner.send(datagram).await
     }

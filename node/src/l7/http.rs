@@ -444,8 +444,13 @@ impl HttpConn {
             src: self.ends.src.addr,
             dst: self.ends.dst.addr,
         };
-        let ids =
-            crate::ids::FlowIds::new(engine, flow, app, self.flow_id, self.identities.clone());
+        let ids = crate::ids::FlowIds::new(
+            engine,
+            flow,
+            (app, eastwall_ids::Transport::Tcp),
+            self.flow_id,
+            self.identities.clone(),
+        );
         // HTTP/2 streams run side by side: each gets its own inspector (closed with it).
         if self.proto == Proto::H1 {
             all.push((engine_name(profile), ids.clone()));
