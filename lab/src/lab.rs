@@ -21,7 +21,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -708,10 +709,13 @@ impl Lab {
     }
 
     /// Serves UDP on each of `ports` of `workload`: every datagram is answered with
-    /// `from NAME: you are PEER: ` and the datagram itself.
-    pub fn serve_udp(&mut self, workload: &str, ports: &[u16]) -> anyhow::Result<()> {
+    /// `from NAME: you are PEER: ` and the datagram itself. The returned count is of the
+    /// datagrams the services received.
+    pub fn serve_udp(&mut self, workload: &str, ports: &[u16]) -> anyhow::Result<Arc<AtomicU64>> {
         let w = self.workload(workload).clone();
+        let received = Arc::new(AtomicU64::new(0));
         for &port in ports {
+            let received = received.clone();
             let name = w.name.clone();
             let addr = SocketAddr::new(IpAddr::V4(w.addr), port);
             let (tx, rx) = std::sync::mpsc::channel();
@@ -733,6 +737,7 @@ impl Lab {
                     let _ = tx.send(Ok(()));
                     let mut buf = vec![0u8; 65_536];
                     while let Ok((n, peer)) = s.recv_from(&mut buf) {
+                        received.fetch_add(1, Ordering::Relaxed);
                         let mut answer = format!("from {name}: you are {peer}: ").into_bytes();
                         answer.extend_from_slice(&buf[..n]);
                         let _ = s.send_to(&answer, peer);
@@ -741,7 +746,7 @@ impl Lab {
             rx.recv_timeout(Duration::from_secs(5))
                 .context("UDP service did not start")??;
         }
-        Ok(())
+        Ok(received)
     }
 
     /// Starts a real DNS server (dnsmasq) in `workload` on port 53, UDP and TCP, answering

@@ -7,6 +7,11 @@
 //!                                          # packets of connections the node holds (not a new SYN)
 //!     meta l4proto udp socket transparent 1 meta mark set MARK accept   # UDP sessions it holds
 //!     fib daddr type local accept                                       # the host's own services
+//!     iifname { WORKLOAD_IFACES } meta l4proto tcp fib saddr . iif oif missing
+//!       limit rate 20/second add @spoofed4 { iifname . ip saddr . ip daddr . tcp dport }
+//!     iifname { WORKLOAD_IFACES } meta l4proto tcp fib saddr . iif oif missing
+//!       counter name spoofed drop           # spoofed source: always dropped and counted
+//!     (and the same for ip6, and for udp)
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp tproxy to :15001 meta mark set MARK accept
 //!     iifname { WORKLOAD_IFACES } meta l4proto tcp drop                 # fail closed: no listener
 //!     iif lo meta mark MARK meta l4proto tcp tproxy to :15001 accept    # (local traffic option)
@@ -50,6 +55,14 @@ use crate::config::CaptureSpec;
 
 /// How long a spoofing attempt stays in the set (one record per attempt and this period).
 pub const SPOOF_MEMORY_SECS: u32 = 60;
+
+/// Name of the counter of every packet dropped for a spoofed source.
+pub const SPOOF_COUNTER: &str = "spoofed";
+
+/// New spoofing attempts remembered (and so recorded) per second, at most: a flood of spoofed
+/// packets costs the node a bounded number of records and set entries (every packet is still
+/// dropped and counted).
+pub const SPOOF_RECORDS_PER_SEC: u32 = 20;
 
 /// Name of the set of recent spoofing attempts of one address family.
 pub fn spoof_set(fam: Fam) -> &'static str {
@@ -101,6 +114,14 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
             ..Set::default()
         })));
     }
+    b.add(NfListObject::Counter(nftables::schema::Counter {
+        family: NfFamily::INet,
+        table: t.clone(),
+        name: SPOOF_COUNTER.into(),
+        handle: None,
+        packets: None,
+        bytes: None,
+    }));
     let mut pre: Vec<Vec<Statement<'static>>> = Vec::new();
     let tcp = || l4("tcp");
     let mark = spec.mark;
@@ -157,15 +178,30 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
             ))
         };
         // Anti-spoofing: a source address that the arriving interface does not lead back
-        // to (strict reverse-path check) is dropped, and remembered in a set the node reads
-        // to record it (see `capture::spoof`).
+        // to (strict reverse-path check) is remembered in a set the node reads to record it
+        // (see `capture::spoof`), at most `SPOOF_RECORDS_PER_SEC` new attempts a second; then
+        // counted and dropped by a rule of its own, so that the drop never depends on the
+        // set (a full set fails the insertion, which ends only the first rule).
         for proto in ["tcp", "udp"] {
             for fam in [Fam::V4, Fam::V6] {
-                pre.push(vec![
-                    nfproto(fam),
-                    eq(meta(MetaKey::Iifname), ifaces()),
-                    l4(proto),
-                    eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
+                let spoofed = || {
+                    vec![
+                        nfproto(fam),
+                        eq(meta(MetaKey::Iifname), ifaces()),
+                        l4(proto),
+                        eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
+                    ]
+                };
+                let mut remember = spoofed();
+                remember.extend([
+                    Statement::Limit(nftables::stmt::Limit {
+                        rate: SPOOF_RECORDS_PER_SEC,
+                        rate_unit: None,
+                        per: Some("second".into()),
+                        burst: Some(2 * SPOOF_RECORDS_PER_SEC),
+                        burst_unit: None,
+                        inv: None,
+                    }),
                     Statement::Set(nftables::stmt::Set {
                         op: nftables::stmt::SetOp::Add,
                         elem: Expression::Named(NamedExpression::Concat(vec![
@@ -176,8 +212,11 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
                         ])),
                         set: format!("@{}", spoof_set(fam)).into(),
                     }),
-                    drop(),
                 ]);
+                pre.push(remember);
+                let mut dropped = spoofed();
+                dropped.extend([count_spoofed(), drop()]);
+                pre.push(dropped);
             }
         }
         for proto in ["tcp", "udp"] {
@@ -202,7 +241,11 @@ pub fn ruleset(spec: &CaptureSpec, local_addrs: &[IpAddr]) -> Nftables<'static> 
         // closed here too.
         let from_workloads = || vec![eq(meta(MetaKey::Iifname), ifaces()), not_tcp_udp()];
         let mut spoofed = from_workloads();
-        spoofed.extend([eq(fib_saddr_iif_oif(), Expression::Boolean(false)), drop()]);
+        spoofed.extend([
+            eq(fib_saddr_iif_oif(), Expression::Boolean(false)),
+            count_spoofed(),
+            drop(),
+        ]);
         pre.push(spoofed);
         pre.extend(queue_new_flows(from_workloads, QUEUE_MARK_OUT));
     }
@@ -503,6 +546,11 @@ fn tproxy(fam: Fam, port: u16) -> Statement<'static> {
     })
 }
 
+/// Counts a packet in the [`SPOOF_COUNTER`].
+fn count_spoofed() -> Statement<'static> {
+    Statement::Counter(nftables::stmt::Counter::Named(SPOOF_COUNTER.into()))
+}
+
 fn accept() -> Statement<'static> {
     Statement::Accept(None)
 }
@@ -538,11 +586,12 @@ mod tests {
             .iter()
             .filter(|o| o["add"]["rule"].is_object())
             .collect();
-        // transparent (tcp, udp), local, then for tcp and udp each: spoofed drop x2, iface
+        // transparent (tcp, udp), local, then for tcp and udp each: spoofed record x2 and
+        // spoofed drop x2, iface
         // tproxy x2 + drop, lo tproxy x2 + drop, v4 tproxy+drop, v6 tproxy+drop; other
         // protocols: spoofed drop and 3 queue rules from workloads, 3 to each family's
         // workloads; output x2
-        assert_eq!(rules.len(), 39, "{json:#}");
+        assert_eq!(rules.len(), 43, "{json:#}");
         let text = json.to_string();
         assert!(
             text.contains("\"tproxy\":{\"family\":\"ip\",\"port\":15001}"),
@@ -574,6 +623,59 @@ mod tests {
             );
             assert!(text.contains(&marked), "{marked} in {text}");
         }
+    }
+
+    #[test]
+    fn a_spoofed_source_is_dropped_whatever_happens_to_its_record() {
+        let n = ruleset(&spec(), &["10.1.0.2".parse().unwrap()]);
+        let json = serde_json::to_value(&n).unwrap();
+        let rules: Vec<Vec<serde_json::Value>> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["add"]["rule"]["expr"].as_array().cloned())
+            .collect();
+        let is_match = |s: &serde_json::Value| s.get("match").is_some();
+        let mut recorders = 0;
+        for (i, r) in rules.iter().enumerate() {
+            if !r.iter().any(|s| s.get("set").is_some()) {
+                continue;
+            }
+            recorders += 1;
+            // The recording rule is rate-limited and never drops: a full set (a failed
+            // insertion) ends only this rule.
+            assert!(r.iter().any(|s| s.get("limit").is_some()), "{r:?}");
+            assert!(!r.iter().any(|s| s.get("drop").is_some()), "{r:?}");
+            // The next rule has the same matches, counts and drops.
+            let next = &rules[i + 1];
+            // (fib flags are a set: their order in the JSON is not fixed.)
+            let matches = |r: &Vec<serde_json::Value>| {
+                r.iter()
+                    .filter(|s| is_match(s))
+                    .map(|s| {
+                        let mut s = s.clone();
+                        if let Some(f) = s["match"]["left"]["fib"]["flags"].as_array_mut() {
+                            f.sort_by_key(|v| v.to_string());
+                        }
+                        s
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(matches(r), matches(next));
+            assert!(
+                next.iter().any(|s| s["counter"] == SPOOF_COUNTER),
+                "{next:?}"
+            );
+            assert!(next.iter().any(|s| s.get("drop").is_some()), "{next:?}");
+        }
+        assert_eq!(recorders, 4, "tcp and udp, IPv4 and IPv6");
+        let counters = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["add"]["counter"]["name"] == SPOOF_COUNTER)
+            .count();
+        assert_eq!(counters, 1);
     }
 
     #[test]

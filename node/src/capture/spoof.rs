@@ -1,8 +1,10 @@
-//! Spoofing attempts. Capture drops TCP whose source address the arriving workload interface
-//! does not route back to (a workload using another's address) and adds (interface, source,
-//! destination, port) to a set with a timeout; [`list`] reads the sets, and the capture entry
-//! point records one flow per new entry, so each attempt is recorded at most once per
-//! [`nft::SPOOF_MEMORY_SECS`].
+//! Spoofing attempts. Capture drops TCP and UDP whose source address the arriving workload
+//! interface does not route back to (a workload using another's address) and counts every
+//! such packet ([`dropped`]); it also adds (interface, source, destination, port) to a set
+//! with a timeout, at most [`nft::SPOOF_RECORDS_PER_SEC`] new entries a second. [`list`]
+//! reads the sets, and the capture entry point records one flow per new entry, so each
+//! attempt is recorded at most once per [`nft::SPOOF_MEMORY_SECS`] and a flood costs a bounded
+//! number of records.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +35,25 @@ pub fn list(table: &str) -> anyhow::Result<HashSet<Attempt>> {
         out.extend(parse(&serde_json::from_str(&json)?));
     }
     Ok(out)
+}
+
+/// Packets dropped for a spoofed source since the table was (re)installed (`nft -j list
+/// counter`).
+pub fn dropped(table: &str) -> anyhow::Result<u64> {
+    let json = nftables::helper::get_current_ruleset_raw(
+        nftables::helper::DEFAULT_NFT,
+        ["list", "counter", "inet", table, nft::SPOOF_COUNTER],
+    )?;
+    counter_packets(&serde_json::from_str(&json)?)
+        .ok_or_else(|| anyhow::anyhow!("no `{}` counter in table {table}", nft::SPOOF_COUNTER))
+}
+
+/// The packets of the first counter in `nft -j list counter` output.
+pub fn counter_packets(v: &Value) -> Option<u64> {
+    v["nftables"]
+        .as_array()?
+        .iter()
+        .find_map(|o| o.get("counter")?.get("packets")?.as_u64())
 }
 
 /// Reads the elements of `nft -j list set` output.
@@ -76,6 +97,16 @@ pub fn parse(v: &Value) -> Vec<Attempt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_counter_is_read_from_nft_json() {
+        let v: Value = serde_json::from_str(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"counter": {"family": "inet", "name": "spoofed", "table": "eastwall", "handle": 3, "packets": 20000, "bytes": 560000}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(counter_packets(&v), Some(20_000));
+        assert_eq!(counter_packets(&serde_json::json!({"nftables": []})), None);
+    }
 
     #[test]
     fn reads_concatenated_elements() {

@@ -149,12 +149,25 @@ async fn local_user(
 /// task is dropped: one flow record per attempt and per `nft::SPOOF_MEMORY_SECS`.
 pub(crate) async fn watch_spoofing(pipeline: Arc<Pipeline>, table: String) {
     let mut seen: HashSet<Attempt> = HashSet::new();
+    let mut counted = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let metrics = &pipeline.telemetry.metrics;
     loop {
         tick.tick().await;
         let table = table.clone();
-        let listed = tokio::task::spawn_blocking(move || spoof::list(&table)).await;
-        let Ok(Ok(now)) = listed else { continue };
+        let read =
+            tokio::task::spawn_blocking(move || (spoof::dropped(&table), spoof::list(&table)))
+                .await;
+        let Ok((dropped, listed)) = read else {
+            continue;
+        };
+        if let Ok(now) = dropped {
+            // The counter starts again when capture is reinstalled.
+            let new = if now >= counted { now - counted } else { now };
+            metrics.spoofed_packets.inc_by(new);
+            counted = now;
+        }
+        let Ok(now) = listed else { continue };
         for a in now.difference(&seen) {
             spoofed(&pipeline, a);
         }

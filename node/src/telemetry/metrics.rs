@@ -163,6 +163,9 @@ pub(crate) struct Metrics {
     pub(crate) local_user_lookups: Family<ResultLabels, Counter>,
     /// IDS alerts, by profile and action.
     pub(crate) ids_alerts: Family<IdsLabels, Counter>,
+    /// Packets dropped by capture for a spoofed source address (every one, records are
+    /// sampled).
+    pub(crate) spoofed_packets: Counter,
     /// UDP sessions in the node's table.
     pub(crate) udp_sessions: Gauge,
     /// UDP sessions evicted to make room (the table was full).
@@ -198,6 +201,7 @@ impl Default for Metrics {
             dns_queries: Family::default(),
             local_user_lookups: Family::default(),
             ids_alerts: Family::default(),
+            spoofed_packets: Counter::default(),
             udp_sessions: Gauge::default(),
             udp_evictions: Counter::default(),
             udp_drops: Family::default(),
@@ -260,6 +264,11 @@ impl Default for Metrics {
             "ids_alerts",
             "IDS alerts, by profile and action (blocked: prevent mode stopped the stream)",
             m.ids_alerts.clone(),
+        );
+        registry.register(
+            "spoofed_packets",
+            "Packets dropped by capture for a spoofed source address",
+            m.spoofed_packets.clone(),
         );
         registry.register(
             "udp_sessions",
