@@ -8,6 +8,7 @@ use std::time::Duration;
 use eastwall_integration::http::{Answer, http1_session, http2_concurrent, raw_exchange};
 use eastwall_integration::{Cloud, Outcome, require_root};
 use eastwall_lab::http_server::Received;
+use serde_json::Value;
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -29,6 +30,11 @@ spec:
           from: {group: hr}
           to: {app: hr-app}
           ports: [8080]
+        - id: finance-reports-by-name
+          action: allow
+          from: {group: finance}
+          to: {app: finance-api, http: [{hosts: [reports.corp.example]}]}
+          ports: [8090]
     - name: egress
       rules:
         - id: partner-apis-by-name
@@ -42,6 +48,8 @@ const DIRECTORY: &str = "apiVersion: eastwall.dev/v1\nkind: Directory\nspec:\n  
 
 struct Scene {
     c: Cloud,
+    /// finance-api's reports service on 8090 (a rule with `hosts`).
+    reports: Received,
     /// finance-api on hostB (decided by hostB, behind the tunnel).
     remote: Received,
     /// finance-local on hostA (decided by hostA, same host as the desks).
@@ -67,6 +75,7 @@ fn scene(transport: &str, extra_spec: &str) -> Scene {
         POLICY,
     );
     let remote = c.lab.serve_http("finance-api", 8080).unwrap();
+    let reports = c.lab.serve_http("finance-api", 8090).unwrap();
     let local = c.lab.serve_http("finance-local", 8080).unwrap();
     c.lab.serve_http("hr-app", 8080).unwrap();
     c.lab.serve("proxy", &[443]).unwrap();
@@ -81,7 +90,12 @@ fn scene(transport: &str, extra_spec: &str) -> Scene {
     c.bind_user("desk-alice", "alice");
     c.bind_user("desk-bob", "bob");
     c.start_nodes("");
-    Scene { c, remote, local }
+    Scene {
+        c,
+        reports,
+        remote,
+        local,
+    }
 }
 
 fn status(a: &Result<Answer, String>) -> u16 {
@@ -360,6 +374,55 @@ fn bad_http_is_refused_and_never_reaches_the_server() {
     assert!(bad_target.is_some());
     // The connections hyper refused are recorded with why.
     s.c.wait_flows("hostB", 3, |f| f["eastwall"]["error"].is_string());
+}
+
+#[test]
+fn a_host_rule_decides_on_exactly_the_authority_the_server_gets() {
+    let s = scene("h2", "");
+    let dst = s.c.addr("finance-api", 8090);
+    let once = |bytes: &[u8]| {
+        raw_exchange(
+            &s.c,
+            "desk-alice",
+            dst,
+            &[(bytes, Duration::ZERO)],
+            Duration::from_millis(600),
+        )
+        .text()
+    };
+    // An absolute-form target naming the allowed host, with a Host header naming another.
+    let smuggled =
+        once(b"GET http://reports.corp.example/r HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+    assert!(smuggled.starts_with("HTTP/1.1 400"), "{smuggled}");
+    assert!(smuggled.contains("bad request authority"), "{smuggled}");
+    // Two Host headers.
+    let twice =
+        once(b"GET /r HTTP/1.1\r\nHost: reports.corp.example\r\nHost: evil.example\r\n\r\n");
+    assert!(twice.starts_with("HTTP/1.1 400"), "{twice}");
+    // Another host is not allowed.
+    let other = once(b"GET /r HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+    assert!(other.starts_with("HTTP/1.1 403"), "{other}");
+    // The allowed host, in absolute form: the server gets that authority, once, as `Host`.
+    let ok =
+        once(b"GET http://REPORTS.corp.example/r HTTP/1.1\r\nHost: reports.corp.example\r\n\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(s.reports.requests(), ["GET /r HTTP/1.1"]);
+    assert_eq!(
+        s.reports.authorities(),
+        ["target= host=REPORTS.corp.example"]
+    );
+    // The record says which host was decided, for each request.
+    let hosts: Vec<Value> =
+        s.c.events("hostB")
+            .into_iter()
+            .filter(|e| e["event_type"] == "http" && e["dest_port"] == 8090)
+            .map(|e| e["http"]["hostname"].clone())
+            .collect();
+    assert!(
+        hosts.contains(&Value::from("reports.corp.example")),
+        "{hosts:?}"
+    );
+    assert!(hosts.contains(&Value::from("evil.example")), "{hosts:?}");
 }
 
 #[test]

@@ -16,12 +16,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// What a lab HTTP server received.
 #[derive(Clone, Default)]
-pub struct Received(Arc<Mutex<Vec<String>>>);
+pub struct Received {
+    requests: Arc<Mutex<Vec<String>>>,
+    authorities: Arc<Mutex<Vec<String>>>,
+}
 
 impl Received {
     /// Each request as `METHOD /path?query` with `HTTP/x`, oldest first.
     pub fn requests(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The authority each request named, as the server read it: the target's (absolute form,
+    /// HTTP/2 `:authority`) and every `Host` header, as `target=… host=…,…`.
+    pub fn authorities(&self) -> Vec<String> {
+        self.authorities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -68,9 +83,25 @@ pub(crate) fn spawn(name: String, addr: SocketAddr) -> anyhow::Result<Received> 
                                     req.uri().path_and_query().map_or("/", |p| p.as_str()),
                                     req.version()
                                 );
-                                r.0.lock()
+                                let hosts: Vec<&str> = req
+                                    .headers()
+                                    .get_all(hyper::header::HOST)
+                                    .iter()
+                                    .map(|h| h.to_str().unwrap_or("?"))
+                                    .collect();
+                                let authority = format!(
+                                    "target={} host={}",
+                                    req.uri().authority().map_or("", |a| a.as_str()),
+                                    hosts.join(",")
+                                );
+                                r.requests
+                                    .lock()
                                     .unwrap_or_else(|p| p.into_inner())
                                     .push(line.clone());
+                                r.authorities
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push(authority);
                                 // Read the body, so a keep-alive connection goes on.
                                 let body = req.into_body().collect().await.map(|b| b.to_bytes());
                                 let n = body.map_or(0, |b| b.len());

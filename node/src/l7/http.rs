@@ -26,6 +26,7 @@ use eastwall_wire::eve::{
     self, EveHttp, EveIdentities, HttpEvent, IdsInfo, L7Decision, PolicyInfo, RequestCounts,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -206,20 +207,89 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
         || (req.version() <= Version::HTTP_11 && req.headers().contains_key(header::UPGRADE))
 }
 
-/// The host a request names: its authority, else its `Host` header; lower-cased, without port.
-fn host_of<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_owned(),
-        None => {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            // `[v6]:port`, `name:port`, `name`.
-            match h.strip_prefix('[') {
-                Some(v6) => v6.split(']').next()?.to_owned(),
-                None => h.rsplit_once(':').map_or(h, |(n, _)| n).to_owned(),
+/// Why a request names no single authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthorityError {
+    /// More than one `Host` header, or one holding a list.
+    SeveralHosts,
+    /// A `Host` header naming another authority than the request target (absolute form,
+    /// HTTP/2 `:authority`).
+    Conflicting { target: String, host: String },
+    /// An authority with user information (`user@host`), which HTTP forbids.
+    Userinfo,
+    /// A `Host` header that is not a valid authority.
+    Malformed,
+}
+
+impl std::fmt::Display for AuthorityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthorityError::SeveralHosts => f.write_str("more than one Host header"),
+            AuthorityError::Conflicting { target, host } => write!(
+                f,
+                "the Host header `{host}` names another authority than the request target `{target}`"
+            ),
+            AuthorityError::Userinfo => f.write_str("user information in the authority"),
+            AuthorityError::Malformed => f.write_str("a Host header that is not an authority"),
+        }
+    }
+}
+
+/// The one authority a request names, as it will be forwarded (RFC 9112 3.2, RFC 9113
+/// 8.3.1): the target's (absolute form, `CONNECT`, HTTP/2 `:authority`) or else the `Host`
+/// header's. What a server could read differently from what the policy decided is refused:
+/// several `Host` headers, a `Host` naming another authority than the target, user
+/// information.
+fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, AuthorityError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(AuthorityError::SeveralHosts),
+        (Some(h), None) => {
+            let text = h.to_str().map_err(|_| AuthorityError::Malformed)?;
+            if text.contains(',') {
+                return Err(AuthorityError::SeveralHosts);
+            }
+            Some(
+                text.parse::<Authority>()
+                    .map_err(|_| AuthorityError::Malformed)?,
+            )
+        }
+        _ => None,
+    };
+    let target = req.uri().authority().cloned();
+    for a in target.iter().chain(host.iter()) {
+        if a.as_str().contains('@') {
+            return Err(AuthorityError::Userinfo);
+        }
+    }
+    match (target, host) {
+        (Some(t), Some(h)) => {
+            let default_port = match req.uri().scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            };
+            let same = t.host().eq_ignore_ascii_case(h.host())
+                && t.port_u16().unwrap_or(default_port) == h.port_u16().unwrap_or(default_port);
+            if same {
+                Ok(Some(t))
+            } else {
+                Err(AuthorityError::Conflicting {
+                    target: t.to_string(),
+                    host: h.to_string(),
+                })
             }
         }
-    };
-    let raw = raw.trim_start_matches('[').trim_end_matches(']');
+        (t, h) => Ok(t.or(h)),
+    }
+}
+
+/// The host of an authority, as the policy's `hosts` compare it: lower-cased, without port
+/// or brackets.
+fn host_of(authority: &Authority) -> Option<String> {
+    let raw = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     (!raw.is_empty()).then(|| raw.to_ascii_lowercase())
 }
 
@@ -270,7 +340,11 @@ impl HttpConn {
             _ => "HTTP/1.1",
         };
         let target = target_of(&req);
-        let host = host_of(&req);
+        let authority = request_authority(&req);
+        let host = authority
+            .as_ref()
+            .ok()
+            .and_then(|a| a.as_ref().and_then(host_of));
         let mut ev = EveHttp {
             hostname: host.clone(),
             url: target.chars().take(4096).collect(),
@@ -284,6 +358,16 @@ impl HttpConn {
                 .map(|v| v.chars().take(512).collect()),
             status: None,
             length: None,
+        };
+        let authority = match authority {
+            Ok(a) => a,
+            Err(e) => {
+                let policy = policy_info(&Plan::refuse(DenyReason::BadRequestTarget, None));
+                let text = format!("bad request authority: {e}\n");
+                return self
+                    .refuse(req, ev, policy, StatusCode::BAD_REQUEST, text)
+                    .await;
+            }
         };
         // CONNECT names an authority, not a path: decided on `/`, with the host.
         let normalized = if req.method() == Method::CONNECT {
@@ -364,7 +448,7 @@ impl HttpConn {
             }),
             None => req.map(|b| b.map_err(crate::ids::BoxError::from).boxed_unsync()),
         };
-        let upstream_req = match self.upstream_request(req, &path, upgrading) {
+        let upstream_req = match self.upstream_request(req, &path, authority, upgrading) {
             Ok(r) => r,
             Err(why) => {
                 let r = full(StatusCode::BAD_REQUEST, format!("{why}\n"), false);
@@ -618,6 +702,7 @@ impl HttpConn {
         &self,
         req: Request<Body>,
         path: &str,
+        authority: Option<Authority>,
         upgrading: bool,
     ) -> Result<Request<Body>, String> {
         let (mut parts, body) = req.into_parts();
@@ -629,18 +714,15 @@ impl HttpConn {
                 None => path.to_owned(),
             })
         };
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| self.ends.dst.addr.to_string());
+        // The authority that was decided is the one the server gets: the only `Host` of an
+        // HTTP/1 request, the `:authority` (and no `host` header) of an HTTP/2 one.
+        let authority = authority.map_or_else(|| self.ends.dst.addr.to_string(), |a| a.to_string());
+        parts.headers.remove(header::HOST);
+        if self.proto == Proto::H1 {
+            let value =
+                HeaderValue::from_str(&authority).map_err(|e| format!("bad authority: {e}"))?;
+            parts.headers.insert(header::HOST, value);
+        }
         parts.uri = match (self.proto, path_and_query) {
             (_, None) => authority
                 .parse::<Uri>()
@@ -955,20 +1037,49 @@ mod tests {
     }
 
     #[test]
-    fn host_comes_from_the_authority_or_the_host_header() {
-        assert_eq!(
-            host_of(&req("/", Some("Api.Example:8080"))).as_deref(),
-            Some("api.example")
+    fn one_authority_per_request() {
+        let host = |uri: &str, hosts: &[&str]| {
+            let mut b = Request::builder().uri(uri);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            let r = b.body(()).unwrap();
+            request_authority(&r).map(|a| a.as_ref().and_then(host_of))
+        };
+        let ok = |h: &str| Ok(Some(h.to_owned()));
+        use AuthorityError::*;
+        let conflict = |t: &str, h: &str| {
+            Err(Conflicting {
+                target: t.into(),
+                host: h.into(),
+            })
+        };
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            Result<Option<String>, AuthorityError>,
         );
-        assert_eq!(
-            host_of(&req("/", Some("[fd00::1]:80"))).as_deref(),
-            Some("fd00::1")
-        );
-        assert_eq!(
-            host_of(&req("http://x.example/a", Some("other"))).as_deref(),
-            Some("x.example")
-        );
-        assert_eq!(host_of(&req("/", None)), None);
+        #[rustfmt::skip]
+        let cases: &[Case<'_>] = &[
+            ("/", &["Api.Example:8080"], ok("api.example")),
+            ("/", &["[fd00::1]:80"], ok("fd00::1")),
+            ("/", &[], Ok(None)),
+            // Absolute form: the target's authority, and a Host must name the same.
+            ("http://x.example/a", &[], ok("x.example")),
+            ("http://x.example/a", &["X.Example"], ok("x.example")),
+            ("http://x.example/a", &["x.example:80"], ok("x.example")),
+            ("http://x.example/a", &["evil.example"], conflict("x.example", "evil.example")),
+            ("http://x.example:8080/a", &["x.example"], conflict("x.example:8080", "x.example")),
+            // Several Host headers, or a list in one, or user information: refused.
+            ("/", &["a.example", "a.example"], Err(SeveralHosts)),
+            ("/", &["a.example, b.example"], Err(SeveralHosts)),
+            ("http://u@x.example/a", &[], Err(Userinfo)),
+            ("/", &["u@x.example"], Err(Userinfo)),
+            ("/", &["a b"], Err(Malformed)),
+        ];
+        for (uri, hosts, want) in cases {
+            assert_eq!(&host(uri, hosts), want, "{uri} {hosts:?}");
+        }
     }
 
     #[test]
