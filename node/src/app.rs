@@ -53,7 +53,10 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     if cfg.runtime.worker_threads > 0 {
         rt.worker_threads(cfg.runtime.worker_threads);
     }
-    let rt = rt.enable_all().build()?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the async runtime (runtime.workerThreads)")?;
     rt.block_on(serve(cfg, rules))
 }
 

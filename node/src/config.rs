@@ -47,12 +47,12 @@ struct Spec {
     policy: PathBuf,
     #[serde(default = "default_capture")]
     capture: Spanned<CaptureSpec>,
-    #[serde(default)]
-    admin: AdminSpec,
+    #[serde(default = "default_admin")]
+    admin: Spanned<AdminSpec>,
     #[serde(default)]
     flow_log: FlowLogSpec,
-    #[serde(default)]
-    runtime: RuntimeSpec,
+    #[serde(default = "default_runtime")]
+    runtime: Spanned<RuntimeSpec>,
     #[serde(default)]
     identity: Option<Spanned<IdentityDoc>>,
     #[serde(default = "default_tunnel")]
@@ -173,6 +173,17 @@ fn default_udp() -> Spanned<UdpSpec> {
 fn default_capture() -> Spanned<CaptureSpec> {
     Spanned::new(CaptureSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
 }
+
+fn default_admin() -> Spanned<AdminSpec> {
+    Spanned::new(AdminSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_runtime() -> Spanned<RuntimeSpec> {
+    Spanned::new(RuntimeSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+/// Most runtime worker threads a node may ask for.
+pub const MAX_WORKER_THREADS: usize = 512;
 
 /// Which traffic the node captures, and the kernel plumbing it uses to do so.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -342,7 +353,7 @@ impl Default for UdpSpec {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RuntimeSpec {
-    /// Worker threads; 0 means one per core.
+    /// Worker threads; 0 means one per core; at most [`MAX_WORKER_THREADS`].
     pub worker_threads: usize,
 }
 
@@ -377,6 +388,9 @@ pub struct NodeConfig {
     pub udp: UdpSpec,
     /// IDS rules (paths relative to `base_dir`); none: no inspection.
     pub ids: Option<IdsSpec>,
+    /// Risky but legal settings, with their location (printed at start and by `policy
+    /// check`).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl NodeConfig {
@@ -411,7 +425,52 @@ impl NodeConfig {
             );
         }
         let _ = f.metadata;
+        let mut warnings = Vec::new();
+        let mut warn = |at: &Location, fallback: &Location, message: String| {
+            let at = if at.line() == 0 { fallback } else { at };
+            warnings.push(Diagnostic {
+                file: name.clone(),
+                line: at.line() as u32,
+                col: at.column() as u32,
+                severity: Severity::Warning,
+                message,
+            });
+        };
+        let top = f.kind.referenced;
         let c = &f.spec.capture;
+        if c.value.interfaces.is_empty() {
+            warn(
+                &c.referenced,
+                &top,
+                "capture: no `interfaces`: no workload's outgoing traffic is captured (nor decided)"
+                    .to_string(),
+            );
+        }
+        let admin = &f.spec.admin;
+        if !admin.value.listen.ip().is_loopback() {
+            warn(
+                &admin.referenced,
+                &top,
+                format!(
+                    "admin: `listen: {}` is off loopback, and the admin endpoint (flows, metrics) has no authentication",
+                    admin.value.listen
+                ),
+            );
+        }
+        let rt = &f.spec.runtime;
+        if rt.value.worker_threads > MAX_WORKER_THREADS {
+            error(
+                if rt.referenced.line() == 0 {
+                    &top
+                } else {
+                    &rt.referenced
+                },
+                format!(
+                    "runtime: `workerThreads` must be at most {MAX_WORKER_THREADS} (0: one per core), found {}",
+                    rt.value.worker_threads
+                ),
+            );
+        }
         if c.value.outbound_port == 0
             || c.value.inbound_port == 0
             || c.value.outbound_port == c.value.inbound_port
@@ -523,12 +582,12 @@ impl NodeConfig {
             registry_path: base.join(f.spec.registry),
             policy_path: base.join(f.spec.policy),
             capture: f.spec.capture.value,
-            admin: f.spec.admin,
+            admin: f.spec.admin.value,
             flow_log: FlowLogSpec {
                 path: f.spec.flow_log.path.map(|p| base.join(p)),
                 ..f.spec.flow_log
             },
-            runtime: f.spec.runtime,
+            runtime: f.spec.runtime.value,
             identity,
             tunnel: f.spec.tunnel.value,
             directory: f.spec.directory,
@@ -536,6 +595,7 @@ impl NodeConfig {
             udp: f.spec.udp.value,
             ids: f.spec.ids,
             base_dir: base.to_path_buf(),
+            warnings,
         })
     }
 

@@ -140,6 +140,52 @@ fn node_config_errors_are_located() {
 }
 
 #[test]
+fn risky_node_configs_are_warned_about_and_impossible_ones_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: hostA\n  registry: r.yaml\n  policy: p.yaml\n";
+    // Too many worker threads: an error at its place, before anything starts.
+    let cfg = write(
+        d.path(),
+        "threads.yaml",
+        &format!(
+            "{head}  capture:\n    interfaces: [eth1]\n  runtime:\n    workerThreads: 100000\n"
+        ),
+    );
+    let out = eastwall(&["policy", "check", &cfg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{cfg}:10:5: runtime: `workerThreads` must be at most 512"
+        )),
+        "{err}"
+    );
+    let out = eastwall(&["node", "--config", &cfg]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workerThreads"));
+    // No capture interfaces and an admin endpoint off loopback: legal, and warned about.
+    let cfg = write(
+        d.path(),
+        "risky.yaml",
+        &format!("{head}  capture:\n    interfaces: []\n  admin:\n    listen: 0.0.0.0:15000\n"),
+    );
+    let out = eastwall(&["policy", "check", &cfg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{cfg}:8:5: warning: capture: no `interfaces`")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{cfg}:10:5: warning: admin: `listen: 0.0.0.0:15000` is off loopback"
+        )),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 warning(s)"));
+}
+
+#[test]
 fn deploy_examples_are_valid() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     let files: Vec<String> = ["node.yaml", "registry.yaml", "policy.yaml"]

@@ -15,6 +15,9 @@ pub(crate) enum NodeAction {
 /// Runs the node with the config at `config`, or does `action` with it.
 pub(crate) fn run(config: &Path, action: Option<NodeAction>) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     match action {
         None => app::run(cfg),
         Some(NodeAction::Cleanup) => capture::remove(&cfg.capture).map(|()| {

@@ -116,8 +116,9 @@ pub(crate) fn check(files: &[PathBuf]) -> ExitCode {
                 Err(d) => diags.extend(d.into_vec()),
             },
             Some(DocumentKind::NodeConfig) => {
-                if let Err(d) = NodeConfig::parse(std::path::Path::new(name), text) {
-                    diags.extend(d.into_vec());
+                match NodeConfig::parse(std::path::Path::new(name), text) {
+                    Ok(cfg) => diags.extend(cfg.warnings),
+                    Err(d) => diags.extend(d.into_vec()),
                 }
             }
             Some(DocumentKind::Directory) => {
