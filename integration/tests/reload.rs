@@ -164,6 +164,45 @@ fn an_invalid_change_is_rejected_and_the_rules_in_force_stay() {
 }
 
 #[test]
+fn a_policy_path_that_is_not_a_regular_file_is_rejected_without_stopping_the_node() {
+    let c = cloud();
+    let mut db = open(&c, "app", "db", 5432);
+    // A FIFO in place of the policy: opening it for reading would wait for a writer forever.
+    let path = c.lab.dir().join("hostA/policy.yaml");
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let start = Instant::now();
+    while c.metric("hostA", "eastwall_policy_reloads_total{result=\"error\"}") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "no rejected reload counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The node goes on: live and new connections, and its admin endpoint.
+    assert!(echoes(&mut db));
+    assert!(c.connect("app", "db", 6379).outcome.reached());
+    assert!(c.admin("hostA", "/healthz").contains("ok"));
+    let log = std::fs::read_to_string(c.lab.dir().join("hostA/node.log")).unwrap();
+    assert!(log.contains("policy.yaml is not a regular file"), "{log}");
+    // A regular file again is taken.
+    std::fs::remove_file(&path).unwrap();
+    write_policy(
+        &c,
+        &POLICY.replace("          ports: [6379]\n", "          ports: [6380]\n"),
+    );
+    let start = Instant::now();
+    while c.connect("app", "db", 6379).outcome.reached() {
+        assert!(start.elapsed() < Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_registry_change_moves_a_workload_between_zones() {
     let policy = r#"apiVersion: eastwall.dev/v1
 kind: Policy

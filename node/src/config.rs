@@ -601,10 +601,47 @@ impl NodeConfig {
 
     /// Reads and parses a node configuration file.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = read_file(path)?;
         NodeConfig::parse(path, &text).map_err(|d| anyhow::anyhow!("{d}"))
     }
+}
+
+/// Largest registry, policy, directory or node config file the node reads.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a file the node is configured with: a regular file (not a FIFO, device or
+/// folder, which could block or never end), opened without blocking, at most
+/// [`MAX_FILE_BYTES`], UTF-8.
+pub fn read_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .with_context(|| format!("reading {shown}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {shown}"))?;
+    if !meta.is_file() {
+        anyhow::bail!("{shown} is not a regular file");
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        anyhow::bail!(
+            "{shown} is larger than {} MiB ({} bytes)",
+            MAX_FILE_BYTES >> 20,
+            meta.len()
+        );
+    }
+    let mut text = String::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {shown}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        anyhow::bail!("{shown} grew past {} MiB while read", MAX_FILE_BYTES >> 20);
+    }
+    Ok(text)
 }
 
 /// Which transport carries a node's outgoing tunnel streams (`tunnel.transport`). A node

@@ -36,8 +36,7 @@ impl Directory {
             (Some(f), None) => {
                 let path = base.join(f);
                 let file = path.display().to_string();
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("{file}: cannot read: {e}"))?;
+                let text = crate::config::read_file(&path)?;
                 let users = eastwall_policy::parse_directory(&file, &text)
                     .map_err(|d| anyhow::anyhow!("{d}"))?;
                 Ok(Directory::Static(StaticDirectory::from_users(users)))

@@ -3,7 +3,8 @@
 //! connections that stay allowed; live connections the new rules deny are ended at once. An
 //! invalid change is rejected, logged and counted, and the rules in force stay.
 //!
-//! Order, so that nothing is half-applied: load and validate both files; check this node is
+//! Order, so that nothing is half-applied: load and validate both files (on a blocking
+//! thread: only regular files, at most `config::MAX_FILE_BYTES`); check this node is
 //! still declared; re-install capture if the set of local workload addresses changed (one
 //! atomic nftables transaction: if it fails, the old rules stay); obtain certificates for new
 //! local workloads; put the rules in force; re-decide live connections.
@@ -150,7 +151,12 @@ async fn reload(
     upkeep: &IdentityUpkeep,
     local_addrs: &[IpAddr],
 ) -> anyhow::Result<Vec<IpAddr>> {
-    let (rules, warnings) = Rules::load(&cfg.registry_path, &cfg.policy_path)?;
+    // Reading and parsing take time on a large policy: off the async workers, so that
+    // connections and the admin endpoint go on meanwhile.
+    let paths = (cfg.registry_path.clone(), cfg.policy_path.clone());
+    let (rules, warnings) = tokio::task::spawn_blocking(move || Rules::load(&paths.0, &paths.1))
+        .await
+        .context("loading the registry and policy")??;
     for w in warnings.iter() {
         warn!("{w}");
     }

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use eastwall_policy::{Diagnostics, Policy, Registry};
+
+use crate::config::read_file;
 
 /// The registry and policy a node decides with, loaded together so they are consistent.
 #[derive(Debug, Clone)]
@@ -21,12 +22,10 @@ impl Rules {
         registry_path: &Path,
         policy_path: &Path,
     ) -> anyhow::Result<(Rules, Diagnostics)> {
-        let rtext = std::fs::read_to_string(registry_path)
-            .with_context(|| format!("reading {}", registry_path.display()))?;
+        let rtext = read_file(registry_path)?;
         let registry = Registry::parse(&registry_path.display().to_string(), &rtext)
             .map_err(|d| anyhow::anyhow!("{d}"))?;
-        let ptext = std::fs::read_to_string(policy_path)
-            .with_context(|| format!("reading {}", policy_path.display()))?;
+        let ptext = read_file(policy_path)?;
         let (policy, warnings) =
             Policy::parse(&policy_path.display().to_string(), &ptext, &registry)
                 .map_err(|d| anyhow::anyhow!("{d}"))?;
