@@ -15,7 +15,65 @@ spec:
     - name: apps
       rules:
         - {id: app-to-db-udp, action: allow, from: {app: app}, to: {app: db}, ports: [{protocol: UDP}]}
+        - {id: app-to-db, action: allow, from: {app: app}, to: {app: db}, ports: [5432]}
 "#;
+
+macro_rules! over_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod quic {
+            $( #[test] fn $name() { super::$name("quic") } )*
+        }
+        mod h2 {
+            $( #[test] fn $name() { super::$name("h2") } )*
+        }
+    };
+}
+
+over_both_transports!(traffic_resumes_within_seconds_of_a_peer_restart);
+
+/// The destination's node is killed (as a crash) while the source holds a pooled tunnel
+/// connection to it, and started again: new connections get through again within seconds,
+/// over a freshly dialed tunnel connection.
+fn traffic_resumes_within_seconds_of_a_peer_restart(transport: &str) {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "app", "app", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        POLICY,
+    );
+    c.lab.serve("db", &[5432]).unwrap();
+    c.lab
+        .add_node_spec(&format!("  tunnel:\n    transport: {transport}\n"));
+    c.start_nodes("");
+    assert!(c.connect("app", "db", 5432).outcome.reached());
+    let node = c.node("hostB").clone();
+    let killed = Instant::now();
+    c.lab.kill_node(&node).unwrap();
+    // While it is down, nothing gets through (and the source keeps its dead connection).
+    assert!(!c.connect("app", "db", 5432).outcome.reached());
+    c.start_node("hostB", "");
+    let restarted = Instant::now();
+    let mut attempts = 0;
+    while !c.connect("app", "db", 5432).outcome.reached() {
+        attempts += 1;
+        assert!(
+            restarted.elapsed() < Duration::from_secs(8),
+            "{transport}: not reachable {:.1} s after the peer restarted",
+            restarted.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = restarted.elapsed().as_secs_f64();
+    let since_kill = killed.elapsed().as_secs_f64();
+    eprintln!(
+        "peer restart over {transport}: reachable again {took:.2} s after the restart, {since_kill:.2} s after the kill ({attempts} failed attempts after the restart)"
+    );
+    assert!(took < 4.0, "{transport}: {took:.2} s");
+}
 
 /// A workload floods another's address: every spoofed datagram is dropped (none reaches the
 /// server, whatever its port), every one is counted, and the records stay within the rate

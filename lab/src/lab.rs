@@ -627,6 +627,16 @@ impl Lab {
         Ok(())
     }
 
+    /// Kills a node (SIGKILL: no cleanup, as a crash) and waits for it.
+    pub fn kill_node(&mut self, node: &NodeHandle) -> anyhow::Result<()> {
+        if let Some(i) = self.children.iter().position(|(c, _)| c.id() == node.pid) {
+            let (mut c, _) = self.children.remove(i);
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
     /// Ends a process the lab started (SIGTERM, then SIGKILL after 5 s) and waits for it.
     fn stop_pid(&mut self, pid: u32) {
         if let Some(i) = self.children.iter().position(|(c, _)| c.id() == pid) {

@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use std::collections::BTreeMap;
 
 use eastwall_policy::{Diagnostic, Diagnostics, Severity};
@@ -620,10 +619,10 @@ pub fn read_file(path: &Path) -> anyhow::Result<String> {
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
-        .with_context(|| format!("reading {shown}"))?;
+        .map_err(|e| anyhow::anyhow!("{shown}: cannot read: {e}"))?;
     let meta = file
         .metadata()
-        .with_context(|| format!("reading {shown}"))?;
+        .map_err(|e| anyhow::anyhow!("{shown}: cannot read: {e}"))?;
     if !meta.is_file() {
         anyhow::bail!("{shown} is not a regular file");
     }
@@ -637,7 +636,7 @@ pub fn read_file(path: &Path) -> anyhow::Result<String> {
     let mut text = String::with_capacity(meta.len() as usize);
     file.take(MAX_FILE_BYTES + 1)
         .read_to_string(&mut text)
-        .with_context(|| format!("reading {shown}"))?;
+        .map_err(|e| anyhow::anyhow!("{shown}: cannot read: {e}"))?;
     if text.len() as u64 > MAX_FILE_BYTES {
         anyhow::bail!("{shown} grew past {} MiB while read", MAX_FILE_BYTES >> 20);
     }

@@ -22,6 +22,12 @@ use super::server::{Acceptor, HEADER_TIMEOUT, PeerConn, ServerStream};
 use crate::identity::LocalIdentities;
 use crate::relay::{Abort, MAX_READ, Prefixed, Sink, Source, grow};
 
+/// How often an idle tunnel connection proves its peer is there.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// Silence after which a tunnel connection is taken for dead.
+pub(crate) const IDLE_TIMEOUT_MS: u32 = 2_000;
+
 /// Transport settings sized for bulk transfer on a LAN and many concurrent streams.
 pub(crate) fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
@@ -30,8 +36,11 @@ pub(crate) fn transport_config() -> Arc<TransportConfig> {
     t.stream_receive_window(VarInt::from_u32(8 * 1024 * 1024));
     t.receive_window(VarInt::from_u32(32 * 1024 * 1024));
     t.send_window(32 * 1024 * 1024);
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
-    t.max_idle_timeout(Some(VarInt::from_u32(60_000).into()));
+    // A peer that restarted cannot answer for the old connection (its stateless-reset key
+    // is new), so a dead connection is known only by silence: keep-alives twice a second
+    // and 2 s of silence end it, and the pool dials afresh.
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
     Arc::new(t)
 }
 
