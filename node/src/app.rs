@@ -70,6 +70,10 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     let flows = FlowLog::open(
         cfg.flow_log.path.as_deref(),
         cfg.flow_log.recent,
+        crate::telemetry::flowlog::Rotation {
+            max_bytes: cfg.flow_log.max_bytes,
+            keep: cfg.flow_log.keep,
+        },
         metrics.flow_log_write_errors.clone(),
     )
     .context("opening the flow log")?;

@@ -257,6 +257,10 @@ pub struct FlowLogSpec {
     pub path: Option<PathBuf>,
     /// How many recent records `/flows` serves.
     pub recent: usize,
+    /// Size at which the file is rotated (`flows.json` → `flows.json.1` → ...).
+    pub max_bytes: u64,
+    /// Rotated files kept; 0: the file starts over when it is full.
+    pub keep: u32,
 }
 
 impl Default for FlowLogSpec {
@@ -264,6 +268,8 @@ impl Default for FlowLogSpec {
         FlowLogSpec {
             path: Some(PathBuf::from("/var/log/eastwall/flows.json")),
             recent: 1024,
+            max_bytes: 256 << 20,
+            keep: 4,
         }
     }
 }
@@ -496,6 +502,12 @@ impl NodeConfig {
                 &f.spec.udp.referenced,
                 "udp: `idleSecs`, `dnsIdleSecs`, `maxSessions` and `maxSessionsPerSource` must be non-zero"
                     .to_string(),
+            );
+        }
+        if f.spec.flow_log.max_bytes < 4096 {
+            error(
+                &top,
+                "flowLog: `maxBytes` must be at least 4096".to_string(),
             );
         }
         let t = &f.spec.tunnel;

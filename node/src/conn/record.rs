@@ -370,7 +370,7 @@ mod tests {
     fn telemetry() -> Arc<Telemetry> {
         Arc::new(Telemetry {
             metrics: Metrics::default(),
-            flows: FlowLog::open(None, 16, Default::default()).unwrap(),
+            flows: FlowLog::open(None, 16, Default::default(), Default::default()).unwrap(),
         })
     }
 

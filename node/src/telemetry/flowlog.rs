@@ -1,11 +1,12 @@
-//! The node's EVE log: every event (`flow`, `http`, `alert`, shaped by `eastwall_wire::eve`)
-//! as one JSON line appended to a file, and a ring of the recent ones for the admin
-//! endpoint's `/flows`.
+//! The node's EVE log: every event (`flow`, `http`, `dns`, `alert`, shaped by
+//! `eastwall_wire::eve`) as one JSON line appended to a file, and a ring of the recent ones
+//! for the admin endpoint's `/flows`. The file is rotated by size (`flowLog.maxBytes`,
+//! `flowLog.keep`), so a flood of records cannot fill the disk.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{LineWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -14,19 +15,104 @@ use serde::Serialize;
 
 /// Where records go: an append-only JSON-lines file and a ring of recent ones for `/flows`.
 pub(crate) struct FlowLog {
-    file: Option<Mutex<LineWriter<File>>>,
+    file: Option<Mutex<LogFile>>,
     recent: Mutex<VecDeque<String>>,
     capacity: usize,
     next_id: AtomicU64,
     write_errors: prometheus_client::metrics::counter::Counter,
 }
 
+/// The log file, its size as far as this node wrote it, and how it is rotated.
+struct LogFile {
+    path: PathBuf,
+    out: LineWriter<File>,
+    written: u64,
+    rotation: Rotation,
+}
+
+/// When and how the log file is rotated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rotation {
+    /// Size past which the file is rotated.
+    pub(crate) max_bytes: u64,
+    /// Rotated files kept (`PATH.1` the newest); 0: the file starts over.
+    pub(crate) keep: u32,
+}
+
+impl Default for Rotation {
+    /// The node config's defaults.
+    fn default() -> Self {
+        let spec = crate::config::FlowLogSpec::default();
+        Rotation {
+            max_bytes: spec.max_bytes,
+            keep: spec.keep,
+        }
+    }
+}
+
+impl LogFile {
+    fn open(path: &Path, rotation: Rotation) -> std::io::Result<LogFile> {
+        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        let written = f.metadata()?.len();
+        Ok(LogFile {
+            path: path.to_owned(),
+            out: LineWriter::new(f),
+            written,
+            rotation,
+        })
+    }
+
+    /// Appends one line, rotating first if it would take the file past its size.
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if self.written + len > self.rotation.max_bytes {
+            // The file may have been truncated meanwhile (logrotate's `copytruncate`).
+            self.written = self.out.get_ref().metadata()?.len();
+            if self.written + len > self.rotation.max_bytes {
+                self.rotate()?;
+            }
+        }
+        writeln!(self.out, "{line}")?;
+        self.written += len;
+        Ok(())
+    }
+
+    /// `PATH.(keep-1)` → `PATH.keep`, ..., `PATH` → `PATH.1`, then a new `PATH`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        if self.rotation.keep == 0 {
+            self.out.get_ref().set_len(0)?;
+        } else {
+            for n in (1..self.rotation.keep).rev() {
+                let from = numbered(n);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            self.out = LineWriter::new(f);
+        }
+        self.written = 0;
+        Ok(())
+    }
+}
+
 impl FlowLog {
-    /// Opens (creating folders as needed) the log at `path`; records that cannot be written
-    /// are counted in `write_errors`.
+    /// Opens (creating folders as needed) the log at `path`, rotated as `rotation` says;
+    /// records that cannot be written are counted in `write_errors`.
     pub(crate) fn open(
         path: Option<&Path>,
         capacity: usize,
+        rotation: Rotation,
         write_errors: prometheus_client::metrics::counter::Counter,
     ) -> anyhow::Result<FlowLog> {
         let file = match path {
@@ -34,8 +120,7 @@ impl FlowLog {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                let f = OpenOptions::new().create(true).append(true).open(p)?;
-                Some(Mutex::new(LineWriter::new(f)))
+                Some(Mutex::new(LogFile::open(p, rotation)?))
             }
             None => None,
         };
@@ -70,7 +155,7 @@ impl FlowLog {
         };
         if let Some(f) = &self.file {
             let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = writeln!(f, "{line}") {
+            if let Err(e) = f.write_line(&line) {
                 self.write_errors.inc();
                 tracing::error!("writing the flow log: {e}");
             }
@@ -110,11 +195,62 @@ mod tests {
         event_type: &'static str,
     }
 
+    const ROOMY: Rotation = Rotation {
+        max_bytes: 1 << 20,
+        keep: 2,
+    };
+
+    #[test]
+    fn the_file_is_rotated_by_size_and_keeps_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.json");
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 2,
+        };
+        let log = FlowLog::open(Some(&path), 0, rotation, Default::default()).unwrap();
+        // Each line is 40 bytes: two fit in 100, the third rotates.
+        for i in 0..10 {
+            log.event(&Event {
+                flow_id: 1_000_000 + i,
+                event_type: "flow",
+            });
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let numbered = |n: u32| dir.path().join(format!("flows.json.{n}"));
+        for p in [path.clone(), numbered(1), numbered(2)] {
+            let text = read(&p);
+            assert!(text.len() <= 100, "{}: {} bytes", p.display(), text.len());
+            for l in text.lines() {
+                serde_json::from_str::<serde_json::Value>(l).unwrap();
+            }
+        }
+        assert!(!numbered(3).exists(), "only `keep` rotated files");
+        // The newest events are in the file, the ones before in .1, then .2.
+        assert!(read(&path).contains("1000009"));
+        assert!(read(&numbered(1)).contains("1000007"));
+        assert!(read(&numbered(2)).contains("1000005"));
+        // With nothing kept the file starts over.
+        let once = dir.path().join("once.json");
+        let rotation = Rotation {
+            max_bytes: 100,
+            keep: 0,
+        };
+        let log = FlowLog::open(Some(&once), 0, rotation, Default::default()).unwrap();
+        for i in 0..5 {
+            log.event(&Event {
+                flow_id: 1_000_000 + i,
+                event_type: "flow",
+            });
+        }
+        assert_eq!(read(&once).lines().count(), 1);
+    }
+
     #[test]
     fn each_event_is_one_line_and_the_ring_keeps_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/flows.json");
-        let log = FlowLog::open(Some(&path), 2, Default::default()).unwrap();
+        let log = FlowLog::open(Some(&path), 2, ROOMY, Default::default()).unwrap();
         let first = log.next_id();
         assert_eq!(log.next_id(), first + 1, "ids are consecutive");
         for i in 0..3 {
