@@ -49,6 +49,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     stop.add(nix::sys::signal::Signal::SIGTERM);
     stop.add(nix::sys::signal::Signal::SIGINT);
     stop.thread_unblock()?;
+    raise_open_file_limit();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.runtime.worker_threads > 0 {
         rt.worker_threads(cfg.runtime.worker_threads);
@@ -362,4 +363,18 @@ async fn identities_from_ca(
     let issued = renew::obtain_all(&client, &wanted).await?;
     let ids = LocalIdentities::from_ca(bundle_path, &rules.registry, node, &issued)?;
     Ok((client, Arc::new(ids)))
+}
+
+/// Raises the open-file limit to its hard limit: every proxied connection holds two
+/// descriptors, and running out refuses connections of every workload alike.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => warn!(%e, soft, hard, "could not raise the open-file limit"),
+        },
+        Ok((soft, _)) => info!(limit = soft, "open-file limit"),
+        Err(e) => warn!(%e, "could not read the open-file limit"),
+    }
 }
