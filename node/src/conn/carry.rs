@@ -274,47 +274,13 @@ impl Carrier {
         guard: &mut FlowGuard,
     ) -> Outcome {
         let direction = ends.direction();
-        let Some(tunnel) = &self.tunnel else {
-            socket::reset(client);
-            return Outcome::Unreachable {
-                hop: Hop::Tunnel,
-                error: "this node runs no tunnel".to_owned(),
-            };
-        };
-        let mut info = TunnelInfo {
-            transport: tunnel.mode().as_str(),
-            peer: key.node.to_string(),
-            peer_identity: Some(key.dst.to_string()),
-            status: TunnelStatus::StreamFailed,
-            reason: String::new(),
-        };
-        let header = StreamHeader {
-            dst: ends.dst.addr,
-            src: ends.src.addr,
-            trace: None,
-            kind: Default::default(),
-        };
-        let opened = match self.ensure_user_certificate(&key.src).await {
-            Ok(()) => tunnel.open(key, &header).await,
-            Err(e) => Err(e),
-        };
-        let opened = match opened {
-            Ok(s) => s,
-            Err(e) => {
-                if e.is_handshake() {
-                    info.status = TunnelStatus::HandshakeFailed;
-                }
-                info.reason = e.to_string();
-                guard.tunnel = Some(info);
+        let (opened, mut info) = match self.open_tunnel(ends, key, StreamKind::Tcp, guard).await {
+            Ok(o) => o,
+            Err(outcome) => {
                 socket::reset(client);
-                self.count_upstream_error(direction);
-                return Outcome::Unreachable {
-                    hop: Hop::Tunnel,
-                    error: e.to_string(),
-                };
+                return outcome;
             }
         };
-        info.transport = opened.transport();
         let live = self.live.register(ends.clone(), true);
         let mut c = client;
         let (mut up, mut down) = (0u64, 0u64);
@@ -482,45 +448,10 @@ impl Carrier {
         guard: &mut FlowGuard,
     ) -> Outcome {
         let direction = ends.direction();
-        let Some(tunnel) = &self.tunnel else {
-            return Outcome::Unreachable {
-                hop: Hop::Tunnel,
-                error: "this node runs no tunnel".to_owned(),
-            };
+        let (opened, mut info) = match self.open_tunnel(ends, key, StreamKind::Udp, guard).await {
+            Ok(o) => o,
+            Err(outcome) => return outcome,
         };
-        let mut info = TunnelInfo {
-            transport: tunnel.mode().as_str(),
-            peer: key.node.to_string(),
-            peer_identity: Some(key.dst.to_string()),
-            status: TunnelStatus::StreamFailed,
-            reason: String::new(),
-        };
-        let header = StreamHeader {
-            dst: ends.dst.addr,
-            src: ends.src.addr,
-            trace: None,
-            kind: StreamKind::Udp,
-        };
-        let opened = match self.ensure_user_certificate(&key.src).await {
-            Ok(()) => tunnel.open(key, &header).await,
-            Err(e) => Err(e),
-        };
-        let opened = match opened {
-            Ok(s) => s,
-            Err(e) => {
-                if e.is_handshake() {
-                    info.status = TunnelStatus::HandshakeFailed;
-                }
-                info.reason = e.to_string();
-                guard.tunnel = Some(info);
-                self.count_upstream_error(direction);
-                return Outcome::Unreachable {
-                    hop: Hop::Tunnel,
-                    error: e.to_string(),
-                };
-            }
-        };
-        info.transport = opened.transport();
         let live = self.live.register(ends.clone(), true);
         let outcome = match opened {
             Opened::Quic { lease, send, recv } => {
@@ -554,6 +485,59 @@ impl Carrier {
         };
         guard.tunnel = Some(info);
         outcome
+    }
+
+    /// Opens a tunnel stream of `kind` for `ends` (the source's certificate first, for a
+    /// local user); with the tunnel's part of the record begun. A failure is recorded and
+    /// counted, and returned as the outcome.
+    async fn open_tunnel(
+        &self,
+        ends: &Ends,
+        key: &PoolKey,
+        kind: StreamKind,
+        guard: &mut FlowGuard,
+    ) -> Result<(Opened, TunnelInfo), Outcome> {
+        let Some(tunnel) = &self.tunnel else {
+            return Err(Outcome::Unreachable {
+                hop: Hop::Tunnel,
+                error: "this node runs no tunnel".to_owned(),
+            });
+        };
+        let mut info = TunnelInfo {
+            transport: tunnel.mode().as_str(),
+            peer: key.node.to_string(),
+            peer_identity: Some(key.dst.to_string()),
+            status: TunnelStatus::StreamFailed,
+            reason: String::new(),
+        };
+        let header = StreamHeader {
+            dst: ends.dst.addr,
+            src: ends.src.addr,
+            trace: None,
+            kind,
+        };
+        let opened = match self.ensure_user_certificate(&key.src).await {
+            Ok(()) => tunnel.open(key, &header).await,
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(o) => {
+                info.transport = o.transport();
+                Ok((o, info))
+            }
+            Err(e) => {
+                if e.is_handshake() {
+                    info.status = TunnelStatus::HandshakeFailed;
+                }
+                info.reason = e.to_string();
+                guard.tunnel = Some(info);
+                self.count_upstream_error(ends.direction());
+                Err(Outcome::Unreachable {
+                    hop: Hop::Tunnel,
+                    error: e.to_string(),
+                })
+            }
+        }
     }
 
     /// The destination's answer to a UDP stream: the stream of its datagrams when connected,
