@@ -2,7 +2,8 @@
 //! belong in the benchmark). Run as root.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -161,4 +162,176 @@ fn a_spoof_flood_is_dropped_counted_and_recorded_within_bounds() {
         .lab
         .udp_exchange("victim", c.addr("db", 5432), 1, Duration::from_millis(500));
     assert_eq!(ok.answers.len(), 1, "{ok:?}");
+}
+
+const SERVICE: u16 = 7000;
+
+const SHARED_SERVICE: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - {id: clients-to-service, action: allow, from: {app: client}, to: {app: service}, ports: [7000]}
+"#;
+
+/// From `workload`, opens `n` connections to `dst` one after the other; keeps those the
+/// server greeted (through the node), counts those refused.
+fn hold(c: &Cloud, workload: &str, dst: SocketAddr, n: usize) -> (Vec<TcpStream>, usize) {
+    let netns = c.lab.workload(workload).netns.clone();
+    eastwall_lab::in_netns(&netns, move || {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..n {
+            let greeted =
+                TcpStream::connect_timeout(&dst, Duration::from_secs(2)).and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    let mut buf = [0u8; 64];
+                    match s.read(&mut buf)? {
+                        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                        _ => Ok(s),
+                    }
+                });
+            match greeted {
+                Ok(s) => held.push(s),
+                Err(_) => refused += 1,
+            }
+        }
+        (held, refused)
+    })
+    .unwrap()
+}
+
+/// One workload opens connections without end: it gets its budget and no more, the node
+/// stays healthy, and another workload's connections all get through. The node also raises
+/// its open-file limit to the hard limit it was given.
+#[test]
+fn one_workload_cannot_take_every_connection() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA"],
+        &[
+            ("hostA", "greedy", "client", "prod"),
+            ("hostA", "modest", "client", "prod"),
+            ("hostA", "service", "service", "prod"),
+        ],
+        "",
+        SHARED_SERVICE,
+    );
+    c.lab.serve("service", &[SERVICE]).unwrap();
+    // Soft 512, hard 1024: the node raises to 1024, whose budget is (1024 - 256) / 2 = 384
+    // connections, a quarter of them per workload.
+    c.lab.set_node_open_files(512, 1024);
+    c.start_nodes("");
+    assert_eq!(c.metric("hostA", "eastwall_open_files_limit"), 1024);
+    assert_eq!(c.metric("hostA", "eastwall_connection_budget"), 384);
+    let dst = c.addr("service", SERVICE);
+    let (greedy, refused) = hold(&c, "greedy", dst, 200);
+    let (modest, modest_refused) = hold(&c, "modest", dst, 50);
+    eprintln!(
+        "descriptor exhaustion by one workload: greedy got {} of 200 (refused {refused}); the other workload got {} of 50",
+        greedy.len(),
+        modest.len()
+    );
+    assert_eq!(greedy.len(), 96, "the greedy workload gets its budget");
+    assert_eq!(refused, 104);
+    assert_eq!(
+        modest_refused, 0,
+        "the other workload's success rate is 100%"
+    );
+    assert_eq!(
+        c.metric(
+            "hostA",
+            "eastwall_resource_refusals_total{resource=\"workload-connection-budget\",workload=\"greedy\"}"
+        ),
+        104
+    );
+    assert!(c.admin("hostA", "/healthz").starts_with("ok"));
+    // The refusals are recorded, and folded once their kind floods.
+    let records = c.wait_flows("hostA", 10, |f| {
+        f["flow"]["reason"] == "resource-limit"
+            && f["eastwall"]["policy"]["rule"] == "workload-connection-budget"
+    });
+    assert_eq!(records.len(), 10, "{records:#?}");
+    assert_eq!(
+        c.metric("hostA", "eastwall_flow_records_aggregated_total"),
+        94
+    );
+    // Closing connections gives their slots back.
+    drop(greedy);
+    std::thread::sleep(Duration::from_millis(300));
+    let (again, _) = hold(&c, "greedy", dst, 10);
+    assert_eq!(again.len(), 10);
+    drop(modest);
+}
+
+/// The node runs out of descriptors (a budget per workload above what it can carry): it
+/// refuses new connections, says it is degraded and why, stays alive, and is healthy again
+/// once connections close; the refusals are recorded as one aggregate past the first few.
+#[test]
+fn out_of_descriptors_the_node_says_it_is_degraded() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA"],
+        &[
+            ("hostA", "greedy", "client", "prod"),
+            ("hostA", "service", "service", "prod"),
+        ],
+        "",
+        SHARED_SERVICE,
+    );
+    c.lab.serve("service", &[SERVICE]).unwrap();
+    c.lab.set_node_open_files(512, 512);
+    c.lab
+        .add_node_spec("  limits:\n    connectionsPerWorkload: 100000\n");
+    c.start_nodes("");
+    let dst = c.addr("service", SERVICE);
+    let (held, refused) = hold(&c, "greedy", dst, 200);
+    eprintln!(
+        "out of descriptors: {} connections carried (budget (512 - 256) / 2 = 128), {refused} refused",
+        held.len()
+    );
+    assert_eq!((held.len(), refused), (128, 72));
+    let node = c.node("hostA").clone();
+    let health = c.lab.admin_get(&node, "/healthz");
+    let Err(e) = health else {
+        panic!("/healthz says {health:?} while refusing connections")
+    };
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("503") && e.contains("degraded") && e.contains("file descriptors"),
+        "{e}"
+    );
+    assert!(c.admin("hostA", "/livez").starts_with("alive"));
+    assert_eq!(
+        c.metric(
+            "hostA",
+            "eastwall_resource_refusals_total{resource=\"node-out-of-descriptors\",workload=\"greedy\"}"
+        ),
+        72
+    );
+    drop(held);
+    let since = Instant::now();
+    while c.lab.admin_get(&node, "/healthz").is_err() {
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "still degraded {:.1} s after the connections closed",
+            since.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "healthy again {:.1} s after the connections closed",
+        since.elapsed().as_secs_f64()
+    );
+    let aggregate = c.wait_flow("hostA", |f| !f["eastwall"]["aggregate"].is_null());
+    assert_eq!(
+        aggregate["eastwall"]["aggregate"]["flows"], 62,
+        "{aggregate:#}"
+    );
+    assert_eq!(aggregate["flow"]["reason"], "resource-limit");
+    assert_eq!(
+        aggregate["eastwall"]["policy"]["rule"],
+        "node-out-of-descriptors"
+    );
 }

@@ -97,6 +97,8 @@ pub struct Lab {
     node_spec: String,
     /// Nodes get their workloads' certificates from this CA service: (URL, `certSecs`).
     ca_service: Option<(String, Option<u64>)>,
+    /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
+    node_open_files: Option<(u64, u64)>,
 }
 
 /// A running `eastwall ca serve`.
@@ -149,6 +151,7 @@ impl Lab {
             ca: None,
             node_spec: String::new(),
             ca_service: None,
+            node_open_files: None,
         };
         let lan = lab.lan.clone();
         lab.add_netns(&lan)?;
@@ -284,6 +287,12 @@ impl Lab {
     /// from now on, e.g. a `directory:` section; relative paths are against the host's folder.
     pub fn add_node_spec(&mut self, lines: &str) {
         self.node_spec.push_str(lines);
+    }
+
+    /// Starts nodes from now on with this open-file limit (soft, hard), as a service
+    /// manager's `LimitNOFILE` would.
+    pub fn set_node_open_files(&mut self, soft: u64, hard: u64) {
+        self.node_open_files = Some((soft, hard));
     }
 
     /// Forgets the `spec` lines added so far (for nodes started from now on).
@@ -575,8 +584,15 @@ impl Lab {
             ),
         )?;
         let log = fs::File::create(dir.join("node.log"))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &h.netns])
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &h.netns]);
+        if let Some((soft, hard)) = self.node_open_files {
+            // prlimit execs the node: the PID stays the node's.
+            command
+                .arg("prlimit")
+                .arg(format!("--nofile={soft}:{hard}"));
+        }
+        let child = command
             .arg(exe)
             .args(["node", "--config"])
             .arg(&config)
@@ -662,7 +678,11 @@ impl Lab {
                 .split_once("\r\n\r\n")
                 .context("malformed admin response")?;
             if !head.starts_with("HTTP/1.1 200") {
-                bail!("admin {path}: {}", head.lines().next().unwrap_or(""));
+                bail!(
+                    "admin {path}: {}: {}",
+                    head.lines().next().unwrap_or(""),
+                    body.trim()
+                );
             }
             Ok(body.to_owned())
         })?

@@ -1,9 +1,8 @@
-//! The admin endpoint (loopback by default): `/healthz`, `/metrics`, `/flows`.
+//! The admin endpoint (loopback by default): `/healthz`, `/livez`, `/metrics`, `/flows`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,19 +15,19 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::telemetry::Telemetry;
+use crate::telemetry::health::HealthStatus;
 
 /// Binds the admin endpoint.
 pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// What the admin endpoint serves: the node's telemetry, and whether it is ready (capture
-/// installed, serving).
+/// What the admin endpoint serves: the node's telemetry and health.
 pub(crate) struct AdminView {
-    /// Metrics and the recent EVE events.
+    /// Metrics, the recent EVE events, health.
     pub(crate) telemetry: Arc<Telemetry>,
-    /// What `/healthz` reports.
-    pub(crate) ready: Arc<AtomicBool>,
+    /// The node's limits in words, for a degraded `/healthz`.
+    pub(crate) limits: String,
 }
 
 /// Serves admin requests until the task is dropped.
@@ -62,14 +61,22 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         );
     }
     match req.uri().path() {
-        "/healthz" if view.ready.load(Ordering::Acquire) => {
-            text(StatusCode::OK, "ok\n".into(), "text/plain")
-        }
-        "/healthz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting\n".into(),
-            "text/plain",
-        ),
+        // Ready or not: what a load balancer or a readiness probe asks.
+        "/healthz" => match view.telemetry.health.status(&view.limits) {
+            HealthStatus::Ok => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+            HealthStatus::Starting => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting\n".into(),
+                "text/plain",
+            ),
+            HealthStatus::Degraded(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("degraded: {why}\n"),
+                "text/plain",
+            ),
+        },
+        // Alive: what a supervisor asks before restarting (a degraded node is alive).
+        "/livez" => text(StatusCode::OK, "alive\n".into(), "text/plain"),
         "/metrics" => text(
             StatusCode::OK,
             view.telemetry.metrics.encode(),
@@ -90,7 +97,7 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /metrics, /flows\n".into(),
+            "not found: try /healthz, /livez, /metrics, /flows\n".into(),
             "text/plain",
         ),
     }

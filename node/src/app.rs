@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,8 +15,9 @@ use tracing::{info, warn};
 use crate::admin::AdminView;
 use crate::ca::client::CaClient;
 use crate::config::{CaClientSpec, CertSource, NodeConfig};
+use crate::conn::budget::Limits;
 use crate::conn::carry::UpstreamSpec;
-use crate::conn::{Carrier, Entry, Here, Pipeline};
+use crate::conn::{Budgets, Carrier, Entry, Here, Pipeline};
 use crate::directory::Directory;
 use crate::front::tunnel::TunnelFront;
 use crate::identity::{LocalIdentities, UserCertSource, UserCertificates, renew};
@@ -49,7 +49,7 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     stop.add(nix::sys::signal::Signal::SIGTERM);
     stop.add(nix::sys::signal::Signal::SIGINT);
     stop.thread_unblock()?;
-    raise_open_file_limit();
+    let open_files = raise_open_file_limit();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.runtime.worker_threads > 0 {
         rt.worker_threads(cfg.runtime.worker_threads);
@@ -58,10 +58,10 @@ pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime (runtime.workerThreads)")?;
-    rt.block_on(serve(cfg, rules))
+    rt.block_on(serve(cfg, rules, open_files))
 }
 
-async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
+async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result<()> {
     let local_addrs: Vec<IpAddr> = rules
         .registry
         .workloads_on(&cfg.node_name)
@@ -78,7 +78,22 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         metrics.flow_log_write_errors.clone(),
     )
     .context("opening the flow log")?;
-    let telemetry = Arc::new(Telemetry { metrics, flows });
+    let telemetry = Arc::new(Telemetry::new(metrics, flows));
+    let limits = Limits::derive(
+        open_files,
+        cfg.limits.reserved_descriptors,
+        cfg.limits.connections_per_workload,
+    );
+    if limits.per_workload > limits.node {
+        warn!(
+            per_workload = limits.per_workload,
+            node = limits.node,
+            open_files,
+            "limits: `connectionsPerWorkload` is above what the open-file limit lets the node carry; one workload can take every connection"
+        );
+    }
+    info!(limits = %limits.describe(), "connection budgets");
+    let budgets = Budgets::new(limits, telemetry.clone());
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
     let mut tunnel_endpoint = None;
     let mut tunnel_listener = None;
@@ -186,6 +201,7 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
         telemetry: telemetry.clone(),
         l7: cfg.l7.clone(),
         udp: cfg.udp.clone(),
+        budgets,
     });
     let mut tasks = Vec::new();
     if matches!(pipeline.directory, Some(Directory::Ldap(_))) {
@@ -300,15 +316,25 @@ async fn serve(cfg: NodeConfig, rules: Rules) -> anyhow::Result<()> {
     let admin = admin::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin endpoint {}", cfg.admin.listen))?;
-    let ready = Arc::new(AtomicBool::new(false));
     let view = Arc::new(AdminView {
         telemetry: telemetry.clone(),
-        ready: ready.clone(),
+        limits: limits.describe(),
     });
     tasks.push(tokio::spawn(admin::serve(admin, view)));
+    {
+        // Aggregate records of floods are written when their window closes.
+        let telemetry = telemetry.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                telemetry.flush_folds();
+            }
+        }));
+    }
 
     capture::install(&cfg.capture, &local_addrs)?;
-    ready.store(true, Ordering::Release);
+    telemetry.health.set_ready();
     tasks.push(tokio::spawn(crate::reload::watch(
         Arc::new(cfg.clone()),
         pipeline.clone(),
@@ -365,16 +391,29 @@ async fn identities_from_ca(
     Ok((client, Arc::new(ids)))
 }
 
-/// Raises the open-file limit to its hard limit: every proxied connection holds two
-/// descriptors, and running out refuses connections of every workload alike.
-fn raise_open_file_limit() {
+/// Raises the open-file limit to its hard limit (every carried connection holds two
+/// descriptors, and running out refuses connections of every workload alike); the limit in
+/// force.
+fn raise_open_file_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
-            Err(e) => warn!(%e, soft, hard, "could not raise the open-file limit"),
+            Ok(()) => {
+                info!(from = soft, to = hard, "raised the open-file limit");
+                hard
+            }
+            Err(e) => {
+                warn!(%e, soft, hard, "could not raise the open-file limit");
+                soft
+            }
         },
-        Ok((soft, _)) => info!(limit = soft, "open-file limit"),
-        Err(e) => warn!(%e, "could not read the open-file limit"),
+        Ok((soft, _)) => {
+            info!(limit = soft, "open-file limit");
+            soft
+        }
+        Err(e) => {
+            warn!(%e, "could not read the open-file limit; assuming 1024");
+            1024
+        }
     }
 }

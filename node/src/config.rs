@@ -64,6 +64,8 @@ struct Spec {
     udp: Spanned<UdpSpec>,
     #[serde(default)]
     ids: Option<IdsSpec>,
+    #[serde(default = "default_limits")]
+    limits: Spanned<LimitsSpec>,
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -175,6 +177,10 @@ fn default_capture() -> Spanned<CaptureSpec> {
 
 fn default_admin() -> Spanned<AdminSpec> {
     Spanned::new(AdminSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
+}
+
+fn default_limits() -> Spanned<LimitsSpec> {
+    Spanned::new(LimitsSpec::default(), Location::UNKNOWN, Location::UNKNOWN)
 }
 
 fn default_runtime() -> Spanned<RuntimeSpec> {
@@ -354,6 +360,31 @@ impl Default for UdpSpec {
     }
 }
 
+/// How many connections the node carries at once (TCP connections, tunnel streams, UDP
+/// sessions), in all and per source workload.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LimitsSpec {
+    /// Connections one source workload (or one address outside the registry) holds at
+    /// once; 0: a quarter of the node's budget.
+    pub connections_per_workload: usize,
+    /// File descriptors kept for the node's own work (tunnel, admin endpoint, logs,
+    /// reloads); the node's budget is half of what the open-file limit leaves.
+    pub reserved_descriptors: u64,
+}
+
+/// Fewest descriptors `limits.reservedDescriptors` may keep.
+pub const MIN_RESERVED_DESCRIPTORS: u64 = 64;
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        LimitsSpec {
+            connections_per_workload: 0,
+            reserved_descriptors: 256,
+        }
+    }
+}
+
 /// The async runtime.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -393,6 +424,8 @@ pub struct NodeConfig {
     pub udp: UdpSpec,
     /// IDS rules (paths relative to `base_dir`); none: no inspection.
     pub ids: Option<IdsSpec>,
+    /// Connection budgets.
+    pub limits: LimitsSpec,
     /// Risky but legal settings, with their location (printed at start and by `policy
     /// check`).
     pub warnings: Vec<Diagnostic>,
@@ -504,6 +537,20 @@ impl NodeConfig {
                     .to_string(),
             );
         }
+        let l = &f.spec.limits;
+        if l.value.reserved_descriptors < MIN_RESERVED_DESCRIPTORS {
+            error(
+                if l.referenced.line() == 0 {
+                    &top
+                } else {
+                    &l.referenced
+                },
+                format!(
+                    "limits: `reservedDescriptors` must be at least {MIN_RESERVED_DESCRIPTORS}, found {}",
+                    l.value.reserved_descriptors
+                ),
+            );
+        }
         if f.spec.flow_log.max_bytes < 4096 {
             error(
                 &top,
@@ -605,6 +652,7 @@ impl NodeConfig {
             l7: f.spec.l7,
             udp: f.spec.udp.value,
             ids: f.spec.ids,
+            limits: f.spec.limits.value,
             base_dir: base.to_path_buf(),
             warnings,
         })

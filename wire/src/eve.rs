@@ -142,6 +142,9 @@ pub enum FlowReason {
     SpoofedSource,
     /// Allowed and passed to the kernel to forward.
     Forwarded,
+    /// Allowed, but refused for lack of resources (the workload's connection budget, the
+    /// node's descriptors).
+    ResourceLimit,
 }
 
 impl FlowReason {
@@ -160,6 +163,7 @@ impl FlowReason {
             FlowReason::TunnelHandshakeRefused => "tunnel-handshake-refused",
             FlowReason::SpoofedSource => "spoofed-source",
             FlowReason::Forwarded => "forwarded",
+            FlowReason::ResourceLimit => "resource-limit",
         }
     }
 }
@@ -368,6 +372,25 @@ pub struct FlowDecision {
     /// What the IDS did on this connection (its alerts are `alert` events of the same flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ids: Option<IdsInfo>,
+    /// This record stands for many flows of one kind (a flood of denials): how many, and
+    /// when; the rest of the record is the last of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+}
+
+/// Flows folded into one record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Aggregate {
+    /// Flows this record stands for (none of them has a record of its own).
+    pub flows: u64,
+    /// When the first of them ended.
+    pub first: String,
+    /// When the last of them ended.
+    pub last: String,
+    /// Whether they are of several kinds (the node's table of kinds was full): then only
+    /// the last flow's addresses, rule and outcome are given.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mixed: bool,
 }
 
 /// EVE's `http` object: one request.
@@ -742,6 +765,7 @@ mod tests {
             FlowReason::TunnelHandshakeRefused,
             FlowReason::SpoofedSource,
             FlowReason::Forwarded,
+            FlowReason::ResourceLimit,
         ] {
             assert_eq!(j(&r), format!("\"{r}\""));
         }
@@ -804,9 +828,11 @@ mod tests {
                 http_requests: None,
                 dns_queries: None,
                 ids: None,
+                aggregate: None,
             },
         };
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert!(v["eastwall"].get("aggregate").is_none());
         assert_eq!(v["event_type"], "flow");
         assert_eq!(v["src_ip"], "10.0.0.2");
         assert_eq!(v["dest_port"], 5432);

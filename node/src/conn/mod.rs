@@ -14,6 +14,7 @@
 //! [`Verdict`] and [`Route`], and the [`Outcome`]. Strings appear only where a record is
 //! written ([`Outcome::eve`], [`DenyReason::code`]).
 
+pub(crate) mod budget;
 pub(crate) mod carry;
 pub(crate) mod live;
 pub(crate) mod plan;
@@ -35,6 +36,9 @@ use crate::rules::Rules;
 use crate::telemetry::Telemetry;
 use crate::tunnel::pool::PoolKey;
 
+use self::record::FlowGuard;
+
+pub(crate) use self::budget::{Budgets, Holder, Shortage, Slot};
 pub(crate) use self::carry::Carrier;
 pub(crate) use self::plan::{at_start, identify, plan, wants_socket_owner};
 
@@ -157,6 +161,9 @@ pub(crate) enum DenyReason {
     BadRequestTarget,
     /// A packet whose source address does not belong behind its interface.
     SpoofedSource,
+    /// Allowed, but there was no room for it: the source workload's connection budget, or
+    /// the node's descriptors.
+    Exhausted(Shortage),
 }
 
 impl DenyReason {
@@ -175,6 +182,7 @@ impl DenyReason {
             DenyReason::TunnelHandshakeRefused => "tunnel-handshake-refused",
             DenyReason::BadRequestTarget => "bad-request-target",
             DenyReason::SpoofedSource => "spoofed-source",
+            DenyReason::Exhausted(s) => s.code(),
         }
     }
 
@@ -194,6 +202,7 @@ impl DenyReason {
             }
             DenyReason::IdentityMismatch => Status::IdentityMismatch,
             DenyReason::BadTunnelHeader => Status::BadHeader,
+            DenyReason::Exhausted(_) => Status::Unreachable,
             _ => Status::Denied,
         }
     }
@@ -204,6 +213,7 @@ impl DenyReason {
             DenyReason::BadTunnelHeader => FlowReason::BadTunnelHeader,
             DenyReason::TunnelHandshakeRefused => FlowReason::TunnelHandshakeRefused,
             DenyReason::SpoofedSource => FlowReason::SpoofedSource,
+            DenyReason::Exhausted(_) => FlowReason::ResourceLimit,
             _ => FlowReason::Denied,
         }
     }
@@ -413,6 +423,8 @@ pub(crate) struct Pipeline {
     pub(crate) l7: L7Spec,
     /// UDP session settings.
     pub(crate) udp: UdpSpec,
+    /// Connections carried at once, per workload and in all.
+    pub(crate) budgets: Arc<Budgets>,
 }
 
 impl Pipeline {
@@ -447,6 +459,31 @@ impl Pipeline {
             (Some(u), Some(d)) => d.groups(u).await,
             _ => None,
         }
+    }
+
+    /// A slot in the connection budgets for the allowed connection between `ends`, or the
+    /// refusal to record (the decision is recorded as this refusal, not the rule's allow).
+    pub(crate) fn room_for(&self, ends: &Ends, guard: &mut FlowGuard) -> Result<Slot, DenyReason> {
+        let holder = match self.rules().registry.workload_by_addr(ends.src.addr.ip()) {
+            Some(w) => Holder::Workload(w.name.as_str().into()),
+            None => Holder::Address(ends.src.addr.ip()),
+        };
+        self.budgets.take(holder).map_err(|shortage| {
+            let reason = DenyReason::Exhausted(shortage);
+            let words = match shortage {
+                Shortage::WorkloadBudget => format!(
+                    "the source workload holds its whole budget of {} connections",
+                    self.budgets.limits().per_workload
+                ),
+                Shortage::Descriptors => format!(
+                    "the node holds its whole budget of {} connections (out of file descriptors)",
+                    self.budgets.limits().node
+                ),
+            };
+            guard.decided(&Plan::refuse(reason.clone(), Some(words.clone())));
+            guard.error = Some(words);
+            reason
+        })
     }
 
     /// Plans with the rules in force, counting the monitor rules that matched.

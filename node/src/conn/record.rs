@@ -58,8 +58,9 @@ pub(crate) struct FlowGuard {
     /// An error met on the way (the outcome's own error takes precedence).
     pub(crate) error: Option<String>,
     outcome: Option<Outcome>,
-    /// Whether the EVE event is written (the metrics always are).
-    recorded: bool,
+    /// Whether the record may be folded into an aggregate when its kind floods (denials
+    /// always may).
+    foldable: bool,
 }
 
 impl FlowGuard {
@@ -120,7 +121,7 @@ impl FlowGuard {
             datagrams: None,
             error: None,
             outcome: None,
-            recorded: true,
+            foldable: false,
         }
     }
 
@@ -152,10 +153,10 @@ impl FlowGuard {
         }
     }
 
-    /// Counts this flow in the metrics but writes no EVE event (one of the same kind was
-    /// written a moment ago).
-    pub(crate) fn unrecorded(&mut self) {
-        self.recorded = false;
+    /// Lets the record be folded into an aggregate when its kind floods, whatever the
+    /// outcome (flows of protocols the kernel carries: a ping flood).
+    pub(crate) fn foldable(&mut self) {
+        self.foldable = true;
     }
 
     /// Ends the connection's life with `outcome`; the record is written now.
@@ -232,10 +233,6 @@ impl FlowGuard {
                     .inc_by(n);
             }
         }
-        if !self.recorded {
-            m.records_suppressed.inc();
-            return;
-        }
         let event = FlowEvent {
             timestamp: eve::timestamp(end),
             flow_id: self.flow_id,
@@ -275,9 +272,11 @@ impl FlowGuard {
                 http_requests: self.http_requests.take(),
                 dns_queries: self.dns_queries.take(),
                 ids: self.ids.take(),
+                aggregate: None,
             },
         };
-        self.telemetry.flows.event(&event);
+        let foldable = self.foldable || outcome.refused_here();
+        self.telemetry.flow(event, foldable);
     }
 }
 
@@ -365,13 +364,9 @@ pub(crate) fn count_monitored(telemetry: &Telemetry, direction: Direction, plan:
 mod tests {
     use super::*;
     use crate::conn::{DenyReason, Ending, Plan};
-    use crate::telemetry::{FlowLog, Metrics};
 
     fn telemetry() -> Arc<Telemetry> {
-        Arc::new(Telemetry {
-            metrics: Metrics::default(),
-            flows: FlowLog::open(None, 16, Default::default(), Default::default()).unwrap(),
-        })
+        Telemetry::detached()
     }
 
     fn guard(t: &Arc<Telemetry>, reason: Option<DenyReason>) -> FlowGuard {

@@ -19,7 +19,8 @@ use crate::capture::spoof::{self, Attempt};
 use crate::conn::carry::{Prelude, TcpDownstream};
 use crate::conn::record::{FlowGuard, policy_info, registry_endpoint};
 use crate::conn::{
-    DenyReason, Entry, Outcome, Pipeline, Plan, Route, at_start, identify, wants_socket_owner,
+    DenyReason, Entry, Outcome, Pipeline, Plan, Route, Shortage, at_start, budget, identify,
+    wants_socket_owner,
 };
 use crate::telemetry::metrics::{DirLabels, ResultLabels};
 
@@ -33,7 +34,11 @@ pub(crate) async fn serve(listener: TcpListener, entry: Entry, pipeline: Arc<Pip
                 tokio::spawn(async move { accepted(stream, peer, entry, &pipeline).await });
             }
             Err(e) => {
-                // Running out of descriptors must not end the listener.
+                // Running out of descriptors must not end the listener; the connection waits
+                // in the backlog, and the node says it is degraded.
+                if budget::out_of_descriptors(&e) {
+                    pipeline.budgets.refused(Shortage::Descriptors, None);
+                }
                 warn!(%e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -87,6 +92,14 @@ async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &
         guard.finish(Outcome::Refused(reason.clone()));
         return;
     }
+    let _slot = match pipeline.room_for(&ends, &mut guard) {
+        Ok(slot) => slot,
+        Err(reason) => {
+            socket::reset(client);
+            guard.finish(Outcome::Refused(reason));
+            return;
+        }
+    };
     let carrier = &pipeline.carrier;
     let outcome = match &plan.route {
         // Rules with L7 conditions apply and this node is the last on the path: decide per

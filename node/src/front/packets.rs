@@ -6,14 +6,12 @@
 //! both nodes decide on addresses. Without the node the queue has no reader and the kernel
 //! drops what it would queue (fail closed).
 //!
-//! Each decision is counted; its flow record is written at most once per
-//! [`RECORD_EVERY`] for the same two addresses, protocol and verdict, so a flood of new
-//! flows (a ping sweep, say) costs a few records, not one per packet.
+//! Each decision is counted and recorded; a flood of new flows of one kind (a ping flood,
+//! say) is folded into aggregate records (`telemetry::aggregate`), not one per packet.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use eastwall_policy::Protocol;
 use tracing::{debug, warn};
@@ -21,12 +19,6 @@ use tracing::{debug, warn};
 use crate::conn::record::FlowGuard;
 use crate::conn::{Entry, Outcome, Pipeline, at_start, identify};
 use crate::telemetry::metrics::{DirLabels, DropLabels};
-
-/// The shortest time between two records of the same kind of flow.
-pub(crate) const RECORD_EVERY: Duration = Duration::from_secs(10);
-
-/// Kinds of flow remembered for the record limit; past it the memory is cleared.
-const REMEMBERED: usize = 65_536;
 
 /// Starts the thread that answers queue `queue` (capture sends it the new flows of `entry`'s
 /// side); decisions use `rt` for the directory.
@@ -43,7 +35,6 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(format!("eastwall-queue-{queue}"))
         .spawn(move || {
-            let mut records = RecordLimit::default();
             loop {
                 let mut msg = match q.recv() {
                     Ok(m) => m,
@@ -53,7 +44,7 @@ pub(crate) fn spawn(
                         continue;
                     }
                 };
-                let accept = decide(&pipeline, &entry, msg.get_payload(), &rt, &mut records);
+                let accept = decide(&pipeline, &entry, msg.get_payload(), &rt);
                 msg.set_verdict(if accept {
                     nfq::Verdict::Accept
                 } else {
@@ -67,13 +58,7 @@ pub(crate) fn spawn(
 }
 
 /// Decides the new flow whose first packet is `packet`; whether it may pass.
-fn decide(
-    pipeline: &Pipeline,
-    entry: &Entry,
-    packet: &[u8],
-    rt: &tokio::runtime::Handle,
-    records: &mut RecordLimit,
-) -> bool {
+fn decide(pipeline: &Pipeline, entry: &Entry, packet: &[u8], rt: &tokio::runtime::Handle) -> bool {
     let telemetry = &pipeline.telemetry;
     let facts = match eastwall_wire::packet::parse(packet) {
         Ok(f) => f,
@@ -114,65 +99,10 @@ fn decide(
     let plan = pipeline.plan(&ends, at_start(proto));
     let allowed = plan.allows();
     let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
-    if !records.admit((facts.src, facts.dst, facts.protocol, allowed)) {
-        guard.unrecorded();
-    }
+    guard.foldable();
     guard.finish(match plan.denial() {
         None => Outcome::Passed,
         Some(reason) => Outcome::Dropped(reason.clone()),
     });
     allowed
-}
-
-/// When each kind of flow (addresses, protocol, verdict) was last recorded.
-#[derive(Default)]
-struct RecordLimit {
-    last: HashMap<(IpAddr, IpAddr, u8, bool), Instant>,
-}
-
-impl RecordLimit {
-    /// Whether a flow of this kind is recorded now.
-    fn admit(&mut self, key: (IpAddr, IpAddr, u8, bool)) -> bool {
-        let now = Instant::now();
-        if self.last.len() >= REMEMBERED {
-            self.last
-                .retain(|_, t| now.duration_since(*t) < RECORD_EVERY);
-            if self.last.len() >= REMEMBERED {
-                self.last.clear();
-            }
-        }
-        match self.last.get(&key) {
-            Some(t) if now.duration_since(*t) < RECORD_EVERY => false,
-            _ => {
-                self.last.insert(key, now);
-                true
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_record_per_kind_of_flow_and_period() {
-        let mut l = RecordLimit::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(l.admit((a, b, 1, false)));
-        assert!(
-            !l.admit((a, b, 1, false)),
-            "the same kind again within the period"
-        );
-        assert!(l.admit((a, b, 1, true)), "another verdict");
-        assert!(l.admit((b, a, 1, false)), "other addresses");
-        assert!(l.admit((a, b, 47, false)), "another protocol");
-        // The memory stays bounded.
-        for i in 0..(REMEMBERED as u32 + 10) {
-            let x = IpAddr::from(std::net::Ipv4Addr::from(i));
-            l.admit((x, b, 1, false));
-        }
-        assert!(l.last.len() <= REMEMBERED);
-    }
 }

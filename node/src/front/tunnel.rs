@@ -178,9 +178,18 @@ async fn serve_stream<T: ServerStream>(
         stream,
         answer: answer.clone(),
     };
+    // Held until the connection ends.
+    let slot = match plan.denial() {
+        None => Some(pipeline.room_for(&ends, &mut guard)),
+        Some(_) => None,
+    };
     let outcome = if let Some(reason) = plan.denial() {
         down.refuse(reason.tunnel_status(), &plan.refusal_words())
             .await;
+        Outcome::Refused(reason.clone())
+    } else if let Some(Err(reason)) = &slot {
+        let words = guard.error.clone().unwrap_or_default();
+        down.refuse(reason.tunnel_status(), &words).await;
         Outcome::Refused(reason.clone())
     } else if header.kind == StreamKind::Udp {
         // A UDP session to a local workload: datagrams in capsules on the stream.

@@ -307,7 +307,14 @@ async fn session(
     let mut guard = FlowGuard::new(telemetry, &here.node, &rules, &ends, &plan).since(accepted_at);
     drop(rules);
     let idle = sessions.limits.idle_for(dst.port());
-    let outcome = if let Some(reason) = plan.denial() {
+    let (refusal, _slot) = match plan.denial() {
+        Some(reason) => (Some(reason.clone()), None),
+        None => match pipeline.room_for(&ends, &mut guard) {
+            Ok(slot) => (None, Some(slot)),
+            Err(reason) => (Some(reason), None),
+        },
+    };
+    let outcome = if let Some(reason) = refusal {
         // Drop what follows quietly until the sender gives up.
         let mut count = (1u64, first.len() as u64);
         let absorbed = async {
@@ -334,7 +341,7 @@ async fn session(
         }
         guard.datagrams = Some((count.0, 0));
         guard.bytes_toserver = count.1;
-        Outcome::Refused(reason.clone())
+        Outcome::Refused(reason)
     } else {
         match socket::udp_spoofed(dst, src, pipeline.carrier.upstream.own_mark) {
             Err(e) => Outcome::Ended(Ending::Failed(format!(

@@ -69,6 +69,16 @@ pub(crate) struct DropLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Labels of refusals for lack of resources.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WorkloadLabels {
+    /// `workload-connection-budget` or `node-out-of-descriptors`.
+    pub(crate) resource: &'static str,
+    /// The source workload (`(unregistered)`: an address outside the registry; empty: not
+    /// known, the node could not accept the connection).
+    pub(crate) workload: String,
+}
+
 /// Labels of certificate renewals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RenewalLabels {
@@ -174,8 +184,16 @@ pub(crate) struct Metrics {
     pub(crate) udp_drops: Family<DropLabels, Counter>,
     /// Queued packets of other protocols dropped before a decision, by reason.
     pub(crate) packet_drops: Family<DropLabels, Counter>,
-    /// Flow records not written because one of the same kind was written shortly before.
-    pub(crate) records_suppressed: Counter,
+    /// Flow records folded into an aggregate record (a flood of one kind of flow).
+    pub(crate) records_aggregated: Counter,
+    /// New connections refused for lack of resources, by resource and workload.
+    pub(crate) resource_refusals: Family<WorkloadLabels, Counter>,
+    /// Connections holding a slot of the node's budget.
+    pub(crate) connections_held: Gauge,
+    /// Connections the node carries at once (its budget, from the open-file limit).
+    pub(crate) connection_budget: Gauge,
+    /// The node's open-file limit.
+    pub(crate) open_files_limit: Gauge,
 }
 
 impl Default for Metrics {
@@ -206,7 +224,11 @@ impl Default for Metrics {
             udp_evictions: Counter::default(),
             udp_drops: Family::default(),
             packet_drops: Family::default(),
-            records_suppressed: Counter::default(),
+            records_aggregated: Counter::default(),
+            resource_refusals: Family::default(),
+            connections_held: Gauge::default(),
+            connection_budget: Gauge::default(),
+            open_files_limit: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -291,9 +313,29 @@ impl Default for Metrics {
             m.packet_drops.clone(),
         );
         registry.register(
-            "flow_records_suppressed",
-            "Flow records not written: one of the same flow kind was written shortly before",
-            m.records_suppressed.clone(),
+            "flow_records_aggregated",
+            "Flow records folded into an aggregate record: a flood of one kind of flow",
+            m.records_aggregated.clone(),
+        );
+        registry.register(
+            "resource_refusals",
+            "New connections refused for lack of resources: the workload's connection budget, or the node's descriptors",
+            m.resource_refusals.clone(),
+        );
+        registry.register(
+            "connections_held",
+            "Connections holding a slot of the node's connection budget",
+            m.connections_held.clone(),
+        );
+        registry.register(
+            "connection_budget",
+            "Connections the node carries at once, from its open-file limit",
+            m.connection_budget.clone(),
+        );
+        registry.register(
+            "open_files_limit",
+            "The node's open-file limit",
+            m.open_files_limit.clone(),
         );
         registry.register(
             "policy_rules",
