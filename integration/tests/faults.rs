@@ -335,3 +335,78 @@ fn out_of_descriptors_the_node_says_it_is_degraded() {
         "node-out-of-descriptors"
     );
 }
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Idle connections held open through both nodes (over the tunnel) cost a bounded amount of
+/// memory each, and a node gives the memory back to the system once they close (a burst
+/// must not leave a node at its peak for good). The benchmark runs the heavy variant
+/// (`scripts/bench.sh --only-idle`, 10,000 connections).
+#[test]
+fn idle_connections_memory_is_bounded_and_returned_after_they_close() {
+    require_root();
+    const IDLE: usize = 2_000;
+    let mut c = Cloud::new(
+        &["hostA", "hostB"],
+        &[
+            ("hostA", "client", "client", "prod"),
+            ("hostB", "service", "service", "prod"),
+        ],
+        "",
+        SHARED_SERVICE,
+    );
+    c.lab.serve("service", &[SERVICE]).unwrap();
+    c.lab
+        .add_node_spec("  limits:\n    connectionsPerWorkload: 100000\n");
+    c.start_nodes("");
+    let dst = c.addr("service", SERVICE);
+    let pids = [c.node("hostA").pid, c.node("hostB").pid];
+    // Warm up (pool, first allocations), then the baseline.
+    drop(hold(&c, "client", dst, 20));
+    std::thread::sleep(Duration::from_secs(1));
+    let baseline = pids.map(rss);
+    let (held, refused) = hold(&c, "client", dst, IDLE);
+    assert_eq!((held.len(), refused), (IDLE, 0));
+    let open = pids.map(rss);
+    drop(held);
+    let since = Instant::now();
+    // The growth each node gives back, waiting for the allocator to return it.
+    let returned = |now: [u64; 2]| -> [f64; 2] {
+        [0, 1].map(|i| {
+            let grown = open[i].saturating_sub(baseline[i]).max(1) as f64;
+            open[i].saturating_sub(now[i]) as f64 / grown
+        })
+    };
+    let mut after = pids.map(rss);
+    while returned(after).iter().any(|&r| r < 0.75) && since.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        after = pids.map(rss);
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    for (i, host) in ["hostA (client side)", "hostB (server side)"].iter().enumerate() {
+        eprintln!(
+            "{IDLE} idle connections, {host}: {:.0} bytes per connection; RSS {:.1} MiB before, {:.1} MiB open, {:.1} MiB {:.1} s after closing ({:.0}% of the growth returned)",
+            open[i].saturating_sub(baseline[i]) as f64 / IDLE as f64,
+            mib(baseline[i]),
+            mib(open[i]),
+            mib(after[i]),
+            since.elapsed().as_secs_f64(),
+            returned(after)[i] * 100.0
+        );
+    }
+    for (i, r) in returned(after).iter().enumerate() {
+        let per_conn = open[i].saturating_sub(baseline[i]) / IDLE as u64;
+        assert!(per_conn < 64 * 1024, "{per_conn} bytes per idle connection");
+        assert!(*r >= 0.75, "node {i} kept {:.0}% of its peak growth", (1.0 - r) * 100.0);
+    }
+}

@@ -10,6 +10,11 @@ use clap::{Parser, Subcommand};
 
 use crate::cli::{ca, demo, ids, node, policy};
 
+/// jemalloc, with its background thread purging freed memory: a node's memory follows its
+/// connections down after a burst (glibc's allocator keeps the peak).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eastwall",

@@ -237,12 +237,25 @@ struct Row {
     dns_qps: Option<f64>,
     /// Bytes of RSS growth per idle connection, for each proxy process (client side first).
     mem: Vec<Option<f64>>,
+    /// The share of that growth (%) still held once the connections closed.
+    mem_kept: Vec<Option<f64>>,
     /// Why the idle-connection figure could not be taken.
     mem_failed: Option<String>,
     /// Runs that failed (listed under the table; the figure is the median of the others).
     failures: Vec<String>,
     note: Option<String>,
 }
+
+/// What idle connections cost each proxy process.
+struct IdleMemory {
+    /// RSS growth per connection, bytes.
+    per_conn: Vec<Option<f64>>,
+    /// The share of the growth (%) still held [`SETTLE`] after they closed.
+    kept: Vec<Option<f64>>,
+}
+
+/// How long memory is given to come back after idle connections close.
+const SETTLE: Duration = Duration::from_secs(15);
 
 struct Bench {
     cloud: Cloud,
@@ -318,9 +331,11 @@ fn main() -> anyhow::Result<()> {
                     b.cloud.lab.stop_node(&n)?;
                 }
                 b.cloud.lab.clear_node_spec();
-                b.cloud
-                    .lab
-                    .add_node_spec(&format!("  tunnel:\n    transport: {transport}\n"));
+                // One client workload stands for many: it may hold every connection the
+                // node's descriptors allow (the default budget is a quarter of them).
+                b.cloud.lab.add_node_spec(&format!(
+                    "  tunnel:\n    transport: {transport}\n  limits:\n    connectionsPerWorkload: 1000000\n"
+                ));
                 if p == "eastwall-l7-ids" {
                     b.cloud
                         .lab
@@ -529,7 +544,10 @@ impl Bench {
         // allocators, which would hide growth).
         if !pids.is_empty() {
             match self.idle_memory(http, pids) {
-                Ok(mem) => row.mem = mem,
+                Ok(mem) => {
+                    row.mem = mem.per_conn;
+                    row.mem_kept = mem.kept;
+                }
                 Err(e) => {
                     eprintln!("  idle connections failed: {e:#}");
                     row.mem_failed = Some(format!("{e:#}"));
@@ -682,48 +700,65 @@ impl Bench {
         Ok(())
     }
 
-    /// RSS growth per idle proxied connection of each process in `pids`: a warm-up, a
-    /// baseline, then per round `n` connections opened, held, measured and closed.
-    fn idle_memory(&self, http: SocketAddr, pids: &[u32]) -> anyhow::Result<Vec<Option<f64>>> {
+    /// RSS growth per idle proxied connection of each process in `pids`, and the share of
+    /// that growth still held [`SETTLE`] after the connections closed (an allocator that
+    /// keeps its peak holds 100%): a warm-up, a baseline, then per round `n` connections
+    /// opened, held, measured and closed, waiting (up to [`SETTLE`]) for the memory to come
+    /// back before the next round.
+    fn idle_memory(&self, http: SocketAddr, pids: &[u32]) -> anyhow::Result<IdleMemory> {
         let mut per: Vec<Vec<f64>> = vec![Vec::new(); pids.len()];
+        let mut kept: Vec<Vec<f64>> = vec![Vec::new(); pids.len()];
         let n = idle_count(self.a.idle);
+        let all_rss = || -> anyhow::Result<Vec<f64>> { pids.iter().map(|&p| rss(p)).collect() };
+        let mib = |v: &[f64]| {
+            v.iter()
+                .map(|b| (b / 1048576.0).round())
+                .collect::<Vec<_>>()
+        };
         // Warm up (tunnel connection, pools), then take the baseline.
         drop(self.idle_open(http, 20)?);
         thread::sleep(Duration::from_millis(500));
-        let base: Vec<f64> = pids
-            .iter()
-            .map(|&p| rss(p))
-            .collect::<anyhow::Result<_>>()?;
+        let base = all_rss()?;
         for r in 0..self.a.rounds {
             let held = self.idle_open(http, n)?;
             thread::sleep(Duration::from_secs(1));
-            for (i, &p) in pids.iter().enumerate() {
-                per[i].push((rss(p)? - base[i]) / held.len() as f64);
+            let open = all_rss()?;
+            for i in 0..pids.len() {
+                per[i].push((open[i] - base[i]) / held.len() as f64);
             }
-            let mib = |v: Vec<f64>| {
-                v.iter()
-                    .map(|b| (b / 1048576.0).round())
-                    .collect::<Vec<_>>()
-            };
-            let open_rss = mib(pids
-                .iter()
-                .map(|&p| rss(p))
-                .collect::<anyhow::Result<_>>()?);
             drop(held);
-            thread::sleep(Duration::from_secs(2));
-            let closed_rss = mib(pids
-                .iter()
-                .map(|&p| rss(p))
-                .collect::<anyhow::Result<_>>()?);
+            let closed_at = Instant::now();
+            let share = |now: &[f64]| -> Vec<f64> {
+                (0..pids.len())
+                    .map(|i| {
+                        let grown = (open[i] - base[i]).max(1.0);
+                        ((now[i] - base[i]) / grown).clamp(0.0, 1.0)
+                    })
+                    .collect()
+            };
+            let mut now = all_rss()?;
+            while closed_at.elapsed() < SETTLE && share(&now).iter().any(|&k| k > 0.1) {
+                thread::sleep(Duration::from_millis(250));
+                now = all_rss()?;
+            }
+            for (i, k) in share(&now).into_iter().enumerate() {
+                kept[i].push(k * 100.0);
+            }
             eprintln!(
-                "  idle round {r}: {n} connections, bytes/conn {:?} (RSS MiB: baseline {:?}, open {open_rss:?}, 2 s after closing {closed_rss:?})",
+                "  idle round {r}: {n} connections, bytes/conn {:?} (RSS MiB: baseline {:?}, open {:?}, {:.1} s after closing {:?})",
                 per.iter()
                     .map(|v| v.last().copied().unwrap_or(0.0).round())
                     .collect::<Vec<_>>(),
-                mib(base.clone()),
+                mib(&base),
+                mib(&open),
+                closed_at.elapsed().as_secs_f64(),
+                mib(&now),
             );
         }
-        Ok(per.iter().map(|v| Some(median(v))).collect())
+        Ok(IdleMemory {
+            per_conn: per.iter().map(|v| Some(median(v))).collect(),
+            kept: kept.iter().map(|v| Some(median(v))).collect(),
+        })
     }
 
     /// Opens `n` keep-alive connections from the client to `dst` (nginx), each carrying one
@@ -1261,6 +1296,18 @@ fn render(rows: &[Row], a: &Args) -> String {
             "B",
             |r| r.mem.get(1).copied().flatten(),
         ),
+        (
+            "RSS growth still held 15 s after the idle connections closed, client side".into(),
+            Kind::Cost,
+            "%",
+            |r| r.mem_kept.first().copied().flatten(),
+        ),
+        (
+            "RSS growth still held 15 s after the idle connections closed, server side".into(),
+            Kind::Cost,
+            "%",
+            |r| r.mem_kept.get(1).copied().flatten(),
+        ),
     ];
     let mut s = String::new();
     s.push_str("| figure |");
@@ -1282,9 +1329,10 @@ fn render(rows: &[Row], a: &Args) -> String {
                 (None, None) => "–".into(),
                 (None, Some(v)) => {
                     let d = direct.and_then(get).filter(|_| r.name != "direct");
-                    let h = haproxy
-                        .and_then(get)
-                        .filter(|_| r.name != "haproxy-mtls" && r.name != "direct");
+                    // (A share of 0 has no ratio.)
+                    let h = haproxy.and_then(get).filter(|h| {
+                        *h > 0.0 && r.name != "haproxy-mtls" && r.name != "direct"
+                    });
                     let mut c = fmt_val(v, unit);
                     let mut rel = Vec::new();
                     if let (Some(d), Kind::Rate | Kind::Latency) = (d, kind) {
@@ -1328,6 +1376,7 @@ fn fmt_val(v: f64, unit: &str) -> String {
         "B" if v.abs() >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         "B" => format!("{v:.0} B"),
         "µs" => format!("{v:.0} µs"),
+        "%" => format!("{v:.0}%"),
         "ms" => format!("{v:.3} ms"),
         u => format!("{v:.2} {u}"),
     }
