@@ -114,6 +114,11 @@ impl Cloud {
         self.policy = policy.to_owned();
     }
 
+    /// The policy text nodes started from now on run with.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
     /// The registry text the nodes run with.
     pub fn registry(&self) -> &str {
         &self.registry

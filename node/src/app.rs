@@ -33,9 +33,7 @@ use crate::{admin, capture, front, tunnel};
 /// left in place on exit so captured traffic stays blocked while the node is down.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let (rules, warnings) = Rules::load(&cfg.registry_path, &cfg.policy_path)?;
-    for w in warnings.iter() {
-        warn!("{w}");
-    }
+    crate::rules::log_warnings(&warnings);
     if rules.registry.node(&cfg.node_name).is_none() {
         anyhow::bail!(
             "node `{}` is not declared in {}",

@@ -157,9 +157,7 @@ async fn reload(
     let (rules, warnings) = tokio::task::spawn_blocking(move || Rules::load(&paths.0, &paths.1))
         .await
         .context("loading the registry and policy")??;
-    for w in warnings.iter() {
-        warn!("{w}");
-    }
+    crate::rules::log_warnings(&warnings);
     if rules.registry.node(&cfg.node_name).is_none() {
         bail!(
             "node `{}` is not declared in {}",

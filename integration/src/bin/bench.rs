@@ -35,6 +35,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -230,6 +232,12 @@ struct Row {
     ka_cpu_us: Option<f64>,
     paced_p50: Option<f64>,
     paced_p99: Option<f64>,
+    /// The spread (max - min) of the paced p99 over the rounds: the noise.
+    paced_spread: Option<f64>,
+    /// The paced p99 while the nodes reload a policy of RELOAD_RULES rules.
+    paced_reload_p99: Option<f64>,
+    /// Reloads applied during those runs, across the nodes.
+    reloads: Option<u64>,
     cps: Option<f64>,
     udp_p50: Option<f64>,
     udp_p99: Option<f64>,
@@ -252,6 +260,34 @@ struct IdleMemory {
     per_conn: Vec<Option<f64>>,
     /// The share of the growth (%) still held [`SETTLE`] after they closed.
     kept: Vec<Option<f64>>,
+}
+
+/// Rules in the policy the nodes reload during a paced run.
+const RELOAD_RULES: usize = 10_000;
+/// How often it is rewritten.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// `policy` (whose last line is a rule of its last section) with a section of
+/// [`RELOAD_RULES`] filler rules after it, between apps that do not exist here (so the bench's
+/// traffic is decided as before); `variant` changes their ports.
+fn with_filler_rules(policy: &str, variant: usize) -> String {
+    let mut s = policy.trim_end().to_owned();
+    s.push_str("\n    - name: filler\n      rules:\n");
+    for i in 0..RELOAD_RULES {
+        s.push_str(&format!(
+            "        - {{id: filler-{i}, action: allow, from: {{app: team-{}}}, to: {{app: svc-{i}}}, ports: [{}]}}\n",
+            i % 500,
+            1024 + (i + variant) % 50_000
+        ));
+    }
+    s
+}
+
+/// Max minus min.
+fn spread(v: &[f64]) -> f64 {
+    let max = v.iter().copied().fold(f64::MIN, f64::max);
+    let min = v.iter().copied().fold(f64::MAX, f64::min);
+    if v.is_empty() { 0.0 } else { max - min }
 }
 
 /// How long memory is given to come back after idle connections close.
@@ -638,6 +674,13 @@ impl Bench {
         }
         row.paced_p50 = Some(median(&q50));
         row.paced_p99 = Some(median(&q99));
+        row.paced_spread = Some(spread(&q99));
+
+        // Paced keep-alive again while both nodes reload a policy of RELOAD_RULES rules
+        // every RELOAD_EVERY: decisions and the data path must not wait for the parse.
+        if name.starts_with("eastwall") {
+            self.paced_while_reloading(http, &mut row)?;
+        }
 
         // New connections per second.
         let mut cps = vec![];
@@ -655,6 +698,82 @@ impl Bench {
             self.measure_udp(&mut row)?;
         }
         Ok(row)
+    }
+
+    /// The paced keep-alive figures while every node reloads a policy of [`RELOAD_RULES`]
+    /// rules every [`RELOAD_EVERY`] (the row's policy, then filler rules that match none of
+    /// the bench's traffic; two variants, so every write is a change).
+    fn paced_while_reloading(&self, http: SocketAddr, row: &mut Row) -> anyhow::Result<()> {
+        let base = self.cloud.policy().to_owned();
+        let variants = Arc::new([0, 1].map(|v| with_filler_rules(&base, v)));
+        let files: Arc<Vec<PathBuf>> = Arc::new(
+            self.cloud
+                .nodes
+                .iter()
+                .map(|n| n.config.with_file_name("policy.yaml"))
+                .collect(),
+        );
+        let hosts: Vec<String> = self.cloud.nodes.iter().map(|n| n.host.clone()).collect();
+        let reloads = |result: &str| -> u64 {
+            hosts
+                .iter()
+                .map(|h| {
+                    self.cloud.metric(
+                        h,
+                        &format!("eastwall_policy_reloads_total{{result=\"{result}\"}}"),
+                    )
+                })
+                .sum()
+        };
+        let (ok0, err0) = (reloads("ok"), reloads("error"));
+        let mut q99 = Vec::new();
+        for r in 0..self.a.rounds {
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (stop, files, variants) = (stop.clone(), files.clone(), variants.clone());
+                thread::spawn(move || -> anyhow::Result<usize> {
+                    let mut writes = 0;
+                    let start = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        // As an operator's tool does: write aside, then rename over.
+                        for f in files.iter() {
+                            let tmp = f.with_extension("yaml.new");
+                            std::fs::write(&tmp, &variants[writes % 2])?;
+                            std::fs::rename(&tmp, f)?;
+                        }
+                        writes += 1;
+                        let next = RELOAD_EVERY * writes as u32;
+                        while !stop.load(Ordering::Relaxed) && start.elapsed() < next {
+                            thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    Ok(writes)
+                })
+            };
+            let ns = self.client_ns.clone();
+            let (rate, secs) = (self.a.rate, self.a.secs);
+            let paced = in_netns(&ns, move || paced_http(http, rate, secs));
+            stop.store(true, Ordering::Relaxed);
+            let writes = writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the policy writer panicked"))??;
+            let (_, b) = paced??;
+            eprintln!(
+                "  paced round {r} while reloading {RELOAD_RULES} rules ({writes} writes): p99 {b:.3} ms"
+            );
+            q99.push(b);
+        }
+        // The nodes notice a change within their poll; give the last one time to land.
+        thread::sleep(Duration::from_secs(2));
+        let (ok, err) = (reloads("ok") - ok0, reloads("error") - err0);
+        anyhow::ensure!(
+            err == 0,
+            "{err} reloads of the {RELOAD_RULES}-rule policy failed"
+        );
+        eprintln!("  {ok} reloads of {RELOAD_RULES} rules applied across the nodes");
+        row.reloads = Some(ok);
+        row.paced_reload_p99 = Some(median(&q99));
+        Ok(())
     }
 
     /// The UDP figures of a path: paced echo latency, echo datagrams/s, DNS queries/s.
@@ -1255,6 +1374,21 @@ fn render(rows: &[Row], a: &Args) -> String {
             |r| r.paced_p99,
         ),
         (
+            "  p99 spread over the rounds (the noise)".into(),
+            Kind::Cost,
+            "ms",
+            |r| r.paced_spread,
+        ),
+        (
+            format!(
+                "  p99 while the nodes reload a {RELOAD_RULES}-rule policy every {} s",
+                RELOAD_EVERY.as_secs()
+            ),
+            Kind::Latency,
+            "ms",
+            |r| r.paced_reload_p99,
+        ),
+        (
             "new connections/s (wrk -c16, Connection: close)".into(),
             Kind::Rate,
             "",
@@ -1330,9 +1464,9 @@ fn render(rows: &[Row], a: &Args) -> String {
                 (None, Some(v)) => {
                     let d = direct.and_then(get).filter(|_| r.name != "direct");
                     // (A share of 0 has no ratio.)
-                    let h = haproxy.and_then(get).filter(|h| {
-                        *h > 0.0 && r.name != "haproxy-mtls" && r.name != "direct"
-                    });
+                    let h = haproxy
+                        .and_then(get)
+                        .filter(|h| *h > 0.0 && r.name != "haproxy-mtls" && r.name != "direct");
                     let mut c = fmt_val(v, unit);
                     let mut rel = Vec::new();
                     if let (Some(d), Kind::Rate | Kind::Latency) = (d, kind) {
