@@ -151,13 +151,16 @@ async fn reload(
     upkeep: &IdentityUpkeep,
     local_addrs: &[IpAddr],
 ) -> anyhow::Result<Vec<IpAddr>> {
-    // Reading and parsing take time on a large policy: off the async workers, so that
-    // connections and the admin endpoint go on meanwhile.
+    // Reading and parsing take time on a large policy: off the async workers and at idle
+    // priority, so that connections and the admin endpoint go on meanwhile.
     let paths = (cfg.registry_path.clone(), cfg.policy_path.clone());
-    let (rules, warnings) = tokio::task::spawn_blocking(move || Rules::load(&paths.0, &paths.1))
-        .await
-        .context("loading the registry and policy")??;
-    crate::rules::log_warnings(&warnings);
+    let rules = load_in_background(move || {
+        let (rules, warnings) = Rules::load(&paths.0, &paths.1)?;
+        crate::rules::log_warnings(&warnings);
+        anyhow::Ok(rules)
+    })
+    .await
+    .context("loading the registry and policy")??;
     if rules.registry.node(&cfg.node_name).is_none() {
         bail!(
             "node `{}` is not declared in {}",
@@ -187,8 +190,10 @@ async fn reload(
     };
     add_identities(upkeep, &rules, &cfg.node_name, pipeline).await;
     pipeline.carrier.ids.store(engines);
-    pipeline.replace_rules(rules);
+    let replaced = pipeline.replace_rules(rules);
     let revoked = crate::conn::live::recheck(pipeline).await;
+    // The last reference, unless a decision still holds it (then that task frees it).
+    drop(in_background(move || drop(replaced)));
     info!(
         rules = pipeline.rules().policy.rule_count(),
         workloads_here = addrs.len(),
@@ -197,6 +202,65 @@ async fn reload(
         "registry and policy reloaded"
     );
     Ok(addrs)
+}
+
+/// How long a load may wait for idle CPU before it also runs at normal priority.
+const URGENT_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs `load` on a thread of its own at idle CPU priority (`SCHED_IDLE`), so that the
+/// threads carrying traffic always get the CPU first while a large policy is read and
+/// parsed. If it has not finished within [`URGENT_AFTER`] (the CPU is saturated), the same
+/// load also runs at normal priority and the first answer wins: a policy change still lands
+/// within seconds under full load.
+async fn load_in_background<T: Send + 'static>(
+    load: impl Fn() -> T + Clone + Send + 'static,
+) -> anyhow::Result<T> {
+    let idle = in_background(load.clone());
+    tokio::pin!(idle);
+    match tokio::time::timeout(URGENT_AFTER, &mut idle).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            warn!("the CPU is saturated: loading the new rules at normal priority too");
+            let urgent = tokio::task::spawn_blocking(load);
+            tokio::select! {
+                answer = idle => answer,
+                answer = urgent => answer.context("loading at normal priority"),
+            }
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own at idle CPU priority (see [`load_in_background`]).
+fn in_background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = anyhow::Result<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("eastwall-reload".into())
+        .spawn(move || {
+            idle_priority();
+            let _ = tx.send(f());
+        });
+    async move {
+        spawned.context("starting the reload thread")?;
+        rx.await
+            .context("the reload thread ended without an answer")
+    }
+}
+
+/// Puts the calling thread in the idle scheduling class: it runs when no other thread of
+/// the host wants the CPU (a nice value is not enough: measured in docs/BENCHMARKS.md).
+fn idle_priority() {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` lives across the call, which only reads it; pid 0 is the calling
+    // thread.
+    let r = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param) };
+    if r != 0 {
+        tracing::debug!(
+            e = %std::io::Error::last_os_error(),
+            "could not lower the reload thread's priority"
+        );
+    }
 }
 
 /// Certificates for local workloads the new registry adds. A failure is logged: the rules
@@ -236,5 +300,44 @@ async fn add_identities(upkeep: &IdentityUpkeep, rules: &Rules, node: &str, pipe
                 Err(e) => warn!("certificates for new workloads from the CA: {e:#}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn loads_run_at_idle_priority() {
+        // SAFETY: no arguments; the calling thread's policy.
+        let policy = in_background(|| unsafe { nix::libc::sched_getscheduler(0) })
+            .await
+            .unwrap();
+        assert_eq!(policy, nix::libc::SCHED_IDLE);
+    }
+
+    #[tokio::test]
+    async fn a_load_starved_of_cpu_also_runs_at_normal_priority() {
+        // The first run (the idle one) stands for a thread that gets no CPU.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let load = {
+            let runs = runs.clone();
+            move || {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_secs(10));
+                    "idle"
+                } else {
+                    "urgent"
+                }
+            }
+        };
+        let t = Instant::now();
+        assert_eq!(load_in_background(load).await.unwrap(), "urgent");
+        assert!(t.elapsed() >= URGENT_AFTER && t.elapsed() < URGENT_AFTER * 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }

@@ -183,6 +183,23 @@ fn risky_node_configs_are_warned_about_and_impossible_ones_refused() {
         "{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 warning(s)"));
+    // A reserve of descriptors too small to keep the node's own work going.
+    let cfg = write(
+        d.path(),
+        "reserve.yaml",
+        &format!(
+            "{head}  capture:\n    interfaces: [eth1]\n  limits:\n    reservedDescriptors: 8\n"
+        ),
+    );
+    let out = eastwall(&["policy", "check", &cfg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{cfg}:10:5: limits: `reservedDescriptors` must be at least 64, found 8"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -28,7 +28,8 @@
 //! requests over HTTP/2, `eastwall-l7-quic` over QUIC.)
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
 //! extra keep-alive run and an extra new-connection run (`DIR/<path>/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
-//! the idle-connection memory (with RSS before, during and after each round).
+//! the idle-connection memory (with RSS before, during and after each round); `--only-paced`
+//! only the paced keep-alive latency, alone and while the nodes reload a 10,000-rule policy.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -137,6 +138,8 @@ struct Args {
     out: Option<PathBuf>,
     perf: Option<PathBuf>,
     only_idle: bool,
+    only_paced: bool,
+    reload_rules: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -157,9 +160,16 @@ fn args() -> anyhow::Result<Args> {
         out: None,
         perf: None,
         only_idle: false,
+        only_paced: false,
+        reload_rules: RELOAD_RULES,
     };
     let mut i = 0;
     while i < v.len() {
+        if v[i] == "--only-paced" {
+            a.only_paced = true;
+            i += 1;
+            continue;
+        }
         if v[i] == "--only-idle" {
             a.only_idle = true;
             i += 1;
@@ -173,6 +183,7 @@ fn args() -> anyhow::Result<Args> {
             "--secs" => a.secs = val.parse()?,
             "--rounds" => a.rounds = val.parse()?,
             "--idle" => a.idle = val.parse()?,
+            "--reload-rules" => a.reload_rules = val.parse()?,
             "--rate" => a.rate = val.parse()?,
             "--paths" => a.paths = val.split(',').map(str::to_owned).collect(),
             "--out" => a.out = Some(val.into()),
@@ -262,7 +273,7 @@ struct IdleMemory {
     kept: Vec<Option<f64>>,
 }
 
-/// Rules in the policy the nodes reload during a paced run.
+/// Rules in the policy the nodes reload during a paced run (`--reload-rules`).
 const RELOAD_RULES: usize = 10_000;
 /// How often it is rewritten.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -270,10 +281,10 @@ const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// `policy` (whose last line is a rule of its last section) with a section of
 /// [`RELOAD_RULES`] filler rules after it, between apps that do not exist here (so the bench's
 /// traffic is decided as before); `variant` changes their ports.
-fn with_filler_rules(policy: &str, variant: usize) -> String {
+fn with_filler_rules(policy: &str, rules: usize, variant: usize) -> String {
     let mut s = policy.trim_end().to_owned();
-    s.push_str("\n    - name: filler\n      rules:\n");
-    for i in 0..RELOAD_RULES {
+    s.push_str(&format!("\n    - name: filler-{variant}\n      rules:\n"));
+    for i in 0..rules {
         s.push_str(&format!(
             "        - {{id: filler-{i}, action: allow, from: {{app: team-{}}}, to: {{app: svc-{i}}}, ports: [{}]}}\n",
             i % 500,
@@ -578,7 +589,7 @@ impl Bench {
         };
         // Memory first, while the proxies are fresh (later runs leave freed memory in their
         // allocators, which would hide growth).
-        if !pids.is_empty() {
+        if !pids.is_empty() && !self.a.only_paced {
             match self.idle_memory(http, pids) {
                 Ok(mem) => {
                     row.mem = mem.per_conn;
@@ -594,73 +605,75 @@ impl Bench {
             return Ok(row);
         }
 
-        // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
-        // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
-        let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
-        let mut b1 = Vec::new();
-        let mut b8 = Vec::new();
-        let mut cpu = Vec::new();
-        for r in 0..bulk_rounds {
-            // A failed run is reported (under the table) and leaves the other rounds' median.
-            let c0 = cpu_secs(pids)?;
-            let one = self.iperf(dst_ip, 1);
-            let c1 = cpu_secs(pids)?;
-            let gbps = match one {
-                Ok((gbps, bytes)) => {
-                    b1.push(gbps);
-                    if !pids.is_empty() {
-                        cpu.push((c1 - c0) / (bytes / 1e9));
-                    }
-                    format!(
-                        "{gbps:.2} Gbit/s ({:.2} CPU-s/GB)",
-                        cpu.last().copied().unwrap_or(0.0)
-                    )
-                }
-                Err(e) => {
-                    row.failures
-                        .push(format!("bulk round {r}, 1 stream: {e:#}"));
-                    format!("failed: {e:#}")
-                }
-            };
-            let gbps8 = match self.iperf(dst_ip, 8) {
-                Ok((g, _)) => {
-                    b8.push(g);
-                    format!("{g:.2}")
-                }
-                Err(e) => {
-                    row.failures
-                        .push(format!("bulk round {r}, 8 streams: {e:#}"));
-                    format!("failed: {e:#}")
-                }
-            };
-            eprintln!("  bulk round {r}: 1 stream {gbps}, 8 streams {gbps8}");
-        }
-        row.bulk1 = (!b1.is_empty()).then(|| median(&b1));
-        row.bulk8 = (!b8.is_empty()).then(|| median(&b8));
-        row.cpu_per_gb = (!cpu.is_empty()).then(|| median(&cpu));
-
-        // Keep-alive at saturation.
         let url = format!("http://{dst_ip}:{HTTP_PORT}/");
-        let (mut rps, mut p50, mut p99, mut cpr) = (vec![], vec![], vec![], vec![]);
-        for r in 0..rounds {
-            let c0 = cpu_secs(pids)?;
-            let w = self.wrk(&url, 16, secs, false)?;
-            let c1 = cpu_secs(pids)?;
-            if !pids.is_empty() {
-                cpr.push((c1 - c0) / w.requests * 1e6);
+        if !self.a.only_paced {
+            // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
+            // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
+            let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
+            let mut b1 = Vec::new();
+            let mut b8 = Vec::new();
+            let mut cpu = Vec::new();
+            for r in 0..bulk_rounds {
+                // A failed run is reported (under the table) and leaves the other rounds' median.
+                let c0 = cpu_secs(pids)?;
+                let one = self.iperf(dst_ip, 1);
+                let c1 = cpu_secs(pids)?;
+                let gbps = match one {
+                    Ok((gbps, bytes)) => {
+                        b1.push(gbps);
+                        if !pids.is_empty() {
+                            cpu.push((c1 - c0) / (bytes / 1e9));
+                        }
+                        format!(
+                            "{gbps:.2} Gbit/s ({:.2} CPU-s/GB)",
+                            cpu.last().copied().unwrap_or(0.0)
+                        )
+                    }
+                    Err(e) => {
+                        row.failures
+                            .push(format!("bulk round {r}, 1 stream: {e:#}"));
+                        format!("failed: {e:#}")
+                    }
+                };
+                let gbps8 = match self.iperf(dst_ip, 8) {
+                    Ok((g, _)) => {
+                        b8.push(g);
+                        format!("{g:.2}")
+                    }
+                    Err(e) => {
+                        row.failures
+                            .push(format!("bulk round {r}, 8 streams: {e:#}"));
+                        format!("failed: {e:#}")
+                    }
+                };
+                eprintln!("  bulk round {r}: 1 stream {gbps}, 8 streams {gbps8}");
             }
-            eprintln!(
-                "  keep-alive round {r}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
-                w.rps, w.p50, w.p99
-            );
-            rps.push(w.rps);
-            p50.push(w.p50);
-            p99.push(w.p99);
+            row.bulk1 = (!b1.is_empty()).then(|| median(&b1));
+            row.bulk8 = (!b8.is_empty()).then(|| median(&b8));
+            row.cpu_per_gb = (!cpu.is_empty()).then(|| median(&cpu));
+
+            // Keep-alive at saturation.
+            let (mut rps, mut p50, mut p99, mut cpr) = (vec![], vec![], vec![], vec![]);
+            for r in 0..rounds {
+                let c0 = cpu_secs(pids)?;
+                let w = self.wrk(&url, 16, secs, false)?;
+                let c1 = cpu_secs(pids)?;
+                if !pids.is_empty() {
+                    cpr.push((c1 - c0) / w.requests * 1e6);
+                }
+                eprintln!(
+                    "  keep-alive round {r}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms",
+                    w.rps, w.p50, w.p99
+                );
+                rps.push(w.rps);
+                p50.push(w.p50);
+                p99.push(w.p99);
+            }
+            row.ka_rps = Some(median(&rps));
+            row.ka_p50 = Some(median(&p50));
+            row.ka_p99 = Some(median(&p99));
+            row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
         }
-        row.ka_rps = Some(median(&rps));
-        row.ka_p50 = Some(median(&p50));
-        row.ka_p99 = Some(median(&p99));
-        row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
 
         // Paced keep-alive.
         let (mut q50, mut q99) = (vec![], vec![]);
@@ -680,6 +693,9 @@ impl Bench {
         // every RELOAD_EVERY: decisions and the data path must not wait for the parse.
         if name.starts_with("eastwall") {
             self.paced_while_reloading(http, &mut row)?;
+        }
+        if self.a.only_paced {
+            return Ok(row);
         }
 
         // New connections per second.
@@ -705,7 +721,7 @@ impl Bench {
     /// the bench's traffic; two variants, so every write is a change).
     fn paced_while_reloading(&self, http: SocketAddr, row: &mut Row) -> anyhow::Result<()> {
         let base = self.cloud.policy().to_owned();
-        let variants = Arc::new([0, 1].map(|v| with_filler_rules(&base, v)));
+        let variants = Arc::new([0, 1].map(|v| with_filler_rules(&base, self.a.reload_rules, v)));
         let files: Arc<Vec<PathBuf>> = Arc::new(
             self.cloud
                 .nodes
@@ -759,7 +775,8 @@ impl Bench {
                 .map_err(|_| anyhow::anyhow!("the policy writer panicked"))??;
             let (_, b) = paced??;
             eprintln!(
-                "  paced round {r} while reloading {RELOAD_RULES} rules ({writes} writes): p99 {b:.3} ms"
+                "  paced round {r} while reloading {} rules ({writes} writes): p99 {b:.3} ms",
+                self.a.reload_rules
             );
             q99.push(b);
         }
@@ -768,9 +785,13 @@ impl Bench {
         let (ok, err) = (reloads("ok") - ok0, reloads("error") - err0);
         anyhow::ensure!(
             err == 0,
-            "{err} reloads of the {RELOAD_RULES}-rule policy failed"
+            "{err} reloads of the {}-rule policy failed",
+            self.a.reload_rules
         );
-        eprintln!("  {ok} reloads of {RELOAD_RULES} rules applied across the nodes");
+        eprintln!(
+            "  {ok} reloads of {} rules applied across the nodes",
+            self.a.reload_rules
+        );
         row.reloads = Some(ok);
         row.paced_reload_p99 = Some(median(&q99));
         Ok(())
@@ -1381,7 +1402,8 @@ fn render(rows: &[Row], a: &Args) -> String {
         ),
         (
             format!(
-                "  p99 while the nodes reload a {RELOAD_RULES}-rule policy every {} s",
+                "  p99 while the nodes reload a {}-rule policy every {} s",
+                a.reload_rules,
                 RELOAD_EVERY.as_secs()
             ),
             Kind::Latency,

@@ -438,13 +438,14 @@ impl Pipeline {
         self.carrier.ids.load_full()
     }
 
-    /// Puts `rules` in force for every decision from now on.
-    pub(crate) fn replace_rules(&self, rules: Rules) {
+    /// Puts `rules` in force for every decision from now on; returns the rules they replace
+    /// (for the caller to drop off the async workers: a large policy takes a while to free).
+    pub(crate) fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
         self.telemetry
             .metrics
             .policy_rules
             .set(rules.policy.rule_count() as i64);
-        self.rules.store(Arc::new(rules));
+        self.rules.swap(Arc::new(rules))
     }
 
     /// Fills in the groups of both ends' users (from the directory; unknown without one, and
