@@ -4,7 +4,8 @@
 # proxy: some kernels lack nftables' own queue), iproute2 (namespaces, policy routing), util-linux (unshare/nsenter for
 # the lab's workload containers), curl (demo and tests), procps, dnsmasq and dig (the DNS
 # server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
-# directory tests.
+# directory tests; etcd (etcd-server, etcd-client) and protoc with the well-known types
+# (protobuf-compiler, libprotobuf-dev) for the central store.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -19,6 +20,12 @@ command -v curl >/dev/null || need+=(curl)
 command -v ps >/dev/null || need+=(procps)
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 command -v dig >/dev/null || need+=(bind9-dnsutils)
+# The central store: etcd for the tests (they start their own members); the etcd client
+# crate compiles etcd's protobufs at build time (protoc and the well-known types).
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

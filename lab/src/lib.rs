@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod etcd;
 pub mod http_server;
 mod lab;
 pub mod slapd;

@@ -253,7 +253,7 @@ impl Drop for Slapd {
     }
 }
 
-fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
+pub(crate) fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).context("bind a free port")?;
     Ok(l.local_addr()?.port())
 }

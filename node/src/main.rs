@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{ca, demo, ids, node, policy};
+use crate::cli::{ca, demo, ids, node, policy, store};
 
 /// jemalloc, with its background thread purging freed memory: a node's memory follows its
 /// connections down after a burst (glibc's allocator keeps the peak).
@@ -51,6 +51,62 @@ enum Cmd {
         #[command(subcommand)]
         action: ids::IdsAction,
     },
+    /// Validate files, show the diff against the central store, and write them as one new
+    /// version (refused if someone applied since you read).
+    Apply {
+        /// Registry and policy files, or folders of them.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Why (kept in the history).
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Show what `apply` would change in the central store.
+    Diff {
+        /// Registry and policy files, or folders of them.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Show what the central store holds.
+    Get {
+        #[command(subcommand)]
+        what: store::GetWhat,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Every version applied to the central store (who, when, why), or what one changed.
+    History {
+        /// A version to show the changes of.
+        version: Option<u64>,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Put an earlier version's configuration back in force (as a new version).
+    Rollback {
+        /// The version to go back to.
+        version: u64,
+        /// Why (kept in the history).
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Add, remove or move one workload in the central store (for automation).
+    Workload {
+        #[command(subcommand)]
+        action: store::WorkloadAction,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Every node: alive or not, the version it enforces, who lags behind.
+    Status {
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
     /// Build a small private cloud in namespaces, run nodes, drive traffic, show the verdicts.
     Demo {
         /// Keep the lab running (until Ctrl-C) and print how to look around.
@@ -87,6 +143,21 @@ fn main() -> ExitCode {
                 },
         } => return ids::check(&files, classification.as_deref(), &vars),
         Cmd::Demo { keep } => demo::run(keep),
+        Cmd::Apply {
+            files,
+            message,
+            store: s,
+        } => store::apply(&s, &files, message),
+        Cmd::Diff { files, store: s } => store::diff(&s, &files),
+        Cmd::Get { what, store: s } => store::get(&s, what),
+        Cmd::History { version, store: s } => store::show_history(&s, version),
+        Cmd::Rollback {
+            version,
+            message,
+            store: s,
+        } => store::rollback(&s, version, message),
+        Cmd::Workload { action, store: s } => store::workload(&s, action),
+        Cmd::Status { store: s } => store::status(&s),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,3 +6,4 @@ pub(crate) mod demo;
 pub(crate) mod ids;
 pub(crate) mod node;
 pub(crate) mod policy;
+pub(crate) mod store;

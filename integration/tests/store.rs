@@ -1,0 +1,364 @@
+//! The central store against a real etcd (TLS client certificates, roles): the operator's
+//! commands through the real `eastwall` binary, and the guards of `Store::apply`. Run as
+//! root (etcd from Debian's etcd-server).
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Output;
+
+use eastwall_integration::{eastwall_bin, require_root};
+use eastwall_lab::etcd::{ClientCert, Etcd};
+use eastwall_store::snapshot::{self, Part};
+use eastwall_store::{ApplyError, Store, StoreSpec};
+
+const PREFIX: &str = "/eastwall/";
+
+const REGISTRY: &str = "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: hostA, addresses: [10.77.0.1]}
+    - {name: hostB, addresses: [10.77.0.2]}
+  workloads:
+    - {name: web, node: hostA, addresses: [10.0.1.2], app: web, zone: prod}
+    - {name: db, node: hostB, addresses: [10.0.2.2], app: db, zone: prod}
+";
+
+const POLICY: &str = "apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - {id: web-to-db, action: allow, from: {app: web}, to: {app: db}, ports: [5432]}
+";
+
+fn etcd() -> Etcd {
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    Etcd::start(&[(None, lo)], PREFIX).unwrap()
+}
+
+/// `eastwall ARGS` as `who`.
+fn eastwall(e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
+    std::process::Command::new(eastwall_bin())
+        .args(args)
+        .env("EASTWALL_ETCD_ENDPOINTS", e.endpoints().join(","))
+        .env("EASTWALL_ETCD_CACERT", e.ca_file())
+        .env("EASTWALL_ETCD_CERT", &who.cert)
+        .env("EASTWALL_ETCD_KEY", &who.key)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "stdout:\n{so}\nstderr:\n{se}");
+    so
+}
+
+fn failed(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+async fn store_as(e: &Etcd, who: &ClientCert) -> Store {
+    Store::connect(&StoreSpec {
+        endpoints: e.endpoints(),
+        ca_file: e.ca_file(),
+        cert_file: who.cert.clone(),
+        key_file: who.key.clone(),
+        prefix: PREFIX.to_owned(),
+    })
+    .await
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn apply_get_diff_history_rollback_and_workloads() {
+    require_root();
+    let e = etcd();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", REGISTRY);
+    let pol = write(d.path(), "policy.yaml", POLICY);
+
+    // A bad file is refused where it is wrong, and nothing is written.
+    let bad = write(
+        d.path(),
+        "bad.yaml",
+        &POLICY.replace("ports: [5432]", "ports: [70000]"),
+    );
+    let err = failed(eastwall(&e, &admin, &["apply", "-f", &reg, "-f", &bad]));
+    assert!(err.contains(&format!("{bad}:7:")), "{err}");
+    assert!(ok(eastwall(&e, &admin, &["get", "version"])).contains("nothing applied yet"));
+
+    // The first apply: the diff, then version 1, by the certificate's user.
+    let out = ok(eastwall(
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &pol, "-m", "first"],
+    ));
+    assert!(
+        out.contains("=== etcd:/eastwall/config/workloads/web (added)"),
+        "{out}"
+    );
+    assert!(out.contains("applied: version 1"), "{out}");
+    let v = ok(eastwall(&e, &admin, &["get", "version"]));
+    assert!(
+        v.contains("version 1") && v.contains("eastwall-admin (") && v.contains("first"),
+        "{v}"
+    );
+    // What is stored reads back.
+    let got = ok(eastwall(&e, &admin, &["get", "registry"]));
+    let back = eastwall_policy::Registry::parse("got", &got).unwrap();
+    assert_eq!(back.workloads().len(), 2);
+    assert_eq!(ok(eastwall(&e, &admin, &["get", "policy"])), POLICY);
+    assert!(ok(eastwall(&e, &admin, &["get", "workload", "db"])).contains("\"node\": \"hostB\""));
+    // Applying the same again changes nothing.
+    let again = ok(eastwall(&e, &admin, &["apply", "-f", &reg, "-f", &pol]));
+    assert!(again.contains("no changes against version 1"), "{again}");
+
+    // diff shows a change; apply makes it version 2.
+    let pol2 = write(
+        d.path(),
+        "policy.yaml",
+        &POLICY.replace("[5432]", "[5432, 6432]"),
+    );
+    let diff = ok(eastwall(&e, &admin, &["diff", "-f", &pol2]));
+    assert!(
+        diff.contains("-        - {id: web-to-db") && diff.contains("6432"),
+        "{diff}"
+    );
+    ok(eastwall(
+        &e,
+        &admin,
+        &["apply", "-f", &pol2, "-m", "pgbouncer"],
+    ));
+
+    // Automation: one workload at a time.
+    ok(eastwall(
+        &e,
+        &admin,
+        &[
+            "workload",
+            "add",
+            "cache",
+            "--node",
+            "hostA",
+            "--address",
+            "10.0.1.3",
+            "--app",
+            "web",
+            "--zone",
+            "prod",
+            "--label",
+            "tier=cache",
+        ],
+    ));
+    ok(eastwall(
+        &e,
+        &admin,
+        &[
+            "workload",
+            "move",
+            "cache",
+            "--node",
+            "hostB",
+            "--address",
+            "10.0.2.3",
+        ],
+    ));
+    let cache = ok(eastwall(&e, &admin, &["get", "workload", "cache"]));
+    assert!(
+        cache.contains("hostB") && cache.contains("10.0.2.3") && cache.contains("tier"),
+        "{cache}"
+    );
+    // A move onto an address already taken is refused, naming the workload's key.
+    let err = failed(eastwall(
+        &e,
+        &admin,
+        &[
+            "workload",
+            "move",
+            "cache",
+            "--node",
+            "hostB",
+            "--address",
+            "10.0.2.2",
+        ],
+    ));
+    assert!(err.contains("etcd:/eastwall/config/workloads/"), "{err}");
+    ok(eastwall(&e, &admin, &["workload", "remove", "cache"]));
+    let err = failed(eastwall(&e, &admin, &["workload", "remove", "cache"]));
+    assert!(err.contains("no workload `cache`"), "{err}");
+
+    // History: every version, who and why; what one changed.
+    let h = ok(eastwall(&e, &admin, &["history"]));
+    let lines: Vec<&str> = h.lines().skip(1).collect();
+    assert_eq!(lines.len(), 5, "{h}");
+    assert!(
+        lines[0].starts_with("1\t") && lines[0].ends_with("first"),
+        "{h}"
+    );
+    assert!(lines[4].contains("workload remove cache"), "{h}");
+    let two = ok(eastwall(&e, &admin, &["history", "2"]));
+    assert!(two.contains("config/policy (changed)") && two.contains("+        - {id: web-to-db, action: allow, from: {app: web}, to: {app: db}, ports: [5432, 6432]}"), "{two}");
+
+    // Rollback to version 1: a new version with version 1's content.
+    let out = ok(eastwall(&e, &admin, &["rollback", "1"]));
+    assert!(out.contains("applied: version 6"), "{out}");
+    assert_eq!(ok(eastwall(&e, &admin, &["get", "policy"])), POLICY);
+    let rt = rt();
+    rt.block_on(async {
+        let mut s = store_as(&e, &admin).await;
+        let now = s.current().await.unwrap();
+        let one = s.snapshot_of(1).await.unwrap();
+        assert_eq!(now.snapshot, one);
+        assert_eq!(now.version.unwrap().hash, one.hash());
+    });
+}
+
+#[test]
+fn a_concurrent_apply_is_refused_and_nodes_cannot_write_policy() {
+    require_root();
+    let e = etcd();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", REGISTRY);
+    let pol = write(d.path(), "policy.yaml", POLICY);
+    ok(eastwall(&e, &admin, &["apply", "-f", &reg, "-f", &pol]));
+    let node = e.add_node("hostA").unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        // Two admins read version 1; the second to write is refused, and says who won.
+        let mut first = store_as(&e, &admin).await;
+        let mut second = store_as(&e, &admin).await;
+        let base1 = first.current().await.unwrap();
+        let base2 = second.current().await.unwrap();
+        let mine = base1
+            .snapshot
+            .with(&Part::Policy(POLICY.replace("[5432]", "[5433]")));
+        let theirs = base2
+            .snapshot
+            .with(&Part::Policy(POLICY.replace("[5432]", "[5434]")));
+        let v = first
+            .apply(&base1, &mine, "alice", "mine")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.version, 2);
+        match second.apply(&base2, &theirs, "bob", "theirs").await {
+            Err(ApplyError::Conflict(why)) => {
+                assert!(why.contains("version 2 was applied by alice"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let now = first.current().await.unwrap();
+        assert_eq!(now.version.unwrap().version, 2);
+        assert_eq!(now.snapshot, mine);
+
+        // A node reads the configuration, and writes its own status only.
+        let mut n = store_as(&e, &node).await;
+        let seen = n.current().await.unwrap();
+        assert_eq!(seen.snapshot, mine);
+        let evil = seen.snapshot.with(&Part::Policy(
+            POLICY
+                .replace("web-to-db", "all")
+                .replace("{app: web}", "{}"),
+        ));
+        let err = n
+            .apply(&seen, &evil, "node", "evil")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("permission denied"), "{err}");
+        let c = n.client();
+        c.put(format!("{PREFIX}nodes/hostA/status"), "{}", None)
+            .await
+            .unwrap();
+        let err = c
+            .put(format!("{PREFIX}nodes/hostB/status"), "{}", None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("permission denied"), "{err}");
+        let err = c
+            .put(format!("{PREFIX}config/policy"), "evil", None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("permission denied"), "{err}");
+        assert_eq!(first.current().await.unwrap().snapshot, mine);
+    });
+}
+
+#[test]
+fn an_apply_larger_than_one_transaction_lands_whole() {
+    require_root();
+    let e = etcd();
+    let admin = e.admin();
+    // 400 workloads (past etcd's 128 operations per transaction) and a policy of 10,000
+    // rules (1.1 MB: with its history copy, past the 1.5 MiB request limit).
+    let mut reg = REGISTRY.to_owned();
+    for i in 0..400u32 {
+        reg.push_str(&format!(
+            "    - {{name: w{i}, node: hostA, addresses: [10.1.{}.{}], app: web, zone: prod}}\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    let mut pol = POLICY.to_owned();
+    for i in 0..10_000u32 {
+        pol.push_str(&format!(
+            "        - {{id: filler-{i}, action: allow, from: {{app: web}}, to: {{app: db}}, ports: [{}]}}\n",
+            10_000 + i
+        ));
+    }
+    let rt = rt();
+    rt.block_on(async {
+        let mut s = store_as(&e, &admin).await;
+        let base = s.current().await.unwrap();
+        let desired = base
+            .snapshot
+            .with(&snapshot::registry_part("r.yaml", &reg).unwrap())
+            .with(&Part::Policy(pol.clone()));
+        let v = s
+            .apply(&base, &desired, "admin", "bulk")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.version, 1);
+        let now = s.current().await.unwrap();
+        assert_eq!(now.snapshot, desired);
+        assert_eq!(now.version.unwrap().hash, desired.hash());
+        let valid = now.snapshot.validate(&s.keys().source()).unwrap();
+        assert_eq!(valid.registry.workloads().len(), 402);
+        assert_eq!(valid.policy.rule_count(), 10_001);
+        // The lock is gone, and history replays to the same.
+        let lock = s.client().get(format!("{PREFIX}lock"), None).await.unwrap();
+        assert!(lock.kvs().is_empty());
+        assert_eq!(s.snapshot_of(1).await.unwrap(), desired);
+    });
+}

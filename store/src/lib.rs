@@ -1,0 +1,18 @@
+//! eastwall's central store: policy for every node in one place, on etcd.
+//!
+//! - [`layout`]: where everything is, under one prefix;
+//! - [`snapshot`]: the configuration values (registry head, one value per workload, policy),
+//!   built from files, validated together, hashed (pure);
+//! - [`history`]: versions, changes between snapshots, replay (pure);
+//! - [`etcd`]: the client: read the configuration in force, apply guarded by the version
+//!   read, history, rollback, node status.
+
+pub mod etcd;
+pub mod history;
+pub mod layout;
+pub mod snapshot;
+
+pub use crate::etcd::{ApplyError, Current, Store, StoreSpec};
+pub use crate::history::{Change, Version};
+pub use crate::layout::Keys;
+pub use crate::snapshot::{Part, Snapshot, Validated};

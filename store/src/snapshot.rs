@@ -1,0 +1,600 @@
+//! A snapshot: the configuration values of the store, by key relative to `config/`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `registry` | the registry without its workloads (`kind: Registry`: trust domain, nodes), JSON |
+//! | `workloads/<name>` | one workload: `{"apiVersion", "kind": "Workload", "spec": {...}}`, JSON |
+//! | `policy` | the policy document (`kind: Policy`), YAML as written by its author |
+//!
+//! Values are validated together ([`Snapshot::validate`]) with the registry's and policy's
+//! own checks; a problem is reported against the key it is in (`etcd:/eastwall/config/…`).
+//! A snapshot is pure data: building one from files, merging, hashing and diffing do no I/O.
+
+use std::collections::BTreeMap;
+
+use eastwall_policy::{
+    API_VERSION, Diagnostic, Diagnostics, DocumentKind, Policy, Registry, Severity, document_kind,
+    parse_yaml,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The registry's key (without its workloads).
+pub const REGISTRY: &str = "registry";
+/// The policy's key.
+pub const POLICY: &str = "policy";
+/// Where workloads are, one key each.
+pub const WORKLOADS: &str = "workloads/";
+
+/// Most bytes of one stored value (etcd refuses requests past 1.5 MiB by default).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Every configuration value, by key relative to `config/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    values: BTreeMap<String, String>,
+}
+
+/// A snapshot whose values passed validation: what a node enforces.
+#[derive(Debug)]
+pub struct Validated {
+    /// The registry.
+    pub registry: Registry,
+    /// The policy, checked against the registry.
+    pub policy: Policy,
+    /// Warnings, against the keys they are about.
+    pub warnings: Diagnostics,
+}
+
+/// What one file given to `apply` replaces in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A registry: its head and every workload (workloads it does not list are removed).
+    Registry(BTreeMap<String, String>),
+    /// A policy document.
+    Policy(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Head {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Option<Value>,
+    spec: HeadSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct HeadSpec {
+    #[serde(default)]
+    trust_domain: Option<Value>,
+    #[serde(default)]
+    nodes: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope {
+    api_version: String,
+    kind: String,
+    spec: Value,
+}
+
+impl Snapshot {
+    /// The snapshot of these values (as read from the store).
+    pub fn from_values(values: BTreeMap<String, String>) -> Snapshot {
+        Snapshot { values }
+    }
+
+    /// The values, by key.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.values
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Sets `key` (a workload added or moved by automation).
+    pub fn set(&mut self, key: String, value: String) {
+        self.values.insert(key, value);
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.values.remove(key).is_some()
+    }
+
+    /// This snapshot with `part` in place of what it had.
+    pub fn with(&self, part: &Part) -> Snapshot {
+        let mut s = self.clone();
+        match part {
+            Part::Registry(values) => {
+                s.values
+                    .retain(|k, _| k != REGISTRY && !k.starts_with(WORKLOADS));
+                s.values
+                    .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            Part::Policy(text) => {
+                s.values.insert(POLICY.to_owned(), text.clone());
+            }
+        }
+        s
+    }
+
+    /// A digest of every key and value (`sha256:<hex>`): equal snapshots, equal hashes.
+    pub fn hash(&self) -> String {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (k, v) in &self.values {
+            ctx.update(&(k.len() as u64).to_be_bytes());
+            ctx.update(k.as_bytes());
+            ctx.update(&(v.len() as u64).to_be_bytes());
+            ctx.update(v.as_bytes());
+        }
+        let d = ctx.finish();
+        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    /// The registry, assembled from its head and workloads as one document (for `get
+    /// registry`, and for validation).
+    pub fn registry_text(&self, source: &str) -> Result<String, Diagnostics> {
+        self.assemble(source).map(|(text, _)| text)
+    }
+
+    /// Validates every value and the whole: the registry's and the policy's checks, with
+    /// problems reported against the keys they are in (`source` prefixes them, e.g.
+    /// `etcd:/eastwall/config/`).
+    pub fn validate(&self, source: &str) -> Result<Validated, Diagnostics> {
+        let mut diags = Diagnostics::new();
+        for (k, v) in &self.values {
+            if v.len() > MAX_VALUE_BYTES {
+                diags.push(at_key(
+                    source,
+                    k,
+                    format!(
+                        "value is {} bytes, larger than the limit of {MAX_VALUE_BYTES}",
+                        v.len()
+                    ),
+                ));
+            }
+            if k != REGISTRY && k != POLICY && !k.starts_with(WORKLOADS) {
+                diags.push(at_key(
+                    source,
+                    k,
+                    "unknown key: eastwall stores `registry`, `workloads/<name>` and `policy` here"
+                        .to_owned(),
+                ));
+            }
+        }
+        let Some(policy_text) = self.get(POLICY) else {
+            diags.push(at_key(source, POLICY, "no policy stored".to_owned()));
+            return Err(diags);
+        };
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let (text, owners) = self.assemble(source)?;
+        let registry = Registry::parse(source, &text).map_err(|d| map_lines(d, source, &owners))?;
+        let policy_file = format!("{source}{POLICY}");
+        let (policy, warnings) = Policy::parse(&policy_file, policy_text, &registry)?;
+        Ok(Validated {
+            registry,
+            policy,
+            warnings,
+        })
+    }
+
+    /// The registry as one document, one line per node and per workload, with the key each
+    /// line comes from.
+    fn assemble(&self, source: &str) -> Result<(String, Vec<String>), Diagnostics> {
+        let Some(head_text) = self.get(REGISTRY) else {
+            return Err(one(at_key(
+                source,
+                REGISTRY,
+                "no registry stored".to_owned(),
+            )));
+        };
+        let head: Head = parse_yaml(&format!("{source}{REGISTRY}"), head_text)?;
+        let mut diags = Diagnostics::new();
+        if head.api_version != API_VERSION {
+            diags.push(at_key(
+                source,
+                REGISTRY,
+                format!(
+                    "apiVersion must be `{API_VERSION}`, found `{}`",
+                    head.api_version
+                ),
+            ));
+        }
+        if head.kind != "Registry" {
+            diags.push(at_key(
+                source,
+                REGISTRY,
+                format!("kind must be `Registry`, found `{}`", head.kind),
+            ));
+        }
+        let mut text = String::new();
+        let mut owners = Vec::new();
+        let mut line = |text: &mut String, owner: &str, l: String| {
+            text.push_str(&l);
+            text.push('\n');
+            owners.push(owner.to_owned());
+        };
+        line(
+            &mut text,
+            REGISTRY,
+            format!("apiVersion: {}", json(&Value::from(API_VERSION))),
+        );
+        line(&mut text, REGISTRY, "kind: Registry".to_owned());
+        if let Some(m) = &head.metadata {
+            line(&mut text, REGISTRY, format!("metadata: {}", json(m)));
+        }
+        line(&mut text, REGISTRY, "spec:".to_owned());
+        if let Some(td) = &head.spec.trust_domain {
+            line(&mut text, REGISTRY, format!("  trustDomain: {}", json(td)));
+        }
+        if head.spec.nodes.is_empty() {
+            line(&mut text, REGISTRY, "  nodes: []".to_owned());
+        } else {
+            line(&mut text, REGISTRY, "  nodes:".to_owned());
+            for n in &head.spec.nodes {
+                line(&mut text, REGISTRY, format!("    - {}", json(n)));
+            }
+        }
+        let workloads: Vec<(&String, &String)> = self
+            .values
+            .iter()
+            .filter(|(k, _)| k.starts_with(WORKLOADS))
+            .collect();
+        if workloads.is_empty() {
+            line(&mut text, REGISTRY, "  workloads: []".to_owned());
+        } else {
+            line(&mut text, REGISTRY, "  workloads:".to_owned());
+        }
+        for (key, value) in workloads {
+            let file = format!("{source}{key}");
+            let env: Envelope = match parse_yaml(&file, value) {
+                Ok(e) => e,
+                Err(d) => {
+                    d.into_vec().into_iter().for_each(|x| diags.push(x));
+                    continue;
+                }
+            };
+            if env.api_version != API_VERSION {
+                diags.push(at_key(
+                    source,
+                    key,
+                    format!(
+                        "apiVersion must be `{API_VERSION}`, found `{}`",
+                        env.api_version
+                    ),
+                ));
+                continue;
+            }
+            if env.kind != "Workload" {
+                diags.push(at_key(
+                    source,
+                    key,
+                    format!("kind must be `Workload`, found `{}`", env.kind),
+                ));
+                continue;
+            }
+            let name = &key[WORKLOADS.len()..];
+            if env.spec.get("name").and_then(Value::as_str) != Some(name) {
+                diags.push(at_key(
+                    source,
+                    key,
+                    format!("the workload's `name` must be `{name}`, as its key says"),
+                ));
+                continue;
+            }
+            line(&mut text, key, format!("    - {}", json(&env.spec)));
+        }
+        if diags.is_empty() {
+            Ok((text, owners))
+        } else {
+            Err(diags)
+        }
+    }
+}
+
+/// Splits a registry file into the values it stores as (its head, then one per workload);
+/// `file` names it in messages. The file is validated first, with `FILE:LINE:COL`.
+pub fn registry_part(file: &str, text: &str) -> Result<Part, Diagnostics> {
+    Registry::parse(file, text)?;
+    let mut doc: Value = parse_yaml(file, text)?;
+    let workloads = doc
+        .get_mut("spec")
+        .and_then(|s| s.as_object_mut())
+        .and_then(|s| s.remove("workloads"))
+        .unwrap_or(Value::Null);
+    let mut values = BTreeMap::new();
+    values.insert(REGISTRY.to_owned(), json(&doc));
+    for w in workloads.as_array().into_iter().flatten() {
+        let Some(name) = w.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        values.insert(format!("{WORKLOADS}{name}"), workload_value(w));
+    }
+    Ok(Part::Registry(values))
+}
+
+/// The stored value of one workload (`spec`: its registry entry).
+pub fn workload_value(spec: &Value) -> String {
+    json(&serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "Workload",
+        "spec": spec,
+    }))
+}
+
+/// What a file given to `apply` replaces: a registry or a policy (by its `kind`).
+pub fn part_of_file(file: &str, text: &str) -> Result<Part, Diagnostics> {
+    match document_kind(file, text)? {
+        DocumentKind::Registry => registry_part(file, text),
+        DocumentKind::Policy => {
+            // Checked against the registry when the whole snapshot is validated.
+            let _: Value = parse_yaml(file, text)?;
+            Ok(Part::Policy(text.to_owned()))
+        }
+        other => Err(one(Diagnostic {
+            file: file.to_owned(),
+            line: 0,
+            col: 0,
+            severity: Severity::Error,
+            message: format!(
+                "a {} cannot be applied to the store: give a Registry or a Policy",
+                other.as_str()
+            ),
+        })),
+    }
+}
+
+fn json(v: &Value) -> String {
+    // Serializing a Value cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn at_key(source: &str, key: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: format!("{source}{key}"),
+        line: 0,
+        col: 0,
+        severity: Severity::Error,
+        message,
+    }
+}
+
+fn one(d: Diagnostic) -> Diagnostics {
+    let mut ds = Diagnostics::new();
+    ds.push(d);
+    ds
+}
+
+/// Diagnostics about the assembled registry, told against the keys their lines come from.
+fn map_lines(d: Diagnostics, source: &str, owners: &[String]) -> Diagnostics {
+    let mut out = Diagnostics::new();
+    for mut x in d.into_vec() {
+        let owner = (x.line as usize)
+            .checked_sub(1)
+            .and_then(|i| owners.get(i))
+            .map_or(REGISTRY, String::as_str);
+        x.file = format!("{source}{owner}");
+        x.line = 0;
+        x.col = 0;
+        out.push(x);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: &str = "apiVersion: eastwall.dev/v1
+kind: Registry
+spec:
+  trustDomain: corp.example
+  nodes:
+    - {name: hostA, addresses: [10.77.0.1]}
+    - {name: hostB, addresses: [10.77.0.2]}
+  workloads:
+    - {name: web, node: hostA, addresses: [10.0.1.2], app: web, zone: prod}
+    - name: db
+      node: hostB
+      addresses: [10.0.2.2]
+      app: db
+      zone: prod
+      labels: {tier: data}
+";
+
+    const POL: &str = "apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - {id: web-to-db, action: allow, from: {app: web}, to: {app: db}, ports: [5432]}
+";
+
+    const SRC: &str = "etcd:/eastwall/config/";
+
+    fn stored() -> Snapshot {
+        let reg = registry_part("registry.yaml", REG).unwrap();
+        Snapshot::default()
+            .with(&reg)
+            .with(&Part::Policy(POL.to_owned()))
+    }
+
+    #[test]
+    fn a_registry_is_stored_as_its_head_and_one_value_per_workload() {
+        let s = stored();
+        let keys: Vec<&str> = s.values().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["policy", "registry", "workloads/db", "workloads/web"]
+        );
+        assert!(!s.get(REGISTRY).unwrap().contains("workloads"));
+        let db: Value = serde_json::from_str(s.get("workloads/db").unwrap()).unwrap();
+        assert_eq!(db["kind"], "Workload");
+        assert_eq!(db["spec"]["labels"]["tier"], "data");
+        let v = s.validate(SRC).unwrap();
+        assert_eq!(v.registry.workloads().len(), 2);
+        assert_eq!(v.registry.trust_domain(), "corp.example");
+        assert_eq!(v.policy.rule_count(), 1);
+        // The assembled registry reads back as the same registry.
+        let again = Registry::parse("x", &s.registry_text(SRC).unwrap()).unwrap();
+        assert_eq!(again.workloads(), v.registry.workloads());
+        assert_eq!(again.nodes(), v.registry.nodes());
+    }
+
+    #[test]
+    fn equal_snapshots_hash_alike_and_any_change_shows() {
+        let a = stored();
+        assert_eq!(a.hash(), stored().hash());
+        let mut b = a.clone();
+        b.set(
+            "workloads/web".into(),
+            a.get("workloads/web").unwrap().replace("prod", "dev"),
+        );
+        assert_ne!(a.hash(), b.hash());
+        assert!(a.hash().starts_with("sha256:") && a.hash().len() == 7 + 64);
+    }
+
+    #[test]
+    fn problems_are_reported_against_their_keys() {
+        type Edit = Box<dyn Fn(&mut Snapshot)>;
+        let table: Vec<(&str, Edit, &str)> = vec![
+            (
+                "invalid YAML",
+                Box::new(|s| s.set("workloads/web".into(), "{name: [".into())),
+                "etcd:/eastwall/config/workloads/web:1:",
+            ),
+            (
+                "wrong kind",
+                Box::new(|s| {
+                    s.set(
+                        "workloads/web".into(),
+                        r#"{"apiVersion":"eastwall.dev/v1","kind":"Policy","spec":{"name":"web"}}"#
+                            .into(),
+                    )
+                }),
+                "etcd:/eastwall/config/workloads/web: kind must be `Workload`",
+            ),
+            (
+                "unknown version",
+                Box::new(|s| {
+                    s.set(
+                        "workloads/web".into(),
+                        r#"{"apiVersion":"eastwall.dev/v9","kind":"Workload","spec":{"name":"web"}}"#.into(),
+                    )
+                }),
+                "etcd:/eastwall/config/workloads/web: apiVersion must be `eastwall.dev/v1`",
+            ),
+            (
+                "name other than its key",
+                Box::new(|s| {
+                    let v = s
+                        .get("workloads/web")
+                        .unwrap()
+                        .replace("\"web\"", "\"www\"");
+                    s.set("workloads/web".into(), v)
+                }),
+                "etcd:/eastwall/config/workloads/web: the workload's `name` must be `web`",
+            ),
+            (
+                "a workload on a node the registry does not have",
+                Box::new(|s| {
+                    let v = s.get("workloads/web").unwrap().replace("hostA", "hostZ");
+                    s.set("workloads/web".into(), v)
+                }),
+                "etcd:/eastwall/config/workloads/web: ",
+            ),
+            (
+                "an address taken twice",
+                Box::new(|s| {
+                    let v = s
+                        .get("workloads/web")
+                        .unwrap()
+                        .replace("10.0.1.2", "10.0.2.2");
+                    s.set("workloads/web".into(), v)
+                }),
+                "etcd:/eastwall/config/workloads/",
+            ),
+            (
+                "oversized",
+                Box::new(|s| s.set("policy".into(), "#".repeat(MAX_VALUE_BYTES + 1))),
+                "etcd:/eastwall/config/policy: value is",
+            ),
+            (
+                "an unknown key",
+                Box::new(|s| s.set("rules/x".into(), "y".into())),
+                "etcd:/eastwall/config/rules/x: unknown key",
+            ),
+            (
+                "a policy naming what is not there",
+                Box::new(|s| {
+                    s.set(
+                        "policy".into(),
+                        POL.replace("ports: [5432]", "ports: [99999]"),
+                    )
+                }),
+                "etcd:/eastwall/config/policy:7:",
+            ),
+            (
+                "no policy",
+                Box::new(|s| {
+                    s.remove("policy");
+                }),
+                "etcd:/eastwall/config/policy: no policy stored",
+            ),
+            (
+                "no registry",
+                Box::new(|s| {
+                    s.remove("registry");
+                }),
+                "etcd:/eastwall/config/registry: no registry stored",
+            ),
+        ];
+        for (what, change, expected) in table {
+            let mut s = stored();
+            change(&mut s);
+            let err = match s.validate(SRC) {
+                Ok(_) => panic!("{what}: accepted"),
+                Err(d) => d.to_string(),
+            };
+            assert!(err.contains(expected), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn files_become_parts_by_their_kind() {
+        assert!(matches!(part_of_file("p.yaml", POL), Ok(Part::Policy(_))));
+        assert!(matches!(part_of_file("r.yaml", REG), Ok(Part::Registry(_))));
+        let bad = REG.replace("10.0.2.2", "10.0.1.2");
+        let err = part_of_file("r.yaml", &bad).unwrap_err().to_string();
+        assert!(err.starts_with("r.yaml:"), "{err}");
+        let dir = "apiVersion: eastwall.dev/v1\nkind: Directory\nspec: {users: []}\n";
+        let err = part_of_file("d.yaml", dir).unwrap_err().to_string();
+        assert!(err.contains("cannot be applied"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_part_replaces_every_workload() {
+        let s = stored();
+        let smaller = REG.split("    - name: db").next().unwrap().to_owned();
+        let s2 = s.with(&registry_part("r.yaml", &smaller).unwrap());
+        assert!(s2.get("workloads/db").is_none());
+        assert!(s2.get("workloads/web").is_some());
+        assert_eq!(s2.get(POLICY), s.get(POLICY));
+    }
+}
