@@ -639,3 +639,31 @@ pub mod http {
         .unwrap()
     }
 }
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))?
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// `policy` (whose last line is a rule of its last section) with a section of `rules`
+/// filler rules after it, between apps that do not exist (so decisions stay as they were);
+/// `variant` changes them, so that two variants always differ.
+pub fn with_filler_rules(policy: &str, rules: usize, variant: usize) -> String {
+    let mut s = policy.trim_end().to_owned();
+    s.push_str(&format!("\n    - name: filler-{variant}\n      rules:\n"));
+    for i in 0..rules {
+        s.push_str(&format!(
+            "        - {{id: filler-{i}, action: allow, from: {{app: team-{}}}, to: {{app: svc-{i}}}, ports: [{}]}}\n",
+            i % 500,
+            1024 + (i + variant) % 50_000
+        ));
+    }
+    s
+}

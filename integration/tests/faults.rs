@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use eastwall_integration::{Cloud, require_root};
+use eastwall_integration::{Cloud, require_root, with_filler_rules};
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -356,18 +356,6 @@ fn out_of_descriptors_the_node_says_it_is_degraded() {
     );
 }
 
-/// Resident memory of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// Idle connections held open through both nodes (over the tunnel) cost a bounded amount of
 /// memory each, and a node gives the memory back to the system once they close (a burst
 /// must not leave a node at its peak for good). The benchmark runs the heavy variant
@@ -394,6 +382,7 @@ fn idle_connections_memory_is_bounded_and_returned_after_they_close() {
     // Warm up (pool, first allocations), then the baseline.
     drop(hold(&c, "client", dst, 20));
     std::thread::sleep(Duration::from_secs(1));
+    let rss = |pid| eastwall_integration::rss(pid).unwrap();
     let baseline = pids.map(rss);
     let (held, refused) = hold(&c, "client", dst, IDLE);
     assert_eq!((held.len(), refused), (IDLE, 0));
@@ -438,25 +427,10 @@ fn idle_connections_memory_is_bounded_and_returned_after_they_close() {
     }
 }
 
-/// `SHARED_SERVICE` with `n` more rules (between apps that do not exist, so decisions stay)
-/// after it; `variant` changes them.
-fn with_filler_rules(n: usize, variant: usize) -> String {
-    let mut s = SHARED_SERVICE.trim_end().to_owned();
-    s.push_str("\n    - name: filler\n      rules:\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "        - {{id: filler-{i}, action: allow, from: {{app: team-{}}}, to: {{app: svc-{i}}}, ports: [{}]}}\n",
-            i % 100,
-            1024 + (i + variant) % 50_000
-        ));
-    }
-    s
-}
-
-/// Both nodes' policy files are rewritten every 200 ms for 6 s (large valid policies, and
-/// every third write a broken one) while a client opens connection after connection through
-/// them: no connection fails, none waits long, the broken files are refused and the valid
-/// ones applied.
+/// Both nodes' policy files are rewritten every 300 ms for 9 s (large valid policies, and
+/// every third write a broken one; the nodes look every 250 ms) while a client opens
+/// connection after connection through them: no connection fails, none waits long, the
+/// broken files are refused and the valid ones applied, the last one included.
 #[test]
 fn a_reload_storm_under_load_costs_no_connection() {
     require_root();
@@ -479,7 +453,10 @@ fn a_reload_storm_under_load_costs_no_connection() {
         .iter()
         .map(|n| n.config.with_file_name("policy.yaml"))
         .collect();
-    let variants = [with_filler_rules(RULES, 0), with_filler_rules(RULES, 1)];
+    let variants = [
+        with_filler_rules(SHARED_SERVICE, RULES, 0),
+        with_filler_rules(SHARED_SERVICE, RULES, 1),
+    ];
     let broken = format!(
         "{}\n        - {{id: broken, action: maybe}}\n",
         variants[0].trim_end()
@@ -531,11 +508,12 @@ fn a_reload_storm_under_load_costs_no_connection() {
             std::fs::write(&tmp, text).unwrap();
             std::fs::rename(&tmp, f).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
-    // End on a valid policy, and let the last change land.
+    // End on a valid policy of its own size, and let it land.
+    let last = with_filler_rules(SHARED_SERVICE, RULES + 7, 2);
     for f in &files {
-        std::fs::write(f, &variants[0]).unwrap();
+        std::fs::write(f, &last).unwrap();
     }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
@@ -550,11 +528,12 @@ fn a_reload_storm_under_load_costs_no_connection() {
         )
     };
     eprintln!(
-        "reload storm: {WRITES} writes of {RULES}-rule policies; {} connections, {} failed; connect+greeting p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; reloads applied {} / {}, refused {} / {} (hostA / hostB)",
+        "reload storm: {WRITES} writes of {RULES}-rule policies; {} connections, {} failed; connect+greeting p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; reloads applied {} / {}, refused {} / {} (hostA / hostB)",
         latencies.len(),
         failures.len(),
         at(0.5),
         at(0.99),
+        at(0.999),
         at(1.0),
         reloads("hostA", "ok"),
         reloads("hostB", "ok"),
@@ -574,4 +553,95 @@ fn a_reload_storm_under_load_costs_no_connection() {
     // connection for ~5 s).
     assert!(at(1.0) < 1000.0, "a connection waited {:.0} ms", at(1.0));
     assert_eq!(c.metric("hostA", "eastwall_policy_rules"), RULES as u64 + 1);
+}
+
+/// An upgraded HTTP exchange (WebSocket, `Upgrade: echo` here) goes on after the HTTP layer
+/// let go of the connection: it holds its workload's budget slot until it ends, and its
+/// record is written then, not at the upgrade.
+#[test]
+fn an_upgraded_exchange_holds_its_connection_until_it_ends() {
+    require_root();
+    use std::io::Write;
+    let policy = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - id: clients-get-from-service
+          action: allow
+          from: {app: client}
+          to: {app: service, http: [{methods: [GET], paths: ["/*"]}]}
+          ports: [7000]
+"#;
+    let mut c = Cloud::new(
+        &["hostA"],
+        &[
+            ("hostA", "client", "client", "prod"),
+            ("hostA", "service", "service", "prod"),
+        ],
+        "",
+        policy,
+    );
+    c.lab.serve_http("service", SERVICE).unwrap();
+    c.start_nodes("");
+    let dst = c.addr("service", SERVICE);
+    let netns = c.lab.workload("client").netns.clone();
+    let (mut s, local) = eastwall_lab::in_netns(&netns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /chat HTTP/1.1\r\nHost: service\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut b).unwrap(),
+                1,
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let local = s.local_addr().unwrap();
+        (s, local)
+    })
+    .unwrap();
+    let echo = |s: &mut TcpStream, what: &[u8]| {
+        s.write_all(what).unwrap();
+        let mut got = vec![0u8; what.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, what);
+    };
+    echo(&mut s, b"ping");
+    // The HTTP layer is done with it, yet the connection holds its slot and is not recorded.
+    std::thread::sleep(Duration::from_millis(300));
+    echo(&mut s, b"still there");
+    assert_eq!(c.metric("hostA", "eastwall_connections_held"), 1);
+    let recorded = |c: &Cloud| {
+        c.flows("hostA")
+            .into_iter()
+            .any(|f| f["src_port"] == local.port() && f["src_ip"] == local.ip().to_string())
+    };
+    assert!(
+        !recorded(&c),
+        "recorded at the upgrade, before the exchange ended"
+    );
+    drop(s);
+    let f = c.flow("hostA", local);
+    assert_eq!(f["flow"]["state"], "closed", "{f:#}");
+    assert!(f["flow"]["bytes_toserver"].as_u64().unwrap() > 15, "{f:#}");
+    let since = Instant::now();
+    while c.metric("hostA", "eastwall_connections_held") != 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "the slot was not given back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

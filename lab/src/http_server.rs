@@ -1,7 +1,7 @@
 //! A small HTTP server for the lab's workloads (hyper; HTTP/1.1 and HTTP/2 with prior
 //! knowledge on the same port): answers every request with 200 and a body naming the method,
 //! the path and itself, and keeps the list of requests it received, so tests can check what
-//! reached the server and what a node stopped.
+//! reached the server and what a node stopped. `Upgrade: echo` switches protocols and echoes the upgraded stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +38,28 @@ impl Received {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// Answers an `Upgrade: echo` request with 101 and echoes the upgraded stream.
+fn switch_to_echo(mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(u) = upgrade.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(u));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("echo"),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("upgrade"),
+    );
+    resp
 }
 
 /// Serves HTTP on `addr` from the calling thread's network namespace (run it on a thread that
@@ -77,6 +99,14 @@ pub(crate) fn spawn(name: String, addr: SocketAddr) -> anyhow::Result<Received> 
                         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                             let (name, r) = (name.clone(), r.clone());
                             async move {
+                                // `Upgrade: echo`: switch protocols, then echo what comes.
+                                if req
+                                    .headers()
+                                    .get(hyper::header::UPGRADE)
+                                    .is_some_and(|u| u == "echo")
+                                {
+                                    return Ok::<_, Infallible>(switch_to_echo(req));
+                                }
                                 let line = format!(
                                     "{} {} {:?}",
                                     req.method(),

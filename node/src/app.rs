@@ -90,6 +90,14 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
             "limits: `connectionsPerWorkload` is above what the open-file limit lets the node carry; one workload can take every connection"
         );
     }
+    if limits.node < 64 {
+        warn!(
+            node = limits.node,
+            open_files,
+            reserved = cfg.limits.reserved_descriptors,
+            "limits: the open-file limit leaves room for fewer than 64 connections; raise it (LimitNOFILE) or lower `reservedDescriptors`"
+        );
+    }
     info!(limits = %limits.describe(), "connection budgets");
     let budgets = Budgets::new(limits, telemetry.clone());
     // The tunnel: this node's workload certificates, the QUIC endpoint, the pool.
@@ -357,6 +365,8 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     for t in tasks {
         t.abort();
     }
+    // Folded flows get their aggregate records before the node goes.
+    telemetry.flush_all_folds();
     Ok(())
 }
 

@@ -154,9 +154,13 @@ async fn reload(
     // Reading and parsing take time on a large policy: off the async workers and at idle
     // priority, so that connections and the admin endpoint go on meanwhile.
     let paths = (cfg.registry_path.clone(), cfg.policy_path.clone());
+    // Logged once, by whichever load finishes first.
+    let logged = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rules = load_in_background(move || {
         let (rules, warnings) = Rules::load(&paths.0, &paths.1)?;
-        crate::rules::log_warnings(&warnings);
+        if !logged.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            crate::rules::log_warnings(&warnings);
+        }
         anyhow::Ok(rules)
     })
     .await
@@ -192,8 +196,9 @@ async fn reload(
     pipeline.carrier.ids.store(engines);
     let replaced = pipeline.replace_rules(rules);
     let revoked = crate::conn::live::recheck(pipeline).await;
-    // The last reference, unless a decision still holds it (then that task frees it).
-    drop(in_background(move || drop(replaced)));
+    // The last reference, unless a decision still holds it (then that task frees it): a
+    // large policy takes a while to free, off the async workers.
+    drop(tokio::task::spawn_blocking(move || drop(replaced)));
     info!(
         rules = pipeline.rules().policy.rule_count(),
         workloads_here = addrs.len(),
@@ -207,21 +212,43 @@ async fn reload(
 /// How long a load may wait for idle CPU before it also runs at normal priority.
 const URGENT_AFTER: Duration = Duration::from_secs(2);
 
-/// Runs `load` on a thread of its own at idle CPU priority (`SCHED_IDLE`), so that the
-/// threads carrying traffic always get the CPU first while a large policy is read and
-/// parsed. If it has not finished within [`URGENT_AFTER`] (the CPU is saturated), the same
-/// load also runs at normal priority and the first answer wins: a policy change still lands
-/// within seconds under full load.
+/// Whether a load at idle priority is still running (a saturated host): the next one then
+/// goes straight to normal priority, so idle threads do not pile up.
+static IDLE_LOAD_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `load` on a thread of its own in the idle scheduling class (`SCHED_IDLE`: it gets
+/// the CPU after every other thread, a tiny share when the host is saturated), so that the
+/// threads carrying traffic come first while a large policy is read and parsed. If it has
+/// not finished within [`URGENT_AFTER`], the same load also runs at normal priority and the
+/// first answer wins: a policy change still lands within seconds under full load.
 async fn load_in_background<T: Send + 'static>(
     load: impl Fn() -> T + Clone + Send + 'static,
 ) -> anyhow::Result<T> {
-    let idle = in_background(load.clone());
+    use std::sync::atomic::Ordering;
+    if IDLE_LOAD_RUNNING.swap(true, Ordering::AcqRel) {
+        warn!("an earlier load is still waiting for the CPU: loading at normal priority");
+        return tokio::task::spawn_blocking(load)
+            .await
+            .context("loading at normal priority");
+    }
+    let urgent = load.clone();
+    let idle = in_background(move || {
+        let answer = load();
+        IDLE_LOAD_RUNNING.store(false, Ordering::Release);
+        answer
+    });
     tokio::pin!(idle);
     match tokio::time::timeout(URGENT_AFTER, &mut idle).await {
-        Ok(answer) => answer,
+        Ok(answer) => {
+            if answer.is_err() {
+                // The thread did not run (or died): it cannot clear the flag itself.
+                IDLE_LOAD_RUNNING.store(false, Ordering::Release);
+            }
+            answer
+        }
         Err(_) => {
             warn!("the CPU is saturated: loading the new rules at normal priority too");
-            let urgent = tokio::task::spawn_blocking(load);
+            let urgent = tokio::task::spawn_blocking(urgent);
             tokio::select! {
                 answer = idle => answer,
                 answer = urgent => answer.context("loading at normal priority"),
@@ -248,8 +275,8 @@ fn in_background<T: Send + 'static>(
     }
 }
 
-/// Puts the calling thread in the idle scheduling class: it runs when no other thread of
-/// the host wants the CPU (a nice value is not enough: measured in docs/BENCHMARKS.md).
+/// Puts the calling thread in the idle scheduling class: it gets the CPU after every other
+/// thread of the host (a nice value is not enough: measured in docs/BENCHMARKS.md).
 fn idle_priority() {
     let param = nix::libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` lives across the call, which only reads it; pid 0 is the calling

@@ -189,7 +189,7 @@ fn http_status(s: Status) -> StatusCode {
         Status::Denied | Status::IdentityMismatch => StatusCode::FORBIDDEN,
         Status::BadHeader => StatusCode::BAD_REQUEST,
         Status::UnknownDestination => StatusCode::NOT_FOUND,
-        Status::Unreachable => StatusCode::SERVICE_UNAVAILABLE,
+        Status::Unreachable | Status::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -344,6 +344,7 @@ mod tests {
             Status::UnknownDestination,
             Status::IdentityMismatch,
             Status::Unreachable,
+            Status::Overloaded,
         ] {
             let r = Response {
                 status,

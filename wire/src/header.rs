@@ -208,6 +208,9 @@ pub enum Status {
     IdentityMismatch = 4,
     /// The workload could not be reached.
     Unreachable = 5,
+    /// The destination node refused it for lack of resources (the source workload's
+    /// connection budget there, or its descriptors).
+    Overloaded = 6,
 }
 
 impl Status {
@@ -219,6 +222,7 @@ impl Status {
             3 => Status::UnknownDestination,
             4 => Status::IdentityMismatch,
             5 => Status::Unreachable,
+            6 => Status::Overloaded,
             _ => return None,
         })
     }
@@ -232,6 +236,7 @@ impl Status {
             Status::UnknownDestination,
             Status::IdentityMismatch,
             Status::Unreachable,
+            Status::Overloaded,
         ]
         .into_iter()
         .find(|x| x.as_str() == s)
@@ -246,6 +251,7 @@ impl Status {
             Status::UnknownDestination => "unknown-destination",
             Status::IdentityMismatch => "identity-mismatch",
             Status::Unreachable => "unreachable",
+            Status::Overloaded => "overloaded",
         }
     }
 }

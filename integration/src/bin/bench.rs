@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eastwall_identity::SpiffeId;
-use eastwall_integration::Cloud;
+use eastwall_integration::{Cloud, rss, with_filler_rules};
 use eastwall_lab::in_netns;
 
 const IPERF_PORT: u16 = 5201;
@@ -277,22 +277,6 @@ struct IdleMemory {
 const RELOAD_RULES: usize = 10_000;
 /// How often it is rewritten.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-/// `policy` (whose last line is a rule of its last section) with a section of
-/// [`RELOAD_RULES`] filler rules after it, between apps that do not exist here (so the bench's
-/// traffic is decided as before); `variant` changes their ports.
-fn with_filler_rules(policy: &str, rules: usize, variant: usize) -> String {
-    let mut s = policy.trim_end().to_owned();
-    s.push_str(&format!("\n    - name: filler-{variant}\n      rules:\n"));
-    for i in 0..rules {
-        s.push_str(&format!(
-            "        - {{id: filler-{i}, action: allow, from: {{app: team-{}}}, to: {{app: svc-{i}}}, ports: [{}]}}\n",
-            i % 500,
-            1024 + (i + variant) % 50_000
-        ));
-    }
-    s
-}
 
 /// Max minus min.
 fn spread(v: &[f64]) -> f64 {
@@ -794,6 +778,11 @@ impl Bench {
         );
         row.reloads = Some(ok);
         row.paced_reload_p99 = Some(median(&q99));
+        // Back to the row's own policy, for the figures that follow.
+        for f in files.iter() {
+            std::fs::write(f, &base)?;
+        }
+        thread::sleep(Duration::from_secs(2));
         Ok(())
     }
 
@@ -849,7 +838,9 @@ impl Bench {
         let mut per: Vec<Vec<f64>> = vec![Vec::new(); pids.len()];
         let mut kept: Vec<Vec<f64>> = vec![Vec::new(); pids.len()];
         let n = idle_count(self.a.idle);
-        let all_rss = || -> anyhow::Result<Vec<f64>> { pids.iter().map(|&p| rss(p)).collect() };
+        let all_rss = || -> anyhow::Result<Vec<f64>> {
+            pids.iter().map(|&p| rss(p).map(|b| b as f64)).collect()
+        };
         let mib = |v: &[f64]| {
             v.iter()
                 .map(|b| (b / 1048576.0).round())
@@ -1308,17 +1299,6 @@ fn clk_tck() -> f64 {
 }
 
 /// Resident set size of `pid`, bytes.
-fn rss(pid: u32) -> anyhow::Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("no VmRSS")?
-        .parse()?;
-    Ok(kb * 1024.0)
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);

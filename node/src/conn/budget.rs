@@ -144,17 +144,16 @@ impl Budgets {
             } else {
                 held.total += 1;
                 *held.by_holder.entry(holder.clone()).or_default() += 1;
-                Ok(held.total)
+                // Set under the lock: two connections cannot leave the gauge out of order.
+                m.connections_held.set(held.total as i64);
+                Ok(())
             }
         };
         match taken {
-            Ok(total) => {
-                m.connections_held.set(total as i64);
-                Ok(Slot {
-                    budgets: self.clone(),
-                    holder,
-                })
-            }
+            Ok(()) => Ok(Slot {
+                budgets: self.clone(),
+                holder,
+            }),
             Err(shortage) => {
                 self.refused(shortage, Some(&holder));
                 Err(shortage)
@@ -178,18 +177,18 @@ impl Budgets {
     }
 
     fn give_back(&self, holder: &Holder) {
-        let total = {
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.total = held.total.saturating_sub(1);
-            if let Some(n) = held.by_holder.get_mut(holder) {
-                *n -= 1;
-                if *n == 0 {
-                    held.by_holder.remove(holder);
-                }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.total = held.total.saturating_sub(1);
+        if let Some(n) = held.by_holder.get_mut(holder) {
+            *n -= 1;
+            if *n == 0 {
+                held.by_holder.remove(holder);
             }
-            held.total
-        };
-        self.telemetry.metrics.connections_held.set(total as i64);
+        }
+        self.telemetry
+            .metrics
+            .connections_held
+            .set(held.total as i64);
     }
 }
 

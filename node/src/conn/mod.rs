@@ -202,7 +202,7 @@ impl DenyReason {
             }
             DenyReason::IdentityMismatch => Status::IdentityMismatch,
             DenyReason::BadTunnelHeader => Status::BadHeader,
-            DenyReason::Exhausted(_) => Status::Unreachable,
+            DenyReason::Exhausted(_) => Status::Overloaded,
             _ => Status::Denied,
         }
     }
@@ -471,7 +471,7 @@ impl Pipeline {
         };
         self.budgets.take(holder).map_err(|shortage| {
             let reason = DenyReason::Exhausted(shortage);
-            let words = match shortage {
+            let short = match shortage {
                 Shortage::WorkloadBudget => format!(
                     "the source workload holds its whole budget of {} connections",
                     self.budgets.limits().per_workload
@@ -481,6 +481,8 @@ impl Pipeline {
                     self.budgets.limits().node
                 ),
             };
+            // The record's decision becomes the refusal: say which rule allowed it.
+            let words = format!("allowed by rule {}, but {short}", guard.policy.rule);
             guard.decided(&Plan::refuse(reason.clone(), Some(words.clone())));
             guard.error = Some(words);
             reason

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 use crate::capture::socket;
 use crate::config::UdpSpec;
 use crate::conn::record::FlowGuard;
-use crate::conn::{Ending, Entry, Outcome, Pipeline, Route, at_start, identify};
+use crate::conn::{DenyReason, Ending, Entry, Outcome, Pipeline, Route, at_start, identify};
 use crate::relay::{Activity, DatagramSource, MAX_DATAGRAM};
 use crate::telemetry::metrics::{DirLabels, DropLabels};
 
@@ -38,6 +38,10 @@ pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Sessions looked at, at most, to find one to evict.
 const EVICTION_SWEEP: usize = 64;
+
+/// How long a session refused for lack of room drops its datagrams before it ends (its
+/// sender's next datagram then makes a new session, which asks for room again).
+const RETRY_AFTER_SHORTAGE: Duration = Duration::from_secs(1);
 
 /// Datagrams queued to a session before its own socket takes over.
 const QUEUE: usize = 64;
@@ -315,7 +319,11 @@ async fn session(
         },
     };
     let outcome = if let Some(reason) = refusal {
-        // Drop what follows quietly until the sender gives up.
+        // Drop what follows quietly until the sender gives up; a session refused for lack
+        // of room ends after a moment instead, so that a sender that never pauses gets a new
+        // session (and another try) once room is made.
+        let retry = matches!(reason, DenyReason::Exhausted(_))
+            .then(|| tokio::time::Instant::now() + RETRY_AFTER_SHORTAGE);
         let mut count = (1u64, first.len() as u64);
         let absorbed = async {
             loop {
@@ -338,6 +346,12 @@ async fn session(
         tokio::select! {
             () = absorbed => {},
             () = evict.cancelled() => {},
+            () = async {
+                match retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {},
         }
         guard.datagrams = Some((count.0, 0));
         guard.bytes_toserver = count.1;

@@ -90,6 +90,8 @@ struct HttpConn {
     stream_ids: Arc<Mutex<Option<IdsInfo>>>,
     /// The flow's endpoints and identities, for the IDS.
     identities: EveIdentities,
+    /// Upgraded exchanges (WebSocket, CONNECT) relayed after hyper let go of them.
+    upgraded: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// Serves one HTTP connection from `io` (its first bytes in `prefix`), each request decided
@@ -122,6 +124,7 @@ where
         ids: Mutex::new(Vec::new()),
         stream_ids: Arc::new(Mutex::new(None)),
         identities: guard.identities(),
+        upgraded: Mutex::new(tokio::task::JoinSet::new()),
     });
     let h = http.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -156,6 +159,16 @@ where
             }
         }
     };
+    // An upgraded exchange goes on after hyper let go of the connection: the connection's
+    // budget slot, its revocation and its record last until the exchange ends.
+    let mut upgraded =
+        std::mem::take(&mut *http.upgraded.lock().unwrap_or_else(|p| p.into_inner()));
+    if !upgraded.is_empty() {
+        tokio::select! {
+            () = async { while upgraded.join_next().await.is_some() {} } => {}
+            () = live.revoked() => upgraded.abort_all(),
+        }
+    }
     active.dec();
     (guard.bytes_toserver, guard.bytes_toclient) = counts.get();
     guard.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -480,7 +493,8 @@ impl HttpConn {
             || (ev.http_method == "CONNECT" && resp.status().is_success());
         if let (true, Some(client)) = (switched, client_upgrade) {
             let server = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
+            let mut upgraded = self.upgraded.lock().unwrap_or_else(|p| p.into_inner());
+            upgraded.spawn(async move {
                 if let (Ok(c), Ok(s)) = (client.await, server.await) {
                     let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
                     let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;

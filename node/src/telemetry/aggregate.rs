@@ -73,8 +73,19 @@ impl Window {
 /// The windows of the kinds seen lately.
 #[derive(Default)]
 pub(crate) struct Folds {
-    windows: Mutex<HashMap<Key, Window>>,
+    windows: Mutex<Table>,
 }
+
+#[derive(Default)]
+struct Table {
+    windows: HashMap<Key, Window>,
+    /// When a full table was last swept for closed windows: at most once per
+    /// [`SWEEP_EVERY`], so a flood of new kinds does not scan the table at every flow.
+    swept: Option<Instant>,
+}
+
+/// How often a full table is swept for closed windows (besides the flush every second).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What to do with a flow record offered to [`Folds::offer`].
 pub(crate) struct Offered {
@@ -88,7 +99,8 @@ impl Folds {
     /// Offers the record of a flow that ended at `at` (`now` on the monotonic clock).
     pub(crate) fn offer(&self, event: FlowEvent, at: SystemTime, now: Instant) -> Offered {
         let mut write = Vec::new();
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let Table { windows, swept } = &mut *table;
         let mut key = Key::Kind(kind(&event));
         if let Some(w) = windows.get(&key)
             && now.duration_since(w.opened) >= WINDOW
@@ -97,7 +109,10 @@ impl Folds {
             write.extend(w.close(false));
         }
         if !windows.contains_key(&key) && windows.len() >= KINDS {
-            write.extend(close_expired(&mut windows, now));
+            if swept.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+                *swept = Some(now);
+                write.extend(close_expired(windows, now));
+            }
             if windows.len() >= KINDS {
                 key = Key::Overflow;
             }
@@ -140,8 +155,18 @@ impl Folds {
 
     /// The aggregate records of the windows that closed by `now` (they are forgotten).
     pub(crate) fn flush(&self, now: Instant) -> Vec<FlowEvent> {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        close_expired(&mut windows, now)
+        let mut table = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        close_expired(&mut table.windows, now)
+    }
+
+    /// The aggregate records of every window, closed now (the node stops).
+    pub(crate) fn flush_all(&self) -> Vec<FlowEvent> {
+        let mut table = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .windows
+            .drain()
+            .filter_map(|(k, w)| w.close(k == Key::Overflow))
+            .collect()
     }
 }
 
@@ -260,6 +285,13 @@ mod tests {
         // A new window records one by one again.
         let o = folds.offer(denied("10.0.0.9", 80), at, t0 + WINDOW);
         assert_eq!((o.write.len(), o.folded), (1, false));
+        // Stopping closes every window at once.
+        for _ in 0..RECORDED_PER_WINDOW + 5 {
+            folds.offer(denied("10.0.0.9", 80), at, t0 + WINDOW);
+        }
+        let last = folds.flush_all();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].eastwall.aggregate.as_ref().unwrap().flows, 6);
     }
 
     #[test]
@@ -291,7 +323,7 @@ mod tests {
             written += folds.offer(denied(&src, 80), at, t0).write.len();
         }
         assert_eq!(written, KINDS);
-        assert!(folds.windows.lock().unwrap().len() <= KINDS + 1);
+        assert!(folds.windows.lock().unwrap().windows.len() <= KINDS + 1);
         let closed = folds.flush(t0 + WINDOW);
         let mixed: Vec<_> = closed
             .iter()
@@ -299,6 +331,6 @@ mod tests {
             .collect();
         assert_eq!(mixed.len(), 1);
         assert_eq!((mixed[0].flows, mixed[0].mixed), (500, true));
-        assert!(folds.windows.lock().unwrap().is_empty());
+        assert!(folds.windows.lock().unwrap().windows.is_empty());
     }
 }

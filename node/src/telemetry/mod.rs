@@ -63,6 +63,13 @@ impl Telemetry {
         }
     }
 
+    /// Writes the aggregate records of every window (the node stops).
+    pub(crate) fn flush_all_folds(&self) {
+        for e in self.folds.flush_all() {
+            self.flows.event(&e);
+        }
+    }
+
     /// Telemetry without a log file, for tests.
     #[cfg(test)]
     pub(crate) fn detached() -> std::sync::Arc<Telemetry> {
