@@ -550,9 +550,19 @@ fn a_reload_storm_under_load_costs_no_connection() {
         );
     }
     // The data path never waited for a parse (before, a 3,015-rule reload stalled every
-    // connection for ~5 s).
-    assert!(at(1.0) < 1000.0, "a connection waited {:.0} ms", at(1.0));
-    assert_eq!(c.metric("hostA", "eastwall_policy_rules"), RULES as u64 + 1);
+    // connection for ~5 s). The worst single connection may meet a lost SYN (1 s).
+    assert!(at(0.999) < 500.0, "p99.9 {:.0} ms", at(0.999));
+    assert!(at(1.0) < 3000.0, "a connection waited {:.0} ms", at(1.0));
+    for host in ["hostA", "hostB"] {
+        let since = Instant::now();
+        while c.metric(host, "eastwall_policy_rules") != RULES as u64 + 8 {
+            assert!(
+                since.elapsed() < Duration::from_secs(5),
+                "{host}: the last policy was not applied"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// An upgraded HTTP exchange (WebSocket, `Upgrade: echo` here) goes on after the HTTP layer

@@ -6,8 +6,9 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
-use eastwall_integration::{eastwall_bin, require_root};
+use eastwall_integration::{Cloud, eastwall_bin, require_root};
 use eastwall_lab::etcd::{ClientCert, Etcd};
 use eastwall_store::snapshot::{self, Part};
 use eastwall_store::{ApplyError, Store, StoreSpec};
@@ -361,4 +362,201 @@ fn an_apply_larger_than_one_transaction_lands_whole() {
         assert!(lock.kvs().is_empty());
         assert_eq!(s.snapshot_of(1).await.unwrap(), desired);
     });
+}
+
+/// `eastwall ARGS` as `who`, inside lab host `host`'s namespace.
+fn eastwall_on(c: &Cloud, host: &str, e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &c.lab.host(host).netns])
+        .arg(eastwall_bin())
+        .args(args)
+        .env("EASTWALL_ETCD_ENDPOINTS", e.endpoints().join(","))
+        .env("EASTWALL_ETCD_CACERT", e.ca_file())
+        .env("EASTWALL_ETCD_CERT", &who.cert)
+        .env("EASTWALL_ETCD_KEY", &who.key)
+        .output()
+        .unwrap()
+}
+
+const ZONES: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - {id: web-to-db, action: allow, from: {app: web}, to: {app: db}, ports: [5432]}
+"#;
+
+const SWAPPED: &str = r#"apiVersion: eastwall.dev/v1
+kind: Policy
+spec:
+  sections:
+    - name: apps
+      rules:
+        - {id: reports-to-db, action: allow, from: {app: reports}, to: {app: db}, ports: [5432]}
+"#;
+
+/// Waits (up to `secs`) until `from` reaches (or not) `to`; how long it took.
+fn until_reached(c: &Cloud, from: &str, to: &str, reached: bool, secs: u64) -> Duration {
+    let t = Instant::now();
+    while c.connect(from, to, 5432).outcome.reached() != reached {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{from} -> {to}: still {} after {secs} s",
+            if reached { "refused" } else { "reached" }
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.elapsed()
+}
+
+/// Two nodes take their rules from the store: a central apply is enforced by both (and
+/// revokes what it denies), `eastwall status` lists both with the version they run, a bad
+/// stored value is refused and reported while the old rules stay, and with the store down
+/// the nodes keep enforcing, a node restarted meanwhile starting from its last state.
+#[test]
+fn nodes_enforce_what_is_applied_centrally() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "store"],
+        &[
+            ("hostA", "web", "web", "prod"),
+            ("hostA", "reports", "reports", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        ZONES,
+    );
+    c.lab.serve("db", &[5432]).unwrap();
+    let store = c.lab.host("store").clone();
+    let mut e = Etcd::start(&[(Some(store.netns.as_str()), store.addr.into())], PREFIX).unwrap();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", c.registry());
+    let pol = write(d.path(), "policy.yaml", ZONES);
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &pol, "-m", "zones"],
+    ));
+
+    for host in ["hostA", "hostB"] {
+        let cert = e.add_node(host).unwrap();
+        c.lab.set_node_store(Some(format!(
+            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
+            e.endpoints().join(", "),
+            e.ca_file().display(),
+            cert.cert.display(),
+            cert.key.display()
+        )));
+        c.start_node(host, "");
+    }
+    assert!(c.connect("web", "db", 5432).outcome.reached());
+    assert!(!c.connect("reports", "db", 5432).outcome.reached());
+
+    // A held connection the next version denies.
+    let held = c.lab.workload("web").netns.clone();
+    let dst = c.addr("db", 5432);
+    let mut conn = eastwall_lab::in_netns(&held, move || {
+        let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 64];
+        assert!(std::io::Read::read(&mut s, &mut b).unwrap() > 0);
+        s
+    })
+    .unwrap();
+
+    // One central change, enforced by both nodes.
+    let pol2 = write(d.path(), "policy.yaml", SWAPPED);
+    let applied = Instant::now();
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &pol2, "-m", "swap"],
+    ));
+    until_reached(&c, "reports", "db", true, 5);
+    until_reached(&c, "web", "db", false, 5);
+    eprintln!(
+        "central apply: enforced by both nodes within {:.2} s of the apply command's start",
+        applied.elapsed().as_secs_f64()
+    );
+    // The held connection was revoked.
+    let mut b = [0u8; 8];
+    assert!(
+        !matches!(std::io::Read::read(&mut conn, &mut b), Ok(n) if n > 0),
+        "the revoked connection still carries data"
+    );
+
+    // Status: both nodes, version 2.
+    let since = Instant::now();
+    loop {
+        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
+        let row = |n: &str| {
+            st.lines()
+                .find(|l| l.starts_with(&format!("{n}\t")))
+                .unwrap_or("")
+                .to_owned()
+        };
+        if row("hostA").contains("\tup\t2\t") && row("hostB").contains("\tup\t2\t") {
+            assert!(st.contains("latest version: 2"), "{st}");
+            assert!(row("store").contains("DOWN"), "{st}");
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Another tool writes a broken policy and a version record: refused, reported, the
+    // rules in force stay.
+    e.ctl(
+        eastwall_lab::etcd::ADMIN,
+        &["put", "/eastwall/config/policy", "kind: [broken"],
+    )
+    .unwrap();
+    let record = r#"{"version":3,"hash":"sha256:x","author":"script","time":"2026-12-05T00:00:00Z","message":"oops","changed":1}"#;
+    e.ctl(
+        eastwall_lab::etcd::ADMIN,
+        &["put", "/eastwall/config/version", record],
+    )
+    .unwrap();
+    let since = Instant::now();
+    loop {
+        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
+        if st.lines().filter(|l| l.contains("REFUSED-LATEST")).count() == 2 {
+            assert!(st.contains("version 3 refused"), "{st}");
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(c.connect("reports", "db", 5432).outcome.reached());
+    assert!(!c.connect("web", "db", 5432).outcome.reached());
+
+    // The store goes down: the nodes keep enforcing; a node restarted meanwhile starts from
+    // its last state.
+    e.kill(0);
+    assert!(c.connect("reports", "db", 5432).outcome.reached());
+    assert!(!c.connect("web", "db", 5432).outcome.reached());
+    let node = c.node("hostB").clone();
+    c.lab.stop_node(&node).unwrap();
+    c.start_node("hostB", "");
+    assert!(c.connect("reports", "db", 5432).outcome.reached());
+    assert!(!c.connect("web", "db", 5432).outcome.reached());
+
+    // The store is back: a fixed version is applied, and both nodes catch up.
+    e.restart(0).unwrap();
+    let pol3 = write(d.path(), "policy.yaml", ZONES);
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &pol3, "-m", "back to zones"],
+    ));
+    until_reached(&c, "web", "db", true, 10);
+    until_reached(&c, "reports", "db", false, 10);
 }

@@ -99,6 +99,9 @@ pub struct Lab {
     ca_service: Option<(String, Option<u64>)>,
     /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
     node_open_files: Option<(u64, u64)>,
+    /// Nodes take their registry and policy from the central store: the `store:` section's
+    /// lines (four-space indented), instead of `registry:` and `policy:` files.
+    node_store: Option<String>,
 }
 
 /// A running `eastwall ca serve`.
@@ -152,6 +155,7 @@ impl Lab {
             node_spec: String::new(),
             ca_service: None,
             node_open_files: None,
+            node_store: None,
         };
         let lan = lab.lan.clone();
         lab.add_netns(&lan)?;
@@ -287,6 +291,12 @@ impl Lab {
     /// from now on, e.g. a `directory:` section; relative paths are against the host's folder.
     pub fn add_node_spec(&mut self, lines: &str) {
         self.node_spec.push_str(lines);
+    }
+
+    /// Nodes started from now on take their registry and policy from the central store:
+    /// `lines` is the body of their `store:` section (four-space indented); `None`: files.
+    pub fn set_node_store(&mut self, lines: Option<String>) {
+        self.node_store = lines;
     }
 
     /// Starts nodes from now on with this open-file limit (soft, hard), as a service
@@ -575,10 +585,14 @@ impl Lab {
                     .to_owned()
             }
         };
+        let rules = match &self.node_store {
+            None => "  registry: registry.yaml\n  policy: policy.yaml\n".to_owned(),
+            Some(lines) => format!("  store:\n{lines}"),
+        };
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n  registry: registry.yaml\n  policy: policy.yaml\n  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n{}",
                 ifaces.join(", "),
                 self.node_spec
             ),

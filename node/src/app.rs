@@ -32,6 +32,8 @@ use crate::{admin, capture, front, tunnel};
 /// Validates everything, then runs the node until SIGINT or SIGTERM. The capture table is
 /// left in place on exit so captured traffic stays blocked while the node is down.
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    // With a central store: its configuration in the state folder, unless one is there.
+    crate::store::prepare(&cfg, Duration::from_secs(30))?;
     let (rules, warnings) = Rules::load(&cfg.registry_path, &cfg.policy_path)?;
     crate::rules::log_warnings(&warnings);
     if rules.registry.node(&cfg.node_name).is_none() {
@@ -236,6 +238,22 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
             l,
             ids.clone(),
             front.clone(),
+        )));
+    }
+    if cfg.store.is_some() {
+        let cfg = Arc::new(cfg.clone());
+        let refusal = Arc::new(crate::store::Refusal::default());
+        let ids = identities.as_ref().map(|(ids, _)| ids.clone());
+        tasks.push(tokio::spawn(crate::store::follow(
+            cfg.clone(),
+            pipeline.clone(),
+            refusal.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::store::report(
+            cfg,
+            pipeline.clone(),
+            refusal,
+            ids,
         )));
     }
     let mut upkeep = IdentityUpkeep::None;

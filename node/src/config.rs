@@ -42,8 +42,12 @@ struct Metadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Spec {
     node_name: String,
-    registry: PathBuf,
-    policy: PathBuf,
+    #[serde(default)]
+    registry: Option<PathBuf>,
+    #[serde(default)]
+    policy: Option<PathBuf>,
+    #[serde(default)]
+    store: Option<Spanned<StoreDoc>>,
     #[serde(default = "default_capture")]
     capture: Spanned<CaptureSpec>,
     #[serde(default = "default_admin")]
@@ -66,6 +70,46 @@ struct Spec {
     ids: Option<IdsSpec>,
     #[serde(default = "default_limits")]
     limits: Spanned<LimitsSpec>,
+}
+
+/// The central store, as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StoreDoc {
+    endpoints: Vec<String>,
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default = "default_store_prefix")]
+    prefix: String,
+    #[serde(default = "default_state_dir")]
+    state_dir: PathBuf,
+}
+
+fn default_store_prefix() -> String {
+    "/eastwall/".to_owned()
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/eastwall")
+}
+
+/// The central store the node takes its registry and policy from (`spec.store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// `https://host:port` of the etcd members.
+    pub endpoints: Vec<String>,
+    /// The CA of the members' certificates.
+    pub ca_file: PathBuf,
+    /// This node's client certificate (common name `node-<name>`).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// The key prefix.
+    pub prefix: String,
+    /// Where the last applied configuration is kept (`registry.yaml`, `policy.yaml`): what
+    /// the node enforces, and starts from when the store is unreachable.
+    pub state_dir: PathBuf,
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -398,10 +442,13 @@ pub struct RuntimeSpec {
 pub struct NodeConfig {
     /// The node's name in the registry.
     pub node_name: String,
-    /// The registry file.
+    /// The registry file (with a store: the last applied one, in its state folder).
     pub registry_path: PathBuf,
-    /// The policy file.
+    /// The policy file (with a store: the last applied one, in its state folder).
     pub policy_path: PathBuf,
+    /// The central store the registry and policy come from; none: the files above, as
+    /// their authors write them.
+    pub store: Option<StoreSpec>,
     /// Capture settings.
     pub capture: CaptureSpec,
     /// Admin endpoint.
@@ -578,6 +625,58 @@ impl NodeConfig {
             );
         }
         let base = file.parent().unwrap_or(Path::new("."));
+        let (registry_path, policy_path, store) = match (
+            f.spec.registry,
+            f.spec.policy,
+            f.spec.store,
+        ) {
+            (Some(r), Some(p), None) => (base.join(r), base.join(p), None),
+            (None, None, Some(st)) => {
+                let at = st.referenced;
+                let st = st.value;
+                if st.endpoints.is_empty() {
+                    error(
+                        &at,
+                        "store: give at least one of the etcd members in `endpoints`".to_string(),
+                    );
+                }
+                for e in &st.endpoints {
+                    if !e.starts_with("https://") {
+                        error(
+                            &at,
+                            format!(
+                                "store: endpoint `{e}` must be https:// (the store is reached with TLS client certificates)"
+                            ),
+                        );
+                    }
+                }
+                let state_dir = base.join(&st.state_dir);
+                (
+                    state_dir.join("registry.yaml"),
+                    state_dir.join("policy.yaml"),
+                    Some(StoreSpec {
+                        endpoints: st.endpoints,
+                        ca_file: base.join(st.ca_file),
+                        cert_file: base.join(st.cert_file),
+                        key_file: base.join(st.key_file),
+                        prefix: st.prefix,
+                        state_dir,
+                    }),
+                )
+            }
+            (_, _, Some(st)) => {
+                error(&st.referenced, "give either `store` (the central store) or `registry` and `policy` (files), not both".to_string());
+                (PathBuf::new(), PathBuf::new(), None)
+            }
+            _ => {
+                error(
+                    &top,
+                    "give `registry` and `policy` (files), or `store` (the central store)"
+                        .to_string(),
+                );
+                (PathBuf::new(), PathBuf::new(), None)
+            }
+        };
         let identity = match f.spec.identity {
             None => None,
             Some(doc) => {
@@ -637,8 +736,9 @@ impl NodeConfig {
         }
         Ok(NodeConfig {
             node_name: f.spec.node_name,
-            registry_path: base.join(f.spec.registry),
-            policy_path: base.join(f.spec.policy),
+            registry_path,
+            policy_path,
+            store,
             capture: f.spec.capture.value,
             admin: f.spec.admin.value,
             flow_log: FlowLogSpec {

@@ -29,5 +29,6 @@ pub(crate) mod l7;
 pub(crate) mod relay;
 pub(crate) mod reload;
 pub(crate) mod rules;
+pub mod store;
 pub(crate) mod telemetry;
 pub(crate) mod tunnel;

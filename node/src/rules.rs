@@ -18,6 +18,37 @@ pub(crate) struct Rules {
     pub(crate) registry: Registry,
     /// The compiled policy.
     pub(crate) policy: Policy,
+    /// The central store's version these rules are (from the state folder's files).
+    pub(crate) stored: Option<StoredVersion>,
+}
+
+/// A version of the central store, as the node's state files carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredVersion {
+    /// Its number.
+    pub(crate) version: u64,
+    /// Its hash.
+    pub(crate) hash: String,
+}
+
+/// The first line of a policy file the node wrote from the central store.
+const STORED_MARK: &str = "# eastwall-store: version ";
+
+impl StoredVersion {
+    /// The line that marks a policy file as version `self` of the store.
+    pub(crate) fn mark(&self) -> String {
+        format!("{STORED_MARK}{} {}\n", self.version, self.hash)
+    }
+
+    /// The version a policy text is marked with, if any.
+    pub(crate) fn of(policy_text: &str) -> Option<StoredVersion> {
+        let rest = policy_text.lines().next()?.strip_prefix(STORED_MARK)?;
+        let (n, hash) = rest.split_once(' ')?;
+        Some(StoredVersion {
+            version: n.parse().ok()?,
+            hash: hash.trim().to_owned(),
+        })
+    }
 }
 
 impl Rules {
@@ -26,14 +57,45 @@ impl Rules {
         registry_path: &Path,
         policy_path: &Path,
     ) -> anyhow::Result<(Rules, Diagnostics)> {
-        let rtext = read_file(registry_path)?;
+        let (rtext, ptext) = read_pair(registry_path, policy_path)?;
         let registry = Registry::parse(&registry_path.display().to_string(), &rtext)
             .map_err(|d| anyhow::anyhow!("{}", first_of(&d)))?;
-        let ptext = read_file(policy_path)?;
         let (policy, warnings) =
             Policy::parse(&policy_path.display().to_string(), &ptext, &registry)
                 .map_err(|d| anyhow::anyhow!("{}", first_of(&d)))?;
-        Ok((Rules { registry, policy }, warnings))
+        let stored = StoredVersion::of(&ptext);
+        Ok((
+            Rules {
+                registry,
+                policy,
+                stored,
+            },
+            warnings,
+        ))
+    }
+}
+
+/// Reads the registry and the policy. Files the node wrote from the central store carry
+/// their version on their first line: both must be of one version (the node replaces them
+/// one after the other), else they are read again.
+fn read_pair(registry_path: &Path, policy_path: &Path) -> anyhow::Result<(String, String)> {
+    let mut tries = 0;
+    loop {
+        let rtext = read_file(registry_path)?;
+        let ptext = read_file(policy_path)?;
+        let (r, p) = (StoredVersion::of(&rtext), StoredVersion::of(&ptext));
+        if r == p {
+            return Ok((rtext, ptext));
+        }
+        tries += 1;
+        if tries == 50 {
+            anyhow::bail!(
+                "{} and {} are of different versions of the central store",
+                registry_path.display(),
+                policy_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -59,4 +121,21 @@ fn first_of(d: &Diagnostics) -> String {
         ));
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_file_marked_with_its_store_version_says_so() {
+        let v = StoredVersion {
+            version: 7,
+            hash: "sha256:ab".into(),
+        };
+        let text = format!("{}apiVersion: eastwall.dev/v1\n", v.mark());
+        assert_eq!(StoredVersion::of(&text), Some(v));
+        assert_eq!(StoredVersion::of("apiVersion: eastwall.dev/v1\n"), None);
+        assert_eq!(StoredVersion::of("# eastwall-store: version x y\n"), None);
+    }
 }

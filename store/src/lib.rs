@@ -16,3 +16,4 @@ pub use crate::etcd::{ApplyError, Current, Store, StoreSpec};
 pub use crate::history::{Change, Version};
 pub use crate::layout::Keys;
 pub use crate::snapshot::{Part, Snapshot, Validated};
+pub use etcd_client;

@@ -305,7 +305,11 @@ spec:
     fn rules() -> Rules {
         let registry = Registry::parse("registry.yaml", REGISTRY).unwrap();
         let (policy, _) = Policy::parse("policy.yaml", POLICY, &registry).unwrap();
-        Rules { registry, policy }
+        Rules {
+            registry,
+            policy,
+            stored: None,
+        }
     }
 
     fn here(node: &str, tunnel: bool) -> Here {

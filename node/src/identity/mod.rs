@@ -173,6 +173,15 @@ impl LocalIdentities {
         self.server.insert(ident);
     }
 
+    /// When the first of this node's workload certificates expires.
+    pub(crate) fn earliest_expiry(&self) -> Option<std::time::SystemTime> {
+        self.server
+            .ids()
+            .iter()
+            .filter_map(|id| self.server.get(id).map(|i| i.not_after))
+            .min()
+    }
+
     /// The client certificate of local identity `id`.
     pub(crate) fn client(&self, id: &SpiffeId) -> Option<Arc<RotatingIdentity>> {
         self.clients
