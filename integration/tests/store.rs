@@ -566,3 +566,75 @@ fn nodes_enforce_what_is_applied_centrally() {
     until_reached(&c, "web", "db", true, 10);
     until_reached(&c, "reports", "db", false, 10);
 }
+
+/// A node on a 3-member cluster keeps following when the member it talks to dies: each
+/// member is killed in turn, a change is applied through the others, and the node enforces
+/// it.
+#[test]
+fn a_node_fails_over_between_the_members_of_a_cluster() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "etcd1", "etcd2", "etcd3"],
+        &[
+            ("hostA", "web", "web", "prod"),
+            ("hostA", "reports", "reports", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        ZONES,
+    );
+    c.lab.serve("db", &[5432]).unwrap();
+    let members: Vec<(String, IpAddr)> = ["etcd1", "etcd2", "etcd3"]
+        .iter()
+        .map(|h| {
+            let h = c.lab.host(h);
+            (h.netns.clone(), h.addr.into())
+        })
+        .collect();
+    let refs: Vec<(Option<&str>, IpAddr)> = members
+        .iter()
+        .map(|(n, ip)| (Some(n.as_str()), *ip))
+        .collect();
+    let mut e = Etcd::start(&refs, PREFIX).unwrap();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", c.registry());
+    let zones = write(d.path(), "zones.yaml", ZONES);
+    let swapped = write(d.path(), "swapped.yaml", SWAPPED);
+    ok(eastwall_on(
+        &c,
+        "etcd1",
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &zones],
+    ));
+    for host in ["hostA", "hostB"] {
+        let cert = e.add_node(host).unwrap();
+        c.lab.set_node_store(Some(format!(
+            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
+            e.endpoints().join(", "),
+            e.ca_file().display(),
+            cert.cert.display(),
+            cert.key.display()
+        )));
+        c.start_node(host, "");
+    }
+    assert!(c.connect("web", "db", 5432).outcome.reached());
+    for (i, (file, web_reaches)) in [(&swapped, false), (&zones, true), (&swapped, false)]
+        .into_iter()
+        .enumerate()
+    {
+        e.kill(i);
+        // Applied through a member that is up.
+        let alive = ["etcd1", "etcd2", "etcd3"][(i + 1) % 3];
+        let t = Instant::now();
+        ok(eastwall_on(&c, alive, &e, &admin, &["apply", "-f", file]));
+        until_reached(&c, "web", "db", web_reaches, 15);
+        until_reached(&c, "reports", "db", !web_reaches, 15);
+        eprintln!(
+            "member {i} killed: the change enforced {:.2} s after the apply began",
+            t.elapsed().as_secs_f64()
+        );
+        e.restart(i).unwrap();
+    }
+}

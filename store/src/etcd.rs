@@ -94,13 +94,23 @@ impl Store {
                 std::time::Duration::from_secs(2),
                 std::time::Duration::from_secs(2),
             );
-        let client = Client::connect(spec.endpoints.clone(), Some(opts))
-            .await
-            .with_context(|| format!("connecting to etcd at {}", spec.endpoints.join(", ")))?;
-        Ok(Store {
-            client,
-            keys: Keys::new(&spec.prefix),
-        })
+        let keys = Keys::new(&spec.prefix);
+        // One member at a time, the first that answers: a balanced channel over all of them
+        // keeps sending to a dead one. Callers that lose their member connect again.
+        let mut failures = Vec::new();
+        for endpoint in &spec.endpoints {
+            let tried = async {
+                let mut client = Client::connect([endpoint.as_str()], Some(opts.clone())).await?;
+                client.get(keys.version(), None).await?;
+                anyhow::Ok(client)
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(5), tried).await {
+                Ok(Ok(client)) => return Ok(Store { client, keys }),
+                Ok(Err(e)) => failures.push(format!("{endpoint}: {e:#}")),
+                Err(_) => failures.push(format!("{endpoint}: no answer within 5 s")),
+            }
+        }
+        bail!("no etcd member answered:\n  {}", failures.join("\n  "))
     }
 
     /// The keys of this store.
