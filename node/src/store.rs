@@ -113,34 +113,43 @@ async fn sync(
     let Some(v) = current.version else {
         return Ok(None);
     };
+    let revision = current.revision;
+    let node = cfg.node_name.clone();
     if have.is_some_and(|h| h.version == v.version && h.hash == v.hash) {
-        return Ok(Some((v.version, current.revision)));
+        return Ok(Some((v.version, revision)));
     }
     let source = store.keys().source();
-    let checked = current.snapshot.validate(&source).and_then(|valid| {
-        let registry = current.snapshot.registry_text(&source)?;
-        Ok((valid, registry))
-    });
-    let (valid, registry) = match checked {
+    // Validating a large configuration takes seconds (100,000 workloads: ~5 s): off the
+    // async workers.
+    let snapshot = current.snapshot;
+    let (checked, snapshot) = tokio::task::spawn_blocking(move || {
+        let checked = snapshot.validate(&source).and_then(|valid| {
+            let registry = snapshot.registry_text(&source)?;
+            Ok((valid.registry.node(&node).is_some(), registry))
+        });
+        (checked, snapshot)
+    })
+    .await
+    .context("validating the store's configuration")?;
+    let (ours, registry) = match checked {
         Ok(x) => x,
         Err(d) => {
             let why = format!("version {} refused:\n{d}", v.version);
             warn!("{why}");
             refusal.set(Some(why));
-            return Ok(Some((v.version, current.revision)));
+            return Ok(Some((v.version, revision)));
         }
     };
-    if valid.registry.node(&cfg.node_name).is_none() {
+    if !ours {
         let why = format!(
             "version {} refused: node `{}` is not in its registry",
             v.version, cfg.node_name
         );
         warn!("{why}");
         refusal.set(Some(why));
-        return Ok(Some((v.version, current.revision)));
+        return Ok(Some((v.version, revision)));
     }
-    let policy = current
-        .snapshot
+    let policy = snapshot
         .get(eastwall_store::snapshot::POLICY)
         .unwrap_or_default();
     let mark = StoredVersion {
@@ -156,7 +165,7 @@ async fn sync(
     )?;
     refusal.set(None);
     info!(version = v.version, author = %v.author, "new configuration from the store");
-    Ok(Some((v.version, current.revision)))
+    Ok(Some((v.version, revision)))
 }
 
 /// Replaces both state files (each written aside, then renamed over: never a torn file).

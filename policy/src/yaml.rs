@@ -55,12 +55,13 @@ pub fn parse_yaml<'de, T: Deserialize<'de>>(file: &str, text: &'de str) -> Resul
 
 fn options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
-    // Our files are one document, shallow, and a few MB at most: bound everything so a
-    // hostile or broken file costs little time and memory.
+    // Our files are one document and shallow; the largest are registries of a whole private
+    // cloud (100,000 workloads: ~1.2 million nodes, ~15 MB). Bound everything so a hostile or
+    // broken file costs bounded time and memory (aliases, the billion-laughs lever, stay few).
     budget.max_documents = 1;
     budget.max_depth = 32;
-    budget.max_events = 2_000_000;
-    budget.max_nodes = 1_000_000;
+    budget.max_events = 16_000_000;
+    budget.max_nodes = 8_000_000;
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES;

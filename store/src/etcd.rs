@@ -25,6 +25,8 @@ use crate::snapshot::Snapshot;
 const TXN_OPS: usize = 100;
 /// Most bytes of values in one transaction (etcd's request limit is 1.5 MiB by default).
 const TXN_BYTES: usize = 1 << 20;
+/// Keys read per request (a page stays far below gRPC's 4 MiB message limit).
+const PAGE: i64 = 1000;
 /// How long an apply's lock lives without being renewed.
 const LOCK_TTL_SECS: i64 = 30;
 
@@ -113,6 +115,45 @@ impl Store {
         bail!("no etcd member answered:\n  {}", failures.join("\n  "))
     }
 
+    /// Every key and value under `prefix` at `revision` (0: now), in pages: a whole
+    /// configuration is larger than one gRPC message may be.
+    async fn range(
+        &mut self,
+        prefix: &str,
+        revision: i64,
+    ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut from = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = self
+                .client
+                .get(from.clone(), Some(opts))
+                .await
+                .with_context(|| format!("reading {prefix} at revision {revision}"))?;
+            for kv in resp.kvs() {
+                out.push((
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                ));
+            }
+            match resp.kvs().last() {
+                Some(kv) if resp.more() => {
+                    from = kv.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// The keys of this store.
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -149,29 +190,16 @@ impl Store {
 
     /// The configuration values at `revision` (0: now).
     pub async fn snapshot_at(&mut self, revision: i64) -> anyhow::Result<Snapshot> {
-        let mut opts = GetOptions::new().with_prefix();
-        if revision > 0 {
-            opts = opts.with_revision(revision);
-        }
         let prefix = self.keys.config();
-        let resp = self
-            .client
-            .get(prefix.clone(), Some(opts))
-            .await
-            .with_context(|| format!("reading {prefix} at revision {revision}"))?;
         let mut values = BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key());
+        for (key, value) in self.range(&prefix, revision).await? {
             let Some(rel) = key.strip_prefix(&prefix) else {
                 continue;
             };
             if rel == VERSION {
                 continue;
             }
-            values.insert(
-                rel.to_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            );
+            values.insert(rel.to_owned(), String::from_utf8_lossy(&value).into_owned());
         }
         Ok(Snapshot::from_values(values))
     }
@@ -228,7 +256,7 @@ impl Store {
         }
         let record_json = serde_json::to_string(&record).map_err(anyhow::Error::from)?;
         let last = [
-            TxnOp::put(format!("{history_of}meta"), record_json.as_str(), None),
+            TxnOp::put(self.keys.version_of(number), record_json.as_str(), None),
             TxnOp::put(self.keys.version(), record_json.as_str(), None),
         ];
         let bytes: usize = ops.iter().map(|(_, n)| n).sum();
@@ -369,21 +397,13 @@ impl Store {
 
     /// Every version applied, oldest first.
     pub async fn versions(&mut self) -> anyhow::Result<Vec<Version>> {
-        let prefix = self.keys.history();
-        let resp = self
-            .client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .context("reading history")?;
+        let prefix = self.keys.versions();
         let mut out = Vec::new();
-        for kv in resp.kvs() {
-            if kv.key().ends_with(b"/meta") {
-                out.push(
-                    serde_json::from_slice::<Version>(kv.value()).with_context(|| {
-                        format!("unreadable {}", String::from_utf8_lossy(kv.key()))
-                    })?,
-                );
-            }
+        for (key, value) in self.range(&prefix, 0).await.context("reading history")? {
+            out.push(
+                serde_json::from_slice::<Version>(&value)
+                    .with_context(|| format!("unreadable {key}"))?,
+            );
         }
         out.sort_by_key(|v| v.version);
         Ok(out)
@@ -392,17 +412,15 @@ impl Store {
     /// What version `v` changed.
     pub async fn changes_of(&mut self, v: u64) -> anyhow::Result<Vec<Change>> {
         let prefix = self.keys.history_of(v);
-        let resp = self
-            .client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        let kvs = self
+            .range(&prefix, 0)
             .await
             .with_context(|| format!("reading version {v}"))?;
-        if resp.kvs().is_empty() {
+        if kvs.is_empty() && !self.versions().await?.iter().any(|x| x.version == v) {
             bail!("no version {v} in the history");
         }
         let mut out = Vec::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key());
+        for (key, value) in kvs {
             let Some(rel) = key.strip_prefix(&prefix) else {
                 continue;
             };
@@ -410,7 +428,7 @@ impl Store {
                 out.push(Change {
                     key: k.to_owned(),
                     before: None,
-                    after: Some(String::from_utf8_lossy(kv.value()).into_owned()),
+                    after: Some(String::from_utf8_lossy(&value).into_owned()),
                 });
             } else if let Some(k) = rel.strip_prefix("delete/") {
                 out.push(Change {
@@ -439,21 +457,19 @@ impl Store {
     /// The status every node reported (those whose lease has not expired), by node.
     pub async fn statuses(&mut self) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
         let prefix = self.keys.nodes();
-        let resp = self
-            .client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .context("reading node statuses")?;
         let mut out = BTreeMap::new();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key());
+        for (key, value) in self
+            .range(&prefix, 0)
+            .await
+            .context("reading node statuses")?
+        {
             let Some(node) = key
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix("/status"))
             else {
                 continue;
             };
-            if let Ok(v) = serde_json::from_slice(kv.value()) {
+            if let Ok(v) = serde_json::from_slice(&value) {
                 out.insert(node.to_owned(), v);
             }
         }

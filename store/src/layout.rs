@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `config/registry`, `config/workloads/<name>`, `config/policy` | the configuration ([`crate::snapshot`]) | admins (`eastwall apply`) |
 //! | `config/version` | the version in force: number, hash, author, time, message ([`crate::history::Version`]) | admins, last in every apply |
-//! | `history/<version>/meta` | that version's record | admins |
+//! | `versions/<version>` | that version's record | admins |
 //! | `history/<version>/put/<key>`, `history/<version>/delete/<key>` | what that version changed | admins |
 //! | `lock` | an apply in progress (leased) | admins |
 //! | `nodes/<node>/status` | what a node enforces (leased: it expires with the node) | that node only |
@@ -61,6 +61,16 @@ impl Keys {
         format!("{}history/", self.prefix)
     }
 
+    /// Where the records of every version are.
+    pub fn versions(&self) -> String {
+        format!("{}versions/", self.prefix)
+    }
+
+    /// Version `v`'s record.
+    pub fn version_of(&self, v: u64) -> String {
+        format!("{}versions/{v:012}", self.prefix)
+    }
+
     /// Where version `v`'s history is.
     pub fn history_of(&self, v: u64) -> String {
         format!("{}history/{v:012}/", self.prefix)
@@ -101,6 +111,7 @@ mod tests {
         assert_eq!(k.config_key("workloads/web"), "/corp/config/workloads/web");
         assert_eq!(k.version(), "/corp/config/version");
         assert_eq!(k.history_of(7), "/corp/history/000000000007/");
+        assert_eq!(k.version_of(7), "/corp/versions/000000000007");
         assert_eq!(k.status("hostA"), "/corp/nodes/hostA/status");
         assert_eq!(k.source(), "etcd:/corp/config/");
         assert_eq!(Keys::default().lock(), "/eastwall/lock");
