@@ -180,9 +180,11 @@ impl Cloud {
 
     /// All EVE events (flow, http, alert) `host`'s node has written so far.
     pub fn events(&self, host: &str) -> Vec<Value> {
+        // Whole lines only: the node may be writing the last one.
         std::fs::read_to_string(&self.node(host).flow_log)
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
@@ -224,7 +226,12 @@ impl Cloud {
         let node = self.node(host);
         for _ in 0..100 {
             if let Ok(text) = std::fs::read_to_string(&node.flow_log) {
-                for line in text.lines().rev() {
+                // Whole lines only: the node may be writing the last one.
+                for line in text
+                    .split_inclusive('\n')
+                    .filter(|l| l.ends_with('\n'))
+                    .rev()
+                {
                     let v: Value = serde_json::from_str(line).unwrap();
                     if v["event_type"] == "flow"
                         && v["src_port"] == local.port()

@@ -67,9 +67,16 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&st.state_dir)
         .with_context(|| format!("creating {}", st.state_dir.display()))?;
-    if cfg.registry_path.exists() && cfg.policy_path.exists() {
+    let mark = |p: &Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| StoredVersion::of(&t))
+    };
+    let (r, p) = (mark(&cfg.registry_path), mark(&cfg.policy_path));
+    if r.is_some() && r == p {
         return Ok(());
     }
+    // Missing, or of two versions (a crash between the two renames): from the store.
     info!(endpoints = ?st.endpoints, "no configuration applied yet: reading it from the store");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,15 +116,20 @@ async fn sync(
     have: Option<&StoredVersion>,
 ) -> anyhow::Result<Option<(u64, i64)>> {
     let mut store = Store::connect(&spec_of(st)).await?;
+    // The version record first: most of the time it is the one in force already.
+    let (version, _, read_at) = store.version().await?;
+    let Some(v) = version else {
+        return Ok(None);
+    };
+    if have.is_some_and(|h| h.version == v.version && h.hash == v.hash) {
+        return Ok(Some((v.version, read_at)));
+    }
     let current = store.current().await?;
     let Some(v) = current.version else {
         return Ok(None);
     };
-    let revision = current.revision;
+    let revision = current.read_at;
     let node = cfg.node_name.clone();
-    if have.is_some_and(|h| h.version == v.version && h.hash == v.hash) {
-        return Ok(Some((v.version, revision)));
-    }
     let source = store.keys().source();
     // Validating a large configuration takes seconds (100,000 workloads: ~5 s): off the
     // async workers.
@@ -131,6 +143,15 @@ async fn sync(
     })
     .await
     .context("validating the store's configuration")?;
+    if snapshot.hash() != v.hash {
+        let why = format!(
+            "version {} refused: the stored values are not the ones it was applied with (their hash differs): written outside `eastwall apply`?",
+            v.version
+        );
+        warn!("{why}");
+        refusal.set(Some(why));
+        return Ok(Some((v.version, revision)));
+    }
     let (ours, registry) = match checked {
         Ok(x) => x,
         Err(d) => {
@@ -187,7 +208,13 @@ pub(crate) async fn follow(cfg: Arc<NodeConfig>, pipeline: Arc<Pipeline>, refusa
     };
     let mut backoff = Duration::from_millis(200);
     loop {
-        match watch(&cfg, &st, &pipeline, &refusal).await {
+        let started = tokio::time::Instant::now();
+        let r = watch(&cfg, &st, &pipeline, &refusal).await;
+        // A watch that served a while is not a run of failures.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(200);
+        }
+        match r {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {
                 warn!("the central store: {e:#}; the configuration in force stays");

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use eastwall_policy::Diagnostics;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp,
 };
 
 use crate::history::{self, Change, Version};
@@ -68,6 +68,8 @@ pub struct Current {
     pub version: Option<Version>,
     /// The revision at which that record was written (0: none).
     pub revision: i64,
+    /// The store's revision when it was read: watch from the next one.
+    pub read_at: i64,
 }
 
 /// A connected store.
@@ -90,11 +92,15 @@ impl Store {
             ));
         let opts = ConnectOptions::new()
             .with_tls(tls)
+            // A member cut off from the others answers nothing (a watch there would stay
+            // silent for good) instead of what it had.
+            .with_require_leader(true)
             .with_connect_timeout(std::time::Duration::from_secs(3))
             .with_timeout(std::time::Duration::from_secs(10))
+            // etcd refuses pings more often than every 5 s (its minimum keep-alive time).
             .with_keep_alive(
-                std::time::Duration::from_secs(2),
-                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(10),
+                std::time::Duration::from_secs(5),
             );
         let keys = Keys::new(&spec.prefix);
         // One member at a time, the first that answers: a balanced channel over all of them
@@ -164,27 +170,49 @@ impl Store {
         &mut self.client
     }
 
-    /// The configuration in force: the version record and the values as they were when it
-    /// was written.
-    pub async fn current(&mut self) -> anyhow::Result<Current> {
+    /// The version record in force (`None`: nothing applied yet), the revision it was
+    /// written at, and the store's revision when it was read.
+    pub async fn version(&mut self) -> anyhow::Result<(Option<Version>, i64, i64)> {
         let resp = self
             .client
             .get(self.keys.version(), None)
             .await
             .context("reading the version in force")?;
-        let (version, revision) = match resp.kvs().first() {
+        let read_at = resp.header().map_or(0, |h| h.revision());
+        Ok(match resp.kvs().first() {
             Some(kv) => {
                 let v: Version = serde_json::from_slice(kv.value())
                     .context("the stored version record is not readable")?;
-                (Some(v), kv.mod_revision())
+                (Some(v), kv.mod_revision(), read_at)
             }
-            None => (None, 0),
+            None => (None, 0, read_at),
+        })
+    }
+
+    /// The configuration in force: the version record and the values as they were when it
+    /// was written. Once etcd has compacted that revision, the values now are taken if they
+    /// are that version's (same hash); otherwise an apply is under way: try again.
+    pub async fn current(&mut self) -> anyhow::Result<Current> {
+        let (version, revision, read_at) = self.version().await?;
+        let snapshot = match self.snapshot_at(revision).await {
+            Ok(s) => s,
+            Err(e) if format!("{e:#}").contains("compacted") => {
+                let now = self.snapshot_at(read_at).await?;
+                if version.as_ref().is_some_and(|v| v.hash != now.hash()) {
+                    bail!(
+                        "the configuration is being replaced (etcd compacted the revision of version {}); try again",
+                        version.as_ref().map_or(0, |v| v.version)
+                    );
+                }
+                now
+            }
+            Err(e) => return Err(e),
         };
-        let snapshot = self.snapshot_at(revision).await?;
         Ok(Current {
             snapshot,
             version,
             revision,
+            read_at,
         })
     }
 
@@ -262,6 +290,23 @@ impl Store {
         let bytes: usize = ops.iter().map(|(_, n)| n).sum();
         let unchanged = Compare::mod_revision(self.keys.version(), CompareOp::Equal, base.revision);
         let unlocked = Compare::version(self.keys.lock(), CompareOp::Equal, 0);
+        // An apply that died half-way may have left this version's history: clear it first
+        // (guarded like the apply itself).
+        let clear = Txn::new()
+            .when([unchanged.clone(), unlocked.clone()])
+            .and_then([TxnOp::delete(
+                history_of.as_str(),
+                Some(DeleteOptions::new().with_prefix()),
+            )]);
+        if !self
+            .client
+            .txn(clear)
+            .await
+            .map_err(anyhow::Error::from)?
+            .succeeded()
+        {
+            return Err(self.conflict(base).await);
+        }
         if ops.len() + last.len() <= TXN_OPS && bytes <= TXN_BYTES {
             let all: Vec<TxnOp> = ops.into_iter().map(|(o, _)| o).chain(last).collect();
             let txn = Txn::new().when([unchanged, unlocked]).and_then(all);
@@ -451,7 +496,14 @@ impl Store {
         for x in versions.iter().filter(|x| x.version <= v) {
             all.push(self.changes_of(x.version).await?);
         }
-        Ok(history::replay(all.iter().map(Vec::as_slice)))
+        let snapshot = history::replay(all.iter().map(Vec::as_slice));
+        let record = versions.iter().find(|x| x.version == v);
+        if record.is_some_and(|r| r.hash != snapshot.hash()) {
+            bail!(
+                "the history does not give version {v} back (its hash differs): refusing to use it"
+            );
+        }
+        Ok(snapshot)
     }
 
     /// The status every node reported (those whose lease has not expired), by node.
@@ -466,6 +518,7 @@ impl Store {
             let Some(node) = key
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix("/status"))
+                .filter(|n| !n.contains('/'))
             else {
                 continue;
             };

@@ -225,7 +225,7 @@ pub(crate) fn show_history(store: &StoreArgs, version: Option<u64>) -> anyhow::R
                         v.time,
                         v.author,
                         v.changed,
-                        &v.hash[..v.hash.len().min(19)],
+                        v.hash.chars().take(19).collect::<String>(),
                         v.message
                     );
                 }
@@ -319,6 +319,11 @@ pub(crate) fn workload(store: &StoreArgs, action: WorkloadAction) -> anyhow::Res
                     format!("no workload `{name}` in version {}", version_of(&current))
                 })?;
                 let mut v: Value = serde_json::from_str(old).context("unreadable workload")?;
+                if !v.get("spec").is_some_and(Value::is_object) {
+                    bail!(
+                        "the stored workload `{name}` has no `spec` mapping: fix it with `eastwall apply`"
+                    );
+                }
                 let from = v["spec"]["node"].as_str().unwrap_or_default().to_owned();
                 v["spec"]["node"] = node.clone().into();
                 if !addresses.is_empty() {
@@ -368,10 +373,17 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
             } else {
                 "up"
             };
-            let field = |k: &str| match &st[k] {
-                Value::Null => "-".to_owned(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+            // What a node wrote, made safe for a terminal table: one line, no control codes.
+            let field = |k: &str| {
+                let raw = match &st[k] {
+                    Value::Null => "-".to_owned(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                raw.replace('\n', " | ")
+                    .chars()
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect::<String>()
             };
             println!(
                 "{n}\t{state}\t{v}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",

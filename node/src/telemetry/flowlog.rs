@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{LineWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,8 @@ pub(crate) struct FlowLog {
 /// The log file, its size as far as this node wrote it, and how it is rotated.
 struct LogFile {
     path: PathBuf,
-    out: LineWriter<File>,
+    /// Unbuffered: each record goes out in one write, so a reader never sees half a line.
+    out: File,
     written: u64,
     rotation: Rotation,
 }
@@ -56,7 +57,7 @@ impl LogFile {
         let written = f.metadata()?.len();
         Ok(LogFile {
             path: path.to_owned(),
-            out: LineWriter::new(f),
+            out: f,
             written,
             rotation,
         })
@@ -67,12 +68,15 @@ impl LogFile {
         let len = line.len() as u64 + 1;
         if self.written + len > self.rotation.max_bytes {
             // The file may have been truncated meanwhile (logrotate's `copytruncate`).
-            self.written = self.out.get_ref().metadata()?.len();
+            self.written = self.out.metadata()?.len();
             if self.written + len > self.rotation.max_bytes {
                 self.rotate()?;
             }
         }
-        writeln!(self.out, "{line}")?;
+        let mut record = String::with_capacity(line.len() + 1);
+        record.push_str(line);
+        record.push('\n');
+        self.out.write_all(record.as_bytes())?;
         self.written += len;
         Ok(())
     }
@@ -86,7 +90,7 @@ impl LogFile {
             PathBuf::from(p)
         };
         if self.rotation.keep == 0 {
-            self.out.get_ref().set_len(0)?;
+            self.out.set_len(0)?;
         } else {
             for n in (1..self.rotation.keep).rev() {
                 let from = numbered(n);
@@ -99,7 +103,7 @@ impl LogFile {
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
-            self.out = LineWriter::new(f);
+            self.out = f;
         }
         self.written = 0;
         Ok(())
