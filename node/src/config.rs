@@ -97,16 +97,8 @@ fn default_state_dir() -> PathBuf {
 /// The central store the node takes its registry and policy from (`spec.store`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSpec {
-    /// `https://host:port` of the etcd members.
-    pub endpoints: Vec<String>,
-    /// The CA of the members' certificates.
-    pub ca_file: PathBuf,
-    /// This node's client certificate (common name `node-<name>`).
-    pub cert_file: PathBuf,
-    /// Its key.
-    pub key_file: PathBuf,
-    /// The key prefix.
-    pub prefix: String,
+    /// How to reach it (this node's client certificate: common name `node-<name>`).
+    pub store: eastwall_store::StoreSpec,
     /// Where the last applied configuration is kept (`registry.yaml`, `policy.yaml`): what
     /// the node enforces, and starts from when the store is unreachable.
     pub state_dir: PathBuf,
@@ -655,11 +647,13 @@ impl NodeConfig {
                     state_dir.join("registry.yaml"),
                     state_dir.join("policy.yaml"),
                     Some(StoreSpec {
-                        endpoints: st.endpoints,
-                        ca_file: base.join(st.ca_file),
-                        cert_file: base.join(st.cert_file),
-                        key_file: base.join(st.key_file),
-                        prefix: st.prefix,
+                        store: eastwall_store::StoreSpec {
+                            endpoints: st.endpoints,
+                            ca_file: base.join(st.ca_file),
+                            cert_file: base.join(st.cert_file),
+                            key_file: base.join(st.key_file),
+                            prefix: st.prefix,
+                        },
                         state_dir,
                     }),
                 )

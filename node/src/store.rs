@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use eastwall_store::Store;
 use eastwall_store::etcd_client::{EventType, PutOptions, WatchOptions};
-use eastwall_store::{Store, StoreSpec as Spec};
 use tracing::{info, warn};
 
 use crate::config::{NodeConfig, StoreSpec};
@@ -34,16 +34,6 @@ const REPORT_EVERY: Duration = Duration::from_secs(3);
 const REPORT_TTL_SECS: i64 = 10;
 /// The longest wait between attempts to reach the store.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-fn spec_of(s: &StoreSpec) -> Spec {
-    Spec {
-        endpoints: s.endpoints.clone(),
-        ca_file: s.ca_file.clone(),
-        cert_file: s.cert_file.clone(),
-        key_file: s.key_file.clone(),
-        prefix: s.prefix.clone(),
-    }
-}
 
 /// What the node last refused, for its status.
 #[derive(Default)]
@@ -77,7 +67,7 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
         return Ok(());
     }
     // Missing, or of two versions (a crash between the two renames): from the store.
-    info!(endpoints = ?st.endpoints, "no configuration applied yet: reading it from the store");
+    info!(endpoints = ?st.store.endpoints, "no configuration applied yet: reading it from the store");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -89,7 +79,7 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => bail!(
                     "the store at {} holds no configuration yet: apply one (`eastwall apply`)",
-                    st.endpoints.join(", ")
+                    st.store.endpoints.join(", ")
                 ),
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(
@@ -115,7 +105,7 @@ async fn sync(
     refusal: &Refusal,
     have: Option<&StoredVersion>,
 ) -> anyhow::Result<Option<(u64, i64)>> {
-    let mut store = Store::connect(&spec_of(st)).await?;
+    let mut store = Store::connect(&st.store).await?;
     // The version record first: most of the time it is the one in force already.
     let (version, _, read_at) = store.version().await?;
     let Some(v) = version else {
@@ -237,7 +227,7 @@ async fn watch(
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
-    let mut store = Store::connect(&spec_of(st)).await?;
+    let mut store = Store::connect(&st.store).await?;
     let key = store.keys().version();
     let mut events = store
         .client()
@@ -281,7 +271,7 @@ pub(crate) async fn report(
     let mut since: Option<(StoredVersion, SystemTime)> = None;
     loop {
         let r = async {
-            let mut store = Store::connect(&spec_of(&st)).await?;
+            let mut store = Store::connect(&st.store).await?;
             let lease = store
                 .client()
                 .lease_grant(REPORT_TTL_SECS, None)
@@ -289,6 +279,11 @@ pub(crate) async fn report(
                 .context("a lease for the status")?
                 .id();
             let key = store.keys().status(&cfg.node_name);
+            let (mut keeper, mut answers) = store
+                .client()
+                .lease_keep_alive(lease)
+                .await
+                .context("renewing the status lease")?;
             loop {
                 let stored = pipeline.rules().stored.clone();
                 if stored.as_ref() != since.as_ref().map(|(v, _)| v) {
@@ -305,15 +300,18 @@ pub(crate) async fn report(
                     )
                     .await
                     .context("writing the status")?;
-                store
-                    .client()
-                    .lease_keep_alive(lease)
-                    .await
-                    .context("renewing the status lease")?
-                    .0
+                keeper
                     .keep_alive()
                     .await
                     .context("renewing the status lease")?;
+                match answers
+                    .message()
+                    .await
+                    .context("renewing the status lease")?
+                {
+                    Some(a) if a.ttl() > 0 => {}
+                    _ => bail!("the status lease expired"),
+                }
                 tokio::time::sleep(REPORT_EVERY).await;
             }
             #[allow(unreachable_code)]
@@ -335,14 +333,6 @@ fn status_of(
     cert_expiry: Option<SystemTime>,
 ) -> serde_json::Value {
     let m = &pipeline.telemetry.metrics;
-    let text = m.encode();
-    let sum = |name: &str| -> u64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .map(|v| v as u64)
-            .sum()
-    };
     serde_json::json!({
         "node": cfg.node_name,
         "version": since.map(|(v, _)| v.version),
@@ -351,7 +341,7 @@ fn status_of(
         "eastwallVersion": env!("CARGO_PKG_VERSION"),
         "certExpiry": cert_expiry.map(eastwall_wire::eve::timestamp),
         "connections": m.connections_held.get(),
-        "denied": sum("eastwall_connections_denied_total"),
+        "denied": m.denied_all.get(),
         "problem": problem,
     })
 }

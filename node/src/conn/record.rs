@@ -190,6 +190,7 @@ impl FlowGuard {
         let dir = self.direction.as_str();
         let verdict = self.policy.verdict.as_str();
         if outcome.refused_here() {
+            m.denied_all.inc();
             m.denied
                 .get_or_create(&RuleLabels {
                     direction: dir,

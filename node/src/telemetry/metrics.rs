@@ -184,6 +184,9 @@ pub(crate) struct Metrics {
     pub(crate) udp_drops: Family<DropLabels, Counter>,
     /// Queued packets of other protocols dropped before a decision, by reason.
     pub(crate) packet_drops: Family<DropLabels, Counter>,
+    /// Connections (and flows) this node refused, all rules together (for the node's status
+    /// in the central store; `denied` has them by rule).
+    pub(crate) denied_all: Counter,
     /// Flow records folded into an aggregate record (a flood of one kind of flow).
     pub(crate) records_aggregated: Counter,
     /// New connections refused for lack of resources, by resource and workload.
@@ -225,6 +228,7 @@ impl Default for Metrics {
             udp_drops: Family::default(),
             packet_drops: Family::default(),
             records_aggregated: Counter::default(),
+            denied_all: Counter::default(),
             resource_refusals: Family::default(),
             connections_held: Gauge::default(),
             connection_budget: Gauge::default(),
