@@ -566,6 +566,35 @@ fn nodes_enforce_what_is_applied_centrally() {
     ));
     until_reached(&c, "web", "db", true, 10);
     until_reached(&c, "reports", "db", false, 10);
+
+    // A version the store accepts but these nodes cannot apply (IDS profiles, and no IDS
+    // rules in their config): refused at the node, reported, the rules in force stay.
+    let ids = ZONES.replace(
+        "spec:\n  sections:",
+        "spec:\n  idsProfiles:\n    - {name: web, mode: detect}\n  sections:",
+    );
+    let pol4 = write(d.path(), "policy.yaml", &ids);
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &pol4],
+    ));
+    let since = Instant::now();
+    loop {
+        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
+        let refused = st
+            .lines()
+            .filter(|l| l.contains("REFUSED-LATEST") && l.contains("IDS profiles"))
+            .count();
+        if refused == 2 {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(c.connect("web", "db", 5432).outcome.reached());
 }
 
 /// A node on a 3-member cluster keeps following when the member it talks to dies: each

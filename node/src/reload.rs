@@ -113,10 +113,13 @@ pub(crate) async fn watch(
             Ok(addrs) => {
                 local_addrs = addrs;
                 count(&pipeline, "ok");
+                pipeline.telemetry.health.reload_ended(None);
             }
             Err(e) => {
                 warn!("rejected the new registry/policy; the rules in force stay: {e:#}");
                 count(&pipeline, "error");
+                let why: String = format!("{e:#}").chars().take(2000).collect();
+                pipeline.telemetry.health.reload_ended(Some(why));
             }
         }
     }

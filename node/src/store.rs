@@ -290,7 +290,16 @@ pub(crate) async fn report(
                     since = stored.map(|v| (v, SystemTime::now()));
                 }
                 let expiry = identities.as_ref().and_then(|i| i.earliest_expiry());
-                let status = status_of(&cfg, &pipeline, since.as_ref(), refusal.get(), expiry);
+                // The store's version refused here, or the state files refused by the reload
+                // (what only this node can check: capture, IDS engines, certificates).
+                let problem = refusal.get().or_else(|| {
+                    pipeline
+                        .telemetry
+                        .health
+                        .reload_refused()
+                        .map(|why| format!("the latest version could not be applied: {why}"))
+                });
+                let status = status_of(&cfg, &pipeline, since.as_ref(), problem, expiry);
                 store
                     .client()
                     .put(

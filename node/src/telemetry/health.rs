@@ -27,6 +27,9 @@ pub(crate) struct Health {
     last_shortage_ms: AtomicU64,
     /// Refusals since the node started.
     shortages: AtomicU64,
+    /// Why the last reload of the registry and policy was refused (cleared by one that
+    /// applies): what the node's status in the central store reports.
+    reload_refused: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -36,6 +39,7 @@ impl Default for Health {
             epoch: Instant::now(),
             last_shortage_ms: AtomicU64::new(0),
             shortages: AtomicU64::new(0),
+            reload_refused: std::sync::Mutex::new(None),
         }
     }
 }
@@ -51,6 +55,22 @@ impl Health {
         let ms = self.epoch.elapsed().as_millis() as u64 + 1;
         self.last_shortage_ms.store(ms, Ordering::Relaxed);
         self.shortages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how the last reload ended: `None` applied, `Some(why)` refused.
+    pub(crate) fn reload_ended(&self, refused: Option<String>) {
+        *self
+            .reload_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = refused;
+    }
+
+    /// Why the last reload was refused, if it was.
+    pub(crate) fn reload_refused(&self) -> Option<String> {
+        self.reload_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The status now; `limits` describes the node's limits for a degraded answer.
