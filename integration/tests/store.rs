@@ -41,16 +41,28 @@ fn etcd() -> Etcd {
     Etcd::start(&[(None, lo)], PREFIX).unwrap()
 }
 
-/// `eastwall ARGS` as `who`.
-fn eastwall(e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
-    std::process::Command::new(eastwall_bin())
-        .args(args)
+/// `eastwall ARGS` as `who` (in lab host namespace `netns`, if given).
+fn eastwall_in(netns: Option<&str>, e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(eastwall_bin());
+            c
+        }
+        None => std::process::Command::new(eastwall_bin()),
+    };
+    cmd.args(args)
         .env("EASTWALL_ETCD_ENDPOINTS", e.endpoints().join(","))
         .env("EASTWALL_ETCD_CACERT", e.ca_file())
         .env("EASTWALL_ETCD_CERT", &who.cert)
         .env("EASTWALL_ETCD_KEY", &who.key)
         .output()
         .unwrap()
+}
+
+/// `eastwall ARGS` as `who`, from the test's own namespace.
+fn eastwall(e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
+    eastwall_in(None, e, who, args)
 }
 
 fn ok(out: Output) -> String {
@@ -366,16 +378,36 @@ fn an_apply_larger_than_one_transaction_lands_whole() {
 
 /// `eastwall ARGS` as `who`, inside lab host `host`'s namespace.
 fn eastwall_on(c: &Cloud, host: &str, e: &Etcd, who: &ClientCert, args: &[&str]) -> Output {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", &c.lab.host(host).netns])
-        .arg(eastwall_bin())
-        .args(args)
-        .env("EASTWALL_ETCD_ENDPOINTS", e.endpoints().join(","))
-        .env("EASTWALL_ETCD_CACERT", e.ca_file())
-        .env("EASTWALL_ETCD_CERT", &who.cert)
-        .env("EASTWALL_ETCD_KEY", &who.key)
-        .output()
-        .unwrap()
+    eastwall_in(Some(&c.lab.host(host).netns), e, who, args)
+}
+
+/// Starts the nodes of `hosts`, each taking its rules from the store with a certificate of
+/// its own.
+fn start_store_nodes(c: &mut Cloud, e: &Etcd, hosts: &[&str]) {
+    for host in hosts {
+        let cert = e.add_node(host).unwrap();
+        c.lab.set_node_store(Some(format!(
+            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
+            e.endpoints().join(", "),
+            e.ca_file().display(),
+            cert.cert.display(),
+            cert.key.display()
+        )));
+        c.start_node(host, "");
+    }
+}
+
+/// Waits (up to 10 s) until `eastwall status` satisfies `done`; returns its output.
+fn wait_status(c: &Cloud, e: &Etcd, who: &ClientCert, done: impl Fn(&str) -> bool) -> String {
+    let since = Instant::now();
+    loop {
+        let st = ok(eastwall_on(c, "store", e, who, &["status"]));
+        if done(&st) {
+            return st;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 const ZONES: &str = r#"apiVersion: eastwall.dev/v1
@@ -442,17 +474,7 @@ fn nodes_enforce_what_is_applied_centrally() {
         &["apply", "-f", &reg, "-f", &pol, "-m", "zones"],
     ));
 
-    for host in ["hostA", "hostB"] {
-        let cert = e.add_node(host).unwrap();
-        c.lab.set_node_store(Some(format!(
-            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
-            e.endpoints().join(", "),
-            e.ca_file().display(),
-            cert.cert.display(),
-            cert.key.display()
-        )));
-        c.start_node(host, "");
-    }
+    start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
     assert!(c.connect("web", "db", 5432).outcome.reached());
     assert!(!c.connect("reports", "db", 5432).outcome.reached());
 
@@ -499,23 +521,17 @@ fn nodes_enforce_what_is_applied_centrally() {
     }
 
     // Status: both nodes, version 2.
-    let since = Instant::now();
-    loop {
-        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
-        let row = |n: &str| {
-            st.lines()
-                .find(|l| l.starts_with(&format!("{n}\t")))
-                .unwrap_or("")
-                .to_owned()
-        };
-        if row("hostA").contains("\tup\t2\t") && row("hostB").contains("\tup\t2\t") {
-            assert!(st.contains("latest version: 2"), "{st}");
-            assert!(row("store").contains("DOWN"), "{st}");
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let row = |st: &str, n: &str| {
+        st.lines()
+            .find(|l| l.starts_with(&format!("{n}\t")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let st = wait_status(&c, &e, &admin, |st| {
+        row(st, "hostA").contains("\tup\t2\t") && row(st, "hostB").contains("\tup\t2\t")
+    });
+    assert!(st.contains("latest version: 2"), "{st}");
+    assert!(row(&st, "store").contains("DOWN"), "{st}");
 
     // Another tool writes a broken policy and a version record: refused, reported, the
     // rules in force stay.
@@ -530,16 +546,10 @@ fn nodes_enforce_what_is_applied_centrally() {
         &["put", "/eastwall/config/version", record],
     )
     .unwrap();
-    let since = Instant::now();
-    loop {
-        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
-        if st.lines().filter(|l| l.contains("REFUSED-LATEST")).count() == 2 {
-            assert!(st.contains("version 3 refused"), "{st}");
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let st = wait_status(&c, &e, &admin, |st| {
+        st.lines().filter(|l| l.contains("REFUSED-LATEST")).count() == 2
+    });
+    assert!(st.contains("version 3 refused"), "{st}");
     assert!(c.connect("reports", "db", 5432).outcome.reached());
     assert!(!c.connect("web", "db", 5432).outcome.reached());
 
@@ -581,19 +591,12 @@ fn nodes_enforce_what_is_applied_centrally() {
         &admin,
         &["apply", "-f", &pol4],
     ));
-    let since = Instant::now();
-    loop {
-        let st = ok(eastwall_on(&c, "store", &e, &admin, &["status"]));
-        let refused = st
-            .lines()
+    wait_status(&c, &e, &admin, |st| {
+        st.lines()
             .filter(|l| l.contains("REFUSED-LATEST") && l.contains("IDS profiles"))
-            .count();
-        if refused == 2 {
-            break;
-        }
-        assert!(since.elapsed() < Duration::from_secs(10), "{st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+            .count()
+            == 2
+    });
     assert!(c.connect("web", "db", 5432).outcome.reached());
 }
 
@@ -638,17 +641,7 @@ fn a_node_fails_over_between_the_members_of_a_cluster() {
         &admin,
         &["apply", "-f", &reg, "-f", &zones],
     ));
-    for host in ["hostA", "hostB"] {
-        let cert = e.add_node(host).unwrap();
-        c.lab.set_node_store(Some(format!(
-            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
-            e.endpoints().join(", "),
-            e.ca_file().display(),
-            cert.cert.display(),
-            cert.key.display()
-        )));
-        c.start_node(host, "");
-    }
+    start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
     assert!(c.connect("web", "db", 5432).outcome.reached());
     for (i, (file, web_reaches)) in [(&swapped, false), (&zones, true), (&swapped, false)]
         .into_iter()

@@ -75,7 +75,11 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         let refusal = Refusal::default();
         loop {
-            match sync(cfg, st, &refusal, None).await {
+            let synced = match Store::connect(&st.store).await {
+                Ok(mut store) => sync(cfg, &mut store, &refusal, None).await,
+                Err(e) => Err(e),
+            };
+            match synced {
                 Ok(Some(_)) => return Ok(()),
                 Ok(None) => bail!(
                     "the store at {} holds no configuration yet: apply one (`eastwall apply`)",
@@ -101,11 +105,10 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
 /// in `refusal`), and the folder stays as it was.
 async fn sync(
     cfg: &NodeConfig,
-    st: &StoreSpec,
+    store: &mut Store,
     refusal: &Refusal,
     have: Option<&StoredVersion>,
 ) -> anyhow::Result<Option<(u64, i64)>> {
-    let mut store = Store::connect(&st.store).await?;
     // The version record first: most of the time it is the one in force already.
     let (version, _, read_at) = store.version().await?;
     let Some(v) = version else {
@@ -125,10 +128,9 @@ async fn sync(
     // async workers.
     let snapshot = current.snapshot;
     let (checked, snapshot) = tokio::task::spawn_blocking(move || {
-        let checked = snapshot.validate(&source).and_then(|valid| {
-            let registry = snapshot.registry_text(&source)?;
-            Ok((valid.registry.node(&node).is_some(), registry))
-        });
+        let checked = snapshot
+            .validate(&source)
+            .map(|valid| (valid.registry.node(&node).is_some(), valid.registry_text));
         (checked, snapshot)
     })
     .await
@@ -221,15 +223,17 @@ async fn watch(
     pipeline: &Pipeline,
     refusal: &Refusal,
 ) -> anyhow::Result<()> {
+    let mut store = Store::connect(&st.store).await?;
     let have = pipeline.rules().stored.clone();
-    let Some((_, revision)) = sync(cfg, st, refusal, have.as_ref()).await? else {
+    let Some((_, revision)) = sync(cfg, &mut store, refusal, have.as_ref()).await? else {
         // Nothing applied yet: wait for the first version.
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
-    let mut store = Store::connect(&st.store).await?;
     let key = store.keys().version();
+    // The watch has a stream of its own; the syncs it triggers use the store's connection.
     let mut events = store
+        .clone()
         .client()
         .watch(
             key,
@@ -253,7 +257,7 @@ async fn watch(
             .any(|e| e.event_type() == EventType::Put)
         {
             let have = pipeline.rules().stored.clone();
-            sync(cfg, st, refusal, have.as_ref()).await?;
+            sync(cfg, &mut store, refusal, have.as_ref()).await?;
         }
     }
 }

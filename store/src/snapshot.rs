@@ -44,6 +44,8 @@ pub struct Validated {
     pub policy: Policy,
     /// Warnings, against the keys they are about.
     pub warnings: Diagnostics,
+    /// The registry as one document ([`Snapshot::registry_text`]).
+    pub registry_text: String,
 }
 
 /// What one file given to `apply` replaces in a snapshot.
@@ -150,6 +152,13 @@ impl Snapshot {
         self.assemble(source).map(|(text, _)| text)
     }
 
+    /// The registry alone, validated, with problems told against their keys; and its text.
+    pub fn registry(&self, source: &str) -> Result<(Registry, String), Diagnostics> {
+        let (text, owners) = self.assemble(source)?;
+        let registry = Registry::parse(source, &text).map_err(|d| map_lines(d, source, &owners))?;
+        Ok((registry, text))
+    }
+
     /// Validates every value and the whole: the registry's and the policy's checks, with
     /// problems reported against the keys they are in (`source` prefixes them, e.g.
     /// `etcd:/eastwall/config/`).
@@ -182,14 +191,14 @@ impl Snapshot {
         if !diags.is_empty() {
             return Err(diags);
         }
-        let (text, owners) = self.assemble(source)?;
-        let registry = Registry::parse(source, &text).map_err(|d| map_lines(d, source, &owners))?;
+        let (registry, text) = self.registry(source)?;
         let policy_file = format!("{source}{POLICY}");
         let (policy, warnings) = Policy::parse(&policy_file, policy_text, &registry)?;
         Ok(Validated {
             registry,
             policy,
             warnings,
+            registry_text: text,
         })
     }
 

@@ -517,10 +517,8 @@ fn desired_of(
     let desired = parts
         .iter()
         .fold(current.snapshot.clone(), |s, (p, _)| s.with(p));
-    let registry_text = desired
-        .registry_text(source)
-        .map_err(|d| anyhow::anyhow!("refused, nothing was written:\n{d}"))?;
-    let registry = eastwall_policy::Registry::parse(source, &registry_text)
+    let (registry, _) = desired
+        .registry(source)
         .map_err(|d| anyhow::anyhow!("refused, nothing was written:\n{d}"))?;
     for (p, file) in parts {
         if let Part::Policy(text) = p
