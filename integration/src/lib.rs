@@ -267,6 +267,34 @@ impl Cloud {
             .unwrap()
     }
 
+    /// POSTs a certificate request for `id` to the CA service from inside `host`'s
+    /// namespace with `host`'s node certificate; returns the status and body.
+    pub fn ask_ca(&self, ca: &CaHandle, host: &str, id: &str) -> (u16, String) {
+        use eastwall_certs::{Identity, TrustBundle, generate_csr};
+        let (crt, key) = self.lab.node_cert_files(host);
+        let node = Identity::from_pem(
+            &std::fs::read_to_string(crt).unwrap(),
+            &std::fs::read_to_string(key).unwrap(),
+        )
+        .unwrap();
+        let bundle =
+            TrustBundle::from_pem(&std::fs::read_to_string(ca.dir.join("ca.crt")).unwrap())
+                .unwrap();
+        let (csr, _) = generate_csr(&eastwall_identity::SpiffeId::parse(id).unwrap()).unwrap();
+        let url = ca.url.clone();
+        eastwall_lab::in_netns(&self.lab.host(host).netns, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(eastwall_node::ca::client::post_csr(
+                    &url, node, &bundle, &csr, None, None,
+                ))
+        })
+        .unwrap()
+        .unwrap()
+    }
+
     /// The value of metric line `name` (with its labels, e.g.
     /// `eastwall_cert_renewals_total{result="ok"}`) on `host`'s node; 0 if absent.
     pub fn metric(&self, host: &str, name: &str) -> u64 {

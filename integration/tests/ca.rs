@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eastwall_certs::{Identity, TrustBundle, generate_csr};
-use eastwall_identity::SpiffeId;
 use eastwall_integration::{CaHandle, Cloud, require_root, spiffe};
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
@@ -89,30 +87,8 @@ fn nodes_obtain_their_workloads_certificates_from_the_ca() {
     );
 }
 
-/// POSTs a CSR for `id` to the CA from inside `host`'s namespace with `host`'s node
-/// certificate; returns the status and body.
 fn ask_ca(c: &Cloud, ca: &CaHandle, host: &str, id: &str) -> (u16, String) {
-    let (crt, key) = c.lab.node_cert_files(host);
-    let node = Identity::from_pem(
-        &std::fs::read_to_string(crt).unwrap(),
-        &std::fs::read_to_string(key).unwrap(),
-    )
-    .unwrap();
-    let bundle =
-        TrustBundle::from_pem(&std::fs::read_to_string(ca.dir.join("ca.crt")).unwrap()).unwrap();
-    let (csr, _) = generate_csr(&SpiffeId::parse(id).unwrap()).unwrap();
-    let url = ca.url.clone();
-    eastwall_lab::in_netns(&c.lab.host(host).netns, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(eastwall_node::ca::client::post_csr(
-                &url, node, &bundle, &csr, None, None,
-            ))
-    })
-    .unwrap()
-    .unwrap()
+    c.ask_ca(ca, host, id)
 }
 
 #[test]
@@ -132,11 +108,12 @@ fn a_node_gets_no_certificate_for_a_workload_on_another_node() {
     assert_eq!(ask_ca(&c, &ca, "hostB", &spiffe("prod-app")).0, 403);
 
     // Moving prod-db to hostA in the CA's registry moves the right with it.
-    let moved = std::fs::read_to_string(&ca.registry)
+    let registry = ca.registry.as_ref().unwrap();
+    let moved = std::fs::read_to_string(registry)
         .unwrap()
         .replace("name: prod-db, node: hostB", "name: prod-db, node: hostA")
         + "# prod-db moved to hostA\n";
-    std::fs::write(&ca.registry, moved).unwrap();
+    std::fs::write(registry, moved).unwrap();
     assert_eq!(ask_ca(&c, &ca, "hostA", &spiffe("prod-db")).0, 200);
     assert_eq!(ask_ca(&c, &ca, "hostB", &spiffe("prod-db")).0, 403);
     let log = std::fs::read_to_string(&ca.log).unwrap();

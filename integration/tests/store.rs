@@ -744,3 +744,152 @@ fn leftovers_of_a_dead_apply_and_compaction_do_not_harm() {
     });
     assert!(ok(eastwall(&e, &admin, &["get", "version"])).contains("version 3"));
 }
+
+/// Whether `host`'s node presents identity `id` on its tunnel port: a TLS handshake from
+/// inside its namespace, as a peer node would open it (client certificate from the lab's
+/// CA, the server verified as `id`).
+fn presents(c: &Cloud, host: &str, id: &str) -> bool {
+    use eastwall_certs::{Identity, RotatingIdentity, TrustBundle, sni_for};
+    use eastwall_identity::SpiffeId;
+    let ca = c.lab.ca().unwrap();
+    let probe = SpiffeId::parse(&eastwall_integration::spiffe("tls-probe")).unwrap();
+    let issued = ca.issue(&probe, Duration::from_secs(600)).unwrap();
+    let me = RotatingIdentity::new(Identity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap());
+    let bundle = TrustBundle::from_pem(ca.cert_pem()).unwrap();
+    let want = SpiffeId::parse(id).unwrap();
+    let config =
+        eastwall_certs::client_config(me, &bundle, want.clone(), &[b"h2".as_slice()]).unwrap();
+    let addr = std::net::SocketAddr::new(c.lab.host(host).addr.into(), 15008);
+    eastwall_lab::in_netns(&c.lab.host(host).netns, move || {
+        rt().block_on(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(sni_for(&want)).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        })
+    })
+    .unwrap()
+}
+
+/// Certificates follow workloads: with the CA service on the store, moving a workload
+/// (`eastwall workload move`) gives its certificate to the new host's node and takes it from
+/// the old one's (no longer presented, no longer renewed, refused by the CA).
+#[test]
+fn a_moved_workload_gets_its_certificate_on_the_new_host_only() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "store"],
+        &[
+            ("hostA", "web", "web", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        ZONES,
+    );
+    c.lab.serve("db", &[5432]).unwrap();
+    let store = c.lab.host("store").clone();
+    let e = Etcd::start(&[(Some(store.netns.as_str()), store.addr.into())], PREFIX).unwrap();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", c.registry());
+    let pol = write(d.path(), "policy.yaml", ZONES);
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &pol],
+    ));
+
+    // The CA service reads the registry from the store, as a reader only.
+    let reader = e.add_reader("eastwall-ca").unwrap();
+    let args: Vec<String> = [
+        "--endpoints".to_owned(),
+        e.endpoints().join(","),
+        "--cacert".to_owned(),
+        e.ca_file().display().to_string(),
+        "--cert".to_owned(),
+        reader.cert.display().to_string(),
+        "--key".to_owned(),
+        reader.key.display().to_string(),
+    ]
+    .into();
+    let ca = c
+        .lab
+        .start_ca_on_store(
+            &eastwall_integration::eastwall_bin(),
+            "store",
+            &args,
+            3600,
+            None,
+        )
+        .unwrap();
+    start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
+    let p = c.connect("web", "db", 5432);
+    assert!(p.outcome.reached(), "{:?}", p.outcome);
+    let db = eastwall_integration::spiffe("db");
+    assert!(presents(&c, "hostB", &db));
+    assert!(!presents(&c, "hostA", &db));
+
+    // db moves to hostA.
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["workload", "move", "db", "--node", "hostA"],
+    ));
+    let t = Instant::now();
+    while !presents(&c, "hostA", &db) || presents(&c, "hostB", &db) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "hostA presents db: {}, hostB: {}",
+            presents(&c, "hostA", &db),
+            presents(&c, "hostB", &db)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "moved workload: certificate on the new host only {:.2} s after the move",
+        t.elapsed().as_secs_f64()
+    );
+    let status = wait_status(&c, &e, &admin, |st| {
+        st.lines().any(|l| l.starts_with("hostA\tup\t2\t"))
+            && st.lines().any(|l| l.starts_with("hostB\tup\t2\t"))
+    });
+    // The certificates column: hostA holds web and db, hostB none.
+    let certs = |n: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(&format!("{n}\t")))
+            .and_then(|l| l.split('\t').nth(6))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        (certs("hostA"), certs("hostB")),
+        ("2".into(), "0".into()),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(&ca.log).unwrap();
+    assert!(
+        log.contains("registry reloaded from the central store"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("signed {db} for node `hostA`")),
+        "{log}"
+    );
+    let old = std::fs::read_to_string(c.lab.dir().join("hostB/node.log")).unwrap();
+    assert!(old.contains("certificate dropped"), "{old}");
+    // The CA refuses the old host a certificate for it from now on.
+    assert!(
+        log.contains(&format!("signed {db} for node `hostB`")),
+        "{log}"
+    );
+    let (status, body) = c.ask_ca(&ca, "hostB", &db);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(c.ask_ca(&ca, "hostA", &db).0, 200);
+}

@@ -161,6 +161,27 @@ impl Etcd {
         Ok(c)
     }
 
+    /// A certificate for a service that only reads the configuration (user `name`, e.g.
+    /// the CA service, `eastwall-ca`).
+    pub fn add_reader(&self, name: &str) -> anyhow::Result<ClientCert> {
+        let c = self.client_cert(name)?;
+        self.ctl(ROOT, &["role", "add", name])?;
+        self.ctl(
+            ROOT,
+            &[
+                "role",
+                "grant-permission",
+                name,
+                "read",
+                &format!("{}config/", self.prefix),
+                "--prefix=true",
+            ],
+        )?;
+        self.ctl(ROOT, &["user", "add", name, "--no-password"])?;
+        self.ctl(ROOT, &["user", "grant-role", name, name])?;
+        Ok(c)
+    }
+
     /// Stops member `i` (SIGKILL, as a crash).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members.get_mut(i).and_then(|m| m.child.take()) {

@@ -115,8 +115,9 @@ pub struct CaHandle {
     pub url: String,
     /// The CA folder (`ca.crt`, `ca.key`).
     pub dir: PathBuf,
-    /// The registry file it authorizes with (rewrite it to move workloads).
-    pub registry: PathBuf,
+    /// The registry file it authorizes with (rewrite it to move workloads); `None`: it
+    /// follows the central store.
+    pub registry: Option<PathBuf>,
     /// Its log.
     pub log: PathBuf,
     /// Its process id.
@@ -198,6 +199,37 @@ impl Lab {
         cert_secs: u64,
         node_cert_secs: Option<u64>,
     ) -> anyhow::Result<CaHandle> {
+        let dir = self.dir.join("ca");
+        fs::create_dir_all(&dir)?;
+        let registry_path = dir.join("registry.yaml");
+        fs::write(&registry_path, registry)?;
+        let args = vec!["--registry".to_owned(), registry_path.display().to_string()];
+        let mut h = self.spawn_ca(exe, host, &args, cert_secs, node_cert_secs)?;
+        h.registry = Some(registry_path);
+        Ok(h)
+    }
+
+    /// Like [`Lab::start_ca`], with the registry of the central store that `store_args`
+    /// (`--endpoints ... --cacert ... --cert ... --key ...`) reach.
+    pub fn start_ca_on_store(
+        &mut self,
+        exe: &Path,
+        host: &str,
+        store_args: &[String],
+        cert_secs: u64,
+        node_cert_secs: Option<u64>,
+    ) -> anyhow::Result<CaHandle> {
+        self.spawn_ca(exe, host, store_args, cert_secs, node_cert_secs)
+    }
+
+    fn spawn_ca(
+        &mut self,
+        exe: &Path,
+        host: &str,
+        registry_args: &[String],
+        cert_secs: u64,
+        node_cert_secs: Option<u64>,
+    ) -> anyhow::Result<CaHandle> {
         let ca = self
             .ca
             .as_ref()
@@ -209,8 +241,6 @@ impl Lab {
             fs::write(dir.join("ca.crt"), ca.cert_pem())?;
             fs::write(dir.join("ca.key"), ca.key_pem())?;
         }
-        let registry_path = dir.join("registry.yaml");
-        fs::write(&registry_path, registry)?;
         let addr = SocketAddr::new(h.addr.into(), LAB_CA_PORT);
         let log = dir.join("ca.log");
         let out = fs::OpenOptions::new()
@@ -222,8 +252,7 @@ impl Lab {
             .arg(exe)
             .args(["ca", "serve", "--dir"])
             .arg(&dir)
-            .arg("--registry")
-            .arg(&registry_path)
+            .args(registry_args)
             .args(["--listen", &addr.to_string()])
             .args(["--cert-secs", &cert_secs.to_string()])
             .env(
@@ -243,11 +272,11 @@ impl Lab {
             addr,
             url: url.clone(),
             dir,
-            registry: registry_path,
+            registry: None,
             log: log.clone(),
             pid,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some((c, _)) = self.children.iter_mut().find(|(c, _)| c.id() == pid)
                 && let Some(status) = c.try_wait()?
@@ -262,7 +291,7 @@ impl Lab {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("eastwall ca serve did not listen on {addr} within 10 s");
+                bail!("eastwall ca serve did not listen on {addr} within 30 s");
             }
             thread::sleep(Duration::from_millis(25));
         }

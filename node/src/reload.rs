@@ -198,6 +198,10 @@ async fn reload(
     add_identities(upkeep, &rules, &cfg.node_name, pipeline).await;
     pipeline.carrier.ids.store(engines);
     let replaced = pipeline.replace_rules(rules);
+    // Identities of workloads that left go once the rules without them are in force.
+    if let IdentityUpkeep::Files { ids, .. } | IdentityUpkeep::Ca { ids, .. } = upkeep {
+        ids.retire(&pipeline.rules().registry, &cfg.node_name);
+    }
     let revoked = crate::conn::live::recheck(pipeline).await;
     // The last reference, unless a decision still holds it (then that task frees it): a
     // large policy takes a while to free, off the async workers.

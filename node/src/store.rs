@@ -20,10 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use eastwall_store::Store;
-use eastwall_store::etcd_client::{EventType, PutOptions, WatchOptions};
+use eastwall_store::etcd_client::PutOptions;
+use eastwall_store::follow::{Latest, latest};
 use tracing::{info, warn};
 
-use crate::config::{NodeConfig, StoreSpec};
+use crate::config::NodeConfig;
 use crate::conn::Pipeline;
 use crate::identity::LocalIdentities;
 use crate::rules::StoredVersion;
@@ -32,8 +33,6 @@ use crate::rules::StoredVersion;
 const REPORT_EVERY: Duration = Duration::from_secs(3);
 /// How long a report outlives a node that stopped reporting.
 const REPORT_TTL_SECS: i64 = 10;
-/// The longest wait between attempts to reach the store.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the node last refused, for its status.
 #[derive(Default)]
@@ -109,58 +108,36 @@ async fn sync(
     refusal: &Refusal,
     have: Option<&StoredVersion>,
 ) -> anyhow::Result<Option<(u64, i64)>> {
-    // The version record first: most of the time it is the one in force already.
-    let (version, _, read_at) = store.version().await?;
-    let Some(v) = version else {
-        return Ok(None);
-    };
-    if have.is_some_and(|h| h.version == v.version && h.hash == v.hash) {
-        return Ok(Some((v.version, read_at)));
-    }
-    let current = store.current().await?;
-    let Some(v) = current.version else {
-        return Ok(None);
-    };
-    let revision = current.read_at;
-    let node = cfg.node_name.clone();
-    let source = store.keys().source();
-    // Validating a large configuration takes seconds (100,000 workloads: ~5 s): off the
-    // async workers.
-    let snapshot = current.snapshot;
-    let (checked, snapshot) = tokio::task::spawn_blocking(move || {
-        let checked = snapshot
-            .validate(&source)
-            .map(|valid| (valid.registry.node(&node).is_some(), valid.registry_text));
-        (checked, snapshot)
-    })
-    .await
-    .context("validating the store's configuration")?;
-    if snapshot.hash() != v.hash {
-        let why = format!(
-            "version {} refused: the stored values are not the ones it was applied with (their hash differs): written outside `eastwall apply`?",
-            v.version
-        );
-        warn!("{why}");
-        refusal.set(Some(why));
-        return Ok(Some((v.version, revision)));
-    }
-    let (ours, registry) = match checked {
-        Ok(x) => x,
-        Err(d) => {
-            let why = format!("version {} refused:\n{d}", v.version);
+    let have = have.map(|h| (h.version, h.hash.as_str()));
+    let (v, snapshot, valid, read_at) = match latest(store, have).await? {
+        Latest::Nothing => return Ok(None),
+        Latest::Unchanged { read_at } => {
+            return Ok(have.map(|(version, _)| (version, read_at)));
+        }
+        Latest::Refused {
+            version,
+            why,
+            read_at,
+        } => {
             warn!("{why}");
             refusal.set(Some(why));
-            return Ok(Some((v.version, revision)));
+            return Ok(Some((version.version, read_at)));
         }
+        Latest::New {
+            version,
+            snapshot,
+            valid,
+            read_at,
+        } => (version, snapshot, valid, read_at),
     };
-    if !ours {
+    if valid.registry.node(&cfg.node_name).is_none() {
         let why = format!(
             "version {} refused: node `{}` is not in its registry",
             v.version, cfg.node_name
         );
         warn!("{why}");
         refusal.set(Some(why));
-        return Ok(Some((v.version, revision)));
+        return Ok(Some((v.version, read_at)));
     }
     let policy = snapshot
         .get(eastwall_store::snapshot::POLICY)
@@ -172,13 +149,15 @@ async fn sync(
     .mark();
     write_state(
         &cfg.registry_path,
-        &format!("{mark}{registry}"),
+        &format!("{mark}{}", valid.registry_text),
         &cfg.policy_path,
         &format!("{mark}{policy}"),
     )?;
     refusal.set(None);
     info!(version = v.version, author = %v.author, "new configuration from the store");
-    Ok(Some((v.version, revision)))
+    // The rules themselves are freed off the async workers (a large policy takes a while).
+    drop(tokio::task::spawn_blocking(move || drop(valid)));
+    Ok(Some((v.version, read_at)))
 }
 
 /// Replaces both state files (each written aside, then renamed over: never a torn file).
@@ -192,73 +171,31 @@ fn write_state(registry: &Path, rtext: &str, policy: &Path, ptext: &str) -> anyh
 }
 
 /// Follows the store until the task is dropped: each new version is synced to the state
-/// folder (the file reload applies it). Reconnects with backoff; a watch that lost its place
-/// (compaction, a member gone) starts again with a full read.
+/// folder (the file reload applies it); see [`eastwall_store::follow::follow`].
 pub(crate) async fn follow(cfg: Arc<NodeConfig>, pipeline: Arc<Pipeline>, refusal: Arc<Refusal>) {
     let Some(st) = cfg.store.clone() else {
         return;
     };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let started = tokio::time::Instant::now();
-        let r = watch(&cfg, &st, &pipeline, &refusal).await;
-        // A watch that served a while is not a run of failures.
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(200);
-        }
-        match r {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => {
-                warn!("the central store: {e:#}; the configuration in force stays");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    let node = NodeSync {
+        cfg: cfg.clone(),
+        pipeline,
+        refusal,
+    };
+    eastwall_store::follow::follow(&st.store, "the configuration in force stays", node).await;
 }
 
-async fn watch(
-    cfg: &NodeConfig,
-    st: &StoreSpec,
-    pipeline: &Pipeline,
-    refusal: &Refusal,
-) -> anyhow::Result<()> {
-    let mut store = Store::connect(&st.store).await?;
-    let have = pipeline.rules().stored.clone();
-    let Some((_, revision)) = sync(cfg, &mut store, refusal, have.as_ref()).await? else {
-        // Nothing applied yet: wait for the first version.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return Ok(());
-    };
-    let key = store.keys().version();
-    // The watch has a stream of its own; the syncs it triggers use the store's connection.
-    let mut events = store
-        .clone()
-        .client()
-        .watch(
-            key,
-            Some(WatchOptions::new().with_start_revision(revision + 1)),
-        )
-        .await
-        .context("watching the version record")?;
-    loop {
-        let Some(resp) = events.message().await.context("the watch")? else {
-            bail!("the watch ended");
-        };
-        if resp.canceled() || resp.compact_revision() > 0 {
-            bail!(
-                "the watch lost its place (compacted at {})",
-                resp.compact_revision()
-            );
-        }
-        if resp
-            .events()
-            .iter()
-            .any(|e| e.event_type() == EventType::Put)
-        {
-            let have = pipeline.rules().stored.clone();
-            sync(cfg, &mut store, refusal, have.as_ref()).await?;
-        }
+struct NodeSync {
+    cfg: Arc<NodeConfig>,
+    pipeline: Arc<Pipeline>,
+    refusal: Arc<Refusal>,
+}
+
+impl eastwall_store::follow::Sync for NodeSync {
+    async fn sync(&mut self, store: &mut Store) -> anyhow::Result<Option<i64>> {
+        let have = self.pipeline.rules().stored.clone();
+        Ok(sync(&self.cfg, store, &self.refusal, have.as_ref())
+            .await?
+            .map(|(_, revision)| revision))
     }
 }
 
@@ -293,7 +230,9 @@ pub(crate) async fn report(
                 if stored.as_ref() != since.as_ref().map(|(v, _)| v) {
                     since = stored.map(|v| (v, SystemTime::now()));
                 }
-                let expiry = identities.as_ref().and_then(|i| i.earliest_expiry());
+                let certs = identities
+                    .as_ref()
+                    .map(|i| (i.count(), i.earliest_expiry()));
                 // The store's version refused here, or the state files refused by the reload
                 // (what only this node can check: capture, IDS engines, certificates).
                 let problem = refusal.get().or_else(|| {
@@ -303,7 +242,7 @@ pub(crate) async fn report(
                         .reload_refused()
                         .map(|why| format!("the latest version could not be applied: {why}"))
                 });
-                let status = status_of(&cfg, &pipeline, since.as_ref(), problem, expiry);
+                let status = status_of(&cfg, &pipeline, since.as_ref(), problem, certs);
                 store
                     .client()
                     .put(
@@ -343,7 +282,7 @@ fn status_of(
     pipeline: &Pipeline,
     since: Option<&(StoredVersion, SystemTime)>,
     problem: Option<String>,
-    cert_expiry: Option<SystemTime>,
+    certs: Option<(usize, Option<SystemTime>)>,
 ) -> serde_json::Value {
     let m = &pipeline.telemetry.metrics;
     serde_json::json!({
@@ -352,7 +291,8 @@ fn status_of(
         "hash": since.map(|(v, _)| v.hash.clone()),
         "appliedAt": since.map(|(_, t)| eastwall_wire::eve::timestamp(*t)),
         "eastwallVersion": env!("CARGO_PKG_VERSION"),
-        "certExpiry": cert_expiry.map(eastwall_wire::eve::timestamp),
+        "certificates": certs.map(|(n, _)| n),
+        "certExpiry": certs.and_then(|(_, t)| t).map(eastwall_wire::eve::timestamp),
         "connections": m.connections_held.get(),
         "denied": m.denied_all.get(),
         "problem": problem,

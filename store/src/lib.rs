@@ -5,9 +5,11 @@
 //!   built from files, validated together, hashed (pure);
 //! - [`history`]: versions, changes between snapshots, replay (pure);
 //! - [`etcd`]: the client: read the configuration in force, apply guarded by the version
-//!   read, history, rollback, node status.
+//!   read, history, rollback, node status;
+//! - [`follow`]: following the version in force (reconnect, back off, catch up).
 
 pub mod etcd;
+pub mod follow;
 pub mod history;
 pub mod layout;
 pub mod snapshot;

@@ -13,9 +13,10 @@
 //! - then 200 with the signed certificate (PEM), valid for `--cert-secs`, or for `N` seconds
 //!   if the query asks `certSecs=N` with `N` smaller.
 //!
-//! The registry file is re-read when it changes (checked on every request), so moving a
-//! workload to another node moves the right to its certificate with it. Every decision is
-//! logged.
+//! The registry comes from a file, re-read when it changes (checked on every request), or
+//! from the central store, followed version by version (the registry of the version in
+//! force, validated like the nodes validate it). Either way, moving a workload to another
+//! node moves the right to its certificate with it. Every decision is logged.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,10 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use eastwall_certs::{Ca, Identity, RotatingIdentity, TrustBundle, peer_identity};
 use eastwall_identity::SpiffeId;
 use eastwall_policy::Registry;
+use eastwall_store::follow::{Latest, latest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -61,13 +64,25 @@ const MAX_CONNECTIONS: usize = 256;
 pub struct ServeOptions {
     /// The CA folder (`ca.crt`, `ca.key`).
     pub dir: PathBuf,
-    /// The registry file deciding which node may hold which identity.
-    pub registry: PathBuf,
+    /// Where the registry deciding which node may hold which identity comes from.
+    pub registry: RegistrySource,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Lifetime of the certificates it signs.
     pub cert_ttl: Duration,
 }
+
+/// Where the CA service reads the registry.
+#[derive(Debug, Clone)]
+pub enum RegistrySource {
+    /// A file, re-read when it changes.
+    File(PathBuf),
+    /// The central store: the registry of the version in force, followed.
+    Store(eastwall_store::StoreSpec),
+}
+
+/// How long the CA service waits for the store's registry at start.
+const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the CA service until SIGINT or SIGTERM.
 pub fn run(opts: ServeOptions) -> anyhow::Result<()> {
@@ -97,8 +112,26 @@ pub struct Server {
 
 struct Ctx {
     ca: Ca,
-    registry: RegistryFile,
+    registry: Registries,
     cert_ttl: Duration,
+}
+
+/// The registry in force, from where it comes.
+enum Registries {
+    File(RegistryFile),
+    Store {
+        spec: eastwall_store::StoreSpec,
+        now: ArcSwap<Registry>,
+    },
+}
+
+impl Registries {
+    fn current(&self) -> Arc<Registry> {
+        match self {
+            Registries::File(f) => f.current(),
+            Registries::Store { now, .. } => now.load_full(),
+        }
+    }
 }
 
 impl Server {
@@ -108,12 +141,28 @@ impl Server {
         if opts.cert_ttl.is_zero() {
             anyhow::bail!("--cert-secs must be at least 1");
         }
-        let registry = RegistryFile::load(&opts.registry)?;
+        let (registry, source) = match &opts.registry {
+            RegistrySource::File(path) => (
+                Registries::File(RegistryFile::load(path)?),
+                path.display().to_string(),
+            ),
+            RegistrySource::Store(spec) => {
+                let (registry, have) = first_from_store(spec).await?;
+                info!(version = have.0, "registry from the central store");
+                let registries = Registries::Store {
+                    spec: spec.clone(),
+                    now: ArcSwap::from_pointee(registry),
+                };
+                (
+                    registries,
+                    format!("the store at {}", spec.endpoints.join(", ")),
+                )
+            }
+        };
         let td = registry.current().trust_domain().to_owned();
         if td != ca.trust_domain() {
             anyhow::bail!(
-                "{} is for trust domain {td}, but the CA in {} is for {}",
-                opts.registry.display(),
+                "the registry of {source} is for trust domain {td}, but the CA in {} is for {}",
                 opts.dir.display(),
                 ca.trust_domain()
             );
@@ -129,7 +178,7 @@ impl Server {
             listen = %opts.listen,
             trust_domain = %ca.trust_domain(),
             cert_secs = opts.cert_ttl.as_secs(),
-            registry = %opts.registry.display(),
+            registry = %source,
             "CA serving {SIGN_PATH}"
         );
         Ok(Server {
@@ -152,6 +201,13 @@ impl Server {
     /// Serves until the future is dropped.
     pub async fn serve(self) -> anyhow::Result<()> {
         tokio::spawn(renew_own(self.ctx.clone(), self.own.clone()));
+        if let Registries::Store { spec, .. } = &self.ctx.registry {
+            let (spec, ctx) = (spec.clone(), self.ctx.clone());
+            tokio::spawn(async move {
+                let syncer = CaSync { ctx, have: None };
+                eastwall_store::follow::follow(&spec, "the registry in force stays", syncer).await;
+            });
+        }
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let permit = limit.clone().acquire_owned().await?;
@@ -445,6 +501,85 @@ impl RegistryFile {
             }
         }
         state.1.clone()
+    }
+}
+
+/// The registry of the version in force in the store, waiting up to [`STORE_WAIT`] for one
+/// that validates; and that version.
+async fn first_from_store(
+    spec: &eastwall_store::StoreSpec,
+) -> anyhow::Result<(Registry, (u64, String))> {
+    let deadline = tokio::time::Instant::now() + STORE_WAIT;
+    loop {
+        let read = async {
+            let mut store = eastwall_store::Store::connect(spec).await?;
+            match latest(&mut store, None).await? {
+                Latest::New { version, valid, .. } => {
+                    Ok((valid.registry, (version.version, version.hash)))
+                }
+                Latest::Refused { why, .. } => anyhow::bail!("{why}"),
+                Latest::Nothing | Latest::Unchanged { .. } => {
+                    anyhow::bail!(
+                        "the store holds no configuration yet: apply one (`eastwall apply`)"
+                    )
+                }
+            }
+        };
+        match read.await {
+            Ok(r) => return Ok(r),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context("no registry from the central store"));
+            }
+            Err(e) => {
+                warn!("{e:#}; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Follows the store for the CA service: each new version's registry replaces the one in
+/// force, unless it is refused or names another trust domain.
+struct CaSync {
+    ctx: Arc<Ctx>,
+    have: Option<(u64, String)>,
+}
+
+impl eastwall_store::follow::Sync for CaSync {
+    async fn sync(&mut self, store: &mut eastwall_store::Store) -> anyhow::Result<Option<i64>> {
+        let Registries::Store { now, .. } = &self.ctx.registry else {
+            return Ok(None);
+        };
+        let have = self.have.as_ref().map(|(v, h)| (*v, h.as_str()));
+        match latest(store, have).await? {
+            Latest::Nothing => Ok(None),
+            Latest::Unchanged { read_at } => Ok(Some(read_at)),
+            Latest::Refused { why, read_at, .. } => {
+                warn!("{why}; the registry in force stays");
+                Ok(Some(read_at))
+            }
+            Latest::New {
+                version,
+                valid,
+                read_at,
+                ..
+            } => {
+                if valid.registry.trust_domain() != self.ctx.ca.trust_domain() {
+                    warn!(
+                        version = version.version,
+                        "the registry of version {} is for trust domain {}, not {}; the registry in force stays",
+                        version.version,
+                        valid.registry.trust_domain(),
+                        self.ctx.ca.trust_domain()
+                    );
+                } else {
+                    info!(version = version.version, author = %version.author, "registry reloaded from the central store");
+                    now.store(Arc::new(valid.registry));
+                }
+                self.have = Some((version.version, version.hash));
+                Ok(Some(read_at))
+            }
+        }
     }
 }
 

@@ -43,9 +43,12 @@ pub(crate) enum CaAction {
         /// The CA folder.
         #[arg(long)]
         dir: PathBuf,
-        /// The registry file (re-read when it changes).
+        /// The registry file (re-read when it changes). Without it, the registry of the
+        /// central store (`--endpoints` ... or `EASTWALL_ETCD_*`, as for `eastwall apply`).
         #[arg(long)]
-        registry: PathBuf,
+        registry: Option<PathBuf>,
+        #[command(flatten)]
+        store: super::store::StoreArgs,
         /// Address to listen on, e.g. 10.0.0.1:15009.
         #[arg(long)]
         listen: std::net::SocketAddr,
@@ -93,11 +96,18 @@ pub(crate) fn run(action: CaAction) -> anyhow::Result<()> {
         CaAction::Serve {
             dir,
             registry,
+            store,
             listen,
             cert_secs,
         } => ca::server::run(ca::server::ServeOptions {
             dir,
-            registry,
+            registry: match registry {
+                Some(file) => ca::server::RegistrySource::File(file),
+                None if store.given() => ca::server::RegistrySource::Store(store.spec()?),
+                None => anyhow::bail!(
+                    "give the registry: --registry FILE, or the central store (--endpoints, --cacert, --cert, --key, or EASTWALL_ETCD_*)"
+                ),
+            },
             listen,
             cert_ttl: std::time::Duration::from_secs(cert_secs),
         }),

@@ -14,46 +14,68 @@ use eastwall_store::snapshot::{self, Part, WORKLOADS};
 use eastwall_store::{ApplyError, Current, Snapshot, Store, StoreSpec};
 use serde_json::Value;
 
-/// How to reach the store.
+/// How to reach the store. Each is required; they are checked when the store is used (so
+/// that a command may also work without a store, e.g. `ca serve --registry FILE`).
 #[derive(Args, Clone, Debug)]
 pub(crate) struct StoreArgs {
     /// etcd members, comma-separated (`https://10.0.0.5:2379,...`).
-    #[arg(
-        long,
-        env = "EASTWALL_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "EASTWALL_ETCD_ENDPOINTS", value_delimiter = ',')]
     endpoints: Vec<String>,
     /// The CA of the etcd members' certificates.
     #[arg(long, env = "EASTWALL_ETCD_CACERT")]
-    cacert: PathBuf,
+    cacert: Option<PathBuf>,
     /// Your client certificate (its common name is your etcd user).
     #[arg(long, env = "EASTWALL_ETCD_CERT")]
-    cert: PathBuf,
+    cert: Option<PathBuf>,
     /// Its key.
     #[arg(long, env = "EASTWALL_ETCD_KEY")]
-    key: PathBuf,
+    key: Option<PathBuf>,
     /// The key prefix of this eastwall installation.
     #[arg(long, env = "EASTWALL_ETCD_PREFIX", default_value = eastwall_store::layout::DEFAULT_PREFIX)]
     prefix: String,
 }
 
 impl StoreArgs {
-    fn spec(&self) -> StoreSpec {
-        StoreSpec {
-            endpoints: self.endpoints.clone(),
-            ca_file: self.cacert.clone(),
-            cert_file: self.cert.clone(),
-            key_file: self.key.clone(),
-            prefix: self.prefix.clone(),
+    /// Whether any way to reach a store was given.
+    pub(crate) fn given(&self) -> bool {
+        !self.endpoints.is_empty()
+            || self.cacert.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+    }
+
+    /// The store to connect to; an error names what is missing.
+    pub(crate) fn spec(&self) -> anyhow::Result<StoreSpec> {
+        let missing: Vec<&str> = [
+            (
+                "--endpoints (EASTWALL_ETCD_ENDPOINTS)",
+                self.endpoints.is_empty(),
+            ),
+            ("--cacert (EASTWALL_ETCD_CACERT)", self.cacert.is_none()),
+            ("--cert (EASTWALL_ETCD_CERT)", self.cert.is_none()),
+            ("--key (EASTWALL_ETCD_KEY)", self.key.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(what, absent)| absent.then_some(what))
+        .collect();
+        match (&self.cacert, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) if missing.is_empty() => Ok(StoreSpec {
+                endpoints: self.endpoints.clone(),
+                ca_file: ca.clone(),
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                prefix: self.prefix.clone(),
+            }),
+            _ => bail!("to reach the central store, give {}", missing.join(", ")),
         }
     }
 
     /// Who is applying: the store user (the certificate's common name) and the local user.
     fn author(&self) -> String {
-        let store_user = std::fs::read(&self.cert)
-            .ok()
+        let store_user = self
+            .cert
+            .as_ref()
+            .and_then(|c| std::fs::read(c).ok())
             .and_then(|pem| eastwall_store::etcd::certificate_user(&pem))
             .unwrap_or_else(|| "unknown".to_owned());
         let local = std::env::var("SUDO_USER")
@@ -147,7 +169,7 @@ pub(crate) fn apply(
         )
     });
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let desired = desired_of(&current, &parts, &s.keys().source())?;
         write(&mut s, &current, &desired, &store.author(), &message).await
@@ -158,7 +180,7 @@ pub(crate) fn apply(
 pub(crate) fn diff(store: &StoreArgs, files: &[PathBuf]) -> anyhow::Result<()> {
     let parts = read_parts(files)?;
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let desired = desired_of(&current, &parts, &s.keys().source())?;
         if let Err(d) = desired.validate(&s.keys().source()) {
@@ -177,7 +199,7 @@ pub(crate) fn diff(store: &StoreArgs, files: &[PathBuf]) -> anyhow::Result<()> {
 /// `eastwall get ...`.
 pub(crate) fn get(store: &StoreArgs, what: GetWhat) -> anyhow::Result<()> {
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let source = s.keys().source();
         let snap = &current.snapshot;
@@ -214,7 +236,7 @@ pub(crate) fn get(store: &StoreArgs, what: GetWhat) -> anyhow::Result<()> {
 /// `eastwall history [VERSION]`: every version, or what one changed.
 pub(crate) fn show_history(store: &StoreArgs, version: Option<u64>) -> anyhow::Result<()> {
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         match version {
             None => {
                 println!("VERSION\tTIME\tAUTHOR\tCHANGED\tHASH\tMESSAGE");
@@ -255,7 +277,7 @@ pub(crate) fn rollback(
     message: Option<String>,
 ) -> anyhow::Result<()> {
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let desired = s.snapshot_of(version).await?;
         let message = message.unwrap_or_else(|| format!("rollback to version {version}"));
@@ -266,7 +288,7 @@ pub(crate) fn rollback(
 /// `eastwall workload add|remove|move`: one workload, as automation does.
 pub(crate) fn workload(store: &StoreArgs, action: WorkloadAction) -> anyhow::Result<()> {
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let mut desired = current.snapshot.clone();
         let key = |name: &str| format!("{WORKLOADS}{name}");
@@ -340,7 +362,7 @@ pub(crate) fn workload(store: &StoreArgs, action: WorkloadAction) -> anyhow::Res
 /// `eastwall status`: every node that reports, the version it enforces, and who lags.
 pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
     run(async {
-        let mut s = Store::connect(&store.spec()).await?;
+        let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let statuses = s.statuses().await?;
         let registry_nodes: Vec<String> = validated(&current.snapshot, &s.keys().source())
@@ -349,7 +371,7 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
         let latest = current.version.as_ref().map_or(0, |v| v.version);
         println!("latest version: {}", version_of(&current));
         println!(
-            "NODE\tSTATE\tVERSION\tHASH\tAPPLIED\tEASTWALL\tCERT EXPIRY\tCONNECTIONS\tDENIED\tPROBLEM"
+            "NODE\tSTATE\tVERSION\tHASH\tAPPLIED\tEASTWALL\tCERTS\tCERT EXPIRY\tCONNECTIONS\tDENIED\tPROBLEM"
         );
         let mut names: Vec<String> = registry_nodes;
         for n in statuses.keys() {
@@ -361,7 +383,7 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
         for n in names {
             let Some(st) = statuses.get(&n) else {
                 println!(
-                    "{n}\tDOWN (no status: not running, or cannot reach the store)\t-\t-\t-\t-\t-\t-\t-\t-"
+                    "{n}\tDOWN (no status: not running, or cannot reach the store)\t-\t-\t-\t-\t-\t-\t-\t-\t-"
                 );
                 continue;
             };
@@ -386,10 +408,11 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
                     .collect::<String>()
             };
             println!(
-                "{n}\t{state}\t{v}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{n}\t{state}\t{v}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 field("hash").chars().take(19).collect::<String>(),
                 field("appliedAt"),
                 field("eastwallVersion"),
+                field("certificates"),
                 field("certExpiry"),
                 field("connections"),
                 field("denied"),

@@ -224,6 +224,32 @@ impl LocalIdentities {
         failed
     }
 
+    /// Drops the identities the registry no longer gives any workload on `node` (a workload
+    /// moved away, or removed): new handshakes can no longer present them, its renewals stop
+    /// ([`renew::rotate`] ends), and its files are no longer watched. Connections already
+    /// established keep their certificate. Returns the identities dropped.
+    pub(crate) fn retire(&self, registry: &Registry, node: &str) -> Vec<SpiffeId> {
+        let held = |id: &SpiffeId| registry.workloads_owning(id).iter().any(|w| w.node == node);
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<SpiffeId> = clients.keys().filter(|id| !held(id)).cloned().collect();
+        for id in &gone {
+            clients.remove(id);
+            self.server.remove(id);
+            info!(%id, "certificate dropped: no workload on this node has this identity any more");
+        }
+        drop(clients);
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| !gone.contains(&s.id));
+        gone
+    }
+
+    /// How many identities this node holds.
+    pub(crate) fn count(&self) -> usize {
+        self.clients.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Replaces (or adds) the identity `expected` with a new certificate and key (PEM), used by
     /// the CA client after a renewal. Refuses, keeping the identity in use, if they do not load
     /// or the certificate is not for `expected`. New handshakes present the new certificate;

@@ -77,7 +77,8 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_secs(secs.min(60))
 }
 
-/// Keeps identity `id` of `identities` renewed from the CA, forever (abort the task to stop).
+/// Keeps identity `id` of `identities` renewed from the CA, until the node drops it
+/// ([`LocalIdentities::retire`]: its workload left the node) or the task is aborted.
 pub(crate) async fn rotate(
     client: Arc<CaClient>,
     identities: Arc<LocalIdentities>,
@@ -99,6 +100,14 @@ pub(crate) async fn rotate(
         tokio::time::sleep(wait).await;
         let mut failures = 0u32;
         loop {
+            // Dropped, or dropped and obtained again (then by a task of its own).
+            if !identities
+                .client(&id)
+                .is_some_and(|now| Arc::ptr_eq(&now, &current))
+            {
+                info!(%id, "renewals stop: this node no longer holds the identity");
+                return;
+            }
             let result = match client.sign(&id).await {
                 Ok((c, k)) => identities.replace(&id, &c, &k),
                 Err(e) => Err(e),
