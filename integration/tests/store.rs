@@ -598,6 +598,60 @@ fn nodes_enforce_what_is_applied_centrally() {
             == 2
     });
     assert!(c.connect("web", "db", 5432).outcome.reached());
+
+    // The IDS rule set, from the store too: the same version is now applied, and db's node
+    // inspects what web sends it. A malformed set is refused where it is wrong.
+    let bad = write(
+        d.path(),
+        "bad.rules",
+        "alert tcp any any -> any any (msg:\"no sid\";)\n",
+    );
+    let err = failed(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &bad]));
+    assert!(err.contains(&format!("{bad}:1:")), "{err}");
+    let rules = write(
+        d.path(),
+        "guard.rules",
+        "alert tcp any any -> any any (msg:\"attack payload\"; flow:established,to_server; content:\"EVIL-PAYLOAD\"; sid:1000002; rev:1;)\n",
+    );
+    let guarded = ZONES
+        .replace(
+            "spec:\n  sections:",
+            "spec:\n  idsProfiles:\n    - {name: web, mode: detect}\n  sections:",
+        )
+        .replace("ports: [5432]}", "ports: [5432], ids: web}");
+    let pol5 = write(d.path(), "policy.yaml", &guarded);
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &rules, "-f", &pol5],
+    ));
+    let listed = ok(eastwall_on(&c, "store", &e, &admin, &["get", "rules"]));
+    assert!(listed.contains("guard\t"), "{listed}");
+    wait_status(&c, &e, &admin, |st| {
+        st.lines()
+            .filter(|l| l.contains("\tup\t") && !l.contains("REFUSED"))
+            .count()
+            == 2
+    });
+    let dst = c.addr("db", 5432);
+    eastwall_integration::http::raw_exchange(
+        &c,
+        "web",
+        dst,
+        &[(b"EVIL-PAYLOAD\n".as_slice(), Duration::ZERO)],
+        Duration::from_millis(300),
+    );
+    let t = Instant::now();
+    while !c
+        .events("hostB")
+        .iter()
+        .any(|ev| ev["event_type"] == "alert" && ev["alert"]["signature_id"] == 1000002)
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "no alert on hostB");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A node on a 3-member cluster keeps following when the member it talks to dies: each

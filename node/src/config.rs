@@ -99,9 +99,17 @@ fn default_state_dir() -> PathBuf {
 pub struct StoreSpec {
     /// How to reach it (this node's client certificate: common name `node-<name>`).
     pub store: eastwall_store::StoreSpec,
-    /// Where the last applied configuration is kept (`registry.yaml`, `policy.yaml`): what
-    /// the node enforces, and starts from when the store is unreachable.
+    /// Where the last applied configuration is kept (`registry.yaml`, `policy.yaml`,
+    /// `rules/<set>.rules`): what the node enforces, and starts from when the store is
+    /// unreachable.
     pub state_dir: PathBuf,
+}
+
+impl StoreSpec {
+    /// Where the store's IDS rule sets are kept: `<stateDir>/rules/<set>.rules`.
+    pub fn rules_dir(&self) -> PathBuf {
+        self.state_dir.join("rules")
+    }
 }
 
 /// Where this node's workload certificates come from, as written in the file: exactly one of
@@ -728,6 +736,20 @@ impl NodeConfig {
         if !diags.is_empty() {
             return Err(diags);
         }
+        // On the store, the IDS rule sets it holds are rules of this node too (written to
+        // the state folder), after any the file names.
+        let ids = match (&store, f.spec.ids) {
+            (Some(st), ids) => {
+                let mut ids = ids.unwrap_or(IdsSpec {
+                    rules: Vec::new(),
+                    classification: None,
+                    vars: BTreeMap::new(),
+                });
+                ids.rules.push(st.rules_dir());
+                Some(ids)
+            }
+            (None, ids) => ids,
+        };
         Ok(NodeConfig {
             node_name: f.spec.node_name,
             registry_path,
@@ -745,7 +767,7 @@ impl NodeConfig {
             directory: f.spec.directory,
             l7: f.spec.l7,
             udp: f.spec.udp.value,
-            ids: f.spec.ids,
+            ids,
             limits: f.spec.limits.value,
             base_dir: base.to_path_buf(),
             warnings,

@@ -188,6 +188,19 @@ impl IdsEngines {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Some(spec)
+                if !profiles.is_empty()
+                    && rule_files(&spec.rules, base).is_ok_and(|f| f.is_empty()) =>
+            {
+                anyhow::bail!(
+                    "the policy defines IDS profiles ({}) but this node has no IDS rules (no rules files in `ids.rules`, and no rule sets in the store): the traffic they cover would go uninspected",
+                    profiles
+                        .iter()
+                        .map(|p| p.name.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
             Some(spec) => {
                 let (spec, base) = (spec.clone(), base.to_path_buf());
                 let engines =

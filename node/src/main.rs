@@ -54,7 +54,7 @@ enum Cmd {
     /// Validate files, show the diff against the central store, and write them as one new
     /// version (refused if someone applied since you read).
     Apply {
-        /// Registry and policy files, or folders of them.
+        /// Registry and policy files and IDS rule sets (`.rules`), or folders of them.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
         /// Why (kept in the history).
@@ -65,7 +65,7 @@ enum Cmd {
     },
     /// Show what `apply` would change in the central store.
     Diff {
-        /// Registry and policy files, or folders of them.
+        /// Registry and policy files and IDS rule sets (`.rules`), or folders of them.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -89,6 +89,16 @@ enum Cmd {
     Rollback {
         /// The version to go back to.
         version: u64,
+        /// Why (kept in the history).
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        store: store::StoreArgs,
+    },
+    /// Remove something from the central store (as a new version).
+    Delete {
+        #[command(subcommand)]
+        what: store::DeleteWhat,
         /// Why (kept in the history).
         #[arg(short, long)]
         message: Option<String>,
@@ -157,6 +167,11 @@ fn main() -> ExitCode {
             store: s,
         } => store::rollback(&s, version, message),
         Cmd::Workload { action, store: s } => store::workload(&s, action),
+        Cmd::Delete {
+            what: store::DeleteWhat::Rules { name },
+            message,
+            store: s,
+        } => store::delete_rules(&s, &name, message),
         Cmd::Status { store: s } => store::status(&s),
     };
     match result {

@@ -54,8 +54,8 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
     let Some(st) = &cfg.store else {
         return Ok(());
     };
-    std::fs::create_dir_all(&st.state_dir)
-        .with_context(|| format!("creating {}", st.state_dir.display()))?;
+    std::fs::create_dir_all(st.rules_dir())
+        .with_context(|| format!("creating {}", st.rules_dir().display()))?;
     let mark = |p: &Path| {
         std::fs::read_to_string(p)
             .ok()
@@ -142,6 +142,10 @@ async fn sync(
     let policy = snapshot
         .get(eastwall_store::snapshot::POLICY)
         .unwrap_or_default();
+    if let Some(st) = &cfg.store {
+        // The rules first: the policy may name profiles that need them.
+        write_rules(&st.rules_dir(), &valid.rules)?;
+    }
     let mark = StoredVersion {
         version: v.version,
         hash: v.hash.clone(),
@@ -158,6 +162,37 @@ async fn sync(
     // The rules themselves are freed off the async workers (a large policy takes a while).
     drop(tokio::task::spawn_blocking(move || drop(valid)));
     Ok(Some((v.version, read_at)))
+}
+
+/// Makes `dir` hold exactly the rule sets `sets` (`<set>.rules`), writing only those that
+/// changed: an unchanged file keeps its time, so the IDS engines are not rebuilt for nothing.
+fn write_rules(
+    dir: &Path,
+    sets: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in sets {
+        let path = dir.join(format!("{name}.rules"));
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.rules.new"));
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+        info!(set = %name, bytes = text.len(), "IDS rule set from the store");
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if path.extension().is_some_and(|x| x == "rules") && !sets.contains_key(stem) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            info!(set = %stem, "IDS rule set removed from the store");
+        }
+    }
+    Ok(())
 }
 
 /// Replaces both state files (each written aside, then renamed over: never a torn file).

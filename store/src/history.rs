@@ -55,6 +55,9 @@ pub fn changes(from: &Snapshot, to: &Snapshot) -> Vec<Change> {
         .collect()
 }
 
+/// Most lines of diff shown for one key.
+const MAX_DIFF_LINES: usize = 200;
+
 /// The changes as a unified diff, one section per key (`source` names the keys).
 pub fn render(changes: &[Change], source: &str) -> String {
     let mut out = String::new();
@@ -70,15 +73,35 @@ pub fn render(changes: &[Change], source: &str) -> String {
         };
         let _ = writeln!(out, "=== {source}{} ({what})", c.key);
         let diff = similar::TextDiff::from_lines(old, new);
-        let _ = write!(
-            out,
-            "{}",
-            diff.unified_diff()
-                .context_radius(2)
-                .header("stored", "applied")
-        );
-        if !old.ends_with('\n') || !new.ends_with('\n') {
-            out.push('\n');
+        let text = diff
+            .unified_diff()
+            .context_radius(2)
+            .header("stored", "applied")
+            .to_string();
+        // A rule set of thousands of rules is summed up, not printed whole.
+        let lines = text.lines().count();
+        if lines > MAX_DIFF_LINES {
+            for l in text.lines().take(MAX_DIFF_LINES) {
+                let _ = writeln!(out, "{l}");
+            }
+            let (added, removed) =
+                text.lines()
+                    .skip(2)
+                    .fold((0, 0), |(a, r), l| match l.as_bytes().first() {
+                        Some(b'+') => (a + 1, r),
+                        Some(b'-') => (a, r + 1),
+                        _ => (a, r),
+                    });
+            let _ = writeln!(
+                out,
+                "... {} more lines of diff ({added} lines added, {removed} removed in all)",
+                lines - MAX_DIFF_LINES
+            );
+        } else {
+            out.push_str(&text);
+            if !old.ends_with('\n') || !new.ends_with('\n') {
+                out.push('\n');
+            }
         }
     }
     out

@@ -5,6 +5,7 @@
 //! | `registry` | the registry without its workloads (`kind: Registry`: trust domain, nodes), JSON |
 //! | `workloads/<name>` | one workload: `{"apiVersion", "kind": "Workload", "spec": {...}}`, JSON |
 //! | `policy` | the policy document (`kind: Policy`), YAML as written by its author |
+//! | `rules/<set>/<nnnn>` | IDS rule set `<set>` (Suricata syntax, as written), in chunks of whole lines |
 //!
 //! Values are validated together ([`Snapshot::validate`]) with the registry's and policy's
 //! own checks; a problem is reported against the key it is in (`etcd:/eastwall/config/…`).
@@ -25,6 +26,10 @@ pub const REGISTRY: &str = "registry";
 pub const POLICY: &str = "policy";
 /// Where workloads are, one key each.
 pub const WORKLOADS: &str = "workloads/";
+/// Where IDS rule sets are: `rules/<set>/<nnnn>`, chunks in order.
+pub const RULES: &str = "rules/";
+/// Bytes of a rule set's chunk (whole lines; one longer rule makes a chunk of its own).
+pub const RULES_CHUNK_BYTES: usize = 512 * 1024;
 
 /// Most bytes of one stored value (etcd refuses requests past 1.5 MiB by default).
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -46,6 +51,8 @@ pub struct Validated {
     pub warnings: Diagnostics,
     /// The registry as one document ([`Snapshot::registry_text`]).
     pub registry_text: String,
+    /// The IDS rule sets, by name: each set's text whole.
+    pub rules: BTreeMap<String, String>,
 }
 
 /// What one file given to `apply` replaces in a snapshot.
@@ -55,6 +62,8 @@ pub enum Part {
     Registry(BTreeMap<String, String>),
     /// A policy document.
     Policy(String),
+    /// An IDS rule set: its name and text (a `.rules` file).
+    Rules(String, String),
 }
 
 #[derive(Deserialize)]
@@ -128,8 +137,34 @@ impl Snapshot {
             Part::Policy(text) => {
                 s.values.insert(POLICY.to_owned(), text.clone());
             }
+            Part::Rules(name, text) => {
+                s.remove_rules(name);
+                for (i, chunk) in rules_chunks(text).into_iter().enumerate() {
+                    s.values.insert(rules_key(name, i), chunk);
+                }
+            }
         }
         s
+    }
+
+    /// Removes IDS rule set `name`; whether it was there.
+    pub fn remove_rules(&mut self, name: &str) -> bool {
+        let prefix = format!("{RULES}{name}/");
+        let before = self.values.len();
+        self.values.retain(|k, _| !k.starts_with(&prefix));
+        self.values.len() != before
+    }
+
+    /// The IDS rule sets, by name, each whole (its chunks joined in order).
+    pub fn rule_sets(&self) -> BTreeMap<String, String> {
+        let mut sets: BTreeMap<String, String> = BTreeMap::new();
+        // Keys sort as chunks in order (`<nnnn>` is zero-padded).
+        for (k, v) in &self.values {
+            if let Some((name, _)) = k.strip_prefix(RULES).and_then(|r| r.rsplit_once('/')) {
+                sets.entry(name.to_owned()).or_default().push_str(v);
+            }
+        }
+        sets
     }
 
     /// A digest of every key and value (`sha256:<hex>`): equal snapshots, equal hashes.
@@ -175,13 +210,43 @@ impl Snapshot {
                     ),
                 ));
             }
-            if k != REGISTRY && k != POLICY && !k.starts_with(WORKLOADS) {
+            if k.starts_with(RULES) {
+                if let Err(why) = check_rules_key(k) {
+                    diags.push(at_key(source, k, why));
+                }
+            } else if k != REGISTRY && k != POLICY && !k.starts_with(WORKLOADS) {
                 diags.push(at_key(
                     source,
                     k,
-                    "unknown key: eastwall stores `registry`, `workloads/<name>` and `policy` here"
+                    "unknown key: eastwall stores `registry`, `workloads/<name>`, `policy` and `rules/<set>/<nnnn>` here"
                         .to_owned(),
                 ));
+            }
+        }
+        let rules = self.rule_sets();
+        for (name, text) in &rules {
+            let chunks = self
+                .values
+                .keys()
+                .filter(|k| k.starts_with(&format!("{RULES}{name}/")))
+                .count();
+            if (0..chunks).any(|i| !self.values.contains_key(&rules_key(name, i))) {
+                diags.push(at_key(
+                    source,
+                    &format!("{RULES}{name}/"),
+                    format!("rule set `{name}`: its chunks are not numbered 0000 to {:04} (written outside `eastwall apply`?)", chunks.saturating_sub(1)),
+                ));
+                continue;
+            }
+            for e in eastwall_ids::rule::parse_rules(&format!("{source}{RULES}{name}"), text).errors
+            {
+                diags.push(Diagnostic {
+                    file: e.source,
+                    line: e.line,
+                    col: e.col,
+                    severity: Severity::Error,
+                    message: e.message,
+                });
             }
         }
         let Some(policy_text) = self.get(POLICY) else {
@@ -199,6 +264,7 @@ impl Snapshot {
             policy,
             warnings,
             registry_text: text,
+            rules,
         })
     }
 
@@ -346,8 +412,101 @@ pub fn workload_value(spec: &Value) -> String {
     }))
 }
 
-/// What a file given to `apply` replaces: a registry or a policy (by its `kind`).
+/// The key of chunk `i` of rule set `name`.
+pub fn rules_key(name: &str, i: usize) -> String {
+    format!("{RULES}{name}/{i:04}")
+}
+
+/// Whether `name` may name a rule set: letters, digits, `.`, `_`, `-`, at most 128.
+pub fn is_rule_set_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_rules_key(key: &str) -> Result<(), String> {
+    let rest = &key[RULES.len()..];
+    match rest.split_once('/') {
+        Some((name, n))
+            if is_rule_set_name(name) && n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(())
+        }
+        _ => Err(
+            "a rule set's key is `rules/<set>/<nnnn>` (set: letters, digits, `.`, `_`, `-`)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `text` cut into chunks of whole lines of at most [`RULES_CHUNK_BYTES`] (a rule longer than
+/// that is a chunk of its own), never inside a rule continued with `\`.
+pub fn rules_chunks(text: &str) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut chunk = String::new();
+    let mut rule = String::new();
+    for line in text.split_inclusive('\n') {
+        rule.push_str(line);
+        if line.trim_end_matches(['\n', '\r']).ends_with('\\') {
+            continue;
+        }
+        if !chunk.is_empty() && chunk.len() + rule.len() > RULES_CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+        }
+        chunk.push_str(&rule);
+        rule.clear();
+    }
+    chunk.push_str(&rule);
+    if !chunk.is_empty() || chunks.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// The rule set a `.rules` file stores as: its name is the file's stem. Malformed rules are
+/// refused with `FILE:LINE:COL`; rules eastwall skips (unsupported) are not errors.
+pub fn rules_part(file: &str, text: &str) -> Result<Part, Diagnostics> {
+    let stem = std::path::Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if !is_rule_set_name(stem) {
+        return Err(one(Diagnostic {
+            file: file.to_owned(),
+            line: 0,
+            col: 0,
+            severity: Severity::Error,
+            message: format!(
+                "`{stem}` cannot name a rule set: letters, digits, `.`, `_`, `-`, at most 128"
+            ),
+        }));
+    }
+    let errors = eastwall_ids::rule::parse_rules(file, text).errors;
+    if !errors.is_empty() {
+        let mut d = Diagnostics::new();
+        for e in errors {
+            d.push(Diagnostic {
+                file: e.source,
+                line: e.line,
+                col: e.col,
+                severity: Severity::Error,
+                message: e.message,
+            });
+        }
+        return Err(d);
+    }
+    Ok(Part::Rules(stem.to_owned(), text.to_owned()))
+}
+
+/// What a file given to `apply` replaces: a registry or a policy (by its `kind`), or an IDS
+/// rule set (a `.rules` file).
 pub fn part_of_file(file: &str, text: &str) -> Result<Part, Diagnostics> {
+    if file.ends_with(".rules") {
+        return rules_part(file, text);
+    }
     match document_kind(file, text)? {
         DocumentKind::Registry => registry_part(file, text),
         DocumentKind::Policy => {
@@ -442,6 +601,73 @@ spec:
         Snapshot::default()
             .with(&reg)
             .with(&Part::Policy(POL.to_owned()))
+    }
+
+    const RULE: &str = "alert tcp any any -> any any (msg:\"x\"; content:\"abc\"; sid:1;)\n";
+
+    #[test]
+    fn rule_sets_are_chunked_at_whole_rules_and_read_back_whole() {
+        // 3 MB of rules, one continued over two lines in the middle.
+        let mut text = String::new();
+        for i in 0..40_000 {
+            if i == 20_000 {
+                text.push_str("alert tcp any any -> any any (msg:\"split\"; \\\n  sid:999999;)\n");
+            }
+            text.push_str(&RULE.replace("sid:1", &format!("sid:{}", i + 1)));
+        }
+        let chunks = rules_chunks(&text);
+        assert!(chunks.len() > 2, "{}", chunks.len());
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() <= RULES_CHUNK_BYTES && c.ends_with('\n'))
+        );
+        assert!(chunks.iter().all(|c| !c.starts_with("  sid:999999")));
+        assert_eq!(chunks.concat(), text);
+        let part = rules_part("/etc/rules/et.rules", &text).unwrap();
+        let s = stored().with(&part);
+        assert_eq!(s.rule_sets().keys().collect::<Vec<_>>(), ["et"]);
+        assert_eq!(s.rule_sets()["et"], text);
+        let v = s.validate(SRC).unwrap();
+        assert_eq!(v.rules["et"], text);
+        // A smaller set replaces every chunk; removing it removes them all.
+        let s2 = s.with(&Part::Rules("et".into(), RULE.into()));
+        assert_eq!(s2.rule_sets()["et"], RULE);
+        assert_eq!(
+            s2.values().keys().filter(|k| k.starts_with(RULES)).count(),
+            1
+        );
+        let mut s3 = s2.clone();
+        assert!(s3.remove_rules("et"));
+        assert!(s3.rule_sets().is_empty());
+        assert_eq!(chunks_of(""), [""]);
+    }
+
+    fn chunks_of(t: &str) -> Vec<String> {
+        rules_chunks(t)
+    }
+
+    #[test]
+    fn bad_rule_sets_are_refused_where_they_are_wrong() {
+        // From a file: FILE:LINE:COL.
+        let bad = format!("{RULE}alert tcp any any -> any any (msg:\"no sid\";)\n");
+        let d = rules_part("local.rules", &bad).unwrap_err().to_string();
+        assert!(d.contains("local.rules:2:"), "{d}");
+        let d = rules_part("bad name!.rules", RULE).unwrap_err().to_string();
+        assert!(d.contains("cannot name a rule set"), "{d}");
+        // Stored by another tool: against the set's key.
+        let mut s = stored();
+        s.set("rules/local/0000".into(), bad);
+        let d = s.validate(SRC).unwrap_err().to_string();
+        assert!(d.contains("etcd:/eastwall/config/rules/local:2:"), "{d}");
+        let mut s = stored();
+        s.set("rules/local/0001".into(), RULE.into());
+        let d = s.validate(SRC).unwrap_err().to_string();
+        assert!(d.contains("not numbered"), "{d}");
+        let mut s = stored();
+        s.set("rules/local/x".into(), RULE.into());
+        let d = s.validate(SRC).unwrap_err().to_string();
+        assert!(d.contains("rules/<set>/<nnnn>"), "{d}");
     }
 
     #[test]
@@ -546,8 +772,8 @@ spec:
             ),
             (
                 "an unknown key",
-                Box::new(|s| s.set("rules/x".into(), "y".into())),
-                "etcd:/eastwall/config/rules/x: unknown key",
+                Box::new(|s| s.set("extra/x".into(), "y".into())),
+                "etcd:/eastwall/config/extra/x: unknown key",
             ),
             (
                 "a policy naming what is not there",

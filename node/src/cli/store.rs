@@ -101,10 +101,25 @@ pub(crate) enum GetWhat {
         /// Its name.
         name: String,
     },
+    /// The IDS rule sets (name, size, rules), or one set's text.
+    Rules {
+        /// A set's name.
+        name: Option<String>,
+    },
     /// The registry's nodes.
     Nodes,
     /// The version in force.
     Version,
+}
+
+/// What `delete` removes.
+#[derive(Subcommand, Clone, Debug)]
+pub(crate) enum DeleteWhat {
+    /// An IDS rule set.
+    Rules {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What `workload` does.
@@ -216,6 +231,26 @@ pub(crate) fn get(store: &StoreArgs, what: GetWhat) -> anyhow::Result<()> {
                 let v: Value = serde_json::from_str(v).context("unreadable workload")?;
                 println!("{}", serde_json::to_string_pretty(&v["spec"])?);
             }
+            GetWhat::Rules { name: Some(name) } => {
+                let sets = snap.rule_sets();
+                let text = sets.get(&name).with_context(|| {
+                    format!("no rule set `{name}` in version {}", version_of(&current))
+                })?;
+                print!("{text}");
+            }
+            GetWhat::Rules { name: None } => {
+                println!("SET\tBYTES\tRULES");
+                for (name, text) in snap.rule_sets() {
+                    let rules = text
+                        .lines()
+                        .filter(|l| {
+                            let l = l.trim_start();
+                            !l.is_empty() && !l.starts_with('#')
+                        })
+                        .count();
+                    println!("{name}\t{}\t{rules}", text.len());
+                }
+            }
             GetWhat::Nodes => {
                 let v = validated(snap, &source)?;
                 for n in v.registry.nodes() {
@@ -281,6 +316,24 @@ pub(crate) fn rollback(
         let current = s.current().await?;
         let desired = s.snapshot_of(version).await?;
         let message = message.unwrap_or_else(|| format!("rollback to version {version}"));
+        write(&mut s, &current, &desired, &store.author(), &message).await
+    })
+}
+
+/// `eastwall delete rules NAME`: removes an IDS rule set, as a new version.
+pub(crate) fn delete_rules(
+    store: &StoreArgs,
+    name: &str,
+    message: Option<String>,
+) -> anyhow::Result<()> {
+    run(async {
+        let mut s = Store::connect(&store.spec()?).await?;
+        let current = s.current().await?;
+        let mut desired = current.snapshot.clone();
+        if !desired.remove_rules(name) {
+            bail!("no rule set `{name}` in version {}", version_of(&current));
+        }
+        let message = message.unwrap_or_else(|| format!("delete rule set {name}"));
         write(&mut s, &current, &desired, &store.author(), &message).await
     })
 }
@@ -487,7 +540,12 @@ fn read_parts(files: &[PathBuf]) -> anyhow::Result<Vec<(Part, String)>> {
                 .with_context(|| format!("reading {}", f.display()))?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "rules")
+                    )
+                })
                 .collect();
             inside.sort();
             paths.extend(inside);
@@ -500,17 +558,18 @@ fn read_parts(files: &[PathBuf]) -> anyhow::Result<Vec<(Part, String)>> {
     }
     let mut parts = Vec::new();
     let mut errors = Vec::new();
-    let mut kinds: BTreeMap<&'static str, &Path> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, &Path> = BTreeMap::new();
     for p in &paths {
         let text = eastwall_node::config::read_file(p)?;
         let name = p.display().to_string();
         match snapshot::part_of_file(&name, &text) {
             Ok(part) => {
-                let kind = match part {
-                    Part::Registry(_) => "registry",
-                    Part::Policy(_) => "policy",
+                let kind = match &part {
+                    Part::Registry(_) => "registry".to_owned(),
+                    Part::Policy(_) => "policy".to_owned(),
+                    Part::Rules(name, _) => format!("`{name}` rule set"),
                 };
-                if let Some(first) = kinds.insert(kind, p) {
+                if let Some(first) = kinds.insert(kind.clone(), p) {
                     bail!(
                         "two {kind} files: {} and {}; give one",
                         first.display(),
