@@ -947,3 +947,109 @@ fn a_moved_workload_gets_its_certificate_on_the_new_host_only() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(c.ask_ca(&ca, "hostA", &db).0, 200);
 }
+
+/// The store down for a while under steady traffic: not one connection is decided wrongly
+/// (the allowed pair always reaches, the denied pair never does), a connection held across
+/// the outage lives on, and the nodes report to the store again once it is back. The outage
+/// lasts `EASTWALL_OUTAGE_SECS` (default 8; the benchmark in docs/BENCHMARKS.md runs 60).
+#[test]
+fn an_outage_of_the_store_under_traffic_decides_nothing_wrongly() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    require_root();
+    let outage = Duration::from_secs(
+        std::env::var("EASTWALL_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8),
+    );
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "store"],
+        &[
+            ("hostA", "web", "web", "prod"),
+            ("hostA", "reports", "reports", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        ZONES,
+    );
+    c.lab.serve("db", &[5432]).unwrap();
+    let store = c.lab.host("store").clone();
+    let mut e = Etcd::start(&[(Some(store.netns.as_str()), store.addr.into())], PREFIX).unwrap();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", c.registry());
+    let pol = write(d.path(), "policy.yaml", ZONES);
+    ok(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &reg, "-f", &pol]));
+    start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
+    wait_status(&c, &e, &admin, |st| st.matches("\tup\t1\t").count() == 2);
+
+    // A connection held across the outage: it must come out alive.
+    let held_ns = c.lab.workload("web").netns.clone();
+    let dst = c.addr("db", 5432);
+    let mut held = eastwall_lab::in_netns(&held_ns, move || {
+        let s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    })
+    .unwrap();
+
+    let c = Arc::new(c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    // [allowed reached, allowed refused (wrong), denied refused, denied reached (wrong)]
+    let traffic: Vec<_> = [("web", true), ("reports", false)]
+        .into_iter()
+        .map(|(from, allowed)| {
+            let (c, stop, counts) = (c.clone(), stop.clone(), counts.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 100_000 {
+                    let reached = c.connect(from, "db", 5432).outcome.reached();
+                    let i = match (allowed, reached) {
+                        (true, true) => 0,
+                        (true, false) => 1,
+                        (false, false) => 2,
+                        (false, true) => 3,
+                    };
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    e.kill(0);
+    let down = Instant::now();
+    std::thread::sleep(outage);
+    e.restart(0).unwrap();
+    let up = down.elapsed();
+    // Back: both nodes report again (their status leases expired during the outage).
+    let back = Instant::now();
+    wait_status(&c, &e, &admin, |st| st.matches("\tup\t1\t").count() == 2);
+    let reporting = back.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for t in traffic {
+        t.join().unwrap();
+    }
+    let n: Vec<u64> = counts.iter().map(|x| x.load(Ordering::Relaxed)).collect();
+    eprintln!(
+        "store outage of {:.1} s under traffic: allowed {} reached, {} wrongly refused; denied {} refused, {} wrongly reached; nodes reporting again {:.2} s after the store came back",
+        up.as_secs_f64(),
+        n[0],
+        n[1],
+        n[2],
+        n[3],
+        reporting.as_secs_f64()
+    );
+    assert_eq!((n[1], n[3]), (0, 0), "{n:?}");
+    assert!(n[0] > 10 && n[2] > 10, "{n:?}");
+    // The held connection still carries.
+    std::io::Write::write_all(&mut held, b"still here\n").unwrap();
+    let mut buf = [0u8; 64];
+    let got = std::io::Read::read(&mut held, &mut buf).unwrap();
+    assert!(got > 0);
+}
