@@ -980,7 +980,13 @@ fn an_outage_of_the_store_under_traffic_decides_nothing_wrongly() {
     let d = tempfile::tempdir().unwrap();
     let reg = write(d.path(), "registry.yaml", c.registry());
     let pol = write(d.path(), "policy.yaml", ZONES);
-    ok(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &reg, "-f", &pol]));
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &pol],
+    ));
     start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
     wait_status(&c, &e, &admin, |st| st.matches("\tup\t1\t").count() == 2);
 
@@ -1028,8 +1034,18 @@ fn an_outage_of_the_store_under_traffic_decides_nothing_wrongly() {
     let up = down.elapsed();
     // Back: a version applied now (the same decisions) reaches both nodes.
     let back = Instant::now();
-    let same = write(d.path(), "policy.yaml", &format!("{ZONES}# after the outage\n"));
-    ok(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &same]));
+    let same = write(
+        d.path(),
+        "policy.yaml",
+        &format!("{ZONES}# after the outage\n"),
+    );
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &same],
+    ));
     wait_status(&c, &e, &admin, |st| st.matches("\tup\t2\t").count() == 2);
     let reporting = back.elapsed();
     std::thread::sleep(Duration::from_secs(1));

@@ -312,19 +312,35 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         );
         None
     };
-    // The IPS: the demo's rules on both hosts.
-    for host in ["hostA", "hostB"] {
-        let dir = lab.dir().join(host);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("ids.rules"), IDS_RULES)?;
-    }
-    lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
+    // Central management: with etcd installed, the registry, the policy and the IPS rules
+    // are applied once to a store on a host of its own, and both nodes follow it. Without
+    // it, each node reads files (the rules below).
+    let central = if crate::slapd::find_program("etcd").is_some() {
+        let c = Central::start(&mut lab, exe)?;
+        println!(
+            "  store       on store   {}  etcd (mTLS, roles): `eastwall apply` wrote version 1 (registry, policy, IPS rules); the nodes follow it",
+            c.etcd.endpoints().join(",")
+        );
+        Some(c)
+    } else {
+        for host in ["hostA", "hostB"] {
+            let dir = lab.dir().join(host);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("ids.rules"), IDS_RULES)?;
+        }
+        lab.add_node_spec("  ids:\n    rules: [ids.rules]\n");
+        println!("  store       none (etcd is not installed): each node reads its own files");
+        None
+    };
     // UDP sessions end (and leave their records) a second after their last datagram.
     lab.add_node_spec("  udp:\n    idleSecs: 1\n");
-    let nodes: Vec<NodeHandle> = ["hostA", "hostB"]
-        .iter()
-        .map(|h| lab.start_node(exe, h, REGISTRY, POLICY, ""))
-        .collect::<anyhow::Result<_>>()?;
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for h in ["hostA", "hostB"] {
+        if let Some(c) = &central {
+            lab.set_node_store(Some(c.node_store(h)?));
+        }
+        nodes.push(lab.start_node(exe, h, REGISTRY, POLICY, "")?);
+    }
     println!(
         "  eastwall nodes running on hostA and hostB (default deny; mTLS tunnel on port 15008: HTTP/2 over TCP, QUIC over UDP where TCP is blocked)\n"
     );
@@ -462,9 +478,16 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         );
     }
 
+    if let Some(c) = &central {
+        ok &= c.change_centrally(&lab)?;
+    }
+
     if keep {
         println!("\nThe lab stays up until you press Ctrl-C. Look around:");
         print!("{}", lab.describe());
+        if let Some(c) = &central {
+            println!("{}", c.describe(exe));
+        }
         for n in &nodes {
             println!(
                 "  node {:<6} flows: {}\n               admin: ip netns exec {} curl -s localhost:15000/metrics",
@@ -480,6 +503,184 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
     }
     println!("\ntearing down ...");
     Ok(ok)
+}
+
+/// The central store of the demo: etcd on host `store`, with the registry, policy and IPS
+/// rules applied as version 1.
+struct Central {
+    etcd: crate::etcd::Etcd,
+    exe: PathBuf,
+    netns: String,
+    files: tempfile::TempDir,
+}
+
+/// The change the demo applies centrally: web-dev may reach db-dev over SSH.
+const DEV_SSH: &str = r#"        - id: dev-web-ssh-to-dev-db
+          description: added centrally, enforced by both nodes
+          action: allow
+          from: {zone: dev, app: web}
+          to: {zone: dev, app: db}
+          ports: [22]
+"#;
+
+impl Central {
+    fn start(lab: &mut Lab, exe: &Path) -> anyhow::Result<Central> {
+        let host = lab.add_host("store")?;
+        let etcd =
+            crate::etcd::Etcd::start(&[(Some(&host.netns), host.addr.into())], "/eastwall/")?;
+        let files = tempfile::tempdir()?;
+        let c = Central {
+            etcd,
+            exe: exe.to_owned(),
+            netns: host.netns.clone(),
+            files,
+        };
+        for (name, text) in [
+            ("registry.yaml", REGISTRY),
+            ("policy.yaml", POLICY),
+            ("demo-ips.rules", IDS_RULES),
+        ] {
+            std::fs::write(c.files.path().join(name), text)?;
+        }
+        let dir = c.files.path().display().to_string();
+        c.eastwall(&[
+            "apply",
+            "-f",
+            &dir,
+            "-m",
+            "the demo's zones, apps and IPS rules",
+        ])?;
+        Ok(c)
+    }
+
+    /// The `store:` section of `host`'s node (its own certificate and role).
+    fn node_store(&self, host: &str) -> anyhow::Result<String> {
+        let cert = self.etcd.add_node(host)?;
+        Ok(format!(
+            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
+            self.etcd.endpoints().join(", "),
+            self.etcd.ca_file().display(),
+            cert.cert.display(),
+            cert.key.display()
+        ))
+    }
+
+    /// The environment that points `eastwall` at the store as its admin.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let admin = self.etcd.admin();
+        vec![
+            ("EASTWALL_ETCD_ENDPOINTS", self.etcd.endpoints().join(",")),
+            (
+                "EASTWALL_ETCD_CACERT",
+                self.etcd.ca_file().display().to_string(),
+            ),
+            ("EASTWALL_ETCD_CERT", admin.cert.display().to_string()),
+            ("EASTWALL_ETCD_KEY", admin.key.display().to_string()),
+        ]
+    }
+
+    /// `eastwall ARGS` as the store's admin, from the store's host; its output.
+    fn eastwall(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.exe)
+            .args(args)
+            .envs(self.env())
+            .output()
+            .context("running eastwall")?;
+        if !out.status.success() {
+            bail!(
+                "eastwall {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// One policy change applied centrally: web-dev -> db-dev:22, denied before, allowed by
+    /// both nodes after (hostA decides as the source, hostB again behind the tunnel); then
+    /// `eastwall status`.
+    fn change_centrally(&self, lab: &Lab) -> anyhow::Result<bool> {
+        let dst = SocketAddr::new(lab.workload("db-dev").addr.into(), 22);
+        let before = lab
+            .connect("web-dev", dst, Duration::from_secs(3))
+            .outcome
+            .reached();
+        let changed = POLICY.replace(
+            "    - name: apps\n      rules:\n",
+            &format!("    - name: apps\n      rules:\n{DEV_SSH}"),
+        );
+        let file = self.files.path().join("policy.yaml");
+        std::fs::write(&file, changed)?;
+        let started = std::time::Instant::now();
+        self.eastwall(&[
+            "apply",
+            "-f",
+            &file.display().to_string(),
+            "-m",
+            "let dev's web servers reach dev's database over SSH",
+        ])?;
+        let mut after = false;
+        while !after && started.elapsed() < Duration::from_secs(10) {
+            after = lab
+                .connect("web-dev", dst, Duration::from_secs(3))
+                .outcome
+                .reached();
+            if !after {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let took = started.elapsed();
+        println!(
+            "\nCentral management: `eastwall apply -f policy.yaml` adds rule dev-web-ssh-to-dev-db (version 2)"
+        );
+        println!(
+            "  web-dev -> db-dev:22  before: {}  after: {}  ({:.2} s after the apply started; hostA and hostB both decide it)",
+            if before { "allowed" } else { "denied" },
+            if after {
+                "allowed"
+            } else {
+                "STILL DENIED (MISMATCH)"
+            },
+            took.as_secs_f64()
+        );
+        // Both nodes report version 2 within a few seconds (they write their status every 3 s).
+        let mut status = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < deadline {
+            status = self.eastwall(&["status"])?;
+            if status.matches("\tup\t2\t").count() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let reported = status.matches("\tup\t2\t").count() == 2;
+        println!("  eastwall status:");
+        for line in status.lines() {
+            let cols: Vec<&str> = line.split('\t').collect();
+            if cols.len() > 7 {
+                println!(
+                    "    {:<8} {:<15} {:<8} {:<20} {:<6} {}",
+                    cols[0], cols[1], cols[2], cols[3], cols[6], cols[7]
+                );
+            } else {
+                println!("    {line}");
+            }
+        }
+        Ok(!before && after && reported)
+    }
+
+    fn describe(&self, exe: &Path) -> String {
+        let env: Vec<String> = self.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "  central store: ip netns exec {} env {} {} status   (also: get policy, history, apply -f ...)",
+            self.netns,
+            env.join(" "),
+            exe.display()
+        )
+    }
 }
 
 /// L7: alice's requests to the finance API on one keep-alive connection, each decided on its

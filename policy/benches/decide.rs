@@ -246,7 +246,11 @@ fn bench_registry(c: &mut Criterion) {
         assert!(decide(48, 49, 1499).is_allowed());
         assert!(!decide(1, 0, 1000).is_allowed());
         // A workload far into the big registry (same apps: 99,948 % 50 = 48).
-        let (far_src, far_dst) = if n > 99_999 { (99_948, 99_949) } else { (48, 49) };
+        let (far_src, far_dst) = if n > 99_999 {
+            (99_948, 99_949)
+        } else {
+            (48, 49)
+        };
         assert!(decide(far_src, far_dst, 1499).is_allowed());
         g.bench_function(BenchmarkId::new("hit-last", n), |b| {
             b.iter(|| black_box(decide(black_box(far_src), black_box(far_dst), 1499)))
