@@ -155,6 +155,11 @@ impl Cloud {
         n
     }
 
+    /// The node of `host`, if one was started.
+    pub fn started_node(&self, host: &str) -> Option<&NodeHandle> {
+        self.nodes.iter().find(|n| n.host == host)
+    }
+
     /// The node of `host`.
     pub fn node(&self, host: &str) -> &NodeHandle {
         self.nodes.iter().find(|n| n.host == host).unwrap()

@@ -385,16 +385,25 @@ fn eastwall_on(c: &Cloud, host: &str, e: &Etcd, who: &ClientCert, args: &[&str])
 /// its own.
 fn start_store_nodes(c: &mut Cloud, e: &Etcd, hosts: &[&str]) {
     for host in hosts {
-        let cert = e.add_node(host).unwrap();
-        c.lab.set_node_store(Some(format!(
-            "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
-            e.endpoints().join(", "),
-            e.ca_file().display(),
-            cert.cert.display(),
-            cert.key.display()
-        )));
-        c.start_node(host, "");
+        e.add_node(host).unwrap();
+        restart_store_node(c, e, host);
     }
+}
+
+/// Starts (again) the node of `host`, whose store user exists, after stopping it if it runs.
+fn restart_store_node(c: &mut Cloud, e: &Etcd, host: &str) {
+    if let Some(node) = c.started_node(host).cloned() {
+        c.lab.stop_node(&node).unwrap();
+    }
+    let cert = e.node_cert(host);
+    c.lab.set_node_store(Some(format!(
+        "    endpoints: [{}]\n    caFile: {}\n    certFile: {}\n    keyFile: {}\n    stateDir: state\n",
+        e.endpoints().join(", "),
+        e.ca_file().display(),
+        cert.cert.display(),
+        cert.key.display()
+    )));
+    c.start_node(host, "");
 }
 
 /// Waits (up to 10 s) until `eastwall status` satisfies `done`; returns its output.
@@ -558,9 +567,7 @@ fn nodes_enforce_what_is_applied_centrally() {
     e.kill(0);
     assert!(c.connect("reports", "db", 5432).outcome.reached());
     assert!(!c.connect("web", "db", 5432).outcome.reached());
-    let node = c.node("hostB").clone();
-    c.lab.stop_node(&node).unwrap();
-    c.start_node("hostB", "");
+    restart_store_node(&mut c, &e, "hostB");
     assert!(c.connect("reports", "db", 5432).outcome.reached());
     assert!(!c.connect("web", "db", 5432).outcome.reached());
 
@@ -1070,4 +1077,103 @@ fn an_outage_of_the_store_under_traffic_decides_nothing_wrongly() {
     let mut buf = [0u8; 64];
     let got = std::io::Read::read(&mut held, &mut buf).unwrap();
     assert!(got > 0);
+}
+
+/// Node configuration from the store: sections for every node and for one, taken where the
+/// node's own file says nothing, checked before they are written, and (read at start) put in
+/// force by a restart, which `eastwall status` asks for.
+#[test]
+fn node_configuration_comes_from_the_store_and_applies_at_restart() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "store"],
+        &[
+            ("hostA", "web", "web", "prod"),
+            ("hostB", "db", "db", "prod"),
+        ],
+        "",
+        ZONES,
+    );
+    let store = c.lab.host("store").clone();
+    let e = Etcd::start(&[(Some(store.netns.as_str()), store.addr.into())], PREFIX).unwrap();
+    let admin = e.admin();
+    let d = tempfile::tempdir().unwrap();
+    let reg = write(d.path(), "registry.yaml", c.registry());
+    let pol = write(d.path(), "policy.yaml", ZONES);
+    let every = write(
+        d.path(),
+        "every-node.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nspec:\n  limits: {reservedDescriptors: 512}\n",
+    );
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["apply", "-f", &reg, "-f", &pol, "-f", &every],
+    ));
+    // A budget of (open files - reserved) / 2.
+    c.lab.set_node_open_files(4096, 4096);
+    start_store_nodes(&mut c, &e, &["hostA", "hostB"]);
+    let budget = "eastwall_connection_budget";
+    assert_eq!(c.metric("hostA", budget), (4096 - 512) / 2);
+    assert_eq!(c.metric("hostB", budget), (4096 - 512) / 2);
+
+    // Refused before anything is written: a section only the node's file may set, a value
+    // no node takes.
+    let bad = write(
+        d.path(),
+        "bad.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nspec:\n  store: {endpoints: []}\n",
+    );
+    let err = failed(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &bad]));
+    assert!(err.contains(&format!("{bad}:4:")), "{err}");
+    let bad = write(
+        d.path(),
+        "bad.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nspec:\n  runtime: {workerThreads: 9999}\n",
+    );
+    let err = failed(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &bad]));
+    assert!(err.contains("workerThreads"), "{err}");
+
+    // hostA's own: it waits for a restart, and says so; hostB is not concerned.
+    let one = write(
+        d.path(),
+        "hostA.yaml",
+        "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nmetadata: {node: hostA}\nspec:\n  limits: {reservedDescriptors: 1024}\n",
+    );
+    ok(eastwall_on(&c, "store", &e, &admin, &["apply", "-f", &one]));
+    let shown = ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["get", "node-config", "hostA"],
+    ));
+    assert!(shown.contains("1024"), "{shown}");
+    let row = |st: &str, n: &str| {
+        st.lines()
+            .find(|l| l.starts_with(&format!("{n}\t")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    wait_status(&c, &e, &admin, |st| {
+        row(st, "hostA").contains("\tRESTART-NEEDED\t2\t") && row(st, "hostB").contains("\tup\t2\t")
+    });
+    assert_eq!(c.metric("hostA", budget), (4096 - 512) / 2);
+    restart_store_node(&mut c, &e, "hostA");
+    assert_eq!(c.metric("hostA", budget), (4096 - 1024) / 2);
+    wait_status(&c, &e, &admin, |st| row(st, "hostA").contains("\tup\t2\t"));
+
+    // Deleted: back to the sections for every node (after a restart).
+    ok(eastwall_on(
+        &c,
+        "store",
+        &e,
+        &admin,
+        &["delete", "node-config", "hostA"],
+    ));
+    wait_status(&c, &e, &admin, |st| {
+        row(st, "hostA").contains("\tRESTART-NEEDED\t3\t")
+    });
 }

@@ -161,6 +161,11 @@ impl Etcd {
         Ok(c)
     }
 
+    /// The certificate [`Etcd::add_node`] made for node `node`.
+    pub fn node_cert(&self, node: &str) -> ClientCert {
+        self.cert_files(&format!("node-{node}"))
+    }
+
     /// A certificate for a service that only reads the configuration (user `name`, e.g.
     /// the CA service, `eastwall-ca`).
     pub fn add_reader(&self, name: &str) -> anyhow::Result<ClientCert> {

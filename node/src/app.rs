@@ -34,6 +34,11 @@ use crate::{admin, capture, front, tunnel};
 pub fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     // With a central store: its configuration in the state folder, unless one is there.
     crate::store::prepare(&cfg, Duration::from_secs(30))?;
+    // ... and its node configuration sections.
+    let cfg = crate::store::with_stored_defaults(cfg)?;
+    for w in cfg.warnings.iter().filter(|w| w.line == 0) {
+        tracing::warn!("{w}");
+    }
     let (rules, warnings) = Rules::load(&cfg.registry_path, &cfg.policy_path)?;
     crate::rules::log_warnings(&warnings);
     if rules.registry.node(&cfg.node_name).is_none() {

@@ -476,6 +476,11 @@ pub struct NodeConfig {
     /// Risky but legal settings, with their location (printed at start and by `policy
     /// check`).
     pub warnings: Vec<Diagnostic>,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The sections this node took from the central store's node configuration
+    /// ([`NodeConfig::with_defaults`]); empty: none.
+    pub defaults: serde_json::Map<String, serde_json::Value>,
 }
 
 impl NodeConfig {
@@ -771,7 +776,61 @@ impl NodeConfig {
             limits: f.spec.limits.value,
             base_dir: base.to_path_buf(),
             warnings,
+            file: file.to_path_buf(),
+            defaults: serde_json::Map::new(),
         })
+    }
+
+    /// The configuration of `file` (its `text`) with the sections of `defaults` (the central
+    /// store's node configuration for this node) that the file does not set itself: a
+    /// section the file sets wins, whole. Problems of the file alone are told with
+    /// `FILE:LINE:COL`; problems the defaults bring, against `label` (where they come from).
+    pub fn with_defaults(
+        file: &Path,
+        text: &str,
+        defaults: &serde_json::Map<String, serde_json::Value>,
+        label: &str,
+    ) -> Result<NodeConfig, Diagnostics> {
+        let own = NodeConfig::parse(file, text)?;
+        if defaults.is_empty() {
+            return Ok(own);
+        }
+        let mut doc: serde_json::Value =
+            eastwall_policy::parse_yaml(&file.display().to_string(), text)?;
+        let Some(spec) = doc.get_mut("spec").and_then(|s| s.as_object_mut()) else {
+            return Ok(own);
+        };
+        let mut taken = serde_json::Map::new();
+        for (k, v) in defaults {
+            if !spec.contains_key(k) {
+                spec.insert(k.clone(), v.clone());
+                taken.insert(k.clone(), v.clone());
+            }
+        }
+        let merged = serde_json::to_string(&doc).unwrap_or_default();
+        let relabel = |d: Diagnostic| Diagnostic {
+            file: format!("{} with {label}", file.display()),
+            line: 0,
+            col: 0,
+            ..d
+        };
+        let mut cfg = NodeConfig::parse(file, &merged).map_err(|d| {
+            d.into_vec()
+                .into_iter()
+                .map(relabel)
+                .collect::<Diagnostics>()
+        })?;
+        // The file's own warnings keep their lines; the defaults' are told against the label.
+        let theirs: Vec<Diagnostic> = cfg
+            .warnings
+            .drain(..)
+            .filter(|w| !own.warnings.iter().any(|o| o.message == w.message))
+            .map(relabel)
+            .collect();
+        cfg.warnings = own.warnings;
+        cfg.warnings.extend(theirs);
+        cfg.defaults = taken;
+        Ok(cfg)
     }
 
     /// Reads and parses a node configuration file.
@@ -779,6 +838,103 @@ impl NodeConfig {
         let text = read_file(path)?;
         NodeConfig::parse(path, &text).map_err(|d| anyhow::anyhow!("{d}"))
     }
+}
+
+/// Node configuration sections from the central store (`kind: NodeDefaults`), for every node
+/// or (with `metadata.node`) for one. What a node's own file does not set, it takes from
+/// these: the node's document first, then the one for every node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DefaultsFile {
+    api_version: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    metadata: Option<DefaultsMetadata>,
+    // Read for its checks (types, unknown fields, with locations); the sections are taken as
+    // written.
+    #[allow(dead_code)]
+    spec: DefaultsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsMetadata {
+    #[serde(default)]
+    node: Option<String>,
+    #[allow(dead_code)]
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The sections a node takes from the store: all but what makes it a node of the store
+/// (`nodeName`, `store`) and the local files (`registry`, `policy`).
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DefaultsSpec {
+    capture: Option<CaptureSpec>,
+    admin: Option<AdminSpec>,
+    flow_log: Option<FlowLogSpec>,
+    runtime: Option<RuntimeSpec>,
+    identity: Option<IdentityDoc>,
+    tunnel: Option<TunnelSpec>,
+    directory: Option<DirectorySpec>,
+    l7: Option<L7Spec>,
+    udp: Option<UdpSpec>,
+    ids: Option<IdsSpec>,
+    limits: Option<LimitsSpec>,
+}
+
+/// Checks a `kind: NodeDefaults` document as `eastwall apply` does before writing it: its
+/// shape with `FILE:LINE:COL`, then its sections as a node would take them (over a node
+/// configuration that sets nothing else). Returns the node it is for (`None`: every node).
+pub fn check_defaults(file: &str, text: &str) -> Result<Option<String>, Diagnostics> {
+    let f: DefaultsFile = eastwall_policy::parse_yaml(file, text)?;
+    let mut diags = Diagnostics::default();
+    let mut error = |at: &Location, message: String| {
+        diags.push(Diagnostic {
+            file: file.to_owned(),
+            line: at.line() as u32,
+            col: at.column() as u32,
+            severity: Severity::Error,
+            message,
+        })
+    };
+    if f.api_version.value != API_VERSION {
+        error(
+            &f.api_version.referenced,
+            format!(
+                "apiVersion must be `{API_VERSION}`, found `{}`",
+                f.api_version.value
+            ),
+        );
+    }
+    if f.kind.value != "NodeDefaults" {
+        error(
+            &f.kind.referenced,
+            format!("kind must be `NodeDefaults`, found `{}`", f.kind.value),
+        );
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let doc: serde_json::Value = eastwall_policy::parse_yaml(file, text)?;
+    let spec = doc
+        .get("spec")
+        .and_then(|s| s.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let bare = "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: check\n  store: {endpoints: [\"https://127.0.0.1:2379\"], caFile: ca.pem, certFile: node.crt, keyFile: node.key}\n";
+    NodeConfig::with_defaults(Path::new(file), bare, &spec, "these defaults").map_err(|d| {
+        d.into_vec()
+            .into_iter()
+            .map(|x| Diagnostic {
+                file: file.to_owned(),
+                ..x
+            })
+            .collect::<Diagnostics>()
+    })?;
+    Ok(f.metadata.and_then(|m| m.node))
 }
 
 /// Largest registry, policy, directory or node config file the node reads.
@@ -937,4 +1093,109 @@ pub struct IdsSpec {
     /// `EXTERNAL_NET` are `any`: both ends of east-west traffic are inside).
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const OWN: &str = "apiVersion: eastwall.dev/v1
+kind: NodeConfig
+spec:
+  nodeName: hostA
+  store: {endpoints: [\"https://10.0.0.5:2379\"], caFile: ca.pem, certFile: n.crt, keyFile: n.key}
+  l7: {firstBytesMs: 500}
+";
+
+    fn sections(yaml: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_does_not_set() {
+        let file = Path::new("/etc/eastwall/node.yaml");
+        let d = sections(
+            r#"{"l7": {"firstBytesMs": 9000}, "limits": {"reservedDescriptors": 512}, "udp": {"idleSecs": 7}}"#,
+        );
+        let cfg = NodeConfig::with_defaults(file, OWN, &d, "the store").unwrap();
+        // The file's own section wins, whole; the others come from the store.
+        assert_eq!(cfg.l7.first_bytes_ms, 500);
+        assert_eq!(cfg.limits.reserved_descriptors, 512);
+        assert_eq!(cfg.udp.idle_secs, 7);
+        let taken: Vec<&String> = cfg.defaults.keys().collect();
+        assert_eq!(taken, ["limits", "udp"]);
+        // Relative paths in them are against the file's folder, as in the file.
+        let d = sections(r#"{"flowLog": {"path": "flows.json"}}"#);
+        let cfg = NodeConfig::with_defaults(file, OWN, &d, "the store").unwrap();
+        assert_eq!(
+            cfg.flow_log.path.unwrap(),
+            Path::new("/etc/eastwall/flows.json")
+        );
+        // None: the file alone.
+        let cfg = NodeConfig::with_defaults(file, OWN, &Default::default(), "x").unwrap();
+        assert!(cfg.defaults.is_empty());
+    }
+
+    #[test]
+    fn defaults_that_do_not_fit_are_told_against_where_they_come_from() {
+        let file = Path::new("node.yaml");
+        let d = sections(r#"{"runtime": {"workerThreads": 9999}}"#);
+        let e = NodeConfig::with_defaults(
+            file,
+            OWN,
+            &d,
+            "etcd:/eastwall/config/node-config (version 3)",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("node.yaml with etcd:/eastwall/config/node-config (version 3)"),
+            "{e}"
+        );
+        assert!(e.contains("workerThreads"), "{e}");
+        // The file's own problems keep their lines.
+        let bad = OWN.replace("firstBytesMs: 500", "firstBytes: 500");
+        let e = NodeConfig::with_defaults(file, &bad, &d, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node.yaml:6:"), "{e}");
+    }
+
+    #[test]
+    fn defaults_documents_are_checked_with_locations() {
+        let doc = "apiVersion: eastwall.dev/v1
+kind: NodeDefaults
+metadata: {node: hostA}
+spec:
+  limits: {reservedDescriptors: 512}
+";
+        assert_eq!(
+            check_defaults("d.yaml", doc).unwrap().as_deref(),
+            Some("hostA")
+        );
+        let every = doc.replace("metadata: {node: hostA}\n", "");
+        assert_eq!(check_defaults("d.yaml", &every).unwrap(), None);
+        // What only a node's own file may say.
+        let e = check_defaults("d.yaml", &format!("{doc}  store: {{}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("d.yaml:6:") && e.contains("store"), "{e}");
+        // A typo inside a section, and a value a node refuses.
+        let e = check_defaults("d.yaml", &doc.replace("reservedDescriptors", "reserved"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("d.yaml:5:"), "{e}");
+        let e = check_defaults("d.yaml", &doc.replace("512", "1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d.yaml") && e.contains("reservedDescriptors"),
+            "{e}"
+        );
+        let e = check_defaults("d.yaml", &doc.replace("NodeDefaults", "NodeConfig"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kind must be `NodeDefaults`"), "{e}");
+    }
 }

@@ -54,7 +54,8 @@ enum Cmd {
     /// Validate files, show the diff against the central store, and write them as one new
     /// version (refused if someone applied since you read).
     Apply {
-        /// Registry and policy files and IDS rule sets (`.rules`), or folders of them.
+        /// Registry, policy and NodeDefaults files and IDS rule sets (`.rules`), or folders
+        /// of them.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
         /// Why (kept in the history).
@@ -65,7 +66,8 @@ enum Cmd {
     },
     /// Show what `apply` would change in the central store.
     Diff {
-        /// Registry and policy files and IDS rule sets (`.rules`), or folders of them.
+        /// Registry, policy and NodeDefaults files and IDS rule sets (`.rules`), or folders
+        /// of them.
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -168,10 +170,10 @@ fn main() -> ExitCode {
         } => store::rollback(&s, version, message),
         Cmd::Workload { action, store: s } => store::workload(&s, action),
         Cmd::Delete {
-            what: store::DeleteWhat::Rules { name },
+            what,
             message,
             store: s,
-        } => store::delete_rules(&s, &name, message),
+        } => store::delete(&s, what, message),
         Cmd::Status { store: s } => store::status(&s),
     };
     match result {

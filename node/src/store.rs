@@ -34,18 +34,67 @@ const REPORT_EVERY: Duration = Duration::from_secs(3);
 /// How long a report outlives a node that stopped reporting.
 const REPORT_TTL_SECS: i64 = 10;
 
-/// What the node last refused, for its status.
+/// What the node last refused, and a node configuration from the store that waits for a
+/// restart: for its status.
 #[derive(Default)]
-pub(crate) struct Refusal(Mutex<Option<String>>);
+pub(crate) struct Refusal {
+    refused: Mutex<Option<String>>,
+    restart: Mutex<Option<String>>,
+}
 
 impl Refusal {
     fn set(&self, why: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = why;
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
+
+    fn set_restart(&self, why: Option<String>) {
+        *self.restart.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    fn restart(&self) -> Option<String> {
+        self.restart
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The file in the state folder that keeps the node configuration sections this node takes
+/// from the store.
+const DEFAULTS_FILE: &str = "node-defaults.json";
+
+/// `cfg` with the node configuration sections of the store it keeps in its state folder (the
+/// last applied; none: `cfg` as it is).
+pub fn with_stored_defaults(cfg: NodeConfig) -> anyhow::Result<NodeConfig> {
+    let Some(st) = &cfg.store else {
+        return Ok(cfg);
+    };
+    let path = st.state_dir.join(DEFAULTS_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(cfg);
+    };
+    let defaults: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| {
+            format!(
+                "{}: not the node configuration it should be",
+                path.display()
+            )
+        })?;
+    let own = crate::config::read_file(&cfg.file)?;
+    NodeConfig::with_defaults(
+        &cfg.file,
+        &own,
+        &defaults,
+        &format!("the store's node configuration ({})", path.display()),
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))
 }
 
 /// Before the node starts: without a last applied configuration in the state folder, the
@@ -142,10 +191,45 @@ async fn sync(
     let policy = snapshot
         .get(eastwall_store::snapshot::POLICY)
         .unwrap_or_default();
+    // The node configuration sections for this node, checked over its own file.
+    let source = store.keys().source();
+    let defaults = snapshot
+        .node_defaults_for(&cfg.node_name, &source)
+        .map_err(|d| d.to_string())
+        .and_then(|d| {
+            let own = crate::config::read_file(&cfg.file).map_err(|e| format!("{e:#}"))?;
+            let label = format!("{source}node-config (version {})", v.version);
+            NodeConfig::with_defaults(&cfg.file, &own, &d, &label)
+                .map(|merged| (d, merged.defaults))
+                .map_err(|e| e.to_string())
+        });
+    let (defaults, taken) = match defaults {
+        Ok(x) => x,
+        Err(e) => {
+            let why = format!(
+                "version {} refused: its node configuration does not fit this node:\n{e}",
+                v.version
+            );
+            warn!("{why}");
+            refusal.set(Some(why));
+            return Ok(Some((v.version, read_at)));
+        }
+    };
     if let Some(st) = &cfg.store {
         // The rules first: the policy may name profiles that need them.
         write_rules(&st.rules_dir(), &valid.rules)?;
+        write_if_changed(
+            &st.state_dir.join(DEFAULTS_FILE),
+            &serde_json::to_string_pretty(&defaults).unwrap_or_default(),
+        )?;
     }
+    // Most sections are read once, at start: a change waits for a restart, and says so.
+    refusal.set_restart((taken != cfg.defaults).then(|| {
+        format!(
+            "the node configuration of version {} differs from the one this node started with: restart it to apply",
+            v.version
+        )
+    }));
     let mark = StoredVersion {
         version: v.version,
         hash: v.hash.clone(),
@@ -164,6 +248,16 @@ async fn sync(
     Ok(Some((v.version, read_at)))
 }
 
+/// Writes `text` to `path` (aside, then renamed over) unless it holds that already.
+fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
 /// Makes `dir` hold exactly the rule sets `sets` (`<set>.rules`), writing only those that
 /// changed: an unchanged file keeps its time, so the IDS engines are not rebuilt for nothing.
 fn write_rules(
@@ -176,9 +270,7 @@ fn write_rules(
         if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
             continue;
         }
-        let tmp = dir.join(format!(".{name}.rules.new"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+        write_if_changed(&path, text)?;
         info!(set = %name, bytes = text.len(), "IDS rule set from the store");
     }
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -277,7 +369,14 @@ pub(crate) async fn report(
                         .reload_refused()
                         .map(|why| format!("the latest version could not be applied: {why}"))
                 });
-                let status = status_of(&cfg, &pipeline, since.as_ref(), problem, certs);
+                let status = status_of(
+                    &cfg,
+                    &pipeline,
+                    since.as_ref(),
+                    problem,
+                    refusal.restart(),
+                    certs,
+                );
                 store
                     .client()
                     .put(
@@ -317,6 +416,7 @@ fn status_of(
     pipeline: &Pipeline,
     since: Option<&(StoredVersion, SystemTime)>,
     problem: Option<String>,
+    restart: Option<String>,
     certs: Option<(usize, Option<SystemTime>)>,
 ) -> serde_json::Value {
     let m = &pipeline.telemetry.metrics;
@@ -331,5 +431,6 @@ fn status_of(
         "connections": m.connections_held.get(),
         "denied": m.denied_all.get(),
         "problem": problem,
+        "restartNeeded": restart,
     })
 }

@@ -119,6 +119,9 @@ pub enum DocumentKind {
     Policy,
     /// `kind: NodeConfig`, owned by the node crate.
     NodeConfig,
+    /// `kind: NodeDefaults` (node configuration sections from the central store), owned by
+    /// the node crate.
+    NodeDefaults,
     /// `kind: Directory`, parsed by [`crate::parse_directory`].
     Directory,
 }
@@ -130,6 +133,7 @@ impl DocumentKind {
             DocumentKind::Registry => "Registry",
             DocumentKind::Policy => "Policy",
             DocumentKind::NodeConfig => "NodeConfig",
+            DocumentKind::NodeDefaults => "NodeDefaults",
             DocumentKind::Directory => "Directory",
         }
     }
@@ -139,6 +143,7 @@ impl DocumentKind {
             "Registry" => Some(DocumentKind::Registry),
             "Policy" => Some(DocumentKind::Policy),
             "NodeConfig" => Some(DocumentKind::NodeConfig),
+            "NodeDefaults" => Some(DocumentKind::NodeDefaults),
             "Directory" => Some(DocumentKind::Directory),
             _ => None,
         }
@@ -152,7 +157,7 @@ impl fmt::Display for DocumentKind {
 }
 
 /// The kinds [`DocumentKind::from_name`] knows, for messages.
-const KINDS: &str = "Registry, Policy, NodeConfig or Directory";
+const KINDS: &str = "Registry, Policy, NodeConfig, NodeDefaults or Directory";
 
 /// Only the header of any document; everything else is ignored.
 #[derive(Deserialize)]
@@ -386,7 +391,7 @@ mod tests {
             k("apiVersion: eastwall.dev/v1\nkind: Polcy\n")
                 .unwrap_err()
                 .to_string(),
-            "f.yaml:2:7: unknown kind `Polcy` (expected Registry, Policy, NodeConfig or Directory)"
+            "f.yaml:2:7: unknown kind `Polcy` (expected Registry, Policy, NodeConfig, NodeDefaults or Directory)"
         );
         assert_eq!(
             k("apiVersion: v2\nkind: Policy\n").unwrap_err().to_string(),

@@ -6,6 +6,8 @@
 //! | `workloads/<name>` | one workload: `{"apiVersion", "kind": "Workload", "spec": {...}}`, JSON |
 //! | `policy` | the policy document (`kind: Policy`), YAML as written by its author |
 //! | `rules/<set>/<nnnn>` | IDS rule set `<set>` (Suricata syntax, as written), in chunks of whole lines |
+//! | `node-config/defaults` | node configuration sections for every node (`kind: NodeDefaults`), YAML as written |
+//! | `node-config/nodes/<node>` | the same for one node (`metadata.node`), over the ones for every node |
 //!
 //! Values are validated together ([`Snapshot::validate`]) with the registry's and policy's
 //! own checks; a problem is reported against the key it is in (`etcd:/eastwall/config/…`).
@@ -28,6 +30,10 @@ pub const POLICY: &str = "policy";
 pub const WORKLOADS: &str = "workloads/";
 /// Where IDS rule sets are: `rules/<set>/<nnnn>`, chunks in order.
 pub const RULES: &str = "rules/";
+/// Node configuration sections for every node.
+pub const NODE_DEFAULTS: &str = "node-config/defaults";
+/// Where the node configuration sections of one node are, one key each.
+pub const NODE_CONFIG: &str = "node-config/nodes/";
 /// Bytes of a rule set's chunk (whole lines; one longer rule makes a chunk of its own).
 pub const RULES_CHUNK_BYTES: usize = 512 * 1024;
 
@@ -64,6 +70,9 @@ pub enum Part {
     Policy(String),
     /// An IDS rule set: its name and text (a `.rules` file).
     Rules(String, String),
+    /// Node configuration sections (`kind: NodeDefaults`): for one node, or (`None`) for
+    /// every node; the document as written.
+    NodeDefaults(Option<String>, String),
 }
 
 #[derive(Deserialize)]
@@ -137,6 +146,10 @@ impl Snapshot {
             Part::Policy(text) => {
                 s.values.insert(POLICY.to_owned(), text.clone());
             }
+            Part::NodeDefaults(node, text) => {
+                s.values
+                    .insert(node_defaults_key(node.as_deref()), text.clone());
+            }
             Part::Rules(name, text) => {
                 s.remove_rules(name);
                 for (i, chunk) in rules_chunks(text).into_iter().enumerate() {
@@ -153,6 +166,26 @@ impl Snapshot {
         let before = self.values.len();
         self.values.retain(|k, _| !k.starts_with(&prefix));
         self.values.len() != before
+    }
+
+    /// The node configuration sections node `node` takes from the store: its own document's,
+    /// then those of the one for every node that its own does not set (each section whole).
+    pub fn node_defaults_for(
+        &self,
+        node: &str,
+        source: &str,
+    ) -> Result<serde_json::Map<String, Value>, Diagnostics> {
+        let mut out = serde_json::Map::new();
+        for key in [NODE_CONFIG.to_owned() + node, NODE_DEFAULTS.to_owned()] {
+            let Some(text) = self.get(&key) else {
+                continue;
+            };
+            let (_, spec) = defaults_envelope(source, &key, text)?;
+            for (k, v) in spec {
+                out.entry(k).or_insert(v);
+            }
+        }
+        Ok(out)
     }
 
     /// The IDS rule sets, by name, each whole (its chunks joined in order).
@@ -214,11 +247,15 @@ impl Snapshot {
                 if let Err(why) = check_rules_key(k) {
                     diags.push(at_key(source, k, why));
                 }
+            } else if k == NODE_DEFAULTS || k.starts_with(NODE_CONFIG) {
+                if let Err(d) = defaults_envelope(source, k, v) {
+                    d.into_vec().into_iter().for_each(|x| diags.push(x));
+                }
             } else if k != REGISTRY && k != POLICY && !k.starts_with(WORKLOADS) {
                 diags.push(at_key(
                     source,
                     k,
-                    "unknown key: eastwall stores `registry`, `workloads/<name>`, `policy` and `rules/<set>/<nnnn>` here"
+                    "unknown key: eastwall stores `registry`, `workloads/<name>`, `policy`, `rules/<set>/<nnnn>`, `node-config/defaults` and `node-config/nodes/<node>` here"
                         .to_owned(),
                 ));
             }
@@ -257,6 +294,19 @@ impl Snapshot {
             return Err(diags);
         }
         let (registry, text) = self.registry(source)?;
+        for k in self.values.keys().filter(|k| k.starts_with(NODE_CONFIG)) {
+            let node = &k[NODE_CONFIG.len()..];
+            if registry.node(node).is_none() {
+                diags.push(at_key(
+                    source,
+                    k,
+                    format!("node configuration for `{node}`, which is not a node of the registry"),
+                ));
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
         let policy_file = format!("{source}{POLICY}");
         let (policy, warnings) = Policy::parse(&policy_file, policy_text, &registry)?;
         Ok(Validated {
@@ -412,6 +462,112 @@ pub fn workload_value(spec: &Value) -> String {
     }))
 }
 
+/// The key of the node configuration sections for `node` (`None`: every node).
+pub fn node_defaults_key(node: Option<&str>) -> String {
+    match node {
+        Some(n) => format!("{NODE_CONFIG}{n}"),
+        None => NODE_DEFAULTS.to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DefaultsDoc {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Option<DefaultsMeta>,
+    spec: serde_json::Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsMeta {
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+}
+
+/// The sections a node may take from the store (the node checks their contents).
+const DEFAULTS_SECTIONS: &[&str] = &[
+    "capture",
+    "admin",
+    "flowLog",
+    "runtime",
+    "identity",
+    "tunnel",
+    "directory",
+    "l7",
+    "udp",
+    "ids",
+    "limits",
+];
+
+/// A `kind: NodeDefaults` document's shape (`file` names it): the node it is for and its
+/// sections.
+fn defaults_doc(
+    file: &str,
+    text: &str,
+) -> Result<(Option<String>, serde_json::Map<String, Value>), Diagnostics> {
+    let doc: DefaultsDoc = parse_yaml(file, text)?;
+    let mut diags = Diagnostics::new();
+    let mut error = |message: String| {
+        diags.push(Diagnostic {
+            file: file.to_owned(),
+            line: 0,
+            col: 0,
+            severity: Severity::Error,
+            message,
+        })
+    };
+    if doc.api_version != API_VERSION {
+        error(format!(
+            "apiVersion must be `{API_VERSION}`, found `{}`",
+            doc.api_version
+        ));
+    }
+    if doc.kind != "NodeDefaults" {
+        error(format!("kind must be `NodeDefaults`, found `{}`", doc.kind));
+    }
+    for k in doc.spec.keys() {
+        if !DEFAULTS_SECTIONS.contains(&k.as_str()) {
+            error(format!(
+                "`{k}` cannot come from the store (it may: {})",
+                DEFAULTS_SECTIONS.join(", ")
+            ));
+        }
+    }
+    if diags.is_empty() {
+        Ok((doc.metadata.and_then(|m| m.node), doc.spec))
+    } else {
+        Err(diags)
+    }
+}
+
+/// A stored `kind: NodeDefaults` value: its shape, and the node it names is the one of its
+/// key.
+fn defaults_envelope(
+    source: &str,
+    key: &str,
+    text: &str,
+) -> Result<(Option<String>, serde_json::Map<String, Value>), Diagnostics> {
+    let (node, spec) = defaults_doc(&format!("{source}{key}"), text)?;
+    let keyed = key.strip_prefix(NODE_CONFIG);
+    if node.as_deref() != keyed {
+        return Err(one(at_key(
+            source,
+            key,
+            match keyed {
+                Some(n) => format!("`metadata.node` must be `{n}`, as its key says"),
+                None => "the node configuration for every node has no `metadata.node`".to_owned(),
+            },
+        )));
+    }
+    Ok((node, spec))
+}
+
 /// The key of chunk `i` of rule set `name`.
 pub fn rules_key(name: &str, i: usize) -> String {
     format!("{RULES}{name}/{i:04}")
@@ -514,13 +670,17 @@ pub fn part_of_file(file: &str, text: &str) -> Result<Part, Diagnostics> {
             let _: Value = parse_yaml(file, text)?;
             Ok(Part::Policy(text.to_owned()))
         }
+        DocumentKind::NodeDefaults => {
+            let (node, _) = defaults_doc(file, text)?;
+            Ok(Part::NodeDefaults(node, text.to_owned()))
+        }
         other => Err(one(Diagnostic {
             file: file.to_owned(),
             line: 0,
             col: 0,
             severity: Severity::Error,
             message: format!(
-                "a {} cannot be applied to the store: give a Registry or a Policy",
+                "a {} cannot be applied to the store: give a Registry, a Policy, NodeDefaults or IDS rules (.rules)",
                 other.as_str()
             ),
         })),
@@ -645,6 +805,48 @@ spec:
 
     fn chunks_of(t: &str) -> Vec<String> {
         rules_chunks(t)
+    }
+
+    #[test]
+    fn node_configuration_for_every_node_and_for_one() {
+        let every = "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nspec:\n  udp: {idleSecs: 7}\n  limits: {reservedDescriptors: 512}\n";
+        let one = "apiVersion: eastwall.dev/v1\nkind: NodeDefaults\nmetadata: {node: hostA}\nspec:\n  limits: {reservedDescriptors: 1024}\n";
+        let s = stored()
+            .with(&part_of_file("every.yaml", every).unwrap())
+            .with(&part_of_file("one.yaml", one).unwrap());
+        assert!(s.get("node-config/defaults").is_some());
+        assert!(s.get("node-config/nodes/hostA").is_some());
+        s.validate(SRC).unwrap();
+        // hostA: its own limits, udp from the ones for every node; hostB: every node's.
+        let a = s.node_defaults_for("hostA", SRC).unwrap();
+        assert_eq!(a["limits"]["reservedDescriptors"], 1024);
+        assert_eq!(a["udp"]["idleSecs"], 7);
+        let b = s.node_defaults_for("hostB", SRC).unwrap();
+        assert_eq!(b["limits"]["reservedDescriptors"], 512);
+        // Written by another tool: under another node's key, for a node not in the registry,
+        // with a section only a node's file may set.
+        for (key, text, expected) in [
+            (
+                "node-config/nodes/hostB",
+                one,
+                "`metadata.node` must be `hostB`",
+            ),
+            (
+                "node-config/nodes/hostZ",
+                &one.replace("hostA", "hostZ"),
+                "not a node of the registry",
+            ),
+            (
+                "node-config/defaults",
+                &every.replace("udp:", "store:"),
+                "`store` cannot come from the store",
+            ),
+        ] {
+            let mut bad = s.clone();
+            bad.set(key.into(), text.to_owned());
+            let e = bad.validate(SRC).unwrap_err().to_string();
+            assert!(e.contains(expected), "{key}: {e}");
+        }
     }
 
     #[test]

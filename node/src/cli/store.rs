@@ -106,6 +106,12 @@ pub(crate) enum GetWhat {
         /// A set's name.
         name: Option<String>,
     },
+    /// The node configuration sections a node takes from the store (none: those for every
+    /// node).
+    NodeConfig {
+        /// A node.
+        node: Option<String>,
+    },
     /// The registry's nodes.
     Nodes,
     /// The version in force.
@@ -119,6 +125,11 @@ pub(crate) enum DeleteWhat {
     Rules {
         /// Its name.
         name: String,
+    },
+    /// The node configuration sections of one node (none: those for every node).
+    NodeConfig {
+        /// A node.
+        node: Option<String>,
     },
 }
 
@@ -251,6 +262,23 @@ pub(crate) fn get(store: &StoreArgs, what: GetWhat) -> anyhow::Result<()> {
                     println!("{name}\t{}\t{rules}", text.len());
                 }
             }
+            GetWhat::NodeConfig { node: None } => print!(
+                "{}",
+                snap.get(snapshot::NODE_DEFAULTS)
+                    .context("no node configuration for every node")?
+            ),
+            GetWhat::NodeConfig { node: Some(node) } => {
+                let own = snap.get(&snapshot::node_defaults_key(Some(&node)));
+                let merged = snap.node_defaults_for(&node, &source)?;
+                match own {
+                    Some(text) => print!("# etcd:{source}node-config/nodes/{node}\n{text}"),
+                    None => println!("# no node configuration of its own for `{node}`"),
+                }
+                println!(
+                    "# what `{node}` takes from the store (its own sections, then those for every node), where its file does not set them:\n{}",
+                    serde_json::to_string_pretty(&merged)?
+                );
+            }
             GetWhat::Nodes => {
                 let v = validated(snap, &source)?;
                 for n in v.registry.nodes() {
@@ -320,20 +348,32 @@ pub(crate) fn rollback(
     })
 }
 
-/// `eastwall delete rules NAME`: removes an IDS rule set, as a new version.
-pub(crate) fn delete_rules(
+/// `eastwall delete rules NAME | node-config [NODE]`: removes it, as a new version.
+pub(crate) fn delete(
     store: &StoreArgs,
-    name: &str,
+    what: DeleteWhat,
     message: Option<String>,
 ) -> anyhow::Result<()> {
     run(async {
         let mut s = Store::connect(&store.spec()?).await?;
         let current = s.current().await?;
         let mut desired = current.snapshot.clone();
-        if !desired.remove_rules(name) {
-            bail!("no rule set `{name}` in version {}", version_of(&current));
+        let (removed, what) = match &what {
+            DeleteWhat::Rules { name } => {
+                (desired.remove_rules(name), format!("rule set `{name}`"))
+            }
+            DeleteWhat::NodeConfig { node } => (
+                desired.remove(&snapshot::node_defaults_key(node.as_deref())),
+                match node {
+                    Some(n) => format!("node configuration of `{n}`"),
+                    None => "node configuration of every node".to_owned(),
+                },
+            ),
+        };
+        if !removed {
+            bail!("no {what} in version {}", version_of(&current));
         }
-        let message = message.unwrap_or_else(|| format!("delete rule set {name}"));
+        let message = message.unwrap_or_else(|| format!("delete {what}"));
         write(&mut s, &current, &desired, &store.author(), &message).await
     })
 }
@@ -445,6 +485,8 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
                 "REFUSED-LATEST"
             } else if v < latest {
                 "BEHIND"
+            } else if st["restartNeeded"].is_string() {
+                "RESTART-NEEDED"
             } else {
                 "up"
             };
@@ -469,7 +511,11 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
                 field("certExpiry"),
                 field("connections"),
                 field("denied"),
-                field("problem"),
+                if st["problem"].is_string() {
+                    field("problem")
+                } else {
+                    field("restartNeeded")
+                },
             );
         }
         Ok(())
@@ -562,13 +608,25 @@ fn read_parts(files: &[PathBuf]) -> anyhow::Result<Vec<(Part, String)>> {
     for p in &paths {
         let text = eastwall_node::config::read_file(p)?;
         let name = p.display().to_string();
+        // Node configuration: its sections checked as a node takes them, with locations
+        // (the store checks their shape only).
+        if eastwall_policy::document_kind(&name, &text)
+            .is_ok_and(|k| k == eastwall_policy::DocumentKind::NodeDefaults)
+            && let Err(d) = eastwall_node::config::check_defaults(&name, &text)
+        {
+            errors.push(d.to_string());
+            continue;
+        }
         match snapshot::part_of_file(&name, &text) {
             Ok(part) => {
                 let kind = match &part {
                     Part::Registry(_) => "registry".to_owned(),
                     Part::Policy(_) => "policy".to_owned(),
                     Part::Rules(name, _) => format!("`{name}` rule set"),
+                    Part::NodeDefaults(Some(node), _) => format!("node configuration of `{node}`"),
+                    Part::NodeDefaults(None, _) => "node configuration of every node".to_owned(),
                 };
+
                 if let Some(first) = kinds.insert(kind.clone(), p) {
                     bail!(
                         "two {kind} files: {} and {}; give one",
