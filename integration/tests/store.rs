@@ -521,6 +521,11 @@ fn nodes_enforce_what_is_applied_centrally() {
         "central apply: enforced by both nodes within {:.2} s of the apply command's start",
         applied.elapsed().as_secs_f64()
     );
+    // They caught up from what the history says version 2 changed, not by reading it all.
+    for host in ["hostA", "hostB"] {
+        let log = std::fs::read_to_string(c.lab.dir().join(host).join("node.log")).unwrap();
+        assert!(log.contains("caught up from version 1 to 2 from the history"), "{log}");
+    }
     // The held connection was revoked: reset (or closed), not merely quiet.
     let mut b = [0u8; 8];
     match std::io::Read::read(&mut conn, &mut b) {

@@ -145,6 +145,18 @@ impl Etcd {
                 "--prefix=true",
             ],
         )?;
+        // What each version changed: to catch up without reading everything.
+        self.ctl(
+            ROOT,
+            &[
+                "role",
+                "grant-permission",
+                &user,
+                "read",
+                &format!("{}history/", self.prefix),
+                "--prefix=true",
+            ],
+        )?;
         self.ctl(
             ROOT,
             &[

@@ -70,6 +70,24 @@ impl Refusal {
 /// from the store.
 const DEFAULTS_FILE: &str = "node-defaults.json";
 
+/// The file in the state folder that keeps the values of the version in force, to catch up
+/// from the history instead of reading everything.
+const SNAPSHOT_FILE: &str = "snapshot.json";
+
+/// The values of version `have`, as kept in the state folder (`None`: not those).
+fn read_snapshot(state_dir: &Path, have: &StoredVersion) -> Option<eastwall_store::Snapshot> {
+    #[derive(serde::Deserialize)]
+    struct Kept {
+        version: u64,
+        hash: String,
+        values: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read(state_dir.join(SNAPSHOT_FILE)).ok()?;
+    let kept: Kept = serde_json::from_slice(&text).ok()?;
+    let s = eastwall_store::Snapshot::from_values(kept.values);
+    (kept.version == have.version && kept.hash == have.hash && s.hash() == have.hash).then_some(s)
+}
+
 /// `cfg` with the node configuration sections of the store it keeps in its state folder (the
 /// last applied; none: `cfg` as it is).
 pub fn with_stored_defaults(cfg: NodeConfig) -> anyhow::Result<NodeConfig> {
@@ -157,8 +175,10 @@ async fn sync(
     refusal: &Refusal,
     have: Option<&StoredVersion>,
 ) -> anyhow::Result<Option<(u64, i64)>> {
+    let st = cfg.store.as_ref().context("the node has no store")?;
+    let base = have.and_then(|h| read_snapshot(&st.state_dir, h));
     let have = have.map(|h| (h.version, h.hash.as_str()));
-    let (v, snapshot, valid, read_at) = match latest(store, have).await? {
+    let (v, snapshot, valid, read_at) = match latest(store, have, base.as_ref()).await? {
         Latest::Nothing => return Ok(None),
         Latest::Unchanged { read_at } => {
             return Ok(have.map(|(version, _)| (version, read_at)));
@@ -215,14 +235,12 @@ async fn sync(
             return Ok(Some((v.version, read_at)));
         }
     };
-    if let Some(st) = &cfg.store {
-        // The rules first: the policy may name profiles that need them.
-        write_rules(&st.rules_dir(), &valid.rules)?;
-        write_if_changed(
-            &st.state_dir.join(DEFAULTS_FILE),
-            &serde_json::to_string_pretty(&defaults).unwrap_or_default(),
-        )?;
-    }
+    // The rules first: the policy may name profiles that need them.
+    write_rules(&st.rules_dir(), &valid.rules)?;
+    write_if_changed(
+        &st.state_dir.join(DEFAULTS_FILE),
+        &serde_json::to_string_pretty(&defaults).unwrap_or_default(),
+    )?;
     // Most sections are read once, at start: a change waits for a restart, and says so.
     refusal.set_restart((taken != cfg.defaults).then(|| {
         format!(
@@ -240,6 +258,16 @@ async fn sync(
         &format!("{mark}{}", valid.registry_text),
         &cfg.policy_path,
         &format!("{mark}{policy}"),
+    )?;
+    // The values themselves, to catch up from next time.
+    write_if_changed(
+        &st.state_dir.join(SNAPSHOT_FILE),
+        &serde_json::json!({
+            "version": v.version,
+            "hash": v.hash,
+            "values": snapshot.values(),
+        })
+        .to_string(),
     )?;
     refusal.set(None);
     info!(version = v.version, author = %v.author, "new configuration from the store");

@@ -456,14 +456,21 @@ impl Store {
 
     /// What version `v` changed.
     pub async fn changes_of(&mut self, v: u64) -> anyhow::Result<Vec<Change>> {
+        let changes = self.recorded_changes(v).await?;
+        if changes.is_empty() && !self.versions().await?.iter().any(|x| x.version == v) {
+            bail!("no version {v} in the history");
+        }
+        Ok(changes)
+    }
+
+    /// What the history records of version `v` (nothing: no such version, or it changed
+    /// nothing). Readable with the nodes' role, unlike the version list.
+    pub async fn recorded_changes(&mut self, v: u64) -> anyhow::Result<Vec<Change>> {
         let prefix = self.keys.history_of(v);
         let kvs = self
             .range(&prefix, 0)
             .await
             .with_context(|| format!("reading version {v}"))?;
-        if kvs.is_empty() && !self.versions().await?.iter().any(|x| x.version == v) {
-            bail!("no version {v} in the history");
-        }
         let mut out = Vec::new();
         for (key, value) in kvs {
             let Some(rel) = key.strip_prefix(&prefix) else {

@@ -204,7 +204,11 @@ impl Server {
         if let Registries::Store { spec, .. } = &self.ctx.registry {
             let (spec, ctx) = (spec.clone(), self.ctx.clone());
             tokio::spawn(async move {
-                let syncer = CaSync { ctx, have: None };
+                let syncer = CaSync {
+                    ctx,
+                    have: None,
+                    base: None,
+                };
                 eastwall_store::follow::follow(&spec, "the registry in force stays", syncer).await;
             });
         }
@@ -513,7 +517,7 @@ async fn first_from_store(
     loop {
         let read = async {
             let mut store = eastwall_store::Store::connect(spec).await?;
-            match latest(&mut store, None).await? {
+            match latest(&mut store, None, None).await? {
                 Latest::New { version, valid, .. } => {
                     Ok((valid.registry, (version.version, version.hash)))
                 }
@@ -543,6 +547,8 @@ async fn first_from_store(
 struct CaSync {
     ctx: Arc<Ctx>,
     have: Option<(u64, String)>,
+    /// The values of `have`, to catch up from.
+    base: Option<eastwall_store::Snapshot>,
 }
 
 impl eastwall_store::follow::Sync for CaSync {
@@ -551,7 +557,7 @@ impl eastwall_store::follow::Sync for CaSync {
             return Ok(None);
         };
         let have = self.have.as_ref().map(|(v, h)| (*v, h.as_str()));
-        match latest(store, have).await? {
+        match latest(store, have, self.base.as_ref()).await? {
             Latest::Nothing => Ok(None),
             Latest::Unchanged { read_at } => Ok(Some(read_at)),
             Latest::Refused { why, read_at, .. } => {
@@ -560,9 +566,9 @@ impl eastwall_store::follow::Sync for CaSync {
             }
             Latest::New {
                 version,
+                snapshot,
                 valid,
                 read_at,
-                ..
             } => {
                 if valid.registry.trust_domain() != self.ctx.ca.trust_domain() {
                     warn!(
@@ -577,6 +583,7 @@ impl eastwall_store::follow::Sync for CaSync {
                     now.store(Arc::new(valid.registry));
                 }
                 self.have = Some((version.version, version.hash));
+                self.base = Some(snapshot);
                 Ok(Some(read_at))
             }
         }
