@@ -524,7 +524,10 @@ fn nodes_enforce_what_is_applied_centrally() {
     // They caught up from what the history says version 2 changed, not by reading it all.
     for host in ["hostA", "hostB"] {
         let log = std::fs::read_to_string(c.lab.dir().join(host).join("node.log")).unwrap();
-        assert!(log.contains("caught up from version 1 to 2 from the history"), "{log}");
+        assert!(
+            log.contains("caught up from version 1 to 2 from the history"),
+            "{log}"
+        );
     }
     // The held connection was revoked: reset (or closed), not merely quiet.
     let mut b = [0u8; 8];

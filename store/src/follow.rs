@@ -94,7 +94,7 @@ async fn watch(spec: &StoreSpec, syncer: &mut impl Sync) -> anyhow::Result<()> {
 
 /// `base` (version `from`) with the changes of every version after it up to `to`, if that
 /// gives `to`'s hash.
-async fn catch_up(
+pub async fn catch_up(
     store: &mut Store,
     base: &Snapshot,
     from: u64,

@@ -6,7 +6,10 @@
 //!   watcher holding the new version: p50, p99, max;
 //! - size: a registry of `--workloads` workloads and a policy of `--rules` rules: how long
 //!   `apply` takes (in chunks), how long reading and validating it takes, and the memory the
-//!   validated registry and policy hold (RSS growth of this process, glibc's allocator).
+//!   validated registry and policy hold (RSS growth of this process, glibc's allocator);
+//! - fan-out at that size: the watchers again, each reading what a one-rule change changed
+//!   from the history (as nodes catch up) instead of the whole configuration; and one node's
+//!   catch-up (history read, patch, hash check) against a full read.
 //!
 //! Run as root (Debian's etcd-server): `target/release/store-bench [--watchers 1000]
 //! [--rounds 5] [--workloads 100000] [--rules 10000]`.
@@ -233,6 +236,85 @@ fn main() -> anyhow::Result<()> {
             after.saturating_sub(before) as f64 / (1 << 20) as f64,
             valid.registry.workloads().len(),
             valid.policy.rule_count()
+        );
+        drop(valid);
+
+        // Fan-out at that size, catching up from the history.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+        let mut ready = Vec::new();
+        let mut watchers = Vec::new();
+        for _ in 0..a.watchers {
+            let (tx, spec) = (tx.clone(), node_spec.clone());
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            ready.push(ready_rx);
+            watchers.push(tokio::spawn(async move {
+                let mut w = Store::connect(&spec).await.unwrap();
+                let (_, revision, _) = w.version().await.unwrap();
+                let key = w.keys().version();
+                let mut events = w
+                    .client()
+                    .watch(key, Some(WatchOptions::new().with_start_revision(revision + 1)))
+                    .await
+                    .unwrap();
+                let _ = ready_tx.send(());
+                while let Ok(Some(resp)) = events.message().await {
+                    let Some(kv) = resp.events().iter().filter_map(|e| e.kv()).next_back() else {
+                        continue;
+                    };
+                    let v: eastwall_store::Version = serde_json::from_slice(kv.value()).unwrap();
+                    let _changes = w.recorded_changes(v.version).await.unwrap();
+                    let _ = tx.send((v.version, Instant::now()));
+                }
+            }));
+        }
+        for r in ready {
+            r.await?;
+        }
+        let base = s.current().await?;
+        let have = base.version.clone().unwrap();
+        let next = base.snapshot.with(&Part::Policy(with_filler_rules(
+            &POLICY.replace("[5432]", "[6999]"),
+            a.rules,
+            0,
+        )));
+        s.apply(&base, &next, "bench", "one rule").await?.unwrap();
+        let returned = Instant::now();
+        let mut lat = Vec::new();
+        while lat.len() < a.watchers {
+            let (got, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .context("watchers did not all see the version within 60 s")?
+                .unwrap();
+            if got == have.version + 1 {
+                lat.push(at.saturating_duration_since(returned).as_secs_f64() * 1e3);
+            }
+        }
+        println!(
+            "fan-out at {} workloads, catching up from the history: to the last of {} watchers after apply returned: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            a.workloads + 2,
+            a.watchers,
+            pct(&mut lat, 0.5),
+            pct(&mut lat, 0.99),
+            pct(&mut lat, 1.0)
+        );
+        for w in watchers {
+            w.abort();
+        }
+        let mut n = Store::connect(&node_spec).await?;
+        let (latest_version, _, _) = n.version().await?;
+        let latest_version = latest_version.unwrap();
+        let t = Instant::now();
+        let caught = eastwall_store::follow::catch_up(&mut n, &base.snapshot, have.version, &latest_version).await?;
+        let catch_up = t.elapsed();
+        let t = Instant::now();
+        let full = n.current().await?;
+        let full_read = t.elapsed();
+        assert_eq!(caught.hash(), full.snapshot.hash());
+        println!(
+            "one node's catch-up from the history (read, patch, hash check): {:.3} s; a full read: {:.3} s ({:.1}x)",
+            catch_up.as_secs_f64(),
+            full_read.as_secs_f64(),
+            full_read.as_secs_f64() / catch_up.as_secs_f64()
         );
         anyhow::Ok(())
     })
