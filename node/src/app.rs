@@ -81,6 +81,7 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
             keep: cfg.flow_log.keep,
         },
         metrics.flow_log_write_errors.clone(),
+        metrics.flow_log_dropped.clone(),
     )
     .context("opening the flow log")?;
     let telemetry = Arc::new(Telemetry::new(metrics, flows));
@@ -388,8 +389,12 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     for t in tasks {
         t.abort();
     }
-    // Folded flows get their aggregate records before the node goes.
+    // Folded flows get their aggregate records before the node goes, and every record
+    // queued reaches the file.
     telemetry.flush_all_folds();
+    if !telemetry.flows.flush(Duration::from_secs(5)) {
+        warn!("the flow log did not take every record within 5 s");
+    }
     Ok(())
 }
 

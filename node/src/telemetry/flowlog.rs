@@ -2,6 +2,12 @@
 //! `eastwall_wire::eve`) as one JSON line appended to a file, and a ring of the recent ones
 //! for the admin endpoint's `/flows`. The file is rotated by size (`flowLog.maxBytes`,
 //! `flowLog.keep`), so a flood of records cannot fill the disk.
+//!
+//! Off the data path: a worker thread only serializes a record and hands the line to a
+//! bounded queue ([`QUEUE_RECORDS`]); a thread of its own writes the queue to the file, many
+//! lines per write. When the disk is slower than the records come, the queue fills and
+//! further records are dropped from the file (never waited for), counted in
+//! `eastwall_flow_log_dropped_total`; `/flows` and the metrics still see them.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -9,17 +15,32 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
-/// Where records go: an append-only JSON-lines file and a ring of recent ones for `/flows`.
+/// Records waiting for the file at most (about 16 MiB of typical flow records).
+pub(crate) const QUEUE_RECORDS: usize = 16_384;
+/// Bytes gathered into one write at most.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Where records go: an append-only JSON-lines file (through its writer thread) and a ring
+/// of recent ones for `/flows`.
 pub(crate) struct FlowLog {
-    file: Option<Mutex<LogFile>>,
+    file: Option<SyncSender<ToWriter>>,
     recent: Mutex<VecDeque<String>>,
     capacity: usize,
     next_id: AtomicU64,
-    write_errors: prometheus_client::metrics::counter::Counter,
+    dropped: Counter,
+}
+
+/// What the writer thread is given.
+enum ToWriter {
+    Line(String),
+    /// Answer once everything queued before is written.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// The log file, its size as far as this node wrote it, and how it is rotated.
@@ -63,21 +84,27 @@ impl LogFile {
         })
     }
 
-    /// Appends one line, rotating first if it would take the file past its size.
-    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
-        let len = line.len() as u64 + 1;
-        if self.written + len > self.rotation.max_bytes {
-            // The file may have been truncated meanwhile (logrotate's `copytruncate`).
-            self.written = self.out.metadata()?.len();
-            if self.written + len > self.rotation.max_bytes {
-                self.rotate()?;
+    /// Appends `lines`, each whole, in as few writes as the rotation allows: the file is
+    /// rotated before a line that would take it past its size.
+    fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+        let mut batch = String::new();
+        for line in lines {
+            let len = line.len() as u64 + 1;
+            if self.written + batch.len() as u64 + len > self.rotation.max_bytes {
+                self.out.write_all(batch.as_bytes())?;
+                self.written += batch.len() as u64;
+                batch.clear();
+                // The file may have been truncated meanwhile (logrotate's `copytruncate`).
+                self.written = self.out.metadata()?.len();
+                if self.written + len > self.rotation.max_bytes {
+                    self.rotate()?;
+                }
             }
+            batch.push_str(line);
+            batch.push('\n');
         }
-        let mut record = String::with_capacity(line.len() + 1);
-        record.push_str(line);
-        record.push('\n');
-        self.out.write_all(record.as_bytes())?;
-        self.written += len;
+        self.out.write_all(batch.as_bytes())?;
+        self.written += batch.len() as u64;
         Ok(())
     }
 
@@ -111,20 +138,45 @@ impl LogFile {
 }
 
 impl FlowLog {
-    /// Opens (creating folders as needed) the log at `path`, rotated as `rotation` says;
-    /// records that cannot be written are counted in `write_errors`.
+    /// Opens (creating folders as needed) the log at `path`, rotated as `rotation` says, and
+    /// starts its writer thread; records that cannot be written are counted in
+    /// `write_errors`, records dropped for a full queue in `dropped`.
     pub(crate) fn open(
         path: Option<&Path>,
         capacity: usize,
         rotation: Rotation,
-        write_errors: prometheus_client::metrics::counter::Counter,
+        write_errors: Counter,
+        dropped: Counter,
+    ) -> anyhow::Result<FlowLog> {
+        FlowLog::with_queue(
+            path,
+            capacity,
+            rotation,
+            write_errors,
+            dropped,
+            QUEUE_RECORDS,
+        )
+    }
+
+    fn with_queue(
+        path: Option<&Path>,
+        capacity: usize,
+        rotation: Rotation,
+        write_errors: Counter,
+        dropped: Counter,
+        queue: usize,
     ) -> anyhow::Result<FlowLog> {
         let file = match path {
             Some(p) => {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(Mutex::new(LogFile::open(p, rotation)?))
+                let file = LogFile::open(p, rotation)?;
+                let (tx, rx) = std::sync::mpsc::sync_channel(queue);
+                std::thread::Builder::new()
+                    .name("eastwall-flowlog".into())
+                    .spawn(move || write_queue(file, rx, write_errors))?;
+                Some(tx)
             }
             None => None,
         };
@@ -139,8 +191,19 @@ impl FlowLog {
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity,
             next_id: AtomicU64::new(seed),
-            write_errors,
+            dropped,
         })
+    }
+
+    /// Waits (at most `within`) until every record queued so far is in the file: when the
+    /// node stops, and in tests.
+    pub(crate) fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.file else {
+            return true;
+        };
+        let (done, wait) = std::sync::mpsc::channel();
+        // A blocking send: the queue may be full, and this is not the data path.
+        tx.send(ToWriter::Flush(done)).is_ok() && wait.recv_timeout(within).is_ok()
     }
 
     /// A fresh flow id.
@@ -157,19 +220,21 @@ impl FlowLog {
                 return;
             }
         };
-        if let Some(f) = &self.file {
-            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = f.write_line(&line) {
-                self.write_errors.inc();
-                tracing::error!("writing the flow log: {e}");
-            }
-        }
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if r.len() >= self.capacity {
-            r.pop_front();
-        }
         if self.capacity > 0 {
-            r.push_back(line);
+            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() >= self.capacity {
+                r.pop_front();
+            }
+            r.push_back(line.clone());
+        }
+        if let Some(tx) = &self.file {
+            // Full: the disk is behind. Disconnected: the writer thread is gone (it
+            // panicked). Either way the record does not reach the file, and is counted.
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                tx.try_send(ToWriter::Line(line))
+            {
+                self.dropped.inc();
+            }
         }
     }
 
@@ -186,6 +251,37 @@ impl FlowLog {
         }
         out.push(']');
         out
+    }
+}
+
+/// The writer thread: takes what is queued, as much as is there (up to [`BATCH_BYTES`]), and
+/// writes it; ends when the log is dropped.
+fn write_queue(mut file: LogFile, rx: Receiver<ToWriter>, write_errors: Counter) {
+    let mut lines: Vec<String> = Vec::new();
+    let mut flushes = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                ToWriter::Line(l) => {
+                    bytes += l.len() + 1;
+                    lines.push(l);
+                }
+                ToWriter::Flush(done) => flushes.push(done),
+            }
+            if bytes < BATCH_BYTES && flushes.is_empty() {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = file.write_lines(&lines) {
+            write_errors.inc_by(lines.len() as u64);
+            tracing::error!("writing the flow log: {e}");
+        }
+        lines.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -212,7 +308,14 @@ mod tests {
             max_bytes: 100,
             keep: 2,
         };
-        let log = FlowLog::open(Some(&path), 0, rotation, Default::default()).unwrap();
+        let log = FlowLog::open(
+            Some(&path),
+            0,
+            rotation,
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         // Each line is 40 bytes: two fit in 100, the third rotates.
         for i in 0..10 {
             log.event(&Event {
@@ -220,6 +323,7 @@ mod tests {
                 event_type: "flow",
             });
         }
+        assert!(log.flush(Duration::from_secs(5)));
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         let numbered = |n: u32| dir.path().join(format!("flows.json.{n}"));
         for p in [path.clone(), numbered(1), numbered(2)] {
@@ -240,13 +344,21 @@ mod tests {
             max_bytes: 100,
             keep: 0,
         };
-        let log = FlowLog::open(Some(&once), 0, rotation, Default::default()).unwrap();
+        let log = FlowLog::open(
+            Some(&once),
+            0,
+            rotation,
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         for i in 0..5 {
             log.event(&Event {
                 flow_id: 1_000_000 + i,
                 event_type: "flow",
             });
         }
+        assert!(log.flush(Duration::from_secs(5)));
         assert_eq!(read(&once).lines().count(), 1);
     }
 
@@ -254,7 +366,14 @@ mod tests {
     fn each_event_is_one_line_and_the_ring_keeps_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/flows.json");
-        let log = FlowLog::open(Some(&path), 2, ROOMY, Default::default()).unwrap();
+        let log = FlowLog::open(
+            Some(&path),
+            2,
+            ROOMY,
+            Default::default(),
+            Default::default(),
+        )
+        .unwrap();
         let first = log.next_id();
         assert_eq!(log.next_id(), first + 1, "ids are consecutive");
         for i in 0..3 {
@@ -263,6 +382,7 @@ mod tests {
                 event_type: "flow",
             });
         }
+        assert!(log.flush(Duration::from_secs(5)));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 3);
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -273,5 +393,44 @@ mod tests {
         assert_eq!(recent[1]["flow_id"], 2);
         let one: Vec<serde_json::Value> = serde_json::from_str(&log.recent_json(1)).unwrap();
         assert_eq!(one[0]["flow_id"], 2);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_loses_nothing_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.json");
+        let dropped = Counter::default();
+        // A queue of one record: the writer cannot keep up with a tight loop.
+        let log = FlowLog::with_queue(
+            Some(&path),
+            0,
+            ROOMY,
+            Default::default(),
+            dropped.clone(),
+            1,
+        )
+        .unwrap();
+        let sent = 20_000u64;
+        let t = std::time::Instant::now();
+        for i in 0..sent {
+            log.event(&Event {
+                flow_id: i,
+                event_type: "flow",
+            });
+        }
+        let took = t.elapsed();
+        assert!(log.flush(Duration::from_secs(10)));
+        let written = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+        assert_eq!(
+            written + dropped.get(),
+            sent,
+            "written {written}, dropped {}",
+            dropped.get()
+        );
+        assert!(written >= 1);
+        eprintln!(
+            "{sent} events in {took:?}: {written} written, {} dropped",
+            dropped.get()
+        );
     }
 }

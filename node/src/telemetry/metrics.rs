@@ -158,6 +158,8 @@ pub(crate) struct Metrics {
     pub(crate) cert_reload_failures: Counter,
     /// Flow records that could not be written to the flow log file.
     pub(crate) flow_log_write_errors: Counter,
+    /// Flow records dropped from the flow log file because its queue was full.
+    pub(crate) flow_log_dropped: Counter,
     /// The directory of users' groups.
     pub(crate) directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
@@ -215,6 +217,7 @@ impl Default for Metrics {
             tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
             flow_log_write_errors: Counter::default(),
+            flow_log_dropped: Counter::default(),
             directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
             policy_reloads: Family::default(),
@@ -370,6 +373,11 @@ impl Default for Metrics {
             "flow_log_write_errors",
             "Flow records that could not be written to the flow log file",
             m.flow_log_write_errors.clone(),
+        );
+        registry.register(
+            "flow_log_dropped",
+            "Flow records dropped from the flow log file because its queue was full (the disk is slower than the records come)",
+            m.flow_log_dropped.clone(),
         );
         let d = &m.directory;
         registry.register(

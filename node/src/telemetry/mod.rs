@@ -75,7 +75,14 @@ impl Telemetry {
     pub(crate) fn detached() -> std::sync::Arc<Telemetry> {
         std::sync::Arc::new(Telemetry::new(
             Metrics::default(),
-            FlowLog::open(None, 64, Default::default(), Default::default()).unwrap(),
+            FlowLog::open(
+                None,
+                64,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+            )
+            .unwrap(),
         ))
     }
 }
