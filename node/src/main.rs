@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{ca, demo, ids, node, policy, store};
+use crate::cli::{ca, demo, flows, ids, node, policy, store};
 
 /// jemalloc, with its background thread purging freed memory: a node's memory follows its
 /// connections down after a burst (glibc's allocator keeps the peak).
@@ -145,6 +145,12 @@ fn main() -> ExitCode {
         Cmd::Policy {
             action: policy::PolicyAction::Explain(args),
         } => policy::explain(&args),
+        Cmd::Policy {
+            action: policy::PolicyAction::Replay(args),
+        } => return flows::replay(&args),
+        Cmd::Policy {
+            action: policy::PolicyAction::Recommend(args),
+        } => flows::recommend(&args),
         Cmd::Ca { action } => ca::run(action),
         Cmd::Ids {
             action:

@@ -3,6 +3,7 @@
 
 pub(crate) mod ca;
 pub(crate) mod demo;
+pub(crate) mod flows;
 pub(crate) mod ids;
 pub(crate) mod node;
 pub(crate) mod policy;

@@ -22,6 +22,12 @@ pub(crate) enum PolicyAction {
     /// Explain the decision on one flow: the verdict, the deciding rule, and why each rule
     /// before it did not match.
     Explain(Box<ExplainArgs>),
+    /// Decide recorded flows (EVE files) with a candidate registry and policy and show what
+    /// changes. Exits 1 when something that was allowed would be denied.
+    Replay(super::flows::ReplayArgs),
+    /// Write a policy that allows what the recorded flows (EVE files) show allowed: by app
+    /// and zone, users' groups, ports, HTTP methods and paths, DNS names, with evidence.
+    Recommend(super::flows::RecommendArgs),
 }
 
 #[derive(clap::Args)]

@@ -1,0 +1,458 @@
+//! What the nodes decided, read back from their EVE records.
+//!
+//! One [`Observation`] per decision: a connection decided once (`flow` events of L4
+//! decisions, TLS and opaque streams, UDP sessions, ICMP and other protocols), each HTTP
+//! request (`http` events), each DNS query (`dns` request events). A connection whose
+//! requests or queries were decided one by one is not an observation itself: its requests
+//! are. A connection recorded by both nodes (the source's outbound record and the
+//! destination's inbound one) counts once, as the destination saw it (it proved the source's
+//! identity). Records are read defensively: a line that is not a record eastwall writes is
+//! skipped with its location and reason, never a panic; other event types (alerts, stats) are
+//! ignored.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use eastwall_policy::Protocol;
+use serde_json::Value;
+
+/// Allowed or denied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Let through.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+impl Verdict {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// One end of an observed decision, as the node knew it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Side {
+    /// Its address.
+    pub addr: IpAddr,
+    /// Its registry workload, app and zone, if any.
+    pub workload: Option<String>,
+    /// The workload's app.
+    pub app: Option<String>,
+    /// The workload's zone.
+    pub zone: Option<String>,
+    /// Its SPIFFE identity, as recorded.
+    pub identity: Option<String>,
+    /// The user it acted for.
+    pub user: Option<String>,
+    /// The user's groups the decision used (`None`: no user, or unknown).
+    pub groups: Option<Vec<String>>,
+}
+
+/// What the node knew of the application protocol when it decided.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RecordedL7 {
+    /// Nothing: decided at connection time on L4 facts.
+    None,
+    /// A stream inspected and found neither HTTP nor TLS.
+    Opaque,
+    /// A TLS ClientHello.
+    Tls {
+        /// Its server name, if it sent one.
+        sni: Option<String>,
+    },
+    /// One HTTP request.
+    Http {
+        /// Its method.
+        method: String,
+        /// Its host, without a port.
+        host: Option<String>,
+        /// Its path, normalized, without the query.
+        path: String,
+    },
+    /// One DNS query.
+    Dns {
+        /// The name asked, lower case, without the final dot.
+        name: String,
+    },
+}
+
+/// One recorded decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// When it was recorded (RFC 3339, the node's clock).
+    pub time: String,
+    /// The node that recorded it.
+    pub node: String,
+    /// The source.
+    pub src: Side,
+    /// The destination.
+    pub dest: Side,
+    /// The IP protocol.
+    pub proto: Protocol,
+    /// The destination port (0 without ports).
+    pub port: u16,
+    /// The application facts.
+    pub l7: RecordedL7,
+    /// What the node decided.
+    pub verdict: Verdict,
+    /// The rule that decided (`default-deny` when none).
+    pub rule: String,
+    /// How many decisions it stands for (an aggregate record stands for many).
+    pub count: u64,
+    /// Bytes both ways (connections; 0 for requests and queries).
+    pub bytes: u64,
+    /// Where it was read (`FILE:LINE`).
+    pub from: String,
+}
+
+/// Observations read from EVE records, and what could not be read.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    /// The observations, deduplicated by [`Observations::finish`].
+    pub list: Vec<Observation>,
+    /// Lines skipped, with their location and why.
+    pub problems: Vec<String>,
+    /// Records read (every JSON line, whatever its type).
+    pub records: u64,
+    /// Inbound records per connection, to drop the outbound record of the same connection.
+    seen: HashMap<ConnKey, (bool, usize)>,
+}
+
+/// A connection (or a request on it) as both nodes record it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ConnKey {
+    src: (IpAddr, u64),
+    dest: (IpAddr, u64),
+    proto: String,
+    l7: RecordedL7,
+}
+
+/// Longest line read (a record is far smaller; anything longer is not one of ours).
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+impl Observations {
+    /// Reads the EVE records of `text` (JSON lines) named `source` in problems.
+    pub fn read(&mut self, source: &str, text: &str) {
+        for (i, line) in text.lines().enumerate() {
+            let at = format!("{source}:{}", i + 1);
+            if line.trim().is_empty() {
+                continue;
+            }
+            self.records += 1;
+            if line.len() > MAX_LINE_BYTES {
+                self.problems.push(format!(
+                    "{at}: a line of {} bytes is not a record",
+                    line.len()
+                ));
+                continue;
+            }
+            let v: Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.problems.push(format!("{at}: not JSON: {e}"));
+                    continue;
+                }
+            };
+            match observation_of(&v, &at) {
+                Ok(Some(o)) => self.push(o, &v),
+                Ok(None) => {}
+                Err(why) => self.problems.push(format!("{at}: {why}")),
+            }
+        }
+    }
+
+    /// Adds `o`, keeping one record per connection: the inbound one when both nodes wrote it.
+    fn push(&mut self, o: Observation, v: &Value) {
+        let inbound = v["eastwall"]["direction"] == "inbound";
+        let key = ConnKey {
+            src: (o.src.addr, v["src_port"].as_u64().unwrap_or(0)),
+            dest: (o.dest.addr, v["dest_port"].as_u64().unwrap_or(0)),
+            proto: v["proto"].as_str().unwrap_or_default().to_owned(),
+            l7: o.l7.clone(),
+        };
+        // Without a source port (ICMP, other protocols) records cannot be paired.
+        if key.src.1 == 0 {
+            self.list.push(o);
+            return;
+        }
+        match self.seen.get(&key).copied() {
+            Some((true, _)) if !inbound => {}
+            Some((false, i)) if inbound => {
+                self.list[i] = o;
+                self.seen.insert(key, (true, i));
+            }
+            _ => {
+                self.seen.insert(key, (inbound, self.list.len()));
+                self.list.push(o);
+            }
+        }
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+fn side(v: &Value, e: &Value, addr_field: &str) -> Result<Side, String> {
+    let addr: IpAddr = v[addr_field]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no valid `{addr_field}`"))?;
+    let groups = match &e["groups"] {
+        Value::Array(a) => Some(a.iter().filter_map(text).collect()),
+        _ => None,
+    };
+    Ok(Side {
+        addr,
+        workload: text(&e["workload"]),
+        app: text(&e["app"]),
+        zone: text(&e["zone"]),
+        identity: text(&e["identity"]),
+        user: text(&e["user"]),
+        groups,
+    })
+}
+
+/// The protocol of an EVE `proto` (and ICMP type/code).
+fn protocol(v: &Value) -> Result<Protocol, String> {
+    let kind = v["icmp_type"].as_u64().unwrap_or(0) as u8;
+    let code = v["icmp_code"].as_u64().unwrap_or(0) as u8;
+    Ok(match v["proto"].as_str() {
+        Some("TCP") => Protocol::Tcp,
+        Some("UDP") => Protocol::Udp,
+        Some("SCTP") => Protocol::Sctp,
+        Some("ICMP") => Protocol::Icmp { kind, code },
+        Some("IPv6-ICMP") => Protocol::Icmpv6 { kind, code },
+        Some(n) => match n.parse::<u8>() {
+            Ok(n) => Protocol::Other(n),
+            Err(_) => return Err(format!("unknown proto `{n}`")),
+        },
+        None => return Err("no `proto`".to_owned()),
+    })
+}
+
+fn verdict(p: &Value) -> Result<(Verdict, String), String> {
+    let verdict = match p["verdict"].as_str() {
+        Some("allow") => Verdict::Allow,
+        Some("deny") => Verdict::Deny,
+        other => {
+            return Err(format!(
+                "policy verdict {other:?} is neither allow nor deny"
+            ));
+        }
+    };
+    let rule = text(&p["rule"]).ok_or("no policy rule")?;
+    Ok((verdict, rule))
+}
+
+/// The observation a record stands for (`None`: a record that is not one).
+fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
+    let event = v["event_type"].as_str().unwrap_or_default();
+    let e = &v["eastwall"];
+    if !matches!(event, "flow" | "http" | "dns") || !e.is_object() {
+        return Ok(None);
+    }
+    let l7 = match event {
+        "http" => {
+            let h = &v["http"];
+            let method = text(&h["http_method"]).ok_or("an http event without http_method")?;
+            let path = text(&h["normalized_path"])
+                .or_else(|| text(&h["url"]).map(|u| path_of(&u)))
+                .ok_or("an http event without url")?;
+            RecordedL7::Http {
+                method,
+                host: text(&h["hostname"]).map(|h| strip_port(&h)),
+                path,
+            }
+        }
+        "dns" => {
+            let d = &v["dns"];
+            if d["type"] != "request" {
+                return Ok(None);
+            }
+            let name = d["queries"][0]["rrname"]
+                .as_str()
+                .ok_or("a dns request without a query")?;
+            RecordedL7::Dns {
+                name: name.trim_end_matches('.').to_ascii_lowercase(),
+            }
+        }
+        _ => {
+            // Decided per request or per query: those are the observations.
+            let per = |k: &str| e[k].is_object();
+            if per("http_requests") || per("dns_queries") {
+                return Ok(None);
+            }
+            match v["app_proto"].as_str() {
+                None => RecordedL7::None,
+                Some("tls") => RecordedL7::Tls {
+                    sni: text(&v["tls"]["sni"]),
+                },
+                Some(_) => RecordedL7::Opaque,
+            }
+        }
+    };
+    let (verdict, rule) = verdict(&e["policy"])?;
+    let proto = protocol(v)?;
+    let port = if proto.has_ports() {
+        v["dest_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or("no valid `dest_port`")?
+    } else {
+        0
+    };
+    let flow = &v["flow"];
+    Ok(Some(Observation {
+        time: text(&v["timestamp"]).ok_or("no timestamp")?,
+        node: text(&e["node"]).unwrap_or_default(),
+        src: side(v, &e["src"], "src_ip")?,
+        dest: side(v, &e["dest"], "dest_ip")?,
+        proto,
+        port,
+        l7,
+        verdict,
+        rule,
+        count: e["aggregate"]["flows"].as_u64().unwrap_or(1).max(1),
+        bytes: flow["bytes_toserver"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_add(flow["bytes_toclient"].as_u64().unwrap_or(0)),
+        from: at.to_owned(),
+    }))
+}
+
+/// The path of a request target (no query, no scheme and authority).
+fn path_of(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or("");
+    let path = match no_query.find("://") {
+        Some(i) => {
+            let rest = &no_query[i + 3..];
+            rest.find('/').map_or("/", |j| &rest[j..])
+        }
+        None => no_query,
+    };
+    eastwall_policy::normalize_path(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn strip_port(host: &str) -> String {
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h.to_owned(),
+        _ => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    pub(crate) const FLOW_OUT: &str = r#"{"timestamp":"2026-12-05T10:00:00.000000+0000","flow_id":1,"event_type":"flow","src_ip":"10.0.1.2","src_port":40000,"dest_ip":"10.0.2.2","dest_port":5432,"proto":"TCP","flow":{"bytes_toserver":10,"bytes_toclient":20,"start":"x","end":"y","age":0,"state":"closed","reason":"closed","alerted":false},"eastwall":{"node":"hostA","direction":"outbound","src":{"workload":"web","app":"web","zone":"prod","node":"hostA","identity":"spiffe://corp.example/wl/web"},"dest":{"workload":"db","app":"db","zone":"prod","node":"hostB","identity":"spiffe://corp.example/wl/db"},"policy":{"verdict":"allow","rule":"web-to-db","mode":"enforce","monitor":[]},"duration_ms":3}}"#;
+
+    #[test]
+    fn records_become_observations_once_per_connection() {
+        let inbound = FLOW_OUT
+            .replace("\"direction\":\"outbound\"", "\"direction\":\"inbound\"")
+            .replace(
+                "\"node\":\"hostA\",\"direction\"",
+                "\"node\":\"hostB\",\"direction\"",
+            );
+        let mut o = Observations::default();
+        o.read("a.json", FLOW_OUT);
+        o.read("b.json", &inbound);
+        // Another connection, denied, as an aggregate of 7.
+        let denied = FLOW_OUT
+            .replace("40000", "40001")
+            .replace(
+                "\"verdict\":\"allow\",\"rule\":\"web-to-db\"",
+                "\"verdict\":\"deny\",\"rule\":\"default-deny\"",
+            )
+            .replace(
+                "\"duration_ms\":3",
+                "\"duration_ms\":3,\"aggregate\":{\"flows\":7,\"first\":\"a\",\"last\":\"b\"}",
+            );
+        o.read("a.json", &denied);
+        assert_eq!(o.records, 3);
+        assert!(o.problems.is_empty(), "{:?}", o.problems);
+        assert_eq!(o.list.len(), 2);
+        assert_eq!(o.list[0].node, "hostB", "the destination's record stays");
+        assert_eq!(o.list[0].from, "b.json:1");
+        assert_eq!(o.list[0].bytes, 30);
+        assert_eq!(o.list[0].src.app.as_deref(), Some("web"));
+        assert_eq!((o.list[1].verdict, o.list[1].count), (Verdict::Deny, 7));
+    }
+
+    #[test]
+    fn requests_and_queries_are_observations_and_their_connection_is_not() {
+        let conn = FLOW_OUT.replace(
+            "\"duration_ms\":3",
+            "\"duration_ms\":3,\"http_requests\":{\"requests\":2,\"denied\":1}",
+        );
+        let http = r#"{"timestamp":"t","flow_id":1,"event_type":"http","src_ip":"10.0.1.2","src_port":40000,"dest_ip":"10.0.2.2","dest_port":8080,"proto":"TCP","app_proto":"http","http":{"hostname":"api.corp:8080","url":"/api/accounts/17?x=1","http_method":"GET","protocol":"HTTP/1.1"},"eastwall":{"node":"hostB","direction":"inbound","src":{"workload":"web"},"dest":{"workload":"db"},"policy":{"verdict":"allow","rule":"r","mode":"enforce","monitor":[]}}}"#;
+        let dns = r#"{"timestamp":"t","flow_id":2,"event_type":"dns","src_ip":"10.0.1.2","src_port":5353,"dest_ip":"10.0.2.2","dest_port":53,"proto":"UDP","dns":{"version":3,"type":"request","queries":[{"rrname":"API.Corp.Example.","rrtype":"A"}]},"eastwall":{"node":"hostB","direction":"inbound","src":{},"dest":{},"policy":{"verdict":"deny","rule":"default-deny","mode":"enforce","monitor":[]}}}"#;
+        let answer = dns.replace("\"type\":\"request\"", "\"type\":\"response\"");
+        let mut o = Observations::default();
+        o.read("e.json", &[conn.as_str(), http, dns, &answer].join("\n"));
+        assert!(o.problems.is_empty(), "{:?}", o.problems);
+        assert_eq!(o.list.len(), 2);
+        assert_eq!(
+            o.list[0].l7,
+            RecordedL7::Http {
+                method: "GET".into(),
+                host: Some("api.corp".into()),
+                path: "/api/accounts/17".into()
+            }
+        );
+        assert_eq!(
+            o.list[1].l7,
+            RecordedL7::Dns {
+                name: "api.corp.example".into()
+            }
+        );
+        assert_eq!((o.list[1].proto, o.list[1].port), (Protocol::Udp, 53));
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_with_their_location() {
+        let mut o = Observations::default();
+        let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_LINE_BYTES));
+        let bad_verdict = FLOW_OUT.replace("\"verdict\":\"allow\"", "\"verdict\":\"maybe\"");
+        let bad_ip = FLOW_OUT.replace("10.0.1.2", "not-an-ip");
+        let bad_port = FLOW_OUT.replace("5432", "70000");
+        let alert = r#"{"event_type":"alert","eastwall":{}}"#;
+        let text = [
+            "garbage",
+            &huge,
+            &bad_verdict,
+            &bad_ip,
+            &bad_port,
+            alert,
+            "[1,2]",
+            "",
+            FLOW_OUT,
+        ]
+        .join("\n");
+        o.read("f.json", &text);
+        assert_eq!(o.list.len(), 1);
+        assert_eq!(o.records, 8);
+        let p = o.problems.join("\n");
+        for expected in [
+            "f.json:1: not JSON",
+            "f.json:2: a line of",
+            "f.json:3: policy verdict",
+            "f.json:4: no valid `src_ip`",
+            "f.json:5: no valid `dest_port`",
+        ] {
+            assert!(p.contains(expected), "{expected}: {p}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `eastwall policy replay` and `eastwall policy recommend`: recorded flows (EVE files) put
+//! against a candidate policy, or turned into one (`eastwall_flows`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use eastwall_flows::Observations;
+use eastwall_flows::recommend::{self, Options};
+use eastwall_policy::{Policy, Registry};
+
+/// `eastwall policy replay`.
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The candidate registry (kind: Registry).
+    #[arg(long)]
+    registry: PathBuf,
+    /// The candidate policy (kind: Policy).
+    #[arg(long)]
+    policy: PathBuf,
+    /// EVE files (a node's flows.json and its rotated files), or folders of them.
+    #[arg(required = true)]
+    records: Vec<PathBuf>,
+}
+
+/// `eastwall policy recommend`.
+#[derive(clap::Args)]
+pub(crate) struct RecommendArgs {
+    /// The registry the rules name ends by (kind: Registry).
+    #[arg(long)]
+    registry: PathBuf,
+    /// EVE files (a node's flows.json and its rotated files), or folders of them.
+    #[arg(required = true)]
+    records: Vec<PathBuf>,
+    /// Only what goes from or to this app.
+    #[arg(long)]
+    app: Option<String>,
+    /// Only what goes from or to this zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Write every rule with `mode: monitor`, to watch it before enforcing it.
+    #[arg(long)]
+    monitor: bool,
+    /// Write the policy here (default: standard output).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+}
+
+/// The EVE files of `paths`: files as given, folders' `*.json` and `*.json.N` files.
+fn eve_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    name.ends_with(".json")
+                        || name
+                            .rsplit_once(".json.")
+                            .is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect();
+            inside.sort();
+            out.extend(inside);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn observations(paths: &[PathBuf]) -> anyhow::Result<Observations> {
+    let mut o = Observations::default();
+    for f in eve_files(paths)? {
+        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+        o.read(&f.display().to_string(), &String::from_utf8_lossy(&bytes));
+    }
+    o.list.shrink_to_fit();
+    for p in o.problems.iter().take(10) {
+        eprintln!("skipped: {p}");
+    }
+    if o.problems.len() > 10 {
+        eprintln!("skipped: ... and {} more lines", o.problems.len() - 10);
+    }
+    Ok(o)
+}
+
+fn registry(path: &Path) -> anyhow::Result<Registry> {
+    let text = eastwall_node::config::read_file(path)?;
+    Registry::parse(&path.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// Replays the records against the candidate; exit 1 when it would deny something that was
+/// allowed, 2 on bad input.
+pub(crate) fn replay(args: &ReplayArgs) -> ExitCode {
+    let run = || -> anyhow::Result<bool> {
+        let reg = registry(&args.registry)?;
+        let text = eastwall_node::config::read_file(&args.policy)?;
+        let (policy, _) = Policy::parse(&args.policy.display().to_string(), &text, &reg)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let o = observations(&args.records)?;
+        let report = eastwall_flows::replay::replay(&o.list, &reg, &policy);
+        print!("{report}");
+        Ok(report.breaks() == 0)
+    };
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes the recommended policy.
+pub(crate) fn recommend(args: &RecommendArgs) -> anyhow::Result<()> {
+    let reg = registry(&args.registry)?;
+    let o = observations(&args.records)?;
+    let r = recommend::recommend(
+        &o.list,
+        &reg,
+        &Options {
+            app: args.app.clone(),
+            zone: args.zone.clone(),
+            monitor: args.monitor,
+        },
+    );
+    // What is written must be a policy `policy check` accepts.
+    Policy::parse("the recommended policy", &r.yaml, &reg)
+        .map_err(|d| anyhow::anyhow!("the recommendation does not validate (a bug):\n{d}"))?;
+    let header = format!(
+        "# recommended by `eastwall policy recommend` from {} records ({} decisions observed, {} allowed ones covered by {} rules)\n",
+        o.records,
+        o.list.iter().map(|x| x.count).sum::<u64>(),
+        r.covered,
+        r.rules
+    );
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, format!("{header}{}", r.yaml))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("{} rules written to {}", r.rules, path.display());
+        }
+        None => print!("{header}{}", r.yaml),
+    }
+    Ok(())
+}
