@@ -26,6 +26,7 @@ pub(crate) mod front;
 pub(crate) mod identity;
 pub mod ids;
 pub(crate) mod l7;
+pub mod mtls;
 pub(crate) mod relay;
 pub(crate) mod reload;
 pub(crate) mod rules;

@@ -4,61 +4,22 @@
 //! bundle. The node's renewals of its workloads' certificates are built on it.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use eastwall_certs::{Identity, RotatingIdentity, TrustBundle, generate_csr, sni_for};
+use eastwall_certs::{Identity, TrustBundle, generate_csr};
 use eastwall_identity::SpiffeId;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use hyper::Method;
 use tracing::warn;
 
-use super::server::{ALPN, MAX_BODY, SIGN_PATH};
+use super::server::{MAX_BODY, SIGN_PATH};
 use super::{ca_server_id, node_id};
 use crate::config::CaClientSpec;
+use crate::mtls::{Call, Endpoint};
 
 /// Longest one signing request may take, connection and handshake included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Where the CA service is.
-#[derive(Debug, Clone)]
-struct Endpoint {
-    host: String,
-    port: u16,
-    authority: String,
-    /// Path of the signing endpoint (the URL's path, then `/v1/sign`).
-    path: String,
-}
-
-impl Endpoint {
-    fn parse(url: &str) -> anyhow::Result<Endpoint> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("CA URL {url:?} is not a URL"))?;
-        if uri.scheme_str() != Some("https") {
-            bail!("CA URL {url:?} must start with https://");
-        }
-        let authority = uri
-            .authority()
-            .with_context(|| format!("CA URL {url:?} has no host"))?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let base = uri.path().trim_end_matches('/');
-        Ok(Endpoint {
-            host,
-            port: authority.port_u16().unwrap_or(443),
-            authority: authority.as_str().to_owned(),
-            path: format!("{base}{SIGN_PATH}"),
-        })
-    }
-}
 
 /// The node's client of the CA service.
 #[derive(Debug)]
@@ -177,101 +138,22 @@ async fn request(
     cert_secs: Option<u64>,
     mark: Option<u32>,
 ) -> anyhow::Result<(u16, String)> {
-    let config = eastwall_certs::client_config(
-        RotatingIdentity::new(client),
-        bundle,
-        server_id.clone(),
-        &[ALPN],
-    )
-    .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let path = match cert_secs {
-        Some(s) => format!("{}?certSecs={s}", endpoint.path),
-        None => endpoint.path.clone(),
+        Some(s) => format!("{SIGN_PATH}?certSecs={s}"),
+        None => SIGN_PATH.to_owned(),
     };
-    let req = Request::post(path)
-        .header(hyper::header::HOST, &endpoint.authority)
-        .header(hyper::header::CONTENT_TYPE, "application/pkcs10")
-        .body(Full::new(Bytes::from(csr_pem.to_owned())))?;
-    let sni = ServerName::try_from(sni_for(server_id))?;
-    let ep = endpoint.clone();
-    let exchange = async move {
-        let tcp = connect(&ep.host, ep.port, mark).await?;
-        let tls = connector
-            .connect(sni, tcp)
-            .await
-            .with_context(|| format!("TLS with the CA at {}", ep.authority))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        let conn = tokio::spawn(conn);
-        let result = async {
-            let resp = sender.send_request(req).await?;
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("reading the CA's answer: {e}"))?
-                .to_bytes();
-            let body = String::from_utf8(body.to_vec())
-                .map_err(|_| anyhow::anyhow!("the CA's answer is not UTF-8"))?;
-            anyhow::Ok((status, body))
-        }
-        .await;
-        conn.abort();
-        result
+    let call = Call {
+        method: Method::POST,
+        path: &path,
+        content_type: "application/pkcs10",
+        body: Bytes::from(csr_pem.to_owned()),
+        max_answer: MAX_BODY,
+        timeout: REQUEST_TIMEOUT,
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    let (status, body) = crate::mtls::request(endpoint, client, bundle, server_id, call, mark)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the CA at {} did not answer within {} s",
-                endpoint.authority,
-                REQUEST_TIMEOUT.as_secs()
-            )
-        })?
-}
-
-async fn connect(
-    host: &str,
-    port: u16,
-    mark: Option<u32>,
-) -> anyhow::Result<tokio::net::TcpStream> {
-    let mut last = None;
-    for addr in tokio::net::lookup_host((host, port))
-        .await
-        .with_context(|| format!("resolving {host}"))?
-    {
-        let sock = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if let Some(m) = mark {
-            socket2::SockRef::from(&sock)
-                .set_mark(m)
-                .context("setting SO_MARK on the CA connection")?;
-        }
-        match sock.connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(anyhow::anyhow!("connecting to the CA at {addr}: {e}")),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("{host} resolves to no address")))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn endpoint_urls() {
-        let e = Endpoint::parse("https://10.77.0.1:15009").unwrap();
-        assert_eq!((e.host.as_str(), e.port), ("10.77.0.1", 15009));
-        assert_eq!(e.path, "/v1/sign");
-        let e = Endpoint::parse("https://[::1]:9/base/").unwrap();
-        assert_eq!((e.host.as_str(), e.path.as_str()), ("::1", "/base/v1/sign"));
-        assert_eq!(Endpoint::parse("https://ca.example").unwrap().port, 443);
-        assert!(Endpoint::parse("http://10.0.0.1:1").is_err());
-        assert!(Endpoint::parse("not a url").is_err());
-    }
+        .with_context(|| format!("the CA at {}", endpoint.authority))?;
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| anyhow::anyhow!("the CA's answer is not UTF-8"))?;
+    Ok((status, body))
 }

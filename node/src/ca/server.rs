@@ -18,7 +18,6 @@
 //! force, validated like the nodes validate it). Either way, moving a workload to another
 //! node moves the right to its certificate with it. Every decision is logged.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,19 +26,15 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use eastwall_certs::{Ca, Identity, RotatingIdentity, TrustBundle, peer_identity};
+use eastwall_certs::{Ca, Identity, RotatingIdentity, TrustBundle};
 use eastwall_identity::SpiffeId;
 use eastwall_policy::Registry;
 use eastwall_store::follow::{Latest, latest};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::{ca_server_id, load_ca};
@@ -49,11 +44,9 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// The signing path.
 pub const SIGN_PATH: &str = "/v1/sign";
 /// The ALPN protocol of the endpoint.
-pub const ALPN: &[u8] = b"http/1.1";
+pub const ALPN: &[u8] = crate::mtls::ALPN;
 /// Lifetime of the CA service's own certificate (renewed at half of it).
 const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Longest a client may take for the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection may live (a signing client needs well under a second).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; more wait in the accept queue.
@@ -212,24 +205,18 @@ impl Server {
                 eastwall_store::follow::follow(&spec, "the registry in force stays", syncer).await;
             });
         }
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = limit.clone().acquire_owned().await?;
-            let (tcp, remote) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(%e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let (tls, ctx) = (self.tls.clone(), self.ctx.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(tls, ctx, tcp, remote))
-                    .await;
-            });
-        }
+        let ctx = self.ctx.clone();
+        crate::mtls::serve(
+            self.listener,
+            self.tls,
+            MAX_CONNECTIONS,
+            CONNECTION_TIMEOUT,
+            move |req, peer| {
+                let ctx = ctx.clone();
+                async move { handle(req, &ctx, &peer.identity, peer.addr).await }
+            },
+        )
+        .await
     }
 }
 
@@ -260,44 +247,6 @@ async fn renew_own(ctx: Arc<Ctx>, own: Arc<RotatingIdentity>) {
                 next = SystemTime::now() + Duration::from_secs(60);
             }
         }
-    }
-}
-
-async fn connection(
-    tls: tokio_rustls::TlsAcceptor,
-    ctx: Arc<Ctx>,
-    tcp: tokio::net::TcpStream,
-    remote: SocketAddr,
-) {
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            warn!(%remote, %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            warn!(%remote, "TLS handshake timed out");
-            return;
-        }
-    };
-    // The handshake verified the chain, so the peer has a certificate with one SPIFFE ID of
-    // the trust domain; a missing one is refused anyway.
-    let peer = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .ok_or_else(|| "no client certificate".to_owned())
-        .and_then(|chain| peer_identity(chain).map_err(|e| e.to_string()));
-    let peer = Arc::new(peer);
-    let svc = service_fn(move |req| {
-        let (ctx, peer) = (ctx.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(handle(req, &ctx, &peer, remote).await) }
-    });
-    if let Err(e) = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), svc)
-        .await
-    {
-        debug!(%remote, %e, "CA connection");
     }
 }
 
