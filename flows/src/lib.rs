@@ -5,11 +5,15 @@
 //! - [`replay`]: every observation decided again with a candidate registry and policy, by
 //!   the same pure decision code as the node, and what would change;
 //! - [`recommend`]: a policy that allows what was observed allowed, by app and zone, users'
-//!   groups, ports, HTTP methods and generalized paths, DNS names, with its evidence.
+//!   groups, ports, HTTP methods and generalized paths, DNS names, with its evidence;
+//! - [`record`]: any EVE record as the columns a collector stores, and [`filter`]: which
+//!   records to show (`eastwall observe`).
 //!
 //! Pure: values in, values out; reading files and printing are the CLI's.
 
+pub mod filter;
 pub mod observation;
+pub mod record;
 pub mod recommend;
 pub mod replay;
 
