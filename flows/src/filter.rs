@@ -71,11 +71,15 @@ impl EndIs {
             EndIs::Workload(n) => is(&e.workload, n),
             EndIs::App(n) => is(&e.app, n),
             EndIs::Zone(n) => is(&e.zone, n),
-            EndIs::Identity(id) => e.identity.as_deref().is_some_and(|i| match id.strip_suffix('*') {
-                Some(prefix) => i.starts_with(prefix),
-                None if id.ends_with('/') => i.starts_with(id.as_str()),
-                None => i == id,
-            }),
+            EndIs::Identity(id) => {
+                e.identity
+                    .as_deref()
+                    .is_some_and(|i| match id.strip_suffix('*') {
+                        Some(prefix) => i.starts_with(prefix),
+                        None if id.ends_with('/') => i.starts_with(id.as_str()),
+                        None => i == id,
+                    })
+            }
             EndIs::User(u) => is(&e.user, u),
             EndIs::Group(g) => e.groups.iter().any(|x| x == g),
             EndIs::Ip(ip) => e.ip == Some(*ip),
@@ -116,7 +120,8 @@ impl Filter {
     /// Whether `r` is kept.
     pub fn matches(&self, r: &Row) -> bool {
         let opt = |want: &Option<String>, got: &Option<String>| {
-            want.as_ref().is_none_or(|w| got.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| got.as_deref() == Some(w.as_str()))
         };
         (self.from.is_empty() || self.from.iter().any(|f| f.holds(&r.src)))
             && (self.to.is_empty() || self.to.iter().any(|t| t.holds(&r.dest)))
@@ -151,7 +156,9 @@ mod tests {
 
     #[test]
     fn every_criterion_must_hold() {
-        let r = row(r#"{"timestamp":"2026-12-05T10:00:00Z","event_type":"http","src_ip":"10.0.1.5","dest_ip":"10.0.2.4","dest_port":443,"proto":"TCP","http":{"url":"/api/accounts/7?x","http_method":"GET"},"eastwall":{"node":"hostB","src":{"workload":"desk-alice","app":"desktop","zone":"corp","user":"alice","groups":["finance"],"identity":"spiffe://corp.example/user/alice/wl/desk-alice"},"dest":{"workload":"finance-api","app":"finance-api"},"policy":{"verdict":"allow","rule":"finance"}}}"#);
+        let r = row(
+            r#"{"timestamp":"2026-12-05T10:00:00Z","event_type":"http","src_ip":"10.0.1.5","dest_ip":"10.0.2.4","dest_port":443,"proto":"TCP","http":{"url":"/api/accounts/7?x","http_method":"GET"},"eastwall":{"node":"hostB","src":{"workload":"desk-alice","app":"desktop","zone":"corp","user":"alice","groups":["finance"],"identity":"spiffe://corp.example/user/alice/wl/desk-alice"},"dest":{"workload":"finance-api","app":"finance-api"},"policy":{"verdict":"allow","rule":"finance"}}}"#,
+        );
         let f = |from: &[&str], to: &[&str]| Filter {
             from: from.iter().map(|s| EndIs::parse(s).unwrap()).collect(),
             to: to.iter().map(|s| EndIs::parse(s).unwrap()).collect(),
@@ -166,7 +173,13 @@ mod tests {
             (f(&["group:hr", "user:alice"], &[]), true),
             (f(&["zone:prod"], &[]), false),
             (f(&["identity:spiffe://corp.example/user/"], &[]), true),
-            (f(&["identity:spiffe://corp.example/user/alice/wl/desk-alice"], &[]), true),
+            (
+                f(
+                    &["identity:spiffe://corp.example/user/alice/wl/desk-alice"],
+                    &[],
+                ),
+                true,
+            ),
             (f(&["identity:spiffe://corp.example/wl/*"], &[]), false),
             (f(&["10.0.1.5"], &["ip:10.0.2.4"]), true),
             (f(&[], &["desk-alice"]), false),

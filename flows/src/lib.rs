@@ -13,8 +13,8 @@
 
 pub mod filter;
 pub mod observation;
-pub mod record;
 pub mod recommend;
+pub mod record;
 pub mod replay;
 
 pub use crate::observation::{Observation, Observations, RecordedL7, Side, Verdict};

@@ -151,7 +151,13 @@ pub fn unix_micros(ts: &str) -> Option<i64> {
         }
         s.parse().ok()
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -220,7 +226,10 @@ mod tests {
             unix_micros("2026-12-05T11:00:00.5+01:00"),
             Some(1_796_464_800_500_000)
         );
-        assert_eq!(unix_micros("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
+        assert_eq!(
+            unix_micros("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000_000)
+        );
         for bad in [
             "",
             "2026-12-05",
@@ -240,16 +249,38 @@ mod tests {
     fn rows_of_flows_requests_and_alerts() {
         let flow: Value = serde_json::from_str(r#"{"timestamp":"2026-12-05T10:00:00.000000+0000","event_type":"flow","src_ip":"10.0.1.2","dest_ip":"10.0.2.2","dest_port":5432,"proto":"TCP","flow":{"bytes_toserver":5,"bytes_toclient":7},"eastwall":{"node":"hostA","src":{"workload":"web","app":"web","user":"alice","groups":["finance"]},"dest":{"app":"db"},"policy":{"verdict":"allow","rule":"r1"}}}"#).unwrap();
         let r = row_of(&flow).unwrap();
-        assert_eq!((r.node.as_str(), r.port, r.bytes, r.count), ("hostA", 5432, 12, 1));
+        assert_eq!(
+            (r.node.as_str(), r.port, r.bytes, r.count),
+            ("hostA", 5432, 12, 1)
+        );
         assert_eq!(r.src.groups, ["finance"]);
         assert_eq!(r.verdict.as_deref(), Some("allow"));
         let alert: Value = serde_json::from_str(r#"{"timestamp":"2026-12-05T10:00:00Z","event_type":"alert","src_ip":"10.0.1.2","dest_ip":"10.0.2.2","dest_port":80,"proto":"TCP","alert":{"signature_id":9},"eastwall":{"node":"hostB","src_identity":"spiffe://x/wl/a"}}"#).unwrap();
         let r = row_of(&alert).unwrap();
-        assert_eq!((r.sid, r.src.identity.as_deref()), (Some(9), Some("spiffe://x/wl/a")));
-        let huge = format!(r#"{{"timestamp":"2026-12-05T10:00:00Z","event_type":"flow","eastwall":{{"node":"{}"}}}}"#, "n".repeat(5000));
-        assert_eq!(row_of(&serde_json::from_str(&huge).unwrap()).unwrap().node.len(), MAX_FIELD);
-        for bad in [r#"[1]"#, r#"{"timestamp":"x","event_type":"flow"}"#, r#"{"timestamp":"2026-12-05T10:00:00Z"}"#] {
-            assert!(row_of(&serde_json::from_str(bad).unwrap()).is_err(), "{bad}");
+        assert_eq!(
+            (r.sid, r.src.identity.as_deref()),
+            (Some(9), Some("spiffe://x/wl/a"))
+        );
+        let huge = format!(
+            r#"{{"timestamp":"2026-12-05T10:00:00Z","event_type":"flow","eastwall":{{"node":"{}"}}}}"#,
+            "n".repeat(5000)
+        );
+        assert_eq!(
+            row_of(&serde_json::from_str(&huge).unwrap())
+                .unwrap()
+                .node
+                .len(),
+            MAX_FIELD
+        );
+        for bad in [
+            r#"[1]"#,
+            r#"{"timestamp":"x","event_type":"flow"}"#,
+            r#"{"timestamp":"2026-12-05T10:00:00Z"}"#,
+        ] {
+            assert!(
+                row_of(&serde_json::from_str(bad).unwrap()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -84,6 +84,24 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         metrics.flow_log_dropped.clone(),
     )
     .context("opening the flow log")?;
+    // The collector, if any: a backlog the flow log fills and a task that empties it.
+    let mut export = None;
+    let flows = match (&cfg.export, &cfg.identity) {
+        (Some(spec), Some(id)) => {
+            let pem = std::fs::read_to_string(&id.trust_bundle)
+                .with_context(|| format!("trust bundle: reading {}", id.trust_bundle.display()))?;
+            let bundle = eastwall_certs::TrustBundle::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", id.trust_bundle.display()))?;
+            let (tx, rx) = tokio::sync::mpsc::channel(spec.backlog_records);
+            let dropped = metrics
+                .flow_export
+                .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "dropped" })
+                .clone();
+            export = Some((spec.clone(), bundle, rx, tx.clone()));
+            flows.with_export(tx, dropped)
+        }
+        _ => flows,
+    };
     let telemetry = Arc::new(Telemetry::new(metrics, flows));
     let limits = Limits::derive(
         open_files,
@@ -363,6 +381,17 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         }));
     }
 
+    // Not among `tasks`: at stop it has 2 s more to send what is left.
+    let exporting = export.map(|(spec, bundle, rx, tx)| {
+        let task = tokio::spawn(crate::collector::export::export(
+            spec,
+            bundle,
+            Some(cfg.capture.own_mark),
+            rx,
+            telemetry.metrics.flow_export.clone(),
+        ));
+        (tx, task)
+    });
     capture::install(&cfg.capture, &local_addrs)?;
     telemetry.health.set_ready();
     tasks.push(tokio::spawn(crate::reload::watch(
@@ -390,10 +419,18 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         t.abort();
     }
     // Folded flows get their aggregate records before the node goes, and every record
-    // queued reaches the file.
+    // queued reaches the file (and, for 2 s at most, the collector).
     telemetry.flush_all_folds();
     if !telemetry.flows.flush(Duration::from_secs(5)) {
         warn!("the flow log did not take every record within 5 s");
+    }
+    if let Some((backlog, task)) = exporting {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while backlog.capacity() < backlog.max_capacity() && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
     }
     Ok(())
 }

@@ -70,6 +70,8 @@ struct Spec {
     ids: Option<IdsSpec>,
     #[serde(default = "default_limits")]
     limits: Spanned<LimitsSpec>,
+    #[serde(default)]
+    export: Option<Spanned<ExportSpec>>,
 }
 
 /// The central store, as written in the file.
@@ -473,6 +475,8 @@ pub struct NodeConfig {
     pub ids: Option<IdsSpec>,
     /// Connection budgets.
     pub limits: LimitsSpec,
+    /// Where flow records are sent besides the local log (paths resolved); none: nowhere.
+    pub export: Option<ExportSpec>,
     /// Risky but legal settings, with their location (printed at start and by `policy
     /// check`).
     pub warnings: Vec<Diagnostic>,
@@ -738,6 +742,40 @@ impl NodeConfig {
                 })
             }
         };
+        let export = match f.spec.export {
+            None => None,
+            Some(e) => {
+                let at = e.referenced;
+                let e = e.value;
+                if !e.url.starts_with("https://") {
+                    error(
+                        &at,
+                        format!(
+                            "export: `url` {} must be https:// (the collector is reached with the node's certificate)",
+                            e.url
+                        ),
+                    );
+                }
+                if identity.is_none() {
+                    error(
+                        &at,
+                        "export: needs `identity` (its trust bundle proves the collector)"
+                            .to_owned(),
+                    );
+                }
+                if e.backlog_records == 0 {
+                    error(
+                        &at,
+                        "export: `backlogRecords` must be at least 1".to_owned(),
+                    );
+                }
+                Some(ExportSpec {
+                    node_cert: base.join(e.node_cert),
+                    node_key: base.join(e.node_key),
+                    ..e
+                })
+            }
+        };
         if !diags.is_empty() {
             return Err(diags);
         }
@@ -774,6 +812,7 @@ impl NodeConfig {
             udp: f.spec.udp.value,
             ids,
             limits: f.spec.limits.value,
+            export,
             base_dir: base.to_path_buf(),
             warnings,
             file: file.to_path_buf(),
@@ -883,6 +922,7 @@ struct DefaultsSpec {
     udp: Option<UdpSpec>,
     ids: Option<IdsSpec>,
     limits: Option<LimitsSpec>,
+    export: Option<ExportSpec>,
 }
 
 /// Checks a `kind: NodeDefaults` document as `eastwall apply` does before writing it: its
@@ -1077,6 +1117,27 @@ fn default_user_filter() -> String {
 }
 fn default_membership() -> String {
     "memberOf".into()
+}
+
+/// The `export` section: the flow collector this node sends its records to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExportSpec {
+    /// `https://HOST:PORT` of `eastwall collector`.
+    pub url: String,
+    /// The node certificate it presents (`spiffe://<td>/node/<nodeName>`), re-read for
+    /// every batch so it can be renewed in place.
+    pub node_cert: PathBuf,
+    /// Its key.
+    pub node_key: PathBuf,
+    /// Records kept while the collector cannot take them; beyond, new ones are dropped (and
+    /// counted).
+    #[serde(default = "default_backlog")]
+    pub backlog_records: usize,
+}
+
+fn default_backlog() -> usize {
+    100_000
 }
 
 /// The `ids` section of the node config.

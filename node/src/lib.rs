@@ -19,6 +19,7 @@ pub(crate) mod admin;
 pub mod app;
 pub mod ca;
 pub mod capture;
+pub mod collector;
 pub mod config;
 pub(crate) mod conn;
 pub(crate) mod directory;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{ca, demo, flows, ids, node, policy, store};
+use crate::cli::{ca, demo, flows, ids, node, observe, policy, store};
 
 /// jemalloc, with its background thread purging freed memory: a node's memory follows its
 /// connections down after a burst (glibc's allocator keeps the peak).
@@ -119,6 +119,36 @@ enum Cmd {
         #[command(flatten)]
         store: store::StoreArgs,
     },
+    /// Run the flow collector: nodes send it their records (mutual TLS), operators read
+    /// them (`eastwall observe`); stored in SQLite with retention by age and size.
+    Collector {
+        /// Address to listen on, e.g. 10.0.0.5:15010.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Its certificate (spiffe://<td>/collector, e.g. from `eastwall ca issue`).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The trust bundle nodes' and operators' certificates chain to.
+        #[arg(long)]
+        trust_bundle: PathBuf,
+        /// The SQLite file (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Records are kept this many days.
+        #[arg(long, default_value_t = 30)]
+        retention_days: u64,
+        /// The store is kept under this many MiB.
+        #[arg(long, default_value_t = 10_240)]
+        max_mib: u64,
+        /// Per-edge aggregates are kept this many days.
+        #[arg(long, default_value_t = 400)]
+        edge_days: i64,
+    },
+    /// Show flow records: from the collector or from EVE files, filtered, followed.
+    Observe(Box<observe::ObserveArgs>),
     /// Build a small private cloud in namespaces, run nodes, drive traffic, show the verdicts.
     Demo {
         /// Keep the lab running (until Ctrl-C) and print how to look around.
@@ -161,6 +191,26 @@ fn main() -> ExitCode {
                 },
         } => return ids::check(&files, classification.as_deref(), &vars),
         Cmd::Demo { keep } => demo::run(keep),
+        Cmd::Collector {
+            listen,
+            cert,
+            key,
+            trust_bundle,
+            db,
+            retention_days,
+            max_mib,
+            edge_days,
+        } => eastwall_node::collector::run(eastwall_node::collector::CollectorOptions {
+            listen,
+            cert,
+            key,
+            trust_bundle,
+            db,
+            retention: std::time::Duration::from_secs(retention_days.saturating_mul(86_400)),
+            max_bytes: max_mib.saturating_mul(1 << 20),
+            edge_days,
+        }),
+        Cmd::Observe(args) => observe::run(&args),
         Cmd::Apply {
             files,
             message,

@@ -87,9 +87,20 @@ pub struct Call<'a> {
     pub timeout: Duration,
 }
 
+/// What a server answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
 /// Sends `call` to `endpoint` presenting `client`; the server must prove `server_id` with a
 /// chain to `bundle`. `mark` sets `SO_MARK` on the connection (a node's own mark, so that
-/// its capture never takes it). Returns the status and body.
+/// its capture never takes it).
 pub async fn request(
     endpoint: &Endpoint,
     client: Identity,
@@ -97,7 +108,7 @@ pub async fn request(
     server_id: &SpiffeId,
     call: Call<'_>,
     mark: Option<u32>,
-) -> anyhow::Result<(u16, Bytes)> {
+) -> anyhow::Result<Answer> {
     let config = eastwall_certs::client_config(
         RotatingIdentity::new(client),
         bundle,
@@ -125,12 +136,17 @@ pub async fn request(
         let result = async {
             let resp = sender.send_request(req).await?;
             let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
             let body = Limited::new(resp.into_body(), max)
                 .collect()
                 .await
                 .map_err(|e| anyhow::anyhow!("reading the answer of {}: {e}", endpoint.authority))?
                 .to_bytes();
-            anyhow::Ok((status, body))
+            anyhow::Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         }
         .await;
         conn.abort();

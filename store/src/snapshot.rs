@@ -503,6 +503,7 @@ const DEFAULTS_SECTIONS: &[&str] = &[
     "udp",
     "ids",
     "limits",
+    "export",
 ];
 
 /// A `kind: NodeDefaults` document's shape (`file` names it): the node it is for and its

@@ -150,10 +150,10 @@ async fn request(
         max_answer: MAX_BODY,
         timeout: REQUEST_TIMEOUT,
     };
-    let (status, body) = crate::mtls::request(endpoint, client, bundle, server_id, call, mark)
+    let answer = crate::mtls::request(endpoint, client, bundle, server_id, call, mark)
         .await
         .with_context(|| format!("the CA at {}", endpoint.authority))?;
-    let body = String::from_utf8(body.to_vec())
+    let body = String::from_utf8(answer.body.to_vec())
         .map_err(|_| anyhow::anyhow!("the CA's answer is not UTF-8"))?;
-    Ok((status, body))
+    Ok((answer.status, body))
 }

@@ -6,5 +6,6 @@ pub(crate) mod demo;
 pub(crate) mod flows;
 pub(crate) mod ids;
 pub(crate) mod node;
+pub(crate) mod observe;
 pub(crate) mod policy;
 pub(crate) mod store;

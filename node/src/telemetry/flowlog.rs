@@ -34,6 +34,8 @@ pub(crate) struct FlowLog {
     capacity: usize,
     next_id: AtomicU64,
     dropped: Counter,
+    /// The exporter's backlog (records for the collector), and what it could not take.
+    export: Option<(tokio::sync::mpsc::Sender<String>, Counter)>,
 }
 
 /// What the writer thread is given.
@@ -192,7 +194,19 @@ impl FlowLog {
             capacity,
             next_id: AtomicU64::new(seed),
             dropped,
+            export: None,
         })
+    }
+
+    /// This log, also handing every record to `backlog` (the exporter's); records it has no
+    /// room for are counted in `dropped`.
+    pub(crate) fn with_export(
+        mut self,
+        backlog: tokio::sync::mpsc::Sender<String>,
+        dropped: Counter,
+    ) -> FlowLog {
+        self.export = Some((backlog, dropped));
+        self
     }
 
     /// Waits (at most `within`) until every record queued so far is in the file: when the
@@ -220,6 +234,11 @@ impl FlowLog {
                 return;
             }
         };
+        if let Some((backlog, dropped)) = &self.export
+            && backlog.try_send(line.clone()).is_err()
+        {
+            dropped.inc();
+        }
         if self.capacity > 0 {
             let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             if r.len() >= self.capacity {

@@ -160,6 +160,9 @@ pub(crate) struct Metrics {
     pub(crate) flow_log_write_errors: Counter,
     /// Flow records dropped from the flow log file because its queue was full.
     pub(crate) flow_log_dropped: Counter,
+    /// Records for the collector, by what became of them: `sent`, `rejected` (by the
+    /// collector), `dropped` (the backlog was full).
+    pub(crate) flow_export: Family<ResultLabels, Counter>,
     /// The directory of users' groups.
     pub(crate) directory: DirectoryMetrics,
     /// Certificate renewals from the CA, by result (`ok`, `error`).
@@ -218,6 +221,7 @@ impl Default for Metrics {
             cert_reload_failures: Counter::default(),
             flow_log_write_errors: Counter::default(),
             flow_log_dropped: Counter::default(),
+            flow_export: Family::default(),
             directory: DirectoryMetrics::default(),
             cert_renewals: Family::default(),
             policy_reloads: Family::default(),
@@ -373,6 +377,11 @@ impl Default for Metrics {
             "flow_log_write_errors",
             "Flow records that could not be written to the flow log file",
             m.flow_log_write_errors.clone(),
+        );
+        registry.register(
+            "flow_export_records",
+            "Flow records for the collector, by result: sent, rejected (by the collector), dropped (the backlog was full)",
+            m.flow_export.clone(),
         );
         registry.register(
             "flow_log_dropped",
