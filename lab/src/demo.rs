@@ -482,6 +482,8 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         ok &= c.change_centrally(&lab)?;
     }
 
+    ok &= flows_scene(exe, &nodes)?;
+
     if keep {
         println!("\nThe lab stays up until you press Ctrl-C. Look around:");
         print!("{}", lab.describe());
@@ -681,6 +683,90 @@ impl Central {
             exe.display()
         )
     }
+}
+
+/// From flows to policy: what the nodes recorded, seen with `eastwall observe`, a policy
+/// recommended from it for the finance app, and a candidate replayed against it.
+fn flows_scene(exe: &Path, nodes: &[NodeHandle]) -> anyhow::Result<bool> {
+    let dir = tempfile::tempdir()?;
+    let registry = dir.path().join("registry.yaml");
+    std::fs::write(&registry, REGISTRY)?;
+    let logs: Vec<String> = nodes
+        .iter()
+        .map(|n| n.flow_log.display().to_string())
+        .collect();
+    let run = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        std::process::Command::new(exe)
+            .args(args)
+            .args(&logs)
+            .output()
+            .context("running eastwall")
+    };
+    let observe = run(&[
+        "observe",
+        "--to",
+        "finance-api",
+        "--type",
+        "http",
+        "--last",
+        "4",
+    ])?;
+    println!("\nFrom flows to policy: `eastwall observe --to finance-api --type http --last 4`");
+    for l in String::from_utf8_lossy(&observe.stdout).lines() {
+        println!("  {l}");
+    }
+    let reg = registry.display().to_string();
+    let recommended = dir.path().join("finance.yaml");
+    let rec = recommended.display().to_string();
+    let out = run(&[
+        "policy",
+        "recommend",
+        "--registry",
+        &reg,
+        "--app",
+        "finance-api",
+        "-o",
+        &rec,
+    ])?;
+    if !out.status.success() {
+        bail!("policy recommend: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let yaml = std::fs::read_to_string(&recommended)?;
+    println!("\n`eastwall policy recommend --app finance-api` (from both nodes' records):");
+    for l in yaml.lines().filter(|l| {
+        let t = l.trim_start();
+        t.starts_with('#') && t.contains("evidence")
+            || t.starts_with("- id")
+            || t.starts_with("from")
+            || t.starts_with("to")
+            || t.starts_with("ports")
+    }) {
+        println!("  {l}");
+    }
+    // A candidate that forgets HR: replay says what it would break, and fails.
+    let candidate = dir.path().join("candidate.yaml");
+    let mut text = POLICY.to_owned();
+    let hr = "        - id: hr-uses-hr-app\n          action: allow\n          from: {group: hr}\n          to: {app: hr-app}\n          ports: [443]\n";
+    if !text.contains(hr) {
+        bail!("the demo policy no longer has the HR rule this scene removes");
+    }
+    text = text.replace(hr, "");
+    std::fs::write(&candidate, text)?;
+    let cand = candidate.display().to_string();
+    let out = run(&["policy", "replay", "--registry", &reg, "--policy", &cand])?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!(
+        "\n`eastwall policy replay` of a candidate without rule hr-uses-hr-app (exit {}):",
+        out.status.code().unwrap_or(-1)
+    );
+    for l in report.lines().take(8) {
+        println!("  {l}");
+    }
+    let ok = out.status.code() == Some(1) && report.contains("hr-uses-hr-app -> default-deny");
+    if !ok {
+        println!("  MISMATCH: the replay should have flagged bob's HR connection");
+    }
+    Ok(ok && yaml.contains("app: \"finance-api\""))
 }
 
 /// L7: alice's requests to the finance API on one keep-alive connection, each decided on its

@@ -51,12 +51,8 @@ fn args() -> Args {
 }
 
 fn addr(i: usize) -> String {
-    format!(
-        "10.{}.{}.{}",
-        100 + i / 65_536,
-        (i / 256) % 256,
-        i % 256 + 1
-    )
+    let j = i + 1;
+    format!("10.{}.{}.{}", 100 + j / 65_536, (j / 256) % 256, j % 256)
 }
 
 fn registry(n: usize) -> String {
