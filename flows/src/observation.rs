@@ -10,7 +10,7 @@
 //! skipped with its location and reason, never a panic; other event types (alerts, stats) are
 //! ignored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use eastwall_policy::Protocol;
@@ -109,6 +109,29 @@ pub struct Observation {
     pub bytes: u64,
     /// Where it was read (`FILE:LINE`).
     pub from: String,
+    /// The source port (0 without ports).
+    pub src_port: u16,
+    /// Recorded by the destination's node (inbound), or by the source's.
+    pub inbound: bool,
+}
+
+impl Observation {
+    /// Whether it is a connection decided as a whole (not a request or a query on it).
+    fn whole(&self) -> bool {
+        !matches!(self.l7, RecordedL7::Http { .. } | RecordedL7::Dns { .. })
+    }
+
+    fn conn(&self) -> Conn {
+        (self.src.addr, self.src_port, self.dest.addr, self.port)
+    }
+
+    fn key(&self) -> ConnKey {
+        ConnKey {
+            conn: self.conn(),
+            proto: self.proto.number(),
+            l7: self.l7.clone(),
+        }
+    }
 }
 
 /// Observations read from EVE records, and what could not be read.
@@ -122,14 +145,18 @@ pub struct Observations {
     pub records: u64,
     /// Inbound records per connection, to drop the outbound record of the same connection.
     seen: HashMap<ConnKey, (bool, usize)>,
+    /// Connections whose requests or queries were decided one by one.
+    per_request: HashSet<Conn>,
 }
+
+/// A connection: source address and port, destination address and port.
+type Conn = (IpAddr, u16, IpAddr, u16);
 
 /// A connection (or a request on it) as both nodes record it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ConnKey {
-    src: (IpAddr, u64),
-    dest: (IpAddr, u64),
-    proto: String,
+    conn: Conn,
+    proto: u8,
     l7: RecordedL7,
 }
 
@@ -160,39 +187,64 @@ impl Observations {
                 }
             };
             match observation_of(&v, &at) {
-                Ok(Some(o)) => self.push(o, &v),
-                Ok(None) => {}
+                Ok(Observed::One(o)) => self.push(*o),
+                Ok(Observed::PerRequest(conn)) => {
+                    self.per_request.insert(conn);
+                }
+                Ok(Observed::Nothing) => {}
                 Err(why) => self.problems.push(format!("{at}: {why}")),
             }
+        }
+        // A connection decided request by request is its requests, whichever node's record
+        // of it was read first.
+        let before = self.list.len();
+        let per_request = &self.per_request;
+        self.list
+            .retain(|o| !(o.whole() && per_request.contains(&o.conn())));
+        if self.list.len() != before {
+            self.seen = self
+                .list
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.src_port != 0)
+                .map(|(i, o)| (o.key(), (o.inbound, i)))
+                .collect();
         }
     }
 
     /// Adds `o`, keeping one record per connection: the inbound one when both nodes wrote it.
-    fn push(&mut self, o: Observation, v: &Value) {
-        let inbound = v["eastwall"]["direction"] == "inbound";
-        let key = ConnKey {
-            src: (o.src.addr, v["src_port"].as_u64().unwrap_or(0)),
-            dest: (o.dest.addr, v["dest_port"].as_u64().unwrap_or(0)),
-            proto: v["proto"].as_str().unwrap_or_default().to_owned(),
-            l7: o.l7.clone(),
-        };
+    fn push(&mut self, o: Observation) {
+        if o.whole() && self.per_request.contains(&o.conn()) {
+            return;
+        }
         // Without a source port (ICMP, other protocols) records cannot be paired.
-        if key.src.1 == 0 {
+        if o.src_port == 0 {
             self.list.push(o);
             return;
         }
+        let key = o.key();
         match self.seen.get(&key).copied() {
-            Some((true, _)) if !inbound => {}
-            Some((false, i)) if inbound => {
+            Some((true, _)) if !o.inbound => {}
+            Some((false, i)) if o.inbound => {
                 self.list[i] = o;
                 self.seen.insert(key, (true, i));
             }
             _ => {
-                self.seen.insert(key, (inbound, self.list.len()));
+                self.seen.insert(key, (o.inbound, self.list.len()));
                 self.list.push(o);
             }
         }
     }
+}
+
+/// What one record is.
+enum Observed {
+    /// One observation.
+    One(Box<Observation>),
+    /// A connection whose requests or queries are the observations.
+    PerRequest(Conn),
+    /// Nothing to replay (an alert, a DNS response, ...).
+    Nothing,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -251,13 +303,19 @@ fn verdict(p: &Value) -> Result<(Verdict, String), String> {
     Ok((verdict, rule))
 }
 
-/// The observation a record stands for (`None`: a record that is not one).
-fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
+/// The observation a record stands for.
+fn observation_of(v: &Value, at: &str) -> Result<Observed, String> {
     let event = v["event_type"].as_str().unwrap_or_default();
     let e = &v["eastwall"];
     if !matches!(event, "flow" | "http" | "dns") || !e.is_object() {
-        return Ok(None);
+        return Ok(Observed::Nothing);
     }
+    let port_of = |k: &str| {
+        v[k].as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0)
+    };
+    let addr = |k: &str| v[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
     let l7 = match event {
         "http" => {
             let h = &v["http"];
@@ -274,7 +332,7 @@ fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
         "dns" => {
             let d = &v["dns"];
             if d["type"] != "request" {
-                return Ok(None);
+                return Ok(Observed::Nothing);
             }
             let name = d["queries"][0]["rrname"]
                 .as_str()
@@ -287,7 +345,12 @@ fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
             // Decided per request or per query: those are the observations.
             let per = |k: &str| e[k].is_object();
             if per("http_requests") || per("dns_queries") {
-                return Ok(None);
+                return Ok(match (addr("src_ip"), addr("dest_ip")) {
+                    (Some(s), Some(d)) => {
+                        Observed::PerRequest((s, port_of("src_port"), d, port_of("dest_port")))
+                    }
+                    _ => Observed::Nothing,
+                });
             }
             match v["app_proto"].as_str() {
                 None => RecordedL7::None,
@@ -309,7 +372,7 @@ fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
         0
     };
     let flow = &v["flow"];
-    Ok(Some(Observation {
+    Ok(Observed::One(Box::new(Observation {
         time: text(&v["timestamp"]).ok_or("no timestamp")?,
         node: text(&e["node"]).unwrap_or_default(),
         src: side(v, &e["src"], "src_ip")?,
@@ -325,7 +388,9 @@ fn observation_of(v: &Value, at: &str) -> Result<Option<Observation>, String> {
             .unwrap_or(0)
             .saturating_add(flow["bytes_toclient"].as_u64().unwrap_or(0)),
         from: at.to_owned(),
-    }))
+        src_port: port_of("src_port"),
+        inbound: e["direction"] == "inbound",
+    })))
 }
 
 /// The path of a request target (no query, no scheme and authority).
@@ -357,6 +422,27 @@ mod tests {
     use super::*;
 
     pub(crate) const FLOW_OUT: &str = r#"{"timestamp":"2026-12-05T10:00:00.000000+0000","flow_id":1,"event_type":"flow","src_ip":"10.0.1.2","src_port":40000,"dest_ip":"10.0.2.2","dest_port":5432,"proto":"TCP","flow":{"bytes_toserver":10,"bytes_toclient":20,"start":"x","end":"y","age":0,"state":"closed","reason":"closed","alerted":false},"eastwall":{"node":"hostA","direction":"outbound","src":{"workload":"web","app":"web","zone":"prod","node":"hostA","identity":"spiffe://corp.example/wl/web"},"dest":{"workload":"db","app":"db","zone":"prod","node":"hostB","identity":"spiffe://corp.example/wl/db"},"policy":{"verdict":"allow","rule":"web-to-db","mode":"enforce","monitor":[]},"duration_ms":3}}"#;
+
+    #[test]
+    fn a_connection_decided_per_request_is_its_requests_whichever_node_comes_first() {
+        // The source node decided the connection (to be decided per request), the
+        // destination decided its requests; read in either order.
+        let out = FLOW_OUT.replace("\"dest_port\":5432", "\"dest_port\":443");
+        let inb = out
+            .replace("\"direction\":\"outbound\"", "\"direction\":\"inbound\"")
+            .replace(
+                "\"duration_ms\":3",
+                "\"duration_ms\":3,\"http_requests\":{\"requests\":1,\"denied\":0}",
+            );
+        let req = r#"{"timestamp":"t","event_type":"http","src_ip":"10.0.1.2","src_port":40000,"dest_ip":"10.0.2.2","dest_port":443,"proto":"TCP","http":{"url":"/x","http_method":"GET"},"eastwall":{"node":"hostB","direction":"inbound","src":{},"dest":{},"policy":{"verdict":"allow","rule":"r"}}}"#;
+        for order in [[out.as_str(), &inb, req], [&inb, req, &out]] {
+            let mut o = Observations::default();
+            o.read("a.json", order[0]);
+            o.read("b.json", &format!("{}\n{}", order[1], order[2]));
+            assert_eq!(o.list.len(), 1, "{:?}", o.list);
+            assert!(matches!(o.list[0].l7, RecordedL7::Http { .. }));
+        }
+    }
 
     #[test]
     fn records_become_observations_once_per_connection() {

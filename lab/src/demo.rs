@@ -478,11 +478,11 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         );
     }
 
+    ok &= flows_scene(exe, &nodes)?;
+
     if let Some(c) = &central {
         ok &= c.change_centrally(&lab)?;
     }
-
-    ok &= flows_scene(exe, &nodes)?;
 
     if keep {
         println!("\nThe lab stays up until you press Ctrl-C. Look around:");
