@@ -99,7 +99,7 @@ fn record(k: usize, n: usize, node: &str) -> String {
         dst % 50,
         dst % 4
     );
-    let (verdict, rule) = if k % 10 == 0 {
+    let (verdict, rule) = if k.is_multiple_of(10) {
         ("deny", "default-deny")
     } else {
         ("allow", "observe-all")
