@@ -243,6 +243,38 @@ fn records_reach_the_collector_and_an_outage_loses_nothing_within_the_backlog() 
         table.contains("deny") && table.contains("default-deny"),
         "{table}"
     );
+    // A policy recommended from what the collector holds.
+    let reg = s.dir.path().join("registry.yaml");
+    std::fs::write(&reg, s.c.registry()).unwrap();
+    let (crt, key) = (
+        s.dir.path().join("alice.crt"),
+        s.dir.path().join("alice.key"),
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &s.c.lab.host("central").netns])
+        .arg(eastwall_bin())
+        .args(["policy", "recommend", "--registry"])
+        .arg(&reg)
+        .args(["--collector", &s.url, "--since", "2026-01-01T00:00:00Z"])
+        .arg("--cert")
+        .arg(crt)
+        .arg("--key")
+        .arg(key)
+        .arg("--trust-bundle")
+        .arg(&s.bundle)
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        yaml.contains("from: {app: \"web\", zone: \"prod\"}") && yaml.contains("ports: [5432]"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("# evidence: 10 decisions"), "{yaml}");
 
     // The collector goes away; 15 more connections wait in the backlogs (under 40 each).
     let before = (s.logged("hostA"), s.logged("hostB"));

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use eastwall_flows::Observations;
 use eastwall_flows::recommend::{self, Options};
 use eastwall_policy::{Policy, Registry};
@@ -18,9 +18,23 @@ pub(crate) struct ReplayArgs {
     /// The candidate policy (kind: Policy).
     #[arg(long)]
     policy: PathBuf,
+    #[command(flatten)]
+    source: Source,
+}
+
+/// Where recorded flows come from: EVE files, or the collector; and the time window.
+#[derive(clap::Args)]
+pub(crate) struct Source {
     /// EVE files (a node's flows.json and its rotated files), or folders of them.
-    #[arg(required = true)]
     records: Vec<PathBuf>,
+    #[command(flatten)]
+    collector: super::observe::CollectorArgs,
+    /// Only what was recorded at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only what was recorded before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
 }
 
 /// `eastwall policy recommend`.
@@ -29,9 +43,8 @@ pub(crate) struct RecommendArgs {
     /// The registry the rules name ends by (kind: Registry).
     #[arg(long)]
     registry: PathBuf,
-    /// EVE files (a node's flows.json and its rotated files), or folders of them.
-    #[arg(required = true)]
-    records: Vec<PathBuf>,
+    #[command(flatten)]
+    source: Source,
     /// Only what goes from or to this app.
     #[arg(long)]
     app: Option<String>,
@@ -72,11 +85,46 @@ fn eve_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn observations(paths: &[PathBuf]) -> anyhow::Result<Observations> {
+fn observations(source: &Source) -> anyhow::Result<Observations> {
+    let time = |t: &Option<String>| -> anyhow::Result<Option<i64>> {
+        t.as_ref()
+            .map(|s| {
+                eastwall_flows::record::unix_micros(s)
+                    .with_context(|| format!("{s:?} is not a time (RFC 3339)"))
+            })
+            .transpose()
+    };
+    let (since, until) = (time(&source.since)?, time(&source.until)?);
     let mut o = Observations::default();
-    for f in eve_files(paths)? {
-        let bytes = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
-        o.read(&f.display().to_string(), &String::from_utf8_lossy(&bytes));
+    match super::observe::CollectorClient::new(&source.collector)? {
+        Some(client) => {
+            if !source.records.is_empty() {
+                bail!("give EVE files or --collector, not both");
+            }
+            let mut q = Vec::new();
+            for (k, v) in [("since", &source.since), ("until", &source.until)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", v.replace(':', "%3A").replace('+', "%2B")));
+                }
+            }
+            client.all(&q.join("&"), |text| o.read("collector", text))?;
+        }
+        None => {
+            if source.records.is_empty() {
+                bail!("give EVE files, or --collector (EASTWALL_COLLECTOR)");
+            }
+            for f in eve_files(&source.records)? {
+                let bytes =
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                o.read(&f.display().to_string(), &String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    if since.is_some() || until.is_some() {
+        o.list.retain(|x| {
+            let t = eastwall_flows::record::unix_micros(&x.time);
+            t.is_some_and(|t| since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u))
+        });
     }
     o.list.shrink_to_fit();
     for p in o.problems.iter().take(10) {
@@ -101,7 +149,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> ExitCode {
         let text = eastwall_node::config::read_file(&args.policy)?;
         let (policy, _) = Policy::parse(&args.policy.display().to_string(), &text, &reg)
             .map_err(|d| anyhow::anyhow!("{d}"))?;
-        let o = observations(&args.records)?;
+        let o = observations(&args.source)?;
         let report = eastwall_flows::replay::replay(&o.list, &reg, &policy);
         print!("{report}");
         Ok(report.breaks() == 0)
@@ -119,7 +167,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> ExitCode {
 /// Writes the recommended policy.
 pub(crate) fn recommend(args: &RecommendArgs) -> anyhow::Result<()> {
     let reg = registry(&args.registry)?;
-    let o = observations(&args.records)?;
+    let o = observations(&args.source)?;
     let r = recommend::recommend(
         &o.list,
         &reg,

@@ -10,6 +10,7 @@ use eastwall_certs::{Identity, TrustBundle};
 use eastwall_flows::filter::{EndIs, Filter};
 use eastwall_flows::record::{End, Row, row_of, unix_micros};
 use eastwall_node::collector::{RECORDS_PATH, collector_id};
+
 use eastwall_node::mtls::{Call, Endpoint};
 use hyper::Method;
 
@@ -18,18 +19,8 @@ use hyper::Method;
 pub(crate) struct ObserveArgs {
     /// EVE files to read (a node's flows.json), when there is no collector.
     records: Vec<PathBuf>,
-    /// The collector (`https://HOST:PORT`); then `--cert`, `--key`, `--trust-bundle`.
-    #[arg(long, env = "EASTWALL_COLLECTOR")]
-    collector: Option<String>,
-    /// Your operator certificate (`spiffe://<td>/operator/<you>`, from the eastwall CA).
-    #[arg(long, env = "EASTWALL_COLLECTOR_CERT")]
-    cert: Option<PathBuf>,
-    /// Its key.
-    #[arg(long, env = "EASTWALL_COLLECTOR_KEY")]
-    key: Option<PathBuf>,
-    /// The trust bundle the collector's certificate chains to.
-    #[arg(long, env = "EASTWALL_TRUST_BUNDLE")]
-    trust_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    collector: CollectorArgs,
     /// The source: `app:db`, `zone:prod`, `workload:web`, `identity:spiffe://...`,
     /// `user:alice`, `group:finance`, `ip:10.0.0.1`, or a bare workload or app name (repeat:
     /// any of them).
@@ -77,6 +68,130 @@ pub(crate) struct ObserveArgs {
     /// table or json (one record per line, as the node wrote it).
     #[arg(short, long, default_value = "table")]
     output: String,
+}
+
+/// How to reach the collector, as an operator.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct CollectorArgs {
+    /// The collector (`https://HOST:PORT`); then `--cert`, `--key`, `--trust-bundle`.
+    #[arg(long, env = "EASTWALL_COLLECTOR")]
+    pub(crate) collector: Option<String>,
+    /// Your operator certificate (`spiffe://<td>/operator/<you>`, from the eastwall CA).
+    #[arg(long, env = "EASTWALL_COLLECTOR_CERT")]
+    cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long, env = "EASTWALL_COLLECTOR_KEY")]
+    key: Option<PathBuf>,
+    /// The trust bundle the collector's certificate chains to.
+    #[arg(long, env = "EASTWALL_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
+}
+
+/// A client of the collector's records, as an operator.
+pub(crate) struct CollectorClient {
+    endpoint: Endpoint,
+    server: eastwall_identity::SpiffeId,
+    bundle: TrustBundle,
+    cert: PathBuf,
+    key: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl CollectorClient {
+    /// A client of the collector `args` name (`None`: none named).
+    pub(crate) fn new(args: &CollectorArgs) -> anyhow::Result<Option<CollectorClient>> {
+        let Some(url) = &args.collector else {
+            return Ok(None);
+        };
+        let need = |o: &Option<PathBuf>, what: &str| {
+            o.clone()
+                .with_context(|| format!("--collector needs --{what}"))
+        };
+        let bundle = need(&args.trust_bundle, "trust-bundle")?;
+        let pem = std::fs::read_to_string(&bundle)
+            .with_context(|| format!("reading {}", bundle.display()))?;
+        let bundle = TrustBundle::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Some(CollectorClient {
+            endpoint: Endpoint::parse(url)?,
+            server: collector_id(bundle.trust_domain())?,
+            bundle,
+            cert: need(&args.cert, "cert")?,
+            key: need(&args.key, "key")?,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        }))
+    }
+
+    /// One page of the records `query` keeps: those after record `after`, oldest first, or
+    /// (`None`) the newest `limit`. Returns them (JSON lines) and the id to go on after.
+    pub(crate) fn page(
+        &self,
+        query: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> anyhow::Result<(String, Option<i64>)> {
+        let read = |p: &PathBuf| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let me = Identity::from_pem(&read(&self.cert)?, &read(&self.key)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.cert.display()))?;
+        let mut q = query.to_owned();
+        if !q.is_empty() {
+            q.push('&');
+        }
+        match after {
+            Some(a) => q.push_str(&format!("after={a}&limit={limit}")),
+            None => q.push_str(&format!("limit={limit}")),
+        }
+        let path = format!("{RECORDS_PATH}?{q}");
+        let call = Call {
+            method: Method::GET,
+            path: &path,
+            content_type: "text/plain",
+            body: Bytes::new(),
+            max_answer: 256 << 20,
+            timeout: Duration::from_secs(60),
+        };
+        let a = self.rt.block_on(eastwall_node::mtls::request(
+            &self.endpoint,
+            me,
+            &self.bundle,
+            &self.server,
+            call,
+            None,
+        ))?;
+        if a.status != 200 {
+            bail!(
+                "the collector answered {}: {}",
+                a.status,
+                String::from_utf8_lossy(&a.body).trim()
+            );
+        }
+        let last = a
+            .headers
+            .get("x-eastwall-last-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((String::from_utf8_lossy(&a.body).into_owned(), last))
+    }
+
+    /// Every record `query` keeps, oldest first, page by page, given to `each` (JSON lines).
+    pub(crate) fn all(&self, query: &str, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
+        let mut after = 0;
+        loop {
+            let (text, last) =
+                self.page(query, Some(after), eastwall_node::collector::MAX_LIMIT)?;
+            if text.is_empty() {
+                return Ok(());
+            }
+            each(&text);
+            match last {
+                Some(l) if l > after => after = l,
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 impl ObserveArgs {
@@ -207,8 +322,8 @@ pub(crate) fn run(args: &ObserveArgs) -> anyhow::Result<()> {
             "TIME                 NODE     TYPE  VERDICT RULE                     FROM -> TO PROTO/PORT DETAIL"
         );
     }
-    match &args.collector {
-        Some(url) => from_collector(args, url, json),
+    match CollectorClient::new(&args.collector)? {
+        Some(client) => from_collector(args, &client, json),
         None if args.records.is_empty() => {
             bail!("give EVE files to read, or --collector (EASTWALL_COLLECTOR)")
         }
@@ -259,77 +374,26 @@ fn from_files(args: &ObserveArgs, filter: &Filter, json: bool) -> anyhow::Result
     }
 }
 
-fn from_collector(args: &ObserveArgs, url: &str, json: bool) -> anyhow::Result<()> {
-    let need = |o: &Option<PathBuf>, what: &str| {
-        o.clone()
-            .with_context(|| format!("--collector needs --{what}"))
-    };
-    let (cert, key, bundle) = (
-        need(&args.cert, "cert")?,
-        need(&args.key, "key")?,
-        need(&args.trust_bundle, "trust-bundle")?,
-    );
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let bundle = TrustBundle::from_pem(&read(&bundle)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let endpoint = Endpoint::parse(url)?;
-    let server = collector_id(bundle.trust_domain())?;
+fn from_collector(args: &ObserveArgs, client: &CollectorClient, json: bool) -> anyhow::Result<()> {
     let query = args.query();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut after: Option<i64> = None;
-        loop {
-            let me = Identity::from_pem(&read(&cert)?, &read(&key)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-            let mut q = query.clone();
-            let page = match after {
-                Some(a) => format!("after={a}&limit=10000"),
-                None => format!("limit={}", args.last.max(1)),
-            };
-            if !q.is_empty() {
-                q.push('&');
+    let mut after: Option<i64> = None;
+    loop {
+        let (text, last) = match after {
+            Some(a) => client.page(&query, Some(a), eastwall_node::collector::MAX_LIMIT)?,
+            None => client.page(&query, None, args.last.max(1))?,
+        };
+        for l in text.lines() {
+            if let Ok(v) = serde_json::from_str(l)
+                && let Ok(r) = row_of(&v)
+            {
+                println!("{}", line(&r, l, json));
             }
-            q.push_str(&page);
-            let path = format!("{RECORDS_PATH}?{q}");
-            let call = Call {
-                method: Method::GET,
-                path: &path,
-                content_type: "text/plain",
-                body: Bytes::new(),
-                max_answer: 256 << 20,
-                timeout: Duration::from_secs(60),
-            };
-            let a =
-                eastwall_node::mtls::request(&endpoint, me, &bundle, &server, call, None).await?;
-            if a.status != 200 {
-                bail!(
-                    "the collector answered {}: {}",
-                    a.status,
-                    String::from_utf8_lossy(&a.body).trim()
-                );
-            }
-            for l in String::from_utf8_lossy(&a.body).lines() {
-                if let Ok(v) = serde_json::from_str(l)
-                    && let Ok(r) = row_of(&v)
-                {
-                    println!("{}", line(&r, l, json));
-                }
-            }
-            if !args.follow {
-                return Ok(());
-            }
-            // The next page starts after the last record of this one.
-            after = a
-                .headers
-                .get("x-eastwall-last-id")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .or(after)
-                .or(Some(0));
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    })
+        if !args.follow {
+            return Ok(());
+        }
+        // The next page starts after the last record of this one.
+        after = last.or(after).or(Some(0));
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
