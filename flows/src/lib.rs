@@ -7,10 +7,13 @@
 //! - [`recommend`]: a policy that allows what was observed allowed, by app and zone, users'
 //!   groups, ports, HTTP methods and generalized paths, DNS names, with its evidence;
 //! - [`record`]: any EVE record as the columns a collector stores, and [`filter`]: which
-//!   records to show (`eastwall observe`).
+//!   records to show (`eastwall observe`);
+//! - [`anomaly`]: lateral-movement signals (a new peer after the learning period, denials
+//!   across zones) as EVE `anomaly` events.
 //!
 //! Pure: values in, values out; reading files and printing are the CLI's.
 
+pub mod anomaly;
 pub mod filter;
 pub mod observation;
 pub mod recommend;

@@ -210,10 +210,56 @@ pub fn unix_micros(ts: &str) -> Option<i64> {
     secs.checked_mul(1_000_000)?.checked_add(micros)
 }
 
+/// EVE's form of the time `us` microseconds after 1970 (UTC): the inverse of
+/// [`unix_micros`].
+pub fn timestamp_of(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn times_go_both_ways() {
+        for us in [
+            0,
+            1_796_464_800_000_123,
+            951_868_800_000_000,
+            4_102_444_799_999_999,
+        ] {
+            assert_eq!(
+                unix_micros(&timestamp_of(us)),
+                Some(us),
+                "{}",
+                timestamp_of(us)
+            );
+        }
+        assert_eq!(
+            timestamp_of(1_796_464_800_000_123),
+            "2026-12-05T10:00:00.000123+0000"
+        );
+    }
 
     #[test]
     fn times_of_every_form() {

@@ -62,6 +62,10 @@ struct Scene {
 
 impl Scene {
     fn start_collector(&self) -> Collector {
+        self.start_collector_with(&[])
+    }
+
+    fn start_collector_with(&self, extra: &[&str]) -> Collector {
         let central = self.c.lab.host("central");
         let (crt, key) = (
             self.dir.path().join("collector.crt"),
@@ -84,6 +88,7 @@ impl Scene {
             .arg(&self.bundle)
             .arg("--db")
             .arg(self.dir.path().join("flows.db"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -392,4 +397,56 @@ fn only_nodes_send_and_only_operators_read() {
         body.contains("a record of node `hostB` sent by node `hostA`"),
         "{body}"
     );
+}
+
+#[test]
+fn lateral_movement_is_flagged_when_asked() {
+    let s = scene();
+    // No learning period, three denials across zones in a minute.
+    let _collector = s.start_collector_with(&[
+        "--anomalies",
+        "--learning-hours",
+        "0",
+        "--denied-across-zones",
+        "3",
+        "--window-secs",
+        "60",
+    ]);
+    for _ in 0..3 {
+        assert!(s.c.connect("web", "db", 5432).outcome.reached());
+    }
+    // (Denials across zones are table-tested in eastwall_flows::anomaly.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let anomalies = loop {
+        let out = s.observe(&["--type", "anomaly", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().count() >= 1 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no anomaly at the collector");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // The first contact of web with db (and of db's node seeing web), once per pair.
+    let events: Vec<serde_json::Value> = anomalies
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().all(|e| e["anomaly"]["event"] == "new-peer"),
+        "{anomalies}"
+    );
+    assert!(
+        events.iter().any(|e| e["anomaly"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("web contacted db TCP/5432")),
+        "{anomalies}"
+    );
+    let pairs = events.len();
+    for _ in 0..3 {
+        assert!(s.c.connect("web", "db", 5432).outcome.reached());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = s.observe(&["--type", "anomaly", "-o", "json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), pairs);
 }

@@ -146,6 +146,19 @@ enum Cmd {
         /// Per-edge aggregates are kept this many days.
         #[arg(long, default_value_t = 400)]
         edge_days: i64,
+        /// Flag lateral movement as `anomaly` records: a source contacting a new peer after
+        /// its learning period, denials across zones.
+        #[arg(long)]
+        anomalies: bool,
+        /// With --anomalies: hours a source is learned before a new peer is flagged.
+        #[arg(long, default_value_t = 24)]
+        learning_hours: i64,
+        /// With --anomalies: denials across zones within --window-secs that are flagged.
+        #[arg(long, default_value_t = 20)]
+        denied_across_zones: usize,
+        /// With --anomalies: the window of --denied-across-zones.
+        #[arg(long, default_value_t = 600)]
+        window_secs: i64,
     },
     /// Show flow records: from the collector or from EVE files, filtered, followed.
     Observe(Box<observe::ObserveArgs>),
@@ -200,6 +213,10 @@ fn main() -> ExitCode {
             retention_days,
             max_mib,
             edge_days,
+            anomalies,
+            learning_hours,
+            denied_across_zones,
+            window_secs,
         } => eastwall_node::collector::run(eastwall_node::collector::CollectorOptions {
             listen,
             cert,
@@ -209,6 +226,11 @@ fn main() -> ExitCode {
             retention: std::time::Duration::from_secs(retention_days.saturating_mul(86_400)),
             max_bytes: max_mib.saturating_mul(1 << 20),
             edge_days,
+            anomalies: anomalies.then_some(eastwall_flows::anomaly::Thresholds {
+                learning_us: learning_hours.saturating_mul(3_600_000_000),
+                denied_across_zones: denied_across_zones.max(1),
+                window_us: window_secs.saturating_mul(1_000_000),
+            }),
         }),
         Cmd::Observe(args) => observe::run(&args),
         Cmd::Apply {

@@ -215,6 +215,7 @@ fn main() -> anyhow::Result<()> {
         retention: Duration::from_secs(30 * 86_400),
         max_bytes: u64::MAX,
         edge_days: 400,
+        anomalies: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

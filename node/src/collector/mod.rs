@@ -77,6 +77,9 @@ pub struct CollectorOptions {
     pub max_bytes: u64,
     /// Edges older than this many days are dropped.
     pub edge_days: i64,
+    /// Lateral-movement signals, when asked for (off by default: they take a learning
+    /// period to be quiet).
+    pub anomalies: Option<eastwall_flows::anomaly::Thresholds>,
 }
 
 /// Who a client is, as far as the collector cares.
@@ -102,6 +105,7 @@ fn client_of(peer: &Peer) -> Result<Client, String> {
 
 struct Ctx {
     store: Mutex<Box<dyn FlowStore>>,
+    detector: Mutex<Option<eastwall_flows::anomaly::Detector>>,
 }
 
 /// Runs the collector until SIGINT or SIGTERM.
@@ -143,13 +147,35 @@ pub async fn serve(
     }
     let config = eastwall_certs::server_config(RotatingIdentity::new(own), &bundle, &[ALPN])
         .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
-    let store = db::Sqlite::open(&opts.db)?;
+    let mut store = db::Sqlite::open(&opts.db)?;
+    // What past traffic says is usual, from the aggregates kept.
+    let detector = match opts.anomalies {
+        None => None,
+        Some(t) => {
+            let mut d = eastwall_flows::anomaly::Detector::new(t);
+            for e in store.edges(0)? {
+                let src = if e.src[0].is_empty() {
+                    continue;
+                } else {
+                    &e.src[0]
+                };
+                let dest = if e.dest[0].is_empty() {
+                    continue;
+                } else {
+                    &e.dest[0]
+                };
+                d.learn(src, &format!("{dest} {}/{}", e.proto, e.port), e.first_us);
+            }
+            Some(d)
+        }
+    };
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     info!(listen = %opts.listen, db = %opts.db.display(), "collector serving {RECORDS_PATH}");
     let ctx = Arc::new(Ctx {
         store: Mutex::new(Box::new(store)),
+        detector: Mutex::new(detector),
     });
     tokio::spawn(prune(ctx.clone(), opts.clone()));
     let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -308,11 +334,31 @@ async fn ingest(
         }
     };
     let now = now_us();
-    let (good, bad) = check_batch(&body, node, now);
+    let (mut good, bad) = check_batch(&body, node, now);
     let accepted = good.len();
     if !good.is_empty() {
         let ctx = ctx.clone();
         let stored = tokio::task::spawn_blocking(move || {
+            // Anomalies are records too (`eastwall observe --type anomaly`).
+            if let Some(d) = ctx
+                .detector
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                let found: Vec<serde_json::Value> =
+                    good.iter().flat_map(|(r, _)| d.observe(r)).collect();
+                for a in found {
+                    warn!(
+                        event = %a["anomaly"]["event"],
+                        "anomaly: {}",
+                        a["anomaly"]["reason"].as_str().unwrap_or_default()
+                    );
+                    if let Ok(r) = eastwall_flows::record::row_of(&a) {
+                        good.push((r, a.to_string()));
+                    }
+                }
+            }
             ctx.store
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
