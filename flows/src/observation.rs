@@ -147,6 +147,8 @@ pub struct Observations {
     seen: HashMap<ConnKey, (bool, usize)>,
     /// Connections whose requests or queries were decided one by one.
     per_request: HashSet<Conn>,
+    /// Where the observation of each connection decided as a whole is in `list`.
+    whole_at: HashMap<Conn, usize>,
 }
 
 /// A connection: source address and port, destination address and port.
@@ -189,26 +191,38 @@ impl Observations {
             match observation_of(&v, &at) {
                 Ok(Observed::One(o)) => self.push(*o),
                 Ok(Observed::PerRequest(conn)) => {
+                    // Its requests are the observations, whichever node's record of the
+                    // connection came first.
                     self.per_request.insert(conn);
+                    if let Some(i) = self.whole_at.remove(&conn) {
+                        self.remove_at(i);
+                    }
                 }
                 Ok(Observed::Nothing) => {}
                 Err(why) => self.problems.push(format!("{at}: {why}")),
             }
         }
-        // A connection decided request by request is its requests, whichever node's record
-        // of it was read first.
-        let before = self.list.len();
-        let per_request = &self.per_request;
-        self.list
-            .retain(|o| !(o.whole() && per_request.contains(&o.conn())));
-        if self.list.len() != before {
-            self.seen = self
-                .list
-                .iter()
-                .enumerate()
-                .filter(|(_, o)| o.src_port != 0)
-                .map(|(i, o)| (o.key(), (o.inbound, i)))
-                .collect();
+    }
+
+    /// Drops the observation at `i` (a connection decided request by request after all),
+    /// moving the last one into its place.
+    fn remove_at(&mut self, i: usize) {
+        let gone = self.list.swap_remove(i);
+        if self.seen.get(&gone.key()).is_some_and(|(_, at)| *at == i) {
+            self.seen.remove(&gone.key());
+        }
+        let last = self.list.len();
+        if let Some(moved) = self.list.get(i) {
+            if let Some(entry) = self.seen.get_mut(&moved.key())
+                && entry.1 == last
+            {
+                entry.1 = i;
+            }
+            if let Some(at) = self.whole_at.get_mut(&moved.conn())
+                && *at == last
+            {
+                *at = i;
+            }
         }
     }
 
@@ -230,7 +244,11 @@ impl Observations {
                 self.seen.insert(key, (true, i));
             }
             _ => {
-                self.seen.insert(key, (o.inbound, self.list.len()));
+                let i = self.list.len();
+                if o.whole() {
+                    self.whole_at.insert(o.conn(), i);
+                }
+                self.seen.insert(key, (o.inbound, i));
                 self.list.push(o);
             }
         }
@@ -442,6 +460,50 @@ mod tests {
             assert_eq!(o.list.len(), 1, "{:?}", o.list);
             assert!(matches!(o.list[0].l7, RecordedL7::Http { .. }));
         }
+    }
+
+    #[test]
+    fn many_connections_interleaved_keep_their_places() {
+        // 100 connections recorded by the source; then the even ones turn out decided per
+        // request, and the destination's records of the odd ones replace the source's.
+        let out = |p: usize| FLOW_OUT.replace("40000", &(40_000 + p).to_string());
+        let mut o = Observations::default();
+        let first: Vec<String> = (0..100).map(out).collect();
+        o.read("a.json", &first.join("\n"));
+        let mut second = Vec::new();
+        for p in 0..100 {
+            if p % 2 == 0 {
+                second.push(out(p).replace(
+                    "\"duration_ms\":3",
+                    "\"duration_ms\":3,\"http_requests\":{\"requests\":1,\"denied\":0}",
+                ));
+            } else {
+                second.push(
+                    out(p)
+                        .replace("\"direction\":\"outbound\"", "\"direction\":\"inbound\"")
+                        .replace(
+                            "\"node\":\"hostA\",\"direction\"",
+                            "\"node\":\"hostB\",\"direction\"",
+                        ),
+                );
+            }
+        }
+        o.read("b.json", &second.join("\n"));
+        assert_eq!(o.list.len(), 50);
+        let mut ports: Vec<u16> = o.list.iter().map(|x| x.src_port).collect();
+        ports.sort_unstable();
+        assert_eq!(
+            ports,
+            (0..100)
+                .filter(|p| p % 2 == 1)
+                .map(|p| 40_000 + p)
+                .collect::<Vec<u16>>()
+        );
+        assert!(
+            o.list.iter().all(|x| x.node == "hostB"),
+            "{:?}",
+            o.list.iter().map(|x| &x.node).collect::<Vec<_>>()
+        );
     }
 
     #[test]
