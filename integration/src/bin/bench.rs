@@ -24,6 +24,8 @@
 //! Run as root, built with `--release` (`scripts/bench.sh` installs the tools and does both):
 //! `target/release/bench [--secs 5] [--rounds 3] [--idle 10000] [--rate 1000]
 //!  [--paths direct,haproxy,eastwall,eastwall-h2,eastwall-l7] [--out FILE.md] [--perf DIR] [--only-idle]`
+//! (also `eastwall-h2-export` and `eastwall-h2-stalled`: the nodes export every record to a
+//! collector, which in the second stops answering once they are up)
 //! (`eastwall` is the QUIC transport, `eastwall-h2` the HTTP/2 one; `eastwall-l7` decides HTTP
 //! requests over HTTP/2, `eastwall-l7-quic` over QUIC.)
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eastwall_identity::SpiffeId;
-use eastwall_integration::{Cloud, rss, with_filler_rules};
+use eastwall_integration::{Cloud, eastwall_bin, rss, with_filler_rules};
 use eastwall_lab::in_netns;
 
 const IPERF_PORT: u16 = 5201;
@@ -349,10 +351,20 @@ fn main() -> anyhow::Result<()> {
                 hp.stop_all();
                 row
             }
-            "eastwall" | "eastwall-h2" | "eastwall-l7" | "eastwall-l7-quic" | "eastwall-l7-ids" => {
+            "eastwall"
+            | "eastwall-h2"
+            | "eastwall-l7"
+            | "eastwall-l7-quic"
+            | "eastwall-l7-ids"
+            | "eastwall-h2-export"
+            | "eastwall-h2-stalled" => {
                 let (transport, name, policy) = match p.as_str() {
                     "eastwall" => ("quic", "eastwall L4 (QUIC)", POLICY),
                     "eastwall-h2" => ("h2", "eastwall L4 (HTTP/2)", POLICY),
+                    "eastwall-h2-export" => ("h2", "eastwall L4 (HTTP/2), exporting", POLICY),
+                    "eastwall-h2-stalled" => {
+                        ("h2", "eastwall L4 (HTTP/2), collector stalled", POLICY)
+                    }
                     "eastwall-l7" => ("h2", "eastwall L7 (HTTP/2)", POLICY_L7),
                     "eastwall-l7-ids" => ("h2", "eastwall L7+IDS (HTTP/2)", POLICY_L7_IDS),
                     _ => ("quic", "eastwall L7 (QUIC)", POLICY_L7),
@@ -372,7 +384,22 @@ fn main() -> anyhow::Result<()> {
                         .lab
                         .add_node_spec(&format!("  ids:\n    rules: [{}]\n", et_open_web_rules()));
                 }
+                // Both nodes export every record to a collector on hostA; "stalled": one
+                // that stops answering (SIGSTOP) once the nodes are up.
+                let collector = if p.ends_with("-export") || p.ends_with("-stalled") {
+                    Some(start_collector(&mut b.cloud, &mut b.procs)?)
+                } else {
+                    None
+                };
                 b.cloud.start_nodes("");
+                if let Some(pid) = collector
+                    && p.ends_with("-stalled")
+                {
+                    let stopped = Command::new("kill")
+                        .args(["-STOP", &pid.to_string()])
+                        .status()?;
+                    anyhow::ensure!(stopped.success(), "could not stop the collector");
+                }
                 let pids: Vec<u32> = ["hostA", "hostB"]
                     .iter()
                     .map(|h| b.cloud.node(h).pid)
@@ -395,6 +422,70 @@ fn main() -> anyhow::Result<()> {
     }
     b.procs.stop_all();
     Ok(())
+}
+
+/// Starts `eastwall collector` in hostA's namespace and points the nodes started next at it
+/// (`export:` with node certificates from the lab's CA); returns its PID.
+fn start_collector(cloud: &mut Cloud, procs: &mut Procs) -> anyhow::Result<u32> {
+    let dir = cloud.lab.dir().join("collector");
+    std::fs::create_dir_all(&dir)?;
+    let ca = cloud.lab.ca().context("the lab has no CA")?;
+    let issue = |id: &str, name: &str| -> anyhow::Result<(PathBuf, PathBuf)> {
+        let i = ca
+            .issue(
+                &SpiffeId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?,
+                Duration::from_secs(24 * 3600),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, i.cert_pem)?;
+        std::fs::write(&k, i.key_pem)?;
+        Ok((c, k))
+    };
+    let (crt, key) = issue("spiffe://corp.example/collector", "collector")?;
+    let mut nodes = Vec::new();
+    for h in ["hostA", "hostB"] {
+        nodes.push(issue(&format!("spiffe://corp.example/node/{h}"), h)?);
+    }
+    let bundle = dir.join("ca.pem");
+    std::fs::write(&bundle, ca.cert_pem())?;
+    let host = cloud.lab.host("hostA").clone();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &host.netns])
+        .arg(eastwall_bin())
+        .args(["collector", "--listen", &format!("{}:15010", host.addr)])
+        .arg("--cert")
+        .arg(&crt)
+        .arg("--key")
+        .arg(&key)
+        .arg("--trust-bundle")
+        .arg(&bundle)
+        .arg("--db")
+        .arg(dir.join("flows.db"));
+    let pid = procs.spawn(cmd, &dir.join("collector.log"))?;
+    // The node spec is per host (its own certificate): the lab's spec is shared, so the
+    // certificate paths name the host through the node's folder.
+    for (h, (c, k)) in ["hostA", "hostB"].iter().zip(&nodes) {
+        std::fs::create_dir_all(cloud.lab.dir().join(h))?;
+        std::fs::copy(c, cloud.lab.dir().join(h).join("export.crt"))?;
+        std::fs::copy(k, cloud.lab.dir().join(h).join("export.key"))?;
+    }
+    cloud.lab.add_node_spec(&format!(
+        "  export:\n    url: https://{}:15010\n    nodeCert: export.crt\n    nodeKey: export.key\n",
+        host.addr
+    ));
+    let addr = SocketAddr::new(host.addr.into(), 15010);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !in_netns(&host.netns, move || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    })? {
+        anyhow::ensure!(Instant::now() < deadline, "the collector did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(pid)
 }
 
 /// The host side of a workload's link: 10.77.H.1.
