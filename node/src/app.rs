@@ -383,14 +383,16 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
 
     // Not among `tasks`: at stop it has 2 s more to send what is left.
     let exporting = export.map(|(spec, bundle, rx, tx)| {
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let task = tokio::spawn(crate::collector::export::export(
             spec,
             bundle,
             Some(cfg.capture.own_mark),
             rx,
             telemetry.metrics.flow_export.clone(),
+            in_flight.clone(),
         ));
-        (tx, task)
+        (tx, task, in_flight)
     });
     capture::install(&cfg.capture, &local_addrs)?;
     telemetry.health.set_ready();
@@ -424,9 +426,12 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     if !telemetry.flows.flush(Duration::from_secs(5)) {
         warn!("the flow log did not take every record within 5 s");
     }
-    if let Some((backlog, task)) = exporting {
+    if let Some((backlog, task, in_flight)) = exporting {
+        // Sent, not merely taken from the backlog.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while backlog.capacity() < backlog.max_capacity() && tokio::time::Instant::now() < deadline
+        while (backlog.capacity() < backlog.max_capacity()
+            || in_flight.load(std::sync::atomic::Ordering::Acquire) > 0)
+            && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -905,24 +905,30 @@ struct DefaultsMetadata {
     name: Option<String>,
 }
 
-/// The sections a node takes from the store: all but what makes it a node of the store
-/// (`nodeName`, `store`) and the local files (`registry`, `policy`).
+/// The sections a node takes from the store: none that names files, addresses or
+/// credentials on the node (those stay in its own file: writing to the store must not be
+/// writing to any file of every node as root).
 #[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DefaultsSpec {
     capture: Option<CaptureSpec>,
-    admin: Option<AdminSpec>,
-    flow_log: Option<FlowLogSpec>,
+    flow_log: Option<FlowLogDefaults>,
     runtime: Option<RuntimeSpec>,
-    identity: Option<IdentityDoc>,
     tunnel: Option<TunnelSpec>,
-    directory: Option<DirectorySpec>,
     l7: Option<L7Spec>,
     udp: Option<UdpSpec>,
-    ids: Option<IdsSpec>,
     limits: Option<LimitsSpec>,
-    export: Option<ExportSpec>,
+}
+
+/// `flowLog` from the store: its sizes, not its file.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FlowLogDefaults {
+    recent: Option<usize>,
+    max_bytes: Option<u64>,
+    keep: Option<u32>,
 }
 
 /// Checks a `kind: NodeDefaults` document as `eastwall apply` does before writing it: its
@@ -1186,13 +1192,6 @@ spec:
         assert_eq!(cfg.udp.idle_secs, 7);
         let taken: Vec<&String> = cfg.defaults.keys().collect();
         assert_eq!(taken, ["limits", "udp"]);
-        // Relative paths in them are against the file's folder, as in the file.
-        let d = sections(r#"{"flowLog": {"path": "flows.json"}}"#);
-        let cfg = NodeConfig::with_defaults(file, OWN, &d, "the store").unwrap();
-        assert_eq!(
-            cfg.flow_log.path.unwrap(),
-            Path::new("/etc/eastwall/flows.json")
-        );
         // None: the file alone.
         let cfg = NodeConfig::with_defaults(file, OWN, &Default::default(), "x").unwrap();
         assert!(cfg.defaults.is_empty());
@@ -1237,11 +1236,24 @@ spec:
         );
         let every = doc.replace("metadata: {node: hostA}\n", "");
         assert_eq!(check_defaults("d.yaml", &every).unwrap(), None);
-        // What only a node's own file may say.
-        let e = check_defaults("d.yaml", &format!("{doc}  store: {{}}\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("d.yaml:6:") && e.contains("store"), "{e}");
+        // What only a node's own file may say: what makes it a node of the store, and what
+        // names files, addresses or credentials on it.
+        for (extra, what) in [
+            ("  store: {}\n", "store"),
+            ("  admin: {listen: \"0.0.0.0:15000\"}\n", "admin"),
+            ("  ids: {rules: [/etc/passwd]}\n", "ids"),
+            ("  flowLog: {path: /etc/shadow}\n", "path"),
+        ] {
+            let e = check_defaults("d.yaml", &format!("{doc}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("d.yaml:6:") && e.contains(what), "{extra}: {e}");
+        }
+        check_defaults(
+            "d.yaml",
+            &format!("{doc}  flowLog: {{maxBytes: 1048576, keep: 2}}\n"),
+        )
+        .unwrap();
         // A typo inside a section, and a value a node refuses.
         let e = check_defaults("d.yaml", &doc.replace("reservedDescriptors", "reserved"))
             .unwrap_err()

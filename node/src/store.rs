@@ -146,7 +146,17 @@ pub fn prepare(cfg: &NodeConfig, within: Duration) -> anyhow::Result<()> {
                 Err(e) => Err(e),
             };
             match synced {
-                Ok(Some(_)) => return Ok(()),
+                // Written, or refused (then the state folder still has no configuration).
+                Ok(Some(_)) => {
+                    let (r, p) = (mark(&cfg.registry_path), mark(&cfg.policy_path));
+                    if r.is_some() && r == p {
+                        return Ok(());
+                    }
+                    bail!(
+                        "the store's configuration cannot be this node's: {}",
+                        refusal.get().unwrap_or_else(|| "refused".to_owned())
+                    );
+                }
                 Ok(None) => bail!(
                     "the store at {} holds no configuration yet: apply one (`eastwall apply`)",
                     st.store.endpoints.join(", ")

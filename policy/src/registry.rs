@@ -613,6 +613,24 @@ fn workload_identity(
         );
         return None;
     }
+    // eastwall's own services and people: a workload holding one of these could read every
+    // flow record, or pose as the collector or the CA.
+    let first = parsed.path().split('/').nth(1).unwrap_or_default();
+    if let Some(what) = match first {
+        "operator" => Some("operators (who read the flow collector)"),
+        "collector" => Some("the flow collector"),
+        "ca" => Some("the CA service"),
+        _ => None,
+    } {
+        sink.error(
+            id.referenced,
+            format!(
+                "identity `{parsed}` of workload `{workload}`: `spiffe://{}/{first}...` is reserved for {what}",
+                parsed.trust_domain()
+            ),
+        );
+        return None;
+    }
     Some(parsed)
 }
 
@@ -852,6 +870,10 @@ mod tests {
                     "    - {name: d, node: h, addresses: [10.0.0.4], identity: spiffe://corp.example/node/h}\n",
                     "    - {name: e, node: h, addresses: [10.0.0.5], identity: spiffe://corp.example/node/ghost}\n",
                     "    - {name: f, node: h, addresses: [10.0.0.6], identity: spiffe://corp.example/nodes/f}\n",
+                    "    - {name: g, node: h, addresses: [10.0.0.7], identity: spiffe://corp.example/operator/x}\n",
+                    "    - {name: i, node: h, addresses: [10.0.0.8], identity: spiffe://corp.example/collector}\n",
+                    "    - {name: j, node: h, addresses: [10.0.0.9], identity: spiffe://corp.example/ca}\n",
+                    "    - {name: k, node: h, addresses: [10.0.0.10], identity: spiffe://corp.example/cas/k}\n",
                 ),
                 &[
                     "r.yaml:7:59: invalid SPIFFE ID `spiffe://corp.example/a b` for workload `a`: a path segment may hold only letters, digits, `.`, `-` and `_` (found ' ')",
@@ -859,6 +881,9 @@ mod tests {
                     "r.yaml:9:59: identity `spiffe://other.example/c` of workload `c` is not in the registry's trust domain `corp.example`",
                     "r.yaml:10:59: identity `spiffe://corp.example/node/h` of workload `d` is the identity of node `h`; `spiffe://corp.example/node/...` is reserved for nodes",
                     "r.yaml:11:59: identity `spiffe://corp.example/node/ghost` of workload `e` has the form of a node identity; `spiffe://corp.example/node/...` is reserved for nodes",
+                    "r.yaml:13:59: identity `spiffe://corp.example/operator/x` of workload `g`: `spiffe://corp.example/operator...` is reserved for operators (who read the flow collector)",
+                    "r.yaml:14:59: identity `spiffe://corp.example/collector` of workload `i`: `spiffe://corp.example/collector...` is reserved for the flow collector",
+                    "r.yaml:15:59: identity `spiffe://corp.example/ca` of workload `j`: `spiffe://corp.example/ca...` is reserved for the CA service",
                 ],
             ),
             (

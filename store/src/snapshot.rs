@@ -490,20 +490,12 @@ struct DefaultsMeta {
     name: Option<String>,
 }
 
-/// The sections a node may take from the store (the node checks their contents).
+/// The sections a node may take from the store (the node checks their contents): none that
+/// name files, addresses or credentials on the node (`admin`, `identity`, `directory`,
+/// `ids`, `export`, `flowLog.path`), so that writing to the store is not writing to any file
+/// of every node as root.
 const DEFAULTS_SECTIONS: &[&str] = &[
-    "capture",
-    "admin",
-    "flowLog",
-    "runtime",
-    "identity",
-    "tunnel",
-    "directory",
-    "l7",
-    "udp",
-    "ids",
-    "limits",
-    "export",
+    "capture", "runtime", "limits", "udp", "l7", "tunnel", "flowLog",
 ];
 
 /// A `kind: NodeDefaults` document's shape (`file` names it): the node it is for and its
@@ -535,10 +527,18 @@ fn defaults_doc(
     for k in doc.spec.keys() {
         if !DEFAULTS_SECTIONS.contains(&k.as_str()) {
             error(format!(
-                "`{k}` cannot come from the store (it may: {})",
+                "`{k}` cannot come from the store (it may: {}; what names files, addresses or credentials stays in each node's own file)",
                 DEFAULTS_SECTIONS.join(", ")
             ));
         }
+    }
+    if doc
+        .spec
+        .get("flowLog")
+        .and_then(|f| f.get("path"))
+        .is_some()
+    {
+        error("`flowLog.path` cannot come from the store: it names a file on each node".to_owned());
     }
     if diags.is_empty() {
         Ok((doc.metadata.and_then(|m| m.node), doc.spec))

@@ -124,13 +124,14 @@ impl CollectorClient {
     }
 
     /// One page of the records `query` keeps: those after record `after`, oldest first, or
-    /// (`None`) the newest `limit`. Returns them (JSON lines) and the id to go on after.
+    /// (`None`) the newest `limit`. Returns them (JSON lines), the id to go on after, and
+    /// whether more remain past it.
     pub(crate) fn page(
         &self,
         query: &str,
         after: Option<i64>,
         limit: usize,
-    ) -> anyhow::Result<(String, Option<i64>)> {
+    ) -> anyhow::Result<(String, Option<i64>, bool)> {
         let read = |p: &PathBuf| {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
         };
@@ -173,21 +174,24 @@ impl CollectorClient {
             .get("x-eastwall-last-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        Ok((String::from_utf8_lossy(&a.body).into_owned(), last))
+        let more = a
+            .headers
+            .get("x-eastwall-more")
+            .is_some_and(|v| v.as_bytes() == b"1");
+        Ok((String::from_utf8_lossy(&a.body).into_owned(), last, more))
     }
 
     /// Every record `query` keeps, oldest first, page by page, given to `each` (JSON lines).
     pub(crate) fn all(&self, query: &str, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
         let mut after = 0;
         loop {
-            let (text, last) =
+            let (text, last, more) =
                 self.page(query, Some(after), eastwall_node::collector::MAX_LIMIT)?;
-            if text.is_empty() {
-                return Ok(());
+            if !text.is_empty() {
+                each(&text);
             }
-            each(&text);
             match last {
-                Some(l) if l > after => after = l,
+                Some(l) if more && l > after => after = l,
                 _ => return Ok(()),
             }
         }
@@ -378,10 +382,16 @@ fn from_collector(args: &ObserveArgs, client: &CollectorClient, json: bool) -> a
     let query = args.query();
     let mut after: Option<i64> = None;
     loop {
-        let (text, last) = match after {
+        let (text, last, more) = match after {
             Some(a) => client.page(&query, Some(a), eastwall_node::collector::MAX_LIMIT)?,
             None => client.page(&query, None, args.last.max(1))?,
         };
+        if after.is_none() && more && text.lines().count() < args.last {
+            eprintln!(
+                "(the collector looked at its newest {} records; give --since to look further back)",
+                eastwall_node::collector::db::MAX_SCAN
+            );
+        }
         for l in text.lines() {
             if let Ok(v) = serde_json::from_str(l)
                 && let Ok(r) = row_of(&v)

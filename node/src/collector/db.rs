@@ -10,8 +10,20 @@ use eastwall_flows::filter::Filter;
 use eastwall_flows::record::Row;
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Records scanned at most for one query (a filter that keeps almost nothing stops there).
-pub const MAX_SCAN: usize = 2_000_000;
+/// Records scanned at most for one query (a filter that keeps almost nothing stops there, and
+/// the client goes on from where it stopped): the store is held that long.
+pub const MAX_SCAN: usize = 200_000;
+
+/// One page of a query.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The records kept, oldest first: `(id, text)`.
+    pub rows: Vec<(i64, String)>,
+    /// The last record looked at (kept or not): a follower goes on after it.
+    pub scanned_to: Option<i64>,
+    /// Whether records remain past `scanned_to` (the scan or the limit stopped it).
+    pub more: bool,
+}
 
 /// One edge of the aggregates: who talked to whom, how, decided how, over one day.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,13 +61,8 @@ pub trait FlowStore: Send {
     /// Stores `records` (their columns and their text), received at `received_us`.
     fn insert(&mut self, records: &[(Row, String)], received_us: i64) -> anyhow::Result<()>;
     /// Records `filter` keeps, by id: after `after` (oldest first, for following), or the
-    /// newest `limit` (oldest first) when `after` is `None`. Returns `(id, text)`.
-    fn query(
-        &mut self,
-        filter: &Filter,
-        after: Option<i64>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(i64, String)>>;
+    /// newest `limit` (oldest first) when `after` is `None`; at most [`MAX_SCAN`] looked at.
+    fn query(&mut self, filter: &Filter, after: Option<i64>, limit: usize) -> anyhow::Result<Page>;
     /// The edges seen since `since_us`, summed over their days.
     fn edges(&mut self, since_us: i64) -> anyhow::Result<Vec<Edge>>;
     /// Drops records received before `before_us`, then the oldest until the store holds at
@@ -224,20 +231,15 @@ impl FlowStore for Sqlite {
         Ok(())
     }
 
-    fn query(
-        &mut self,
-        filter: &Filter,
-        after: Option<i64>,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(i64, String)>> {
+    fn query(&mut self, filter: &Filter, after: Option<i64>, limit: usize) -> anyhow::Result<Page> {
         let since = filter.since_us.unwrap_or(i64::MIN);
         let until = filter.until_us.unwrap_or(i64::MAX);
-        let mut out = Vec::new();
+        let mut page = Page::default();
         let mut scanned = 0usize;
         // Pages of ids, filtered here with the same code as every other reader.
-        const PAGE: i64 = 5_000;
-        let mut cursor: Option<i64> = after;
+        const CHUNK: i64 = 5_000;
         let newest_first = after.is_none();
+        let mut cursor: Option<i64> = after;
         loop {
             let sql = if newest_first {
                 "SELECT id, raw FROM records WHERE time >= ?1 AND time < ?2 AND id < ?3
@@ -248,13 +250,14 @@ impl FlowStore for Sqlite {
             };
             let bound = cursor.unwrap_or(if newest_first { i64::MAX } else { 0 });
             let mut stmt = self.db.prepare_cached(sql)?;
-            let page: Vec<(i64, String)> = stmt
-                .query_map(params![since, until, bound, PAGE], |r| {
+            let chunk: Vec<(i64, String)> = stmt
+                .query_map(params![since, until, bound, CHUNK], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            let n = page.len();
-            for (id, raw) in page {
+            let n = chunk.len();
+            let mut stopped = false;
+            for (id, raw) in chunk {
                 cursor = Some(id);
                 scanned += 1;
                 let keep = serde_json::from_str(&raw)
@@ -262,20 +265,26 @@ impl FlowStore for Sqlite {
                     .and_then(|v| eastwall_flows::record::row_of(&v).ok())
                     .is_some_and(|row| filter.matches(&row));
                 if keep {
-                    out.push((id, raw));
-                    if out.len() >= limit {
-                        break;
-                    }
+                    page.rows.push((id, raw));
+                }
+                if page.rows.len() >= limit || scanned >= MAX_SCAN {
+                    stopped = true;
+                    break;
                 }
             }
-            if out.len() >= limit || n < PAGE as usize || scanned >= MAX_SCAN {
+            if stopped {
+                page.more = true;
+                break;
+            }
+            if n < CHUNK as usize {
                 break;
             }
         }
+        page.scanned_to = cursor;
         if newest_first {
-            out.reverse();
+            page.rows.reverse();
         }
-        Ok(out)
+        Ok(page)
     }
 
     fn edges(&mut self, since_us: i64) -> anyhow::Result<Vec<Edge>> {
@@ -326,7 +335,18 @@ impl FlowStore for Sqlite {
         while self.bytes_used()? > max_bytes {
             let total = self.count()?;
             if total == 0 {
-                break;
+                // What is left over the size is aggregates: their oldest day goes.
+                let oldest: Option<i64> =
+                    self.db
+                        .query_row("SELECT min(day) FROM edges", [], |r| r.get(0))?;
+                match oldest {
+                    Some(day) => {
+                        self.db
+                            .execute("DELETE FROM edges WHERE day <= ?1", params![day])?;
+                        continue;
+                    }
+                    None => break,
+                }
             }
             let cut: Option<i64> = self
                 .db
@@ -405,7 +425,7 @@ mod tests {
             verdict: Some("deny".into()),
             ..Filter::default()
         };
-        let got = s.query(&deny, None, 10).unwrap();
+        let got = s.query(&deny, None, 10).unwrap().rows;
         assert_eq!(got.len(), 10);
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(got.iter().all(|(_, r)| r.contains("/admin/x")));
@@ -413,12 +433,24 @@ mod tests {
             from: vec![EndIs::parse("app:batch").unwrap()],
             ..Filter::default()
         };
-        let got = s.query(&from_batch, None, 10).unwrap();
+        let got = s.query(&from_batch, None, 10).unwrap().rows;
         assert_eq!(got.len(), 1);
         let after = s
             .query(&Filter::default(), Some(got[0].0 - 1), 100)
             .unwrap();
-        assert_eq!(after.len(), 1);
+        assert_eq!((after.rows.len(), after.more), (1, false));
+        // Following with a filter that keeps nothing still moves on: the page says how far
+        // it looked.
+        let none = Filter {
+            verdict: Some("nothing".into()),
+            ..Filter::default()
+        };
+        let p = s.query(&none, Some(0), 100).unwrap();
+        assert!(p.rows.is_empty() && !p.more);
+        assert_eq!(p.scanned_to, Some(got[0].0));
+        // A limit reached says there is more.
+        let p = s.query(&Filter::default(), Some(0), 5).unwrap();
+        assert!(p.more && p.rows.len() == 5);
         // Retention by age (received time), then by size.
         assert_eq!(s.prune(1_500, u64::MAX, 0).unwrap(), 100);
         assert_eq!(s.count().unwrap(), 1);
@@ -428,8 +460,13 @@ mod tests {
         s.prune(0, before / 2, 0).unwrap();
         assert!(s.bytes_used().unwrap() <= before / 2);
         assert!(s.count().unwrap() > 0 && s.count().unwrap() < 5_001);
-        // Edges outlive records, until their own retention.
+        // Edges outlive records, until their own retention; past the size with no records
+        // left, their oldest days go.
         assert!(!s.edges(0).unwrap().is_empty());
+        s.prune(i64::MAX, 0, 0).unwrap();
+        assert_eq!(s.count().unwrap(), 0);
+        assert!(s.edges(0).unwrap().is_empty());
+        s.insert(&many[..10], 4_000).unwrap();
         s.prune(0, u64::MAX, i64::MAX).unwrap();
         assert!(s.edges(0).unwrap().is_empty());
     }

@@ -10,6 +10,8 @@
 //! (lines the collector refused, with its reason logged) and `dropped`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,12 +35,15 @@ const BATCH_BYTES: usize = 1 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Sends what `backlog` holds to the collector of `spec` until the backlog closes.
+/// `in_flight` says how many records it holds taken from the backlog and not yet sent (the
+/// node waits for 0 before it stops).
 pub(crate) async fn export(
     spec: ExportSpec,
     bundle: TrustBundle,
     mark: Option<u32>,
     mut backlog: Receiver<String>,
     counts: Family<ResultLabels, Counter>,
+    in_flight: Arc<AtomicUsize>,
 ) {
     let (endpoint, server) = match (
         Endpoint::parse(&spec.url),
@@ -60,6 +65,7 @@ pub(crate) async fn export(
     let mut failing = false;
     loop {
         if batch.is_empty() {
+            in_flight.store(0, Ordering::Release);
             match backlog.recv().await {
                 Some(line) => batch.push(line),
                 None => return,
@@ -75,6 +81,7 @@ pub(crate) async fn export(
                 Err(_) => break,
             }
         }
+        in_flight.store(batch.len(), Ordering::Release);
         let body = Bytes::from(batch.join("\n"));
         debug_assert!(body.len() <= MAX_BATCH);
         let sent = match node_identity(&spec.node_cert, &spec.node_key) {
@@ -105,6 +112,7 @@ pub(crate) async fn export(
                 count("sent", batch.len().saturating_sub(rejected));
                 count("rejected", rejected);
                 batch.clear();
+                in_flight.store(0, Ordering::Release);
                 if failing {
                     info!("export: the collector takes records again");
                     failing = false;

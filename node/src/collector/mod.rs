@@ -11,7 +11,9 @@
 //!   the bad ones; the answer says how many were accepted and why the others were not.
 //! - `GET /v1/records?...` (operators only, `spiffe://<td>/operator/<name>`): the records a
 //!   filter keeps, as JSON lines, oldest first; `after=ID` follows (the answer's
-//!   `x-eastwall-last-id` header is the id to give next).
+//!   `x-eastwall-last-id` header is the id to give next, `x-eastwall-more: 1` when records
+//!   remain past it: a query looks at [`db::MAX_SCAN`] records at most, so that the store is
+//!   never held long).
 //! - `GET /v1/edges?since=...` (operators): the per-edge aggregates, JSON.
 //!
 //! Storage: [`db::FlowStore`], by default SQLite ([`db::Sqlite`]), pruned every minute by age
@@ -183,7 +185,8 @@ pub async fn serve(
         crate::mtls::serve(
             listener,
             tls,
-            1024,
+            // Each may hold a batch of up to 8 MiB while it is read: at most 1 GiB at once.
+            128,
             Duration::from_secs(600),
             move |req, peer| {
                 let ctx = ctx.clone();
@@ -294,7 +297,14 @@ fn check_batch(
         };
         let row = serde_json::from_str(text)
             .map_err(|e| format!("not JSON: {e}"))
-            .and_then(|v| eastwall_flows::record::row_of(&v));
+            .and_then(|v| eastwall_flows::record::row_of(&v))
+            .map(|mut r| {
+                // Alerts do not name their node: the one that proved itself sent them.
+                if r.node.is_empty() {
+                    r.node = node.to_owned();
+                }
+                r
+            });
         match row {
             Err(why) => bad.push(format!("line {at}: {why}")),
             Ok(r) if r.node != node => bad.push(format!(
@@ -474,10 +484,15 @@ async fn query(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> 
     })
     .await;
     match found.map_err(anyhow::Error::from).and_then(|r| r) {
-        Ok(rows) => {
-            let last = rows.last().map(|(id, _)| *id).or(after).unwrap_or(0);
+        Ok(page) => {
+            // Following goes on after the last record looked at, kept or not.
+            let last = match (after, page.rows.last()) {
+                (Some(_), _) => page.scanned_to.or(after).unwrap_or(0),
+                (None, Some((id, _))) => *id,
+                (None, None) => page.scanned_to.unwrap_or(0),
+            };
             let mut body = String::new();
-            for (_, raw) in rows {
+            for (_, raw) in page.rows {
                 body.push_str(&raw);
                 body.push('\n');
             }
@@ -485,6 +500,10 @@ async fn query(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> 
             if let Ok(v) = hyper::header::HeaderValue::from_str(&last.to_string()) {
                 r.headers_mut().insert("x-eastwall-last-id", v);
             }
+            r.headers_mut().insert(
+                "x-eastwall-more",
+                hyper::header::HeaderValue::from_static(if page.more { "1" } else { "0" }),
+            );
             r
         }
         Err(e) => text(
@@ -549,11 +568,17 @@ mod tests {
         let other = REC.replace("\"node\":\"hostA\"", "\"node\":\"hostB\"");
         let future = REC.replace("10:00:00Z", "11:00:00Z");
         let huge = "x".repeat(300_000);
-        let body = [REC, "garbage", &other, &future, &huge, "\u{0}", REC, ""].join("\n");
+        let alert = r#"{"timestamp":"2026-12-05T10:00:00Z","event_type":"alert","src_ip":"10.0.1.2","dest_ip":"10.0.2.2","dest_port":80,"proto":"TCP","alert":{"signature_id":9},"eastwall":{"src_identity":"spiffe://x/wl/a"}}"#;
+        let body = [REC, "garbage", &other, &future, &huge, "\u{0}", alert, ""].join("\n");
         let mut bytes = body.into_bytes();
         bytes.extend_from_slice(b"\n\xff\xfe\n");
         let (good, bad) = check_batch(&bytes, "hostA", now);
         assert_eq!(good.len(), 2);
+        // The alert, which names no node, is the sender's.
+        assert_eq!(
+            (good[1].0.event_type.as_str(), good[1].0.node.as_str()),
+            ("alert", "hostA")
+        );
         let all = bad.join("\n");
         for expected in [
             "line 2: not JSON",

@@ -270,6 +270,36 @@ impl LocalIdentities {
     }
 }
 
+impl LocalIdentities {
+    /// Puts a renewal of `expected` in place of `current`, if the node still holds that very
+    /// one: an identity dropped (its workload left) while the renewal was on its way stays
+    /// dropped.
+    pub(crate) fn renew(
+        &self,
+        expected: &SpiffeId,
+        current: &Arc<RotatingIdentity>,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<Arc<Identity>> {
+        let ident = Identity::from_pem(cert_pem, key_pem)
+            .map_err(|e| anyhow::anyhow!("certificate for {expected}: {e}"))?;
+        if ident.id != *expected {
+            bail!("the certificate is for {}, not {expected}", ident.id);
+        }
+        let clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        if !clients
+            .get(expected)
+            .is_some_and(|c| Arc::ptr_eq(c, current))
+        {
+            bail!("{expected} was dropped meanwhile: its workload left this node");
+        }
+        current.set(ident.clone());
+        self.server.insert(ident.clone());
+        drop(clients);
+        Ok(Arc::new(ident))
+    }
+}
+
 /// Certificates for local users' identities (`localUsers` workloads), obtained when a user
 /// first connects: from files `<certDir>/<workload>@<user>.crt|.key`, or from the CA (then
 /// renewed like the others). One request per identity however many connections wait on it.

@@ -109,7 +109,7 @@ pub(crate) async fn rotate(
                 return;
             }
             let result = match client.sign(&id).await {
-                Ok((c, k)) => identities.replace(&id, &c, &k),
+                Ok((c, k)) => identities.renew(&id, &current, &c, &k),
                 Err(e) => Err(e),
             };
             match result {
@@ -120,6 +120,14 @@ pub(crate) async fn rotate(
                     received = SystemTime::now();
                     info!(%id, not_after = ?new.not_after, "certificate renewed");
                     break;
+                }
+                Err(_)
+                    if !identities
+                        .client(&id)
+                        .is_some_and(|now| Arc::ptr_eq(&now, &current)) =>
+                {
+                    info!(%id, "renewals stop: this node no longer holds the identity");
+                    return;
                 }
                 Err(e) => {
                     failures += 1;

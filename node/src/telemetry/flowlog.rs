@@ -215,9 +215,22 @@ impl FlowLog {
         let Some(tx) = &self.file else {
             return true;
         };
+        let deadline = std::time::Instant::now() + within;
         let (done, wait) = std::sync::mpsc::channel();
-        // A blocking send: the queue may be full, and this is not the data path.
-        tx.send(ToWriter::Flush(done)).is_ok() && wait.recv_timeout(within).is_ok()
+        // The queue may be full: wait for room, but not past `within`.
+        let mut msg = ToWriter::Flush(done);
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return false,
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        wait.recv_timeout(left).is_ok()
     }
 
     /// A fresh flow id.
