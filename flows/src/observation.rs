@@ -170,31 +170,73 @@ pub const MAX_LINE_BYTES: usize = 256 * 1024;
 impl Observations {
     /// Reads the EVE records of `text` (JSON lines) named `source` in problems.
     pub fn read(&mut self, source: &str, text: &str) {
-        for (i, line) in text.lines().enumerate() {
-            let at = format!("{source}:{}", i + 1);
-            if line.trim().is_empty() {
-                continue;
+        // Lines are parsed in blocks, each block on every core, then taken in order (the
+        // pairing of records depends on their order).
+        const BLOCK: usize = 64 * 1024;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut lines = text.lines().enumerate().peekable();
+        while lines.peek().is_some() {
+            let block: Vec<(usize, &str)> = lines.by_ref().take(BLOCK).collect();
+            let per = block.len().div_ceil(threads).max(1);
+            let parsed: Vec<Vec<(usize, Parsed)>> = if block.len() < 4096 || threads == 1 {
+                vec![
+                    block
+                        .iter()
+                        .map(|(i, l)| (*i, parse_line(source, *i, l)))
+                        .collect(),
+                ]
+            } else {
+                std::thread::scope(|scope| {
+                    let workers: Vec<_> = block
+                        .chunks(per)
+                        .map(|chunk| {
+                            scope.spawn(move || {
+                                chunk
+                                    .iter()
+                                    .map(|(i, l)| (*i, parse_line(source, *i, l)))
+                                    .collect::<Vec<_>>()
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect()
+                })
+            };
+            for (i, p) in parsed.into_iter().flatten() {
+                self.take(source, i, p);
             }
-            self.records += 1;
-            if line.len() > MAX_LINE_BYTES {
+        }
+    }
+
+    fn take(&mut self, source: &str, i: usize, p: Parsed) {
+        match p {
+            Parsed::Blank => {}
+            Parsed::TooLong(n) => {
+                self.records += 1;
                 self.problems.push(format!(
-                    "{at}: a line of {} bytes is not a record",
-                    line.len()
+                    "{source}:{}: a line of {n} bytes is not a record",
+                    i + 1
                 ));
-                continue;
             }
-            match observation_of(line, &at) {
-                Ok(Observed::One(o)) => self.push(*o),
-                Ok(Observed::PerRequest(conn)) => {
-                    // Its requests are the observations, whichever node's record of the
-                    // connection came first.
-                    self.per_request.insert(conn);
-                    if let Some(i) = self.whole_at.remove(&conn) {
-                        self.remove_at(i);
-                    }
+            Parsed::Line(Ok(Observed::One(o))) => {
+                self.records += 1;
+                self.push(*o);
+            }
+            Parsed::Line(Ok(Observed::PerRequest(conn))) => {
+                self.records += 1;
+                // Its requests are the observations, whichever node's record of the
+                // connection came first.
+                self.per_request.insert(conn);
+                if let Some(i) = self.whole_at.remove(&conn) {
+                    self.remove_at(i);
                 }
-                Ok(Observed::Nothing) => {}
-                Err(why) => self.problems.push(format!("{at}: {why}")),
+            }
+            Parsed::Line(Ok(Observed::Nothing)) => self.records += 1,
+            Parsed::Line(Err(why)) => {
+                self.records += 1;
+                self.problems.push(format!("{source}:{}: {why}", i + 1));
             }
         }
     }
@@ -247,6 +289,23 @@ impl Observations {
                 self.list.push(o);
             }
         }
+    }
+}
+
+/// One line, parsed.
+enum Parsed {
+    Blank,
+    TooLong(usize),
+    Line(Result<Observed, String>),
+}
+
+fn parse_line(source: &str, i: usize, line: &str) -> Parsed {
+    if line.trim().is_empty() {
+        Parsed::Blank
+    } else if line.len() > MAX_LINE_BYTES {
+        Parsed::TooLong(line.len())
+    } else {
+        Parsed::Line(observation_of(line, &format!("{source}:{}", i + 1)))
     }
 }
 
@@ -599,14 +658,16 @@ mod tests {
 
     #[test]
     fn many_connections_interleaved_keep_their_places() {
-        // 100 connections recorded by the source; then the even ones turn out decided per
-        // request, and the destination's records of the odd ones replace the source's.
-        let out = |p: usize| FLOW_OUT.replace("40000", &(40_000 + p).to_string());
+        // 6,000 connections (blocks parsed on every core) recorded by the source; then the
+        // even ones turn out decided per request, and the destination's records of the odd
+        // ones replace the source's.
+        const N: usize = 6_000;
+        let out = |p: usize| FLOW_OUT.replace("40000", &(20_000 + p).to_string());
         let mut o = Observations::default();
-        let first: Vec<String> = (0..100).map(out).collect();
+        let first: Vec<String> = (0..N).map(out).collect();
         o.read("a.json", &first.join("\n"));
         let mut second = Vec::new();
-        for p in 0..100 {
+        for p in 0..N {
             if p % 2 == 0 {
                 second.push(out(p).replace(
                     "\"duration_ms\":3",
@@ -624,21 +685,18 @@ mod tests {
             }
         }
         o.read("b.json", &second.join("\n"));
-        assert_eq!(o.list.len(), 50);
+        assert_eq!(o.list.len(), N / 2);
+        assert_eq!(o.records, 2 * N as u64);
         let mut ports: Vec<u16> = o.list.iter().map(|x| x.src_port).collect();
         ports.sort_unstable();
         assert_eq!(
             ports,
-            (0..100)
+            (0..N)
                 .filter(|p| p % 2 == 1)
-                .map(|p| 40_000 + p)
+                .map(|p| 20_000 + p as u16)
                 .collect::<Vec<u16>>()
         );
-        assert!(
-            o.list.iter().all(|x| x.node == "hostB"),
-            "{:?}",
-            o.list.iter().map(|x| &x.node).collect::<Vec<_>>()
-        );
+        assert!(o.list.iter().all(|x| x.node == "hostB"));
     }
 
     #[test]
