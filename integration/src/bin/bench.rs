@@ -31,7 +31,8 @@
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
 //! extra keep-alive run and an extra new-connection run (`DIR/<path>/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
 //! the idle-connection memory (with RSS before, during and after each round); `--only-paced`
-//! only the paced keep-alive latency, alone and while the nodes reload a 10,000-rule policy.
+//! only the paced keep-alive latency, alone and while the nodes reload a 10,000-rule policy.; `--only-newconn`
+//! only the new-connection rate and the proxies' CPU per connection.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -141,6 +142,8 @@ struct Args {
     perf: Option<PathBuf>,
     only_idle: bool,
     only_paced: bool,
+    /// Only the new-connection run (rate and the proxies' CPU per connection).
+    only_newconn: bool,
     reload_rules: usize,
 }
 
@@ -163,6 +166,7 @@ fn args() -> anyhow::Result<Args> {
         perf: None,
         only_idle: false,
         only_paced: false,
+        only_newconn: false,
         reload_rules: RELOAD_RULES,
     };
     let mut i = 0;
@@ -174,6 +178,11 @@ fn args() -> anyhow::Result<Args> {
         }
         if v[i] == "--only-idle" {
             a.only_idle = true;
+            i += 1;
+            continue;
+        }
+        if v[i] == "--only-newconn" {
+            a.only_newconn = true;
             i += 1;
             continue;
         }
@@ -252,6 +261,8 @@ struct Row {
     /// Reloads applied during those runs, across the nodes.
     reloads: Option<u64>,
     cps: Option<f64>,
+    /// Proxy CPU per new connection (µs, both ends).
+    cps_cpu_us: Option<f64>,
     udp_p50: Option<f64>,
     udp_p99: Option<f64>,
     udp_dps: Option<f64>,
@@ -664,7 +675,7 @@ impl Bench {
         };
         // Memory first, while the proxies are fresh (later runs leave freed memory in their
         // allocators, which would hide growth).
-        if !pids.is_empty() && !self.a.only_paced {
+        if !pids.is_empty() && !self.a.only_paced && !self.a.only_newconn {
             match self.idle_memory(http, pids) {
                 Ok(mem) => {
                     row.mem = mem.per_conn;
@@ -681,7 +692,7 @@ impl Bench {
         }
 
         let url = format!("http://{dst_ip}:{HTTP_PORT}/");
-        if !self.a.only_paced {
+        if !self.a.only_paced && !self.a.only_newconn {
             // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
             // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
             let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
@@ -773,16 +784,31 @@ impl Bench {
             return Ok(row);
         }
 
-        // New connections per second.
+        // New connections per second, and the proxies' CPU per connection (what a record per
+        // connection costs shows here: the flow log and the export write one per connection).
         let mut cps = vec![];
+        let mut cpc = vec![];
         for r in 0..rounds {
+            let c0 = cpu_secs(pids)?;
             let w = self.wrk(&url, 16, secs, true)?;
-            eprintln!("  new connections round {r}: {:.0}/s", w.rps);
+            let c1 = cpu_secs(pids)?;
+            if !pids.is_empty() && w.requests > 0.0 {
+                cpc.push((c1 - c0) / w.requests * 1e6);
+            }
+            eprintln!(
+                "  new connections round {r}: {:.0}/s, {:.1} µs proxy CPU each",
+                w.rps,
+                cpc.last().copied().unwrap_or(0.0)
+            );
             cps.push(w.rps);
             // Let TIME_WAIT sockets of the previous round age a little.
             thread::sleep(Duration::from_secs(1));
         }
         row.cps = Some(median(&cps));
+        row.cps_cpu_us = (!cpc.is_empty()).then(|| median(&cpc));
+        if self.a.only_newconn {
+            return Ok(row);
+        }
 
         // UDP and DNS (not through HAProxy, which carries TCP only).
         if via.is_none() {
@@ -1486,6 +1512,12 @@ fn render(rows: &[Row], a: &Args) -> String {
             Kind::Rate,
             "",
             |r| r.cps,
+        ),
+        (
+            "proxy CPU per new connection (both ends)".into(),
+            Kind::Cost,
+            "µs",
+            |r| r.cps_cpu_us,
         ),
         (
             format!("paced {} /s UDP echo exchange, p50", a.rate),

@@ -5,14 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use eastwall_certs::{Identity, TrustBundle};
 use eastwall_flows::filter::{EndIs, Filter};
 use eastwall_flows::record::{End, Row, row_of, unix_micros};
-use eastwall_node::collector::{RECORDS_PATH, collector_id};
-
-use eastwall_node::mtls::{Call, Endpoint};
-use hyper::Method;
+use eastwall_node::collector::client::{Page, encode};
 
 /// `eastwall observe`.
 #[derive(clap::Args)]
@@ -87,13 +82,9 @@ pub(crate) struct CollectorArgs {
     trust_bundle: Option<PathBuf>,
 }
 
-/// A client of the collector's records, as an operator.
+/// A client of the collector's records, as an operator, for commands that wait.
 pub(crate) struct CollectorClient {
-    endpoint: Endpoint,
-    server: eastwall_identity::SpiffeId,
-    bundle: TrustBundle,
-    cert: PathBuf,
-    key: PathBuf,
+    client: eastwall_node::collector::client::CollectorClient,
     rt: tokio::runtime::Runtime,
 }
 
@@ -107,16 +98,17 @@ impl CollectorClient {
             o.clone()
                 .with_context(|| format!("--collector needs --{what}"))
         };
-        let bundle = need(&args.trust_bundle, "trust-bundle")?;
-        let pem = std::fs::read_to_string(&bundle)
-            .with_context(|| format!("reading {}", bundle.display()))?;
-        let bundle = TrustBundle::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bundle = eastwall_node::collector::client::CollectorClient::read_bundle(&need(
+            &args.trust_bundle,
+            "trust-bundle",
+        )?)?;
         Ok(Some(CollectorClient {
-            endpoint: Endpoint::parse(url)?,
-            server: collector_id(bundle.trust_domain())?,
-            bundle,
-            cert: need(&args.cert, "cert")?,
-            key: need(&args.key, "key")?,
+            client: eastwall_node::collector::client::CollectorClient::new(
+                url,
+                bundle,
+                need(&args.cert, "cert")?,
+                need(&args.key, "key")?,
+            )?,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -124,77 +116,19 @@ impl CollectorClient {
     }
 
     /// One page of the records `query` keeps: those after record `after`, oldest first, or
-    /// (`None`) the newest `limit`. Returns them (JSON lines), the id to go on after, and
-    /// whether more remain past it.
+    /// (`None`) the newest `limit`.
     pub(crate) fn page(
         &self,
         query: &str,
         after: Option<i64>,
         limit: usize,
-    ) -> anyhow::Result<(String, Option<i64>, bool)> {
-        let read = |p: &PathBuf| {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-        };
-        let me = Identity::from_pem(&read(&self.cert)?, &read(&self.key)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.cert.display()))?;
-        let mut q = query.to_owned();
-        if !q.is_empty() {
-            q.push('&');
-        }
-        match after {
-            Some(a) => q.push_str(&format!("after={a}&limit={limit}")),
-            None => q.push_str(&format!("limit={limit}")),
-        }
-        let path = format!("{RECORDS_PATH}?{q}");
-        let call = Call {
-            method: Method::GET,
-            path: &path,
-            content_type: "text/plain",
-            body: Bytes::new(),
-            max_answer: 256 << 20,
-            timeout: Duration::from_secs(60),
-        };
-        let a = self.rt.block_on(eastwall_node::mtls::request(
-            &self.endpoint,
-            me,
-            &self.bundle,
-            &self.server,
-            call,
-            None,
-        ))?;
-        if a.status != 200 {
-            bail!(
-                "the collector answered {}: {}",
-                a.status,
-                String::from_utf8_lossy(&a.body).trim()
-            );
-        }
-        let last = a
-            .headers
-            .get("x-eastwall-last-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let more = a
-            .headers
-            .get("x-eastwall-more")
-            .is_some_and(|v| v.as_bytes() == b"1");
-        Ok((String::from_utf8_lossy(&a.body).into_owned(), last, more))
+    ) -> anyhow::Result<Page> {
+        self.rt.block_on(self.client.page(query, after, limit))
     }
 
     /// Every record `query` keeps, oldest first, page by page, given to `each` (JSON lines).
-    pub(crate) fn all(&self, query: &str, mut each: impl FnMut(&str)) -> anyhow::Result<()> {
-        let mut after = 0;
-        loop {
-            let (text, last, more) =
-                self.page(query, Some(after), eastwall_node::collector::MAX_LIMIT)?;
-            if !text.is_empty() {
-                each(&text);
-            }
-            match last {
-                Some(l) if more && l > after => after = l,
-                _ => return Ok(()),
-            }
-        }
+    pub(crate) fn all(&self, query: &str, each: impl FnMut(&str)) -> anyhow::Result<()> {
+        self.rt.block_on(self.client.all(query, each))
     }
 }
 
@@ -261,17 +195,6 @@ impl ObserveArgs {
             .collect::<Vec<_>>()
             .join("&")
     }
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn who(e: &End) -> String {
@@ -382,7 +305,7 @@ fn from_collector(args: &ObserveArgs, client: &CollectorClient, json: bool) -> a
     let query = args.query();
     let mut after: Option<i64> = None;
     loop {
-        let (text, last, more) = match after {
+        let Page { text, last, more } = match after {
             Some(a) => client.page(&query, Some(a), eastwall_node::collector::MAX_LIMIT)?,
             None => client.page(&query, None, args.last.max(1))?,
         };

@@ -19,6 +19,7 @@
 //! Storage: [`db::FlowStore`], by default SQLite ([`db::Sqlite`]), pruned every minute by age
 //! and size. The node side is [`export`].
 
+pub mod client;
 pub mod db;
 pub mod export;
 
