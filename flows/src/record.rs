@@ -48,6 +48,8 @@ pub struct Row {
     pub verdict: Option<String>,
     /// The deciding rule.
     pub rule: Option<String>,
+    /// A monitor-mode rule that would have denied what was allowed (the first one).
+    pub monitor: Option<String>,
     /// An HTTP request's method and path.
     pub method: Option<String>,
     /// Its path, without the query.
@@ -127,6 +129,11 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
             .unwrap_or(0),
         verdict: text(&e["policy"]["verdict"]),
         rule: text(&e["policy"]["rule"]),
+        monitor: e["policy"]["monitor"].as_array().and_then(|m| {
+            m.iter()
+                .find(|h| h["would"] == "deny")
+                .and_then(|h| text(&h["rule"]))
+        }),
         method: text(&http["http_method"]),
         path,
         dns: text(&v["dns"]["queries"][0]["rrname"])

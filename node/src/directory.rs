@@ -13,7 +13,7 @@ use eastwall_identity::{
 };
 use tracing::debug;
 
-use crate::config::DirectorySpec;
+use crate::config::{DirectorySpec, LdapSpec};
 
 /// A configured directory.
 pub(crate) enum Directory {
@@ -42,54 +42,12 @@ impl Directory {
                 Ok(Directory::Static(StaticDirectory::from_users(users)))
             }
             (None, Some(l)) => {
-                let mut c = LdapConfig::new(l.url.clone(), l.user_base.clone());
-                c.starttls = l.starttls;
-                c.ca_file = l.ca_file.as_ref().map(|p| base.join(p));
-                c.insecure_skip_verify = l.insecure_skip_verify;
-                c.bind_dn = l.bind_dn.clone();
-                c.bind_password_file = l.bind_password_file.as_ref().map(|p| base.join(p));
-                c.user_filter = l.user_filter.clone();
-                c.timeout = Duration::from_millis(spec.lookup_timeout_ms);
-                c.socket_mark = Some(own_mark);
-                let group_base = || {
-                    l.group_base
-                        .clone()
-                        .context("`groupBase` is required with this membership mode")
-                };
-                c.membership = match l.membership.as_str() {
-                    "memberOf" => GroupMembership::MemberOfAttribute {
-                        attribute: "memberOf".into(),
-                    },
-                    "member" => GroupMembership::GroupsByMemberDn {
-                        base: group_base()?,
-                        filter: "(objectClass=groupOfNames)".into(),
-                        attribute: "member".into(),
-                    },
-                    "uniqueMember" => GroupMembership::GroupsByMemberDn {
-                        base: group_base()?,
-                        filter: "(objectClass=groupOfUniqueNames)".into(),
-                        attribute: "uniqueMember".into(),
-                    },
-                    "memberUid" => GroupMembership::GroupsByMemberName {
-                        base: group_base()?,
-                        filter: "(objectClass=posixGroup)".into(),
-                        attribute: "memberUid".into(),
-                    },
-                    other => anyhow::bail!(
-                        "unknown membership mode `{other}` (memberOf, member, uniqueMember, memberUid)"
-                    ),
-                };
-                c.nesting = if l.in_chain {
-                    Nesting::InChain
-                } else if l.nesting_depth > 0 {
-                    Nesting::Recursive {
-                        max_depth: l.nesting_depth,
-                    }
-                } else {
-                    Nesting::None
-                };
-                let ldap = LdapDirectory::new(c, eastwall_certs::crypto_provider())
-                    .map_err(|e| anyhow::anyhow!("LDAP directory: {e}"))?;
+                let ldap = ldap_directory(
+                    l,
+                    base,
+                    Duration::from_millis(spec.lookup_timeout_ms),
+                    Some(own_mark),
+                )?;
                 let cache = CacheConfig {
                     refresh: Duration::from_secs(spec.refresh_secs.max(1)),
                     grace: Duration::from_secs(spec.grace_secs),
@@ -116,6 +74,64 @@ impl Directory {
             }
         }
     }
+}
+
+/// The LDAP client `l` describes: relative paths resolved against `base`, each operation
+/// bounded by `timeout`, connections marked with `mark`. Must run inside the tokio runtime.
+pub(crate) fn ldap_directory(
+    l: &LdapSpec,
+    base: &Path,
+    timeout: Duration,
+    mark: Option<u32>,
+) -> anyhow::Result<LdapDirectory> {
+    let mut c = LdapConfig::new(l.url.clone(), l.user_base.clone());
+    c.starttls = l.starttls;
+    c.ca_file = l.ca_file.as_ref().map(|p| base.join(p));
+    c.insecure_skip_verify = l.insecure_skip_verify;
+    c.bind_dn = l.bind_dn.clone();
+    c.bind_password_file = l.bind_password_file.as_ref().map(|p| base.join(p));
+    c.user_filter = l.user_filter.clone();
+    c.timeout = timeout;
+    c.socket_mark = mark;
+    let group_base = || {
+        l.group_base
+            .clone()
+            .context("`groupBase` is required with this membership mode")
+    };
+    c.membership = match l.membership.as_str() {
+        "memberOf" => GroupMembership::MemberOfAttribute {
+            attribute: "memberOf".into(),
+        },
+        "member" => GroupMembership::GroupsByMemberDn {
+            base: group_base()?,
+            filter: "(objectClass=groupOfNames)".into(),
+            attribute: "member".into(),
+        },
+        "uniqueMember" => GroupMembership::GroupsByMemberDn {
+            base: group_base()?,
+            filter: "(objectClass=groupOfUniqueNames)".into(),
+            attribute: "uniqueMember".into(),
+        },
+        "memberUid" => GroupMembership::GroupsByMemberName {
+            base: group_base()?,
+            filter: "(objectClass=posixGroup)".into(),
+            attribute: "memberUid".into(),
+        },
+        other => anyhow::bail!(
+            "unknown membership mode `{other}` (memberOf, member, uniqueMember, memberUid)"
+        ),
+    };
+    c.nesting = if l.in_chain {
+        Nesting::InChain
+    } else if l.nesting_depth > 0 {
+        Nesting::Recursive {
+            max_depth: l.nesting_depth,
+        }
+    } else {
+        Nesting::None
+    };
+    LdapDirectory::new(c, eastwall_certs::crypto_provider())
+        .map_err(|e| anyhow::anyhow!("LDAP directory: {e}"))
 }
 
 #[cfg(test)]

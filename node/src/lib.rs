@@ -22,6 +22,7 @@ pub mod capture;
 pub mod collector;
 pub mod config;
 pub(crate) mod conn;
+pub mod console;
 pub(crate) mod directory;
 pub(crate) mod front;
 pub(crate) mod identity;

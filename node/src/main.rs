@@ -162,12 +162,37 @@ enum Cmd {
     },
     /// Show flow records: from the collector or from EVE files, filtered, followed.
     Observe(Box<observe::ObserveArgs>),
+    /// The web console: map, flows, nodes, rules, recommend and replay, over HTTPS with
+    /// sign-in (`--config console.yaml`), or `hash-password` for its users file.
+    Console {
+        /// The console's configuration (`kind: ConsoleConfig`).
+        #[arg(long, required_unless_present = "action")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<ConsoleAction>,
+    },
     /// Build a small private cloud in namespaces, run nodes, drive traffic, show the verdicts.
     Demo {
         /// Keep the lab running (until Ctrl-C) and print how to look around.
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum ConsoleAction {
+    /// Reads a password on standard input and prints its Argon2id hash, for a
+    /// `kind: ConsoleUsers` file.
+    HashPassword,
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "give the password on standard input");
+    println!("{}", eastwall_node::console::auth::hash_password(password)?);
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -233,6 +258,15 @@ fn main() -> ExitCode {
             }),
         }),
         Cmd::Observe(args) => observe::run(&args),
+        Cmd::Console {
+            action: Some(ConsoleAction::HashPassword),
+            ..
+        } => hash_password(),
+        Cmd::Console {
+            config: Some(config),
+            action: None,
+        } => eastwall_node::console::run(&config),
+        Cmd::Console { .. } => Err(anyhow::anyhow!("give --config FILE")),
         Cmd::Apply {
             files,
             message,

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use eastwall_identity::SpiffeId;
 use eastwall_store::Store;
 use eastwall_store::etcd_client::PutOptions;
 use eastwall_store::follow::{Latest, latest};
@@ -397,7 +398,7 @@ pub(crate) async fn report(
                 }
                 let certs = identities
                     .as_ref()
-                    .map(|i| (i.count(), i.earliest_expiry()));
+                    .map(|i| (i.count(), i.earliest_expiry(), i.expiries()));
                 // The store's version refused here, or the state files refused by the reload
                 // (what only this node can check: capture, IDS engines, certificates).
                 let problem = refusal.get().or_else(|| {
@@ -449,23 +450,37 @@ pub(crate) async fn report(
     }
 }
 
+/// The node's workload certificates: how many, the first expiry, each one's.
+type Certificates = (usize, Option<SystemTime>, Vec<(SpiffeId, SystemTime)>);
+
+/// Workload certificates listed by identity in a status at most.
+const MAX_LISTED_CERTS: usize = 2_000;
+
 fn status_of(
     cfg: &NodeConfig,
     pipeline: &Pipeline,
     since: Option<&(StoredVersion, SystemTime)>,
     problem: Option<String>,
     restart: Option<String>,
-    certs: Option<(usize, Option<SystemTime>)>,
+    certs: Option<Certificates>,
 ) -> serde_json::Value {
     let m = &pipeline.telemetry.metrics;
+    // Each workload certificate's expiry, by identity (for the console), within a bound that
+    // keeps the status value small.
+    let expiries: serde_json::Map<String, serde_json::Value> = certs
+        .iter()
+        .flat_map(|(_, _, e)| e.iter().take(MAX_LISTED_CERTS))
+        .map(|(id, t)| (id.to_string(), eastwall_wire::eve::timestamp(*t).into()))
+        .collect();
     serde_json::json!({
         "node": cfg.node_name,
         "version": since.map(|(v, _)| v.version),
         "hash": since.map(|(v, _)| v.hash.clone()),
         "appliedAt": since.map(|(_, t)| eastwall_wire::eve::timestamp(*t)),
         "eastwallVersion": env!("CARGO_PKG_VERSION"),
-        "certificates": certs.map(|(n, _)| n),
-        "certExpiry": certs.and_then(|(_, t)| t).map(eastwall_wire::eve::timestamp),
+        "certificates": certs.as_ref().map(|(n, _, _)| *n),
+        "certExpiry": certs.as_ref().and_then(|(_, t, _)| *t).map(eastwall_wire::eve::timestamp),
+        "workloadCerts": expiries,
         "connections": m.connections_held.get(),
         "denied": m.denied_all.get(),
         "problem": problem,

@@ -40,7 +40,7 @@ pub use crate::directory::parse_directory;
 pub use crate::path::{PathError, normalize_path};
 pub use crate::policy::{
     Action, Decision, Endpoint, Explanation, Flow, HttpRequestFacts, IdsMode, IdsProfile, L7, Mode,
-    MonitorHit, Policy, Protocol, RuleRef, Step, StepOutcome,
+    MonitorHit, Policy, Protocol, RuleRef, RuleSummary, Step, StepOutcome,
 };
 pub use crate::registry::{DEFAULT_TRUST_DOMAIN, NodeEntry, Registry, Workload};
 pub use crate::yaml::{

@@ -342,7 +342,74 @@ impl LdapDirectory {
         Ok(ldap)
     }
 
+    /// Checks `password` for `user`: the service account finds the user's entry and groups,
+    /// then a connection of its own binds as that entry with the password (the kept
+    /// connection is never re-bound). `Ok(None)`: no such user, or the directory refused the
+    /// password (callers say the same for both). An empty password is refused without asking:
+    /// a simple bind with one is unauthenticated and succeeds (RFC 4513, 5.1.2).
+    pub async fn verify_password(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Groups>, DirectoryError> {
+        if password.is_empty() {
+            return Ok(None);
+        }
+        let groups = match self.groups(user).await {
+            Ok(g) => g,
+            Err(e) if e.is_unknown_user() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(dn) = groups.dn().map(str::to_owned) else {
+            return Err(DirectoryError::InvalidResponse {
+                reason: format!("the entry of {user:?} has no name"),
+            });
+        };
+        let bind = async {
+            let mut ldap = self.open().await?;
+            let answer = ldap
+                .simple_bind(&dn, password)
+                .await
+                .map_err(|e| self.ldap_error(e))?;
+            let _ = ldap.unbind().await;
+            Ok::<_, DirectoryError>(answer)
+        };
+        let answer = tokio::time::timeout(self.config.timeout, bind)
+            .await
+            .map_err(|_| DirectoryError::Timeout {
+                after: self.config.timeout,
+            })??;
+        match answer.rc {
+            0 => Ok(Some(groups)),
+            // invalidCredentials (also a locked or expired account in Active Directory).
+            49 => Ok(None),
+            rc => Err(DirectoryError::Unavailable {
+                reason: format!(
+                    "bind as {dn} answered {rc} ({})",
+                    answer.text.chars().take(200).collect::<String>()
+                ),
+            }),
+        }
+    }
+
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let mut ldap = self.open().await?;
+        if let (Some(dn), Some(file)) = (&self.config.bind_dn, &self.config.bind_password_file) {
+            let password = read_password(file).map_err(|e| DirectoryError::Unavailable {
+                reason: e.to_string(),
+            })?;
+            ldap.simple_bind(dn, &password)
+                .await
+                .and_then(|r| r.success())
+                .map_err(|e| DirectoryError::Unavailable {
+                    reason: format!("bind as {dn} to {} failed: {e}", self.config.url),
+                })?;
+        }
+        Ok(ldap)
+    }
+
+    /// A new connection (TLS as configured), not bound.
+    async fn open(&self) -> Result<Ldap, DirectoryError> {
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(self.config.timeout)
             .set_starttls(self.security == Security::StartTls);
@@ -362,7 +429,7 @@ impl LdapDirectory {
             reason: format!("connecting to {}: {e}", self.config.url),
         })?;
         settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
             .map_err(|e| self.ldap_error(e))?;
         tokio::spawn(async move {
@@ -370,17 +437,6 @@ impl LdapDirectory {
                 tracing::debug!(error = %e, "LDAP connection ended");
             }
         });
-        if let (Some(dn), Some(file)) = (&self.config.bind_dn, &self.config.bind_password_file) {
-            let password = read_password(file).map_err(|e| DirectoryError::Unavailable {
-                reason: e.to_string(),
-            })?;
-            ldap.simple_bind(dn, &password)
-                .await
-                .and_then(|r| r.success())
-                .map_err(|e| DirectoryError::Unavailable {
-                    reason: format!("bind as {dn} to {} failed: {e}", self.config.url),
-                })?;
-        }
         Ok(ldap)
     }
 

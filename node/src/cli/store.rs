@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use eastwall_store::history::{self, Version};
 use eastwall_store::snapshot::{self, Part, WORKLOADS};
-use eastwall_store::{ApplyError, Current, Snapshot, Store, StoreSpec};
+use eastwall_store::{ApplyError, Current, NodeState, Snapshot, Store, StoreSpec};
 use serde_json::Value;
 
 /// How to reach the store. Each is required; they are checked when the store is used (so
@@ -481,15 +481,7 @@ pub(crate) fn status(store: &StoreArgs) -> anyhow::Result<()> {
                 continue;
             };
             let v = st["version"].as_u64().unwrap_or(0);
-            let state = if st["problem"].is_string() {
-                "REFUSED-LATEST"
-            } else if v < latest {
-                "BEHIND"
-            } else if st["restartNeeded"].is_string() {
-                "RESTART-NEEDED"
-            } else {
-                "up"
-            };
+            let state = NodeState::of(Some(st), latest).as_str();
             // What a node wrote, made safe for a terminal table: one line, no control codes.
             let field = |k: &str| {
                 let raw = match &st[k] {

@@ -32,13 +32,15 @@ pub struct Edge {
     pub day: i64,
     /// Source workload, app, zone, identity, user (empty: none).
     pub src: [String; 5],
+    /// The source user's groups, sorted, joined by commas (empty: none known).
+    pub src_groups: String,
     /// Destination workload, app, zone.
     pub dest: [String; 3],
     /// Protocol and port.
     pub proto: String,
     /// The destination port.
     pub port: u16,
-    /// Verdict and rule.
+    /// `allow`, `deny`, or `alert` (an IDS alert on the edge).
     pub verdict: String,
     /// The deciding rule.
     pub rule: String,
@@ -46,6 +48,8 @@ pub struct Edge {
     pub method: String,
     /// The path's first two segments.
     pub path_prefix: String,
+    /// A monitor rule that would have denied what was allowed (empty: none).
+    pub monitor: String,
     /// Decisions, bytes.
     pub count: u64,
     /// Bytes.
@@ -103,13 +107,14 @@ CREATE INDEX IF NOT EXISTS records_received ON records(received);
 CREATE TABLE IF NOT EXISTS edges (
   day INTEGER NOT NULL,
   src_workload TEXT NOT NULL, src_app TEXT NOT NULL, src_zone TEXT NOT NULL,
-  src_identity TEXT NOT NULL, src_user TEXT NOT NULL,
+  src_identity TEXT NOT NULL, src_user TEXT NOT NULL, src_groups TEXT NOT NULL,
   dest_workload TEXT NOT NULL, dest_app TEXT NOT NULL, dest_zone TEXT NOT NULL,
   proto TEXT NOT NULL, port INTEGER NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL,
-  method TEXT NOT NULL, path_prefix TEXT NOT NULL,
+  method TEXT NOT NULL, path_prefix TEXT NOT NULL, monitor TEXT NOT NULL,
   count INTEGER NOT NULL, bytes INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
-  PRIMARY KEY (day, src_workload, src_app, src_zone, src_identity, src_user,
-               dest_workload, dest_app, dest_zone, proto, port, verdict, rule, method, path_prefix)
+  PRIMARY KEY (day, src_workload, src_app, src_zone, src_identity, src_user, src_groups,
+               dest_workload, dest_app, dest_zone, proto, port, verdict, rule, method, path_prefix,
+               monitor)
 ) WITHOUT ROWID;
 ";
 
@@ -164,7 +169,7 @@ impl FlowStore for Sqlite {
             )?;
             let mut edge = tx.prepare_cached(
                 "INSERT INTO edges VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                   ?13, ?14, ?15, ?16, ?17, ?18, ?18)
+                   ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?20)
                  ON CONFLICT DO UPDATE SET count = count + excluded.count,
                    bytes = bytes + excluded.bytes,
                    first = min(first, excluded.first), last = max(last, excluded.last)",
@@ -200,9 +205,14 @@ impl FlowStore for Sqlite {
                     count,
                     raw,
                 ])?;
-                // Decisions make edges; alerts and the like do not.
-                let Some(verdict) = &r.verdict else {
-                    continue;
+                // Decisions make edges, and so do alerts (verdict `alert`, rule `sid N`);
+                // other records do not.
+                let (verdict, rule) = match (&r.verdict, r.sid) {
+                    (Some(v), _) => (v.clone(), r.rule.clone().unwrap_or_default()),
+                    (None, Some(sid)) if r.event_type == "alert" => {
+                        ("alert".to_owned(), format!("sid {sid}"))
+                    }
+                    _ => continue,
                 };
                 let s = |o: &Option<String>| o.clone().unwrap_or_default();
                 edge.execute(params![
@@ -212,15 +222,21 @@ impl FlowStore for Sqlite {
                     s(&r.src.zone),
                     s(&r.src.identity),
                     s(&r.src.user),
+                    {
+                        let mut g = r.src.groups.clone();
+                        g.sort();
+                        g.join(",")
+                    },
                     s(&r.dest.workload),
                     s(&r.dest.app),
                     s(&r.dest.zone),
                     r.proto,
                     r.port,
                     verdict,
-                    s(&r.rule),
+                    rule,
                     s(&r.method),
                     path_prefix(r.path.as_deref()),
+                    s(&r.monitor),
                     count,
                     bytes,
                     r.time_us,
@@ -290,28 +306,32 @@ impl FlowStore for Sqlite {
     fn edges(&mut self, since_us: i64) -> anyhow::Result<Vec<Edge>> {
         let mut stmt = self.db.prepare_cached(
             "SELECT min(day), src_workload, src_app, src_zone, src_identity, src_user,
-                    dest_workload, dest_app, dest_zone, proto, port, verdict, rule, method,
-                    path_prefix, sum(count), sum(bytes), min(first), max(last)
+                    src_groups, dest_workload, dest_app, dest_zone, proto, port, verdict, rule, method,
+                    path_prefix, monitor, sum(count), sum(bytes), min(first), max(last)
              FROM edges WHERE day >= ?1
-             GROUP BY src_workload, src_app, src_zone, src_identity, src_user, dest_workload,
-                      dest_app, dest_zone, proto, port, verdict, rule, method, path_prefix
+             GROUP BY src_workload, src_app, src_zone, src_identity, src_user, src_groups,
+                      dest_workload,
+                      dest_app, dest_zone, proto, port, verdict, rule, method, path_prefix,
+                      monitor
              ORDER BY sum(count) DESC",
         )?;
         let rows = stmt.query_map(params![since_us.div_euclid(DAY_US)], |r| {
             Ok(Edge {
                 day: r.get(0)?,
                 src: [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
-                dest: [r.get(6)?, r.get(7)?, r.get(8)?],
-                proto: r.get(9)?,
-                port: r.get(10)?,
-                verdict: r.get(11)?,
-                rule: r.get(12)?,
-                method: r.get(13)?,
-                path_prefix: r.get(14)?,
-                count: u64::try_from(r.get::<_, i64>(15)?).unwrap_or(0),
-                bytes: u64::try_from(r.get::<_, i64>(16)?).unwrap_or(0),
-                first_us: r.get(17)?,
-                last_us: r.get(18)?,
+                src_groups: r.get(6)?,
+                dest: [r.get(7)?, r.get(8)?, r.get(9)?],
+                proto: r.get(10)?,
+                port: r.get(11)?,
+                verdict: r.get(12)?,
+                rule: r.get(13)?,
+                method: r.get(14)?,
+                path_prefix: r.get(15)?,
+                monitor: r.get(16)?,
+                count: u64::try_from(r.get::<_, i64>(17)?).unwrap_or(0),
+                bytes: u64::try_from(r.get::<_, i64>(18)?).unwrap_or(0),
+                first_us: r.get(19)?,
+                last_us: r.get(20)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -440,8 +440,8 @@ fn filter_of(query: &str) -> Result<(Filter, Option<i64>, usize), String> {
     Ok((f, after, limit))
 }
 
-/// `k=v&...`, percent-decoded (`+` is a space).
-fn form_urlencoded(q: &str) -> Vec<(String, String)> {
+/// `k=v&...`, percent-decoded (`+` is a space): a query string or an HTML form.
+pub(crate) fn form_urlencoded(q: &str) -> Vec<(String, String)> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
         let b = s.as_bytes();
@@ -533,10 +533,10 @@ async fn edges(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> 
                 .iter()
                 .map(|e| {
                     serde_json::json!({
-                        "src": {"workload": e.src[0], "app": e.src[1], "zone": e.src[2], "identity": e.src[3], "user": e.src[4]},
+                        "src": {"workload": e.src[0], "app": e.src[1], "zone": e.src[2], "identity": e.src[3], "user": e.src[4], "groups": e.src_groups},
                         "dest": {"workload": e.dest[0], "app": e.dest[1], "zone": e.dest[2]},
                         "proto": e.proto, "port": e.port, "verdict": e.verdict, "rule": e.rule,
-                        "method": e.method, "pathPrefix": e.path_prefix,
+                        "method": e.method, "pathPrefix": e.path_prefix, "monitor": e.monitor,
                         "count": e.count, "bytes": e.bytes,
                         "first": eastwall_wire::eve::timestamp_unix(Duration::from_micros(u64::try_from(e.first_us).unwrap_or(0))),
                         "last": eastwall_wire::eve::timestamp_unix(Duration::from_micros(u64::try_from(e.last_us).unwrap_or(0))),

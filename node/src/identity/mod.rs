@@ -173,6 +173,15 @@ impl LocalIdentities {
         self.server.insert(ident);
     }
 
+    /// When each of this node's workload certificates expires, by identity.
+    pub(crate) fn expiries(&self) -> Vec<(SpiffeId, std::time::SystemTime)> {
+        self.server
+            .ids()
+            .iter()
+            .filter_map(|id| self.server.get(id).map(|i| (id.clone(), i.not_after)))
+            .collect()
+    }
+
     /// When the first of this node's workload certificates expires.
     pub(crate) fn earliest_expiry(&self) -> Option<std::time::SystemTime> {
         self.server

@@ -92,6 +92,23 @@ pub struct RuleRef {
     pub section: Arc<str>,
 }
 
+/// One rule as listed by [`Policy::rules`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSummary {
+    /// Its id and section.
+    pub rule: RuleRef,
+    /// Allow or deny.
+    pub action: Action,
+    /// Enforce or monitor.
+    pub mode: Mode,
+    /// The line of its id in the file.
+    pub line: u32,
+    /// The protocols and ports it matches (`None`: every one).
+    pub ports: Option<String>,
+    /// Whether it has `http`, `tls` or `dns` conditions.
+    pub l7: bool,
+}
+
 /// One side of a connection: its address, its workload if the registry knows the address,
 /// and its identity if the node has proven it.
 #[derive(Clone, Copy, Debug)]
@@ -371,6 +388,18 @@ impl Policy {
     /// Number of sections.
     pub fn section_count(&self) -> usize {
         self.sections
+    }
+
+    /// Every rule in file order, as a list shows it (a console, a report).
+    pub fn rules(&self) -> impl Iterator<Item = RuleSummary> + '_ {
+        self.rules.iter().map(|r| RuleSummary {
+            rule: r.rref.clone(),
+            action: r.action,
+            mode: r.mode,
+            line: r.pos.line,
+            ports: r.ports.as_ref().map(|t| t.to_string()),
+            l7: r.l7.is_some(),
+        })
     }
 
     /// Decides on `flow`: the first matching enforce rule in file order decides; matching
