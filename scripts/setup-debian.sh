@@ -5,7 +5,8 @@
 # the lab's workload containers), curl (demo and tests), procps, dnsmasq and dig (the DNS
 # server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
 # directory tests; etcd (etcd-server, etcd-client) and protoc with the well-known types
-# (protobuf-compiler, libprotobuf-dev) for the central store.
+# (protobuf-compiler, libprotobuf-dev) for the central store; Chromium and ChromeDriver for the
+# console's browser tests.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -26,6 +27,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# The console's tests drive a real headless Chromium through ChromeDriver (WebDriver).
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

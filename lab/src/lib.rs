@@ -7,6 +7,8 @@
 //! `nsenter`, `slapd`) exactly as an operator would; it does not link the node's library.
 #![forbid(unsafe_code)]
 
+pub mod browser;
+pub mod console;
 pub mod demo;
 pub mod etcd;
 pub mod http_server;

@@ -166,7 +166,7 @@ enum Cmd {
     /// sign-in (`--config console.yaml`), or `hash-password` for its users file.
     Console {
         /// The console's configuration (`kind: ConsoleConfig`).
-        #[arg(long, required_unless_present = "action")]
+        #[arg(long)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: Option<ConsoleAction>,

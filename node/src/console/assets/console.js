@@ -273,7 +273,7 @@ function renderMap() {
   const abs = (box, ox, oy) => {
     box.x += ox; box.y += oy;
     nodes.push(box);
-    for (const c of box.children) abs(c, box.x + (box.kind === 'zone' ? 10 : 0), box.y + (box.kind === 'zone' ? 28 : 0));
+    for (const c of box.children || []) abs(c, box.x + (box.kind === 'zone' ? 10 : 0), box.y + (box.kind === 'zone' ? 28 : 0));
   };
   for (const z of zoneBoxes) abs(z, 10, 10);
   const center = new Map();
@@ -550,7 +550,7 @@ function detailOf(rec) {
   return '';
 }
 
-const flows = { last: null, timer: null, query: '' };
+const flows = { last: null, timer: null, query: '', seq: 0 };
 
 function flowRow(rec) {
   const e = rec.eastwall || {};
@@ -564,10 +564,13 @@ function flowRow(rec) {
 
 async function loadFlows(more) {
   const body = $('flows-table').tBodies[0];
+  // Only the answer to the latest request is shown (an older, slower one is dropped).
+  const seq = ++flows.seq;
   try {
     const params = new URLSearchParams(flows.query);
     if (more) { params.set('after', flows.last || 0); params.set('limit', 1000); } else params.set('limit', 200);
     const r = await api('GET', '/api/flows?' + params.toString());
+    if (seq !== flows.seq) return;
     if (!more) clear(body);
     // Newest first.
     for (const rec of r.records) body.insertBefore(flowRow(rec), body.firstChild);
