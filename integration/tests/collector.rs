@@ -295,9 +295,10 @@ fn records_reach_the_collector_and_an_outage_loses_nothing_within_the_backlog() 
     let dropped = "eastwall_flow_export_records_total{result=\"dropped\"}";
     assert_eq!(s.c.metric("hostA", dropped), 0);
 
-    // Down again, and more than the backlog holds: the overflow is counted, the rest arrives.
+    // Down again, and more than the backlog and the batch being sent hold (40 each): the
+    // overflow is counted, the rest arrives.
     drop(_collector);
-    for _ in 0..60 {
+    for _ in 0..150 {
         s.c.connect("web", "db", 5432);
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -111,6 +111,9 @@ fn scene() -> Scene {
         ],
     );
     let mut console = Console::start(&c.lab, "store", &eastwall_bin()).unwrap();
+    console
+        .export_from(&mut c.lab, &["hostA", "hostB"])
+        .unwrap();
     for host in ["hostA", "hostB"] {
         let node = etcd.add_node(host).unwrap();
         c.lab.set_node_store(Some(format!(
@@ -120,9 +123,6 @@ fn scene() -> Scene {
             node.cert.display(),
             node.key.display()
         )));
-        c.lab.clear_node_spec();
-        let export = console.export_spec(&c.lab, host).unwrap();
-        c.lab.add_node_spec(&export);
         c.start_node(host, "");
     }
     console.start_console(&etcd).unwrap();
@@ -456,6 +456,19 @@ fn the_console_shows_the_cloud_and_guards_its_changes() {
         let used = wait_text(&c, "#rules-table tr[data-rule='web-to-db']", "web-to-db").await;
         assert!(!used.contains("never matched"), "{used}");
         screenshot(&c, "rules").await;
+        // Explain a pair of workloads.
+        wait_text(&c, "#explain-from", "web-dev").await;
+        c.execute(
+            "document.getElementById('explain-from').value = 'web-dev';
+             document.getElementById('explain-to').value = 'db-prod';
+             document.querySelector('#explain-form input[name=port]').value = '5432';",
+            vec![],
+        )
+        .await
+        .unwrap();
+        click(&c, "#explain-form button[type='submit']").await;
+        let why = wait_text(&c, "#explain-out", "verdict: deny").await;
+        assert!(why.contains("watch-dev-to-prod"), "{why}");
 
         // Replay: the policy in force without web-to-db breaks prod's web -> db.
         click(&c, "button[data-view='recommend']").await;

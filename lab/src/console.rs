@@ -95,6 +95,17 @@ impl Console {
     /// Starts the collector on lab host `host` (the lab needs identity enabled); the console
     /// comes with [`Console::start_console`], once there is a store.
     pub fn start(lab: &Lab, host: &str, exe: &Path) -> anyhow::Result<Console> {
+        Console::start_with_db(lab, host, exe, None)
+    }
+
+    /// [`Console::start`] with the collector's database at `db` (one filled beforehand), or
+    /// a new one in its folder.
+    pub fn start_with_db(
+        lab: &Lab,
+        host: &str,
+        exe: &Path,
+        db: Option<PathBuf>,
+    ) -> anyhow::Result<Console> {
         let ca = lab
             .ca()
             .context("the lab needs identity (a CA) for the collector")?;
@@ -128,7 +139,7 @@ impl Console {
             .arg("--trust-bundle")
             .arg(dir.path().join("bundle.pem"))
             .arg("--db")
-            .arg(dir.path().join("flows.db"))
+            .arg(db.unwrap_or_else(|| dir.path().join("flows.db")))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -153,29 +164,28 @@ impl Console {
         format!("https://{}/", SocketAddr::new(self.addr, COLLECTOR_PORT))
     }
 
-    /// The `export:` lines of a node spec sending `node`'s records here (its certificate
-    /// issued by the lab's CA into this folder).
-    pub fn export_spec(&self, lab: &Lab, node: &str) -> anyhow::Result<String> {
+    /// Makes the nodes of `hosts` (started from now on) export their records here: each
+    /// gets its node certificate (issued by the lab's CA) as `export.crt` in its folder.
+    pub fn export_from(&self, lab: &mut Lab, hosts: &[&str]) -> anyhow::Result<()> {
         let ca = lab.ca().context("the lab needs identity")?;
-        let id = format!("spiffe://{}/node/{node}", ca.trust_domain());
-        let issued = ca
-            .issue(
-                &eastwall_policy::SpiffeId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?,
-                Duration::from_secs(24 * 3600),
-            )
-            .map_err(|e| anyhow::anyhow!("issuing {id}: {e}"))?;
-        let (crt, key) = (
-            self.dir.path().join(format!("export-{node}.crt")),
-            self.dir.path().join(format!("export-{node}.key")),
-        );
-        std::fs::write(&crt, issued.cert_pem)?;
-        std::fs::write(&key, issued.key_pem)?;
-        Ok(format!(
-            "  export:\n    url: https://{}\n    nodeCert: {}\n    nodeKey: {}\n",
-            SocketAddr::new(self.addr, COLLECTOR_PORT),
-            crt.display(),
-            key.display()
-        ))
+        for node in hosts {
+            let id = format!("spiffe://{}/node/{node}", ca.trust_domain());
+            let issued = ca
+                .issue(
+                    &eastwall_policy::SpiffeId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    Duration::from_secs(24 * 3600),
+                )
+                .map_err(|e| anyhow::anyhow!("issuing {id}: {e}"))?;
+            let dir = lab.dir().join(node);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("export.crt"), issued.cert_pem)?;
+            std::fs::write(dir.join("export.key"), issued.key_pem)?;
+        }
+        lab.add_node_spec(&format!(
+            "  export:\n    url: https://{}\n    nodeCert: export.crt\n    nodeKey: export.key\n",
+            SocketAddr::new(self.addr, COLLECTOR_PORT)
+        ));
+        Ok(())
     }
 
     /// Starts the console over `etcd` (as its admin, so that admins can apply) and the
@@ -184,7 +194,12 @@ impl Console {
         let dir = self.dir.path().to_owned();
         // The HTTPS certificate, for the host's address.
         let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(vec![self.addr.to_string()])?;
+        // The host's address, and loopback for the demo's forward.
+        let mut params = rcgen::CertificateParams::new(vec![
+            self.addr.to_string(),
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "eastwall console");
@@ -281,6 +296,11 @@ signIn:
         )
     }
 
+    /// The console process's PID (`ip netns exec` replaces itself with it).
+    pub fn console_pid(&self) -> Option<u32> {
+        self.console.as_ref().map(Child::id)
+    }
+
     /// The console's address: `https://ADDR:PORT/`.
     pub fn url(&self) -> String {
         format!("https://{}/", SocketAddr::new(self.addr, CONSOLE_PORT))
@@ -310,6 +330,65 @@ signIn:
     /// The console's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+}
+
+/// A loopback port of this machine's own namespace forwarded to the console (the demo's way
+/// in from a browser on the machine): its port, and the forward, which stops when dropped.
+pub fn forward_loopback(console: &Console) -> anyhow::Result<(u16, Forward)> {
+    let listener = (CONSOLE_PORT..CONSOLE_PORT + 20)
+        .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        .context("no free loopback port for the console")?;
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (netns, target) = (
+        console.netns.clone(),
+        SocketAddr::new(console.addr, CONSOLE_PORT),
+    );
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let client = match listener.accept() {
+                Ok((c, _)) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            // A socket made in the namespace stays there whichever thread uses it.
+            let Ok(Ok(server)) = crate::in_netns(&netns, move || {
+                std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))
+            }) else {
+                continue;
+            };
+            let _ = client.set_nonblocking(false);
+            for (mut from, mut to) in [
+                (client.try_clone(), server.try_clone()),
+                (server.try_clone(), client.try_clone()),
+            ]
+            .into_iter()
+            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+            {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+    });
+    Ok((port, Forward { stop }))
+}
+
+/// A running [`forward_loopback`].
+pub struct Forward {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -334,6 +334,16 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
     };
     // UDP sessions end (and leave their records) a second after their last datagram.
     lab.add_node_spec("  udp:\n    idleSecs: 1\n");
+    // With --keep and a store: the flow collector on the store's host (the nodes export
+    // their records to it), and later the console over both.
+    let mut console = match &central {
+        Some(_) if keep => {
+            let c = crate::console::Console::start(&lab, "store", exe)?;
+            c.export_from(&mut lab, &["hostA", "hostB"])?;
+            Some(c)
+        }
+        _ => None,
+    };
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for h in ["hostA", "hostB"] {
         if let Some(c) = &central {
@@ -484,6 +494,20 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         ok &= c.change_centrally(&lab)?;
     }
 
+    // The console, reachable from this machine on a loopback port forwarded into the store's
+    // namespace.
+    let mut forward = None;
+    if let (Some(con), Some(c)) = (&mut console, &central) {
+        con.start_console(&c.etcd)?;
+        let (port, f) = crate::console::forward_loopback(con)?;
+        forward = Some(f);
+        println!(
+            "\nThe console: https://127.0.0.1:{port}/  (the lab's own certificate: your browser asks you to accept it)"
+        );
+        for u in con.users() {
+            println!("  sign in as {} / {}  ({})", u.name, u.password, u.role);
+        }
+    }
     if keep {
         println!("\nThe lab stays up until you press Ctrl-C. Look around:");
         print!("{}", lab.describe());
@@ -504,6 +528,8 @@ pub fn run(exe: &Path, keep: bool) -> anyhow::Result<bool> {
         }
     }
     println!("\ntearing down ...");
+    drop(forward);
+    drop(console);
     Ok(ok)
 }
 

@@ -761,24 +761,26 @@ impl Bench {
             row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
         }
 
-        // Paced keep-alive.
-        let (mut q50, mut q99) = (vec![], vec![]);
-        for r in 0..rounds {
-            let ns = self.client_ns.clone();
-            let rate = self.a.rate;
-            let (a, b) = in_netns(&ns, move || paced_http(http, rate, secs))??;
-            eprintln!("  paced round {r}: p50 {a:.3} ms p99 {b:.3} ms");
-            q50.push(a);
-            q99.push(b);
-        }
-        row.paced_p50 = Some(median(&q50));
-        row.paced_p99 = Some(median(&q99));
-        row.paced_spread = Some(spread(&q99));
+        if !self.a.only_newconn {
+            // Paced keep-alive.
+            let (mut q50, mut q99) = (vec![], vec![]);
+            for r in 0..rounds {
+                let ns = self.client_ns.clone();
+                let rate = self.a.rate;
+                let (a, b) = in_netns(&ns, move || paced_http(http, rate, secs))??;
+                eprintln!("  paced round {r}: p50 {a:.3} ms p99 {b:.3} ms");
+                q50.push(a);
+                q99.push(b);
+            }
+            row.paced_p50 = Some(median(&q50));
+            row.paced_p99 = Some(median(&q99));
+            row.paced_spread = Some(spread(&q99));
 
-        // Paced keep-alive again while both nodes reload a policy of RELOAD_RULES rules
-        // every RELOAD_EVERY: decisions and the data path must not wait for the parse.
-        if name.starts_with("eastwall") {
-            self.paced_while_reloading(http, &mut row)?;
+            // Paced keep-alive again while both nodes reload a policy of RELOAD_RULES rules
+            // every RELOAD_EVERY: decisions and the data path must not wait for the parse.
+            if name.starts_with("eastwall") {
+                self.paced_while_reloading(http, &mut row)?;
+            }
         }
         if self.a.only_paced {
             return Ok(row);

@@ -2,10 +2,11 @@
 //!
 //! The flow log hands every record to a bounded backlog (`export.backlogRecords`) and never
 //! waits; this task takes from it up to [`BATCH_RECORDS`] records or [`BATCH_BYTES`] at a
-//! time and POSTs them with the node's certificate. A batch the collector cannot take (it is
+//! time, waiting at most [`LINGER`] for a batch to fill, and POSTs them with the node's certificate. A batch the collector cannot take (it is
 //! down, slow, or answers with an error) is kept and sent again, after 0.5 s doubling to 5 s,
 //! while new records wait in the backlog; when the backlog is full, new records are dropped
-//! and counted. Nothing within the backlog's bounds is lost; a batch whose answer was lost
+//! and counted. Nothing within the backlog's bounds (and the one batch being sent, at most
+//! as large) is lost; a batch whose answer was lost
 //! may arrive twice. `eastwall_flow_export_records_total{result}` counts `sent`, `rejected`
 //! (lines the collector refused, with its reason logged) and `dropped`.
 
@@ -33,6 +34,8 @@ pub const BATCH_RECORDS: usize = 2_000;
 const BATCH_BYTES: usize = 1 << 20;
 /// The longest wait between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest a record waits for others to share its batch.
+pub const LINGER: Duration = Duration::from_millis(250);
 
 /// Sends what `backlog` holds to the collector of `spec` until the backlog closes.
 /// `in_flight` says how many records it holds taken from the backlog and not yet sent (the
@@ -60,6 +63,8 @@ pub(crate) async fn export(
             .get_or_create(&ResultLabels { result })
             .inc_by(n as u64);
     };
+    // What is kept while the collector is away: the backlog, and one batch no larger.
+    let max_batch = BATCH_RECORDS.min(spec.backlog_records.max(1));
     let mut batch: Vec<String> = Vec::new();
     let mut backoff = Duration::from_millis(500);
     let mut failing = false;
@@ -67,18 +72,29 @@ pub(crate) async fn export(
         if batch.is_empty() {
             in_flight.store(0, Ordering::Release);
             match backlog.recv().await {
-                Some(line) => batch.push(line),
+                Some(line) => {
+                    batch.push(line);
+                    in_flight.store(1, Ordering::Release);
+                }
                 None => return,
             }
         }
+        // The batch fills for up to LINGER: each batch costs a TLS handshake (~0.4 ms of CPU
+        // here), so a busy node sends a few full batches a second, not one per record.
         let mut bytes: usize = batch.iter().map(|l| l.len() + 1).sum();
-        while batch.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
-            match backlog.try_recv() {
-                Ok(line) => {
+        // A batch being retried takes no more: new records wait in the backlog, whose bound
+        // is what the operator set.
+        let linger = tokio::time::Instant::now() + LINGER;
+        while !failing && batch.len() < max_batch && bytes < BATCH_BYTES {
+            match tokio::time::timeout_at(linger, backlog.recv()).await {
+                Ok(Some(line)) => {
                     bytes += line.len() + 1;
                     batch.push(line);
+                    // Taken counts as in flight: a stopping node waits for it.
+                    in_flight.store(batch.len(), Ordering::Release);
                 }
-                Err(_) => break,
+                // Stopping (the log closed the backlog), or long enough.
+                Ok(None) | Err(_) => break,
             }
         }
         in_flight.store(batch.len(), Ordering::Release);

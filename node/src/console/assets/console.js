@@ -343,21 +343,41 @@ function drawMap() {
       if (n.labels) { g.fillStyle = '#1d2330'; g.font = '11px system-ui, sans-serif'; g.fillText(n.label, n.x + 15, n.y + 2, n.w - 18); }
     }
   }
+  // Edges of one outcome and width go into one path, stroked once: thousands of edges cost
+  // a few dozen strokes (software rendering pays per stroke).
+  const width = (e) => Math.round(2 * (1 + 1.5 * Math.log10(1 + e.count))) / 2;
+  const batches = new Map();
   for (const e of map.edges) {
     if (e.pts.length === 0) continue;
-    const sel = map.selected && map.selected.kind === 'edge' && map.selected.edge === e;
-    g.strokeStyle = OUTCOME_COLOR[e.outcome]; g.globalAlpha = sel ? 1 : 0.75;
-    g.lineWidth = (sel ? 2 : 0) + 1 + 1.5 * Math.log10(1 + e.count);
-    g.beginPath(); g.moveTo(e.pts[0].x, e.pts[0].y);
-    g.quadraticCurveTo(e.ctrl.x, e.ctrl.y, e.pts[16].x, e.pts[16].y); g.stroke();
-    // An arrowhead at the destination.
+    const k = OUTCOME_ORDER.indexOf(e.outcome) + '|' + width(e);
+    if (!batches.has(k)) batches.set(k, []);
+    batches.get(k).push(e);
+  }
+  const arrow = (e, size) => {
     const a = e.pts[14], b = e.pts[16];
     const ang = Math.atan2(b.y - a.y, b.x - a.x);
-    g.beginPath(); g.moveTo(b.x, b.y);
-    g.lineTo(b.x - 9 * Math.cos(ang - 0.4), b.y - 9 * Math.sin(ang - 0.4));
-    g.lineTo(b.x - 9 * Math.cos(ang + 0.4), b.y - 9 * Math.sin(ang + 0.4));
-    g.closePath(); g.fillStyle = OUTCOME_COLOR[e.outcome]; g.fill();
+    g.moveTo(b.x, b.y);
+    g.lineTo(b.x - size * Math.cos(ang - 0.4), b.y - size * Math.sin(ang - 0.4));
+    g.lineTo(b.x - size * Math.cos(ang + 0.4), b.y - size * Math.sin(ang + 0.4));
+    g.closePath();
+  };
+  const stroke = (list, outcome, w, alpha) => {
+    g.strokeStyle = OUTCOME_COLOR[outcome]; g.fillStyle = OUTCOME_COLOR[outcome];
+    g.globalAlpha = alpha; g.lineWidth = w;
+    g.beginPath();
+    for (const e of list) { g.moveTo(e.pts[0].x, e.pts[0].y); g.quadraticCurveTo(e.ctrl.x, e.ctrl.y, e.pts[16].x, e.pts[16].y); }
+    g.stroke();
+    g.beginPath();
+    for (const e of list) arrow(e, 9);
+    g.fill();
+  };
+  // Allowed first, alerts last: the outcomes that matter most stay on top.
+  for (const k of [...batches.keys()].sort((x, y) => parseFloat(x) - parseFloat(y) || parseFloat(x.split('|')[1]) - parseFloat(y.split('|')[1]))) {
+    const list = batches.get(k);
+    stroke(list, list[0].outcome, width(list[0]), 0.75);
   }
+  const sel = map.selected && map.selected.kind === 'edge' ? map.selected.edge : null;
+  if (sel && sel.pts && sel.pts.length) stroke([sel], sel.outcome, width(sel) + 2, 1);
   g.globalAlpha = 1;
 }
 
