@@ -62,6 +62,10 @@ pub struct Row {
     pub bytes: u64,
     /// Decisions it stands for (an aggregate: many).
     pub count: u64,
+    /// The source node's record of a connection it carried through the tunnel: the
+    /// destination's node records the same connection (and decides it again), so counts of
+    /// decisions take that one.
+    pub relayed: bool,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -144,6 +148,7 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
             .unwrap_or(0)
             .saturating_add(v["flow"]["bytes_toclient"].as_u64().unwrap_or(0)),
         count: e["aggregate"]["flows"].as_u64().unwrap_or(1).max(1),
+        relayed: e["direction"] == "outbound" && e["tunnel"].is_object(),
     })
 }
 

@@ -145,6 +145,7 @@ fn record(i: usize, a: &Args, now_us: i64) -> (Row, String) {
         sid: (event == "alert").then_some(2_100_001),
         bytes: 1_000 + (i % 5_000) as u64,
         count: 1,
+        relayed: false,
     };
     // The text stored beside the columns: what a node writes, in size and shape.
     let raw = format!(

@@ -206,7 +206,11 @@ impl FlowStore for Sqlite {
                     raw,
                 ])?;
                 // Decisions make edges, and so do alerts (verdict `alert`, rule `sid N`);
-                // other records do not.
+                // other records do not. A connection through the tunnel counts once, as its
+                // destination's node recorded it.
+                if r.relayed && r.verdict.as_deref() == Some("allow") {
+                    continue;
+                }
                 let (verdict, rule) = match (&r.verdict, r.sid) {
                     (Some(v), _) => (v.clone(), r.rule.clone().unwrap_or_default()),
                     (None, Some(sid)) if r.event_type == "alert" => {
@@ -409,6 +413,59 @@ mod tests {
             i % 250
         );
         (row_of(&serde_json::from_str(&raw).unwrap()).unwrap(), raw)
+    }
+
+    #[test]
+    fn a_connection_through_the_tunnel_counts_once_and_alerts_and_monitors_make_edges() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Sqlite::open(&d.path().join("flows.db")).unwrap();
+        let flow = |node: &str, direction: &str, tunnel: bool, monitor: bool| {
+            let raw = format!(
+                r#"{{"timestamp":"2026-12-05T10:00:00Z","event_type":"flow","src_ip":"10.0.1.2","src_port":40000,"dest_ip":"10.0.2.2","dest_port":5432,"proto":"TCP","eastwall":{{"node":"{node}","direction":"{direction}",{}"src":{{"workload":"web","user":"alice","groups":["vdi","finance"]}},"dest":{{"workload":"db"}},"policy":{{"verdict":"allow","rule":"r","monitor":[{}]}}}}}}"#,
+                if tunnel {
+                    r#""tunnel":{"transport":"h2"},"#
+                } else {
+                    ""
+                },
+                if monitor {
+                    r#"{"rule":"watch","section":"s","would":"deny"}"#
+                } else {
+                    ""
+                }
+            );
+            (row_of(&serde_json::from_str(&raw).unwrap()).unwrap(), raw)
+        };
+        let alert = r#"{"timestamp":"2026-12-05T10:00:01Z","event_type":"alert","src_ip":"10.0.1.2","dest_ip":"10.0.2.2","dest_port":5432,"proto":"TCP","alert":{"signature_id":2001,"signature":"x"},"eastwall":{"node":"hostB","src_identity":"spiffe://lab/wl/web","dest_identity":"spiffe://lab/wl/db"}}"#;
+        s.insert(
+            &[
+                flow("hostA", "outbound", true, true),
+                flow("hostB", "inbound", false, true),
+                flow("hostA", "outbound", false, false),
+                (
+                    row_of(&serde_json::from_str(alert).unwrap()).unwrap(),
+                    alert.to_owned(),
+                ),
+            ],
+            1_000,
+        )
+        .unwrap();
+        // Every record is kept...
+        assert_eq!(s.count().unwrap(), 4);
+        // ...but the tunnel's outbound record is not counted twice in the aggregates.
+        let edges = s.edges(0).unwrap();
+        let monitored: Vec<&Edge> = edges.iter().filter(|e| e.monitor == "watch").collect();
+        assert_eq!(monitored.len(), 1, "{edges:?}");
+        assert_eq!(monitored[0].count, 1);
+        assert_eq!(monitored[0].src_groups, "finance,vdi");
+        assert!(
+            edges
+                .iter()
+                .any(|e| e.monitor.is_empty() && e.verdict == "allow" && e.count == 1)
+        );
+        let alerts: Vec<&Edge> = edges.iter().filter(|e| e.verdict == "alert").collect();
+        assert_eq!(alerts.len(), 1, "{edges:?}");
+        assert_eq!(alerts[0].rule, "sid 2001");
+        assert_eq!(alerts[0].src[3], "spiffe://lab/wl/web");
     }
 
     #[test]
