@@ -412,6 +412,13 @@ fn the_console_shows_the_cloud_and_guards_its_changes() {
         let panel = wait_text(&c, "#map-detail", "identity").await;
         assert!(panel.contains(HOSTILE), "{panel}");
         assert!(panel.contains("spiffe://"), "{panel}");
+        // Its certificate's expiry, as its node reports it.
+        assert!(
+            panel.contains("certificate expires")
+                && !panel.contains("no certificate")
+                && !panel.contains("reports no status"),
+            "{panel}"
+        );
         let pwned = c.execute("return window.pwned === undefined && document.querySelectorAll('#map-detail img, #map-detail script').length === 0", vec![]).await.unwrap();
         assert_eq!(
             pwned,
@@ -650,4 +657,93 @@ fn the_console_shows_the_cloud_and_guards_its_changes() {
         wait_text(&c, "#nodes-status", "3 nodes, 2 not enforcing it").await;
         let _ = c.close().await;
     });
+}
+
+/// `POST /api/login` as `user`, with curl from the console's host, verifying the console's
+/// certificate: the status and the answer.
+fn login(console: &Console, user: &str, password: &str) -> (u16, Value) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            console.netns(),
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+        ])
+        .arg("--cacert")
+        .arg(console.dir().join("console.crt"))
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(json!({"user": user, "password": password}).to_string())
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("{}api/login", console.url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[test]
+fn directory_users_sign_in_with_their_password_and_their_groups_decide() {
+    require_root();
+    assert!(
+        eastwall_lab::slapd::installed(),
+        "slapd is needed: scripts/setup-debian.sh installs it"
+    );
+    let c = Cloud::new(&["store"], &[], "", POLICY);
+    let store = c.lab.host("store").clone();
+    let etcd = Etcd::start(
+        &[(Some(store.netns.as_str()), store.addr.into())],
+        "/eastwall/",
+    )
+    .unwrap();
+    let slapd = eastwall_lab::slapd::Slapd::start(Some(&store.netns), store.addr.into()).unwrap();
+    let ldap = format!(
+        "{{url: \"{}\", starttls: true, caFile: {}, bindDn: \"{}\", bindPasswordFile: {}, userBase: \"ou=people,{}\"}}",
+        slapd.ldap_url(),
+        slapd.ca_file().display(),
+        eastwall_lab::slapd::ADMIN_DN,
+        slapd.admin_password_file().unwrap().display(),
+        eastwall_lab::slapd::BASE
+    );
+    let mut console = Console::start(&c.lab, "store", &eastwall_bin()).unwrap();
+    console
+        .start_console_with(&etcd, Some(&ldap), &["finance"])
+        .unwrap();
+    // alice is in finance: a reader, checked by the directory.
+    let (st, s) = login(&console, "alice", "alicepw");
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(
+        (s["role"].as_str(), s["source"].as_str()),
+        (Some("reader"), Some("ldap"))
+    );
+    // Wrong, empty, unknown: the same refusal.
+    for (user, pw) in [("alice", "wrong"), ("alice", ""), ("mallory", "alicepw")] {
+        let (st, s) = login(&console, user, pw);
+        assert_eq!(st, 401, "{user}/{pw}: {s}");
+        assert_eq!(s["error"], "wrong user name or password", "{user}: {s}");
+    }
+    // bob's password is right, but hr is no console group.
+    let (st, s) = login(&console, "bob", "bobpw");
+    assert_eq!(st, 401, "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may not use the console"),
+        "{s}"
+    );
+    // The directory decides live: bob joins finance.
+    slapd.add_member("finance", "bob").unwrap();
+    let (st, s) = login(&console, "bob", "bobpw");
+    assert_eq!((st, s["role"].as_str()), (200, Some("reader")), "{s}");
+    // Local users still sign in beside the directory.
+    let ada = console.users()[0].clone();
+    let (st, s) = login(&console, &ada.name, &ada.password);
+    assert_eq!((st, s["source"].as_str()), (200, Some("local")), "{s}");
 }

@@ -191,6 +191,17 @@ impl Console {
     /// Starts the console over `etcd` (as its admin, so that admins can apply) and the
     /// collector, with two local users: `ada` (admin) and `rob` (reader), passwords random.
     pub fn start_console(&mut self, etcd: &Etcd) -> anyhow::Result<()> {
+        self.start_console_with(etcd, None, &[])
+    }
+
+    /// [`Console::start_console`], also signing users in against an LDAP directory
+    /// (`ldap`: the `signIn.ldap` mapping, as YAML flow), members of `readers` as readers.
+    pub fn start_console_with(
+        &mut self,
+        etcd: &Etcd,
+        ldap: Option<&str>,
+        readers: &[&str],
+    ) -> anyhow::Result<()> {
         let dir = self.dir.path().to_owned();
         // The HTTPS certificate, for the host's address.
         let key = rcgen::KeyPair::generate()?;
@@ -266,14 +277,19 @@ collector:
 signIn:
   users: users.yaml
   admins: [console-admins]
-  readers: [console-readers]
-",
+  readers: [{readers}]
+{ldap}",
                 listen = SocketAddr::new(self.addr, CONSOLE_PORT),
                 endpoints = etcd.endpoints().join(", "),
                 ca = etcd.ca_file().display(),
                 cert = admin.cert.display(),
                 key = admin.key.display(),
                 collector = SocketAddr::new(self.addr, COLLECTOR_PORT),
+                readers = std::iter::once("console-readers")
+                    .chain(readers.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ldap = ldap.map(|l| format!("  ldap: {l}\n")).unwrap_or_default(),
             ),
         )?;
         let log = std::fs::File::create(dir.join("console.log"))?;

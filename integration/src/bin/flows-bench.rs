@@ -134,6 +134,10 @@ fn rss_mib() -> f64 {
     eastwall_integration::rss(std::process::id()).unwrap_or(0) as f64 / (1 << 20) as f64
 }
 
+// The allocator of the `eastwall` binary, whose `policy recommend` and `replay` this measures.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let a = args();
     let reg_text = registry(a.workloads);
