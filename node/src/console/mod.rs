@@ -60,7 +60,7 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest window asked for, in hours (90 days).
 const MAX_HOURS: u64 = 90 * 24;
 /// Records read at most for a recommendation or a replay.
-const MAX_RECORDS: usize = 5_000_000;
+const MAX_RECORDS: u64 = 2_000_000;
 /// How long the aggregates of a window are reused.
 const EDGES_FRESH: Duration = Duration::from_secs(10);
 /// Filter parameters and the length of each, at most.
@@ -90,6 +90,7 @@ struct Ctx {
     in_force: ArcSwapOption<InForce>,
     store: tokio::sync::Mutex<Option<Store>>,
     edges: Mutex<HashMap<u64, Fetched>>,
+    heavy: tokio::sync::Semaphore,
 }
 
 /// Runs `eastwall console --config FILE` until stopped.
@@ -154,6 +155,7 @@ pub async fn serve(cfg: ConsoleConfig, listener: TcpListener) -> anyhow::Result<
         in_force: ArcSwapOption::empty(),
         store: tokio::sync::Mutex::new(None),
         edges: Mutex::new(HashMap::new()),
+        heavy: tokio::sync::Semaphore::new(1),
         cfg,
     });
     {
@@ -798,43 +800,55 @@ fn explain(ctx: &Ctx, p: &[(String, String)]) -> Answer {
 /// The records of the window `p` asks, read as observations (off the async workers).
 async fn observations(ctx: &Ctx, hours: Option<&str>) -> Result<Observations, Refusal> {
     let (_, since) = since_of(hours)?;
-    let mut texts: Vec<String> = Vec::new();
-    let mut lines = 0usize;
-    let mut too_many = false;
-    ctx.collector
-        .all(
-            &format!("since={}", crate::collector::client::encode(&since)),
-            |t| {
-                lines += t.lines().count();
-                if lines > MAX_RECORDS {
-                    too_many = true;
-                } else {
-                    texts.push(t.to_owned());
-                }
-            },
-        )
-        .await
-        .map_err(|e| refuse(StatusCode::BAD_GATEWAY, format!("the collector: {e:#}")))?;
-    if too_many {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            format!("more than {MAX_RECORDS} records in the window: choose fewer hours"),
-        ));
-    }
-    tokio::task::spawn_blocking(move || {
-        let mut o = Observations::default();
-        for t in &texts {
-            o.read("collector", t);
+    let query = format!("since={}", crate::collector::client::encode(&since));
+    let mut o = Observations::default();
+    let mut after = 0;
+    loop {
+        let page = ctx
+            .collector
+            .page(&query, Some(after), crate::collector::MAX_LIMIT)
+            .await
+            .map_err(|e| refuse(StatusCode::BAD_GATEWAY, format!("the collector: {e:#}")))?;
+        if !page.text.is_empty() {
+            // Parsing a page is CPU work: not on the async workers.
+            let text = page.text;
+            o = tokio::task::spawn_blocking(move || {
+                o.read("collector", &text);
+                o
+            })
+            .await
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         }
-        o
+        if o.records > MAX_RECORDS {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("more than {MAX_RECORDS} records in the window: choose fewer hours"),
+            ));
+        }
+        match page.last {
+            Some(l) if page.more && l > after => after = l,
+            _ => return Ok(o),
+        }
+    }
+}
+
+/// The one recommendation or replay running (each reads up to [`MAX_RECORDS`] records).
+fn one_heavy(ctx: &Ctx) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+    ctx.heavy.try_acquire().map_err(|_| {
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "another recommendation or replay is running: try again when it is done",
+        )
     })
-    .await
-    .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 async fn recommend(ctx: &Ctx, p: &[(String, String)]) -> Answer {
     let f = match in_force(ctx) {
         Ok(f) => f,
+        Err(a) => return a.into(),
+    };
+    let _one = match one_heavy(ctx) {
+        Ok(p) => p,
         Err(a) => return a.into(),
     };
     let o = match observations(ctx, param(p, "hours")).await {
@@ -891,6 +905,10 @@ async fn replay(ctx: &Ctx, v: &Value) -> Answer {
                 &json!({"error": "the candidate does not validate", "problems": d.to_string()}),
             );
         }
+    };
+    let _one = match one_heavy(ctx) {
+        Ok(p) => p,
+        Err(a) => return a.into(),
     };
     let hours = v["hours"].as_u64().map(|h| h.to_string());
     let o = match observations(ctx, hours.as_deref()).await {
