@@ -12,6 +12,10 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+
+/// The pairing maps hold one entry per connection (millions): a fast hasher, seeded per
+/// process.
+type Fast = foldhash::fast::RandomState;
 use std::net::IpAddr;
 
 use eastwall_policy::Protocol;
@@ -146,11 +150,11 @@ pub struct Observations {
     /// Records read (every JSON line, whatever its type).
     pub records: u64,
     /// Inbound records per connection, to drop the outbound record of the same connection.
-    seen: HashMap<ConnKey, (bool, usize)>,
+    seen: HashMap<ConnKey, (bool, usize), Fast>,
     /// Connections whose requests or queries were decided one by one.
-    per_request: HashSet<Conn>,
+    per_request: HashSet<Conn, Fast>,
     /// Where the observation of each connection decided as a whole is in `list`.
-    whole_at: HashMap<Conn, usize>,
+    whole_at: HashMap<Conn, usize, Fast>,
 }
 
 /// A connection: source address and port, destination address and port.
@@ -173,6 +177,12 @@ impl Observations {
         // Lines are parsed in blocks, each block on every core, then taken in order (the
         // pairing of records depends on their order).
         const BLOCK: usize = 64 * 1024;
+        // Room for every line at once: growing a list and maps of millions costs more than
+        // filling them.
+        let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+        self.list.reserve(lines);
+        self.seen.reserve(lines);
+        self.whole_at.reserve(lines);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut lines = text.lines().enumerate().peekable();
         while lines.peek().is_some() {
