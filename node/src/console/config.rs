@@ -130,21 +130,7 @@ impl ConsoleConfig {
                 message,
             })
         };
-        if f.api_version.value != API_VERSION {
-            error(
-                &f.api_version.referenced,
-                format!(
-                    "apiVersion must be `{API_VERSION}`, found `{}`",
-                    f.api_version.value
-                ),
-            );
-        }
-        if f.kind.value != "ConsoleConfig" {
-            error(
-                &f.kind.referenced,
-                format!("kind must be `ConsoleConfig`, found `{}`", f.kind.value),
-            );
-        }
+        check_head(&f.api_version, &f.kind, "ConsoleConfig", &mut error);
         let listen = match f.listen.value.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -241,6 +227,30 @@ impl ConsoleConfig {
     }
 }
 
+/// Errors for a document whose `apiVersion` or `kind` is not what is expected.
+fn check_head(
+    api_version: &Spanned<String>,
+    kind: &Spanned<String>,
+    want: &str,
+    error: &mut impl FnMut(&Location, String),
+) {
+    if api_version.value != API_VERSION {
+        error(
+            &api_version.referenced,
+            format!(
+                "apiVersion must be `{API_VERSION}`, found `{}`",
+                api_version.value
+            ),
+        );
+    }
+    if kind.value != want {
+        error(
+            &kind.referenced,
+            format!("kind must be `{want}`, found `{}`", kind.value),
+        );
+    }
+}
+
 /// One local user of the console.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -276,18 +286,7 @@ pub fn parse_users(file: &Path, text: &str) -> Result<Vec<LocalUser>, Diagnostic
             message,
         })
     };
-    if f.api_version.value != API_VERSION {
-        error(
-            &f.api_version.referenced,
-            format!("apiVersion must be `{API_VERSION}`"),
-        );
-    }
-    if f.kind.value != "ConsoleUsers" {
-        error(
-            &f.kind.referenced,
-            format!("kind must be `ConsoleUsers`, found `{}`", f.kind.value),
-        );
-    }
+    check_head(&f.api_version, &f.kind, "ConsoleUsers", &mut error);
     let mut seen = std::collections::BTreeSet::new();
     for u in &f.users {
         let at = &u.referenced;

@@ -556,17 +556,20 @@ async fn edges_of(ctx: &Ctx, hours: u64, since: &str) -> Result<Arc<Vec<Collecte
     Ok(edges)
 }
 
+/// The configuration in force, and the aggregates of the window `p` asks (and its start).
+async fn in_force_and_edges(
+    ctx: &Ctx,
+    p: &[(String, String)],
+) -> Result<(Arc<InForce>, Arc<Vec<CollectedEdge>>, String), Refusal> {
+    let f = in_force(ctx)?;
+    let (hours, since) = since_of(param(p, "hours"))?;
+    let edges = edges_of(ctx, hours, &since).await?;
+    Ok((f, edges, since))
+}
+
 async fn topology(ctx: &Ctx, p: &[(String, String)]) -> Answer {
-    let f = match in_force(ctx) {
-        Ok(f) => f,
-        Err(a) => return a.into(),
-    };
-    let (hours, since) = match since_of(param(p, "hours")) {
+    let (f, edges, since) = match in_force_and_edges(ctx, p).await {
         Ok(x) => x,
-        Err(a) => return a.into(),
-    };
-    let edges = match edges_of(ctx, hours, &since).await {
-        Ok(e) => e,
         Err(a) => return a.into(),
     };
     let mut v = view::topology(&f.registry, &edges);
@@ -682,16 +685,8 @@ async fn nodes(ctx: &Ctx) -> Answer {
 }
 
 async fn rules(ctx: &Ctx, p: &[(String, String)]) -> Answer {
-    let f = match in_force(ctx) {
-        Ok(f) => f,
-        Err(a) => return a.into(),
-    };
-    let (hours, since) = match since_of(param(p, "hours")) {
+    let (f, edges, since) = match in_force_and_edges(ctx, p).await {
         Ok(x) => x,
-        Err(a) => return a.into(),
-    };
-    let edges = match edges_of(ctx, hours, &since).await {
-        Ok(e) => e,
         Err(a) => return a.into(),
     };
     let mut v = view::rules(&f.policy, &edges);
