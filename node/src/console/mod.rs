@@ -989,3 +989,51 @@ async fn apply(ctx: &Ctx, v: &Value, user: &str) -> Answer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What comes from the network or the registry reaches the page as text only: the
+    /// page's script has no way to turn a string into markup or code, and the page itself
+    /// has no inline script or event attribute (the CSP would refuse them too).
+    #[test]
+    fn the_page_never_turns_data_into_markup_or_code() {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+            "setTimeout('",
+            "setInterval('",
+        ] {
+            assert!(!CONSOLE_JS.contains(banned), "console.js uses {banned}");
+        }
+        let lower = INDEX_HTML.to_ascii_lowercase();
+        assert_eq!(
+            lower.matches("<script").count(),
+            1,
+            "one script, from a file"
+        );
+        assert!(lower.contains("<script src=\"/console.js\""));
+        for attr in [
+            " onclick=",
+            " onload=",
+            " onerror=",
+            " onsubmit=",
+            "javascript:",
+        ] {
+            assert!(!lower.contains(attr), "index.html has {attr}");
+        }
+    }
+
+    #[test]
+    fn windows_and_filters_are_bounded() {
+        assert!(since_of(None).is_ok() && since_of(Some("24")).is_ok());
+        for bad in ["0", "2161", "-1", "x", "1e3"] {
+            assert!(since_of(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
