@@ -510,6 +510,20 @@ fn a_reload_storm_under_load_costs_no_connection() {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+    // A node may coalesce the writes of the storm past every broken one (it parses the
+    // newest file when the previous parse ends): hold a broken one until each node has
+    // refused it, so that the refusal is checked, not left to chance.
+    for f in &files {
+        let tmp = f.with_extension("yaml.new");
+        std::fs::write(&tmp, &broken).unwrap();
+        std::fs::rename(&tmp, f).unwrap();
+    }
+    let refused =
+        |host: &str| c.metric(host, "eastwall_policy_reloads_total{result=\"error\"}") >= 1;
+    let since = Instant::now();
+    while !(refused("hostA") && refused("hostB")) && since.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // End on a valid policy of its own size, and let it land.
     let last = with_filler_rules(SHARED_SERVICE, RULES + 7, 2);
     for f in &files {
