@@ -105,7 +105,6 @@ impl Browser {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // The loopback of a new namespace may be down; the lab brings it up, check anyway.
         Ok(b)
     }
 
