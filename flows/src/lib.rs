@@ -6,6 +6,8 @@
 //!   the same pure decision code as the node, and what would change;
 //! - [`recommend`]: a policy that allows what was observed allowed, by app and zone, users'
 //!   groups, ports, HTTP methods and generalized paths, DNS names, with its evidence;
+//! - [`edge`]: the collector's per-edge aggregates, and the observations they stand for (a
+//!   recommendation over weeks from thousands of edges, not millions of records);
 //! - [`record`]: any EVE record as the columns a collector stores, and [`filter`]: which
 //!   records to show (`eastwall observe`);
 //! - [`anomaly`]: lateral-movement signals (a new peer after the learning period, denials
@@ -14,6 +16,7 @@
 //! Pure: values in, values out; reading files and printing are the CLI's.
 
 pub mod anomaly;
+pub mod edge;
 pub mod filter;
 pub mod observation;
 pub mod recommend;

@@ -91,8 +91,10 @@ pub enum RecordedL7 {
 /// One recorded decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
-    /// When it was recorded (RFC 3339, the node's clock).
+    /// When it was recorded (RFC 3339, the node's clock); for an aggregate, its first.
     pub time: String,
+    /// For an aggregate of many decisions, when the last was recorded.
+    pub last: Option<String>,
     /// The node that recorded it.
     pub node: String,
     /// The source.
@@ -591,6 +593,7 @@ fn observation_of(line: &str, at: &str) -> Result<Observed, String> {
     let flow = r.flow.as_ref();
     Ok(Observed::One(Box::new(Observation {
         time: owned(&r.timestamp).ok_or("no timestamp")?,
+        last: None,
         node: owned(&e.node).unwrap_or_default(),
         src: side(&r.src_ip, e.src.as_ref(), "src_ip")?,
         dest: side(&r.dest_ip, e.dest.as_ref(), "dest_ip")?,

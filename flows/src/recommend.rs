@@ -71,19 +71,20 @@ struct Evidence {
 
 impl Evidence {
     fn add(&mut self, o: &Observation) {
+        let last = o.last.as_ref().unwrap_or(&o.time);
         if self.count == 0 {
             self.http_only = true;
             self.dns_only = true;
             self.first = o.time.clone();
-            self.last = o.time.clone();
+            self.last = last.clone();
         }
         self.count += o.count;
         self.bytes += o.bytes;
         if o.time < self.first {
             self.first = o.time.clone();
         }
-        if o.time > self.last {
-            self.last = o.time.clone();
+        if *last > self.last {
+            self.last = last.clone();
         }
         match &o.l7 {
             RecordedL7::Http { method, path, .. } => {
@@ -348,7 +349,7 @@ fn l7_conditions(e: &Evidence) -> String {
 
 /// Whether a path segment names one thing among many: a number, a UUID, a long hex or
 /// mixed letters-and-digits token.
-fn is_variable(seg: &str) -> bool {
+pub(crate) fn is_variable(seg: &str) -> bool {
     let digits = seg.bytes().filter(u8::is_ascii_digit).count();
     let hex = seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     (digits > 0 && digits == seg.len())

@@ -44,6 +44,8 @@ pub struct Row {
     pub proto: String,
     /// The destination port.
     pub port: u16,
+    /// The ICMP type (ICMP and ICMPv6).
+    pub icmp_type: Option<u8>,
     /// `allow` or `deny` (absent for records without a decision, such as alerts).
     pub verdict: Option<String>,
     /// The deciding rule.
@@ -66,6 +68,9 @@ pub struct Row {
     /// destination's node records the same connection (and decides it again), so counts of
     /// decisions take that one.
     pub relayed: bool,
+    /// A connection whose HTTP requests or DNS queries were decided one by one (they are
+    /// records of their own).
+    pub per_request: bool,
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -131,6 +136,7 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(0),
+        icmp_type: v["icmp_type"].as_u64().and_then(|t| u8::try_from(t).ok()),
         verdict: text(&e["policy"]["verdict"]),
         rule: text(&e["policy"]["rule"]),
         monitor: e["policy"]["monitor"].as_array().and_then(|m| {
@@ -149,6 +155,7 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
             .saturating_add(v["flow"]["bytes_toclient"].as_u64().unwrap_or(0)),
         count: e["aggregate"]["flows"].as_u64().unwrap_or(1).max(1),
         relayed: e["direction"] == "outbound" && e["tunnel"].is_object(),
+        per_request: !e["http_requests"].is_null() || !e["dns_queries"].is_null(),
     })
 }
 

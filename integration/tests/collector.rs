@@ -255,31 +255,50 @@ fn records_reach_the_collector_and_an_outage_loses_nothing_within_the_backlog() 
         s.dir.path().join("alice.crt"),
         s.dir.path().join("alice.key"),
     );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &s.c.lab.host("central").netns])
-        .arg(eastwall_bin())
-        .args(["policy", "recommend", "--registry"])
-        .arg(&reg)
-        .args(["--collector", &s.url, "--since", "2026-01-01T00:00:00Z"])
-        .arg("--cert")
-        .arg(crt)
-        .arg("--key")
-        .arg(key)
-        .arg("--trust-bundle")
-        .arg(&s.bundle)
-        .output()
-        .unwrap();
-    let yaml = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let recommend = |extra: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &s.c.lab.host("central").netns])
+            .arg(eastwall_bin())
+            .args(["policy", "recommend", "--registry"])
+            .arg(&reg)
+            .args(["--collector", &s.url, "--since", "2026-01-01T00:00:00Z"])
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--key")
+            .arg(&key)
+            .arg("--trust-bundle")
+            .arg(&s.bundle)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // From the per-day aggregates (the default)...
+    let yaml = recommend(&[]);
     assert!(
         yaml.contains("from: {app: \"web\", zone: \"prod\"}") && yaml.contains("ports: [5432]"),
         "{yaml}"
     );
     assert!(yaml.contains("# evidence: 10 decisions"), "{yaml}");
+    assert!(
+        yaml.contains("per-day aggregates of the collector"),
+        "{yaml}"
+    );
+    // ...the same rules as from every record.
+    let exact = recommend(&["--from-records"]);
+    let rules = |y: &str| -> Vec<String> {
+        y.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rules(&yaml), rules(&exact), "{yaml}\n{exact}");
+    assert!(exact.contains("# evidence: 10 decisions"), "{exact}");
 
     // The collector goes away; 15 more connections wait in the backlogs (under 40 each).
     let before = (s.logged("hostA"), s.logged("hostB"));

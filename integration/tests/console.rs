@@ -477,8 +477,22 @@ fn the_console_shows_the_cloud_and_guards_its_changes() {
         let why = wait_text(&c, "#explain-out", "verdict: deny").await;
         assert!(why.contains("watch-dev-to-prod"), "{why}");
 
-        // Replay: the policy in force without web-to-db breaks prod's web -> db.
+        // Recommend, from the collector's per-day aggregates: prod's web -> db is there.
         click(&c, "button[data-view='recommend']").await;
+        click(&c, "#recommend-form button[type='submit']").await;
+        wait_text(&c, "#recommend-status", "per-day aggregates").await;
+        let candidate = c
+            .execute("return document.getElementById('candidate').value", vec![])
+            .await
+            .unwrap();
+        let candidate = candidate.as_str().unwrap_or_default();
+        assert!(
+            candidate.contains("from: {app: \"web\", zone: \"prod\"}")
+                && candidate.contains("to: {app: \"db\", zone: \"prod\"}"),
+            "{candidate}"
+        );
+
+        // Replay: the policy in force without web-to-db breaks prod's web -> db.
         click(&c, "#load-current").await;
         wait_text(&c, "#recommend-status", "the policy of version 1").await;
         let breaking = POLICY.replace(

@@ -146,6 +146,8 @@ fn record(i: usize, a: &Args, now_us: i64) -> (Row, String) {
         bytes: 1_000 + (i % 5_000) as u64,
         count: 1,
         relayed: false,
+        icmp_type: None,
+        per_request: false,
     };
     // The text stored beside the columns: what a node writes, in size and shape.
     let raw = format!(

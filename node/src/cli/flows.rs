@@ -45,6 +45,10 @@ pub(crate) struct RecommendArgs {
     registry: PathBuf,
     #[command(flatten)]
     source: Source,
+    /// With --collector: read every record of the window (exact times; slower) instead of
+    /// the collector's per-day aggregates (whole UTC days, HTTP paths as patterns).
+    #[arg(long)]
+    from_records: bool,
     /// Only what goes from or to this app.
     #[arg(long)]
     app: Option<String>,
@@ -164,12 +168,61 @@ pub(crate) fn replay(args: &ReplayArgs) -> ExitCode {
     }
 }
 
+/// The observations the collector's per-day aggregates of `source`'s window stand for, and
+/// what they are.
+fn aggregated(
+    client: &super::observe::CollectorClient,
+    source: &Source,
+    reg: &Registry,
+) -> anyhow::Result<(Vec<eastwall_flows::Observation>, String)> {
+    for t in [&source.since, &source.until].into_iter().flatten() {
+        eastwall_flows::record::unix_micros(t)
+            .with_context(|| format!("{t:?} is not a time (RFC 3339)"))?;
+    }
+    let edges = client.edges(
+        source.since.as_deref().unwrap_or("0"),
+        source.until.as_deref(),
+    )?;
+    let (list, problems) = eastwall_flows::edge::observations(&edges, reg);
+    for p in &problems {
+        eprintln!("skipped: {p}");
+    }
+    let days = match (&source.since, &source.until) {
+        (None, None) => "every day kept".to_owned(),
+        (s, u) => format!(
+            "the days from {} to {}",
+            s.as_deref()
+                .map_or("the first kept", |t| t.get(..10).unwrap_or(t)),
+            u.as_deref().map_or("today", |t| t.get(..10).unwrap_or(t)),
+        ),
+    };
+    Ok((
+        list,
+        format!(
+            "{} per-day aggregates of the collector ({days}, UTC)",
+            edges.len()
+        ),
+    ))
+}
+
 /// Writes the recommended policy.
 pub(crate) fn recommend(args: &RecommendArgs) -> anyhow::Result<()> {
     let reg = registry(&args.registry)?;
-    let o = observations(&args.source)?;
+    let (list, what) = match super::observe::CollectorClient::new(&args.source.collector)? {
+        Some(client) if !args.from_records => {
+            if !args.source.records.is_empty() {
+                bail!("give EVE files or --collector, not both");
+            }
+            aggregated(&client, &args.source, &reg)?
+        }
+        _ => {
+            let o = observations(&args.source)?;
+            let what = format!("{} records", o.records);
+            (o.list, what)
+        }
+    };
     let r = recommend::recommend(
-        &o.list,
+        &list,
         &reg,
         &Options {
             app: args.app.clone(),
@@ -181,9 +234,8 @@ pub(crate) fn recommend(args: &RecommendArgs) -> anyhow::Result<()> {
     Policy::parse("the recommended policy", &r.yaml, &reg)
         .map_err(|d| anyhow::anyhow!("the recommendation does not validate (a bug):\n{d}"))?;
     let header = format!(
-        "# recommended by `eastwall policy recommend` from {} records ({} decisions observed, {} allowed ones covered by {} rules)\n",
-        o.records,
-        o.list.iter().map(|x| x.count).sum::<u64>(),
+        "# recommended by `eastwall policy recommend` from {what} ({} decisions observed, {} allowed ones covered by {} rules)\n",
+        list.iter().map(|x| x.count).sum::<u64>(),
         r.covered,
         r.rules
     );

@@ -130,6 +130,15 @@ impl CollectorClient {
     pub(crate) fn all(&self, query: &str, each: impl FnMut(&str)) -> anyhow::Result<()> {
         self.rt.block_on(self.client.all(query, each))
     }
+
+    /// The per-edge aggregates of the days from `since` to `until`.
+    pub(crate) fn edges(
+        &self,
+        since: &str,
+        until: Option<&str>,
+    ) -> anyhow::Result<Vec<eastwall_flows::edge::Edge>> {
+        self.rt.block_on(self.client.edges(since, until))
+    }
 }
 
 impl ObserveArgs {

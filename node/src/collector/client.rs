@@ -139,13 +139,19 @@ impl CollectorClient {
         }
     }
 
-    /// The per-edge aggregates since `since` (an RFC 3339 time or µs since 1970), as the
-    /// collector's JSON array.
-    pub async fn edges(&self, since: &str) -> anyhow::Result<serde_json::Value> {
-        let a = self
-            .get(&format!("{EDGES_PATH}?since={}", encode(since)))
-            .await?;
-        serde_json::from_slice(&a.body).context("the collector's edges are not JSON")
+    /// The per-edge aggregates of the days from `since` to `until` (RFC 3339 times or µs
+    /// since 1970; `until` excluded, its day included unless it is midnight).
+    pub async fn edges(
+        &self,
+        since: &str,
+        until: Option<&str>,
+    ) -> anyhow::Result<Vec<eastwall_flows::edge::Edge>> {
+        let mut path = format!("{EDGES_PATH}?since={}", encode(since));
+        if let Some(u) = until {
+            path.push_str(&format!("&until={}", encode(u)));
+        }
+        let a = self.get(&path).await?;
+        serde_json::from_slice(&a.body).context("the collector's edges are not ours")
     }
 }
 

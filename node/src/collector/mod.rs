@@ -156,18 +156,16 @@ pub async fn serve(
         None => None,
         Some(t) => {
             let mut d = eastwall_flows::anomaly::Detector::new(t);
-            for e in store.edges(0)? {
-                let src = if e.src[0].is_empty() {
+            for e in store.edges(0, i64::MAX)? {
+                if e.src.workload.is_empty() || e.dest.workload.is_empty() {
                     continue;
-                } else {
-                    &e.src[0]
-                };
-                let dest = if e.dest[0].is_empty() {
-                    continue;
-                } else {
-                    &e.dest[0]
-                };
-                d.learn(src, &format!("{dest} {}/{}", e.proto, e.port), e.first_us);
+                }
+                let first = eastwall_flows::record::unix_micros(&e.first).unwrap_or(0);
+                d.learn(
+                    &e.src.workload,
+                    &format!("{} {}/{}", e.dest.workload, e.proto, e.port),
+                    first,
+                );
             }
             Some(d)
         }
@@ -515,8 +513,8 @@ async fn query(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> 
 }
 
 async fn edges(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> {
-    let since = match filter_of(req.uri().query().unwrap_or("")) {
-        Ok((f, _, _)) => f.since_us.unwrap_or(0),
+    let (since, until) = match filter_of(req.uri().query().unwrap_or("")) {
+        Ok((f, _, _)) => (f.since_us.unwrap_or(0), f.until_us.unwrap_or(i64::MAX)),
         Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
     let ctx = ctx.clone();
@@ -524,31 +522,14 @@ async fn edges(req: Request<Incoming>, ctx: &Arc<Ctx>) -> Response<Full<Bytes>> 
         ctx.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .edges(since)
+            .edges(since, until)
     })
     .await;
     match found.map_err(anyhow::Error::from).and_then(|r| r) {
-        Ok(edges) => {
-            let list: Vec<serde_json::Value> = edges
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "src": {"workload": e.src[0], "app": e.src[1], "zone": e.src[2], "identity": e.src[3], "user": e.src[4], "groups": e.src_groups},
-                        "dest": {"workload": e.dest[0], "app": e.dest[1], "zone": e.dest[2]},
-                        "proto": e.proto, "port": e.port, "verdict": e.verdict, "rule": e.rule,
-                        "method": e.method, "pathPrefix": e.path_prefix, "monitor": e.monitor,
-                        "count": e.count, "bytes": e.bytes,
-                        "first": eastwall_wire::eve::timestamp_unix(Duration::from_micros(u64::try_from(e.first_us).unwrap_or(0))),
-                        "last": eastwall_wire::eve::timestamp_unix(Duration::from_micros(u64::try_from(e.last_us).unwrap_or(0))),
-                    })
-                })
-                .collect();
-            answer(
-                StatusCode::OK,
-                "application/json",
-                serde_json::Value::from(list).to_string(),
-            )
-        }
+        Ok(edges) => match serde_json::to_string(&edges) {
+            Ok(body) => answer(StatusCode::OK, "application/json", body),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
         Err(e) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the store: {e:#}\n"),

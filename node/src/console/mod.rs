@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use eastwall_flows::edge::Edge;
 use eastwall_flows::observation::Observations;
 use eastwall_flows::recommend::{self, Options};
 use eastwall_policy::{Endpoint, Flow, HttpRequestFacts, L7, Policy, Protocol, Registry};
@@ -44,7 +45,6 @@ use tracing::{info, warn};
 
 use self::auth::{Role, Session, Sessions, SignIn, SignInError, same_secret};
 use self::config::ConsoleConfig;
-use self::view::CollectedEdge;
 use crate::collector::client::CollectorClient;
 
 /// The session cookie's name.
@@ -59,7 +59,7 @@ const MAX_CONNECTIONS: usize = 256;
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest window asked for, in hours (90 days).
 const MAX_HOURS: u64 = 90 * 24;
-/// Records read at most for a recommendation or a replay.
+/// Records read at most for a replay.
 const MAX_RECORDS: u64 = 2_000_000;
 /// How long the aggregates of a window are reused.
 const EDGES_FRESH: Duration = Duration::from_secs(10);
@@ -80,7 +80,7 @@ struct InForce {
 }
 
 /// Aggregates fetched for a window, and when.
-type Fetched = (Instant, Arc<Vec<CollectedEdge>>);
+type Fetched = (Instant, Arc<Vec<Edge>>);
 
 struct Ctx {
     cfg: ConsoleConfig,
@@ -528,7 +528,7 @@ fn in_force(ctx: &Ctx) -> Result<Arc<InForce>, Refusal> {
 }
 
 /// The aggregates of the last `hours`, reused for [`EDGES_FRESH`].
-async fn edges_of(ctx: &Ctx, hours: u64, since: &str) -> Result<Arc<Vec<CollectedEdge>>, Refusal> {
+async fn edges_of(ctx: &Ctx, hours: u64, since: &str) -> Result<Arc<Vec<Edge>>, Refusal> {
     if let Some((at, e)) = ctx
         .edges
         .lock()
@@ -538,17 +538,11 @@ async fn edges_of(ctx: &Ctx, hours: u64, since: &str) -> Result<Arc<Vec<Collecte
     {
         return Ok(e.clone());
     }
-    let v = ctx
+    let edges = ctx
         .collector
-        .edges(since)
+        .edges(since, None)
         .await
         .map_err(|e| refuse(StatusCode::BAD_GATEWAY, format!("the collector: {e:#}")))?;
-    let edges: Vec<CollectedEdge> = serde_json::from_value(v).map_err(|e| {
-        refuse(
-            StatusCode::BAD_GATEWAY,
-            format!("the collector's edges: {e}"),
-        )
-    })?;
     let edges = Arc::new(edges);
     let mut cache = ctx.edges.lock().unwrap_or_else(|p| p.into_inner());
     cache.retain(|_, (at, _)| at.elapsed() < EDGES_FRESH);
@@ -560,7 +554,7 @@ async fn edges_of(ctx: &Ctx, hours: u64, since: &str) -> Result<Arc<Vec<Collecte
 async fn in_force_and_edges(
     ctx: &Ctx,
     p: &[(String, String)],
-) -> Result<(Arc<InForce>, Arc<Vec<CollectedEdge>>, String), Refusal> {
+) -> Result<(Arc<InForce>, Arc<Vec<Edge>>, String), Refusal> {
     let f = in_force(ctx)?;
     let (hours, since) = since_of(param(p, "hours"))?;
     let edges = edges_of(ctx, hours, &since).await?;
@@ -827,7 +821,8 @@ async fn observations(ctx: &Ctx, hours: Option<&str>) -> Result<Observations, Re
     }
 }
 
-/// The one recommendation or replay running (each reads up to [`MAX_RECORDS`] records).
+/// The one recommendation or replay running (a replay reads up to [`MAX_RECORDS`] records; a
+/// recommendation, a window's aggregates).
 fn one_heavy(ctx: &Ctx) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
     ctx.heavy.try_acquire().map_err(|_| {
         refuse(
@@ -846,10 +841,12 @@ async fn recommend(ctx: &Ctx, p: &[(String, String)]) -> Answer {
         Ok(p) => p,
         Err(a) => return a.into(),
     };
-    let o = match observations(ctx, param(p, "hours")).await {
-        Ok(o) => o,
+    // From the aggregates (whole days): weeks of traffic in thousands of edges.
+    let (_, edges, since) = match in_force_and_edges(ctx, p).await {
+        Ok(x) => x,
         Err(a) => return a.into(),
     };
+    let (list, skipped) = eastwall_flows::edge::observations(&edges, &f.registry);
     let opts = Options {
         app: param(p, "app").filter(|s| !s.is_empty()).map(str::to_owned),
         zone: param(p, "zone")
@@ -857,7 +854,7 @@ async fn recommend(ctx: &Ctx, p: &[(String, String)]) -> Answer {
             .map(str::to_owned),
         monitor: param(p, "monitor") == Some("1"),
     };
-    let r = recommend::recommend(&o.list, &f.registry, &opts);
+    let r = recommend::recommend(&list, &f.registry, &opts);
     if let Err(d) = Policy::parse("the recommended policy", &r.yaml, &f.registry) {
         return problem(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -870,7 +867,9 @@ async fn recommend(ctx: &Ctx, p: &[(String, String)]) -> Answer {
             "yaml": r.yaml,
             "rules": r.rules,
             "covered": r.covered,
-            "records": o.records,
+            "edges": edges.len(),
+            "since": since,
+            "skipped": skipped,
             "base": f.version.version,
             "current": f.policy_text,
         }),

@@ -4,64 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use eastwall_flows::edge::{Edge, EdgeEnd};
 use eastwall_policy::{Policy, Registry};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Sets of users, groups, methods and paths kept per edge at most.
 const MAX_LISTED: usize = 20;
 /// The pseudo-workload of ends outside the registry.
 pub const OUTSIDE: &str = "(outside)";
-
-/// One per-edge aggregate as the collector answers it (`GET /v1/edges`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "camelCase")]
-pub struct CollectedEdge {
-    /// The source.
-    pub src: CollectedEnd,
-    /// The destination.
-    pub dest: CollectedEnd,
-    /// `TCP`, `UDP`, ...
-    pub proto: String,
-    /// The destination port.
-    pub port: u16,
-    /// `allow`, `deny` or `alert`.
-    pub verdict: String,
-    /// The deciding rule (`sid N` for an alert).
-    pub rule: String,
-    /// A monitor rule that would have denied it.
-    pub monitor: String,
-    /// The HTTP method.
-    pub method: String,
-    /// The path's first two segments.
-    pub path_prefix: String,
-    /// Decisions.
-    pub count: u64,
-    /// Bytes.
-    pub bytes: u64,
-    /// First seen (RFC 3339).
-    pub first: String,
-    /// Last seen.
-    pub last: String,
-}
-
-/// One end of a [`CollectedEdge`].
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct CollectedEnd {
-    /// Registry workload.
-    pub workload: String,
-    /// App.
-    pub app: String,
-    /// Zone.
-    pub zone: String,
-    /// Identity.
-    pub identity: String,
-    /// User.
-    pub user: String,
-    /// The user's groups, joined by commas.
-    pub groups: String,
-}
 
 /// What became of the traffic on an edge, as the map colours it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -79,7 +30,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcome of an aggregate.
-    pub fn of(e: &CollectedEdge) -> Outcome {
+    pub fn of(e: &Edge) -> Outcome {
         match e.verdict.as_str() {
             "alert" => Outcome::Alert,
             "allow" if !e.monitor.is_empty() => Outcome::Monitor,
@@ -135,7 +86,7 @@ fn put(set: &mut BTreeSet<String>, v: &str) {
 /// The workload an end names: its workload, else the registry's owner of its identity,
 /// else [`OUTSIDE`].
 fn workload_of<'r>(
-    end: &'r CollectedEnd,
+    end: &'r EdgeEnd,
     registry: &'r Registry,
     by_identity: &HashMap<&str, &'r str>,
 ) -> &'r str {
@@ -149,7 +100,7 @@ fn workload_of<'r>(
 }
 
 /// The map: every workload of the registry and the edges between them.
-pub fn topology(registry: &Registry, edges: &[CollectedEdge]) -> Value {
+pub fn topology(registry: &Registry, edges: &[Edge]) -> Value {
     let mut by_identity: HashMap<&str, &str> = HashMap::new();
     for w in registry.workloads() {
         by_identity
@@ -225,7 +176,7 @@ pub fn topology(registry: &Registry, edges: &[CollectedEdge]) -> Value {
 
 /// The policy's rules in file order with their hits over the aggregates: decisions they made,
 /// and for monitor rules, what they would have denied.
-pub fn rules(policy: &Policy, edges: &[CollectedEdge]) -> Value {
+pub fn rules(policy: &Policy, edges: &[Edge]) -> Value {
     let mut hits: HashMap<&str, (u64, &str)> = HashMap::new();
     for e in edges {
         for rule in [&e.rule, &e.monitor] {
@@ -313,17 +264,17 @@ spec:
         rule: &str,
         monitor: &str,
         n: u64,
-    ) -> CollectedEdge {
-        CollectedEdge {
-            src: CollectedEnd {
+    ) -> Edge {
+        Edge {
+            src: EdgeEnd {
                 workload: src.into(),
                 user: "alice".into(),
                 groups: "finance,vdi".into(),
-                ..CollectedEnd::default()
+                ..EdgeEnd::default()
             },
-            dest: CollectedEnd {
+            dest: EdgeEnd {
                 identity: dst_identity.into(),
-                ..CollectedEnd::default()
+                ..EdgeEnd::default()
             },
             proto: "TCP".into(),
             port: 5432,
@@ -334,7 +285,7 @@ spec:
             bytes: n * 10,
             first: format!("2026-12-0{n}T00:00:00Z"),
             last: format!("2026-12-0{n}T01:00:00Z"),
-            ..CollectedEdge::default()
+            ..Edge::default()
         }
     }
 

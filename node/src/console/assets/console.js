@@ -703,7 +703,8 @@ $('recommend-form').addEventListener('submit', async (ev) => {
     $('candidate').value = r.yaml;
     candidateBase = r.base;
     $('recommend-status').textContent = r.rules + ' rules covering ' + fmtCount(r.covered) + ' allowed decisions, from ' +
-      fmtCount(r.records) + ' records (based on version ' + r.base + ')';
+      fmtCount(r.edges) + ' per-day aggregates from ' + r.since.slice(0, 10) + ' (UTC days; based on version ' + r.base + ')' +
+      (r.skipped.length ? '; left out: ' + r.skipped.join('; ') : '');
   } catch (e) {
     $('recommend-status').textContent = e.message;
   }
