@@ -1,15 +1,16 @@
-//! Alerts as Suricata EVE JSON events ([`eastwall_wire::eve::AlertEvent`], the one EVE
+//! Alerts (and anomalies) as Suricata EVE JSON events ([`eastwall_wire::eve::AlertEvent`], the one EVE
 //! module of eastwall), with field names as Suricata 7 writes them, plus an `eastwall` object
 //! with the proven identities of both ends.
 
 use std::collections::BTreeMap;
 
 use eastwall_wire::eve::{
-    AlertEvent, AlertFlow, EveAlert, EveDns, EveHttp, EveIdentities, EveTls, timestamp_unix,
+    AlertEvent, AlertFlow, AnomalyEvent, EveAlert, EveAnomaly, EveDns, EveHttp, EveIdentities,
+    EveTls, timestamp_unix,
 };
 
-use crate::inspect::{Alert, FlowMeta};
-use crate::rule::Dir;
+use crate::inspect::{Alert, Anomaly, FlowMeta, HttpSummary};
+use crate::rule::{Dir, Transport};
 
 /// The EVE `alert` object of `a`, as allowed (see [`EveAlert::blocked`]).
 pub fn eve_alert(a: &Alert) -> EveAlert {
@@ -52,15 +53,7 @@ pub fn alert_event(
         tx_id: alert.tx_id,
         direction: alert.dir.as_str(),
         alert: eve_alert(alert),
-        http: alert.http.as_ref().map(|h| EveHttp {
-            hostname: h.hostname.clone(),
-            url: h.url.clone(),
-            http_user_agent: h.user_agent.clone(),
-            http_method: h.method.clone(),
-            protocol: h.protocol.clone(),
-            status: h.status,
-            ..EveHttp::default()
-        }),
+        http: alert.http.as_ref().map(http_of),
         tls: alert.tls_sni.as_ref().map(|s| EveTls {
             sni: Some(s.clone()),
             ..EveTls::default()
@@ -75,6 +68,51 @@ pub fn alert_event(
             dest_ip: flow.dst.ip(),
             src_port: flow.src.port(),
             dest_port: flow.dst.port(),
+        },
+        eastwall: identities,
+    }
+}
+
+/// EVE's `http` object of a transaction.
+fn http_of(h: &HttpSummary) -> EveHttp {
+    EveHttp {
+        hostname: h.hostname.clone(),
+        url: h.url.clone(),
+        http_user_agent: h.user_agent.clone(),
+        http_method: h.method.clone(),
+        protocol: h.protocol.clone(),
+        status: h.status,
+        ..EveHttp::default()
+    }
+}
+
+/// The EVE `anomaly` record of `anomaly` on `flow`.
+pub fn anomaly_event(
+    anomaly: &Anomaly,
+    flow: &FlowMeta,
+    flow_id: u64,
+    identities: Option<EveIdentities>,
+) -> AnomalyEvent {
+    let (src, dst) = match anomaly.dir {
+        Dir::ToServer => (flow.src, flow.dst),
+        Dir::ToClient => (flow.dst, flow.src),
+    };
+    AnomalyEvent {
+        timestamp: timestamp_unix(anomaly.timestamp.since_epoch()),
+        flow_id,
+        event_type: "anomaly",
+        src_ip: src.ip(),
+        src_port: src.port(),
+        dest_ip: dst.ip(),
+        dest_port: dst.port(),
+        proto: Transport::Tcp.as_str(),
+        tx_id: anomaly.tx_id,
+        http: anomaly.http.as_ref().map(http_of),
+        anomaly: EveAnomaly {
+            app_proto: "http",
+            kind: "applayer",
+            event: anomaly.event.name(),
+            layer: "proto_parser",
         },
         eastwall: identities,
     }

@@ -28,6 +28,7 @@
 
 mod class;
 mod compile;
+mod decode;
 mod dns;
 mod eve;
 mod http;
@@ -40,10 +41,11 @@ mod vars;
 
 pub use crate::class::Classifications;
 pub use crate::compile::{BuildReport, Engine, Limits, Selection};
-pub use crate::eve::{alert_event, eve_alert};
+pub use crate::decode::DecodeEvent;
+pub use crate::eve::{alert_event, anomaly_event, eve_alert};
 pub use crate::http::{HttpRequest, HttpResponse, HttpVersion};
 pub use crate::inspect::{
-    Alert, AppProto, FlowInspector, FlowMeta, HttpSummary, Timestamp, Verdict,
+    Alert, Anomaly, AppProto, FlowInspector, FlowMeta, HttpSummary, Timestamp, Verdict,
 };
 pub use crate::report::{CheckReport, FileReport, check};
 pub use crate::rule::{

@@ -18,6 +18,7 @@ alert http any any -> any any (msg:"secret in a response"; flow:established,to_c
 alert tcp any any -> any any (msg:"leak echoed back"; flow:established,to_client; content:"ECHO-LEAK"; classtype:policy-violation; sid:1000004; rev:1;)
 alert udp any any -> any any (msg:"UDP attack payload"; flow:to_server; content:"UDP-EVIL"; classtype:attempted-admin; sid:1000005; rev:1;)
 alert dns any any -> any any (msg:"query for a tunnelling domain"; dns.query; content:"tunnel.example"; nocase; classtype:bad-unknown; sid:1000006; rev:1;)
+alert http any any -> any any (msg:"command in a request body"; flow:established,to_server; http.request_body; content:"cmd=whoami"; classtype:web-application-attack; sid:1000007; rev:1;)
 "#;
 
 fn policy(mode: &str) -> String {
@@ -204,6 +205,44 @@ fn prevent_mode_blocks_before_the_server_and_catches_split_attacks() {
         f["flow"]["reason"] == "ids-blocked" && f["dest_port"] == 9000
     });
     assert_eq!(f["eastwall"]["ids"]["blocked_by"], 1000002);
+}
+
+#[test]
+fn prevent_mode_blocks_an_attack_hidden_in_a_gzip_request_body() {
+    use std::io::Write;
+    let s = scene("prevent");
+    let dst = s.c.addr("web", 8080);
+    // The command after 30 KB of filler, gzip-compressed, labelled, sent in small writes.
+    let mut text: Vec<u8> = (0..3000)
+        .flat_map(|i| format!("f{i:04}=x&").into_bytes())
+        .collect();
+    text.extend_from_slice(b"cmd=whoami");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&text).unwrap();
+    let body = gz.finish().unwrap();
+    assert!(!body.windows(10).any(|w| w == b"cmd=whoami"));
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: web\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut chunks: Vec<(&[u8], Duration)> = vec![(head.as_bytes(), Duration::from_millis(5))];
+    chunks.extend(body.chunks(500).map(|c| (c, Duration::from_millis(5))));
+    let answer = raw_exchange(&s.c, "client", dst, &chunks, Duration::from_secs(3));
+    assert!(
+        answer.text().starts_with("HTTP/1.1 403"),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        answer.text().contains("signature 1000007"),
+        "{}",
+        answer.text()
+    );
+    let a = wait_alert(&s.c, "hostB", 1000007);
+    assert_eq!(a["alert"]["action"], "blocked");
+    assert_eq!(a["http"]["url"], "/upload");
+    // The server never answered the request: its body was cut before it was whole.
+    assert!(!answer.text().contains("body bytes"), "{}", answer.text());
 }
 
 #[test]

@@ -31,7 +31,7 @@ use tracing::{info, warn};
 use crate::config::IdsSpec;
 use crate::relay::{DatagramSource, Source};
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{DropLabels, IdsLabels};
+use crate::telemetry::metrics::{DropLabels, IdsAnomalyLabels, IdsLabels};
 
 /// The compiled rules, one engine per IDS profile of the policy.
 pub struct IdsEngines {
@@ -316,6 +316,23 @@ impl FlowIds {
     pub(crate) fn apply(&mut self, telemetry: &Telemetry, v: Verdict) -> Result<(), (u32, String)> {
         if v.is_empty() {
             return Ok(());
+        }
+        for a in &v.anomalies {
+            let flow = self.inspector.flow();
+            telemetry.flows.event(&eastwall_ids::anomaly_event(
+                a,
+                &flow,
+                self.flow_id,
+                Some(self.identities.clone()),
+            ));
+            telemetry
+                .metrics
+                .ids_anomalies
+                .get_or_create(&IdsAnomalyLabels {
+                    profile: self.profile.name.to_string(),
+                    event: a.event.name(),
+                })
+                .inc();
         }
         let prevent = self.profile.mode == IdsMode::Prevent;
         let mut block = None;

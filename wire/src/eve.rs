@@ -713,6 +713,53 @@ pub struct AlertEvent {
     pub eastwall: Option<EveIdentities>,
 }
 
+/// An EVE `anomaly` record of the IDS (Suricata's shape: an application-layer event of a
+/// flow, such as a decompression bomb).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyEvent {
+    /// When.
+    pub timestamp: String,
+    /// The node's id of the flow.
+    pub flow_id: u64,
+    /// Always `anomaly`.
+    pub event_type: &'static str,
+    /// Sender of the data.
+    pub src_ip: IpAddr,
+    /// Its port.
+    pub src_port: u16,
+    /// Receiver of the data.
+    pub dest_ip: IpAddr,
+    /// Its port.
+    pub dest_port: u16,
+    /// `TCP` or `UDP`.
+    pub proto: &'static str,
+    /// The transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_id: Option<u64>,
+    /// The HTTP transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<EveHttp>,
+    /// What was noticed.
+    pub anomaly: EveAnomaly,
+    /// Identities of both ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eastwall: Option<EveIdentities>,
+}
+
+/// The `anomaly` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EveAnomaly {
+    /// Application protocol (`http`).
+    pub app_proto: &'static str,
+    /// Always `applayer`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The event (`COMPRESSION_BOMB`, ...).
+    pub event: &'static str,
+    /// Always `proto_parser`.
+    pub layer: &'static str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@
 //! on the parsed messages.
 
 use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId};
+use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::payload;
@@ -159,11 +160,29 @@ pub struct Alert {
     pub dns_query: Option<String>,
 }
 
+/// Something the inspector noticed that is no rule's match (EVE `anomaly`): how a body was
+/// encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    /// What.
+    pub event: DecodeEvent,
+    /// Direction of the data.
+    pub dir: Dir,
+    /// The HTTP transaction.
+    pub tx_id: Option<u64>,
+    /// When.
+    pub timestamp: Timestamp,
+    /// The HTTP transaction, as alerts show it.
+    pub http: Option<HttpSummary>,
+}
+
 /// What one input produced. Empty (no allocation) when nothing matched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     /// Alerts, in rule evaluation order.
     pub alerts: Vec<Alert>,
+    /// Anomalies noticed.
+    pub anomalies: Vec<Anomaly>,
 }
 
 impl Verdict {
@@ -174,9 +193,9 @@ impl Verdict {
             .any(|a| matches!(a.action, RuleAction::Drop | RuleAction::Reject))
     }
 
-    /// Whether nothing matched.
+    /// Whether nothing matched and nothing was noticed.
     pub fn is_empty(&self) -> bool {
-        self.alerts.is_empty()
+        self.alerts.is_empty() && self.anomalies.is_empty()
     }
 }
 
@@ -197,6 +216,18 @@ fn stream_matches(r: &CRule, buf: &[u8], fresh: usize) -> bool {
             payload::matches(&b.items, &apply_transforms(buf, &b.transforms))
         }
     })
+}
+
+/// The decoder of a body whose head has `headers`, and the anomaly its codings are.
+fn body_coding(headers: &[(&str, &[u8])]) -> (Option<Box<BodyDecoder>>, Option<DecodeEvent>) {
+    let Some(value) = http::header(headers, "content-encoding") else {
+        return (None, None);
+    };
+    let (layers, too_many) = decode::codings(std::iter::once(&*value));
+    (
+        (layers > 0).then(|| Box::new(BodyDecoder::new(layers))),
+        too_many.then_some(DecodeEvent::TooManyEncodingLayers),
+    )
 }
 
 /// Minimum growth of a buffer before monotone rules are checked again.
@@ -231,6 +262,8 @@ struct DirState {
 /// A request or response body being collected.
 #[derive(Debug, Default)]
 struct Body {
+    /// Its content codings being undone (`Content-Encoding`), if any.
+    coding: Option<Box<BodyDecoder>>,
     buf: Vec<u8>,
     seen: bool,
     ended: bool,
@@ -591,7 +624,9 @@ impl FlowInspector {
     /// The flow is over: both directions end and the open HTTP transaction is completed.
     pub fn close(&mut self, now: Timestamp) -> Verdict {
         let mut v = self.stream_end(Dir::ToServer, now);
-        v.alerts.extend(self.stream_end(Dir::ToClient, now).alerts);
+        let other = self.stream_end(Dir::ToClient, now);
+        v.alerts.extend(other.alerts);
+        v.anomalies.extend(other.anomalies);
         if !self.passed {
             self.finish_tx(now, &mut v);
         }
@@ -617,11 +652,19 @@ impl FlowInspector {
             protocol: req.version.as_str().to_string(),
             status: None,
         };
+        let (coding, anomaly) = body_coding(req.headers);
         self.tx = Some(Box::new(Tx {
             id,
             summary,
+            req_body: Body {
+                coding,
+                ..Body::default()
+            },
             ..Tx::default()
         }));
+        if let Some(event) = anomaly {
+            self.anomaly(event, Dir::ToServer, now, &mut v);
+        }
         let src = RequestSource(req);
         self.tx_phase(Phase::Request, &src, Dir::ToServer, now, &mut v);
         v
@@ -643,9 +686,14 @@ impl FlowInspector {
             return v;
         }
         self.end_body(Phase::RequestBody, now, &mut v);
+        let (coding, anomaly) = body_coding(resp.headers);
         if let Some(tx) = &mut self.tx {
             tx.response = true;
             tx.summary.status = Some(resp.status);
+            tx.resp_body.coding = coding;
+        }
+        if let Some(event) = anomaly {
+            self.anomaly(event, Dir::ToClient, now, &mut v);
         }
         let src = ResponseSource(resp);
         self.tx_phase(Phase::Response, &src, Dir::ToClient, now, &mut v);
@@ -969,15 +1017,36 @@ impl FlowInspector {
         body.seen |= !chunk.is_empty();
         if !index.is_empty() {
             let old_len = body.buf.len();
-            let keep = chunk.len().min(limit.saturating_sub(old_len));
+            let room = limit.saturating_sub(old_len);
+            let mut bomb = None;
+            let decoded;
+            let chunk = match &mut body.coding {
+                Some(coding) => {
+                    let d = coding.push(chunk, end, room);
+                    bomb = d.bomb;
+                    decoded = d.bytes;
+                    &decoded[..]
+                }
+                None => chunk,
+            };
+            let keep = chunk.len().min(room);
             body.buf.extend_from_slice(&chunk[..keep]);
             let fresh = scan_new(&index.prefilters, &body.buf, old_len, &mut body.candidates);
             let full = body.buf.len() >= limit;
+            let recheck = fresh || recheck_due(body.buf.len(), body.checked_len);
+            if let Some(event) = bomb {
+                let dir = if phase == Phase::RequestBody {
+                    Dir::ToServer
+                } else {
+                    Dir::ToClient
+                };
+                self.anomaly(event, dir, now, v);
+            }
             if end || full {
                 self.end_body(phase, now, v);
                 return;
             }
-            if fresh || recheck_due(body.buf.len(), body.checked_len) {
+            if recheck {
                 self.check_body(phase, Moment::Partial, now, v);
             }
         } else if end {
@@ -1228,6 +1297,17 @@ impl FlowInspector {
         if let Some(x) = self.bits.get_mut(w) {
             *x = f(*x, m);
         }
+    }
+
+    /// Records `event` of the open transaction.
+    fn anomaly(&self, event: DecodeEvent, dir: Dir, now: Timestamp, v: &mut Verdict) {
+        v.anomalies.push(Anomaly {
+            event,
+            dir,
+            tx_id: self.tx.as_ref().map(|t| t.id),
+            timestamp: now,
+            http: self.tx.as_ref().map(|t| t.summary.clone()),
+        });
     }
 
     /// A rule matched: flowbits change, and it alerts (once per scope, subject to

@@ -839,3 +839,88 @@ fn udp_thresholds_flowbits_noalert_pass_and_drop() {
     assert!(!v.blocks() && fi.is_passed());
     assert!(fi.datagram(Dir::ToClient, b"OK", t(0)).is_empty());
 }
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies_are_inspected_decoded() {
+    let e = engine(concat!(
+        "alert http any any -> any any (msg:\"b\"; flow:to_server; http.request_body; content:\"cmd=whoami\"; sid:1;)\n",
+        "alert http any any -> any any (msg:\"fd\"; flow:to_client; file.data; content:\"<script>evil\"; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"raw\"; content:\"cmd=whoami\"; sid:3;)\n",
+    ));
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    let headers: [(&str, &[u8]); 1] = [("content-encoding", b"gzip")];
+    let post = HttpRequest {
+        method: "POST",
+        ..get("/run", &headers)
+    };
+    assert!(fi.http_request(&post, t(0)).is_empty());
+    let body = gzip(b"a=1&cmd=whoami&b=2");
+    // The raw stream sees the compressed bytes (no alert there), the body rule the text.
+    assert!(fi.stream(Dir::ToServer, &body, t(0)).is_empty());
+    let (first, rest) = body.split_at(7);
+    assert!(fi.http_request_body(first, false, t(0)).is_empty());
+    assert_eq!(sids(&fi.http_request_body(rest, true, t(0))), [1]);
+    let ok = HttpResponse {
+        status: 200,
+        reason: "OK",
+        headers: &[("Content-Encoding", b"deflate")],
+        version: HttpVersion::Http11,
+    };
+    assert!(fi.http_response(&ok, t(0)).is_empty());
+    // Mislabelled: gzip sent as deflate; decoded all the same.
+    let page = gzip(b"<html><script>evil()</script>");
+    assert_eq!(sids(&fi.http_response_body(&page, true, t(0))), [2]);
+}
+
+#[test]
+fn a_decompression_bomb_is_cut_at_the_limit_and_said() {
+    let e = engine(
+        "alert http any any -> any any (msg:\"b\"; flow:to_server; http.request_body; content:\"never\"; sid:1;)\n",
+    );
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    let headers: [(&str, &[u8]); 1] = [("Content-Encoding", b"gzip, gzip")];
+    let post = HttpRequest {
+        method: "POST",
+        ..get("/upload", &headers)
+    };
+    assert!(fi.http_request(&post, t(0)).is_empty());
+    let bomb = gzip(&gzip(&vec![0u8; 64 << 20]));
+    assert!(bomb.len() < 100_000, "{}", bomb.len());
+    let mut anomalies = Vec::new();
+    for chunk in bomb.chunks(100) {
+        let v = fi.http_request_body(chunk, false, t(0));
+        anomalies.extend(v.anomalies);
+    }
+    anomalies.extend(fi.http_request_body(b"", true, t(0)).anomalies);
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    let a = &anomalies[0];
+    assert_eq!(
+        (a.event.name(), a.dir, a.tx_id),
+        ("COMPRESSION_BOMB", Dir::ToServer, Some(0))
+    );
+    assert!(
+        matches!(a.event, DecodeEvent::CompressionBomb { decoded, .. } if decoded == 100 * 1024)
+    );
+    // Too many layers: said once, the outer ones stay encoded.
+    let headers: [(&str, &[u8]); 1] = [("Content-Encoding", b"gzip, gzip, gzip")];
+    let v = fi.http_request(
+        &HttpRequest {
+            method: "POST",
+            ..get("/x", &headers)
+        },
+        t(1),
+    );
+    assert_eq!(
+        v.anomalies.iter().map(|a| a.event).collect::<Vec<_>>(),
+        [DecodeEvent::TooManyEncodingLayers]
+    );
+}

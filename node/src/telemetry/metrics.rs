@@ -62,6 +62,15 @@ pub(crate) struct IdsLabels {
     pub(crate) action: &'static str,
 }
 
+/// Labels of IDS anomalies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct IdsAnomalyLabels {
+    /// The IDS profile.
+    pub(crate) profile: String,
+    /// Suricata's name of the event.
+    pub(crate) event: &'static str,
+}
+
 /// Labels of dropped datagrams.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DropLabels {
@@ -178,6 +187,9 @@ pub(crate) struct Metrics {
     pub(crate) local_user_lookups: Family<ResultLabels, Counter>,
     /// IDS alerts, by profile and action.
     pub(crate) ids_alerts: Family<IdsLabels, Counter>,
+    /// Anomalies the IDS noticed (decompression bombs, too many encodings), by profile and
+    /// event.
+    pub(crate) ids_anomalies: Family<IdsAnomalyLabels, Counter>,
     /// Packets dropped by capture for a spoofed source address (every one, records are
     /// sampled).
     pub(crate) spoofed_packets: Counter,
@@ -229,6 +241,7 @@ impl Default for Metrics {
             dns_queries: Family::default(),
             local_user_lookups: Family::default(),
             ids_alerts: Family::default(),
+            ids_anomalies: Family::default(),
             spoofed_packets: Counter::default(),
             udp_sessions: Gauge::default(),
             udp_evictions: Counter::default(),
@@ -297,6 +310,11 @@ impl Default for Metrics {
             "ids_alerts",
             "IDS alerts, by profile and action (blocked: prevent mode stopped the stream)",
             m.ids_alerts.clone(),
+        );
+        registry.register(
+            "ids_anomalies",
+            "IDS anomalies, by profile and event (COMPRESSION_BOMB: a body's decoding stopped at its inspection limit at a bomb's ratio; TOO_MANY_ENCODING_LAYERS)",
+            m.ids_anomalies.clone(),
         );
         registry.register(
             "spoofed_packets",
