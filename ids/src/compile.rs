@@ -772,7 +772,7 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
         Protocol::Tcp | Protocol::Udp | Protocol::Ip => vec![None],
         Protocol::Tls | Protocol::Dns if raw_only => vec![None],
         Protocol::Tls | Protocol::Dns => vec![Some(Dir::ToServer)],
-        Protocol::Http => {
+        Protocol::Http | Protocol::Http1 | Protocol::Http2 => {
             let fixed: Vec<Dir> = rule
                 .buffers
                 .iter()
@@ -816,8 +816,8 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
         // A rule without payload keywords is decided at the first data of its protocol.
         let phase = match rule.protocol {
             Protocol::Tcp | Protocol::Udp | Protocol::Ip => Phase::Stream,
-            Protocol::Http if field_dir == Dir::ToClient => Phase::Response,
-            Protocol::Http => Phase::Request,
+            p if p.is_http() && field_dir == Dir::ToClient => Phase::Response,
+            Protocol::Http | Protocol::Http1 | Protocol::Http2 => Phase::Request,
             Protocol::Tls => Phase::Tls,
             Protocol::Dns => Phase::Dns,
         };

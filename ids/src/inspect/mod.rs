@@ -88,6 +88,8 @@ impl AppProto {
         match p {
             Protocol::Tcp | Protocol::Udp | Protocol::Ip => true,
             Protocol::Http => matches!(self, AppProto::Http1 | AppProto::Http2),
+            Protocol::Http1 => self == AppProto::Http1,
+            Protocol::Http2 => self == AppProto::Http2,
             Protocol::Tls => self == AppProto::Tls,
             Protocol::Dns => self == AppProto::Dns,
         }

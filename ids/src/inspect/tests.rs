@@ -924,3 +924,31 @@ fn a_decompression_bomb_is_cut_at_the_limit_and_said() {
         [DecodeEvent::TooManyEncodingLayers]
     );
 }
+
+#[test]
+fn http1_and_http2_rules_see_their_version_only() {
+    let e = engine(concat!(
+        "alert http1 any any -> any any (msg:\"1\"; flow:to_server; http.uri; content:\"/a\"; sid:1;)\n",
+        "alert http2 any any -> any any (msg:\"2\"; flow:to_server; http.uri; content:\"/a\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"any\"; flow:to_server; http.uri; content:\"/a\"; sid:3;)\n",
+        "alert http2 any any -> any any (msg:\"2 raw\"; flow:to_server; http.method; content:\"GET\"; sid:4;)\n",
+    ));
+    for (app, version, want) in [
+        (AppProto::Http1, HttpVersion::Http11, [1, 3]),
+        (AppProto::Http2, HttpVersion::Http2, [2, 3]),
+    ] {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        fi.set_app_proto(app);
+        let req = HttpRequest {
+            version,
+            method: "POST",
+            ..get("/a", &[])
+        };
+        assert_eq!(sids(&fi.http_request(&req, t(0))), want, "{app:?}");
+    }
+    let p = parse_rules(
+        "t.rules",
+        "alert http2 any any -> any any (http.uri; content:\"x\"; sid:9;)",
+    );
+    assert_eq!(p.rules[0].protocol, Protocol::Http2);
+}

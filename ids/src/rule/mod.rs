@@ -61,8 +61,12 @@ pub enum Protocol {
     Udp,
     /// TCP streams and UDP datagrams alike (`ip`; other IP protocols are not inspected).
     Ip,
-    /// HTTP/1 or HTTP/2 (`http`, `http1`, `http2`).
+    /// HTTP/1 or HTTP/2 (`http`).
     Http,
+    /// HTTP/1 only (`http1`).
+    Http1,
+    /// HTTP/2 only (`http2`).
+    Http2,
     /// TLS (`tls`).
     Tls,
     /// DNS, over UDP or TCP (`dns`).
@@ -77,15 +81,24 @@ impl Protocol {
             Protocol::Udp => "udp",
             Protocol::Ip => "ip",
             Protocol::Http => "http",
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
             Protocol::Tls => "tls",
             Protocol::Dns => "dns",
         }
     }
 
+    /// Whether it is HTTP of any version.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http1 | Protocol::Http2)
+    }
+
     /// The transport rules of this protocol run on, `None` for both.
     pub(crate) fn transport(self) -> Option<Transport> {
         match self {
-            Protocol::Tcp | Protocol::Http | Protocol::Tls => Some(Transport::Tcp),
+            Protocol::Tcp | Protocol::Http | Protocol::Http1 | Protocol::Http2 | Protocol::Tls => {
+                Some(Transport::Tcp)
+            }
             Protocol::Udp => Some(Transport::Udp),
             Protocol::Ip | Protocol::Dns => None,
         }

@@ -725,7 +725,9 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
         "tcp" | "tcp-stream" | "tcp-pkt" => Some(Protocol::Tcp),
         "udp" => Some(Protocol::Udp),
         "ip" => Some(Protocol::Ip),
-        "http" | "http1" | "http2" => Some(Protocol::Http),
+        "http" => Some(Protocol::Http),
+        "http1" => Some(Protocol::Http1),
+        "http2" => Some(Protocol::Http2),
         "tls" => Some(Protocol::Tls),
         "dns" => Some(Protocol::Dns),
         p if p
@@ -848,7 +850,9 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             });
         }
         let fits = matches!(rule.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Ip)
-            || rule.protocol == p;
+            || rule.protocol == p
+            // HTTP buffers in an `http1` or `http2` rule: that version only.
+            || (p == Protocol::Http && rule.protocol.is_http());
         if !fits {
             return Err(err(
                 at,
@@ -861,7 +865,9 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
         if rule.protocol == Protocol::Ip {
             rule.transport = p.transport();
         }
-        rule.protocol = p;
+        if matches!(rule.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Ip) {
+            rule.protocol = p;
+        }
         if rule.dsize.is_some() {
             return Err(Issue::Skip {
                 sid: None,
