@@ -10,6 +10,7 @@
 //! direction's tail before a message, the overlap of a long message): [`matches_new`] then
 //! accepts only matches that use a byte after them, so old data cannot match twice.
 
+use crate::rule::pcre::Expr;
 use crate::rule::{
     ByteJump, ByteOp, ByteTest, Content, Endian, IsDataAt, MatchItem, NumberFormat, SizeCmp,
 };
@@ -130,7 +131,7 @@ impl CContent {
 pub(crate) enum CItem {
     Content(CContent),
     Pcre {
-        regex: regex::bytes::Regex,
+        regex: Expr,
         relative: bool,
         negated: bool,
     },
@@ -189,7 +190,7 @@ impl CItem {
     }
 }
 
-fn starts_anchored(regex: &regex::bytes::Regex) -> bool {
+fn starts_anchored(regex: &Expr) -> bool {
     regex.as_str().starts_with('^') || regex.as_str().starts_with("\\A")
 }
 
@@ -248,8 +249,12 @@ pub(crate) fn match_span(items: &[CItem]) -> Option<usize> {
     Some(span)
 }
 
-/// The longest match of an expression in bytes, when bounded.
-fn regex_max_len(regex: &regex::bytes::Regex) -> Option<usize> {
+/// The longest match of an expression in bytes, when bounded (never known for a
+/// backtracking one).
+fn regex_max_len(regex: &Expr) -> Option<usize> {
+    if regex.backtracks() {
+        return None;
+    }
     // Case folding, `s` and `m` do not change match lengths, so the builder's flags (not
     // in the text) do not matter here.
     regex_syntax::ParserBuilder::new()
@@ -421,15 +426,15 @@ fn match_from(
                 let Some(m) = regex.find_at(hay, from) else {
                     return false;
                 };
-                let reach = reach.max(base + m.end());
-                if match_from(items, i + 1, buf, base + m.end(), reach, s) {
+                let reach = reach.max(base + m.end);
+                if match_from(items, i + 1, buf, base + m.end, reach, s) {
                     return true;
                 }
                 if !retry(s, reach) || s.budget == 0 {
                     return false;
                 }
                 s.budget -= 1;
-                from = m.start() + 1;
+                from = m.start + 1;
             }
             false
         }
@@ -580,6 +585,8 @@ pub(crate) fn depends_on_end(items: &[CItem]) -> bool {
             *negated
                 || regex.as_str().contains(r"\z")
                 || regex.as_str().contains('$')
+                // A negative lookahead can stop matching when more data comes.
+                || regex.as_str().contains("(?!")
                 // A greedy match grows with the data, which moves what follows it.
                 || items.get(i + 1).is_some_and(CItem::is_relative)
         }

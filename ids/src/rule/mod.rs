@@ -13,6 +13,8 @@ pub(crate) mod header;
 pub(crate) mod parse;
 pub(crate) mod pcre;
 
+pub use self::pcre::Expr;
+
 use std::fmt;
 
 pub use self::header::{AddrExpr, ExprError, PortExpr};
@@ -365,13 +367,13 @@ impl Content {
     }
 }
 
-/// A `pcre` translated to a `regex` crate expression.
+/// A `pcre` translated and compiled.
 #[derive(Debug, Clone)]
 pub struct Pcre {
     /// The rule's text of the expression (`/…/flags`).
     pub source: String,
     /// The compiled expression.
-    pub regex: regex::bytes::Regex,
+    pub regex: pcre::Expr,
     /// `R`: the match starts after the previous match.
     pub relative: bool,
     /// `pcre:!"…"`: the expression must not match.

@@ -1506,7 +1506,7 @@ mod tests {
         let text = concat!(
             "alert icmp any any -> any any (msg:\"u\"; sid:1;)\n",
             "alert tcp any any -> any any (msg:\"k\"; content:\"a\"; byte_extract:1,0,x; sid:2;)\n",
-            "alert tcp any any -> any any (msg:\"p\"; pcre:\"/(a)\\1/\"; sid:3;)\n",
+            "alert tcp any any -> any any (msg:\"p\"; pcre:\"/a++/\"; sid:3;)\n",
             "alert tls any any -> any any (msg:\"m\"; content:\"a\"; tls.sni; content:\"b\"; sid:4;)\n",
         );
         let p = parse_rules("s.rules", text);
@@ -1521,7 +1521,7 @@ mod tests {
             vec![
                 (Some(1), "protocol not inspected: icmp".to_string()),
                 (Some(2), "unsupported keyword: byte_extract".to_string()),
-                (Some(3), "pcre feature: backreference".to_string()),
+                (Some(3), "pcre feature: possessive quantifier".to_string()),
                 (
                     Some(4),
                     "mixes payload and app-layer buffers: payload with tls/dns buffers".to_string()

@@ -4,10 +4,14 @@
 //! literal that is not alphanumeric is written as `\x{HH}` (so PCRE's looser escaping and
 //! the `regex` crate's set operators inside classes cannot change meaning), PCRE-only
 //! escapes (`\h`, `\R`, `\e`, octal, `\Q…\E`, …) are expanded, and extended mode (`x`) is
-//! applied here because the two engines treat whitespace in classes differently. What
-//! `regex` cannot express (backreferences, lookaround, atomic groups, possessive
-//! quantifiers, recursion, conditionals, `\G`, `\K`) is reported as unsupported and the
-//! rule is skipped.
+//! applied here because the two engines treat whitespace in classes differently.
+//!
+//! Backreferences, lookahead, lookbehind and atomic groups, which no linear-time engine can
+//! express, are compiled with `fancy-regex`, a backtracking engine, under a budget of
+//! [`BACKTRACK_LIMIT`] backtracking steps per search (like Suricata's `pcre.match-limit`): a
+//! search that exceeds it does not match. Everything else stays on the linear-time `regex`
+//! crate. What neither expresses (possessive quantifiers, recursion, conditionals, `\G`,
+//! `\K`, backtracking verbs) is reported as unsupported and the rule is skipped.
 
 use super::Buffer;
 use std::fmt::Write as _;
@@ -21,6 +25,67 @@ const MAX_PATTERN_LEN: usize = 8 * 1024;
 /// Groups nested deeper than this are refused.
 const MAX_GROUP_DEPTH: usize = 64;
 
+/// Backtracking steps one search of a backtracking expression may take.
+pub(crate) const BACKTRACK_LIMIT: usize = 10_000;
+
+/// A compiled `pcre`: on the linear-time engine where it can be, else on the backtracking
+/// one, which reads bytes as the Latin-1 characters they are (so every byte is one
+/// character and positions map back one to one).
+#[derive(Debug, Clone)]
+pub enum Expr {
+    /// The `regex` crate: linear time.
+    Linear(regex::bytes::Regex),
+    /// `fancy-regex`, within [`BACKTRACK_LIMIT`].
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+impl Expr {
+    /// The translated expression's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Expr::Linear(r) => r.as_str(),
+            Expr::Backtracking(r) => r.as_str(),
+        }
+    }
+
+    /// Whether it matches somewhere in `hay`.
+    pub fn is_match(&self, hay: &[u8]) -> bool {
+        self.find_at(hay, 0).is_some()
+    }
+
+    /// The first match starting at or after `from`, as byte positions in `hay`.
+    pub fn find_at(&self, hay: &[u8], from: usize) -> Option<std::ops::Range<usize>> {
+        match self {
+            Expr::Linear(r) => r.find_at(hay, from).map(|m| m.range()),
+            Expr::Backtracking(r) => {
+                if let Ok(text) = std::str::from_utf8(hay)
+                    && hay.is_ascii()
+                {
+                    // One byte, one character: positions are the same.
+                    return r
+                        .find_from_pos(text, from)
+                        .ok()
+                        .flatten()
+                        .map(|m| m.range());
+                }
+                let text: String = hay.iter().map(|&b| char::from(b)).collect();
+                // Bytes from 0x80 take two in the text.
+                let to_text = |i: usize| i + hay[..i].iter().filter(|b| **b >= 0x80).count();
+                let to_hay = |t: usize| text[..t].chars().count();
+                let m = r
+                    .find_from_pos(&text, to_text(from.min(hay.len())))
+                    .ok()??;
+                Some(to_hay(m.start())..to_hay(m.end()))
+            }
+        }
+    }
+
+    /// Whether it needs the backtracking engine.
+    pub fn backtracks(&self) -> bool {
+        matches!(self, Expr::Backtracking(_))
+    }
+}
+
 /// Why a `pcre` value cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PcreIssue {
@@ -33,7 +98,7 @@ pub(crate) enum PcreIssue {
 /// A translated `pcre` keyword.
 #[derive(Debug, Clone)]
 pub(crate) struct Translated {
-    pub(crate) regex: regex::bytes::Regex,
+    pub(crate) regex: Expr,
     pub(crate) relative: bool,
     pub(crate) buffer: Option<Buffer>,
     pub(crate) end_anchored: bool,
@@ -103,8 +168,39 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
             other => return Err(PcreIssue::Invalid(format!("unknown pcre flag `{other}`"))),
         }
     }
-    let (expr, end_anchored) = translate_pattern(pattern, &flags)?;
-    let regex = regex::bytes::RegexBuilder::new(&expr)
+    let mut backtracks = false;
+    let (expr, end_anchored) = translate_pattern(pattern, &flags, &mut backtracks)?;
+    let regex = if backtracks {
+        let expr = if flags.ungreedy {
+            format!("(?U){expr}")
+        } else {
+            expr
+        };
+        Expr::Backtracking(Box::new(
+            fancy_regex::RegexBuilder::new(&expr)
+                .case_insensitive(flags.caseless)
+                .dot_matches_new_line(flags.dotall)
+                .multi_line(flags.multiline)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .delegate_size_limit(REGEX_SIZE_LIMIT)
+                .delegate_dfa_size_limit(REGEX_DFA_LIMIT)
+                .build()
+                .map_err(|e| PcreIssue::Unsupported(format!("backtracking expression: {e}")))?,
+        ))
+    } else {
+        Expr::Linear(linear(&expr, &flags)?)
+    };
+    Ok(Translated {
+        regex,
+        relative,
+        buffer,
+        end_anchored,
+    })
+}
+
+/// `expr` on the linear-time engine.
+fn linear(expr: &str, flags: &Flags) -> Result<regex::bytes::Regex, PcreIssue> {
+    regex::bytes::RegexBuilder::new(expr)
         .unicode(false)
         .case_insensitive(flags.caseless)
         .dot_matches_new_line(flags.dotall)
@@ -122,13 +218,7 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
                 "pcre does not translate: {}",
                 other.to_string().lines().last().unwrap_or("")
             )),
-        })?;
-    Ok(Translated {
-        regex,
-        relative,
-        buffer,
-        end_anchored,
-    })
+        })
 }
 
 fn unsupported(what: &str) -> PcreIssue {
@@ -278,11 +368,18 @@ fn negated_class_escape(c: u8) -> Option<u8> {
     }
 }
 
-/// Translate the expression; also says whether it can only match at the buffer's end.
-fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), PcreIssue> {
+/// Translate the expression; also says whether it can only match at the buffer's end, and
+/// sets `backtracks` when it needs the backtracking engine.
+fn translate_pattern(
+    pattern: &str,
+    flags: &Flags,
+    backtracks: &mut bool,
+) -> Result<(String, bool), PcreIssue> {
     let p = pattern.as_bytes();
     let mut out = String::with_capacity(p.len() * 2);
     let mut end_anchored = false;
+    // Capturing groups opened so far (for relative backreferences).
+    let mut groups = 0usize;
     if flags.anchored {
         out.push_str(r"\A(?:");
     }
@@ -350,12 +447,24 @@ fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), Pcr
                         }
                     }
                     b'E' => i += 1,
+                    b'1'..=b'9' if !is_octal_escape(p, i) => {
+                        let n = p[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                        let group = std::str::from_utf8(&p[i..i + n]).unwrap_or("0");
+                        let _ = write!(out, "\\k<{group}>");
+                        *backtracks = true;
+                        i += n;
+                    }
+                    b'g' | b'k' => {
+                        let (reference, used) = backreference(p, i, groups)?;
+                        let _ = write!(out, "\\k<{reference}>");
+                        *backtracks = true;
+                        i += used;
+                    }
                     b'G' => return Err(unsupported("\\G")),
                     b'K' => return Err(unsupported("\\K")),
                     b'X' => return Err(unsupported("\\X")),
                     b'C' => return Err(unsupported("\\C")),
                     b'p' | b'P' => return Err(unsupported("Unicode property")),
-                    b'g' | b'k' => return Err(unsupported("backreference")),
                     _ => match single_byte_escape(p, i, false)? {
                         Some((b, used)) => {
                             push_byte(&mut out, b);
@@ -384,6 +493,7 @@ fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), Pcr
                 if rest.first() != Some(&b'?') {
                     out.push('(');
                     extended_stack.push(extended);
+                    groups += 1;
                     i += 1;
                     continue;
                 }
@@ -394,11 +504,19 @@ fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), Pcr
                         extended_stack.push(extended);
                         i += 3;
                     }
-                    Some(b'=') | Some(b'!') => return Err(unsupported("lookahead")),
-                    Some(b'<') if matches!(rest.get(1), Some(b'=') | Some(b'!')) => {
-                        return Err(unsupported("lookbehind"));
+                    Some(b'=') | Some(b'!') | Some(b'>') => {
+                        // Lookahead, negative lookahead, atomic group.
+                        let _ = write!(out, "(?{}", rest[0] as char);
+                        extended_stack.push(extended);
+                        *backtracks = true;
+                        i += 3;
                     }
-                    Some(b'>') => return Err(unsupported("atomic group")),
+                    Some(b'<') if matches!(rest.get(1), Some(b'=') | Some(b'!')) => {
+                        let _ = write!(out, "(?<{}", rest[1] as char);
+                        extended_stack.push(extended);
+                        *backtracks = true;
+                        i += 4;
+                    }
                     Some(b'|') => return Err(unsupported("branch reset group")),
                     Some(b'(') => return Err(unsupported("conditional group")),
                     Some(b'R') | Some(b'&') | Some(b'+') | Some(b'0'..=b'9') => {
@@ -419,19 +537,29 @@ fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), Pcr
                         let (name, used) = group_name(&rest[2..], b'>')?;
                         let _ = write!(out, "(?P<{name}>");
                         extended_stack.push(extended);
+                        groups += 1;
                         i += 2 + 2 + used;
                     }
-                    Some(b'P') => return Err(unsupported("backreference")),
+                    Some(b'P') if rest.get(1) == Some(&b'=') => {
+                        // `(?P=name)`: a backreference.
+                        let (name, used) = group_name(&rest[2..], b')')?;
+                        let _ = write!(out, "\\k<{name}>");
+                        *backtracks = true;
+                        i += 2 + 2 + used;
+                    }
+                    Some(b'P') => return Err(unsupported("recursion")),
                     Some(b'<') => {
                         let (name, used) = group_name(&rest[1..], b'>')?;
                         let _ = write!(out, "(?P<{name}>");
                         extended_stack.push(extended);
+                        groups += 1;
                         i += 2 + 1 + used;
                     }
                     Some(b'\'') => {
                         let (name, used) = group_name(&rest[1..], b'\'')?;
                         let _ = write!(out, "(?P<{name}>");
                         extended_stack.push(extended);
+                        groups += 1;
                         i += 2 + 1 + used;
                     }
                     _ => {
@@ -534,6 +662,74 @@ fn translate_pattern(pattern: &str, flags: &Flags) -> Result<(String, bool), Pcr
         out.push(')');
     }
     Ok((out, end_anchored))
+}
+
+/// Whether `\` then `p[i..]` is an octal byte (three octal digits) rather than a
+/// backreference.
+fn is_octal_escape(p: &[u8], i: usize) -> bool {
+    p[i..]
+        .iter()
+        .take(3)
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .count()
+        == 3
+}
+
+/// A backreference `\g` / `\k` at `p[i]` (`\g1`, `\g{1}`, `\g{-1}`, `\g{name}`,
+/// `\k<name>`, `\k'name'`, `\k{name}`): the group (number or name) and the pattern bytes
+/// it used after the backslash. `groups` is how many capturing groups opened before it.
+fn backreference(p: &[u8], i: usize, groups: usize) -> Result<(String, usize), PcreIssue> {
+    let kind = p[i];
+    let (open, close) = match p.get(i + 1) {
+        Some(b'{') => (b'{', b'}'),
+        Some(b'<') if kind == b'k' => (b'<', b'>'),
+        Some(b'\'') if kind == b'k' => (b'\'', b'\''),
+        Some(d) if kind == b'g' && (d.is_ascii_digit() || *d == b'-') => {
+            let n = p[i + 1..]
+                .iter()
+                .enumerate()
+                .take_while(|(j, b)| b.is_ascii_digit() || (*j == 0 && **b == b'-'))
+                .count();
+            let text = std::str::from_utf8(&p[i + 1..i + 1 + n]).unwrap_or("");
+            return Ok((group_number(text, groups)?, 1 + n));
+        }
+        _ => return Err(PcreIssue::Invalid("invalid backreference".into())),
+    };
+    let _ = open;
+    let end = p[i + 2..]
+        .iter()
+        .position(|&b| b == close)
+        .ok_or_else(|| PcreIssue::Invalid("unterminated backreference".into()))?;
+    let text = std::str::from_utf8(&p[i + 2..i + 2 + end]).unwrap_or("");
+    let reference = if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        group_number(text, groups)?
+    } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        text.to_owned()
+    } else {
+        return Err(PcreIssue::Invalid("invalid backreference".into()));
+    };
+    Ok((reference, 2 + end + 1))
+}
+
+/// The absolute group of a numbered backreference (`-1`: the last group opened).
+fn group_number(text: &str, groups: usize) -> Result<String, PcreIssue> {
+    let invalid = || PcreIssue::Invalid(format!("invalid backreference `{text}`"));
+    match text.strip_prefix('-') {
+        Some(rel) => {
+            let back: usize = rel.parse().map_err(|_| invalid())?;
+            if back == 0 || back > groups {
+                return Err(invalid());
+            }
+            Ok((groups + 1 - back).to_string())
+        }
+        None => {
+            let n: usize = text.parse().map_err(|_| invalid())?;
+            if n == 0 {
+                return Err(invalid());
+            }
+            Ok(n.to_string())
+        }
+    }
 }
 
 /// After a quantifier: a lazy `?` is kept, a possessive `+` is unsupported.
@@ -721,7 +917,7 @@ fn translate_class(p: &[u8], start: usize, out: &mut String) -> Result<usize, Pc
 mod tests {
     use super::*;
 
-    fn re(s: &str) -> regex::bytes::Regex {
+    fn re(s: &str) -> Expr {
         translate(s).unwrap_or_else(|e| panic!("{s}: {e:?}")).regex
     }
 
@@ -794,13 +990,61 @@ mod tests {
 
     #[test]
     fn unsupported_constructs() {
-        assert_eq!(unsupported_of(r"/(a)\1/"), "backreference");
-        assert_eq!(unsupported_of("/a(?=b)/"), "lookahead");
-        assert_eq!(unsupported_of("/(?<!a)b/"), "lookbehind");
-        assert_eq!(unsupported_of("/(?>a)/"), "atomic group");
         assert_eq!(unsupported_of("/a++/"), "possessive quantifier");
         assert_eq!(unsupported_of(r"/\p{L}/"), "Unicode property");
+        assert_eq!(unsupported_of(r"/a\Kb/"), "\\K");
+        assert_eq!(unsupported_of("/(?(1)a|b)/"), "conditional group");
         assert!(re(r"/a\+\+/").is_match(b"a++"));
+        // Linear where it can be.
+        assert!(!re(r"/(a)b/").backtracks());
+        assert!(matches!(translate(r"/\g{-1}/"), Err(PcreIssue::Invalid(_))));
+    }
+
+    #[test]
+    fn backreferences_and_lookaround_backtrack() {
+        // What PCRE matches: backreferences (numbered, relative, named), lookahead,
+        // lookbehind, atomic groups.
+        for (expr, yes, no) in [
+            (r"/(\w)\1/", &b"xaay"[..], &b"abab"[..]),
+            (r"/(['\x22])[a-z]+\1/", b"x='abc'", b"x='abc\x22"),
+            (r"/(a)(b)\g{-1}/", b"abb", b"aba"),
+            (r"/(a)(b)\g1/", b"aba", b"abb"),
+            (r"/(?<q>x)y\k<q>/", b"xyx", b"xyy"),
+            (r"/(?P<q>x)y(?P=q)/", b"xyx", b"xyy"),
+            (r"/foo(?=bar)/", b"foobar", b"foobaz"),
+            (r"/foo(?!bar)/", b"foobaz", b"foobar"),
+            (r"/(?<=a)b/", b"ab", b"cb"),
+            (r"/(?<!a)b/", b"cb", b"ab"),
+            (r"/(?>a+)b/", b"aab", b"aac"),
+            (r"/^(?:(?!\x2f\x2e\x2e).)*$/s", b"/a/b", b"/a/../b"),
+            (r"/(\d+)-\1/", b"12-12", b"12-13"),
+        ] {
+            let r = re(expr);
+            assert!(r.backtracks(), "{expr}");
+            assert!(r.is_match(yes), "{expr} on {yes:?}");
+            assert!(!r.is_match(no), "{expr} on {no:?}");
+        }
+        // Flags: caseless backreferences, dot-all, ungreedy, relative positions.
+        assert!(re(r"/(a)\1/i").is_match(b"aA"));
+        assert!(re(r"/(.)\1/s").is_match(b"\n\n"));
+        assert_eq!(re(r"/(a+)(?=b)/").find_at(b"xaab", 0), Some(1..3));
+        assert_eq!(re(r"/(a)\1/").find_at(b"aa-aa", 1), Some(3..5));
+    }
+
+    #[test]
+    fn backtracking_reads_bytes_as_bytes() {
+        // Bytes from 0x80 are one character each: positions map back to the buffer's.
+        let r = re(r"/(\xff)\1(?=\x00)/");
+        assert_eq!(r.find_at(b"\xe9\xff\xff\x00", 0), Some(1..3));
+        assert_eq!(r.find_at(b"\xe9\xff\xff\x00", 2), None);
+        assert!(re(r"/(.)\1/").is_match(b"\x80\x80"));
+        assert!(!re(r"/^(.)\1$/").is_match(b"\xc3\xa9"));
+        // A classic catastrophe (2^40 ways to split the a's) stops at the budget and does
+        // not match; without it this would not end.
+        let r = re(r"/^(a+)+(?=b)/");
+        let mut hay = vec![b'a'; 40];
+        hay.push(b'c');
+        assert!(!r.is_match(&hay));
     }
 
     #[test]
