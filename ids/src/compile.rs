@@ -60,6 +60,11 @@ pub(crate) enum Field {
     Server,
     RespBody,
     Sni,
+    CertSubject,
+    CertIssuer,
+    CertSerial,
+    /// Each certificate of the chain in turn.
+    Cert,
     DnsQuery,
 }
 
@@ -98,6 +103,10 @@ impl Field {
             Buffer::HttpResponseBody => Field::RespBody,
             Buffer::FileData => pick(Field::ReqBody, Field::RespBody),
             Buffer::TlsSni => Field::Sni,
+            Buffer::TlsCertSubject => Field::CertSubject,
+            Buffer::TlsCertIssuer => Field::CertIssuer,
+            Buffer::TlsCertSerial => Field::CertSerial,
+            Buffer::TlsCerts => Field::Cert,
             Buffer::DnsQuery => Field::DnsQuery,
         }
     }
@@ -109,6 +118,7 @@ impl Field {
             ReqBody => Phase::RequestBody,
             RespBody => Phase::ResponseBody,
             Sni => Phase::Tls,
+            CertSubject | CertIssuer | CertSerial | Cert => Phase::TlsServer,
             DnsQuery => Phase::Dns,
             StatCode | StatMsg | ResponseLine | RespHeader | RespHeaderRaw | RespHeaderNames
             | RespCookie | RespConnection | RespContentType | RespContentLen | RespProtocol
@@ -128,16 +138,19 @@ pub(crate) enum Phase {
     Response,
     ResponseBody,
     Tls,
+    /// The server's certificates.
+    TlsServer,
     Dns,
 }
 
 impl Phase {
-    pub(crate) const TX: [Phase; 6] = [
+    pub(crate) const TX: [Phase; 7] = [
         Phase::Request,
         Phase::RequestBody,
         Phase::Response,
         Phase::ResponseBody,
         Phase::Tls,
+        Phase::TlsServer,
         Phase::Dns,
     ];
 
@@ -771,6 +784,15 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
     match rule.protocol {
         Protocol::Tcp | Protocol::Udp | Protocol::Ip => vec![None],
         Protocol::Tls | Protocol::Dns if raw_only => vec![None],
+        // The server's certificates are seen toward the client.
+        Protocol::Tls
+            if rule
+                .buffers
+                .iter()
+                .any(|b| b.buffer.fixed_dir() == Some(Dir::ToClient)) =>
+        {
+            vec![Some(Dir::ToClient)]
+        }
         Protocol::Tls | Protocol::Dns => vec![Some(Dir::ToServer)],
         Protocol::Http | Protocol::Http1 | Protocol::Http2 => {
             let fixed: Vec<Dir> = rule
@@ -818,6 +840,7 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
             Protocol::Tcp | Protocol::Udp | Protocol::Ip => Phase::Stream,
             p if p.is_http() && field_dir == Dir::ToClient => Phase::Response,
             Protocol::Http | Protocol::Http1 | Protocol::Http2 => Phase::Request,
+            Protocol::Tls if field_dir == Dir::ToClient => Phase::TlsServer,
             Protocol::Tls => Phase::Tls,
             Protocol::Dns => Phase::Dns,
         };

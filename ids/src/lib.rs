@@ -37,6 +37,7 @@ mod payload;
 mod report;
 pub mod rule;
 mod threshold;
+mod tls;
 mod vars;
 
 pub use crate::class::Classifications;

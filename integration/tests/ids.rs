@@ -19,6 +19,7 @@ alert tcp any any -> any any (msg:"leak echoed back"; flow:established,to_client
 alert udp any any -> any any (msg:"UDP attack payload"; flow:to_server; content:"UDP-EVIL"; classtype:attempted-admin; sid:1000005; rev:1;)
 alert dns any any -> any any (msg:"query for a tunnelling domain"; dns.query; content:"tunnel.example"; nocase; classtype:bad-unknown; sid:1000006; rev:1;)
 alert http any any -> any any (msg:"command in a request body"; flow:established,to_server; http.request_body; content:"cmd=whoami"; classtype:web-application-attack; sid:1000007; rev:1;)
+alert tls any any -> any any (msg:"certificate of a known-bad server"; flow:established,to_client; tls.cert_subject; content:"CN=evil.example"; endswith; classtype:bad-unknown; sid:1000008; rev:1;)
 "#;
 
 fn policy(mode: &str) -> String {
@@ -37,7 +38,7 @@ spec:
           to: {{app: web, http: [{{}}]}}
           ports: [8080]
           ids: guard
-        - {{id: client-to-echo, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [9000], ids: guard}}
+        - {{id: client-to-echo, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [9000, 8443], ids: guard}}
         - {{id: client-to-echo-udp, action: allow, from: {{app: client}}, to: {{app: echo}}, ports: [{{port: 9001, protocol: UDP}}], ids: guard}}
         - {{id: client-resolves, action: allow, from: {{app: client}}, to: {{app: echo, dns: {{}}}}, ports: [{{port: 53, protocol: UDP}}], ids: guard}}
 "#
@@ -243,6 +244,67 @@ fn prevent_mode_blocks_an_attack_hidden_in_a_gzip_request_body() {
     assert_eq!(a["http"]["url"], "/upload");
     // The server never answered the request: its body was cut before it was whole.
     assert!(!answer.text().contains("body bytes"), "{}", answer.text());
+}
+
+#[test]
+fn a_tls12_server_certificate_is_matched() {
+    let s = scene("detect");
+    // A TLS 1.2 server in echo's namespace, its certificate for a known-bad name.
+    let mut params = rcgen::CertificateParams::new(vec!["evil.example".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "evil.example");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().clone();
+    let provider = eastwall_certs::crypto_provider();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    let addr = s.c.addr("echo", 8443);
+    let listener = eastwall_lab::in_netns(&s.c.lab.workload("echo").netns.clone(), move || {
+        std::net::TcpListener::bind(addr).unwrap()
+    })
+    .unwrap();
+    let serving = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(std::sync::Arc::new(server)).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        std::io::Write::write_all(&mut tls, b"hi").unwrap();
+        let _ = std::io::Write::flush(&mut tls);
+    });
+    // The client trusts it, speaks TLS 1.2 through both nodes.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let got = eastwall_lab::in_netns(&s.c.lab.workload("client").netns.clone(), move || {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("evil.example").unwrap();
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(client), name).unwrap();
+        let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+        let mut buf = [0u8; 2];
+        std::io::Read::read_exact(&mut tls, &mut buf).map(|()| buf.to_vec())
+    })
+    .unwrap();
+    serving.join().unwrap();
+    assert_eq!(got.unwrap(), b"hi");
+    // Detect mode: the traffic flowed, and the certificate's subject alerted.
+    let a = wait_alert(&s.c, "hostB", 1000008);
+    assert_eq!(a["alert"]["action"], "allowed");
+    assert_eq!(a["app_proto"], "tls");
+    assert_eq!(a["direction"], "to_client");
+    assert_eq!(a["src_port"], 8443);
 }
 
 #[test]

@@ -30,6 +30,8 @@ use crate::http::{self, HttpRequest, HttpResponse};
 use crate::payload;
 use crate::rule::{Dir, Protocol, RuleAction, Transform, Transport};
 use crate::threshold::Limit;
+use crate::tls::{self, LeafFacts, ServerHandshake};
+use eastwall_wire::sniff::{Sniff, Sniffed, Sniffer};
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -308,6 +310,13 @@ pub struct FlowInspector {
     tx: Option<Box<Tx>>,
     next_tx: u64,
     tls_seen: bool,
+    /// The server's handshake being read for its certificates (TLS flows with such rules).
+    tls_server: Option<Box<ServerHandshake>>,
+    /// A TCP flow the node did not name: the client's first bytes, read for a TLS
+    /// ClientHello.
+    detecting: Option<Box<(Sniffer, Vec<u8>)>>,
+    /// Whether the flow's protocol is known or given up on.
+    detect_done: bool,
     dns: Option<Box<DnsFramer>>,
     next_dns: u64,
 }
@@ -330,6 +339,25 @@ struct ResponseSource<'a, 'b>(&'b HttpResponse<'a>);
 impl Source for ResponseSource<'_, '_> {
     fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
         http::response_field(self.0, field)
+    }
+}
+
+/// The server's certificates: one of the chain, and the leaf's facts.
+struct CertSource<'a> {
+    facts: &'a LeafFacts,
+    cert: &'a [u8],
+}
+
+impl Source for CertSource<'_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        let f = self.facts;
+        match field {
+            Field::Cert => Some(Cow::Borrowed(self.cert)),
+            Field::CertSubject => f.subject.as_deref().map(Cow::Borrowed),
+            Field::CertIssuer => f.issuer.as_deref().map(Cow::Borrowed),
+            Field::CertSerial => f.serial.as_deref().map(Cow::Borrowed),
+            _ => None,
+        }
     }
 }
 
@@ -550,6 +578,9 @@ impl FlowInspector {
             tx: None,
             next_tx: 0,
             tls_seen: false,
+            tls_server: None,
+            detecting: None,
+            detect_done: false,
             dns: None,
             next_dns: 0,
         }
@@ -600,8 +631,14 @@ impl FlowInspector {
             self.end_message(dir.reverse(), now, &mut v);
         }
         self.speaking = Some(dir);
+        if dir == Dir::ToServer && !self.detect_done {
+            self.detect(bytes, now, &mut v);
+        }
         if self.app == AppProto::Dns && dir == Dir::ToServer {
             self.dns_stream(bytes, now, &mut v);
+        }
+        if self.app == AppProto::Tls && dir == Dir::ToClient {
+            self.tls_server_stream(bytes, now, &mut v);
         }
         if !self.engine.stream[dir.index()].is_empty() {
             self.stream_data(dir, bytes, now, &mut v);
@@ -723,6 +760,87 @@ impl FlowInspector {
             a.tls_sni = sni.map(str::to_string)
         });
         v
+    }
+
+    /// The client's first bytes of a TCP flow the node named no protocol for: a TLS
+    /// ClientHello makes it a TLS flow, as Suricata's protocol detection does, so that TLS
+    /// rules (the SNI, the server's certificates) apply whether or not the node read the
+    /// handshake itself. Only when the engine has such rules; bounded by the sniffer's
+    /// window.
+    fn detect(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        let wanted = self.app == AppProto::Unknown
+            && self.transport == Transport::Tcp
+            && !(self.engine.phase(Phase::Tls).is_empty()
+                && self.engine.phase(Phase::TlsServer).is_empty());
+        if !wanted {
+            self.detect_done = true;
+            self.detecting = None;
+            return;
+        }
+        let (sniffer, prefix) = &mut **self.detecting.get_or_insert_with(Box::default);
+        let room = eastwall_wire::sniff::MAX_SNIFF.saturating_sub(prefix.len());
+        prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let sni = match sniffer.sniff(prefix) {
+            Sniff::NeedMore if room > bytes.len() => return,
+            Sniff::NeedMore => None,
+            Sniff::Done(Sniffed::Tls(hello)) => Some(hello.sni),
+            Sniff::Done(Sniffed::TlsUnreadable(_)) => Some(None),
+            Sniff::Done(_) => None,
+        };
+        self.detect_done = true;
+        self.detecting = None;
+        if let Some(sni) = sni {
+            self.app = AppProto::Tls;
+            let hello = self.tls_client_hello(sni.as_deref(), now);
+            v.alerts.extend(hello.alerts);
+        }
+    }
+
+    /// The server's handshake bytes: its certificates, once they are all there, are matched
+    /// by the `tls.cert_*` and `tls.certs` rules (each certificate of the chain in turn for
+    /// `tls.certs`; the leaf's facts for the others), once per flow.
+    fn tls_server_stream(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        if self.engine.phase(Phase::TlsServer).is_empty() {
+            return;
+        }
+        let reader = self.tls_server.get_or_insert_with(Box::default);
+        let tls::Seen::Certificates(certs) = reader.push(bytes) else {
+            return;
+        };
+        let engine = Arc::clone(&self.engine);
+        let index = engine.phase(Phase::TlsServer);
+        let facts = LeafFacts::of(&certs[0]);
+        let mut fired: Vec<RuleId> = Vec::new();
+        for cert in &certs {
+            let src = CertSource {
+                facts: &facts,
+                cert,
+            };
+            let mut bufs = Buffers::new(&src);
+            let mut hits = Vec::new();
+            for pf in &index.prefilters {
+                if let Some(b) = bufs.get(pf.field, &pf.transforms) {
+                    pf.scan(b, &mut hits);
+                }
+            }
+            let mut list = Vec::new();
+            merge(&hits, &index.always, &mut list);
+            for &id in &list {
+                let r = &engine.rules[id as usize];
+                let dir = r.dir.unwrap_or(Dir::ToClient);
+                if contains(&fired, id)
+                    || !self.applies(r, dir)
+                    || !self.buffers_match(r, Phase::TlsServer, &mut bufs)
+                {
+                    continue;
+                }
+                insert_sorted(&mut fired, id);
+                self.matched(r, dir, None, true, now, v, |_| {});
+                if self.passed {
+                    return;
+                }
+            }
+        }
     }
 
     /// The payload of one UDP datagram (empty ones too: rules without content see them),

@@ -952,3 +952,114 @@ fn http1_and_http2_rules_see_their_version_only() {
     );
     assert_eq!(p.rules[0].protocol, Protocol::Http2);
 }
+
+/// A real certificate (DER) for `cn` with organization `org`, signed by itself, serial 0x0AE1.
+fn certificate(cn: &str, org: &str) -> Vec<u8> {
+    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CountryName, "US");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x0a, 0xe1]));
+    let key = rcgen::KeyPair::generate().unwrap();
+    p.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn server_certificates_are_matched_up_to_tls12() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"subject\"; flow:established,to_client; tls.cert_subject; content:\"CN=evil.example\"; nocase; endswith; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"issuer\"; flow:from_server; tls.cert_issuer; content:\"C=US, O=Evil Org, CN=evil.example\"; bsize:33; sid:2;)\n",
+        "alert tls any any -> any any (msg:\"serial\"; tls.cert_serial; content:\"0A:E1\"; sid:3;)\n",
+        "alert tls any any -> any any (msg:\"a ca in the chain\"; flow:to_client; tls.certs; content:\"Root CA Org\"; sid:4;)\n",
+        "alert tls any any -> any any (msg:\"other\"; tls.cert_subject; content:\"CN=good.example\"; sid:5;)\n",
+    ));
+    let leaf = certificate("evil.example", "Evil Org");
+    let ca = certificate("root.example", "Root CA Org");
+    let flight = crate::tls::server_flight(&[&leaf, &ca], false);
+    let tls_flow = |e: &Arc<Engine>| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        fi.set_app_proto(AppProto::Tls);
+        assert!(fi.tls_client_hello(Some("evil.example"), t(0)).is_empty());
+        fi
+    };
+    // Whole, and a few bytes at a time: the same alerts, once.
+    let mut fi = tls_flow(&e);
+    let v = fi.stream(Dir::ToClient, &flight, t(0));
+    assert_eq!(sids(&v), [1, 2, 3, 4]);
+    assert!(v.alerts.iter().all(|a| a.dir == Dir::ToClient));
+    assert!(fi.stream(Dir::ToClient, &flight, t(1)).is_empty());
+    let mut fi = tls_flow(&e);
+    let mut got = Vec::new();
+    for c in flight.chunks(5) {
+        got.extend(sids(&fi.stream(Dir::ToClient, c, t(0))));
+    }
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3, 4]);
+    // TLS 1.3 encrypts its certificates: nothing to see.
+    let mut fi = tls_flow(&e);
+    assert!(
+        fi.stream(
+            Dir::ToClient,
+            &crate::tls::server_flight(&[&leaf], true),
+            t(0)
+        )
+        .is_empty()
+    );
+    // Not a TLS flow: the bytes are nobody's certificates.
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
+}
+
+/// A TLS 1.2 ClientHello record naming `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut sni_ext = vec![0, 0];
+    let list_len = name.len() + 3;
+    sni_ext.extend((list_len as u16 + 2).to_be_bytes());
+    sni_ext.extend((list_len as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend((name.len() as u16).to_be_bytes());
+    sni_ext.extend(name);
+    let mut body = vec![3, 3];
+    body.extend([1u8; 32]);
+    body.push(0);
+    body.extend([0, 2, 0, 0x2f, 1, 0]);
+    body.extend((sni_ext.len() as u16).to_be_bytes());
+    body.extend(sni_ext);
+    let mut msg = vec![1];
+    msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    msg.extend(body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend((msg.len() as u16).to_be_bytes());
+    rec.extend(msg);
+    rec
+}
+
+#[test]
+fn a_tls_flow_the_node_did_not_name_is_detected_from_its_bytes() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"sni\"; tls.sni; content:\"evil.example\"; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"subject\"; tls.cert_subject; content:\"CN=evil.example\"; sid:2;)\n",
+    ));
+    let hello = client_hello("evil.example");
+    let leaf = certificate("evil.example", "Evil Org");
+    let flight = crate::tls::server_flight(&[&leaf], false);
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    let (a, b) = hello.split_at(20);
+    assert!(fi.stream(Dir::ToServer, a, t(0)).is_empty());
+    let v = fi.stream(Dir::ToServer, b, t(0));
+    assert_eq!(sids(&v), [1]);
+    assert_eq!(v.alerts[0].tls_sni.as_deref(), Some("evil.example"));
+    assert_eq!(fi.app_proto(), AppProto::Tls);
+    assert_eq!(sids(&fi.stream(Dir::ToClient, &flight, t(0))), [2]);
+    // Plain TCP stays what it is: no TLS rule sees it.
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(
+        fi.stream(Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n", t(0))
+            .is_empty()
+    );
+    assert_eq!(fi.app_proto(), AppProto::Unknown);
+    assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
+}

@@ -247,6 +247,14 @@ pub enum Buffer {
     FileData,
     /// `tls.sni`.
     TlsSni,
+    /// `tls.cert_subject`: the server certificate's subject (`C=US, O=…, CN=…`).
+    TlsCertSubject,
+    /// `tls.cert_issuer`: its issuer.
+    TlsCertIssuer,
+    /// `tls.cert_serial`: its serial number (`0A:E1:…`).
+    TlsCertSerial,
+    /// `tls.certs`: each certificate of the server's chain (DER), one at a time.
+    TlsCerts,
     /// `dns.query`: the query name, dotted.
     DnsQuery,
 }
@@ -285,6 +293,10 @@ impl Buffer {
             Buffer::HttpResponseBody => "http.response_body",
             Buffer::FileData => "file.data",
             Buffer::TlsSni => "tls.sni",
+            Buffer::TlsCertSubject => "tls.cert_subject",
+            Buffer::TlsCertIssuer => "tls.cert_issuer",
+            Buffer::TlsCertSerial => "tls.cert_serial",
+            Buffer::TlsCerts => "tls.certs",
             Buffer::DnsQuery => "dns.query",
         }
     }
@@ -297,7 +309,9 @@ impl Buffer {
             | HttpUserAgent | HttpHost | HttpHostRaw | HttpAccept | HttpAcceptEnc
             | HttpAcceptLang | HttpReferer | TlsSni | DnsQuery => Some(Dir::ToServer),
             HttpStatCode | HttpStatMsg | HttpResponseLine | HttpLocation | HttpServer
-            | HttpResponseBody => Some(Dir::ToClient),
+            | HttpResponseBody | TlsCertSubject | TlsCertIssuer | TlsCertSerial | TlsCerts => {
+                Some(Dir::ToClient)
+            }
             Stream | HttpHeader | HttpHeaderRaw | HttpHeaderNames | HttpCookie | HttpConnection
             | HttpContentType | HttpContentLen | HttpProtocol | HttpStart | FileData => None,
         }
@@ -307,7 +321,11 @@ impl Buffer {
     pub(crate) fn protocol(self) -> Option<Protocol> {
         match self {
             Buffer::Stream => None,
-            Buffer::TlsSni => Some(Protocol::Tls),
+            Buffer::TlsSni
+            | Buffer::TlsCertSubject
+            | Buffer::TlsCertIssuer
+            | Buffer::TlsCertSerial
+            | Buffer::TlsCerts => Some(Protocol::Tls),
             Buffer::DnsQuery => Some(Protocol::Dns),
             _ => Some(Protocol::Http),
         }

@@ -256,6 +256,10 @@ fn sticky_buffer(name: &str) -> Option<Buffer> {
         "http.response_body" => Buffer::HttpResponseBody,
         "file.data" | "file_data" => Buffer::FileData,
         "tls.sni" | "tls_sni" => Buffer::TlsSni,
+        "tls.cert_subject" | "tls_cert_subject" => Buffer::TlsCertSubject,
+        "tls.cert_issuer" | "tls_cert_issuer" => Buffer::TlsCertIssuer,
+        "tls.cert_serial" | "tls_cert_serial" => Buffer::TlsCertSerial,
+        "tls.certs" => Buffer::TlsCerts,
         "dns.query" | "dns_query" => Buffer::DnsQuery,
         _ => return None,
     })
