@@ -1,6 +1,7 @@
 //! A fixed small rule set, and arbitrary stream bytes fed in arbitrary splits and directions,
 //! plus HTTP, TLS and DNS inputs made from the same bytes, and the same messages as UDP
-//! datagrams (DNS on port 53 included), and as a body labelled compressed. Nothing may panic,
+//! datagrams (DNS on port 53 included), and as a body labelled compressed. Unnamed TCP flows
+//! are read for a ClientHello, and TLS flows for the server's certificates. Nothing may panic,
 //! and feeding the same stream or body bytes whole must give the same alerts as the split
 //! feed.
 #![no_main]
@@ -32,6 +33,9 @@ alert udp any any -> any any (msg:"p"; flow:established,to_client; content:"x"; 
 alert udp any any -> any 53 (msg:"q"; dns.query; content:"bad"; nocase; sid:17;)
 alert udp any any -> any any (msg:"r"; content:"LOGIN"; flowbits:set,u; flowbits:noalert; sid:18;)
 alert ip any any -> any any (msg:"s"; content:"root"; sid:19;)
+alert tls any any -> any any (msg:"t"; tls.cert_subject; content:"CN="; sid:20;)
+alert tls any any -> any any (msg:"u"; tls.certs; content:"|30 82|"; pcre:"/(\x30)\1?/R"; sid:21;)
+alert tcp any any -> any any (msg:"v"; content:"GET"; pcre:"/(?<=GET )(\w+)\s\1/R"; sid:22;)
 "#;
 
 fn engine() -> Arc<Engine> {
