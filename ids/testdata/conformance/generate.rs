@@ -495,7 +495,8 @@ fn certificate(cn: &str, org: &str, serial: &[u8]) -> Vec<u8> {
     let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).expect("params");
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(rcgen::DnType::CountryName, "US");
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, org);
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, org);
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
@@ -993,5 +994,19 @@ fn main() -> std::io::Result<()> {
         }
     }
     p.write(&out.join("http_compressed.pcap"))?;
+
+    // `pass`: a conversation a pass rule matches (nothing more alerts on it, in either
+    // direction), and the same without what the pass rule looks for.
+    let mut p = Pcap::new();
+    for hello in [&b"HELLO pass-me\r\n"[..], b"HELLO other\r\n"] {
+        for sizes in [WHOLE, TINY] {
+            let mut c = p.conv(&mut ports, 9005);
+            c.send(true, hello, sizes);
+            c.send(false, b"EVIL reply\r\n", sizes);
+            c.send(true, b"EVIL again\r\n", sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("raw_pass.pcap"))?;
     Ok(())
 }

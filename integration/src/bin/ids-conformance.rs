@@ -190,7 +190,13 @@ struct Flow {
 
 impl Flow {
     fn record(&mut self, v: eastwall_ids::Verdict) {
-        self.sids.extend(v.alerts.iter().map(|a| a.sid));
+        // A `pass` match is no alert (Suricata logs none; the node writes none).
+        self.sids.extend(
+            v.alerts
+                .iter()
+                .filter(|a| a.action != eastwall_ids::RuleAction::Pass)
+                .map(|a| a.sid),
+        );
     }
 
     fn deliver(&mut self, dir: Dir, data: &[u8], now: Timestamp) {
