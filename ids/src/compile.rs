@@ -231,6 +231,8 @@ impl HeaderMatch {
 /// A rule ready for matching.
 #[derive(Debug, Clone)]
 pub(crate) struct CRule {
+    /// Its index in the engine (after ordering).
+    pub(crate) id: RuleId,
     pub(crate) info: Arc<RuleInfo>,
     /// The application protocol the flow must have (`None`: any).
     pub(crate) app: Option<Protocol>,
@@ -371,11 +373,15 @@ impl Selection {
     }
 
     fn keeps(&self, rule: &Rule, severity: u8) -> bool {
-        if self.exclude_sids.contains(&rule.sid) {
+        self.keeps_sid(rule.sid, rule.classtype.as_deref(), severity)
+    }
+
+    fn keeps_sid(&self, sid: u32, classtype: Option<&str>, severity: u8) -> bool {
+        if self.exclude_sids.contains(&sid) {
             return false;
         }
         if let Some(sids) = &self.sids
-            && !sids.contains(&rule.sid)
+            && !sids.contains(&sid)
         {
             return false;
         }
@@ -385,12 +391,36 @@ impl Selection {
             return false;
         }
         if let Some(classes) = &self.classtypes {
-            match &rule.classtype {
+            match classtype {
                 Some(c) if classes.iter().any(|x| x == c) => {}
                 _ => return false,
             }
         }
         true
+    }
+}
+
+/// The rules of an engine that one profile uses: a [`Selection`] applied to an engine built
+/// once with every rule, so that profiles share its compiled groups and prefilters instead
+/// of each holding an engine of its own ([`FlowInspector::only`]).
+///
+/// [`FlowInspector::only`]: crate::FlowInspector::only
+#[derive(Debug, Clone)]
+pub struct RuleMask {
+    pub(crate) bits: Arc<[u64]>,
+    rules: usize,
+}
+
+impl RuleMask {
+    /// Rules (distinct gid and sid) it keeps.
+    pub fn rule_count(&self) -> usize {
+        self.rules
+    }
+
+    /// Whether it keeps the engine's rule `id`.
+    pub(crate) fn keeps(bits: &[u64], id: RuleId) -> bool {
+        bits.get(id as usize / 64)
+            .is_some_and(|w| w & (1u64 << (id % 64)) != 0)
     }
 }
 
@@ -571,6 +601,7 @@ impl Engine {
                     .any(|b| payload::anchored(&b.items));
                 let lookback = stream_lookback(&phases, anchored, rule.dsize.is_some(), &limits);
                 compiled.push(CRule {
+                    id: 0,
                     info: info.clone(),
                     app,
                     transport: rule.transport,
@@ -636,6 +667,9 @@ impl Engine {
             }
         }
         order_rules(&mut compiled, bit_ids.len());
+        for (i, r) in compiled.iter_mut().enumerate() {
+            r.id = RuleId::try_from(i).unwrap_or(RuleId::MAX);
+        }
         let raw = |t: Transport, d: Dir| index_phase(&compiled, Phase::Stream, Some(d), Some(t));
         let stream = [
             raw(Transport::Tcp, Dir::ToServer),
@@ -681,6 +715,23 @@ impl Engine {
             },
             report,
         )
+    }
+
+    /// The rules of this engine that `select` keeps.
+    pub fn select(&self, select: &Selection) -> RuleMask {
+        let mut bits = vec![0u64; self.rules.len().div_ceil(64)];
+        let mut kept = std::collections::HashSet::new();
+        for r in &self.rules {
+            let i = &r.info;
+            if select.keeps_sid(i.sid, i.classtype.as_deref(), i.severity) {
+                bits[r.id as usize / 64] |= 1u64 << (r.id % 64);
+                kept.insert((i.gid, i.sid));
+            }
+        }
+        RuleMask {
+            bits: bits.into(),
+            rules: kept.len(),
+        }
     }
 
     /// How many rules the engine holds.

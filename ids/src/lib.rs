@@ -41,7 +41,7 @@ mod tls;
 mod vars;
 
 pub use crate::class::Classifications;
-pub use crate::compile::{BuildReport, Engine, Limits, Selection};
+pub use crate::compile::{BuildReport, Engine, Limits, RuleMask, Selection};
 pub use crate::decode::DecodeEvent;
 pub use crate::eve::{alert_event, anomaly_event, eve_alert};
 pub use crate::http::{HttpRequest, HttpResponse, HttpVersion};

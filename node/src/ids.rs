@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use bytes::Bytes;
 use eastwall_ids::{
-    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, RuleAction, Selection,
-    Timestamp, Transport, Vars, Verdict,
+    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, RuleAction, RuleMask,
+    Selection, Timestamp, Transport, Vars, Verdict,
 };
 use eastwall_policy::{IdsMode, IdsProfile, Policy};
 use eastwall_wire::eve::{EveIdentities, IdsInfo};
@@ -33,22 +33,25 @@ use crate::relay::{DatagramSource, Source};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{DropLabels, IdsAnomalyLabels, IdsLabels};
 
-/// The compiled rules, one engine per IDS profile of the policy.
+/// The compiled rules: one engine with every rule, shared by the policy's IDS profiles, each
+/// profile the selection of it that it runs.
 pub struct IdsEngines {
     by_profile: HashMap<Arc<str>, ProfileEngine>,
     /// What they were built from, to tell whether a reload must rebuild them.
     built_from: (Vec<IdsProfile>, Vec<(PathBuf, Option<SystemTime>)>),
 }
 
-/// One profile's engine.
+/// One profile's rules.
 #[derive(Clone)]
 pub struct ProfileEngine {
     /// The profile's name.
     pub name: Arc<str>,
     /// Detect or prevent.
     pub mode: IdsMode,
-    /// The rules it runs.
+    /// The engine, shared by every profile.
     pub engine: Arc<Engine>,
+    /// The engine's rules this profile runs.
+    pub rules: RuleMask,
 }
 
 /// The rules files `paths` name (relative to `base`): a file as given, a folder as its
@@ -119,6 +122,12 @@ impl IdsEngines {
             vars.set(k, v)
                 .map_err(|e| anyhow::anyhow!("ids.vars.{k}: {e}"))?;
         }
+        // Compiled once, whatever the number of profiles: each selects its rules from it.
+        let engine = Arc::new(if profiles.is_empty() {
+            Engine::build(&[], &vars, &classes, &Selection::all()).0
+        } else {
+            Engine::build(&rules, &vars, &classes, &Selection::all()).0
+        });
         let mut by_profile = HashMap::new();
         for p in profiles {
             let select = Selection {
@@ -127,22 +136,27 @@ impl IdsEngines {
                 sids: (!p.sids.is_empty()).then(|| p.sids.clone()),
                 exclude_sids: p.exclude_sids.clone(),
             };
-            let (engine, _report) = Engine::build(&rules, &vars, &classes, &select);
+            let selected = engine.select(&select);
             info!(
                 profile = %p.name,
                 mode = p.mode.as_str(),
-                rules = engine.rule_count(),
-                "IDS profile compiled"
+                rules = selected.rule_count(),
+                "IDS profile selected"
             );
             by_profile.insert(
                 p.name.clone(),
                 ProfileEngine {
                     name: p.name.clone(),
                     mode: p.mode,
-                    engine: Arc::new(engine),
+                    engine: engine.clone(),
+                    rules: selected,
                 },
             );
         }
+        info!(
+            rules = engine.rule_count(),
+            "IDS rules compiled once for every profile"
+        );
         info!(
             files = files.len(),
             loaded = rules.len(),
@@ -292,7 +306,8 @@ impl FlowIds {
         let mut inspector = match transport {
             Transport::Tcp => FlowInspector::new(profile.engine.clone(), flow),
             Transport::Udp => FlowInspector::new_udp(profile.engine.clone(), flow),
-        };
+        }
+        .only(&profile.rules);
         if app != AppProto::Unknown {
             inspector.set_app_proto(app);
         }
@@ -559,5 +574,48 @@ where
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn profiles_share_one_engine_and_select_their_rules() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.rules"),
+            concat!(
+                "alert tcp any any -> any any (msg:\"w\"; content:\"x\"; classtype:web-application-attack; sid:1;)\n",
+                "alert tcp any any -> any any (msg:\"t\"; content:\"y\"; classtype:trojan-activity; sid:2;)\n",
+            ),
+        )
+        .unwrap();
+        let spec = IdsSpec {
+            rules: vec!["a.rules".into()],
+            classification: None,
+            vars: Default::default(),
+        };
+        let profile = |name: &str, classtypes: &[&str]| IdsProfile {
+            name: name.into(),
+            mode: IdsMode::Detect,
+            classtypes: classtypes.iter().map(|c| c.to_string()).collect(),
+            max_severity: None,
+            sids: Vec::new(),
+            exclude_sids: Vec::new(),
+        };
+        let profiles = [
+            profile("web", &["web-application-attack"]),
+            profile("all", &[]),
+        ];
+        let e = IdsEngines::build(&spec, d.path(), &profiles).unwrap();
+        let (web, all) = (e.get("web").unwrap(), e.get("all").unwrap());
+        assert!(Arc::ptr_eq(&web.engine, &all.engine));
+        assert_eq!((web.rules.rule_count(), all.rules.rule_count()), (1, 2));
+        // No profile: nothing compiled.
+        let none = IdsEngines::build(&spec, d.path(), &[]).unwrap();
+        assert!(none.get("web").is_none());
     }
 }

@@ -23,7 +23,7 @@
 //! same bytes split differently gives the same alerts. HTTP, TLS and DNS rules are decided
 //! on the parsed messages.
 
-use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId};
+use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId, RuleMask};
 use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
 use crate::http::{self, HttpRequest, HttpResponse};
@@ -317,6 +317,8 @@ pub struct FlowInspector {
     detecting: Option<Box<(Sniffer, Vec<u8>)>>,
     /// Whether the flow's protocol is known or given up on.
     detect_done: bool,
+    /// The engine's rules this flow's profile uses (`None`: all).
+    only: Option<Arc<[u64]>>,
     dns: Option<Box<DnsFramer>>,
     next_dns: u64,
 }
@@ -581,6 +583,7 @@ impl FlowInspector {
             tls_server: None,
             detecting: None,
             detect_done: false,
+            only: None,
             dns: None,
             next_dns: 0,
         }
@@ -592,6 +595,13 @@ impl FlowInspector {
             transport: Transport::Udp,
             ..FlowInspector::new(engine, flow)
         }
+    }
+
+    /// This inspector with only the rules of `mask` (a profile's selection of the shared
+    /// engine): the others are never evaluated, as if the engine did not hold them.
+    pub fn only(mut self, mask: &RuleMask) -> Self {
+        self.only = Some(mask.bits.clone());
+        self
     }
 
     /// The application protocol, once the node has detected it (call before feeding its
@@ -1355,6 +1365,11 @@ impl FlowInspector {
     /// Transport, protocol, direction, header and flowbit tests of a rule for data in `dir`.
     fn applies(&self, r: &CRule, dir: Dir) -> bool {
         if r.dir.is_some_and(|d| d != dir) || r.transport.is_some_and(|t| t != self.transport) {
+            return false;
+        }
+        if let Some(only) = &self.only
+            && !RuleMask::keeps(only, r.id)
+        {
             return false;
         }
         // A TCP connection is established before the node sees a byte of it.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::class::Classifications;
-use crate::compile::{Limits, Selection};
+use crate::compile::{Limits, RuleMask, Selection};
 use crate::http::HttpVersion;
 use crate::rule::parse_rules;
 use crate::vars::Vars;
@@ -1062,4 +1062,44 @@ fn a_tls_flow_the_node_did_not_name_is_detected_from_its_bytes() {
     );
     assert_eq!(fi.app_proto(), AppProto::Unknown);
     assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
+}
+
+#[test]
+fn profiles_select_their_rules_from_one_engine() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"web\"; content:\"evil\"; classtype:web-application-attack; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"trojan\"; content:\"evil\"; classtype:trojan-activity; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"low\"; content:\"evil\"; priority:4; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"set\"; content:\"LOGIN\"; flowbits:set,in; flowbits:noalert; sid:4;)\n",
+        "alert tcp any any -> any any (msg:\"after login\"; content:\"evil\"; flowbits:isset,in; sid:5;)\n",
+    ));
+    let web = e.select(&Selection {
+        classtypes: Some(vec!["web-application-attack".into()]),
+        ..Selection::default()
+    });
+    let severe = e.select(&Selection {
+        max_severity: Some(1),
+        exclude_sids: vec![1],
+        ..Selection::default()
+    });
+    assert_eq!((web.rule_count(), severe.rule_count()), (1, 1));
+    let run = |mask: Option<&RuleMask>| {
+        let fi = FlowInspector::new(e.clone(), flow());
+        let mut fi = match mask {
+            Some(m) => fi.only(m),
+            None => fi,
+        };
+        let mut got = sids(&fi.stream(Dir::ToServer, b"LOGIN evil", t(0)));
+        got.sort_unstable();
+        got
+    };
+    assert_eq!(run(None), [1, 2, 3, 5]);
+    assert_eq!(run(Some(&web)), [1]);
+    assert_eq!(run(Some(&severe)), [2]);
+    // A rule left out sets no flowbit either: as if the engine did not hold it.
+    let no_login = e.select(&Selection {
+        exclude_sids: vec![4],
+        ..Selection::default()
+    });
+    assert_eq!(run(Some(&no_login)), [1, 2, 3]);
 }

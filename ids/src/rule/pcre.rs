@@ -15,6 +15,7 @@
 
 use super::Buffer;
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 
 /// Compiled programs larger than this are refused (bounds memory per expression).
 pub(crate) const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -36,7 +37,47 @@ pub enum Expr {
     /// The `regex` crate: linear time.
     Linear(regex::bytes::Regex),
     /// `fancy-regex`, within [`BACKTRACK_LIMIT`].
-    Backtracking(Box<fancy_regex::Regex>),
+    Backtracking(Arc<Backtracking>),
+}
+
+/// A backtracking expression, checked when the rule is read and compiled the first time a
+/// buffer reaches it: a compiled `fancy-regex` holds hundreds of KiB to a few MiB (ET
+/// Open's 317 would hold about 760 MiB), and most rules' prefilter patterns never occur.
+/// Shared by every copy of the rule (both directions, every profile).
+#[derive(Debug)]
+pub struct Backtracking {
+    expr: String,
+    flags: (bool, bool, bool),
+    compiled: OnceLock<Option<fancy_regex::Regex>>,
+}
+
+impl Backtracking {
+    /// The compiled expression, or why it does not compile.
+    fn build(
+        expr: &str,
+        (caseless, dotall, multiline): (bool, bool, bool),
+    ) -> Result<fancy_regex::Regex, String> {
+        fancy_regex::RegexBuilder::new(expr)
+            .case_insensitive(caseless)
+            .dot_matches_new_line(dotall)
+            .multi_line(multiline)
+            .backtrack_limit(BACKTRACK_LIMIT)
+            .delegate_size_limit(REGEX_SIZE_LIMIT)
+            .delegate_dfa_size_limit(REGEX_DFA_LIMIT)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    fn regex(&self) -> Option<&fancy_regex::Regex> {
+        self.compiled
+            .get_or_init(|| Backtracking::build(&self.expr, self.flags).ok())
+            .as_ref()
+    }
+
+    /// Whether it has been compiled (a buffer reached it).
+    pub fn compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
 }
 
 impl Expr {
@@ -44,7 +85,7 @@ impl Expr {
     pub fn as_str(&self) -> &str {
         match self {
             Expr::Linear(r) => r.as_str(),
-            Expr::Backtracking(r) => r.as_str(),
+            Expr::Backtracking(r) => &r.expr,
         }
     }
 
@@ -57,7 +98,8 @@ impl Expr {
     pub fn find_at(&self, hay: &[u8], from: usize) -> Option<std::ops::Range<usize>> {
         match self {
             Expr::Linear(r) => r.find_at(hay, from).map(|m| m.range()),
-            Expr::Backtracking(r) => {
+            Expr::Backtracking(b) => {
+                let r = b.regex()?;
                 if let Ok(text) = std::str::from_utf8(hay)
                     && hay.is_ascii()
                 {
@@ -169,24 +211,25 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
         }
     }
     let mut backtracks = false;
-    let (expr, end_anchored) = translate_pattern(pattern, &flags, &mut backtracks)?;
+    let (expr, end_anchored) = translate_pattern(pattern, &flags, &mut backtracks, false)?;
     let regex = if backtracks {
+        // Again for the backtracking engine, which reads text: classes spelled out in ASCII
+        // (its `\w`, `\d`, `\s` and `\b` would be Unicode's, wider than PCRE's).
+        let (expr, _) = translate_pattern(pattern, &flags, &mut backtracks, true)?;
         let expr = if flags.ungreedy {
             format!("(?U){expr}")
         } else {
             expr
         };
-        Expr::Backtracking(Box::new(
-            fancy_regex::RegexBuilder::new(&expr)
-                .case_insensitive(flags.caseless)
-                .dot_matches_new_line(flags.dotall)
-                .multi_line(flags.multiline)
-                .backtrack_limit(BACKTRACK_LIMIT)
-                .delegate_size_limit(REGEX_SIZE_LIMIT)
-                .delegate_dfa_size_limit(REGEX_DFA_LIMIT)
-                .build()
-                .map_err(|e| PcreIssue::Unsupported(format!("backtracking expression: {e}")))?,
-        ))
+        let flags3 = (flags.caseless, flags.dotall, flags.multiline);
+        // Checked now (a rule that cannot compile is skipped when read), then dropped.
+        Backtracking::build(&expr, flags3)
+            .map_err(|e| PcreIssue::Unsupported(format!("backtracking expression: {e}")))?;
+        Expr::Backtracking(Arc::new(Backtracking {
+            expr,
+            flags: flags3,
+            compiled: OnceLock::new(),
+        }))
     } else {
         Expr::Linear(linear(&expr, &flags)?)
     };
@@ -374,6 +417,7 @@ fn translate_pattern(
     pattern: &str,
     flags: &Flags,
     backtracks: &mut bool,
+    text: bool,
 ) -> Result<(String, bool), PcreIssue> {
     let p = pattern.as_bytes();
     let mut out = String::with_capacity(p.len() * 2);
@@ -408,6 +452,28 @@ fn translate_pattern(
                     return Err(PcreIssue::Invalid("pattern ends with `\\`".into()));
                 };
                 match e {
+                    b'd' | b'w' | b's' if text => {
+                        let _ = write!(out, "[{}]", class_escape(e).unwrap_or(""));
+                        i += 1;
+                    }
+                    b'D' | b'W' | b'S' if text => {
+                        let base = negated_class_escape(e).and_then(class_escape).unwrap_or("");
+                        let _ = write!(out, "[^{base}]");
+                        i += 1;
+                    }
+                    // PCRE's word boundary is ASCII's: spelled with lookaround.
+                    b'b' if text => {
+                        out.push_str(
+                            r"(?:(?<=[0-9A-Za-z_])(?![0-9A-Za-z_])|(?<![0-9A-Za-z_])(?=[0-9A-Za-z_]))",
+                        );
+                        i += 1;
+                    }
+                    b'B' if text => {
+                        out.push_str(
+                            r"(?:(?<=[0-9A-Za-z_])(?=[0-9A-Za-z_])|(?<![0-9A-Za-z_])(?![0-9A-Za-z_]))",
+                        );
+                        i += 1;
+                    }
                     b'd' | b'w' | b's' | b'D' | b'W' | b'S' | b'b' | b'B' | b'A' | b'z' => {
                         out.push('\\');
                         out.push(e as char);
@@ -1024,6 +1090,19 @@ mod tests {
             assert!(r.is_match(yes), "{expr} on {yes:?}");
             assert!(!r.is_match(no), "{expr} on {no:?}");
         }
+        // Compiled when first used, once for every copy of the rule.
+        let r = re(r"/(z)\1/");
+        let copy = r.clone();
+        let Expr::Backtracking(b) = &r else {
+            panic!("not backtracking")
+        };
+        assert!(!b.compiled());
+        assert!(copy.is_match(b"zz"));
+        assert!(b.compiled());
+        // ASCII classes, as PCRE's byte mode: `\w` and `\b` know no Latin-1 letters.
+        assert!(!re(r"/(\w)\1/").is_match(b"\xe9\xe9"));
+        assert!(re(r"/\bab(?=c)/").is_match(b"\xe9 abc"));
+        assert!(re(r"/\bab(?=c)/").is_match(b"\xe9abc"));
         // Flags: caseless backreferences, dot-all, ungreedy, relative positions.
         assert!(re(r"/(a)\1/i").is_match(b"aA"));
         assert!(re(r"/(.)\1/s").is_match(b"\n\n"));
