@@ -513,6 +513,23 @@ fn contains(v: &[RuleId], id: RuleId) -> bool {
 }
 
 /// Candidates ∪ always, sorted and deduplicated, into `out`.
+/// The rules of `index` to evaluate on `bufs`: those whose prefilter pattern occurs in
+/// their buffer, and those always checked, in evaluation order.
+fn candidates<S: Source>(
+    index: &crate::compile::PhaseIndex,
+    bufs: &mut Buffers<'_, S>,
+) -> Vec<RuleId> {
+    let mut hits = Vec::new();
+    for pf in &index.prefilters {
+        if let Some(b) = bufs.get(pf.field, &pf.transforms) {
+            pf.scan(b, &mut hits);
+        }
+    }
+    let mut list = Vec::new();
+    merge(&hits, &index.always, &mut list);
+    list
+}
+
 fn merge(candidates: &[RuleId], always: &[RuleId], out: &mut Vec<RuleId>) {
     out.clear();
     out.extend_from_slice(candidates);
@@ -827,14 +844,7 @@ impl FlowInspector {
                 cert,
             };
             let mut bufs = Buffers::new(&src);
-            let mut hits = Vec::new();
-            for pf in &index.prefilters {
-                if let Some(b) = bufs.get(pf.field, &pf.transforms) {
-                    pf.scan(b, &mut hits);
-                }
-            }
-            let mut list = Vec::new();
-            merge(&hits, &index.always, &mut list);
+            let list = candidates(index, &mut bufs);
             for &id in &list {
                 let r = &engine.rules[id as usize];
                 let dir = r.dir.unwrap_or(Dir::ToClient);
@@ -1076,14 +1086,7 @@ impl FlowInspector {
             return;
         };
         let mut bufs = Buffers::new(src);
-        let mut hits = Vec::new();
-        for pf in &index.prefilters {
-            if let Some(b) = bufs.get(pf.field, &pf.transforms) {
-                pf.scan(b, &mut hits);
-            }
-        }
-        let mut list = Vec::new();
-        merge(&hits, &index.always, &mut list);
+        let list = candidates(index, &mut bufs);
         let mut pending = Vec::new();
         for &id in &list {
             let r = &engine.rules[id as usize];
@@ -1339,14 +1342,7 @@ impl FlowInspector {
             return;
         }
         let mut bufs = Buffers::new(src);
-        let mut hits = Vec::new();
-        for pf in &index.prefilters {
-            if let Some(b) = bufs.get(pf.field, &pf.transforms) {
-                pf.scan(b, &mut hits);
-            }
-        }
-        let mut list = Vec::new();
-        merge(&hits, &index.always, &mut list);
+        let list = candidates(index, &mut bufs);
         for &id in &list {
             let r = &engine.rules[id as usize];
             let dir = r.dir.unwrap_or(Dir::ToServer);
