@@ -792,14 +792,21 @@ impl FlowInspector {
     /// The client's first bytes of a TCP flow the node named no protocol for: a TLS
     /// ClientHello makes it a TLS flow, as Suricata's protocol detection does, so that TLS
     /// rules (the SNI, the server's certificates) apply whether or not the node read the
-    /// handshake itself. Only when the engine has such rules; bounded by the sniffer's
-    /// window.
+    /// handshake itself. Only when the engine has such rules; the first bytes are kept only
+    /// while they may be a ClientHello (at most the sniffer's window).
     fn detect(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
         let wanted = self.app == AppProto::Unknown
             && self.transport == Transport::Tcp
             && !(self.engine.phase(Phase::Tls).is_empty()
                 && self.engine.phase(Phase::TlsServer).is_empty());
-        if !wanted {
+        // A TLS record starts with its handshake type (22): anything else is not TLS, decided
+        // on the first byte without keeping any.
+        let first = self
+            .detecting
+            .as_ref()
+            .and_then(|d| d.1.first().copied())
+            .or(bytes.first().copied());
+        if !wanted || first.is_some_and(|b| b != 22) {
             self.detect_done = true;
             self.detecting = None;
             return;
