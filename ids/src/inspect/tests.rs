@@ -1061,6 +1061,8 @@ fn a_tls_flow_the_node_did_not_name_is_detected_from_its_bytes() {
             .is_empty()
     );
     assert_eq!(fi.app_proto(), AppProto::Unknown);
+    // Decided on its first byte: nothing kept.
+    assert!(fi.detect_done && fi.detecting.is_none());
     assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
 }
 
