@@ -1054,15 +1054,16 @@ fn a_tls_flow_the_node_did_not_name_is_detected_from_its_bytes() {
     assert_eq!(v.alerts[0].tls_sni.as_deref(), Some("evil.example"));
     assert_eq!(fi.app_proto(), AppProto::Tls);
     assert_eq!(sids(&fi.stream(Dir::ToClient, &flight, t(0))), [2]);
-    // Plain TCP stays what it is: no TLS rule sees it.
+    // Plain TCP stays what it is: no TLS rule sees it. Decided on its first byte (`G` could
+    // start an HTTP method, but never a TLS record): nothing kept.
     let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToServer, b"GE", t(0)).is_empty());
+    assert!(fi.detect_done && fi.detecting.is_none());
     assert!(
-        fi.stream(Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n", t(0))
+        fi.stream(Dir::ToServer, b"T / HTTP/1.1\r\n\r\n", t(0))
             .is_empty()
     );
     assert_eq!(fi.app_proto(), AppProto::Unknown);
-    // Decided on its first byte: nothing kept.
-    assert!(fi.detect_done && fi.detecting.is_none());
     assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
 }
 
