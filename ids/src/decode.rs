@@ -80,8 +80,6 @@ pub(crate) fn codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> (usize, boo
 #[derive(Debug)]
 pub(crate) struct BodyDecoder {
     layers: Vec<Layer>,
-    /// Compressed bytes given.
-    compressed: u64,
     /// Decoded bytes handed out.
     decoded: u64,
 }
@@ -100,7 +98,6 @@ impl BodyDecoder {
     pub(crate) fn new(layers: usize) -> BodyDecoder {
         BodyDecoder {
             layers: (0..layers.max(1)).map(|_| Layer::new()).collect(),
-            compressed: 0,
             decoded: 0,
         }
     }
@@ -112,7 +109,6 @@ impl BodyDecoder {
         if room == 0 {
             return out;
         }
-        self.compressed += chunk.len() as u64;
         let mut data = chunk.to_vec();
         for layer in &mut self.layers {
             data = layer.push(&data, end, room.saturating_add(SLACK));

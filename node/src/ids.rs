@@ -123,11 +123,8 @@ impl IdsEngines {
                 .map_err(|e| anyhow::anyhow!("ids.vars.{k}: {e}"))?;
         }
         // Compiled once, whatever the number of profiles: each selects its rules from it.
-        let engine = Arc::new(if profiles.is_empty() {
-            Engine::build(&[], &vars, &classes, &Selection::all()).0
-        } else {
-            Engine::build(&rules, &vars, &classes, &Selection::all()).0
-        });
+        let compiled: &[_] = if profiles.is_empty() { &[] } else { &rules };
+        let engine = Arc::new(Engine::build(compiled, &vars, &classes, &Selection::all()).0);
         let mut by_profile = HashMap::new();
         for p in profiles {
             let select = Selection {
