@@ -164,7 +164,11 @@ fuzz_target!(|data: &[u8]| {
 
     let mut fi = FlowInspector::new(engine(), flow());
     fi.set_app_proto(AppProto::Tls);
-    fi.tls_client_hello(Some(&text), now);
+    let hello = eastwall_wire::sniff::ClientHello {
+        sni: Some(text.clone()),
+        ..Default::default()
+    };
+    fi.tls_client_hello(Some(&hello), now);
     let mut fi = FlowInspector::new(engine(), flow());
     fi.set_app_proto(AppProto::Dns);
     for c in rest.chunks(step) {

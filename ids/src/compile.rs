@@ -7,10 +7,11 @@ use crate::class::Classifications;
 use crate::payload::{self, CItem};
 use crate::rule::{
     Buffer, DetectionFilter, Dir, Flowbit, Protocol, Rule, RuleAction, SizeCmp, SkipKind,
-    SkipReason, Skipped, Threshold, Transform, Transport,
+    SkipReason, Skipped, StreamSize, Threshold, Transform, Transport, XbitOp, XbitTrack,
 };
 use crate::threshold::ThresholdTable;
 use crate::vars::{IpSet, PortSet, Vars, ip_any, ip_in, port_any, port_in};
+use crate::xbits::XbitTable;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,6 +66,12 @@ pub(crate) enum Field {
     CertSerial,
     /// Each certificate of the chain in turn.
     Cert,
+    CertFingerprint,
+    Ja3Hash,
+    Ja3String,
+    Ja4Hash,
+    Ja3sHash,
+    Ja3sString,
     DnsQuery,
 }
 
@@ -107,6 +114,12 @@ impl Field {
             Buffer::TlsCertIssuer => Field::CertIssuer,
             Buffer::TlsCertSerial => Field::CertSerial,
             Buffer::TlsCerts => Field::Cert,
+            Buffer::TlsCertFingerprint => Field::CertFingerprint,
+            Buffer::Ja3Hash => Field::Ja3Hash,
+            Buffer::Ja3String => Field::Ja3String,
+            Buffer::Ja4Hash => Field::Ja4Hash,
+            Buffer::Ja3sHash => Field::Ja3sHash,
+            Buffer::Ja3sString => Field::Ja3sString,
             Buffer::DnsQuery => Field::DnsQuery,
         }
     }
@@ -117,8 +130,9 @@ impl Field {
             Stream => Phase::Stream,
             ReqBody => Phase::RequestBody,
             RespBody => Phase::ResponseBody,
-            Sni => Phase::Tls,
-            CertSubject | CertIssuer | CertSerial | Cert => Phase::TlsServer,
+            Sni | Ja3Hash | Ja3String | Ja4Hash => Phase::Tls,
+            CertSubject | CertIssuer | CertSerial | Cert | CertFingerprint | Ja3sHash
+            | Ja3sString => Phase::TlsServer,
             DnsQuery => Phase::Dns,
             StatCode | StatMsg | ResponseLine | RespHeader | RespHeaderRaw | RespHeaderNames
             | RespCookie | RespConnection | RespContentType | RespContentLen | RespProtocol
@@ -258,6 +272,20 @@ pub(crate) struct CRule {
     pub(crate) noalert: bool,
     pub(crate) threshold: Option<Threshold>,
     pub(crate) detection_filter: Option<DetectionFilter>,
+    /// `tls.version`: the version the direction's hello must have.
+    pub(crate) tls_version: Option<u16>,
+    pub(crate) stream_size: Option<StreamSize>,
+    /// `xbits`, their names numbered.
+    pub(crate) xbits: Vec<CXbit>,
+}
+
+/// An `xbits` command with its bit's number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CXbit {
+    pub(crate) op: XbitOp,
+    pub(crate) bit: u16,
+    pub(crate) track: XbitTrack,
+    pub(crate) expire: u32,
 }
 
 impl CRule {
@@ -338,6 +366,8 @@ pub struct Limits {
     pub response_body_limit: usize,
     /// Source/destination entries kept for thresholds.
     pub threshold_entries: usize,
+    /// Host and host-pair bits kept for `xbits` (a set beyond it is not kept).
+    pub xbit_entries: usize,
 }
 
 impl Default for Limits {
@@ -349,6 +379,7 @@ impl Default for Limits {
             request_body_limit: 100 * 1024,
             response_body_limit: 100 * 1024,
             threshold_entries: 65_536,
+            xbit_entries: 65_536,
         }
     }
 }
@@ -455,6 +486,12 @@ pub struct Engine {
     pub(crate) flowbit_count: usize,
     pub(crate) limits: Limits,
     pub(crate) thresholds: ThresholdTable,
+    pub(crate) xbits: XbitTable,
+    /// Some rule reads the TLS handshake: its fields, its certificates, or its version
+    /// (`tls.version`, in any phase).
+    pub(crate) reads_tls: bool,
+    /// Some rule is for SMTP or FTP flows, which the inspector recognises itself.
+    pub(crate) reads_commands: bool,
 }
 
 impl Engine {
@@ -480,6 +517,7 @@ impl Engine {
         let mut addr_cache: HashMap<String, Result<Arc<IpSet>, String>> = HashMap::new();
         let mut port_cache: HashMap<String, Result<Arc<PortSet>, String>> = HashMap::new();
         let mut bit_ids: HashMap<String, u16> = HashMap::new();
+        let mut xbit_ids: HashMap<String, u16> = HashMap::new();
         let mut compiled: Vec<CRule> = Vec::new();
         let skip = |report: &mut BuildReport, rule: &Rule, what: String| {
             report.skipped.push(Skipped {
@@ -572,6 +610,19 @@ impl Engine {
                     }),
                 }
             }
+            let xbits: Vec<CXbit> = rule
+                .xbits
+                .iter()
+                .map(|x| {
+                    let next = xbit_ids.len() as u16;
+                    CXbit {
+                        op: x.op,
+                        bit: *xbit_ids.entry(x.name.clone()).or_insert(next),
+                        track: x.track,
+                        expire: x.expire,
+                    }
+                })
+                .collect();
             let app = match rule.protocol {
                 Protocol::Tcp | Protocol::Udp | Protocol::Ip => None,
                 p => Some(p),
@@ -581,7 +632,9 @@ impl Engine {
                     skip(&mut report, rule, "content that cannot be compiled".into());
                     break;
                 };
+                // `stream_size` counts the data's own direction to the end of its message.
                 let needs_end = rule.dsize.is_some()
+                    || rule.stream_size.is_some()
                     || phases.iter().any(|p| {
                         matches!(
                             p.phase,
@@ -618,6 +671,9 @@ impl Engine {
                     noalert: rule.noalert,
                     threshold: rule.threshold,
                     detection_filter: rule.detection_filter,
+                    tls_version: rule.tls_version,
+                    stream_size: rule.stream_size,
+                    xbits: xbits.clone(),
                 });
             }
         }
@@ -666,7 +722,7 @@ impl Engine {
                 report.flowbits_never_set.push(name.clone());
             }
         }
-        order_rules(&mut compiled, bit_ids.len());
+        order_rules(&mut compiled, bit_ids.len(), xbit_ids.len());
         for (i, r) in compiled.iter_mut().enumerate() {
             r.id = RuleId::try_from(i).unwrap_or(RuleId::MAX);
         }
@@ -702,6 +758,13 @@ impl Engine {
             .collect::<std::collections::HashSet<_>>()
             .len();
         let thresholds = ThresholdTable::new(limits.threshold_entries);
+        let xbits = XbitTable::new(limits.xbit_entries);
+        let reads_tls = !phases[Phase::Tls.index()].is_empty()
+            || !phases[Phase::TlsServer.index()].is_empty()
+            || compiled.iter().any(|r| r.tls_version.is_some());
+        let reads_commands = compiled
+            .iter()
+            .any(|r| matches!(r.app, Some(Protocol::Smtp | Protocol::Ftp)));
         (
             Engine {
                 rules: compiled,
@@ -712,6 +775,9 @@ impl Engine {
                 flowbit_count: bit_ids.len(),
                 limits,
                 thresholds,
+                xbits,
+                reads_tls,
+                reads_commands,
             },
             report,
         )
@@ -835,6 +901,8 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
     match rule.protocol {
         Protocol::Tcp | Protocol::Udp | Protocol::Ip => vec![None],
         Protocol::Tls | Protocol::Dns if raw_only => vec![None],
+        // What they say is their raw stream, both ways.
+        Protocol::Smtp | Protocol::Ftp => vec![None],
         // The server's certificates are seen toward the client.
         Protocol::Tls
             if rule
@@ -888,7 +956,9 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
     if phases.is_empty() {
         // A rule without payload keywords is decided at the first data of its protocol.
         let phase = match rule.protocol {
-            Protocol::Tcp | Protocol::Udp | Protocol::Ip => Phase::Stream,
+            Protocol::Tcp | Protocol::Udp | Protocol::Ip | Protocol::Smtp | Protocol::Ftp => {
+                Phase::Stream
+            }
             p if p.is_http() && field_dir == Dir::ToClient => Phase::Response,
             Protocol::Http | Protocol::Http1 | Protocol::Http2 => Phase::Request,
             Protocol::Tls if field_dir == Dir::ToClient => Phase::TlsServer,
@@ -906,10 +976,13 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
 
 /// Sort rules into evaluation order: `pass` first, then rules that set flowbits before the
 /// rules that test them, then drop, reject, alert; ties by sid.
-fn order_rules(rules: &mut [CRule], bits: usize) {
-    // rank(rule) = 1 + the highest rank of a rule writing a bit it reads.
+fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize) {
+    // rank(rule) = 1 + the highest rank of a rule writing a bit it reads (flowbits, then
+    // xbits numbered after them).
     let mut rank = vec![0u32; rules.len()];
-    let mut writer_rank = vec![0u32; bits];
+    let mut writer_rank = vec![0u32; bits + xbits];
+    let xbit = |x: &CXbit| bits + usize::from(x.bit);
+    let reads_xbit = |x: &&CXbit| matches!(x.op, XbitOp::IsSet | XbitOp::IsNotSet);
     for _ in 0..8 {
         let mut changed = false;
         for (i, r) in rules.iter().enumerate() {
@@ -920,6 +993,9 @@ fn order_rules(rules: &mut [CRule], bits: usize) {
                     need = need.max(writer_rank[usize::from(*b)] + 1);
                 }
             }
+            for x in r.xbits.iter().filter(reads_xbit) {
+                need = need.max(writer_rank[xbit(x)] + 1);
+            }
             if need > rank[i] {
                 rank[i] = need;
                 changed = true;
@@ -928,6 +1004,12 @@ fn order_rules(rules: &mut [CRule], bits: usize) {
                 let (BitOp::Set(b) | BitOp::Unset(b) | BitOp::Toggle(b)) = *w;
                 if writer_rank[usize::from(b)] < rank[i] {
                     writer_rank[usize::from(b)] = rank[i];
+                    changed = true;
+                }
+            }
+            for x in r.xbits.iter().filter(|x| !reads_xbit(x)) {
+                if writer_rank[xbit(x)] < rank[i] {
+                    writer_rank[xbit(x)] = rank[i];
                     changed = true;
                 }
             }

@@ -31,6 +31,7 @@ mod compile;
 mod decode;
 mod dns;
 mod eve;
+mod fingerprint;
 mod http;
 mod inspect;
 mod payload;
@@ -39,6 +40,7 @@ pub mod rule;
 mod threshold;
 mod tls;
 mod vars;
+mod xbits;
 
 pub use crate::class::Classifications;
 pub use crate::compile::{BuildReport, Engine, Limits, RuleMask, Selection};

@@ -10,9 +10,11 @@
 //! direction's tail before a message, the overlap of a long message): [`matches_new`] then
 //! accepts only matches that use a byte after them, so old data cannot match twice.
 
+use crate::rule::parse::MAX_VARS;
 use crate::rule::pcre::Expr;
 use crate::rule::{
-    ByteJump, ByteOp, ByteTest, Content, Endian, IsDataAt, MatchItem, NumberFormat, SizeCmp,
+    Base64, ByteExtract, ByteJump, ByteOp, ByteTest, Content, Endian, IsDataAt, MatchItem,
+    NumberFormat, SizeCmp, VarRefs,
 };
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use memchr::memmem;
@@ -69,6 +71,7 @@ pub(crate) struct CContent {
     relative: bool,
     endswith: bool,
     fast_pattern: Option<Option<(u16, u16)>>,
+    vars: VarRefs,
 }
 
 impl CContent {
@@ -101,24 +104,36 @@ impl CContent {
         }
     }
 
-    /// The window `[start, end)` the match must lie in, or `None` when it cannot fit.
-    fn window(&self, prev_end: usize, len: usize) -> Option<(usize, usize)> {
+    /// The window `[start, end)` the match must lie in, or `None` when it cannot fit; the
+    /// positions given by variables take their values from `vars`.
+    fn window(&self, prev_end: usize, len: usize, vars: &Vars) -> Option<(usize, usize)> {
+        let v = &self.vars;
+        let distance = v.distance.map_or(i64::from(self.distance), |i| {
+            i64::try_from(vars.get(i)).unwrap_or(i64::MAX)
+        });
+        let within = v
+            .within
+            .map_or(self.within.map(u64::from), |i| Some(vars.get(i)));
+        let offset = v.offset.map_or(u64::from(self.offset), |i| vars.get(i));
+        let depth = v
+            .depth
+            .map_or(self.depth.map(u64::from), |i| Some(vars.get(i)));
         let (start, end) = if self.relative {
-            let start = (prev_end as i64 + i64::from(self.distance)).max(0) as u64;
-            let end = match self.within {
-                Some(w) => {
-                    (prev_end as i64 + i64::from(self.distance) + i64::from(w)).max(0) as u64
-                }
+            let start = (prev_end as i64).saturating_add(distance).max(0) as u64;
+            let end = match within {
+                Some(w) => (prev_end as i64)
+                    .saturating_add(distance)
+                    .saturating_add(i64::try_from(w).unwrap_or(i64::MAX))
+                    .max(0) as u64,
                 None => len as u64,
             };
             (start, end)
         } else {
-            let start = u64::from(self.offset);
-            let end = match self.depth {
-                Some(d) => start + u64::from(d),
+            let end = match depth {
+                Some(d) => offset.saturating_add(d),
                 None => len as u64,
             };
-            (start, end)
+            (offset, end)
         };
         let end = end.min(len as u64) as usize;
         let start = start.min(len as u64) as usize;
@@ -139,7 +154,31 @@ pub(crate) enum CItem {
     Bsize(SizeCmp),
     ByteTest(ByteTest),
     ByteJump(ByteJump),
+    ByteExtract(ByteExtract),
+    Base64(Box<CBase64>),
 }
+
+/// The values of a rule's `byte_extract` variables during one search.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Vars([u64; MAX_VARS as usize]);
+
+impl Vars {
+    fn get(&self, i: u8) -> u64 {
+        self.0.get(usize::from(i)).copied().unwrap_or(0)
+    }
+}
+
+/// A compiled `base64_decode` with its `base64_data` keywords.
+#[derive(Debug, Clone)]
+pub(crate) struct CBase64 {
+    bytes: Option<u32>,
+    offset: u32,
+    relative: bool,
+    items: Vec<CItem>,
+}
+
+/// Bytes `base64_decode` gives at most (Suricata's limit).
+const BASE64_MAX: usize = 64 * 1024;
 
 impl CItem {
     pub(crate) fn is_relative(&self) -> bool {
@@ -149,6 +188,8 @@ impl CItem {
             CItem::IsDataAt(d) => d.relative,
             CItem::ByteTest(t) => t.relative,
             CItem::ByteJump(j) => j.relative,
+            CItem::ByteExtract(x) => x.relative,
+            CItem::Base64(b) => b.relative,
             CItem::Bsize(_) => false,
         }
     }
@@ -156,7 +197,9 @@ impl CItem {
     /// Whether the item has a position fixed relative to the buffer start.
     pub(crate) fn is_anchored(&self) -> bool {
         match self {
-            CItem::Content(c) => !c.relative && (c.offset > 0 || c.depth.is_some()),
+            CItem::Content(c) => {
+                !c.relative && (c.offset > 0 || c.depth.is_some() || c.vars.offset.is_some())
+            }
             CItem::Pcre {
                 regex, relative, ..
             } => !relative && starts_anchored(regex),
@@ -164,6 +207,8 @@ impl CItem {
             CItem::ByteTest(t) => !t.relative,
             // `from_beginning` jumps from the buffer start.
             CItem::ByteJump(j) => !j.relative || j.from_beginning,
+            CItem::ByteExtract(x) => !x.relative,
+            CItem::Base64(b) => !b.relative,
             CItem::Bsize(_) => true,
         }
     }
@@ -174,7 +219,9 @@ impl CItem {
             CItem::Content(c) => !c.negated,
             CItem::Pcre { negated, .. } => !negated,
             CItem::IsDataAt(d) => !d.negated,
-            CItem::ByteTest(_) | CItem::ByteJump(_) => true,
+            CItem::ByteTest(_) | CItem::ByteJump(_) | CItem::ByteExtract(_) | CItem::Base64(_) => {
+                true
+            }
             CItem::Bsize(_) => false,
         }
     }
@@ -184,8 +231,8 @@ impl CItem {
         match self {
             CItem::Content(c) => !c.negated,
             CItem::Pcre { negated, .. } => !negated,
-            CItem::ByteJump(_) => true,
-            CItem::IsDataAt(_) | CItem::ByteTest(_) | CItem::Bsize(_) => false,
+            CItem::ByteJump(_) | CItem::ByteExtract(_) => true,
+            CItem::IsDataAt(_) | CItem::ByteTest(_) | CItem::Bsize(_) | CItem::Base64(_) => false,
         }
     }
 }
@@ -237,11 +284,16 @@ pub(crate) fn match_span(items: &[CItem]) -> Option<usize> {
             continue;
         }
         let add = match item {
+            // Positions from variables are not known in advance.
+            CItem::Content(c) if c.vars.any() => return None,
+            CItem::ByteTest(t) if t.vars.any() => return None,
+            CItem::IsDataAt(d) if d.vars.any() => return None,
             CItem::Content(c) => c.distance.unsigned_abs() as usize + c.within? as usize,
             CItem::Pcre { regex, .. } if starts_anchored(regex) => regex_max_len(regex)?,
-            CItem::Pcre { .. } | CItem::ByteJump(_) => return None,
+            CItem::Pcre { .. } | CItem::ByteJump(_) | CItem::Base64(_) => return None,
             CItem::IsDataAt(d) => d.offset as usize,
             CItem::ByteTest(t) => t.offset.unsigned_abs() as usize + usize::from(t.nbytes),
+            CItem::ByteExtract(x) => x.offset.unsigned_abs() as usize + usize::from(x.nbytes),
             CItem::Bsize(_) => 0,
         };
         span = span.checked_add(add)?;
@@ -283,9 +335,20 @@ pub(crate) fn compile(items: &[MatchItem]) -> Option<Vec<CItem>> {
                 MatchItem::Bsize(b) => CItem::Bsize(*b),
                 MatchItem::ByteTest(t) => CItem::ByteTest(*t),
                 MatchItem::ByteJump(j) => CItem::ByteJump(*j),
+                MatchItem::ByteExtract(x) => CItem::ByteExtract(*x),
+                MatchItem::Base64(b) => CItem::Base64(Box::new(compile_base64(b)?)),
             })
         })
         .collect()
+}
+
+fn compile_base64(b: &Base64) -> Option<CBase64> {
+    Some(CBase64 {
+        bytes: b.bytes,
+        offset: b.offset,
+        relative: b.relative,
+        items: compile(&b.items)?,
+    })
 }
 
 fn compile_content(c: &Content) -> Option<CContent> {
@@ -306,6 +369,7 @@ fn compile_content(c: &Content) -> Option<CContent> {
         relative: c.is_relative(),
         endswith: c.endswith,
         fast_pattern: c.fast_pattern,
+        vars: c.vars,
     })
 }
 
@@ -326,6 +390,7 @@ pub(crate) fn matches_new(items: &[CItem], buf: &[u8], fresh: usize) -> bool {
     let mut s = Search {
         budget: STEP_BUDGET,
         fresh,
+        vars: Vars::default(),
     };
     match_from(items, 0, buf, 0, 0, &mut s)
 }
@@ -335,6 +400,8 @@ struct Search {
     budget: u32,
     /// Where the new bytes start (0: every byte is new).
     fresh: usize,
+    /// The `byte_extract` variables of the keywords matched so far.
+    vars: Vars,
 }
 
 impl Search {
@@ -367,7 +434,7 @@ fn match_from(
     let retry = |s: &Search, reach: usize| relative_next || s.short(reach);
     match item {
         CItem::Content(c) => {
-            let Some((start, end)) = c.window(prev_end, buf.len()) else {
+            let Some((start, end)) = c.window(prev_end, buf.len(), &s.vars) else {
                 return c.negated && match_from(items, i + 1, buf, prev_end, reach, s);
             };
             if c.negated {
@@ -439,6 +506,12 @@ fn match_from(
             false
         }
         CItem::IsDataAt(d) => {
+            let d = &IsDataAt {
+                offset: d.vars.offset.map_or(d.offset, |i| {
+                    u32::try_from(s.vars.get(i)).unwrap_or(u32::MAX)
+                }),
+                ..*d
+            };
             // As Suricata: relative asks for `n` more bytes after the previous match,
             // absolute for a byte at offset `n`.
             let (present, needs) = if d.relative {
@@ -461,17 +534,147 @@ fn match_from(
         CItem::Bsize(cmp) => {
             cmp.matches(buf.len() as u64) && match_from(items, i + 1, buf, prev_end, reach, s)
         }
-        CItem::ByteTest(t) => match byte_test(t, buf, prev_end) {
+        CItem::ByteTest(t) => match byte_test(&resolve_test(t, &s.vars), buf, prev_end) {
             Some(read_end) => match_from(items, i + 1, buf, prev_end, reach.max(read_end), s),
             None => false,
         },
-        CItem::ByteJump(j) => match byte_jump(j, buf, prev_end) {
+        CItem::ByteJump(j) => match byte_jump(&resolve_jump(j, &s.vars), buf, prev_end) {
             Some((read_end, to)) => {
                 match_from(items, i + 1, buf, to, reach.max(read_end).max(to), s)
             }
             None => false,
         },
+        CItem::ByteExtract(x) => match byte_extract(x, buf, prev_end) {
+            Some((read_end, value)) => {
+                let n = s.vars.0.len();
+                s.vars.0[usize::from(x.var) % n] = value;
+                match_from(items, i + 1, buf, read_end, reach.max(read_end), s)
+            }
+            None => false,
+        },
+        CItem::Base64(b) => {
+            let start = if b.relative { prev_end } else { 0 };
+            let start = start.saturating_add(b.offset as usize);
+            let Some(src) = buf.get(start..) else {
+                return false;
+            };
+            let src = match b.bytes {
+                Some(n) => &src[..src.len().min(n as usize)],
+                None => src,
+            };
+            // Decoding costs like a search of its bytes.
+            let cost = u32::try_from(src.len() / 256).unwrap_or(u32::MAX);
+            s.budget = s.budget.saturating_sub(cost);
+            let (decoded, used) = base64_decode(src);
+            // As Suricata: nothing decoded, no match; else the keywords of base64_data.
+            !decoded.is_empty()
+                && matches(&b.items, &decoded)
+                && match_from(items, i + 1, buf, prev_end, reach.max(start + used), s)
+        }
     }
+}
+
+/// Base64 as Suricata 7's `base64_decode` reads it (RFC 4648 mode, checked against
+/// Suricata 7.0.10): 4-character blocks, `=` as padding inside a block; the first character
+/// outside the alphabet ends the data; a partial block at the end gives its whole bytes
+/// (two or three characters: one or two bytes). A single character gives its byte only
+/// before a character that ends the data: at the end of a buffer still growing, the next
+/// character would change it. Returns the bytes and the characters read.
+fn base64_decode(src: &[u8]) -> (Vec<u8>, usize) {
+    fn value(c: u8) -> Option<u8> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    }
+    let mut out = Vec::with_capacity((src.len() / 4 * 3).min(BASE64_MAX));
+    let (mut block, mut n, mut padding) = ([0u8; 4], 0usize, 0usize);
+    let mut invalid = false;
+    let mut used = 0;
+    let push = |out: &mut Vec<u8>, block: &[u8; 4], take: usize| {
+        let bytes = [
+            block[0] << 2 | block[1] >> 4,
+            block[1] << 4 | block[2] >> 2,
+            block[2] << 6 | block[3],
+        ];
+        let room = BASE64_MAX - out.len();
+        out.extend_from_slice(&bytes[..take.min(room)]);
+    };
+    for &c in src {
+        if out.len() >= BASE64_MAX {
+            break;
+        }
+        let v = match value(c) {
+            Some(v) => v,
+            None if c == b'=' => {
+                padding += 1;
+                0
+            }
+            None => {
+                invalid = true;
+                break;
+            }
+        };
+        block[n] = v;
+        n += 1;
+        used += 1;
+        if n == 4 {
+            push(&mut out, &block, 3usize.saturating_sub(padding));
+            (block, n, padding) = ([0; 4], 0, 0);
+        }
+    }
+    if n > 1 || (invalid && n == 1) {
+        // One or two characters give one byte, three give two.
+        push(&mut out, &block, if n == 3 { 2 } else { 1 });
+    }
+    (out, used)
+}
+
+/// A variable's value as an offset (clamped).
+fn var_i32(vars: &Vars, i: u8) -> i32 {
+    i32::try_from(vars.get(i)).unwrap_or(i32::MAX)
+}
+
+fn resolve_test(t: &ByteTest, vars: &Vars) -> ByteTest {
+    ByteTest {
+        offset: t.vars.offset.map_or(t.offset, |i| var_i32(vars, i)),
+        value: t.vars.value.map_or(t.value, |i| vars.get(i)),
+        ..*t
+    }
+}
+
+fn resolve_jump(j: &ByteJump, vars: &Vars) -> ByteJump {
+    ByteJump {
+        offset: j.vars.offset.map_or(j.offset, |i| var_i32(vars, i)),
+        ..*j
+    }
+}
+
+/// `byte_extract`: where its bytes end, and the value (masked, multiplied, aligned).
+fn byte_extract(x: &ByteExtract, buf: &[u8], prev_end: usize) -> Option<(usize, u64)> {
+    let at = if x.relative {
+        prev_end as i64 + i64::from(x.offset)
+    } else {
+        i64::from(x.offset)
+    };
+    let mut v = read_number(buf, at, x.nbytes, x.format)?;
+    if let Some(mask) = x.bitmask {
+        v &= mask;
+        if mask != 0 {
+            v >>= mask.trailing_zeros();
+        }
+    }
+    let mut v = v.checked_mul(u64::from(x.multiplier))?;
+    let align = u64::from(x.align.max(1));
+    if v % align != 0 {
+        v = v.checked_add(align - v % align)?;
+    }
+    // `read_number` succeeded, so `at` is in the buffer.
+    Some((at as usize + usize::from(x.nbytes), v))
 }
 
 /// Read `nbytes` at `at` as the keyword's number format.
@@ -593,7 +796,9 @@ pub(crate) fn depends_on_end(items: &[CItem]) -> bool {
         CItem::IsDataAt(d) => d.negated,
         CItem::Bsize(_) => true,
         CItem::ByteJump(j) => j.from_end,
-        CItem::ByteTest(_) => false,
+        CItem::ByteTest(_) | CItem::ByteExtract(_) => false,
+        // Decoding a longer prefix only adds bytes at the end of the decoded ones.
+        CItem::Base64(b) => depends_on_end(&b.items),
     })
 }
 
@@ -674,6 +879,186 @@ mod tests {
         assert!(!m(r#"isdataat:3;"#, b"abc"));
         assert!(m(r#"content:"a"; pcre:!"/zz/";"#, b"a1"));
         assert!(!m(r#"content:"a"; pcre:!"/zz/";"#, b"azz"));
+    }
+
+    #[test]
+    fn base64_decode_and_data() {
+        let cases: &[(&str, &[u8], bool)] = &[
+            (
+                r#"content:"q="; base64_decode:relative; base64_data; content:"test";"#,
+                b"x?q=dGVzdA==",
+                true,
+            ),
+            (
+                r#"base64_decode; base64_data; content:"test"; startswith;"#,
+                b"dGVzdA==",
+                true,
+            ),
+            // The space is not base64: decoding stops there ("xx" gives one byte).
+            (
+                r#"base64_decode; base64_data; content:"test";"#,
+                b"xx dGVzdA==",
+                false,
+            ),
+            (
+                r#"base64_decode:offset 3; base64_data; content:"test";"#,
+                b"xx dGVzdA==",
+                true,
+            ),
+            (
+                r#"base64_decode:bytes 4; base64_data; content:"tes"; bsize:3;"#,
+                b"dGVzdA==",
+                true,
+            ),
+            (
+                r#"base64_decode:bytes 4; base64_data; content:"test";"#,
+                b"dGVzdA==",
+                false,
+            ),
+            // A partial block gives its whole bytes, at the end or before a character that
+            // is not base64; a lone character only before such a character.
+            (
+                r#"base64_decode; base64_data; content:"test"; bsize:4;"#,
+                b"dGVzdA",
+                true,
+            ),
+            (
+                r#"base64_decode; base64_data; content:"test";"#,
+                b"dGVzdA&more",
+                true,
+            ),
+            (
+                r#"base64_decode; base64_data; content:"tes"; bsize:3;"#,
+                b"dGVzd",
+                true,
+            ),
+            (
+                r#"base64_decode; base64_data; content:"test"; bsize:4;"#,
+                b"dGVzd&",
+                true,
+            ),
+            // Nothing decoded: no match, even without base64_data keywords.
+            (r#"base64_decode;"#, b"&&&", false),
+            (r#"base64_decode;"#, b"QQ==", true),
+            // A relative decode tries the next occurrence of what it follows.
+            (
+                r#"content:"q="; base64_decode:relative; base64_data; content:"test";"#,
+                b"q=AAAA q=dGVzdA==",
+                true,
+            ),
+            // Keywords after base64_data in another buffer's place: the raw bytes again.
+            (
+                r#"base64_decode; base64_data; content:"test"; pkt_data; content:"dGVz"; startswith;"#,
+                b"dGVzdA==",
+                true,
+            ),
+        ];
+        for (opts, buf, want) in cases {
+            assert_eq!(
+                m(opts, buf),
+                *want,
+                "{opts} on {:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn byte_extract_variables() {
+        let cases: &[(&str, &[u8], bool)] = &[
+            // A length read from the buffer bounds the next content.
+            (
+                r#"byte_extract:1,0,len; content:"X"; distance:0; within:len;"#,
+                b"\x03abX",
+                true,
+            ),
+            (
+                r#"byte_extract:1,0,len; content:"X"; distance:0; within:len;"#,
+                b"\x02abX",
+                false,
+            ),
+            // As an absolute offset, read as decimal text.
+            (
+                r#"byte_extract:2,0,off,string,dec; content:"Z"; offset:off;"#,
+                b"05xxxxZ",
+                true,
+            ),
+            (
+                r#"byte_extract:2,0,off,string,dec; content:"Z"; offset:off;"#,
+                b"07xxxxZ",
+                false,
+            ),
+            // As a byte_test value, and the read moves the relative position.
+            (
+                r#"byte_extract:1,0,v; byte_test:1,=,v,0,relative;"#,
+                b"\x05\x05",
+                true,
+            ),
+            (
+                r#"byte_extract:1,0,v; byte_test:1,=,v,0,relative;"#,
+                b"\x05\x06",
+                false,
+            ),
+            (
+                r#"byte_extract:1,0,n; isdataat:n,relative;"#,
+                b"\x03abc",
+                true,
+            ),
+            (
+                r#"byte_extract:1,0,n; isdataat:n,relative;"#,
+                b"\x04abc",
+                false,
+            ),
+            (
+                r#"byte_extract:1,0,o; byte_jump:1,o; content:"Q"; distance:0; within:1;"#,
+                b"\x02\x00\x01?Q",
+                true,
+            ),
+            // Multiplier and alignment.
+            (
+                r#"byte_extract:1,0,n,multiplier 3,align 4; isdataat:!n,relative; isdataat:11,relative;"#,
+                b"\x03abcdefghijklmnop",
+                false,
+            ),
+            (
+                r#"byte_extract:1,0,n,multiplier 3,align 4; isdataat:n,relative; isdataat:!13,relative;"#,
+                b"\x03abcdefghijkl",
+                true,
+            ),
+            // Nothing to read: no match.
+            (r#"byte_extract:4,0,n; isdataat:n;"#, b"ab", false),
+            // The value of the occurrence the match uses.
+            (
+                r#"content:"L="; byte_extract:1,0,n,relative,string,dec; content:"!"; distance:n; within:1;"#,
+                b"L=5abcde! L=2ab!",
+                true,
+            ),
+        ];
+        for (opts, buf, want) in cases {
+            assert_eq!(m(opts, buf), *want, "{opts} on {buf:?}");
+        }
+        for (opts, what) in [
+            (
+                r#"content:"a"; within:n;"#,
+                "unknown byte_extract variable `n`",
+            ),
+            (
+                r#"byte_extract:1,0,n; byte_extract:1,1,n;"#,
+                "defined twice",
+            ),
+            (r#"byte_extract:1,0,9n;"#, "invalid byte_extract name"),
+            (r#"byte_extract:1,0,n,align 3;"#, "align must be 2 or 4"),
+        ] {
+            let p = parse_rules(
+                "t",
+                &format!("alert tcp any any -> any any ({opts} sid:1;)"),
+            );
+            assert!(
+                p.errors[0].to_string().contains(what),
+                "{opts}: {:?}",
+                p.errors
+            );
+        }
     }
 
     #[test]

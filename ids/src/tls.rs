@@ -8,6 +8,8 @@
 //! X.509 parser (`x509-parser`): the subject and issuer as `C=US, O=…, CN=…`, the serial as
 //! upper-case hex bytes joined by `:`, and each certificate's DER for `tls.certs`.
 
+use crate::fingerprint::ServerHello;
+use sha1::{Digest, Sha1};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Largest handshake message read (a certificate chain is a few KiB; Suricata refuses
@@ -25,10 +27,19 @@ const MAX_CERTS: usize = 16;
 pub(crate) enum Seen {
     /// Nothing yet: give it more.
     More,
-    /// The server's certificates (leaf first).
-    Certificates(Vec<Vec<u8>>),
-    /// None will be seen (TLS 1.3, not TLS, a bound, or they were already given).
+    /// The clear part of the server's handshake is over: what it showed.
+    Flight(ServerFlight),
+    /// Nothing will be seen (not TLS, a bound before any hello, or the flight was given).
     Nothing,
+}
+
+/// The server's handshake as far as it is in clear.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct ServerFlight {
+    /// Its ServerHello, when one was read.
+    pub(crate) hello: Option<ServerHello>,
+    /// Its certificates, leaf first (none on TLS 1.3, resumption, anonymous suites).
+    pub(crate) certs: Vec<Vec<u8>>,
 }
 
 /// Reassembles the server's handshake.
@@ -40,6 +51,7 @@ pub(crate) struct ServerHandshake {
     messages: Vec<u8>,
     read: usize,
     done: bool,
+    hello: Option<ServerHello>,
 }
 
 impl ServerHandshake {
@@ -52,16 +64,28 @@ impl ServerHandshake {
         self.record.extend_from_slice(bytes);
         let seen = self.records();
         if seen == Seen::More && self.read > MAX_READ {
-            return self.finish(Seen::Nothing);
+            return self.finish(Vec::new());
         }
         seen
     }
 
-    fn finish(&mut self, seen: Seen) -> Seen {
+    /// The ServerHello, as soon as it was read.
+    pub(crate) fn hello(&self) -> Option<&ServerHello> {
+        self.hello.as_ref()
+    }
+
+    /// The clear part is over: the flight, when anything of it was seen.
+    fn finish(&mut self, certs: Vec<Vec<u8>>) -> Seen {
         self.done = true;
         self.record = Vec::new();
         self.messages = Vec::new();
-        seen
+        if self.hello.is_none() && certs.is_empty() {
+            return Seen::Nothing;
+        }
+        Seen::Flight(ServerFlight {
+            hello: self.hello.clone(),
+            certs,
+        })
     }
 
     fn records(&mut self) -> Seen {
@@ -78,7 +102,7 @@ impl ServerHandshake {
             // Handshake records of SSL 3.0 to TLS 1.2 framing; anything else ends the clear
             // part of the handshake (ChangeCipherSpec, alerts, application data).
             if kind != 22 || major != 3 || len > (1 << 14) + 2048 {
-                break self.finish(Seen::Nothing);
+                break self.finish(Vec::new());
             }
             let Some(fragment) = self.record.get(at + 5..at + 5 + len) else {
                 break Seen::More;
@@ -104,24 +128,26 @@ impl ServerHandshake {
             };
             let len = usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
             if len > MAX_MESSAGE {
-                break self.finish(Seen::Nothing);
+                break self.finish(Vec::new());
             }
             let Some(body) = self.messages.get(at + 4..at + 4 + len) else {
                 break Seen::More;
             };
             match head[0] {
-                // ServerHello: TLS 1.3 (its supported_versions) encrypts what follows.
-                2 if selects_tls13(body) => break self.finish(Seen::Nothing),
+                2 if self.hello.is_none() => {
+                    self.hello = server_hello(body);
+                    // TLS 1.3 encrypts what follows.
+                    if self.hello.as_ref().is_some_and(|h| h.version() == 0x0304) {
+                        break self.finish(Vec::new());
+                    }
+                    at += 4 + len;
+                }
                 11 => {
                     let certs = certificate_list(body);
-                    break self.finish(if certs.is_empty() {
-                        Seen::Nothing
-                    } else {
-                        Seen::Certificates(certs)
-                    });
+                    break self.finish(certs);
                 }
                 // ServerHelloDone without certificates (anonymous suites).
-                14 => break self.finish(Seen::Nothing),
+                14 => break self.finish(Vec::new()),
                 _ => at += 4 + len,
             }
         };
@@ -155,32 +181,37 @@ fn certificate_list(body: &[u8]) -> Vec<Vec<u8>> {
     certs
 }
 
-/// Whether a ServerHello body selects TLS 1.3 (its `supported_versions` extension).
-fn selects_tls13(body: &[u8]) -> bool {
-    // version(2) random(32) session_id(1+n) cipher(2) compression(1) extensions(2+n)
-    let Some(&sid_len) = body.get(34) else {
-        return false;
+/// A ServerHello body: version(2) random(32) session_id(1+n) cipher(2) compression(1)
+/// extensions(2+n). `None` when it is too short to hold its fixed part.
+fn server_hello(body: &[u8]) -> Option<ServerHello> {
+    let be = |at: usize| {
+        body.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
     };
-    let mut at = 35 + usize::from(sid_len) + 3;
-    let Some(ext_len) = body.get(at..at + 2) else {
-        return false;
+    let legacy_version = be(0)?;
+    let sid_len = usize::from(*body.get(34)?);
+    let cipher = be(35 + sid_len)?;
+    let mut hello = ServerHello {
+        legacy_version,
+        cipher,
+        ..ServerHello::default()
     };
-    let end = (at + 2 + usize::from(u16::from_be_bytes([ext_len[0], ext_len[1]]))).min(body.len());
+    let mut at = 35 + sid_len + 3;
+    let Some(ext_len) = be(at) else {
+        // Servers before TLS 1.2 may send no extensions.
+        return Some(hello);
+    };
+    let end = (at + 2 + usize::from(ext_len)).min(body.len());
     at += 2;
-    while let Some(h) = body.get(at..at + 4) {
-        let (kind, len) = (
-            u16::from_be_bytes([h[0], h[1]]),
-            usize::from(u16::from_be_bytes([h[2], h[3]])),
-        );
+    while at + 4 <= end {
+        let (kind, len) = (be(at)?, usize::from(be(at + 2)?));
+        hello.extensions.push(kind);
         if kind == 43 {
-            return body.get(at + 4..at + 6) == Some(&[3, 4]);
+            hello.selected_version = be(at + 4);
         }
         at += 4 + len;
-        if at >= end {
-            break;
-        }
     }
-    false
+    Some(hello)
 }
 
 /// What the `tls.cert_*` keywords read of the leaf certificate.
@@ -189,6 +220,8 @@ pub(crate) struct LeafFacts {
     pub(crate) subject: Option<Vec<u8>>,
     pub(crate) issuer: Option<Vec<u8>>,
     pub(crate) serial: Option<Vec<u8>>,
+    /// SHA-1 of the DER, lower-case hex bytes joined by `:` (`tls.cert_fingerprint`).
+    pub(crate) fingerprint: Option<Vec<u8>>,
 }
 
 impl LeafFacts {
@@ -197,6 +230,10 @@ impl LeafFacts {
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
             return LeafFacts::default();
         };
+        let fingerprint: Vec<String> = Sha1::digest(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let serial: Vec<String> = cert
             .tbs_certificate
             .raw_serial()
@@ -207,6 +244,7 @@ impl LeafFacts {
             subject: Some(cert.subject().to_string().into_bytes()),
             issuer: Some(cert.issuer().to_string().into_bytes()),
             serial: Some(serial.join(":").into_bytes()),
+            fingerprint: Some(fingerprint.join(":").into_bytes()),
         }
     }
 }
@@ -265,7 +303,15 @@ mod tests {
             }
             assert_eq!(
                 got,
-                Seen::Certificates(vec![b"leaf-der".to_vec(), b"ca-der".to_vec()]),
+                Seen::Flight(ServerFlight {
+                    hello: Some(ServerHello {
+                        legacy_version: 0x0303,
+                        cipher: 0xc02f,
+                        extensions: vec![],
+                        selected_version: None,
+                    }),
+                    certs: vec![b"leaf-der".to_vec(), b"ca-der".to_vec()]
+                }),
                 "step {step}"
             );
             assert_eq!(h.push(b"more"), Seen::Nothing);
@@ -273,9 +319,38 @@ mod tests {
     }
 
     #[test]
-    fn tls13_and_other_traffic_show_nothing() {
+    fn tls13_shows_its_hello_only() {
         let mut h = ServerHandshake::default();
-        assert_eq!(h.push(&server_flight(&[b"x"], true)), Seen::Nothing);
+        let Seen::Flight(flight) = h.push(&server_flight(&[b"x"], true)) else {
+            panic!("no flight");
+        };
+        assert!(flight.certs.is_empty());
+        let hello = flight.hello.unwrap();
+        assert_eq!(
+            (hello.version(), hello.extensions.as_slice()),
+            (0x0304, &[43][..])
+        );
+        assert_eq!(h.push(b"more"), Seen::Nothing);
+    }
+
+    #[test]
+    fn server_hellos_short_or_without_extensions() {
+        let mut body = vec![3, 1];
+        body.extend([0u8; 32]);
+        body.extend([0, 0, 0x2f, 0]);
+        let hello = server_hello(&body).unwrap();
+        assert_eq!((hello.version(), hello.cipher), (0x0301, 0x2f));
+        assert!(hello.extensions.is_empty());
+        for cut in 0..body.len() - 1 {
+            assert_eq!(server_hello(&body[..cut]), None, "cut {cut}");
+        }
+        // An extension list that claims more than there is: the extensions that are there.
+        body.extend([0, 40, 0xff, 1, 0, 1, 0, 0, 0]);
+        assert_eq!(server_hello(&body).unwrap().extensions, [0xff01]);
+    }
+
+    #[test]
+    fn other_traffic_shows_nothing() {
         let mut h = ServerHandshake::default();
         assert_eq!(h.push(b"HTTP/1.1 200 OK\r\n\r\n"), Seen::Nothing);
         // A message claiming more than the bound.

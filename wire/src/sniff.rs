@@ -115,6 +115,73 @@ impl ClientHello {
             .max()
             .unwrap_or(self.legacy_version)
     }
+
+    /// What a client with these fields sends: the hello in one TLS handshake record, its
+    /// extensions in the order of `extensions` (those without a field here go empty, and a
+    /// listed `server_name` without `sni` names `localhost`), random and session id fixed.
+    /// [`parse_client_hello`] reads it back as `self`; test and corpus tools build hellos
+    /// with it.
+    pub fn to_record(&self) -> Vec<u8> {
+        fn vec16(b: &[u8]) -> Vec<u8> {
+            let mut v = (b.len() as u16).to_be_bytes().to_vec();
+            v.extend_from_slice(b);
+            v
+        }
+        fn u16s(values: &[u16]) -> Vec<u8> {
+            values.iter().flat_map(|v| v.to_be_bytes()).collect()
+        }
+        let mut block = Vec::new();
+        for &kind in &self.extensions {
+            let data = match kind {
+                EXT_SERVER_NAME => {
+                    let name = self.sni.as_deref().unwrap_or("localhost");
+                    let mut entry = vec![0];
+                    entry.extend(vec16(name.as_bytes()));
+                    vec16(&entry)
+                }
+                EXT_ALPN => {
+                    let mut list = Vec::new();
+                    for name in &self.alpn {
+                        let bytes: Vec<u8> = name.chars().map(|c| c as u8).collect();
+                        list.push(bytes.len() as u8);
+                        list.extend(bytes);
+                    }
+                    vec16(&list)
+                }
+                EXT_SUPPORTED_VERSIONS => {
+                    let list = u16s(&self.supported_versions);
+                    let mut v = vec![list.len() as u8];
+                    v.extend(list);
+                    v
+                }
+                EXT_SUPPORTED_GROUPS => vec16(&u16s(&self.supported_groups)),
+                EXT_SIGNATURE_ALGORITHMS => vec16(&u16s(&self.signature_algorithms)),
+                EXT_EC_POINT_FORMATS => {
+                    let mut v = vec![self.ec_point_formats.len() as u8];
+                    v.extend(&self.ec_point_formats);
+                    v
+                }
+                _ => Vec::new(),
+            };
+            block.extend(kind.to_be_bytes());
+            block.extend(vec16(&data));
+        }
+        let mut body = self.legacy_version.to_be_bytes().to_vec();
+        body.extend([0x5a; 32]);
+        body.push(0);
+        body.extend(vec16(&u16s(&self.cipher_suites)));
+        body.extend([1, 0]);
+        if !self.extensions.is_empty() {
+            body.extend(vec16(&block));
+        }
+        let mut msg = vec![HANDSHAKE_CLIENT_HELLO];
+        msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend(body);
+        let mut record = vec![CONTENT_HANDSHAKE, 3, 1];
+        record.extend((msg.len() as u16).to_be_bytes());
+        record.extend(msg);
+        record
+    }
 }
 
 /// Why a ClientHello could not be read.
@@ -654,7 +721,7 @@ fn alpn(data: &[u8]) -> Result<Vec<String>, ClientHelloError> {
 }
 
 /// GREASE values (RFC 8701): 0x?A?A with both bytes equal.
-fn is_grease(value: u16) -> bool {
+pub fn is_grease(value: u16) -> bool {
     let [hi, lo] = value.to_be_bytes();
     hi == lo && hi & 0x0f == 0x0a
 }
@@ -905,6 +972,64 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Result<Option<ClientHello>, ClientHelloError> {
         parse_client_hello(bytes)
+    }
+
+    #[test]
+    fn hellos_read_back_as_written() {
+        let full = ClientHello {
+            legacy_version: 0x0303,
+            supported_versions: vec![0x2a2a, 0x0304, 0x0303],
+            sni: Some("api.example.test".into()),
+            alpn: vec!["h2".into(), "http/1.1".into()],
+            cipher_suites: vec![0x0a0a, 0x1301, 0xc02f],
+            extensions: vec![0x1a1a, 0, 16, 43, 10, 13, 11, 0xff01, 0x4469],
+            supported_groups: vec![0x4a4a, 0x1d, 0x17],
+            signature_algorithms: vec![0x0403, 0x0804],
+            ec_point_formats: vec![0, 1],
+        };
+        let old = ClientHello {
+            legacy_version: 0x0301,
+            cipher_suites: vec![0x2f, 0x35],
+            ..ClientHello::default()
+        };
+        let bare = ClientHello {
+            extensions: vec![0xff01],
+            ..full.clone()
+        };
+        for hello in [full, old, bare] {
+            let got = parse(&hello.to_record()).unwrap().unwrap();
+            let expect = ClientHello {
+                // Fields of extensions not listed are not sent.
+                sni: hello.sni.clone().filter(|_| hello.extensions.contains(&0)),
+                alpn: if hello.extensions.contains(&16) {
+                    hello.alpn.clone()
+                } else {
+                    vec![]
+                },
+                supported_versions: if hello.extensions.contains(&43) {
+                    hello.supported_versions.clone()
+                } else {
+                    vec![]
+                },
+                supported_groups: if hello.extensions.contains(&10) {
+                    hello.supported_groups.clone()
+                } else {
+                    vec![]
+                },
+                signature_algorithms: if hello.extensions.contains(&13) {
+                    hello.signature_algorithms.clone()
+                } else {
+                    vec![]
+                },
+                ec_point_formats: if hello.extensions.contains(&11) {
+                    hello.ec_point_formats.clone()
+                } else {
+                    vec![]
+                },
+                ..hello.clone()
+            };
+            assert_eq!(got, expect);
+        }
     }
 
     #[test]

@@ -26,12 +26,16 @@
 use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId, RuleMask};
 use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
+use crate::fingerprint::{self, ServerHello};
 use crate::http::{self, HttpRequest, HttpResponse};
 use crate::payload;
-use crate::rule::{Dir, Protocol, RuleAction, Transform, Transport};
+use crate::rule::{
+    Dir, Protocol, RuleAction, StreamSide, StreamSize, Transform, Transport, XbitOp,
+};
 use crate::threshold::Limit;
 use crate::tls::{self, LeafFacts, ServerHandshake};
-use eastwall_wire::sniff::{Sniff, Sniffed, Sniffer};
+use eastwall_wire::sniff::{ClientHello, Sniff, Sniffed, Sniffer, is_grease};
+use sha2::Digest;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +76,10 @@ pub enum AppProto {
     Tls,
     /// DNS (the inspector reads the queries from the client's stream or datagrams).
     Dns,
+    /// SMTP (recognised by the client's first command).
+    Smtp,
+    /// FTP's control connection (recognised by the client's first command).
+    Ftp,
 }
 
 impl AppProto {
@@ -83,6 +91,8 @@ impl AppProto {
             AppProto::Http2 => "http2",
             AppProto::Tls => "tls",
             AppProto::Dns => "dns",
+            AppProto::Smtp => "smtp",
+            AppProto::Ftp => "ftp",
         }
     }
 
@@ -94,6 +104,8 @@ impl AppProto {
             Protocol::Http2 => self == AppProto::Http2,
             Protocol::Tls => self == AppProto::Tls,
             Protocol::Dns => self == AppProto::Dns,
+            Protocol::Smtp => self == AppProto::Smtp,
+            Protocol::Ftp => self == AppProto::Ftp,
         }
     }
 }
@@ -248,8 +260,8 @@ struct DirState {
     old: usize,
     /// The window continues a message (the message start is not in it).
     continued: bool,
-    /// Bytes of the current message.
-    msg_len: u64,
+    /// Bytes of the current message (saturating: past any `dsize` a rule can name).
+    msg_len: u32,
     /// Bytes inspected in this direction.
     total: u64,
     in_message: bool,
@@ -308,19 +320,24 @@ pub struct FlowInspector {
     /// Direction of the message in progress.
     speaking: Option<Dir>,
     tx: Option<Box<Tx>>,
-    next_tx: u64,
+    next_tx: u32,
     tls_seen: bool,
-    /// The server's handshake being read for its certificates (TLS flows with such rules).
+    /// The TLS version of each direction's hello, once read (`tls.version`; 0: none).
+    tls_version: [u16; 2],
+    /// TCP: bytes each direction sent (`stream_size`).
+    sent: [u32; 2],
+    /// The server's handshake being read for its hello and certificates (TLS flows with
+    /// such rules).
     tls_server: Option<Box<ServerHandshake>>,
-    /// A TCP flow the node did not name: the client's first bytes, read for a TLS
-    /// ClientHello.
+    /// The client's first bytes, read for a TLS ClientHello: on a TCP flow the node did not
+    /// name, and on TLS flows whose hello rules read.
     detecting: Option<Box<(Sniffer, Vec<u8>)>>,
     /// Whether the flow's protocol is known or given up on.
     detect_done: bool,
     /// The engine's rules this flow's profile uses (`None`: all).
     only: Option<Arc<[u64]>>,
     dns: Option<Box<DnsFramer>>,
-    next_dns: u64,
+    next_dns: u32,
 }
 
 /// Where a rule's buffers come from at one evaluation.
@@ -344,20 +361,44 @@ impl Source for ResponseSource<'_, '_> {
     }
 }
 
-/// The server's certificates: one of the chain, and the leaf's facts.
-struct CertSource<'a> {
-    facts: &'a LeafFacts,
-    cert: &'a [u8],
+/// The client's hello (`None`: TLS whose hello could not be read). The fingerprints are
+/// computed when a rule asks.
+struct ClientSource<'a>(Option<&'a ClientHello>);
+
+impl Source for ClientSource<'_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        let hello = self.0?;
+        let owned = |s: String| Some(Cow::Owned(s.into_bytes()));
+        match field {
+            Field::Sni => hello.sni.as_deref().map(|s| Cow::Borrowed(s.as_bytes())),
+            Field::Ja3String => owned(fingerprint::ja3(hello)),
+            Field::Ja3Hash => owned(fingerprint::md5_hex(&fingerprint::ja3(hello))),
+            Field::Ja4Hash => owned(fingerprint::ja4(hello)),
+            _ => None,
+        }
+    }
 }
 
-impl Source for CertSource<'_> {
+/// The server's flight: its hello, one certificate of the chain (none on TLS 1.3), and
+/// the leaf's facts.
+struct ServerSource<'a> {
+    hello: Option<&'a ServerHello>,
+    facts: &'a LeafFacts,
+    cert: Option<&'a [u8]>,
+}
+
+impl Source for ServerSource<'_> {
     fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
         let f = self.facts;
+        let owned = |s: String| Some(Cow::Owned(s.into_bytes()));
         match field {
-            Field::Cert => Some(Cow::Borrowed(self.cert)),
+            Field::Cert => self.cert.map(Cow::Borrowed),
             Field::CertSubject => f.subject.as_deref().map(Cow::Borrowed),
             Field::CertIssuer => f.issuer.as_deref().map(Cow::Borrowed),
             Field::CertSerial => f.serial.as_deref().map(Cow::Borrowed),
+            Field::CertFingerprint => f.fingerprint.as_deref().map(Cow::Borrowed),
+            Field::Ja3sString => owned(fingerprint::ja3s(self.hello?)),
+            Field::Ja3sHash => owned(fingerprint::md5_hex(&fingerprint::ja3s(self.hello?))),
             _ => None,
         }
     }
@@ -497,6 +538,10 @@ pub(crate) fn apply_transforms(buf: &[u8], transforms: &[Transform]) -> Vec<u8> 
                 }
                 v
             }
+            // The raw digests, as Suricata passes them on.
+            Transform::ToMd5 => md5::Md5::digest(&cur).to_vec(),
+            Transform::ToSha1 => sha1::Sha1::digest(&cur).to_vec(),
+            Transform::ToSha256 => sha2::Sha256::digest(&cur).to_vec(),
         };
     }
     cur
@@ -571,6 +616,42 @@ fn recheck_due(len: usize, checked_len: usize) -> bool {
     checked_len == 0 || len - checked_len.min(len) >= MIN_RECHECK.max(checked_len / 4)
 }
 
+/// Client commands that name a flow's protocol (Suricata's detection patterns).
+const COMMANDS: [(&[u8], AppProto); 8] = [
+    (b"EHLO", AppProto::Smtp),
+    (b"HELO", AppProto::Smtp),
+    (b"QUIT", AppProto::Smtp),
+    (b"USER ", AppProto::Ftp),
+    (b"PASS ", AppProto::Ftp),
+    (b"PORT ", AppProto::Ftp),
+    (b"AUTH SSL", AppProto::Ftp),
+    (b"AUTH TLS", AppProto::Ftp),
+];
+
+/// The longest of them.
+const COMMAND_PREFIX: usize = 8;
+
+/// The version a ClientHello asks for, as Suricata reads it: the first version of its
+/// `supported_versions` Suricata knows (GREASE and noise skipped), else `legacy_version`.
+fn client_version(hello: &ClientHello) -> u16 {
+    hello
+        .supported_versions
+        .iter()
+        .copied()
+        .find(|v| !is_grease(*v) && tls_version_known(*v))
+        .unwrap_or(hello.legacy_version)
+}
+
+/// SSL 3.0 to TLS 1.3 and the drafts of TLS 1.3 (0x7fNN, and Facebook's 0xfbNN).
+fn tls_version_known(v: u16) -> bool {
+    (0x0300..=0x0304).contains(&v) || v >> 8 == 0x7f || v >> 8 == 0xfb
+}
+
+/// Whether a hello's version is the one `tls.version` names (1.3 covers its drafts).
+fn same_tls_version(want: u16, seen: u16) -> bool {
+    want == seen || (want == 0x0304 && (seen >> 8 == 0x7f || seen >> 8 == 0xfb))
+}
+
 /// When during a buffer's life rules are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Moment {
@@ -597,6 +678,8 @@ impl FlowInspector {
             tx: None,
             next_tx: 0,
             tls_seen: false,
+            tls_version: [0; 2],
+            sent: [0; 2],
             tls_server: None,
             detecting: None,
             detect_done: false,
@@ -657,6 +740,8 @@ impl FlowInspector {
         if self.speaking == Some(dir.reverse()) {
             self.end_message(dir.reverse(), now, &mut v);
         }
+        let d = dir.index();
+        self.sent[d] = self.sent[d].saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         self.speaking = Some(dir);
         if dir == Dir::ToServer && !self.detect_done {
             self.detect(bytes, now, &mut v);
@@ -706,8 +791,8 @@ impl FlowInspector {
             return v;
         }
         self.finish_tx(now, &mut v);
-        let id = self.next_tx;
-        self.next_tx += 1;
+        let id = u64::from(self.next_tx);
+        self.next_tx = self.next_tx.saturating_add(1);
         let summary = HttpSummary {
             hostname: http::request_host(req)
                 .map(|h| String::from_utf8_lossy(&http::normalize_host(&h)).into_owned()),
@@ -775,30 +860,38 @@ impl FlowInspector {
         v
     }
 
-    /// The client's TLS ClientHello (once per flow).
-    pub fn tls_client_hello(&mut self, sni: Option<&str>, now: Timestamp) -> Verdict {
+    /// The client's TLS ClientHello (once per flow), read by the caller; `None` when the
+    /// flow is TLS but its hello could not be read. The inspector reads the hello from the
+    /// client's first bytes itself when it is not given one before them.
+    pub fn tls_client_hello(&mut self, hello: Option<&ClientHello>, now: Timestamp) -> Verdict {
         let mut v = Verdict::default();
         if self.passed || self.tls_seen {
             return v;
         }
         self.tls_seen = true;
-        let src = OneField(Field::Sni, sni.map(str::as_bytes));
+        self.app = AppProto::Tls;
+        self.tls_version[Dir::ToServer.index()] = hello.map_or(0, client_version);
+        let src = ClientSource(hello);
+        let sni = hello.and_then(|h| h.sni.clone());
         self.single_phase(Phase::Tls, &src, None, now, &mut v, |a| {
-            a.tls_sni = sni.map(str::to_string)
+            a.tls_sni = sni.clone()
         });
         v
     }
 
-    /// The client's first bytes of a TCP flow the node named no protocol for: a TLS
-    /// ClientHello makes it a TLS flow, as Suricata's protocol detection does, so that TLS
-    /// rules (the SNI, the server's certificates) apply whether or not the node read the
-    /// handshake itself. Only when the engine has such rules; the first bytes are kept only
-    /// while they may be a ClientHello (at most the sniffer's window).
+    /// The client's first bytes of a TCP flow: a TLS ClientHello makes a flow the node named
+    /// no protocol for a TLS flow, as Suricata's protocol detection does, so that TLS rules
+    /// (the hello's fields, the server's certificates) apply whether or not the node read the
+    /// handshake itself; on a TLS flow the hello is read for the rules. Only when the engine
+    /// has such rules; the first bytes are kept only while they may be a ClientHello (at
+    /// most the sniffer's window).
     fn detect(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
-        let wanted = self.app == AppProto::Unknown
-            && self.transport == Transport::Tcp
-            && !(self.engine.phase(Phase::Tls).is_empty()
-                && self.engine.phase(Phase::TlsServer).is_empty());
+        let tcp = self.transport == Transport::Tcp;
+        let tls = matches!(self.app, AppProto::Unknown | AppProto::Tls)
+            && !self.tls_seen
+            && tcp
+            && self.engine.reads_tls;
+        let commands = self.app == AppProto::Unknown && tcp && self.engine.reads_commands;
         // A TLS record starts with its handshake type (22): anything else is not TLS, decided
         // on the first byte without keeping any.
         let first = self
@@ -806,7 +899,16 @@ impl FlowInspector {
             .as_ref()
             .and_then(|d| d.1.first().copied())
             .or(bytes.first().copied());
-        if !wanted || first.is_some_and(|b| b != 22) {
+        if first.is_some_and(|b| b != 22) {
+            if commands {
+                self.detect_command(bytes);
+            } else {
+                self.detect_done = true;
+                self.detecting = None;
+            }
+            return;
+        }
+        if !tls {
             self.detect_done = true;
             self.detecting = None;
             return;
@@ -814,39 +916,79 @@ impl FlowInspector {
         let (sniffer, prefix) = &mut **self.detecting.get_or_insert_with(Box::default);
         let room = eastwall_wire::sniff::MAX_SNIFF.saturating_sub(prefix.len());
         prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        let sni = match sniffer.sniff(prefix) {
+        let hello = match sniffer.sniff(prefix) {
             Sniff::NeedMore if room > bytes.len() => return,
             Sniff::NeedMore => None,
-            Sniff::Done(Sniffed::Tls(hello)) => Some(hello.sni),
+            Sniff::Done(Sniffed::Tls(hello)) => Some(Some(hello)),
             Sniff::Done(Sniffed::TlsUnreadable(_)) => Some(None),
             Sniff::Done(_) => None,
         };
         self.detect_done = true;
         self.detecting = None;
-        if let Some(sni) = sni {
-            self.app = AppProto::Tls;
-            let hello = self.tls_client_hello(sni.as_deref(), now);
-            v.alerts.extend(hello.alerts);
+        if let Some(hello) = hello {
+            let seen = self.tls_client_hello(hello.as_ref(), now);
+            v.alerts.extend(seen.alerts);
         }
     }
 
-    /// The server's handshake bytes: its certificates, once they are all there, are matched
-    /// by the `tls.cert_*` and `tls.certs` rules (each certificate of the chain in turn for
+    /// SMTP and FTP by the client's first command, as Suricata's protocol detection
+    /// recognises them (any port, case-insensitive): at most [`COMMAND_PREFIX`] bytes are
+    /// kept, and only while they may still start one.
+    fn detect_command(&mut self, bytes: &[u8]) {
+        let (_, prefix) = &mut **self.detecting.get_or_insert_with(Box::default);
+        let room = COMMAND_PREFIX.saturating_sub(prefix.len());
+        prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let found = COMMANDS.iter().find(|(cmd, _)| {
+            prefix.len() >= cmd.len() && prefix[..cmd.len()].eq_ignore_ascii_case(cmd)
+        });
+        let possible = COMMANDS.iter().any(|(cmd, _)| {
+            let n = prefix.len().min(cmd.len());
+            prefix[..n].eq_ignore_ascii_case(&cmd[..n])
+        });
+        if let Some((_, app)) = found {
+            self.app = *app;
+        } else if possible && prefix.len() < COMMAND_PREFIX {
+            return;
+        }
+        self.detect_done = true;
+        self.detecting = None;
+    }
+
+    /// The server's handshake bytes: its version as soon as its hello is read; once the
+    /// clear part of the handshake is over, its flight is matched by the `ja3s.*`,
+    /// `tls.cert_*` and `tls.certs` rules (each certificate of the chain in turn for
     /// `tls.certs`; the leaf's facts for the others), once per flow.
     fn tls_server_stream(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
-        if self.engine.phase(Phase::TlsServer).is_empty() {
+        if !self.engine.reads_tls {
             return;
         }
         let reader = self.tls_server.get_or_insert_with(Box::default);
-        let tls::Seen::Certificates(certs) = reader.push(bytes) else {
+        let seen = reader.push(bytes);
+        if let Some(hello) = reader.hello() {
+            self.tls_version[Dir::ToClient.index()] = hello.version();
+        }
+        let tls::Seen::Flight(flight) = seen else {
             return;
         };
         let engine = Arc::clone(&self.engine);
         let index = engine.phase(Phase::TlsServer);
-        let facts = LeafFacts::of(&certs[0]);
+        if index.is_empty() {
+            return;
+        }
+        let facts = flight
+            .certs
+            .first()
+            .map(|leaf| LeafFacts::of(leaf))
+            .unwrap_or_default();
+        let certs: Vec<Option<&[u8]>> = if flight.certs.is_empty() {
+            vec![None]
+        } else {
+            flight.certs.iter().map(|c| Some(c.as_slice())).collect()
+        };
         let mut fired: Vec<RuleId> = Vec::new();
-        for cert in &certs {
-            let src = CertSource {
+        for cert in certs {
+            let src = ServerSource {
+                hello: flight.hello.as_ref(),
                 facts: &facts,
                 cert,
             };
@@ -856,7 +998,7 @@ impl FlowInspector {
                 let r = &engine.rules[id as usize];
                 let dir = r.dir.unwrap_or(Dir::ToClient);
                 if contains(&fired, id)
-                    || !self.applies(r, dir)
+                    || !self.applies(r, dir, now)
                     || !self.buffers_match(r, Phase::TlsServer, &mut bufs)
                 {
                     continue;
@@ -916,7 +1058,7 @@ impl FlowInspector {
             let r = &engine.rules[id as usize];
             if r.dsize
                 .is_some_and(|cmp| !cmp.matches(payload.len() as u64))
-                || !self.applies(r, dir)
+                || !self.applies(r, dir, now)
                 || !stream_matches(r, payload, 0)
             {
                 continue;
@@ -956,7 +1098,9 @@ impl FlowInspector {
             let take = (window_cap - ds.window.len().min(window_cap)).min(rest.len());
             let old_len = scan_from.take().unwrap_or(ds.window.len());
             ds.window.extend_from_slice(&rest[..take]);
-            ds.msg_len += take as u64;
+            ds.msg_len = ds
+                .msg_len
+                .saturating_add(u32::try_from(take).unwrap_or(u32::MAX));
             ds.total += take as u64;
             rest = &rest[take..];
             let fresh = scan_new(
@@ -1038,7 +1182,7 @@ impl FlowInspector {
         let window = std::mem::take(&mut self.dirs[d].window);
         self.dirs[d].checked_len = window.len();
         let (old, continued) = (self.dirs[d].old, self.dirs[d].continued);
-        let msg_len = self.dirs[d].msg_len;
+        let msg_len = u64::from(self.dirs[d].msg_len);
         for &id in &list {
             let r = &engine.rules[id as usize];
             let ds = &self.dirs[d];
@@ -1054,7 +1198,7 @@ impl FlowInspector {
             {
                 continue;
             }
-            if !self.applies(r, dir) {
+            if !self.applies(r, dir, now) {
                 continue;
             }
             // The rule sees the old bytes it can need (none when tied to the message), and
@@ -1102,7 +1246,7 @@ impl FlowInspector {
                 continue;
             }
             let dir = r.dir.unwrap_or(data_dir);
-            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+            if !self.applies(r, dir, now) || !self.buffers_match(r, phase, &mut bufs) {
                 continue;
             }
             if r.last_phase() == phase {
@@ -1270,7 +1414,7 @@ impl FlowInspector {
                 continue;
             }
             let dir = r.dir.unwrap_or(data_dir);
-            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+            if !self.applies(r, dir, now) || !self.buffers_match(r, phase, &mut bufs) {
                 continue;
             }
             insert_sorted(&mut body.matched, id);
@@ -1324,8 +1468,8 @@ impl FlowInspector {
 
     /// One DNS query (a transaction), named `name`.
     fn dns_query(&mut self, name: Vec<u8>, now: Timestamp, v: &mut Verdict) {
-        let tx = self.next_dns;
-        self.next_dns += 1;
+        let tx = u64::from(self.next_dns);
+        self.next_dns = self.next_dns.saturating_add(1);
         let src = OneField(Field::DnsQuery, Some(&name));
         let text = String::from_utf8_lossy(&name).into_owned();
         self.single_phase(Phase::Dns, &src, Some(tx), now, v, |a| {
@@ -1353,7 +1497,7 @@ impl FlowInspector {
         for &id in &list {
             let r = &engine.rules[id as usize];
             let dir = r.dir.unwrap_or(Dir::ToServer);
-            if !self.applies(r, dir) || !self.buffers_match(r, phase, &mut bufs) {
+            if !self.applies(r, dir, now) || !self.buffers_match(r, phase, &mut bufs) {
                 continue;
             }
             self.matched(r, dir, tx, true, now, v, &decorate);
@@ -1366,7 +1510,7 @@ impl FlowInspector {
     // ---- shared ----
 
     /// Transport, protocol, direction, header and flowbit tests of a rule for data in `dir`.
-    fn applies(&self, r: &CRule, dir: Dir) -> bool {
+    fn applies(&self, r: &CRule, dir: Dir, now: Timestamp) -> bool {
         if r.dir.is_some_and(|d| d != dir) || r.transport.is_some_and(|t| t != self.transport) {
             return false;
         }
@@ -1387,6 +1531,33 @@ impl FlowInspector {
         if !r.header_matches(dir, self.flow.src, self.flow.dst) {
             return false;
         }
+        if let Some(want) = r.tls_version
+            && !same_tls_version(want, self.tls_version[dir.index()])
+        {
+            return false;
+        }
+        if let Some(size) = r.stream_size
+            && !self.stream_size_holds(size)
+        {
+            return false;
+        }
+        let ends = self.addresses(dir);
+        let secs = now.since_epoch().as_secs();
+        let xbits_hold = r.xbits.iter().all(|x| {
+            let set = || {
+                self.engine
+                    .xbits
+                    .is_set(x.bit, x.track, ends.0, ends.1, secs)
+            };
+            match x.op {
+                XbitOp::IsSet => set(),
+                XbitOp::IsNotSet => !set(),
+                XbitOp::Set | XbitOp::Unset | XbitOp::Toggle => true,
+            }
+        });
+        if !xbits_hold {
+            return false;
+        }
         r.reads.iter().all(|c| match c {
             BitCond::IsSet { bits, all } => {
                 if *all {
@@ -1403,6 +1574,32 @@ impl FlowInspector {
                 }
             }
         })
+    }
+
+    /// The source and destination addresses of data flowing in `dir`.
+    fn addresses(&self, dir: Dir) -> (std::net::IpAddr, std::net::IpAddr) {
+        match dir {
+            Dir::ToServer => (self.flow.src.ip(), self.flow.dst.ip()),
+            Dir::ToClient => (self.flow.dst.ip(), self.flow.src.ip()),
+        }
+    }
+
+    /// `stream_size`: sizes in sequence space (the SYN counts one). Its rules are decided
+    /// when the message ends, so the data's own direction counts to the end of its message
+    /// (as Suricata counts a message sent in one segment, and whatever way it was cut), the
+    /// other direction as far as it went.
+    fn stream_size_holds(&self, size: StreamSize) -> bool {
+        if self.transport != Transport::Tcp {
+            return false;
+        }
+        let sent = |d: Dir| size.cmp.matches(u64::from(self.sent[d.index()]) + 1);
+        let (client, server) = (sent(Dir::ToServer), sent(Dir::ToClient));
+        match size.side {
+            StreamSide::Client => client,
+            StreamSide::Server => server,
+            StreamSide::Both => client && server,
+            StreamSide::Either => client || server,
+        }
     }
 
     fn buffers_match<S: Source>(&self, r: &CRule, phase: Phase, bufs: &mut Buffers<'_, S>) -> bool {
@@ -1464,17 +1661,20 @@ impl FlowInspector {
         for w in &r.writes {
             self.write_bit(*w);
         }
+        let secs = now.since_epoch().as_secs();
+        for x in &r.xbits {
+            let ends = self.addresses(dir);
+            self.engine
+                .xbits
+                .apply(x.op, x.bit, x.track, x.expire, ends, secs);
+        }
         if r.info.action == RuleAction::Pass {
             self.passed = true;
         }
         if r.noalert || !first_in_scope {
             return;
         }
-        let (from, to) = match dir {
-            Dir::ToServer => (self.flow.src.ip(), self.flow.dst.ip()),
-            Dir::ToClient => (self.flow.dst.ip(), self.flow.src.ip()),
-        };
-        let secs = now.since_epoch().as_secs();
+        let (from, to) = self.addresses(dir);
         let limits = [
             r.threshold.map(Limit::Threshold),
             r.detection_filter.map(Limit::DetectionFilter),

@@ -4,6 +4,7 @@ use crate::compile::{Limits, RuleMask, Selection};
 use crate::http::HttpVersion;
 use crate::rule::parse_rules;
 use crate::vars::Vars;
+use eastwall_wire::sniff::ClientHello;
 
 fn engine_with(rules: &str, vars: &Vars, limits: Limits) -> Arc<Engine> {
     let p = parse_rules("t.rules", rules);
@@ -247,16 +248,19 @@ fn tls_and_dns() {
     ));
     let mut fi = FlowInspector::new(e.clone(), flow());
     fi.set_app_proto(AppProto::Tls);
-    let v = fi.tls_client_hello(Some("c2.evil.example"), t(0));
+    let v = fi.tls_client_hello(Some(&hello("c2.evil.example")), t(0));
     assert_eq!(sids(&v), [1]);
     assert_eq!(v.alerts[0].tls_sni.as_deref(), Some("c2.evil.example"));
     let mut fi = FlowInspector::new(e.clone(), flow());
     fi.set_app_proto(AppProto::Tls);
-    assert_eq!(sids(&fi.tls_client_hello(Some("evil.example"), t(0))), [1]);
+    assert_eq!(
+        sids(&fi.tls_client_hello(Some(&hello("evil.example")), t(0))),
+        [1]
+    );
     let mut fi = FlowInspector::new(e.clone(), flow());
     fi.set_app_proto(AppProto::Tls);
     assert!(
-        fi.tls_client_hello(Some("notevil.example"), t(0))
+        fi.tls_client_hello(Some(&hello("notevil.example")), t(0))
             .is_empty()
     );
 
@@ -981,7 +985,10 @@ fn server_certificates_are_matched_up_to_tls12() {
     let tls_flow = |e: &Arc<Engine>| {
         let mut fi = FlowInspector::new(e.clone(), flow());
         fi.set_app_proto(AppProto::Tls);
-        assert!(fi.tls_client_hello(Some("evil.example"), t(0)).is_empty());
+        assert!(
+            fi.tls_client_hello(Some(&hello("evil.example")), t(0))
+                .is_empty()
+        );
         fi
     };
     // Whole, and a few bytes at a time: the same alerts, once.
@@ -1012,29 +1019,241 @@ fn server_certificates_are_matched_up_to_tls12() {
     assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
 }
 
-/// A TLS 1.2 ClientHello record naming `sni`.
+/// A TLS 1.2 ClientHello naming `sni`.
+fn hello(sni: &str) -> ClientHello {
+    ClientHello {
+        legacy_version: 0x0303,
+        sni: Some(sni.into()),
+        cipher_suites: vec![0x2f],
+        extensions: vec![0],
+        ..ClientHello::default()
+    }
+}
+
+/// Its record.
 fn client_hello(sni: &str) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut sni_ext = vec![0, 0];
-    let list_len = name.len() + 3;
-    sni_ext.extend((list_len as u16 + 2).to_be_bytes());
-    sni_ext.extend((list_len as u16).to_be_bytes());
-    sni_ext.push(0);
-    sni_ext.extend((name.len() as u16).to_be_bytes());
-    sni_ext.extend(name);
+    hello(sni).to_record()
+}
+
+#[test]
+fn stream_size_counts_sequence_space_to_the_message_end() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"before the server spoke\"; flow:to_server; stream_size:server,<,5; content:\"HELLO\"; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"early in the client's stream\"; flow:to_server; stream_size:client,<,70; content:\"X\"; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"banner first\"; flow:to_client; stream_size:client,=,1; content:\"BANNER\"; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"both past\"; stream_size:both,>,8; content:\"Z\"; sid:4;)\n",
+        "alert tcp any any -> any any (msg:\"either\"; flow:to_server; stream_size:either,>=,80; content:\"Q\"; sid:5;)\n",
+    ));
+    let mut first = vec![b'.'; 50];
+    first.extend(b"X HELLO Q");
+    for step in [1, 7, first.len()] {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        for c in first.chunks(step) {
+            // Decided when the message ends, whatever the cut.
+            assert!(fi.stream(Dir::ToServer, c, t(0)).is_empty());
+        }
+        let mut got = sids(&fi.stream(Dir::ToClient, b"BANNER Z", t(0)));
+        got.sort_unstable();
+        // The client's message: 59 bytes, size 60 < 70; the server had sent nothing (1);
+        // Q needs 80 on a side: not yet.
+        assert_eq!(got, [1, 2], "step {step}");
+        let mut got = sids(&fi.stream_end(Dir::ToClient, t(0)));
+        // The banner came after the client spoke; its 8 bytes make 9 > 8, the client's 60.
+        got.sort_unstable();
+        assert_eq!(got, [4], "step {step}");
+        let mut got = sids(&fi.stream(Dir::ToServer, b"X HELLO Q Z", t(0)));
+        got.extend(sids(&fi.close(t(0))));
+        got.sort_unstable();
+        // The client is at 71: no X; the server at 9: no HELLO; Q needs 80: no; Z: both
+        // sides past 8 (it alerts once per direction).
+        assert_eq!(got, [4], "step {step}");
+    }
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert!(fi.stream(Dir::ToClient, b"BANNER", t(0)).is_empty());
+    assert_eq!(sids(&fi.stream_end(Dir::ToClient, t(0))), [3]);
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    let long = [vec![b'Q'; 100], b" more".to_vec()].concat();
+    assert!(fi.stream(Dir::ToServer, &long, t(0)).is_empty());
+    assert_eq!(sids(&fi.close(t(0))), [5]);
+    // Never on UDP.
+    let mut fi = FlowInspector::new_udp(e, flow());
+    assert!(fi.datagram(Dir::ToServer, b"X HELLO", t(0)).is_empty());
+}
+
+#[test]
+fn xbits_span_flows_of_a_host_until_they_expire() {
+    let e = engine(concat!(
+        "alert tcp any any -> any any (msg:\"login seen\"; flow:to_server; content:\"LOGIN\"; xbits:set,seen.login,track ip_src,expire 30; noalert; sid:1;)\n",
+        "alert tcp any any -> any any (msg:\"fetch after login elsewhere\"; flow:to_server; content:\"FETCH\"; xbits:isset,seen.login,track ip_src; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"fetch without\"; flow:to_server; content:\"FETCH\"; xbits:isnotset,seen.login,track ip_src; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"pair\"; flow:to_client; content:\"OK\"; xbits:set,pair.ok,track ip_pair,expire 10; noalert; sid:4;)\n",
+        "alert tcp any any -> any any (msg:\"pair seen\"; flow:to_server; content:\"AGAIN\"; xbits:isset,pair.ok,track ip_pair; sid:5;)\n",
+    ));
+    let meta = |src: &str, dst: &str| FlowMeta {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+    };
+    let a = meta("10.0.0.1:40000", "10.0.0.2:80");
+    let a_other = meta("10.0.0.1:40001", "10.0.0.3:80");
+    let b = meta("10.0.0.9:40000", "10.0.0.2:80");
+    let send = |m: FlowMeta, dir: Dir, bytes: &[u8], at: u64| {
+        let mut fi = FlowInspector::new(e.clone(), m);
+        sids(&fi.stream(dir, bytes, t(at)))
+    };
+    assert_eq!(send(a, Dir::ToServer, b"FETCH", 0), [3]);
+    // Set and tested in one message: the set is evaluated first.
+    assert_eq!(send(a, Dir::ToServer, b"LOGIN FETCH", 1), [2]);
+    // Another flow of the same client, to another server.
+    assert_eq!(send(a_other, Dir::ToServer, b"FETCH", 10), [2]);
+    // Another client.
+    assert_eq!(send(b, Dir::ToServer, b"FETCH", 10), [3]);
+    // Expired after 30 s.
+    assert_eq!(send(a_other, Dir::ToServer, b"FETCH", 31), [3]);
+    // A pair is the same whichever way: set by the server's answer, tested by the client.
+    assert!(send(a, Dir::ToClient, b"OK", 40).is_empty());
+    assert_eq!(send(a, Dir::ToServer, b"AGAIN", 45), [5]);
+    assert!(send(a_other, Dir::ToServer, b"AGAIN", 45).is_empty());
+}
+
+#[test]
+fn smtp_and_ftp_are_recognised_by_the_first_command() {
+    let e = engine(concat!(
+        "alert smtp any any -> any any (msg:\"mail\"; flow:to_server; content:\"MAIL FROM\"; sid:1;)\n",
+        "alert ftp any any -> any any (msg:\"ftp traversal\"; flow:to_server; content:\"CWD ../\"; sid:2;)\n",
+        "alert ftp any any -> any any (msg:\"ftp banner\"; flow:to_client; content:\"230 \"; sid:3;)\n",
+        "alert tcp any any -> any any (msg:\"any\"; flow:to_server; content:\"CWD ../\"; sid:4;)\n",
+    ));
+    let run = |turns: &[(Dir, &[u8])], step: usize| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut got = Vec::new();
+        for (dir, bytes) in turns {
+            for c in bytes.chunks(step) {
+                got.extend(sids(&fi.stream(*dir, c, t(0))));
+            }
+        }
+        got.extend(sids(&fi.close(t(0))));
+        got.sort_unstable();
+        (got, fi.app_proto())
+    };
+    for step in [1, 3, 100] {
+        let smtp: &[(Dir, &[u8])] = &[
+            (Dir::ToClient, b"220 mx ESMTP\r\n"),
+            (Dir::ToServer, b"ehlo me\r\n"),
+            (Dir::ToClient, b"250 OK\r\n"),
+            (Dir::ToServer, b"MAIL FROM:<a@b>\r\n"),
+        ];
+        assert_eq!(run(smtp, step), (vec![1], AppProto::Smtp), "step {step}");
+        let ftp: &[(Dir, &[u8])] = &[
+            (Dir::ToClient, b"220 ftp\r\n"),
+            (Dir::ToServer, b"USER x\r\n"),
+            (Dir::ToClient, b"230 in\r\n"),
+            (Dir::ToServer, b"CWD ../etc\r\n"),
+        ];
+        assert_eq!(
+            run(ftp, step),
+            (vec![2, 3, 4], AppProto::Ftp),
+            "step {step}"
+        );
+        // The same commands after another first line: neither protocol.
+        let other: &[(Dir, &[u8])] = &[
+            (Dir::ToServer, b"HELLO\r\n"),
+            (Dir::ToServer, b"MAIL FROM:<a@b>\r\nCWD ../etc\r\n"),
+        ];
+        assert_eq!(
+            run(other, step),
+            (vec![4], AppProto::Unknown),
+            "step {step}"
+        );
+    }
+}
+
+#[test]
+fn hash_transforms_give_raw_digests() {
+    // Digests of `evil.example` as md5sum, sha1sum and sha256sum print them.
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"md5\"; tls.sni; to_md5; content:\"|96119eb3210daa472225fbad69fa9770|\"; bsize:16; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"sha1\"; tls.sni; to_sha1; content:\"|4675ff349e6eb1b49887750c01a39b8f6f0666a6|\"; sid:2;)\n",
+        "alert tls any any -> any any (msg:\"sha256\"; tls.sni; to_sha256; content:\"|9c180de0cd699ee78897c47cfdb3e7ee1d75906e31b7746a4747dea536909837|\"; sid:3;)\n",
+        "alert tls any any -> any any (msg:\"other\"; tls.sni; to_md5; content:\"|96119eb3210daa472225fbad69fa9770|\"; startswith; to_lowercase; content:\"x\"; sid:4;)\n",
+    ));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert_eq!(
+        sids(&fi.stream(Dir::ToServer, &client_hello("evil.example"), t(0))),
+        [1, 2, 3]
+    );
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(
+        fi.stream(Dir::ToServer, &client_hello("evil.example.org"), t(0))
+            .is_empty()
+    );
+}
+
+#[test]
+fn tls_fingerprints_and_versions_from_the_handshake() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"ja3\"; ja3.hash; content:\"cd08e31494f9531f560d64c695473da9\"; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"ja3 legacy\"; ja3_hash; content:\"cd08e31494f9531f560d64c695473da9\"; sid:2;)\n",
+        "alert tls any any -> any any (msg:\"ja3 string\"; ja3.string; content:\"771,4865-4866-4867-49195-\"; startswith; sid:3;)\n",
+        "alert tls any any -> any any (msg:\"ja4\"; ja4.hash; content:\"t13d1516h2_8daaf6152771_e5627efa2ab1\"; sid:4;)\n",
+        "alert tls any any -> any any (msg:\"client 1.3\"; flow:to_server; tls.version:1.3; sid:5;)\n",
+        "alert tls any any -> any any (msg:\"client 1.2\"; flow:to_server; tls.version:1.2; sid:6;)\n",
+        "alert tls any any -> any any (msg:\"ja3s\"; ja3s.hash; content:\"098e26e2609212ac1bfac552fbe04127\"; sid:7;)\n",
+        "alert tls any any -> any any (msg:\"ja3s string\"; ja3s.string; content:\"771,49199,\"; startswith; sid:8;)\n",
+        "alert tls any any -> any any (msg:\"server 1.2\"; flow:to_client; tls.version:1.2; sid:9;)\n",
+        "alert tcp any any -> any any (msg:\"server 1.2 bytes\"; flow:to_client; tls.version:1.2; content:\"|16 03 03|\"; sid:10;)\n",
+        "alert tls any any -> any any (msg:\"fingerprint\"; tls.cert_fingerprint; content:\":\"; sid:11;)\n",
+    ));
+    // Chrome's hello of the JA4 example, cut in two.
+    let record = crate::fingerprint::chrome().to_record();
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    let (a, b) = record.split_at(40);
+    assert!(fi.stream(Dir::ToServer, a, t(0)).is_empty());
+    let v = fi.stream(Dir::ToServer, b, t(0));
+    assert_eq!(sids(&v), [1, 2, 3, 4, 5]);
+    // A TLS 1.2 server: ServerHello with the extensions of the JA3S example.
+    let leaf = certificate("server.example", "Server Org");
+    let mut flight = crate::tls::server_flight(&[&leaf], false);
+    // server_flight writes no extensions: give its hello those of the example.
+    let mut exts = Vec::new();
+    for (kind, data) in [
+        (0xff01u16, &[0u8][..]),
+        (0, &[]),
+        (11, &[1, 0]),
+        (35, &[]),
+        (23, &[]),
+    ] {
+        exts.extend(kind.to_be_bytes());
+        exts.extend((data.len() as u16).to_be_bytes());
+        exts.extend(data);
+    }
     let mut body = vec![3, 3];
-    body.extend([1u8; 32]);
-    body.push(0);
-    body.extend([0, 2, 0, 0x2f, 1, 0]);
-    body.extend((sni_ext.len() as u16).to_be_bytes());
-    body.extend(sni_ext);
-    let mut msg = vec![1];
-    msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    msg.extend(body);
-    let mut rec = vec![22, 3, 1];
-    rec.extend((msg.len() as u16).to_be_bytes());
-    rec.extend(msg);
-    rec
+    body.extend([7u8; 32]);
+    body.extend([0, 0xc0, 0x2f, 0]);
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut first = vec![22, 3, 3];
+    first.extend(((body.len() + 4) as u16).to_be_bytes());
+    first.extend([2, 0, 0, body.len() as u8]);
+    first.extend(body);
+    let old_first = 5 + 4 + 2 + 32 + 1 + 3 + 2;
+    flight.splice(..old_first, first);
+    let mut got = sids(&fi.stream(Dir::ToClient, &flight, t(0)));
+    got.sort_unstable();
+    assert_eq!(got, [7, 8, 9, 10, 11]);
+
+    // A client of TLS 1.2 only: its version, and no 1.3 rule.
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    assert_eq!(
+        sids(&fi.stream(Dir::ToServer, &client_hello("x.example"), t(0))),
+        [6]
+    );
+    // Not TLS: none of them.
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(
+        fi.stream(Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n", t(0))
+            .is_empty()
+    );
+    assert!(fi.stream(Dir::ToClient, &flight, t(0)).is_empty());
 }
 
 #[test]

@@ -73,6 +73,10 @@ pub enum Protocol {
     Tls,
     /// DNS, over UDP or TCP (`dns`).
     Dns,
+    /// SMTP (`smtp`): its raw stream.
+    Smtp,
+    /// FTP's control connection (`ftp`): its raw stream.
+    Ftp,
 }
 
 impl Protocol {
@@ -87,6 +91,8 @@ impl Protocol {
             Protocol::Http2 => "http2",
             Protocol::Tls => "tls",
             Protocol::Dns => "dns",
+            Protocol::Smtp => "smtp",
+            Protocol::Ftp => "ftp",
         }
     }
 
@@ -98,9 +104,13 @@ impl Protocol {
     /// The transport rules of this protocol run on, `None` for both.
     pub(crate) fn transport(self) -> Option<Transport> {
         match self {
-            Protocol::Tcp | Protocol::Http | Protocol::Http1 | Protocol::Http2 | Protocol::Tls => {
-                Some(Transport::Tcp)
-            }
+            Protocol::Tcp
+            | Protocol::Http
+            | Protocol::Http1
+            | Protocol::Http2
+            | Protocol::Tls
+            | Protocol::Smtp
+            | Protocol::Ftp => Some(Transport::Tcp),
             Protocol::Udp => Some(Transport::Udp),
             Protocol::Ip | Protocol::Dns => None,
         }
@@ -255,6 +265,18 @@ pub enum Buffer {
     TlsCertSerial,
     /// `tls.certs`: each certificate of the server's chain (DER), one at a time.
     TlsCerts,
+    /// `tls.cert_fingerprint`: SHA-1 of the server's certificate (`4a:a3:…`).
+    TlsCertFingerprint,
+    /// `ja3.hash` / `ja3_hash`: MD5 of the client's JA3 string, lower-case hex.
+    Ja3Hash,
+    /// `ja3.string`: the client's JA3 string.
+    Ja3String,
+    /// `ja3s.hash`: MD5 of the server's JA3S string.
+    Ja3sHash,
+    /// `ja3s.string`: the server's JA3S string.
+    Ja3sString,
+    /// `ja4.hash`: the client's JA4 fingerprint.
+    Ja4Hash,
     /// `dns.query`: the query name, dotted.
     DnsQuery,
 }
@@ -297,6 +319,12 @@ impl Buffer {
             Buffer::TlsCertIssuer => "tls.cert_issuer",
             Buffer::TlsCertSerial => "tls.cert_serial",
             Buffer::TlsCerts => "tls.certs",
+            Buffer::TlsCertFingerprint => "tls.cert_fingerprint",
+            Buffer::Ja3Hash => "ja3.hash",
+            Buffer::Ja3String => "ja3.string",
+            Buffer::Ja3sHash => "ja3s.hash",
+            Buffer::Ja3sString => "ja3s.string",
+            Buffer::Ja4Hash => "ja4.hash",
             Buffer::DnsQuery => "dns.query",
         }
     }
@@ -307,11 +335,12 @@ impl Buffer {
         match self {
             HttpUri | HttpUriRaw | HttpMethod | HttpRequestLine | HttpRequestBody
             | HttpUserAgent | HttpHost | HttpHostRaw | HttpAccept | HttpAcceptEnc
-            | HttpAcceptLang | HttpReferer | TlsSni | DnsQuery => Some(Dir::ToServer),
-            HttpStatCode | HttpStatMsg | HttpResponseLine | HttpLocation | HttpServer
-            | HttpResponseBody | TlsCertSubject | TlsCertIssuer | TlsCertSerial | TlsCerts => {
-                Some(Dir::ToClient)
+            | HttpAcceptLang | HttpReferer | TlsSni | Ja3Hash | Ja3String | Ja4Hash | DnsQuery => {
+                Some(Dir::ToServer)
             }
+            HttpStatCode | HttpStatMsg | HttpResponseLine | HttpLocation | HttpServer
+            | HttpResponseBody | TlsCertSubject | TlsCertIssuer | TlsCertSerial | TlsCerts
+            | TlsCertFingerprint | Ja3sHash | Ja3sString => Some(Dir::ToClient),
             Stream | HttpHeader | HttpHeaderRaw | HttpHeaderNames | HttpCookie | HttpConnection
             | HttpContentType | HttpContentLen | HttpProtocol | HttpStart | FileData => None,
         }
@@ -325,7 +354,13 @@ impl Buffer {
             | Buffer::TlsCertSubject
             | Buffer::TlsCertIssuer
             | Buffer::TlsCertSerial
-            | Buffer::TlsCerts => Some(Protocol::Tls),
+            | Buffer::TlsCerts
+            | Buffer::TlsCertFingerprint
+            | Buffer::Ja3Hash
+            | Buffer::Ja3String
+            | Buffer::Ja3sHash
+            | Buffer::Ja3sString
+            | Buffer::Ja4Hash => Some(Protocol::Tls),
             Buffer::DnsQuery => Some(Protocol::Dns),
             _ => Some(Protocol::Http),
         }
@@ -351,6 +386,12 @@ pub enum Transform {
     HeaderLowercase,
     /// `strip_pseudo_headers`: remove HTTP/2 `:name` lines.
     StripPseudoHeaders,
+    /// `to_md5`: the buffer's MD5 digest (16 raw bytes).
+    ToMd5,
+    /// `to_sha1`: its SHA-1 digest (20 raw bytes).
+    ToSha1,
+    /// `to_sha256`: its SHA-256 digest (32 raw bytes).
+    ToSha256,
 }
 
 /// Where a `content` must be, and how it compares.
@@ -376,6 +417,56 @@ pub struct Content {
     pub endswith: bool,
     /// `fast_pattern` chosen by the rule writer; with `Some((offset, len))` only that slice.
     pub fast_pattern: Option<Option<(u16, u16)>>,
+    /// `offset`, `depth`, `distance`, `within` given by `byte_extract` variables.
+    pub vars: VarRefs,
+}
+
+/// Values given by `byte_extract` variables (their numbers in the rule) instead of numbers:
+/// the keyword's own field then holds no value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VarRefs {
+    /// `offset` (of a content, `byte_test`, `byte_jump`, `isdataat`).
+    pub offset: Option<u8>,
+    /// `depth`.
+    pub depth: Option<u8>,
+    /// `distance`.
+    pub distance: Option<u8>,
+    /// `within`.
+    pub within: Option<u8>,
+    /// `byte_test`'s value.
+    pub value: Option<u8>,
+}
+
+impl VarRefs {
+    /// Whether any value comes from a variable.
+    pub fn any(&self) -> bool {
+        self.offset.is_some()
+            || self.depth.is_some()
+            || self.distance.is_some()
+            || self.within.is_some()
+            || self.value.is_some()
+    }
+}
+
+/// `byte_extract`: a number read from the buffer into a variable of the rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteExtract {
+    /// How many bytes to read.
+    pub nbytes: u8,
+    /// Where to read, from the buffer start or the previous match.
+    pub offset: i32,
+    /// Relative to the previous match.
+    pub relative: bool,
+    /// Number format.
+    pub format: NumberFormat,
+    /// Multiply the value read.
+    pub multiplier: u32,
+    /// Round the value up to a multiple of this (1: none; 2 or 4).
+    pub align: u8,
+    /// Mask applied to the value read.
+    pub bitmask: Option<u64>,
+    /// The variable's number.
+    pub var: u8,
 }
 
 impl Content {
@@ -449,6 +540,8 @@ impl SizeCmp {
 pub struct IsDataAt {
     /// The offset that must hold data.
     pub offset: u32,
+    /// The offset given by a `byte_extract` variable.
+    pub vars: VarRefs,
     /// Relative to the end of the previous match.
     pub relative: bool,
     /// `isdataat:!N`: there must be no data there.
@@ -511,6 +604,8 @@ pub struct ByteTest {
     pub format: NumberFormat,
     /// Mask applied before comparing.
     pub bitmask: Option<u64>,
+    /// The value or offset given by `byte_extract` variables.
+    pub vars: VarRefs,
 }
 
 /// `byte_jump`.
@@ -536,6 +631,8 @@ pub struct ByteJump {
     pub post_offset: i32,
     /// Mask applied to the value read.
     pub bitmask: Option<u64>,
+    /// The offset given by a `byte_extract` variable.
+    pub vars: VarRefs,
 }
 
 /// One payload keyword, in rule order within its buffer.
@@ -553,6 +650,24 @@ pub enum MatchItem {
     ByteTest(ByteTest),
     /// `byte_jump`.
     ByteJump(ByteJump),
+    /// `byte_extract`.
+    ByteExtract(ByteExtract),
+    /// `base64_decode`, and the `base64_data` keywords after it.
+    Base64(Base64),
+}
+
+/// `base64_decode:[bytes N][, offset N][, relative]` and what `base64_data` matches in the
+/// decoded bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Base64 {
+    /// `bytes`: at most this many characters are decoded (`None`: to the buffer's end).
+    pub bytes: Option<u32>,
+    /// `offset`: characters skipped first.
+    pub offset: u32,
+    /// `relative`: from the end of the previous match.
+    pub relative: bool,
+    /// The `base64_data` keywords, in rule order.
+    pub items: Vec<MatchItem>,
 }
 
 /// The payload keywords of one buffer (with its transforms) in a rule.
@@ -693,6 +808,76 @@ pub struct Rule {
     pub threshold: Option<Threshold>,
     /// `detection_filter`.
     pub detection_filter: Option<DetectionFilter>,
+    /// `tls.version`: the TLS version of the data's direction (the client's hello, the
+    /// server's), as its number (`0x0303` for 1.2).
+    pub tls_version: Option<u16>,
+    /// `stream_size`.
+    pub stream_size: Option<StreamSize>,
+    /// `xbits` commands, in rule order.
+    pub xbits: Vec<Xbit>,
+}
+
+/// `xbits:<op>,<name>,track <ip_src|ip_dst|ip_pair>[,expire <seconds>]`: a bit on a host or
+/// a pair of hosts, shared by all flows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xbit {
+    /// What to do or test.
+    pub op: XbitOp,
+    /// The bit's name.
+    pub name: String,
+    /// Whose bit.
+    pub track: XbitTrack,
+    /// Seconds a set bit lives (Suricata's default is 30).
+    pub expire: u32,
+}
+
+/// `xbits` commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XbitOp {
+    /// `set`.
+    Set,
+    /// `unset`.
+    Unset,
+    /// `toggle`.
+    Toggle,
+    /// `isset`.
+    IsSet,
+    /// `isnotset`.
+    IsNotSet,
+}
+
+/// Whose bit an `xbits` command names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XbitTrack {
+    /// The source address of the matching data.
+    IpSrc,
+    /// Its destination address.
+    IpDst,
+    /// The two addresses, whichever way the data flows.
+    IpPair,
+}
+
+/// `stream_size:<side>,<op>,<n>`: how much a TCP connection's sides have sent, counted as
+/// Suricata counts sequence space (the SYN is one, then each byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSize {
+    /// Whose bytes.
+    pub side: StreamSide,
+    /// The comparison.
+    pub cmp: SizeCmp,
+}
+
+/// The sides `stream_size` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamSide {
+    /// What the client sent.
+    Client,
+    /// What the server sent.
+    Server,
+    /// Both must compare true.
+    Both,
+    /// Either may.
+    Either,
 }
 
 /// Why a well-formed rule is not loaded: a kind to group by and what exactly.

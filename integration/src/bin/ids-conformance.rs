@@ -177,8 +177,6 @@ struct Flow {
     fi: FlowInspector,
     reasm: [Reassembly; 2],
     http: [HttpStream; 2],
-    tls_hello: Vec<u8>,
-    tls_done: bool,
     sids: BTreeSet<u32>,
     /// The last request was HEAD (its response has no body).
     last_head: bool,
@@ -237,20 +235,10 @@ impl Flow {
         } else {
             data
         };
-        match self.fi_app() {
-            AppProto::Http1 => self.http(dir, data, now),
-            AppProto::Tls if dir == Dir::ToServer && !self.tls_done => {
-                self.tls_hello.extend_from_slice(data);
-                if let Some(sni) = client_hello_sni(&self.tls_hello) {
-                    self.tls_done = true;
-                    let v = self.fi.tls_client_hello(sni.as_deref(), now);
-                    self.record(v);
-                    self.tls_hello = Vec::new();
-                } else if self.tls_hello.len() > 16 * 1024 + 5 {
-                    self.tls_done = true;
-                }
-            }
-            _ => {}
+        // Only HTTP is parsed here: the inspector reads TLS hellos and recognises SMTP and
+        // FTP from the stream itself.
+        if self.fi_app() == AppProto::Http1 {
+            self.http(dir, data, now);
         }
     }
 
@@ -448,8 +436,6 @@ impl Flow {
             fi: FlowInspector::new(engine.clone(), meta),
             reasm: [Reassembly::default(), Reassembly::default()],
             http: [HttpStream::default(), HttpStream::default()],
-            tls_hello: Vec::new(),
-            tls_done: false,
             sids: BTreeSet::new(),
             last_head: false,
             app: AppProto::Unknown,
@@ -493,45 +479,6 @@ fn dir_index(d: Dir) -> usize {
         Dir::ToServer => 0,
         Dir::ToClient => 1,
     }
-}
-
-/// The SNI of a complete ClientHello at the start of `buf`: `Some(None)` for a hello without
-/// one, `None` while incomplete.
-fn client_hello_sni(buf: &[u8]) -> Option<Option<String>> {
-    if buf.len() < 5 {
-        return None;
-    }
-    let rec_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-    let rec = buf.get(5..5 + rec_len)?;
-    let parse = || -> Option<Option<String>> {
-        if *rec.first()? != 1 {
-            return Some(None);
-        }
-        let mut i = 4 + 2 + 32;
-        let sid_len = usize::from(*rec.get(i)?);
-        i += 1 + sid_len;
-        let cs_len = usize::from(u16::from_be_bytes([*rec.get(i)?, *rec.get(i + 1)?]));
-        i += 2 + cs_len;
-        let comp_len = usize::from(*rec.get(i)?);
-        i += 1 + comp_len;
-        let ext_len = usize::from(u16::from_be_bytes([*rec.get(i)?, *rec.get(i + 1)?]));
-        i += 2;
-        let end = (i + ext_len).min(rec.len());
-        while i + 4 <= end {
-            let typ = u16::from_be_bytes([rec[i], rec[i + 1]]);
-            let len = usize::from(u16::from_be_bytes([rec[i + 2], rec[i + 3]]));
-            let body = rec.get(i + 4..i + 4 + len)?;
-            if typ == 0 {
-                // server_name_list: len(2), type(1), name len(2), name.
-                let name_len = usize::from(u16::from_be_bytes([*body.get(3)?, *body.get(4)?]));
-                let name = body.get(5..5 + name_len)?;
-                return Some(Some(String::from_utf8_lossy(name).into_owned()));
-            }
-            i += 4 + len;
-        }
-        Some(None)
-    };
-    Some(parse().unwrap_or(None))
 }
 
 /// Run one pcap; alerted sids per flow (keyed by the client's address).

@@ -88,13 +88,14 @@ pub(crate) struct UpstreamSpec {
 }
 
 /// What the IDS sees before the relay starts: the bytes read to detect the protocol (they
-/// go to the server first), and the ClientHello's server name when it was TLS.
+/// go to the server first; the IDS reads a TLS ClientHello's fields from them), and whether
+/// they were a TLS ClientHello.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Prelude {
     /// Bytes the client sent before the relay (sniffed, or behind a tunnel header).
     pub(crate) bytes: Bytes,
-    /// `Some` when the connection starts with a TLS ClientHello: its SNI, if any.
-    pub(crate) tls_sni: Option<Option<String>>,
+    /// The connection starts with a TLS ClientHello.
+    pub(crate) tls: bool,
 }
 
 /// Connecting, inspecting and relaying allowed connections.
@@ -199,7 +200,7 @@ impl Carrier {
             }
         };
         let live = self.live.register(ends.clone(), inspected);
-        let app = if prelude.tls_sni.is_some() {
+        let app = if prelude.tls {
             AppProto::Tls
         } else {
             AppProto::Unknown
@@ -249,10 +250,6 @@ impl Carrier {
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let now = crate::ids::now();
         let mut v = eastwall_ids::Verdict::default();
-        if let Some(sni) = &prelude.tls_sni {
-            v.alerts
-                .extend(f.inspector().tls_client_hello(sni.as_deref(), now).alerts);
-        }
         if !prelude.bytes.is_empty() {
             v.alerts.extend(
                 f.inspector()

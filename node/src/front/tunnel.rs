@@ -219,7 +219,7 @@ async fn serve_stream<T: ServerStream>(
     } else {
         let prelude = Prelude {
             bytes: early,
-            tls_sni: None,
+            tls: false,
         };
         let profile = plan.ids_profile();
         pipeline

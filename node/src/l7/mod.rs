@@ -112,10 +112,7 @@ pub(crate) async fn serve<D: Downstream>(
             .await;
         return Outcome::Refused(reason.clone());
     }
-    let prelude = Prelude {
-        bytes: prefix,
-        tls_sni: tls.then_some(facts_sni),
-    };
+    let prelude = Prelude { bytes: prefix, tls };
     let profile = plan.ids_profile();
     pipeline
         .carrier
