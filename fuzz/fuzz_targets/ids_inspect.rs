@@ -1,9 +1,9 @@
 //! A fixed small rule set, and arbitrary stream bytes fed in arbitrary splits and directions,
 //! plus HTTP, TLS and DNS inputs made from the same bytes, and the same messages as UDP
 //! datagrams (DNS on port 53 included), and as a body labelled compressed. Unnamed TCP flows
-//! are read for a ClientHello, and TLS flows for the server's certificates. Nothing may panic,
-//! and feeding the same stream or body bytes whole must give the same alerts as the split
-//! feed.
+//! are read for a ClientHello (and their fingerprints), TLS flows for the server's hello and
+//! certificates, SMTP flows for mail attachments. Nothing may panic, and feeding the same
+//! stream, body or mail bytes whole must give the same alerts as the split feed.
 #![no_main]
 
 use eastwall_ids::{
@@ -36,6 +36,18 @@ alert ip any any -> any any (msg:"s"; content:"root"; sid:19;)
 alert tls any any -> any any (msg:"t"; tls.cert_subject; content:"CN="; sid:20;)
 alert tls any any -> any any (msg:"u"; tls.certs; content:"|30 82|"; pcre:"/(\x30)\1?/R"; sid:21;)
 alert tcp any any -> any any (msg:"v"; content:"GET"; pcre:"/(?<=GET )(\w+)\s\1/R"; sid:22;)
+alert tls any any -> any any (msg:"w"; ja3.hash; content:"a"; sid:23;)
+alert tls any any -> any any (msg:"x"; ja4.hash; content:"t1"; sid:24;)
+alert tls any any -> any any (msg:"y"; ja3s.string; content:"771,"; sid:25;)
+alert tls any any -> any any (msg:"z"; flow:to_client; tls.version:1.2; content:"|16|"; sid:26;)
+alert tcp any any -> any any (msg:"aa"; stream_size:either,>,40; content:"q"; sid:27;)
+alert tcp any any -> any any (msg:"ab"; content:"b="; base64_decode:relative,bytes 64; base64_data; content:"cmd"; sid:28;)
+alert tcp any any -> any any (msg:"ac"; content:"L"; byte_extract:1,0,n,relative; content:"E"; distance:n; within:1; isdataat:n,relative; sid:29;)
+alert tcp any any -> any any (msg:"ad"; content:"seen"; xbits:set,s,track ip_pair,expire 5; noalert; sid:30;)
+alert smtp any any -> any any (msg:"ae"; flow:to_server; file.data; content:"evil"; sid:31;)
+alert smtp any any -> any any (msg:"af"; content:"MAIL"; sid:32;)
+alert ftp any any -> any any (msg:"ag"; content:"RETR"; sid:33;)
+alert tls any any -> any any (msg:"ah"; tls.cert_fingerprint; content:":"; sid:34;)
 "#;
 
 fn engine() -> Arc<Engine> {
@@ -165,10 +177,30 @@ fuzz_target!(|data: &[u8]| {
     let mut fi = FlowInspector::new(engine(), flow());
     fi.set_app_proto(AppProto::Tls);
     let hello = eastwall_wire::sniff::ClientHello {
-        sni: Some(text.clone()),
+        sni: Some(text.to_string()),
+        sni_raw: Some(rest.to_vec()),
+        alpn: vec![text.to_string(), uri.to_string()],
+        cipher_suites: rest.chunks(2).map(|c| u16::from(c[0]) << 8 | u16::from(*c.last().unwrap_or(&0))).collect(),
+        extensions: rest.iter().map(|b| u16::from(*b)).collect(),
+        supported_versions: vec![u16::from(control) << 8 | 0x03],
         ..Default::default()
     };
     fi.tls_client_hello(Some(&hello), now);
+
+    // The bytes as one mail (attachments decoded): the same alerts however it is cut.
+    let mail: Vec<u8> = [&b"EHLO x\r\nDATA\r\n"[..], rest, b"\r\n.\r\n"].concat();
+    let mail_alerts = |split: bool| {
+        let mut fi = FlowInspector::new(engine(), flow());
+        let mut seen: Vec<u32> = Vec::new();
+        let chunks: Vec<&[u8]> = if split { mail.chunks(step).collect() } else { vec![&mail] };
+        for c in chunks {
+            seen.extend(fi.stream(Dir::ToServer, c, now).alerts.iter().map(|a| a.sid));
+        }
+        seen.extend(fi.close(now).alerts.iter().map(|a| a.sid));
+        seen.sort();
+        seen
+    };
+    assert_eq!(mail_alerts(false), mail_alerts(true));
     let mut fi = FlowInspector::new(engine(), flow());
     fi.set_app_proto(AppProto::Dns);
     for c in rest.chunks(step) {

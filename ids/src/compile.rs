@@ -492,6 +492,8 @@ pub struct Engine {
     pub(crate) reads_tls: bool,
     /// Some rule is for SMTP or FTP flows, which the inspector recognises itself.
     pub(crate) reads_commands: bool,
+    /// Some rule reads mail attachments (`file.data` in `smtp` rules).
+    pub(crate) reads_mail: bool,
 }
 
 impl Engine {
@@ -765,6 +767,9 @@ impl Engine {
         let reads_commands = compiled
             .iter()
             .any(|r| matches!(r.app, Some(Protocol::Smtp | Protocol::Ftp)));
+        let reads_mail = compiled
+            .iter()
+            .any(|r| r.app == Some(Protocol::Smtp) && r.phase(Phase::RequestBody).is_some());
         (
             Engine {
                 rules: compiled,
@@ -778,6 +783,7 @@ impl Engine {
                 xbits,
                 reads_tls,
                 reads_commands,
+                reads_mail,
             },
             report,
         )
@@ -901,7 +907,10 @@ fn rule_dirs(rule: &Rule) -> Vec<Option<Dir>> {
     match rule.protocol {
         Protocol::Tcp | Protocol::Udp | Protocol::Ip => vec![None],
         Protocol::Tls | Protocol::Dns if raw_only => vec![None],
-        // What they say is their raw stream, both ways.
+        // Mail goes to the server; otherwise what they say is their raw stream, both ways.
+        Protocol::Smtp if rule.buffers.iter().any(|b| b.buffer == Buffer::FileData) => {
+            vec![Some(Dir::ToServer)]
+        }
         Protocol::Smtp | Protocol::Ftp => vec![None],
         // The server's certificates are seen toward the client.
         Protocol::Tls

@@ -187,6 +187,7 @@ pub(crate) fn chrome() -> ClientHello {
         legacy_version: 0x0303,
         supported_versions: vec![0x2a2a, 0x0304, 0x0303],
         sni: Some("example.com".into()),
+        sni_raw: Some(b"example.com".to_vec()),
         alpn: vec!["h2".into(), "http/1.1".into()],
         cipher_suites: vec![
             0x0a0a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,

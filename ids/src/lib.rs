@@ -34,6 +34,7 @@ mod eve;
 mod fingerprint;
 mod http;
 mod inspect;
+mod mail;
 mod payload;
 mod report;
 pub mod rule;

@@ -90,6 +90,8 @@ pub struct ClientHello {
     pub supported_versions: Vec<u16>,
     /// The `server_name` host name: a plausible DNS name, lower-cased.
     pub sni: Option<String>,
+    /// The `server_name` host name exactly as sent, valid or not (what an IDS matches).
+    pub sni_raw: Option<Vec<u8>>,
     /// Protocols offered by ALPN (`h2`, `http/1.1`, ...), in the client's order.
     pub alpn: Vec<String>,
     /// Offered cipher suites.
@@ -117,8 +119,9 @@ impl ClientHello {
     }
 
     /// What a client with these fields sends: the hello in one TLS handshake record, its
-    /// extensions in the order of `extensions` (those without a field here go empty, and a
-    /// listed `server_name` without `sni` names `localhost`), random and session id fixed.
+    /// extensions in the order of `extensions` (those without a field here go empty; a
+    /// listed `server_name` names `sni_raw`, else `sni`, else `localhost`), random and
+    /// session id fixed.
     /// [`parse_client_hello`] reads it back as `self`; test and corpus tools build hellos
     /// with it.
     pub fn to_record(&self) -> Vec<u8> {
@@ -134,9 +137,13 @@ impl ClientHello {
         for &kind in &self.extensions {
             let data = match kind {
                 EXT_SERVER_NAME => {
-                    let name = self.sni.as_deref().unwrap_or("localhost");
+                    let name = match (&self.sni_raw, &self.sni) {
+                        (Some(raw), _) => raw.as_slice(),
+                        (None, Some(sni)) => sni.as_bytes(),
+                        (None, None) => b"localhost",
+                    };
                     let mut entry = vec![0];
-                    entry.extend(vec16(name.as_bytes()));
+                    entry.extend(vec16(name));
                     vec16(&entry)
                 }
                 EXT_ALPN => {
@@ -221,9 +228,10 @@ pub enum ClientHelloError {
     /// An extension appears twice (RFC 8446, 4.2).
     #[error("ClientHello repeats extension {0}")]
     DuplicateExtension(u16),
-    /// The SNI host name is not a plausible DNS name.
+    /// The SNI host name is not a plausible DNS name. The hello is read all the same (its
+    /// `sni` empty, `sni_raw` the name as sent), for those who only look at it.
     #[error("ClientHello server name is not a DNS host name")]
-    InvalidServerName,
+    InvalidServerName(Box<ClientHello>),
     /// An ALPN protocol name is empty or not printable ASCII.
     #[error("ClientHello ALPN protocol name is empty or not printable ASCII")]
     InvalidAlpn,
@@ -591,7 +599,11 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, ClientHelloError> {
         let data = extensions.vec16("extension_data")?;
         hello.extensions.push(kind);
         match kind {
-            EXT_SERVER_NAME => hello.sni = server_name(data)?,
+            EXT_SERVER_NAME => {
+                let raw = server_name(data)?;
+                hello.sni = raw.and_then(dns_name);
+                hello.sni_raw = raw.map(<[u8]>::to_vec);
+            }
             EXT_ALPN => hello.alpn = alpn(data)?,
             EXT_SUPPORTED_VERSIONS => {
                 hello.supported_versions =
@@ -622,6 +634,9 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, ClientHelloError> {
     if let Some(pair) = kinds.windows(2).find(|pair| pair[0] == pair[1]) {
         return Err(ClientHelloError::DuplicateExtension(pair[0]));
     }
+    if hello.sni_raw.is_some() && hello.sni.is_none() {
+        return Err(ClientHelloError::InvalidServerName(Box::new(hello)));
+    }
     Ok(hello)
 }
 
@@ -646,8 +661,8 @@ fn u16_list(bytes: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-/// The `host_name` of a `server_name` extension (RFC 6066, 3).
-fn server_name(data: &[u8]) -> Result<Option<String>, ClientHelloError> {
+/// The `host_name` of a `server_name` extension (RFC 6066, 3), as sent.
+fn server_name(data: &[u8]) -> Result<Option<&[u8]>, ClientHelloError> {
     use ClientHelloError::Malformed;
     let mut r = Reader(data);
     let mut list = Reader(r.vec16("server_name_list")?);
@@ -663,7 +678,7 @@ fn server_name(data: &[u8]) -> Result<Option<String>, ClientHelloError> {
             if host.is_some() {
                 return Err(Malformed("two host names in server_name"));
             }
-            host = Some(dns_name(name)?);
+            host = Some(name);
         }
     }
     Ok(host)
@@ -671,9 +686,9 @@ fn server_name(data: &[u8]) -> Result<Option<String>, ClientHelloError> {
 
 /// A plausible DNS host name, lower-cased: 1 to 253 bytes, labels of 1 to 63 letters, digits,
 /// `-` (not first or last) or `_`, no trailing dot (RFC 6066), and not an IPv4 literal (its
-/// last label all digits), which SNI must not carry.
-fn dns_name(raw: &[u8]) -> Result<String, ClientHelloError> {
-    let invalid = Err(ClientHelloError::InvalidServerName);
+/// last label all digits), which SNI must not carry. `None` when it is not.
+fn dns_name(raw: &[u8]) -> Option<String> {
+    let invalid = None;
     if raw.is_empty() || raw.len() > 253 {
         return invalid;
     }
@@ -694,10 +709,11 @@ fn dns_name(raw: &[u8]) -> Result<String, ClientHelloError> {
         return invalid;
     }
     // Checked ASCII above, so this is the name byte for byte.
-    Ok(raw
-        .iter()
-        .map(|b| char::from(b.to_ascii_lowercase()))
-        .collect())
+    Some(
+        raw.iter()
+            .map(|b| char::from(b.to_ascii_lowercase()))
+            .collect(),
+    )
 }
 
 /// The protocol names of an ALPN extension (RFC 7301, 3.1).
@@ -980,6 +996,7 @@ mod tests {
             legacy_version: 0x0303,
             supported_versions: vec![0x2a2a, 0x0304, 0x0303],
             sni: Some("api.example.test".into()),
+            sni_raw: Some(b"api.example.test".to_vec()),
             alpn: vec!["h2".into(), "http/1.1".into()],
             cipher_suites: vec![0x0a0a, 0x1301, 0xc02f],
             extensions: vec![0x1a1a, 0, 16, 43, 10, 13, 11, 0xff01, 0x4469],
@@ -1001,6 +1018,10 @@ mod tests {
             let expect = ClientHello {
                 // Fields of extensions not listed are not sent.
                 sni: hello.sni.clone().filter(|_| hello.extensions.contains(&0)),
+                sni_raw: hello
+                    .sni_raw
+                    .clone()
+                    .filter(|_| hello.extensions.contains(&0)),
                 alpn: if hello.extensions.contains(&16) {
                     hello.alpn.clone()
                 } else {
@@ -1050,6 +1071,8 @@ mod tests {
                 legacy_version: 0x0303,
                 supported_versions: vec![0x3a3a, 0x0304],
                 sni: Some("api.example.test".into()),
+                // As sent: the name is lower-cased in `sni` only.
+                sni_raw: Some(b"Api.Example.TEST".to_vec()),
                 alpn: vec!["h2".into(), "http/1.1".into()],
                 cipher_suites: vec![0x1301, 0x1302],
                 extensions: vec![0, 16, 43, 10, 13, 11, 0xfe0d],
@@ -1119,11 +1142,13 @@ mod tests {
         ];
         for name in bad {
             let hello = record(&handshake(&body(&[sni_ext(name)])));
+            // Refused as a name, and the hello read all the same, the name as sent.
+            let Err(ClientHelloError::InvalidServerName(read)) = parse(&hello) else {
+                panic!("{:?} accepted", String::from_utf8_lossy(name));
+            };
             assert_eq!(
-                parse(&hello),
-                Err(ClientHelloError::InvalidServerName),
-                "{:?}",
-                String::from_utf8_lossy(name)
+                (read.sni, read.sni_raw.as_deref(), read.cipher_suites.len()),
+                (None, Some(*name), 2)
             );
         }
         // Another name type is skipped; the host name is still found.

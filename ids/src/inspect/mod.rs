@@ -28,13 +28,14 @@ use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
 use crate::fingerprint::{self, ServerHello};
 use crate::http::{self, HttpRequest, HttpResponse};
+use crate::mail::{self, MailReader};
 use crate::payload;
 use crate::rule::{
     Dir, Protocol, RuleAction, StreamSide, StreamSize, Transform, Transport, XbitOp,
 };
 use crate::threshold::Limit;
 use crate::tls::{self, LeafFacts, ServerHandshake};
-use eastwall_wire::sniff::{ClientHello, Sniff, Sniffed, Sniffer, is_grease};
+use eastwall_wire::sniff::{ClientHello, ClientHelloError, Sniff, Sniffed, Sniffer, is_grease};
 use sha2::Digest;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -300,6 +301,8 @@ struct Tx {
     /// The response head was seen.
     response: bool,
     summary: HttpSummary,
+    /// A mail attachment (SMTP), not an HTTP exchange.
+    mail: bool,
 }
 
 /// Per-flow state. Feed it the flow's inputs in arrival order.
@@ -338,6 +341,8 @@ pub struct FlowInspector {
     only: Option<Arc<[u64]>>,
     dns: Option<Box<DnsFramer>>,
     next_dns: u32,
+    /// SMTP: the client's stream read for mail (when rules read attachments).
+    mail: Option<Box<MailReader>>,
 }
 
 /// Where a rule's buffers come from at one evaluation.
@@ -370,7 +375,12 @@ impl Source for ClientSource<'_> {
         let hello = self.0?;
         let owned = |s: String| Some(Cow::Owned(s.into_bytes()));
         match field {
-            Field::Sni => hello.sni.as_deref().map(|s| Cow::Borrowed(s.as_bytes())),
+            // As sent (Suricata's `tls.sni`), valid DNS name or not.
+            Field::Sni => hello
+                .sni_raw
+                .as_deref()
+                .or(hello.sni.as_deref().map(str::as_bytes))
+                .map(Cow::Borrowed),
             Field::Ja3String => owned(fingerprint::ja3(hello)),
             Field::Ja3Hash => owned(fingerprint::md5_hex(&fingerprint::ja3(hello))),
             Field::Ja4Hash => owned(fingerprint::ja4(hello)),
@@ -686,6 +696,7 @@ impl FlowInspector {
             only: None,
             dns: None,
             next_dns: 0,
+            mail: None,
         }
     }
 
@@ -748,6 +759,9 @@ impl FlowInspector {
         }
         if self.app == AppProto::Dns && dir == Dir::ToServer {
             self.dns_stream(bytes, now, &mut v);
+        }
+        if self.app == AppProto::Smtp && dir == Dir::ToServer && self.engine.reads_mail {
+            self.mail_stream(bytes, now, &mut v);
         }
         if self.app == AppProto::Tls && dir == Dir::ToClient {
             self.tls_server_stream(bytes, now, &mut v);
@@ -872,7 +886,12 @@ impl FlowInspector {
         self.app = AppProto::Tls;
         self.tls_version[Dir::ToServer.index()] = hello.map_or(0, client_version);
         let src = ClientSource(hello);
-        let sni = hello.and_then(|h| h.sni.clone());
+        let sni = hello.and_then(|h| {
+            h.sni_raw
+                .as_deref()
+                .map(|raw| String::from_utf8_lossy(raw).into_owned())
+                .or_else(|| h.sni.clone())
+        });
         self.single_phase(Phase::Tls, &src, None, now, &mut v, |a| {
             a.tls_sni = sni.clone()
         });
@@ -920,6 +939,10 @@ impl FlowInspector {
             Sniff::NeedMore if room > bytes.len() => return,
             Sniff::NeedMore => None,
             Sniff::Done(Sniffed::Tls(hello)) => Some(Some(hello)),
+            // A name the node would not take is still what the client sent.
+            Sniff::Done(Sniffed::TlsUnreadable(ClientHelloError::InvalidServerName(hello))) => {
+                Some(Some(*hello))
+            }
             Sniff::Done(Sniffed::TlsUnreadable(_)) => Some(None),
             Sniff::Done(_) => None,
         };
@@ -1420,9 +1443,9 @@ impl FlowInspector {
             insert_sorted(&mut body.matched, id);
             if r.last_phase() == phase {
                 insert_sorted(&mut tx.fired, id);
-                let summary = &tx.summary;
+                let summary = (!tx.mail).then_some(&tx.summary);
                 self.matched(r, dir, Some(tx.id), true, now, v, |a| {
-                    a.http = Some(summary.clone())
+                    a.http = summary.cloned()
                 });
                 if self.passed {
                     break;
@@ -1449,6 +1472,34 @@ impl FlowInspector {
             self.end_body(Phase::ResponseBody, now, v);
         }
         self.tx = None;
+    }
+
+    /// SMTP: each attachment of each mail the client sends is a transaction whose
+    /// `file.data` the rules read.
+    fn mail_stream(&mut self, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        let limits = self.engine.limits;
+        let max_message = usize::try_from(limits.stream_depth).unwrap_or(usize::MAX);
+        let messages = self
+            .mail
+            .get_or_insert_with(Box::default)
+            .push(bytes, max_message);
+        for message in messages {
+            for file in mail::attachments(&message, limits.request_body_limit) {
+                self.finish_tx(now, v);
+                let id = u64::from(self.next_tx);
+                self.next_tx = self.next_tx.saturating_add(1);
+                self.tx = Some(Box::new(Tx {
+                    id,
+                    mail: true,
+                    ..Tx::default()
+                }));
+                self.body(Phase::RequestBody, &file, true, now, v);
+                self.finish_tx(now, v);
+                if self.passed {
+                    return;
+                }
+            }
+        }
     }
 
     // ---- TLS, DNS ----

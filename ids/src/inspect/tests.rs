@@ -1168,6 +1168,67 @@ fn smtp_and_ftp_are_recognised_by_the_first_command() {
 }
 
 #[test]
+fn tls_sni_is_the_name_as_sent_even_one_the_node_refuses() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"doh list\"; tls.sni; content:\"doh.dns.sb, doh.sb\"; bsize:18; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"case\"; tls.sni; content:\"Evil.Example\"; sid:2;)\n",
+        "alert tls any any -> any any (msg:\"ja3\"; ja3.string; content:\"771,47,0,,\"; bsize:10; sid:3;)\n",
+    ));
+    let sent = |raw: &[u8]| {
+        let hello = ClientHello {
+            sni: None,
+            sni_raw: Some(raw.to_vec()),
+            ..hello("unused.example")
+        };
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let v = fi.stream(Dir::ToServer, &hello.to_record(), t(0));
+        (sids(&v), v.alerts.first().and_then(|a| a.tls_sni.clone()))
+    };
+    // Not a DNS name (the node treats the hello as unreadable): the rules still see it.
+    assert_eq!(
+        sent(b"doh.dns.sb, doh.sb"),
+        (vec![1, 3], Some("doh.dns.sb, doh.sb".to_string()))
+    );
+    assert_eq!(sent(b"Evil.Example").0, [2, 3]);
+    assert_eq!(sent(b"evil.example").0, [3]);
+}
+
+#[test]
+fn smtp_file_data_is_each_attachment() {
+    let e = engine(concat!(
+        "alert smtp any any -> any any (msg:\"ps\"; flow:to_server; file.data; content:\"%!PS\"; startswith; content:\"restore\"; distance:0; sid:1;)\n",
+        "alert smtp any any -> any any (msg:\"text\"; flow:to_server; file.data; content:\"hello\"; sid:2;)\n",
+        "alert smtp any any -> any any (msg:\"raw\"; flow:to_server; content:\"JSFQUy1B\"; sid:3;)\n",
+    ));
+    let mail = concat!(
+        "EHLO me\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+        "Content-Type: multipart/mixed; boundary=XX\r\n\r\n",
+        "--XX\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+        "--XX\r\nContent-Type: application/postscript; name=a.ps\r\n",
+        "Content-Transfer-Encoding: base64\r\n\r\nJSFQUy1BZG9i\r\nZSBsZWdhbCByZXN0b3Jl\r\n--XX--\r\n",
+        ".\r\nQUIT\r\n",
+    )
+    .as_bytes();
+    for step in [1, 7, mail.len()] {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut alerts = Vec::new();
+        for c in mail.chunks(step) {
+            alerts.extend(fi.stream(Dir::ToServer, c, t(0)).alerts);
+        }
+        alerts.extend(fi.close(t(0)).alerts);
+        let mut got: Vec<u32> = alerts.iter().map(|a| a.sid).collect();
+        got.sort_unstable();
+        // The attachment decoded; the text part is no file; the raw stream as sent.
+        assert_eq!(got, [1, 3], "step {step}");
+        let file = alerts.iter().find(|a| a.sid == 1).unwrap();
+        assert_eq!(
+            (file.app_proto, file.http.is_none()),
+            (AppProto::Smtp, true)
+        );
+    }
+}
+
+#[test]
 fn hash_transforms_give_raw_digests() {
     // Digests of `evil.example` as md5sum, sha1sum and sha256sum print them.
     let e = engine(concat!(

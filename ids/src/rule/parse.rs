@@ -1033,13 +1033,17 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             _ => return Err(err(at, "`tls.version` in a rule of another protocol")),
         }
     }
-    if let (Some(_), Protocol::Smtp | Protocol::Ftp) = (app, rule.protocol) {
-        // Mail bodies and FTP's buffers are not decoded: their rules are not loaded.
+    // SMTP rules may read the mail's attachments (`file.data`); nothing else of SMTP or FTP
+    // is decoded, so rules on other buffers are not loaded.
+    let mail_files = rule.protocol == Protocol::Smtp
+        && !uses_stream
+        && rule.buffers.iter().all(|b| b.buffer == Buffer::FileData);
+    if let (Some(_), Protocol::Smtp | Protocol::Ftp, false) = (app, rule.protocol, mail_files) {
         let what = rule
             .buffers
             .iter()
-            .find(|b| b.buffer != Buffer::Stream)
-            .map_or("", |b| b.buffer.keyword());
+            .find(|b| b.buffer != Buffer::Stream && b.buffer != Buffer::FileData)
+            .map_or("payload with file.data", |b| b.buffer.keyword());
         return Err(Issue::Skip {
             sid: None,
             reason: SkipReason::new(
@@ -1048,7 +1052,7 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             ),
         });
     }
-    if let Some(p) = app {
+    if let Some(p) = app.filter(|_| !mail_files) {
         // A transport's rule takes the app-layer protocol its buffers name. Suricata loads a
         // `udp` rule with HTTP or TLS buffers, which can never match (they run on TCP).
         if rule.protocol == Protocol::Udp && p.transport() == Some(Transport::Tcp) {

@@ -596,6 +596,7 @@ fn fingerprint_conversations(cert: &[u8]) -> Vec<(ClientHello, Vec<u8>)> {
         legacy_version: 0x0303,
         supported_versions: vec![0x2a2a, 0x0304, 0x0303],
         sni: Some("example.com".into()),
+        sni_raw: None,
         alpn: vec!["h2".into(), "http/1.1".into()],
         cipher_suites: vec![
             0x0a0a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
@@ -615,6 +616,7 @@ fn fingerprint_conversations(cert: &[u8]) -> Vec<(ClientHello, Vec<u8>)> {
         legacy_version: 0x0303,
         supported_versions: vec![0x0304, 0x0303],
         sni: Some("firefox.example".into()),
+        sni_raw: None,
         alpn: vec!["h2".into(), "http/1.1".into()],
         cipher_suites: vec![
             0x1301, 0x1303, 0x1302, 0xc02b, 0xc02f, 0xcca9, 0xcca8, 0xc02c, 0xc030, 0xc00a, 0xc009,
@@ -961,7 +963,26 @@ fn ftp_session(commands: &[Vec<u8>], reply: &[u8]) -> Session {
 fn command_sessions() -> Vec<(u16, Session)> {
     let mail = b"From: alice@client.example\r\nTo: bob@mail.example\r\nSubject: report\r\n\r\nSee you tomorrow.".to_vec();
     let phish = b"From: \"IT desk\" <it@client.example>\r\nSubject: Password expiry\r\nContent-Type: text/html\r\n\r\n<form action=\"http://198.51.100.7/login.php\"><input type=\"password\" name=\"pass\"></form>".to_vec();
+    // Attachments: base64 PostScript of the Ghostscript escapes ET looks for, and a
+    // quoted-printable text file; a plain text part is no file.
+    let attached = concat!(
+        "From: a@client.example\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n",
+        "Content-Type: multipart/mixed; boundary=\"=_b1\"\r\n\r\n",
+        "This is a multi-part message.\r\n",
+        "--=_b1\r\nContent-Type: text/plain\r\n\r\nPlease see the invoice.\r\n",
+        "--=_b1\r\nContent-Type: application/postscript; name=\"invoice.ps\"\r\n",
+        "Content-Disposition: attachment; filename=\"invoice.ps\"\r\n",
+        "Content-Transfer-Encoding: base64\r\n\r\n",
+        "JSFQUy1BZG9iZS0zLjAKL2xlZ2FsIHsgMSB9IGRlZiBsZWdhbCB7CiBzYXZlIHJlc3RvcmUgfSBz\r\ndG9wcGVkCmN1cnJlbnRkZXZpY2UgbnVsbCB0cnVlIG1hcmsgL091dHB1dElDQ1Byb2ZpbGUgKCVw\r\naXBlJWlkKSAucHV0ZGV2aWNlcHJvcHMK\r\n",
+        "--=_b1\r\nContent-Disposition: attachment; filename=notes.txt\r\n",
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+        "total =3D 42, due=\r\n friday\r\n",
+        "--=_b1--\r\n",
+    )
+    .as_bytes()
+    .to_vec();
     vec![
+        (25, smtp_session(None, &attached)),
         (25, smtp_session(None, &mail)),
         (25, smtp_session(None, &phish)),
         (
