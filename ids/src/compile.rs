@@ -829,6 +829,35 @@ impl Engine {
         self.stream_tail[dir.index()]
     }
 
+    /// How many `pcre` expressions the engine holds, and how many of them are compiled (a
+    /// buffer reached them; see [`crate::rule::Expr`]).
+    pub fn expressions(&self) -> (usize, usize) {
+        let mut seen = std::collections::HashSet::new();
+        let mut compiled = 0;
+        let mut stack: Vec<&[payload::CItem]> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.phases.iter())
+            .flat_map(|p| p.buffers.iter())
+            .map(|b| b.items.as_slice())
+            .collect();
+        while let Some(items) = stack.pop() {
+            for item in items {
+                match item {
+                    // Copies of a rule share one expression.
+                    payload::CItem::Pcre { regex, .. }
+                        if seen.insert(regex.id()) && regex.is_compiled() =>
+                    {
+                        compiled += 1;
+                    }
+                    payload::CItem::Base64(b) => stack.push(b.items()),
+                    _ => {}
+                }
+            }
+        }
+        (seen.len(), compiled)
+    }
+
     /// How rules are grouped: per group, the rules with a pattern per buffer and the rules
     /// checked without one (for diagnostics and tuning).
     pub fn layout(&self) -> String {

@@ -177,6 +177,13 @@ pub(crate) struct CBase64 {
     items: Vec<CItem>,
 }
 
+impl CBase64 {
+    /// The `base64_data` keywords.
+    pub(crate) fn items(&self) -> &[CItem] {
+        &self.items
+    }
+}
+
 /// Bytes `base64_decode` gives at most (Suricata's limit).
 const BASE64_MAX: usize = 64 * 1024;
 

@@ -557,7 +557,10 @@ fn a_reload_storm_under_load_costs_no_connection() {
     assert!(failures.is_empty(), "{failures:?}");
     assert!(latencies.len() >= 100, "{} connections", latencies.len());
     for host in ["hostA", "hostB"] {
-        assert!(reloads(host, "ok") >= 5, "{host}: few reloads applied");
+        // Alone a node applies 8 or 9 of the 20 valid writes; with the whole suite running
+        // beside it on two cores, as few as 4 (a parse outlasts the next write): the test is
+        // that reloads go on during the storm, and the last one is applied (below).
+        assert!(reloads(host, "ok") >= 3, "{host}: few reloads applied");
         assert!(
             reloads(host, "error") >= 1,
             "{host}: no broken file refused"

@@ -86,6 +86,19 @@ fn ended_within(r: &mut BufReader<TcpStream>, within: Duration) -> Duration {
     took
 }
 
+/// Waits (up to 5 s) until both nodes have applied `n` reloads: each watches its files on
+/// its own, and under load one may apply a change a good while after the other.
+fn wait_reloaded(c: &Cloud, n: u64) {
+    let ok = "eastwall_policy_reloads_total{result=\"ok\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for host in ["hostA", "hostB"] {
+        while c.metric(host, ok) < n {
+            assert!(Instant::now() < deadline, "{host} has not reloaded");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn write_policy(c: &Cloud, text: &str) {
     for host in ["hostA", "hostB"] {
         let path = c.lab.dir().join(host).join("policy.yaml");
@@ -114,7 +127,8 @@ fn a_valid_change_revokes_what_it_denies_and_keeps_what_it_allows() {
         echoes(&mut db),
         "a connection that stays allowed was dropped"
     );
-    // New connections follow the new policy.
+    // New connections follow the new policy (once both nodes have it).
+    wait_reloaded(&c, 1);
     assert_eq!(c.connect("app", "db", 6379).outcome, Outcome::Reset);
     assert!(c.connect("app", "db", 5432).outcome.reached());
     // The records say which rule ended it: the record of whichever node reloaded first
@@ -259,6 +273,8 @@ spec:
         std::fs::rename(path.with_extension("tmp"), &path).unwrap();
     }
     ended_within(&mut live, Duration::from_secs(1));
+    // The source node records the decision: probe once both nodes have the change.
+    wait_reloaded(&c, 1);
     let p = c.connect("app", "db", 5432);
     assert_eq!(p.outcome, Outcome::Reset);
     assert_eq!(

@@ -63,7 +63,7 @@ pub enum Sniffed {
     /// The HTTP/2 prior-knowledge preface.
     Http2,
     /// A TLS handshake whose ClientHello was read.
-    Tls(ClientHello),
+    Tls(Box<ClientHello>),
     /// A TLS handshake record whose ClientHello could not be read (too large, malformed,
     /// incomplete): TLS without SNI or ALPN, so no rule on either matches it.
     TlsUnreadable(ClientHelloError),
@@ -318,7 +318,7 @@ impl Sniffer {
             None => return Sniff::NeedMore,
         }
         match self.hello.read(window) {
-            Ok(Some(hello)) => Sniff::Done(Sniffed::Tls(hello)),
+            Ok(Some(hello)) => Sniff::Done(Sniffed::Tls(Box::new(hello))),
             Ok(None) => Sniff::NeedMore,
             Err(e) => Sniff::Done(Sniffed::TlsUnreadable(e)),
         }
@@ -1084,13 +1084,13 @@ mod tests {
         assert_eq!(got.max_version(), 0x0304);
         assert_eq!(
             sniff_every_prefix(&hello),
-            Sniff::Done(Sniffed::Tls(got.clone()))
+            Sniff::Done(Sniffed::Tls(Box::new(got.clone())))
         );
         for size in [1, 2, 3, 5, 64] {
             let split = reframe(&hello, size);
             assert_eq!(
                 sniff_every_prefix(&split),
-                Sniff::Done(Sniffed::Tls(got.clone())),
+                Sniff::Done(Sniffed::Tls(Box::new(got.clone()))),
                 "records of {size}"
             );
         }
@@ -1439,10 +1439,13 @@ mod tests {
                     case.name
                 );
             }
-            assert_eq!(sniff(&wire), Sniff::Done(Sniffed::Tls(hello.clone())));
+            assert_eq!(
+                sniff(&wire),
+                Sniff::Done(Sniffed::Tls(Box::new(hello.clone())))
+            );
             assert_eq!(
                 sniff_every_prefix(&reframe(&wire, 97)),
-                Sniff::Done(Sniffed::Tls(hello))
+                Sniff::Done(Sniffed::Tls(Box::new(hello)))
             );
         }
     }
@@ -1520,7 +1523,7 @@ mod tests {
             }
             assert_eq!(
                 sniff_every_prefix(&wire),
-                Sniff::Done(Sniffed::Tls(hello)),
+                Sniff::Done(Sniffed::Tls(Box::new(hello))),
                 "{}",
                 case.file
             );

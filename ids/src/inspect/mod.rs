@@ -938,7 +938,7 @@ impl FlowInspector {
         let hello = match sniffer.sniff(prefix) {
             Sniff::NeedMore if room > bytes.len() => return,
             Sniff::NeedMore => None,
-            Sniff::Done(Sniffed::Tls(hello)) => Some(Some(hello)),
+            Sniff::Done(Sniffed::Tls(hello)) => Some(Some(*hello)),
             // A name the node would not take is still what the client sent.
             Sniff::Done(Sniffed::TlsUnreadable(ClientHelloError::InvalidServerName(hello))) => {
                 Some(Some(*hello))

@@ -29,64 +29,93 @@ const MAX_GROUP_DEPTH: usize = 64;
 /// Backtracking steps one search of a backtracking expression may take.
 pub(crate) const BACKTRACK_LIMIT: usize = 10_000;
 
-/// A compiled `pcre`: on the linear-time engine where it can be, else on the backtracking
-/// one, which reads bytes as the Latin-1 characters they are (so every byte is one
-/// character and positions map back one to one).
+/// A `pcre`: on the linear-time engine where it can be, else on the backtracking one, which
+/// reads bytes as the Latin-1 characters they are (so every byte is one character and
+/// positions map back one to one).
+///
+/// Checked when the rule is read (a rule that cannot compile is skipped then), and compiled
+/// the first time a buffer reaches it: most rules' prefilter patterns never occur, and a
+/// compiled expression holds tens of KiB (linear: ET Open's 3,722 hold about 140 MiB) to a few
+/// MiB (backtracking: ET Open's 317 would hold about 760 MiB). Every copy of the rule (both
+/// directions, every profile) shares one compilation.
 #[derive(Debug, Clone)]
-pub enum Expr {
+pub struct Expr(Arc<Lazy>);
+
+#[derive(Debug)]
+struct Lazy {
+    text: String,
+    flags: EngineFlags,
+    backtracks: bool,
+    compiled: OnceLock<Option<Compiled>>,
+}
+
+/// What both engines are told besides the text.
+#[derive(Debug, Clone, Copy)]
+struct EngineFlags {
+    caseless: bool,
+    dotall: bool,
+    multiline: bool,
+    ungreedy: bool,
+}
+
+#[derive(Debug)]
+enum Compiled {
     /// The `regex` crate: linear time.
     Linear(regex::bytes::Regex),
     /// `fancy-regex`, within [`BACKTRACK_LIMIT`].
-    Backtracking(Arc<Backtracking>),
+    Backtracking(fancy_regex::Regex),
 }
 
-/// A backtracking expression, checked when the rule is read and compiled the first time a
-/// buffer reaches it: a compiled `fancy-regex` holds hundreds of KiB to a few MiB (ET
-/// Open's 317 would hold about 760 MiB), and most rules' prefilter patterns never occur.
-/// Shared by every copy of the rule (both directions, every profile).
-#[derive(Debug)]
-pub struct Backtracking {
-    expr: String,
-    flags: (bool, bool, bool),
-    compiled: OnceLock<Option<fancy_regex::Regex>>,
-}
-
-impl Backtracking {
-    /// The compiled expression, or why it does not compile.
-    fn build(
-        expr: &str,
-        (caseless, dotall, multiline): (bool, bool, bool),
-    ) -> Result<fancy_regex::Regex, String> {
-        fancy_regex::RegexBuilder::new(expr)
-            .case_insensitive(caseless)
-            .dot_matches_new_line(dotall)
-            .multi_line(multiline)
+impl Lazy {
+    fn build(&self) -> Result<Compiled, PcreIssue> {
+        let f = self.flags;
+        if !self.backtracks {
+            return linear(&self.text, f).map(Compiled::Linear);
+        }
+        fancy_regex::RegexBuilder::new(&self.text)
+            .case_insensitive(f.caseless)
+            .dot_matches_new_line(f.dotall)
+            .multi_line(f.multiline)
             .backtrack_limit(BACKTRACK_LIMIT)
             .delegate_size_limit(REGEX_SIZE_LIMIT)
             .delegate_dfa_size_limit(REGEX_DFA_LIMIT)
             .build()
-            .map_err(|e| e.to_string())
-    }
-
-    fn regex(&self) -> Option<&fancy_regex::Regex> {
-        self.compiled
-            .get_or_init(|| Backtracking::build(&self.expr, self.flags).ok())
-            .as_ref()
-    }
-
-    /// Whether it has been compiled (a buffer reached it).
-    pub fn compiled(&self) -> bool {
-        self.compiled.get().is_some()
+            .map(Compiled::Backtracking)
+            .map_err(|e| PcreIssue::Unsupported(format!("backtracking expression: {e}")))
     }
 }
 
 impl Expr {
+    /// A checked expression, not compiled yet.
+    fn checked(text: String, flags: EngineFlags, backtracks: bool) -> Result<Expr, PcreIssue> {
+        let lazy = Lazy {
+            text,
+            flags,
+            backtracks,
+            compiled: OnceLock::new(),
+        };
+        // Checked now, then dropped.
+        lazy.build()?;
+        Ok(Expr(Arc::new(lazy)))
+    }
+
+    fn compiled(&self) -> Option<&Compiled> {
+        self.0.compiled.get_or_init(|| self.0.build().ok()).as_ref()
+    }
+
+    /// Whether it has been compiled (a buffer reached it).
+    pub fn is_compiled(&self) -> bool {
+        self.0.compiled.get().is_some()
+    }
+
+    /// Which expression this is: copies share it.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// The translated expression's text.
     pub fn as_str(&self) -> &str {
-        match self {
-            Expr::Linear(r) => r.as_str(),
-            Expr::Backtracking(r) => &r.expr,
-        }
+        &self.0.text
     }
 
     /// Whether it matches somewhere in `hay`.
@@ -96,10 +125,9 @@ impl Expr {
 
     /// The first match starting at or after `from`, as byte positions in `hay`.
     pub fn find_at(&self, hay: &[u8], from: usize) -> Option<std::ops::Range<usize>> {
-        match self {
-            Expr::Linear(r) => r.find_at(hay, from).map(|m| m.range()),
-            Expr::Backtracking(b) => {
-                let r = b.regex()?;
+        match self.compiled()? {
+            Compiled::Linear(r) => r.find_at(hay, from).map(|m| m.range()),
+            Compiled::Backtracking(r) => {
                 if let Ok(text) = std::str::from_utf8(hay)
                     && hay.is_ascii()
                 {
@@ -124,7 +152,7 @@ impl Expr {
 
     /// Whether it needs the backtracking engine.
     pub fn backtracks(&self) -> bool {
-        matches!(self, Expr::Backtracking(_))
+        self.0.backtracks
     }
 }
 
@@ -212,6 +240,12 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
     }
     let mut backtracks = false;
     let (expr, end_anchored) = translate_pattern(pattern, &flags, &mut backtracks, false)?;
+    let engine_flags = EngineFlags {
+        caseless: flags.caseless,
+        dotall: flags.dotall,
+        multiline: flags.multiline,
+        ungreedy: flags.ungreedy,
+    };
     let regex = if backtracks {
         // Again for the backtracking engine, which reads text: classes spelled out in ASCII
         // (its `\w`, `\d`, `\s` and `\b` would be Unicode's, wider than PCRE's).
@@ -221,17 +255,9 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
         } else {
             expr
         };
-        let flags3 = (flags.caseless, flags.dotall, flags.multiline);
-        // Checked now (a rule that cannot compile is skipped when read), then dropped.
-        Backtracking::build(&expr, flags3)
-            .map_err(|e| PcreIssue::Unsupported(format!("backtracking expression: {e}")))?;
-        Expr::Backtracking(Arc::new(Backtracking {
-            expr,
-            flags: flags3,
-            compiled: OnceLock::new(),
-        }))
+        Expr::checked(expr, engine_flags, true)?
     } else {
-        Expr::Linear(linear(&expr, &flags)?)
+        Expr::checked(expr, engine_flags, false)?
     };
     Ok(Translated {
         regex,
@@ -242,7 +268,7 @@ pub(crate) fn translate(value: &str) -> Result<Translated, PcreIssue> {
 }
 
 /// `expr` on the linear-time engine.
-fn linear(expr: &str, flags: &Flags) -> Result<regex::bytes::Regex, PcreIssue> {
+fn linear(expr: &str, flags: EngineFlags) -> Result<regex::bytes::Regex, PcreIssue> {
     regex::bytes::RegexBuilder::new(expr)
         .unicode(false)
         .case_insensitive(flags.caseless)
@@ -1093,12 +1119,13 @@ mod tests {
         // Compiled when first used, once for every copy of the rule.
         let r = re(r"/(z)\1/");
         let copy = r.clone();
-        let Expr::Backtracking(b) = &r else {
-            panic!("not backtracking")
-        };
-        assert!(!b.compiled());
+        assert!(!r.is_compiled());
         assert!(copy.is_match(b"zz"));
-        assert!(b.compiled());
+        assert!(r.is_compiled());
+        // Linear ones too.
+        let r = re(r"/ab+c/");
+        assert!(!r.backtracks() && !r.is_compiled());
+        assert!(r.is_match(b"xabbc") && r.is_compiled());
         // ASCII classes, as PCRE's byte mode: `\w` and `\b` know no Latin-1 letters.
         assert!(!re(r"/(\w)\1/").is_match(b"\xe9\xe9"));
         assert!(re(r"/\bab(?=c)/").is_match(b"\xe9 abc"));

@@ -25,13 +25,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Out-of-order bytes held per direction.
 const MAX_PENDING: usize = 1 << 20;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(mode) = args.first() else {
-        bail!("usage: ids-conformance run RULES… -- PCAP… | compare EVE RULES… -- PCAP…");
+        bail!(
+            "usage: ids-conformance run RULES… -- PCAP… | compare EVE RULES… -- PCAP… | memory RULES… -- PCAP…"
+        );
     };
     let split = args
         .iter()
@@ -39,10 +44,13 @@ fn main() -> Result<()> {
         .context("missing `--` before the pcaps")?;
     let pcaps: Vec<PathBuf> = args[split + 1..].iter().map(PathBuf::from).collect();
     let (eve, rule_args) = match mode.as_str() {
-        "run" => (None, &args[1..split]),
+        "run" | "memory" => (None, &args[1..split]),
         "compare" => (Some(PathBuf::from(&args[1])), &args[2..split]),
         other => bail!("unknown mode `{other}`"),
     };
+    if mode == "memory" {
+        return memory(&args[1..split], &pcaps);
+    }
     let rules = load_rules(rule_args)?;
     let mut ours: BTreeMap<String, BTreeMap<SocketAddr, BTreeSet<u32>>> = BTreeMap::new();
     for pcap in &pcaps {
@@ -70,6 +78,45 @@ fn main() -> Result<()> {
         }
         Some(eve) => compare(&ours, &read_eve(&eve)?),
     }
+    Ok(())
+}
+
+/// Bytes the allocator holds for live allocations, in MiB.
+fn live_mib() -> f64 {
+    let _ = tikv_jemalloc_ctl::epoch::advance();
+    tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as f64 / (1 << 20) as f64
+}
+
+/// The engine's memory as a node holds it, after building it and after inspecting the
+/// pcaps' traffic with it (one engine for all, as a long-running node): expressions are
+/// compiled when traffic first reaches them.
+fn memory(rule_args: &[String], pcaps: &[PathBuf]) -> Result<()> {
+    let before = live_mib();
+    let rules = load_rules(rule_args)?;
+    let (engine, _) = Engine::build(
+        &rules,
+        &Vars::east_west(),
+        &Classifications::suricata_defaults(),
+        &Selection::all(),
+    );
+    drop(rules);
+    let engine = Arc::new(engine);
+    let built = live_mib() - before;
+    let (exprs, compiled) = engine.expressions();
+    println!(
+        "engine of {} rules: {built:.0} MiB live; {exprs} pcre expressions, {compiled} compiled",
+        engine.rule_count()
+    );
+    let mut flows = 0;
+    for pcap in pcaps {
+        flows += run_pcap(&engine, pcap)?.len();
+    }
+    let (_, compiled) = engine.expressions();
+    println!(
+        "after {flows} flows of {} pcaps: {:.0} MiB live; {compiled} pcre expressions compiled",
+        pcaps.len(),
+        live_mib() - before
+    );
     Ok(())
 }
 
