@@ -668,13 +668,7 @@ fn byte_extract(x: &ByteExtract, buf: &[u8], prev_end: usize) -> Option<(usize, 
     } else {
         i64::from(x.offset)
     };
-    let mut v = read_number(buf, at, x.nbytes, x.format)?;
-    if let Some(mask) = x.bitmask {
-        v &= mask;
-        if mask != 0 {
-            v >>= mask.trailing_zeros();
-        }
-    }
+    let v = read_masked(buf, at, x.nbytes, x.format, x.bitmask)?;
     let mut v = v.checked_mul(u64::from(x.multiplier))?;
     let align = u64::from(x.align.max(1));
     if v % align != 0 {
@@ -682,6 +676,24 @@ fn byte_extract(x: &ByteExtract, buf: &[u8], prev_end: usize) -> Option<(usize, 
     }
     // `read_number` succeeded, so `at` is in the buffer.
     Some((at as usize + usize::from(x.nbytes), v))
+}
+
+/// [`read_number`], then the `bitmask` applied and shifted down, as Suricata does.
+fn read_masked(
+    buf: &[u8],
+    at: i64,
+    nbytes: u8,
+    format: NumberFormat,
+    bitmask: Option<u64>,
+) -> Option<u64> {
+    let mut v = read_number(buf, at, nbytes, format)?;
+    if let Some(mask) = bitmask {
+        v &= mask;
+        if mask != 0 {
+            v >>= mask.trailing_zeros();
+        }
+    }
+    Some(v)
 }
 
 /// Read `nbytes` at `at` as the keyword's number format.
@@ -733,13 +745,7 @@ fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> Option<usize> {
     } else {
         i64::from(t.offset)
     };
-    let mut v = read_number(buf, at, t.nbytes, t.format)?;
-    if let Some(mask) = t.bitmask {
-        v &= mask;
-        if mask != 0 {
-            v >>= mask.trailing_zeros();
-        }
-    }
+    let v = read_masked(buf, at, t.nbytes, t.format, t.bitmask)?;
     let r = match t.op {
         ByteOp::Lt => v < t.value,
         ByteOp::Gt => v > t.value,
@@ -760,13 +766,7 @@ fn byte_jump(j: &ByteJump, buf: &[u8], prev_end: usize) -> Option<(usize, usize)
     } else {
         i64::from(j.offset)
     };
-    let mut v = read_number(buf, at, j.nbytes, j.format)?;
-    if let Some(mask) = j.bitmask {
-        v &= mask;
-        if mask != 0 {
-            v >>= mask.trailing_zeros();
-        }
-    }
+    let v = read_masked(buf, at, j.nbytes, j.format, j.bitmask)?;
     let mut v = v.checked_mul(u64::from(j.multiplier))? as i64;
     if j.align && v % 4 != 0 {
         v += 4 - v % 4;

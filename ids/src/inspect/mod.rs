@@ -1592,21 +1592,7 @@ impl FlowInspector {
         {
             return false;
         }
-        let ends = self.addresses(dir);
-        let secs = now.since_epoch().as_secs();
-        let xbits_hold = r.xbits.iter().all(|x| {
-            let set = || {
-                self.engine
-                    .xbits
-                    .is_set(x.bit, x.track, ends.0, ends.1, secs)
-            };
-            match x.op {
-                XbitOp::IsSet => set(),
-                XbitOp::IsNotSet => !set(),
-                XbitOp::Set | XbitOp::Unset | XbitOp::Toggle => true,
-            }
-        });
-        if !xbits_hold {
+        if !r.xbits.is_empty() && !self.xbits_hold(r, dir, now) {
             return false;
         }
         r.reads.iter().all(|c| match c {
@@ -1623,6 +1609,20 @@ impl FlowInspector {
                 } else {
                     bits.iter().any(|b| !self.bit(*b))
                 }
+            }
+        })
+    }
+
+    /// The rule's `xbits` tests, for data flowing in `dir`.
+    fn xbits_hold(&self, r: &CRule, dir: Dir, now: Timestamp) -> bool {
+        let (src, dst) = self.addresses(dir);
+        let secs = now.since_epoch().as_secs();
+        r.xbits.iter().all(|x| {
+            let set = || self.engine.xbits.is_set(x.bit, x.track, src, dst, secs);
+            match x.op {
+                XbitOp::IsSet => set(),
+                XbitOp::IsNotSet => !set(),
+                XbitOp::Set | XbitOp::Unset | XbitOp::Toggle => true,
             }
         })
     }

@@ -532,20 +532,13 @@ fn parse_byte_test(v: &str, at: usize, vars: &[String]) -> Result<ByteTest, Issu
         at,
     )?;
     let format = number_format(flags);
-    let max = if matches!(format, NumberFormat::String(_)) {
-        23
-    } else {
-        8
-    };
     if nbytes == 0 && matches!(format, NumberFormat::String(_)) {
         return Err(Issue::Skip {
             sid: None,
             reason: SkipReason::new(SkipKind::KeywordValue, "byte_test of 0 bytes"),
         });
     }
-    if nbytes == 0 || nbytes > max {
-        return Err(err(at, format!("byte_test reads 1 to {max} bytes")));
-    }
+    check_width(nbytes, format, at, "byte_test")?;
     Ok(ByteTest {
         nbytes,
         op,
@@ -591,14 +584,7 @@ fn parse_byte_jump(v: &str, at: usize, vars: &[String]) -> Result<ByteJump, Issu
         at,
     )?;
     let format = number_format(flags);
-    let max = if matches!(format, NumberFormat::String(_)) {
-        23
-    } else {
-        8
-    };
-    if nbytes == 0 || nbytes > max {
-        return Err(err(at, format!("byte_jump reads 1 to {max} bytes")));
-    }
+    check_width(nbytes, format, at, "byte_jump")?;
     let mut multiplier = 1;
     let mut post_offset = 0;
     for f in flags {
@@ -668,14 +654,7 @@ fn parse_byte_extract(v: &str, at: usize, vars: &[String]) -> Result<(ByteExtrac
         at,
     )?;
     let format = number_format(flags);
-    let max = if matches!(format, NumberFormat::String(_)) {
-        23
-    } else {
-        8
-    };
-    if nbytes == 0 || nbytes > max {
-        return Err(err(at, format!("byte_extract reads 1 to {max} bytes")));
-    }
+    check_width(nbytes, format, at, "byte_extract")?;
     let mut multiplier = 1;
     let mut align = 1;
     for f in flags {
@@ -716,6 +695,19 @@ fn parse_byte_extract(v: &str, at: usize, vars: &[String]) -> Result<(ByteExtrac
 
 /// `byte_extract` variables one rule may define (Suricata's limit is the same order).
 pub(crate) const MAX_VARS: u8 = 8;
+
+/// The bytes a `byte_*` keyword reads: 1 to 8 raw, 1 to 23 as text.
+fn check_width(nbytes: u8, format: NumberFormat, at: usize, kw: &str) -> Result<(), Issue> {
+    let max = if matches!(format, NumberFormat::String(_)) {
+        23
+    } else {
+        8
+    };
+    if nbytes == 0 || nbytes > max {
+        return Err(err(at, format!("{kw} reads 1 to {max} bytes")));
+    }
+    Ok(())
+}
 
 /// Where payload keywords go while options are read.
 #[derive(Default)]
