@@ -179,31 +179,37 @@ fn scan(engine: &Arc<Engine>, conns: &[Vec<(Message, Message)>]) -> usize {
 
 fn bench(c: &mut Criterion) {
     let Some(engine) = web_engine() else { return };
-    let exchanges = traffic::exchanges(traffic::BENCH_EXCHANGES);
-    let bytes: usize = exchanges
-        .iter()
-        .map(|e| e.request.len() + e.response.len())
-        .sum();
-    let conns: Vec<Vec<(Message, Message)>> = exchanges
-        .chunks(traffic::PER_CONNECTION)
-        .map(|c| {
-            c.iter()
-                .map(|e| (parse(&e.request, true), parse(&e.response, false)))
-                .collect()
-        })
-        .collect();
-    let alerts = scan(&engine, &conns);
-    eprintln!(
-        "traffic: {} exchanges, {bytes} bytes on the wire, {alerts} alerts",
-        exchanges.len()
-    );
     let mut g = c.benchmark_group("scan");
-    g.throughput(Throughput::BytesDecimal(bytes as u64));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    g.bench_function("et-open-web-rules/http", |b| {
-        b.iter(|| scan(&engine, &conns))
-    });
+    for shape in [traffic::Shape::Web, traffic::Shape::Bulk] {
+        let (exchanges, per_connection) = shape.traffic();
+        let bytes: usize = exchanges
+            .iter()
+            .map(|e| e.request.len() + e.response.len())
+            .sum();
+        let conns: Vec<Vec<(Message, Message)>> = exchanges
+            .chunks(per_connection)
+            .map(|c| {
+                c.iter()
+                    .map(|e| (parse(&e.request, true), parse(&e.response, false)))
+                    .collect()
+            })
+            .collect();
+        let alerts = scan(&engine, &conns);
+        eprintln!(
+            "traffic ({}): {} exchanges, {bytes} bytes on the wire, {alerts} alerts",
+            shape.name(),
+            exchanges.len()
+        );
+        g.throughput(Throughput::BytesDecimal(bytes as u64));
+        // The first shape keeps its old name, so earlier results compare.
+        let name = match shape {
+            traffic::Shape::Web => "et-open-web-rules/http".to_string(),
+            other => format!("et-open-web-rules/{}", other.name()),
+        };
+        g.bench_function(name, |b| b.iter(|| scan(&engine, &conns)));
+    }
     g.finish();
 }
 

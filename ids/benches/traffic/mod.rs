@@ -288,3 +288,74 @@ pub(crate) fn exchanges(count: usize) -> Vec<Exchange> {
 
 /// The exchanges the benchmark scans.
 pub(crate) const BENCH_EXCHANGES: usize = 2400;
+
+/// The shapes of traffic the benchmark scans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
+    /// Pages, API calls, scripts, images and logins over keep-alive connections
+    /// ([`exchanges`]): about 29 MB.
+    Web,
+    /// Large transfers: downloads of 1 to 4 MiB and uploads of 256 KiB to 1 MiB, two per
+    /// connection ([`bulk_exchanges`]): about 115 MB, most of it past what is inspected.
+    Bulk,
+}
+
+impl Shape {
+    /// As the benchmark names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Shape::Web => "web",
+            Shape::Bulk => "bulk",
+        }
+    }
+
+    /// Its exchanges, the same every time, and how many go on one connection.
+    pub(crate) fn traffic(self) -> (Vec<Exchange>, usize) {
+        match self {
+            Shape::Web => (exchanges(BENCH_EXCHANGES), PER_CONNECTION),
+            Shape::Bulk => (bulk_exchanges(48), 2),
+        }
+    }
+}
+
+/// `count` large transfers, the same every time: three downloads of binary files for one
+/// upload of a form with a file.
+pub(crate) fn bulk_exchanges(count: usize) -> Vec<Exchange> {
+    let mut rng = Rng(0xB01C_DA7A_5EED_0001);
+    (0..count)
+        .map(|i| {
+            let host = rng.pick(HOSTS);
+            let ua = rng.pick(UAS);
+            let (request, body) = if i % 4 == 3 {
+                let size = 256 * 1024 + rng.below(768 * 1024);
+                let body = binary(&mut rng, size);
+                let head = format!(
+                    "POST /upload/{} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    rng.pick(WORDS),
+                    body.len()
+                );
+                ([head.into_bytes(), body].concat(), b"{\"stored\":true}".to_vec())
+            } else {
+                let head = format!(
+                    "GET /downloads/{}-{}.bin HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\r\n",
+                    rng.pick(WORDS),
+                    rng.below(1000)
+                );
+                let size = 1024 * 1024 + rng.below(3 * 1024 * 1024);
+                (head.into_bytes(), binary(&mut rng, size))
+            };
+            let ctype = if i % 4 == 3 {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
+            let mut response = format!(
+                "HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            response.extend_from_slice(&body);
+            Exchange { request, response }
+        })
+        .collect()
+}

@@ -14,9 +14,10 @@
 //! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
 //! that agreement is measured on rules that fire. Every flow has its own client port.
 //!
-//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]` writes the scan benchmark's traffic
-//! (`ids/benches/traffic/mod.rs`, REPEAT times) for Suricata, and a pcap with one empty
-//! connection to measure Suricata's start-up; it prints the payload bytes written.
+//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk]` writes the scan benchmark's
+//! traffic of that shape (`ids/benches/traffic/mod.rs`, REPEAT times) for Suricata, and a pcap
+//! with one empty connection to measure Suricata's start-up; it prints the payload bytes
+//! written.
 
 use eastwall_ids::{
     Rule, parse_rules,
@@ -1044,9 +1045,9 @@ fn et_rules(dir: &Path, file: &str) -> Vec<Rule> {
 
 /// The benchmark traffic as a pcap (repeated `repeat` times on new connections, so that
 /// Suricata's scanning time stands well above its start-up time), and an empty connection.
-fn bench(out: &Path, empty: &Path, repeat: usize) -> std::io::Result<()> {
+fn bench(out: &Path, empty: &Path, repeat: usize, shape: traffic::Shape) -> std::io::Result<()> {
     let mut ports = Ports(1024);
-    let exchanges = traffic::exchanges(traffic::BENCH_EXCHANGES);
+    let (exchanges, per_connection) = shape.traffic();
     let file = std::fs::File::create(out)?;
     let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
     let mut clock = Duration::from_secs(1_700_000_000);
@@ -1054,7 +1055,7 @@ fn bench(out: &Path, empty: &Path, repeat: usize) -> std::io::Result<()> {
     for _ in 0..repeat {
         let mut p = Pcap::new();
         p.clock = clock;
-        for conn in exchanges.chunks(traffic::PER_CONNECTION) {
+        for conn in exchanges.chunks(per_connection) {
             if ports.0 >= 65000 {
                 ports.0 = 1024;
             }
@@ -1084,11 +1085,16 @@ fn main() -> std::io::Result<()> {
     if args.first().is_some_and(|a| a == "bench") {
         let (Some(out), Some(empty)) = (args.get(1), args.get(2)) else {
             return Err(std::io::Error::other(
-                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT]",
+                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk]",
             ));
         };
         let repeat = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
-        return bench(Path::new(out), Path::new(empty), repeat);
+        let shape = match args.get(4).map(String::as_str) {
+            None | Some("web") => traffic::Shape::Web,
+            Some("bulk") => traffic::Shape::Bulk,
+            Some(other) => return Err(std::io::Error::other(format!("unknown shape `{other}`"))),
+        };
+        return bench(Path::new(out), Path::new(empty), repeat, shape);
     }
     let out = PathBuf::from(
         args.first()
