@@ -293,7 +293,7 @@ pub(crate) fn match_span(items: &[CItem]) -> Option<usize> {
         let add = match item {
             // Positions from variables are not known in advance.
             CItem::Content(c) if c.vars.any() => return None,
-            CItem::ByteTest(t) if t.vars.any() => return None,
+            CItem::ByteTest(t) if t.vars.any() || t.nbytes == 0 => return None,
             CItem::IsDataAt(d) if d.vars.any() => return None,
             CItem::Content(c) => c.distance.unsigned_abs() as usize + c.within? as usize,
             CItem::Pcre { regex, .. } if starts_anchored(regex) => regex_max_len(regex)?,
@@ -745,7 +745,12 @@ fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> Option<usize> {
     } else {
         i64::from(t.offset)
     };
-    let v = read_masked(buf, at, t.nbytes, t.format, t.bitmask)?;
+    // 0 bytes of text: the rest of the buffer (more than 23 digits overflow anyway).
+    let nbytes = match t.nbytes {
+        0 => u8::try_from(buf.len().saturating_sub(usize::try_from(at).ok()?).min(23)).ok()?,
+        n => n,
+    };
+    let v = read_masked(buf, at, nbytes, t.format, t.bitmask)?;
     let r = match t.op {
         ByteOp::Lt => v < t.value,
         ByteOp::Gt => v > t.value,
@@ -756,7 +761,7 @@ fn byte_test(t: &ByteTest, buf: &[u8], prev_end: usize) -> Option<usize> {
         ByteOp::Xor => v ^ t.value != 0,
     };
     // `read_number` succeeded, so `at` is in the buffer.
-    (r != t.negated).then_some(at as usize + usize::from(t.nbytes))
+    (r != t.negated).then_some(at as usize + usize::from(nbytes))
 }
 
 /// Where the jump lands; `Some((end of the bytes read, landing))`.
@@ -803,7 +808,9 @@ pub(crate) fn depends_on_end(items: &[CItem]) -> bool {
         CItem::IsDataAt(d) => d.negated,
         CItem::Bsize(_) => true,
         CItem::ByteJump(j) => j.from_end,
-        CItem::ByteTest(_) | CItem::ByteExtract(_) => false,
+        // The rest of a buffer still growing is not its value yet.
+        CItem::ByteTest(t) => t.nbytes == 0,
+        CItem::ByteExtract(_) => false,
         // Decoding a longer prefix only adds bytes at the end of the decoded ones.
         CItem::Base64(b) => depends_on_end(&b.items),
     })
@@ -968,6 +975,41 @@ mod tests {
                 String::from_utf8_lossy(buf)
             );
         }
+    }
+
+    #[test]
+    fn byte_test_of_the_rest_of_the_buffer() {
+        let cases: &[(&str, &[u8], bool)] = &[
+            (r#"byte_test:0,>,100,0,string,dec;"#, b"250", true),
+            (r#"byte_test:0,>,100,0,string,dec;"#, b"99", false),
+            (r#"byte_test:0,=,0,0,string,dec;"#, b"0", true),
+            (r#"byte_test:0,=,0,0,string,dec;"#, b"", false),
+            (r#"byte_test:0,=,12,0,string,dec;"#, b"12ab", true),
+            (
+                r#"content:"n="; byte_test:0,=,42,0,relative,string,dec;"#,
+                b"n=42",
+                true,
+            ),
+            // Too many digits for a number: no match.
+            (
+                r#"byte_test:0,>,0,0,string,dec;"#,
+                b"123456789012345678901234",
+                false,
+            ),
+        ];
+        for (opts, buf, want) in cases {
+            assert_eq!(m(opts, buf), *want, "{opts} on {buf:?}");
+        }
+        // Raw, 0 bytes is still an error.
+        let p = parse_rules(
+            "t",
+            "alert tcp any any -> any any (byte_test:0,=,0,0; sid:1;)",
+        );
+        assert!(
+            p.errors[0].to_string().contains("reads 1 to 8 bytes"),
+            "{:?}",
+            p.errors
+        );
     }
 
     #[test]

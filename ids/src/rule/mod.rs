@@ -588,7 +588,7 @@ pub enum ByteOp {
 /// `byte_test`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteTest {
-    /// How many bytes to read (1-10 for strings up to 23).
+    /// How many bytes to read (1-8 raw, 1-23 as text; 0 as text: the rest of the buffer).
     pub nbytes: u8,
     /// The comparison.
     pub op: ByteOp,

@@ -532,13 +532,10 @@ fn parse_byte_test(v: &str, at: usize, vars: &[String]) -> Result<ByteTest, Issu
         at,
     )?;
     let format = number_format(flags);
-    if nbytes == 0 && matches!(format, NumberFormat::String(_)) {
-        return Err(Issue::Skip {
-            sid: None,
-            reason: SkipReason::new(SkipKind::KeywordValue, "byte_test of 0 bytes"),
-        });
+    // As text, 0 bytes is the rest of the buffer (ET uses it on `http.content_len`).
+    if !(nbytes == 0 && matches!(format, NumberFormat::String(_))) {
+        check_width(nbytes, format, at, "byte_test")?;
     }
-    check_width(nbytes, format, at, "byte_test")?;
     Ok(ByteTest {
         nbytes,
         op,
