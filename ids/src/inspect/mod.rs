@@ -958,19 +958,28 @@ impl FlowInspector {
     /// recognises them (any port, case-insensitive): at most [`COMMAND_PREFIX`] bytes are
     /// kept, and only while they may still start one.
     fn detect_command(&mut self, bytes: &[u8]) {
-        let (_, prefix) = &mut **self.detecting.get_or_insert_with(Box::default);
-        let room = COMMAND_PREFIX.saturating_sub(prefix.len());
-        prefix.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        // Decided on a copy of the first bytes: only an undecided prefix is kept (a read that
+        // ends inside a command), so most flows allocate nothing here.
+        let mut head = [0u8; COMMAND_PREFIX];
+        let kept = self.detecting.as_ref().map_or(&[][..], |d| &d.1[..]);
+        let n = kept.len().min(COMMAND_PREFIX);
+        head[..n].copy_from_slice(&kept[..n]);
+        let more = bytes.len().min(COMMAND_PREFIX - n);
+        head[n..n + more].copy_from_slice(&bytes[..more]);
+        let head = &head[..n + more];
         let found = COMMANDS.iter().find(|(cmd, _)| {
-            prefix.len() >= cmd.len() && prefix[..cmd.len()].eq_ignore_ascii_case(cmd)
+            head.len() >= cmd.len() && head[..cmd.len()].eq_ignore_ascii_case(cmd)
         });
         let possible = COMMANDS.iter().any(|(cmd, _)| {
-            let n = prefix.len().min(cmd.len());
-            prefix[..n].eq_ignore_ascii_case(&cmd[..n])
+            let n = head.len().min(cmd.len());
+            head[..n].eq_ignore_ascii_case(&cmd[..n])
         });
         if let Some((_, app)) = found {
             self.app = *app;
-        } else if possible && prefix.len() < COMMAND_PREFIX {
+        } else if possible && head.len() < COMMAND_PREFIX {
+            let (_, prefix) = &mut **self.detecting.get_or_insert_with(Box::default);
+            prefix.clear();
+            prefix.extend_from_slice(head);
             return;
         }
         self.detect_done = true;
