@@ -63,7 +63,7 @@ echo "table written to $out"
 
 if [ "${BENCH_PERF:-0}" = 1 ] && [ -d "$perfdir" ]; then
   for pathdir in "$perfdir"/*/; do
-    for what in bulk keepalive newconn; do
+    for what in bulk keepalive newconn paced; do
       data="$pathdir$what.data"
       [ -f "$data" ] || continue
       perf report -i "$data" --no-children --sort dso --stdio -g none \

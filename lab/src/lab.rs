@@ -99,6 +99,8 @@ pub struct Lab {
     ca_service: Option<(String, Option<u64>)>,
     /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
     node_open_files: Option<(u64, u64)>,
+    /// `runtime.workerThreads` of nodes started from now on.
+    node_workers: usize,
     /// Nodes take their registry and policy from the central store: the `store:` section's
     /// lines (four-space indented), instead of `registry:` and `policy:` files.
     node_store: Option<String>,
@@ -156,6 +158,7 @@ impl Lab {
             node_spec: String::new(),
             ca_service: None,
             node_open_files: None,
+            node_workers: 1,
             node_store: None,
         };
         let lan = lab.lan.clone();
@@ -326,6 +329,12 @@ impl Lab {
     /// `lines` is the body of their `store:` section (four-space indented); `None`: files.
     pub fn set_node_store(&mut self, lines: Option<String>) {
         self.node_store = lines;
+    }
+
+    /// Nodes started from now on run `workers` runtime threads (default 1: the lab's hosts
+    /// share a small machine).
+    pub fn set_node_workers(&mut self, workers: usize) {
+        self.node_workers = workers;
     }
 
     /// Starts nodes from now on with this open-file limit (soft, hard), as a service
@@ -621,8 +630,9 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: 1\n{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}",
                 ifaces.join(", "),
+                self.node_workers,
                 self.node_spec
             ),
         )?;

@@ -145,6 +145,12 @@ struct Args {
     /// Only the new-connection run (rate and the proxies' CPU per connection).
     only_newconn: bool,
     reload_rules: usize,
+    /// Paced scenarios over many keep-alive connections: (connections, total req/s).
+    many: Vec<(usize, u64)>,
+    /// Only those scenarios.
+    only_many: bool,
+    /// Runtime worker threads of the nodes; each eastwall path is measured with each.
+    workers: Vec<usize>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -168,6 +174,9 @@ fn args() -> anyhow::Result<Args> {
         only_paced: false,
         only_newconn: false,
         reload_rules: RELOAD_RULES,
+        many: vec![(16, 1000), (16, 5000), (64, 1000), (64, 5000)],
+        only_many: false,
+        workers: vec![1],
     };
     let mut i = 0;
     while i < v.len() {
@@ -178,6 +187,11 @@ fn args() -> anyhow::Result<Args> {
         }
         if v[i] == "--only-idle" {
             a.only_idle = true;
+            i += 1;
+            continue;
+        }
+        if v[i] == "--only-many" {
+            a.only_many = true;
             i += 1;
             continue;
         }
@@ -199,6 +213,24 @@ fn args() -> anyhow::Result<Args> {
             "--paths" => a.paths = val.split(',').map(str::to_owned).collect(),
             "--out" => a.out = Some(val.into()),
             "--perf" => a.perf = Some(val.into()),
+            "--many" => {
+                a.many = val
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| -> anyhow::Result<(usize, u64)> {
+                        let (c, r) = s
+                            .split_once('x')
+                            .with_context(|| format!("--many: {s} is not CONNSxRATE"))?;
+                        Ok((c.parse()?, r.parse()?))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            "--workers" => {
+                a.workers = val
+                    .split(',')
+                    .map(|w| w.parse::<usize>())
+                    .collect::<Result<_, _>>()?
+            }
             other => bail!("unknown argument {other}"),
         }
         i += 2;
@@ -206,6 +238,16 @@ fn args() -> anyhow::Result<Args> {
     anyhow::ensure!(a.secs > 0 && a.secs <= 60, "--secs must be 1..=60");
     anyhow::ensure!(a.rounds > 0 && a.rounds <= 10, "--rounds must be 1..=10");
     anyhow::ensure!(a.rate > 0 && a.rate <= 20_000, "--rate must be 1..=20000");
+    for &(c, r) in &a.many {
+        anyhow::ensure!(
+            (1..=256).contains(&c) && r >= c as u64 && r <= 50_000,
+            "--many: 1..=256 connections, a rate from the connection count to 50000"
+        );
+    }
+    anyhow::ensure!(
+        !a.workers.is_empty() && a.workers.iter().all(|w| (1..=16).contains(w)),
+        "--workers must be 1..=16"
+    );
     Ok(a)
 }
 
@@ -258,6 +300,8 @@ struct Row {
     paced_spread: Option<f64>,
     /// The paced p99 while the nodes reload a policy of RELOAD_RULES rules.
     paced_reload_p99: Option<f64>,
+    /// The paced scenarios over many connections, in `Args::many` order.
+    many: Vec<Option<PacedFigures>>,
     /// Reloads applied during those runs, across the nodes.
     reloads: Option<u64>,
     cps: Option<f64>,
@@ -351,7 +395,16 @@ fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     let paths = b.a.paths.clone();
-    for p in &paths {
+    let workers = b.a.workers.clone();
+    let each = paths.iter().flat_map(|p| {
+        let ws = if p.starts_with("eastwall") {
+            workers.clone()
+        } else {
+            vec![1]
+        };
+        ws.into_iter().map(move |w| (p.clone(), w))
+    });
+    for (p, w) in each {
         let row = match p.as_str() {
             "direct" => b.measure("direct", None, &[])?,
             "haproxy" => {
@@ -380,11 +433,18 @@ fn main() -> anyhow::Result<()> {
                     "eastwall-l7-ids" => ("h2", "eastwall L7+IDS (HTTP/2)", POLICY_L7_IDS),
                     _ => ("quic", "eastwall L7 (QUIC)", POLICY_L7),
                 };
+                // With more than one thread count asked for, each row says its own.
+                let name = if workers.len() > 1 {
+                    format!("{name}, {w} worker{}", if w == 1 { "" } else { "s" })
+                } else {
+                    name.to_owned()
+                };
                 b.cloud.set_policy(policy);
                 for n in b.cloud.nodes.clone() {
                     b.cloud.lab.stop_node(&n)?;
                 }
                 b.cloud.lab.clear_node_spec();
+                b.cloud.lab.set_node_workers(w);
                 // One client workload stands for many: it may hold every connection the
                 // node's descriptors allow (the default budget is a quarter of them).
                 b.cloud.lab.add_node_spec(&format!(
@@ -415,9 +475,9 @@ fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|h| b.cloud.node(h).pid)
                     .collect();
-                let row = b.measure(name, None, &pids)?;
+                let row = b.measure(&name, None, &pids)?;
                 if let Some(dir) = b.a.perf.clone() {
-                    b.profile(&dir.join(p), &pids)?;
+                    b.profile(&dir.join(format!("{p}-w{w}")), &pids)?;
                 }
                 row
             }
@@ -675,7 +735,8 @@ impl Bench {
         };
         // Memory first, while the proxies are fresh (later runs leave freed memory in their
         // allocators, which would hide growth).
-        if !pids.is_empty() && !self.a.only_paced && !self.a.only_newconn {
+        let only_some = self.a.only_paced || self.a.only_newconn || self.a.only_many;
+        if !pids.is_empty() && !only_some {
             match self.idle_memory(http, pids) {
                 Ok(mem) => {
                     row.mem = mem.per_conn;
@@ -692,7 +753,7 @@ impl Bench {
         }
 
         let url = format!("http://{dst_ip}:{HTTP_PORT}/");
-        if !self.a.only_paced && !self.a.only_newconn {
+        if !only_some {
             // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
             // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
             let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
@@ -761,7 +822,7 @@ impl Bench {
             row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
         }
 
-        if !self.a.only_newconn {
+        if !self.a.only_newconn && !self.a.only_many {
             // Paced keep-alive.
             let (mut q50, mut q99) = (vec![], vec![]);
             for r in 0..rounds {
@@ -782,7 +843,29 @@ impl Bench {
                 self.paced_while_reloading(http, &mut row)?;
             }
         }
-        if self.a.only_paced {
+        if !self.a.only_newconn {
+            // Paced over many keep-alive connections at once.
+            for &(conns, rate) in &self.a.many.clone() {
+                let mut runs = Vec::new();
+                for r in 0..rounds {
+                    let ns = self.client_ns.clone();
+                    match in_netns(&ns, move || paced_many(http, conns, rate, secs))? {
+                        Ok(f) => {
+                            eprintln!(
+                                "  paced {rate} req/s over {conns} connections, round {r}: p50 {:.3} ms p99 {:.3} ms p99.9 {:.3} ms, {:.0} req/s achieved",
+                                f.p50, f.p99, f.p999, f.achieved
+                            );
+                            runs.push(f);
+                        }
+                        Err(e) => row.failures.push(format!(
+                            "paced {rate} req/s over {conns} connections, round {r}: {e:#}"
+                        )),
+                    }
+                }
+                row.many.push(PacedFigures::median(&runs));
+            }
+        }
+        if self.a.only_paced || self.a.only_many {
             return Ok(row);
         }
 
@@ -1119,7 +1202,7 @@ impl Bench {
             .collect::<Vec<_>>()
             .join(",");
         let url = format!("http://{}:{HTTP_PORT}/", self.server.ip());
-        for what in ["bulk", "keepalive", "newconn"] {
+        for what in ["bulk", "keepalive", "newconn", "paced"] {
             let data = dir.join(format!("{what}.data"));
             let mut perf = Command::new("perf");
             perf.args(["record", "-g", "-F", "999", "-p", &list, "-o"])
@@ -1134,6 +1217,13 @@ impl Bench {
                 }
                 "keepalive" => {
                     self.wrk(&url, 16, self.a.secs, false)?;
+                }
+                "paced" => {
+                    // The first of the many-connection scenarios.
+                    let (conns, rate) = self.a.many.first().copied().unwrap_or((16, 1000));
+                    let http = SocketAddr::new(self.server.ip(), HTTP_PORT);
+                    let secs = self.a.secs;
+                    in_netns(&self.client_ns, move || paced_many(http, conns, rate, secs))??;
                 }
                 _ => {
                     self.wrk(&url, 16, self.a.secs, true)?;
@@ -1291,6 +1381,131 @@ fn paced_http(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64
     }
     lat.sort_by(f64::total_cmp);
     Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)]))
+}
+
+/// Latency figures of a paced run over many connections (ms), and the rate it kept.
+#[derive(Clone, Copy)]
+struct PacedFigures {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    /// Requests answered per second of the run (the schedule's rate when it was kept).
+    achieved: f64,
+}
+
+impl PacedFigures {
+    /// The median of each figure over the rounds; `None` without a round.
+    fn median(runs: &[PacedFigures]) -> Option<PacedFigures> {
+        let m = |f: fn(&PacedFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        (!runs.is_empty()).then(|| PacedFigures {
+            p50: m(|f| f.p50),
+            p99: m(|f| f.p99),
+            p999: m(|f| f.p999),
+            achieved: m(|f| f.achieved),
+        })
+    }
+}
+
+/// `conns` keep-alive connections, `rate` requests per second in total for `secs` seconds,
+/// spread evenly: connection k sends at k/rate, (k + conns)/rate, ... (after 20 warm-up
+/// requests on each). Latency as in [`paced_http`], per connection: a request sent more
+/// than one of its connection's intervals late counts from when it was due.
+fn paced_many(dst: SocketAddr, conns: usize, rate: u64, secs: u64) -> anyhow::Result<PacedFigures> {
+    // Connected here, in the client's namespace; the threads only use them.
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let s = TcpStream::connect_timeout(&dst, Duration::from_secs(3))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        streams.push(s);
+    }
+    let per_conn = (rate * secs) as usize / conns;
+    let step = Duration::from_secs_f64(1.0 / rate as f64);
+    let interval = step * conns as u32;
+    let barrier = Arc::new(std::sync::Barrier::new(conns + 1));
+    let start_at = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut threads = Vec::with_capacity(conns);
+    for (k, s) in streams.into_iter().enumerate() {
+        let (barrier, start_at) = (barrier.clone(), start_at.clone());
+        threads.push(thread::spawn(
+            move || -> anyhow::Result<(Vec<(f64, f64)>, Instant)> {
+                let mut w = s.try_clone()?;
+                let mut r = BufReader::new(s);
+                let mut one = |r: &mut BufReader<TcpStream>| -> anyhow::Result<()> {
+                    w.write_all(REQUEST)?;
+                    read_response(r)
+                };
+                let warm = (0..20).try_for_each(|_| one(&mut r));
+                // Once every connection is warm, the main thread sets the start; then all go.
+                barrier.wait();
+                barrier.wait();
+                warm?;
+                let start = *start_at.get().context("no start time")?;
+                let mut lat = Vec::with_capacity(per_conn);
+                let mut last = start;
+                for i in 0..per_conn {
+                    let due = start + step * k as u32 + interval * i as u32;
+                    let now = Instant::now();
+                    if due > now {
+                        thread::sleep(due - now);
+                    }
+                    let sent = Instant::now();
+                    let from = if sent > due + interval { due } else { sent };
+                    one(&mut r)?;
+                    last = Instant::now();
+                    lat.push((
+                        (last - from).as_secs_f64() * 1e3,
+                        (due - start).as_secs_f64(),
+                    ));
+                    anyhow::ensure!(
+                        last - start < Duration::from_secs(secs * 3 + 10),
+                        "paced run overran"
+                    );
+                }
+                Ok((lat, last))
+            },
+        ));
+    }
+    // EASTWALL_BENCH_SLOW=FILE: every request slower than 1 ms (seconds into the run, ms),
+    // to see whether the slow ones come together (a stall) or alone.
+    let slow_log = std::env::var_os("EASTWALL_BENCH_SLOW");
+    let mut slow = Vec::new();
+    barrier.wait();
+    let _ = start_at.set(Instant::now() + Duration::from_millis(10));
+    barrier.wait();
+    let start = *start_at.get().context("no start time")?;
+    let mut lat = Vec::with_capacity(per_conn * conns);
+    let mut end = start;
+    for t in threads {
+        let (l, last) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a paced client thread panicked"))??;
+        slow.extend(
+            l.iter()
+                .filter(|(ms, _)| *ms > 1.0)
+                .map(|(ms, at)| (*at, *ms)),
+        );
+        lat.extend(l.into_iter().map(|(ms, _)| ms));
+        end = end.max(last);
+    }
+    anyhow::ensure!(!lat.is_empty(), "no requests");
+    if let Some(f) = slow_log {
+        slow.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let text: String = slow
+            .iter()
+            .map(|(at, ms)| format!("{at:.4} {ms:.3}\n"))
+            .collect();
+        std::fs::write(f, text)?;
+    }
+    lat.sort_by(f64::total_cmp);
+    let n = lat.len();
+    let at = |q: usize| lat[(n * q / 1000).min(n - 1)];
+    Ok(PacedFigures {
+        p50: at(500),
+        p99: at(990),
+        p999: at(999),
+        achieved: n as f64 / (end - start).as_secs_f64().max(1e-3),
+    })
 }
 
 /// One UDP socket, `rate` echo exchanges per second for `secs` seconds (after 100 warm-up
@@ -1580,7 +1795,18 @@ fn render(rows: &[Row], a: &Args) -> String {
         s.push_str("---|");
     }
     s.push('\n');
-    for (label, kind, unit, get) in &figures {
+    let line = |s: &mut String,
+                label: &str,
+                kind: &Kind,
+                unit: &str,
+                get: &dyn Fn(&Row) -> Option<f64>| {
+        // A figure no path has (not asked for in this run) gets no line.
+        if rows
+            .iter()
+            .all(|r| get(r).is_none() && !(label.starts_with("RSS") && r.mem_failed.is_some()))
+        {
+            return;
+        }
         s.push_str(&format!("| {label} |"));
         for r in rows {
             let failed = r.mem_failed.as_ref().filter(|_| label.starts_with("RSS"));
@@ -1614,6 +1840,31 @@ fn render(rows: &[Row], a: &Args) -> String {
             s.push_str(&format!(" {cell} |"));
         }
         s.push('\n');
+    };
+    for (label, kind, unit, get) in &figures {
+        line(&mut s, label, kind, unit, get);
+        if label.starts_with("  p99 while the nodes reload") {
+            for (i, (conns, rate)) in a.many.iter().enumerate() {
+                let fig = move |r: &Row| r.many.get(i).copied().flatten();
+                let head = format!("paced {rate} req/s over {conns} keep-alive connections");
+                line(
+                    &mut s,
+                    &format!("{head}, p50"),
+                    &Kind::Latency,
+                    "ms",
+                    &|r| fig(r).map(|f| f.p50),
+                );
+                line(&mut s, "  p99", &Kind::Latency, "ms", &|r| {
+                    fig(r).map(|f| f.p99)
+                });
+                line(&mut s, "  p99.9", &Kind::Latency, "ms", &|r| {
+                    fig(r).map(|f| f.p999)
+                });
+                line(&mut s, "  achieved rate", &Kind::Rate, "req/s", &|r| {
+                    fig(r).map(|f| f.achieved)
+                });
+            }
+        }
     }
     s.push_str(&format!(
         "\nMedians of {} rounds; {} s per bulk/wrk/paced run; idle connections: up to {}. \

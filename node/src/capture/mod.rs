@@ -5,6 +5,7 @@
 //! captured traffic is dropped rather than bypassed (fail closed); only `remove` (`eastwall
 //! node cleanup`) takes it away.
 
+mod nfnl;
 pub mod nft;
 pub mod queue;
 pub mod route;
