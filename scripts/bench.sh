@@ -6,8 +6,11 @@
 # prints the table and writes it to <target>/bench-results/table-<date>.md (or $BENCH_OUT).
 #
 # Arguments are passed to the bench binary, e.g. `scripts/bench.sh --secs 10 --rounds 5`,
-# `--paths direct,eastwall`, `--idle 2000`. BENCH_PERF=1 also records `perf` profiles of the
-# two nodes (bulk, keep-alive, new connections) into <target>/bench-results/perf-<date>/ and prints their summaries.
+# `--paths direct,eastwall`, `--idle 2000`, `--only-many --workers 1,2` (paced runs over 16 and 64
+# connections, nodes with 1 and 2 runtime threads), `--before /path/to/old/eastwall` (each
+# eastwall row again with another build, same run). BENCH_PERF=1 also records `perf` profiles
+# of the two nodes (bulk, keep-alive, new connections, paced over 16 connections) into
+# <target>/bench-results/perf-<date>/ and prints their summaries.
 # The release build goes to $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -52,6 +52,8 @@ pub struct Cloud {
     pub nodes: Vec<NodeHandle>,
     registry: String,
     policy: String,
+    /// The `eastwall` binary nodes start from; `None`: the one built beside this program.
+    binary: Option<PathBuf>,
 }
 
 /// One workload of a registry: (host, name, app, zone).
@@ -94,6 +96,7 @@ impl Cloud {
             nodes: Vec::new(),
             registry,
             policy: policy.to_owned(),
+            binary: None,
         }
     }
 
@@ -124,6 +127,12 @@ impl Cloud {
         &self.registry
     }
 
+    /// Nodes started from now on run `binary` (another build, to compare), or the one built
+    /// beside this program (`None`).
+    pub fn set_binary(&mut self, binary: Option<PathBuf>) {
+        self.binary = binary;
+    }
+
     /// Starts a node on each host (with extra `capture:` settings, indented four spaces).
     pub fn start_nodes(&mut self, extra_capture: &str) {
         let hosts: Vec<String> = self.lab.hosts().iter().map(|h| h.name.clone()).collect();
@@ -148,7 +157,13 @@ impl Cloud {
     ) -> NodeHandle {
         let n = self
             .lab
-            .start_node(&eastwall_bin(), host, registry, &self.policy, extra_capture)
+            .start_node(
+                &self.binary.clone().unwrap_or_else(eastwall_bin),
+                host,
+                registry,
+                &self.policy,
+                extra_capture,
+            )
             .unwrap();
         self.nodes.retain(|x| x.host != host);
         self.nodes.push(n.clone());

@@ -4,7 +4,6 @@
 //! sized to it and hands the buffer over without copying it again; it holds no buffer while a
 //! connection is idle.
 
-use std::future::Future;
 use std::io;
 use std::task::Poll;
 
@@ -160,25 +159,10 @@ where
     SR: Source,
     SW: Sink,
 {
-    let to_server = pipe(cr, sw, up);
-    let to_client = pipe(sr, cw, down);
-    both(to_server, to_client).await.err()
-}
-
-/// Runs both directions until both have ended, or until the first error, which ends both.
-pub(crate) async fn both<E>(
-    a: impl Future<Output = Result<(), E>>,
-    b: impl Future<Output = Result<(), E>>,
-) -> Result<(), E> {
-    tokio::pin!(a, b);
-    let (mut a_done, mut b_done) = (false, false);
-    while !(a_done && b_done) {
-        tokio::select! {
-            r = &mut a, if !a_done => { a_done = true; r?; }
-            r = &mut b, if !b_done => { b_done = true; r?; }
-        }
-    }
-    Ok(())
+    // Built in place: a future handed to a helper by value is stored twice in the
+    // connection's task (as the helper's argument, then where the helper pins it), and the
+    // task lives as long as the connection.
+    tokio::try_join!(pipe(cr, sw, up), pipe(sr, cw, down)).err()
 }
 
 /// Copies `r` to `w` until `r` ends, then ends `w`; counts the bytes in `count`.

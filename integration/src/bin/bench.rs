@@ -13,8 +13,9 @@
 //!
 //! Figures: bulk throughput with 1 and 8 streams (iperf3), proxy CPU seconds per GB during the
 //! 1-stream bulk, HTTP/1.1 keep-alive at saturation (wrk -t1 -c16 against nginx: req/s, p50,
-//! p99) and proxy CPU per request, a paced ~1,000 req/s keep-alive client (p50, p99), new
-//! connections per second (wrk with `Connection: close`), RSS growth per idle proxied
+//! p99) and proxy CPU per request, a paced ~1,000 req/s keep-alive client (p50, p99), paced
+//! clients over many keep-alive connections at once (16 and 64 connections at 1,000 and 5,000
+//! req/s in total: p50, p99, p99.9 and the rate achieved), new connections per second (wrk with `Connection: close`), RSS growth per idle proxied
 //! connection at each proxy process, and for UDP: a paced ~1,000/s request/response exchange
 //! with a UDP echo service (p50, p99), echo datagrams per second with 32 in flight, and DNS
 //! queries per second to a real DNS server (dnsmasq) with 32 in flight (through eastwall
@@ -31,8 +32,12 @@
 //! `--perf DIR` records `perf record -g` of both nodes during an extra eastwall bulk run, an
 //! extra keep-alive run and an extra new-connection run (`DIR/<path>/{bulk,keepalive,newconn}.data`). `--only-idle` measures only
 //! the idle-connection memory (with RSS before, during and after each round); `--only-paced`
-//! only the paced keep-alive latency, alone and while the nodes reload a 10,000-rule policy.; `--only-newconn`
-//! only the new-connection rate and the proxies' CPU per connection.
+//! only the paced keep-alive latency, alone and while the nodes reload a 10,000-rule policy;
+//! `--only-many` only the paced runs over many connections (`--many 16x1000,64x5000`:
+//! connections x total req/s); `--only-newconn` only the new-connection rate and the proxies'
+//! CPU per connection. `--workers 1,2` measures each eastwall path with each count of node
+//! runtime threads; `--before PATH` measures each eastwall path again with another `eastwall`
+//! binary (the build before a change), right after, in the same run.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -151,6 +156,9 @@ struct Args {
     only_many: bool,
     /// Runtime worker threads of the nodes; each eastwall path is measured with each.
     workers: Vec<usize>,
+    /// Another `eastwall` binary (the build before a change): each eastwall row is measured
+    /// with it too, right after, in the same run.
+    before: Option<PathBuf>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -177,6 +185,7 @@ fn args() -> anyhow::Result<Args> {
         many: vec![(16, 1000), (16, 5000), (64, 1000), (64, 5000)],
         only_many: false,
         workers: vec![1],
+        before: None,
     };
     let mut i = 0;
     while i < v.len() {
@@ -213,6 +222,7 @@ fn args() -> anyhow::Result<Args> {
             "--paths" => a.paths = val.split(',').map(str::to_owned).collect(),
             "--out" => a.out = Some(val.into()),
             "--perf" => a.perf = Some(val.into()),
+            "--before" => a.before = Some(val.into()),
             "--many" => {
                 a.many = val
                     .split(',')
@@ -396,15 +406,21 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let paths = b.a.paths.clone();
     let workers = b.a.workers.clone();
-    let each = paths.iter().flat_map(|p| {
-        let ws = if p.starts_with("eastwall") {
-            workers.clone()
-        } else {
-            vec![1]
-        };
-        ws.into_iter().map(move |w| (p.clone(), w))
-    });
-    for (p, w) in each {
+    let before = b.a.before.clone();
+    let mut each = Vec::new();
+    for p in &paths {
+        if !p.starts_with("eastwall") {
+            each.push((p.clone(), 1, None));
+            continue;
+        }
+        for &w in &workers {
+            each.push((p.clone(), w, None));
+            if let Some(bin) = &before {
+                each.push((p.clone(), w, Some(bin.clone())));
+            }
+        }
+    }
+    for (p, w, bin) in each {
         let row = match p.as_str() {
             "direct" => b.measure("direct", None, &[])?,
             "haproxy" => {
@@ -434,11 +450,15 @@ fn main() -> anyhow::Result<()> {
                     _ => ("quic", "eastwall L7 (QUIC)", POLICY_L7),
                 };
                 // With more than one thread count asked for, each row says its own.
-                let name = if workers.len() > 1 {
+                let mut name = if workers.len() > 1 {
                     format!("{name}, {w} worker{}", if w == 1 { "" } else { "s" })
                 } else {
                     name.to_owned()
                 };
+                if bin.is_some() {
+                    name.push_str(", before");
+                }
+                b.cloud.set_binary(bin.clone());
                 b.cloud.set_policy(policy);
                 for n in b.cloud.nodes.clone() {
                     b.cloud.lab.stop_node(&n)?;
@@ -477,7 +497,8 @@ fn main() -> anyhow::Result<()> {
                     .collect();
                 let row = b.measure(&name, None, &pids)?;
                 if let Some(dir) = b.a.perf.clone() {
-                    b.profile(&dir.join(format!("{p}-w{w}")), &pids)?;
+                    let before = if bin.is_some() { "-before" } else { "" };
+                    b.profile(&dir.join(format!("{p}-w{w}{before}")), &pids)?;
                 }
                 row
             }

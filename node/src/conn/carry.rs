@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::identity::UserCertificates;
 use crate::ids::{IdsEngines, Inspecting, InspectingDatagrams, SharedIds};
 use crate::relay::{
     Abort, Activity, CapsuleSink, CapsuleSource, DatagramCount, DatagramEnd, DatagramSink,
-    DatagramSource, Sink, Source, both, pipe, relay, relay_datagrams,
+    DatagramSource, Sink, Source, pipe, relay, relay_datagrams,
 };
 
 use crate::telemetry::Telemetry;
@@ -287,7 +288,7 @@ impl Carrier {
         // The pooled connection stays leased until the stream is done.
         let (relayed, refusal) = match opened {
             Opened::Quic { lease, send, recv } => {
-                let response = quic::read_response(recv);
+                let response = pin!(quic::read_response(recv));
                 let counts = (&mut up, &mut down);
                 let r = through_tunnel(&mut c, send, response, counts, &mut answer, &live).await;
                 (r, quic::handshake_refusal(&lease.conn))
@@ -297,7 +298,7 @@ impl Carrier {
                 send,
                 response,
             } => {
-                let response = h2::read_response(response);
+                let response = pin!(h2::read_response(response));
                 let counts = (&mut up, &mut down);
                 let r = through_tunnel(&mut c, send, response, counts, &mut answer, &live).await;
                 (r, lease.conn.handshake_refusal())
@@ -513,7 +514,14 @@ impl Carrier {
             trace: None,
             kind,
         };
-        let opened = match self.ensure_user_certificate(&key.src).await {
+        // A local user's connection may need its certificate first; that future is large
+        // and rare, so it is boxed rather than kept in every connection's task.
+        let certified = if self.user_certs.is_some() && local_user_of(&key.src).is_some() {
+            Box::pin(self.ensure_user_certificate(&key.src)).await
+        } else {
+            Ok(())
+        };
+        let opened = match certified {
             Ok(()) => tunnel.open(key, &header).await,
             Err(e) => Err(e),
         };
@@ -590,8 +598,11 @@ impl Carrier {
         let active = self.active_gauge(direction);
         active.inc();
         let (up, down) = (DatagramCount::default(), DatagramCount::default());
-        let relayed =
-            race_revocation(live, relay_datagrams(client, server, idle, &up, &down)).await;
+        let relayed = race_revocation(
+            live,
+            pin!(relay_datagrams(client, server, idle, &up, &down)),
+        )
+        .await;
         active.dec();
         let ((pkts_up, bytes_up), (pkts_down, bytes_down)) = (up.get(), down.get());
         guard.bytes_toserver = bytes_up;
@@ -642,7 +653,7 @@ impl Carrier {
         active.inc();
         let (mut up, mut down) = (0u64, 0u64);
         let relayed = match ids {
-            None => race_revocation(live, relay(cr, cw, sr, sw, &mut up, &mut down)).await,
+            None => race_revocation(live, pin!(relay(cr, cw, sr, sw, &mut up, &mut down))).await,
             Some(ids) => {
                 let to_server = Inspecting {
                     inner: cr,
@@ -657,7 +668,7 @@ impl Carrier {
                     telemetry: &self.telemetry,
                 };
                 let relaying = relay(to_server, cw, to_client, sw, &mut up, &mut down);
-                race_revocation(live, relaying).await
+                race_revocation(live, pin!(relaying)).await
             }
         };
         active.dec();
@@ -679,10 +690,11 @@ fn ending_is_abrupt(end: &Ending) -> bool {
 }
 
 /// Runs `relaying` until it ends or the connection is revoked (`Err`: the revoking rule).
-async fn race_revocation<T>(
+/// The caller pins `relaying` where it is built, so the connection's task holds it once.
+async fn race_revocation<F: std::future::Future>(
     live: &Registration<'_>,
-    relaying: impl std::future::Future<Output = T>,
-) -> Result<T, String> {
+    relaying: Pin<&mut F>,
+) -> Result<F::Output, String> {
     tokio::select! {
         r = relaying => Ok(r),
         () = live.revoked() => Err(live.revoked_by().unwrap_or_default()),
@@ -715,7 +727,7 @@ enum TunnelEnd {
 async fn through_tunnel<S, R>(
     client: &mut TcpStream,
     mut send: S,
-    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    response: Pin<&mut impl std::future::Future<Output = io::Result<(Response, R)>>>,
     counts: (&mut u64, &mut u64),
     answer: &mut Option<Response>,
     live: &Registration<'_>,
@@ -734,7 +746,7 @@ where
 async fn relay_through<S, R>(
     client: &mut TcpStream,
     send: S,
-    response: impl std::future::Future<Output = io::Result<(Response, R)>>,
+    response: Pin<&mut impl std::future::Future<Output = io::Result<(Response, R)>>>,
     (up, down): (&mut u64, &mut u64),
     answer: &mut Option<Response>,
     live: &Registration<'_>,
@@ -744,18 +756,23 @@ where
     R: Source,
 {
     let (cr, cw) = client.split();
-    let to_server = pipe(cr, send, up);
-    let to_client = async move {
-        let (resp, recv) = response.await.map_err(TunnelEnd::Stream)?;
-        let status = resp.status;
-        *answer = Some(resp);
-        if status != Status::Connected {
-            return Err(TunnelEnd::Refused(status));
-        }
-        pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
+    // Both directions built in place (see `relay::relay`).
+    let relaying = async move {
+        tokio::try_join!(
+            async { pipe(cr, send, up).await.map_err(TunnelEnd::Io) },
+            async {
+                let (resp, recv) = response.await.map_err(TunnelEnd::Stream)?;
+                let status = resp.status;
+                *answer = Some(resp);
+                if status != Status::Connected {
+                    return Err(TunnelEnd::Refused(status));
+                }
+                pipe(recv, cw, down).await.map_err(TunnelEnd::Io)
+            }
+        )
+        .map(|_| ())
     };
-    let relaying = both(async { to_server.await.map_err(TunnelEnd::Io) }, to_client);
-    match race_revocation(live, relaying).await {
+    match race_revocation(live, pin!(relaying)).await {
         Ok(r) => r,
         Err(rule) => Err(TunnelEnd::Revoked(rule)),
     }

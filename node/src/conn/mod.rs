@@ -457,7 +457,9 @@ impl Pipeline {
 
     async fn groups_of(&self, user: Option<&str>) -> Option<Vec<String>> {
         match (user, &self.directory) {
-            (Some(u), Some(d)) => d.groups(u).await,
+            // Boxed: a directory lookup's state is large, and without it every connection's
+            // task would keep room for one while it relays (`front::capture` tests).
+            (Some(u), Some(d)) => Box::pin(d.groups(u)).await,
             _ => None,
         }
     }

@@ -37,14 +37,15 @@ pub(crate) struct FlowGuard {
     pub(crate) policy: PolicyInfo,
     /// The application protocol the node detected.
     pub(crate) app_proto: Option<&'static str>,
-    /// The last HTTP request.
-    pub(crate) http: Option<EveHttp>,
+    /// The last HTTP request. (This and the other L7 and IDS parts are boxed: a guard lives
+    /// as long as its connection, and most connections have none of them.)
+    pub(crate) http: Option<Box<EveHttp>>,
     /// The ClientHello read.
-    pub(crate) tls: Option<EveTls>,
+    pub(crate) tls: Option<Box<EveTls>>,
     /// The tunnel, when the connection crossed it.
     pub(crate) tunnel: Option<TunnelInfo>,
     /// What the IDS did.
-    pub(crate) ids: Option<IdsInfo>,
+    pub(crate) ids: Option<Box<IdsInfo>>,
     /// HTTP requests decided, and how many were denied.
     pub(crate) http_requests: Option<RequestCounts>,
     /// DNS queries decided one by one (sessions the node decides per query).
@@ -140,7 +141,7 @@ impl FlowGuard {
     pub(crate) fn add_ids(&mut self, info: Option<IdsInfo>) {
         match (&mut self.ids, info) {
             (Some(acc), Some(i)) => acc.merge(i),
-            (acc @ None, Some(i)) => *acc = Some(i),
+            (acc @ None, Some(i)) => *acc = Some(Box::new(i)),
             (_, None) => {}
         }
     }
@@ -258,8 +259,8 @@ impl FlowGuard {
                 reason,
                 alerted,
             },
-            http: self.http.take(),
-            tls: self.tls.take(),
+            http: self.http.take().map(|h| *h),
+            tls: self.tls.take().map(|t| *t),
             eastwall: FlowDecision {
                 node: std::mem::take(&mut self.node),
                 direction: self.direction,
@@ -272,7 +273,7 @@ impl FlowGuard {
                 revoked_by,
                 http_requests: self.http_requests.take(),
                 dns_queries: self.dns_queries.take(),
-                ids: self.ids.take(),
+                ids: self.ids.take().map(|i| *i),
                 aggregate: None,
             },
         };
@@ -443,12 +444,12 @@ mod tests {
         let t = telemetry();
         guard(&t, None).finish(Outcome::Ended(Ending::Revoked("new-rule".into())));
         let mut g = guard(&t, None);
-        g.ids = Some(IdsInfo {
+        g.ids = Some(Box::new(IdsInfo {
             profile: "p".into(),
             mode: "prevent",
             alerts: 1,
             blocked_by: Some(9),
-        });
+        }));
         g.finish(Outcome::Ended(Ending::Blocked {
             sid: 9,
             msg: "bad".into(),

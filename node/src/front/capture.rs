@@ -106,7 +106,15 @@ async fn accepted(client: TcpStream, peer: SocketAddr, entry: Entry, pipeline: &
         // request (handshake, stream) here.
         Route::Direct if plan.inspects_here() => {
             let down = TcpDownstream(client);
-            crate::l7::serve(down, bytes::Bytes::new(), &ends, pipeline, &mut guard).await
+            // Boxed: the L7 layer's state is large, and only its connections need room for it.
+            Box::pin(crate::l7::serve(
+                down,
+                bytes::Bytes::new(),
+                &ends,
+                pipeline,
+                &mut guard,
+            ))
+            .await
         }
         Route::Direct => {
             let down = TcpDownstream(client);
@@ -208,4 +216,55 @@ fn spoofed(pipeline: &Pipeline, a: &Attempt) {
         a.src, a.interface
     ));
     guard.finish(Outcome::Dropped(reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Ends;
+    use crate::conn::carry::{Carrier, TcpDownstream};
+    use crate::tunnel::pool::PoolKey;
+
+    /// The size of the future `f` returns, without calling it.
+    fn size4<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn size5<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Each captured connection is one task, alive as long as the connection: its future is
+    /// the per-connection state the node holds while relaying (issue 20: at most 4 KiB per
+    /// connection at L4). Parts only some connections need (the L7 layer, a directory
+    /// lookup, a tunnel dial, a local user's certificate) are boxed where they start, so they
+    /// cost nothing to the others; a large argument or buffer kept across an `.await` shows
+    /// here first.
+    #[test]
+    fn a_captured_connection_holds_at_most_4_kib_while_relaying() {
+        let task = size4::<_, _, _, &'static Arc<Pipeline>, _>(accepted);
+        let tunnel = size5::<
+            &'static Carrier,
+            TcpStream,
+            &'static Ends,
+            &'static PoolKey,
+            &'static mut FlowGuard,
+            _,
+        >(Carrier::tunnel);
+        let l7 = size5::<
+            TcpDownstream,
+            bytes::Bytes,
+            &'static Ends,
+            &'static Arc<Pipeline>,
+            &'static mut FlowGuard,
+            _,
+        >(crate::l7::serve::<TcpDownstream>);
+        eprintln!("connection task {task} bytes (tunnel part {tunnel}); L7 part (boxed) {l7}");
+        assert!(task <= 4096, "a captured connection's task is {task} bytes");
+        assert!(
+            tunnel < task,
+            "the tunnel is carried inside the connection's task"
+        );
+        // The L7 part is on the heap beside hyper's buffers (16 KiB budget in all).
+        assert!(l7 <= 8192, "the L7 part is {l7} bytes");
+    }
 }

@@ -203,19 +203,28 @@ async fn serve_stream<T: ServerStream>(
                 let client = (CapsuleSource::new(recv), CapsuleSink(send));
                 let activity = Activity::default();
                 let idle = (pipeline.udp.idle_for(header.dst.port()), &activity);
+                // Boxed, as L7: a UDP session's state is larger than a TCP relay's, and every
+                // stream's task would otherwise keep room for it.
                 if plan.inspects_here() {
-                    crate::l7::dns::serve_udp(client, &ends, pipeline, idle, &mut guard).await
+                    Box::pin(crate::l7::dns::serve_udp(
+                        client, &ends, pipeline, idle, &mut guard,
+                    ))
+                    .await
                 } else {
-                    pipeline
-                        .carrier
-                        .udp_direct(client, &ends, idle, (false, plan.ids_profile()), &mut guard)
-                        .await
+                    let profile = (false, plan.ids_profile());
+                    Box::pin(
+                        pipeline
+                            .carrier
+                            .udp_direct(client, &ends, idle, profile, &mut guard),
+                    )
+                    .await
                 }
             }
         }
     } else if plan.inspects_here() {
         // Rules with L7 conditions apply: decide per request (handshake, stream) here.
-        crate::l7::serve(down, early, &ends, pipeline, &mut guard).await
+        // Boxed: the L7 layer's state is large, and only its connections need room for it.
+        Box::pin(crate::l7::serve(down, early, &ends, pipeline, &mut guard)).await
     } else {
         let prelude = Prelude {
             bytes: early,
@@ -258,4 +267,24 @@ fn handshake_refused(pipeline: &Pipeline, transport: &'static str, remote: Socke
         reason: why.to_owned(),
     });
     guard.finish(Outcome::Refused(reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size5<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// As for captured connections (`front::capture` tests): a stream the tunnel accepted is
+    /// one task for as long as the connection lives, at most 4 KiB at L4 on either transport.
+    #[test]
+    fn a_tunnel_stream_holds_at_most_4_kib_while_relaying() {
+        let h2 = size5::<H2Stream, _, _, _, &'static Arc<Pipeline>, _>(serve_stream);
+        let quic = size5::<QuicStream, _, _, _, &'static Arc<Pipeline>, _>(serve_stream);
+        eprintln!("tunnel stream task: {h2} bytes over HTTP/2, {quic} over QUIC");
+        assert!(h2 <= 4096, "HTTP/2 stream task: {h2} bytes");
+        assert!(quic <= 4096, "QUIC stream task: {quic} bytes");
+    }
 }

@@ -171,7 +171,12 @@ where
     }
     active.dec();
     (guard.bytes_toserver, guard.bytes_toclient) = counts.get();
-    guard.http = http.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+    guard.http = http
+        .last
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .map(Box::new);
     guard.add_ids(http.close_ids());
     guard.http_requests = Some(*http.counts.lock().unwrap_or_else(|p| p.into_inner()));
     Outcome::Ended(match (live.revoked_by(), served) {

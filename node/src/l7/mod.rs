@@ -69,20 +69,20 @@ pub(crate) async fn serve<D: Downstream>(
         }
         Sniffed::Tls(hello) => {
             guard.app_proto = Some("tls");
-            guard.tls = Some(EveTls {
+            guard.tls = Some(Box::new(EveTls {
                 sni: hello.sni.clone(),
                 version: Some(tls_version(hello.max_version())),
                 alpn: hello.alpn.clone(),
-            });
+            }));
             (hello.sni, true)
         }
         Sniffed::TlsUnreadable(e) => {
             guard.app_proto = Some("tls");
-            guard.tls = Some(EveTls {
+            guard.tls = Some(Box::new(EveTls {
                 sni: None,
                 version: Some("UNDETERMINED".into()),
                 alpn: Vec::new(),
-            });
+            }));
             guard.error = Some(format!("unreadable ClientHello: {e}"));
             (None, true)
         }

@@ -514,12 +514,15 @@ async fn connection<A: Acceptor<H2Stream>>(
         match next {
             Ok((req, respond)) => {
                 let (acceptor, peer) = (acceptor.clone(), peer.clone());
+                // The request's head is read before the task starts: the task lives as long as
+                // the stream, and holds only what the stream needs.
+                let (parts, recv) = req.into_parts();
+                let protocol = parts.extensions.get::<h2::ext::Protocol>();
+                let header = connect::parse_request(&parts, protocol.map(|p| p.as_str()))
+                    .map_err(|e| e.to_string());
+                drop(parts);
+                let stream = H2Stream { respond, recv };
                 tokio::spawn(async move {
-                    let (parts, recv) = req.into_parts();
-                    let protocol = parts.extensions.get::<h2::ext::Protocol>();
-                    let header = connect::parse_request(&parts, protocol.map(|p| p.as_str()))
-                        .map_err(|e| e.to_string());
-                    let stream = H2Stream { respond, recv };
                     acceptor.stream(stream, header, Bytes::new(), peer).await;
                 });
             }

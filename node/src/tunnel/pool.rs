@@ -187,7 +187,9 @@ impl<C: Connector> Pool<C> {
         if let Some(l) = self.pick(&slot, false) {
             return Ok(l);
         }
-        match self.connector.dial(key).await {
+        // On the heap: the handshakes' state is large, and every connection's task would
+        // otherwise hold room for it while it relays (`front::capture` tests the budget).
+        match Box::pin(self.connector.dial(key)).await {
             Ok(conn) => {
                 self.dials.inc();
                 let active = Arc::new(AtomicUsize::new(1));

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, EndpointConfig, RecvStream, SendStream, TransportConfig, VarInt};
-use tokio::io::AsyncReadExt;
 use tracing::debug;
 
 use eastwall_wire::header::{
@@ -228,7 +227,6 @@ pub(crate) async fn read_response(
     mut recv: RecvStream,
 ) -> io::Result<(Response, Prefixed<RecvStream>)> {
     let mut buf = Vec::with_capacity(64);
-    let mut chunk = [0u8; 1024];
     loop {
         match Response::decode(&buf) {
             Ok(Decoded::Done(r, used)) => {
@@ -250,14 +248,14 @@ pub(crate) async fn read_response(
                 "tunnel response too long",
             ));
         }
-        let n = AsyncReadExt::read(&mut recv, &mut chunk).await?;
-        if n == 0 {
+        // Chunks as quinn holds them: no read buffer in the connection's task.
+        let Some(chunk) = recv.read_chunk(MAX_HEADER, true).await? else {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "tunnel stream ended before the response",
             ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        };
+        buf.extend_from_slice(&chunk.bytes);
     }
 }
 
@@ -338,7 +336,6 @@ async fn stream<A: Acceptor<QuicStream>>(
 /// Reads a stream's header; returns it and the workload bytes that came behind it.
 async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Bytes), String> {
     let mut buf = Vec::with_capacity(128);
-    let mut chunk = [0u8; 2048];
     loop {
         match StreamHeader::decode(&buf) {
             Ok(Decoded::Done(h, used)) => return Ok((h, Bytes::from(buf.split_off(used)))),
@@ -348,13 +345,12 @@ async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Bytes), Str
             Ok(Decoded::NeedMore(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let n = AsyncReadExt::read(recv, &mut chunk)
+        let chunk = recv
+            .read_chunk(MAX_HEADER, true)
             .await
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(HeaderError::Truncated.to_string());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| HeaderError::Truncated.to_string())?;
+        buf.extend_from_slice(&chunk.bytes);
     }
 }
 
