@@ -37,7 +37,9 @@
 //! connections x total req/s); `--only-newconn` only the new-connection rate and the proxies'
 //! CPU per connection. `--workers 1,2` measures each eastwall path with each count of node
 //! runtime threads; `--before PATH` measures each eastwall path again with another `eastwall`
-//! binary (the build before a change), right after, in the same run.
+//! binary (the build before a change), right after, in the same run. `--loss N` drops N per
+//! thousand packets at random on the LAN between the hosts (every path alike); `--only-bulk`
+//! measures bulk only.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -154,11 +156,15 @@ struct Args {
     many: Vec<(usize, u64)>,
     /// Only those scenarios.
     only_many: bool,
+    /// Only bulk (1 and 8 streams, the proxies' CPU per GB).
+    only_bulk: bool,
     /// Runtime worker threads of the nodes; each eastwall path is measured with each.
     workers: Vec<usize>,
     /// Another `eastwall` binary (the build before a change): each eastwall row is measured
     /// with it too, right after, in the same run.
     before: Option<PathBuf>,
+    /// Packets lost on the LAN between the hosts, per thousand (every path alike).
+    loss: u32,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -184,28 +190,23 @@ fn args() -> anyhow::Result<Args> {
         reload_rules: RELOAD_RULES,
         many: vec![(16, 1000), (16, 5000), (64, 1000), (64, 5000)],
         only_many: false,
+        only_bulk: false,
         workers: vec![1],
         before: None,
+        loss: 0,
     };
     let mut i = 0;
     while i < v.len() {
-        if v[i] == "--only-paced" {
-            a.only_paced = true;
-            i += 1;
-            continue;
-        }
-        if v[i] == "--only-idle" {
-            a.only_idle = true;
-            i += 1;
-            continue;
-        }
-        if v[i] == "--only-many" {
-            a.only_many = true;
-            i += 1;
-            continue;
-        }
-        if v[i] == "--only-newconn" {
-            a.only_newconn = true;
+        let flag = match v[i].as_str() {
+            "--only-paced" => Some(&mut a.only_paced),
+            "--only-idle" => Some(&mut a.only_idle),
+            "--only-bulk" => Some(&mut a.only_bulk),
+            "--only-many" => Some(&mut a.only_many),
+            "--only-newconn" => Some(&mut a.only_newconn),
+            _ => None,
+        };
+        if let Some(f) = flag {
+            *f = true;
             i += 1;
             continue;
         }
@@ -223,6 +224,7 @@ fn args() -> anyhow::Result<Args> {
             "--out" => a.out = Some(val.into()),
             "--perf" => a.perf = Some(val.into()),
             "--before" => a.before = Some(val.into()),
+            "--loss" => a.loss = val.parse()?,
             "--many" => {
                 a.many = val
                     .split(',')
@@ -248,6 +250,7 @@ fn args() -> anyhow::Result<Args> {
     anyhow::ensure!(a.secs > 0 && a.secs <= 60, "--secs must be 1..=60");
     anyhow::ensure!(a.rounds > 0 && a.rounds <= 10, "--rounds must be 1..=10");
     anyhow::ensure!(a.rate > 0 && a.rate <= 20_000, "--rate must be 1..=20000");
+    anyhow::ensure!(a.loss < 1000, "--loss is per thousand packets: 0..=999");
     for &(c, r) in &a.many {
         anyhow::ensure!(
             (1..=256).contains(&c) && r >= c as u64 && r <= 50_000,
@@ -392,6 +395,35 @@ fn main() -> anyhow::Result<()> {
             let _ = std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "1");
             let _ = std::fs::write("/proc/sys/net/core/somaxconn", "8192");
         })?;
+    }
+    if a.loss > 0 {
+        // Random loss on the LAN bridge, both ways, for every path (QUIC's case: streams
+        // that do not wait for each other's retransmissions).
+        let loss = a.loss.to_string();
+        let table = "eastwall_bench_loss";
+        for cmd in [
+            vec!["add", "table", "bridge", table],
+            vec![
+                "add",
+                "chain",
+                "bridge",
+                table,
+                "forward",
+                "{ type filter hook forward priority 0; }",
+            ],
+            vec![
+                "add", "rule", "bridge", table, "forward", "numgen", "random", "mod", "1000", "<",
+                &loss, "drop",
+            ],
+        ] {
+            let args: Vec<&str> = std::iter::once("nft").chain(cmd).collect();
+            let out = cloud.lab.exec(cloud.lab.lan_netns(), &args)?;
+            anyhow::ensure!(
+                out.status.success(),
+                "loss rule {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     let mut procs = Procs::default();
     start_servers(&mut cloud, &mut procs, &server)?;
@@ -756,7 +788,8 @@ impl Bench {
         };
         // Memory first, while the proxies are fresh (later runs leave freed memory in their
         // allocators, which would hide growth).
-        let only_some = self.a.only_paced || self.a.only_newconn || self.a.only_many;
+        let only_some =
+            self.a.only_paced || self.a.only_newconn || self.a.only_many || self.a.only_bulk;
         if !pids.is_empty() && !only_some {
             match self.idle_memory(http, pids) {
                 Ok(mem) => {
@@ -774,7 +807,7 @@ impl Bench {
         }
 
         let url = format!("http://{dst_ip}:{HTTP_PORT}/");
-        if !only_some {
+        if !only_some || self.a.only_bulk {
             // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
             // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
             let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
@@ -819,6 +852,9 @@ impl Bench {
             row.bulk1 = (!b1.is_empty()).then(|| median(&b1));
             row.bulk8 = (!b8.is_empty()).then(|| median(&b8));
             row.cpu_per_gb = (!cpu.is_empty()).then(|| median(&cpu));
+            if self.a.only_bulk {
+                return Ok(row);
+            }
 
             // Keep-alive at saturation.
             let (mut rps, mut p50, mut p99, mut cpr) = (vec![], vec![], vec![], vec![]);
@@ -1386,15 +1422,8 @@ fn paced_http(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64
     let start = Instant::now();
     for i in 0..n {
         let due = start + interval * i as u32;
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        }
-        let sent = Instant::now();
-        // Late by more than one interval: the schedule slipped; count from when it was due.
-        let from = if sent > due + interval { due } else { sent };
-        one(&mut r)?;
-        lat.push(from.elapsed().as_secs_f64() * 1e3);
+        let (ms, _) = on_schedule(due, interval, || one(&mut r))?;
+        lat.push(ms);
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(secs * 3 + 10),
             "paced run overran"
@@ -1402,6 +1431,25 @@ fn paced_http(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64
     }
     lat.sort_by(f64::total_cmp);
     Ok((lat[n / 2], lat[(n * 99 / 100).min(n - 1)]))
+}
+
+/// Waits until `due`, runs `exchange`, and returns its latency in ms and when it ended. One
+/// that could not start within `interval` of `due` (the schedule slipped) counts from `due`,
+/// so stalls are not hidden (no coordinated omission).
+fn on_schedule(
+    due: Instant,
+    interval: Duration,
+    exchange: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Instant)> {
+    let now = Instant::now();
+    if due > now {
+        thread::sleep(due - now);
+    }
+    let sent = Instant::now();
+    let from = if sent > due + interval { due } else { sent };
+    exchange()?;
+    let end = Instant::now();
+    Ok(((end - from).as_secs_f64() * 1e3, end))
 }
 
 /// Latency figures of a paced run over many connections (ms), and the rate it kept.
@@ -1466,18 +1514,9 @@ fn paced_many(dst: SocketAddr, conns: usize, rate: u64, secs: u64) -> anyhow::Re
                 let mut last = start;
                 for i in 0..per_conn {
                     let due = start + step * k as u32 + interval * i as u32;
-                    let now = Instant::now();
-                    if due > now {
-                        thread::sleep(due - now);
-                    }
-                    let sent = Instant::now();
-                    let from = if sent > due + interval { due } else { sent };
-                    one(&mut r)?;
-                    last = Instant::now();
-                    lat.push((
-                        (last - from).as_secs_f64() * 1e3,
-                        (due - start).as_secs_f64(),
-                    ));
+                    let (ms, end) = on_schedule(due, interval, || one(&mut r))?;
+                    last = end;
+                    lat.push((ms, (due - start).as_secs_f64()));
                     anyhow::ensure!(
                         last - start < Duration::from_secs(secs * 3 + 10),
                         "paced run overran"
@@ -1557,14 +1596,8 @@ fn paced_udp(dst: SocketAddr, rate: u64, secs: u64) -> anyhow::Result<(f64, f64)
     let start = Instant::now();
     for i in 0..n {
         let due = start + interval * i as u32;
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        }
-        let sent = Instant::now();
-        let from = if sent > due + interval { due } else { sent };
-        one(100 + i)?;
-        lat.push(from.elapsed().as_secs_f64() * 1e3);
+        let (ms, _) = on_schedule(due, interval, || one(100 + i))?;
+        lat.push(ms);
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(secs * 3 + 10),
             "paced run overran"
@@ -1892,6 +1925,12 @@ fn render(rows: &[Row], a: &Args) -> String {
          `d` = ratio to direct, `h` = ratio to haproxy-mtls.\n",
         a.rounds, a.secs, a.idle
     ));
+    if a.loss > 0 {
+        s.push_str(&format!(
+            "Packets lost at random on the LAN between the hosts: {:.1}%.\n",
+            a.loss as f64 / 10.0
+        ));
+    }
     for r in rows {
         for f in &r.failures {
             s.push_str(&format!("\nFailed run, {}: {f}", r.name));
