@@ -6,7 +6,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::cli::{ca, demo, flows, ids, node, observe, policy, store};
 
@@ -177,6 +177,43 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Print the shell completion script for SHELL, e.g. `eastwall completions bash >
+    /// /usr/share/bash-completion/completions/eastwall`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (`eastwall.1` and one page per command, e.g.
+    /// `eastwall-policy-check.1`) into DIR.
+    Man {
+        /// The folder to write them to (created if missing), e.g. /usr/share/man/man1.
+        dir: PathBuf,
+    },
+}
+
+/// The completion script for `shell`.
+fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "eastwall", &mut script);
+    script
+}
+
+/// Writes `bytes` to standard output; a reader that went away (`| head`) is not an error.
+fn print_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Writes `eastwall.1` and a page per command and subcommand into `dir`.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .map_err(|e| anyhow::anyhow!("writing the manual pages to {}: {e}", dir.display()))
 }
 
 #[derive(clap::Subcommand)]
@@ -229,6 +266,8 @@ fn main() -> ExitCode {
                 },
         } => return ids::check(&files, classification.as_deref(), &vars),
         Cmd::Demo { keep } => demo::run(keep),
+        Cmd::Completions { shell } => print_bytes(&completions(shell)),
+        Cmd::Man { dir } => man_pages(&dir),
         Cmd::Collector {
             listen,
             cert,
@@ -294,5 +333,66 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every shell gets a script that knows the commands, down to subcommands.
+    #[test]
+    fn completions_name_the_commands_for_every_shell() {
+        use clap::ValueEnum;
+        for shell in clap_complete::Shell::value_variants() {
+            let script = String::from_utf8(completions(*shell)).unwrap();
+            for word in ["node", "policy", "recommend", "completions", "--config"] {
+                assert!(script.contains(word), "{shell}: no `{word}`");
+            }
+        }
+    }
+
+    /// A page for the program and for each command, each a roff page naming its command.
+    #[test]
+    fn man_pages_cover_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let into = dir.path().join("man1");
+        man_pages(&into).unwrap();
+        let mut pages: Vec<String> = std::fs::read_dir(&into)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        pages.sort();
+        for page in [
+            "eastwall.1",
+            "eastwall-node.1",
+            "eastwall-policy-check.1",
+            "eastwall-policy-recommend.1",
+            "eastwall-ca.1",
+            "eastwall-completions.1",
+        ] {
+            assert!(pages.iter().any(|p| p == page), "no {page} in {pages:?}");
+        }
+        let top = std::fs::read_to_string(into.join("eastwall.1")).unwrap();
+        assert!(
+            top.starts_with(".ie") || top.contains(".TH eastwall 1"),
+            "{top}"
+        );
+        assert!(
+            top.contains("Identity\\-aware") || top.contains("Identity-aware"),
+            "{top}"
+        );
+        let check = std::fs::read_to_string(into.join("eastwall-policy-check.1")).unwrap();
+        assert!(check.contains(".TH eastwall-policy-check"), "{check}");
+        // A folder that cannot be made is an error with its path.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
+        let e = man_pages(&blocked.join("man1")).unwrap_err().to_string();
+        assert!(e.contains("file/man1"), "{e}");
     }
 }
