@@ -377,3 +377,27 @@ fn spoofed_upstream_connections_share_source_ports_across_destinations() {
     .unwrap();
     r.unwrap();
 }
+
+/// `runtime.logFormat: json`: every line the node logs is one JSON object a log shipper can
+/// read (level, timestamp, message), from its first line on.
+#[test]
+fn the_node_logs_json_lines_when_asked() {
+    require_root();
+    let mut c = cloud("");
+    c.lab.set_node_log_format("json");
+    c.start_nodes("");
+    assert!(c.connect("prod-app", "prod-db", 5432).outcome.reached());
+    let log = c.node("hostA").config.with_file_name("node.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "empty log {}", log.display());
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
+}

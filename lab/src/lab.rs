@@ -101,6 +101,8 @@ pub struct Lab {
     node_open_files: Option<(u64, u64)>,
     /// `runtime.workerThreads` of nodes started from now on.
     node_workers: usize,
+    /// `runtime.logFormat` of nodes started from now on (`None`: the default).
+    node_log_format: Option<&'static str>,
     /// Nodes take their registry and policy from the central store: the `store:` section's
     /// lines (four-space indented), instead of `registry:` and `policy:` files.
     node_store: Option<String>,
@@ -159,6 +161,7 @@ impl Lab {
             ca_service: None,
             node_open_files: None,
             node_workers: 1,
+            node_log_format: None,
             node_store: None,
         };
         let lan = lab.lan.clone();
@@ -335,6 +338,11 @@ impl Lab {
     /// share a small machine).
     pub fn set_node_workers(&mut self, workers: usize) {
         self.node_workers = workers;
+    }
+
+    /// Nodes started from now on write their log as `format` (`text` or `json`).
+    pub fn set_node_log_format(&mut self, format: &'static str) {
+        self.node_log_format = Some(format);
     }
 
     /// Starts nodes from now on with this open-file limit (soft, hard), as a service
@@ -630,9 +638,12 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}{}",
                 ifaces.join(", "),
                 self.node_workers,
+                self.node_log_format
+                    .map(|f| format!("    logFormat: {f}\n"))
+                    .unwrap_or_default(),
                 self.node_spec
             ),
         )?;

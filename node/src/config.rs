@@ -41,7 +41,9 @@ struct Metadata {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Spec {
-    node_name: String,
+    /// Default: the host's name (one config for every host).
+    #[serde(default)]
+    node_name: Option<Spanned<String>>,
     #[serde(default)]
     registry: Option<PathBuf>,
     #[serde(default)]
@@ -437,6 +439,20 @@ impl Default for LimitsSpec {
 pub struct RuntimeSpec {
     /// Worker threads; 0 means one per core; at most [`MAX_WORKER_THREADS`].
     pub worker_threads: usize,
+    /// How the node's log lines are written (to standard error).
+    pub log_format: LogFormat,
+}
+
+/// The shape of the node's log lines.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (journald, a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, `target`, span
+    /// fields), for log shippers.
+    Json,
 }
 
 /// A node's configuration after validation, with paths resolved against the file's folder.
@@ -487,9 +503,23 @@ pub struct NodeConfig {
     pub defaults: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The host's name, as a node name (what `nodeName` defaults to); why not, when it cannot be.
+pub fn host_name() -> Result<String, String> {
+    let name = nix::unistd::gethostname()
+        .map_err(|e| format!("the host name cannot be read ({e})"))?
+        .into_string()
+        .map_err(|_| "the host name is not UTF-8".to_owned())?;
+    if eastwall_policy::is_valid_name(&name) {
+        Ok(name)
+    } else {
+        Err(format!("the host name `{name}` is not a valid node name"))
+    }
+}
+
 impl NodeConfig {
     /// Parses a node configuration; `file` names it in error messages and its folder anchors
     /// relative paths.
+    /// Reads a node config; `nodeName` defaults to the host's name ([`host_name`]).
     pub fn parse(file: &Path, text: &str) -> Result<NodeConfig, Diagnostics> {
         let name = file.display().to_string();
         let f: File = eastwall_policy::parse_yaml(&name, text)?;
@@ -519,6 +549,28 @@ impl NodeConfig {
             );
         }
         let _ = f.metadata;
+        // Without `nodeName`, the host's name: one file serves every host.
+        let node_name = match &f.spec.node_name {
+            Some(n) => {
+                if !eastwall_policy::is_valid_name(&n.value) {
+                    error(
+                        &n.referenced,
+                        format!(
+                            "invalid nodeName `{}`: use 1-253 letters, digits, `-`, `.`, `_`, starting and ending with a letter or digit",
+                            n.value
+                        ),
+                    );
+                }
+                n.value.clone()
+            }
+            None => host_name().unwrap_or_else(|why| {
+                error(
+                    &f.api_version.referenced,
+                    format!("`spec.nodeName` is not set, and {why}: set it"),
+                );
+                String::new()
+            }),
+        };
         let mut warnings = Vec::new();
         let mut warn = |at: &Location, fallback: &Location, message: String| {
             let at = if at.line() == 0 { fallback } else { at };
@@ -794,7 +846,7 @@ impl NodeConfig {
             (None, ids) => ids,
         };
         Ok(NodeConfig {
-            node_name: f.spec.node_name,
+            node_name,
             registry_path,
             policy_path,
             store,
@@ -1177,6 +1229,55 @@ spec:
 
     fn sections(yaml: &str) -> serde_json::Map<String, serde_json::Value> {
         serde_json::from_str(yaml).unwrap()
+    }
+
+    /// One config for every host: without `nodeName` the node is named after its host; a
+    /// name the registry could not hold is refused with its place.
+    #[test]
+    fn the_node_name_defaults_to_the_host_name() {
+        let file = Path::new("node.yaml");
+        let without = OWN.replace("  nodeName: hostA\n", "");
+        assert!(!without.contains("nodeName"));
+        match host_name() {
+            Ok(host) => {
+                assert_eq!(NodeConfig::parse(file, &without).unwrap().node_name, host);
+                let raw = nix::unistd::gethostname().unwrap();
+                assert_eq!(raw.to_str(), Some(host.as_str()));
+            }
+            // A host whose name cannot be a node name: the file must say.
+            Err(why) => {
+                let e = NodeConfig::parse(file, &without).unwrap_err().to_string();
+                assert!(e.contains(&why) && e.contains("nodeName"), "{e}");
+            }
+        }
+        assert_eq!(NodeConfig::parse(file, OWN).unwrap().node_name, "hostA");
+        let bad = OWN.replace("nodeName: hostA", "nodeName: \"-a b\"");
+        let e = NodeConfig::parse(file, &bad).unwrap_err().to_string();
+        assert!(e.contains("node.yaml:4:13: invalid nodeName `-a b`"), "{e}");
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let file = Path::new("node.yaml");
+        assert_eq!(
+            NodeConfig::parse(file, OWN).unwrap().runtime.log_format,
+            LogFormat::Text
+        );
+        let json = format!("{OWN}  runtime: {{logFormat: json}}\n");
+        let cfg = NodeConfig::parse(file, &json).unwrap();
+        assert_eq!(cfg.runtime.log_format, LogFormat::Json);
+        let bad = format!("{OWN}  runtime: {{logFormat: xml}}\n");
+        let e = NodeConfig::parse(file, &bad).unwrap_err().to_string();
+        assert!(e.contains("node.yaml:7:") && e.contains("xml"), "{e}");
+    }
+
+    /// The example a platform team starts from (`deploy/node.yaml`) is a valid config.
+    #[test]
+    fn the_deployed_example_is_valid() {
+        let text = include_str!("../../deploy/node.yaml");
+        if let Err(e) = NodeConfig::parse(Path::new("deploy/node.yaml"), text) {
+            panic!("{e}");
+        }
     }
 
     #[test]

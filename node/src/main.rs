@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use eastwall_node::config::{LogFormat, NodeConfig};
+
 use crate::cli::{ca, demo, flows, ids, node, observe, policy, store};
 
 /// jemalloc, with its background thread purging freed memory: a node's memory follows its
@@ -232,18 +234,40 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => fmt.json().init(),
         // Colours only on a terminal: logs in files and journald stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The node's log format is in its config, read before anything is logged; every other
+    // command logs text.
+    let node_config = match &cli.cmd {
+        Cmd::Node { config, .. } => Some(NodeConfig::load(config)),
+        _ => None,
+    };
+    let format = match &node_config {
+        Some(Ok(cfg)) => cfg.runtime.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let result = match cli.cmd {
-        Cmd::Node { config, action } => node::run(&config, action),
+        Cmd::Node { config, action } => node::run(
+            node_config.unwrap_or_else(|| NodeConfig::load(&config)),
+            action,
+        ),
         Cmd::Policy {
             action: policy::PolicyAction::Check { files },
         } => return policy::check(&files),

@@ -1,7 +1,5 @@
 //! `eastwall node`: run the per-host daemon, or remove what it installed.
 
-use std::path::Path;
-
 use clap::Subcommand;
 use eastwall_node::config::NodeConfig;
 use eastwall_node::{app, capture};
@@ -13,8 +11,12 @@ pub(crate) enum NodeAction {
 }
 
 /// Runs the node with the config at `config`, or does `action` with it.
-pub(crate) fn run(config: &Path, action: Option<NodeAction>) -> anyhow::Result<()> {
-    let cfg = NodeConfig::load(config)?;
+/// Runs the node (or its action) with the config `main` read (it chose the log format).
+pub(crate) fn run(
+    cfg: anyhow::Result<NodeConfig>,
+    action: Option<NodeAction>,
+) -> anyhow::Result<()> {
+    let cfg = cfg?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
