@@ -255,6 +255,16 @@ impl Default for Metrics {
             open_files_limit: Gauge::default(),
             registry: Registry::default(),
         };
+        // `eastwall_build_info{version="…"} 1`: which build each node runs, for dashboards
+        // and for rollouts.
+        registry.register(
+            "build",
+            "The eastwall build this node runs",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version",
+                env!("CARGO_PKG_VERSION"),
+            )]),
+        );
         registry.register(
             "connections_opened",
             "Connections accepted from capture",
@@ -497,6 +507,11 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        let build = format!(
+            "eastwall_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{text}");
     }
 
     #[test]
