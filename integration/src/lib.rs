@@ -695,6 +695,20 @@ pub mod http {
     }
 }
 
+/// The fields of `/proc/PID/stat` from field 3 (the state) on: the name in field 2 may hold
+/// spaces, so they are counted after its closing parenthesis (index `i` is field `i + 3`).
+pub fn proc_stat(pid: u32) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| anyhow::anyhow!("process {pid} is gone: {e}"))?;
+    let close = stat
+        .rfind(')')
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    Ok(stat[close + 1..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// Resident memory of process `pid`, in bytes.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

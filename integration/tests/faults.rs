@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use eastwall_integration::{Cloud, require_root, with_filler_rules};
+use eastwall_integration::{Cloud, proc_stat, require_root, with_filler_rules};
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -695,12 +695,9 @@ fn a_running_node_starts_no_programs() {
     c.start_nodes("");
     assert!(c.connect("app", "db", 5432).outcome.reached());
     let pid = c.node("hostA").pid;
-    // Clock ticks of CPU used by the node's children that have ended (fields 16 and 17; the
-    // name in field 2 may hold spaces, so fields are counted after its closing parenthesis).
+    // Clock ticks of CPU used by the node's children that have ended (fields 16 and 17).
     let children_cpu = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
-        let f: Vec<&str> = after_name.split_whitespace().collect();
+        let f = proc_stat(pid).unwrap();
         f[13].parse::<u64>().unwrap() + f[14].parse::<u64>().unwrap()
     };
     // Start-up writes the table with `nft` (and the queue chain with iptables-nft): done by now.

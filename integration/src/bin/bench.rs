@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eastwall_identity::SpiffeId;
-use eastwall_integration::{Cloud, eastwall_bin, rss, with_filler_rules};
+use eastwall_integration::{Cloud, eastwall_bin, proc_stat, rss, with_filler_rules};
 use eastwall_lab::in_netns;
 
 const IPERF_PORT: u16 = 5201;
@@ -1663,11 +1663,8 @@ fn cpu_secs(pids: &[u32]) -> anyhow::Result<f64> {
     let tck = clk_tck();
     let mut total = 0.0;
     for p in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{p}/stat"))
-            .with_context(|| format!("process {p} is gone"))?;
-        let rest = &stat[stat.rfind(')').context("bad stat")? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields 14 and 15 of stat (utime, stime); `rest` starts at field 3.
+        let f = proc_stat(*p)?;
+        // Fields 14 and 15 (utime, stime).
         let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
         total += ticks / tck;
     }
@@ -1686,7 +1683,6 @@ fn clk_tck() -> f64 {
     })
 }
 
-/// Resident set size of `pid`, bytes.
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);

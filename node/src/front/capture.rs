@@ -225,13 +225,7 @@ mod tests {
     use crate::conn::carry::{Carrier, TcpDownstream};
     use crate::tunnel::pool::PoolKey;
 
-    /// The size of the future `f` returns, without calling it.
-    fn size4<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    fn size5<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::front::future_size::{of4 as size4, of5 as size5};
 
     /// Each captured connection is one task, alive as long as the connection: its future is
     /// the per-connection state the node holds while relaying (issue 20: at most 4 KiB per

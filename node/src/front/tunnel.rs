@@ -273,9 +273,7 @@ fn handshake_refused(pipeline: &Pipeline, transport: &'static str, remote: Socke
 mod tests {
     use super::*;
 
-    fn size5<A, B, C, D, E, F: Future>(_: fn(A, B, C, D, E) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
+    use crate::front::future_size::of5 as size5;
 
     /// As for captured connections (`front::capture` tests): a stream the tunnel accepted is
     /// one task for as long as the connection lives, at most 4 KiB at L4 on either transport.
