@@ -157,17 +157,25 @@ impl Detector {
 
 fn event(r: &Row, kind: &str, reason: String, evidence: Value) -> Value {
     let ip = |i: Option<std::net::IpAddr>| i.map(|a| a.to_string());
+    let mut src = json!({"workload": r.src.workload, "app": r.src.app, "zone": r.src.zone, "identity": r.src.identity});
+    if let Some(user) = &r.src.user {
+        src["user"] = json!(user);
+    }
     json!({
         "timestamp": crate::record::timestamp_of(r.time_us),
+        "host": r.node,
         "event_type": "anomaly",
         "src_ip": ip(r.src.ip),
         "dest_ip": ip(r.dest.ip),
         "dest_port": r.port,
         "proto": r.proto,
-        "anomaly": {"type": "eastwall", "event": kind, "reason": reason, "evidence": evidence},
+        // Suricata's `anomaly` object names the event; why, and the evidence, are eastwall's.
+        "anomaly": {"type": "eastwall", "event": kind},
         "eastwall": {
             "node": r.node,
-            "src": {"workload": r.src.workload, "app": r.src.app, "zone": r.src.zone, "identity": r.src.identity, "user": r.src.user},
+            "reason": reason,
+            "evidence": evidence,
+            "src": src,
             "dest": {"workload": r.dest.workload, "app": r.dest.app, "zone": r.dest.zone},
         },
     })
@@ -214,7 +222,7 @@ mod tests {
         assert_eq!(e[0]["event_type"], "anomaly");
         assert_eq!(e[0]["anomaly"]["event"], "new-peer");
         assert!(
-            e[0]["anomaly"]["reason"]
+            e[0]["eastwall"]["reason"]
                 .as_str()
                 .unwrap()
                 .contains("web contacted hr-db TCP/5432")
@@ -238,7 +246,7 @@ mod tests {
             .filter(|e| e["anomaly"]["event"] == "denied-across-zones")
             .collect();
         assert_eq!(across.len(), 1, "{events:?}");
-        assert_eq!(across[0]["anomaly"]["evidence"]["denials"], 3);
+        assert_eq!(across[0]["eastwall"]["evidence"]["denials"], 3);
         // Denials within one zone, or spread over more than the window, do not.
         let mut quiet = Detector::new(Thresholds {
             learning_us: 0,

@@ -420,6 +420,8 @@ struct RawEastwall<'a> {
     dest: Option<RawEnd<'a>>,
     #[serde(borrow, default)]
     policy: Option<RawPolicy<'a>>,
+    #[serde(borrow, default)]
+    normalized_path: Option<Cow<'a, str>>,
     #[serde(default)]
     aggregate: Option<RawAggregate>,
     #[serde(default)]
@@ -536,7 +538,9 @@ fn observation_of(line: &str, at: &str) -> Result<Observed, String> {
             let none = RawHttp::default();
             let h = r.http.as_ref().unwrap_or(&none);
             let method = owned(&h.http_method).ok_or("an http event without http_method")?;
-            let path = owned(&h.normalized_path)
+            // Earlier nodes wrote the normalized path in the `http` object.
+            let path = owned(&e.normalized_path)
+                .or_else(|| owned(&h.normalized_path))
                 .or_else(|| h.url.as_deref().map(path_of))
                 .ok_or("an http event without url")?;
             RecordedL7::Http {

@@ -111,8 +111,8 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
     let ts = v["timestamp"].as_str().ok_or("no `timestamp`")?;
     let time_us = unix_micros(ts).ok_or_else(|| format!("`timestamp` {ts:?} is not a time"))?;
     let e = &v["eastwall"];
-    // Alerts carry the ends under other names.
-    let (src, dest) = if event_type == "alert" {
+    // Alerts of nodes before the one extension shape carried the ends' identities only.
+    let (src, dest) = if event_type == "alert" && e.get("src").is_none() {
         let side = |id: &str| serde_json::json!({"identity": e[id]});
         (
             end(v, &side("src_identity"), "src_ip"),
@@ -122,9 +122,11 @@ pub fn row_of(v: &Value) -> Result<Row, String> {
         (end(v, &e["src"], "src_ip"), end(v, &e["dest"], "dest_ip"))
     };
     let http = &v["http"];
-    let path = text(&http["normalized_path"]).or_else(|| {
-        text(&http["url"]).map(|u| u.split(['?', '#']).next().unwrap_or_default().to_owned())
-    });
+    let path = text(&e["normalized_path"])
+        .or_else(|| text(&http["normalized_path"]))
+        .or_else(|| {
+            text(&http["url"]).map(|u| u.split(['?', '#']).next().unwrap_or_default().to_owned())
+        });
     Ok(Row {
         time_us,
         node: text(&e["node"]).unwrap_or_default(),

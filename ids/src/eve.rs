@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use eastwall_wire::eve::{
-    AlertEvent, AlertFlow, AnomalyEvent, EveAlert, EveAnomaly, EveDns, EveHttp, EveIdentities,
-    EveTls, timestamp_unix,
+    AlertEvent, AlertFlow, AnomalyEvent, EveAlert, EveAnomaly, EveDns, EveEnds, EveHttp, EveTls,
+    timestamp_unix,
 };
 
 use crate::inspect::{Alert, Anomaly, FlowMeta, HttpSummary};
@@ -35,7 +35,7 @@ pub fn alert_event(
     alert: &Alert,
     flow: &FlowMeta,
     flow_id: u64,
-    identities: Option<EveIdentities>,
+    ends: Option<EveEnds>,
 ) -> AlertEvent {
     let (src, dst) = match alert.dir {
         Dir::ToServer => (flow.src, flow.dst),
@@ -43,6 +43,7 @@ pub fn alert_event(
     };
     AlertEvent {
         timestamp: timestamp_unix(alert.timestamp.since_epoch()),
+        host: ends.as_ref().map(|e| e.node.clone()),
         flow_id,
         event_type: "alert",
         src_ip: src.ip(),
@@ -58,10 +59,7 @@ pub fn alert_event(
             sni: Some(s.clone()),
             ..EveTls::default()
         }),
-        dns: alert
-            .dns_query
-            .as_ref()
-            .map(|q| EveDns { rrname: q.clone() }),
+        dns: alert.dns_query.as_ref().map(|q| EveDns::query(q.clone())),
         app_proto: alert.app_proto.as_str(),
         flow: AlertFlow {
             src_ip: flow.src.ip(),
@@ -69,7 +67,7 @@ pub fn alert_event(
             src_port: flow.src.port(),
             dest_port: flow.dst.port(),
         },
-        eastwall: identities,
+        eastwall: ends,
     }
 }
 
@@ -91,7 +89,7 @@ pub fn anomaly_event(
     anomaly: &Anomaly,
     flow: &FlowMeta,
     flow_id: u64,
-    identities: Option<EveIdentities>,
+    ends: Option<EveEnds>,
 ) -> AnomalyEvent {
     let (src, dst) = match anomaly.dir {
         Dir::ToServer => (flow.src, flow.dst),
@@ -99,6 +97,7 @@ pub fn anomaly_event(
     };
     AnomalyEvent {
         timestamp: timestamp_unix(anomaly.timestamp.since_epoch()),
+        host: ends.as_ref().map(|e| e.node.clone()),
         flow_id,
         event_type: "anomaly",
         src_ip: src.ip(),
@@ -114,7 +113,7 @@ pub fn anomaly_event(
             event: anomaly.event.name(),
             layer: "proto_parser",
         },
-        eastwall: identities,
+        eastwall: ends,
     }
 }
 
@@ -123,6 +122,7 @@ mod tests {
     use super::*;
     use crate::inspect::{AppProto, HttpSummary, Timestamp};
     use crate::rule::{RuleAction, Transport};
+    use eastwall_wire::eve::{Direction, Endpoint};
     use std::time::Duration;
 
     #[test]
@@ -165,9 +165,14 @@ mod tests {
             &alert,
             &flow,
             7,
-            Some(EveIdentities {
-                src_identity: Some("spiffe://td/a".into()),
-                dest_identity: None,
+            Some(EveEnds {
+                node: "host-a".into(),
+                direction: Direction::Inbound,
+                src: Endpoint {
+                    identity: Some("spiffe://td/a".into()),
+                    ..Endpoint::default()
+                },
+                dest: Endpoint::default(),
             }),
         );
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
@@ -187,7 +192,9 @@ mod tests {
         assert_eq!(v["http"]["hostname"], "example.com");
         assert!(v["http"].get("http_user_agent").is_none());
         assert_eq!(v["flow"]["src_ip"], "10.0.0.1");
-        assert_eq!(v["eastwall"]["src_identity"], "spiffe://td/a");
+        assert_eq!(v["eastwall"]["src"]["identity"], "spiffe://td/a");
+        assert_eq!(v["eastwall"]["node"], "host-a");
+        assert_eq!(v["host"], "host-a");
         assert!(v.get("tls").is_none());
         assert_eq!(eve_alert(&alert).blocked().action, "blocked");
     }

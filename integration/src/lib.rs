@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+pub mod eve_schema;
+
 pub use eastwall_lab::{CaHandle, DnsAnswer, Lab, NodeHandle, Outcome, Probe, UdpProbe};
 use serde_json::Value;
 
@@ -198,14 +200,19 @@ impl Cloud {
             .collect()
     }
 
-    /// All EVE events (flow, http, alert) `host`'s node has written so far.
+    /// All EVE events (flow, http, dns, alert, anomaly) `host`'s node has written so far,
+    /// each checked against Suricata's EVE schema ([`eve_schema`]).
     pub fn events(&self, host: &str) -> Vec<Value> {
         // Whole lines only: the node may be writing the last one.
         std::fs::read_to_string(&self.node(host).flow_log)
             .unwrap_or_default()
             .split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let v = serde_json::from_str(l).unwrap();
+                eve_schema::assert_conforms(&v);
+                v
+            })
             .collect()
     }
 
@@ -257,6 +264,7 @@ impl Cloud {
                         && v["src_port"] == local.port()
                         && v["src_ip"] == local.ip().to_string()
                     {
+                        eve_schema::assert_conforms(&v);
                         return v;
                     }
                 }

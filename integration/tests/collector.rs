@@ -451,12 +451,15 @@ fn lateral_movement_is_flagged_when_asked() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    events
+        .iter()
+        .for_each(eastwall_integration::eve_schema::assert_conforms);
     assert!(
         events.iter().all(|e| e["anomaly"]["event"] == "new-peer"),
         "{anomalies}"
     );
     assert!(
-        events.iter().any(|e| e["anomaly"]["reason"]
+        events.iter().any(|e| e["eastwall"]["reason"]
             .as_str()
             .unwrap()
             .contains("web contacted db TCP/5432")),

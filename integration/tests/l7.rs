@@ -147,7 +147,7 @@ fn finance_scene(s: &Scene, target: &str, received: &Received, decider: &str) {
     assert_eq!(f["eastwall"]["http_requests"]["requests"], 5);
     assert_eq!(f["eastwall"]["http_requests"]["denied"], 2);
     assert_eq!(f["http"]["url"], "/api//accounts/./7");
-    assert_eq!(f["http"]["normalized_path"], "/api/accounts/7");
+    assert_eq!(f["eastwall"]["normalized_path"], "/api/accounts/7");
     assert_eq!(f["http"]["status"], 200);
     // An http event per request, with its decision.
     let events: Vec<_> = c
@@ -164,7 +164,7 @@ fn finance_scene(s: &Scene, target: &str, received: &Received, decider: &str) {
         "finance-reads-and-writes-the-api"
     );
     assert_eq!(events[0]["eastwall"]["src"]["user"], "alice");
-    assert_eq!(events[3]["http"]["normalized_path"], "/admin");
+    assert_eq!(events[3]["eastwall"]["normalized_path"], "/admin");
 }
 
 fn finance(transport: &str) {

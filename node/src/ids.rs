@@ -25,7 +25,7 @@ use eastwall_ids::{
     Selection, Timestamp, Transport, Vars, Verdict,
 };
 use eastwall_policy::{IdsMode, IdsProfile, Policy};
-use eastwall_wire::eve::{EveIdentities, IdsInfo};
+use eastwall_wire::eve::{EveEnds, IdsInfo};
 use tracing::{info, warn};
 
 use crate::config::IdsSpec;
@@ -260,7 +260,7 @@ pub(crate) struct FlowIds {
     inspector: FlowInspector,
     profile: ProfileEngine,
     flow_id: u64,
-    identities: EveIdentities,
+    ends_info: EveEnds,
     alerts: u64,
     blocked_by: Option<(u32, String)>,
 }
@@ -277,7 +277,7 @@ impl FlowIds {
         flow: FlowMeta,
         (app, transport): (AppProto, Transport),
         flow_id: u64,
-        identities: EveIdentities,
+        ends_info: EveEnds,
     ) -> Option<SharedIds> {
         let Some(engine) = engines.get(profile) else {
             warn!(profile, "no IDS engine for the profile; not inspected");
@@ -288,7 +288,7 @@ impl FlowIds {
             flow,
             (app, transport),
             flow_id,
-            identities,
+            ends_info,
         ))
     }
 
@@ -298,7 +298,7 @@ impl FlowIds {
         flow: FlowMeta,
         (app, transport): (AppProto, Transport),
         flow_id: u64,
-        identities: EveIdentities,
+        ends_info: EveEnds,
     ) -> SharedIds {
         let mut inspector = match transport {
             Transport::Tcp => FlowInspector::new(profile.engine.clone(), flow),
@@ -312,7 +312,7 @@ impl FlowIds {
             inspector,
             profile,
             flow_id,
-            identities,
+            ends_info,
             alerts: 0,
             blocked_by: None,
         }))
@@ -335,7 +335,7 @@ impl FlowIds {
                 a,
                 &flow,
                 self.flow_id,
-                Some(self.identities.clone()),
+                Some(self.ends_info.clone()),
             ));
             telemetry
                 .metrics
@@ -359,7 +359,7 @@ impl FlowIds {
             self.alerts += 1;
             let flow = self.inspector.flow();
             let mut ev =
-                eastwall_ids::alert_event(a, &flow, self.flow_id, Some(self.identities.clone()));
+                eastwall_ids::alert_event(a, &flow, self.flow_id, Some(self.ends_info.clone()));
             if blocks {
                 ev.alert = ev.alert.blocked();
             }

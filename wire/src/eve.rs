@@ -363,6 +363,10 @@ pub struct FlowDecision {
     /// The rule of a newer policy that ended this allowed connection (hot reload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// The normalized path the policy decided the last HTTP request on (the `http` object
+    /// has the request as sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized_path: Option<String>,
     /// HTTP requests decided on this connection, and how many were denied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_requests: Option<RequestCounts>,
@@ -401,9 +405,6 @@ pub struct EveHttp {
     pub hostname: Option<String>,
     /// The request target as sent.
     pub url: String,
-    /// The normalized path the policy decided on (eastwall's own field).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub normalized_path: Option<String>,
     /// Method.
     pub http_method: String,
     /// `HTTP/1.1`, `HTTP/2`.
@@ -430,13 +431,32 @@ pub struct EveTls {
     pub version: Option<String>,
     /// ALPN protocols offered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub alpn: Vec<String>,
+    pub client_alpns: Vec<String>,
 }
 
-/// EVE's `dns` object of an alert: the query name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// EVE's `dns` object of an alert: the query, in Suricata's version 3 shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EveDns {
-    /// Query name.
+    /// Always 3.
+    pub version: u8,
+    /// The question (its name: the IDS does not keep the type).
+    pub queries: [EveDnsName; 1],
+}
+
+impl EveDns {
+    /// The `dns` object of an alert on a query for `rrname`.
+    pub fn query(rrname: String) -> EveDns {
+        EveDns {
+            version: 3,
+            queries: [EveDnsName { rrname }],
+        }
+    }
+}
+
+/// A query of an alert's [`EveDns`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EveDnsName {
+    /// The name asked.
     pub rrname: String,
 }
 
@@ -511,6 +531,8 @@ pub struct EveDnsAnswer {
 pub struct DnsEvent {
     /// When the request was decided or the response relayed.
     pub timestamp: String,
+    /// The node that wrote the event (its `nodeName`).
+    pub host: String,
     /// The session's flow id.
     pub flow_id: u64,
     /// Always `dns`.
@@ -537,7 +559,10 @@ pub struct DnsEvent {
 pub struct FlowEvent {
     /// When the record was written (the flow's end).
     pub timestamp: String,
-    /// Node-unique id of the flow (its `http` and `alert` events carry the same).
+    /// The node that wrote the event (its `nodeName`).
+    pub host: String,
+    /// The flow's id: 51 bits (exact in JavaScript), unique across the fleet (its `http`,
+    /// `dns` and `alert` events carry the same).
     pub flow_id: u64,
     /// Always `flow`.
     pub event_type: &'static str,
@@ -586,6 +611,10 @@ pub struct L7Decision {
     pub dest: Endpoint,
     /// The decision for this request.
     pub policy: PolicyInfo,
+    /// The normalized path the policy decided on (HTTP; the `http` object has the request
+    /// as sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalized_path: Option<String>,
 }
 
 /// One HTTP request's decision (`event_type: http`), written as it completes.
@@ -593,6 +622,8 @@ pub struct L7Decision {
 pub struct HttpEvent {
     /// When the response (or the node's refusal) was sent.
     pub timestamp: String,
+    /// The node that wrote the event (its `nodeName`).
+    pub host: String,
     /// The connection's flow id.
     pub flow_id: u64,
     /// Always `http`.
@@ -658,15 +689,18 @@ pub struct AlertFlow {
     pub dest_port: u16,
 }
 
-/// eastwall's identities of the two ends of an alert's flow (SPIFFE IDs, when known).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EveIdentities {
-    /// The client's identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub src_identity: Option<String>,
-    /// The server's identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dest_identity: Option<String>,
+/// eastwall's part of an alert or anomaly: the node and who is on each end of the flow, as
+/// in the flow's own event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EveEnds {
+    /// The node that inspected the flow.
+    pub node: String,
+    /// Which side of the node saw the connection.
+    pub direction: Direction,
+    /// The client.
+    pub src: Endpoint,
+    /// The server.
+    pub dest: Endpoint,
 }
 
 /// An IDS alert (`event_type: alert`).
@@ -674,6 +708,9 @@ pub struct EveIdentities {
 pub struct AlertEvent {
     /// When the matching data was seen.
     pub timestamp: String,
+    /// The node that inspected the flow (absent from `eastwall ids` on a capture file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The node's id of the flow.
     pub flow_id: u64,
     /// Always `alert`.
@@ -708,9 +745,10 @@ pub struct AlertEvent {
     pub app_proto: &'static str,
     /// The flow.
     pub flow: AlertFlow,
-    /// Identities of both ends.
+    /// The node and both ends (absent when no node inspected it: `eastwall ids` on a
+    /// capture file).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub eastwall: Option<EveIdentities>,
+    pub eastwall: Option<EveEnds>,
 }
 
 /// An EVE `anomaly` record of the IDS (Suricata's shape: an application-layer event of a
@@ -719,6 +757,9 @@ pub struct AlertEvent {
 pub struct AnomalyEvent {
     /// When.
     pub timestamp: String,
+    /// The node that inspected the flow (absent from `eastwall ids` on a capture file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The node's id of the flow.
     pub flow_id: u64,
     /// Always `anomaly`.
@@ -741,9 +782,10 @@ pub struct AnomalyEvent {
     pub http: Option<EveHttp>,
     /// What was noticed.
     pub anomaly: EveAnomaly,
-    /// Identities of both ends.
+    /// The node and both ends (absent when no node inspected it: `eastwall ids` on a
+    /// capture file).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub eastwall: Option<EveIdentities>,
+    pub eastwall: Option<EveEnds>,
 }
 
 /// The `anomaly` object.
@@ -822,6 +864,7 @@ mod tests {
     fn a_flow_event_is_one_eve_line() {
         let ev = FlowEvent {
             timestamp: timestamp_unix(Duration::from_millis(1_500)),
+            host: "hostA".into(),
             flow_id: 7,
             event_type: "flow",
             src_ip: "10.0.0.2".parse().unwrap(),
@@ -872,6 +915,7 @@ mod tests {
                 error: None,
                 tunnel: None,
                 revoked_by: None,
+                normalized_path: None,
                 http_requests: None,
                 dns_queries: None,
                 ids: None,

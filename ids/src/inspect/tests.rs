@@ -767,7 +767,8 @@ fn dns_query_over_udp() {
     let ev = serde_json::to_value(crate::alert_event(q, &dns, 1, None)).unwrap();
     assert_eq!(ev["proto"], "UDP");
     assert_eq!(ev["app_proto"], "dns");
-    assert_eq!(ev["dns"]["rrname"], "BAD.test");
+    assert_eq!(ev["dns"]["version"], 3);
+    assert_eq!(ev["dns"]["queries"][0]["rrname"], "BAD.test");
     assert_eq!(ev["dest_port"], 53);
     // The next query is the next transaction; a response is not a query.
     let v = fi.datagram(Dir::ToServer, &dns_query("bad.test", 8), t(1));

@@ -361,7 +361,7 @@ async fn ingest(
                     warn!(
                         event = %a["anomaly"]["event"],
                         "anomaly: {}",
-                        a["anomaly"]["reason"].as_str().unwrap_or_default()
+                        a["eastwall"]["reason"].as_str().unwrap_or_default()
                     );
                     if let Ok(r) = eastwall_flows::record::row_of(&a) {
                         good.push((r, a.to_string()));

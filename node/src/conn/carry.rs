@@ -163,7 +163,7 @@ impl Carrier {
             },
             app,
             guard.flow_id,
-            guard.identities(),
+            guard.ends(),
         )
     }
 

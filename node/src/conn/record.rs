@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use eastwall_policy::{Protocol, Workload};
 use eastwall_wire::eve::{
-    self, Action, Direction, EveHttp, EveIdentities, EveTls, FlowCounters, FlowDecision, FlowEvent,
+    self, Action, Direction, EveEnds, EveHttp, EveTls, FlowCounters, FlowDecision, FlowEvent,
     IdsInfo, MonitorInfo, PolicyInfo, RequestCounts, TunnelInfo,
 };
 
@@ -17,6 +17,14 @@ use super::{DenyReason, End, Ending, Ends, Outcome, Plan, Verdict};
 use crate::rules::Rules;
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{BytesLabels, ClosedLabels, RuleLabels};
+
+/// One HTTP request as recorded: as sent, and the normalized path the policy decided on
+/// (`None`: a target that could not be normalized).
+#[derive(Debug, Clone)]
+pub(crate) struct HttpRecord {
+    pub(crate) http: EveHttp,
+    pub(crate) normalized_path: Option<String>,
+}
 
 /// The record of one connection, written when the guard is dropped.
 pub(crate) struct FlowGuard {
@@ -39,7 +47,7 @@ pub(crate) struct FlowGuard {
     pub(crate) app_proto: Option<&'static str>,
     /// The last HTTP request. (This and the other L7 and IDS parts are boxed: a guard lives
     /// as long as its connection, and most connections have none of them.)
-    pub(crate) http: Option<Box<EveHttp>>,
+    pub(crate) http: Option<Box<HttpRecord>>,
     /// The ClientHello read.
     pub(crate) tls: Option<Box<EveTls>>,
     /// The tunnel, when the connection crossed it.
@@ -146,11 +154,13 @@ impl FlowGuard {
         }
     }
 
-    /// The identities of both ends, for IDS alerts.
-    pub(crate) fn identities(&self) -> EveIdentities {
-        EveIdentities {
-            src_identity: self.src_info.identity.clone(),
-            dest_identity: self.dst_info.identity.clone(),
+    /// The node and both ends, for IDS alerts and anomalies.
+    pub(crate) fn ends(&self) -> EveEnds {
+        EveEnds {
+            node: self.node.clone(),
+            direction: self.direction,
+            src: self.src_info.clone(),
+            dest: self.dst_info.clone(),
         }
     }
 
@@ -235,8 +245,13 @@ impl FlowGuard {
                     .inc_by(n);
             }
         }
+        let (http, normalized_path) = match self.http.take() {
+            Some(r) => (Some(r.http), r.normalized_path),
+            None => (None, None),
+        };
         let event = FlowEvent {
             timestamp: eve::timestamp(end),
+            host: self.node.clone(),
             flow_id: self.flow_id,
             event_type: "flow",
             src_ip: self.src.ip(),
@@ -259,7 +274,7 @@ impl FlowGuard {
                 reason,
                 alerted,
             },
-            http: self.http.take().map(|h| *h),
+            http,
             tls: self.tls.take().map(|t| *t),
             eastwall: FlowDecision {
                 node: std::mem::take(&mut self.node),
@@ -271,6 +286,7 @@ impl FlowGuard {
                 error,
                 tunnel: self.tunnel.take(),
                 revoked_by,
+                normalized_path,
                 http_requests: self.http_requests.take(),
                 dns_queries: self.dns_queries.take(),
                 ids: self.ids.take().map(|i| *i),

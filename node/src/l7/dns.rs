@@ -121,7 +121,7 @@ struct DnsFlow<'a> {
     flow_id: u64,
     src_info: eve::Endpoint,
     dst_info: eve::Endpoint,
-    identities: eve::EveIdentities,
+    ends_info: eve::EveEnds,
     /// The flow's inspections, one per IDS profile that allowed one of its queries.
     ids: Mutex<Vec<(String, SharedIds)>>,
     counts: Mutex<RequestCounts>,
@@ -167,7 +167,7 @@ impl<'a> DnsFlow<'a> {
             flow_id: guard.flow_id,
             src_info: guard.src_info.clone(),
             dst_info: guard.dst_info.clone(),
-            identities: guard.identities(),
+            ends_info: guard.ends(),
             ids: Mutex::new(Vec::new()),
             counts: Mutex::new(RequestCounts::default()),
             pending: Mutex::new(Pending::default()),
@@ -235,7 +235,7 @@ impl<'a> DnsFlow<'a> {
             },
             (AppProto::Dns, self.transport),
             self.flow_id,
-            self.identities.clone(),
+            self.ends_info.clone(),
         )?;
         all.push((profile.to_owned(), ids.clone()));
         Some(ids)
@@ -339,6 +339,7 @@ impl<'a> DnsFlow<'a> {
                 ..self.dst_info.clone()
             },
             policy: policy_info(&plan),
+            normalized_path: None,
         };
         self.event(&m, tx_id, Some(decision));
         if allowed
@@ -373,6 +374,7 @@ impl<'a> DnsFlow<'a> {
         let (src, dst) = (self.ends.src.addr, self.ends.dst.addr);
         let event = DnsEvent {
             timestamp: eve::timestamp(SystemTime::now()),
+            host: self.pipeline.here.node.clone(),
             flow_id: self.flow_id,
             event_type: "dns",
             src_ip: src.ip(),

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use eastwall_policy::{HttpRequestFacts, L7};
 use eastwall_wire::eve::{
-    self, EveHttp, EveIdentities, HttpEvent, IdsInfo, L7Decision, PolicyInfo, RequestCounts,
+    self, EveEnds, EveHttp, HttpEvent, IdsInfo, L7Decision, PolicyInfo, RequestCounts,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::io::{ClientIo, Counts};
-use crate::conn::record::{FlowGuard, policy_info};
+use crate::conn::record::{FlowGuard, HttpRecord, policy_info};
 use crate::conn::{DenyReason, Ending, Ends, Outcome, Pipeline, Plan};
 
 /// Body of every response the node sends to a client, and of requests it sends to a server.
@@ -82,14 +82,14 @@ struct HttpConn {
     dst_info: eve::Endpoint,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
     counts: Mutex<RequestCounts>,
-    last: Mutex<Option<EveHttp>>,
+    last: Mutex<Option<HttpRecord>>,
     /// The IDS inspection per profile the connection's requests were allowed with (HTTP/1:
     /// one transaction after the other on one inspector).
     ids: Mutex<Vec<(Arc<str>, crate::ids::SharedIds)>>,
     /// HTTP/2: each stream is inspected on its own; what finished streams found.
     stream_ids: Arc<Mutex<Option<IdsInfo>>>,
-    /// The flow's endpoints and identities, for the IDS.
-    identities: EveIdentities,
+    /// The node and the flow's ends, for the IDS.
+    ends_info: EveEnds,
     /// Upgraded exchanges (WebSocket, CONNECT) relayed after hyper let go of them.
     upgraded: Mutex<tokio::task::JoinSet<()>>,
 }
@@ -123,7 +123,7 @@ where
         last: Mutex::new(None),
         ids: Mutex::new(Vec::new()),
         stream_ids: Arc::new(Mutex::new(None)),
-        identities: guard.identities(),
+        ends_info: guard.ends(),
         upgraded: Mutex::new(tokio::task::JoinSet::new()),
     });
     let h = http.clone();
@@ -363,10 +363,9 @@ impl HttpConn {
             .as_ref()
             .ok()
             .and_then(|a| a.as_ref().and_then(host_of));
-        let mut ev = EveHttp {
+        let http = EveHttp {
             hostname: host.clone(),
             url: target.chars().take(4096).collect(),
-            normalized_path: None,
             http_method: req.method().as_str().to_owned(),
             protocol: version.to_owned(),
             http_user_agent: req
@@ -376,6 +375,10 @@ impl HttpConn {
                 .map(|v| v.chars().take(512).collect()),
             status: None,
             length: None,
+        };
+        let mut ev = HttpRecord {
+            http,
+            normalized_path: None,
         };
         let authority = match authority {
             Ok(a) => a,
@@ -495,7 +498,7 @@ impl HttpConn {
             return self.blocked(ev, policy, (src, dst), b);
         }
         let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            || (ev.http_method == "CONNECT" && resp.status().is_success());
+            || (ev.http.http_method == "CONNECT" && resp.status().is_success());
         if let (true, Some(client)) = (switched, client_upgrade) {
             let server = hyper::upgrade::on(&mut resp);
             let mut upgraded = self.upgraded.lock().unwrap_or_else(|p| p.into_inner());
@@ -552,7 +555,7 @@ impl HttpConn {
             flow,
             (app, eastwall_ids::Transport::Tcp),
             self.flow_id,
-            self.identities.clone(),
+            self.ends_info.clone(),
         );
         // HTTP/2 streams run side by side: each gets its own inspector (closed with it).
         if self.proto == Proto::H1 {
@@ -621,7 +624,7 @@ impl HttpConn {
     /// Answers a request the IPS stopped: 403, and an HTTP/1 connection closes.
     fn blocked(
         &self,
-        ev: EveHttp,
+        ev: HttpRecord,
         policy: PolicyInfo,
         ends: (eve::Endpoint, eve::Endpoint),
         (sid, msg): (u32, String),
@@ -637,7 +640,7 @@ impl HttpConn {
     async fn refuse(
         &self,
         req: Request<Incoming>,
-        ev: EveHttp,
+        ev: HttpRecord,
         policy: PolicyInfo,
         status: StatusCode,
         text: String,
@@ -651,7 +654,7 @@ impl HttpConn {
     async fn refuse_as(
         &self,
         req: Request<Incoming>,
-        ev: EveHttp,
+        ev: HttpRecord,
         policy: PolicyInfo,
         status: StatusCode,
         text: String,
@@ -665,14 +668,14 @@ impl HttpConn {
     /// Counts and records a request with the response it gets, and passes the response on.
     fn answered(
         &self,
-        mut ev: EveHttp,
+        mut ev: HttpRecord,
         policy: PolicyInfo,
         (src, dest): (eve::Endpoint, eve::Endpoint),
         resp: Response<Body>,
         denied: bool,
     ) -> Response<Body> {
-        ev.status = Some(resp.status().as_u16());
-        ev.length = resp
+        ev.http.status = Some(resp.status().as_u16());
+        ev.http.length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
@@ -693,6 +696,7 @@ impl HttpConn {
             .inc();
         let event = HttpEvent {
             timestamp: eve::timestamp(SystemTime::now()),
+            host: self.pipeline.here.node.clone(),
             flow_id: self.flow_id,
             event_type: "http",
             src_ip: self.ends.src.addr.ip(),
@@ -701,13 +705,14 @@ impl HttpConn {
             dest_port: self.ends.dst.addr.port(),
             proto: "TCP",
             app_proto: self.proto.app_proto(),
-            http: ev.clone(),
+            http: ev.http.clone(),
             eastwall: L7Decision {
                 node: self.pipeline.here.node.clone(),
                 direction: dir,
                 src,
                 dest,
                 policy,
+                normalized_path: ev.normalized_path.clone(),
             },
         };
         self.pipeline.telemetry.flows.event(&event);

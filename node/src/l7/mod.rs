@@ -72,7 +72,7 @@ pub(crate) async fn serve<D: Downstream>(
             guard.tls = Some(Box::new(EveTls {
                 sni: hello.sni.clone(),
                 version: Some(tls_version(hello.max_version())),
-                alpn: hello.alpn.clone(),
+                client_alpns: hello.alpn.clone(),
             }));
             (hello.sni, true)
         }
@@ -81,7 +81,7 @@ pub(crate) async fn serve<D: Downstream>(
             guard.tls = Some(Box::new(EveTls {
                 sni: None,
                 version: Some("UNDETERMINED".into()),
-                alpn: Vec::new(),
+                client_alpns: Vec::new(),
             }));
             guard.error = Some(format!("unreadable ClientHello: {e}"));
             (None, true)

@@ -206,6 +206,7 @@ mod tests {
         let now = eve::timestamp(SystemTime::now());
         FlowEvent {
             timestamp: now.clone(),
+            host: "hostA".into(),
             flow_id: 7,
             event_type: "flow",
             src_ip: src.parse().unwrap(),
@@ -248,6 +249,7 @@ mod tests {
                 error: None,
                 tunnel: None,
                 revoked_by: None,
+                normalized_path: None,
                 http_requests: None,
                 dns_queries: None,
                 ids: None,

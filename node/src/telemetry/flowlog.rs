@@ -38,6 +38,27 @@ pub(crate) struct FlowLog {
     export: Option<(tokio::sync::mpsc::Sender<String>, Counter)>,
 }
 
+/// Flow ids are 51 bits, as Suricata's: JavaScript tools (Kibana) read JSON numbers as
+/// doubles, exact to 2^53 only, and ids that round no longer join a flow's events.
+const FLOW_ID_MASK: u64 = (1 << 51) - 1;
+
+/// Where a node run starts counting flow ids: random, so that the ranges of the fleet's
+/// nodes (and of one node's restarts) do not meet in a shared SIEM. Two runs that each
+/// write k ids collide with probability about 2k / 2^51 (k = 10^9: 1 in a million).
+fn random_flow_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // std's hasher keys are drawn from the OS's random source once per process; the clock
+    // and the pid separate two keys that happen to repeat.
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() & FLOW_ID_MASK
+}
+
 /// What the writer thread is given.
 enum ToWriter {
     Line(String),
@@ -182,17 +203,11 @@ impl FlowLog {
             }
             None => None,
         };
-        // Flow ids only need to be unique per node run; seeding from the clock keeps ids of
-        // consecutive runs apart in a shared SIEM.
-        let micros = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let seed = micros << 16;
         Ok(FlowLog {
             file,
             recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
             capacity,
-            next_id: AtomicU64::new(seed),
+            next_id: AtomicU64::new(random_flow_id()),
             dropped,
             export: None,
         })
@@ -235,7 +250,7 @@ impl FlowLog {
 
     /// A fresh flow id.
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.next_id.fetch_add(1, Ordering::Relaxed) & FLOW_ID_MASK
     }
 
     /// Writes any EVE event (flow, http, alert): one line in the file and in the ring.
@@ -331,6 +346,23 @@ mod tests {
         max_bytes: 1 << 20,
         keep: 2,
     };
+
+    #[test]
+    fn flow_ids_are_51_bits_and_runs_start_apart() {
+        let open =
+            || FlowLog::open(None, 0, ROOMY, Default::default(), Default::default()).unwrap();
+        let (a, b) = (open(), open());
+        let (first_a, first_b) = (a.next_id(), b.next_id());
+        assert!(first_a <= FLOW_ID_MASK && first_b <= FLOW_ID_MASK);
+        // Two random 51-bit starts are equal once in 2^51 runs.
+        assert_ne!(first_a, first_b);
+        assert_eq!(a.next_id(), (first_a + 1) & FLOW_ID_MASK);
+        // The count wraps inside 51 bits, never above.
+        a.next_id.store(FLOW_ID_MASK, Ordering::Relaxed);
+        assert_eq!(a.next_id(), FLOW_ID_MASK);
+        assert_eq!(a.next_id(), 0);
+        assert_eq!(a.next_id(), 1);
+    }
 
     #[test]
     fn the_file_is_rotated_by_size_and_keeps_whole_lines() {

@@ -566,7 +566,7 @@ function detailOf(rec) {
   if (rec.http) return (rec.http.http_method || '') + ' ' + (rec.http.url || '');
   if (rec.dns && rec.dns.queries && rec.dns.queries[0]) return 'query ' + rec.dns.queries[0].rrname;
   if (rec.alert) return 'alert ' + rec.alert.signature_id + ' ' + (rec.alert.signature || '');
-  if (rec.anomaly) return 'anomaly ' + (rec.anomaly.kind || '') + ' ' + (rec.anomaly.evidence || '');
+  if (rec.anomaly) return 'anomaly ' + (rec.anomaly.event || '') + ': ' + ((rec.eastwall && rec.eastwall.reason) || '');
   return '';
 }
 
