@@ -6,7 +6,7 @@
 # server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
 # directory tests; etcd (etcd-server, etcd-client) and protoc with the well-known types
 # (protobuf-compiler, libprotobuf-dev) for the central store; Chromium and ChromeDriver for the
-# console's browser tests.
+# console's browser tests; promtool (prometheus) for the metrics and alert rules.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -27,6 +27,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# Prometheus's linter checks the node's metrics and the alert rules in the tests (promtool,
+# from Debian's prometheus package).
+command -v promtool >/dev/null || need+=(prometheus)
 # The console's tests drive a real headless Chromium through ChromeDriver (WebDriver).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -109,9 +109,20 @@ fn denied_connections_leave_flow_records_and_metrics() {
     assert_eq!(pol["mode"], "enforce");
     let metrics = c.admin("hostA", "/metrics");
     assert!(
-        metrics.contains(r#"eastwall_connections_denied_total{direction="outbound",rule="dev-not-prod",mode="enforce",action="deny"} 1"#),
+        metrics.contains(r#"eastwall_policy_decisions_total{direction="outbound",rule="dev-not-prod",mode="enforce",action="deny"} 1"#),
         "{metrics}"
     );
+    // Every name as Prometheus's linter wants it; the histograms, which policy, since when.
+    eastwall_integration::promtool_check_metrics(&metrics);
+    for line in [
+        r#"eastwall_decision_duration_seconds_count{direction="outbound"} "#,
+        r#"eastwall_connection_duration_seconds_count{direction="outbound"} "#,
+        r#"eastwall_policy_info{source="files",version="",hash="sha256:"#,
+        "eastwall_policy_loaded_timestamp_seconds ",
+        r#"eastwall_build_info{version=""#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
     // The same record is served by /flows.
     let flows: serde_json::Value = serde_json::from_str(&c.admin("hostA", "/flows")).unwrap();
     assert!(

@@ -82,7 +82,7 @@ fn icmp_echo_passes_only_where_a_rule_allows_it() {
     assert!(
         c.metric(
             "hostA",
-            r#"eastwall_connections_denied_total{direction="outbound",rule="dev-not-prod",mode="enforce",action="deny"}"#
+            r#"eastwall_policy_decisions_total{direction="outbound",rule="dev-not-prod",mode="enforce",action="deny"}"#
         ) >= 2
     );
 }

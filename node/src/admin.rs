@@ -77,11 +77,7 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         },
         // Alive: what a supervisor asks before restarting (a degraded node is alive).
         "/livez" => text(StatusCode::OK, "alive\n".into(), "text/plain"),
-        "/metrics" => text(
-            StatusCode::OK,
-            view.telemetry.metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        "/metrics" => metrics(req, view),
         "/flows" => {
             let limit = req
                 .uri()
@@ -100,6 +96,31 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
             "not found: try /healthz, /livez, /metrics, /flows\n".into(),
             "text/plain",
         ),
+    }
+}
+
+/// The metrics, in OpenMetrics when the scraper asks for it (Prometheus does), else in the
+/// Prometheus text format.
+fn metrics(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
+    let om = view.telemetry.metrics.encode();
+    let wants_om = req
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_om {
+        text(
+            StatusCode::OK,
+            om,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        text(
+            StatusCode::OK,
+            crate::telemetry::metrics::classic_text(&om),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
     }
 }
 

@@ -207,10 +207,7 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         },
         _ => None,
     };
-    telemetry
-        .metrics
-        .policy_rules
-        .set(rules.policy.rule_count() as i64);
+    crate::conn::show_in_force(&telemetry.metrics, &rules);
     let tunnel_port = pool.as_ref().map(|_| cfg.tunnel.port);
     let pipeline = Arc::new(Pipeline {
         here: Here {
@@ -303,6 +300,7 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
             )));
         }
     }
+    let held = identities.as_ref().map(|(ids, _)| ids.clone());
     if let Some((ids, Some(secs))) = identities {
         let telemetry = telemetry.clone();
         tasks.push(tokio::spawn(async move {
@@ -370,13 +368,18 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     });
     tasks.push(tokio::spawn(admin::serve(admin, view)));
     {
-        // Aggregate records of floods are written when their window closes.
+        // Aggregate records of floods are written when their window closes; certificates
+        // renewed or reloaded show their new expiry.
         let telemetry = telemetry.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut shown = Vec::new();
             loop {
                 tick.tick().await;
                 telemetry.flush_folds();
+                if let Some(ids) = &held {
+                    telemetry.metrics.certificates(&ids.expiries(), &mut shown);
+                }
             }
         }));
     }

@@ -20,6 +20,8 @@ pub(crate) struct Rules {
     pub(crate) policy: Policy,
     /// The central store's version these rules are (from the state folder's files).
     pub(crate) stored: Option<StoredVersion>,
+    /// `sha256:<hex>` of the registry and policy texts: which files are in force.
+    pub(crate) files_hash: String,
 }
 
 /// A version of the central store, as the node's state files carry it.
@@ -69,10 +71,27 @@ impl Rules {
                 registry,
                 policy,
                 stored,
+                files_hash: files_hash(&rtext, &ptext),
             },
             warnings,
         ))
     }
+}
+
+/// `sha256:<hex>` of a registry and a policy text.
+pub(crate) fn files_hash(registry: &str, policy: &str) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for text in [registry, policy] {
+        ctx.update(&(text.len() as u64).to_be_bytes());
+        ctx.update(text.as_bytes());
+    }
+    let hex: String = ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// Reads the registry and the policy. Files the node wrote from the central store carry

@@ -125,8 +125,18 @@ impl Carrier {
         direction: Direction,
     ) -> io::Result<TcpStream> {
         let up = &self.upstream;
+        let started = std::time::Instant::now();
         socket::connect_spoofed(Some(src), dst, up.own_mark, up.connect_timeout)
             .await
+            .inspect(|_| {
+                self.telemetry
+                    .metrics
+                    .upstream_connect_seconds
+                    .get_or_create(&DirLabels {
+                        direction: direction.as_str(),
+                    })
+                    .observe(started.elapsed().as_secs_f64());
+            })
             .inspect_err(|e| {
                 debug!(%src, %dst, %e, "upstream connect failed");
                 self.count_upstream_error(direction);

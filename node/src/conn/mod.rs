@@ -34,6 +34,7 @@ use crate::directory::Directory;
 use crate::ids::IdsEngines;
 use crate::rules::Rules;
 use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{DirLabels, PolicyLabels};
 use crate::tunnel::pool::PoolKey;
 
 use self::record::FlowGuard;
@@ -441,10 +442,7 @@ impl Pipeline {
     /// Puts `rules` in force for every decision from now on; returns the rules they replace
     /// (for the caller to drop off the async workers: a large policy takes a while to free).
     pub(crate) fn replace_rules(&self, rules: Rules) -> Arc<Rules> {
-        self.telemetry
-            .metrics
-            .policy_rules
-            .set(rules.policy.rule_count() as i64);
+        show_in_force(&self.telemetry.metrics, &rules);
         self.rules.swap(Arc::new(rules))
     }
 
@@ -493,10 +491,35 @@ impl Pipeline {
 
     /// Plans with the rules in force, counting the monitor rules that matched.
     pub(crate) fn plan(&self, ends: &Ends, l7: eastwall_policy::L7<'_>) -> Plan {
+        let started = std::time::Instant::now();
         let p = plan(&self.rules(), &self.here, ends, l7);
+        self.telemetry
+            .metrics
+            .decision_seconds
+            .get_or_create(&DirLabels {
+                direction: ends.direction().as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
         record::count_monitored(&self.telemetry, ends.direction(), &p);
         p
     }
+}
+
+/// Shows `rules` in the metrics as the rules in force from now.
+pub(crate) fn show_in_force(metrics: &crate::telemetry::metrics::Metrics, rules: &Rules) {
+    let labels = match &rules.stored {
+        Some(v) => PolicyLabels {
+            source: "store",
+            version: v.version.to_string(),
+            hash: v.hash.clone(),
+        },
+        None => PolicyLabels {
+            source: "files",
+            version: String::new(),
+            hash: rules.files_hash.clone(),
+        },
+    };
+    metrics.policy_in_force(rules.policy.rule_count(), labels);
 }
 
 #[cfg(test)]

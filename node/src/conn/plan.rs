@@ -309,6 +309,7 @@ spec:
             registry,
             policy,
             stored: None,
+            files_hash: String::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use eastwall_wire::eve::{
 use super::{DenyReason, End, Ending, Ends, Outcome, Plan, Verdict};
 use crate::rules::Rules;
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{BytesLabels, ClosedLabels, RuleLabels};
+use crate::telemetry::metrics::{BytesLabels, ClosedLabels, DirLabels, RuleLabels};
 
 /// One HTTP request as recorded: as sent, and the normalized path the policy decided on
 /// (`None`: a target that could not be normalized).
@@ -24,6 +24,8 @@ use crate::telemetry::metrics::{BytesLabels, ClosedLabels, RuleLabels};
 pub(crate) struct HttpRecord {
     pub(crate) http: EveHttp,
     pub(crate) normalized_path: Option<String>,
+    /// When the request's head was read.
+    pub(crate) started: std::time::Instant,
 }
 
 /// The record of one connection, written when the guard is dropped.
@@ -187,9 +189,8 @@ impl FlowGuard {
             Protocol::Icmp { kind, code } | Protocol::Icmpv6 { kind, code } => Some((kind, code)),
             _ => None,
         };
-        let ms = end
-            .duration_since(self.start)
-            .map_or(0, |d| d.as_millis() as u64);
+        let lived = end.duration_since(self.start).unwrap_or_default();
+        let ms = lived.as_millis() as u64;
         let mut error = outcome.error().or_else(|| self.error.take());
         let mut revoked_by = None;
         if let Outcome::Ended(Ending::Revoked(rule)) = &outcome {
@@ -202,17 +203,12 @@ impl FlowGuard {
         let verdict = self.policy.verdict.as_str();
         if outcome.refused_here() {
             m.denied_all.inc();
-            m.denied
-                .get_or_create(&RuleLabels {
-                    direction: dir,
-                    rule: self.policy.rule.clone(),
-                    mode: "enforce",
-                    action: "deny",
-                })
-                .inc();
         }
         // A spoofed packet never opened a connection; everything else that was opened closes.
         if !matches!(outcome, Outcome::Dropped(DenyReason::SpoofedSource)) {
+            m.connection_seconds
+                .get_or_create(&DirLabels { direction: dir })
+                .observe(lived.as_secs_f64());
             m.closed
                 .get_or_create(&ClosedLabels {
                     direction: dir,
@@ -415,7 +411,7 @@ mod tests {
         assert_eq!(r[0]["eastwall"]["policy"]["rule"], "unknown-source");
         let m = t.metrics.encode();
         assert!(
-            m.contains(r#"eastwall_connections_denied_total{direction="outbound",rule="unknown-source",mode="enforce",action="deny"} 1"#),
+            m.contains(r#"eastwall_policy_decisions_total{direction="outbound",rule="unknown-source",mode="enforce",action="deny"} 1"#),
             "{m}"
         );
         assert!(

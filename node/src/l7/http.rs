@@ -379,6 +379,7 @@ impl HttpConn {
         let mut ev = HttpRecord {
             http,
             normalized_path: None,
+            started: std::time::Instant::now(),
         };
         let authority = match authority {
             Ok(a) => a,
@@ -685,6 +686,14 @@ impl HttpConn {
             c.denied += u64::from(denied);
         }
         let dir = self.ends.direction();
+        self.pipeline
+            .telemetry
+            .metrics
+            .http_request_seconds
+            .get_or_create(&crate::telemetry::metrics::DirLabels {
+                direction: dir.as_str(),
+            })
+            .observe(ev.started.elapsed().as_secs_f64());
         self.pipeline
             .telemetry
             .metrics

@@ -4,7 +4,8 @@ use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 /// Labels of per-direction metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +89,49 @@ pub(crate) struct WorkloadLabels {
     pub(crate) workload: String,
 }
 
+/// Labels of a certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct IdentityLabels {
+    /// The SPIFFE ID it proves.
+    pub(crate) identity: String,
+}
+
+/// Labels of the build.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The crate version.
+    version: &'static str,
+}
+
+/// Labels of the policy in force.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PolicyLabels {
+    /// `store` (a version of the central store) or `files`.
+    pub(crate) source: &'static str,
+    /// The store's version number (empty for files).
+    pub(crate) version: String,
+    /// `sha256:<hex>`: the store's hash of the version, or of the registry and policy files.
+    pub(crate) hash: String,
+}
+
+/// A histogram per direction, with the buckets of its kind.
+pub(crate) type DirHistogram = Family<DirLabels, Histogram, fn() -> Histogram>;
+
+/// Buckets from 1 ms to about 70 minutes: how long connections live.
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 4.0, 12))
+}
+
+/// Buckets from 1 µs to about 4 s: deciding is a lookup, its tail is what matters.
+fn decision_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_001, 4.0, 12))
+}
+
+/// Buckets from 100 µs to about 7 minutes: a connect, an HTTP exchange.
+fn exchange_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 4.0, 12))
+}
+
 /// Labels of certificate renewals.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RenewalLabels {
@@ -146,8 +190,6 @@ pub(crate) struct Metrics {
     pub(crate) opened: Family<DirLabels, Counter>,
     /// Connections finished (allowed and closed, or refused).
     pub(crate) closed: Family<ClosedLabels, Counter>,
-    /// Connections refused, by deciding rule.
-    pub(crate) denied: Family<RuleLabels, Counter>,
     /// Every rule that decided or (monitor) matched.
     pub(crate) decisions: Family<RuleLabels, Counter>,
     /// Bytes relayed.
@@ -158,6 +200,22 @@ pub(crate) struct Metrics {
     pub(crate) upstream_errors: Family<DirLabels, Counter>,
     /// Policy and registry currently in force: number of rules.
     pub(crate) policy_rules: Gauge,
+    /// Which policy is in force (one series, value 1).
+    pub(crate) policy_info: Family<PolicyLabels, Gauge>,
+    /// The labels `policy_info` shows.
+    policy_shown: std::sync::Mutex<Option<PolicyLabels>>,
+    /// When the policy in force was put in force (start-up or reload), Unix seconds.
+    pub(crate) policy_loaded_at: Gauge,
+    /// When each of the node's workload certificates expires, Unix seconds.
+    pub(crate) cert_expiry: Family<IdentityLabels, Gauge>,
+    /// How long connections lived, accept to close.
+    pub(crate) connection_seconds: DirHistogram,
+    /// How long deciding a connection or a request took.
+    pub(crate) decision_seconds: DirHistogram,
+    /// How long connecting to a server took (successful connects).
+    pub(crate) upstream_connect_seconds: DirHistogram,
+    /// How long an HTTP request the node decided took, until its response's head.
+    pub(crate) http_request_seconds: DirHistogram,
     /// Tunnel handshakes this node refused (foreign CA, expired certificate, ...).
     pub(crate) tunnel_handshake_failures: Counter,
     /// Tunnel connections this node dialed (one per source identity, destination node and
@@ -222,12 +280,19 @@ impl Default for Metrics {
         let m = Metrics {
             opened: Family::default(),
             closed: Family::default(),
-            denied: Family::default(),
             decisions: Family::default(),
             bytes: Family::default(),
             active: Family::default(),
             upstream_errors: Family::default(),
             policy_rules: Gauge::default(),
+            policy_info: Family::default(),
+            policy_shown: Default::default(),
+            policy_loaded_at: Gauge::default(),
+            cert_expiry: Family::default(),
+            connection_seconds: Family::new_with_constructor(duration_buckets),
+            decision_seconds: Family::new_with_constructor(decision_buckets),
+            upstream_connect_seconds: Family::new_with_constructor(exchange_buckets),
+            http_request_seconds: Family::new_with_constructor(exchange_buckets),
             tunnel_handshake_failures: Counter::default(),
             tunnel_dials: Counter::default(),
             cert_reload_failures: Counter::default(),
@@ -256,15 +321,15 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // `eastwall_build_info{version="…"} 1`: which build each node runs, for dashboards
-        // and for rollouts.
-        registry.register(
-            "build",
-            "The eastwall build this node runs",
-            prometheus_client::metrics::info::Info::new(vec![(
-                "version",
-                env!("CARGO_PKG_VERSION"),
-            )]),
-        );
+        // and for rollouts. A gauge, as Prometheus's own `prometheus_build_info`: the
+        // OpenMetrics `info` type is not read by every parser (promtool's).
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The eastwall build this node runs", build);
         registry.register(
             "connections_opened",
             "Connections accepted from capture",
@@ -275,10 +340,46 @@ impl Default for Metrics {
             "Connections finished",
             m.closed.clone(),
         );
+        registry.register_with_unit(
+            "connection_duration",
+            "How long connections lived, accept to close",
+            Unit::Seconds,
+            m.connection_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "decision_duration",
+            "How long deciding a connection, an HTTP request or a DNS query took",
+            Unit::Seconds,
+            m.decision_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_connect_duration",
+            "How long connecting to a server took (successful connects)",
+            Unit::Seconds,
+            m.upstream_connect_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "How long HTTP requests the node decided took, until the response's head",
+            Unit::Seconds,
+            m.http_request_seconds.clone(),
+        );
         registry.register(
-            "connections_denied",
-            "Connections refused, by deciding rule",
-            m.denied.clone(),
+            "policy_info",
+            "The registry and policy in force: source (store or files), store version, hash",
+            m.policy_info.clone(),
+        );
+        registry.register_with_unit(
+            "policy_loaded_timestamp",
+            "When the policy in force was loaded (start-up or successful reload), Unix time",
+            Unit::Seconds,
+            m.policy_loaded_at.clone(),
+        );
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "When each workload certificate of this node expires, Unix time",
+            Unit::Seconds,
+            m.cert_expiry.clone(),
         );
         registry.register(
             "policy_decisions",
@@ -462,6 +563,47 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records that a policy of `rule_count` rules is in force from now: its size, which it
+    /// is, since when.
+    pub(crate) fn policy_in_force(&self, rule_count: usize, labels: PolicyLabels) {
+        self.policy_rules.set(rule_count as i64);
+        // The new series first, then the old one goes: a scrape never sees none.
+        self.policy_info.get_or_create(&labels).set(1);
+        let mut shown = self.policy_shown.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = shown.replace(labels.clone())
+            && old != labels
+        {
+            self.policy_info.remove(&old);
+        }
+        self.policy_loaded_at
+            .set(unix_secs(std::time::SystemTime::now()));
+    }
+
+    /// Sets the expiry of the node's workload certificates; identities no longer held
+    /// (`shown` before, not now) are dropped.
+    pub(crate) fn certificates(
+        &self,
+        expiries: &[(impl ToString, std::time::SystemTime)],
+        shown: &mut Vec<IdentityLabels>,
+    ) {
+        let now: Vec<IdentityLabels> = expiries
+            .iter()
+            .map(|(id, not_after)| {
+                let labels = IdentityLabels {
+                    identity: id.to_string(),
+                };
+                self.cert_expiry
+                    .get_or_create(&labels)
+                    .set(unix_secs(*not_after));
+                labels
+            })
+            .collect();
+        for gone in shown.iter().filter(|l| !now.contains(l)) {
+            self.cert_expiry.remove(gone);
+        }
+        *shown = now;
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
@@ -471,14 +613,130 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition `om`, for scrapers that
+/// do not ask for OpenMetrics (and promtool, which reads only this format): a counter's
+/// family is named with its `_total`, `# UNIT` and `# EOF` go, samples are the same.
+pub(crate) fn classic_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // prometheus_client writes each family as HELP, TYPE, (UNIT,) samples.
+    let mut help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Whole seconds since 1970 (0 before).
+fn unix_secs(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn the_policy_in_force_and_certificate_expiry_are_one_series_each() {
+        let m = Metrics::default();
+        let files = |hash: &str| PolicyLabels {
+            source: "files",
+            version: String::new(),
+            hash: hash.into(),
+        };
+        m.policy_in_force(3, files("sha256:aa"));
+        m.policy_in_force(4, files("sha256:bb"));
+        let text = m.encode();
+        assert!(text.contains("eastwall_policy_rules 4\n"), "{text}");
+        assert!(
+            text.contains(r#"eastwall_policy_info{source="files",version="",hash="sha256:bb"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("sha256:aa"), "{text}");
+        assert!(text.contains("# UNIT eastwall_policy_loaded_timestamp_seconds seconds"));
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let mut shown = Vec::new();
+        m.certificates(
+            &[("spiffe://td/a", at(100)), ("spiffe://td/b", at(200))],
+            &mut shown,
+        );
+        m.certificates(&[("spiffe://td/b", at(300))], &mut shown);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"eastwall_certificate_expiry_timestamp_seconds{identity="spiffe://td/b"} 300"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("spiffe://td/a"), "{text}");
+        m.decision_seconds
+            .get_or_create(&DirLabels {
+                direction: "inbound",
+            })
+            .observe(0.000_003);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"eastwall_decision_duration_seconds_bucket{le="0.000004",direction="inbound"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_with_their_total() {
+        let m = Metrics::default();
+        m.closed
+            .get_or_create(&ClosedLabels {
+                direction: "inbound",
+                verdict: "allow",
+            })
+            .inc();
+        m.upstream_connect_seconds
+            .get_or_create(&DirLabels {
+                direction: "inbound",
+            })
+            .observe(0.01);
+        let text = classic_text(&m.encode());
+        assert!(
+            text.contains(
+                "# HELP eastwall_connections_closed_total Connections finished.\n\
+                 # TYPE eastwall_connections_closed_total counter\n\
+                 eastwall_connections_closed_total{direction=\"inbound\",verdict=\"allow\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE eastwall_upstream_connect_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn exposition_names_rules_and_bytes() {
         let m = Metrics::default();
-        m.denied
+        m.decisions
             .get_or_create(&RuleLabels {
                 direction: "outbound",
                 rule: "dev-not-prod".into(),
@@ -493,7 +751,7 @@ mod tests {
             })
             .inc_by(42);
         let text = m.encode();
-        assert!(text.contains("eastwall_connections_denied_total{direction=\"outbound\",rule=\"dev-not-prod\",mode=\"enforce\",action=\"deny\"} 1"), "{text}");
+        assert!(text.contains("eastwall_policy_decisions_total{direction=\"outbound\",rule=\"dev-not-prod\",mode=\"enforce\",action=\"deny\"} 1"), "{text}");
         assert!(
             text.contains("eastwall_bytes_total{direction=\"outbound\",flow=\"toserver\"} 42"),
             "{text}"
