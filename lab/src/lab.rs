@@ -79,6 +79,8 @@ pub struct NodeHandle {
     pub pid: u32,
     /// Admin endpoint address inside the host namespace.
     pub admin: SocketAddr,
+    /// The bearer token its admin endpoint wants, if any.
+    pub admin_token: Option<String>,
 }
 
 /// The lab: everything it created, removed on drop.
@@ -99,6 +101,7 @@ pub struct Lab {
     ca_service: Option<(String, Option<u64>)>,
     /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
     node_open_files: Option<(u64, u64)>,
+    node_admin_token: Option<String>,
     /// `runtime.workerThreads` of nodes started from now on.
     node_workers: usize,
     /// `runtime.logFormat` of nodes started from now on (`None`: the default).
@@ -160,6 +163,7 @@ impl Lab {
             node_spec: String::new(),
             ca_service: None,
             node_open_files: None,
+            node_admin_token: None,
             node_workers: 1,
             node_log_format: None,
             node_store: None,
@@ -349,6 +353,12 @@ impl Lab {
     /// manager's `LimitNOFILE` would.
     pub fn set_node_open_files(&mut self, soft: u64, hard: u64) {
         self.node_open_files = Some((soft, hard));
+    }
+
+    /// Nodes started from now on open their admin endpoint on every address with bearer
+    /// token `token` (in the host's `admin.token`), and a metrics listener on port 15020.
+    pub fn set_node_admin_token(&mut self, token: &str) {
+        self.node_admin_token = Some(token.to_owned());
     }
 
     /// Forgets the `spec` lines added so far (for nodes started from now on).
@@ -631,6 +641,13 @@ impl Lab {
                     .to_owned()
             }
         };
+        let admin = match &self.node_admin_token {
+            Some(token) => {
+                fs::write(dir.join("admin.token"), format!("{token}\n"))?;
+                "  admin: {listen: \"0.0.0.0:15000\", tokenFile: admin.token}\n  metrics: {listen: \"0.0.0.0:15020\"}\n"
+            }
+            None => "",
+        };
         let rules = match &self.node_store {
             None => "  registry: registry.yaml\n  policy: policy.yaml\n".to_owned(),
             Some(lines) => format!("  store:\n{lines}"),
@@ -638,7 +655,7 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}{admin}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}{}",
                 ifaces.join(", "),
                 self.node_workers,
                 self.node_log_format
@@ -679,6 +696,7 @@ impl Lab {
             flow_log,
             pid,
             admin,
+            admin_token: self.node_admin_token.clone(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -729,12 +747,17 @@ impl Lab {
     pub fn admin_get(&self, node: &NodeHandle, path: &str) -> anyhow::Result<String> {
         let addr = node.admin;
         let path = path.to_owned();
+        let auth = node
+            .admin_token
+            .as_ref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         in_netns(&node.netns, move || -> anyhow::Result<String> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             write!(
                 s,
-                "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\n\r\n"
             )?;
             let mut resp = String::new();
             s.read_to_string(&mut resp)?;

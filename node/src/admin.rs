@@ -1,4 +1,6 @@
-//! The admin endpoint (loopback by default): `/healthz`, `/livez`, `/metrics`, `/flows`.
+//! The admin endpoint (loopback by default): `/healthz`, `/livez`, `/metrics`, `/flows`,
+//! behind a bearer token when one is configured (required off loopback); and the metrics
+//! listener: `/metrics`, `/healthz`, `/livez` only, for Prometheus and probes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,12 +24,39 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// What the admin endpoint serves: the node's telemetry and health.
+/// What a listener serves: the node's telemetry and health.
 pub(crate) struct AdminView {
     /// Metrics, the recent EVE events, health.
     pub(crate) telemetry: Arc<Telemetry>,
     /// The node's limits in words, for a degraded `/healthz`.
     pub(crate) limits: String,
+    /// The bearer token every request must carry, if any.
+    pub(crate) token: Option<String>,
+    /// Which paths it serves.
+    pub(crate) scope: Scope,
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Everything: also the recent flows.
+    Admin,
+    /// Metrics and probes only.
+    Metrics,
+}
+
+/// Reads the admin token of `path`: its first line, at least 16 characters.
+pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("admin token {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_owned();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "admin token {}: at least 16 characters on its first line (e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
+    Ok(token)
 }
 
 /// Serves admin requests until the task is dropped.
@@ -52,7 +81,34 @@ pub(crate) async fn serve(listener: TcpListener, view: Arc<AdminView>) {
     }
 }
 
+/// Whether `req` carries the view's token (or the view needs none).
+fn authorized(req: &Request<Incoming>, view: &AdminView) -> bool {
+    let Some(token) = &view.token else {
+        return true;
+    };
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes())
+                .is_ok()
+        })
+}
+
 fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
+    if !authorized(req, view) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send Authorization: Bearer <the admin token>\n".into(),
+            "text/plain",
+        );
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
     if req.method() != Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -78,7 +134,7 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         // Alive: what a supervisor asks before restarting (a degraded node is alive).
         "/livez" => text(StatusCode::OK, "alive\n".into(), "text/plain"),
         "/metrics" => metrics(req, view),
-        "/flows" => {
+        "/flows" if view.scope == Scope::Admin => {
             let limit = req
                 .uri()
                 .query()
@@ -93,7 +149,11 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /livez, /metrics, /flows\n".into(),
+            match view.scope {
+                Scope::Admin => "not found: try /healthz, /livez, /metrics, /flows\n",
+                Scope::Metrics => "not found: try /metrics, /healthz, /livez\n",
+            }
+            .into(),
             "text/plain",
         ),
     }

@@ -362,11 +362,29 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     let admin = admin::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("admin endpoint {}", cfg.admin.listen))?;
+    let token = match &cfg.admin.token_file {
+        Some(path) => Some(admin::read_token(path)?),
+        None => None,
+    };
     let view = Arc::new(AdminView {
         telemetry: telemetry.clone(),
         limits: limits.describe(),
+        token,
+        scope: admin::Scope::Admin,
     });
     tasks.push(tokio::spawn(admin::serve(admin, view)));
+    if let Some(m) = &cfg.metrics {
+        let listener = admin::bind(m.listen)
+            .await
+            .with_context(|| format!("metrics listener {}", m.listen))?;
+        let view = Arc::new(AdminView {
+            telemetry: telemetry.clone(),
+            limits: limits.describe(),
+            token: None,
+            scope: admin::Scope::Metrics,
+        });
+        tasks.push(tokio::spawn(admin::serve(listener, view)));
+    }
     {
         // Aggregate records of floods are written when their window closes; certificates
         // renewed or reloaded show their new expiry.

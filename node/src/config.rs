@@ -55,6 +55,8 @@ struct Spec {
     #[serde(default = "default_admin")]
     admin: Spanned<AdminSpec>,
     #[serde(default)]
+    metrics: Option<MetricsSpec>,
+    #[serde(default)]
     flow_log: FlowLogSpec,
     #[serde(default = "default_runtime")]
     runtime: Spanned<RuntimeSpec>,
@@ -289,18 +291,31 @@ impl Default for CaptureSpec {
 
 /// The admin endpoint.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct AdminSpec {
-    /// Address of the admin HTTP endpoint; keep it on loopback.
+    /// Address of the admin HTTP endpoint (loopback by default).
     pub listen: SocketAddr,
+    /// A file holding the bearer token every request must carry (`Authorization: Bearer
+    /// …`); required when `listen` is off loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
         AdminSpec {
             listen: SocketAddr::from(([127, 0, 0, 1], 15000)),
+            token_file: None,
         }
     }
+}
+
+/// A listener for Prometheus and probes only: `/metrics`, `/healthz`, `/livez`, without
+/// authentication (no flows, nothing that changes the node).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// Its address (`0.0.0.0:15020` for a Prometheus on another host).
+    pub listen: SocketAddr,
 }
 
 /// Where flow records go.
@@ -471,6 +486,8 @@ pub struct NodeConfig {
     pub capture: CaptureSpec,
     /// Admin endpoint.
     pub admin: AdminSpec,
+    /// The metrics and probes listener, if any.
+    pub metrics: Option<MetricsSpec>,
     /// Flow log.
     pub flow_log: FlowLogSpec,
     /// Runtime.
@@ -593,12 +610,15 @@ impl NodeConfig {
             );
         }
         let admin = &f.spec.admin;
-        if !admin.value.listen.ip().is_loopback() {
-            warn(
-                &admin.referenced,
-                &top,
+        if !admin.value.listen.ip().is_loopback() && admin.value.token_file.is_none() {
+            error(
+                if admin.referenced.line() == 0 {
+                    &top
+                } else {
+                    &admin.referenced
+                },
                 format!(
-                    "admin: `listen: {}` is off loopback, and the admin endpoint (flows, metrics) has no authentication",
+                    "admin: `listen: {}` is off loopback without `tokenFile`: the admin endpoint serves the flows; set `tokenFile` (a bearer token every request must carry), or keep it on loopback and let Prometheus scrape `metrics.listen`",
                     admin.value.listen
                 ),
             );
@@ -851,7 +871,11 @@ impl NodeConfig {
             policy_path,
             store,
             capture: f.spec.capture.value,
-            admin: f.spec.admin.value,
+            admin: AdminSpec {
+                token_file: f.spec.admin.value.token_file.map(|p| base.join(p)),
+                ..f.spec.admin.value
+            },
+            metrics: f.spec.metrics,
             flow_log: FlowLogSpec {
                 path: f.spec.flow_log.path.map(|p| base.join(p)),
                 ..f.spec.flow_log
@@ -1257,6 +1281,44 @@ spec:
     }
 
     #[test]
+    fn an_admin_endpoint_off_loopback_needs_a_token() {
+        let file = Path::new("/etc/eastwall/node.yaml");
+        let with = |extra: &str| format!("{OWN}{extra}");
+        let e = NodeConfig::parse(file, &with("  admin: {listen: \"0.0.0.0:15000\"}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "node.yaml:7:10: admin: `listen: 0.0.0.0:15000` is off loopback without `tokenFile`"
+            ),
+            "{e}"
+        );
+        let c = NodeConfig::parse(
+            file,
+            &with("  admin: {listen: \"0.0.0.0:15000\", tokenFile: admin.token}\n  metrics: {listen: \"0.0.0.0:15020\"}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.admin.token_file.as_deref(),
+            Some(Path::new("/etc/eastwall/admin.token"))
+        );
+        assert_eq!(
+            c.metrics.map(|m| m.listen),
+            Some("0.0.0.0:15020".parse().unwrap())
+        );
+        // On loopback a token is optional.
+        let c = NodeConfig::parse(file, OWN).unwrap();
+        assert_eq!((c.admin.token_file, c.metrics), (None, None));
+        let e = NodeConfig::parse(
+            file,
+            &with("  metrics: {listen: \"0.0.0.0:15020\", flows: true}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("node.yaml:7:"), "{e}");
+    }
+
+    #[test]
     fn the_log_format_is_text_or_json() {
         let file = Path::new("node.yaml");
         assert_eq!(
@@ -1342,6 +1404,7 @@ spec:
         for (extra, what) in [
             ("  store: {}\n", "store"),
             ("  admin: {listen: \"0.0.0.0:15000\"}\n", "admin"),
+            ("  metrics: {listen: \"0.0.0.0:15020\"}\n", "metrics"),
             ("  ids: {rules: [/etc/passwd]}\n", "ids"),
             ("  flowLog: {path: /etc/shadow}\n", "path"),
         ] {
