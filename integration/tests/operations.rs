@@ -105,3 +105,92 @@ fn the_admin_endpoint_off_loopback_wants_its_token_and_prometheus_has_its_own_li
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
     assert!(!body.contains("flow_id"), "{body}");
 }
+
+/// A connection from `app` to `db:5432` through the nodes, greeted: held open.
+fn open(c: &Cloud) -> TcpStream {
+    let dst = c.addr("db", 5432);
+    let ns = c.lab.workload("app").netns.clone();
+    eastwall_lab::in_netns(&ns, move || {
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let greeting = read_line(&mut s);
+        assert!(greeting.starts_with("hello from db"), "{greeting:?}");
+        s
+    })
+    .unwrap()
+}
+
+/// What `s` sends up to its next newline (less at its end, or on an error).
+fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Whether `s` still carries bytes both ways.
+fn echoes(s: &mut TcpStream) -> bool {
+    s.write_all(b"ping\n").is_ok() && read_line(s) == "ping\n"
+}
+
+/// SIGTERM, as `systemctl stop` or an upgrade sends it: the node refuses new connections
+/// (each recorded), carries on those in progress, and exits when the last one ends; past
+/// `runtime.drainSecs` it ends the rest, each with its record. While no node runs, nothing
+/// reaches the server: the capture table stays.
+#[test]
+fn sigterm_drains_connections_in_progress_and_nothing_bypasses_the_node() {
+    let mut c = cloud();
+    c.lab.set_node_drain_secs(60);
+    c.start_nodes("");
+    let mut kept = open(&c);
+    let node = c.node("hostA").clone();
+    c.lab.sigterm_node(&node).unwrap();
+    // Draining: not ready, new connections refused and recorded, the old one carried.
+    std::thread::sleep(Duration::from_millis(300));
+    let health = c.lab.admin_get(&node, "/healthz").unwrap_err().to_string();
+    assert!(
+        health.contains("503") && health.contains("stopping"),
+        "{health}"
+    );
+    let refused = c.connect("app", "db", 5432);
+    assert!(!refused.outcome.reached(), "{:?}", refused.outcome);
+    let f = c.flow("hostA", refused.local.unwrap());
+    assert_eq!(f["flow"]["reason"], "resource-limit");
+    assert_eq!(f["eastwall"]["policy"]["rule"], "node-stopping");
+    assert!(
+        echoes(&mut kept),
+        "the connection in progress is carried on"
+    );
+    assert_eq!(
+        c.lab.wait_node(&node, Duration::from_millis(500)).unwrap(),
+        None
+    );
+    // The last connection ends: the node goes, long before its 60 s.
+    drop(kept);
+    let status = c.lab.wait_node(&node, Duration::from_secs(5)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // No node: nothing reaches the server, not even what the policy allows.
+    assert!(!c.connect("app", "db", 5432).outcome.reached());
+
+    // Again with a drain of 1 s and a connection that does not end: it is ended.
+    c.lab.set_node_drain_secs(1);
+    let node = c.start_node("hostA", "");
+    let mut kept = open(&c);
+    let local = kept.local_addr().unwrap();
+    c.lab.sigterm_node(&node).unwrap();
+    let status = c.lab.wait_node(&node, Duration::from_secs(20)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(!echoes(&mut kept), "ended at the drain's end");
+    let f = c.flow("hostA", local);
+    assert_eq!(f["flow"]["reason"], "revoked");
+    assert_eq!(f["eastwall"]["revoked_by"], "node-stopping");
+    assert!(!c.connect("app", "db", 5432).outcome.reached());
+    // A new node takes over where the old one left.
+    c.start_node("hostA", "");
+    assert!(c.connect("app", "db", 5432).outcome.reached());
+}

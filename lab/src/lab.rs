@@ -102,6 +102,7 @@ pub struct Lab {
     /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
     node_open_files: Option<(u64, u64)>,
     node_admin_token: Option<String>,
+    node_drain_secs: u64,
     /// `runtime.workerThreads` of nodes started from now on.
     node_workers: usize,
     /// `runtime.logFormat` of nodes started from now on (`None`: the default).
@@ -164,6 +165,7 @@ impl Lab {
             ca_service: None,
             node_open_files: None,
             node_admin_token: None,
+            node_drain_secs: 0,
             node_workers: 1,
             node_log_format: None,
             node_store: None,
@@ -359,6 +361,12 @@ impl Lab {
     /// token `token` (in the host's `admin.token`), and a metrics listener on port 15020.
     pub fn set_node_admin_token(&mut self, token: &str) {
         self.node_admin_token = Some(token.to_owned());
+    }
+
+    /// Nodes started from now on drain for `secs` when stopped (default 0: a test's nodes
+    /// stop at once, ending what they carry, each connection with its record).
+    pub fn set_node_drain_secs(&mut self, secs: u64) {
+        self.node_drain_secs = secs;
     }
 
     /// Forgets the `spec` lines added so far (for nodes started from now on).
@@ -655,9 +663,10 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}{admin}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}{admin}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n    drainSecs: {}\n{}{}",
                 ifaces.join(", "),
                 self.node_workers,
+                self.node_drain_secs,
                 self.node_log_format
                     .map(|f| format!("    logFormat: {f}\n"))
                     .unwrap_or_default(),
@@ -723,6 +732,40 @@ impl Lab {
     pub fn stop_node(&mut self, node: &NodeHandle) -> anyhow::Result<()> {
         self.stop_pid(node.pid);
         Ok(())
+    }
+
+    /// Sends a node SIGTERM, as a service manager stopping it, without waiting: it drains
+    /// (see [`Lab::wait_node`]).
+    pub fn sigterm_node(&self, node: &NodeHandle) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(node.pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Waits up to `within` for a node to exit: its exit status, or `None` while it runs.
+    pub fn wait_node(
+        &mut self,
+        node: &NodeHandle,
+        within: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let Some(i) = self.children.iter().position(|(c, _)| c.id() == node.pid) else {
+                bail!(
+                    "node {} (pid {}) is not a process of this lab",
+                    node.host,
+                    node.pid
+                );
+            };
+            if let Some(status) = self.children[i].0.try_wait()? {
+                self.children.remove(i);
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Kills a node (SIGKILL: no cleanup, as a crash) and waits for it.

@@ -120,6 +120,11 @@ fn route(req: &Request<Incoming>, view: &AdminView) -> Response<Full<Bytes>> {
         // Ready or not: what a load balancer or a readiness probe asks.
         "/healthz" => match view.telemetry.health.status(&view.limits) {
             HealthStatus::Ok => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+            HealthStatus::Stopping => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopping\n".into(),
+                "text/plain",
+            ),
             HealthStatus::Starting => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "starting\n".into(),

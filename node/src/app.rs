@@ -435,8 +435,14 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+    drain(
+        &pipeline,
+        Duration::from_secs(cfg.runtime.drain_secs),
+        &mut term,
+    )
+    .await;
     info!(
-        "stopping; the capture table stays, so captured traffic is dropped until the node is back"
+        "stopped; the capture table stays, so captured traffic is refused until the node is back"
     );
     for t in tasks {
         t.abort();
@@ -459,6 +465,48 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
         task.abort();
     }
     Ok(())
+}
+
+/// Stops taking connections (each new one is refused, and recorded, as the node's budget
+/// refuses: `node-stopping`; `/healthz` says `stopping`), lets those in progress go on for
+/// up to `within` (a second SIGTERM: no longer), then ends the rest as revoked by
+/// `node-stopping`, so each leaves its record.
+async fn drain(pipeline: &Pipeline, within: Duration, term: &mut tokio::signal::unix::Signal) {
+    pipeline.budgets.stop();
+    pipeline.telemetry.health.set_stopping();
+    let held = pipeline.budgets.held();
+    info!(
+        connections = held,
+        drain_secs = within.as_secs(),
+        "stopping: refusing new connections, draining those in progress"
+    );
+    let deadline = tokio::time::Instant::now() + within;
+    let mut poll = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        if pipeline.budgets.held() == 0 {
+            info!("drained: no connection left");
+            return;
+        }
+        tokio::select! {
+            _ = poll.tick() => {}
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = term.recv() => {
+                info!("a second SIGTERM: not waiting any longer");
+                break;
+            }
+        }
+    }
+    let ended = pipeline.carrier.live.end_all("node-stopping");
+    warn!(
+        ended,
+        left = pipeline.budgets.held(),
+        "drain time over: ending the connections still in progress"
+    );
+    // Their tasks see the revocation, close both sides and write their records.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while pipeline.budgets.held() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Obtains a certificate for every local workload identity from the CA (a few quick retries;

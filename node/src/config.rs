@@ -449,13 +449,29 @@ impl Default for LimitsSpec {
 }
 
 /// The async runtime.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct RuntimeSpec {
     /// Worker threads; 0 means one per core; at most [`MAX_WORKER_THREADS`].
     pub worker_threads: usize,
     /// How the node's log lines are written (to standard error).
     pub log_format: LogFormat,
+    /// On SIGTERM, how long connections in progress may go on (new ones are refused) before
+    /// the node ends them and exits; at most [`MAX_DRAIN_SECS`].
+    pub drain_secs: u64,
+}
+
+/// The longest drain a node accepts (a service manager's stop timeout must exceed it).
+pub const MAX_DRAIN_SECS: u64 = 3600;
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        RuntimeSpec {
+            worker_threads: 0,
+            log_format: LogFormat::default(),
+            drain_secs: 15,
+        }
+    }
 }
 
 /// The shape of the node's log lines.
@@ -634,6 +650,19 @@ impl NodeConfig {
                 format!(
                     "runtime: `workerThreads` must be at most {MAX_WORKER_THREADS} (0: one per core), found {}",
                     rt.value.worker_threads
+                ),
+            );
+        }
+        if rt.value.drain_secs > MAX_DRAIN_SECS {
+            error(
+                if rt.referenced.line() == 0 {
+                    &top
+                } else {
+                    &rt.referenced
+                },
+                format!(
+                    "runtime: `drainSecs` must be at most {MAX_DRAIN_SECS}, found {}",
+                    rt.value.drain_secs
                 ),
             );
         }

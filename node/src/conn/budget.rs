@@ -44,6 +44,8 @@ pub(crate) enum Shortage {
     WorkloadBudget,
     /// The node holds as many connections as its descriptors allow.
     Descriptors,
+    /// The node is stopping: it carries on what it has, and takes nothing new.
+    Stopping,
 }
 
 impl Shortage {
@@ -52,6 +54,7 @@ impl Shortage {
         match self {
             Shortage::WorkloadBudget => "workload-connection-budget",
             Shortage::Descriptors => "node-out-of-descriptors",
+            Shortage::Stopping => "node-stopping",
         }
     }
 }
@@ -103,6 +106,8 @@ struct Held {
 pub(crate) struct Budgets {
     limits: Limits,
     held: Mutex<Held>,
+    /// Set when the node stops: no slot is given any more.
+    stopping: std::sync::atomic::AtomicBool,
     telemetry: Arc<Telemetry>,
 }
 
@@ -121,6 +126,7 @@ impl Budgets {
         Arc::new(Budgets {
             limits,
             held: Mutex::new(Held::default()),
+            stopping: Default::default(),
             telemetry,
         })
     }
@@ -137,7 +143,9 @@ impl Budgets {
         let taken = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             let mine = held.by_holder.get(&holder).copied().unwrap_or(0);
-            if held.total >= self.limits.node {
+            if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                Err(Shortage::Stopping)
+            } else if held.total >= self.limits.node {
                 Err(Shortage::Descriptors)
             } else if mine >= self.limits.per_workload {
                 Err(Shortage::WorkloadBudget)
@@ -174,6 +182,19 @@ impl Budgets {
         if shortage == Shortage::Descriptors {
             self.telemetry.health.out_of_descriptors();
         }
+    }
+
+    /// The node is stopping: every connection asking for a slot from now on is refused.
+    pub(crate) fn stop(&self) {
+        // Under the lock: once it returns, `held` only goes down.
+        let _held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Connections holding a slot now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 
     fn give_back(&self, holder: &Holder) {
@@ -268,5 +289,32 @@ mod tests {
         drop(held);
         assert_eq!(b.held.lock().unwrap().total, 0);
         assert!(b.held.lock().unwrap().by_holder.is_empty());
+    }
+
+    #[test]
+    fn a_stopping_node_keeps_what_it_holds_and_takes_nothing_new() {
+        let t = Telemetry::detached();
+        let b = Budgets::new(
+            Limits {
+                node: 5,
+                per_workload: 5,
+                open_files: 0,
+            },
+            t.clone(),
+        );
+        let w = Holder::Workload("w".into());
+        let kept = b.take(w.clone()).unwrap();
+        b.stop();
+        assert_eq!(b.take(w.clone()).err(), Some(Shortage::Stopping));
+        assert_eq!(b.held(), 1);
+        drop(kept);
+        assert_eq!(b.held(), 0);
+        let text = t.metrics.encode();
+        assert!(
+            text.contains(
+                "eastwall_resource_refusals_total{resource=\"node-stopping\",workload=\"w\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

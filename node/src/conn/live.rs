@@ -82,6 +82,16 @@ impl LiveConnections {
         }
     }
 
+    /// Ends every live connection (they end as revoked, by `why`); returns how many.
+    pub(crate) fn end_all(&self, why: &str) -> usize {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        for e in conns.values() {
+            *e.revoked_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+            e.revoke.cancel();
+        }
+        conns.len()
+    }
+
     /// How many connections are live.
     pub(crate) fn len(&self) -> usize {
         self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()

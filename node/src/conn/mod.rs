@@ -480,6 +480,7 @@ impl Pipeline {
                     "the node holds its whole budget of {} connections (out of file descriptors)",
                     self.budgets.limits().node
                 ),
+                Shortage::Stopping => "the node is stopping".to_owned(),
             };
             // The record's decision becomes the refusal: say which rule allowed it.
             let words = format!("allowed by rule {}, but {short}", guard.policy.rule);

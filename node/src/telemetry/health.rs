@@ -17,11 +17,14 @@ pub(crate) enum HealthStatus {
     Ok,
     /// Serving, but refusing new connections for lack of resources: why, in words.
     Degraded(String),
+    /// Stopping: carrying on the connections it has, refusing new ones.
+    Stopping,
 }
 
 /// Readiness and the last refusal for lack of resources.
 pub(crate) struct Health {
     ready: AtomicBool,
+    stopping: AtomicBool,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last refusal, plus one (0: never).
     last_shortage_ms: AtomicU64,
@@ -36,6 +39,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             epoch: Instant::now(),
             last_shortage_ms: AtomicU64::new(0),
             shortages: AtomicU64::new(0),
@@ -48,6 +52,12 @@ impl Health {
     /// Capture is installed: the node serves.
     pub(crate) fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The node is stopping: not ready any more (a load balancer, a readiness probe, looks
+    /// elsewhere).
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// A new connection was refused because the node is out of file descriptors.
@@ -79,6 +89,9 @@ impl Health {
     }
 
     fn status_at(&self, now: Duration, limits: &str) -> HealthStatus {
+        if self.stopping.load(Ordering::Acquire) {
+            return HealthStatus::Stopping;
+        }
         if !self.ready.load(Ordering::Acquire) {
             return HealthStatus::Starting;
         }
@@ -119,5 +132,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(h.status_at(at + DEGRADED_FOR, ""), HealthStatus::Ok);
+        h.set_stopping();
+        assert_eq!(h.status_at(at + DEGRADED_FOR, ""), HealthStatus::Stopping);
     }
 }
