@@ -30,6 +30,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 # Prometheus's linter checks the node's metrics and the alert rules in the tests (promtool,
 # from Debian's prometheus package).
 command -v promtool >/dev/null || need+=(prometheus)
+# The package's logrotate file is checked with logrotate itself.
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 # The console's tests drive a real headless Chromium through ChromeDriver (WebDriver).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 scripts/setup-debian.sh
+# The Debian package test builds the .deb with cargo-deb (crates.io; pinned).
+command -v cargo-deb >/dev/null || cargo install -q cargo-deb --locked --version 3.8.0
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 # The end-to-end tests run the `eastwall` binary; build every binary before the tests.
