@@ -7,6 +7,8 @@ start=$(date +%s)
 scripts/setup-debian.sh
 # The Debian package test builds the .deb with cargo-deb (crates.io; pinned).
 command -v cargo-deb >/dev/null || cargo install -q cargo-deb --locked --version 3.8.0
+# The Kubernetes manifests are checked against the API's schemas (PyPI; pinned).
+python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate==1.37.0
 cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 # The end-to-end tests run the `eastwall` binary; build every binary before the tests.

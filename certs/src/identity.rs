@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use eastwall_identity::{SpiffeId, spiffe_id_from_der, validity_from_der};
+use eastwall_identity::{CertIdentityError, SpiffeId, spiffe_id_from_der, validity_from_der};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -122,25 +122,62 @@ pub struct TrustBundle {
 
 impl TrustBundle {
     /// Loads one or more CA certificates (PEM). Each must be a CA certificate whose URI SAN
-    /// names the trust domain, the same for all.
+    /// names the trust domain, the same for all (eastwall's own CA, SPIRE's).
     pub fn from_pem(ca_pem: &str) -> Result<TrustBundle, CertError> {
-        let mut trust_domain: Option<String> = None;
+        TrustBundle::load(ca_pem, None)
+    }
+
+    /// Loads one or more CA certificates (PEM) trusted for `trust_domain` (the registry's).
+    /// A CA that names a trust domain (a `spiffe://` URI SAN) must name this one; a CA that
+    /// names none (an enterprise root or intermediate: Vault, cert-manager, openssl) is
+    /// trusted for it as configured. Either way, a peer's leaf certificate must carry a
+    /// SPIFFE ID of `trust_domain` (checked at every handshake).
+    pub fn for_trust_domain(ca_pem: &str, trust_domain: &str) -> Result<TrustBundle, CertError> {
+        SpiffeId::parse(&format!("spiffe://{trust_domain}")).map_err(|e| {
+            CertError::InvalidTrustDomain {
+                trust_domain: trust_domain.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        TrustBundle::load(ca_pem, Some(trust_domain))
+    }
+
+    fn load(ca_pem: &str, configured: Option<&str>) -> Result<TrustBundle, CertError> {
+        let mut trust_domain: Option<String> = configured.map(str::to_owned);
         let mut roots = RootCertStore::empty();
         for cert in certs_from_pem(ca_pem)? {
-            let id = spiffe_id_from_der(&cert)?;
-            let td = id.trust_domain();
-            match &trust_domain {
-                Some(first) if first != td => {
-                    return Err(CertError::MixedTrustDomains(first.clone(), td.to_owned()));
+            let parsed = x509_parser::parse_x509_certificate(&cert)
+                .map_err(|e| CertIdentityError::Parse(e.to_string()))?
+                .1;
+            let named = match spiffe_id_from_der(&cert) {
+                Ok(id) => Some(id),
+                // Without a configured trust domain, each CA must say which it is for.
+                Err(CertIdentityError::NoUriSan) if configured.is_some() => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(id) = &named {
+                let td = id.trust_domain();
+                if let Some(wanted) = configured
+                    && wanted != td
+                {
+                    return Err(CertError::ForeignTrustDomain {
+                        id: id.clone(),
+                        trust_domain: wanted.to_owned(),
+                    });
                 }
-                Some(_) => {}
-                None => trust_domain = Some(td.to_owned()),
+                match &trust_domain {
+                    Some(first) if first != td => {
+                        return Err(CertError::MixedTrustDomains(first.clone(), td.to_owned()));
+                    }
+                    Some(_) => {}
+                    None => trust_domain = Some(td.to_owned()),
+                }
             }
-            let is_ca = x509_parser::parse_x509_certificate(&cert)
-                .map(|(_, c)| c.is_ca())
-                .unwrap_or(false);
-            if !is_ca {
-                return Err(CertError::NotCa(id));
+            if !parsed.is_ca() {
+                return Err(match named {
+                    Some(id) => CertError::NotCa(id),
+                    None => CertError::NotCaSubject(parsed.subject().to_string()),
+                });
             }
             roots.add(cert)?;
         }

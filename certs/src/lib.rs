@@ -89,6 +89,10 @@ pub enum CertError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A certificate of a trust bundle that names no trust domain (no SPIFFE URI) is not a
+    /// CA certificate.
+    #[error("the certificate {0} is not a CA certificate")]
+    NotCaSubject(String),
     /// A trust bundle mixes CA certificates of different trust domains.
     #[error("the trust bundle mixes trust domains {0} and {1}")]
     MixedTrustDomains(String, String),

@@ -344,6 +344,202 @@ mod tests {
         }
     }
 
+    /// An enterprise PKI made with openssl: a root and an issuing CA without any SPIFFE URI,
+    /// and leaf certificates that carry one; files in a folder of its own, gone on drop.
+    struct OpensslPki {
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for OpensslPki {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl OpensslPki {
+        fn openssl(&self, args: &[&str]) {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.dir.join(name)).unwrap()
+        }
+
+        /// A key and a certificate request for `name`.
+        fn request(&self, name: &str) {
+            self.openssl(&[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-noenc",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/O=Corp/CN={name}"),
+            ]);
+        }
+
+        /// Signs `name`'s request with CA `ca` and the extensions `ext`.
+        fn sign(&self, name: &str, ca: &str, ext: &str) {
+            std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+            self.openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.pem"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ]);
+        }
+
+        fn new() -> OpensslPki {
+            let dir = std::env::temp_dir().join(format!(
+                "eastwall-openssl-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let pki = OpensslPki { dir };
+            pki.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-noenc",
+                "-keyout",
+                "root.key",
+                "-out",
+                "root.pem",
+                "-days",
+                "3",
+                "-subj",
+                "/O=Corp/CN=Corp Root CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            pki.request("issuing");
+            pki.sign(
+                "issuing",
+                "root",
+                "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+            );
+            pki
+        }
+
+        /// A workload certificate for `uri` from the issuing CA: its chain (leaf first) and
+        /// key.
+        fn leaf(&self, name: &str, san: &str) -> (String, String) {
+            self.request(name);
+            self.sign(
+                name,
+                "issuing",
+                &format!("subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            );
+            (
+                format!(
+                    "{}{}",
+                    self.read(&format!("{name}.pem")),
+                    self.read("issuing.pem")
+                ),
+                self.read(&format!("{name}.key")),
+            )
+        }
+    }
+
+    /// Certificates of an ordinary enterprise PKI (openssl, no SPIFFE URI on its CAs): the
+    /// trust domain comes from the configuration, and the leaves must still carry a SPIFFE
+    /// ID of it.
+    #[test]
+    fn an_enterprise_pki_without_spiffe_uris_on_its_cas_is_trusted_for_the_configured_domain() {
+        let pki = OpensslPki::new();
+        let root = pki.read("root.pem");
+        // Without a configured trust domain, a CA must name its own.
+        assert!(matches!(
+            TrustBundle::from_pem(&root),
+            Err(CertError::Identity(
+                eastwall_identity::CertIdentityError::NoUriSan
+            ))
+        ));
+        let bundle = TrustBundle::for_trust_domain(&root, "corp.example").unwrap();
+        assert_eq!(bundle.trust_domain(), "corp.example");
+        let (server_chain, server_key) = pki.leaf("finance-api", &format!("URI:{SERVER}"));
+        let (client_chain, client_key) = pki.leaf("finance-desktop", &format!("URI:{CLIENT}"));
+        let server_id = Identity::from_pem(&server_chain, &server_key).unwrap();
+        let client_id = Identity::from_pem(&client_chain, &client_key).unwrap();
+        let server =
+            server_config(RotatingIdentity::new(server_id.clone()), &bundle, ALPN).unwrap();
+        let client =
+            client_config(RotatingIdentity::new(client_id), &bundle, id(SERVER), ALPN).unwrap();
+        let (c, s) = handshake(client, server, &sni_for(&id(SERVER))).ok();
+        assert_eq!(
+            peer_identity(s.peer_certificates().unwrap()).unwrap(),
+            id(CLIENT)
+        );
+        assert_eq!(
+            peer_identity(c.peer_certificates().unwrap()).unwrap(),
+            id(SERVER)
+        );
+
+        // A leaf of the same PKI for another trust domain is refused.
+        let (other_chain, other_key) =
+            pki.leaf("intruder", "URI:spiffe://other.example/wl/finance-desktop");
+        let other = Identity::from_pem(&other_chain, &other_key).unwrap();
+        let server = server_config(RotatingIdentity::new(server_id), &bundle, ALPN).unwrap();
+        let client =
+            client_config(RotatingIdentity::new(other), &bundle, id(SERVER), ALPN).unwrap();
+        let out = handshake(client, server, &sni_for(&id(SERVER)));
+        let refusal = out.server.unwrap_err().to_string();
+        assert!(
+            refusal.contains("not in trust domain corp.example"),
+            "{refusal}"
+        );
+        // A leaf without a SPIFFE ID is no workload identity at all.
+        let (plain_chain, plain_key) = pki.leaf("www", "DNS:www.corp.example");
+        assert!(Identity::from_pem(&plain_chain, &plain_key).is_err());
+        // A bundle holding a leaf, or an eastwall CA of another trust domain, is refused.
+        let leaf = pki.read("www.pem");
+        assert!(matches!(
+            TrustBundle::for_trust_domain(&format!("{root}{leaf}"), "corp.example"),
+            Err(CertError::NotCaSubject(s)) if s.contains("www")
+        ));
+        let foreign = Ca::generate("other.example", DAY).unwrap();
+        assert!(matches!(
+            TrustBundle::for_trust_domain(&format!("{root}{}", foreign.cert_pem()), "corp.example"),
+            Err(CertError::ForeignTrustDomain { .. })
+        ));
+        assert!(matches!(
+            TrustBundle::for_trust_domain(&root, "Not A Domain"),
+            Err(CertError::InvalidTrustDomain { .. })
+        ));
+    }
+
     const CLIENT: &str = "spiffe://corp.example/wl/finance-desktop";
     const SERVER: &str = "spiffe://corp.example/wl/finance-api";
 

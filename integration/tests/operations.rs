@@ -194,3 +194,138 @@ fn sigterm_drains_connections_in_progress_and_nothing_bypasses_the_node() {
     c.start_node("hostA", "");
     assert!(c.connect("app", "db", 5432).outcome.reached());
 }
+
+/// The metric names a text refers to (`eastwall_…` tokens).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("eastwall_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The families of a Prometheus text exposition (`# TYPE name kind`).
+fn families(exposition: &str) -> std::collections::BTreeMap<String, String> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, k)| (n.to_owned(), k.to_owned()))
+        .collect()
+}
+
+fn promtool(args: &[&str]) {
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The alert rules and the scrape job pass promtool; every dashboard query is PromQL
+/// promtool accepts; every metric the three name is one a running node exposes.
+#[test]
+fn the_dashboard_and_alert_rules_name_metrics_nodes_expose() {
+    let mut c = cloud();
+    c.lab.set_node_admin_token(TOKEN);
+    c.start_nodes("");
+    let metrics = SocketAddr::new(c.lab.host("hostA").addr.into(), 15020);
+    let exposition = get(&c, metrics, "/metrics", "").1;
+    let families = families(&exposition);
+    let known = |name: &str| {
+        families.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .is_some_and(|base| families.get(base).is_some_and(|k| k == "histogram"))
+            })
+    };
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rules = deploy.join("prometheus/eastwall-alerts.yaml");
+    promtool(&["check", "rules", rules.to_str().unwrap()]);
+    promtool(&[
+        "check",
+        "config",
+        deploy.join("prometheus/scrape.yaml").to_str().unwrap(),
+    ]);
+    let dashboard_text =
+        std::fs::read_to_string(deploy.join("grafana/eastwall-node.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut recording = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "panel id {} twice",
+            p["id"]
+        );
+        assert!(p["gridPos"]["w"].as_u64().is_some(), "{}", p["title"]);
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            // Grafana's variables, as Grafana fills them in.
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*");
+            recording.push_str(&format!(
+                "      - record: dashboard:panel{}:{}\n        expr: {}\n",
+                p["id"],
+                t["refId"].as_str().unwrap(),
+                serde_json::Value::String(expr)
+            ));
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("eastwall-dashboard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let as_rules = dir.join("dashboard-queries.yaml");
+    std::fs::write(&as_rules, recording).unwrap();
+    promtool(&["check", "rules", as_rules.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let alerts = std::fs::read_to_string(&rules).unwrap();
+    let named = metric_names(&alerts)
+        .into_iter()
+        .chain(metric_names(&dashboard_text))
+        .filter(|n| n != "eastwall_node" && n != "eastwall_eve");
+    let unknown: Vec<String> = named.filter(|n| !known(n)).collect();
+    assert!(unknown.is_empty(), "not exposed by a node: {unknown:?}");
+}
+
+/// The Kubernetes manifests pass the API's schemas (kubernetes-validate, strict: no field
+/// the API does not know).
+#[test]
+fn the_kubernetes_manifests_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(files.len() >= 4, "{files:?}");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .args(&files)
+        .output()
+        .expect("kubernetes-validate (python3 -m kubernetes_validate; scripts/test.sh installs it from PyPI)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every document was checked (one INFO line each).
+    assert!(text.matches("INFO").count() >= 9, "{text}");
+}

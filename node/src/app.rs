@@ -88,10 +88,8 @@ async fn serve(cfg: NodeConfig, rules: Rules, open_files: u64) -> anyhow::Result
     let mut export = None;
     let flows = match (&cfg.export, &cfg.identity) {
         (Some(spec), Some(id)) => {
-            let pem = std::fs::read_to_string(&id.trust_bundle)
-                .with_context(|| format!("trust bundle: reading {}", id.trust_bundle.display()))?;
-            let bundle = eastwall_certs::TrustBundle::from_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", id.trust_bundle.display()))?;
+            let bundle =
+                crate::identity::load_bundle(&id.trust_bundle, rules.registry.trust_domain())?;
             let (tx, rx) = tokio::sync::mpsc::channel(spec.backlog_records);
             let dropped = metrics
                 .flow_export
@@ -518,18 +516,7 @@ async fn identities_from_ca(
     node: &str,
     own_mark: u32,
 ) -> anyhow::Result<(CaClient, Arc<LocalIdentities>)> {
-    let pem = std::fs::read_to_string(bundle_path)
-        .with_context(|| format!("trust bundle: reading {}", bundle_path.display()))?;
-    let bundle = eastwall_certs::TrustBundle::from_pem(&pem)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", bundle_path.display()))?;
-    if bundle.trust_domain() != rules.registry.trust_domain() {
-        anyhow::bail!(
-            "the trust bundle {} is for trust domain {}, but the registry's is {}",
-            bundle_path.display(),
-            bundle.trust_domain(),
-            rules.registry.trust_domain()
-        );
-    }
+    let bundle = crate::identity::load_bundle(bundle_path, rules.registry.trust_domain())?;
     let client = CaClient::new(spec, bundle, node, Some(own_mark))?;
     let wanted = LocalIdentities::wanted(&rules.registry, node);
     info!(url = %spec.url, identities = wanted.len(), "obtaining workload certificates from the CA");

@@ -1371,6 +1371,40 @@ spec:
         }
     }
 
+    /// The Kubernetes ConfigMap's node configuration, registry and policy are valid, and
+    /// the node drains within the DaemonSet's grace period.
+    #[test]
+    fn the_kubernetes_configuration_is_valid() {
+        #[derive(Deserialize)]
+        struct ConfigMap {
+            data: std::collections::BTreeMap<String, String>,
+        }
+        let name = "deploy/kubernetes/node-config.yaml";
+        let map: ConfigMap = eastwall_policy::parse_yaml(
+            name,
+            include_str!("../../deploy/kubernetes/node-config.yaml"),
+        )
+        .unwrap();
+        let cfg = NodeConfig::parse(Path::new("/etc/eastwall/node.yaml"), &map.data["node.yaml"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let registry =
+            eastwall_policy::Registry::parse("registry.yaml", &map.data["registry.yaml"]).unwrap();
+        eastwall_policy::Policy::parse("policy.yaml", &map.data["policy.yaml"], &registry).unwrap();
+        let daemonset = include_str!("../../deploy/kubernetes/node-daemonset.yaml");
+        let grace: u64 = daemonset
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(cfg.runtime.drain_secs + 10 <= grace, "{grace}");
+        assert_eq!(
+            cfg.metrics.map(|m| m.listen.port()),
+            Some(15020),
+            "the probes' port"
+        );
+    }
+
     #[test]
     fn defaults_fill_what_the_file_does_not_set() {
         let file = Path::new("/etc/eastwall/node.yaml");

@@ -163,7 +163,8 @@ fn risky_node_configs_are_warned_about_and_impossible_ones_refused() {
     let out = eastwall(&["node", "--config", &cfg]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("workerThreads"));
-    // No capture interfaces and an admin endpoint off loopback: legal, and warned about.
+    // No capture interfaces: legal, and warned about. An admin endpoint off loopback
+    // without its token: refused, where it is written.
     let cfg = write(
         d.path(),
         "risky.yaml",
@@ -171,18 +172,28 @@ fn risky_node_configs_are_warned_about_and_impossible_ones_refused() {
     );
     let out = eastwall(&["policy", "check", &cfg]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!("{cfg}:8:5: warning: capture: no `interfaces`")),
         "{err}"
     );
     assert!(
         err.contains(&format!(
-            "{cfg}:10:5: warning: admin: `listen: 0.0.0.0:15000` is off loopback"
+            "{cfg}:10:5: admin: `listen: 0.0.0.0:15000` is off loopback without `tokenFile`"
         )),
         "{err}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 warning(s)"));
+    let cfg = write(
+        d.path(),
+        "risky.yaml",
+        &format!(
+            "{head}  capture:\n    interfaces: []\n  admin:\n    listen: 0.0.0.0:15000\n    tokenFile: admin.token\n"
+        ),
+    );
+    let out = eastwall(&["policy", "check", &cfg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 warning(s)"));
     // A reserve of descriptors too small to keep the node's own work going.
     let cfg = write(
         d.path(),

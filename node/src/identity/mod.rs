@@ -48,7 +48,7 @@ impl LocalIdentities {
         registry: &Registry,
         node: &str,
     ) -> anyhow::Result<LocalIdentities> {
-        let bundle = load_bundle(bundle_path)?;
+        let bundle = load_bundle(bundle_path, registry.trust_domain())?;
         let mut slots = Vec::new();
         for w in registry.workloads_on(node) {
             slots.push(Slot {
@@ -133,7 +133,7 @@ impl LocalIdentities {
         node: &str,
         issued: &[(SpiffeId, String, String)],
     ) -> anyhow::Result<LocalIdentities> {
-        let me = LocalIdentities::empty(bundle_path)?;
+        let me = LocalIdentities::empty(bundle_path, registry.trust_domain())?;
         let wanted = LocalIdentities::wanted(registry, node);
         for id in &wanted {
             let Some((_, cert, key)) = issued.iter().find(|(i, _, _)| i == id) else {
@@ -148,9 +148,9 @@ impl LocalIdentities {
     }
 
     /// The bundle, and no identities yet.
-    fn empty(bundle_path: &Path) -> anyhow::Result<LocalIdentities> {
+    fn empty(bundle_path: &Path, trust_domain: &str) -> anyhow::Result<LocalIdentities> {
         Ok(LocalIdentities {
-            bundle: load_bundle(bundle_path)?,
+            bundle: load_bundle(bundle_path, trust_domain)?,
             server: IdentitySet::new(),
             clients: RwLock::new(HashMap::new()),
             slots: std::sync::Mutex::new(Vec::new()),
@@ -400,10 +400,13 @@ impl UserCertificates {
     }
 }
 
-fn load_bundle(path: &Path) -> anyhow::Result<TrustBundle> {
+/// The trust bundle of `path`, for the registry's `trust_domain` (its CAs may be
+/// eastwall's, SPIRE's, or enterprise roots without a SPIFFE URI).
+pub(crate) fn load_bundle(path: &Path, trust_domain: &str) -> anyhow::Result<TrustBundle> {
     let pem = std::fs::read_to_string(path)
         .with_context(|| format!("trust bundle: reading {}", path.display()))?;
-    TrustBundle::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    TrustBundle::for_trust_domain(&pem, trust_domain)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn read(s: &Slot) -> anyhow::Result<Identity> {
