@@ -186,6 +186,11 @@ impl DirectoryMetrics {
 /// All metrics of a node.
 pub(crate) struct Metrics {
     registry: Registry,
+    /// The name of every series the exposition can have (`eastwall_bytes_total`, a
+    /// histogram's `_bucket`, `_sum`, `_count`), also of families without samples yet: what
+    /// the tests check the dashboard and alert rules of `deploy/` against.
+    #[cfg_attr(not(test), allow(dead_code))]
+    exposed: Vec<String>,
     /// Connections accepted from capture.
     pub(crate) opened: Family<DirLabels, Counter>,
     /// Connections finished (allowed and closed, or refused).
@@ -277,6 +282,7 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("eastwall");
+        let mut exposed = Vec::new();
         let m = Metrics {
             opened: Family::default(),
             closed: Family::default(),
@@ -319,6 +325,7 @@ impl Default for Metrics {
             connection_budget: Gauge::default(),
             open_files_limit: Gauge::default(),
             registry: Registry::default(),
+            exposed: Vec::new(),
         };
         // `eastwall_build_info{version="…"} 1`: which build each node runs, for dashboards
         // and for rollouts. A gauge, as Prometheus's own `prometheus_build_info`: the
@@ -329,236 +336,340 @@ impl Default for Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        registry.register("build_info", "The eastwall build this node runs", build);
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
+            "build_info",
+            "The eastwall build this node runs",
+            build,
+        );
+        add(
+            &mut registry,
+            &mut exposed,
             "connections_opened",
             "Connections accepted from capture",
             m.opened.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "connections_closed",
             "Connections finished",
             m.closed.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "connection_duration",
             "How long connections lived, accept to close",
             Unit::Seconds,
             m.connection_seconds.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "decision_duration",
             "How long deciding a connection, an HTTP request or a DNS query took",
             Unit::Seconds,
             m.decision_seconds.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "upstream_connect_duration",
             "How long connecting to a server took (successful connects)",
             Unit::Seconds,
             m.upstream_connect_seconds.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "http_request_duration",
             "How long HTTP requests the node decided took, until the response's head",
             Unit::Seconds,
             m.http_request_seconds.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "policy_info",
             "The registry and policy in force: source (store or files), store version, hash",
             m.policy_info.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "policy_loaded_timestamp",
             "When the policy in force was loaded (start-up or successful reload), Unix time",
             Unit::Seconds,
             m.policy_loaded_at.clone(),
         );
-        registry.register_with_unit(
+        add_unit(
+            &mut registry,
+            &mut exposed,
             "certificate_expiry_timestamp",
             "When each workload certificate of this node expires, Unix time",
             Unit::Seconds,
             m.cert_expiry.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "policy_decisions",
             "Rules that decided, or matched in monitor mode",
             m.decisions.clone(),
         );
-        registry.register("bytes", "Bytes relayed", m.bytes.clone());
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
+            "bytes",
+            "Bytes relayed",
+            m.bytes.clone(),
+        );
+        add(
+            &mut registry,
+            &mut exposed,
             "connections_active",
             "Connections being relayed",
             m.active.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "upstream_errors",
             "Allowed connections whose destination was unreachable",
             m.upstream_errors.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "policy_reloads",
             "Registry and policy reloads, by result (error: rejected, the rules in force stay)",
             m.policy_reloads.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "http_requests",
             "HTTP requests decided one by one (rules with L7 conditions), by verdict",
             m.http_requests.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "dns_queries",
             "DNS queries decided one by one (rules with dns conditions), by verdict",
             m.dns_queries.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "local_user_lookups",
             "Local connections of localUsers workloads attributed to a user (ok) or not (unknown)",
             m.local_user_lookups.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "ids_alerts",
             "IDS alerts, by profile and action (blocked: prevent mode stopped the stream)",
             m.ids_alerts.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "ids_anomalies",
             "IDS anomalies, by profile and event (COMPRESSION_BOMB: a body's decoding stopped at its inspection limit at a bomb's ratio; TOO_MANY_ENCODING_LAYERS)",
             m.ids_anomalies.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "spoofed_packets",
             "Packets dropped by capture for a spoofed source address",
             m.spoofed_packets.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "udp_sessions",
             "UDP sessions in the node's table",
             m.udp_sessions.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "udp_sessions_evicted",
             "UDP sessions evicted because the table was full (idle ones first)",
             m.udp_evictions.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "udp_datagrams_dropped",
             "UDP datagrams dropped before any session took them, by reason",
             m.udp_drops.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "packets_dropped",
             "Queued packets of other protocols than TCP and UDP dropped before a decision, by reason",
             m.packet_drops.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "flow_records_aggregated",
             "Flow records folded into an aggregate record: a flood of one kind of flow",
             m.records_aggregated.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "resource_refusals",
             "New connections refused for lack of resources: the workload's connection budget, or the node's descriptors",
             m.resource_refusals.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "connections_held",
             "Connections holding a slot of the node's connection budget",
             m.connections_held.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "connection_budget",
             "Connections the node carries at once, from its open-file limit",
             m.connection_budget.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "open_files_limit",
             "The node's open-file limit",
             m.open_files_limit.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "policy_rules",
             "Rules in the policy in force",
             m.policy_rules.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "tunnel_dials",
             "Tunnel connections dialed",
             m.tunnel_dials.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "tunnel_handshake_failures",
             "Tunnel handshakes refused by this node",
             m.tunnel_handshake_failures.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "cert_reload_failures",
             "Certificate files that failed to reload",
             m.cert_reload_failures.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "cert_renewals",
             "Certificate renewals from the CA, by result",
             m.cert_renewals.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "flow_log_write_errors",
             "Flow records that could not be written to the flow log file",
             m.flow_log_write_errors.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "flow_export_records",
             "Flow records for the collector, by result: sent, rejected (by the collector), dropped (the backlog was full)",
             m.flow_export.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "flow_log_dropped",
             "Flow records dropped from the flow log file because its queue was full (the disk is slower than the records come)",
             m.flow_log_dropped.clone(),
         );
         let d = &m.directory;
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_up",
             "Whether the LDAP directory answered its last query (1) or not (0)",
             d.up.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_query_seconds",
             "Latency of the last LDAP query",
             d.query_seconds.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_cache_hits",
             "Group lookups answered from the cache",
             d.hits.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_cache_misses",
             "Group lookups that queried the directory",
             d.misses.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_errors",
             "Directory queries that failed",
             d.errors.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_stale_answers",
             "Answers served past their refresh while the directory failed",
             d.stale.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_oldest_entry_age_seconds",
             "Age of the oldest cached answer",
             d.oldest_age_seconds.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
+            &mut exposed,
             "directory_cached_users",
             "Users with a cached answer",
             d.entries.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            exposed,
+            ..m
+        }
     }
 }
 
@@ -604,6 +715,12 @@ impl Metrics {
         *shown = now;
     }
 
+    /// Every series name the exposition can have.
+    #[cfg(test)]
+    pub(crate) fn exposed_names(&self) -> &[String] {
+        &self.exposed
+    }
+
     /// The Prometheus text exposition.
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
@@ -641,6 +758,43 @@ pub(crate) fn classic_text(om: &str) -> String {
         }
     }
     out
+}
+
+/// Registers `metric` as `eastwall_<name>` and notes the names its samples take.
+fn add<M>(registry: &mut Registry, exposed: &mut Vec<String>, name: &str, help: &str, metric: M)
+where
+    M: prometheus_client::registry::Metric + prometheus_client::metrics::TypedMetric,
+{
+    note::<M>(exposed, format!("eastwall_{name}"));
+    registry.register(name, help, metric);
+}
+
+/// [`add`], with a unit (its name ends with the unit's).
+fn add_unit<M>(
+    registry: &mut Registry,
+    exposed: &mut Vec<String>,
+    name: &str,
+    help: &str,
+    unit: Unit,
+    metric: M,
+) where
+    M: prometheus_client::registry::Metric + prometheus_client::metrics::TypedMetric,
+{
+    note::<M>(exposed, format!("eastwall_{name}_{}", unit.as_str()));
+    registry.register_with_unit(name, help, unit, metric);
+}
+
+fn note<M: prometheus_client::metrics::TypedMetric>(exposed: &mut Vec<String>, base: String) {
+    use prometheus_client::metrics::MetricType;
+    match M::TYPE {
+        MetricType::Counter => exposed.push(format!("{base}_total")),
+        MetricType::Histogram => {
+            for part in ["_bucket", "_sum", "_count"] {
+                exposed.push(format!("{base}{part}"));
+            }
+        }
+        _ => exposed.push(base),
+    }
 }
 
 /// Whole seconds since 1970 (0 before).
@@ -698,6 +852,60 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// The dashboard and the alert rules in `deploy/` name only series a node exposes, and
+    /// the exposition names only series this list has.
+    #[test]
+    fn the_dashboard_and_alert_rules_name_series_the_node_exposes() {
+        let m = Metrics::default();
+        let exposed = m.exposed_names();
+        for (file, text) in [
+            (
+                "deploy/grafana/eastwall-node.json",
+                include_str!("../../../deploy/grafana/eastwall-node.json"),
+            ),
+            (
+                "deploy/prometheus/eastwall-alerts.yaml",
+                include_str!("../../../deploy/prometheus/eastwall-alerts.yaml"),
+            ),
+        ] {
+            let mut rest = text;
+            let mut named = 0;
+            while let Some(i) = rest.find("eastwall_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                let name = &tail[..end];
+                assert!(
+                    exposed.iter().any(|e| e == name),
+                    "{file} names {name}, which no node exposes"
+                );
+                named += 1;
+                rest = &tail[end..];
+            }
+            assert!(named > 10, "{file}: {named}");
+        }
+        // Every sample of a full exposition is one of the names.
+        m.closed
+            .get_or_create(&ClosedLabels {
+                direction: "inbound",
+                verdict: "allow",
+            })
+            .inc();
+        m.decision_seconds
+            .get_or_create(&DirLabels {
+                direction: "inbound",
+            })
+            .observe(0.1);
+        for line in classic_text(&m.encode())
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+        {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(exposed.iter().any(|e| e == name), "{name} is not listed");
+        }
     }
 
     #[test]
