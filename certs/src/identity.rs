@@ -133,19 +133,33 @@ impl TrustBundle {
     /// trusted for it as configured. Either way, a peer's leaf certificate must carry a
     /// SPIFFE ID of `trust_domain` (checked at every handshake).
     pub fn for_trust_domain(ca_pem: &str, trust_domain: &str) -> Result<TrustBundle, CertError> {
-        SpiffeId::parse(&format!("spiffe://{trust_domain}")).map_err(|e| {
-            CertError::InvalidTrustDomain {
-                trust_domain: trust_domain.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
+        check_trust_domain(trust_domain)?;
         TrustBundle::load(ca_pem, Some(trust_domain))
     }
 
+    /// Loads a trust bundle file's text for `trust_domain`: a SPIFFE bundle (JSON, a JWK
+    /// Set, as SPIRE publishes it) or PEM certificates, told apart by the first character;
+    /// see [`TrustBundle::for_trust_domain`].
+    pub fn read(text: &str, trust_domain: &str) -> Result<TrustBundle, CertError> {
+        if text.trim_start().starts_with('{') {
+            check_trust_domain(trust_domain)?;
+            TrustBundle::load_der(crate::bundle::x509_authorities(text)?, Some(trust_domain))
+        } else {
+            TrustBundle::for_trust_domain(text, trust_domain)
+        }
+    }
+
     fn load(ca_pem: &str, configured: Option<&str>) -> Result<TrustBundle, CertError> {
+        TrustBundle::load_der(certs_from_pem(ca_pem)?, configured)
+    }
+
+    fn load_der(
+        certs: Vec<CertificateDer<'static>>,
+        configured: Option<&str>,
+    ) -> Result<TrustBundle, CertError> {
         let mut trust_domain: Option<String> = configured.map(str::to_owned);
         let mut roots = RootCertStore::empty();
-        for cert in certs_from_pem(ca_pem)? {
+        for cert in certs {
             let parsed = x509_parser::parse_x509_certificate(&cert)
                 .map_err(|e| CertIdentityError::Parse(e.to_string()))?
                 .1;
@@ -192,6 +206,16 @@ impl TrustBundle {
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }
+}
+
+fn check_trust_domain(trust_domain: &str) -> Result<(), CertError> {
+    SpiffeId::parse(&format!("spiffe://{trust_domain}")).map_err(|e| {
+        CertError::InvalidTrustDomain {
+            trust_domain: trust_domain.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(())
 }
 
 /// Holds one identity that can be replaced at any time (rotation); as a rustls client or server

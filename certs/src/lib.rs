@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bundle;
 mod ca;
 mod identity;
 mod tls;
@@ -93,6 +94,9 @@ pub enum CertError {
     /// CA certificate.
     #[error("the certificate {0} is not a CA certificate")]
     NotCaSubject(String),
+    /// A SPIFFE trust bundle (JSON) that cannot be read: why, and where.
+    #[error("SPIFFE bundle: {0}")]
+    SpiffeBundle(String),
     /// A trust bundle mixes CA certificates of different trust domains.
     #[error("the trust bundle mixes trust domains {0} and {1}")]
     MixedTrustDomains(String, String),

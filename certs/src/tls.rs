@@ -344,8 +344,9 @@ mod tests {
         }
     }
 
-    /// An enterprise PKI made with openssl: a root and an issuing CA without any SPIFFE URI,
-    /// and leaf certificates that carry one; files in a folder of its own, gone on drop.
+    /// An enterprise PKI made with openssl (`scripts/openssl-pki.sh`): a root and an issuing
+    /// CA without any SPIFFE URI, and leaf certificates that carry one; its folder goes on
+    /// drop.
     struct OpensslPki {
         dir: std::path::PathBuf,
     }
@@ -357,15 +358,17 @@ mod tests {
     }
 
     impl OpensslPki {
-        fn openssl(&self, args: &[&str]) {
-            let out = std::process::Command::new("openssl")
+        fn script(&self, args: &[&str]) {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/openssl-pki.sh");
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .arg(&self.dir)
                 .args(args)
-                .current_dir(&self.dir)
                 .output()
-                .expect("openssl (Debian's openssl package)");
+                .expect("bash");
             assert!(
                 out.status.success(),
-                "openssl {args:?}: {}",
+                "openssl-pki.sh {args:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -374,100 +377,22 @@ mod tests {
             std::fs::read_to_string(self.dir.join(name)).unwrap()
         }
 
-        /// A key and a certificate request for `name`.
-        fn request(&self, name: &str) {
-            self.openssl(&[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-noenc",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/O=Corp/CN={name}"),
-            ]);
-        }
-
-        /// Signs `name`'s request with CA `ca` and the extensions `ext`.
-        fn sign(&self, name: &str, ca: &str, ext: &str) {
-            std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
-            self.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                &format!("{ca}.pem"),
-                "-CAkey",
-                &format!("{ca}.key"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ]);
-        }
-
         fn new() -> OpensslPki {
             let dir = std::env::temp_dir().join(format!(
                 "eastwall-openssl-{}-{:?}",
                 std::process::id(),
                 std::thread::current().id()
             ));
-            std::fs::create_dir_all(&dir).unwrap();
             let pki = OpensslPki { dir };
-            pki.openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-noenc",
-                "-keyout",
-                "root.key",
-                "-out",
-                "root.pem",
-                "-days",
-                "3",
-                "-subj",
-                "/O=Corp/CN=Corp Root CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ]);
-            pki.request("issuing");
-            pki.sign(
-                "issuing",
-                "root",
-                "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-            );
+            pki.script(&["init"]);
             pki
         }
 
-        /// A workload certificate for `uri` from the issuing CA: its chain (leaf first) and
-        /// key.
+        /// A certificate for `san` from the issuing CA: its chain (leaf first) and key.
         fn leaf(&self, name: &str, san: &str) -> (String, String) {
-            self.request(name);
-            self.sign(
-                name,
-                "issuing",
-                &format!("subjectAltName={san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"),
-            );
+            self.script(&["leaf", name, san]);
             (
-                format!(
-                    "{}{}",
-                    self.read(&format!("{name}.pem")),
-                    self.read("issuing.pem")
-                ),
+                self.read(&format!("{name}.crt")),
                 self.read(&format!("{name}.key")),
             )
         }
@@ -524,7 +449,7 @@ mod tests {
         let (plain_chain, plain_key) = pki.leaf("www", "DNS:www.corp.example");
         assert!(Identity::from_pem(&plain_chain, &plain_key).is_err());
         // A bundle holding a leaf, or an eastwall CA of another trust domain, is refused.
-        let leaf = pki.read("www.pem");
+        let leaf = pki.read("www.leaf.pem");
         assert!(matches!(
             TrustBundle::for_trust_domain(&format!("{root}{leaf}"), "corp.example"),
             Err(CertError::NotCaSubject(s)) if s.contains("www")
@@ -537,6 +462,55 @@ mod tests {
         assert!(matches!(
             TrustBundle::for_trust_domain(&root, "Not A Domain"),
             Err(CertError::InvalidTrustDomain { .. })
+        ));
+    }
+
+    /// The same PKI's root published as a SPIFFE bundle (JSON, as SPIRE serves one), beside
+    /// a JWT-SVID key: read by `TrustBundle::read` as the PEM file is.
+    #[test]
+    fn a_spiffe_bundle_in_json_is_a_trust_bundle() {
+        use base64::Engine;
+        let pki = OpensslPki::new();
+        let root = crate::identity::certs_from_pem(&pki.read("root.pem")).unwrap();
+        let x5c = base64::engine::general_purpose::STANDARD.encode(root[0].as_ref());
+        let json = format!(
+            r#"{{"keys": [{{"use": "jwt-svid", "kty": "EC", "kid": "j1", "crv": "P-256", "x": "AA", "y": "AA"}},
+                          {{"use": "x509-svid", "kty": "EC", "crv": "P-256", "x5c": ["{x5c}"]}}],
+                "spiffe_sequence": 3}}"#
+        );
+        let bundle = TrustBundle::read(&json, "corp.example").unwrap();
+        assert_eq!(bundle.trust_domain(), "corp.example");
+        let (server_chain, server_key) = pki.leaf("finance-api", &format!("URI:{SERVER}"));
+        let (client_chain, client_key) = pki.leaf("finance-desktop", &format!("URI:{CLIENT}"));
+        let server = server_config(
+            RotatingIdentity::new(Identity::from_pem(&server_chain, &server_key).unwrap()),
+            &bundle,
+            ALPN,
+        )
+        .unwrap();
+        let client = client_config(
+            RotatingIdentity::new(Identity::from_pem(&client_chain, &client_key).unwrap()),
+            &bundle,
+            id(SERVER),
+            ALPN,
+        )
+        .unwrap();
+        let (_, s) = handshake(client, server, &sni_for(&id(SERVER))).ok();
+        assert_eq!(
+            peer_identity(s.peer_certificates().unwrap()).unwrap(),
+            id(CLIENT)
+        );
+        // The same text as PEM reads the same; a JSON bundle of another domain's CA does not.
+        assert!(TrustBundle::read(&pki.read("root.pem"), "corp.example").is_ok());
+        let foreign = Ca::generate("other.example", DAY).unwrap();
+        let der = crate::identity::certs_from_pem(foreign.cert_pem()).unwrap();
+        let json = format!(
+            r#"{{"keys": [{{"use": "x509-svid", "x5c": ["{}"]}}]}}"#,
+            base64::engine::general_purpose::STANDARD.encode(der[0].as_ref())
+        );
+        assert!(matches!(
+            TrustBundle::read(&json, "corp.example"),
+            Err(CertError::ForeignTrustDomain { .. })
         ));
     }
 

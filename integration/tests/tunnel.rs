@@ -75,6 +75,7 @@ macro_rules! over_both_transports {
 
 over_both_transports!(
     destination_decides_on_the_identity_the_certificate_proves,
+    an_enterprise_pki_without_spiffe_cas_issues_the_workload_certificates,
     the_link_between_hosts_carries_only_the_tunnel,
     many_connections_share_one_tunnel_connection,
     a_certificate_from_a_foreign_ca_is_refused,
@@ -118,6 +119,78 @@ fn destination_decides_on_the_identity_the_certificate_proves(transport: &str) {
         c.flow("hostA", legacy.local.unwrap())["eastwall"]["policy"]["rule"],
         "default-deny"
     );
+}
+
+/// The workloads' certificates come from an ordinary enterprise PKI made with openssl (a
+/// root and an issuing CA without SPIFFE URIs; `scripts/openssl-pki.sh`), not from
+/// eastwall's CA: the trust bundle is that root (as PEM over QUIC, as a SPIFFE bundle in
+/// JSON over HTTP/2), the trust domain the registry's, and the destination still decides on
+/// the SPIFFE ID each leaf proves.
+fn an_enterprise_pki_without_spiffe_cas_issues_the_workload_certificates(transport: &str) {
+    let mut c = cloud_over(transport);
+    let lab_dir = c
+        .lab
+        .cert_dir("hostA")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let pki = lab_dir.join("openssl-pki");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/openssl-pki.sh");
+    let mint = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(&pki)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mint(&["init"]);
+    for (host, workload) in [
+        ("hostA", "dev-app"),
+        ("hostA", "prod-app"),
+        ("hostA", "legacy"),
+        ("hostB", "prod-db"),
+    ] {
+        mint(&["leaf", workload, &format!("URI:{}", spiffe(workload))]);
+        let dir = c.lab.cert_dir(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                pki.join(format!("{workload}.{ext}")),
+                dir.join(format!("{workload}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let root = std::fs::read_to_string(pki.join("root.pem")).unwrap();
+    let bundle = if transport == "h2" {
+        // A PEM block's body is its DER in base64: an x5c entry as it is.
+        let der: String = root.lines().filter(|l| !l.starts_with("-----")).collect();
+        format!(r#"{{"keys": [{{"use": "x509-svid", "kty": "EC", "x5c": ["{der}"]}}]}}"#)
+    } else {
+        root
+    };
+    std::fs::write(lab_dir.join("ca.pem"), bundle).unwrap();
+    c.start_nodes("");
+    let p = c.connect("prod-app", "prod-db", 5432);
+    assert!(p.outcome.reached(), "{:?}", p.outcome);
+    let out = c.flow("hostA", p.local.unwrap());
+    assert_eq!(
+        out["eastwall"]["tunnel"]["peer_identity"],
+        spiffe("prod-db")
+    );
+    let inb = c.flow("hostB", p.local.unwrap());
+    assert_eq!(inb["eastwall"]["src"]["identity"], spiffe("prod-app"));
+    assert_eq!(inb["eastwall"]["policy"]["rule"], "prod-app-identity-to-db");
+    let legacy = c.connect("legacy", "prod-db", 5432);
+    assert_eq!(legacy.outcome, Outcome::Reset);
 }
 
 #[test]

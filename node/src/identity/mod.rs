@@ -400,13 +400,13 @@ impl UserCertificates {
     }
 }
 
-/// The trust bundle of `path`, for the registry's `trust_domain` (its CAs may be
-/// eastwall's, SPIRE's, or enterprise roots without a SPIFFE URI).
+/// The trust bundle of `path` (PEM, or a SPIFFE bundle in JSON), for the registry's
+/// `trust_domain` (its CAs may be eastwall's, SPIRE's, or enterprise roots without a SPIFFE
+/// URI).
 pub(crate) fn load_bundle(path: &Path, trust_domain: &str) -> anyhow::Result<TrustBundle> {
-    let pem = std::fs::read_to_string(path)
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("trust bundle: reading {}", path.display()))?;
-    TrustBundle::for_trust_domain(&pem, trust_domain)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    TrustBundle::read(&text, trust_domain).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn read(s: &Slot) -> anyhow::Result<Identity> {
