@@ -29,7 +29,10 @@ use rustls::crypto::aws_lc_rs;
 
 pub use ca::{Ca, Issued, generate_csr};
 pub use identity::{Identity, IdentitySet, RotatingIdentity, TrustBundle, sni_for};
-pub use tls::{client_config, peer_identity, server_config};
+pub use tls::{
+    client_config, client_config_without_certificate, peer_identity, server_config,
+    server_config_certificate_optional,
+};
 
 /// The crypto provider of every eastwall TLS endpoint: aws-lc-rs, preferring the hybrid
 /// post-quantum key exchange X25519MLKEM768, then X25519, then the NIST curves.

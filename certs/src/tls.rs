@@ -38,11 +38,37 @@ pub fn server_config(
     bundle: &TrustBundle,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, CertError> {
+    server_config_with(certs, bundle, alpn, true)
+}
+
+/// [`server_config`], except that a client may come without a certificate (one that sends
+/// one is verified the same way): for an endpoint where such a client proves itself
+/// otherwise (the CA's enrollment, by a bootstrap token). The handler must tell the two apart.
+pub fn server_config_certificate_optional(
+    certs: Arc<dyn ResolvesServerCert>,
+    bundle: &TrustBundle,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, CertError> {
+    server_config_with(certs, bundle, alpn, false)
+}
+
+fn server_config_with(
+    certs: Arc<dyn ResolvesServerCert>,
+    bundle: &TrustBundle,
+    alpn: &[&[u8]],
+    mandatory: bool,
+) -> Result<ServerConfig, CertError> {
     let provider = crypto_provider();
-    let webpki =
-        WebPkiClientVerifier::builder_with_provider(Arc::clone(&bundle.roots), provider.clone())
-            .build()
-            .map_err(|e| CertError::Tls(rustls::Error::General(e.to_string())))?;
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&bundle.roots), provider.clone());
+    let builder = if mandatory {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let webpki = builder
+        .build()
+        .map_err(|e| CertError::Tls(rustls::Error::General(e.to_string())))?;
     let verifier = Arc::new(SpiffeClientVerifier {
         webpki,
         trust_domain: bundle.trust_domain().to_owned(),
@@ -79,6 +105,29 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(client);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = Resumption::disabled();
+    Ok(config)
+}
+
+/// [`client_config`] for a client that has no certificate yet (a node enrolling with a
+/// bootstrap token): the server is verified the same way.
+pub fn client_config_without_certificate(
+    bundle: &TrustBundle,
+    expected_server: SpiffeId,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, CertError> {
+    let provider = crypto_provider();
+    let verifier = Arc::new(SpiffeServerVerifier {
+        roots: Arc::clone(&bundle.roots),
+        expected: expected_server,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = Resumption::disabled();
     Ok(config)
@@ -127,6 +176,10 @@ struct SpiffeClientVerifier {
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.webpki.root_hint_subjects()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
     }
 
     fn verify_client_cert(
@@ -512,6 +565,39 @@ mod tests {
             TrustBundle::read(&json, "corp.example"),
             Err(CertError::ForeignTrustDomain { .. })
         ));
+    }
+
+    /// A client without a certificate is refused by the ordinary server and let in by the
+    /// certificate-optional one, which still verifies a client that sends one.
+    #[test]
+    fn a_certificate_optional_server_lets_anonymous_clients_in_and_still_verifies_the_others() {
+        let d = Domain::new("corp.example");
+        let own = || RotatingIdentity::new(issue(&d.ca, SERVER));
+        let anonymous = || client_config_without_certificate(&d.bundle, id(SERVER), ALPN).unwrap();
+        let sni = sni_for(&id(SERVER));
+        assert!(
+            handshake(anonymous(), d.server(own()), &sni)
+                .server
+                .is_err()
+        );
+        let optional = || server_config_certificate_optional(own(), &d.bundle, ALPN).unwrap();
+        let (c, s) = handshake(anonymous(), optional(), &sni).ok();
+        assert!(s.peer_certificates().is_none());
+        assert_eq!(
+            peer_identity(c.peer_certificates().unwrap()).unwrap(),
+            id(SERVER)
+        );
+        let (_, s) = handshake(d.client(issue(&d.ca, CLIENT), SERVER), optional(), &sni).ok();
+        assert_eq!(
+            peer_identity(s.peer_certificates().unwrap()).unwrap(),
+            id(CLIENT)
+        );
+        let rogue = Domain::new("corp.example");
+        let out = handshake(d.client(issue(&rogue.ca, CLIENT), SERVER), optional(), &sni);
+        assert!(
+            out.server.is_err(),
+            "a certificate of another CA is still refused"
+        );
     }
 
     const CLIENT: &str = "spiffe://corp.example/wl/finance-desktop";

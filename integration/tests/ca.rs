@@ -213,3 +213,154 @@ fn while_the_ca_is_down_renewals_back_off_and_traffic_goes_on() {
     );
     assert!(log.contains("retrying in 1 s"), "{log}");
 }
+
+/// `eastwall ca token` in the CA's folder: the token it prints.
+fn make_token(ca: &CaHandle, args: &[&str]) -> String {
+    let out = std::process::Command::new(eastwall_integration::eastwall_bin())
+        .args(["ca", "token", "--dir"])
+        .arg(&ca.dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Enrolls node `node` from `host`'s namespace with `token`: the CA's status and body.
+fn enroll(c: &Cloud, ca: &CaHandle, host: &str, node: &str, token: &str) -> (u16, String) {
+    use eastwall_certs::{TrustBundle, generate_csr};
+    let bundle =
+        TrustBundle::from_pem(&std::fs::read_to_string(ca.dir.join("ca.crt")).unwrap()).unwrap();
+    let id =
+        eastwall_identity::SpiffeId::parse(&format!("spiffe://corp.example/node/{node}")).unwrap();
+    let (csr, _) = generate_csr(&id).unwrap();
+    let (url, token) = (ca.url.clone(), token.to_owned());
+    eastwall_lab::in_netns(&c.lab.host(host).netns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(eastwall_node::ca::client::enroll(
+                &url, &bundle, &token, &csr, None,
+            ))
+    })
+    .unwrap()
+    .unwrap()
+}
+
+/// Zero-touch: nodes started with only the CA's address, the trust bundle and a bootstrap
+/// token get their node certificates (and then their workloads'), and the tunnel works; a
+/// token is spent once per use, only for its nodes, and not after it expires.
+#[test]
+fn nodes_enroll_with_a_bootstrap_token_spent_once_per_use() {
+    require_root();
+    let mut c = Cloud::new(
+        &["hostA", "hostB", "hostC"],
+        &[
+            ("hostA", "prod-app", "app", "prod"),
+            ("hostB", "prod-db", "db", "prod"),
+        ],
+        "",
+        POLICY,
+    );
+    c.lab.serve("prod-db", &[5432]).unwrap();
+    let ca = c.start_ca("hostA", 3600, None);
+    let token = make_token(&ca, &["--node", "hostA", "--node", "hostB"]);
+    assert_eq!(token.len(), 64, "{token}");
+    let tokens = std::fs::read_to_string(ca.dir.join("bootstrap-tokens.json")).unwrap();
+    assert!(!tokens.contains(&token), "the CA keeps only its hash");
+    c.lab.set_node_bootstrap_token(Some(&token));
+    c.start_node("hostA", "");
+    c.start_node("hostB", "");
+    for host in ["hostA", "hostB"] {
+        let (crt, key) = c.lab.node_cert_files(host);
+        let node = eastwall_certs::Identity::from_pem(
+            &std::fs::read_to_string(crt).unwrap(),
+            &std::fs::read_to_string(&key).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            node.id.as_str(),
+            format!("spiffe://corp.example/node/{host}")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{host}'s node key");
+    }
+    let p = c.connect("prod-app", "prod-db", 5432);
+    assert!(p.outcome.reached(), "{:?}", p.outcome);
+    let inb = c.flow("hostB", p.local.unwrap());
+    assert_eq!(inb["eastwall"]["src"]["identity"], spiffe("prod-app"));
+    let log = std::fs::read_to_string(&ca.log).unwrap();
+    assert!(
+        log.contains("enroll: node certificate for a bootstrap token"),
+        "{log}"
+    );
+
+    // Spent: both uses are gone, for any node.
+    let (status, body) = enroll(&c, &ca, "hostC", "hostA", &token);
+    assert_eq!((status, body.trim()), (401, "bootstrap token refused"));
+    // A token for hostA does not enroll hostC; nor does a made-up one; nor an expired one.
+    let for_a = make_token(&ca, &["--node", "hostA"]);
+    assert_eq!(enroll(&c, &ca, "hostC", "hostC", &for_a).0, 401);
+    assert_eq!(enroll(&c, &ca, "hostC", "hostC", &"0".repeat(64)).0, 401);
+    let brief = make_token(&ca, &["--ttl-secs", "1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(enroll(&c, &ca, "hostC", "hostC", &brief).0, 401);
+    // A node the registry does not have is refused before any token is spent.
+    let any = make_token(&ca, &["--uses", "1"]);
+    let (status, body) = enroll(&c, &ca, "hostC", "nowhere", &any);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = enroll(&c, &ca, "hostC", "hostC", &any);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("BEGIN CERTIFICATE"));
+    let log = std::fs::read_to_string(&ca.log).unwrap();
+    for why in [
+        "unknown or spent token",
+        "the token is not for this node",
+        "expired token",
+    ] {
+        assert!(log.contains(why), "no `{why}` in\n{log}");
+    }
+    // A client without a certificate gets nothing from the signing path.
+    let (status, _) = {
+        let bundle = eastwall_certs::TrustBundle::from_pem(
+            &std::fs::read_to_string(ca.dir.join("ca.crt")).unwrap(),
+        )
+        .unwrap();
+        let (csr, _) = eastwall_certs::generate_csr(
+            &eastwall_identity::SpiffeId::parse(&spiffe("prod-app")).unwrap(),
+        )
+        .unwrap();
+        let url = ca.url.clone();
+        eastwall_lab::in_netns(&c.lab.host("hostC").netns, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let endpoint = eastwall_node::mtls::Endpoint::parse(&url).unwrap();
+                    let server = eastwall_node::ca::ca_server_id("corp.example").unwrap();
+                    let call = eastwall_node::mtls::Call {
+                        method: hyper::Method::POST,
+                        path: eastwall_node::ca::server::SIGN_PATH,
+                        content_type: "application/pkcs10",
+                        body: bytes::Bytes::from(csr),
+                        max_answer: 1 << 16,
+                        timeout: Duration::from_secs(5),
+                        bearer: Some(&any),
+                    };
+                    eastwall_node::mtls::request(&endpoint, None, &bundle, &server, call, None)
+                        .await
+                        .map(|a| (a.status, a.body))
+                })
+        })
+        .unwrap()
+        .unwrap()
+    };
+    assert_eq!(status, 403);
+}

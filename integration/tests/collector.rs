@@ -377,11 +377,18 @@ fn only_nodes_send_and_only_operators_read() {
                         body,
                         max_answer: 1 << 20,
                         timeout: Duration::from_secs(5),
+                        bearer: None,
                     };
-                    let a =
-                        eastwall_node::mtls::request(&endpoint, me, &bundle, &server, call, None)
-                            .await
-                            .unwrap();
+                    let a = eastwall_node::mtls::request(
+                        &endpoint,
+                        Some(me),
+                        &bundle,
+                        &server,
+                        call,
+                        None,
+                    )
+                    .await
+                    .unwrap();
                     (a.status, String::from_utf8_lossy(&a.body).into_owned())
                 })
         })

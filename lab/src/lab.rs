@@ -103,6 +103,7 @@ pub struct Lab {
     node_open_files: Option<(u64, u64)>,
     node_admin_token: Option<String>,
     node_drain_secs: u64,
+    node_bootstrap_token: Option<String>,
     /// `runtime.workerThreads` of nodes started from now on.
     node_workers: usize,
     /// `runtime.logFormat` of nodes started from now on (`None`: the default).
@@ -166,6 +167,7 @@ impl Lab {
             node_open_files: None,
             node_admin_token: None,
             node_drain_secs: 0,
+            node_bootstrap_token: None,
             node_workers: 1,
             node_log_format: None,
             node_store: None,
@@ -367,6 +369,12 @@ impl Lab {
     /// stop at once, ending what they carry, each connection with its record).
     pub fn set_node_drain_secs(&mut self, secs: u64) {
         self.node_drain_secs = secs;
+    }
+
+    /// Nodes started from now on with the CA service get no node certificate from the lab:
+    /// they enroll with bootstrap token `token` (`None`: the lab issues it, as before).
+    pub fn set_node_bootstrap_token(&mut self, token: Option<&str>) {
+        self.node_bootstrap_token = token.map(str::to_owned);
     }
 
     /// Forgets the `spec` lines added so far (for nodes started from now on).
@@ -613,17 +621,26 @@ impl Lab {
                     .node(host)
                     .with_context(|| format!("host {host} is not a node of the registry"))?
                     .identity;
-                let issued = ca
-                    .issue(id, LAB_CERT_TTL)
-                    .map_err(|e| anyhow::anyhow!("issuing for node {host}: {e}"))?;
-                let (crt, key) = self.node_cert_files(host);
-                fs::write(crt, issued.cert_pem)?;
-                fs::write(key, issued.key_pem)?;
+                let bootstrap = match &self.node_bootstrap_token {
+                    Some(token) => {
+                        fs::write(dir.join("bootstrap.token"), format!("{token}\n"))?;
+                        ", bootstrapToken: bootstrap.token".to_owned()
+                    }
+                    None => {
+                        let issued = ca
+                            .issue(id, LAB_CERT_TTL)
+                            .map_err(|e| anyhow::anyhow!("issuing for node {host}: {e}"))?;
+                        let (crt, key) = self.node_cert_files(host);
+                        fs::write(crt, issued.cert_pem)?;
+                        fs::write(key, issued.key_pem)?;
+                        String::new()
+                    }
+                };
                 let secs = cert_secs
                     .map(|s| format!(", certSecs: {s}"))
                     .unwrap_or_default();
                 format!(
-                    "  identity:\n    trustBundle: ../ca.pem\n    ca: {{url: \"{url}\", nodeCert: node.crt, nodeKey: node.key{secs}}}\n"
+                    "  identity:\n    trustBundle: ../ca.pem\n    ca: {{url: \"{url}\", nodeCert: node.crt, nodeKey: node.key{secs}{bootstrap}}}\n"
                 )
             }
             (Some(ca), None) => {

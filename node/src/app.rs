@@ -517,6 +517,9 @@ async fn identities_from_ca(
     own_mark: u32,
 ) -> anyhow::Result<(CaClient, Arc<LocalIdentities>)> {
     let bundle = crate::identity::load_bundle(bundle_path, rules.registry.trust_domain())?;
+    if crate::ca::client::enroll_if_needed(spec, &bundle, node, Some(own_mark)).await? {
+        info!(node_cert = %spec.node_cert.display(), "enrolled with the bootstrap token: the node certificate is in place");
+    }
     let client = CaClient::new(spec, bundle, node, Some(own_mark))?;
     let wanted = LocalIdentities::wanted(&rules.registry, node);
     info!(url = %spec.url, identities = wanted.len(), "obtaining workload certificates from the CA");

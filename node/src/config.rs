@@ -140,6 +140,8 @@ struct CaDoc {
     node_key: PathBuf,
     #[serde(default)]
     cert_secs: Option<u64>,
+    #[serde(default)]
+    bootstrap_token: Option<PathBuf>,
 }
 
 /// Where this node's workload certificates come from. Without it the node runs without the
@@ -181,6 +183,9 @@ pub struct CaClientSpec {
     pub node_key: PathBuf,
     /// Lifetime the node asks for, in seconds; none takes the CA's (`--cert-secs`).
     pub cert_secs: Option<u64>,
+    /// A file holding a bootstrap token (`eastwall ca token`): while `node_cert` does not
+    /// exist, the node enrolls with it for its node certificate and writes it there.
+    pub bootstrap_token: Option<PathBuf>,
 }
 
 fn default_reload_secs() -> u64 {
@@ -819,6 +824,7 @@ impl NodeConfig {
                         node_cert: base.join(ca.node_cert),
                         node_key: base.join(ca.node_key),
                         cert_secs: ca.cert_secs,
+                        bootstrap_token: ca.bootstrap_token.map(|p| base.join(p)),
                     })),
                     (Some(_), Some(_)) => {
                         error(

@@ -85,6 +85,9 @@ pub struct Call<'a> {
     pub max_answer: usize,
     /// Longest the whole exchange may take, connection and handshake included.
     pub timeout: Duration,
+    /// A bearer token to send (`Authorization: Bearer …`), for a client without a
+    /// certificate.
+    pub bearer: Option<&'a str>,
 }
 
 /// What a server answered.
@@ -98,31 +101,40 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Sends `call` to `endpoint` presenting `client`; the server must prove `server_id` with a
-/// chain to `bundle`. `mark` sets `SO_MARK` on the connection (a node's own mark, so that
-/// its capture never takes it).
+/// Sends `call` to `endpoint` presenting `client` (`None`: no certificate, for an endpoint
+/// that takes a bearer token instead); the server must prove `server_id` with a chain to
+/// `bundle`. `mark` sets `SO_MARK` on the connection (a node's own mark, so that its capture
+/// never takes it).
 pub async fn request(
     endpoint: &Endpoint,
-    client: Identity,
+    client: Option<Identity>,
     bundle: &TrustBundle,
     server_id: &SpiffeId,
     call: Call<'_>,
     mark: Option<u32>,
 ) -> anyhow::Result<Answer> {
-    let config = eastwall_certs::client_config(
-        RotatingIdentity::new(client),
-        bundle,
-        server_id.clone(),
-        &[ALPN],
-    )
+    let config = match client {
+        Some(client) => eastwall_certs::client_config(
+            RotatingIdentity::new(client),
+            bundle,
+            server_id.clone(),
+            &[ALPN],
+        ),
+        None => {
+            eastwall_certs::client_config_without_certificate(bundle, server_id.clone(), &[ALPN])
+        }
+    }
     .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(call.method)
         .uri(format!("{}{}", endpoint.base, call.path))
         .header(hyper::header::HOST, &endpoint.authority)
-        .header(hyper::header::CONTENT_TYPE, call.content_type)
-        .body(Full::new(call.body))?;
+        .header(hyper::header::CONTENT_TYPE, call.content_type);
+    if let Some(token) = call.bearer {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(call.body))?;
     let sni = ServerName::try_from(sni_for(server_id))?;
     let max = call.max_answer;
     let exchange = async move {

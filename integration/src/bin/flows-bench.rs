@@ -320,8 +320,9 @@ fn main() -> anyhow::Result<()> {
                         body,
                         max_answer: 1 << 16,
                         timeout: Duration::from_secs(60),
+                        bearer: None,
                     };
-                    let ans = eastwall_node::mtls::request(&endpoint, me.clone(), &bundle, &server, call, None)
+                    let ans = eastwall_node::mtls::request(&endpoint, Some(me.clone()), &bundle, &server, call, None)
                         .await
                         .unwrap();
                     assert_eq!(ans.status, 200, "sender {s}");

@@ -13,7 +13,7 @@ use eastwall_identity::SpiffeId;
 use hyper::Method;
 use tracing::warn;
 
-use super::server::{MAX_BODY, SIGN_PATH};
+use super::server::{ENROLL_PATH, MAX_BODY, SIGN_PATH};
 use super::{ca_server_id, node_id};
 use crate::config::CaClientSpec;
 use crate::mtls::{Call, Endpoint};
@@ -109,6 +109,88 @@ impl CaClient {
     }
 }
 
+/// A new node's enrollment: while `spec`'s node certificate does not exist and a bootstrap
+/// token is configured, makes a key and a request for `spiffe://<td>/node/<node_name>`,
+/// sends it with the token to `POST /v1/enroll` (the CA proving `spiffe://<td>/ca`; this node
+/// has no certificate yet) and writes the key (mode 0600) and the certificate to `spec`'s
+/// files. Returns whether it enrolled.
+pub async fn enroll_if_needed(
+    spec: &CaClientSpec,
+    bundle: &TrustBundle,
+    node_name: &str,
+    mark: Option<u32>,
+) -> anyhow::Result<bool> {
+    let Some(token_file) = &spec.bootstrap_token else {
+        return Ok(false);
+    };
+    if spec.node_cert.exists() {
+        return Ok(false);
+    }
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("bootstrap token: reading {}", token_file.display()))?;
+    let token = token.lines().next().unwrap_or_default().trim();
+    let id = node_id(bundle.trust_domain(), node_name)?;
+    let (csr, key) = generate_csr(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (status, body) = enroll(&spec.url, bundle, token, &csr, mark).await?;
+    if status != 200 {
+        bail!(
+            "enrolling {id} with the bootstrap token of {}: the CA at {} answered {status}: {}",
+            token_file.display(),
+            spec.url,
+            body.trim()
+        );
+    }
+    Identity::from_pem(&body, &key)
+        .map_err(|e| anyhow::anyhow!("the enrolled certificate: {e}"))?;
+    for (path, text, mode) in [
+        (&spec.node_key, &key, 0o600),
+        (&spec.node_cert, &body, 0o644),
+    ] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(mode)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(true)
+}
+
+/// POSTs the node identity request `csr_pem` with bootstrap `token` to the CA service at
+/// `url` without a client certificate: the HTTP status and body.
+pub async fn enroll(
+    url: &str,
+    bundle: &TrustBundle,
+    token: &str,
+    csr_pem: &str,
+    mark: Option<u32>,
+) -> anyhow::Result<(u16, String)> {
+    let endpoint = Endpoint::parse(url)?;
+    let server_id = ca_server_id(bundle.trust_domain())?;
+    let call = Call {
+        method: Method::POST,
+        path: ENROLL_PATH,
+        content_type: "application/pkcs10",
+        body: Bytes::from(csr_pem.to_owned()),
+        max_answer: MAX_BODY,
+        timeout: REQUEST_TIMEOUT,
+        bearer: Some(token),
+    };
+    let answer = crate::mtls::request(&endpoint, None, bundle, &server_id, call, mark)
+        .await
+        .with_context(|| format!("the CA at {}", endpoint.authority))?;
+    let body = String::from_utf8(answer.body.to_vec())
+        .map_err(|_| anyhow::anyhow!("the CA's answer is not UTF-8"))?;
+    Ok((answer.status, body))
+}
+
 /// POSTs `csr_pem` to the CA service at `url` (`https://HOST:PORT`) presenting `client`, and
 /// returns the HTTP status and body. The server must prove `spiffe://<td>/ca` with a chain to
 /// `bundle`. `cert_secs` asks for a shorter lifetime than the CA's default; `mark` sets
@@ -149,8 +231,9 @@ async fn request(
         body: Bytes::from(csr_pem.to_owned()),
         max_answer: MAX_BODY,
         timeout: REQUEST_TIMEOUT,
+        bearer: None,
     };
-    let answer = crate::mtls::request(endpoint, client, bundle, server_id, call, mark)
+    let answer = crate::mtls::request(endpoint, Some(client), bundle, server_id, call, mark)
         .await
         .with_context(|| format!("the CA at {}", endpoint.authority))?;
     let body = String::from_utf8(answer.body.to_vec())

@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod server;
+pub mod token;
 
 use std::fs;
 use std::io::Write;

@@ -13,6 +13,13 @@
 //! - then 200 with the signed certificate (PEM), valid for `--cert-secs`, or for `N` seconds
 //!   if the query asks `certSecs=N` with `N` smaller.
 //!
+//! `POST /v1/enroll` with `Authorization: Bearer <bootstrap token>` and a request for a node
+//! identity (`spiffe://<td>/node/<name>`), from a client without a certificate (a new node):
+//! - the request must ask for the identity of a node of the registry, else 400 or 403;
+//! - the token must be one `eastwall ca token` made, not expired, with a use left, for that
+//!   node (or any), else 401 (the reason goes to the log only);
+//! - then 200 with the node certificate, valid for `--node-cert-secs`; the use is spent.
+//!
 //! The registry comes from a file, re-read when it changes (checked on every request), or
 //! from the central store, followed version by version (the registry of the version in
 //! force, validated like the nodes validate it). Either way, moving a workload to another
@@ -43,6 +50,8 @@ use super::{ca_server_id, load_ca};
 pub const MAX_BODY: usize = 64 * 1024;
 /// The signing path.
 pub const SIGN_PATH: &str = "/v1/sign";
+/// The enrollment path (a new node's certificate, for a bootstrap token).
+pub const ENROLL_PATH: &str = "/v1/enroll";
 /// The ALPN protocol of the endpoint.
 pub const ALPN: &[u8] = crate::mtls::ALPN;
 /// Lifetime of the CA service's own certificate (renewed at half of it).
@@ -63,6 +72,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Lifetime of the certificates it signs.
     pub cert_ttl: Duration,
+    /// Lifetime of the node certificates it gives enrolling nodes.
+    pub node_cert_ttl: Duration,
 }
 
 /// Where the CA service reads the registry.
@@ -105,8 +116,11 @@ pub struct Server {
 
 struct Ctx {
     ca: Ca,
+    /// The CA folder (its bootstrap tokens).
+    dir: PathBuf,
     registry: Registries,
     cert_ttl: Duration,
+    node_cert_ttl: Duration,
 }
 
 /// The registry in force, from where it comes.
@@ -162,8 +176,10 @@ impl Server {
         }
         let bundle = TrustBundle::from_pem(ca.cert_pem()).map_err(|e| anyhow::anyhow!("{e}"))?;
         let own = RotatingIdentity::new(own_identity(&ca)?);
-        let config = eastwall_certs::server_config(own.clone(), &bundle, &[ALPN])
-            .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+        // A client certificate is verified when sent; only enrollment does without one.
+        let config =
+            eastwall_certs::server_config_certificate_optional(own.clone(), &bundle, &[ALPN])
+                .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("listening on {}", opts.listen))?;
@@ -178,8 +194,10 @@ impl Server {
             listener,
             ctx: Arc::new(Ctx {
                 ca,
+                dir: opts.dir.clone(),
                 registry,
                 cert_ttl: opts.cert_ttl,
+                node_cert_ttl: opts.node_cert_ttl,
             }),
             tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             own,
@@ -256,10 +274,13 @@ async fn handle(
     peer: &Result<SpiffeId, String>,
     remote: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    if req.uri().path() == ENROLL_PATH && req.method() == Method::POST {
+        return enroll(req, ctx, remote).await;
+    }
     if req.uri().path() != SIGN_PATH {
         return text(
             StatusCode::NOT_FOUND,
-            format!("not found: POST {SIGN_PATH}\n"),
+            format!("not found: POST {SIGN_PATH}, POST {ENROLL_PATH}\n"),
         );
     }
     if req.method() != Method::POST {
@@ -276,22 +297,9 @@ async fn handle(
         }
     };
     let req_query = req.uri().query().map(str::to_owned);
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            warn!(%remote, client = %peer, decision = "refused", "sign: request body over {MAX_BODY} bytes");
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is limited to {MAX_BODY} bytes\n"),
-            );
-        }
-        Err(e) => {
-            debug!(%remote, %e, "sign: reading the body");
-            return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n"));
-        }
+    let body = match read_body(req, remote, &peer.to_string()).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
     };
     let ttl = match requested_ttl(req_query.as_deref(), ctx.cert_ttl) {
         Ok(t) => t,
@@ -310,6 +318,96 @@ async fn handle(
         _ => {
             warn!(%remote, client = %peer, decision = "refused", status = status.as_u16(), "sign: {message}");
             text(status, format!("{message}\n"))
+        }
+    }
+}
+
+/// The body of a request (at most [`MAX_BODY`] bytes), or the answer refusing it.
+async fn read_body(
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    client: &str,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            warn!(%remote, client, decision = "refused", "request body over {MAX_BODY} bytes");
+            Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is limited to {MAX_BODY} bytes\n"),
+            ))
+        }
+        Err(e) => {
+            debug!(%remote, %e, "reading the body");
+            Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("reading the body: {e}\n"),
+            ))
+        }
+    }
+}
+
+/// `POST /v1/enroll`: a new node's certificate for a bootstrap token.
+async fn enroll(req: Request<Incoming>, ctx: &Ctx, remote: SocketAddr) -> Response<Full<Bytes>> {
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let Some(token) = token else {
+        warn!(%remote, decision = "refused", "enroll: no bootstrap token");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "enrollment needs Authorization: Bearer <bootstrap token>\n".into(),
+        );
+    };
+    let body = match read_body(req, remote, "enrolling node").await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
+    let registry = ctx.registry.current();
+    let (node, cert) = match std::str::from_utf8(&body)
+        .map_err(|_| "the body is not a PEM certificate request (not UTF-8)".to_owned())
+        .and_then(|csr| {
+            ctx.ca
+                .sign_csr(csr, ctx.node_cert_ttl)
+                .map_err(|e| format!("bad request: {e}"))
+        }) {
+        Ok((id, cert)) => match requesting_node(&registry, &id) {
+            Ok(node) => (node, cert),
+            Err(m) => {
+                warn!(%remote, decision = "refused", status = 403, "enroll: {m}");
+                return text(StatusCode::FORBIDDEN, format!("{m}\n"));
+            }
+        },
+        Err(m) => {
+            warn!(%remote, decision = "refused", status = 400, "enroll: {m}");
+            return text(StatusCode::BAD_REQUEST, format!("{m}\n"));
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The token is spent only for a request that would otherwise be signed.
+    match super::token::with_tokens(&ctx.dir, |t| t.spend(&token, &node, now)) {
+        Ok(Ok(())) => {
+            info!(%remote, %node, decision = "signed", valid_secs = ctx.node_cert_ttl.as_secs(), "enroll: node certificate for a bootstrap token");
+            text(StatusCode::OK, cert)
+        }
+        Ok(Err(refusal)) => {
+            warn!(%remote, %node, decision = "refused", status = 401, "enroll: {}", refusal.as_str());
+            text(StatusCode::UNAUTHORIZED, "bootstrap token refused\n".into())
+        }
+        Err(e) => {
+            warn!(%remote, %node, "enroll: {e:#}");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the CA cannot read its bootstrap tokens\n".into(),
+            )
         }
     }
 }

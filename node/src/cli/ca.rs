@@ -55,6 +55,27 @@ pub(crate) enum CaAction {
         /// Lifetime of the certificates it signs, in seconds.
         #[arg(long, default_value_t = 86_400)]
         cert_secs: u64,
+        /// Lifetime of the node certificates it gives nodes enrolling with a bootstrap
+        /// token, in seconds (default 365 days).
+        #[arg(long, default_value_t = 365 * 86_400)]
+        node_cert_secs: u64,
+    },
+    /// Make a bootstrap token: a new node started with it (`identity.ca.bootstrapToken`)
+    /// gets its node certificate from `eastwall ca serve`. Prints the token; DIR keeps only
+    /// its hash.
+    Token {
+        /// The CA folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A node the token may enroll (repeat for several); none: any node of the registry.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Enrollments it allows (default: one per --node, else 1).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// How long it is accepted, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
     },
 }
 
@@ -99,6 +120,7 @@ pub(crate) fn run(action: CaAction) -> anyhow::Result<()> {
             store,
             listen,
             cert_secs,
+            node_cert_secs,
         } => ca::server::run(ca::server::ServeOptions {
             dir,
             registry: match registry {
@@ -110,6 +132,17 @@ pub(crate) fn run(action: CaAction) -> anyhow::Result<()> {
             },
             listen,
             cert_ttl: std::time::Duration::from_secs(cert_secs),
+            node_cert_ttl: std::time::Duration::from_secs(node_cert_secs),
         }),
+        CaAction::Token {
+            dir,
+            nodes,
+            uses,
+            ttl_secs,
+        } => {
+            let token = ca::token::make(&dir, nodes, uses, ttl_secs)?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }

@@ -78,9 +78,17 @@ impl CollectorClient {
             body: Bytes::new(),
             max_answer: MAX_ANSWER,
             timeout: Duration::from_secs(60),
+            bearer: None,
         };
-        let a = crate::mtls::request(&self.endpoint, me, &self.bundle, &self.server, call, None)
-            .await?;
+        let a = crate::mtls::request(
+            &self.endpoint,
+            Some(me),
+            &self.bundle,
+            &self.server,
+            call,
+            None,
+        )
+        .await?;
         if a.status != 200 {
             bail!(
                 "the collector answered {}: {}",

@@ -109,8 +109,9 @@ pub(crate) async fn export(
                     body,
                     max_answer: 64 * 1024,
                     timeout: Duration::from_secs(30),
+                    bearer: None,
                 };
-                crate::mtls::request(&endpoint, me, &bundle, &server, call, mark).await
+                crate::mtls::request(&endpoint, Some(me), &bundle, &server, call, mark).await
             }
             Err(e) => Err(e),
         };
