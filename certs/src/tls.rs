@@ -94,25 +94,21 @@ pub fn client_config(
     expected_server: SpiffeId,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, CertError> {
-    let provider = crypto_provider();
-    let verifier = Arc::new(SpiffeServerVerifier {
-        roots: Arc::clone(&bundle.roots),
-        expected: expected_server,
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(client);
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.resumption = Resumption::disabled();
-    Ok(config)
+    client_config_with(Some(client), bundle, expected_server, alpn)
 }
 
 /// [`client_config`] for a client that has no certificate yet (a node enrolling with a
 /// bootstrap token): the server is verified the same way.
 pub fn client_config_without_certificate(
+    bundle: &TrustBundle,
+    expected_server: SpiffeId,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, CertError> {
+    client_config_with(None, bundle, expected_server, alpn)
+}
+
+fn client_config_with(
+    client: Option<Arc<dyn ResolvesClientCert>>,
     bundle: &TrustBundle,
     expected_server: SpiffeId,
     alpn: &[&[u8]],
@@ -123,11 +119,14 @@ pub fn client_config_without_certificate(
         expected: expected_server,
         algorithms: provider.signature_verification_algorithms,
     });
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match client {
+        Some(client) => builder.with_client_cert_resolver(client),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = Resumption::disabled();
     Ok(config)

@@ -73,6 +73,23 @@ pub fn promtool_check_metrics(text: &str) {
     );
 }
 
+/// Runs the future `make` returns to its end, on a runtime of its own, inside network
+/// namespace `netns`: a client of a service, from a lab host.
+pub fn block_on_in<T, F>(netns: &str, make: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    eastwall_lab::in_netns(netns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(make())
+    })
+    .unwrap()
+}
+
 /// A lab with eastwall nodes.
 pub struct Cloud {
     /// The namespaces.
@@ -337,16 +354,9 @@ impl Cloud {
                 .unwrap();
         let (csr, _) = generate_csr(&eastwall_identity::SpiffeId::parse(id).unwrap()).unwrap();
         let url = ca.url.clone();
-        eastwall_lab::in_netns(&self.lab.host(host).netns, move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(eastwall_node::ca::client::post_csr(
-                    &url, node, &bundle, &csr, None, None,
-                ))
+        block_on_in(&self.lab.host(host).netns, move || async move {
+            eastwall_node::ca::client::post_csr(&url, node, &bundle, &csr, None, None).await
         })
-        .unwrap()
         .unwrap()
     }
 

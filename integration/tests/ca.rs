@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eastwall_integration::{CaHandle, Cloud, require_root, spiffe};
+use eastwall_integration::{CaHandle, Cloud, block_on_in, require_root, spiffe};
 
 const POLICY: &str = r#"apiVersion: eastwall.dev/v1
 kind: Policy
@@ -239,16 +239,9 @@ fn enroll(c: &Cloud, ca: &CaHandle, host: &str, node: &str, token: &str) -> (u16
         eastwall_identity::SpiffeId::parse(&format!("spiffe://corp.example/node/{node}")).unwrap();
     let (csr, _) = generate_csr(&id).unwrap();
     let (url, token) = (ca.url.clone(), token.to_owned());
-    eastwall_lab::in_netns(&c.lab.host(host).netns, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(eastwall_node::ca::client::enroll(
-                &url, &bundle, &token, &csr, None,
-            ))
+    block_on_in(&c.lab.host(host).netns, move || async move {
+        eastwall_node::ca::client::enroll(&url, &bundle, &token, &csr, None).await
     })
-    .unwrap()
     .unwrap()
 }
 
@@ -337,29 +330,22 @@ fn nodes_enroll_with_a_bootstrap_token_spent_once_per_use() {
         )
         .unwrap();
         let url = ca.url.clone();
-        eastwall_lab::in_netns(&c.lab.host("hostC").netns, move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let endpoint = eastwall_node::mtls::Endpoint::parse(&url).unwrap();
-                    let server = eastwall_node::ca::ca_server_id("corp.example").unwrap();
-                    let call = eastwall_node::mtls::Call {
-                        method: hyper::Method::POST,
-                        path: eastwall_node::ca::server::SIGN_PATH,
-                        content_type: "application/pkcs10",
-                        body: bytes::Bytes::from(csr),
-                        max_answer: 1 << 16,
-                        timeout: Duration::from_secs(5),
-                        bearer: Some(&any),
-                    };
-                    eastwall_node::mtls::request(&endpoint, None, &bundle, &server, call, None)
-                        .await
-                        .map(|a| (a.status, a.body))
-                })
+        block_on_in(&c.lab.host("hostC").netns, move || async move {
+            let endpoint = eastwall_node::mtls::Endpoint::parse(&url).unwrap();
+            let server = eastwall_node::ca::ca_server_id("corp.example").unwrap();
+            let call = eastwall_node::mtls::Call {
+                method: hyper::Method::POST,
+                path: eastwall_node::ca::server::SIGN_PATH,
+                content_type: "application/pkcs10",
+                body: bytes::Bytes::from(csr),
+                max_answer: 1 << 16,
+                timeout: Duration::from_secs(5),
+                bearer: Some(&any),
+            };
+            eastwall_node::mtls::request(&endpoint, None, &bundle, &server, call, None)
+                .await
+                .map(|a| (a.status, a.body))
         })
-        .unwrap()
         .unwrap()
     };
     assert_eq!(status, 403);
