@@ -8,7 +8,9 @@
 //!   (authenticated by its node certificate) gets a certificate only for an identity the
 //!   registry gives a workload placed on that node.
 //! - [`client`] is the protocol's client side: a signing request for an identity, posted
-//!   with the node's certificate; the node's renewals are built on it.
+//!   with the node's certificate; the node's renewals are built on it; and a new node's
+//!   enrollment with a bootstrap token.
+//! - [`token`] (`eastwall ca token`): bootstrap tokens, kept as hashes in the CA folder.
 
 pub mod client;
 pub mod server;

@@ -1,8 +1,8 @@
 //! `eastwall ca serve`: the CA's signing endpoint.
 //!
-//! HTTPS (HTTP/1.1 over TLS 1.3) with client certificates required: the CA presents a
-//! certificate for `spiffe://<td>/ca` that it issues itself (and renews at half its lifetime),
-//! and accepts only clients whose certificate chains to its own CA certificate.
+//! HTTPS (HTTP/1.1 over TLS 1.3): the CA presents a certificate for `spiffe://<td>/ca` that it
+//! issues itself (and renews at half its lifetime); a client certificate, when sent, must
+//! chain to its own CA certificate, and every path but `/v1/enroll` requires one.
 //!
 //! `POST /v1/sign` with a PEM certificate signing request as the body:
 //! - the client must be a node: `spiffe://<td>/node/<name>` with `<name>` a node of the
