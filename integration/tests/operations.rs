@@ -286,3 +286,40 @@ fn the_kubernetes_manifests_validate() {
     // Every document was checked (one INFO line each).
     assert!(text.matches("INFO").count() >= 9, "{text}");
 }
+
+/// The metrics listener faces the network: clients that open connections and send nothing
+/// hold them for the header timeout (5 s) at most, so a scrape still gets through; at most 64
+/// are served at once, the rest wait in the kernel's queue.
+#[test]
+fn idle_connections_cannot_keep_prometheus_out() {
+    let mut c = cloud();
+    c.lab.set_node_admin_token(TOKEN);
+    c.start_nodes("");
+    let metrics = SocketAddr::new(c.lab.host("hostA").addr.into(), 15020);
+    let ns = c.lab.host("hostB").netns.clone();
+    let idle: Vec<TcpStream> = eastwall_lab::in_netns(&ns, move || {
+        (0..64)
+            .map(|_| TcpStream::connect_timeout(&metrics, Duration::from_secs(2)).unwrap())
+            .collect()
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = get(&c, metrics, "/metrics", "");
+    let waited = started.elapsed();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("eastwall_build_info"));
+    assert!(waited < Duration::from_secs(9), "{waited:?}");
+    // The idle ones were cut (whatever the server said on the way out).
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("an idle connection is still open: {e}"),
+            }
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -59,23 +60,44 @@ pub(crate) fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Connections served at once (more wait in the kernel's queue): a listener may face the
+/// network, and a scrape needs one.
+const MAX_CONNECTIONS: usize = 64;
+/// A client slower than this with a request's head is cut off.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection lives (a scrape takes milliseconds).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Serves admin requests until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, view: Arc<AdminView>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                debug!(%e, "admin accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let view = view.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let view = view.clone();
                 async move { Ok::<_, Infallible>(route(&req, &view)) }
             });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(%e, "admin connection");
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                Ok(Err(e)) => debug!(%e, "admin connection"),
+                Err(_) => debug!("admin connection: lifetime over"),
+                Ok(Ok(())) => {}
             }
         });
     }
