@@ -73,6 +73,20 @@ pub fn promtool_check_metrics(text: &str) {
     );
 }
 
+/// Runs `cmd` to its end and returns what it printed; panics, with the command and its
+/// output, unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs the future `make` returns to its end, on a runtime of its own, inside network
 /// namespace `netns`: a client of a service, from a lab host.
 pub fn block_on_in<T, F>(netns: &str, make: impl FnOnce() -> F + Send + 'static) -> T

@@ -216,16 +216,11 @@ fn while_the_ca_is_down_renewals_back_off_and_traffic_goes_on() {
 
 /// `eastwall ca token` in the CA's folder: the token it prints.
 fn make_token(ca: &CaHandle, args: &[&str]) -> String {
-    let out = std::process::Command::new(eastwall_integration::eastwall_bin())
-        .args(["ca", "token", "--dir"])
-        .arg(&ca.dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = eastwall_integration::run_ok(
+        std::process::Command::new(eastwall_integration::eastwall_bin())
+            .args(["ca", "token", "--dir"])
+            .arg(&ca.dir)
+            .args(args),
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -196,16 +196,7 @@ fn sigterm_drains_connections_in_progress_and_nothing_bypasses_the_node() {
 }
 
 fn promtool(args: &[&str]) {
-    let out = std::process::Command::new("promtool")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    eastwall_integration::run_ok(std::process::Command::new("promtool").args(args));
 }
 
 /// The alert rules and the scrape job pass promtool; every dashboard query is PromQL

@@ -9,10 +9,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use eastwall_integration::require_root;
+use eastwall_integration::{require_root, run_ok};
 
 const UNITS: [&str; 4] = [
     "eastwall-node.service",
@@ -20,18 +20,6 @@ const UNITS: [&str; 4] = [
     "eastwall-collector.service",
     "eastwall-console.service",
 ];
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Runs `args` inside network namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Command {
@@ -92,13 +80,14 @@ fn unit_line(unit: &str, key: &str) -> String {
 /// routing rules.
 fn capture_in(ns: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let ruleset = String::from_utf8_lossy(&run(&mut in_ns(ns, &["nft", "list", "ruleset"])).stdout)
-        .to_lowercase();
+    let ruleset =
+        String::from_utf8_lossy(&run_ok(&mut in_ns(ns, &["nft", "list", "ruleset"])).stdout)
+            .to_lowercase();
     if ruleset.contains("eastwall") {
         found.push("nftables: a table or chain named eastwall".to_owned());
     }
     for family in ["-4", "-6"] {
-        let rules = run(&mut in_ns(ns, &["ip", family, "rule"])).stdout;
+        let rules = run_ok(&mut in_ns(ns, &["ip", family, "rule"])).stdout;
         if String::from_utf8_lossy(&rules).contains("0x1e570001") {
             found.push(format!("ip {family} rule for the capture mark"));
         }
@@ -117,32 +106,34 @@ fn workspace() -> PathBuf {
 fn the_debian_package_installs_runs_upgrades_and_removes_cleanly() {
     require_root();
     let root = workspace();
-    run(Command::new("bash")
-        .arg(root.join("scripts/package-deb.sh"))
-        .arg("--dev")
-        .current_dir(&root));
+    run_ok(
+        Command::new("bash")
+            .arg(root.join("scripts/package-deb.sh"))
+            .arg("--dev")
+            .current_dir(&root),
+    );
     let deb = std::fs::read_dir(root.join("target/debian"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("a .deb in target/debian");
     let ns = format!("ewpkg-{}", std::process::id());
-    run(Command::new("ip").args(["netns", "add", &ns]));
+    run_ok(Command::new("ip").args(["netns", "add", &ns]));
     let mut installed = Installed {
         ns: ns.clone(),
         node: None,
     };
-    run(&mut in_ns(&ns, &["ip", "link", "set", "lo", "up"]));
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    run_ok(&mut in_ns(&ns, &["ip", "link", "set", "lo", "up"]));
+    run_ok(Command::new("dpkg").arg("-i").arg(&deb));
 
     // What the package put in place.
     for unit in UNITS {
         let path = format!("/lib/systemd/system/{unit}");
-        run(Command::new("systemd-analyze").args(["verify", &path]));
+        run_ok(Command::new("systemd-analyze").args(["verify", &path]));
     }
-    run(Command::new("logrotate").args(["-d", "/etc/logrotate.d/eastwall"]));
+    run_ok(Command::new("logrotate").args(["-d", "/etc/logrotate.d/eastwall"]));
     let registry = std::fs::read_to_string("/etc/eastwall/registry.yaml").unwrap();
-    let host = String::from_utf8(run(&mut Command::new("hostname")).stdout).unwrap();
+    let host = String::from_utf8(run_ok(&mut Command::new("hostname")).stdout).unwrap();
     assert!(
         registry.contains(&format!("- {{name: {}}}", host.trim())),
         "{registry}"
@@ -161,7 +152,7 @@ fn the_debian_package_installs_runs_upgrades_and_removes_cleanly() {
     // default configuration.
     let unit = std::fs::read_to_string("/lib/systemd/system/eastwall-node.service").unwrap();
     let check = unit_line(&unit, "ExecStartPre");
-    run(Command::new("sh").args(["-c", &check]));
+    run_ok(Command::new("sh").args(["-c", &check]));
     let start = unit_line(&unit, "ExecStart");
     let args: Vec<&str> = start.split_whitespace().collect();
     assert_eq!(args[0], "/usr/bin/eastwall");
@@ -197,16 +188,16 @@ fn the_debian_package_installs_runs_upgrades_and_removes_cleanly() {
 
     // Stopped (SIGTERM, as systemd stops it): capture stays, failing closed.
     let mut node = installed.node.take().unwrap();
-    run(Command::new("kill").args(["-TERM", &node.id().to_string()]));
+    run_ok(Command::new("kill").args(["-TERM", &node.id().to_string()]));
     assert!(node.wait().unwrap().success());
     assert!(!capture_in(&ns).is_empty(), "a stopped node keeps capture");
     // An upgrade (the same package again) keeps it too: the new node takes it over.
-    run(&mut in_ns(&ns, &["dpkg", "-i", deb.to_str().unwrap()]));
+    run_ok(&mut in_ns(&ns, &["dpkg", "-i", deb.to_str().unwrap()]));
     assert!(!capture_in(&ns).is_empty(), "an upgrade keeps capture");
     // Removal takes it away, and purge the configuration.
-    run(&mut in_ns(&ns, &["dpkg", "-r", "eastwall"]));
+    run_ok(&mut in_ns(&ns, &["dpkg", "-r", "eastwall"]));
     assert_eq!(capture_in(&ns), Vec::<String>::new());
     assert!(!Path::new("/usr/bin/eastwall").exists());
-    run(&mut in_ns(&ns, &["dpkg", "--purge", "eastwall"]));
+    run_ok(&mut in_ns(&ns, &["dpkg", "--purge", "eastwall"]));
     assert!(!Path::new("/etc/eastwall").exists());
 }

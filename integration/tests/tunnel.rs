@@ -139,16 +139,11 @@ fn an_enterprise_pki_without_spiffe_cas_issues_the_workload_certificates(transpo
     let pki = lab_dir.join("openssl-pki");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/openssl-pki.sh");
     let mint = |args: &[&str]| {
-        let out = std::process::Command::new("bash")
-            .arg(script)
-            .arg(&pki)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        eastwall_integration::run_ok(
+            std::process::Command::new("bash")
+                .arg(script)
+                .arg(&pki)
+                .args(args),
         );
     };
     mint(&["init"]);
