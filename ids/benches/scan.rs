@@ -144,6 +144,7 @@ fn scan(engine: &Arc<Engine>, conns: &[Vec<(Message, Message)>]) -> usize {
                 host: None,
                 headers: &headers,
                 version: HttpVersion::Http11,
+                raw_headers: None,
             };
             alerts += fi.http_request(&r, now).alerts.len();
             if !req.body.is_empty() {
@@ -162,6 +163,7 @@ fn scan(engine: &Arc<Engine>, conns: &[Vec<(Message, Message)>]) -> usize {
                 reason: &resp.head_line.0,
                 headers: &headers,
                 version: HttpVersion::Http11,
+                raw_headers: None,
             };
             alerts += fi.http_response(&r, now).alerts.len();
             let chunks: Vec<&[u8]> = resp.body.chunks(READ).collect();

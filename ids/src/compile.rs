@@ -494,6 +494,9 @@ pub struct Engine {
     pub(crate) reads_commands: bool,
     /// Some rule reads mail attachments (`file.data` in `smtp` rules).
     pub(crate) reads_mail: bool,
+    /// Some rule reads HTTP/1: the inspector recognises it on flows the node did not name
+    /// and reads it from the raw stream.
+    pub(crate) reads_http: bool,
 }
 
 impl Engine {
@@ -767,6 +770,18 @@ impl Engine {
         let reads_commands = compiled
             .iter()
             .any(|r| matches!(r.app, Some(Protocol::Smtp | Protocol::Ftp)));
+        let reads_http = compiled.iter().any(|r| match r.app {
+            Some(Protocol::Http | Protocol::Http1) => true,
+            None => [
+                Phase::Request,
+                Phase::RequestBody,
+                Phase::Response,
+                Phase::ResponseBody,
+            ]
+            .into_iter()
+            .any(|p| r.phase(p).is_some()),
+            _ => false,
+        });
         let reads_mail = compiled
             .iter()
             .any(|r| r.app == Some(Protocol::Smtp) && r.phase(Phase::RequestBody).is_some());
@@ -783,6 +798,7 @@ impl Engine {
                 xbits,
                 reads_tls,
                 reads_commands,
+                reads_http,
                 reads_mail,
             },
             report,

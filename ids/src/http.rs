@@ -1,12 +1,13 @@
 //! HTTP messages as the node hands them over, and the Suricata buffers built from them.
 //!
-//! The node parses HTTP with hyper and passes the parts here. Buffers are built on demand:
-//! `http.uri` is the request target normalized like libhtp in Suricata (percent decoding of
-//! path and query, `\` as `/` in the path, `.`/`..` segments removed and repeated `/`
-//! compressed in the path); `http.header` is `Name: value\r\n` per header with names in their
-//! canonical Title-Case whatever the case they arrived in (HTTP/2 sends them lower-cased,
-//! hyper lower-cases HTTP/1 ones), repeated headers joined with `, ` as libhtp does, and
-//! `Cookie` / `Set-Cookie` left out (they have `http.cookie`).
+//! The node parses HTTP with hyper and passes the parts here, with HTTP/1 heads as received
+//! (`crate::h1`); the inspector reads HTTP/1 from raw streams itself. Buffers are built on
+//! demand: `http.uri` is the request target normalized like libhtp in Suricata (percent
+//! decoding of path and query, `\` as `/` in the path, `.`/`..` segments removed and repeated
+//! `/` compressed in the path); `http.header` is `Name: value\r\n` per header, names as sent
+//! in HTTP/1 and otherwise in their canonical Title-Case (HTTP/2 sends them lower-cased),
+//! repeated headers joined with `, ` as libhtp does, and `Cookie` / `Set-Cookie` left out
+//! (they have `http.cookie`); `http.header.raw` is HTTP/1's header lines as received.
 
 use crate::compile::Field;
 use std::borrow::Cow;
@@ -47,6 +48,11 @@ pub struct HttpRequest<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Version.
     pub version: HttpVersion,
+    /// HTTP/1: the header lines exactly as received, the empty line that ends them included
+    /// ([`crate::h1::RequestHead::raw_headers`]); then `headers` carry the names as sent,
+    /// and buffers keep them so. `None` (HTTP/2, or heads known only parsed): buffers are
+    /// rebuilt from `headers`, names in canonical Title-Case.
+    pub raw_headers: Option<&'a [u8]>,
 }
 
 /// A response head.
@@ -60,6 +66,8 @@ pub struct HttpResponse<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Version.
     pub version: HttpVersion,
+    /// HTTP/1: the header lines exactly as received (see [`HttpRequest::raw_headers`]).
+    pub raw_headers: Option<&'a [u8]>,
 }
 
 /// Joined values of the headers named `name` (case-insensitive), as libhtp merges them.
@@ -279,9 +287,19 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// `Name: value\r\n` lines with canonical names, repeated headers merged into the first
-/// occurrence (like libhtp's header table), optionally without one header.
-fn header_block(headers: &[(&str, &[u8])], skip: Option<&str>) -> Vec<u8> {
+/// A header name as buffers show it: as sent when it was read from the wire, else in its
+/// canonical Title-Case.
+fn shown_name(name: &str, as_sent: bool) -> Cow<'_, str> {
+    if as_sent {
+        Cow::Borrowed(name)
+    } else {
+        canonical_name(name)
+    }
+}
+
+/// `Name: value\r\n` lines, repeated headers merged into the first occurrence (like
+/// libhtp's header table), optionally without one header.
+fn header_block(headers: &[(&str, &[u8])], skip: Option<&str>, as_sent: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in headers {
@@ -293,7 +311,7 @@ fn header_block(headers: &[(&str, &[u8])], skip: Option<&str>) -> Vec<u8> {
         }
         seen.push(name);
         let value = header(headers, name).unwrap_or_default();
-        out.extend_from_slice(canonical_name(name).as_bytes());
+        out.extend_from_slice(shown_name(name, as_sent).as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(&value);
         out.extend_from_slice(b"\r\n");
@@ -301,8 +319,12 @@ fn header_block(headers: &[(&str, &[u8])], skip: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// Every header line as received.
-fn raw_header_block(headers: &[(&str, &[u8])]) -> Vec<u8> {
+/// Every header line as received; rebuilt as `name: value\r\n` lines when only the parsed
+/// headers are known.
+fn raw_header_block<'a>(raw: Option<&'a [u8]>, headers: &[(&str, &[u8])]) -> Cow<'a, [u8]> {
+    if let Some(raw) = raw {
+        return Cow::Borrowed(raw);
+    }
     let mut out = Vec::new();
     for (name, value) in headers {
         if name.starts_with(':') {
@@ -313,16 +335,16 @@ fn raw_header_block(headers: &[(&str, &[u8])]) -> Vec<u8> {
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out
+    Cow::Owned(out)
 }
 
-fn header_names(headers: &[(&str, &[u8])]) -> Vec<u8> {
+fn header_names(headers: &[(&str, &[u8])], as_sent: bool) -> Vec<u8> {
     let mut out = b"\r\n".to_vec();
     for (name, _) in headers {
         if name.starts_with(':') {
             continue;
         }
-        out.extend_from_slice(canonical_name(name).as_bytes());
+        out.extend_from_slice(shown_name(name, as_sent).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -352,10 +374,10 @@ fn response_line(resp: &HttpResponse<'_>) -> Vec<u8> {
     out
 }
 
-fn start(line: Vec<u8>, headers: &[(&str, &[u8])]) -> Vec<u8> {
+fn start(line: Vec<u8>, headers: &[(&str, &[u8])], as_sent: bool) -> Vec<u8> {
     let mut out = line;
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&header_block(headers, None));
+    out.extend_from_slice(&header_block(headers, None, as_sent));
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -374,14 +396,15 @@ pub(crate) fn request_host<'a>(req: &HttpRequest<'a>) -> Option<Cow<'a, [u8]>> {
 /// A request buffer; `None` when the request does not have it (rules on it cannot match).
 pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<Cow<'a, [u8]>> {
     let h = |name: &str| header(req.headers, name);
+    let as_sent = req.raw_headers.is_some();
     Some(match field {
         Field::Method => Cow::Borrowed(req.method.as_bytes()),
         Field::Uri => Cow::Owned(normalize_uri(req.uri_raw)),
         Field::UriRaw => Cow::Borrowed(req.uri_raw),
         Field::RequestLine => Cow::Owned(request_line(req)),
-        Field::ReqHeader => Cow::Owned(header_block(req.headers, Some("cookie"))),
-        Field::ReqHeaderRaw => Cow::Owned(raw_header_block(req.headers)),
-        Field::ReqHeaderNames => Cow::Owned(header_names(req.headers)),
+        Field::ReqHeader => Cow::Owned(header_block(req.headers, Some("cookie"), as_sent)),
+        Field::ReqHeaderRaw => raw_header_block(req.raw_headers, req.headers),
+        Field::ReqHeaderNames => Cow::Owned(header_names(req.headers, as_sent)),
         Field::ReqCookie => h("cookie")?,
         Field::UserAgent => h("user-agent")?,
         Field::Host => Cow::Owned(normalize_host(&request_host(req)?)),
@@ -397,7 +420,7 @@ pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<C
         Field::ReqContentLen => h("content-length")?,
         Field::Referer => h("referer")?,
         Field::ReqProtocol => Cow::Borrowed(req.version.as_str().as_bytes()),
-        Field::ReqStart => Cow::Owned(start(request_line(req), req.headers)),
+        Field::ReqStart => Cow::Owned(start(request_line(req), req.headers, as_sent)),
         _ => return None,
     })
 }
@@ -405,19 +428,20 @@ pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<C
 /// A response buffer; `None` when the response does not have it.
 pub(crate) fn response_field<'a>(resp: &HttpResponse<'a>, field: Field) -> Option<Cow<'a, [u8]>> {
     let h = |name: &str| header(resp.headers, name);
+    let as_sent = resp.raw_headers.is_some();
     Some(match field {
         Field::StatCode => Cow::Owned(resp.status.to_string().into_bytes()),
         Field::StatMsg => Cow::Borrowed(resp.reason.as_bytes()),
         Field::ResponseLine => Cow::Owned(response_line(resp)),
-        Field::RespHeader => Cow::Owned(header_block(resp.headers, Some("set-cookie"))),
-        Field::RespHeaderRaw => Cow::Owned(raw_header_block(resp.headers)),
-        Field::RespHeaderNames => Cow::Owned(header_names(resp.headers)),
+        Field::RespHeader => Cow::Owned(header_block(resp.headers, Some("set-cookie"), as_sent)),
+        Field::RespHeaderRaw => raw_header_block(resp.raw_headers, resp.headers),
+        Field::RespHeaderNames => Cow::Owned(header_names(resp.headers, as_sent)),
         Field::RespCookie => h("set-cookie")?,
         Field::RespConnection => h("connection")?,
         Field::RespContentType => h("content-type")?,
         Field::RespContentLen => h("content-length")?,
         Field::RespProtocol => Cow::Borrowed(resp.version.as_str().as_bytes()),
-        Field::RespStart => Cow::Owned(start(response_line(resp), resp.headers)),
+        Field::RespStart => Cow::Owned(start(response_line(resp), resp.headers, as_sent)),
         Field::Location => h("location")?,
         Field::Server => h("server")?,
         _ => return None,
@@ -472,6 +496,7 @@ mod tests {
             host: None,
             headers,
             version: HttpVersion::Http11,
+            raw_headers: None,
         };
         let f =
             |field| request_field(&req, field).map(|c| String::from_utf8(c.into_owned()).unwrap());
@@ -499,6 +524,7 @@ mod tests {
             reason: "Not Found",
             headers: &[("server", b"nginx"), ("set-cookie", b"s=1")],
             version: HttpVersion::Http11,
+            raw_headers: None,
         };
         let g = |field| {
             response_field(&resp, field).map(|c| String::from_utf8(c.into_owned()).unwrap())

@@ -32,6 +32,7 @@ mod decode;
 mod dns;
 mod eve;
 mod fingerprint;
+pub mod h1;
 mod http;
 mod inspect;
 mod mail;

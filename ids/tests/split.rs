@@ -334,7 +334,7 @@ proptest! {
             let mut fi = FlowInspector::new(e.clone(), flow());
             fi.set_app_proto(AppProto::Http1);
             let now = Timestamp::from_secs(1);
-            let req = HttpRequest { method: "POST", uri_raw: b"/", host: None, headers: &[], version: HttpVersion::Http11 };
+            let req = HttpRequest { method: "POST", uri_raw: b"/", host: None, headers: &[], version: HttpVersion::Http11, raw_headers: None };
             let mut seen: Seen = fi.http_request(&req, now).alerts.iter().map(|a| (a.sid, a.dir, a.tx_id)).collect();
             let mut pts: Vec<usize> = points.iter().map(|p| p % (body.len() + 1)).collect();
             pts.push(0);
@@ -375,6 +375,123 @@ proptest! {
     }
 }
 
+/// Rules on HTTP/1 read from the raw stream: heads as sent, bodies de-chunked.
+const HTTP1_RULES: &str = r#"
+alert http any any -> any any (msg:"uri"; flow:to_server; http.uri; content:"/admin"; sid:101;)
+alert http any any -> any any (msg:"raw header line"; flow:to_server; http.header.raw; content:"|0a|x-CASE:|09|yes"; sid:102;)
+alert http any any -> any any (msg:"header name as sent"; flow:to_server; http.header; content:"x-CASE: yes|0d 0a|"; sid:103;)
+alert http any any -> any any (msg:"request body"; flow:to_server; http.request_body; content:"cmd=whoami"; sid:104;)
+alert http any any -> any any (msg:"response body"; flow:to_client; file.data; content:"SECRET"; sid:105;)
+alert http any any -> any any (msg:"not found"; flow:to_client; http.stat_code; content:"404"; sid:106;)
+alert http any any -> any any (msg:"raw response header"; flow:to_client; http.header.raw; content:"Server:  odd|0d 0a 0d 0a|"; endswith; sid:107;)
+"#;
+
+fn http1_engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| engine_of_text(HTTP1_RULES)).clone()
+}
+
+/// A body in `pieces`, framed by length or in chunks of the pieces.
+fn framed(pieces: &[&[u8]], chunked: bool) -> (String, Vec<u8>) {
+    let body = pieces.concat();
+    if !chunked {
+        return (format!("Content-Length: {}\r\n", body.len()), body);
+    }
+    let mut out = Vec::new();
+    for p in pieces.iter().filter(|p| !p.is_empty()) {
+        out.extend_from_slice(format!("{:x};x=1\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+    ("Transfer-Encoding: chunked\r\n".to_owned(), out)
+}
+
+type Exchange = (
+    bool,
+    bool,
+    Vec<&'static [u8]>,
+    bool,
+    Vec<&'static [u8]>,
+    bool,
+);
+
+/// One to three HTTP/1 exchanges on one connection, as the raw stream carries them.
+fn http1_conversation() -> impl Strategy<Value = Conversation> {
+    let exchange = (
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(prop::sample::select(HTTP_WORDS), 0..6),
+        any::<bool>(),
+        prop::collection::vec(prop::sample::select(HTTP_WORDS), 0..6),
+        any::<bool>(),
+    );
+    prop::collection::vec(exchange, 1..4)
+        .prop_map(|xs: Vec<Exchange>| {
+            let mut msgs = Vec::new();
+            for (admin, odd, req_body, req_chunked, resp_body, resp_chunked) in xs {
+                let (framing, body) = framed(&req_body, req_chunked);
+                let mut req = format!(
+                    "POST {} HTTP/1.1\r\nHost: h\r\n{}{framing}\r\n",
+                    if admin { "/admin/x" } else { "/x" },
+                    if odd { "x-CASE:\tyes\r\n" } else { "" },
+                )
+                .into_bytes();
+                req.extend_from_slice(&body);
+                msgs.push((Dir::ToServer, req));
+                let (framing, body) = framed(&resp_body, resp_chunked);
+                let status = if odd { "404 Not Found" } else { "200 OK" };
+                let mut resp =
+                    format!("HTTP/1.1 {status}\r\n{framing}Server:  odd\r\n\r\n").into_bytes();
+                resp.extend_from_slice(&body);
+                msgs.push((Dir::ToClient, resp));
+            }
+            msgs
+        })
+        .prop_flat_map(|msgs| {
+            let n = msgs.len();
+            (
+                Just(msgs),
+                prop::collection::vec(prop::collection::vec(0usize..400, 0..8), n),
+            )
+        })
+}
+
+const HTTP_WORDS: &[&[u8]] = &[b"cmd=", b"whoami", b"SECRET", b"&", b"x", b"\r\n", b"0\r\n"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn http1_read_from_the_raw_stream_is_split_invariant((msgs, cuts) in http1_conversation()) {
+        let e = http1_engine();
+        let whole = feed(&e, &msgs, &[]);
+        prop_assert_eq!(&whole, &feed(&e, &msgs, &cuts));
+        prop_assert_eq!(&whole, &feed(&e, &msgs, &bytewise(&msgs)));
+    }
+}
+
+#[test]
+fn http1_is_recognised_and_read_from_the_raw_stream() {
+    let e = http1_engine();
+    let (framing, body) = framed(&[b"a=1&", b"cmd=", b"whoami"], true);
+    let mut req =
+        format!("POST /admin/p HTTP/1.1\r\nHost: h\r\nx-CASE:\tyes\r\n{framing}\r\n").into_bytes();
+    req.extend_from_slice(&body);
+    let (framing, body) = framed(&[b"the SECRET"], false);
+    let mut resp = format!("HTTP/1.1 404 Not Found\r\n{framing}Server:  odd\r\n\r\n").into_bytes();
+    resp.extend_from_slice(&body);
+    let msgs = vec![(Dir::ToServer, req), (Dir::ToClient, resp)];
+    let sids: Vec<u32> = feed(&e, &msgs, &bytewise(&msgs))
+        .iter()
+        .map(|(sid, _, _)| *sid)
+        .collect();
+    assert_eq!(sids, [101, 102, 103, 104, 105, 106, 107]);
+    // Not HTTP/1 (no method first): nothing is read as HTTP.
+    let msgs = vec![(Dir::ToServer, b"HELLO /admin/p HTTP/1.1\r\n\r\n".to_vec())];
+    assert!(feed(&e, &msgs, &[]).is_empty());
+}
+
 /// The hand-written rules on request bodies.
 fn body_engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
@@ -404,6 +521,7 @@ fn post(e: &Arc<Engine>, headers: &[(&str, &[u8])], body: &[u8], cuts: &[usize])
         host: None,
         headers,
         version: HttpVersion::Http11,
+        raw_headers: None,
     };
     let key = |v: eastwall_ids::Verdict| -> Vec<(u32, Dir, Option<u64>)> {
         v.alerts.iter().map(|a| (a.sid, a.dir, a.tx_id)).collect()

@@ -20,6 +20,8 @@ alert udp any any -> any any (msg:"UDP attack payload"; flow:to_server; content:
 alert dns any any -> any any (msg:"query for a tunnelling domain"; dns.query; content:"tunnel.example"; nocase; classtype:bad-unknown; sid:1000006; rev:1;)
 alert http any any -> any any (msg:"command in a request body"; flow:established,to_server; http.request_body; content:"cmd=whoami"; classtype:web-application-attack; sid:1000007; rev:1;)
 alert tls any any -> any any (msg:"certificate of a known-bad server"; flow:established,to_client; tls.cert_subject; content:"CN=evil.example"; endswith; classtype:bad-unknown; sid:1000008; rev:1;)
+alert http any any -> any any (msg:"a header line as sent"; flow:established,to_server; http.header.raw; content:"|0d 0a|x-Probe:|09|one|0d 0a|"; classtype:bad-unknown; sid:1000009; rev:1;)
+alert http any any -> any any (msg:"HTTP attack on a TCP flow"; flow:established,to_server; http.uri; content:"/l4-attack/"; classtype:web-application-attack; sid:1000010; rev:1;)
 "#;
 
 fn policy(mode: &str) -> String {
@@ -206,6 +208,61 @@ fn prevent_mode_blocks_before_the_server_and_catches_split_attacks() {
         f["flow"]["reason"] == "ids-blocked" && f["dest_port"] == 9000
     });
     assert_eq!(f["eastwall"]["ids"]["blocked_by"], 1000002);
+}
+
+#[test]
+fn http_is_inspected_as_sent_on_l7_and_on_tcp_flows() {
+    let s = scene("detect");
+    // L7 (hyper parses the request, lower-casing names): the rule sees the line as sent.
+    let req = b"GET /as-sent HTTP/1.1\r\nHost: web\r\nx-Probe:\tone\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(
+        &s.c,
+        "client",
+        s.c.addr("web", 8080),
+        &[(req, Duration::ZERO)],
+        Duration::from_secs(2),
+    );
+    assert!(
+        answer.text().starts_with("HTTP/1.1 200"),
+        "{}",
+        answer.text()
+    );
+    let a = wait_alert(&s.c, "hostB", 1000009);
+    assert_eq!(a["app_proto"], "http");
+    assert_eq!(a["http"]["url"], "/as-sent");
+    // An L4 rule: the inspector recognises HTTP/1 on the TCP flow and reads it, cut in
+    // small writes.
+    let req = b"GET /l4-attack/x HTTP/1.1\r\nHost: echo\r\n\r\n";
+    let chunks: Vec<(&[u8], Duration)> = req
+        .chunks(2)
+        .map(|c| (c, Duration::from_millis(5)))
+        .collect();
+    let echo = s.c.addr("echo", 9000);
+    let raw = raw_exchange(&s.c, "client", echo, &chunks, Duration::from_secs(2));
+    assert!(raw.text().contains("/l4-attack/"), "{raw:?}");
+    let a = wait_alert(&s.c, "hostB", 1000010);
+    assert_eq!(a["app_proto"], "http");
+    assert_eq!(a["dest_port"], 9000);
+    assert_eq!(a["http"]["url"], "/l4-attack/x");
+    assert_eq!(a["alert"]["action"], "allowed");
+    drop(s);
+
+    // Prevent: the request on the TCP flow (one write) never reaches the server.
+    let s = scene("prevent");
+    let echo = s.c.addr("echo", 9000);
+    let raw = raw_exchange(
+        &s.c,
+        "client",
+        echo,
+        &[(req, Duration::ZERO)],
+        Duration::from_secs(2),
+    );
+    assert_ne!(raw.end, "open", "{raw:?}");
+    assert!(!raw.text().contains("/l4-attack/"), "{raw:?}");
+    assert_eq!(
+        wait_alert(&s.c, "hostB", 1000010)["alert"]["action"],
+        "blocked"
+    );
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! Where: at the last node on the path, the one that decides (the destination behind the
 //! tunnel, after it decrypted the stream; the source for same-host traffic and destinations
 //! outside the mesh). What: the raw stream of both directions for TCP, TLS and opaque
-//! connections ([`Inspecting`] wraps a relay's sources), each datagram of a UDP session
-//! ([`InspectingDatagrams`]; DNS queries too), and the HTTP buffers of each request and
-//! response (`l7::http`). A profile in `detect` mode records alerts; in `prevent` mode
+//! connections ([`Inspecting`] wraps a relay's sources; the inspector reads HTTP/1 on them
+//! itself), each datagram of a UDP session ([`InspectingDatagrams`]; DNS queries too), and
+//! the HTTP buffers of each request and response (`l7::http`, HTTP/1 heads as received). A profile in `detect` mode records alerts; in `prevent` mode
 //! any alert of a rule that is not `pass` also stops the offending bytes before they reach
 //! the other side: a raw stream is reset, an HTTP request gets 403 and the connection closes.
 //! Alerts are Suricata EVE `alert` events in the node's EVE log, with both ends' identities.

@@ -21,13 +21,16 @@
 //! `endswith`, `dsize`, …) alerts as soon as it matches; the others are decided when the
 //! message ends (the other side speaks, or [`FlowInspector::stream_end`]). So feeding the
 //! same bytes split differently gives the same alerts. HTTP, TLS and DNS rules are decided
-//! on the parsed messages.
+//! on the parsed messages. On an HTTP/1 flow whose heads the caller does not hand over (a
+//! raw TCP connection the node relays), the inspector frames HTTP/1 from the stream itself
+//! (`crate::h1`, the framing the node's L7 layer uses for heads as received).
 
 use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId, RuleMask};
 use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
 use crate::fingerprint::{self, ServerHello};
-use crate::http::{self, HttpRequest, HttpResponse};
+use crate::h1::{self, Framer, Method, Role};
+use crate::http::{self, HttpRequest, HttpResponse, HttpVersion};
 use crate::mail::{self, MailReader};
 use crate::payload;
 use crate::rule::{
@@ -343,7 +346,17 @@ pub struct FlowInspector {
     next_dns: u32,
     /// SMTP: the client's stream read for mail (when rules read attachments).
     mail: Option<Box<MailReader>>,
+    /// HTTP/1 framed from the raw stream, each direction (HTTP/1 flows whose heads the
+    /// caller does not hand over).
+    http1: Option<Box<[Framer; 2]>>,
+    /// The caller hands HTTP heads over itself ([`FlowInspector::http_request`]): the stream
+    /// is not read for them.
+    http_given: bool,
 }
+
+/// The longest HTTP/1 head read from a raw stream (libhtp's default `request-body-limit`
+/// aside, Suricata's headers limit is in this range too).
+const MAX_HTTP_HEAD: usize = 64 * 1024;
 
 /// Where a rule's buffers come from at one evaluation.
 trait Source {
@@ -627,7 +640,16 @@ fn recheck_due(len: usize, checked_len: usize) -> bool {
 }
 
 /// Client commands that name a flow's protocol (Suricata's detection patterns).
-const COMMANDS: [(&[u8], AppProto); 8] = [
+const COMMANDS: [(&[u8], AppProto); 17] = [
+    (b"GET ", AppProto::Http1),
+    (b"POST ", AppProto::Http1),
+    (b"HEAD ", AppProto::Http1),
+    (b"PUT ", AppProto::Http1),
+    (b"DELETE ", AppProto::Http1),
+    (b"OPTIONS ", AppProto::Http1),
+    (b"PATCH ", AppProto::Http1),
+    (b"CONNECT ", AppProto::Http1),
+    (b"TRACE ", AppProto::Http1),
     (b"EHLO", AppProto::Smtp),
     (b"HELO", AppProto::Smtp),
     (b"QUIT", AppProto::Smtp),
@@ -640,6 +662,15 @@ const COMMANDS: [(&[u8], AppProto); 8] = [
 
 /// The longest of them.
 const COMMAND_PREFIX: usize = 8;
+
+/// An HTTP/1 head's version from its minor number.
+fn http1_version(minor: u8) -> HttpVersion {
+    if minor == 0 {
+        HttpVersion::Http10
+    } else {
+        HttpVersion::Http11
+    }
+}
 
 /// The version a ClientHello asks for, as Suricata reads it: the first version of its
 /// `supported_versions` Suricata knows (GREASE and noise skipped), else `legacy_version`.
@@ -697,6 +728,8 @@ impl FlowInspector {
             dns: None,
             next_dns: 0,
             mail: None,
+            http1: None,
+            http_given: false,
         }
     }
 
@@ -755,7 +788,16 @@ impl FlowInspector {
         self.sent[d] = self.sent[d].saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         self.speaking = Some(dir);
         if dir == Dir::ToServer && !self.detect_done {
+            // The first bytes a detection kept belong to HTTP/1's first request if that is
+            // what they turn out to start.
+            let kept = match self.app {
+                AppProto::Unknown => self.detecting.as_ref().map(|d| d.1.clone()),
+                _ => None,
+            };
             self.detect(bytes, now, &mut v);
+            if let Some(kept) = kept.filter(|_| self.app == AppProto::Http1) {
+                self.http1_stream(dir, Some(&kept), now, &mut v);
+            }
         }
         if self.app == AppProto::Dns && dir == Dir::ToServer {
             self.dns_stream(bytes, now, &mut v);
@@ -765,6 +807,12 @@ impl FlowInspector {
         }
         if self.app == AppProto::Tls && dir == Dir::ToClient {
             self.tls_server_stream(bytes, now, &mut v);
+        }
+        if self.app == AppProto::Http1 && !self.http_given && self.engine.reads_http {
+            self.http1_stream(dir, Some(bytes), now, &mut v);
+        }
+        if self.passed {
+            return v;
         }
         if !self.engine.stream[dir.index()].is_empty() {
             self.stream_data(dir, bytes, now, &mut v);
@@ -780,6 +828,9 @@ impl FlowInspector {
             self.end_message(dir, now, &mut v);
             if self.speaking == Some(dir) {
                 self.speaking = None;
+            }
+            if self.http1.is_some() {
+                self.http1_stream(dir, None, now, &mut v);
             }
         }
         self.dirs[dir.index()].window = Vec::new();
@@ -798,13 +849,21 @@ impl FlowInspector {
         v
     }
 
-    /// A request head (HTTP/1 or HTTP/2); starts a new transaction.
+    /// A request head (HTTP/1 or HTTP/2) the caller parsed; starts a new transaction. From
+    /// then on the caller hands every HTTP message over, and the stream is not read for them.
     pub fn http_request(&mut self, req: &HttpRequest<'_>, now: Timestamp) -> Verdict {
+        self.http_given = true;
+        self.http1 = None;
         let mut v = Verdict::default();
+        self.request_head(req, now, &mut v);
+        v
+    }
+
+    fn request_head(&mut self, req: &HttpRequest<'_>, now: Timestamp, v: &mut Verdict) {
         if self.passed {
-            return v;
+            return;
         }
-        self.finish_tx(now, &mut v);
+        self.finish_tx(now, v);
         let id = u64::from(self.next_tx);
         self.next_tx = self.next_tx.saturating_add(1);
         let summary = HttpSummary {
@@ -828,11 +887,10 @@ impl FlowInspector {
             ..Tx::default()
         }));
         if let Some(event) = anomaly {
-            self.anomaly(event, Dir::ToServer, now, &mut v);
+            self.anomaly(event, Dir::ToServer, now, v);
         }
         let src = RequestSource(req);
-        self.tx_phase(Phase::Request, &src, Dir::ToServer, now, &mut v);
-        v
+        self.tx_phase(Phase::Request, &src, Dir::ToServer, now, v);
     }
 
     /// A chunk of the current request's body; `end` on the last one.
@@ -844,13 +902,18 @@ impl FlowInspector {
         v
     }
 
-    /// The response head of the current transaction.
+    /// The response head of the current transaction, as the caller parsed it.
     pub fn http_response(&mut self, resp: &HttpResponse<'_>, now: Timestamp) -> Verdict {
         let mut v = Verdict::default();
+        self.response_head(resp, now, &mut v);
+        v
+    }
+
+    fn response_head(&mut self, resp: &HttpResponse<'_>, now: Timestamp, v: &mut Verdict) {
         if self.passed || self.tx.is_none() {
-            return v;
+            return;
         }
-        self.end_body(Phase::RequestBody, now, &mut v);
+        self.end_body(Phase::RequestBody, now, v);
         let (coding, anomaly) = body_coding(resp.headers);
         if let Some(tx) = &mut self.tx {
             tx.response = true;
@@ -858,11 +921,71 @@ impl FlowInspector {
             tx.resp_body.coding = coding;
         }
         if let Some(event) = anomaly {
-            self.anomaly(event, Dir::ToClient, now, &mut v);
+            self.anomaly(event, Dir::ToClient, now, v);
         }
         let src = ResponseSource(resp);
-        self.tx_phase(Phase::Response, &src, Dir::ToClient, now, &mut v);
-        v
+        self.tx_phase(Phase::Response, &src, Dir::ToClient, now, v);
+    }
+
+    /// HTTP/1 from the raw stream of `dir`: `bytes`, or its end (`None`). Each head, as
+    /// received, and each body go where the caller's would.
+    fn http1_stream(&mut self, dir: Dir, bytes: Option<&[u8]>, now: Timestamp, v: &mut Verdict) {
+        let mut framers = self.http1.take().unwrap_or_else(|| {
+            Box::new([
+                Framer::new(Role::Request, MAX_HTTP_HEAD),
+                Framer::new(Role::Response, MAX_HTTP_HEAD),
+            ])
+        });
+        let mut methods = Vec::new();
+        let mut on = |e: h1::Event<'_>| match e {
+            h1::Event::Head(head) => match dir {
+                Dir::ToServer => {
+                    if let Some(h) = h1::parse_request(&head) {
+                        methods.push(Method::of(h.method.as_bytes()));
+                        let req = HttpRequest {
+                            method: h.method,
+                            uri_raw: h.target.as_bytes(),
+                            host: None,
+                            headers: &h.headers,
+                            version: http1_version(h.minor),
+                            raw_headers: Some(h.raw_headers),
+                        };
+                        self.request_head(&req, now, v);
+                    }
+                }
+                Dir::ToClient => {
+                    if let Some(h) = h1::parse_response(&head) {
+                        let resp = HttpResponse {
+                            status: h.status,
+                            reason: h.reason,
+                            headers: &h.headers,
+                            version: http1_version(h.minor),
+                            raw_headers: Some(h.raw_headers),
+                        };
+                        self.response_head(&resp, now, v);
+                    }
+                }
+            },
+            h1::Event::Body { data, end } if !self.passed => {
+                let phase = match dir {
+                    Dir::ToServer => Phase::RequestBody,
+                    Dir::ToClient => Phase::ResponseBody,
+                };
+                self.body(phase, data, end, now, v);
+            }
+            h1::Event::Body { .. } | h1::Event::Stopped(_) => {}
+        };
+        let framer = &mut framers[dir.index()];
+        match bytes {
+            Some(b) => framer.push(b, &mut on),
+            None => framer.end(&mut on),
+        }
+        for m in methods {
+            framers[Dir::ToClient.index()].expect_response_to(m);
+        }
+        if !self.passed && !framers.iter().all(Framer::stopped) {
+            self.http1 = Some(framers);
+        }
     }
 
     /// A chunk of the current response's body; `end` on the last one.
@@ -910,7 +1033,9 @@ impl FlowInspector {
             && !self.tls_seen
             && tcp
             && self.engine.reads_tls;
-        let commands = self.app == AppProto::Unknown && tcp && self.engine.reads_commands;
+        let commands = self.app == AppProto::Unknown
+            && tcp
+            && (self.engine.reads_commands || self.engine.reads_http);
         // A TLS record starts with its handshake type (22): anything else is not TLS, decided
         // on the first byte without keeping any.
         let first = self
@@ -967,10 +1092,16 @@ impl FlowInspector {
         let more = bytes.len().min(COMMAND_PREFIX - n);
         head[n..n + more].copy_from_slice(&bytes[..more]);
         let head = &head[..n + more];
-        let found = COMMANDS.iter().find(|(cmd, _)| {
+        let engine = &self.engine;
+        let read = |app: AppProto| match app {
+            AppProto::Http1 => engine.reads_http,
+            _ => engine.reads_commands,
+        };
+        let mut wanted = COMMANDS.iter().filter(|(_, app)| read(*app));
+        let found = wanted.clone().find(|(cmd, _)| {
             head.len() >= cmd.len() && head[..cmd.len()].eq_ignore_ascii_case(cmd)
         });
-        let possible = COMMANDS.iter().any(|(cmd, _)| {
+        let possible = wanted.any(|(cmd, _)| {
             let n = head.len().min(cmd.len());
             head[..n].eq_ignore_ascii_case(&cmd[..n])
         });

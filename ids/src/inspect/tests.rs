@@ -47,6 +47,7 @@ fn get<'a>(path: &'a str, headers: &'a [(&'a str, &'a [u8])]) -> HttpRequest<'a>
         host: None,
         headers,
         version: HttpVersion::Http11,
+        raw_headers: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn http_transactions() {
         reason: "OK",
         headers: &[("server", b"nginx/1.24")],
         version: HttpVersion::Http11,
+        raw_headers: None,
     };
     let v = fi.http_response(&ok, t(1));
     assert_eq!(sids(&v), [2]);
@@ -172,6 +174,7 @@ fn http_bodies() {
         reason: "OK",
         headers: &[],
         version: HttpVersion::Http11,
+        raw_headers: None,
     };
     assert!(fi.http_response(&ok, t(0)).is_empty());
     assert_eq!(
@@ -878,6 +881,7 @@ fn compressed_bodies_are_inspected_decoded() {
         reason: "OK",
         headers: &[("Content-Encoding", b"deflate")],
         version: HttpVersion::Http11,
+        raw_headers: None,
     };
     assert!(fi.http_response(&ok, t(0)).is_empty());
     // Mislabelled: gzip sent as deflate; decoded all the same.

@@ -9,8 +9,9 @@
 //! commands, scanners' user agents, exploit URIs), responses that give an attack away, the
 //! same conversations cut into 1-7 byte segments, keep-alive connections, raw TCP payloads for
 //! `local.rules`, TLS ClientHellos, TLS 1.2 server certificates, compressed HTTP bodies (and
-//! their evasions: mislabelled, double, truncated, plain with a label) and DNS-over-TCP
-//! queries. With the ET Open directory, also
+//! their evasions: mislabelled, double, truncated, plain with a label), HTTP/1 exactly as
+//! sent (header spacing and case, LF-only lines, pipelining, chunked bodies, HEAD and 100
+//! responses) and DNS-over-TCP queries. With the ET Open directory, also
 //! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
 //! that agreement is measured on rules that fire. Every flow has its own client port.
 //!
@@ -439,6 +440,71 @@ fn client_hello(sni: &str, seed: u8) -> Vec<u8> {
     rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
     rec.extend_from_slice(&hs);
     rec
+}
+
+/// HTTP/1 exactly as sent, for the heads as received and the framing: odd spacing, tabs,
+/// header names in any case, LF-only lines, repeated headers, pipelined requests, chunked
+/// bodies with extensions and trailers, a body after a HEAD response's length, an interim
+/// 100 response: (request bytes, response bytes) per connection.
+fn raw_head_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let ok = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nserver :  nginx\r\nX-Frame-Options:SAMEORIGIN\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let cases: Vec<(String, String)> = vec![
+        (
+            "GET /h1 HTTP/1.1\r\nHost: shop.example\r\nuser-AGENT:\tcurl/8.5  \r\nX-Spaced:   v   \r\n\r\n".into(),
+            ok("hello"),
+        ),
+        (
+            "GET /h2 HTTP/1.1\r\nHost:shop.example\r\nX-Dup: 1\r\nX-Dup: 2\r\nACCEPT: */*\r\n\r\n".into(),
+            ok("dup"),
+        ),
+        (
+            "GET /h3 HTTP/1.1\nHost: shop.example\nX-Lf: only\n\n".into(),
+            "HTTP/1.1 200 OK\nContent-Length: 2\nX-Lf: only\n\nok".into(),
+        ),
+        (
+            // Pipelined, the second with a chunked body carrying the attack.
+            "GET /h4 HTTP/1.1\r\nHost: shop.example\r\n\r\n\
+             POST /h4/upload HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\ncmd=w\r\n6\r\nhoami \r\n0\r\nX-Trailer: t\r\n\r\n"
+                .into(),
+            format!("{}{}", ok("first"), ok("second")),
+        ),
+        (
+            // HEAD: the response says a length but sends no body; the next response follows.
+            "HEAD /h5 HTTP/1.1\r\nHost: shop.example\r\n\r\nGET /h5/next HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+                .into(),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 9999\r\nX-Head: yes\r\n\r\n{}",
+                ok("after head")
+            ),
+        ),
+        (
+            "POST /h6 HTTP/1.1\r\nHost: shop.example\r\nExpect: 100-continue\r\nContent-Length: 14\r\n\r\nuser=admin&x=1"
+                .into(),
+            format!("HTTP/1.1 100 Continue\r\n\r\n{}", ok("posted")),
+        ),
+        (
+            // Transfer-Encoding wins over Content-Length (the smuggling shape).
+            "POST /h7 HTTP/1.1\r\nHost: shop.example\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+             b\r\nsmuggled=ok\r\n0\r\n\r\nGET /h7/after HTTP/1.1\r\nHost: shop.example\r\n\r\n"
+                .into(),
+            format!("{}{}", ok("one"), ok("two")),
+        ),
+        (
+            "GET /h8 HTTP/1.1\r\nHost: shop.example\r\n\r\n".into(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nSERVER: Apache\r\n\r\n4\r\nroot\r\n7\r\n:x:0:0:\r\n0\r\n\r\n"
+                .into(),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(a, b)| (a.into_bytes(), b.into_bytes()))
+        .collect()
 }
 
 /// Bodies in content codings, and the evasions around them: (request, response).
@@ -1327,6 +1393,18 @@ fn main() -> std::io::Result<()> {
         }
     }
     p.write(&out.join("http_compressed.pcap"))?;
+
+    // HTTP/1 as sent: heads and framing, whole and in tiny segments.
+    let mut p = Pcap::new();
+    for sizes in [WHOLE, TINY] {
+        for (req, resp) in raw_head_exchanges() {
+            let mut c = p.conv(&mut ports, 80);
+            c.send(true, &req, sizes);
+            c.send(false, &resp, sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("http_as_sent.pcap"))?;
 
     // `pass`: a conversation a pass rule matches (nothing more alerts on it, in either
     // direction), and the same without what the pass rule looks for.

@@ -10,13 +10,13 @@
 //! defaults (`HOME_NET` and `EXTERNAL_NET` both `any`); the script runs Suricata with the
 //! same. TCP is reassembled per direction from the three-way handshake (out-of-order
 //! segments are held, retransmitted bytes dropped, FIN ends a direction); every in-order
-//! payload goes to `FlowInspector::stream`, then to an HTTP/1 parser (httparse) that calls
-//! the `http_*` methods, or to a ClientHello reader for TLS; port 53 flows are DNS.
+//! payload goes to `FlowInspector::stream`, which recognises HTTP/1, TLS, SMTP and FTP and
+//! reads them itself, as in the node; port 53 flows are DNS.
 
 use anyhow::{Context, Result, bail};
 use eastwall_ids::{
-    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, HttpRequest, HttpResponse,
-    HttpVersion, Rule, Selection, Timestamp, Vars, parse_rules,
+    AppProto, Classifications, Dir, Engine, FlowInspector, FlowMeta, Rule, Selection, Timestamp,
+    Vars, parse_rules,
 };
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::PcapReader;
@@ -196,41 +196,10 @@ impl Reassembly {
     }
 }
 
-/// HTTP/1 message framing of one direction.
-#[derive(Default)]
-struct HttpStream {
-    buf: Vec<u8>,
-    body: Body,
-}
-
-#[derive(Default, PartialEq)]
-enum Body {
-    #[default]
-    None,
-    Length(usize),
-    Chunked(ChunkState),
-    UntilClose,
-}
-
-#[derive(PartialEq)]
-enum ChunkState {
-    Size,
-    Data(usize),
-    DataEnd,
-    Trailer,
-}
-
 struct Flow {
     fi: FlowInspector,
     reasm: [Reassembly; 2],
-    http: [HttpStream; 2],
     sids: BTreeSet<u32>,
-    /// The last request was HEAD (its response has no body).
-    last_head: bool,
-    app: AppProto,
-    /// The client's first bytes, until the protocol is known.
-    sniff: Vec<u8>,
-    sniffed: bool,
 }
 
 impl Flow {
@@ -244,280 +213,25 @@ impl Flow {
         );
     }
 
+    /// In-order bytes of one direction: the inspector recognises HTTP/1, TLS, SMTP and FTP
+    /// and reads them itself, as in the node.
     fn deliver(&mut self, dir: Dir, data: &[u8], now: Timestamp) {
         let v = self.fi.stream(dir, data, now);
         self.record(v);
-        let sniffed;
-        let data = if dir == Dir::ToServer && !self.sniffed && self.fi_app() == AppProto::Unknown {
-            // Protocol detection on the client's first bytes, however they were segmented.
-            self.sniff.extend_from_slice(data);
-            let methods: [&[u8]; 9] = [
-                b"GET ",
-                b"POST ",
-                b"HEAD ",
-                b"PUT ",
-                b"DELETE ",
-                b"OPTIONS ",
-                b"PATCH ",
-                b"TRACE ",
-                b"CONNECT ",
-            ];
-            let s = &self.sniff;
-            let app = if methods.iter().any(|m| s.starts_with(m)) {
-                Some(AppProto::Http1)
-            } else if s.len() >= 2 && s[0] == 0x16 && s[1] == 0x03 {
-                Some(AppProto::Tls)
-            } else if s.len() >= 8 || !methods.iter().any(|m| m.starts_with(s)) {
-                Some(AppProto::Unknown)
-            } else {
-                None
-            };
-            let Some(app) = app else { return };
-            self.sniffed = true;
-            if app != AppProto::Unknown {
-                self.set_app(app);
-            }
-            sniffed = std::mem::take(&mut self.sniff);
-            &sniffed[..]
-        } else {
-            data
-        };
-        // Only HTTP is parsed here: the inspector reads TLS hellos and recognises SMTP and
-        // FTP from the stream itself.
-        if self.fi_app() == AppProto::Http1 {
-            self.http(dir, data, now);
-        }
-    }
-
-    fn fi_app(&self) -> AppProto {
-        self.app
-    }
-
-    fn set_app(&mut self, p: AppProto) {
-        self.app = p;
-        self.fi.set_app_proto(p);
-    }
-
-    fn http(&mut self, dir: Dir, data: &[u8], now: Timestamp) {
-        let d = dir_index(dir);
-        self.http[d].buf.extend_from_slice(data);
-        loop {
-            let progressed = match std::mem::take(&mut self.http[d].body) {
-                Body::None => self.http_head(dir, now),
-                Body::Length(n) => {
-                    let take = n.min(self.http[d].buf.len());
-                    let chunk: Vec<u8> = self.http[d].buf.drain(..take).collect();
-                    let left = n - take;
-                    self.body(dir, &chunk, left == 0, now);
-                    self.http[d].body = if left == 0 {
-                        Body::None
-                    } else {
-                        Body::Length(left)
-                    };
-                    left == 0 && !self.http[d].buf.is_empty()
-                }
-                Body::UntilClose => {
-                    let chunk = std::mem::take(&mut self.http[d].buf);
-                    self.body(dir, &chunk, false, now);
-                    self.http[d].body = Body::UntilClose;
-                    false
-                }
-                Body::Chunked(state) => self.chunked(dir, state, now),
-            };
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    fn body(&mut self, dir: Dir, chunk: &[u8], end: bool, now: Timestamp) {
-        let v = match dir {
-            Dir::ToServer => self.fi.http_request_body(chunk, end, now),
-            Dir::ToClient => self.fi.http_response_body(chunk, end, now),
-        };
-        self.record(v);
-    }
-
-    /// Decode chunked framing; returns whether the message ended with bytes left.
-    fn chunked(&mut self, dir: Dir, mut state: ChunkState, now: Timestamp) -> bool {
-        let d = dir_index(dir);
-        loop {
-            let buf = &mut self.http[d].buf;
-            match state {
-                ChunkState::Size => {
-                    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-                        break;
-                    };
-                    let line = String::from_utf8_lossy(&buf[..eol]).into_owned();
-                    buf.drain(..eol + 2);
-                    let size =
-                        usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                            .unwrap_or(0);
-                    state = if size == 0 {
-                        ChunkState::Trailer
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(n) => {
-                    if buf.is_empty() {
-                        break;
-                    }
-                    let take = n.min(buf.len());
-                    let chunk: Vec<u8> = buf.drain(..take).collect();
-                    self.body(dir, &chunk, false, now);
-                    state = if take == n {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(n - take)
-                    };
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        break;
-                    }
-                    buf.drain(..2);
-                    state = ChunkState::Size;
-                }
-                ChunkState::Trailer => {
-                    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-                        break;
-                    };
-                    buf.drain(..eol + 2);
-                    if eol == 0 {
-                        self.body(dir, b"", true, now);
-                        self.http[d].body = Body::None;
-                        return !self.http[d].buf.is_empty();
-                    }
-                }
-            }
-        }
-        self.http[d].body = Body::Chunked(state);
-        false
-    }
-
-    /// Parse a message head if complete; returns whether one was consumed.
-    fn http_head(&mut self, dir: Dir, now: Timestamp) -> bool {
-        let d = dir_index(dir);
-        let buf = std::mem::take(&mut self.http[d].buf);
-        let mut storage = [httparse::EMPTY_HEADER; 96];
-        let consumed = match dir {
-            Dir::ToServer => {
-                let mut req = httparse::Request::new(&mut storage);
-                match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let headers: Vec<(&str, &[u8])> =
-                            req.headers.iter().map(|h| (h.name, h.value)).collect();
-                        let method = req.method.unwrap_or("GET");
-                        let r = HttpRequest {
-                            method,
-                            uri_raw: req.path.unwrap_or("/").as_bytes(),
-                            host: None,
-                            headers: &headers,
-                            version: version(req.version),
-                        };
-                        let v = self.fi.http_request(&r, now);
-                        self.last_head = method.eq_ignore_ascii_case("HEAD");
-                        self.record(v);
-                        self.http[d].body = framing(&headers, false);
-                        Some(n)
-                    }
-                    Ok(httparse::Status::Partial) => None,
-                    Err(_) => {
-                        // Not HTTP after all: stop parsing this direction.
-                        self.http[d].body = Body::UntilClose;
-                        Some(0)
-                    }
-                }
-            }
-            Dir::ToClient => {
-                let mut resp = httparse::Response::new(&mut storage);
-                match resp.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        let headers: Vec<(&str, &[u8])> =
-                            resp.headers.iter().map(|h| (h.name, h.value)).collect();
-                        let status = resp.code.unwrap_or(0);
-                        let r = HttpResponse {
-                            status,
-                            reason: resp.reason.unwrap_or(""),
-                            headers: &headers,
-                            version: version(resp.version),
-                        };
-                        let v = self.fi.http_response(&r, now);
-                        self.record(v);
-                        let no_body = self.last_head
-                            || status == 204
-                            || status == 304
-                            || (100..200).contains(&status);
-                        self.http[d].body = if no_body {
-                            Body::None
-                        } else {
-                            framing(&headers, true)
-                        };
-                        Some(n)
-                    }
-                    Ok(httparse::Status::Partial) => None,
-                    Err(_) => {
-                        self.http[d].body = Body::UntilClose;
-                        Some(0)
-                    }
-                }
-            }
-        };
-        match consumed {
-            Some(n) => {
-                self.http[d].buf = buf[n..].to_vec();
-                n > 0 && (!self.http[d].buf.is_empty() || self.http[d].body != Body::None)
-            }
-            None => {
-                self.http[d].buf = buf;
-                false
-            }
-        }
     }
 }
 
 impl Flow {
     fn new(engine: &Arc<Engine>, meta: FlowMeta) -> Self {
-        let mut f = Flow {
-            fi: FlowInspector::new(engine.clone(), meta),
-            reasm: [Reassembly::default(), Reassembly::default()],
-            http: [HttpStream::default(), HttpStream::default()],
-            sids: BTreeSet::new(),
-            last_head: false,
-            app: AppProto::Unknown,
-            sniff: Vec::new(),
-            sniffed: false,
-        };
+        let mut fi = FlowInspector::new(engine.clone(), meta);
         if meta.dst.port() == 53 {
-            f.set_app(AppProto::Dns);
+            fi.set_app_proto(AppProto::Dns);
         }
-        f
-    }
-}
-
-fn version(v: Option<u8>) -> HttpVersion {
-    match v {
-        Some(0) => HttpVersion::Http10,
-        _ => HttpVersion::Http11,
-    }
-}
-
-fn framing(headers: &[(&str, &[u8])], response: bool) -> Body {
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
-    };
-    if get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-        return Body::Chunked(ChunkState::Size);
-    }
-    match get("content-length").and_then(|l| l.parse::<usize>().ok()) {
-        Some(0) => Body::None,
-        Some(n) => Body::Length(n),
-        None if response => Body::UntilClose,
-        None => Body::None,
+        Flow {
+            fi,
+            reasm: [Reassembly::default(), Reassembly::default()],
+            sids: BTreeSet::new(),
+        }
     }
 }
 
@@ -590,13 +304,6 @@ fn run_pcap(engine: &Arc<Engine>, path: &Path) -> Result<BTreeMap<SocketAddr, BT
         }
         if flow.reasm[d].fin_reached() {
             flow.reasm[d].ended = true;
-            if flow.fi_app() == AppProto::Http1 {
-                let hs = &mut flow.http[d];
-                if hs.body == Body::UntilClose {
-                    hs.body = Body::None;
-                    flow.body(dir, b"", true, now);
-                }
-            }
             let v = flow.fi.stream_end(dir, now);
             flow.record(v);
         }

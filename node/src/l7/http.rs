@@ -35,9 +35,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::io::{ClientIo, Counts};
+use super::io::{ClientIo, Counts, HeadTap, RawHeads, Tapped};
 use crate::conn::record::{FlowGuard, HttpRecord, policy_info};
 use crate::conn::{DenyReason, Ending, Ends, Outcome, Pipeline, Plan};
+use eastwall_ids::h1::{self, Role};
 
 /// Body of every response the node sends to a client, and of requests it sends to a server.
 type Body = UnsyncBoxBody<Bytes, crate::ids::BoxError>;
@@ -67,7 +68,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// The connection to the server, opened when the first request is allowed.
 enum Upstream {
-    H1(hyper::client::conn::http1::SendRequest<Body>),
+    /// With the response heads as received, when the IDS may read them.
+    H1(
+        hyper::client::conn::http1::SendRequest<Body>,
+        Option<RawHeads>,
+    ),
     H2(hyper::client::conn::http2::SendRequest<Body>),
 }
 
@@ -92,6 +97,27 @@ struct HttpConn {
     ends_info: EveEnds,
     /// Upgraded exchanges (WebSocket, CONNECT) relayed after hyper let go of them.
     upgraded: Mutex<tokio::task::JoinSet<()>>,
+    /// HTTP/1 with IDS rules: the request heads as received, one per request, and the
+    /// response heads likewise on the connection to the server.
+    raw_heads: bool,
+    raw_requests: Option<RawHeads>,
+}
+
+/// A message head as received, when it is the one of the message hyper parsed; otherwise
+/// the heads are out of step with the messages and none are used again.
+fn in_step<'h, T>(
+    heads: Option<&RawHeads>,
+    parsed: Option<&'h T>,
+    same: impl FnOnce(&T) -> bool,
+) -> Option<&'h T> {
+    let parsed = parsed?;
+    if same(parsed) {
+        return Some(parsed);
+    }
+    if let Some(h) = heads {
+        h.lose();
+    }
+    None
 }
 
 /// Serves one HTTP connection from `io` (its first bytes in `prefix`), each request decided
@@ -108,7 +134,14 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let counts = Counts::default();
-    let io = TokioIo::new(ClientIo::new(prefix, io, &counts));
+    let l7 = &pipeline.l7;
+    // Heads as received are kept only where an IDS may read them.
+    let raw_heads = proto == Proto::H1 && pipeline.ids().is_some();
+    let raw_requests = raw_heads.then(RawHeads::default);
+    let tap = raw_requests
+        .as_ref()
+        .map(|h| HeadTap::new(Role::Request, max_head(l7.max_header_bytes), h.clone()));
+    let io = TokioIo::new(ClientIo::new(prefix, io, &counts).tapped(tap));
     let carrier = &pipeline.carrier;
     let live = carrier.live.register(ends.clone(), true);
     let http = Arc::new(HttpConn {
@@ -125,13 +158,14 @@ where
         stream_ids: Arc::new(Mutex::new(None)),
         ends_info: guard.ends(),
         upgraded: Mutex::new(tokio::task::JoinSet::new()),
+        raw_heads,
+        raw_requests,
     });
     let h = http.clone();
     let service = hyper::service::service_fn(move |req| {
         let h = h.clone();
         async move { Ok::<_, Infallible>(h.request(req).await) }
     });
-    let l7 = &pipeline.l7;
     let active = carrier.active_gauge(ends.direction());
     active.inc();
     let served: Result<(), hyper::Error> = match proto {
@@ -139,7 +173,7 @@ where
             let c = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(l7.header_timeout_secs))
-                .max_buf_size(l7.max_header_bytes.max(8192))
+                .max_buf_size(max_head(l7.max_header_bytes))
                 .serve_connection(io, service)
                 .with_upgrades();
             tokio::select! {
@@ -184,6 +218,14 @@ where
         (None, Ok(())) => Ending::Closed,
         (None, Err(e)) => Ending::Failed(e.to_string()),
     })
+}
+
+/// A server's response, and on HTTP/1 its head as received (with the heads it came from).
+type Sent = (Response<Incoming>, Option<(RawHeads, Vec<u8>)>);
+
+/// The largest HTTP/1 head read (hyper's buffer cannot be smaller than 8 KiB).
+fn max_head(max_header_bytes: usize) -> usize {
+    max_header_bytes.max(8192)
 }
 
 /// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
@@ -352,6 +394,8 @@ impl HttpConn {
     /// Decides one request and answers it: a 403 (or 400) from the node, or the server's
     /// response.
     async fn request(&self, mut req: Request<Incoming>) -> Response<Body> {
+        // Taken for every request, decided or refused, to stay in step.
+        let raw_head = self.raw_requests.as_ref().and_then(RawHeads::next_request);
         let version = match req.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
@@ -454,7 +498,8 @@ impl HttpConn {
             _ => None,
         };
         if let Some(ids) = &ids
-            && let Err(b) = self.inspect_request(ids, &req, &target, host.as_deref())
+            && let Err(b) =
+                self.inspect_request(ids, &req, &target, host.as_deref(), raw_head.as_deref())
         {
             return self.blocked(ev, policy, (src, dst), b);
         }
@@ -485,7 +530,7 @@ impl HttpConn {
         {
             return self.blocked(ev, policy, (src, dst), b);
         }
-        let mut resp = match sent {
+        let (mut resp, raw_response) = match sent {
             Ok(r) => r,
             Err(why) => {
                 debug!(flow = self.flow_id, %why, "upstream request failed");
@@ -494,7 +539,7 @@ impl HttpConn {
             }
         };
         if let Some(ids) = &ids
-            && let Err(b) = self.inspect_response(ids, &resp)
+            && let Err(b) = self.inspect_response(ids, &resp, raw_response.as_ref())
         {
             return self.blocked(ev, policy, (src, dst), b);
         }
@@ -590,14 +635,28 @@ impl HttpConn {
         req: &Request<Incoming>,
         target: &str,
         host: Option<&str>,
+        raw_head: Option<&[u8]>,
     ) -> Result<(), (u32, String)> {
-        let headers = header_pairs(req.headers());
+        let parsed = raw_head.and_then(h1::parse_request);
+        let as_sent = in_step(self.raw_requests.as_ref(), parsed.as_ref(), |h| {
+            // The policy's target of an absolute-form request is its path.
+            h.method == req.method().as_str() && (h.target == target || *req.uri() == h.target)
+        });
+        let rebuilt;
+        let (headers, raw_headers) = match as_sent {
+            Some(h) => (&h.headers, Some(h.raw_headers)),
+            None => {
+                rebuilt = header_pairs(req.headers());
+                (&rebuilt, None)
+            }
+        };
         let r = eastwall_ids::HttpRequest {
             method: req.method().as_str(),
             uri_raw: target.as_bytes(),
             host: req.uri().authority().map(|_| host.unwrap_or_default()),
-            headers: &headers,
+            headers,
             version: ids_version(req.version()),
+            raw_headers,
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_request(&r, crate::ids::now());
@@ -609,13 +668,27 @@ impl HttpConn {
         &self,
         ids: &crate::ids::SharedIds,
         resp: &Response<Incoming>,
+        raw: Option<&(RawHeads, Vec<u8>)>,
     ) -> Result<(), (u32, String)> {
-        let headers = header_pairs(resp.headers());
+        let parsed = raw.and_then(|(_, head)| h1::parse_response(head));
+        let as_sent = in_step(raw.map(|(h, _)| h), parsed.as_ref(), |h| {
+            h.status == resp.status().as_u16()
+        });
+        let rebuilt;
+        let (headers, raw_headers, reason) = match as_sent {
+            Some(h) => (&h.headers, Some(h.raw_headers), h.reason),
+            None => {
+                rebuilt = header_pairs(resp.headers());
+                let reason = resp.status().canonical_reason().unwrap_or("");
+                (&rebuilt, None, reason)
+            }
+        };
         let r = eastwall_ids::HttpResponse {
             status: resp.status().as_u16(),
-            reason: resp.status().canonical_reason().unwrap_or(""),
-            headers: &headers,
+            reason,
+            headers,
             version: ids_version(resp.version()),
+            raw_headers,
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_response(&r, crate::ids::now());
@@ -778,10 +851,11 @@ impl HttpConn {
 
     /// Sends a request to the server, opening the connection first if there is none (or it
     /// closed).
-    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    /// HTTP/1: with the response's head as received, when the IDS may read it.
+    async fn send(&self, req: Request<Body>) -> Result<Sent, String> {
         let mut up = self.upstream.lock().await;
         let usable = match up.as_ref() {
-            Some(Upstream::H1(s)) => !s.is_closed(),
+            Some(Upstream::H1(s, _)) => !s.is_closed(),
             Some(Upstream::H2(s)) => !s.is_closed(),
             None => false,
         };
@@ -789,20 +863,28 @@ impl HttpConn {
             *up = Some(self.connect().await?);
         }
         match up.as_mut() {
-            Some(Upstream::H1(s)) => {
+            Some(Upstream::H1(s, raw)) => {
                 s.ready().await.map_err(|e| format!("upstream: {e}"))?;
+                let raw = raw.clone();
+                if let Some(r) = &raw {
+                    r.expect_response_to(h1::Method::of(req.method().as_str().as_bytes()));
+                }
                 let sent = s.send_request(req);
                 // HTTP/1 carries one exchange at a time; the next request waits in `ready`.
                 drop(up);
-                sent.await.map_err(|e| format!("upstream: {e}"))
+                let resp = sent.await.map_err(|e| format!("upstream: {e}"))?;
+                let head = raw.and_then(|r| r.next_response().map(|h| (r, h)));
+                Ok((resp, head))
             }
             Some(Upstream::H2(s)) => {
                 let mut s = s.clone();
                 drop(up);
                 s.ready().await.map_err(|e| format!("upstream: {e}"))?;
-                s.send_request(req)
+                let resp = s
+                    .send_request(req)
                     .await
-                    .map_err(|e| format!("upstream: {e}"))
+                    .map_err(|e| format!("upstream: {e}"))?;
+                Ok((resp, None))
             }
             None => Err("no upstream connection".to_owned()),
         }
@@ -817,9 +899,14 @@ impl HttpConn {
             .connect(self.ends.src.addr.ip(), server, self.ends.direction())
             .await
             .map_err(|e| format!("connecting to {server}: {e}"))?;
-        let io = TokioIo::new(tcp);
         match self.proto {
             Proto::H1 => {
+                let raw = self.raw_heads.then(RawHeads::default);
+                let max = max_head(self.pipeline.l7.max_header_bytes);
+                let tap = raw
+                    .as_ref()
+                    .map(|h| HeadTap::new(Role::Response, max, h.clone()));
+                let io = TokioIo::new(Tapped::new(tcp, tap));
                 let (send, conn) = hyper::client::conn::http1::Builder::new()
                     .handshake(io)
                     .await
@@ -827,9 +914,10 @@ impl HttpConn {
                 tokio::spawn(async move {
                     let _ = conn.with_upgrades().await;
                 });
-                Ok(Upstream::H1(send))
+                Ok(Upstream::H1(send, raw))
             }
             Proto::H2 => {
+                let io = TokioIo::new(tcp);
                 let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .handshake(io)
