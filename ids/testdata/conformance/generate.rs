@@ -1394,18 +1394,6 @@ fn main() -> std::io::Result<()> {
     }
     p.write(&out.join("http_compressed.pcap"))?;
 
-    // HTTP/1 as sent: heads and framing, whole and in tiny segments.
-    let mut p = Pcap::new();
-    for sizes in [WHOLE, TINY] {
-        for (req, resp) in raw_head_exchanges() {
-            let mut c = p.conv(&mut ports, 80);
-            c.send(true, &req, sizes);
-            c.send(false, &resp, sizes);
-            c.close();
-        }
-    }
-    p.write(&out.join("http_as_sent.pcap"))?;
-
     // `pass`: a conversation a pass rule matches (nothing more alerts on it, in either
     // direction), and the same without what the pass rule looks for.
     let mut p = Pcap::new();
@@ -1419,5 +1407,19 @@ fn main() -> std::io::Result<()> {
         }
     }
     p.write(&out.join("raw_pass.pcap"))?;
+
+    // HTTP/1 as sent: heads and framing, whole and in tiny segments; client ports of their
+    // own, apart from every other pcap's.
+    let mut ports = Ports(40000);
+    let mut p = Pcap::new();
+    for sizes in [WHOLE, TINY] {
+        for (req, resp) in raw_head_exchanges() {
+            let mut c = p.conv(&mut ports, 80);
+            c.send(true, &req, sizes);
+            c.send(false, &resp, sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("http_as_sent.pcap"))?;
     Ok(())
 }

@@ -39,7 +39,7 @@
 //! runtime threads; `--before PATH` measures each eastwall path again with another `eastwall`
 //! binary (the build before a change), right after, in the same run. `--loss N` drops N per
 //! thousand packets at random on the LAN between the hosts (every path alike); `--only-bulk`
-//! measures bulk only.
+//! measures bulk only, `--only-keepalive` keep-alive at saturation only.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -158,6 +158,8 @@ struct Args {
     only_many: bool,
     /// Only bulk (1 and 8 streams, the proxies' CPU per GB).
     only_bulk: bool,
+    /// Only keep-alive at saturation (req/s, latency, the proxies' CPU per request).
+    only_keepalive: bool,
     /// Runtime worker threads of the nodes; each eastwall path is measured with each.
     workers: Vec<usize>,
     /// Another `eastwall` binary (the build before a change): each eastwall row is measured
@@ -191,6 +193,7 @@ fn args() -> anyhow::Result<Args> {
         many: vec![(16, 1000), (16, 5000), (64, 1000), (64, 5000)],
         only_many: false,
         only_bulk: false,
+        only_keepalive: false,
         workers: vec![1],
         before: None,
         loss: 0,
@@ -201,6 +204,7 @@ fn args() -> anyhow::Result<Args> {
             "--only-paced" => Some(&mut a.only_paced),
             "--only-idle" => Some(&mut a.only_idle),
             "--only-bulk" => Some(&mut a.only_bulk),
+            "--only-keepalive" => Some(&mut a.only_keepalive),
             "--only-many" => Some(&mut a.only_many),
             "--only-newconn" => Some(&mut a.only_newconn),
             _ => None,
@@ -788,8 +792,11 @@ impl Bench {
         };
         // Memory first, while the proxies are fresh (later runs leave freed memory in their
         // allocators, which would hide growth).
-        let only_some =
-            self.a.only_paced || self.a.only_newconn || self.a.only_many || self.a.only_bulk;
+        let only_some = self.a.only_paced
+            || self.a.only_newconn
+            || self.a.only_many
+            || self.a.only_bulk
+            || self.a.only_keepalive;
         if !pids.is_empty() && !only_some {
             match self.idle_memory(http, pids) {
                 Ok(mem) => {
@@ -807,10 +814,14 @@ impl Bench {
         }
 
         let url = format!("http://{dst_ip}:{HTTP_PORT}/");
-        if !only_some || self.a.only_bulk {
+        if !only_some || self.a.only_bulk || self.a.only_keepalive {
             // Bulk, 1 and 8 streams; CPU of the proxies during the 1-stream runs. (The L7 rows
             // decide HTTP requests; iperf3's stream is not HTTP and stays L4 there: not measured.)
-            let bulk_rounds = if name.contains("L7") { 0 } else { rounds };
+            let bulk_rounds = if name.contains("L7") || self.a.only_keepalive {
+                0
+            } else {
+                rounds
+            };
             let mut b1 = Vec::new();
             let mut b8 = Vec::new();
             let mut cpu = Vec::new();
@@ -877,6 +888,9 @@ impl Bench {
             row.ka_p50 = Some(median(&p50));
             row.ka_p99 = Some(median(&p99));
             row.ka_cpu_us = (!cpr.is_empty()).then(|| median(&cpr));
+            if self.a.only_keepalive {
+                return Ok(row);
+            }
         }
 
         if !self.a.only_newconn && !self.a.only_many {
