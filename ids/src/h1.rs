@@ -363,20 +363,19 @@ fn trim(v: &[u8]) -> &[u8] {
 
 /// How a message's body is framed by its headers: `Ok(None)` for no length (the end of the
 /// connection), `Err` when the headers contradict themselves.
-fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<State>, Stop> {
+fn body_length(headers: &[(&str, &[u8])]) -> Result<Option<State>, Stop> {
     let mut chunked = None;
     let mut length: Option<u64> = None;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides (RFC 9112 6.3, item 4).
-            let last = h
-                .value
+            let last = value
                 .rsplit(|&b| b == b',')
                 .map(trim)
                 .find(|c| !c.is_empty());
             chunked = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            for v in h.value.split(|&b| b == b',').map(trim) {
+        } else if name.eq_ignore_ascii_case("content-length") {
+            for v in value.split(|&b| b == b',').map(trim) {
                 let n = std::str::from_utf8(v)
                     .ok()
                     .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -398,7 +397,9 @@ fn body_length(headers: &[httparse::Header<'_>]) -> Result<Option<State>, Stop> 
     })
 }
 
-const MAX_HEADERS: usize = 256;
+/// Header slots tried first; a head with more is parsed again with room for every line it
+/// can hold (one per 3 bytes), so no count of headers stops the reading.
+const FIRST_HEADERS: usize = 64;
 
 /// httparse as lenient as servers and libhtp are with what clients and servers send: extra
 /// spaces in start lines, folded response headers, a space before a response header's colon;
@@ -415,23 +416,15 @@ fn lenient() -> httparse::ParserConfig {
 
 /// The framing after a request head; `None` when it is not one.
 fn request_framing(head: &[u8]) -> Option<Result<State, Stop>> {
-    let mut storage = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    match lenient().parse_request(&mut req, head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    if req
-        .method
-        .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
-    {
+    let req = parse_request(head)?;
+    if req.method.eq_ignore_ascii_case("CONNECT") {
         // What follows a CONNECT is the tunnel's, whatever the answer (a refused one closes).
         return Some(Err(Stop::Switched));
     }
-    Some(match body_length(req.headers) {
+    Some(match body_length(&req.headers) {
         Ok(Some(state)) => Ok(state),
         // A request whose coding is not chunked cannot be framed (servers answer 400).
-        Ok(None) if has(req.headers, "transfer-encoding") => Err(Stop::NotHttp),
+        Ok(None) if has(&req.headers, "transfer-encoding") => Err(Stop::NotHttp),
         // Without a length, no body.
         Ok(None) => Ok(State::Length(0)),
         Err(stop) => Err(stop),
@@ -441,26 +434,20 @@ fn request_framing(head: &[u8]) -> Option<Result<State, Stop>> {
 /// The framing after a response head, and whether the response was interim (1xx but 101:
 /// the final one is still to come); `None` when it is not one.
 fn response_framing(head: &[u8], to: Option<Method>) -> Option<(Result<State, Stop>, bool)> {
-    let mut storage = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    match lenient().parse_response(&mut resp, head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
-    }
-    let status = resp.code.unwrap_or(0);
-    let state = match status {
+    let resp = parse_response(head)?;
+    let state = match resp.status {
         101 => Err(Stop::Switched),
         100..=199 => return Some((Ok(State::Head), true)),
         200..=299 if to == Some(Method::Connect) => Err(Stop::Switched),
         204 | 304 => Ok(State::Length(0)),
         _ if to == Some(Method::Head) => Ok(State::Length(0)),
-        _ => body_length(resp.headers).map(|s| s.unwrap_or(State::UntilClose)),
+        _ => body_length(&resp.headers).map(|s| s.unwrap_or(State::UntilClose)),
     };
     Some((state, false))
 }
 
-fn has(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    headers.iter().any(|h| h.name.eq_ignore_ascii_case(name))
+fn has(headers: &[(&str, &[u8])], name: &str) -> bool {
+    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
 }
 
 /// A request head's parts, read from its bytes as received.
@@ -496,21 +483,33 @@ pub struct ResponseHead<'a> {
 
 /// Reads a request head ([`Event::Head`] of a request framer); `None` when it is not one.
 pub fn parse_request(head: &[u8]) -> Option<RequestHead<'_>> {
-    let mut storage = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    match lenient().parse_request(&mut req, head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
+    let mut first = [httparse::EMPTY_HEADER; FIRST_HEADERS];
+    match request_in(head, &mut first) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut all = vec![httparse::EMPTY_HEADER; head.len() / 3 + 1];
+            request_in(head, &mut all).ok()
+        }
+        r => r.ok(),
+    }
+}
+
+fn request_in<'b>(
+    head: &'b [u8],
+    storage: &mut [httparse::Header<'b>],
+) -> Result<RequestHead<'b>, httparse::Error> {
+    let mut req = httparse::Request::new(storage);
+    if !lenient().parse_request(&mut req, head)?.is_complete() {
+        return Err(httparse::Error::Token);
     }
     let headers = req
         .headers
         .iter()
         .map(|h| (h.name, trim(h.value)))
         .collect();
-    Some(RequestHead {
-        method: req.method?,
-        target: req.path?,
-        minor: req.version?,
+    Ok(RequestHead {
+        method: req.method.ok_or(httparse::Error::Token)?,
+        target: req.path.ok_or(httparse::Error::Token)?,
+        minor: req.version.ok_or(httparse::Error::Version)?,
         headers,
         raw_headers: after_start_line(head),
     })
@@ -518,21 +517,33 @@ pub fn parse_request(head: &[u8]) -> Option<RequestHead<'_>> {
 
 /// Reads a response head ([`Event::Head`] of a response framer); `None` when it is not one.
 pub fn parse_response(head: &[u8]) -> Option<ResponseHead<'_>> {
-    let mut storage = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    match lenient().parse_response(&mut resp, head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
+    let mut first = [httparse::EMPTY_HEADER; FIRST_HEADERS];
+    match response_in(head, &mut first) {
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut all = vec![httparse::EMPTY_HEADER; head.len() / 3 + 1];
+            response_in(head, &mut all).ok()
+        }
+        r => r.ok(),
+    }
+}
+
+fn response_in<'b>(
+    head: &'b [u8],
+    storage: &mut [httparse::Header<'b>],
+) -> Result<ResponseHead<'b>, httparse::Error> {
+    let mut resp = httparse::Response::new(storage);
+    if !lenient().parse_response(&mut resp, head)?.is_complete() {
+        return Err(httparse::Error::Token);
     }
     let headers = resp
         .headers
         .iter()
         .map(|h| (h.name, trim(h.value)))
         .collect();
-    Some(ResponseHead {
-        status: resp.code?,
+    Ok(ResponseHead {
+        status: resp.code.ok_or(httparse::Error::Status)?,
         reason: resp.reason.unwrap_or(""),
-        minor: resp.version?,
+        minor: resp.version.ok_or(httparse::Error::Version)?,
         headers,
         raw_headers: after_start_line(head),
     })
@@ -791,6 +802,28 @@ mod tests {
         assert!(f.stopped());
         // What was kept is bounded by the limit and released.
         assert!(f.pending.capacity() == 0);
+    }
+
+    #[test]
+    fn no_count_of_headers_stops_the_reading() {
+        let mut head = b"GET /many HTTP/1.1\r\n".to_vec();
+        for i in 0..2000 {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 2\r\n\r\n");
+        let r = parse_request(&head).unwrap();
+        assert_eq!(r.headers.len(), 2001);
+        let mut wire = head.clone();
+        wire.extend_from_slice(b"okGET /next HTTP/1.1\r\n\r\n");
+        let mut f = Framer::new(Role::Request, 64 * 1024);
+        let mut heads = 0;
+        let mut body = Vec::new();
+        f.push(&wire, |e| match e {
+            Event::Head(_) => heads += 1,
+            Event::Body { data, .. } => body.extend_from_slice(data),
+            Event::Stopped(s) => panic!("stopped: {s:?}"),
+        });
+        assert_eq!((heads, &body[..]), (2, &b"ok"[..]));
     }
 
     #[test]

@@ -20,7 +20,8 @@ alert udp any any -> any any (msg:"UDP attack payload"; flow:to_server; content:
 alert dns any any -> any any (msg:"query for a tunnelling domain"; dns.query; content:"tunnel.example"; nocase; classtype:bad-unknown; sid:1000006; rev:1;)
 alert http any any -> any any (msg:"command in a request body"; flow:established,to_server; http.request_body; content:"cmd=whoami"; classtype:web-application-attack; sid:1000007; rev:1;)
 alert tls any any -> any any (msg:"certificate of a known-bad server"; flow:established,to_client; tls.cert_subject; content:"CN=evil.example"; endswith; classtype:bad-unknown; sid:1000008; rev:1;)
-alert http any any -> any any (msg:"a header line as sent"; flow:established,to_server; http.header.raw; content:"|0d 0a|x-Probe:|09|one|0d 0a|"; classtype:bad-unknown; sid:1000009; rev:1;)
+alert http any any -> any any (msg:"a header line as sent"; flow:established,to_server; http.header.raw; content:"|0d 0a|x-Probe:|09|one|0d 0a|"; flowbits:set,probe; classtype:bad-unknown; sid:1000009; rev:1;)
+alert http any any -> any any (msg:"a response head as sent"; flow:established,to_client; flowbits:isset,probe; http.header.raw; content:"content-length: "; content:"|0d 0a 0d 0a|"; endswith; classtype:bad-unknown; sid:1000011; rev:1;)
 alert http any any -> any any (msg:"HTTP attack on a TCP flow"; flow:established,to_server; http.uri; content:"/l4-attack/"; classtype:web-application-attack; sid:1000010; rev:1;)
 "#;
 
@@ -229,6 +230,11 @@ fn http_is_inspected_as_sent_on_l7_and_on_tcp_flows() {
     );
     let a = wait_alert(&s.c, "hostB", 1000009);
     assert_eq!(a["app_proto"], "http");
+    assert_eq!(a["http"]["url"], "/as-sent");
+    // And the server's response head as it sent it (hyper writes lower-case names; the
+    // block ends with its empty line).
+    let a = wait_alert(&s.c, "hostB", 1000011);
+    assert_eq!(a["direction"], "to_client");
     assert_eq!(a["http"]["url"], "/as-sent");
     // An L4 rule: the inspector recognises HTTP/1 on the TCP flow and reads it, cut in
     // small writes.

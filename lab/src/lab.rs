@@ -102,7 +102,7 @@ pub struct Lab {
     /// The open-file limit (soft, hard) nodes start with; `None`: the lab's own.
     node_open_files: Option<(u64, u64)>,
     node_admin_token: Option<String>,
-    node_drain_secs: u64,
+    node_drain_secs: Option<u64>,
     node_bootstrap_token: Option<String>,
     /// `runtime.workerThreads` of nodes started from now on.
     node_workers: usize,
@@ -166,7 +166,7 @@ impl Lab {
             ca_service: None,
             node_open_files: None,
             node_admin_token: None,
-            node_drain_secs: 0,
+            node_drain_secs: Some(0),
             node_bootstrap_token: None,
             node_workers: 1,
             node_log_format: None,
@@ -368,7 +368,13 @@ impl Lab {
     /// Nodes started from now on drain for `secs` when stopped (default 0: a test's nodes
     /// stop at once, ending what they carry, each connection with its record).
     pub fn set_node_drain_secs(&mut self, secs: u64) {
-        self.node_drain_secs = secs;
+        self.node_drain_secs = Some(secs);
+    }
+
+    /// Nodes started from now on get no `drainSecs` in their config: for a build older than
+    /// the setting (the benchmark's `--before`), which stops at once anyway.
+    pub fn leave_node_drain_unset(&mut self) {
+        self.node_drain_secs = None;
     }
 
     /// Nodes started from now on with the CA service get no node certificate from the lab:
@@ -680,10 +686,12 @@ impl Lab {
         fs::write(
             &config,
             format!(
-                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}{admin}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n    drainSecs: {}\n{}{}",
+                "apiVersion: eastwall.dev/v1\nkind: NodeConfig\nspec:\n  nodeName: {host}\n{rules}  capture:\n    interfaces: [{}]\n{extra_capture}{identity}{admin}  flowLog:\n    path: flows.json\n  runtime:\n    workerThreads: {}\n{}{}{}",
                 ifaces.join(", "),
                 self.node_workers,
-                self.node_drain_secs,
+                self.node_drain_secs
+                    .map(|s| format!("    drainSecs: {s}\n"))
+                    .unwrap_or_default(),
                 self.node_log_format
                     .map(|f| format!("    logFormat: {f}\n"))
                     .unwrap_or_default(),

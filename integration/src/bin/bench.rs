@@ -501,6 +501,11 @@ fn main() -> anyhow::Result<()> {
                 }
                 b.cloud.lab.clear_node_spec();
                 b.cloud.lab.set_node_workers(w);
+                if bin.is_some() {
+                    b.cloud.lab.leave_node_drain_unset();
+                } else {
+                    b.cloud.lab.set_node_drain_secs(0);
+                }
                 // One client workload stands for many: it may hold every connection the
                 // node's descriptors allow (the default budget is a quarter of them).
                 b.cloud.lab.add_node_spec(&format!(

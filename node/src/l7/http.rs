@@ -35,7 +35,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::io::{ClientIo, Counts, HeadTap, RawHeads, Tapped};
+use super::io::{ClientIo, Counts, HeadTap, RawHeads};
 use crate::conn::record::{FlowGuard, HttpRecord, policy_info};
 use crate::conn::{DenyReason, Ending, Ends, Outcome, Pipeline, Plan};
 use eastwall_ids::h1::{self, Role};
@@ -906,7 +906,9 @@ impl HttpConn {
                 let tap = raw
                     .as_ref()
                     .map(|h| HeadTap::new(Role::Response, max, h.clone()));
-                let io = TokioIo::new(Tapped::new(tcp, tap));
+                // The server's side: nothing read ahead; its bytes are counted on the client's.
+                let io =
+                    TokioIo::new(ClientIo::new(Bytes::new(), tcp, &Counts::default()).tapped(tap));
                 let (send, conn) = hyper::client::conn::http1::Builder::new()
                     .handshake(io)
                     .await

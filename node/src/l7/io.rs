@@ -128,64 +128,9 @@ impl HeadTap {
     }
 }
 
-/// A byte stream whose reads go through a [`HeadTap`] (the server's side of an inspected
-/// HTTP/1 connection).
-pub(crate) struct Tapped<T> {
-    inner: T,
-    tap: Option<HeadTap>,
-}
-
-impl<T> Tapped<T> {
-    /// `inner`, its reads framed by `tap` when there is one.
-    pub(crate) fn new(inner: T, tap: Option<HeadTap>) -> Self {
-        Tapped { inner, tap }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tapped<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Some(tap) = &mut this.tap {
-            tap.read(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tapped<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// A client stream whose first bytes were already read (to detect the protocol): they are
-/// read again first. Bytes read and written are counted.
+/// One side of an inspected connection: the client's, whose first bytes were already read
+/// (to detect the protocol) and are read again first, or the server's (no such bytes).
+/// Bytes read and written are counted; reads may go through a [`HeadTap`].
 pub(crate) struct ClientIo<T> {
     prefix: Bytes,
     inner: T,
@@ -339,7 +284,8 @@ mod tests {
     async fn responses_follow_the_requests_sent_and_skip_interim_heads() {
         let (a, mut b) = tokio::io::duplex(4096);
         let heads = RawHeads::default();
-        let mut r = Tapped::new(a, Some(HeadTap::new(Role::Response, 1024, heads.clone())));
+        let tap = HeadTap::new(Role::Response, 1024, heads.clone());
+        let mut r = ClientIo::new(Bytes::new(), a, &Counts::default()).tapped(Some(tap));
         heads.expect_response_to(Method::Head);
         heads.expect_response_to(Method::Other);
         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
