@@ -483,11 +483,20 @@ pub struct ResponseHead<'a> {
 
 /// Reads a request head ([`Event::Head`] of a request framer); `None` when it is not one.
 pub fn parse_request(head: &[u8]) -> Option<RequestHead<'_>> {
+    with_room(head, request_in)
+}
+
+/// `parse` of `head` with room for [`FIRST_HEADERS`] headers, then, when it has more, for
+/// every line it can hold.
+fn with_room<'b, T>(
+    head: &'b [u8],
+    parse: impl Fn(&'b [u8], &mut [httparse::Header<'b>]) -> Result<T, httparse::Error>,
+) -> Option<T> {
     let mut first = [httparse::EMPTY_HEADER; FIRST_HEADERS];
-    match request_in(head, &mut first) {
+    match parse(head, &mut first) {
         Err(httparse::Error::TooManyHeaders) => {
             let mut all = vec![httparse::EMPTY_HEADER; head.len() / 3 + 1];
-            request_in(head, &mut all).ok()
+            parse(head, &mut all).ok()
         }
         r => r.ok(),
     }
@@ -517,14 +526,7 @@ fn request_in<'b>(
 
 /// Reads a response head ([`Event::Head`] of a response framer); `None` when it is not one.
 pub fn parse_response(head: &[u8]) -> Option<ResponseHead<'_>> {
-    let mut first = [httparse::EMPTY_HEADER; FIRST_HEADERS];
-    match response_in(head, &mut first) {
-        Err(httparse::Error::TooManyHeaders) => {
-            let mut all = vec![httparse::EMPTY_HEADER; head.len() / 3 + 1];
-            response_in(head, &mut all).ok()
-        }
-        r => r.ok(),
-    }
+    with_room(head, response_in)
 }
 
 fn response_in<'b>(

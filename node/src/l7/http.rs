@@ -97,9 +97,8 @@ struct HttpConn {
     ends_info: EveEnds,
     /// Upgraded exchanges (WebSocket, CONNECT) relayed after hyper let go of them.
     upgraded: Mutex<tokio::task::JoinSet<()>>,
-    /// HTTP/1 with IDS rules: the request heads as received, one per request, and the
-    /// response heads likewise on the connection to the server.
-    raw_heads: bool,
+    /// HTTP/1 with IDS rules: the request heads as received, one per request (and then the
+    /// response heads likewise on each connection to the server).
     raw_requests: Option<RawHeads>,
 }
 
@@ -136,8 +135,7 @@ where
     let counts = Counts::default();
     let l7 = &pipeline.l7;
     // Heads as received are kept only where an IDS may read them.
-    let raw_heads = proto == Proto::H1 && pipeline.ids().is_some();
-    let raw_requests = raw_heads.then(RawHeads::default);
+    let raw_requests = (proto == Proto::H1 && pipeline.ids().is_some()).then(RawHeads::default);
     let tap = raw_requests
         .as_ref()
         .map(|h| HeadTap::new(Role::Request, max_head(l7.max_header_bytes), h.clone()));
@@ -158,7 +156,6 @@ where
         stream_ids: Arc::new(Mutex::new(None)),
         ends_info: guard.ends(),
         upgraded: Mutex::new(tokio::task::JoinSet::new()),
-        raw_heads,
         raw_requests,
     });
     let h = http.clone();
@@ -901,7 +898,7 @@ impl HttpConn {
             .map_err(|e| format!("connecting to {server}: {e}"))?;
         match self.proto {
             Proto::H1 => {
-                let raw = self.raw_heads.then(RawHeads::default);
+                let raw = self.raw_requests.as_ref().map(|_| RawHeads::default());
                 let max = max_head(self.pipeline.l7.max_header_bytes);
                 let tap = raw
                     .as_ref()
