@@ -5,8 +5,10 @@
 #   scripts/ids-conformance.sh           same pcaps, same rules (ET Open + the corpus's
 #                                        local.rules) through Suricata and through eastwall's
 #                                        engine; alerted sids compared per flow
-#   scripts/ids-conformance.sh bench     Suricata's scan throughput on the benchmark traffic (web and bulk shapes)
-#                                        with ET Open's web rules, beside eastwall's (criterion)
+#   scripts/ids-conformance.sh bench     Suricata's scan throughput on the benchmark traffic (web and bulk
+#                                        shapes with ET Open's web rules, the mixed shape with all of
+#                                        ET Open), beside eastwall's (criterion), with Hyperscan
+#                                        and with Aho-Corasick DFAs for the bulk buffers
 #
 # EASTWALL_ET_OPEN (default /work/shared/ids/et-open) locates ET Open; Suricata is installed
 # with the shared recipe when missing.
@@ -35,24 +37,29 @@ if [ "${1:-}" = bench ]; then
   WEB="$OUT/web.rules"
   cat "$ET"/emerging-web_server.rules "$ET"/emerging-web_specific_apps.rules \
       "$ET"/emerging-web_client.rules > "$WEB"
-  cpu() { # user+sys seconds of a Suricata run, alerts logged to fast.log only
+  ALL="$OUT/et-open.rules"
+  cat "$ET"/*.rules > "$ALL"
+  cpu() { # pcap rules: user+sys seconds of a Suricata run, alerts logged to fast.log only
     rm -rf "$OUT/suri-bench" && mkdir -p "$OUT/suri-bench"
-    /usr/bin/time -f '%U %S' -o "$OUT/time" suricata -r "$1" -S "$WEB" -l "$OUT/suri-bench" \
+    /usr/bin/time -f '%U %S' -o "$OUT/time" suricata -r "$1" -S "$2" -l "$OUT/suri-bench" \
       -k none --runmode single -c /etc/suricata/suricata.yaml "${VARS[@]}" \
       --set outputs.1.eve-log.enabled=no --set outputs.7.stats.enabled=no >/dev/null 2>&1
     awk '{print $1 + $2}' "$OUT/time"
   }
-  # Each shape's traffic many times over (web: 60 × 29 MB; bulk: 8 × 115 MB): Suricata's
-  # scanning must stand well above its start-up time. eastwall's criterion benchmark scans
-  # each shape's traffic once per iteration.
-  for shape in web bulk; do
-    repeat=${REPEAT:-60}
+  # Each shape's traffic many times over (web: 60 × 26 MB; bulk: 8 × 98 MB; mixed: 40 × 36
+  # MB): Suricata's scanning must stand well above its start-up time. eastwall's criterion
+  # benchmark scans each shape's traffic once per iteration. Web and bulk traffic is scanned
+  # with ET Open's web rules, the mixed shape (TLS, DNS, mail, a database protocol beside
+  # HTTP) with all of ET Open.
+  for shape in web bulk mixed; do
+    repeat=${REPEAT:-60} rules=$WEB
     [ "$shape" = bulk ] && repeat=${BULK_REPEAT:-8}
+    [ "$shape" = mixed ] && repeat=${MIXED_REPEAT:-40} rules=$ALL
     payload=$(target/debug/ids-corpus bench "$OUT/bench.pcap" "$OUT/empty.pcap" "$repeat" "$shape")
     # Start-up and rule loading, measured on an empty pcap, are subtracted.
     best=""
     for i in 1 2 3; do
-      empty=$(cpu "$OUT/empty.pcap"); full=$(cpu "$OUT/bench.pcap")
+      empty=$(cpu "$OUT/empty.pcap" "$rules"); full=$(cpu "$OUT/bench.pcap" "$rules")
       t=$(awk -v a="$full" -v b="$empty" 'BEGIN{print a - b}')
       echo "suricata $shape run $i: ${full}s total, ${empty}s start-up, ${t}s scanning"
       best=$(awk -v t="$t" -v b="$best" 'BEGIN{ if (b == "" || t < b) print t; else print b }')
@@ -61,7 +68,14 @@ if [ "${1:-}" = bench ]; then
     echo "suricata alerts on the $shape traffic: $(wc -l < "$OUT/suri-bench/fast.log")"
     rm -f "$OUT/bench.pcap"
   done
-  EASTWALL_ET_OPEN="$ET" cargo bench -p eastwall-ids --bench scan -- --noplot 2>&1 | grep -E 'engine:|traffic|scan/|thrpt|time:' || true
+  # eastwall's engine as built (Hyperscan for the bulk buffers), after the same engine with
+  # Aho-Corasick DFAs there (criterion compares the two: the second run's change).
+  for features in --no-default-features ""; do
+    echo "eastwall ${features:-default features}:"
+    EASTWALL_ET_OPEN="$ET" cargo bench -p eastwall-ids --bench scan $features -- --noplot \
+      $([ -n "$features" ] && echo --save-baseline aho-corasick || echo --baseline aho-corasick) 2>&1 |
+      grep -E 'engine:|traffic|scan/|thrpt|time:' || true
+  done
   exit 0
 fi
 

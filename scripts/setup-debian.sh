@@ -6,7 +6,8 @@
 # server and client of the demo and the DNS tests), and OpenLDAP (slapd, ldap-utils) for the
 # directory tests; etcd (etcd-server, etcd-client) and protoc with the well-known types
 # (protobuf-compiler, libprotobuf-dev) for the central store; Chromium and ChromeDriver for the
-# console's browser tests; promtool (prometheus) for the metrics and alert rules.
+# console's browser tests; promtool (prometheus) for the metrics and alert rules; Hyperscan
+# (libhyperscan-dev, pkg-config) for the IDS.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-debian.sh: run as root (it installs Debian packages)" >&2
@@ -27,6 +28,10 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# Hyperscan, the IDS's multi-pattern matcher (linked: the library at run time, its headers
+# and pkg-config to build).
+[ -f /usr/include/hs/hs.h ] || need+=(libhyperscan-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 # Prometheus's linter checks the node's metrics and the alert rules in the tests (promtool,
 # from Debian's prometheus package).
 command -v promtool >/dev/null || need+=(prometheus)

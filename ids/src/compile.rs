@@ -315,19 +315,37 @@ impl CRule {
 pub(crate) struct Prefilter {
     pub(crate) field: Field,
     pub(crate) transforms: Vec<Transform>,
-    ac: AhoCorasick,
+    matcher: Matcher,
     /// Rules per pattern id.
     rules: Vec<Vec<RuleId>>,
     pub(crate) max_len: usize,
 }
 
+/// What finds a prefilter's patterns.
+#[derive(Debug, Clone)]
+enum Matcher {
+    AhoCorasick(AhoCorasick),
+    /// Bulk buffers with the `hyperscan` feature.
+    #[cfg(feature = "hyperscan")]
+    Hyperscan(Arc<crate::hs::Literals>),
+}
+
 impl Prefilter {
     /// Add the rules whose pattern occurs in `hay` (overlapping occurrences included).
     pub(crate) fn scan(&self, hay: &[u8], out: &mut Vec<RuleId>) {
-        for m in self.ac.find_overlapping_iter(hay) {
-            if let Some(ids) = self.rules.get(m.pattern().as_usize()) {
+        let mut add = |pattern: usize| {
+            if let Some(ids) = self.rules.get(pattern) {
                 out.extend_from_slice(ids);
             }
+        };
+        match &self.matcher {
+            Matcher::AhoCorasick(ac) => {
+                for m in ac.find_overlapping_iter(hay) {
+                    add(m.pattern().as_usize());
+                }
+            }
+            #[cfg(feature = "hyperscan")]
+            Matcher::Hyperscan(hs) => hs.each(hay, add),
         }
     }
 }
@@ -874,6 +892,22 @@ impl Engine {
         (seen.len(), compiled)
     }
 
+    /// Bytes the engine's Hyperscan databases hold: Hyperscan allocates them itself, so they
+    /// are outside what Rust's allocator counts (0 without the `hyperscan` feature).
+    pub fn hyperscan_bytes(&self) -> usize {
+        self.stream
+            .iter()
+            .chain(&self.datagram)
+            .chain(&self.phases)
+            .flat_map(|idx| &idx.prefilters)
+            .map(|pf| match &pf.matcher {
+                Matcher::AhoCorasick(_) => 0,
+                #[cfg(feature = "hyperscan")]
+                Matcher::Hyperscan(hs) => hs.bytes(),
+            })
+            .sum()
+    }
+
     /// How rules are grouped: per group, the rules with a pattern per buffer and the rules
     /// checked without one (for diagnostics and tuning).
     pub fn layout(&self) -> String {
@@ -1175,16 +1209,28 @@ fn index_phase(
             // several times faster per byte. Short buffers (URI, host, SNI, …) keep the
             // smaller NFA: with thousands of patterns a DFA costs tens of MB.
             let bulk = matches!(g.field, Field::Stream | Field::ReqBody | Field::RespBody);
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(bulk.then_some(AhoCorasickKind::DFA))
-                .build(&g.patterns)
-                .ok()?;
+            #[cfg(feature = "hyperscan")]
+            let hyperscan = bulk
+                .then(|| crate::hs::Literals::build(&g.patterns))
+                .flatten()
+                .map(|hs| Matcher::Hyperscan(Arc::new(hs)));
+            #[cfg(not(feature = "hyperscan"))]
+            let hyperscan = None;
+            let matcher = match hyperscan {
+                Some(m) => m,
+                None => Matcher::AhoCorasick(
+                    AhoCorasickBuilder::new()
+                        .ascii_case_insensitive(true)
+                        .match_kind(MatchKind::Standard)
+                        .kind(bulk.then_some(AhoCorasickKind::DFA))
+                        .build(&g.patterns)
+                        .ok()?,
+                ),
+            };
             Some(Prefilter {
                 field: g.field,
                 transforms: g.transforms,
-                ac,
+                matcher,
                 rules: g.rules,
                 max_len,
             })

@@ -33,6 +33,8 @@ mod dns;
 mod eve;
 mod fingerprint;
 pub mod h1;
+#[cfg(feature = "hyperscan")]
+mod hs;
 mod http;
 mod inspect;
 mod mail;

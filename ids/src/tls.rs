@@ -249,6 +249,68 @@ impl LeafFacts {
     }
 }
 
+/// Record content types (RFC 8446 section 5.1).
+pub(crate) const CHANGE_CIPHER_SPEC: u8 = 20;
+pub(crate) const HANDSHAKE: u8 = 22;
+pub(crate) const APPLICATION_DATA: u8 = 23;
+
+/// Largest record body: 2^14 bytes of plaintext and up to 2048 of expansion (RFC 5246
+/// section 6.2.3; TLS 1.3 allows less).
+const MAX_RECORD: usize = 16_384 + 2_048;
+
+/// One direction of a TLS connection walked record by record, from the 5-byte headers only
+/// (bodies are skipped, never kept), to see where encrypted application data starts. Bytes
+/// that are not TLS records stop the walk for good.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RecordWalk {
+    header: [u8; 5],
+    have: usize,
+    /// Body bytes of the current record still to skip.
+    skip: usize,
+    lost: bool,
+}
+
+impl RecordWalk {
+    /// Walks the direction's next `bytes`: `record(at, content_type)` for each record whose
+    /// header ends in them (`at`: where the header starts in `bytes`, 0 when it began in an
+    /// earlier read), until it returns `false`.
+    pub(crate) fn walk(&mut self, bytes: &[u8], mut record: impl FnMut(usize, u8) -> bool) {
+        let mut at = 0;
+        while at < bytes.len() && !self.lost {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len() - at);
+                self.skip -= n;
+                at += n;
+                continue;
+            }
+            let start = at.saturating_sub(self.have);
+            let n = (5 - self.have).min(bytes.len() - at);
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[at..at + n]);
+            self.have += n;
+            at += n;
+            if self.have < 5 {
+                return;
+            }
+            self.have = 0;
+            let [kind, major, _, hi, lo] = self.header;
+            let len = usize::from(u16::from_be_bytes([hi, lo]));
+            if !(CHANGE_CIPHER_SPEC..=24).contains(&kind) || major != 3 || len > MAX_RECORD {
+                self.lost = true;
+                return;
+            }
+            self.skip = len;
+            if !record(start, kind) {
+                return;
+            }
+        }
+    }
+
+    /// The bytes stopped looking like TLS records.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost
+    }
+}
+
 #[cfg(test)]
 /// A TLS 1.2 server flight: ServerHello, Certificate (the given DERs), ServerHelloDone,
 /// in one handshake record per message.
@@ -285,6 +347,71 @@ pub(crate) fn server_flight(certs: &[&[u8]], tls13: bool) -> Vec<u8> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Every record's (offset in its read, type) however the bytes are cut.
+    fn walked(bytes: &[u8], cuts: &[usize]) -> Vec<(usize, usize, u8)> {
+        let mut walk = RecordWalk::default();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for (k, &to) in cuts.iter().chain([&bytes.len()]).enumerate() {
+            walk.walk(&bytes[from..to], |at, kind| {
+                out.push((k, from + at, kind));
+                true
+            });
+            from = to;
+        }
+        out
+    }
+
+    fn rec(kind: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![kind, 3, 3];
+        r.extend_from_slice(&(len as u16).to_be_bytes());
+        r.extend(std::iter::repeat_n(0xaa, len));
+        r
+    }
+
+    #[test]
+    fn records_are_walked_from_their_headers_however_cut() {
+        let bytes = [
+            rec(22, 40),
+            rec(20, 1),
+            rec(23, 100),
+            rec(23, 0),
+            rec(21, 2),
+        ]
+        .concat();
+        let whole = walked(&bytes, &[]);
+        let types: Vec<(usize, u8)> = whole.iter().map(|&(_, at, t)| (at, t)).collect();
+        assert_eq!(types, [(0, 22), (45, 20), (51, 23), (156, 23), (161, 21)]);
+        for cut in 1..bytes.len() {
+            let split = walked(&bytes, &[cut]);
+            assert_eq!(split.len(), 5, "cut at {cut}");
+            for (&(k, at, t), &(wat, wt)) in split.iter().zip(&types) {
+                assert_eq!(t, wt);
+                // A header cut in two is reported in the read where it ends, at its start.
+                let expect = if k == 1 { wat.max(cut) } else { wat };
+                assert_eq!(at, expect, "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_records_stop_the_walk() {
+        for bad in [
+            b"GET / HTTP/1.1\r\n".to_vec(),
+            [rec(22, 3), vec![22, 2, 0, 0, 1]].concat(),
+            [rec(22, 3), vec![23, 3, 3, 0x48, 1]].concat(),
+        ] {
+            let mut walk = RecordWalk::default();
+            let mut kinds = Vec::new();
+            walk.walk(&bad, |_, t| {
+                kinds.push(t);
+                true
+            });
+            assert!(walk.is_lost());
+            assert!(!kinds.contains(&APPLICATION_DATA));
+        }
+    }
 
     #[test]
     fn certificates_however_the_stream_is_cut() {

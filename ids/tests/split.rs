@@ -469,6 +469,22 @@ proptest! {
         prop_assert_eq!(&whole, &feed(&e, &msgs, &cuts));
         prop_assert_eq!(&whole, &feed(&e, &msgs, &bytewise(&msgs)));
     }
+
+    /// Every request sent before any response (pipelining): each response still belongs to
+    /// its own request, so the alerts and their transactions are those of the exchanges one
+    /// by one, however the bytes are cut.
+    #[test]
+    fn http1_pipelined_requests_are_each_answered((msgs, cuts) in http1_conversation()) {
+        let e = http1_engine();
+        let one_by_one = feed(&e, &msgs, &[]);
+        let side = |dir: Dir| -> Vec<u8> {
+            msgs.iter().filter(|(d, _)| *d == dir).flat_map(|(_, m)| m.clone()).collect()
+        };
+        let pipelined = vec![(Dir::ToServer, side(Dir::ToServer)), (Dir::ToClient, side(Dir::ToClient))];
+        prop_assert_eq!(&one_by_one, &feed(&e, &pipelined, &[]));
+        prop_assert_eq!(&one_by_one, &feed(&e, &pipelined, &cuts));
+        prop_assert_eq!(&one_by_one, &feed(&e, &pipelined, &bytewise(&pipelined)));
+    }
 }
 
 #[test]

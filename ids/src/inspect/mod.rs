@@ -41,6 +41,7 @@ use crate::tls::{self, LeafFacts, ServerHandshake};
 use eastwall_wire::sniff::{ClientHello, ClientHelloError, Sniff, Sniffed, Sniffer, is_grease};
 use sha2::Digest;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,6 +309,20 @@ struct Tx {
     mail: bool,
 }
 
+/// HTTP/1 read from a raw stream: each direction's framer, and the transactions whose
+/// requests were pipelined ahead of the responses to them.
+#[derive(Debug)]
+struct Http1Reader {
+    framers: [Framer; 2],
+    /// Transactions older than the open one (the newest request), oldest first: each
+    /// response belongs to the oldest (at most [`MAX_PIPELINED`]).
+    waiting: VecDeque<Box<Tx>>,
+}
+
+/// Requests a client may have sent ahead of their responses that are still told apart
+/// (libhtp keeps up to 1,024 transactions a flow; pipelining clients send a few).
+const MAX_PIPELINED: usize = 64;
+
 /// Per-flow state. Feed it the flow's inputs in arrival order.
 #[derive(Debug)]
 pub struct FlowInspector {
@@ -332,9 +347,8 @@ pub struct FlowInspector {
     tls_version: [u16; 2],
     /// TCP: bytes each direction sent (`stream_size`).
     sent: [u32; 2],
-    /// The server's handshake being read for its hello and certificates (TLS flows with
-    /// such rules).
-    tls_server: Option<Box<ServerHandshake>>,
+    /// What is followed of a TLS connection, allocated when first needed.
+    tls: Option<Box<TlsState>>,
     /// The client's first bytes, read for a TLS ClientHello: on a TCP flow the node did not
     /// name, and on TLS flows whose hello rules read.
     detecting: Option<Box<(Sniffer, Vec<u8>)>>,
@@ -348,10 +362,27 @@ pub struct FlowInspector {
     mail: Option<Box<MailReader>>,
     /// HTTP/1 framed from the raw stream, each direction (HTTP/1 flows whose heads the
     /// caller does not hand over).
-    http1: Option<Box<[Framer; 2]>>,
+    http1: Option<Box<Http1Reader>>,
     /// The caller hands HTTP heads over itself ([`FlowInspector::http_request`]): the stream
     /// is not read for them.
     http_given: bool,
+}
+
+/// What the inspector follows of a TLS connection.
+#[derive(Debug, Default)]
+struct TlsState {
+    /// The server's handshake being read for its hello and certificates (TLS flows with
+    /// such rules).
+    server: ServerHandshake,
+    /// Each direction's records, walked to where encrypted application data starts: on a
+    /// flow that starts like TLS, while raw-stream rules apply, until the bytes stop looking
+    /// like records.
+    walk: Option<[tls::RecordWalk; 2]>,
+    /// The server answered with a handshake record: application data from then on is the
+    /// encrypted connection (before, it could be a client's early data).
+    server_handshake: bool,
+    /// Encrypted application data started: the raw stream is no longer inspected.
+    encrypted: bool,
 }
 
 /// The longest HTTP/1 head read from a raw stream (libhtp's default `request-body-limit`
@@ -721,7 +752,7 @@ impl FlowInspector {
             tls_seen: false,
             tls_version: [0; 2],
             sent: [0; 2],
-            tls_server: None,
+            tls: None,
             detecting: None,
             detect_done: false,
             only: None,
@@ -785,6 +816,7 @@ impl FlowInspector {
             self.end_message(dir.reverse(), now, &mut v);
         }
         let d = dir.index();
+        let flow_start = self.sent == [0, 0];
         self.sent[d] = self.sent[d].saturating_add(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
         self.speaking = Some(dir);
         if dir == Dir::ToServer && !self.detect_done {
@@ -814,10 +846,55 @@ impl FlowInspector {
         if self.passed {
             return v;
         }
-        if !self.engine.stream[dir.index()].is_empty() {
+        let bytes = match self.encryption_starts(dir, bytes, flow_start) {
+            Some(at) => &bytes[..at],
+            None => bytes,
+        };
+        if !self.engine.stream[dir.index()].is_empty() && !bytes.is_empty() {
             self.stream_data(dir, bytes, now, &mut v);
         }
         v
+    }
+
+    /// Where encrypted application data starts in `bytes`, on a flow that starts like TLS
+    /// (the client's first byte is a handshake record's): from there on the raw stream is
+    /// not inspected, as Suricata 7 does by default (`encryption-handling: default`: TLS
+    /// keywords still apply, plain `content` no longer does). Application data counts once
+    /// the server answered with a handshake record; bytes that stop looking like TLS
+    /// records keep the whole stream inspected.
+    fn encryption_starts(&mut self, dir: Dir, bytes: &[u8], flow_start: bool) -> Option<usize> {
+        if flow_start
+            && dir == Dir::ToServer
+            && bytes.first() == Some(&tls::HANDSHAKE)
+            && matches!(self.app, AppProto::Unknown | AppProto::Tls)
+            && self.engine.stream.iter().any(|s| !s.is_empty())
+        {
+            self.tls.get_or_insert_with(Box::default).walk = Some(Default::default());
+        }
+        let state = self.tls.as_deref_mut()?;
+        if state.encrypted {
+            return Some(0);
+        }
+        let walk = state.walk.as_mut()?;
+        let mut starts = None;
+        let server_handshake = &mut state.server_handshake;
+        walk[dir.index()].walk(bytes, |at, kind| {
+            if dir == Dir::ToClient && kind == tls::HANDSHAKE {
+                *server_handshake = true;
+            }
+            if kind == tls::APPLICATION_DATA && *server_handshake {
+                starts = Some(at);
+                return false;
+            }
+            true
+        });
+        if starts.is_some() {
+            state.encrypted = true;
+            state.walk = None;
+        } else if walk.iter().any(tls::RecordWalk::is_lost) {
+            state.walk = None;
+        }
+        starts
     }
 
     /// The end of one direction (FIN): rules that need the whole message are decided, and
@@ -844,6 +921,9 @@ impl FlowInspector {
         v.alerts.extend(other.alerts);
         v.anomalies.extend(other.anomalies);
         if !self.passed {
+            if let Some(reader) = self.http1.take() {
+                self.finish_waiting(reader.waiting, now, &mut v);
+            }
             self.finish_tx(now, &mut v);
         }
         v
@@ -930,12 +1010,18 @@ impl FlowInspector {
     /// HTTP/1 from the raw stream of `dir`: `bytes`, or its end (`None`). Each head, as
     /// received, and each body go where the caller's would.
     fn http1_stream(&mut self, dir: Dir, bytes: Option<&[u8]>, now: Timestamp, v: &mut Verdict) {
-        let mut framers = self.http1.take().unwrap_or_else(|| {
-            Box::new([
-                Framer::new(Role::Request, MAX_HTTP_HEAD),
-                Framer::new(Role::Response, MAX_HTTP_HEAD),
-            ])
+        let mut reader = self.http1.take().unwrap_or_else(|| {
+            Box::new(Http1Reader {
+                framers: [
+                    Framer::new(Role::Request, MAX_HTTP_HEAD),
+                    Framer::new(Role::Response, MAX_HTTP_HEAD),
+                ],
+                waiting: VecDeque::new(),
+            })
         });
+        let Http1Reader { framers, waiting } = &mut *reader;
+        // Whether the server is between responses (nothing of one is in progress).
+        let answered = framers[Dir::ToClient.index()].between_messages();
         let mut methods = Vec::new();
         let mut on = |e: h1::Event<'_>| match e {
             h1::Event::Head(head) => match dir {
@@ -950,6 +1036,16 @@ impl FlowInspector {
                             version: http1_version(h.minor),
                             raw_headers: Some(h.raw_headers),
                         };
+                        // A request sent before the open transaction's response (or its
+                        // end): that transaction waits for it.
+                        let unanswered = self
+                            .tx
+                            .as_ref()
+                            .is_some_and(|t| !t.mail && (!t.response || !answered));
+                        if unanswered && waiting.len() < MAX_PIPELINED {
+                            self.end_body(Phase::RequestBody, now, v);
+                            waiting.extend(self.tx.take());
+                        }
                         self.request_head(&req, now, v);
                     }
                 }
@@ -962,17 +1058,38 @@ impl FlowInspector {
                             version: http1_version(h.minor),
                             raw_headers: Some(h.raw_headers),
                         };
-                        self.response_head(&resp, now, v);
+                        // The oldest transaction is answered; one already answered is over.
+                        let mut oldest = waiting.pop_front();
+                        if let Some(tx) = oldest.take_if(|t| t.response) {
+                            self.with_tx(tx, |s| s.finish_tx(now, v));
+                            oldest = waiting.pop_front();
+                        }
+                        match oldest {
+                            Some(tx) => {
+                                if let Some(tx) =
+                                    self.with_tx(tx, |s| s.response_head(&resp, now, v))
+                                {
+                                    waiting.push_front(tx);
+                                }
+                            }
+                            None => self.response_head(&resp, now, v),
+                        }
                     }
                 }
             },
-            h1::Event::Body { data, end } if !self.passed => {
-                let phase = match dir {
-                    Dir::ToServer => Phase::RequestBody,
-                    Dir::ToClient => Phase::ResponseBody,
-                };
-                self.body(phase, data, end, now, v);
-            }
+            h1::Event::Body { data, end } if !self.passed => match dir {
+                Dir::ToServer => self.body(Phase::RequestBody, data, end, now, v),
+                Dir::ToClient => match waiting.pop_front() {
+                    Some(tx) => {
+                        if let Some(tx) = self.with_tx(tx, |s| {
+                            s.body(Phase::ResponseBody, data, end, now, v);
+                        }) {
+                            waiting.push_front(tx);
+                        }
+                    }
+                    None => self.body(Phase::ResponseBody, data, end, now, v),
+                },
+            },
             h1::Event::Body { .. } | h1::Event::Stopped(_) => {}
         };
         let framer = &mut framers[dir.index()];
@@ -983,8 +1100,29 @@ impl FlowInspector {
         for m in methods {
             framers[Dir::ToClient.index()].expect_response_to(m);
         }
-        if !self.passed && !framers.iter().all(Framer::stopped) {
-            self.http1 = Some(framers);
+        if self.passed {
+            return;
+        }
+        if framers.iter().all(Framer::stopped) {
+            self.finish_waiting(reader.waiting, now, v);
+        } else {
+            self.http1 = Some(reader);
+        }
+    }
+
+    /// Runs `f` with `tx` as the open transaction, then makes the open one open again;
+    /// returns `tx` unless `f` finished it.
+    fn with_tx(&mut self, tx: Box<Tx>, f: impl FnOnce(&mut Self)) -> Option<Box<Tx>> {
+        let open = self.tx.replace(tx);
+        f(self);
+        std::mem::replace(&mut self.tx, open)
+    }
+
+    /// Completes the transactions still waiting for their responses (the flow or its HTTP
+    /// is over), oldest first.
+    fn finish_waiting(&mut self, waiting: VecDeque<Box<Tx>>, now: Timestamp, v: &mut Verdict) {
+        for tx in waiting {
+            self.with_tx(tx, |s| s.finish_tx(now, v));
         }
     }
 
@@ -1125,7 +1263,7 @@ impl FlowInspector {
         if !self.engine.reads_tls {
             return;
         }
-        let reader = self.tls_server.get_or_insert_with(Box::default);
+        let reader = &mut self.tls.get_or_insert_with(Box::default).server;
         let seen = reader.push(bytes);
         if let Some(hello) = reader.hello() {
             self.tls_version[Dir::ToClient.index()] = hello.version();

@@ -1391,3 +1391,112 @@ fn profiles_select_their_rules_from_one_engine() {
     });
     assert_eq!(run(Some(&no_login)), [1, 2, 3]);
 }
+
+/// What each side sends, in order.
+type Turns = Vec<(Dir, Vec<u8>)>;
+
+/// A TLS record of `kind` carrying `body`.
+fn tls_record(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut r = vec![kind, 3, 3];
+    r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn encrypted_application_data_is_not_raw_inspected_as_suricata_by_default() {
+    // A raw rule with the TLS rules' engine (hello read) and without (records walked only).
+    for rules in [
+        r#"alert tcp any any -> any any (msg:"raw"; content:"SECRET-WORD"; sid:1;)"#,
+        "alert tcp any any -> any any (msg:\"raw\"; content:\"SECRET-WORD\"; sid:1;)\n\
+         alert tls any any -> any any (msg:\"sni\"; tls.sni; content:\"nothing\"; sid:2;)",
+    ] {
+        let e = engine(rules);
+        let hello = client_hello("shop.example");
+        let flight = crate::tls::server_flight(&[b"leaf-der"], false);
+        let secret = tls_record(23, b"..SECRET-WORD..");
+        // (client's turns, server's turns) and whether the raw rule must fire.
+        let finish = [tls_record(20, &[1]), tls_record(22, &[9; 40])].concat();
+        let (c, srv) = (Dir::ToServer, Dir::ToClient);
+        let cases: [(&str, Turns, bool); 5] = [
+            // In application data after the server's handshake: encrypted, not inspected
+            // (either side's first application data record ends raw inspection).
+            (
+                "client data",
+                vec![
+                    (c, hello.clone()),
+                    (srv, flight.clone()),
+                    (c, [finish.clone(), secret.clone()].concat()),
+                ],
+                false,
+            ),
+            (
+                "server data",
+                vec![
+                    (c, hello.clone()),
+                    (srv, flight.clone()),
+                    (c, finish.clone()),
+                    (srv, tls_record(23, b"answer")),
+                    (c, secret.clone()),
+                ],
+                false,
+            ),
+            // In a handshake record (clear): inspected.
+            (
+                "handshake",
+                vec![
+                    (
+                        c,
+                        [hello.clone(), tls_record(22, b"..SECRET-WORD..")].concat(),
+                    ),
+                    (srv, flight.clone()),
+                ],
+                true,
+            ),
+            // Application data before the server answered (early data, or not TLS at all).
+            (
+                "early data",
+                vec![
+                    (c, [hello.clone(), secret.clone()].concat()),
+                    (srv, flight.clone()),
+                ],
+                true,
+            ),
+            // Records that stop being records: the flow is not TLS, all of it is inspected.
+            (
+                "not records",
+                vec![
+                    (c, hello.clone()),
+                    (srv, flight.clone()),
+                    (c, b"plain text".to_vec()),
+                    (srv, secret.clone()),
+                ],
+                true,
+            ),
+        ];
+        for (name, turns, fires) in cases {
+            // Each turn whole, then cut into 1-byte reads: the same verdict.
+            for step in [usize::MAX, 1] {
+                let mut fi = FlowInspector::new(e.clone(), flow());
+                let mut fired = Vec::new();
+                for (dir, turn) in &turns {
+                    for piece in turn.chunks(step.min(turn.len())) {
+                        fired.extend(sids(&fi.stream(*dir, piece, t(0))));
+                    }
+                }
+                fired.extend(sids(&fi.close(t(0))));
+                assert_eq!(fired.contains(&1), fires, "{name}, reads of {step}");
+            }
+        }
+    }
+    // A flow the client did not start with a handshake record is never cut.
+    let e = engine(r#"alert tcp any any -> any any (msg:"raw"; content:"SECRET-WORD"; sid:1;)"#);
+    let mut fi = FlowInspector::new(e, flow());
+    assert!(fi.stream(Dir::ToServer, b"hello", t(0)).is_empty());
+    let v = fi.stream(
+        Dir::ToClient,
+        &[tls_record(22, b"x"), tls_record(23, b"SECRET-WORD")].concat(),
+        t(0),
+    );
+    assert_eq!(sids(&v), [1]);
+}

@@ -15,7 +15,7 @@
 //! one conversation per sampled ET rule, built from the rule's own contents (`et_*.pcap`), so
 //! that agreement is measured on rules that fire. Every flow has its own client port.
 //!
-//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk]` writes the scan benchmark's
+//! `ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk|mixed]` writes the scan benchmark's
 //! traffic of that shape (`ids/benches/traffic/mod.rs`, REPEAT times) for Suricata, and a pcap
 //! with one empty connection to measure Suricata's start-up; it prints the payload bytes
 //! written.
@@ -34,6 +34,11 @@ use std::time::Duration;
 #[path = "../../benches/traffic/mod.rs"]
 #[allow(dead_code)]
 mod traffic;
+
+use traffic::{
+    Session, certificate, client_hello, dns_query, dns_response, server_flight, server_flight_of,
+    smtp_session,
+};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -114,6 +119,22 @@ impl Pcap {
         if flags.contains('P') {
             b = b.psh();
         }
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, payload).expect("packet builds");
+        self.clock += Duration::from_micros(250);
+        self.packets.push((self.clock, out));
+    }
+
+    /// One UDP datagram between the client's `cport` and the server's `sport`.
+    fn datagram(&mut self, from_client: bool, cport: u16, sport: u16, payload: &[u8]) {
+        let (smac, dmac, sip, dip, sp, dp) = if from_client {
+            (CLIENT_MAC, SERVER_MAC, CLIENT_IP, SERVER_IP, cport, sport)
+        } else {
+            (SERVER_MAC, CLIENT_MAC, SERVER_IP, CLIENT_IP, sport, cport)
+        };
+        let b = PacketBuilder::ethernet2(smac, dmac)
+            .ipv4(sip.octets(), dip.octets(), 64)
+            .udp(sp, dp);
         let mut out = Vec::with_capacity(b.size(payload.len()));
         b.write(&mut out, payload).expect("packet builds");
         self.clock += Duration::from_micros(250);
@@ -406,42 +427,6 @@ fn raw_exchanges() -> Vec<RawConversation> {
     ]
 }
 
-/// A ClientHello record carrying `sni`.
-fn client_hello(sni: &str, seed: u8) -> Vec<u8> {
-    let mut ext = Vec::new();
-    let name = sni.as_bytes();
-    let mut sn = Vec::new();
-    sn.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    sn.push(0);
-    sn.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    sn.extend_from_slice(name);
-    ext.extend_from_slice(&[0, 0]);
-    ext.extend_from_slice(&(sn.len() as u16).to_be_bytes());
-    ext.extend_from_slice(&sn);
-    // supported_groups, ec_point_formats, signature_algorithms, supported_versions.
-    ext.extend_from_slice(&[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
-    ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
-    ext.extend_from_slice(&[
-        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01,
-    ]);
-    ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x05, 0x04, 0x03, 0x04, 0x03, 0x03]);
-    let mut hello = vec![0x03, 0x03];
-    hello.extend((0..32u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)));
-    hello.push(32);
-    hello.extend((0..32u8).map(|i| i.wrapping_mul(17) ^ seed));
-    hello.extend_from_slice(&[0x00, 0x06, 0x13, 0x01, 0x13, 0x02, 0xc0, 0x2f]);
-    hello.extend_from_slice(&[0x01, 0x00]);
-    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&ext);
-    let mut hs = vec![0x01];
-    hs.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&hello);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
-
 /// HTTP/1 exactly as sent, for the heads as received and the framing: odd spacing, tabs,
 /// header names in any case, LF-only lines, repeated headers, pipelined requests, chunked
 /// bodies with extensions and trailers, a body after a HEAD response's length, an interim
@@ -573,88 +558,6 @@ fn compressed_exchanges() -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// A fixed Ed25519 key (its signatures are deterministic, so the corpus is too).
-const CERT_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIOveFelGk+vr3A8TBGwmc8leL8+eVply/Cmk1ETGd9uy
------END PRIVATE KEY-----
-";
-
-/// A certificate for `cn` in organization `org`, serial `serial`, issued by itself.
-fn certificate(cn: &str, org: &str, serial: &[u8]) -> Vec<u8> {
-    let mut p = rcgen::CertificateParams::new(vec![cn.to_owned()]).expect("params");
-    p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(rcgen::DnType::CountryName, "US");
-    p.distinguished_name
-        .push(rcgen::DnType::OrganizationName, org);
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2034, 1, 1);
-    let key = rcgen::KeyPair::from_pem(CERT_KEY).expect("key");
-    p.self_signed(&key).expect("certificate").der().to_vec()
-}
-
-/// A TLS 1.2 server's first flight: ServerHello, Certificate with `certs`, ServerHelloDone.
-fn server_flight(certs: &[Vec<u8>], seed: u8) -> Vec<u8> {
-    server_flight_of(0x0303, 0xc02f, &[(0xff01, vec![0])], certs, seed)
-}
-
-/// A server's first flight: ServerHello of `version` choosing `cipher`, with `extensions`;
-/// then, with certificates, Certificate and ServerHelloDone, else (TLS 1.3) a
-/// ChangeCipherSpec and an encrypted record.
-fn server_flight_of(
-    version: u16,
-    cipher: u16,
-    extensions: &[(u16, Vec<u8>)],
-    certs: &[Vec<u8>],
-    seed: u8,
-) -> Vec<u8> {
-    let mut hello = version.to_be_bytes().to_vec();
-    hello.extend((0..32u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)));
-    hello.push(0);
-    hello.extend_from_slice(&cipher.to_be_bytes());
-    hello.push(0);
-    let mut exts = Vec::new();
-    for (kind, data) in extensions {
-        exts.extend_from_slice(&kind.to_be_bytes());
-        exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        exts.extend_from_slice(data);
-    }
-    if !extensions.is_empty() {
-        hello.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-        hello.extend(exts);
-    }
-    let record_version = version.min(0x0303).to_be_bytes();
-    let record = |out: &mut Vec<u8>, kind: u8, msg: &[u8]| {
-        out.extend_from_slice(&[kind, record_version[0], record_version[1]]);
-        out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        out.extend_from_slice(msg);
-    };
-    let message = |kind: u8, body: &[u8]| {
-        let mut msg = vec![kind];
-        msg.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-        msg.extend_from_slice(body);
-        msg
-    };
-    let mut out = Vec::new();
-    record(&mut out, 22, &message(2, &hello));
-    if certs.is_empty() {
-        record(&mut out, 20, &[1]);
-        record(&mut out, 23, &[0x33; 64]);
-        return out;
-    }
-    let mut list = Vec::new();
-    for c in certs {
-        list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
-        list.extend_from_slice(c);
-    }
-    let mut cert_body = (list.len() as u32).to_be_bytes()[1..].to_vec();
-    cert_body.extend(list);
-    record(&mut out, 22, &message(11, &cert_body));
-    record(&mut out, 22, &message(14, &[]));
-    out
-}
-
 /// Clients of several shapes for the fingerprint rules: Chrome with GREASE (the JA4
 /// example), Firefox, an old TLS 1.0 client without extensions, and one without SNI; each
 /// with its server: TLS 1.3, 1.2 with the JA3S example's extensions, 1.0, 1.2.
@@ -747,29 +650,6 @@ fn fingerprint_conversations(cert: &[u8]) -> Vec<(ClientHello, Vec<u8>)> {
             ),
         ),
     ]
-}
-
-/// A DNS query for `name`, framed for TCP.
-fn dns_query(name: &str, id: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        m.push(label.len().min(63) as u8);
-        m.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&m);
-    framed
-}
-
-fn dns_response(query: &[u8]) -> Vec<u8> {
-    let mut m = query[2..].to_vec();
-    m[2] = 0x81;
-    m[3] = 0x83; // NXDOMAIN
-    let mut framed = (m.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&m);
-    framed
 }
 
 /// Non-negated contents of one buffer of a rule.
@@ -979,36 +859,6 @@ fn synthesize(rule: &Rule) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((req, resp))
 }
 
-/// A command session (SMTP or FTP): the server's banner, then (client, server) turns.
-type Session = Vec<(bool, Vec<u8>)>;
-
-/// An SMTP session whose mail carries `data` (and, with `extra`, one more client turn
-/// before the mail).
-fn smtp_session(extra: Option<Vec<u8>>, data: &[u8]) -> Session {
-    let mut s: Session = vec![
-        (false, b"220 mail.example ESMTP Postfix\r\n".to_vec()),
-        (true, b"EHLO client.example\r\n".to_vec()),
-        (false, b"250-mail.example\r\n250 8BITMIME\r\n".to_vec()),
-    ];
-    if let Some(e) = extra {
-        s.push((true, e));
-        s.push((false, b"250 OK\r\n".to_vec()));
-    }
-    s.extend([
-        (true, b"MAIL FROM:<alice@client.example>\r\n".to_vec()),
-        (false, b"250 OK\r\n".to_vec()),
-        (true, b"RCPT TO:<bob@mail.example>\r\n".to_vec()),
-        (false, b"250 OK\r\n".to_vec()),
-        (true, b"DATA\r\n".to_vec()),
-        (false, b"354 End data with <CR><LF>.<CR><LF>\r\n".to_vec()),
-        (true, [data, b"\r\n.\r\n"].concat()),
-        (false, b"250 OK queued\r\n".to_vec()),
-        (true, b"QUIT\r\n".to_vec()),
-        (false, b"221 Bye\r\n".to_vec()),
-    ]);
-    s
-}
-
 /// An FTP control session: login, then `commands` each answered.
 fn ftp_session(commands: &[Vec<u8>], reply: &[u8]) -> Session {
     let mut s: Session = vec![
@@ -1113,7 +963,7 @@ fn et_rules(dir: &Path, file: &str) -> Vec<Rule> {
 /// Suricata's scanning time stands well above its start-up time), and an empty connection.
 fn bench(out: &Path, empty: &Path, repeat: usize, shape: traffic::Shape) -> std::io::Result<()> {
     let mut ports = Ports(1024);
-    let (exchanges, per_connection) = shape.traffic();
+    let flows = shape.flows();
     let file = std::fs::File::create(out)?;
     let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
     let mut clock = Duration::from_secs(1_700_000_000);
@@ -1121,15 +971,21 @@ fn bench(out: &Path, empty: &Path, repeat: usize, shape: traffic::Shape) -> std:
     for _ in 0..repeat {
         let mut p = Pcap::new();
         p.clock = clock;
-        for conn in exchanges.chunks(per_connection) {
+        for flow in &flows {
             if ports.0 >= 65000 {
                 ports.0 = 1024;
             }
-            let mut c = p.conv(&mut ports, 80);
-            for e in conn {
-                c.send(true, &e.request, WHOLE);
-                c.send(false, &e.response, WHOLE);
-                bytes += e.request.len() + e.response.len();
+            bytes += flow.bytes();
+            if flow.carries == traffic::Carries::DnsUdp {
+                let cport = ports.next();
+                for (from_client, datagram) in &flow.turns {
+                    p.datagram(*from_client, cport, flow.port, datagram);
+                }
+                continue;
+            }
+            let mut c = p.conv(&mut ports, flow.port);
+            for (from_client, data) in &flow.turns {
+                c.send(*from_client, data, WHOLE);
             }
             c.close();
         }
@@ -1151,13 +1007,14 @@ fn main() -> std::io::Result<()> {
     if args.first().is_some_and(|a| a == "bench") {
         let (Some(out), Some(empty)) = (args.get(1), args.get(2)) else {
             return Err(std::io::Error::other(
-                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk]",
+                "usage: ids-corpus bench BENCH.pcap EMPTY.pcap [REPEAT] [web|bulk|mixed]",
             ));
         };
         let repeat = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(1);
         let shape = match args.get(4).map(String::as_str) {
             None | Some("web") => traffic::Shape::Web,
             Some("bulk") => traffic::Shape::Bulk,
+            Some("mixed") => traffic::Shape::Mixed,
             Some(other) => return Err(std::io::Error::other(format!("unknown shape `{other}`"))),
         };
         return bench(Path::new(out), Path::new(empty), repeat, shape);
@@ -1421,5 +1278,54 @@ fn main() -> std::io::Result<()> {
         }
     }
     p.write(&out.join("http_as_sent.pcap"))?;
+
+    // TLS once encrypted: application data is not raw-inspected (Suricata's default
+    // `encryption-handling`), the handshake in clear is; client ports of their own.
+    let mut ports = Ports(41000);
+    let mut p = Pcap::new();
+    let cert = certificate("shop.internal.example", "Internal", &[0x42]);
+    let secret = |kind: u8| {
+        let mut r = vec![kind, 3, 3, 0, 20];
+        r.extend_from_slice(b"..ENCRYPTED-SECRET..");
+        r
+    };
+    let finish = [&[20u8, 3, 3, 0, 1, 1][..], &[22, 3, 3, 0, 4, 9, 9, 9, 9]].concat();
+    let conversations: [Vec<(bool, Vec<u8>)>; 3] = [
+        // TLS 1.2: the secret in application data both ways, after the handshake.
+        vec![
+            (true, client_hello("shop.internal.example", 51)),
+            (false, server_flight(std::slice::from_ref(&cert), 51)),
+            (true, [finish.clone(), secret(23)].concat()),
+            (false, [finish.clone(), secret(23)].concat()),
+        ],
+        // The secret in a handshake record, in clear.
+        vec![
+            (
+                true,
+                [client_hello("shop.internal.example", 52), secret(22)].concat(),
+            ),
+            (false, server_flight(std::slice::from_ref(&cert), 52)),
+        ],
+        // TLS 1.3: encrypted from the server's first flight on.
+        vec![
+            (true, client_hello("shop.internal.example", 53)),
+            (
+                false,
+                server_flight_of(0x0304, 0x1301, &[(43, vec![3, 4])], &[], 53),
+            ),
+            (true, [finish.clone(), secret(23)].concat()),
+            (false, secret(23)),
+        ],
+    ];
+    // Whole segments only: Suricata reads `tls.version` from split record headers
+    // differently (the split cases are eastwall's unit tests).
+    for turns in &conversations {
+        let mut c = p.conv(&mut ports, 443);
+        for (from_client, data) in turns {
+            c.send(*from_client, data, WHOLE);
+        }
+        c.close();
+    }
+    p.write(&out.join("tls_encrypted.pcap"))?;
     Ok(())
 }
