@@ -32,8 +32,8 @@ const READ: usize = 16 * 1024;
 
 struct Message {
     raw: Vec<u8>,
-    /// The header lines as sent, through the empty line (the node's L7 tap gives them).
-    raw_headers: Vec<u8>,
+    /// The head as sent, through the empty line (the node's L7 tap gives it).
+    raw_head: Vec<u8>,
     head_line: (String, Vec<u8>),
     status: u16,
     headers: Vec<(String, Vec<u8>)>,
@@ -80,9 +80,8 @@ fn parse(raw: &[u8], request: bool) -> Message {
             h,
         )
     };
-    let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
     Message {
-        raw_headers: raw[line_end..n].to_vec(),
+        raw_head: raw[..n].to_vec(),
         raw: raw.to_vec(),
         head_line,
         status,
@@ -240,7 +239,7 @@ fn http_flow(
             host: None,
             headers: &headers,
             version: HttpVersion::Http11,
-            raw_headers: Some(&req.raw_headers),
+            raw_head: Some(&req.raw_head),
         };
         alerts += fi.http_request(&r, now).alerts.len();
         for chunk in req.raw.chunks(READ) {
@@ -259,7 +258,7 @@ fn http_flow(
             reason: &resp.head_line.0,
             headers: &headers,
             version: HttpVersion::Http11,
-            raw_headers: Some(&resp.raw_headers),
+            raw_head: Some(&resp.raw_head),
         };
         alerts += fi.http_response(&r, now).alerts.len();
         for chunk in resp.raw.chunks(READ) {

@@ -44,6 +44,8 @@ pub(crate) enum Field {
     Referer,
     ReqProtocol,
     ReqStart,
+    /// The request head as received (payload keywords of an `http` rule).
+    ReqHead,
     ReqBody,
     StatCode,
     StatMsg,
@@ -57,6 +59,8 @@ pub(crate) enum Field {
     RespContentLen,
     RespProtocol,
     RespStart,
+    /// The response head as received.
+    RespHead,
     Location,
     Server,
     RespBody,
@@ -102,6 +106,7 @@ impl Field {
             Buffer::HttpReferer => Field::Referer,
             Buffer::HttpProtocol => pick(Field::ReqProtocol, Field::RespProtocol),
             Buffer::HttpStart => pick(Field::ReqStart, Field::RespStart),
+            Buffer::HttpHead => pick(Field::ReqHead, Field::RespHead),
             Buffer::HttpStatCode => Field::StatCode,
             Buffer::HttpStatMsg => Field::StatMsg,
             Buffer::HttpResponseLine => Field::ResponseLine,
@@ -136,7 +141,7 @@ impl Field {
             DnsQuery => Phase::Dns,
             StatCode | StatMsg | ResponseLine | RespHeader | RespHeaderRaw | RespHeaderNames
             | RespCookie | RespConnection | RespContentType | RespContentLen | RespProtocol
-            | RespStart | Location | Server => Phase::Response,
+            | RespStart | RespHead | Location | Server => Phase::Response,
             _ => Phase::Request,
         }
     }

@@ -551,7 +551,8 @@ fn response_in<'b>(
     })
 }
 
-fn after_start_line(head: &[u8]) -> &[u8] {
+/// A head's bytes after its start line: its header lines and the empty line.
+pub(crate) fn after_start_line(head: &[u8]) -> &[u8] {
     match memchr::memchr(b'\n', head) {
         Some(nl) => &head[nl + 1..],
         None => &[],

@@ -48,11 +48,12 @@ pub struct HttpRequest<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Version.
     pub version: HttpVersion,
-    /// HTTP/1: the header lines exactly as received, the empty line that ends them included
-    /// ([`crate::h1::RequestHead::raw_headers`]); then `headers` carry the names as sent,
-    /// and buffers keep them so. `None` (HTTP/2, or heads known only parsed): buffers are
-    /// rebuilt from `headers`, names in canonical Title-Case.
-    pub raw_headers: Option<&'a [u8]>,
+    /// HTTP/1: the head exactly as received, start line, header lines and the empty line
+    /// that ends them (what [`crate::h1::parse_request`] read); then `headers` carry the names
+    /// as sent, and buffers keep them so (`http.header.raw` is its header lines). `None`
+    /// (HTTP/2, or heads known only parsed): buffers are rebuilt from `headers`, names in
+    /// canonical Title-Case.
+    pub raw_head: Option<&'a [u8]>,
 }
 
 /// A response head.
@@ -66,8 +67,8 @@ pub struct HttpResponse<'a> {
     pub headers: &'a [(&'a str, &'a [u8])],
     /// Version.
     pub version: HttpVersion,
-    /// HTTP/1: the header lines exactly as received (see [`HttpRequest::raw_headers`]).
-    pub raw_headers: Option<&'a [u8]>,
+    /// HTTP/1: the head exactly as received (see [`HttpRequest::raw_head`]).
+    pub raw_head: Option<&'a [u8]>,
 }
 
 /// Joined values of the headers named `name` (case-insensitive), as libhtp merges them.
@@ -323,7 +324,7 @@ fn header_block(headers: &[(&str, &[u8])], skip: Option<&str>, as_sent: bool) ->
 /// headers are known.
 fn raw_header_block<'a>(raw: Option<&'a [u8]>, headers: &[(&str, &[u8])]) -> Cow<'a, [u8]> {
     if let Some(raw) = raw {
-        return Cow::Borrowed(raw);
+        return Cow::Borrowed(crate::h1::after_start_line(raw));
     }
     let mut out = Vec::new();
     for (name, value) in headers {
@@ -382,6 +383,15 @@ fn start(line: Vec<u8>, headers: &[(&str, &[u8])], as_sent: bool) -> Vec<u8> {
     out
 }
 
+/// A message head as received (as `http.start` builds it when the caller had only the
+/// parsed headers).
+fn head<'a>(line: Vec<u8>, raw: Option<&'a [u8]>, headers: &[(&str, &[u8])]) -> Cow<'a, [u8]> {
+    match raw {
+        Some(raw) => Cow::Borrowed(raw),
+        None => Cow::Owned(start(line, headers, false)),
+    }
+}
+
 /// The host a request names: authority, else the `Host` header, else an absolute target's.
 pub(crate) fn request_host<'a>(req: &HttpRequest<'a>) -> Option<Cow<'a, [u8]>> {
     if let Some(h) = req.host {
@@ -396,14 +406,14 @@ pub(crate) fn request_host<'a>(req: &HttpRequest<'a>) -> Option<Cow<'a, [u8]>> {
 /// A request buffer; `None` when the request does not have it (rules on it cannot match).
 pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<Cow<'a, [u8]>> {
     let h = |name: &str| header(req.headers, name);
-    let as_sent = req.raw_headers.is_some();
+    let as_sent = req.raw_head.is_some();
     Some(match field {
         Field::Method => Cow::Borrowed(req.method.as_bytes()),
         Field::Uri => Cow::Owned(normalize_uri(req.uri_raw)),
         Field::UriRaw => Cow::Borrowed(req.uri_raw),
         Field::RequestLine => Cow::Owned(request_line(req)),
         Field::ReqHeader => Cow::Owned(header_block(req.headers, Some("cookie"), as_sent)),
-        Field::ReqHeaderRaw => raw_header_block(req.raw_headers, req.headers),
+        Field::ReqHeaderRaw => raw_header_block(req.raw_head, req.headers),
         Field::ReqHeaderNames => Cow::Owned(header_names(req.headers, as_sent)),
         Field::ReqCookie => h("cookie")?,
         Field::UserAgent => h("user-agent")?,
@@ -421,6 +431,7 @@ pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<C
         Field::Referer => h("referer")?,
         Field::ReqProtocol => Cow::Borrowed(req.version.as_str().as_bytes()),
         Field::ReqStart => Cow::Owned(start(request_line(req), req.headers, as_sent)),
+        Field::ReqHead => head(request_line(req), req.raw_head, req.headers),
         _ => return None,
     })
 }
@@ -428,13 +439,13 @@ pub(crate) fn request_field<'a>(req: &HttpRequest<'a>, field: Field) -> Option<C
 /// A response buffer; `None` when the response does not have it.
 pub(crate) fn response_field<'a>(resp: &HttpResponse<'a>, field: Field) -> Option<Cow<'a, [u8]>> {
     let h = |name: &str| header(resp.headers, name);
-    let as_sent = resp.raw_headers.is_some();
+    let as_sent = resp.raw_head.is_some();
     Some(match field {
         Field::StatCode => Cow::Owned(resp.status.to_string().into_bytes()),
         Field::StatMsg => Cow::Borrowed(resp.reason.as_bytes()),
         Field::ResponseLine => Cow::Owned(response_line(resp)),
         Field::RespHeader => Cow::Owned(header_block(resp.headers, Some("set-cookie"), as_sent)),
-        Field::RespHeaderRaw => raw_header_block(resp.raw_headers, resp.headers),
+        Field::RespHeaderRaw => raw_header_block(resp.raw_head, resp.headers),
         Field::RespHeaderNames => Cow::Owned(header_names(resp.headers, as_sent)),
         Field::RespCookie => h("set-cookie")?,
         Field::RespConnection => h("connection")?,
@@ -442,6 +453,7 @@ pub(crate) fn response_field<'a>(resp: &HttpResponse<'a>, field: Field) -> Optio
         Field::RespContentLen => h("content-length")?,
         Field::RespProtocol => Cow::Borrowed(resp.version.as_str().as_bytes()),
         Field::RespStart => Cow::Owned(start(response_line(resp), resp.headers, as_sent)),
+        Field::RespHead => head(response_line(resp), resp.raw_head, resp.headers),
         Field::Location => h("location")?,
         Field::Server => h("server")?,
         _ => return None,
@@ -496,7 +508,7 @@ mod tests {
             host: None,
             headers,
             version: HttpVersion::Http11,
-            raw_headers: None,
+            raw_head: None,
         };
         let f =
             |field| request_field(&req, field).map(|c| String::from_utf8(c.into_owned()).unwrap());
@@ -519,12 +531,29 @@ mod tests {
                 .unwrap()
                 .ends_with("Cookie: a=b\r\nAccept: x, y\r\n\r\n")
         );
+        // Without the head as received, the head is `http.start`'s.
+        assert_eq!(f(Field::ReqHead), f(Field::ReqStart));
+        let raw = b"GET /a/../b?x=1  HTTP/1.1\nHost:Example.COM:8080\nuser-agent:  curl/8\n\n";
+        let as_sent = HttpRequest {
+            raw_head: Some(raw),
+            ..req
+        };
+        assert_eq!(
+            request_field(&as_sent, Field::ReqHead).unwrap().as_ref(),
+            raw
+        );
+        assert_eq!(
+            request_field(&as_sent, Field::ReqHeaderRaw)
+                .unwrap()
+                .as_ref(),
+            b"Host:Example.COM:8080\nuser-agent:  curl/8\n\n"
+        );
         let resp = HttpResponse {
             status: 404,
             reason: "Not Found",
             headers: &[("server", b"nginx"), ("set-cookie", b"s=1")],
             version: HttpVersion::Http11,
-            raw_headers: None,
+            raw_head: None,
         };
         let g = |field| {
             response_field(&resp, field).map(|c| String::from_utf8(c.into_owned()).unwrap())

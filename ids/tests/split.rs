@@ -334,7 +334,7 @@ proptest! {
             let mut fi = FlowInspector::new(e.clone(), flow());
             fi.set_app_proto(AppProto::Http1);
             let now = Timestamp::from_secs(1);
-            let req = HttpRequest { method: "POST", uri_raw: b"/", host: None, headers: &[], version: HttpVersion::Http11, raw_headers: None };
+            let req = HttpRequest { method: "POST", uri_raw: b"/", host: None, headers: &[], version: HttpVersion::Http11, raw_head: None };
             let mut seen: Seen = fi.http_request(&req, now).alerts.iter().map(|a| (a.sid, a.dir, a.tx_id)).collect();
             let mut pts: Vec<usize> = points.iter().map(|p| p % (body.len() + 1)).collect();
             pts.push(0);
@@ -537,7 +537,7 @@ fn post(e: &Arc<Engine>, headers: &[(&str, &[u8])], body: &[u8], cuts: &[usize])
         host: None,
         headers,
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     };
     let key = |v: eastwall_ids::Verdict| -> Vec<(u32, Dir, Option<u64>)> {
         v.alerts.iter().map(|a| (a.sid, a.dir, a.tx_id)).collect()

@@ -1034,7 +1034,7 @@ impl FlowInspector {
                             host: None,
                             headers: &h.headers,
                             version: http1_version(h.minor),
-                            raw_headers: Some(h.raw_headers),
+                            raw_head: Some(&head),
                         };
                         // A request sent before the open transaction's response (or its
                         // end): that transaction waits for it.
@@ -1056,7 +1056,7 @@ impl FlowInspector {
                             reason: h.reason,
                             headers: &h.headers,
                             version: http1_version(h.minor),
-                            raw_headers: Some(h.raw_headers),
+                            raw_head: Some(&head),
                         };
                         // The oldest transaction is answered; one already answered is over.
                         let mut oldest = waiting.pop_front();

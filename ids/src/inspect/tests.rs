@@ -47,7 +47,7 @@ fn get<'a>(path: &'a str, headers: &'a [(&'a str, &'a [u8])]) -> HttpRequest<'a>
         host: None,
         headers,
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     }
 }
 
@@ -138,7 +138,7 @@ fn http_transactions() {
         reason: "OK",
         headers: &[("server", b"nginx/1.24")],
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     };
     let v = fi.http_response(&ok, t(1));
     assert_eq!(sids(&v), [2]);
@@ -174,7 +174,7 @@ fn http_bodies() {
         reason: "OK",
         headers: &[],
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     };
     assert!(fi.http_response(&ok, t(0)).is_empty());
     assert_eq!(
@@ -881,7 +881,7 @@ fn compressed_bodies_are_inspected_decoded() {
         reason: "OK",
         headers: &[("Content-Encoding", b"deflate")],
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     };
     assert!(fi.http_response(&ok, t(0)).is_empty());
     // Mislabelled: gzip sent as deflate; decoded all the same.

@@ -240,6 +240,10 @@ pub enum Buffer {
     HttpProtocol,
     /// `http.start`: start line, headers and the empty line (direction of the rule).
     HttpStart,
+    /// Payload keywords of an `http` rule (no sticky buffer): the message head as received,
+    /// start line and header lines through the empty line, where Suricata reads them on the
+    /// raw stream (direction of the rule).
+    HttpHead,
     /// `http.stat_code`.
     HttpStatCode,
     /// `http.stat_msg`.
@@ -307,6 +311,7 @@ impl Buffer {
             Buffer::HttpReferer => "http.referer",
             Buffer::HttpProtocol => "http.protocol",
             Buffer::HttpStart => "http.start",
+            Buffer::HttpHead => "payload (http head)",
             Buffer::HttpStatCode => "http.stat_code",
             Buffer::HttpStatMsg => "http.stat_msg",
             Buffer::HttpResponseLine => "http.response_line",
@@ -342,7 +347,9 @@ impl Buffer {
             | HttpResponseBody | TlsCertSubject | TlsCertIssuer | TlsCertSerial | TlsCerts
             | TlsCertFingerprint | Ja3sHash | Ja3sString => Some(Dir::ToClient),
             Stream | HttpHeader | HttpHeaderRaw | HttpHeaderNames | HttpCookie | HttpConnection
-            | HttpContentType | HttpContentLen | HttpProtocol | HttpStart | FileData => None,
+            | HttpContentType | HttpContentLen | HttpProtocol | HttpStart | HttpHead | FileData => {
+                None
+            }
         }
     }
 

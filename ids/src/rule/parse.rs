@@ -1086,7 +1086,7 @@ fn check_rule(rule: &mut Rule, at: usize) -> Result<(), Issue> {
             // wire (start line and headers): what the rule writer saw in the packet.
             for b in &mut rule.buffers {
                 if b.buffer == Buffer::Stream {
-                    b.buffer = Buffer::HttpStart;
+                    b.buffer = Buffer::HttpHead;
                 }
             }
         }

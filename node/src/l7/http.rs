@@ -640,8 +640,8 @@ impl HttpConn {
             h.method == req.method().as_str() && (h.target == target || *req.uri() == h.target)
         });
         let rebuilt;
-        let (headers, raw_headers) = match as_sent {
-            Some(h) => (&h.headers, Some(h.raw_headers)),
+        let (headers, raw_head) = match as_sent {
+            Some(h) => (&h.headers, raw_head),
             None => {
                 rebuilt = header_pairs(req.headers());
                 (&rebuilt, None)
@@ -653,7 +653,7 @@ impl HttpConn {
             host: req.uri().authority().map(|_| host.unwrap_or_default()),
             headers,
             version: ids_version(req.version()),
-            raw_headers,
+            raw_head,
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_request(&r, crate::ids::now());
@@ -672,8 +672,8 @@ impl HttpConn {
             h.status == resp.status().as_u16()
         });
         let rebuilt;
-        let (headers, raw_headers, reason) = match as_sent {
-            Some(h) => (&h.headers, Some(h.raw_headers), h.reason),
+        let (headers, raw_head, reason) = match as_sent {
+            Some(h) => (&h.headers, raw.map(|(_, head)| head.as_slice()), h.reason),
             None => {
                 rebuilt = header_pairs(resp.headers());
                 let reason = resp.status().canonical_reason().unwrap_or("");
@@ -685,7 +685,7 @@ impl HttpConn {
             reason,
             headers,
             version: ids_version(resp.version()),
-            raw_headers,
+            raw_head,
         };
         let mut f = ids.lock().unwrap_or_else(|p| p.into_inner());
         let v = f.inspector().http_response(&r, crate::ids::now());
