@@ -124,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
         host: Some(header),
         headers: &headers,
         version: HttpVersion::Http11,
-        raw_headers: None,
+        raw_head: None,
     };
     fi.http_request(&req, now);
     for c in body.as_bytes().chunks(step) {
@@ -135,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
         reason: method,
         headers: &headers,
         version: HttpVersion::Http2,
-        raw_headers: None,
+        raw_head: None,
     };
     fi.http_response(&resp, now);
     fi.http_response_body(body.as_bytes(), true, now);
@@ -158,7 +158,7 @@ fuzz_target!(|data: &[u8]| {
             host: None,
             headers: &labelled,
             version: HttpVersion::Http11,
-            raw_headers: None,
+            raw_head: None,
         };
         let mut seen: Vec<(u32, Dir)> = Vec::new();
         let mut take = |v: eastwall_ids::Verdict| seen.extend(v.alerts.iter().map(|a| (a.sid, a.dir)));

@@ -466,11 +466,12 @@ fn database_flow(rng: &mut Rng, exchanges: usize) -> Flow {
 
 /// A mail with a text part and a base64 attachment, sent over SMTP.
 fn mail_flow(rng: &mut Rng) -> Flow {
+    use base64::Engine as _;
     let size = 8_000 + rng.below(120_000);
     let attachment = binary(rng, size);
     let mut b64 = String::new();
     for line in attachment.chunks(57) {
-        b64.push_str(&base64_line(line));
+        b64.push_str(&base64::engine::general_purpose::STANDARD.encode(line));
         b64.push_str("\r\n");
     }
     let mail = format!(
@@ -489,25 +490,6 @@ fn mail_flow(rng: &mut Rng) -> Flow {
         port: 25,
         turns: smtp_session(None, mail.as_bytes()),
     }
-}
-
-/// Base64 of one attachment line (at most 57 bytes: 76 characters).
-fn base64_line(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            if k <= c.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * k) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A DNS lookup over UDP: the query and its answer.
