@@ -488,6 +488,37 @@ proptest! {
 }
 
 #[test]
+fn http1_pipelined_request_answered_after_an_interim_response() {
+    let e = http1_engine();
+    let (framing, body) = framed(&[b"a=1"], false);
+    let mut first = format!("POST /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n{framing}\r\n")
+        .into_bytes();
+    first.extend_from_slice(&body);
+    let second = b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    let (framing, body) = framed(&[b"the SECRET"], false);
+    let mut answer =
+        format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n{framing}\r\n").into_bytes();
+    answer.extend_from_slice(&body);
+    let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let one_by_one = vec![
+        (Dir::ToServer, first.clone()),
+        (Dir::ToClient, answer.clone()),
+        (Dir::ToServer, second.clone()),
+        (Dir::ToClient, not_found.clone()),
+    ];
+    let pipelined = vec![
+        (Dir::ToServer, [first, second].concat()),
+        (Dir::ToClient, [answer, not_found].concat()),
+    ];
+    let seen = feed(&e, &one_by_one, &[]);
+    // The secret is in the first transaction's body, the 404 is the second's.
+    assert!(seen.contains(&(105, Dir::ToClient, Some(0))), "{seen:?}");
+    assert!(seen.contains(&(106, Dir::ToClient, Some(1))), "{seen:?}");
+    assert_eq!(seen, feed(&e, &pipelined, &[]));
+    assert_eq!(seen, feed(&e, &pipelined, &bytewise(&pipelined)));
+}
+
+#[test]
 fn http1_is_recognised_and_read_from_the_raw_stream() {
     let e = http1_engine();
     let (framing, body) = framed(&[b"a=1&", b"cmd=", b"whoami"], true);

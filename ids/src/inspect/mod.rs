@@ -309,6 +309,17 @@ struct Tx {
     mail: bool,
 }
 
+impl Tx {
+    /// Its final response came (an interim `1xx` other than `101` is followed by another).
+    fn answered(&self) -> bool {
+        self.response
+            && !self
+                .summary
+                .status
+                .is_some_and(|s| (100..200).contains(&s) && s != 101)
+    }
+}
+
 /// HTTP/1 read from a raw stream: each direction's framer, and the transactions whose
 /// requests were pipelined ahead of the responses to them.
 #[derive(Debug)]
@@ -1041,7 +1052,7 @@ impl FlowInspector {
                         let unanswered = self
                             .tx
                             .as_ref()
-                            .is_some_and(|t| !t.mail && (!t.response || !answered));
+                            .is_some_and(|t| !t.mail && (!t.answered() || !answered));
                         if unanswered && waiting.len() < MAX_PIPELINED {
                             self.end_body(Phase::RequestBody, now, v);
                             waiting.extend(self.tx.take());
@@ -1060,7 +1071,7 @@ impl FlowInspector {
                         };
                         // The oldest transaction is answered; one already answered is over.
                         let mut oldest = waiting.pop_front();
-                        if let Some(tx) = oldest.take_if(|t| t.response) {
+                        if let Some(tx) = oldest.take_if(|t| t.answered()) {
                             self.with_tx(tx, |s| s.finish_tx(now, v));
                             oldest = waiting.pop_front();
                         }
