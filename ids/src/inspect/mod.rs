@@ -1070,36 +1070,20 @@ impl FlowInspector {
                             raw_head: Some(&head),
                         };
                         // The oldest transaction is answered; one already answered is over.
-                        let mut oldest = waiting.pop_front();
-                        if let Some(tx) = oldest.take_if(|t| t.answered()) {
+                        if waiting.front().is_some_and(|t| t.answered())
+                            && let Some(tx) = waiting.pop_front()
+                        {
                             self.with_tx(tx, |s| s.finish_tx(now, v));
-                            oldest = waiting.pop_front();
                         }
-                        match oldest {
-                            Some(tx) => {
-                                if let Some(tx) =
-                                    self.with_tx(tx, |s| s.response_head(&resp, now, v))
-                                {
-                                    waiting.push_front(tx);
-                                }
-                            }
-                            None => self.response_head(&resp, now, v),
-                        }
+                        self.on_answered(waiting, |s| s.response_head(&resp, now, v));
                     }
                 }
             },
             h1::Event::Body { data, end } if !self.passed => match dir {
                 Dir::ToServer => self.body(Phase::RequestBody, data, end, now, v),
-                Dir::ToClient => match waiting.pop_front() {
-                    Some(tx) => {
-                        if let Some(tx) = self.with_tx(tx, |s| {
-                            s.body(Phase::ResponseBody, data, end, now, v);
-                        }) {
-                            waiting.push_front(tx);
-                        }
-                    }
-                    None => self.body(Phase::ResponseBody, data, end, now, v),
-                },
+                Dir::ToClient => self.on_answered(waiting, |s| {
+                    s.body(Phase::ResponseBody, data, end, now, v);
+                }),
             },
             h1::Event::Body { .. } | h1::Event::Stopped(_) => {}
         };
@@ -1127,6 +1111,19 @@ impl FlowInspector {
         let open = self.tx.replace(tx);
         f(self);
         std::mem::replace(&mut self.tx, open)
+    }
+
+    /// Runs `f` with the transaction being answered open: the oldest waiting one, else the
+    /// open one.
+    fn on_answered(&mut self, waiting: &mut VecDeque<Box<Tx>>, f: impl FnOnce(&mut Self)) {
+        match waiting.pop_front() {
+            Some(tx) => {
+                if let Some(tx) = self.with_tx(tx, f) {
+                    waiting.push_front(tx);
+                }
+            }
+            None => f(self),
+        }
     }
 
     /// Completes the transactions still waiting for their responses (the flow or its HTTP
