@@ -20,6 +20,9 @@ use std::sync::Arc;
 /// Index of a compiled rule in the engine (rules are sorted in evaluation order).
 pub(crate) type RuleId = u32;
 
+/// Index of a [`Engine::conditions`] entry.
+pub(crate) type CondId = u32;
+
 /// A buffer with its direction resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Field {
@@ -282,6 +285,11 @@ pub(crate) struct CRule {
     pub(crate) stream_size: Option<StreamSize>,
     /// `xbits`, their names numbered.
     pub(crate) xbits: Vec<CXbit>,
+    /// Head phases before `phases` (which then start at the phase with the rule's best
+    /// pattern), decided late: the transaction records which of these conditions its heads
+    /// met, and the rule enters at its first phase only if they all were (sorted). See
+    /// [`late_entry`].
+    pub(crate) conditions: Vec<CondId>,
 }
 
 /// An `xbits` command with its bit's number.
@@ -300,6 +308,12 @@ impl CRule {
             Dir::ToServer => self.header.matches(client, server),
             Dir::ToClient => self.header.matches(server, client),
         }
+    }
+
+    /// Whether the rule starts being considered at `phase`, its earlier head phases (if
+    /// decided late) among the conditions `met` (sorted).
+    pub(crate) fn enters(&self, phase: Phase, met: &[CondId]) -> bool {
+        self.first_phase() == phase && self.conditions.iter().all(|c| met.binary_search(c).is_ok())
     }
 
     pub(crate) fn first_phase(&self) -> Phase {
@@ -506,6 +520,11 @@ pub struct Engine {
     pub(crate) stream_tail: [usize; 2],
     /// Transaction phases, indexed by `Phase as usize`.
     pub(crate) phases: Vec<PhaseIndex>,
+    /// Head phases of rules decided late ([`CRule::conditions`]), each kept once however
+    /// many rules share it, and evaluated once per transaction.
+    pub(crate) conditions: Vec<CPhase>,
+    /// Their prefilters, indexed by `Phase as usize` (ids are [`CondId`]s).
+    pub(crate) condition_index: Vec<PhaseIndex>,
     pub(crate) flowbit_count: usize,
     pub(crate) limits: Limits,
     pub(crate) thresholds: ThresholdTable,
@@ -547,6 +566,7 @@ impl Engine {
         let mut bit_ids: HashMap<String, u16> = HashMap::new();
         let mut xbit_ids: HashMap<String, u16> = HashMap::new();
         let mut compiled: Vec<CRule> = Vec::new();
+        let mut conditions = ConditionTable::default();
         let skip = |report: &mut BuildReport, rule: &Rule, what: String| {
             report.skipped.push(Skipped {
                 source: rule.source.clone(),
@@ -656,10 +676,25 @@ impl Engine {
                 p => Some(p),
             };
             for dir in rule_dirs(rule) {
-                let Some(phases) = compile_phases(rule, dir) else {
+                let Some(mut phases) = compile_phases(rule, dir) else {
                     skip(&mut report, rule, "content that cannot be compiled".into());
                     break;
                 };
+                // What is decided when a head is seen must not change until the later
+                // phase: no flowbits or xbits to test, no stream size or TLS version.
+                let timeless = reads.is_empty()
+                    && xbits.is_empty()
+                    && rule.stream_size.is_none()
+                    && rule.tls_version.is_none()
+                    && dir.is_some();
+                let late = if timeless { late_entry(&phases) } else { 0 };
+                let field_dir = dir.unwrap_or(Dir::ToServer);
+                let mut conds: Vec<CondId> = phases
+                    .drain(..late)
+                    .map(|p| conditions.intern(p, rule, field_dir))
+                    .collect();
+                conds.sort_unstable();
+                conds.dedup();
                 // `stream_size` counts the data's own direction to the end of its message.
                 let needs_end = rule.dsize.is_some()
                     || rule.stream_size.is_some()
@@ -702,6 +737,7 @@ impl Engine {
                     tls_version: rule.tls_version,
                     stream_size: rule.stream_size,
                     xbits: xbits.clone(),
+                    conditions: conds,
                 });
             }
         }
@@ -780,6 +816,16 @@ impl Engine {
         for p in Phase::TX {
             phases[p.index()] = index_phase(&compiled, p, None, None);
         }
+        let conditions = conditions.phases;
+        let mut condition_index = vec![PhaseIndex::default(); Phase::Dns.index() + 1];
+        for p in [Phase::Request, Phase::Response] {
+            let entries = conditions
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.phase == p)
+                .map(|(id, c)| (id as CondId, c));
+            condition_index[p.index()] = index_entries(entries);
+        }
         report.loaded = compiled
             .iter()
             .map(|r| r.info.sid)
@@ -815,6 +861,8 @@ impl Engine {
                 datagram,
                 stream_tail,
                 phases,
+                conditions,
+                condition_index,
                 flowbit_count: bit_ids.len(),
                 limits,
                 thresholds,
@@ -877,6 +925,7 @@ impl Engine {
             .rules
             .iter()
             .flat_map(|r| r.phases.iter())
+            .chain(&self.conditions)
             .flat_map(|p| p.buffers.iter())
             .map(|b| b.items.as_slice())
             .collect();
@@ -904,6 +953,7 @@ impl Engine {
             .iter()
             .chain(&self.datagram)
             .chain(&self.phases)
+            .chain(&self.condition_index)
             .flat_map(|idx| &idx.prefilters)
             .map(|pf| match &pf.matcher {
                 Matcher::AhoCorasick(_) => 0,
@@ -943,6 +993,10 @@ impl Engine {
         group("datagram to_client", &self.datagram[1]);
         for p in Phase::TX {
             group(&format!("{p:?}"), self.phase(p));
+            group(
+                &format!("{p:?} conditions of rules decided late"),
+                &self.condition_index[p.index()],
+            );
         }
         out.push_str(&format!(
             "stream tail: to_server {} bytes, to_client {} bytes\n",
@@ -953,6 +1007,11 @@ impl Engine {
 
     pub(crate) fn phase(&self, p: Phase) -> &PhaseIndex {
         &self.phases[p.index()]
+    }
+
+    /// The prefilters of the conditions (of rules decided late) at head phase `p`.
+    pub(crate) fn conditions_at(&self, p: Phase) -> &PhaseIndex {
+        &self.condition_index[p.index()]
     }
 }
 
@@ -1159,20 +1218,27 @@ fn index_phase(
     dir: Option<Dir>,
     transport: Option<Transport>,
 ) -> PhaseIndex {
-    let mut groups: Vec<PatternGroup> = Vec::new();
-    let mut always = Vec::new();
-    for (id, r) in rules.iter().enumerate() {
-        if r.phase(phase).is_none() {
-            continue;
-        }
+    let entries = rules.iter().enumerate().filter_map(|(id, r)| {
+        let p = r.phase(phase)?;
         if phase == Phase::Stream && r.dir.is_some() && r.dir != dir {
-            continue;
+            return None;
         }
         if r.transport.is_some() && transport.is_some() && r.transport != transport {
-            continue;
+            return None;
         }
-        let Some((field, transforms, pat)) = fast_pattern(r, phase) else {
-            always.push(id as RuleId);
+        Some((id as RuleId, p))
+    });
+    index_entries(entries)
+}
+
+/// Prefilters for `entries` (rules, or conditions, with their buffers at one phase), each
+/// on its fast pattern; those without one are always checked.
+fn index_entries<'a>(entries: impl Iterator<Item = (RuleId, &'a CPhase)>) -> PhaseIndex {
+    let mut groups: Vec<PatternGroup> = Vec::new();
+    let mut always = Vec::new();
+    for (id, p) in entries {
+        let Some((field, transforms, pat, _)) = fast_pattern(p) else {
+            always.push(id);
             continue;
         };
         // Patterns are matched case-insensitively, so deduplicated that way.
@@ -1203,7 +1269,7 @@ fn index_phase(
                 g.patterns.len() - 1
             }
         };
-        g.rules[pid].push(id as RuleId);
+        g.rules[pid].push(id);
     }
     let prefilters = groups
         .into_iter()
@@ -1245,9 +1311,8 @@ fn index_phase(
 }
 
 /// The pattern a rule is prefiltered on at a phase: its `fast_pattern` content, else the
-/// longest content that must be present.
-fn fast_pattern(r: &CRule, phase: Phase) -> Option<(Field, Vec<Transform>, Vec<u8>)> {
-    let p = r.phase(phase)?;
+/// longest content that must be present; and whether `fast_pattern` chose it.
+fn fast_pattern(p: &CPhase) -> Option<(Field, Vec<Transform>, Vec<u8>, bool)> {
     let mut best: Option<(Field, Vec<Transform>, Vec<u8>, bool)> = None;
     for b in &p.buffers {
         for item in &b.items {
@@ -1268,5 +1333,63 @@ fn fast_pattern(r: &CRule, phase: Phase) -> Option<(Field, Vec<Transform>, Vec<u
             }
         }
     }
-    best.map(|(f, t, p, _)| (f, t, p))
+    best
+}
+
+/// How many of a rule's first phases are decided late ([`CRule::conditions`]): those before
+/// the phase with its best pattern (`fast_pattern`, else the longest, as Suricata picks one
+/// across all of a rule's buffers), when they are HTTP heads and that phase comes later in
+/// the same transaction. Without this, a rule is prefiltered on its first phase's pattern,
+/// often weak: ET Open has 910 rules whose request pattern is the method and 380 whose
+/// response pattern is the status code, checked on most transactions.
+fn late_entry(phases: &[CPhase]) -> usize {
+    let best = phases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| fast_pattern(p).map(|(_, _, pat, chosen)| (chosen, pat.len(), i)))
+        // The earliest of equals: no reason to wait.
+        .max_by_key(|&(chosen, len, i)| (chosen, len, std::cmp::Reverse(i)));
+    let Some((_, _, k)) = best else {
+        return 0;
+    };
+    let heads = phases[..k]
+        .iter()
+        .all(|p| matches!(p.phase, Phase::Request | Phase::Response));
+    let http = matches!(
+        phases[k].phase,
+        Phase::RequestBody | Phase::Response | Phase::ResponseBody
+    );
+    if heads && http { k } else { 0 }
+}
+
+/// The conditions of rules decided late, each kept once: rules that test the same head
+/// buffers the same way share one (compared as parsed, since compiled keywords are not
+/// comparable).
+#[derive(Default)]
+struct ConditionTable {
+    phases: Vec<CPhase>,
+    /// Per phase and direction, the conditions with their parsed buffers.
+    seen: HashMap<(Phase, Dir), Vec<(CondId, ParsedBuffers)>>,
+}
+
+type ParsedBuffers = Vec<crate::rule::BufferMatch>;
+
+impl ConditionTable {
+    /// The condition for `phase`, compiled from `rule`'s buffers of that phase.
+    fn intern(&mut self, phase: CPhase, rule: &Rule, dir: Dir) -> CondId {
+        let parsed: Vec<_> = rule
+            .buffers
+            .iter()
+            .filter(|b| Field::of(b.buffer, dir).phase() == phase.phase)
+            .cloned()
+            .collect();
+        let known = self.seen.entry((phase.phase, dir)).or_default();
+        if let Some((id, _)) = known.iter().find(|(_, b)| *b == parsed) {
+            return *id;
+        }
+        let id = self.phases.len() as CondId;
+        known.push((id, parsed));
+        self.phases.push(phase);
+        id
+    }
 }

@@ -770,12 +770,21 @@ pub fn proc_stat(pid: u32) -> anyhow::Result<Vec<String>> {
 
 /// Resident memory of process `pid`, in bytes.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The most resident memory process `pid` has had, in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+fn status_bytes(pid: u32, key: &str) -> anyhow::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))?
+        .ok_or_else(|| anyhow::anyhow!("no {key} for process {pid}"))?
         .parse()?;
     Ok(kb * 1024)
 }

@@ -25,7 +25,9 @@
 //! raw TCP connection the node relays), the inspector frames HTTP/1 from the stream itself
 //! (`crate::h1`, the framing the node's L7 layer uses for heads as received).
 
-use crate::compile::{BitCond, BitOp, CRule, Engine, Field, Phase, RuleId, RuleMask};
+use crate::compile::{
+    BitCond, BitOp, CPhase, CRule, CondId, Engine, Field, Phase, RuleId, RuleMask,
+};
 use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
 use crate::fingerprint::{self, ServerHello};
@@ -299,6 +301,8 @@ struct Tx {
     id: u64,
     /// Rules that matched every phase so far and wait for a later one.
     pending: Vec<RuleId>,
+    /// The engine's conditions (head phases of rules decided late) its heads met, sorted.
+    met: Vec<CondId>,
     fired: Vec<RuleId>,
     req_body: Body,
     resp_body: Body,
@@ -610,6 +614,16 @@ pub(crate) fn apply_transforms(buf: &[u8], transforms: &[Transform]) -> Vec<u8> 
         };
     }
     cur
+}
+
+/// Whether every buffer of `p` is present and matches.
+fn phase_matches<S: Source>(p: &CPhase, bufs: &mut Buffers<'_, S>) -> bool {
+    p.buffers
+        .iter()
+        .all(|b| match bufs.get(b.field, &b.transforms) {
+            Some(data) => payload::matches(&b.items, data),
+            None => false,
+        })
 }
 
 fn insert_sorted(v: &mut Vec<RuleId>, id: RuleId) {
@@ -1546,12 +1560,17 @@ impl FlowInspector {
             return;
         };
         let mut bufs = Buffers::new(src);
+        for c in candidates(engine.conditions_at(phase), &mut bufs) {
+            if phase_matches(&engine.conditions[c as usize], &mut bufs) {
+                insert_sorted(&mut tx.met, c);
+            }
+        }
         let list = candidates(index, &mut bufs);
         let mut pending = Vec::new();
         for &id in &list {
             let r = &engine.rules[id as usize];
             let waiting = contains(&tx.pending, id);
-            if (r.first_phase() != phase && !waiting) || contains(&tx.fired, id) {
+            if !(waiting || r.enters(phase, &tx.met)) || contains(&tx.fired, id) {
                 continue;
             }
             let dir = r.dir.unwrap_or(data_dir);
@@ -1717,7 +1736,7 @@ impl FlowInspector {
             let r = &engine.rules[id as usize];
             if contains(&body.matched, id)
                 || contains(&tx.fired, id)
-                || (r.first_phase() != phase && !contains(&tx.pending, id))
+                || !(contains(&tx.pending, id) || r.enters(phase, &tx.met))
                 || (moment == Moment::Partial && r.needs_end)
             {
                 continue;
@@ -1940,15 +1959,7 @@ impl FlowInspector {
     }
 
     fn buffers_match<S: Source>(&self, r: &CRule, phase: Phase, bufs: &mut Buffers<'_, S>) -> bool {
-        let Some(p) = r.phase(phase) else {
-            return false;
-        };
-        p.buffers
-            .iter()
-            .all(|b| match bufs.get(b.field, &b.transforms) {
-                Some(data) => payload::matches(&b.items, data),
-                None => false,
-            })
+        r.phase(phase).is_some_and(|p| phase_matches(p, bufs))
     }
 
     fn bit(&self, b: u16) -> bool {

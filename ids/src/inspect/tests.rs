@@ -184,6 +184,81 @@ fn http_bodies() {
 }
 
 #[test]
+fn rules_decided_late_need_what_their_heads_met() {
+    let e = engine(concat!(
+        "alert http any any -> any any (msg:\"a\"; flow:to_server; http.method; content:\"POST\"; http.request_body; content:\"cmd=whoami\"; sid:1;)\n",
+        "alert http any any -> any any (msg:\"b\"; flow:to_server; http.method; content:\"POST\"; http.request_body; content:\"cmd=id%3b\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"c\"; flow:to_client; http.stat_code; content:\"200\"; file.data; content:\"<script>evil\"; sid:3;)\n",
+        "alert http any any -> any any (msg:\"d\"; flow:to_client; http.stat_code; content:\"500\"; http.server; content:\"nginx\"; file.data; content:\"stack trace of\"; sid:4;)\n",
+        "alert http any any -> any any (msg:\"e\"; flow:to_server; flowbits:isset,seen; http.method; content:\"POST\"; http.request_body; content:\"cmd=whoami\"; sid:5;)\n",
+        "alert http any any -> any any (msg:\"f\"; flow:to_server; http.uri; content:\"/run\"; http.request_body; content:\"x\"; sid:6;)\n",
+    ));
+    // The heads before the longest pattern become conditions, shared by rules that test
+    // them alike: POST (1, 2), 200 (3), 500 from nginx (4). Rule 5 tests a flowbit (its
+    // time matters), rule 6's best pattern is in its first phase: both as before.
+    assert_eq!(e.conditions.len(), 3);
+    let conds = |sid: u32| {
+        let r = e.rules.iter().find(|r| r.info.sid == sid).unwrap();
+        (r.first_phase(), r.conditions.len())
+    };
+    assert_eq!(conds(1), (Phase::RequestBody, 1));
+    assert_eq!(conds(2), (Phase::RequestBody, 1));
+    assert_eq!(conds(3), (Phase::ResponseBody, 1));
+    assert_eq!(conds(4), (Phase::ResponseBody, 1));
+    assert_eq!(conds(5), (Phase::Request, 0));
+    assert_eq!(conds(6), (Phase::Request, 0));
+    let mut fi = FlowInspector::new(e, flow());
+    fi.set_app_proto(AppProto::Http1);
+    let request = |fi: &mut FlowInspector, method: &'static str, path: &'static str| {
+        let req = HttpRequest {
+            method,
+            ..get(path, &[])
+        };
+        fi.http_request(&req, t(0))
+    };
+    let response = |fi: &mut FlowInspector, status: u16, server: &[u8], body: &[u8]| {
+        let resp = HttpResponse {
+            status,
+            reason: "R",
+            headers: &[("server", server)],
+            version: HttpVersion::Http11,
+            raw_head: None,
+        };
+        let mut v = fi.http_response(&resp, t(0));
+        v.alerts
+            .extend(fi.http_response_body(body, true, t(0)).alerts);
+        v
+    };
+    // The body's pattern alone does not make the rule fire: its method must have been POST.
+    assert!(request(&mut fi, "GET", "/run").is_empty());
+    assert!(fi.http_request_body(b"cmd=whoami", true, t(0)).is_empty());
+    assert!(request(&mut fi, "POST", "/run").is_empty());
+    assert_eq!(sids(&fi.http_request_body(b"cmd=whoami", true, t(0))), [1]);
+    // Each transaction keeps its own: a POST earlier on the flow does not count.
+    assert!(request(&mut fi, "PUT", "/run").is_empty());
+    assert!(fi.http_request_body(b"cmd=id%3b", true, t(0)).is_empty());
+    assert!(request(&mut fi, "POST", "/run").is_empty());
+    assert_eq!(sids(&fi.http_request_body(b"cmd=id%3b", true, t(0))), [2]);
+    // Response conditions, one of two buffers.
+    assert!(request(&mut fi, "GET", "/").is_empty());
+    assert!(response(&mut fi, 404, b"nginx", b"<script>evil").is_empty());
+    assert!(request(&mut fi, "GET", "/").is_empty());
+    assert_eq!(
+        sids(&response(&mut fi, 200, b"nginx", b"<script>evil")),
+        [3]
+    );
+    assert!(request(&mut fi, "GET", "/").is_empty());
+    assert!(response(&mut fi, 200, b"nginx", b"stack trace of").is_empty());
+    assert!(request(&mut fi, "GET", "/").is_empty());
+    assert!(response(&mut fi, 500, b"apache", b"stack trace of").is_empty());
+    assert!(request(&mut fi, "GET", "/").is_empty());
+    assert_eq!(
+        sids(&response(&mut fi, 500, b"nginx", b"stack trace of")),
+        [4]
+    );
+}
+
+#[test]
 fn payload_in_http_rule_is_the_message_head() {
     let e = engine(
         r#"alert http any any -> any any (msg:"lfi"; flow:to_server; content:"../"; depth:200; http.uri; content:"file="; sid:1;)"#,

@@ -3,7 +3,8 @@
 //! dropping the parsed rules, against the resident memory before; and the profiles'
 //! selections on top. With the allocator the `eastwall` binary runs with (jemalloc).
 //!
-//! `target/release/ids-memory RULES_DIR [PROFILES]`. Suricata's on the same rules:
+//! `target/release/ids-memory RULES_DIR [PROFILES]`; it prints its own peak resident memory
+//! too (what `/usr/bin/time -v` reports as maximum resident). Suricata's on the same rules:
 //! `/usr/bin/time -v suricata -r EMPTY.pcap -S RULES …` (maximum resident set size).
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +15,12 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn rss_mib() -> f64 {
     eastwall_integration::rss(std::process::id()).unwrap_or(0) as f64 / (1 << 20) as f64
+}
+
+/// The process's peak resident memory so far: what reading the rules and building the
+/// engine cost at most, transients included.
+fn peak_mib() -> f64 {
+    eastwall_integration::peak_rss(std::process::id()).unwrap_or(0) as f64 / (1 << 20) as f64
 }
 
 /// Bytes the allocator holds for live allocations (exact, unlike the resident memory, which
@@ -63,11 +70,12 @@ fn main() {
     // Hyperscan allocates its databases itself: added to what jemalloc counts.
     let live = live_mib() - live_before + hyperscan;
     println!(
-        "{parsed} rules parsed; engine of {} rules built in {:.1} s; with {} profile selections ({} and {} rules): {live:.0} MiB live (Hyperscan {hyperscan:.0} MiB of it), {held:.0} MiB more resident",
+        "{parsed} rules parsed; engine of {} rules built in {:.1} s; with {} profile selections ({} and {} rules): {live:.0} MiB live (Hyperscan {hyperscan:.0} MiB of it), {held:.0} MiB more resident; peak resident of the process {:.0} MiB",
         engine.rule_count(),
         built.as_secs_f64(),
         masks.len(),
         masks.first().map_or(0, |m| m.rule_count()),
         masks.get(1).map_or(0, |m| m.rule_count()),
+        peak_mib(),
     );
 }
