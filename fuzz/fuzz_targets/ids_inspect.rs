@@ -48,6 +48,10 @@ alert smtp any any -> any any (msg:"ae"; flow:to_server; file.data; content:"evi
 alert smtp any any -> any any (msg:"af"; content:"MAIL"; sid:32;)
 alert ftp any any -> any any (msg:"ag"; content:"RETR"; sid:33;)
 alert tls any any -> any any (msg:"ah"; tls.cert_fingerprint; content:":"; sid:34;)
+alert http any any -> any any (msg:"ai"; flow:to_server; http.method; content:"POST"; http.request_body; content:"cmd=exec"; sid:35;)
+alert tcp any any -> any any (msg:"aj"; content:"n"; flowint:count,+,1; noalert; sid:36;)
+alert tcp any any -> any any (msg:"ak"; content:"m"; flowint:count,>,limit; flowint:limit,=,count; sid:37;)
+alert http any any -> any any (msg:"al"; flow:to_server; flowint:count,isset; http.uri; content:"/"; flowint:count,-,1; sid:38;)
 "#;
 
 fn engine() -> Arc<Engine> {

@@ -6,8 +6,9 @@
 use crate::class::Classifications;
 use crate::payload::{self, CItem};
 use crate::rule::{
-    Buffer, DetectionFilter, Dir, Flowbit, Protocol, Rule, RuleAction, SizeCmp, SkipKind,
-    SkipReason, Skipped, StreamSize, Threshold, Transform, Transport, XbitOp, XbitTrack,
+    Buffer, DetectionFilter, Dir, Flowbit, FlowintOp, FlowintTarget, Protocol, Rule, RuleAction,
+    SizeCmp, SkipKind, SkipReason, Skipped, StreamSize, Threshold, Transform, Transport, XbitOp,
+    XbitTrack,
 };
 use crate::threshold::ThresholdTable;
 use crate::vars::{IpSet, PortSet, Vars, ip_any, ip_in, port_any, port_in};
@@ -285,11 +286,40 @@ pub(crate) struct CRule {
     pub(crate) stream_size: Option<StreamSize>,
     /// `xbits`, their names numbered.
     pub(crate) xbits: Vec<CXbit>,
+    /// `flowint` commands, their integers numbered: the tests are conditions, the changes
+    /// happen when the rule matches.
+    pub(crate) ints: Vec<CFlowint>,
     /// Head phases before `phases` (which then start at the phase with the rule's best
     /// pattern), decided late: the transaction records which of these conditions its heads
     /// met, and the rule enters at its first phase only if they all were (sorted). See
     /// [`late_entry`].
     pub(crate) conditions: Vec<CondId>,
+}
+
+/// A `flowint` command with its integers numbered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CFlowint {
+    pub(crate) var: u16,
+    pub(crate) op: FlowintOp,
+    pub(crate) target: CFlowintTarget,
+}
+
+/// The other operand of a [`CFlowint`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CFlowintTarget {
+    None,
+    Value(u32),
+    Var(u16),
+}
+
+impl CFlowint {
+    /// The integer it reads besides its own, if any.
+    fn reads_var(&self) -> Option<u16> {
+        match self.target {
+            CFlowintTarget::Var(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// An `xbits` command with its bit's number.
@@ -526,6 +556,8 @@ pub struct Engine {
     /// Their prefilters, indexed by `Phase as usize` (ids are [`CondId`]s).
     pub(crate) condition_index: Vec<PhaseIndex>,
     pub(crate) flowbit_count: usize,
+    /// How many `flowint` integers the rules name.
+    pub(crate) flowint_count: usize,
     pub(crate) limits: Limits,
     pub(crate) thresholds: ThresholdTable,
     pub(crate) xbits: XbitTable,
@@ -565,6 +597,7 @@ impl Engine {
         let mut port_cache: HashMap<String, Result<Arc<PortSet>, String>> = HashMap::new();
         let mut bit_ids: HashMap<String, u16> = HashMap::new();
         let mut xbit_ids: HashMap<String, u16> = HashMap::new();
+        let mut int_ids: HashMap<String, u16> = HashMap::new();
         let mut compiled: Vec<CRule> = Vec::new();
         let mut conditions = ConditionTable::default();
         let skip = |report: &mut BuildReport, rule: &Rule, what: String| {
@@ -671,6 +704,24 @@ impl Engine {
                     }
                 })
                 .collect();
+            let mut int_id = |name: &str| -> u16 {
+                let next = int_ids.len() as u16;
+                *int_ids.entry(name.to_string()).or_insert(next)
+            };
+            let ints: Vec<CFlowint> = rule
+                .flowints
+                .iter()
+                .map(|f| CFlowint {
+                    var: int_id(&f.name),
+                    op: f.op,
+                    target: match &f.target {
+                        FlowintTarget::None => CFlowintTarget::None,
+                        FlowintTarget::Value(n) => CFlowintTarget::Value(*n),
+                        FlowintTarget::Var(v) => CFlowintTarget::Var(int_id(v)),
+                    },
+                })
+                .collect();
+            let tests_ints = ints.iter().any(|i| !i.op.changes());
             let app = match rule.protocol {
                 Protocol::Tcp | Protocol::Udp | Protocol::Ip => None,
                 p => Some(p),
@@ -684,6 +735,7 @@ impl Engine {
                 // phase: no flowbits or xbits to test, no stream size or TLS version.
                 let timeless = reads.is_empty()
                     && xbits.is_empty()
+                    && !tests_ints
                     && rule.stream_size.is_none()
                     && rule.tls_version.is_none()
                     && dir.is_some();
@@ -704,7 +756,10 @@ impl Engine {
                             Phase::Stream | Phase::RequestBody | Phase::ResponseBody
                         ) && p.buffers.iter().any(|b| payload::depends_on_end(&b.items))
                     })
-                    || reads.iter().any(|r| matches!(r, BitCond::IsNotSet { .. }));
+                    || reads.iter().any(|r| matches!(r, BitCond::IsNotSet { .. }))
+                    // An integer's value may change later in the buffer: tested at its end,
+                    // whatever the split.
+                    || tests_ints;
                 let anchored = phases
                     .iter()
                     .filter(|p| {
@@ -737,6 +792,7 @@ impl Engine {
                     tls_version: rule.tls_version,
                     stream_size: rule.stream_size,
                     xbits: xbits.clone(),
+                    ints: ints.clone(),
                     conditions: conds,
                 });
             }
@@ -786,7 +842,7 @@ impl Engine {
                 report.flowbits_never_set.push(name.clone());
             }
         }
-        order_rules(&mut compiled, bit_ids.len(), xbit_ids.len());
+        order_rules(&mut compiled, bit_ids.len(), xbit_ids.len(), int_ids.len());
         for (i, r) in compiled.iter_mut().enumerate() {
             r.id = RuleId::try_from(i).unwrap_or(RuleId::MAX);
         }
@@ -864,6 +920,7 @@ impl Engine {
                 conditions,
                 condition_index,
                 flowbit_count: bit_ids.len(),
+                flowint_count: int_ids.len(),
                 limits,
                 thresholds,
                 xbits,
@@ -1128,12 +1185,13 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
 
 /// Sort rules into evaluation order: `pass` first, then rules that set flowbits before the
 /// rules that test them, then drop, reject, alert; ties by sid.
-fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize) {
+fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize, ints: usize) {
     // rank(rule) = 1 + the highest rank of a rule writing a bit it reads (flowbits, then
-    // xbits numbered after them).
+    // xbits numbered after them, then flowint integers).
     let mut rank = vec![0u32; rules.len()];
-    let mut writer_rank = vec![0u32; bits + xbits];
+    let mut writer_rank = vec![0u32; bits + xbits + ints];
     let xbit = |x: &CXbit| bits + usize::from(x.bit);
+    let int = |v: u16| bits + xbits + usize::from(v);
     let reads_xbit = |x: &&CXbit| matches!(x.op, XbitOp::IsSet | XbitOp::IsNotSet);
     for _ in 0..8 {
         let mut changed = false;
@@ -1147,6 +1205,12 @@ fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize) {
             }
             for x in r.xbits.iter().filter(reads_xbit) {
                 need = need.max(writer_rank[xbit(x)] + 1);
+            }
+            for f in &r.ints {
+                let own = (!f.op.changes()).then_some(f.var);
+                for v in own.into_iter().chain(f.reads_var()) {
+                    need = need.max(writer_rank[int(v)] + 1);
+                }
             }
             if need > rank[i] {
                 rank[i] = need;
@@ -1162,6 +1226,12 @@ fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize) {
             for x in r.xbits.iter().filter(|x| !reads_xbit(x)) {
                 if writer_rank[xbit(x)] < rank[i] {
                     writer_rank[xbit(x)] = rank[i];
+                    changed = true;
+                }
+            }
+            for c in r.ints.iter().filter(|c| c.op.changes()) {
+                if writer_rank[int(c.var)] < rank[i] {
+                    writer_rank[int(c.var)] = rank[i];
                     changed = true;
                 }
             }

@@ -26,7 +26,8 @@
 //! (`crate::h1`, the framing the node's L7 layer uses for heads as received).
 
 use crate::compile::{
-    BitCond, BitOp, CPhase, CRule, CondId, Engine, Field, Phase, RuleId, RuleMask,
+    BitCond, BitOp, CFlowint, CFlowintTarget, CPhase, CRule, CondId, Engine, Field, Phase, RuleId,
+    RuleMask,
 };
 use crate::decode::{self, BodyDecoder, DecodeEvent};
 use crate::dns::{self, DnsFramer};
@@ -36,7 +37,7 @@ use crate::http::{self, HttpRequest, HttpResponse, HttpVersion};
 use crate::mail::{self, MailReader};
 use crate::payload;
 use crate::rule::{
-    Dir, Protocol, RuleAction, StreamSide, StreamSize, Transform, Transport, XbitOp,
+    Dir, FlowintOp, Protocol, RuleAction, StreamSide, StreamSize, Transform, Transport, XbitOp,
 };
 use crate::threshold::Limit;
 use crate::tls::{self, LeafFacts, ServerHandshake};
@@ -338,6 +339,14 @@ struct Http1Reader {
 /// (libhtp keeps up to 1,024 transactions a flow; pipelining clients send a few).
 const MAX_PIPELINED: usize = 64;
 
+/// The flowbits and `flowint` integers of a flow (boxed: most flows have none).
+#[derive(Debug, Default)]
+struct FlowVars {
+    bits: Vec<u64>,
+    /// By number; `None`: not set.
+    ints: Vec<Option<u32>>,
+}
+
 /// Per-flow state. Feed it the flow's inputs in arrival order.
 #[derive(Debug)]
 pub struct FlowInspector {
@@ -351,7 +360,8 @@ pub struct FlowInspector {
     detected: bool,
     /// A `pass` rule matched: the flow is no longer inspected.
     passed: bool,
-    bits: Vec<u64>,
+    /// Its flowbits and `flowint` integers, from the first that a rule sets.
+    vars: Option<Box<FlowVars>>,
     dirs: [DirState; 2],
     /// Direction of the message in progress.
     speaking: Option<Dir>,
@@ -769,7 +779,7 @@ impl FlowInspector {
             seen: [false; 2],
             detected: false,
             passed: false,
-            bits: Vec::new(),
+            vars: None,
             dirs: [DirState::default(), DirState::default()],
             speaking: None,
             tx: None,
@@ -1900,6 +1910,14 @@ impl FlowInspector {
         if !r.xbits.is_empty() && !self.xbits_hold(r, dir, now) {
             return false;
         }
+        if !r
+            .ints
+            .iter()
+            .filter(|f| !f.op.changes())
+            .all(|f| self.int_holds(f))
+        {
+            return false;
+        }
         r.reads.iter().all(|c| match c {
             BitCond::IsSet { bits, all } => {
                 if *all {
@@ -1962,9 +1980,65 @@ impl FlowInspector {
         r.phase(phase).is_some_and(|p| phase_matches(p, bufs))
     }
 
+    /// A `flowint` integer's value, if set.
+    fn int(&self, v: u16) -> Option<u32> {
+        self.vars
+            .as_ref()
+            .and_then(|vars| vars.ints.get(usize::from(v)).copied().flatten())
+    }
+
+    /// The other operand of a `flowint` command: another integer counts 0 while not set,
+    /// as in Suricata.
+    fn int_operand(&self, f: &CFlowint) -> u32 {
+        match f.target {
+            CFlowintTarget::Value(n) => n,
+            CFlowintTarget::Var(v) => self.int(v).unwrap_or(0),
+            CFlowintTarget::None => 0,
+        }
+    }
+
+    /// Whether a `flowint` test holds (a comparison of an integer not set is false).
+    fn int_holds(&self, f: &CFlowint) -> bool {
+        let other = self.int_operand(f);
+        match (f.op, self.int(f.var)) {
+            (FlowintOp::IsSet, own) => own.is_some(),
+            (FlowintOp::NotSet, own) => own.is_none(),
+            (_, None) => false,
+            (FlowintOp::Lt, Some(x)) => x < other,
+            (FlowintOp::Le, Some(x)) => x <= other,
+            (FlowintOp::Eq, Some(x)) => x == other,
+            (FlowintOp::Ne, Some(x)) => x != other,
+            (FlowintOp::Ge, Some(x)) => x >= other,
+            (FlowintOp::Gt, Some(x)) => x > other,
+            (FlowintOp::Set | FlowintOp::Add | FlowintOp::Sub, Some(_)) => false,
+        }
+    }
+
+    /// A `flowint` change of a rule that matched: 32-bit arithmetic that wraps, as Suricata's.
+    fn change_int(&mut self, f: &CFlowint) {
+        let other = self.int_operand(f);
+        let new = match (f.op, self.int(f.var)) {
+            (FlowintOp::Set, _) | (FlowintOp::Add, None) => other,
+            (FlowintOp::Add, Some(x)) => x.wrapping_add(other),
+            (FlowintOp::Sub, Some(x)) => x.wrapping_sub(other),
+            _ => return,
+        };
+        let count = self.engine.flowint_count;
+        let vars = self.vars.get_or_insert_default();
+        if vars.ints.is_empty() {
+            vars.ints = vec![None; count];
+        }
+        if let Some(slot) = vars.ints.get_mut(usize::from(f.var)) {
+            *slot = Some(new);
+        }
+    }
+
     fn bit(&self, b: u16) -> bool {
         let (w, m) = (usize::from(b) / 64, 1u64 << (b % 64));
-        self.bits.get(w).is_some_and(|x| x & m != 0)
+        self.vars
+            .as_ref()
+            .and_then(|vars| vars.bits.get(w))
+            .is_some_and(|x| x & m != 0)
     }
 
     fn write_bit(&mut self, op: BitOp) {
@@ -1973,11 +2047,13 @@ impl FlowInspector {
             BitOp::Unset(b) => (b, |x, m| x & !m),
             BitOp::Toggle(b) => (b, |x, m| x ^ m),
         };
-        if self.bits.is_empty() {
-            self.bits = vec![0; self.engine.flowbit_count.div_ceil(64)];
+        let words = self.engine.flowbit_count.div_ceil(64);
+        let vars = self.vars.get_or_insert_default();
+        if vars.bits.is_empty() {
+            vars.bits = vec![0; words];
         }
         let (w, m) = (usize::from(b) / 64, 1u64 << (b % 64));
-        if let Some(x) = self.bits.get_mut(w) {
+        if let Some(x) = vars.bits.get_mut(w) {
             *x = f(*x, m);
         }
     }
@@ -2008,6 +2084,9 @@ impl FlowInspector {
     ) {
         for w in &r.writes {
             self.write_bit(*w);
+        }
+        for f in r.ints.iter().filter(|f| f.op.changes()) {
+            self.change_int(f);
         }
         let secs = now.since_epoch().as_secs();
         for x in &r.xbits {

@@ -259,6 +259,57 @@ fn rules_decided_late_need_what_their_heads_met() {
 }
 
 #[test]
+fn flowint_counts_per_flow_and_tests_when_its_buffer_is_complete() {
+    let e = engine(concat!(
+        // ET Open's idiom: count requests of a kind on the flow.
+        "alert http any any -> any any (msg:\"dll\"; flow:to_server; http.uri; content:\".dll\"; flowint:dlls,+,1; noalert; sid:11;)\n",
+        "alert http any any -> any any (msg:\"many\"; flow:to_server; flowint:dlls,>=,3; http.uri; content:\".dll\"; sid:2;)\n",
+        "alert http any any -> any any (msg:\"first\"; flow:to_server; flowint:dlls,==,1; http.uri; content:\".dll\"; sid:3;)\n",
+        // Another integer as the operand, `-` on one not set (nothing), `notset`.
+        "alert tcp any any -> any any (msg:\"lim\"; content:\"LIMIT\"; flowint:limit,=,3; noalert; sid:4;)\n",
+        "alert tcp any any -> any any (msg:\"tot\"; content:\"TOTAL\"; flowint:total,=,3; noalert; sid:9;)\n",
+        "alert tcp any any -> any any (msg:\"cmp\"; content:\"CMP\"; flowint:total,>,limit; sid:8;)\n",
+        "alert tcp any any -> any any (msg:\"sub\"; content:\"UNDO\"; flowint:undone,-,1; sid:6;)\n",
+        "alert tcp any any -> any any (msg:\"never\"; content:\"CHECK\"; flowint:undone,notset; sid:7;)\n",
+    ));
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    fi.set_app_proto(AppProto::Http1);
+    // The counting rule is ordered before the tests of its integer (whatever the sids): the
+    // first request counts 1 and is seen as the first by rule 3.
+    assert_eq!(sids(&fi.http_request(&get("/a.dll", &[]), t(0))), [3]);
+    assert!(fi.http_request(&get("/index.html", &[]), t(1)).is_empty());
+    assert!(fi.http_request(&get("/b.dll", &[]), t(2)).is_empty());
+    assert_eq!(sids(&fi.http_request(&get("/c.dll", &[]), t(3))), [2]);
+    assert_eq!(sids(&fi.http_request(&get("/d.dll", &[]), t(4))), [2]);
+    // Per flow: a new flow starts without the integer.
+    let mut other = FlowInspector::new(e.clone(), flow());
+    other.set_app_proto(AppProto::Http1);
+    assert_eq!(sids(&other.http_request(&get("/a.dll", &[]), t(5))), [3]);
+
+    // Each message is the client's, answered by the server (which ends it: a test of an
+    // integer is decided when its message is complete).
+    let stream = |msgs: &[&[u8]]| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut alerts = Vec::new();
+        for m in msgs {
+            alerts.extend(sids(&fi.stream(Dir::ToServer, m, t(0))));
+            alerts.extend(sids(&fi.stream(Dir::ToClient, b"ok", t(0))));
+        }
+        alerts
+    };
+    // A comparison of an integer not set is false.
+    assert!(stream(&[b"CMP"]).is_empty());
+    // 3 > `limit`, not set: 0.
+    assert_eq!(stream(&[b"TOTAL", b"CMP"]), [8]);
+    // Set in the same message before the test (the setter is ordered first): 3 > 0.
+    assert_eq!(stream(&[b"CMP TOTAL"]), [8]);
+    // 3 > 3 is false.
+    assert!(stream(&[b"LIMIT", b"TOTAL CMP"]).is_empty());
+    // `-` on an integer not set leaves it not set, so `notset` still holds.
+    assert_eq!(stream(&[b"UNDO CHECK"]), [6, 7]);
+}
+
+#[test]
 fn payload_in_http_rule_is_the_message_head() {
     let e = engine(
         r#"alert http any any -> any any (msg:"lfi"; flow:to_server; content:"../"; depth:200; http.uri; content:"file="; sid:1;)"#,

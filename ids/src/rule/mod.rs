@@ -822,6 +822,66 @@ pub struct Rule {
     pub stream_size: Option<StreamSize>,
     /// `xbits` commands, in rule order.
     pub xbits: Vec<Xbit>,
+    /// `flowint` commands, in rule order.
+    pub flowints: Vec<Flowint>,
+}
+
+/// `flowint:<name>,<op>[,<value|name>]`: an unsigned 32-bit integer kept per flow, changed
+/// when the rule matches (`=`, `+`, `-`) or tested for it to match (the comparisons,
+/// `isset`, `notset`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flowint {
+    /// The integer's name.
+    pub name: String,
+    /// What to do or test.
+    pub op: FlowintOp,
+    /// The other operand.
+    pub target: FlowintTarget,
+}
+
+/// `flowint` operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowintOp {
+    /// `=`.
+    Set,
+    /// `+` (on an integer not set yet: set to the value).
+    Add,
+    /// `-` (on an integer not set yet: nothing).
+    Sub,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `>=`.
+    Ge,
+    /// `>`.
+    Gt,
+    /// `isset`.
+    IsSet,
+    /// `notset` (also `isnotset`).
+    NotSet,
+}
+
+impl FlowintOp {
+    /// Whether it changes the integer once the rule matched (else it is a condition).
+    pub fn changes(self) -> bool {
+        matches!(self, FlowintOp::Set | FlowintOp::Add | FlowintOp::Sub)
+    }
+}
+
+/// The other operand of a `flowint` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowintTarget {
+    /// None (`isset`, `notset`).
+    None,
+    /// A number.
+    Value(u32),
+    /// Another integer of the flow (0 while it is not set).
+    Var(String),
 }
 
 /// `xbits:<op>,<name>,track <ip_src|ip_dst|ip_pair>[,expire <seconds>]`: a bit on a host or

@@ -937,6 +937,7 @@ fn parse_rule(text: &str) -> Result<Rule, Issue> {
         tls_version: None,
         stream_size: None,
         xbits: Vec::new(),
+        flowints: Vec::new(),
     };
     // Interpret every option (so that errors are found) before deciding to skip.
     let mut first_skip: Option<Issue> = None;
@@ -1594,6 +1595,54 @@ fn interpret(o: &Opt<'_>, rule: &mut Rule, p: &mut Payload) -> Result<(), Issue>
                 expire,
             });
         }
+        "flowint" => {
+            let v = value()?;
+            let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            let name = match parts.first() {
+                Some(n) if n.len() > 1 && n.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                    parse_flowbit_name(n, at)?
+                }
+                _ => return Err(err(at, format!("invalid flowint name in `{v}`"))),
+            };
+            let op = match parts.get(1).copied().unwrap_or("") {
+                "=" => FlowintOp::Set,
+                "+" => FlowintOp::Add,
+                "-" => FlowintOp::Sub,
+                "<" => FlowintOp::Lt,
+                "<=" => FlowintOp::Le,
+                "==" => FlowintOp::Eq,
+                "!=" => FlowintOp::Ne,
+                ">=" => FlowintOp::Ge,
+                ">" => FlowintOp::Gt,
+                "isset" => FlowintOp::IsSet,
+                "notset" | "isnotset" => FlowintOp::NotSet,
+                other => return Err(err(at, format!("invalid flowint operation `{other}`"))),
+            };
+            let target = match (op, parts.get(2).copied()) {
+                (FlowintOp::IsSet | FlowintOp::NotSet, _) => FlowintTarget::None,
+                (_, Some(t)) if t.starts_with(|c: char| c.is_ascii_digit()) => {
+                    FlowintTarget::Value(t.parse::<u32>().map_err(|_| {
+                        err(
+                            at,
+                            format!("flowint value `{t}` is not a number up to 4294967295"),
+                        )
+                    })?)
+                }
+                (_, Some(t))
+                    if t.len() > 1
+                        && t.starts_with(|c: char| c.is_ascii_alphabetic())
+                        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+                {
+                    FlowintTarget::Var(t.to_string())
+                }
+                (_, Some(t)) => return Err(err(at, format!("invalid flowint operand `{t}`"))),
+                (_, None) => return Err(err(at, format!("flowint `{v}` needs a value"))),
+            };
+            if parts.len() > 3 {
+                return Err(err(at, format!("flowint `{v}` has too many parts")));
+            }
+            rule.flowints.push(Flowint { name, op, target });
+        }
         "base64_decode" => {
             let mut d = Base64 {
                 bytes: None,
@@ -1955,6 +2004,50 @@ mod tests {
             ("xbits:set,a,track ip_src,expire 0;", "invalid xbits expire"),
             ("xbits:set,a b,track ip_src;", "invalid flowbit name"),
             ("xbits:set,a,track host;", "invalid xbits option"),
+        ] {
+            let p = parse_rules(
+                "x.rules",
+                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
+            );
+            assert!(
+                p.errors[0].to_string().contains(what),
+                "{opt}: {:?}",
+                p.errors
+            );
+        }
+    }
+
+    #[test]
+    fn flowint_commands() {
+        let r = one(
+            "alert tcp any any -> any any (msg:\"x\"; flowint: ET.dll.download, +, 1; flowint:seen,isset; flowint:bb,isnotset; flowint:count,>=,limit; flowint:cc,=,4294967295; sid:1;)",
+        );
+        let f = |name: &str, op, target| Flowint {
+            name: name.into(),
+            op,
+            target,
+        };
+        assert_eq!(
+            r.flowints,
+            [
+                f("ET.dll.download", FlowintOp::Add, FlowintTarget::Value(1)),
+                f("seen", FlowintOp::IsSet, FlowintTarget::None),
+                f("bb", FlowintOp::NotSet, FlowintTarget::None),
+                f("count", FlowintOp::Ge, FlowintTarget::Var("limit".into())),
+                f("cc", FlowintOp::Set, FlowintTarget::Value(u32::MAX)),
+            ]
+        );
+        assert!(FlowintOp::Sub.changes() && !FlowintOp::Ne.changes());
+        for (opt, what) in [
+            ("flowint:aa,+;", "needs a value"),
+            ("flowint:count,~,1;", "invalid flowint operation"),
+            (
+                "flowint:count,=,4294967296;",
+                "not a number up to 4294967295",
+            ),
+            ("flowint:count,=,-1;", "invalid flowint operand"),
+            ("flowint:1x,=,1;", "invalid flowint name"),
+            ("flowint:count,=,1,2;", "too many parts"),
         ] {
             let p = parse_rules(
                 "x.rules",
