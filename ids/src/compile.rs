@@ -571,6 +571,9 @@ pub struct Engine {
     /// Some rule reads HTTP/1: the inspector recognises it on flows the node did not name
     /// and reads it from the raw stream.
     pub(crate) reads_http: bool,
+    /// SMTP and FTP flows are recognised for their switch to TLS (`STARTTLS`, `AUTH TLS`):
+    /// some rule reads TLS, or the raw stream (which is no longer inspected once encrypted).
+    pub(crate) follows_tls_upgrades: bool,
 }
 
 impl Engine {
@@ -907,6 +910,7 @@ impl Engine {
             .any(|p| r.phase(p).is_some()),
             _ => false,
         });
+        let follows_tls_upgrades = reads_tls || stream.iter().any(|s| !s.is_empty());
         let reads_mail = compiled
             .iter()
             .any(|r| r.app == Some(Protocol::Smtp) && r.phase(Phase::RequestBody).is_some());
@@ -928,6 +932,7 @@ impl Engine {
                 reads_commands,
                 reads_http,
                 reads_mail,
+                follows_tls_upgrades,
             },
             report,
         )

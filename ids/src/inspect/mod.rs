@@ -385,6 +385,8 @@ pub struct FlowInspector {
     next_dns: u32,
     /// SMTP: the client's stream read for mail (when rules read attachments).
     mail: Option<Box<MailReader>>,
+    /// SMTP and FTP: the commands and replies watched for a switch to TLS.
+    upgrade: Option<Box<UpgradeWatch>>,
     /// HTTP/1 framed from the raw stream, each direction (HTTP/1 flows whose heads the
     /// caller does not hand over).
     http1: Option<Box<Http1Reader>>,
@@ -408,6 +410,84 @@ struct TlsState {
     server_handshake: bool,
     /// Encrypted application data started: the raw stream is no longer inspected.
     encrypted: bool,
+}
+
+/// SMTP's `STARTTLS` and FTP's `AUTH TLS` (RFC 3207, RFC 4217): the client asks, the server
+/// agrees (`220`, `234`), and both directions speak TLS after the server's reply line. Only
+/// the start of each line is kept, in place: a command or a reply code is all it needs.
+#[derive(Debug, Default)]
+struct UpgradeWatch {
+    /// The first bytes of each direction's line in progress, and its length so far.
+    head: [[u8; UPGRADE_LINE_HEAD]; 2],
+    len: [usize; 2],
+    /// The client asked for TLS: the server's answer decides.
+    asked: bool,
+}
+
+/// Bytes of a line's start kept: `AUTH TLS-C` and a few spaces.
+const UPGRADE_LINE_HEAD: usize = 16;
+
+impl UpgradeWatch {
+    /// Reads `bytes` of `dir` on a flow of `app`; `Some(at)`: the server agreed to TLS with
+    /// the line that ends at `at`.
+    fn feed(&mut self, app: AppProto, dir: Dir, bytes: &[u8]) -> Option<usize> {
+        let d = dir.index();
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map(|i| start + i + 1);
+            let piece = &bytes[start..end.unwrap_or(bytes.len())];
+            let kept = self.len[d].min(UPGRADE_LINE_HEAD);
+            let take = piece.len().min(UPGRADE_LINE_HEAD - kept);
+            self.head[d][kept..kept + take].copy_from_slice(&piece[..take]);
+            self.len[d] = self.len[d].saturating_add(piece.len());
+            let Some(end) = end else {
+                break;
+            };
+            let line = self.head[d];
+            let whole = self.len[d] <= UPGRADE_LINE_HEAD;
+            let agreed = self.line(app, dir, &line[..self.len[d].min(UPGRADE_LINE_HEAD)], whole);
+            self.len[d] = 0;
+            if agreed {
+                return Some(end);
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// One complete line (its start, and whether that is all of it): whether it is the
+    /// server's agreement to an upgrade the client asked for.
+    fn line(&mut self, app: AppProto, dir: Dir, line: &[u8], whole: bool) -> bool {
+        let text = line.trim_ascii_end();
+        match dir {
+            Dir::ToServer => {
+                let asks = match app {
+                    AppProto::Smtp => whole && text.eq_ignore_ascii_case(b"STARTTLS"),
+                    AppProto::Ftp => {
+                        text.len() >= 8
+                            && (text[..8].eq_ignore_ascii_case(b"AUTH TLS")
+                                || text[..8].eq_ignore_ascii_case(b"AUTH SSL"))
+                    }
+                    _ => false,
+                };
+                // Another command after it (a pipelining client) leaves the question open.
+                self.asked |= asks;
+                false
+            }
+            Dir::ToClient => {
+                // Only the last line of a reply (`220 …`, not `220-…`) answers.
+                if !self.asked || text.len() < 3 || text.get(3).is_some_and(|&b| b == b'-') {
+                    return false;
+                }
+                self.asked = false;
+                let go = match app {
+                    AppProto::Smtp => b"220",
+                    _ => b"234",
+                };
+                &text[..3] == go
+            }
+        }
+    }
 }
 
 /// The longest HTTP/1 head read from a raw stream (libhtp's default `request-body-limit`
@@ -794,6 +874,7 @@ impl FlowInspector {
             dns: None,
             next_dns: 0,
             mail: None,
+            upgrade: None,
             http1: None,
             http_given: false,
         }
@@ -847,8 +928,73 @@ impl FlowInspector {
         if self.passed || bytes.is_empty() || self.transport != Transport::Tcp {
             return v;
         }
+        // The server's go-ahead to TLS splits its bytes: the reply is SMTP or FTP, what
+        // follows is TLS. The client's commands are watched once its protocol is known.
+        let upgrade = match dir {
+            Dir::ToClient => self.watch_upgrade(dir, bytes),
+            Dir::ToServer => None,
+        };
+        // A command cut across reads is kept by the detection until whole: once it names
+        // SMTP or FTP, the watch reads it too.
+        let kept = match (dir, self.app, self.detecting.as_deref()) {
+            (Dir::ToServer, AppProto::Unknown, Some((_, prefix)))
+                if prefix.first() != Some(&tls::HANDSHAKE) =>
+            {
+                Some(prefix.clone())
+            }
+            _ => None,
+        };
+        match upgrade {
+            Some(at) => {
+                self.stream_part(dir, &bytes[..at], now, &mut v);
+                self.start_tls();
+                self.stream_part(dir, &bytes[at..], now, &mut v);
+            }
+            None => self.stream_part(dir, bytes, now, &mut v),
+        }
+        if dir == Dir::ToServer {
+            if let Some(kept) = kept {
+                self.watch_upgrade(dir, &kept);
+            }
+            self.watch_upgrade(dir, bytes);
+        }
+        v
+    }
+
+    /// Feeds SMTP and FTP flows' bytes to their [`UpgradeWatch`].
+    fn watch_upgrade(&mut self, dir: Dir, bytes: &[u8]) -> Option<usize> {
+        if !matches!(self.app, AppProto::Smtp | AppProto::Ftp) || self.passed {
+            return None;
+        }
+        self.upgrade
+            .get_or_insert_with(Box::default)
+            .feed(self.app, dir, bytes)
+    }
+
+    /// The server agreed to `STARTTLS` or `AUTH TLS`: from here on the flow is TLS both
+    /// ways, as after Suricata's protocol upgrade. The client's next bytes are read for its
+    /// hello and the server's for its handshake (TLS rules apply), and the raw stream is
+    /// inspected until encrypted application data starts.
+    fn start_tls(&mut self) {
+        self.upgrade = None;
+        self.mail = None;
+        self.app = AppProto::Tls;
+        self.detect_done = false;
+        self.detecting = None;
+        let walk = self.engine.stream.iter().any(|s| !s.is_empty());
+        let state = self.tls.get_or_insert_with(Box::default);
+        if walk {
+            state.walk = Some(Default::default());
+        }
+    }
+
+    /// [`FlowInspector::stream`] for bytes of one protocol.
+    fn stream_part(&mut self, dir: Dir, bytes: &[u8], now: Timestamp, v: &mut Verdict) {
+        if self.passed || bytes.is_empty() {
+            return;
+        }
         if self.speaking == Some(dir.reverse()) {
-            self.end_message(dir.reverse(), now, &mut v);
+            self.end_message(dir.reverse(), now, v);
         }
         let d = dir.index();
         let flow_start = self.sent == [0, 0];
@@ -861,34 +1007,33 @@ impl FlowInspector {
                 AppProto::Unknown => self.detecting.as_ref().map(|d| d.1.clone()),
                 _ => None,
             };
-            self.detect(bytes, now, &mut v);
+            self.detect(bytes, now, v);
             if let Some(kept) = kept.filter(|_| self.app == AppProto::Http1) {
-                self.http1_stream(dir, Some(&kept), now, &mut v);
+                self.http1_stream(dir, Some(&kept), now, v);
             }
         }
         if self.app == AppProto::Dns && dir == Dir::ToServer {
-            self.dns_stream(bytes, now, &mut v);
+            self.dns_stream(bytes, now, v);
         }
         if self.app == AppProto::Smtp && dir == Dir::ToServer && self.engine.reads_mail {
-            self.mail_stream(bytes, now, &mut v);
+            self.mail_stream(bytes, now, v);
         }
         if self.app == AppProto::Tls && dir == Dir::ToClient {
-            self.tls_server_stream(bytes, now, &mut v);
+            self.tls_server_stream(bytes, now, v);
         }
         if self.app == AppProto::Http1 && !self.http_given && self.engine.reads_http {
-            self.http1_stream(dir, Some(bytes), now, &mut v);
+            self.http1_stream(dir, Some(bytes), now, v);
         }
         if self.passed {
-            return v;
+            return;
         }
         let bytes = match self.encryption_starts(dir, bytes, flow_start) {
             Some(at) => &bytes[..at],
             None => bytes,
         };
         if !self.engine.stream[dir.index()].is_empty() && !bytes.is_empty() {
-            self.stream_data(dir, bytes, now, &mut v);
+            self.stream_data(dir, bytes, now, v);
         }
-        v
     }
 
     /// Where encrypted application data starts in `bytes`, on a flow that starts like TLS
@@ -1205,7 +1350,9 @@ impl FlowInspector {
             && self.engine.reads_tls;
         let commands = self.app == AppProto::Unknown
             && tcp
-            && (self.engine.reads_commands || self.engine.reads_http);
+            && (self.engine.reads_commands
+                || self.engine.reads_http
+                || self.engine.follows_tls_upgrades);
         // A TLS record starts with its handshake type (22): anything else is not TLS, decided
         // on the first byte without keeping any.
         let first = self
@@ -1265,7 +1412,7 @@ impl FlowInspector {
         let engine = &self.engine;
         let read = |app: AppProto| match app {
             AppProto::Http1 => engine.reads_http,
-            _ => engine.reads_commands,
+            _ => engine.reads_commands || engine.follows_tls_upgrades,
         };
         let mut wanted = COMMANDS.iter().filter(|(_, app)| read(*app));
         let found = wanted.clone().find(|(cmd, _)| {

@@ -1626,3 +1626,105 @@ fn encrypted_application_data_is_not_raw_inspected_as_suricata_by_default() {
     );
     assert_eq!(sids(&v), [1]);
 }
+
+#[test]
+fn starttls_and_auth_tls_switch_the_flow_to_tls() {
+    let e = engine(concat!(
+        "alert tls any any -> any any (msg:\"sni\"; tls.sni; content:\"mail.example\"; sid:1;)\n",
+        "alert tls any any -> any any (msg:\"cert\"; tls.cert_subject; content:\"CN=mail.example\"; sid:2;)\n",
+        "alert tcp any any -> any any (msg:\"secret\"; content:\"SECRET-WORD\"; sid:3;)\n",
+        "alert smtp any any -> any any (msg:\"asks\"; flow:to_server; content:\"STARTTLS\"; sid:4;)\n",
+        "alert ftp any any -> any any (msg:\"asks\"; flow:to_server; content:\"AUTH TLS\"; sid:5;)\n",
+    ));
+    let leaf = certificate("mail.example", "Mail Org");
+    let flight = crate::tls::server_flight(&[&leaf], false);
+    let finish = [tls_record(20, &[1]), tls_record(22, &[9; 40])].concat();
+    let secret = tls_record(23, b"..SECRET-WORD..");
+    let (c, srv) = (Dir::ToServer, Dir::ToClient);
+    let session = |greeting: &[u8], ask: &[u8], answer: &[u8]| -> Turns {
+        vec![
+            (srv, greeting.to_vec()),
+            (c, b"EHLO client.example\r\n".to_vec()),
+            (
+                srv,
+                b"250-mail.example\r\n250-STARTTLS\r\n250 OK\r\n".to_vec(),
+            ),
+            (c, ask.to_vec()),
+            (srv, answer.to_vec()),
+        ]
+    };
+    let tls = |turns: &mut Turns| {
+        turns.push((c, client_hello("mail.example")));
+        turns.push((srv, flight.clone()));
+        turns.push((c, [finish.clone(), secret.clone()].concat()));
+        turns.push((srv, secret.clone()));
+    };
+    let run = |turns: &Turns, piece: usize| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        let mut got = Vec::new();
+        for (dir, bytes) in turns {
+            for p in bytes.chunks(piece) {
+                got.extend(sids(&fi.stream(*dir, p, t(0))));
+            }
+        }
+        for dir in [c, srv] {
+            got.extend(sids(&fi.stream_end(dir, t(0))));
+        }
+        got.sort_unstable();
+        got
+    };
+    // SMTP: after `220` the hello and the certificate are read, the encrypted data is not.
+    let mut smtp = session(
+        b"220 mail.example ESMTP\r\n",
+        b"STARTTLS\r\n",
+        b"220 2.0.0 Ready to start TLS\r\n",
+    );
+    tls(&mut smtp);
+    // FTP: `AUTH TLS`, `234`.
+    let mut ftp: Turns = vec![
+        (srv, b"220 FTP server ready\r\n".to_vec()),
+        (c, b"AUTH TLS\r\n".to_vec()),
+        (srv, b"234 AUTH TLS successful\r\n".to_vec()),
+    ];
+    tls(&mut ftp);
+    // Refused (`454`): the session goes on in clear, and the secret is seen.
+    let mut refused = session(
+        b"220 mail.example ESMTP\r\n",
+        b"STARTTLS\r\n",
+        b"454 TLS not available\r\n",
+    );
+    refused.push((c, b"MAIL FROM:<a@b> SECRET-WORD\r\n".to_vec()));
+    // A `220` that answers no STARTTLS (the greeting; a multi-line reply's first line)
+    // switches nothing.
+    let mut unasked = session(
+        b"220-mail.example\r\n220 ESMTP\r\n",
+        b"NOOP\r\n",
+        b"220 ok\r\n",
+    );
+    unasked.push((c, b"DATA SECRET-WORD\r\n".to_vec()));
+    for piece in [usize::MAX, 7, 1] {
+        assert_eq!(run(&smtp, piece), [1, 2, 4], "smtp, pieces of {piece}");
+        assert_eq!(run(&ftp, piece), [1, 2, 5], "ftp, pieces of {piece}");
+        assert_eq!(run(&refused, piece), [3, 4], "refused, pieces of {piece}");
+        assert_eq!(run(&unasked, piece), [3], "unasked, pieces of {piece}");
+    }
+    // The go-ahead and the server's first TLS bytes in one read (a client that sent its
+    // hello before the answer): split where TLS starts. The hello came before the switch and
+    // was not read as one; the certificate after it is, and the server's encrypted data is
+    // not inspected.
+    let mut fi = FlowInspector::new(e.clone(), flow());
+    let mut got = Vec::new();
+    for (dir, bytes) in &smtp[..3] {
+        got.extend(sids(&fi.stream(*dir, bytes, t(0))));
+    }
+    got.extend(sids(&fi.stream(
+        c,
+        &[&b"STARTTLS\r\n"[..], &client_hello("mail.example")].concat(),
+        t(0),
+    )));
+    let reply = [&b"220 go ahead\r\n"[..], &flight, &secret].concat();
+    got.extend(sids(&fi.stream(srv, &reply, t(0))));
+    got.extend(sids(&fi.stream_end(srv, t(0))));
+    got.sort_unstable();
+    assert_eq!(got, [2, 4]);
+}

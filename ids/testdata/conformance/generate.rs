@@ -1327,5 +1327,62 @@ fn main() -> std::io::Result<()> {
         c.close();
     }
     p.write(&out.join("tls_encrypted.pcap"))?;
+
+    // SMTP `STARTTLS` and FTP `AUTH TLS`: after the server's go-ahead the flow is TLS (its
+    // hello and certificate read, its application data not raw-inspected); refused, it goes
+    // on in clear. Whole and in tiny segments; client ports of their own.
+    let mut ports = Ports(42000);
+    let mut p = Pcap::new();
+    let cert = certificate("mail.starttls.example", "Mail Org", &[0x25]);
+    let hello = client_hello("mail.starttls.example", 61);
+    let flight = server_flight(std::slice::from_ref(&cert), 61);
+    let after = [finish.clone(), secret(23)].concat();
+    let smtp = |answer: &[u8]| -> Session {
+        vec![
+            (false, b"220 mail.starttls.example ESMTP\r\n".to_vec()),
+            (true, b"EHLO client.example\r\n".to_vec()),
+            (
+                false,
+                b"250-mail.starttls.example\r\n250-STARTTLS\r\n250 OK\r\n".to_vec(),
+            ),
+            (true, b"STARTTLS\r\n".to_vec()),
+            (false, answer.to_vec()),
+        ]
+    };
+    let mut upgraded = smtp(b"220 2.0.0 Ready to start TLS\r\n");
+    upgraded.extend([
+        (true, hello.clone()),
+        (false, flight.clone()),
+        (true, after.clone()),
+        (false, secret(23)),
+    ]);
+    let mut refused = smtp(b"454 4.7.0 TLS not available\r\n");
+    refused.extend([
+        (
+            true,
+            b"MAIL FROM:<..ENCRYPTED-SECRET..@example>\r\n".to_vec(),
+        ),
+        (false, b"250 OK\r\n".to_vec()),
+        (true, b"QUIT\r\n".to_vec()),
+    ]);
+    let ftp: Session = vec![
+        (false, b"220 FTP server ready\r\n".to_vec()),
+        (true, b"AUTH TLS\r\n".to_vec()),
+        (false, b"234 AUTH TLS successful\r\n".to_vec()),
+        (true, hello),
+        (false, flight),
+        (true, after),
+        (false, secret(23)),
+    ];
+    for sizes in [WHOLE, TINY] {
+        for (port, session) in [(25, &upgraded), (25, &refused), (21, &ftp)] {
+            let mut c = p.conv(&mut ports, port);
+            for (from_client, data) in session {
+                c.send(*from_client, data, sizes);
+            }
+            c.close();
+        }
+    }
+    p.write(&out.join("starttls.pcap"))?;
     Ok(())
 }
