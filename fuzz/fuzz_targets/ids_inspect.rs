@@ -52,6 +52,7 @@ alert http any any -> any any (msg:"ai"; flow:to_server; http.method; content:"P
 alert tcp any any -> any any (msg:"aj"; content:"n"; flowint:count,+,1; noalert; sid:36;)
 alert tcp any any -> any any (msg:"ak"; content:"m"; flowint:count,>,limit; flowint:limit,=,count; sid:37;)
 alert http any any -> any any (msg:"al"; flow:to_server; flowint:count,isset; http.uri; content:"/"; flowint:count,-,1; sid:38;)
+alert http any any -> any any (msg:"am"; flow:to_server; file.data; content:"MZ"; startswith; sid:39;)
 "#;
 
 fn engine() -> Arc<Engine> {

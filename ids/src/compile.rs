@@ -51,6 +51,10 @@ pub(crate) enum Field {
     /// The request head as received (payload keywords of an `http` rule).
     ReqHead,
     ReqBody,
+    /// `file.data` of a request in an `http` rule: the files it uploads, as Suricata has
+    /// them (each part of a `multipart/form-data` body with a `filename`; any other POST's
+    /// or PUT's whole body), each inspected on its own.
+    ReqFile,
     StatCode,
     StatMsg,
     ResponseLine,
@@ -137,7 +141,7 @@ impl Field {
         use Field::*;
         match self {
             Stream => Phase::Stream,
-            ReqBody => Phase::RequestBody,
+            ReqBody | ReqFile => Phase::RequestBody,
             RespBody => Phase::ResponseBody,
             Sni | Ja3Hash | Ja3String | Ja4Hash => Phase::Tls,
             CertSubject | CertIssuer | CertSerial | Cert | CertFingerprint | Ja3sHash
@@ -344,6 +348,13 @@ impl CRule {
     /// decided late) among the conditions `met` (sorted).
     pub(crate) fn enters(&self, phase: Phase, met: &[CondId]) -> bool {
         self.first_phase() == phase && self.conditions.iter().all(|c| met.binary_search(c).is_ok())
+    }
+
+    /// Whether it reads the files a request uploads ([`Field::ReqFile`]): it is then
+    /// matched against each file in turn.
+    pub(crate) fn reads_files(&self) -> bool {
+        self.phase(Phase::RequestBody)
+            .is_some_and(|p| p.buffers.iter().any(|b| b.field == Field::ReqFile))
     }
 
     pub(crate) fn first_phase(&self) -> Phase {
@@ -1151,7 +1162,7 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
     let field_dir = dir.unwrap_or(Dir::ToServer);
     let mut phases: Vec<CPhase> = Vec::new();
     for b in &rule.buffers {
-        let field = Field::of(b.buffer, field_dir);
+        let field = rule_field(rule, b.buffer, field_dir);
         let items = payload::compile(&b.items)?;
         let phase = field.phase();
         let cb = CBuffer {
@@ -1188,8 +1199,19 @@ fn compile_phases(rule: &Rule, dir: Option<Dir>) -> Option<Vec<CPhase>> {
     Some(phases)
 }
 
-/// Sort rules into evaluation order: `pass` first, then rules that set flowbits before the
-/// rules that test them, then drop, reject, alert; ties by sid.
+/// A rule's buffer as the field it reads: `file.data` of an HTTP request is its files, not
+/// its body (in an `smtp` rule it is each attachment, which the inspector hands over as a
+/// body of its own).
+fn rule_field(rule: &Rule, buffer: Buffer, dir: Dir) -> Field {
+    match (buffer, dir) {
+        (Buffer::FileData, Dir::ToServer) if rule.protocol.is_http() => Field::ReqFile,
+        _ => Field::of(buffer, dir),
+    }
+}
+
+/// Sort rules into evaluation order: `pass` first, then rules that set flowbits (xbits,
+/// `flowint` integers) before the rules that test them, then drop, reject, alert; ties by
+/// sid.
 fn order_rules(rules: &mut [CRule], bits: usize, xbits: usize, ints: usize) {
     // rank(rule) = 1 + the highest rank of a rule writing a bit it reads (flowbits, then
     // xbits numbered after them, then flowint integers).
@@ -1354,7 +1376,10 @@ fn index_entries<'a>(entries: impl Iterator<Item = (RuleId, &'a CPhase)>) -> Pha
             // that occurs) gains little from the NFA's skip-ahead prefilters, and the DFA is
             // several times faster per byte. Short buffers (URI, host, SNI, …) keep the
             // smaller NFA: with thousands of patterns a DFA costs tens of MB.
-            let bulk = matches!(g.field, Field::Stream | Field::ReqBody | Field::RespBody);
+            let bulk = matches!(
+                g.field,
+                Field::Stream | Field::ReqBody | Field::ReqFile | Field::RespBody
+            );
             #[cfg(feature = "hyperscan")]
             let hyperscan = bulk
                 .then(|| crate::hs::Literals::build(&g.patterns))
@@ -1455,7 +1480,7 @@ impl ConditionTable {
         let parsed: Vec<_> = rule
             .buffers
             .iter()
-            .filter(|b| Field::of(b.buffer, dir).phase() == phase.phase)
+            .filter(|b| rule_field(rule, b.buffer, dir).phase() == phase.phase)
             .cloned()
             .collect();
         let known = self.seen.entry((phase.phase, dir)).or_default();

@@ -73,6 +73,31 @@ pub(crate) fn attachments(message: &[u8], limit: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// The boundary of an HTTP request body that is `multipart/form-data` (its `Content-Type`).
+pub(crate) fn form_boundary(content_type: &[u8]) -> Option<Vec<u8>> {
+    value_of(content_type)
+        .eq_ignore_ascii_case(b"multipart/form-data")
+        .then(|| param(content_type, b"boundary"))
+        .flatten()
+}
+
+/// The files of a `multipart/form-data` body: the parts whose `Content-Disposition` has a
+/// `filename`, as sent (HTTP uploads carry no transfer encoding, and Suricata's HTTP parser
+/// undoes none); form fields are no files. A body cut short gives its last part as far as
+/// it goes.
+pub(crate) fn form_files<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<&'a [u8]> {
+    parts(body, boundary)
+        .into_iter()
+        .filter_map(|part| {
+            let (head, content) = split_head(part);
+            Headers::parse(head)
+                .get(b"content-disposition")
+                .and_then(|d| param(d, b"filename"))
+                .map(|_| content)
+        })
+        .collect()
+}
+
 /// One MIME entity: its headers, then a body that is parts or content.
 fn entity(bytes: &[u8], limit: usize, depth: usize, out: &mut Vec<Vec<u8>>) {
     let (head, body) = split_head(bytes);

@@ -312,6 +312,40 @@ struct Tx {
     summary: HttpSummary,
     /// A mail attachment (SMTP), not an HTTP exchange.
     mail: bool,
+    /// What of the request body is files (`file.data` of `http` rules).
+    files: RequestFiles,
+}
+
+/// The files a request uploads, as Suricata 7's HTTP parser makes them: the `filename` parts
+/// of a `multipart/form-data` body; the whole body of any other POST or PUT; none for other
+/// methods.
+#[derive(Debug, Default)]
+enum RequestFiles {
+    #[default]
+    None,
+    Whole,
+    /// Multipart, with this boundary.
+    Form(Vec<u8>),
+}
+
+impl RequestFiles {
+    fn of(req: &HttpRequest<'_>) -> RequestFiles {
+        if !(req.method.eq_ignore_ascii_case("POST") || req.method.eq_ignore_ascii_case("PUT")) {
+            return RequestFiles::None;
+        }
+        http::header(req.headers, "content-type")
+            .and_then(|ct| mail::form_boundary(&ct))
+            .map_or(RequestFiles::Whole, RequestFiles::Form)
+    }
+
+    /// The files in `body` (as much of it as came).
+    fn in_body<'a>(&self, body: &'a [u8]) -> Vec<&'a [u8]> {
+        match self {
+            RequestFiles::None => Vec::new(),
+            RequestFiles::Whole => vec![body],
+            RequestFiles::Form(boundary) => mail::form_files(body, boundary),
+        }
+    }
 }
 
 impl Tx {
@@ -558,6 +592,22 @@ impl Source for ServerSource<'_> {
             Field::CertFingerprint => f.fingerprint.as_deref().map(Cow::Borrowed),
             Field::Ja3sString => owned(fingerprint::ja3s(self.hello?)),
             Field::Ja3sHash => owned(fingerprint::md5_hex(&fingerprint::ja3s(self.hello?))),
+            _ => None,
+        }
+    }
+}
+
+/// A request body and one of the files in it.
+struct BodyFile<'a> {
+    body: Option<&'a [u8]>,
+    file: &'a [u8],
+}
+
+impl Source for BodyFile<'_> {
+    fn get(&self, field: Field) -> Option<Cow<'_, [u8]>> {
+        match field {
+            Field::ReqBody => self.body.map(Cow::Borrowed),
+            Field::ReqFile => Some(Cow::Borrowed(self.file)),
             _ => None,
         }
     }
@@ -1144,6 +1194,7 @@ impl FlowInspector {
                 coding,
                 ..Body::default()
             },
+            files: RequestFiles::of(req),
             ..Tx::default()
         }));
         if let Some(event) = anomaly {
@@ -1876,14 +1927,35 @@ impl FlowInspector {
             &mut tx.resp_body
         });
         body.checked_len = body.buf.len();
-        let src = OneField(field, body.seen.then_some(body.buf.as_slice()));
+        let seen = body.seen.then_some(body.buf.as_slice());
+        let src = OneField(field, seen);
         let mut bufs = Buffers::new(&src);
+        // The files of a request, each a buffer set of its own (the body's prefilter scan
+        // found their patterns: they are parts of it).
+        let files = match (phase, seen) {
+            (Phase::RequestBody, Some(b)) => tx.files.in_body(b),
+            _ => Vec::new(),
+        };
+        let file_srcs: Vec<BodyFile<'_>> = files
+            .iter()
+            .map(|&file| BodyFile { body: seen, file })
+            .collect();
+        let mut file_bufs: Vec<Buffers<'_, BodyFile<'_>>> =
+            file_srcs.iter().map(Buffers::new).collect();
         let mut hits = body.candidates.clone();
-        // Patterns in transformed body buffers are looked for on the whole body.
-        for pf in &index.prefilters {
-            if !pf.transforms.is_empty()
-                && let Some(b) = bufs.get(pf.field, &pf.transforms)
-            {
+        // Patterns in transformed body buffers are looked for on the whole body (or file).
+        for pf in index
+            .prefilters
+            .iter()
+            .filter(|pf| !pf.transforms.is_empty())
+        {
+            if pf.field == Field::ReqFile {
+                for fb in &mut file_bufs {
+                    if let Some(b) = fb.get(pf.field, &pf.transforms) {
+                        pf.scan(b, &mut hits);
+                    }
+                }
+            } else if let Some(b) = bufs.get(pf.field, &pf.transforms) {
                 pf.scan(b, &mut hits);
             }
         }
@@ -1899,7 +1971,17 @@ impl FlowInspector {
                 continue;
             }
             let dir = r.dir.unwrap_or(data_dir);
-            if !self.applies(r, dir, now) || !self.buffers_match(r, phase, &mut bufs) {
+            if !self.applies(r, dir, now) {
+                continue;
+            }
+            let found = if r.reads_files() {
+                file_bufs
+                    .iter_mut()
+                    .any(|fb| self.buffers_match(r, phase, fb))
+            } else {
+                self.buffers_match(r, phase, &mut bufs)
+            };
+            if !found {
                 continue;
             }
             insert_sorted(&mut body.matched, id);

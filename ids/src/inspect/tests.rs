@@ -1728,3 +1728,71 @@ fn starttls_and_auth_tls_switch_the_flow_to_tls() {
     got.sort_unstable();
     assert_eq!(got, [2, 4]);
 }
+
+#[test]
+fn request_file_data_is_each_uploaded_file() {
+    let e = engine(concat!(
+        "alert http any any -> any any (msg:\"php\"; flow:to_server; file.data; content:\"<?php\"; sid:1;)\n",
+        "alert http any any -> any any (msg:\"gif\"; flow:to_server; file.data; content:\"GIF89a\"; startswith; sid:2;)\n",
+        "alert http any any -> any any (msg:\"body\"; flow:to_server; http.request_body; content:\"<?php\"; sid:3;)\n",
+        "alert http any any -> any any (msg:\"end\"; flow:to_server; file.data; content:\"END\"; endswith; sid:4;)\n",
+        "alert http any any -> any any (msg:\"lower\"; flow:to_server; file.data; to_lowercase; content:\"shell_exec\"; sid:5;)\n",
+    ));
+    let form = |parts: &[(&str, &str)]| {
+        let mut b = String::new();
+        for (disposition, content) in parts {
+            b.push_str(&format!(
+                "--XyZ\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{content}\r\n"
+            ));
+        }
+        b.push_str("--XyZ--\r\n");
+        b.into_bytes()
+    };
+    let multipart: &[(&str, &[u8])] = &[("content-type", b"multipart/form-data; boundary=XyZ")];
+    let urlencoded: &[(&str, &[u8])] = &[("content-type", b"application/x-www-form-urlencoded")];
+    let run = |method: &'static str, headers: &[(&str, &[u8])], body: &[u8], piece: usize| {
+        let mut fi = FlowInspector::new(e.clone(), flow());
+        fi.set_app_proto(AppProto::Http1);
+        let req = HttpRequest {
+            method,
+            ..get("/upload", headers)
+        };
+        let mut got = sids(&fi.http_request(&req, t(0)));
+        for p in body.chunks(piece) {
+            got.extend(sids(&fi.http_request_body(p, false, t(0))));
+        }
+        got.extend(sids(&fi.http_request_body(b"", true, t(0))));
+        got.sort_unstable();
+        got
+    };
+    let uploads = form(&[
+        ("name=\"comment\"", "not a file: <?php"),
+        ("name=\"a\"; filename=\"a.txt\"", "plain text END"),
+        ("name=\"b\"; filename=\"b.gif\"", "GIF89a <?php SHELL_EXEC"),
+    ]);
+    let fields = form(&[("name=\"comment\"", "GIF89a <?php END")]);
+    for piece in [usize::MAX, 9, 1] {
+        // Each file on its own: `startswith` at the second file's start, `endswith` at the
+        // first file's end; the body rule sees the whole body.
+        assert_eq!(
+            run("POST", multipart, &uploads, piece),
+            [1, 2, 3, 4, 5],
+            "{piece}"
+        );
+        // A form field is no file.
+        assert_eq!(run("POST", multipart, &fields, piece), [3], "{piece}");
+        // Any other POST's body, and a PUT's, is one file (Suricata names it after the URI).
+        assert_eq!(
+            run("POST", urlencoded, b"x=<?php", piece),
+            [1, 3],
+            "{piece}"
+        );
+        assert_eq!(
+            run("PUT", &[], b"GIF89a <?php END", piece),
+            [1, 2, 3, 4],
+            "{piece}"
+        );
+        // Other methods upload no files.
+        assert_eq!(run("PATCH", urlencoded, b"x=<?php", piece), [3], "{piece}");
+    }
+}

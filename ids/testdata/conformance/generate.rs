@@ -1384,5 +1384,74 @@ fn main() -> std::io::Result<()> {
         }
     }
     p.write(&out.join("starttls.pcap"))?;
+
+    // Uploads: `file.data` of a request is its files (a PUT's body, the `filename` parts of
+    // a multipart form), not form fields or other bodies. Whole and in tiny segments.
+    let mut ports = Ports(43000);
+    let mut p = Pcap::new();
+    let form = |parts: &[(&str, &str)]| {
+        let mut b = String::new();
+        for (disposition, content) in parts {
+            b.push_str(&format!(
+                "--UpLoAd42\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{content}\r\n"
+            ));
+        }
+        b.push_str("--UpLoAd42--\r\n");
+        b
+    };
+    let request = |method: &str, content_type: &str, body: &str| {
+        format!(
+            "{method} /upload.php HTTP/1.1\r\nHost: files.internal.example\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let multipart = "multipart/form-data; boundary=UpLoAd42";
+    let uploads = [
+        request(
+            "POST",
+            multipart,
+            &form(&[
+                ("name=\"note\"", "UPLOAD-FIELD-MARK"),
+                (
+                    "name=\"file\"; filename=\"shell.php\"",
+                    "<?php system($_GET['c']); ?>",
+                ),
+            ]),
+        ),
+        request(
+            "POST",
+            multipart,
+            &form(&[("name=\"note\"", "<?php echo 1; ?> UPLOAD-FIELD-MARK")]),
+        ),
+        request(
+            "POST",
+            "application/x-www-form-urlencoded",
+            "code=<?php+echo+1;+?>",
+        ),
+        request(
+            "PUT",
+            "application/octet-stream",
+            "<?php echo 2; ?> plain text",
+        ),
+        request(
+            "POST",
+            multipart,
+            &form(&[
+                ("name=\"a\"; filename=\"a.txt\"", "some plain text"),
+                ("name=\"b\"; filename=\"b.gif\"", "GIF89a...."),
+            ]),
+        ),
+    ];
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    for sizes in [WHOLE, TINY] {
+        for req in &uploads {
+            let mut c = p.conv(&mut ports, 80);
+            c.send(true, req, sizes);
+            c.send(false, ok, sizes);
+            c.close();
+        }
+    }
+    p.write(&out.join("http_uploads.pcap"))?;
     Ok(())
 }
