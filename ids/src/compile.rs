@@ -585,6 +585,9 @@ pub struct Engine {
     /// SMTP and FTP flows are recognised for their switch to TLS (`STARTTLS`, `AUTH TLS`):
     /// some rule reads TLS, or the raw stream (which is no longer inspected once encrypted).
     pub(crate) follows_tls_upgrades: bool,
+    /// Some rule reads the files requests upload ([`Field::ReqFile`]): only then are request
+    /// bodies split into them.
+    pub(crate) reads_request_files: bool,
 }
 
 impl Engine {
@@ -922,6 +925,7 @@ impl Engine {
             _ => false,
         });
         let follows_tls_upgrades = reads_tls || stream.iter().any(|s| !s.is_empty());
+        let reads_request_files = compiled.iter().any(CRule::reads_files);
         let reads_mail = compiled
             .iter()
             .any(|r| r.app == Some(Protocol::Smtp) && r.phase(Phase::RequestBody).is_some());
@@ -944,6 +948,7 @@ impl Engine {
                 reads_http,
                 reads_mail,
                 follows_tls_upgrades,
+                reads_request_files,
             },
             report,
         )

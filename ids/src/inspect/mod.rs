@@ -1933,7 +1933,7 @@ impl FlowInspector {
         // The files of a request, each a buffer set of its own (the body's prefilter scan
         // found their patterns: they are parts of it).
         let files = match (phase, seen) {
-            (Phase::RequestBody, Some(b)) => tx.files.in_body(b),
+            (Phase::RequestBody, Some(b)) if engine.reads_request_files => tx.files.in_body(b),
             _ => Vec::new(),
         };
         let file_srcs: Vec<BodyFile<'_>> = files
