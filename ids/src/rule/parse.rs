@@ -1950,22 +1950,12 @@ mod tests {
         );
         let r = one("alert ip any any -> any any (msg:\"s\"; stream_size:either,!=,0; sid:1;)");
         assert_eq!(r.transport, Some(Transport::Tcp));
-        for (opt, what) in [
+        option_errors(&[
             ("stream_size:server,<;", "needs `side,op,number`"),
             ("stream_size:sender,<,5;", "invalid stream_size side"),
             ("stream_size:server,~,5;", "invalid stream_size operator"),
             ("stream_size:server,<,-1;", "must be a number"),
-        ] {
-            let p = parse_rules(
-                "s.rules",
-                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
-            );
-            assert!(
-                p.errors[0].to_string().contains(what),
-                "{opt}: {:?}",
-                p.errors
-            );
-        }
+        ]);
         let p = parse_rules(
             "s.rules",
             "alert http any any -> any any (msg:\"h\"; stream_size:client,<,9; http.uri; content:\"x\"; sid:3;)",
@@ -1974,6 +1964,23 @@ mod tests {
             p.skipped[0].reason.to_string(),
             "mixes payload and app-layer buffers: stream_size with app-layer buffers"
         );
+    }
+
+    /// Each option, in a rule of its own, is an error that says `what`.
+    fn option_errors(cases: &[(&str, &str)]) {
+        for (opt, what) in cases {
+            let p = parse_rules(
+                "x.rules",
+                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
+            );
+            assert!(
+                p.errors
+                    .first()
+                    .is_some_and(|e| e.to_string().contains(what)),
+                "{opt}: {:?}",
+                p.errors
+            );
+        }
     }
 
     #[test]
@@ -1998,23 +2005,13 @@ mod tests {
                 },
             ]
         );
-        for (opt, what) in [
+        option_errors(&[
             ("xbits:set,a;", "needs `track"),
             ("xbits:flip,a,track ip_src;", "invalid xbits command"),
             ("xbits:set,a,track ip_src,expire 0;", "invalid xbits expire"),
             ("xbits:set,a b,track ip_src;", "invalid flowbit name"),
             ("xbits:set,a,track host;", "invalid xbits option"),
-        ] {
-            let p = parse_rules(
-                "x.rules",
-                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
-            );
-            assert!(
-                p.errors[0].to_string().contains(what),
-                "{opt}: {:?}",
-                p.errors
-            );
-        }
+        ]);
     }
 
     #[test]
@@ -2038,7 +2035,7 @@ mod tests {
             ]
         );
         assert!(FlowintOp::Sub.changes() && !FlowintOp::Ne.changes());
-        for (opt, what) in [
+        option_errors(&[
             ("flowint:aa,+;", "needs a value"),
             ("flowint:count,~,1;", "invalid flowint operation"),
             (
@@ -2048,17 +2045,7 @@ mod tests {
             ("flowint:count,=,-1;", "invalid flowint operand"),
             ("flowint:1x,=,1;", "invalid flowint name"),
             ("flowint:count,=,1,2;", "too many parts"),
-        ] {
-            let p = parse_rules(
-                "x.rules",
-                &format!("alert tcp any any -> any any (msg:\"e\"; {opt} sid:2;)"),
-            );
-            assert!(
-                p.errors[0].to_string().contains(what),
-                "{opt}: {:?}",
-                p.errors
-            );
-        }
+        ]);
     }
 
     #[test]
