@@ -141,6 +141,22 @@ impl Pcap {
         self.packets.push((self.clock, out));
     }
 
+    /// One TCP conversation to `port`: each turn sent by its side in segments of `sizes`,
+    /// then closed.
+    fn session(
+        &mut self,
+        ports: &mut Ports,
+        port: u16,
+        turns: &[(bool, Vec<u8>)],
+        sizes: &[usize],
+    ) {
+        let mut c = self.conv(ports, port);
+        for (from_client, data) in turns {
+            c.send(*from_client, data, sizes);
+        }
+        c.close();
+    }
+
     fn conv(&mut self, ports: &mut Ports, sport: u16) -> Conv<'_> {
         let cport = ports.next();
         let isn = [
@@ -983,11 +999,7 @@ fn bench(out: &Path, empty: &Path, repeat: usize, shape: traffic::Shape) -> std:
                 }
                 continue;
             }
-            let mut c = p.conv(&mut ports, flow.port);
-            for (from_client, data) in &flow.turns {
-                c.send(*from_client, data, WHOLE);
-            }
-            c.close();
+            p.session(&mut ports, flow.port, &flow.turns, WHOLE);
         }
         for (ts, data) in &p.packets {
             w.write_packet(&PcapPacket::new(*ts, data.len() as u32, data))
@@ -1060,11 +1072,7 @@ fn main() -> std::io::Result<()> {
     let mut p = Pcap::new();
     for (port, msgs) in raw_exchanges() {
         for sizes in [WHOLE, TINY] {
-            let mut c = p.conv(&mut ports, port);
-            for (from_client, data) in &msgs {
-                c.send(*from_client, data, sizes);
-            }
-            c.close();
+            p.session(&mut ports, port, &msgs, sizes);
         }
     }
     p.write(&out.join("raw_tcp.pcap"))?;
@@ -1195,11 +1203,7 @@ fn main() -> std::io::Result<()> {
         }
     }
     for (port, session, sizes) in sessions {
-        let mut c = p.conv(&mut ports, port);
-        for (from_client, data) in session {
-            c.send(from_client, &data, sizes);
-        }
-        c.close();
+        p.session(&mut ports, port, &session, sizes);
     }
     p.write(&out.join("smtp_ftp.pcap"))?;
 
@@ -1320,11 +1324,7 @@ fn main() -> std::io::Result<()> {
     // Whole segments only: Suricata reads `tls.version` from split record headers
     // differently (the split cases are eastwall's unit tests).
     for turns in &conversations {
-        let mut c = p.conv(&mut ports, 443);
-        for (from_client, data) in turns {
-            c.send(*from_client, data, WHOLE);
-        }
-        c.close();
+        p.session(&mut ports, 443, turns, WHOLE);
     }
     p.write(&out.join("tls_encrypted.pcap"))?;
 
@@ -1376,11 +1376,7 @@ fn main() -> std::io::Result<()> {
     ];
     for sizes in [WHOLE, TINY] {
         for (port, session) in [(25, &upgraded), (25, &refused), (21, &ftp)] {
-            let mut c = p.conv(&mut ports, port);
-            for (from_client, data) in session {
-                c.send(*from_client, data, sizes);
-            }
-            c.close();
+            p.session(&mut ports, port, session, sizes);
         }
     }
     p.write(&out.join("starttls.pcap"))?;
